@@ -1,0 +1,1 @@
+"""ssm-deploy: deploy to EC2 instances through AWS Systems Manager Run Command."""

@@ -1,0 +1,56 @@
+"""Who and what a deploy is for: Bitbucket build context, the command Comment, the STS session name."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+COMMENT_LIMIT = 100  # SendCommand Comment
+SESSION_NAME_LIMIT = 64  # sts:AssumeRole RoleSessionName
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    repo: str
+    build_number: str
+    commit: str
+    branch: str
+    triggerer: str
+    deployment_environment: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BuildContext:
+        return cls(
+            repo=env.get("BITBUCKET_REPO_FULL_NAME") or env.get("BITBUCKET_REPO_SLUG") or "local",
+            build_number=env.get("BITBUCKET_BUILD_NUMBER", "0"),
+            commit=env.get("BITBUCKET_COMMIT", ""),
+            branch=env.get("BITBUCKET_BRANCH") or env.get("BITBUCKET_TAG", ""),
+            triggerer=env.get("BITBUCKET_STEP_TRIGGERER_UUID", ""),
+            deployment_environment=env.get("BITBUCKET_DEPLOYMENT_ENVIRONMENT", ""),
+        )
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:7]
+
+    def default_comment(self) -> str:
+        parts = [f"ssm-deploy {self.repo}#{self.build_number}"]
+        if self.short_commit:
+            parts.append(self.short_commit)
+        return cut(" ".join(parts), COMMENT_LIMIT)
+
+    def session_name(self) -> str:
+        """``ssm-deploy-<repo>-<build>``; the repository part is shortened first (AWS allows 64)."""
+        suffix = _session_safe(f"-{self.build_number}")[:20]
+        prefix = _session_safe(f"ssm-deploy-{self.repo.rsplit('/', 1)[-1]}")
+        return prefix[: SESSION_NAME_LIMIT - len(suffix)] + suffix
+
+
+def _session_safe(text: str) -> str:
+    return re.sub(r"[^\w+=,.@-]", "-", text, flags=re.ASCII)
+
+
+def cut(text: str, limit: int) -> str:
+    """Shorten ``text`` to ``limit`` characters, marking the cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

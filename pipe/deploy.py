@@ -1,0 +1,103 @@
+"""The deploy, step by step: authenticate, preflight, send, wait, report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from pipe.auth import authenticate
+from pipe.aws import CLIENT_CONFIG
+from pipe.command import cancel_command, console_url, send_command
+from pipe.errors import DeployFailed
+from pipe.interruption import Interrupted, interrupts_raise
+from pipe.invocations import Invocation
+from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
+from pipe.preflight import check_instances, check_parameters
+from pipe.redaction import Redactor
+from pipe.remote_script import build_script
+from pipe.results import fetch_result
+from pipe.settings import DeploySettings
+from pipe.tracker import InvocationTracker, WaitTimedOut
+
+WAIT_MARGIN_SECONDS = 120  # beyond delivery + execution timeout, before the pipe gives up itself
+CANCEL_GRACE_SECONDS = 30
+log = logging.getLogger("ssm-deploy")
+
+
+def run_deploy(settings: DeploySettings, env: Mapping[str, str], redactor: Redactor) -> list[Invocation]:
+    """Run the deploy; return the invocations when all succeeded, raise DeployFailed otherwise."""
+    _log_plan(settings)
+    session, identity = authenticate(settings, env, redactor)
+    ssm = session.client("ssm", region_name=settings.region, config=CLIENT_CONFIG)
+    check_instances(ssm, settings.instance_ids, settings.region)
+    check_parameters(ssm, settings.secrets, redactor, identity.arn)
+
+    script = build_script(settings)
+    log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
+    command_id = send_command(ssm, settings, script)
+    log.info(
+        f"Sent command {command_id} to {len(settings.instance_ids)} instance(s) "
+        f"[{settings.comment}] by {identity.arn}"
+    )
+    log.info(f"Console: {console_url(settings.region, command_id)}")
+
+    tracker = InvocationTracker(ssm, command_id, settings.instance_ids)
+    limit = settings.delivery_timeout + settings.execution_timeout + WAIT_MARGIN_SECONDS
+    try:
+        with interrupts_raise():
+            invocations = tracker.wait(limit)
+    except (Interrupted, WaitTimedOut) as stop:
+        log.error(f"{stop} Cancelling command {command_id}.")
+        if cancel_command(ssm, command_id):
+            try:
+                tracker.wait(CANCEL_GRACE_SECONDS)
+            except WaitTimedOut:
+                log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
+        invocations = tracker.invocations
+        _report(ssm, command_id, invocations, redactor)
+        raise DeployFailed(f"{stop} The command was cancelled. Command id: {command_id}") from None
+
+    _report(ssm, command_id, invocations, redactor)
+    failed = [inv for inv in invocations.values() if not inv.succeeded]
+    if failed:
+        listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in failed)
+        raise DeployFailed(
+            f"Deploy failed on {len(failed)} of {len(invocations)} instance(s): {listed}. "
+            f"Command id: {command_id}"
+        )
+    return list(invocations.values())
+
+
+def _log_plan(settings: DeploySettings) -> None:
+    build = settings.build
+    log.info(
+        f"Deploy {build.repo} build #{build.build_number}"
+        + (f" commit {build.short_commit}" if build.short_commit else "")
+        + (f" ({build.branch})" if build.branch else "")
+        + (f" triggered by {build.triggerer}" if build.triggerer else "")
+    )
+    log.info(
+        f"Environment: {settings.environment or '(none)'}; region {settings.region}; "
+        f"targets: {', '.join(settings.instance_ids)}"
+    )
+    if settings.secrets:
+        names = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in settings.secrets)
+        log.info(f"Secrets read on the instances: {names}")
+
+
+def _report(ssm: object, command_id: str, invocations: dict[str, Invocation], redactor: Redactor) -> None:
+    printer = OutputPrinter(redactor, label_lines=len(invocations) > 1)
+    for invocation in invocations.values():
+        fetch_result(ssm, command_id, invocation)
+        printer.print_header(f"---- output of {invocation.instance_id}: {invocation.describe()} ----")
+        printer.print_lines(invocation.instance_id, invocation.stdout)
+        printer.print_lines(invocation.instance_id, invocation.stderr, is_stderr=True)
+        for notice in (
+            cut_notice(invocation.stdout, STDOUT_FIELD_LIMIT, "Standard output"),
+            cut_notice(invocation.stderr, STDERR_FIELD_LIMIT, "Standard error"),
+        ):
+            if notice:
+                log.warning(f"{invocation.instance_id}: {notice}")
+    log.info(f"Summary of command {command_id}:")
+    for invocation in invocations.values():
+        log.info(f"  {invocation.instance_id}  {invocation.describe()}  {invocation.elapsed}")

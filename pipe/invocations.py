@@ -1,0 +1,36 @@
+"""What the pipe knows about each instance's invocation, and which statuses are final."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACTIVE_STATUSES = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
+SUCCESS = "Success"
+
+
+@dataclass
+class Invocation:
+    instance_id: str
+    status: str = "Pending"
+    status_details: str = "Pending"
+    response_code: int | None = None
+    elapsed: str = ""
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCESS
+
+    def describe(self) -> str:
+        """``Failed (exit 3)`` or ``Failed/Undeliverable`` style text for messages."""
+        text = self.status
+        if self.status_details and self.status_details != self.status:
+            text += f"/{self.status_details}"
+        if self.response_code is not None and self.response_code >= 0:
+            text += f" (exit {self.response_code})"
+        return text

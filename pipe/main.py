@@ -1,0 +1,67 @@
+"""Command-line glue: validate variables, run the deploy, turn every outcome into an exit code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+from bitbucket_pipes_toolkit import Pipe
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipe.aws import error_code, error_message
+from pipe.deploy import run_deploy
+from pipe.errors import PipeError, ValidationFailed
+from pipe.logs import configure_logging
+from pipe.redaction import Redactor
+from pipe.schema import SCHEMA
+from pipe.settings import load_settings
+
+log = logging.getLogger("ssm-deploy")
+METADATA_FILES = (Path(__file__).resolve().parent.parent / "pipe.yml", Path("/pipe.yml"))
+
+
+class DeployPipe(Pipe):  # type: ignore[misc]
+    def enable_debug_log_level(self) -> None:
+        """DEBUG is parsed strictly by settings.py; the toolkit would treat the string "false" as on."""
+
+
+def main() -> int:
+    env = dict(os.environ)
+    redactor = Redactor()
+    pipe = DeployPipe(pipe_metadata=_metadata(), schema=SCHEMA, env=env, check_for_newer_version=False)
+    try:
+        settings = load_settings(pipe.variables, env)
+    except ValidationFailed as invalid:
+        pipe.fail(f"Validation errors: \n{yaml.dump(invalid.problems, default_flow_style=False)}")
+        return 1
+    configure_logging(pipe.logger, redactor, settings.debug)
+    try:
+        invocations = run_deploy(settings, env, redactor)
+    except PipeError as error:
+        pipe.fail(redactor.redact(str(error)))
+        return 1
+    except ClientError as error:
+        pipe.fail(redactor.redact(f"AWS refused a request ({error_code(error)}): {error_message(error)}"))
+        return 1
+    except BotoCoreError as error:
+        pipe.fail(redactor.redact(f"Could not talk to AWS: {error}"))
+        return 1
+    except Exception as error:  # a bug of ours: still no raw traceback in the build log
+        log.debug(redactor.redact(traceback.format_exc()))
+        pipe.fail(redactor.redact(f"Unexpected error {type(error).__name__}: {error}. Run with DEBUG: 'true' for details."))
+        return 1
+    pipe.success(f"Deployed to {len(invocations)} instance(s).")
+    return 0
+
+
+def _metadata() -> dict[str, Any]:
+    for path in METADATA_FILES:
+        if path.is_file():
+            loaded = yaml.safe_load(path.read_text())
+            return loaded if isinstance(loaded, dict) else {}
+    return {}
+

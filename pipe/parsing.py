@@ -1,0 +1,91 @@
+"""Small parsers for pipe variable values. Each raises ValueError with a message for the user."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off", ""}
+
+
+def parse_bool(text: str | None, default: bool) -> bool:
+    if text is None:
+        return default
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+def parse_int(text: str | None, default: int, minimum: int, maximum: int) -> int:
+    if text is None or not text.strip():
+        return default
+    stripped = text.strip()
+    if not re.fullmatch(r"[0-9]+", stripped):
+        raise ValueError(f"must be a whole number of seconds from {minimum} to {maximum}, got {text!r}")
+    value = int(stripped)
+    if not minimum <= value <= maximum:
+        raise ValueError(f"must be from {minimum} to {maximum} seconds, got {value}")
+    return value
+
+
+def split_words(text: str) -> list[str]:
+    """Split on spaces, commas and newlines; drop empty parts."""
+    return [part for part in re.split(r"[\s,]+", text) if part]
+
+
+def yaml_list(env: Mapping[str, str], name: str) -> list[str] | None:
+    """Read a YAML list the way Bitbucket passes it to a pipe: NAME_COUNT and NAME_0..n."""
+    count_text = env.get(f"{name}_COUNT")
+    if count_text is None:
+        return None
+    if not count_text.strip().isdigit():
+        raise ValueError(f"{name}_COUNT must be a number, got {count_text!r}")
+    items = []
+    for index in range(int(count_text)):
+        item = env.get(f"{name}_{index}")
+        if item is None:
+            raise ValueError(f"{name}_COUNT is {count_text} but {name}_{index} is missing")
+        items.append(item)
+    return items
+
+
+def split_pairs(text: str) -> list[tuple[str, str]]:
+    """Parse ``NAME=value`` entries separated by newlines or semicolons."""
+    pairs = []
+    for raw in re.split(r"[\n;]", text):
+        entry = raw.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        name, sep, value = entry.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"entry {entry!r} has no '=': write NAME=value")
+        if not _ENV_NAME.match(name):
+            raise ValueError(
+                f"{name!r} is not a valid environment variable name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        pairs.append((name, value.strip()))
+    return pairs
+
+
+def expand_environment(text: str, environment: str | None) -> str:
+    """Replace ``{environment}``; refuse any other placeholder and a missing environment."""
+    unknown = sorted({m for m in _PLACEHOLDER.findall(text) if m != "environment"})
+    if unknown:
+        listed = ", ".join("{" + name + "}" for name in unknown)
+        raise ValueError(f"unknown placeholder {listed}: only {{environment}} is supported")
+    if "{environment}" in text:
+        if not environment:
+            raise ValueError(
+                "uses {environment} but no environment is known: set ENVIRONMENT "
+                "or run the pipe in a deployment step"
+            )
+        return text.replace("{environment}", environment)
+    return text

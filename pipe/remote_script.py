@@ -1,0 +1,48 @@
+"""The shell script sent to the instances: read secrets there, export variables, run COMMANDS.
+
+Secret values never travel in SendCommand: the script names the parameters and the instance reads
+them with its own role, so ListCommands and CloudTrail only ever show parameter names.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pipe.settings import DeploySettings, SecretRef
+
+PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS parameter
+AWS_CLI_MISSING = 127
+
+
+def build_script(settings: DeploySettings) -> list[str]:
+    """Lines for AWS-RunShellScript's ``commands`` parameter."""
+    lines = [f"# ssm-deploy {settings.build.repo}#{settings.build.build_number} {settings.build.short_commit}".rstrip()]
+    if settings.secrets:
+        lines += _secret_lines(settings.secrets, settings.region)
+    for name, value in settings.variables:
+        lines.append(f"export {name}={shlex.quote(value)}")
+    if len(lines) > 1:
+        lines.append("# --- COMMANDS ---")
+    lines += settings.commands.splitlines()
+    return lines
+
+
+def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:
+    lines = [
+        "if ! command -v aws >/dev/null 2>&1; then",
+        "  echo 'ssm-deploy: the AWS CLI (aws) is not on PATH on this instance; it is needed to read SECRETS' >&2",
+        f"  exit {AWS_CLI_MISSING}",
+        "fi",
+    ]
+    for ref in secrets:
+        name = shlex.quote(ref.parameter)
+        hint = shlex.quote(
+            f"ssm-deploy: cannot read {ref.parameter} for {ref.env_name}: the instance role needs "
+            "ssm:GetParameter on it and kms:Decrypt on its key"
+        )
+        lines += [
+            f"{ref.env_name}=\"$(aws ssm get-parameter --region {region} --name {name} --with-decryption "
+            "--query Parameter.Value --output text)\" || { echo " + hint + f" >&2; exit {PARAMETER_READ_FAILED}; }}",
+            f"export {ref.env_name}",
+        ]
+    return lines

@@ -1,0 +1,39 @@
+"""The pipe's variables as a Cerberus schema for bitbucket-pipes-toolkit.
+
+Every variable is declared as a string: the toolkit parses non-string types with
+``yaml.safe_load``, which turns some typos into tracebacks and "false" into a truthy string.
+``settings.py`` parses and checks the values itself and names the variable in every error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_OPTIONAL: dict[str, Any] = {"type": "string", "required": False, "nullable": True}
+_REQUIRED: dict[str, Any] = {"type": "string", "required": True, "empty": False}
+
+VARIABLE_NAMES: tuple[str, ...] = (
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_OIDC_ROLE_ARN",
+    "ENVIRONMENT",
+    "ROLE_ARN",
+    "EXTERNAL_ID",
+    "INSTANCE_IDS",
+    "COMMANDS",
+    "WORKING_DIRECTORY",
+    "EXECUTION_TIMEOUT",
+    "DELIVERY_TIMEOUT",
+    "COMMENT",
+    "SECRETS",
+    "VARIABLES",
+    "DEBUG",
+)
+
+REQUIRED_VARIABLES: frozenset[str] = frozenset({"AWS_DEFAULT_REGION", "COMMANDS"})
+
+SCHEMA: dict[str, dict[str, Any]] = {
+    name: dict(_REQUIRED if name in REQUIRED_VARIABLES else _OPTIONAL) for name in VARIABLE_NAMES
+}

@@ -1,0 +1,241 @@
+"""Turn validated pipe variables into DeploySettings, collecting every problem by variable name."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pipe.audit import COMMENT_LIMIT, BuildContext, cut
+from pipe.errors import ValidationFailed
+from pipe.parsing import (
+    expand_environment,
+    parse_bool,
+    parse_int,
+    split_pairs,
+    split_words,
+    yaml_list,
+)
+
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
+EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
+INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17})$")
+PARAMETER_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,2048}$")
+RESERVED_PARAMETER_PREFIX = re.compile(r"^/?(aws|ssm)", re.IGNORECASE)
+
+MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds
+EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
+DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
+DEFAULT_EXECUTION_TIMEOUT = 3600
+DEFAULT_DELIVERY_TIMEOUT = 600
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """An environment variable on the instance whose value comes from a Parameter Store parameter."""
+
+    env_name: str
+    parameter: str
+
+
+@dataclass(frozen=True)
+class StaticKeys:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # never show the secret key, not even in a debugger dump
+        return f"StaticKeys(access_key_id={self.access_key_id!r}, secret_access_key='****')"
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    region: str
+    environment: str | None
+    static_keys: StaticKeys | None
+    oidc_role_arn: str | None
+    role_arn: str | None
+    external_id: str | None
+    instance_ids: list[str]
+    commands: str
+    working_directory: str | None
+    execution_timeout: int
+    delivery_timeout: int
+    comment: str
+    secrets: list[SecretRef]
+    variables: list[tuple[str, str]]
+    debug: bool
+    build: BuildContext
+
+
+class _Collector:
+    """Runs each check and records its ValueError under the variable's name."""
+
+    def __init__(self) -> None:
+        self.problems: dict[str, list[str]] = {}
+
+    def add(self, name: str, reason: str) -> None:
+        self.problems.setdefault(name, []).append(reason)
+
+    def check(self, name: str, parse: Callable[[], T], fallback: T) -> T:
+        try:
+            return parse()
+        except ValueError as error:
+            self.add(name, str(error))
+            return fallback
+
+
+def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -> DeploySettings:
+    """Build settings from toolkit-validated ``variables``; ``env`` is the raw process environment."""
+    problems = _Collector()
+
+    def text(name: str) -> str | None:
+        value = variables.get(name)
+        if value is None:
+            return None
+        stripped = value.strip()
+        return stripped or None
+
+    build = BuildContext.from_env(env)
+    region = text("AWS_DEFAULT_REGION") or ""
+    if not REGION.match(region):
+        problems.add("AWS_DEFAULT_REGION", f"must be an AWS region such as eu-west-1, got {region!r}")
+
+    environment = text("ENVIRONMENT") or build.deployment_environment or None
+    if environment is not None and not ENVIRONMENT.match(environment):
+        problems.add(
+            "ENVIRONMENT",
+            f"must be letters, digits, '.', '_' or '-' (at most 63), got {environment!r}",
+        )
+        environment = None
+
+    def expanded(name: str) -> str | None:
+        value = text(name)
+        if value is None:
+            return None
+        return problems.check(name, lambda: expand_environment(value, environment), None)
+
+    static_keys = _static_keys(text, problems)
+    oidc_role_arn = _arn(problems, "AWS_OIDC_ROLE_ARN", expanded("AWS_OIDC_ROLE_ARN"))
+    role_arn = _arn(problems, "ROLE_ARN", expanded("ROLE_ARN"))
+    external_id = text("EXTERNAL_ID")
+    if external_id is not None and not EXTERNAL_ID.match(external_id):
+        problems.add("EXTERNAL_ID", "must be 2 to 1224 of the characters A-Z a-z 0-9 + = , . @ : / _ -")
+    if external_id is not None and role_arn is None:
+        problems.add("EXTERNAL_ID", "is only used with ROLE_ARN: set ROLE_ARN too or remove EXTERNAL_ID")
+
+    instance_ids = problems.check("INSTANCE_IDS", lambda: _instance_ids(variables, env), [])
+    commands = (variables.get("COMMANDS") or "").strip("\n")
+    if not commands.strip():
+        problems.add("COMMANDS", "is empty: give the shell commands to run on the instances")
+
+    execution_timeout = problems.check(
+        "EXECUTION_TIMEOUT",
+        lambda: parse_int(text("EXECUTION_TIMEOUT"), DEFAULT_EXECUTION_TIMEOUT, *EXECUTION_TIMEOUT_RANGE),
+        DEFAULT_EXECUTION_TIMEOUT,
+    )
+    delivery_timeout = problems.check(
+        "DELIVERY_TIMEOUT",
+        lambda: parse_int(text("DELIVERY_TIMEOUT"), DEFAULT_DELIVERY_TIMEOUT, *DELIVERY_TIMEOUT_RANGE),
+        DEFAULT_DELIVERY_TIMEOUT,
+    )
+    comment = cut(expanded("COMMENT") or build.default_comment(), COMMENT_LIMIT)
+    secrets = problems.check("SECRETS", lambda: _secrets(text("SECRETS"), environment), [])
+    plain = problems.check("VARIABLES", lambda: _variables(text("VARIABLES"), environment), [])
+    clash = sorted({ref.env_name for ref in secrets} & {name for name, _ in plain})
+    if clash:
+        problems.add("VARIABLES", f"{', '.join(clash)} also set by SECRETS: give each name once")
+    debug = problems.check("DEBUG", lambda: parse_bool(text("DEBUG"), False), False)
+
+    if problems.problems:
+        raise ValidationFailed(problems.problems)
+    return DeploySettings(
+        region=region,
+        environment=environment,
+        static_keys=static_keys,
+        oidc_role_arn=oidc_role_arn,
+        role_arn=role_arn,
+        external_id=external_id,
+        instance_ids=instance_ids,
+        commands=commands,
+        working_directory=text("WORKING_DIRECTORY"),
+        execution_timeout=execution_timeout,
+        delivery_timeout=delivery_timeout,
+        comment=comment,
+        secrets=secrets,
+        variables=plain,
+        debug=debug,
+        build=build,
+    )
+
+
+def _static_keys(text: Callable[[str], str | None], problems: _Collector) -> StaticKeys | None:
+    key_id, secret = text("AWS_ACCESS_KEY_ID"), text("AWS_SECRET_ACCESS_KEY")
+    if key_id and not secret:
+        problems.add("AWS_SECRET_ACCESS_KEY", "is missing: it goes with AWS_ACCESS_KEY_ID")
+    if secret and not key_id:
+        problems.add("AWS_ACCESS_KEY_ID", "is missing: it goes with AWS_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        return StaticKeys(key_id, secret, text("AWS_SESSION_TOKEN"))
+    return None
+
+
+def _arn(problems: _Collector, name: str, value: str | None) -> str | None:
+    if value is not None and not ROLE_ARN.match(value):
+        problems.add(name, f"must be an IAM role ARN like arn:aws:iam::123456789012:role/deploy, got {value!r}")
+        return None
+    return value
+
+
+def _instance_ids(variables: Mapping[str, str | None], env: Mapping[str, str]) -> list[str]:
+    listed = yaml_list(env, "INSTANCE_IDS")
+    raw = listed if listed is not None else split_words(variables.get("INSTANCE_IDS") or "")
+    ids = [word for item in raw for word in split_words(item)]
+    if not ids:
+        raise ValueError(
+            "is required: give one or more instance ids separated by spaces, commas or newlines"
+        )
+    bad = [i for i in ids if not INSTANCE_ID.match(i)]
+    if bad:
+        raise ValueError(
+            f"{', '.join(repr(b) for b in bad)} {'is not an instance id' if len(bad) == 1 else 'are not instance ids'}"
+            " (expected i- followed by 8 or 17 hex digits, or mi- and 17 for hybrid nodes)"
+        )
+    unique = list(dict.fromkeys(ids))
+    if len(unique) > MAX_INSTANCE_IDS:
+        raise ValueError(f"has {len(unique)} instance ids; one deploy takes at most {MAX_INSTANCE_IDS}")
+    return unique
+
+
+def _secrets(value: str | None, environment: str | None) -> list[SecretRef]:
+    if value is None:
+        return []
+    refs: list[SecretRef] = []
+    for name, parameter in split_pairs(value):
+        parameter = expand_environment(parameter, environment)
+        if not PARAMETER_NAME.match(parameter):
+            raise ValueError(
+                f"{name}: {parameter!r} is not a Parameter Store name (letters, digits, . _ - /)"
+            )
+        if RESERVED_PARAMETER_PREFIX.match(parameter):
+            raise ValueError(f"{name}: parameter names cannot start with 'aws' or 'ssm' ({parameter!r})")
+        if any(ref.env_name == name for ref in refs):
+            raise ValueError(f"{name} is given twice")
+        refs.append(SecretRef(name, parameter))
+    return refs
+
+
+def _variables(value: str | None, environment: str | None) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    pairs = [(name, expand_environment(raw, environment)) for name, raw in split_pairs(value)]
+    names = [name for name, _ in pairs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given twice")
+    return pairs

@@ -1,0 +1,201 @@
+"""Runs one invocation the way the SSM Agent would: a real local process per instance."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from standin.cloudwatch import DEFAULT_LOG_GROUP, StreamUploader
+from standin.fleet import DELIVER, NEVER, FakeInstance
+from standin.moto_bridge import MotoCommand
+
+STDOUT_FIELD_LIMIT = 24000
+STDERR_FIELD_LIMIT = 8000
+PLUGIN = "aws-runShellScript"
+DEFAULT_EXECUTION_TIMEOUT = 3600
+POLL = 0.02
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _elapsed(seconds: float) -> str:
+    return f"PT{seconds:.3f}S"
+
+
+class InvocationRun:
+    """One instance's invocation of one command, run in a thread."""
+
+    def __init__(
+        self,
+        command: MotoCommand,
+        instance_id: str,
+        instance: FakeInstance | None,
+        environment: dict[str, str],
+        logs_client_factory: Callable[[], Any],
+        upload_interval: float,
+    ) -> None:
+        self.command = command
+        self.instance_id = instance_id
+        self.instance = instance
+        self._environment = environment
+        self._logs_client_factory = logs_client_factory
+        self._upload_interval = upload_interval
+        self._cancel = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.killed = False
+        self.stdout = ""
+        self.stderr = ""
+        self.thread = threading.Thread(target=self._run, name=f"agent-{instance_id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _update(self, **fields: Any) -> None:
+        self.command.update_invocation(self.instance_id, **fields)
+
+    def _run(self) -> None:
+        instance = self.instance
+        if instance is None or instance.delivery not in (DELIVER, NEVER):
+            time.sleep(instance.delivery_delay if instance else 0.05)
+            self._update(Status="Failed", StatusDetails="Undeliverable", ResponseCode=-1)
+            return
+        if instance.delivery == NEVER:
+            if self._cancel.wait(self.command.delivery_timeout):
+                self._update(Status="Cancelled", StatusDetails="Cancelled", ResponseCode=-1)
+            else:
+                self._update(Status="TimedOut", StatusDetails="DeliveryTimedOut", ResponseCode=-1)
+            return
+        if self._cancel.wait(instance.delivery_delay):
+            self._update(Status="Cancelled", StatusDetails="Cancelled", ResponseCode=-1)
+            return
+        self._execute(instance)
+
+    def _execute(self, instance: FakeInstance) -> None:
+        started = _now()
+        begin = time.monotonic()
+        self._update(Status="InProgress", StatusDetails="InProgress", ExecutionStartDateTime=started.isoformat())
+        parameters = self.command.parameters
+        folder = instance.home / "_commands" / self.command.command_id
+        folder.mkdir(parents=True, exist_ok=True)
+        script = folder / "_script.sh"
+        script.write_text("\n".join(parameters.get("commands", [])) + "\n")
+        cwd = (parameters.get("workingDirectory") or [""])[0] or str(instance.home)
+        timeout = int((parameters.get("executionTimeout") or [DEFAULT_EXECUTION_TIMEOUT])[0])
+        uploaders = self._uploaders()
+        try:
+            self.process = subprocess.Popen(
+                ["bash", str(script)],
+                cwd=cwd,
+                env={**self._environment, "HOME": str(instance.home)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as error:  # e.g. the working directory does not exist
+            self.stderr = f"failed to run commands: {error}\n"
+            self._finish(started, begin, "Failed", "Failed", 1, uploaders)
+            return
+        out_stream, err_stream = self.process.stdout, self.process.stderr
+        assert out_stream is not None and err_stream is not None
+        readers = [
+            threading.Thread(target=self._read, args=(out_stream, "stdout", uploaders), daemon=True),
+            threading.Thread(target=self._read, args=(err_stream, "stderr", uploaders), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        outcome = self._wait(timeout)
+        for reader in readers:
+            reader.join()
+        if outcome == "cancelled":
+            self._finish(started, begin, "Cancelled", "Cancelled", -1, uploaders)
+        elif outcome == "timeout":
+            self._finish(started, begin, "TimedOut", "ExecutionTimedOut", -1, uploaders)
+        else:
+            code = int(self.process.returncode)
+            status = "Success" if code == 0 else "Failed"
+            self._finish(started, begin, status, status, code, uploaders)
+
+    def _wait(self, timeout: int) -> str:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.process.wait(timeout=POLL)
+                return "exited"
+            except subprocess.TimeoutExpired:
+                pass
+            if self._cancel.is_set():
+                self._kill()
+                return "cancelled"
+            if time.monotonic() >= deadline:
+                self._kill()
+                return "timeout"
+
+    def _kill(self) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.killed = True
+
+    def _read(self, stream: IO[bytes], name: str, uploaders: dict[str, StreamUploader]) -> None:
+        chunks: list[str] = []
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace")
+            chunks.append(line)
+            if name in uploaders:
+                uploaders[name].add(line.rstrip("\n"))
+        stream.close()
+        text = "".join(chunks)
+        if name == "stdout":
+            self.stdout = text
+        else:
+            self.stderr = text
+
+    def _uploaders(self) -> dict[str, StreamUploader]:
+        config = self.command.cloudwatch_output
+        if not config.get("CloudWatchOutputEnabled"):
+            return {}
+        group = config.get("CloudWatchLogGroupName") or DEFAULT_LOG_GROUP
+        client = self._logs_client_factory()
+        prefix = f"{self.command.command_id}/{self.instance_id}/{PLUGIN}"
+        return {
+            name: StreamUploader(client, group, f"{prefix}/{name}", self._upload_interval)
+            for name in ("stdout", "stderr")
+        }
+
+    def _finish(
+        self,
+        started: datetime.datetime,
+        begin: float,
+        status: str,
+        details: str,
+        code: int,
+        uploaders: dict[str, StreamUploader],
+    ) -> None:
+        for uploader in uploaders.values():
+            uploader.close()  # output reaches CloudWatch before the status turns final
+        self._update(
+            Status=status,
+            StatusDetails=details,
+            ResponseCode=code,
+            StandardOutputContent=self.stdout[:STDOUT_FIELD_LIMIT],
+            StandardErrorContent=self.stderr[:STDERR_FIELD_LIMIT],
+            ExecutionStartDateTime=started.isoformat(),
+            ExecutionEndDateTime=_now().isoformat(),
+            ExecutionElapsedTime=_elapsed(time.monotonic() - begin),
+        )

@@ -1,0 +1,137 @@
+"""Start, seed and stop the local AWS stand-in."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from standin import moto_bridge
+from standin.cloudwatch import logs_client
+from standin.fleet import Fleet, FakeInstance
+from standin.service import RunCommandService, SentCommand
+
+ACCOUNT = "123456789012"  # moto's default account
+ADMIN_KEYS = {"aws_access_key_id": "AKIASTANDINADMIN0000", "aws_secret_access_key": "standin-admin-secret"}
+INSTANCE_ROLE_KEYS = {"AWS_ACCESS_KEY_ID": "AKIASTANDININSTANCE0", "AWS_SECRET_ACCESS_KEY": "standin-instance-secret"}
+AMI = "ami-12c6146b"  # one of moto's built-in images
+
+
+class StandIn:
+    """moto on 127.0.0.1 with Run Command executed by local processes."""
+
+    def __init__(self, root: Path, region: str = "eu-west-1", upload_interval: float = 0.2) -> None:
+        self.root = root
+        self.region = region
+        self.fleet = Fleet(root / "instances")
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+        self.service = RunCommandService(
+            self.fleet,
+            self.instance_environment,
+            lambda: logs_client(self.endpoint, self.region),
+            upload_interval,
+        )
+
+    # --- life cycle ------------------------------------------------------------------------------
+    def start(self) -> StandIn:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        moto_bridge.install(self.service)
+        return self
+
+    def stop(self) -> None:
+        for sent in list(self.service.sent.values()):
+            for run in sent.runs.values():
+                run.cancel()
+        self.service.wait_idle(10)
+        self._server.stop()
+
+    def __enter__(self) -> StandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- clients and environments ----------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region, **ADMIN_KEYS)
+
+    def pipe_env(self, **variables: str) -> dict[str, str]:
+        """Environment for a pipe process pointed at the stand-in, with Bitbucket's build variables."""
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": ADMIN_KEYS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": ADMIN_KEYS["aws_secret_access_key"],
+            "BITBUCKET_REPO_FULL_NAME": "acme/web-api",
+            "BITBUCKET_REPO_SLUG": "web-api",
+            "BITBUCKET_BUILD_NUMBER": "42",
+            "BITBUCKET_COMMIT": "0123456789abcdef0123456789abcdef01234567",
+            "BITBUCKET_BRANCH": "main",
+            "BITBUCKET_STEP_TRIGGERER_UUID": "{5f1c2a3b-0000-4000-8000-000000000001}",
+        }
+        env.update(variables)
+        return env
+
+    def instance_environment(self) -> dict[str, str]:
+        """What an instance's processes see: the AWS CLI on PATH and the instance role's credentials."""
+        cli_folder = str(Path(sys.executable).parent)
+        return {
+            "PATH": f"{cli_folder}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": self.region,
+            **INSTANCE_ROLE_KEYS,
+        }
+
+    # --- seeding ---------------------------------------------------------------------------------
+    def launch(self, count: int = 1, name: str = "web", **behaviour: Any) -> list[str]:
+        """Run EC2 instances in moto and register them as managed instances with a local home."""
+        ec2 = self.client("ec2")
+        response = ec2.run_instances(
+            ImageId=AMI,
+            MinCount=count,
+            MaxCount=count,
+            InstanceType="t3.micro",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
+        )
+        ids = [item["InstanceId"] for item in response["Instances"]]
+        for instance_id in ids:
+            self.fleet.add(instance_id, name=name, **behaviour)
+        return ids
+
+    def instance(self, instance_id: str) -> FakeInstance:
+        found = self.fleet.get(instance_id)
+        if found is None:
+            raise KeyError(instance_id)
+        return found
+
+    def create_key(self, description: str) -> str:
+        return str(self.client("kms").create_key(Description=description)["KeyMetadata"]["KeyId"])
+
+    def put_secret(self, name: str, value: str, key_id: str) -> None:
+        self.client("ssm").put_parameter(Name=name, Value=value, Type="SecureString", KeyId=key_id, Overwrite=True)
+
+    def create_role(self, name: str) -> str:
+        iam = self.client("iam")
+        trust = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}'
+        try:
+            return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"])
+        except iam.exceptions.EntityAlreadyExistsException:
+            return str(iam.get_role(RoleName=name)["Role"]["Arn"])
+
+    # --- observations ----------------------------------------------------------------------------
+    def sent_commands(self) -> list[SentCommand]:
+        return list(self.service.sent.values())
+
+    def sent_command(self, command_id: str) -> SentCommand:
+        return self.service.sent[command_id]
