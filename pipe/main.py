@@ -36,7 +36,7 @@ def main() -> int:
     try:
         settings = load_settings(pipe.variables, env)
     except ValidationFailed as invalid:
-        pipe.fail(f"Validation errors: \n{yaml.dump(invalid.problems, default_flow_style=False)}")
+        pipe.fail(format_problems(invalid.problems))
         return 1
     configure_logging(pipe.logger, redactor, settings.debug)
     try:
@@ -56,6 +56,15 @@ def main() -> int:
         return 1
     pipe.success(f"Deployed to {len(invocations)} instance(s).")
     return 0
+
+
+def format_problems(problems: dict[str, list[str]]) -> str:
+    """The toolkit's validation layout (``VAR:`` then ``- reason``), without YAML's quoting."""
+    lines = ["Validation errors: "]
+    for name, reasons in problems.items():
+        lines.append(f"{name}:")
+        lines.extend(f"- {reason}" for reason in reasons)
+    return "\n".join(lines)
 
 
 def _metadata() -> dict[str, Any]:

@@ -295,3 +295,13 @@ def install(hooks: RunCommandHooks) -> None:
     }
     for name, method in patches.items():
         setattr(SimpleSystemManagerResponse, name, method)
+
+
+def issued_credentials() -> list[tuple[str, str, str]]:
+    """(access key, secret key, session token) of every role session STS handed out."""
+    found = []
+    for partitions in list(sts_backends.values()):
+        for backend in list(partitions.values()):
+            for role in backend.assumed_roles:
+                found.append((str(role.access_key_id), str(role.secret_access_key), str(role.session_token)))
+    return found

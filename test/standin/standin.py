@@ -135,3 +135,7 @@ class StandIn:
 
     def sent_command(self, command_id: str) -> SentCommand:
         return self.service.sent[command_id]
+
+    def issued_credentials(self) -> list[tuple[str, str, str]]:
+        """Every STS role session's (access key, secret key, session token): must never be printed."""
+        return moto_bridge.issued_credentials()

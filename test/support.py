@@ -1,0 +1,86 @@
+"""Helpers for tests that run the pipe as a separate process against the stand-in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPE = ROOT / "pipe" / "pipe.py"
+
+
+@dataclass
+class PipeRun:
+    returncode: int
+    output: str
+
+
+def run_pipe(env: dict[str, str], timeout: float = 120) -> PipeRun:
+    """Run ``python3 pipe/pipe.py`` to the end; stdout and stderr together, as in the build log."""
+    completed = subprocess.run(
+        [sys.executable, str(PIPE)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return PipeRun(completed.returncode, completed.stdout)
+
+
+class LivePipe:
+    """A pipe process whose output is read line by line as it appears."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(PIPE)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append((time.monotonic(), line))
+                self._changed.notify_all()
+
+    def wait_for_line(self, text: str, timeout: float = 30) -> float:
+        """Wait until a line containing ``text`` appears; return when it did."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for when, line in self.lines:
+                    if text in line:
+                        return when
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.process.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"no line with {text!r}; output so far:\n{self.output}")
+                self._changed.wait(min(remaining, 0.1))
+
+    def signal(self, signum: signal.Signals) -> None:
+        os.kill(self.process.pid, signum)
+
+    def finish(self, timeout: float = 60) -> PipeRun:
+        returncode = self.process.wait(timeout)
+        self._reader.join(timeout)
+        return PipeRun(returncode, self.output)
+
+    @property
+    def output(self) -> str:
+        return "".join(line for _, line in self.lines)
