@@ -24,14 +24,20 @@ def send_parameters(settings: DeploySettings, script: list[str]) -> dict[str, li
 
 def send_command(ssm: Any, settings: DeploySettings, script: list[str]) -> str:
     """Send the script to the instances; return the command id."""
+    request: dict[str, Any] = {
+        "InstanceIds": settings.instance_ids,
+        "DocumentName": DOCUMENT_NAME,
+        "Comment": settings.comment,
+        "TimeoutSeconds": settings.delivery_timeout,
+        "Parameters": send_parameters(settings, script),
+    }
+    if settings.stream_output:
+        request["CloudWatchOutputConfig"] = {
+            "CloudWatchLogGroupName": settings.log_group,
+            "CloudWatchOutputEnabled": True,
+        }
     try:
-        response = ssm.send_command(
-            InstanceIds=settings.instance_ids,
-            DocumentName=DOCUMENT_NAME,
-            Comment=settings.comment,
-            TimeoutSeconds=settings.delivery_timeout,
-            Parameters=send_parameters(settings, script),
-        )
+        response = ssm.send_command(**request)
     except ClientError as error:
         raise PipeError(_send_error_message(error, settings)) from None
     command_id = str(response["Command"]["CommandId"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
+from typing import Any
 
 from pipe.auth import authenticate
 from pipe.aws import CLIENT_CONFIG
@@ -11,11 +13,12 @@ from pipe.command import cancel_command, console_url, send_command
 from pipe.errors import DeployFailed
 from pipe.interruption import Interrupted, interrupts_raise
 from pipe.invocations import Invocation
-from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
+from pipe.log_tail import LogTail
+from pipe.output import OutputPrinter
 from pipe.preflight import check_instances, check_parameters
 from pipe.redaction import Redactor
 from pipe.remote_script import build_script
-from pipe.results import fetch_result
+from pipe.report import show_results
 from pipe.settings import DeploySettings
 from pipe.tracker import InvocationTracker, WaitTimedOut
 
@@ -41,23 +44,26 @@ def run_deploy(settings: DeploySettings, env: Mapping[str, str], redactor: Redac
     )
     log.info(f"Console: {console_url(settings.region, command_id)}")
 
+    printer = OutputPrinter(redactor, label_lines=len(settings.instance_ids) > 1)
+    tail = _log_tail(session, settings, command_id, printer)
+    on_poll = tail.poll if tail else (lambda: 0)
     tracker = InvocationTracker(ssm, command_id, settings.instance_ids)
     limit = settings.delivery_timeout + settings.execution_timeout + WAIT_MARGIN_SECONDS
     try:
         with interrupts_raise():
-            invocations = tracker.wait(limit)
+            invocations = tracker.wait(limit, on_poll)
     except (Interrupted, WaitTimedOut) as stop:
         log.error(f"{stop} Cancelling command {command_id}.")
         if cancel_command(ssm, command_id):
             try:
-                tracker.wait(CANCEL_GRACE_SECONDS)
+                tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
             except WaitTimedOut:
                 log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
         invocations = tracker.invocations
-        _report(ssm, command_id, invocations, redactor)
+        show_results(ssm, command_id, invocations, printer, tail)
         raise DeployFailed(f"{stop} The command was cancelled. Command id: {command_id}") from None
 
-    _report(ssm, command_id, invocations, redactor)
+    show_results(ssm, command_id, invocations, printer, tail)
     failed = [inv for inv in invocations.values() if not inv.succeeded]
     if failed:
         listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in failed)
@@ -85,19 +91,10 @@ def _log_plan(settings: DeploySettings) -> None:
         log.info(f"Secrets read on the instances: {names}")
 
 
-def _report(ssm: object, command_id: str, invocations: dict[str, Invocation], redactor: Redactor) -> None:
-    printer = OutputPrinter(redactor, label_lines=len(invocations) > 1)
-    for invocation in invocations.values():
-        fetch_result(ssm, command_id, invocation)
-        printer.print_header(f"---- output of {invocation.instance_id}: {invocation.describe()} ----")
-        printer.print_lines(invocation.instance_id, invocation.stdout)
-        printer.print_lines(invocation.instance_id, invocation.stderr, is_stderr=True)
-        for notice in (
-            cut_notice(invocation.stdout, STDOUT_FIELD_LIMIT, "Standard output"),
-            cut_notice(invocation.stderr, STDERR_FIELD_LIMIT, "Standard error"),
-        ):
-            if notice:
-                log.warning(f"{invocation.instance_id}: {notice}")
-    log.info(f"Summary of command {command_id}:")
-    for invocation in invocations.values():
-        log.info(f"  {invocation.instance_id}  {invocation.describe()}  {invocation.elapsed}")
+def _log_tail(session: Any, settings: DeploySettings, command_id: str, printer: OutputPrinter) -> LogTail | None:
+    if not settings.stream_output:
+        return None
+    logs = session.client("logs", region_name=settings.region, config=CLIENT_CONFIG)
+    log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
+    start_ms = int(time.time() * 1000) - 60_000  # allow for clock skew between here and AWS
+    return LogTail(logs, settings.log_group, command_id, printer, start_ms)

@@ -29,6 +29,8 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "COMMENT",
     "SECRETS",
     "VARIABLES",
+    "STREAM_OUTPUT",
+    "CLOUDWATCH_LOG_GROUP",
     "DEBUG",
 )
 

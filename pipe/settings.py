@@ -31,6 +31,8 @@ EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
 DEFAULT_EXECUTION_TIMEOUT = 3600
 DEFAULT_DELIVERY_TIMEOUT = 600
+DEFAULT_LOG_GROUP = "/aws/ssm/ssm-deploy"
+LOG_GROUP = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
 
 T = TypeVar("T")
 
@@ -71,6 +73,8 @@ class DeploySettings:
     variables: list[tuple[str, str]]
     debug: bool
     build: BuildContext
+    stream_output: bool = True
+    log_group: str = DEFAULT_LOG_GROUP
 
 
 class _Collector:
@@ -151,6 +155,12 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     if clash:
         problems.add("VARIABLES", f"{', '.join(clash)} also set by SECRETS: give each name once")
     debug = problems.check("DEBUG", lambda: parse_bool(text("DEBUG"), False), False)
+    stream_output = problems.check("STREAM_OUTPUT", lambda: parse_bool(text("STREAM_OUTPUT"), True), True)
+    log_group = expanded("CLOUDWATCH_LOG_GROUP") or DEFAULT_LOG_GROUP
+    if not LOG_GROUP.match(log_group):
+        problems.add(
+            "CLOUDWATCH_LOG_GROUP", f"must be a log group name (letters, digits, _ - / . #), got {log_group!r}"
+        )
 
     if problems.problems:
         raise ValidationFailed(problems.problems)
@@ -171,6 +181,8 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         variables=plain,
         debug=debug,
         build=build,
+        stream_output=stream_output,
+        log_group=log_group,
     )
 
 

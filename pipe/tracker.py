@@ -34,13 +34,15 @@ class InvocationTracker:
         self._sleep = sleep
         self.invocations = {i: Invocation(i) for i in instance_ids}
 
-    def wait(self, limit_seconds: float, on_poll: Callable[[], None] = lambda: None) -> dict[str, Invocation]:
+    def wait(self, limit_seconds: float, on_poll: Callable[[], object] = lambda: None) -> dict[str, Invocation]:
         """Poll until all invocations are final; raise WaitTimedOut after ``limit_seconds``."""
         deadline = self._clock() + limit_seconds
         interval = FIRST_POLL_SECONDS
         while True:
-            self.poll()
-            on_poll()
+            changes = self.poll()
+            on_poll()  # print output that arrived before announcing the statuses it led to
+            for change in changes:
+                log.info(change)
             if all(inv.finished for inv in self.invocations.values()):
                 return self.invocations
             if self._clock() >= deadline:
@@ -52,8 +54,9 @@ class InvocationTracker:
             self._sleep(interval)
             interval = min(interval * 1.5, MAX_POLL_SECONDS)
 
-    def poll(self) -> None:
-        """One round of status reads; logs each status change. Unlisted invocations stay Pending."""
+    def poll(self) -> list[str]:
+        """One round of status reads; returns the changes. Unlisted invocations stay Pending."""
+        changes = []
         paginator = self._ssm.get_paginator("list_command_invocations")
         for page in paginator.paginate(CommandId=self._command_id, PaginationConfig={"PageSize": 50}):
             for item in page.get("CommandInvocations", []):
@@ -63,4 +66,5 @@ class InvocationTracker:
                 status, details = item.get("Status", "Pending"), item.get("StatusDetails", "")
                 if (status, details) != (invocation.status, invocation.status_details):
                     invocation.status, invocation.status_details = status, details
-                    log.info(f"{invocation.instance_id}: {invocation.describe()}")
+                    changes.append(f"{invocation.instance_id}: {invocation.describe()}")
+        return changes

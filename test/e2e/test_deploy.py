@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import uuid
 
@@ -69,7 +70,8 @@ def test_one_instance_exiting_3_fails_the_step_and_names_it(standin: StandIn) ->
 
     assert run.returncode == 1, run.output
     assert f"Deploy failed on 1 of 2 instance(s): {bad}: Failed (exit 3)" in run.output
-    assert f"{good}  Success (exit 0)" in run.output
+    assert re.search(rf"{good} +Success +0 ", run.output)
+    assert re.search(rf"{bad} +Failed +3 ", run.output)
     assert "Traceback" not in run.output
 
 
@@ -268,10 +270,43 @@ def test_working_directory_and_yaml_list_of_instances(standin: StandIn, tmp_path
     assert f"{ids[1]} | {tmp_path}" in run.output
 
 
-def test_output_beyond_the_ssm_field_limit_is_flagged(standin: StandIn) -> None:
+def test_output_beyond_the_ssm_field_limit_arrives_complete_through_cloudwatch(standin: StandIn) -> None:
     (instance_id,) = standin.launch(1)
-    env = standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="head -c 30000 /dev/zero | tr '\\0' 'x'; echo")
+    env = standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="head -c 30000 /dev/zero | tr '\\0' 'x'; echo; echo end")
     run = run_pipe(env)
 
     assert run.returncode == 0, run.output
+    assert "x" * 30000 + "\n" in run.output
+    assert "end\n" in run.output
+    assert "character limit" not in run.output
+
+
+def test_without_streaming_the_capped_output_is_flagged(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    env = standin.pipe_env(
+        INSTANCE_IDS=instance_id, STREAM_OUTPUT="false", COMMANDS="head -c 30000 /dev/zero | tr '\\0' 'x'; echo"
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert "x" * 24000 in run.output and "x" * 24001 not in run.output
     assert "reached SSM's 24,000-character limit" in run.output
+    assert "Streaming output" not in run.output
+
+
+def test_output_lines_appear_while_the_command_still_runs(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    flag = standin.instance(instance_id).home / "release"
+    live = LivePipe(
+        standin.pipe_env(
+            INSTANCE_IDS=instance_id,
+            COMMANDS=f"echo step-one\nwhile [ ! -e {flag} ]; do sleep 0.05; done\necho step-two",
+        )
+    )
+    live.wait_for_line("step-one")
+    assert "step-two" not in live.output
+    flag.touch()  # only now may the remote command finish
+    run = live.finish()
+
+    assert run.returncode == 0, run.output
+    assert run.output.index("step-one") < run.output.index("step-two") < run.output.index(f"{instance_id}: Success")

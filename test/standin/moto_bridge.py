@@ -12,7 +12,9 @@ import json
 from typing import Any, Protocol
 
 import moto
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, BaseResponse
+from moto.logs.exceptions import ResourceNotFoundException
+from moto.logs.responses import LogsResponse
 from moto.ssm.exceptions import SSMException
 from moto.ssm.models import Command
 from moto.ssm.responses import SimpleSystemManagerResponse
@@ -119,7 +121,7 @@ _hooks: RunCommandHooks | None = None
 _originals: dict[str, Any] = {}
 
 
-def caller_arn(response: SimpleSystemManagerResponse) -> str:
+def caller_arn(response: BaseResponse) -> str:
     """The ARN behind the request's access key: an assumed role, or the account root."""
     access_key = response.get_access_key()
     account = response.current_account
@@ -263,6 +265,35 @@ def _guarded(action: str, name: str) -> Any:
     return method
 
 
+def _filter_log_events(self: LogsResponse) -> str:
+    """FilterLogEvents with ``logStreamNamePrefix``, which moto ignores (it searches every stream)."""
+    _hooks_or_fail().before_request("FilterLogEvents", caller_arn(self), {})
+    group_name = self._get_param("logGroupName")
+    names = self._get_param("logStreamNames", [])
+    prefix = self._get_param("logStreamNamePrefix")
+    if prefix:
+        group = self.logs_backend.groups.get(group_name)
+        if group is None:
+            raise ResourceNotFoundException()
+        names = [name for name in group.streams if name.startswith(prefix)]
+        if not names:
+            return json.dumps({"events": [], "searchedLogStreams": []})
+    events, next_token, searched = self.logs_backend.filter_log_events(
+        group_name,
+        names,
+        self._get_param("startTime"),
+        self._get_param("endTime"),
+        self._get_param("limit"),
+        self._get_param("nextToken"),
+        self._get_param("filterPattern"),
+        True,
+    )
+    result: dict[str, Any] = {"events": events, "searchedLogStreams": searched}
+    if next_token:
+        result["nextToken"] = next_token
+    return json.dumps(result)
+
+
 def parameter_key_id(response: SimpleSystemManagerResponse, name: str) -> str | None:
     """The KMS key id of a SecureString parameter (None for plain parameters or unknown names)."""
     found = response.ssm_backend.get_parameters([name])
@@ -295,6 +326,8 @@ def install(hooks: RunCommandHooks) -> None:
     }
     for name, method in patches.items():
         setattr(SimpleSystemManagerResponse, name, method)
+    _originals["filter_log_events"] = LogsResponse.filter_log_events
+    LogsResponse.filter_log_events = _filter_log_events
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:

@@ -1,0 +1,91 @@
+"""After the wait: make sure every instance's output is in the build log, then summarise."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipe.invocations import Invocation
+from pipe.log_tail import LogTail
+from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
+from pipe.results import fetch_result
+
+DRAIN_SECONDS = 35.0  # the SSM Agent uploads output to CloudWatch at least every 30 s
+log = logging.getLogger("ssm-deploy")
+
+
+def show_results(
+    ssm: Any,
+    command_id: str,
+    invocations: dict[str, Invocation],
+    printer: OutputPrinter,
+    tail: LogTail | None,
+) -> None:
+    for invocation in invocations.values():
+        fetch_result(ssm, command_id, invocation)
+    unstreamed = list(invocations.values())
+    if tail is not None and tail.available:
+        expected = {
+            (inv.instance_id, stream): len(text)
+            for inv in invocations.values()
+            for stream, text in (("stdout", inv.stdout), ("stderr", inv.stderr))
+        }
+        if tail.drain(expected, DRAIN_SECONDS):
+            unstreamed = []
+        else:
+            unstreamed = [
+                inv
+                for inv in invocations.values()
+                if tail.streamed_chars(inv.instance_id, "stdout") < len(inv.stdout)
+                or tail.streamed_chars(inv.instance_id, "stderr") < len(inv.stderr)
+            ]
+            if unstreamed:
+                log.warning(
+                    "CloudWatch did not deliver all output in time; showing what SSM captured for "
+                    + ", ".join(inv.instance_id for inv in unstreamed)
+                )
+    for invocation in unstreamed:
+        _print_captured(invocation, printer)
+    _summary(command_id, invocations)
+
+
+def _print_captured(invocation: Invocation, printer: OutputPrinter) -> None:
+    printer.print_header(f"---- output of {invocation.instance_id}: {invocation.describe()} ----")
+    printer.print_lines(invocation.instance_id, invocation.stdout)
+    printer.print_lines(invocation.instance_id, invocation.stderr, is_stderr=True)
+    for notice in (
+        cut_notice(invocation.stdout, STDOUT_FIELD_LIMIT, "Standard output"),
+        cut_notice(invocation.stderr, STDERR_FIELD_LIMIT, "Standard error"),
+    ):
+        if notice:
+            log.warning(f"{invocation.instance_id}: {notice}")
+
+
+def _summary(command_id: str, invocations: dict[str, Invocation]) -> None:
+    rows = [("INSTANCE", "STATUS", "EXIT", "DURATION")] + [
+        (
+            inv.instance_id,
+            inv.status if inv.status_details in ("", inv.status) else f"{inv.status}/{inv.status_details}",
+            "-" if inv.response_code is None or inv.response_code < 0 else str(inv.response_code),
+            format_duration(inv.elapsed),
+        )
+        for inv in invocations.values()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    log.info(f"Summary of command {command_id}:")
+    for row in rows:
+        log.info("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def format_duration(elapsed: str) -> str:
+    """``PT1M2.5S`` (ISO 8601, as SSM reports it) -> ``1m 2.5s``; empty when unknown."""
+    if not elapsed.startswith("PT"):
+        return "-"
+    text, out, number = elapsed[2:], [], ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif number:
+            out.append(f"{float(number):g}{char.lower()}")
+            number = ""
+    return " ".join(out) or "-"

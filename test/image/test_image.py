@@ -1,0 +1,93 @@
+"""The Docker image: built from the Dockerfile on a local base, run against the stand-in.
+
+These tests never skip: when the engine or the build is missing they fail, in CI as locally.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from standin import StandIn
+from support import ROOT, PipeRun
+
+BASE_IMAGE = "ssm-deploy-test-base:bookworm"
+IMAGE = "ssm-deploy:test"
+HOST_ONLY = {"PATH", "LANG"}
+
+pytestmark = pytest.mark.image
+
+
+def _run(*command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def image() -> Iterator[str]:
+    for step in (
+        ["bash", "scripts/ensure-docker.sh"],
+        ["bash", "scripts/build-test-base-image.sh", BASE_IMAGE],
+        ["docker", "build", "--network", "host", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", IMAGE, "."],
+    ):
+        done = _run(*step)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(step)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    yield IMAGE
+
+
+def run_image(image: str, env: dict[str, str], timeout: float = 120) -> PipeRun:
+    flags = [f"--env={name}={value}" for name, value in env.items() if name not in HOST_ONLY]
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", *flags, image],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return PipeRun(done.returncode, done.stdout)
+
+
+def test_image_deploys_to_two_instances(image: str, standin: StandIn) -> None:
+    ids = standin.launch(2)
+    key = standin.create_key("image test key")
+    standin.put_secret("/deploy/image/db_password", "image-secret-value", key)
+    env = standin.pipe_env(
+        ENVIRONMENT="image",
+        ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
+        INSTANCE_IDS=" ".join(ids),
+        SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
+        COMMANDS='echo "release on $(basename "$HOME") with ${#DB_PASSWORD}-char password"',
+    )
+    run = run_image(image, env)
+
+    assert run.returncode == 0, run.output
+    for instance_id in ids:
+        assert f"{instance_id} | release on {instance_id} with 18-char password" in run.output
+    assert "image-secret-value" not in run.output
+    assert "/deploy-image/" in standin.sent_commands()[-1].caller_arn
+
+
+def test_image_fails_the_step_when_an_instance_fails(image: str, standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    run = run_image(image, standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="exit 4"))
+
+    assert run.returncode == 1, run.output
+    assert f"{instance_id}: Failed (exit 4)" in run.output
+
+
+def test_image_reports_bad_variables_without_traceback(image: str, standin: StandIn) -> None:
+    run = run_image(image, standin.pipe_env(INSTANCE_IDS="web-1", COMMANDS="true"))
+
+    assert run.returncode == 1, run.output
+    assert "INSTANCE_IDS:" in run.output
+    assert "Traceback" not in run.output
+
+
+def test_image_runs_as_a_non_root_user(image: str) -> None:
+    done = _run("docker", "run", "--rm", "--entrypoint", "id", image, "-u")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "10001"

@@ -1,0 +1,226 @@
+"""The stand-in's Run Command, through boto3 against the real HTTP endpoint, as AWS documents it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from standin import StandIn
+from standin.fleet import NEVER, UNDELIVERABLE
+
+FINAL = {"Success", "Failed", "TimedOut", "Cancelled"}
+
+
+def send(standin: StandIn, instance_ids: list[str], script: str, **extra: Any) -> str:
+    parameters = {"commands": script.splitlines(), **extra.pop("parameters", {})}
+    response = standin.client("ssm").send_command(
+        InstanceIds=instance_ids, DocumentName="AWS-RunShellScript", Parameters=parameters, **extra
+    )
+    return str(response["Command"]["CommandId"])
+
+
+def wait_final(standin: StandIn, command_id: str, instance_id: str, timeout: float = 20) -> dict[str, Any]:
+    ssm = standin.client("ssm")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item: dict[str, Any] = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+        if item["Status"] in FINAL:
+            return item
+        time.sleep(0.05)
+    raise AssertionError(f"{instance_id} did not finish: {item['Status']}")
+
+
+def test_runs_the_script_and_reports_exit_code_and_output(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    command_id = send(standin, [instance_id], "echo out-$((6*7))\necho err-line >&2\nexit 5")
+    item = wait_final(standin, command_id, instance_id)
+
+    assert (item["Status"], item["StatusDetails"], item["ResponseCode"]) == ("Failed", "Failed", 5)
+    assert item["StandardOutputContent"] == "out-42\n"
+    assert item["StandardErrorContent"] == "err-line\n"
+
+
+def test_statuses_move_pending_then_in_progress_then_success(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    ssm = standin.client("ssm")
+    command_id = send(standin, [instance_id], "sleep 0.5")
+    seen = []
+    while not seen or seen[-1] not in FINAL:
+        status = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)["Status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        time.sleep(0.02)
+
+    assert seen == ["Pending", "InProgress", "Success"]
+    assert ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "Success"
+
+
+def test_output_fields_are_capped_like_aws(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    script = "head -c 30000 /dev/zero | tr '\\0' o\nhead -c 9000 /dev/zero | tr '\\0' e >&2"
+    item = wait_final(standin, send(standin, [instance_id], script), instance_id)
+
+    assert len(item["StandardOutputContent"]) == 24000
+    assert len(item["StandardErrorContent"]) == 8000
+
+
+def test_only_the_requested_instances_get_invocations(standin: StandIn) -> None:
+    """moto alone adds every instance of the region when Targets is empty."""
+    standin.launch(3)
+    (wanted,) = standin.launch(1)
+    command_id = send(standin, [wanted], "true")
+    rows = standin.client("ssm").list_command_invocations(CommandId=command_id)["CommandInvocations"]
+
+    assert [row["InstanceId"] for row in rows] == [wanted]
+
+
+def test_list_command_invocations_pages_by_max_results(standin: StandIn) -> None:
+    ids = standin.launch(5)
+    command_id = send(standin, ids, "true")
+    ssm = standin.client("ssm")
+    first = ssm.list_command_invocations(CommandId=command_id, MaxResults=3)
+    second = ssm.list_command_invocations(CommandId=command_id, MaxResults=3, NextToken=first["NextToken"])
+
+    assert len(first["CommandInvocations"]) == 3
+    assert "NextToken" not in second
+    listed = [row["InstanceId"] for row in first["CommandInvocations"] + second["CommandInvocations"]]
+    assert sorted(listed) == sorted(ids)
+
+
+def test_execution_timeout_kills_the_process(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    marker = standin.instance(instance_id).home / "survived"
+    command_id = send(
+        standin, [instance_id], f"sleep 3\ntouch {marker}", parameters={"executionTimeout": ["1"]}
+    )
+    item = wait_final(standin, command_id, instance_id)
+    time.sleep(2.5)
+
+    assert (item["Status"], item["StatusDetails"]) == ("TimedOut", "ExecutionTimedOut")
+    assert not marker.exists()
+
+
+def test_cancel_command_kills_the_running_process(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    marker = standin.instance(instance_id).home / "survived-cancel"
+    command_id = send(standin, [instance_id], f"sleep 2\ntouch {marker}")
+    ssm = standin.client("ssm")
+    while ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)["Status"] == "Pending":
+        time.sleep(0.02)
+    ssm.cancel_command(CommandId=command_id)
+    item = wait_final(standin, command_id, instance_id)
+    time.sleep(2.5)
+
+    assert item["Status"] == "Cancelled"
+    assert not marker.exists()
+    assert standin.sent_command(command_id).runs[instance_id].killed
+
+
+def test_offline_agent_gives_undeliverable(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1, delivery=UNDELIVERABLE)
+    item = wait_final(standin, send(standin, [instance_id], "true"), instance_id)
+
+    assert (item["Status"], item["StatusDetails"]) == ("Failed", "Undeliverable")
+
+
+def test_agent_that_never_picks_up_gives_delivery_timed_out(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1, delivery=NEVER)
+    command_id = send(standin, [instance_id], "true", TimeoutSeconds=30)
+    ssm = standin.client("ssm")
+    time.sleep(0.3)
+    assert ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)["Status"] == "Pending"
+    ssm.cancel_command(CommandId=command_id)
+
+    assert wait_final(standin, command_id, instance_id)["Status"] == "Cancelled"
+
+
+def test_describe_instance_information_reports_ping_status(standin: StandIn) -> None:
+    online, lost = standin.launch(2)
+    standin.instance(lost).ping_status = "ConnectionLost"
+    rows = standin.client("ssm").describe_instance_information(
+        Filters=[{"Key": "InstanceIds", "Values": [online, lost, "i-0000000000000dead"]}]
+    )["InstanceInformationList"]
+
+    assert {row["InstanceId"]: row["PingStatus"] for row in rows} == {online: "Online", lost: "ConnectionLost"}
+
+
+def test_cloudwatch_output_is_written_while_the_command_runs(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    group = "/ssm-deploy/standin-test"
+    command_id = send(
+        standin,
+        [instance_id],
+        "echo first\nsleep 1.5\necho second\necho oops >&2",
+        CloudWatchOutputConfig={"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": group},
+    )
+    logs = standin.client("logs")
+    stream = f"{command_id}/{instance_id}/aws-runShellScript/stdout"
+    deadline = time.monotonic() + 5
+    early: list[str] = []
+    while time.monotonic() < deadline and not early:
+        try:
+            early = [e["message"] for e in logs.get_log_events(logGroupName=group, logStreamName=stream)["events"]]
+        except logs.exceptions.ResourceNotFoundException:
+            time.sleep(0.05)
+    status_when_seen = standin.client("ssm").get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    wait_final(standin, command_id, instance_id)
+    final = [e["message"] for e in logs.get_log_events(logGroupName=group, logStreamName=stream)["events"]]
+    errors = logs.get_log_events(logGroupName=group, logStreamName=stream.replace("stdout", "stderr"))
+
+    assert early == ["first"]
+    assert status_when_seen["Status"] == "InProgress"
+    assert final == ["first", "second"]
+    assert [e["message"] for e in errors["events"]] == ["oops"]
+
+
+def test_instances_read_parameters_with_the_aws_cli(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    key = standin.create_key("cli test")
+    standin.put_secret("/standin/cli/value", "from-parameter-store", key)
+    script = "aws ssm get-parameter --name /standin/cli/value --with-decryption --query Parameter.Value --output text"
+    item = wait_final(standin, send(standin, [instance_id], script), instance_id, timeout=30)
+
+    assert item["StandardOutputContent"].strip() == "from-parameter-store", item["StandardErrorContent"]
+
+
+@pytest.mark.parametrize("action", ["get_parameter", "get_parameters"])
+def test_decrypt_denial_answers_access_denied_naming_kms(standin: StandIn, action: str) -> None:
+    key = standin.create_key(f"denied {action}")
+    standin.put_secret(f"/standin/denied/{action}", "nope", key)
+    standin.service.deny_decrypt(key)
+    ssm = standin.client("ssm")
+    request: dict[str, Any] = (
+        {"Name": f"/standin/denied/{action}"} if action == "get_parameter" else {"Names": [f"/standin/denied/{action}"]}
+    )
+
+    with pytest.raises(ssm.exceptions.ClientError) as caught:
+        getattr(ssm, action)(WithDecryption=True, **request)
+    assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "kms:Decrypt" in caught.value.response["Error"]["Message"]
+    getattr(ssm, action)(WithDecryption=False, **request)  # reading without decryption still works
+
+
+def test_records_the_role_that_sent_each_command(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    credentials = standin.client("sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/deploy-recorded", RoleSessionName="recorder"
+    )["Credentials"]
+    import boto3
+
+    ssm = boto3.client(
+        "ssm",
+        endpoint_url=standin.endpoint,
+        region_name=standin.region,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+    command_id = ssm.send_command(
+        InstanceIds=[instance_id], DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}
+    )["Command"]["CommandId"]
+
+    assert standin.sent_command(command_id).caller_arn == (
+        "arn:aws:sts::123456789012:assumed-role/deploy-recorded/recorder"
+    )

@@ -1,0 +1,177 @@
+"""pipe.parsing: the small parsers behind every pipe variable."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipe.parsing import expand_environment, parse_bool, parse_int, split_pairs, split_words, yaml_list
+
+# --- parse_bool ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["true", "True", "TRUE", " yes ", "1", "on"])
+def test_parse_bool_true_spellings(text: str) -> None:
+    assert parse_bool(text, default=False) is True
+
+
+@pytest.mark.parametrize("text", ["false", "False", "no", "NO", "0", "off", "", "  "])
+def test_parse_bool_false_spellings(text: str) -> None:
+    assert parse_bool(text, default=True) is False
+
+
+@pytest.mark.parametrize("default", [True, False])
+def test_parse_bool_none_gives_default(default: bool) -> None:
+    assert parse_bool(None, default) is default
+
+
+@pytest.mark.parametrize("text", ["maybe", "ture", "2", "y"])
+def test_parse_bool_rejects_other_words_naming_the_value(text: str) -> None:
+    with pytest.raises(ValueError, match="true or false") as info:
+        parse_bool(text, default=False)
+    assert repr(text) in str(info.value)
+
+
+# --- parse_int ----------------------------------------------------------------------------------
+
+
+def test_parse_int_reads_value_in_range() -> None:
+    assert parse_int("900", 3600, 1, 172800) == 900
+    assert parse_int(" 30 ", 600, 30, 2592000) == 30  # bounds are inclusive
+    assert parse_int("2592000", 600, 30, 2592000) == 2592000
+
+
+@pytest.mark.parametrize("text", [None, "", "   "])
+def test_parse_int_missing_gives_default(text: str | None) -> None:
+    assert parse_int(text, 3600, 1, 172800) == 3600
+
+
+@pytest.mark.parametrize("text", ["abc", "-5", "1.5", "10s", "1e3", "+3"])
+def test_parse_int_rejects_non_digits(text: str) -> None:
+    with pytest.raises(ValueError, match="whole number of seconds from 1 to 172800") as info:
+        parse_int(text, 3600, 1, 172800)
+    assert repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "shown"), [("0", "got 0"), ("172801", "got 172801"), ("0029", "got 29")])
+def test_parse_int_rejects_out_of_range(text: str, shown: str) -> None:
+    with pytest.raises(ValueError, match="must be from 30 to 172800 seconds") as info:
+        parse_int(text, 600, 30, 172800)
+    assert shown in str(info.value)
+
+
+# --- split_words --------------------------------------------------------------------------------
+
+
+def test_split_words_on_spaces_commas_and_newlines() -> None:
+    text = " i-1, i-2\ni-3\t i-4,,\n\ni-5 "
+    assert split_words(text) == ["i-1", "i-2", "i-3", "i-4", "i-5"]
+
+
+def test_split_words_of_blank_text_is_empty() -> None:
+    assert split_words("") == []
+    assert split_words(" ,\n, ") == []
+
+
+# --- yaml_list ----------------------------------------------------------------------------------
+
+
+def test_yaml_list_reads_count_and_items_in_order() -> None:
+    env = {"INSTANCE_IDS_COUNT": "3", "INSTANCE_IDS_0": "a", "INSTANCE_IDS_1": "b", "INSTANCE_IDS_2": "c"}
+    assert yaml_list(env, "INSTANCE_IDS") == ["a", "b", "c"]
+
+
+def test_yaml_list_without_count_is_none() -> None:
+    assert yaml_list({"INSTANCE_IDS": "i-1", "INSTANCE_IDS_0": "x"}, "INSTANCE_IDS") is None
+
+
+def test_yaml_list_count_zero_is_empty_list() -> None:
+    assert yaml_list({"INSTANCE_IDS_COUNT": "0"}, "INSTANCE_IDS") == []
+
+
+def test_yaml_list_ignores_items_beyond_count() -> None:
+    env = {"X_COUNT": "1", "X_0": "a", "X_1": "stale"}
+    assert yaml_list(env, "X") == ["a"]
+
+
+def test_yaml_list_missing_item_is_named() -> None:
+    env = {"INSTANCE_IDS_COUNT": "2", "INSTANCE_IDS_0": "a"}
+    with pytest.raises(ValueError, match="INSTANCE_IDS_COUNT is 2 but INSTANCE_IDS_1 is missing"):
+        yaml_list(env, "INSTANCE_IDS")
+
+
+@pytest.mark.parametrize("count", ["two", "-1", "", "1.0"])
+def test_yaml_list_bad_count(count: str) -> None:
+    with pytest.raises(ValueError, match="INSTANCE_IDS_COUNT must be a number") as info:
+        yaml_list({"INSTANCE_IDS_COUNT": count}, "INSTANCE_IDS")
+    assert repr(count) in str(info.value)
+
+
+# --- split_pairs --------------------------------------------------------------------------------
+
+
+def test_split_pairs_newlines_and_semicolons() -> None:
+    text = "A=1\nB_2 = two words ;C=x=y\n_D="
+    assert split_pairs(text) == [("A", "1"), ("B_2", "two words"), ("C", "x=y"), ("_D", "")]
+
+
+def test_split_pairs_skips_comments_and_blank_entries() -> None:
+    text = "# the database\nDB=/deploy/db\n\n  # another comment\n;;API=/deploy/api\n"
+    assert split_pairs(text) == [("DB", "/deploy/db"), ("API", "/deploy/api")]
+
+
+def test_split_pairs_keeps_hash_inside_a_value() -> None:
+    assert split_pairs("COLOR=#ff0000") == [("COLOR", "#ff0000")]
+
+
+def test_split_pairs_entry_without_equals() -> None:
+    with pytest.raises(ValueError, match="has no '='") as info:
+        split_pairs("A=1\nDB /deploy/db")
+    assert "'DB /deploy/db'" in str(info.value)
+    assert "NAME=value" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["1ABC", "MY-VAR", "MY VAR", "", "é"])
+def test_split_pairs_bad_names(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid environment variable name") as info:
+        split_pairs(f"{name}=value")
+    assert repr(name) in str(info.value)
+
+
+_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
+_values = st.text(
+    alphabet=st.characters(blacklist_characters=";\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"), max_size=15
+).map(str.strip)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_names, _values), max_size=6), st.sampled_from([";", "\n", " ;\n"]))
+def test_split_pairs_round_trip(pairs: list[tuple[str, str]], separator: str) -> None:
+    text = separator.join(f"{name}={value}" for name, value in pairs)
+    assert split_pairs(text) == pairs
+
+
+# --- expand_environment -------------------------------------------------------------------------
+
+
+def test_expand_environment_replaces_every_occurrence() -> None:
+    assert expand_environment("/deploy/{environment}/db-{environment}", "prod") == "/deploy/prod/db-prod"
+
+
+def test_expand_environment_without_placeholder_is_unchanged() -> None:
+    assert expand_environment("/deploy/static", None) == "/deploy/static"
+
+
+def test_expand_environment_unknown_placeholder_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown placeholder \{branch\}, \{env\}") as info:
+        expand_environment("/deploy/{env}/{branch}/{environment}", "prod")
+    assert "only {environment} is supported" in str(info.value)
+
+
+@pytest.mark.parametrize("environment", [None, ""])
+def test_expand_environment_needs_an_environment(environment: str | None) -> None:
+    with pytest.raises(ValueError, match="no environment is known") as info:
+        expand_environment("arn:aws:iam::123456789012:role/deploy-{environment}", environment)
+    assert "ENVIRONMENT" in str(info.value)
+    assert "deployment step" in str(info.value)

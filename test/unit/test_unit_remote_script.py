@@ -1,0 +1,208 @@
+"""pipe.remote_script: the script the instances run, checked by running it with a fake ``aws``."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from unit.unit_support import make_settings
+
+from pipe.remote_script import AWS_CLI_MISSING, PARAMETER_READ_FAILED, build_script
+from pipe.settings import DeploySettings, SecretRef
+
+SECRET_VALUE = "p@ss'w$rd \"x\" $(id) `id` \\n;|&"
+DB_PARAMETER = "/deploy/production/db-password"
+API_PARAMETER = "/deploy/production/api-token"
+API_VALUE = "tok-123456"
+TRICKY_VARIABLE = "it's $HOME \"quoted\" `date` $(id) ; & | * ~ \\"
+
+# the fake CLI logs its arguments, then prints the value kept in $PARAMS/<name with / as _>,
+# or fails like the real one when there is no such file (ParameterNotFound exits 254)
+FAKE_AWS = r"""#!/bin/sh
+echo "aws $*" >> "$LOG"
+name=""
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--name" ]; then name="$2"; fi
+  shift
+done
+file="$PARAMS/$(printf '%s' "$name" | tr / _)"
+if [ ! -f "$file" ]; then
+  echo "An error occurred (ParameterNotFound) when calling the GetParameter operation:" >&2
+  exit 254
+fi
+cat "$file"
+"""
+
+# runs in a child process, so it only sees variables the script exported
+USER_COMMANDS = """\
+echo user-commands-start >> "$LOG"
+/bin/sh -c 'printf "%s" "$DB_PASSWORD" > "$OUT/DB_PASSWORD"'
+/bin/sh -c 'printf "%s" "$API_TOKEN" > "$OUT/API_TOKEN"'
+/bin/sh -c 'printf "%s" "$TRICKY" > "$OUT/TRICKY"'
+/bin/sh -c 'printf "%s" "$PLAIN" > "$OUT/PLAIN"'
+echo user-commands-end >> "$LOG"
+"""
+
+SHELLS = [shell for shell in ("bash", "dash") if shutil.which(shell)]
+
+
+@dataclass
+class Run:
+    code: int
+    stderr: str
+    log: list[str]
+    out: Path
+
+    def exported(self, name: str) -> str:
+        return (self.out / name).read_text()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    for name in ("bin", "params", "out", "empty"):
+        (tmp_path / name).mkdir()
+    fake = tmp_path / "bin" / "aws"
+    fake.write_text(FAKE_AWS)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return tmp_path
+
+
+def store_parameter(workdir: Path, name: str, value: str) -> None:
+    (workdir / "params" / name.replace("/", "_")).write_text(value)
+
+
+def run_script(workdir: Path, lines: list[str], shell: str, with_aws: bool = True) -> Run:
+    script = workdir / "_script.sh"  # the SSM Agent writes the commands to a file and runs it
+    script.write_text("\n".join(lines) + "\n")
+    log = workdir / "log"
+    log.touch()
+    path = f"{workdir / 'bin'}:/usr/bin:/bin" if with_aws else str(workdir / "empty")
+    env = {"PATH": path, "LOG": str(log), "PARAMS": str(workdir / "params"), "OUT": str(workdir / "out")}
+    shell_path = shutil.which(shell)
+    assert shell_path is not None
+    done = subprocess.run(
+        [shell_path, str(script)],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    return Run(done.returncode, done.stderr, log.read_text().splitlines(), workdir / "out")
+
+
+def deploy_settings(**overrides: object) -> DeploySettings:
+    values: dict[str, object] = {
+        "secrets": [SecretRef("DB_PASSWORD", DB_PARAMETER), SecretRef("API_TOKEN", API_PARAMETER)],
+        "variables": [("TRICKY", TRICKY_VARIABLE), ("PLAIN", "plain")],
+        "commands": USER_COMMANDS,
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+# --- the script's text --------------------------------------------------------------------------
+
+
+def test_plain_script_is_header_and_commands() -> None:
+    lines = build_script(make_settings(commands="cd /srv\n./deploy.sh"))
+    assert lines == ["# ssm-deploy team/app#42 0123456", "cd /srv", "./deploy.sh"]
+
+
+def test_script_names_parameters_never_values() -> None:
+    lines = build_script(deploy_settings())
+    text = "\n".join(lines)
+    assert DB_PARAMETER in text
+    assert API_PARAMETER in text
+    assert SECRET_VALUE not in text
+    assert API_VALUE not in text
+    assert "--with-decryption" in text
+    assert "--region eu-west-1" in text
+    assert lines.index("# --- COMMANDS ---") < lines.index('echo user-commands-start >> "$LOG"')
+
+
+def test_variables_are_shell_quoted() -> None:
+    lines = build_script(deploy_settings(secrets=[]))
+    assert "export TRICKY='it'\"'\"'s $HOME \"quoted\" `date` $(id) ; & | * ~ \\'" in lines
+    assert "export PLAIN=plain" in lines
+    assert not any("command -v aws" in line for line in lines)  # no CLI needed without SECRETS
+
+
+# --- the script, run ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_script_exports_secrets_and_variables_before_user_commands(workdir: Path, shell: str) -> None:
+    store_parameter(workdir, DB_PARAMETER, SECRET_VALUE + "\n")  # the CLI's text output ends in a newline
+    store_parameter(workdir, API_PARAMETER, API_VALUE + "\n")
+
+    run = run_script(workdir, build_script(deploy_settings()), shell)
+
+    assert run.code == 0, run.stderr
+    assert run.exported("DB_PASSWORD") == SECRET_VALUE
+    assert run.exported("API_TOKEN") == API_VALUE
+    assert run.exported("TRICKY") == TRICKY_VARIABLE
+    assert run.exported("PLAIN") == "plain"
+    assert run.log == [
+        f"aws ssm get-parameter --region eu-west-1 --name {DB_PARAMETER} --with-decryption "
+        "--query Parameter.Value --output text",
+        f"aws ssm get-parameter --region eu-west-1 --name {API_PARAMETER} --with-decryption "
+        "--query Parameter.Value --output text",
+        "user-commands-start",
+        "user-commands-end",
+    ]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_unreadable_parameter_exits_98_before_user_commands(workdir: Path, shell: str) -> None:
+    store_parameter(workdir, DB_PARAMETER, SECRET_VALUE)  # the first reads, the second does not
+
+    run = run_script(workdir, build_script(deploy_settings()), shell)
+
+    assert run.code == PARAMETER_READ_FAILED == 98
+    assert not any(line.startswith("user-commands") for line in run.log)
+    assert len(run.log) == 2  # stopped at the second parameter
+    assert f"cannot read {API_PARAMETER} for API_TOKEN" in run.stderr
+    assert "ssm:GetParameter" in run.stderr
+    assert "kms:Decrypt" in run.stderr
+    assert SECRET_VALUE not in run.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_missing_aws_cli_exits_127_before_user_commands(workdir: Path, shell: str) -> None:
+    run = run_script(workdir, build_script(deploy_settings()), shell, with_aws=False)
+
+    assert run.code == AWS_CLI_MISSING == 127
+    assert run.log == []  # `echo` is a builtin: the user commands would have logged without PATH
+    assert "AWS CLI (aws) is not on PATH" in run.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_script_without_secrets_needs_no_aws_cli(workdir: Path, shell: str) -> None:
+    settings = deploy_settings(secrets=[], commands='echo "$TRICKY" >> "$LOG"')
+    run = run_script(workdir, build_script(settings), shell, with_aws=False)
+    assert run.code == 0, run.stderr
+    assert run.log == [TRICKY_VARIABLE]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_user_commands_exit_code_is_the_script_exit_code(workdir: Path, shell: str) -> None:
+    settings = make_settings(commands="echo ran >> \"$LOG\"\nexit 3")
+    run = run_script(workdir, build_script(settings), shell)
+    assert run.code == 3
+    assert run.log == ["ran"]
+
+
+def test_parameter_name_is_quoted_for_the_shell(workdir: Path) -> None:
+    # PARAMETER_NAME allows only safe characters today; the script must not rely on it
+    settings = make_settings(secrets=[SecretRef("ODD", "/deploy/a b;touch pwned")], commands="true")
+    store_parameter(workdir, "/deploy/a b;touch pwned", "odd-value")
+    run = run_script(workdir, build_script(settings), "bash" if "bash" in SHELLS else SHELLS[0])
+    assert run.code == 0, run.stderr
+    assert not (workdir / "pwned").exists()
+    assert run.log[0].endswith("--name /deploy/a b;touch pwned --with-decryption --query Parameter.Value --output text")
