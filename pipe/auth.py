@@ -142,7 +142,7 @@ def _assumed_role_session(
         metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
     )
     core = get_session()
-    core._credentials = refreshable  # the documented way to hand botocore auto-refreshing credentials
+    core._credentials = refreshable  # type: ignore[attr-defined] # the documented way to hand botocore auto-refreshing credentials
     return boto3.Session(botocore_session=core, region_name=settings.region)
 
 

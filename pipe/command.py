@@ -55,10 +55,7 @@ def cancel_command(ssm: Any, command_id: str) -> bool:
 
 
 def console_url(region: str, command_id: str) -> str:
-    return (
-        f"https://{region}.console.aws.amazon.com/systems-manager/run-command/{command_id}"
-        f"?region={region}"
-    )
+    return f"https://{region}.console.aws.amazon.com/systems-manager/run-command/{command_id}?region={region}"
 
 
 def _send_error_message(error: ClientError, settings: DeploySettings) -> str:

@@ -39,8 +39,7 @@ def run_deploy(settings: DeploySettings, env: Mapping[str, str], redactor: Redac
     log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
     command_id = send_command(ssm, settings, script)
     log.info(
-        f"Sent command {command_id} to {len(settings.instance_ids)} instance(s) "
-        f"[{settings.comment}] by {identity.arn}"
+        f"Sent command {command_id} to {len(settings.instance_ids)} instance(s) [{settings.comment}] by {identity.arn}"
     )
     log.info(f"Console: {console_url(settings.region, command_id)}")
 
@@ -68,8 +67,7 @@ def run_deploy(settings: DeploySettings, env: Mapping[str, str], redactor: Redac
     if failed:
         listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in failed)
         raise DeployFailed(
-            f"Deploy failed on {len(failed)} of {len(invocations)} instance(s): {listed}. "
-            f"Command id: {command_id}"
+            f"Deploy failed on {len(failed)} of {len(invocations)} instance(s): {listed}. Command id: {command_id}"
         )
     return list(invocations.values())
 

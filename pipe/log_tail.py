@@ -87,8 +87,13 @@ class LogTail:
         position = self._positions.get(f"{instance_id}/{stream}")
         return position.chars if position else 0
 
-    def drain(self, expected: dict[tuple[str, str], int], limit_seconds: float,
-              clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> bool:
+    def drain(
+        self,
+        expected: dict[tuple[str, str], int],
+        limit_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool:
         """Poll until every stream holds at least the characters SSM reported; False on time-out."""
         deadline = clock() + limit_seconds
         while True:

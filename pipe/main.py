@@ -52,7 +52,9 @@ def main() -> int:
         return 1
     except Exception as error:  # a bug of ours: still no raw traceback in the build log
         log.debug(redactor.redact(traceback.format_exc()))
-        pipe.fail(redactor.redact(f"Unexpected error {type(error).__name__}: {error}. Run with DEBUG: 'true' for details."))
+        pipe.fail(
+            redactor.redact(f"Unexpected error {type(error).__name__}: {error}. Run with DEBUG: 'true' for details.")
+        )
         return 1
     pipe.success(f"Deployed to {len(invocations)} instance(s).")
     return 0
@@ -73,4 +75,3 @@ def _metadata() -> dict[str, Any]:
             loaded = yaml.safe_load(path.read_text())
             return loaded if isinstance(loaded, dict) else {}
     return {}
-

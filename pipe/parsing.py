@@ -68,8 +68,7 @@ def split_pairs(text: str) -> list[tuple[str, str]]:
             raise ValueError(f"entry {entry!r} has no '=': write NAME=value")
         if not _ENV_NAME.match(name):
             raise ValueError(
-                f"{name!r} is not a valid environment variable name "
-                "(letters, digits and _, not starting with a digit)"
+                f"{name!r} is not a valid environment variable name (letters, digits and _, not starting with a digit)"
             )
         pairs.append((name, value.strip()))
     return pairs
@@ -84,8 +83,7 @@ def expand_environment(text: str, environment: str | None) -> str:
     if "{environment}" in text:
         if not environment:
             raise ValueError(
-                "uses {environment} but no environment is known: set ENVIRONMENT "
-                "or run the pipe in a deployment step"
+                "uses {environment} but no environment is known: set ENVIRONMENT or run the pipe in a deployment step"
             )
         return text.replace("{environment}", environment)
     return text

@@ -41,8 +41,8 @@ def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:
             "ssm:GetParameter on it and kms:Decrypt on its key"
         )
         lines += [
-            f"{ref.env_name}=\"$(aws ssm get-parameter --region {region} --name {name} --with-decryption "
-            "--query Parameter.Value --output text)\" || { echo " + hint + f" >&2; exit {PARAMETER_READ_FAILED}; }}",
+            f'{ref.env_name}="$(aws ssm get-parameter --region {region} --name {name} --with-decryption '
+            '--query Parameter.Value --output text)" || { echo ' + hint + f" >&2; exit {PARAMETER_READ_FAILED}; }}",
             f"export {ref.env_name}",
         ]
     return lines

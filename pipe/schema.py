@@ -35,6 +35,9 @@ VARIABLE_NAMES: tuple[str, ...] = (
 )
 
 REQUIRED_VARIABLES: frozenset[str] = frozenset({"AWS_DEFAULT_REGION", "COMMANDS"})
+# INSTANCE_IDS is required too, but may arrive as a YAML list (INSTANCE_IDS_COUNT, INSTANCE_IDS_0..n)
+# that the schema cannot see: settings.py requires it in either form.
+DOCUMENTED_REQUIRED: frozenset[str] = REQUIRED_VARIABLES | {"INSTANCE_IDS"}
 
 SCHEMA: dict[str, dict[str, Any]] = {
     name: dict(_REQUIRED if name in REQUIRED_VARIABLES else _OPTIONAL) for name in VARIABLE_NAMES

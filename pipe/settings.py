@@ -133,7 +133,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     if external_id is not None and role_arn is None:
         problems.add("EXTERNAL_ID", "is only used with ROLE_ARN: set ROLE_ARN too or remove EXTERNAL_ID")
 
-    instance_ids = problems.check("INSTANCE_IDS", lambda: _instance_ids(variables, env), [])
+    instance_ids: list[str] = problems.check("INSTANCE_IDS", lambda: _instance_ids(variables, env), [])
     commands = (variables.get("COMMANDS") or "").strip("\n")
     if not commands.strip():
         problems.add("COMMANDS", "is empty: give the shell commands to run on the instances")
@@ -149,8 +149,8 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         DEFAULT_DELIVERY_TIMEOUT,
     )
     comment = cut(expanded("COMMENT") or build.default_comment(), COMMENT_LIMIT)
-    secrets = problems.check("SECRETS", lambda: _secrets(text("SECRETS"), environment), [])
-    plain = problems.check("VARIABLES", lambda: _variables(text("VARIABLES"), environment), [])
+    secrets: list[SecretRef] = problems.check("SECRETS", lambda: _secrets(text("SECRETS"), environment), [])
+    plain: list[tuple[str, str]] = problems.check("VARIABLES", lambda: _variables(text("VARIABLES"), environment), [])
     clash = sorted({ref.env_name for ref in secrets} & {name for name, _ in plain})
     if clash:
         problems.add("VARIABLES", f"{', '.join(clash)} also set by SECRETS: give each name once")
@@ -159,7 +159,8 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     log_group = expanded("CLOUDWATCH_LOG_GROUP") or DEFAULT_LOG_GROUP
     if not LOG_GROUP.match(log_group):
         problems.add(
-            "CLOUDWATCH_LOG_GROUP", f"must be a log group name (letters, digits, _ - / . #), got {log_group!r}"
+            "CLOUDWATCH_LOG_GROUP",
+            f"must be a log group name (letters, digits, _ - / . #), got {log_group!r}",
         )
 
     if problems.problems:
@@ -209,9 +210,7 @@ def _instance_ids(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     raw = listed if listed is not None else split_words(variables.get("INSTANCE_IDS") or "")
     ids = [word for item in raw for word in split_words(item)]
     if not ids:
-        raise ValueError(
-            "is required: give one or more instance ids separated by spaces, commas or newlines"
-        )
+        raise ValueError("is required: give one or more instance ids separated by spaces, commas or newlines")
     bad = [i for i in ids if not INSTANCE_ID.match(i)]
     if bad:
         raise ValueError(
@@ -231,9 +230,7 @@ def _secrets(value: str | None, environment: str | None) -> list[SecretRef]:
     for name, parameter in split_pairs(value):
         parameter = expand_environment(parameter, environment)
         if not PARAMETER_NAME.match(parameter):
-            raise ValueError(
-                f"{name}: {parameter!r} is not a Parameter Store name (letters, digits, . _ - /)"
-            )
+            raise ValueError(f"{name}: {parameter!r} is not a Parameter Store name (letters, digits, . _ - /)")
         if RESERVED_PARAMETER_PREFIX.match(parameter):
             raise ValueError(f"{name}: parameter names cannot start with 'aws' or 'ssm' ({parameter!r})")
         if any(ref.env_name == name for ref in refs):

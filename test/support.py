@@ -69,7 +69,7 @@ class LivePipe:
                     if text in line:
                         return when
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.process.poll() is not None and not self._reader.is_alive():
+                if remaining <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
                     raise AssertionError(f"no line with {text!r}; output so far:\n{self.output}")
                 self._changed.wait(min(remaining, 0.1))
 

@@ -8,7 +8,6 @@ import signal
 import uuid
 
 import pytest
-
 from standin import StandIn
 from standin.fleet import UNDELIVERABLE
 from support import LivePipe, run_pipe
@@ -145,7 +144,10 @@ def test_kms_denial_names_the_key_policy_fix_and_sends_nothing(standin: StandIn)
 def test_role_arn_follows_the_environment(standin: StandIn) -> None:
     ids = standin.launch(1)
     env = standin.pipe_env(
-        BITBUCKET_DEPLOYMENT_ENVIRONMENT="staging", ROLE_ARN=ROLE_TEMPLATE, INSTANCE_IDS=ids[0], COMMANDS="true"
+        BITBUCKET_DEPLOYMENT_ENVIRONMENT="staging",
+        ROLE_ARN=ROLE_TEMPLATE,
+        INSTANCE_IDS=ids[0],
+        COMMANDS="true",
     )
     run = run_pipe(env)
 
@@ -178,7 +180,9 @@ def test_oidc_then_environment_role(standin: StandIn) -> None:
 def test_oidc_without_token_warns_and_uses_static_keys(standin: StandIn) -> None:
     ids = standin.launch(1)
     env = standin.pipe_env(
-        AWS_OIDC_ROLE_ARN="arn:aws:iam::123456789012:role/bitbucket-oidc", INSTANCE_IDS=ids[0], COMMANDS="true"
+        AWS_OIDC_ROLE_ARN="arn:aws:iam::123456789012:role/bitbucket-oidc",
+        INSTANCE_IDS=ids[0],
+        COMMANDS="true",
     )
     run = run_pipe(env)
 
@@ -187,9 +191,7 @@ def test_oidc_without_token_warns_and_uses_static_keys(standin: StandIn) -> None
     assert standin.sent_commands()[-1].caller_arn.endswith(":user/AKIASTANDINADMIN0000")
 
 
-def test_no_secret_or_credential_in_log_debug_output_or_command_history(
-    standin: StandIn, secret_path: str
-) -> None:
+def test_no_secret_or_credential_in_log_debug_output_or_command_history(standin: StandIn, secret_path: str) -> None:
     ids = standin.launch(1)
     env = standin.pipe_env(
         DEBUG="true",
@@ -284,7 +286,9 @@ def test_output_beyond_the_ssm_field_limit_arrives_complete_through_cloudwatch(s
 def test_without_streaming_the_capped_output_is_flagged(standin: StandIn) -> None:
     (instance_id,) = standin.launch(1)
     env = standin.pipe_env(
-        INSTANCE_IDS=instance_id, STREAM_OUTPUT="false", COMMANDS="head -c 30000 /dev/zero | tr '\\0' 'x'; echo"
+        INSTANCE_IDS=instance_id,
+        STREAM_OUTPUT="false",
+        COMMANDS="head -c 30000 /dev/zero | tr '\\0' 'x'; echo",
     )
     run = run_pipe(env)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
@@ -23,7 +24,7 @@ POLL = 0.02
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _elapsed(seconds: float) -> str:
@@ -91,7 +92,7 @@ class InvocationRun:
         script = folder / "_script.sh"
         script.write_text("\n".join(parameters.get("commands", [])) + "\n")
         cwd = (parameters.get("workingDirectory") or [""])[0] or str(instance.home)
-        timeout = int((parameters.get("executionTimeout") or [DEFAULT_EXECUTION_TIMEOUT])[0])
+        timeout = int((parameters.get("executionTimeout") or [str(DEFAULT_EXECUTION_TIMEOUT)])[0])
         uploaders = self._uploaders()
         try:
             self.process = subprocess.Popen(
@@ -145,10 +146,8 @@ class InvocationRun:
 
     def _kill(self) -> None:
         assert self.process is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait()
         self.killed = True
 

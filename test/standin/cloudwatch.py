@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -66,11 +67,7 @@ def logs_client(endpoint: str, region: str) -> Any:
 
 
 def _ensure(client: Any, group: str, stream: str) -> None:
-    for create in (
-        lambda: client.create_log_group(logGroupName=group),
-        lambda: client.create_log_stream(logGroupName=group, logStreamName=stream),
-    ):
-        try:
-            create()
-        except client.exceptions.ResourceAlreadyExistsException:
-            pass
+    with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):
+        client.create_log_group(logGroupName=group)
+    with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):
+        client.create_log_stream(logGroupName=group, logStreamName=stream)

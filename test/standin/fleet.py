@@ -28,7 +28,7 @@ class FakeInstance:
         return {
             "InstanceId": self.instance_id,
             "PingStatus": self.ping_status,
-            "LastPingDateTime": datetime.datetime.now(datetime.timezone.utc),
+            "LastPingDateTime": datetime.datetime.now(datetime.UTC),
             "AgentVersion": "3.3.1142.0",
             "IsLatestVersion": True,
             "PlatformType": "Linux",
@@ -63,8 +63,6 @@ class Fleet:
     def information(self, instance_ids: list[str] | None) -> list[dict[str, Any]]:
         with self._lock:
             chosen = [
-                inst
-                for inst in self._instances.values()
-                if instance_ids is None or inst.instance_id in instance_ids
+                inst for inst in self._instances.values() if instance_ids is None or inst.instance_id in instance_ids
             ]
         return [inst.information() for inst in chosen]

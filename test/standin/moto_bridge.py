@@ -69,7 +69,7 @@ class MotoCommand:
 
     @property
     def requested_at(self) -> datetime.datetime:
-        return self._command.requested_date_time  # type: ignore[no-any-return]
+        return self._command.requested_date_time
 
     def keep_only(self, instance_ids: list[str]) -> None:
         """Drop what moto added on its own (it targets every instance when Targets is empty)."""
@@ -81,7 +81,7 @@ class MotoCommand:
     def invocation(self, instance_id: str) -> dict[str, Any]:
         for item in self._command.invocations:
             if item["InstanceId"] == instance_id:
-                return item  # type: ignore[no-any-return]
+                return item
         raise KeyError(instance_id)
 
     def update_invocation(self, instance_id: str, **fields: Any) -> None:
@@ -182,9 +182,7 @@ def _list_command_invocations(self: SimpleSystemManagerResponse) -> ActionResult
     details = bool(request.get("Details"))
     max_results = int(request.get("MaxResults") or 50)
     start = int(request.get("NextToken") or 0)
-    commands = (
-        [self.ssm_backend.get_command_by_id(command_id)] if command_id else list(self.ssm_backend._commands)
-    )
+    commands = [self.ssm_backend.get_command_by_id(command_id)] if command_id else list(self.ssm_backend._commands)
     rows: list[dict[str, Any]] = []
     for raw in commands:
         command = MotoCommand(raw)
@@ -230,7 +228,7 @@ def _cancel_command(self: SimpleSystemManagerResponse) -> ActionResult:
     hooks = _hooks_or_fail()
     request = _request(self)
     hooks.before_request("CancelCommand", caller_arn(self), request)
-    command = MotoCommand(self.ssm_backend.get_command_by_id(request.get("CommandId")))
+    command = MotoCommand(self.ssm_backend.get_command_by_id(str(request.get("CommandId"))))
     hooks.on_cancel_command(command, list(request.get("InstanceIds") or command.instance_ids))
     return ActionResult({})
 

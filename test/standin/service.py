@@ -52,9 +52,7 @@ class RunCommandService:
             self.callers.append((action, caller_arn))
         for key_id in request.get("KmsKeyIds", []):
             for denial in self.decrypt_denials:
-                if denial.key_id in key_id and (
-                    denial.caller_contains is None or denial.caller_contains in caller_arn
-                ):
+                if denial.key_id in key_id and (denial.caller_contains is None or denial.caller_contains in caller_arn):
                     raise ServiceError(
                         "AccessDeniedException",
                         f"User: {caller_arn} is not authorized to perform: kms:Decrypt on resource: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -12,12 +13,15 @@ from moto.server import ThreadedMotoServer
 
 from standin import moto_bridge
 from standin.cloudwatch import logs_client
-from standin.fleet import Fleet, FakeInstance
+from standin.fleet import FakeInstance, Fleet
 from standin.service import RunCommandService, SentCommand
 
 ACCOUNT = "123456789012"  # moto's default account
 ADMIN_KEYS = {"aws_access_key_id": "AKIASTANDINADMIN0000", "aws_secret_access_key": "standin-admin-secret"}
-INSTANCE_ROLE_KEYS = {"AWS_ACCESS_KEY_ID": "AKIASTANDININSTANCE0", "AWS_SECRET_ACCESS_KEY": "standin-instance-secret"}
+INSTANCE_ROLE_KEYS = {
+    "AWS_ACCESS_KEY_ID": "AKIASTANDININSTANCE0",
+    "AWS_SECRET_ACCESS_KEY": "standin-instance-secret",
+}
 AMI = "ami-12c6146b"  # one of moto's built-in images
 
 
@@ -61,7 +65,9 @@ class StandIn:
 
     # --- clients and environments ----------------------------------------------------------------
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region, **ADMIN_KEYS)
+        return boto3.client(  # type: ignore[call-overload]
+            service, endpoint_url=self.endpoint, region_name=self.region, **ADMIN_KEYS
+        )
 
     def pipe_env(self, **variables: str) -> dict[str, str]:
         """Environment for a pipe process pointed at the stand-in, with Bitbucket's build variables."""
@@ -123,7 +129,12 @@ class StandIn:
 
     def create_role(self, name: str) -> str:
         iam = self.client("iam")
-        trust = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}'
+        trust = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+            }
+        )
         try:
             return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"])
         except iam.exceptions.EntityAlreadyExistsException:

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import pytest
-
 from standin import StandIn
 from standin.fleet import NEVER, UNDELIVERABLE
 
@@ -46,7 +45,7 @@ def test_statuses_move_pending_then_in_progress_then_success(standin: StandIn) -
     (instance_id,) = standin.launch(1)
     ssm = standin.client("ssm")
     command_id = send(standin, [instance_id], "sleep 0.5")
-    seen = []
+    seen: list[str] = []
     while not seen or seen[-1] not in FINAL:
         status = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)["Status"]
         if not seen or seen[-1] != status:
@@ -92,9 +91,7 @@ def test_list_command_invocations_pages_by_max_results(standin: StandIn) -> None
 def test_execution_timeout_kills_the_process(standin: StandIn) -> None:
     (instance_id,) = standin.launch(1)
     marker = standin.instance(instance_id).home / "survived"
-    command_id = send(
-        standin, [instance_id], f"sleep 3\ntouch {marker}", parameters={"executionTimeout": ["1"]}
-    )
+    command_id = send(standin, [instance_id], f"sleep 3\ntouch {marker}", parameters={"executionTimeout": ["1"]})
     item = wait_final(standin, command_id, instance_id)
     time.sleep(2.5)
 
@@ -143,7 +140,10 @@ def test_describe_instance_information_reports_ping_status(standin: StandIn) -> 
         Filters=[{"Key": "InstanceIds", "Values": [online, lost, "i-0000000000000dead"]}]
     )["InstanceInformationList"]
 
-    assert {row["InstanceId"]: row["PingStatus"] for row in rows} == {online: "Online", lost: "ConnectionLost"}
+    assert {row["InstanceId"]: row["PingStatus"] for row in rows} == {
+        online: "Online",
+        lost: "ConnectionLost",
+    }
 
 
 def test_cloudwatch_output_is_written_while_the_command_runs(standin: StandIn) -> None:

@@ -1,0 +1,57 @@
+"""README, pipe.yml and the schema describe the same variables; the image tag matches the release."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from pipe.schema import DOCUMENTED_REQUIRED, SCHEMA
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def readme_table() -> dict[str, bool]:
+    section = README.split("## Variables", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([A-Z_]+)( \(\*\))? \|", section, flags=re.MULTILINE)
+    return {name: bool(required) for name, required in rows}
+
+
+def test_readme_table_lists_every_schema_variable_and_marks_the_required_ones() -> None:
+    table = readme_table()
+
+    assert set(table) == set(SCHEMA)
+    assert {name for name, required in table.items() if required} == set(DOCUMENTED_REQUIRED)
+
+
+def test_readme_yaml_definition_names_every_variable() -> None:
+    snippet = README.split("## YAML Definition", 1)[1].split("## Variables", 1)[0]
+    named = set(re.findall(r"#? ?([A-Z_]+): '<", snippet))
+
+    assert named == set(SCHEMA)
+
+
+def test_pipe_yml_declares_every_variable() -> None:
+    metadata = yaml.safe_load((ROOT / "pipe.yml").read_text())
+
+    assert {entry["name"] for entry in metadata["variables"]} == set(SCHEMA)
+    assert metadata["category"] == "Deployment"
+
+
+def test_pipe_yml_and_readme_use_the_latest_released_version() -> None:
+    releases = sorted(
+        (tuple(int(p) for p in path.stem.split(".")) for path in (ROOT / ".changes").glob("*.*.*.json")),
+    )
+    assert releases, "no release in .changes/"
+    version = ".".join(str(p) for p in releases[-1])
+    metadata = yaml.safe_load((ROOT / "pipe.yml").read_text())
+
+    assert metadata["image"] == f"org/ssm-deploy:{version}"
+    assert set(re.findall(r"pipe: org/ssm-deploy:([0-9.]+)", README)) == {version}
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## {version}" in changelog
+    entries = json.loads((ROOT / ".changes" / f"{version}.json").read_text())
+    assert entries, "the release has no change entries"
