@@ -35,10 +35,10 @@ class BuildContext:
         return self.commit[:7]
 
     def default_comment(self) -> str:
-        parts = [f"ssm-deploy {self.repo}#{self.build_number}"]
-        if self.short_commit:
-            parts.append(self.short_commit)
-        return cut(" ".join(parts), COMMENT_LIMIT)
+        """``ssm-deploy <repo>#<build> <commit>``; a long repository name is shortened, never the build."""
+        suffix = f"#{self.build_number}" + (f" {self.short_commit}" if self.short_commit else "")
+        prefix = cut(f"ssm-deploy {self.repo}", COMMENT_LIMIT - len(suffix))
+        return cut(prefix + suffix, COMMENT_LIMIT)
 
     def session_name(self) -> str:
         """``ssm-deploy-<repo>-<build>``; the repository part is shortened first (AWS allows 64)."""

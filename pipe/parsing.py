@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
@@ -44,7 +44,7 @@ def yaml_list(env: Mapping[str, str], name: str) -> list[str] | None:
     count_text = env.get(f"{name}_COUNT")
     if count_text is None:
         return None
-    if not count_text.strip().isdigit():
+    if not re.fullmatch(r"[0-9]+", count_text.strip()):
         raise ValueError(f"{name}_COUNT must be a number, got {count_text!r}")
     items = []
     for index in range(int(count_text)):

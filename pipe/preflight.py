@@ -81,7 +81,7 @@ def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, rol
 def _parameter_access_message(error: ClientError, names: list[str], role: str) -> str:
     message = error_message(error)
     listed = ", ".join(names)
-    if is_access_denied(error) and ("kms" in message.lower() or "key" in message.lower()):
+    if is_access_denied(error) and "kms" in message.lower():  # "kms:Decrypt", "Service: AWSKMS"
         return (
             f"SECRETS: nothing was sent. {role} may read {listed} but cannot decrypt them: KMS denied "
             f"kms:Decrypt ({message}). Fix: allow kms:Decrypt for {role} in the key policy of the "

@@ -37,8 +37,18 @@ class RedactingFilter(logging.Filter):
         self._redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a broken format string: let the handler report it as logging does
         redacted = self._redactor.redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._redactor.redact(_FORMATTER.formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = self._redactor.redact(record.exc_text)
         return True
+
+
+_FORMATTER = logging.Formatter()

@@ -23,10 +23,11 @@ ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
 EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
 INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17})$")
-PARAMETER_NAME = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,2048}$")
-RESERVED_PARAMETER_PREFIX = re.compile(r"^/?(aws|ssm)", re.IGNORECASE)
+PARAMETER_NAME = re.compile(r"(/[A-Za-z0-9_.\-]+){1,15}|[A-Za-z0-9_.\-]+")  # AWS allows 15 levels
 
 MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds
+MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
+FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
 EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
 DEFAULT_EXECUTION_TIMEOUT = 3600
@@ -105,13 +106,22 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         stripped = value.strip()
         return stripped or None
 
+    for name, value in variables.items():
+        if value is None:
+            continue
+        reason = _unprintable(value)
+        if reason:
+            problems.add(name, reason)
+    if problems.problems:
+        raise ValidationFailed(problems.problems)
+
     build = BuildContext.from_env(env)
     region = text("AWS_DEFAULT_REGION") or ""
-    if not REGION.match(region):
+    if not REGION.fullmatch(region):
         problems.add("AWS_DEFAULT_REGION", f"must be an AWS region such as eu-west-1, got {region!r}")
 
     environment = text("ENVIRONMENT") or build.deployment_environment or None
-    if environment is not None and not ENVIRONMENT.match(environment):
+    if environment is not None and not ENVIRONMENT.fullmatch(environment):
         problems.add(
             "ENVIRONMENT",
             f"must be letters, digits, '.', '_' or '-' (at most 63), got {environment!r}",
@@ -128,15 +138,21 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     oidc_role_arn = _arn(problems, "AWS_OIDC_ROLE_ARN", expanded("AWS_OIDC_ROLE_ARN"))
     role_arn = _arn(problems, "ROLE_ARN", expanded("ROLE_ARN"))
     external_id = text("EXTERNAL_ID")
-    if external_id is not None and not EXTERNAL_ID.match(external_id):
+    if external_id is not None and not EXTERNAL_ID.fullmatch(external_id):
         problems.add("EXTERNAL_ID", "must be 2 to 1224 of the characters A-Z a-z 0-9 + = , . @ : / _ -")
-    if external_id is not None and role_arn is None:
+    if external_id is not None and text("ROLE_ARN") is None:
         problems.add("EXTERNAL_ID", "is only used with ROLE_ARN: set ROLE_ARN too or remove EXTERNAL_ID")
 
     instance_ids: list[str] = problems.check("INSTANCE_IDS", lambda: _instance_ids(variables, env), [])
     commands = (variables.get("COMMANDS") or "").strip("\n")
     if not commands.strip():
         problems.add("COMMANDS", "is empty: give the shell commands to run on the instances")
+    elif len(commands.encode()) > MAX_SCRIPT_BYTES:
+        problems.add(
+            "COMMANDS",
+            f"is {len(commands.encode()):,} bytes; at most {MAX_SCRIPT_BYTES:,} can be sent. Put the steps in a "
+            "script on the instances (e.g. deploy.sh) and run that",
+        )
 
     execution_timeout = problems.check(
         "EXECUTION_TIMEOUT",
@@ -157,7 +173,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     debug = problems.check("DEBUG", lambda: parse_bool(text("DEBUG"), False), False)
     stream_output = problems.check("STREAM_OUTPUT", lambda: parse_bool(text("STREAM_OUTPUT"), True), True)
     log_group = expanded("CLOUDWATCH_LOG_GROUP") or DEFAULT_LOG_GROUP
-    if not LOG_GROUP.match(log_group):
+    if not LOG_GROUP.fullmatch(log_group):
         problems.add(
             "CLOUDWATCH_LOG_GROUP",
             f"must be a log group name (letters, digits, _ - / . #), got {log_group!r}",
@@ -187,6 +203,17 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     )
 
 
+def _unprintable(value: str) -> str | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8: check the variable's encoding"
+    control = FORBIDDEN_CONTROLS.search(value)
+    if control:
+        return f"contains the control character {control.group()!r} at position {control.start()}: remove it"
+    return None
+
+
 def _static_keys(text: Callable[[str], str | None], problems: _Collector) -> StaticKeys | None:
     key_id, secret = text("AWS_ACCESS_KEY_ID"), text("AWS_SECRET_ACCESS_KEY")
     if key_id and not secret:
@@ -199,7 +226,7 @@ def _static_keys(text: Callable[[str], str | None], problems: _Collector) -> Sta
 
 
 def _arn(problems: _Collector, name: str, value: str | None) -> str | None:
-    if value is not None and not ROLE_ARN.match(value):
+    if value is not None and not ROLE_ARN.fullmatch(value):
         problems.add(name, f"must be an IAM role ARN like arn:aws:iam::123456789012:role/deploy, got {value!r}")
         return None
     return value
@@ -211,7 +238,7 @@ def _instance_ids(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     ids = [word for item in raw for word in split_words(item)]
     if not ids:
         raise ValueError("is required: give one or more instance ids separated by spaces, commas or newlines")
-    bad = [i for i in ids if not INSTANCE_ID.match(i)]
+    bad = [i for i in ids if not INSTANCE_ID.fullmatch(i)]
     if bad:
         raise ValueError(
             f"{', '.join(repr(b) for b in bad)} {'is not an instance id' if len(bad) == 1 else 'are not instance ids'}"
@@ -229,10 +256,11 @@ def _secrets(value: str | None, environment: str | None) -> list[SecretRef]:
     refs: list[SecretRef] = []
     for name, parameter in split_pairs(value):
         parameter = expand_environment(parameter, environment)
-        if not PARAMETER_NAME.match(parameter):
-            raise ValueError(f"{name}: {parameter!r} is not a Parameter Store name (letters, digits, . _ - /)")
-        if RESERVED_PARAMETER_PREFIX.match(parameter):
-            raise ValueError(f"{name}: parameter names cannot start with 'aws' or 'ssm' ({parameter!r})")
+        if len(parameter) > 2048 or not PARAMETER_NAME.fullmatch(parameter):
+            raise ValueError(
+                f"{name}: {parameter!r} is not a Parameter Store name (letters, digits and . _ -, in "
+                "/-separated levels, e.g. /deploy/prod/db_password)"
+            )
         if any(ref.env_name == name for ref in refs):
             raise ValueError(f"{name} is given twice")
         refs.append(SecretRef(name, parameter))

@@ -155,7 +155,7 @@ def _patched_send_command(self: SimpleSystemManagerResponse) -> ActionResult:
     original = _originals["send_command"](self)
     command_id = original.result["Command"]["CommandId"]
     raw = self.ssm_backend.get_command_by_id(command_id)
-    raw.cloud_watch_output_config = request.get("CloudWatchOutputConfig") or {}
+    setattr(raw, "cloud_watch_output_config", request.get("CloudWatchOutputConfig") or {})  # noqa: B010
     command = MotoCommand(raw)
     if not request.get("Targets"):
         command.keep_only(requested)
@@ -325,7 +325,7 @@ def install(hooks: RunCommandHooks) -> None:
     for name, method in patches.items():
         setattr(SimpleSystemManagerResponse, name, method)
     _originals["filter_log_events"] = LogsResponse.filter_log_events
-    LogsResponse.filter_log_events = _filter_log_events
+    setattr(LogsResponse, "filter_log_events", _filter_log_events)  # noqa: B010
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:

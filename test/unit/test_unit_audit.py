@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import re
+import string
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from pipe.audit import COMMENT_LIMIT, SESSION_NAME_LIMIT, BuildContext, cut
 
@@ -88,7 +88,7 @@ def test_default_comment_for_very_long_repo_fits_the_limit() -> None:
     comment = context(repo="workspace/" + "r" * 500).default_comment()
     assert len(comment) == COMMENT_LIMIT
     assert comment.startswith("ssm-deploy workspace/rrr")
-    assert comment.endswith("…")
+    assert "…#" in comment  # the repository is shortened; the build number and commit stay
 
 
 # --- session_name -------------------------------------------------------------------------------
@@ -116,20 +116,29 @@ def test_session_name_keeps_allowed_punctuation() -> None:
     assert context(repo="t/a_b+c=d,e.f@g-h").session_name() == "ssm-deploy-a_b+c=d,e.f@g-h-42"
 
 
-@settings(max_examples=150, deadline=None)
-@given(repo=st.text(max_size=300), build_number=st.from_regex(r"[0-9]{1,12}", fullmatch=True))
-def test_session_name_always_valid_for_sts(repo: str, build_number: str) -> None:
-    name = context(repo=repo, build_number=build_number).session_name()
-    assert 2 <= len(name) <= SESSION_NAME_LIMIT
-    assert SESSION_NAME.fullmatch(name), name
-    assert name.endswith(f"-{build_number}")
-    assert name.startswith("ssm-deploy-")
+ANY_TEXT = string.printable + "üéß€—…/ \u00a0\u2028"
 
 
-@settings(max_examples=150, deadline=None)
-@given(repo=st.text(max_size=300), build_number=st.text(max_size=40), commit=st.text(max_size=60))
-def test_default_comment_always_within_limit(repo: str, build_number: str, commit: str) -> None:
-    assert len(context(repo=repo, build_number=build_number, commit=commit).default_comment()) <= COMMENT_LIMIT
+def random_text(rng: random.Random, longest: int) -> str:
+    return "".join(rng.choices(ANY_TEXT, k=rng.randint(0, longest)))
+
+
+def test_session_name_always_valid_for_sts() -> None:
+    rng = random.Random("session_name")
+    for _ in range(500):
+        build_number = str(rng.randint(0, 10 ** rng.randint(1, 12)))
+        name = context(repo=random_text(rng, 300), build_number=build_number).session_name()
+        assert 2 <= len(name) <= SESSION_NAME_LIMIT, name
+        assert SESSION_NAME.fullmatch(name), name
+        assert name.endswith(f"-{build_number}"), name
+        assert name.startswith("ssm-deploy-"), name
+
+
+def test_default_comment_always_within_limit() -> None:
+    rng = random.Random("default_comment")
+    for _ in range(500):
+        build = context(repo=random_text(rng, 300), build_number=random_text(rng, 40), commit=random_text(rng, 60))
+        assert len(build.default_comment()) <= COMMENT_LIMIT
 
 
 # --- cut ----------------------------------------------------------------------------------------
@@ -141,3 +150,17 @@ def test_default_comment_always_within_limit(repo: str, build_number: str, commi
 )
 def test_cut(text: str, limit: int, expected: str) -> None:
     assert cut(text, limit) == expected
+
+
+def test_default_comment_keeps_build_and_commit_when_the_repo_name_is_long() -> None:
+    context = BuildContext(
+        repo="a-very-long-workspace-name/" + "r" * 120,
+        build_number="1234",
+        commit="abcdef0123456789",
+        branch="main",
+        triggerer="",
+        deployment_environment="",
+    )
+    comment = context.default_comment()
+    assert len(comment) == 100
+    assert comment.endswith("…#1234 abcdef0")

@@ -120,10 +120,6 @@ def test_filter_rewrites_record_that_held_a_value() -> None:
     assert record.args is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RedactingFilter masks only getMessage(); exception tracebacks (exc_info) pass unmasked",
-)
 def test_filter_masks_exception_text(logged: tuple[logging.Logger, io.StringIO, Redactor]) -> None:
     logger, stream, _ = logged
     try:
@@ -134,12 +130,6 @@ def test_filter_masks_exception_text(logged: tuple[logging.Logger, io.StringIO, 
     assert SECRET not in stream.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: RedactingFilter calls getMessage() itself, so a bad format string raises out of the "
-    "logging call instead of being reported by Handler.handleError",
-)
 def test_bad_format_arguments_do_not_raise_from_the_log_call(
     logged: tuple[logging.Logger, io.StringIO, Redactor], monkeypatch: pytest.MonkeyPatch
 ) -> None:

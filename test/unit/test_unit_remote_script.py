@@ -14,11 +14,11 @@ from unit.unit_support import make_settings
 from pipe.remote_script import AWS_CLI_MISSING, PARAMETER_READ_FAILED, build_script
 from pipe.settings import DeploySettings, SecretRef
 
-SECRET_VALUE = "p@ss'w$rd \"x\" $(id) `id` \\n;|&"
+SECRET_VALUE = 'p@ss\'w$rd "x" $(id) `id` \\n;|&'
 DB_PARAMETER = "/deploy/production/db-password"
 API_PARAMETER = "/deploy/production/api-token"
 API_VALUE = "tok-123456"
-TRICKY_VARIABLE = "it's $HOME \"quoted\" `date` $(id) ; & | * ~ \\"
+TRICKY_VARIABLE = 'it\'s $HOME "quoted" `date` $(id) ; & | * ~ \\'
 
 # the fake CLI logs its arguments, then prints the value kept in $PARAMS/<name with / as _>,
 # or fails like the real one when there is no such file (ParameterNotFound exits 254)
@@ -192,7 +192,7 @@ def test_script_without_secrets_needs_no_aws_cli(workdir: Path, shell: str) -> N
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_user_commands_exit_code_is_the_script_exit_code(workdir: Path, shell: str) -> None:
-    settings = make_settings(commands="echo ran >> \"$LOG\"\nexit 3")
+    settings = make_settings(commands='echo ran >> "$LOG"\nexit 3')
     run = run_script(workdir, build_script(settings), shell)
     assert run.code == 3
     assert run.log == ["ran"]

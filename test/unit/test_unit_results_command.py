@@ -1,0 +1,277 @@
+"""pipe.results.fetch_result and pipe.command with a stubbed SSM client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+from mypy_boto3_ssm.client import SSMClient
+from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, ssm_client
+
+from pipe.command import (
+    DOCUMENT_NAME,
+    cancel_command,
+    console_url,
+    send_command,
+    send_parameters,
+)
+from pipe.errors import PipeError
+from pipe.invocations import Invocation
+from pipe.results import NOT_YET_ATTEMPTS, fetch_result
+from pipe.settings import DeploySettings
+
+GET_PARAMS = {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}
+SCRIPT = ["# ssm-deploy team/app#42 0123456", "echo deploying", "./deploy.sh"]
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[SSMClient, Stubber]]:
+    client = ssm_client()
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def not_yet(stubber: Stubber) -> None:
+    stubber.add_client_error(
+        "get_command_invocation",
+        service_error_code="InvocationDoesNotExist",
+        http_status_code=400,
+        expected_params=GET_PARAMS,
+    )
+
+
+def invocation_response(**fields: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "CommandId": COMMAND_ID,
+        "InstanceId": INSTANCE_A,
+        "Status": "Success",
+        "StatusDetails": "Success",
+        "ResponseCode": 0,
+        "ExecutionElapsedTime": "PT3.25S",
+        "StandardOutputContent": "deployed\n",
+        "StandardErrorContent": "",
+    }
+    response.update(fields)
+    return response
+
+
+# --- fetch_result -------------------------------------------------------------------------------
+
+
+def test_fetch_result_retries_until_the_invocation_exists(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    not_yet(stubber)
+    not_yet(stubber)
+    stubber.add_response(
+        "get_command_invocation",
+        invocation_response(
+            Status="Failed",
+            StatusDetails="Failed",
+            ResponseCode=3,
+            StandardOutputContent="step 1\nstep 2\n",
+            StandardErrorContent="boom\n",
+        ),
+        GET_PARAMS,
+    )
+    sleeps: list[float] = []
+    invocation = Invocation(INSTANCE_A, status="Failed", status_details="Failed")
+
+    fetch_result(client, COMMAND_ID, invocation, sleep=sleeps.append)
+
+    assert sleeps == [0.5, 0.5]
+    assert invocation.response_code == 3
+    assert invocation.stdout == "step 1\nstep 2\n"
+    assert invocation.stderr == "boom\n"
+    assert invocation.elapsed == "PT3.25S"
+    assert invocation.describe() == "Failed (exit 3)"
+
+
+def test_fetch_result_success(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_response("get_command_invocation", invocation_response(), GET_PARAMS)
+    invocation = Invocation(INSTANCE_A)
+    fetch_result(client, COMMAND_ID, invocation, sleep=lambda _: pytest.fail("no retry expected"))
+    assert invocation.status == "Success"
+    assert invocation.response_code == 0
+    assert invocation.stdout == "deployed\n"
+    assert invocation.stderr == ""
+    assert invocation.succeeded
+
+
+def test_fetch_result_not_executed_has_negative_code(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_response(
+        "get_command_invocation",
+        invocation_response(
+            Status="Failed",
+            StatusDetails="Undeliverable",
+            ResponseCode=-1,
+            StandardOutputContent="",
+            ExecutionElapsedTime="",
+        ),
+        GET_PARAMS,
+    )
+    invocation = Invocation(INSTANCE_A)
+    fetch_result(client, COMMAND_ID, invocation, sleep=lambda _: None)
+    assert invocation.response_code == -1
+    assert invocation.describe() == "Failed/Undeliverable"
+
+
+def test_fetch_result_keeps_tracked_status_when_response_lacks_it(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_response("get_command_invocation", {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}, GET_PARAMS)
+    invocation = Invocation(INSTANCE_A, status="TimedOut", status_details="ExecutionTimedOut", stdout="old")
+    fetch_result(client, COMMAND_ID, invocation, sleep=lambda _: None)
+    assert (invocation.status, invocation.status_details) == ("TimedOut", "ExecutionTimedOut")
+    assert invocation.response_code is None
+    assert invocation.stdout == ""
+    assert invocation.stderr == ""
+
+
+def test_fetch_result_gives_up_after_the_last_attempt(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    for _ in range(NOT_YET_ATTEMPTS):
+        not_yet(stubber)
+    sleeps: list[float] = []
+    with pytest.raises(ClientError) as error:
+        fetch_result(client, COMMAND_ID, Invocation(INSTANCE_A), sleep=sleeps.append)
+    assert error.value.response["Error"]["Code"] == "InvocationDoesNotExist"
+    assert len(sleeps) == NOT_YET_ATTEMPTS - 1 == 9
+
+
+def test_fetch_result_other_errors_are_not_retried(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("get_command_invocation", service_error_code="InvalidCommandId", http_status_code=400)
+    sleeps: list[float] = []
+    with pytest.raises(ClientError):
+        fetch_result(client, COMMAND_ID, Invocation(INSTANCE_A), sleep=sleeps.append)
+    assert sleeps == []
+
+
+# --- send_command -------------------------------------------------------------------------------
+
+
+def test_send_parameters_without_working_directory() -> None:
+    parameters = send_parameters(make_settings(execution_timeout=900), SCRIPT)
+    assert parameters == {"commands": SCRIPT, "executionTimeout": ["900"]}
+
+
+def exact_request(**extra: Any) -> dict[str, Any]:
+    return {
+        "InstanceIds": [INSTANCE_A, INSTANCE_B],
+        "DocumentName": "AWS-RunShellScript",
+        "Comment": "release production",
+        "TimeoutSeconds": 120,
+        "Parameters": {
+            "commands": SCRIPT,
+            "executionTimeout": ["900"],
+            "workingDirectory": ["/srv/app"],
+        },
+        **extra,
+    }
+
+
+def request_settings(**overrides: Any) -> DeploySettings:
+    return make_settings(
+        instance_ids=[INSTANCE_A, INSTANCE_B],
+        comment="release production",
+        delivery_timeout=120,
+        execution_timeout=900,
+        working_directory="/srv/app",
+        **overrides,
+    )
+
+
+def test_send_command_sends_exact_request(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_response("send_command", {"Command": {"CommandId": COMMAND_ID, "Status": "Pending"}}, exact_request())
+    assert send_command(client, request_settings(stream_output=False), SCRIPT) == COMMAND_ID
+    assert DOCUMENT_NAME == "AWS-RunShellScript"
+
+
+def test_send_command_with_streaming_enables_cloudwatch_output(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_response(
+        "send_command",
+        {"Command": {"CommandId": COMMAND_ID}},
+        exact_request(
+            CloudWatchOutputConfig={
+                "CloudWatchLogGroupName": "/deploy/production/ssm",
+                "CloudWatchOutputEnabled": True,
+            }
+        ),
+    )
+    settings = request_settings(stream_output=True, log_group="/deploy/production/ssm")
+    assert send_command(client, settings, SCRIPT) == COMMAND_ID
+
+
+def test_send_command_invalid_instance_points_at_instance_ids(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "send_command", service_error_code="InvalidInstanceId", service_message="Instances not in a valid state"
+    )
+    with pytest.raises(PipeError) as error:
+        send_command(client, make_settings(), SCRIPT)
+    message = str(error.value)
+    assert message.startswith("INSTANCE_IDS: SSM refused the instances (Instances not in a valid state).")
+    assert f"exist in {REGION}" in message
+    assert "AmazonSSMManagedInstanceCore" in message
+
+
+def test_send_command_access_denied_names_the_permission(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "send_command",
+        service_error_code="AccessDeniedException",
+        service_message="User: arn:aws:sts::123456789012:assumed-role/deploy/s is not authorized",
+    )
+    with pytest.raises(PipeError) as error:
+        send_command(client, make_settings(), SCRIPT)
+    message = str(error.value)
+    assert "Fix: allow ssm:SendCommand" in message
+    assert f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript" in message
+    assert f"arn:aws:ec2:{REGION}:<account>:instance/*" in message
+    assert "is not authorized" in message
+
+
+def test_send_command_invalid_parameters(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("send_command", service_error_code="InvalidParameters", service_message="too long")
+    with pytest.raises(PipeError, match=r"refused the command's parameters \(too long\)\. Check COMMANDS"):
+        send_command(client, make_settings(), SCRIPT)
+
+
+def test_send_command_other_error(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("send_command", service_error_code="ThrottlingException", service_message="Rate exceeded")
+    with pytest.raises(PipeError) as error:
+        send_command(client, make_settings(), SCRIPT)
+    assert str(error.value) == "SendCommand failed (ThrottlingException: Rate exceeded)."
+
+
+# --- cancel_command and console_url -------------------------------------------------------------
+
+
+def test_cancel_command_accepted(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_response("cancel_command", {}, {"CommandId": COMMAND_ID})
+    assert cancel_command(client, COMMAND_ID) is True
+
+
+def test_cancel_command_refused_is_logged(stubbed: tuple[SSMClient, Stubber], caplog: pytest.LogCaptureFixture) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("cancel_command", service_error_code="InvalidCommandId", service_message="gone")
+    with caplog.at_level(logging.ERROR, logger="ssm-deploy"):
+        assert cancel_command(client, COMMAND_ID) is False
+    assert f"Could not cancel command {COMMAND_ID}: InvalidCommandId: gone" in caplog.text
+
+
+def test_console_url() -> None:
+    assert console_url("eu-west-1", COMMAND_ID) == (
+        f"https://eu-west-1.console.aws.amazon.com/systems-manager/run-command/{COMMAND_ID}?region=eu-west-1"
+    )
