@@ -14,7 +14,7 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.session import get_session
 
-from pipe.aws import CLIENT_CONFIG, error_code, error_message, is_access_denied
+from pipe.aws import client_config, error_code, error_message, is_access_denied
 from pipe.errors import PipeError
 from pipe.redaction import Redactor
 from pipe.settings import DeploySettings
@@ -77,7 +77,7 @@ def _oidc_session(settings: DeploySettings, token: str, redactor: Redactor) -> b
     redactor.add(token)
     log.info("Authenticating with a OpenID Connect (OIDC) Web Identity Provider")
     sts = boto3.Session().client(
-        "sts", region_name=settings.region, config=CLIENT_CONFIG.merge(Config(signature_version=UNSIGNED))
+        "sts", region_name=settings.region, config=client_config().merge(Config(signature_version=UNSIGNED))
     )
     try:
         response = sts.assume_role_with_web_identity(
@@ -107,7 +107,7 @@ def _oidc_session(settings: DeploySettings, token: str, redactor: Redactor) -> b
 def _assumed_role_session(
     base: boto3.Session, settings: DeploySettings, caller: Identity, redactor: Redactor
 ) -> boto3.Session:
-    sts = base.client("sts", region_name=settings.region, config=CLIENT_CONFIG)
+    sts = base.client("sts", region_name=settings.region, config=client_config())
     request: dict[str, Any] = {
         "RoleArn": settings.role_arn,
         "RoleSessionName": settings.build.session_name(),
@@ -148,7 +148,7 @@ def _assumed_role_session(
 
 def _identity(session: boto3.Session, region: str, whose: str) -> Identity:
     try:
-        response = session.client("sts", region_name=region, config=CLIENT_CONFIG).get_caller_identity()
+        response = session.client("sts", region_name=region, config=client_config()).get_caller_identity()
     except ClientError as error:
         if error_code(error) in {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken"} or (
             is_access_denied(error)

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import re
+from typing import Literal
+
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-# Adaptive retries back off on throttling (Rate exceeded) and on connection errors.
-CLIENT_CONFIG = Config(
-    retries={"mode": "adaptive", "max_attempts": 10},
-    connect_timeout=10,
-    read_timeout=30,
-    user_agent_extra="ssm-deploy",
-)
+DEFAULT_MAX_ATTEMPTS = 10
+
+
+def client_config() -> Config:
+    """Adaptive retries back off on throttling (Rate exceeded) and on connection errors.
+
+    boto3's standard AWS_MAX_ATTEMPTS and AWS_RETRY_MODE environment variables tune them.
+    """
+    attempts_text = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    attempts = DEFAULT_MAX_ATTEMPTS
+    if re.fullmatch(r"[0-9]{1,3}", attempts_text) and int(attempts_text) > 0:
+        attempts = int(attempts_text)
+    mode: Literal["legacy", "standard", "adaptive"] = "adaptive"
+    if os.environ.get("AWS_RETRY_MODE") in ("legacy", "standard"):
+        mode = "standard" if os.environ.get("AWS_RETRY_MODE") == "standard" else "legacy"
+    return Config(
+        retries={"mode": mode, "max_attempts": attempts},
+        connect_timeout=10,
+        read_timeout=30,
+        user_agent_extra="ssm-deploy",
+    )
 
 
 def error_code(error: ClientError) -> str:
@@ -24,3 +42,15 @@ def error_message(error: ClientError) -> str:
 
 def is_access_denied(error: ClientError) -> bool:
     return error_code(error) in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+
+
+_SERVICE_OF = {
+    "FilterLogEvents": "logs",
+    "GetCallerIdentity": "sts",
+    "AssumeRole": "sts",
+}
+
+
+def permission_for(operation: str) -> str:
+    """The IAM action behind an API operation, e.g. ListCommandInvocations -> ssm:ListCommandInvocations."""
+    return f"{_SERVICE_OF.get(operation, 'ssm')}:{operation}"

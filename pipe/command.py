@@ -44,10 +44,13 @@ def send_command(ssm: Any, settings: DeploySettings, script: list[str]) -> str:
     return command_id
 
 
-def cancel_command(ssm: Any, command_id: str) -> bool:
-    """Ask SSM to cancel the command on every instance; True when SSM accepted the request."""
+def cancel_command(ssm: Any, command_id: str, instance_ids: list[str] | None = None) -> bool:
+    """Ask SSM to cancel the command (on every instance, or those given); True when SSM accepted."""
     try:
-        ssm.cancel_command(CommandId=command_id)
+        if instance_ids:
+            ssm.cancel_command(CommandId=command_id, InstanceIds=instance_ids)
+        else:
+            ssm.cancel_command(CommandId=command_id)
     except ClientError as error:
         log.error(f"Could not cancel command {command_id}: {error_code(error)}: {error_message(error)}")
         return False

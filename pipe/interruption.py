@@ -1,4 +1,9 @@
-"""Turn SIGTERM/SIGINT (the pipeline was stopped) into an exception the deploy can clean up after."""
+"""SIGTERM/SIGINT (the pipeline was stopped) recorded by a handler, acted on at safe points.
+
+The handler never raises: an exception thrown from inside an HTTP call could leave the AWS client
+in a broken state, or cut SendCommand off after AWS accepted it, losing the command id. The
+deploy asks ``raise_if_requested`` between steps and between polls, and then cancels the command.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +19,24 @@ class Interrupted(PipeError):
     """The pipe received SIGTERM or SIGINT."""
 
 
-@contextmanager
-def interrupts_raise() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"Received {signal.Signals(signum).name}: the pipeline was stopped")
+class StopRequests:
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def raise_if_requested(self) -> None:
+        if self.signal_name:
+            raise Interrupted(f"Received {self.signal_name}: the pipeline was stopped")
+
+
+@contextmanager
+def stop_requests() -> Iterator[StopRequests]:
+    requests = StopRequests()
+    previous = {sig: signal.signal(sig, requests.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield requests
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -17,14 +17,15 @@ class Invocation:
     elapsed: str = ""
     stdout: str = ""
     stderr: str = ""
+    lost: str = ""  # why the pipe gave the instance up (its agent went away), empty otherwise
 
     @property
     def finished(self) -> bool:
-        return self.status not in ACTIVE_STATUSES
+        return bool(self.lost) or self.status not in ACTIVE_STATUSES
 
     @property
     def succeeded(self) -> bool:
-        return self.status == SUCCESS
+        return not self.lost and self.status == SUCCESS
 
     def describe(self) -> str:
         """``Failed (exit 3)`` or ``Failed/Undeliverable`` style text for messages."""
@@ -33,4 +34,6 @@ class Invocation:
             text += f"/{self.status_details}"
         if self.response_code is not None and self.response_code >= 0:
             text += f" (exit {self.response_code})"
+        if self.lost:
+            text += f", given up: {self.lost}"
         return text

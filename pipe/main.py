@@ -12,9 +12,10 @@ import yaml
 from bitbucket_pipes_toolkit import Pipe
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.aws import error_code, error_message
+from pipe.aws import error_code, error_message, is_access_denied, permission_for
 from pipe.deploy import run_deploy
 from pipe.errors import PipeError, ValidationFailed
+from pipe.interruption import Interrupted, stop_requests
 from pipe.logs import configure_logging
 from pipe.redaction import Redactor
 from pipe.schema import SCHEMA
@@ -40,12 +41,19 @@ def main() -> int:
         return 1
     configure_logging(pipe.logger, redactor, settings.debug)
     try:
-        invocations = run_deploy(settings, env, redactor)
+        with stop_requests() as stops:
+            invocations = run_deploy(settings, env, redactor, stops)
+    except Interrupted as error:
+        pipe.fail(f"{error}; nothing was sent to the instances.")
+        return 1
     except PipeError as error:
         pipe.fail(redactor.redact(str(error)))
         return 1
     except ClientError as error:
-        pipe.fail(redactor.redact(f"AWS refused a request ({error_code(error)}): {error_message(error)}"))
+        fix = f" Fix: allow {permission_for(error.operation_name)}." if is_access_denied(error) else ""
+        pipe.fail(
+            redactor.redact(f"AWS refused {error.operation_name} ({error_code(error)}: {error_message(error)}).{fix}")
+        )
         return 1
     except BotoCoreError as error:
         pipe.fail(redactor.redact(f"Could not talk to AWS: {error}"))

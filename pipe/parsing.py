@@ -28,6 +28,8 @@ def parse_int(text: str | None, default: int, minimum: int, maximum: int) -> int
     stripped = text.strip()
     if not re.fullmatch(r"[0-9]+", stripped):
         raise ValueError(f"must be a whole number of seconds from {minimum} to {maximum}, got {text!r}")
+    if len(stripped.lstrip("0")) > len(str(maximum)):
+        raise ValueError(f"must be from {minimum} to {maximum} seconds, got a {len(stripped)}-digit number")
     value = int(stripped)
     if not minimum <= value <= maximum:
         raise ValueError(f"must be from {minimum} to {maximum} seconds, got {value}")
@@ -44,8 +46,8 @@ def yaml_list(env: Mapping[str, str], name: str) -> list[str] | None:
     count_text = env.get(f"{name}_COUNT")
     if count_text is None:
         return None
-    if not re.fullmatch(r"[0-9]+", count_text.strip()):
-        raise ValueError(f"{name}_COUNT must be a number, got {count_text!r}")
+    if not re.fullmatch(r"[0-9]{1,4}", count_text.strip()):
+        raise ValueError(f"{name}_COUNT must be a number below 10000, got {count_text[:20]!r}")
     items = []
     for index in range(int(count_text)):
         item = env.get(f"{name}_{index}")

@@ -7,9 +7,12 @@ them with its own role, so ListCommands and CloudTrail only ever show parameter 
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
-from pipe.settings import DeploySettings, SecretRef
+if TYPE_CHECKING:
+    from pipe.settings import DeploySettings, SecretRef
 
+MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
 PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS parameter
 AWS_CLI_MISSING = 127
 
@@ -23,8 +26,20 @@ def build_script(settings: DeploySettings) -> list[str]:
         lines.append(f"export {name}={shlex.quote(value)}")
     if len(lines) > 1:
         lines.append("# --- COMMANDS ---")
-    lines += settings.commands.splitlines()
+    # only newlines end a line: str.splitlines() would also split inside quotes at U+2028 and friends
+    lines += settings.commands.replace("\r\n", "\n").split("\n")
     return lines
+
+
+def script_size_problem(settings: DeploySettings) -> str | None:
+    """The whole script (exports, secret reads and COMMANDS) must stay within MAX_SCRIPT_BYTES."""
+    size = len("\n".join(build_script(settings)).encode())
+    if size <= MAX_SCRIPT_BYTES:
+        return None
+    return (
+        f"with VARIABLES and SECRETS the script is {size:,} bytes; at most {MAX_SCRIPT_BYTES:,} can be sent. "
+        "Put the steps in a script on the instances (e.g. deploy.sh) and run that"
+    )
 
 
 def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:

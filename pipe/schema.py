@@ -31,6 +31,7 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "VARIABLES",
     "STREAM_OUTPUT",
     "CLOUDWATCH_LOG_GROUP",
+    "AGENT_LOST_TIMEOUT",
     "DEBUG",
 )
 

@@ -17,22 +17,26 @@ from pipe.parsing import (
     split_words,
     yaml_list,
 )
+from pipe.remote_script import MAX_SCRIPT_BYTES, script_size_problem
 
-REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$", re.ASCII)
 ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
 EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
+ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+SECRET_ACCESS_KEY = re.compile(r"[A-Za-z0-9/+=]{16,128}")
 INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17})$")
 PARAMETER_NAME = re.compile(r"(/[A-Za-z0-9_.\-]+){1,15}|[A-Za-z0-9_.\-]+")  # AWS allows 15 levels
 
 MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds
-MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
 FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
 EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
 DEFAULT_EXECUTION_TIMEOUT = 3600
 DEFAULT_DELIVERY_TIMEOUT = 600
 DEFAULT_LOG_GROUP = "/aws/ssm/ssm-deploy"
+DEFAULT_AGENT_LOST_TIMEOUT = 120
+AGENT_LOST_TIMEOUT_RANGE = (1, 86400)
 LOG_GROUP = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
 
 T = TypeVar("T")
@@ -76,6 +80,7 @@ class DeploySettings:
     build: BuildContext
     stream_output: bool = True
     log_group: str = DEFAULT_LOG_GROUP
+    agent_lost_timeout: int = DEFAULT_AGENT_LOST_TIMEOUT
 
 
 class _Collector:
@@ -172,6 +177,11 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         problems.add("VARIABLES", f"{', '.join(clash)} also set by SECRETS: give each name once")
     debug = problems.check("DEBUG", lambda: parse_bool(text("DEBUG"), False), False)
     stream_output = problems.check("STREAM_OUTPUT", lambda: parse_bool(text("STREAM_OUTPUT"), True), True)
+    agent_lost_timeout = problems.check(
+        "AGENT_LOST_TIMEOUT",
+        lambda: parse_int(text("AGENT_LOST_TIMEOUT"), DEFAULT_AGENT_LOST_TIMEOUT, *AGENT_LOST_TIMEOUT_RANGE),
+        DEFAULT_AGENT_LOST_TIMEOUT,
+    )
     log_group = expanded("CLOUDWATCH_LOG_GROUP") or DEFAULT_LOG_GROUP
     if not LOG_GROUP.fullmatch(log_group):
         problems.add(
@@ -181,7 +191,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
 
     if problems.problems:
         raise ValidationFailed(problems.problems)
-    return DeploySettings(
+    settings = DeploySettings(
         region=region,
         environment=environment,
         static_keys=static_keys,
@@ -200,7 +210,12 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         build=build,
         stream_output=stream_output,
         log_group=log_group,
+        agent_lost_timeout=agent_lost_timeout,
     )
+    too_big = script_size_problem(settings)
+    if too_big:
+        raise ValidationFailed({"COMMANDS": [too_big]})
+    return settings
 
 
 def _unprintable(value: str) -> str | None:
@@ -220,6 +235,13 @@ def _static_keys(text: Callable[[str], str | None], problems: _Collector) -> Sta
         problems.add("AWS_SECRET_ACCESS_KEY", "is missing: it goes with AWS_ACCESS_KEY_ID")
     if secret and not key_id:
         problems.add("AWS_ACCESS_KEY_ID", "is missing: it goes with AWS_SECRET_ACCESS_KEY")
+    if key_id and not ACCESS_KEY_ID.fullmatch(key_id):
+        problems.add("AWS_ACCESS_KEY_ID", "must be 16 to 128 capital letters and digits (AKIA...): check for spaces")
+        return None
+    if secret and not SECRET_ACCESS_KEY.fullmatch(secret):
+        # never quote the value: it is a secret
+        problems.add("AWS_SECRET_ACCESS_KEY", "must be letters, digits and / + = only: check for spaces or quotes")
+        return None
     if key_id and secret:
         return StaticKeys(key_id, secret, text("AWS_SESSION_TOKEN"))
     return None

@@ -55,3 +55,15 @@ def test_pipe_yml_and_readme_use_the_latest_released_version() -> None:
     assert f"## {version}" in changelog
     entries = json.loads((ROOT / ".changes" / f"{version}.json").read_text())
     assert entries, "the release has no change entries"
+
+
+def test_every_test_named_in_the_readme_exists() -> None:
+    named = set(re.findall(r"`(?:[\w/]+\.py::)?(test_\w+)`", README)) | set(re.findall(r"::(test_\w+)", README))
+    defined = {
+        match
+        for path in (ROOT / "test").rglob("test_*.py")
+        for match in re.findall(r"^def (test_\w+)", path.read_text(), flags=re.MULTILINE)
+    }
+
+    assert named, "the README names no tests"
+    assert named <= defined, f"named in README but not defined: {sorted(named - defined)}"

@@ -50,6 +50,7 @@ class InvocationRun:
         self._logs_client_factory = logs_client_factory
         self._upload_interval = upload_interval
         self._cancel = threading.Event()
+        self._lost = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
         self.killed = False
         self.stdout = ""
@@ -61,6 +62,10 @@ class InvocationRun:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def lose(self) -> None:
+        """The agent dies with the instance: the process is killed and nothing more is reported."""
+        self._lost.set()
 
     def _update(self, **fields: Any) -> None:
         self.command.update_invocation(self.instance_id, **fields)
@@ -119,6 +124,10 @@ class InvocationRun:
         outcome = self._wait(timeout)
         for reader in readers:
             reader.join()
+        if outcome == "lost":
+            for uploader in uploaders.values():
+                uploader.close()
+            return  # a dead agent reports nothing: the invocation stays InProgress
         if outcome == "cancelled":
             self._finish(started, begin, "Cancelled", "Cancelled", -1, uploaders)
         elif outcome == "timeout":
@@ -137,6 +146,9 @@ class InvocationRun:
                 return "exited"
             except subprocess.TimeoutExpired:
                 pass
+            if self._lost.is_set():
+                self._kill()
+                return "lost"
             if self._cancel.is_set():
                 self._kill()
                 return "cancelled"

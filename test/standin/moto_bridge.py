@@ -115,6 +115,7 @@ class RunCommandHooks(Protocol):
     def on_cancel_command(self, command: MotoCommand, instance_ids: list[str]) -> None: ...
     def instance_information(self, instance_ids: list[str] | None) -> list[dict[str, Any]]: ...
     def before_request(self, action: str, caller_arn: str, request: dict[str, Any]) -> None: ...
+    def invocations_visible(self, command_id: str) -> bool: ...
 
 
 _hooks: RunCommandHooks | None = None
@@ -185,6 +186,8 @@ def _list_command_invocations(self: SimpleSystemManagerResponse) -> ActionResult
     commands = [self.ssm_backend.get_command_by_id(command_id)] if command_id else list(self.ssm_backend._commands)
     rows: list[dict[str, Any]] = []
     for raw in commands:
+        if not hooks.invocations_visible(raw.command_id):
+            continue  # eventual consistency: a new command's invocations are not listed yet
         command = MotoCommand(raw)
         for item in command.invocations():
             if instance_id and item["InstanceId"] != instance_id:
@@ -249,6 +252,18 @@ def _describe_instance_information(self: SimpleSystemManagerResponse) -> ActionR
     if start + max_results < len(rows):
         result["NextToken"] = str(start + max_results)
     return ActionResult(result)
+
+
+def _get_command_invocation(self: SimpleSystemManagerResponse) -> Any:
+    hooks = _hooks_or_fail()
+    request = _request(self)
+    hooks.before_request("GetCommandInvocation", caller_arn(self), request)
+    if not hooks.invocations_visible(str(request.get("CommandId"))):
+        raise ServiceError(
+            "InvocationDoesNotExist",
+            "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation",
+        )
+    return _originals["get_command_invocation"](self)
 
 
 def _guarded(action: str, name: str) -> Any:
@@ -319,7 +334,7 @@ def install(hooks: RunCommandHooks) -> None:
         "describe_instance_information": _describe_instance_information,
         "get_parameters": _guarded("GetParameters", "get_parameters"),
         "get_parameter": _guarded("GetParameter", "get_parameter"),
-        "get_command_invocation": _guarded("GetCommandInvocation", "get_command_invocation"),
+        "get_command_invocation": _get_command_invocation,
         "list_commands": _guarded("ListCommands", "list_commands"),
     }
     for name, method in patches.items():

@@ -14,6 +14,7 @@ from moto.server import ThreadedMotoServer
 from standin import moto_bridge
 from standin.cloudwatch import logs_client
 from standin.fleet import FakeInstance, Fleet
+from standin.network import FlakyProxy
 from standin.service import RunCommandService, SentCommand
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -139,6 +140,11 @@ class StandIn:
             return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"])
         except iam.exceptions.EntityAlreadyExistsException:
             return str(iam.get_role(RoleName=name)["Role"]["Arn"])
+
+    def flaky_proxy(self) -> FlakyProxy:
+        """A TCP forwarder to this stand-in whose network can be broken on demand (stop() it after)."""
+        host, port = self.endpoint.removeprefix("http://").split(":")
+        return FlakyProxy(host, int(port))
 
     # --- observations ----------------------------------------------------------------------------
     def sent_commands(self) -> list[SentCommand]:

@@ -1,0 +1,70 @@
+"""Notice instances whose SSM Agent went away mid-deploy, so the pipe does not wait for them forever.
+
+An instance that is terminated, or whose agent dies, leaves its invocation InProgress; SSM reports
+the agent as ConnectionLost (or no longer lists the instance). After AGENT_LOST_TIMEOUT seconds
+of that, the pipe gives the instance up and fails it by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from pipe.aws import is_access_denied
+
+BATCH = 50
+MAX_CHECK_INTERVAL = 30.0
+log = logging.getLogger("ssm-deploy")
+
+
+class AgentWatch:
+    def __init__(self, ssm: Any, lost_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ssm = ssm
+        self._lost_after = lost_after
+        self._clock = clock
+        self._interval = min(MAX_CHECK_INTERVAL, max(1.0, lost_after / 2))
+        self._next_check = clock() + self._interval
+        self._offline_since: dict[str, float] = {}
+        self._enabled = True
+
+    def lost(self, active_ids: list[str]) -> dict[str, str]:
+        """Instances among ``active_ids`` offline for longer than the limit, with their ping status."""
+        now = self._clock()
+        if not self._enabled or not active_ids or now < self._next_check:
+            return {}
+        self._next_check = now + self._interval
+        statuses = self._ping_statuses(active_ids)
+        if statuses is None:
+            return {}
+        found = {}
+        for instance_id in active_ids:
+            status = statuses.get(instance_id, "not managed")
+            if status == "Online":
+                self._offline_since.pop(instance_id, None)
+                continue
+            since = self._offline_since.setdefault(instance_id, now)
+            if now - since >= self._lost_after:
+                found[instance_id] = f"agent {status} for {int(now - since)} s"
+        return found
+
+    def _ping_statuses(self, instance_ids: list[str]) -> dict[str, str] | None:
+        statuses: dict[str, str] = {}
+        try:
+            for start in range(0, len(instance_ids), BATCH):
+                batch = instance_ids[start : start + BATCH]
+                pages = self._ssm.get_paginator("describe_instance_information").paginate(
+                    Filters=[{"Key": "InstanceIds", "Values": batch}]
+                )
+                for page in pages:
+                    for info in page.get("InstanceInformationList", []):
+                        statuses[info["InstanceId"]] = info.get("PingStatus", "Unknown")
+        except ClientError as error:
+            if is_access_denied(error):
+                self._enabled = False  # preflight already warned about the missing permission
+                return None
+            raise
+        return statuses
