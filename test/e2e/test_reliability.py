@@ -6,7 +6,6 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-
 from standin import StandIn
 from standin.fleet import NEVER
 from support import LivePipe, run_pipe

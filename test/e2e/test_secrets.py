@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from standin import StandIn
 from support import LivePipe, PipeRun, run_pipe
 
@@ -48,7 +47,7 @@ def assert_nothing_leaked(standin: StandIn, run: PipeRun, instance_id: str) -> N
     emitted = run.output
     assert SECRET not in emitted
     assert OIDC_TOKEN not in emitted
-    for access_key, secret_key, token in standin.issued_credentials():
+    for _, secret_key, token in standin.issued_credentials():
         assert secret_key not in emitted
         assert token not in emitted
     history = standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"]
