@@ -33,15 +33,22 @@ def client_config() -> Config:
 
 
 def error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    if code.isdigit():  # an error body botocore could not parse (e.g. XML from a proxy): use its <Code>
+        found = re.search(r"<Code>([^<]+)</Code>", str(error.response.get("Error", {}).get("Message", "")))
+        return found.group(1) if found else code
+    return code
 
 
 def error_message(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Message", "")) or str(error)
+    message = str(error.response.get("Error", {}).get("Message", "")) or str(error)
+    found = re.search(r"<Message>([^<]+)</Message>", message)
+    return found.group(1) if found else message
 
 
 def is_access_denied(error: ClientError) -> bool:
-    return error_code(error) in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 403 or error_code(error) in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
 
 
 _SERVICE_OF = {

@@ -18,7 +18,7 @@ from pipe.interruption import Interrupted, StopRequests
 from pipe.invocations import Invocation
 from pipe.log_tail import LogTail
 from pipe.output import OutputPrinter
-from pipe.preflight import check_instances, check_parameters
+from pipe.preflight import check_follow_permissions, check_instances, check_parameters
 from pipe.redaction import Redactor
 from pipe.remote_script import build_script
 from pipe.report import show_results
@@ -39,6 +39,7 @@ def run_deploy(
     stops.raise_if_requested()
     ssm = session.client("ssm", region_name=settings.region, config=client_config())
     check_instances(ssm, settings.instance_ids, settings.region)
+    check_follow_permissions(ssm, identity.arn, settings.instance_ids[0])
     stops.raise_if_requested()
     check_parameters(ssm, settings.secrets, redactor, identity.arn)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipe.aws import error_code, error_message, is_access_denied
+from pipe.aws import error_code, error_message, is_access_denied, permission_for
 from pipe.errors import PipeError
 from pipe.redaction import Redactor
 from pipe.settings import SecretRef
@@ -52,6 +52,26 @@ def check_instances(ssm: Any, instance_ids: list[str], region: str) -> None:
     if problems:
         raise PipeError("INSTANCE_IDS: nothing was sent. Instances " + "; ".join(problems) + ".")
     log.info(f"All {len(instance_ids)} instance(s) have the SSM Agent online")
+
+
+PROBE_COMMAND_ID = "00000000-0000-4000-8000-000000000000"  # a command id that never exists
+
+
+def check_follow_permissions(ssm: Any, role: str, instance_id: str) -> None:
+    """Refuse to send a command the deploy role could not follow: probe the read calls first."""
+    for operation, request in (
+        ("list_command_invocations", {"CommandId": PROBE_COMMAND_ID, "MaxResults": 1}),
+        ("get_command_invocation", {"CommandId": PROBE_COMMAND_ID, "InstanceId": instance_id}),
+    ):
+        try:
+            getattr(ssm, operation)(**request)
+        except ClientError as error:
+            if is_access_denied(error):
+                raise PipeError(
+                    f"Nothing was sent: {role} could send the command but not follow it ({error_message(error)}). "
+                    f"Fix: allow {permission_for(error.operation_name)} for the deploy role."
+                ) from None
+            # any other answer (no such command or invocation) proves the permission
 
 
 def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, role: str) -> None:

@@ -56,13 +56,9 @@ class StreamUploader:
             self._client.put_log_events(logGroupName=self._group, logStreamName=self._stream, logEvents=events)
 
 
-def logs_client(endpoint: str, region: str) -> Any:
-    return boto3.client(
-        "logs",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id="AKIASTANDINAGENT0000",
-        aws_secret_access_key="standin-agent-secret",
+def logs_client(endpoint: str, region: str, keys: dict[str, str]) -> Any:
+    return boto3.client(  # type: ignore[call-overload]
+        "logs", endpoint_url=endpoint, region_name=region, **keys
     )
 
 

@@ -12,6 +12,8 @@ import json
 from typing import Any, Protocol
 
 import moto
+from moto import settings as moto_settings
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import ActionResult, BaseResponse
 from moto.logs.exceptions import ResourceNotFoundException
 from moto.logs.responses import LogsResponse
@@ -351,3 +353,13 @@ def issued_credentials() -> list[tuple[str, str, str]]:
             for role in backend.assumed_roles:
                 found.append((str(role.access_key_id), str(role.secret_access_key), str(role.session_token)))
     return found
+
+
+def set_iam_enforcement(enabled: bool) -> None:
+    """Make moto check every request's signature and IAM policies (True), or let all through (False).
+
+    moto evaluates actions and principals, but sees every SSM and Logs request's resource as "*"
+    and does not evaluate policy conditions: resource scoping cannot be tested here.
+    """
+    moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if enabled else float("inf")
+    ActionAuthenticatorMixin.request_count = 0

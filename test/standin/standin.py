@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,13 @@ from standin.network import FlakyProxy
 from standin.service import RunCommandService, SentCommand
 
 ACCOUNT = "123456789012"  # moto's default account
-ADMIN_KEYS = {"aws_access_key_id": "AKIASTANDINADMIN0000", "aws_secret_access_key": "standin-admin-secret"}
-INSTANCE_ROLE_KEYS = {
-    "AWS_ACCESS_KEY_ID": "AKIASTANDININSTANCE0",
-    "AWS_SECRET_ACCESS_KEY": "standin-instance-secret",
+ADMIN_KEYS = {
+    "aws_access_key_id": "AKIASTANDINADMIN0000",
+    "aws_secret_access_key": "StandinAdminSecretKey0000000000000000000",
+}
+AGENT_KEYS = {
+    "aws_access_key_id": "AKIASTANDININSTANCE0",
+    "aws_secret_access_key": "StandinInstanceSecretKey0000000000000000",
 }
 AMI = "ami-12c6146b"  # one of moto's built-in images
 
@@ -35,10 +41,12 @@ class StandIn:
         self.fleet = Fleet(root / "instances")
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.endpoint = ""
+        self.admin_keys = dict(ADMIN_KEYS)  # what the tests' own clients use
+        self.agent_keys = dict(AGENT_KEYS)  # the instances' role: the agent and the AWS CLI on them
         self.service = RunCommandService(
             self.fleet,
             self.instance_environment,
-            lambda: logs_client(self.endpoint, self.region),
+            lambda: logs_client(self.endpoint, self.region, self.agent_keys),
             upload_interval,
         )
 
@@ -67,7 +75,7 @@ class StandIn:
     # --- clients and environments ----------------------------------------------------------------
     def client(self, service: str) -> Any:
         return boto3.client(  # type: ignore[call-overload]
-            service, endpoint_url=self.endpoint, region_name=self.region, **ADMIN_KEYS
+            service, endpoint_url=self.endpoint, region_name=self.region, **self.admin_keys
         )
 
     def pipe_env(self, **variables: str) -> dict[str, str]:
@@ -77,8 +85,8 @@ class StandIn:
             "LANG": "C.UTF-8",
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": ADMIN_KEYS["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": ADMIN_KEYS["aws_secret_access_key"],
+            "AWS_ACCESS_KEY_ID": self.admin_keys["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": self.admin_keys["aws_secret_access_key"],
             "BITBUCKET_REPO_FULL_NAME": "acme/web-api",
             "BITBUCKET_REPO_SLUG": "web-api",
             "BITBUCKET_BUILD_NUMBER": "42",
@@ -97,7 +105,8 @@ class StandIn:
             "LANG": "C.UTF-8",
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_DEFAULT_REGION": self.region,
-            **INSTANCE_ROLE_KEYS,
+            "AWS_ACCESS_KEY_ID": self.agent_keys["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": self.agent_keys["aws_secret_access_key"],
         }
 
     # --- seeding ---------------------------------------------------------------------------------
@@ -145,6 +154,31 @@ class StandIn:
         """A TCP forwarder to this stand-in whose network can be broken on demand (stop() it after)."""
         host, port = self.endpoint.removeprefix("http://").split(":")
         return FlakyProxy(host, int(port))
+
+    def create_user(self, name: str, policy: dict[str, Any]) -> dict[str, str]:
+        """An IAM user with an inline policy; returns its access keys as boto3 keyword arguments."""
+        iam = self.client("iam")
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="inline", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+    @contextlib.contextmanager
+    def iam_enforced(self) -> Iterator[None]:
+        """Check signatures and IAM policies on every request while inside; the stand-in's own
+        clients (tests, agent, instances) switch to an administrator user for the time."""
+        admin = self.create_user(
+            f"standin-admin-{uuid.uuid4().hex[:6]}",
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+        )
+        saved = dict(self.admin_keys), dict(self.agent_keys)
+        self.admin_keys, self.agent_keys = dict(admin), dict(admin)
+        moto_bridge.set_iam_enforcement(True)
+        try:
+            yield
+        finally:
+            moto_bridge.set_iam_enforcement(False)
+            self.admin_keys, self.agent_keys = saved
 
     # --- observations ----------------------------------------------------------------------------
     def sent_commands(self) -> list[SentCommand]:

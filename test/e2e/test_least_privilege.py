@@ -1,0 +1,125 @@
+"""The README's deploy-role policy is enough for a deploy, and each of its actions is needed.
+
+moto enforces actions and principals, but sees every SSM and Logs resource as "*" and does not
+evaluate conditions, so the policy is run with its resources widened to "*" and its conditions
+dropped; resource scoping is checked on the document's shape instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standin import StandIn
+from support import PipeRun, run_pipe
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def documented_policy(heading: str) -> dict[str, Any]:
+    section = README.split(heading, 1)[1]
+    block = re.search(r"```json\n(.*?)```", section, flags=re.DOTALL)
+    assert block, f"no policy under {heading}"
+    policy: dict[str, Any] = json.loads(block.group(1))
+    return policy
+
+
+DEPLOY_ROLE_POLICY = documented_policy("### The deploy role")
+
+
+def actions_of(policy: dict[str, Any]) -> list[str]:
+    found: set[str] = set()
+    for statement in policy["Statement"]:
+        action = statement["Action"]
+        found.update([action] if isinstance(action, str) else action)
+    return sorted(found)
+
+
+def runnable_in_moto(policy: dict[str, Any], without: str | None = None) -> dict[str, Any]:
+    statements = []
+    for statement in policy["Statement"]:
+        listed = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        actions = [a for a in listed if a != without]
+        if actions:
+            statements.append({"Effect": statement["Effect"], "Action": actions, "Resource": "*"})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[PipeRun, str]:
+    """Create a CI user and a deploy role with ``role_policy``; deploy with IAM enforced."""
+    suffix = uuid.uuid4().hex[:6]
+    (instance_id,) = standin.launch(1)
+    environment = f"lp{suffix}"
+    standin.put_secret(f"/deploy/{environment}/db_password", "least-privilege-pw", standin.create_key("lp"))
+    iam = standin.client("iam")
+    role_arn = standin.create_role(f"deploy-{environment}")
+    iam.put_role_policy(RoleName=f"deploy-{environment}", PolicyName="deploy", PolicyDocument=json.dumps(role_policy))
+    ci_keys = standin.create_user(
+        f"ci-{suffix}",
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]},
+    )
+    with standin.iam_enforced():
+        env = standin.pipe_env(
+            AWS_ACCESS_KEY_ID=ci_keys["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=ci_keys["aws_secret_access_key"],
+            ENVIRONMENT=environment,
+            ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
+            INSTANCE_IDS=instance_id,
+            SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
+            COMMANDS='echo "deployed with ${#DB_PASSWORD} chars"',
+        )
+        run = run_pipe(env)
+    return run, instance_id
+
+
+def test_documented_policy_is_enough(standin: StandIn) -> None:
+    run, _instance_id = deploy_with(standin, runnable_in_moto(DEPLOY_ROLE_POLICY))
+
+    assert run.returncode == 0, run.output
+    assert "deployed with 18 chars" in run.output
+    assert "WARNING" not in run.output  # no degraded mode: every check and the live output ran
+
+
+# What the pipe does without each action: fail naming it, or carry on with a warning naming it.
+WITHOUT = {
+    "ssm:SendCommand": (1, "Fix: allow ssm:SendCommand"),
+    "ssm:GetParameters": (1, "is not allowed ssm:GetParameters"),
+    "ssm:ListCommandInvocations": (1, "Nothing was sent: arn:aws:sts::123456789012:assumed-role/deploy-lp"),
+    "ssm:GetCommandInvocation": (1, "could send the command but not follow it"),
+    "ssm:DescribeInstanceInformation": (0, "lacks ssm:DescribeInstanceInformation"),
+    "logs:FilterLogEvents": (0, "Allow logs:FilterLogEvents"),
+}
+
+
+@pytest.mark.parametrize("action", sorted(WITHOUT))
+def test_each_documented_action_is_needed_and_named_when_missing(standin: StandIn, action: str) -> None:
+    expected_code, expected_text = WITHOUT[action]
+    run, instance_id = deploy_with(standin, runnable_in_moto(DEPLOY_ROLE_POLICY, without=action))
+
+    assert run.returncode == expected_code, run.output
+    assert expected_text in run.output
+    assert action in run.output  # the message names the missing permission
+    assert "Traceback" not in run.output
+    if expected_code == 1 and action != "ssm:SendCommand":
+        assert standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == [], "sent anyway"
+
+
+def test_every_documented_action_is_covered_above() -> None:
+    untestable_here = {"ssm:CancelCommand", "kms:Decrypt"}  # used on stops; KMS is not enforced by moto
+    assert set(actions_of(DEPLOY_ROLE_POLICY)) == set(WITHOUT) | untestable_here
+
+
+def test_documented_policy_scopes_what_can_be_scoped() -> None:
+    statements = {s["Sid"]: s for s in DEPLOY_ROLE_POLICY["Statement"]}
+
+    assert statements["RunTheDeployDocument"]["Resource"].endswith(":document/AWS-RunShellScript")
+    assert "aws:ResourceTag/Environment" in json.dumps(statements["OnThisEnvironmentsInstancesOnly"]["Condition"])
+    assert statements["CheckTheSecretsExist"]["Resource"].endswith(":parameter/deploy/prod/*")
+    assert "kms:ViaService" in json.dumps(statements["CheckTheSecretsDecrypt"]["Condition"])
+    assert ":log-group:/aws/ssm/ssm-deploy:" in statements["StreamTheOutput"]["Resource"]
+    wildcard = [sid for sid, s in statements.items() if s["Resource"] == "*"]
+    assert wildcard == ["FollowAndCancelTheCommand"]  # these actions take no resource-level scoping
