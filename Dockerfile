@@ -7,12 +7,11 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 COPY requirements.txt /requirements.txt
-RUN python3 -m pip install --no-cache-dir -r /requirements.txt \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pipe
+RUN python3 -m pip install --no-cache-dir -r /requirements.txt
 
 COPY pipe /pipe
 COPY pipe.yml README.md LICENSE.txt /
 
-# The pipe only reads the clone directory, so it needs no root.
-USER 10001
+# Runs as root like Bitbucket's own pipes: it writes RESULT_FILE into the clone directory,
+# which Bitbucket mounts owned by root.
 ENTRYPOINT ["python3", "/pipe/pipe.py"]

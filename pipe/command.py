@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -10,8 +11,10 @@ from botocore.exceptions import ClientError
 from pipe.aws import error_code, error_message, is_access_denied
 from pipe.errors import PipeError
 from pipe.settings import DeploySettings
+from pipe.targets import Target
 
 DOCUMENT_NAME = "AWS-RunShellScript"
+MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds
 log = logging.getLogger("ssm-deploy")
 
 
@@ -22,15 +25,54 @@ def send_parameters(settings: DeploySettings, script: list[str]) -> dict[str, li
     return parameters
 
 
-def send_command(ssm: Any, settings: DeploySettings, script: list[str]) -> str:
-    """Send the script to the instances; return the command id."""
+@dataclass(frozen=True)
+class SentCommand:
+    command_id: str
+    instance_ids: tuple[str, ...]  # empty for a TARGETS command: SSM resolves its instances
+
+
+def send_commands(ssm: Any, settings: DeploySettings, script: list[str]) -> list[SentCommand]:
+    """One command for TARGETS, else one per 50 instance ids (SendCommand's limit).
+
+    If a later command is refused, the ones already sent are cancelled: nothing is left half-done.
+    """
+    if settings.targets:
+        return [SentCommand(send_command(ssm, settings, script, targets=settings.targets), ())]
+    sent: list[SentCommand] = []
+    for start in range(0, len(settings.instance_ids), MAX_INSTANCE_IDS):
+        chunk = settings.instance_ids[start : start + MAX_INSTANCE_IDS]
+        try:
+            sent.append(SentCommand(send_command(ssm, settings, script, instance_ids=chunk), tuple(chunk)))
+        except PipeError as error:
+            if not sent:
+                raise
+            for command in sent:
+                cancel_command(ssm, command.command_id)
+            cancelled = ", ".join(command.command_id for command in sent)
+            raise PipeError(f"{error} The commands already sent were cancelled: {cancelled}.") from None
+    return sent
+
+
+def send_command(
+    ssm: Any,
+    settings: DeploySettings,
+    script: list[str],
+    instance_ids: list[str] | None = None,
+    targets: list[Target] | None = None,
+) -> str:
+    """Send the script to ``instance_ids`` (default: all of them) or ``targets``; return the command id."""
     request: dict[str, Any] = {
-        "InstanceIds": settings.instance_ids,
         "DocumentName": DOCUMENT_NAME,
         "Comment": settings.comment,
         "TimeoutSeconds": settings.delivery_timeout,
         "Parameters": send_parameters(settings, script),
+        "MaxConcurrency": settings.max_concurrency,
+        "MaxErrors": settings.max_errors,
     }
+    if targets:
+        request["Targets"] = [target.to_api() for target in targets]
+    else:
+        request["InstanceIds"] = instance_ids if instance_ids is not None else settings.instance_ids
     if settings.stream_output:
         request["CloudWatchOutputConfig"] = {
             "CloudWatchLogGroupName": settings.log_group,
@@ -40,8 +82,7 @@ def send_command(ssm: Any, settings: DeploySettings, script: list[str]) -> str:
         response = ssm.send_command(**request)
     except ClientError as error:
         raise PipeError(_send_error_message(error, settings)) from None
-    command_id = str(response["Command"]["CommandId"])
-    return command_id
+    return str(response["Command"]["CommandId"])
 
 
 def cancel_command(ssm: Any, command_id: str, instance_ids: list[str] | None = None) -> bool:

@@ -1,4 +1,4 @@
-"""The deploy, step by step: authenticate, preflight, send, wait, report."""
+"""The deploy, step by step: authenticate, preflight, send, follow, report, write the result."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipe.agent_watch import AgentWatch
 from pipe.auth import authenticate
 from pipe.aws import client_config, error_code, error_message, is_access_denied, permission_for
-from pipe.command import cancel_command, console_url, send_command
-from pipe.errors import DeployFailed
+from pipe.command import SentCommand, cancel_command, console_url, send_commands
+from pipe.errors import DeployFailed, PipeError
+from pipe.fleet import instance_names, resolve_targets
 from pipe.interruption import Interrupted, StopRequests
 from pipe.invocations import Invocation
 from pipe.log_tail import LogTail
@@ -22,6 +23,7 @@ from pipe.preflight import check_follow_permissions, check_instances, check_para
 from pipe.redaction import Redactor
 from pipe.remote_script import build_script
 from pipe.report import show_results
+from pipe.result_file import DeployOutcome, write_result
 from pipe.settings import DeploySettings
 from pipe.tracker import InvocationTracker, WaitTimedOut
 
@@ -30,77 +32,149 @@ CANCEL_GRACE_SECONDS = 30
 log = logging.getLogger("ssm-deploy")
 
 
-def run_deploy(
-    settings: DeploySettings, env: Mapping[str, str], redactor: Redactor, stops: StopRequests
-) -> list[Invocation]:
-    """Run the deploy; return the invocations when all succeeded, raise DeployFailed otherwise."""
-    _log_plan(settings)
-    session, identity = authenticate(settings, env, redactor)
-    stops.raise_if_requested()
-    ssm = session.client("ssm", region_name=settings.region, config=client_config())
-    check_instances(ssm, settings.instance_ids, settings.region)
-    check_follow_permissions(ssm, identity.arn, settings.instance_ids[0])
-    stops.raise_if_requested()
-    check_parameters(ssm, settings.secrets, redactor, identity.arn)
+class Deploy:
+    """One run of the pipe; ``outcome`` always says how far it got, for the result file."""
 
-    script = build_script(settings)
-    log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
-    stops.raise_if_requested()
-    command_id = send_command(ssm, settings, script)
-    log.info(
-        f"Sent command {command_id} to {len(settings.instance_ids)} instance(s) [{settings.comment}] by {identity.arn}"
-    )
-    log.info(f"Console: {console_url(settings.region, command_id)}")
-    try:
-        invocations = _follow(session, ssm, settings, command_id, redactor, stops)
-    except BotoCoreError as error:
-        raise DeployFailed(
-            f"Lost contact with AWS while following command {command_id} ({error}). The command may "
-            f"still be running on the instances: see {console_url(settings.region, command_id)}"
-        ) from None
-    except ClientError as error:
-        operation = error.operation_name
-        fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
-        raise DeployFailed(
-            f"AWS refused {operation} while following command {command_id} ({error_code(error)}: "
-            f"{error_message(error)}).{fix} The command may still be running on the instances: see "
-            f"{console_url(settings.region, command_id)}"
-        ) from None
-    failed = [inv for inv in invocations.values() if not inv.succeeded]
-    if failed:
-        listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in failed)
-        raise DeployFailed(
-            f"Deploy failed on {len(failed)} of {len(invocations)} instance(s): {listed}. Command id: {command_id}"
+    def __init__(self, settings: DeploySettings, env: Mapping[str, str], redactor: Redactor) -> None:
+        self.settings = settings
+        self.env = env
+        self.redactor = redactor
+        self.outcome = DeployOutcome("not sent", [], {})
+
+    def run(self, stops: StopRequests) -> list[Invocation]:
+        """Return the invocations when all succeeded, raise DeployFailed (or PipeError) otherwise."""
+        try:
+            return self._run(stops)
+        except PipeError as error:
+            self.outcome.message = self.redactor.redact(str(error))
+            if self.outcome.status != "not sent":
+                self.outcome.status = "failed"
+            raise
+        finally:
+            write_result(self.settings, self.outcome)
+
+    def _run(self, stops: StopRequests) -> list[Invocation]:
+        settings = self.settings
+        _log_plan(settings)
+        session, identity = authenticate(settings, self.env, self.redactor)
+        stops.raise_if_requested()
+        ssm = session.client("ssm", region_name=settings.region, config=client_config())
+        ec2 = session.client("ec2", region_name=settings.region, config=client_config())
+        targeted = self._targeted_instances(session, ec2)
+        if targeted:
+            check_instances(ssm, targeted, settings.region)
+        check_follow_permissions(ssm, identity.arn, targeted[0] if targeted else "i-00000000")
+        stops.raise_if_requested()
+        check_parameters(ssm, settings.secrets, self.redactor, identity.arn)
+        names = instance_names(ec2, targeted) if targeted and len(targeted) > 1 else {}
+
+        script = build_script(settings)
+        log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
+        stops.raise_if_requested()
+        commands = send_commands(ssm, settings, script)
+        self.outcome.commands, self.outcome.status = commands, "running"
+        for command in commands:
+            count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
+            log.info(f"Sent command {command.command_id} to {count} [{settings.comment}] by {identity.arn}")
+            log.info(f"Console: {console_url(settings.region, command.command_id)}")
+        try:
+            invocations = self._follow(session, ssm, commands, stops, names, len(targeted or []))
+        except BotoCoreError as error:
+            raise DeployFailed(
+                f"Lost contact with AWS while following command {_ids(commands)} ({error}). The command may "
+                f"still be running on the instances: see {_urls(settings.region, commands)}"
+            ) from None
+        except ClientError as error:
+            operation = error.operation_name
+            fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
+            raise DeployFailed(
+                f"AWS refused {operation} while following command {_ids(commands)} ({error_code(error)}: "
+                f"{error_message(error)}).{fix} The command may still be running on the instances: see "
+                f"{_urls(settings.region, commands)}"
+            ) from None
+        failed = [inv for inv in invocations.values() if not inv.succeeded]
+        if failed:
+            raise DeployFailed(_failure_message(failed, len(invocations), commands))
+        if not invocations:
+            raise DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {_ids(commands)}")
+        self.outcome.status = "succeeded"
+        return list(invocations.values())
+
+    def _targeted_instances(self, session: Any, ec2: Any) -> list[str] | None:
+        settings = self.settings
+        if not settings.targets:
+            return settings.instance_ids
+        rg = session.client("resource-groups", region_name=settings.region, config=client_config())
+        found = resolve_targets(ec2, rg, settings.targets)
+        if found is not None:
+            if not found:
+                raise PipeError(
+                    f"TARGETS: nothing was sent. {'; '.join(map(str, settings.targets))} match no running instance "
+                    f"in {settings.region}. Check the tag names and values (they are case-sensitive)."
+                )
+            log.info(f"TARGETS match {len(found)} running instance(s)")
+        return found
+
+    def _follow(
+        self,
+        session: Any,
+        ssm: Any,
+        commands: list[SentCommand],
+        stops: StopRequests,
+        names: dict[str, str],
+        expected_count: int,
+    ) -> dict[str, Invocation]:
+        """Wait for the invocations while printing their output; cancel on a stop or on the wait bound."""
+        settings = self.settings
+        count = max(expected_count, sum(len(c.instance_ids) for c in commands))
+        printer = OutputPrinter(self.redactor, label_lines=count != 1, names=names, instance_count=count)
+        tail = _log_tail(session, settings, commands, printer)
+        on_poll = tail.poll if tail else (lambda: 0)
+        watch = AgentWatch(ssm, settings.agent_lost_timeout)
+        tracker = InvocationTracker(ssm, commands, agent_watch=watch)
+        self.outcome.invocations = tracker.invocations
+        limit = settings.delivery_timeout + settings.execution_timeout + WAIT_MARGIN_SECONDS
+        try:
+            invocations = tracker.wait(limit, on_poll, stops.raise_if_requested)
+        except (Interrupted, WaitTimedOut) as stop:
+            log.error(f"{stop} Cancelling command {_ids(commands)}.")
+            if all([cancel_command(ssm, command.command_id) for command in commands]):
+                try:
+                    tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
+                except WaitTimedOut:
+                    log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
+            show_results(ssm, commands, tracker.invocations, printer, tail, settings)
+            raise DeployFailed(f"{stop} The command was cancelled. Command id: {_ids(commands)}") from None
+        for command in commands:
+            lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
+            if lost:  # so a returning agent does not run a deploy nobody watches
+                cancel_command(ssm, command.command_id, lost)
+        self.outcome.invocations = invocations
+        show_results(ssm, commands, invocations, printer, tail, settings)
+        return invocations
+
+
+def _failure_message(failed: list[Invocation], total: int, commands: list[SentCommand]) -> str:
+    skipped = [inv for inv in failed if inv.skipped]
+    broken = [inv for inv in failed if not inv.skipped]
+    shown = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in broken[:20])
+    if len(broken) > 20:
+        shown += f"; and {len(broken) - 20} more (see the summary)"
+    message = f"Deploy failed on {len(broken)} of {total} instance(s): {shown}."
+    if skipped:
+        message += (
+            f" The rollout stopped at MAX_ERRORS: {len(skipped)} instance(s) were skipped and still run the old "
+            f"version: {', '.join(inv.instance_id for inv in skipped[:20])}{' ...' if len(skipped) > 20 else ''}."
         )
-    return list(invocations.values())
+    return message + f" Command id: {_ids(commands)}"
 
 
-def _follow(
-    session: Any, ssm: Any, settings: DeploySettings, command_id: str, redactor: Redactor, stops: StopRequests
-) -> dict[str, Invocation]:
-    """Wait for the invocations while printing their output; cancel on a stop or on the wait bound."""
-    printer = OutputPrinter(redactor, label_lines=len(settings.instance_ids) > 1)
-    tail = _log_tail(session, settings, command_id, printer)
-    on_poll = tail.poll if tail else (lambda: 0)
-    watch = AgentWatch(ssm, settings.agent_lost_timeout)
-    tracker = InvocationTracker(ssm, command_id, settings.instance_ids, agent_watch=watch)
-    limit = settings.delivery_timeout + settings.execution_timeout + WAIT_MARGIN_SECONDS
-    try:
-        invocations = tracker.wait(limit, on_poll, stops.raise_if_requested)
-    except (Interrupted, WaitTimedOut) as stop:
-        log.error(f"{stop} Cancelling command {command_id}.")
-        if cancel_command(ssm, command_id):
-            try:
-                tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
-            except WaitTimedOut:
-                log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
-        show_results(ssm, command_id, tracker.invocations, printer, tail)
-        raise DeployFailed(f"{stop} The command was cancelled. Command id: {command_id}") from None
-    lost = [i for i, inv in invocations.items() if inv.lost]
-    if lost:
-        cancel_command(ssm, command_id, lost)  # so a returning agent does not run a deploy nobody watches
-    show_results(ssm, command_id, invocations, printer, tail)
-    return invocations
+def _ids(commands: list[SentCommand]) -> str:
+    return ", ".join(command.command_id for command in commands)
+
+
+def _urls(region: str, commands: list[SentCommand]) -> str:
+    return " ".join(console_url(region, command.command_id) for command in commands)
 
 
 def _log_plan(settings: DeploySettings) -> None:
@@ -111,19 +185,25 @@ def _log_plan(settings: DeploySettings) -> None:
         + (f" ({build.branch})" if build.branch else "")
         + (f" triggered by {build.triggerer}" if build.triggerer else "")
     )
-    log.info(
-        f"Environment: {settings.environment or '(none)'}; region {settings.region}; "
-        f"targets: {', '.join(settings.instance_ids)}"
-    )
+    if settings.targets:
+        where = "TARGETS " + "; ".join(map(str, settings.targets))
+    elif len(settings.instance_ids) > 10:
+        where = f"{len(settings.instance_ids)} instances: {', '.join(settings.instance_ids[:10])}, ..."
+    else:
+        where = f"targets: {', '.join(settings.instance_ids)}"
+    rollout = f"; {settings.max_concurrency} at a time, stop after {settings.max_errors} error(s)"
+    log.info(f"Environment: {settings.environment or '(none)'}; region {settings.region}; {where}{rollout}")
     if settings.secrets:
         names = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in settings.secrets)
         log.info(f"Secrets read on the instances: {names}")
 
 
-def _log_tail(session: Any, settings: DeploySettings, command_id: str, printer: OutputPrinter) -> LogTail | None:
+def _log_tail(
+    session: Any, settings: DeploySettings, commands: list[SentCommand], printer: OutputPrinter
+) -> LogTail | None:
     if not settings.stream_output:
         return None
     logs = session.client("logs", region_name=settings.region, config=client_config())
     log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
     start_ms = int(time.time() * 1000) - 60_000  # allow for clock skew between here and AWS
-    return LogTail(logs, settings.log_group, command_id, printer, start_ms)
+    return LogTail(logs, settings.log_group, [command.command_id for command in commands], printer, start_ms)

@@ -11,6 +11,7 @@ SUCCESS = "Success"
 @dataclass
 class Invocation:
     instance_id: str
+    command_id: str = ""
     status: str = "Pending"
     status_details: str = "Pending"
     response_code: int | None = None
@@ -22,6 +23,11 @@ class Invocation:
     @property
     def finished(self) -> bool:
         return bool(self.lost) or self.status not in ACTIVE_STATUSES
+
+    @property
+    def skipped(self) -> bool:
+        """Never started: SSM stopped the rollout because MAX_ERRORS was exceeded."""
+        return self.status_details == "Terminated"
 
     @property
     def succeeded(self) -> bool:
@@ -36,4 +42,6 @@ class Invocation:
             text += f" (exit {self.response_code})"
         if self.lost:
             text += f", given up: {self.lost}"
+        if self.skipped:
+            text += " (skipped: MAX_ERRORS reached)"
         return text

@@ -41,10 +41,10 @@ class _StreamPosition:
 
 
 class LogTail:
-    def __init__(self, logs: Any, group: str, command_id: str, printer: OutputPrinter, start_ms: int) -> None:
+    def __init__(self, logs: Any, group: str, command_ids: list[str], printer: OutputPrinter, start_ms: int) -> None:
         self._logs = logs
         self._group = group
-        self._command_id = command_id
+        self._command_ids = command_ids
         self._printer = printer
         self._start_ms = start_ms
         self._positions: dict[str, _StreamPosition] = {}
@@ -52,12 +52,18 @@ class LogTail:
 
     def poll(self) -> int:
         """Print events that arrived since the last poll; return how many."""
-        if not self.available:
-            return 0
+        printed = 0
+        for command_id in self._command_ids:
+            if not self.available:
+                break
+            printed += self._poll_command(command_id)
+        return printed
+
+    def _poll_command(self, command_id: str) -> int:
         newest = max((p.newest for p in self._positions.values()), default=self._start_ms)
         request: dict[str, Any] = {
             "logGroupName": self._group,
-            "logStreamNamePrefix": f"{self._command_id}/",
+            "logStreamNamePrefix": f"{command_id}/",
             "startTime": max(self._start_ms, newest - LOOKBACK_MS),
         }
         printed = 0

@@ -13,7 +13,7 @@ from bitbucket_pipes_toolkit import Pipe
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws import error_code, error_message, is_access_denied, permission_for
-from pipe.deploy import run_deploy
+from pipe.deploy import Deploy
 from pipe.errors import PipeError, ValidationFailed
 from pipe.interruption import Interrupted, stop_requests
 from pipe.logs import configure_logging
@@ -42,7 +42,7 @@ def main() -> int:
     configure_logging(pipe.logger, redactor, settings.debug)
     try:
         with stop_requests() as stops:
-            invocations = run_deploy(settings, env, redactor, stops)
+            invocations = Deploy(settings, env, redactor).run(stops)
     except Interrupted as error:
         pipe.fail(f"{error}; nothing was sent to the instances.")
         return 1

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipe.command import SentCommand, console_url
 from pipe.invocations import Invocation
 from pipe.log_tail import LogTail
 from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
 from pipe.results import fetch_result
+from pipe.settings import DeploySettings
 
 DRAIN_SECONDS = 35.0  # the SSM Agent uploads output to CloudWatch at least every 30 s
 log = logging.getLogger("ssm-deploy")
@@ -16,18 +18,20 @@ log = logging.getLogger("ssm-deploy")
 
 def show_results(
     ssm: Any,
-    command_id: str,
+    commands: list[SentCommand],
     invocations: dict[str, Invocation],
     printer: OutputPrinter,
     tail: LogTail | None,
+    settings: DeploySettings,
 ) -> None:
     for invocation in invocations.values():
-        fetch_result(ssm, command_id, invocation)
-    unstreamed = list(invocations.values())
+        if invocation.status_details != "Terminated":  # never started: there is nothing to read
+            fetch_result(ssm, invocation.command_id, invocation)
+    unstreamed = [inv for inv in invocations.values() if not inv.skipped]
     if tail is not None and tail.available:
         expected = {
             (inv.instance_id, stream): len(text)
-            for inv in invocations.values()
+            for inv in unstreamed
             for stream, text in (("stdout", inv.stdout), ("stderr", inv.stderr))
         }
         if tail.drain(expected, DRAIN_SECONDS):
@@ -35,7 +39,7 @@ def show_results(
         else:
             unstreamed = [
                 inv
-                for inv in invocations.values()
+                for inv in unstreamed
                 if tail.streamed_chars(inv.instance_id, "stdout") < len(inv.stdout)
                 or tail.streamed_chars(inv.instance_id, "stderr") < len(inv.stderr)
             ]
@@ -46,7 +50,12 @@ def show_results(
                 )
     for invocation in unstreamed:
         _print_captured(invocation, printer)
-    _summary(command_id, invocations)
+    printer.flush_elided(
+        f"CloudWatch Logs group {settings.log_group}, streams <command id>/<instance id>/aws-runShellScript/stdout"
+        if settings.stream_output
+        else "the instance's SSM Agent log"
+    )
+    _summary(commands, invocations, settings.region)
 
 
 def _print_captured(invocation: Invocation, printer: OutputPrinter) -> None:
@@ -61,7 +70,7 @@ def _print_captured(invocation: Invocation, printer: OutputPrinter) -> None:
             log.warning(f"{invocation.instance_id}: {notice}")
 
 
-def _summary(command_id: str, invocations: dict[str, Invocation]) -> None:
+def _summary(commands: list[SentCommand], invocations: dict[str, Invocation], region: str) -> None:
     rows = [("INSTANCE", "STATUS", "EXIT", "DURATION")] + [
         (
             inv.instance_id,
@@ -72,9 +81,11 @@ def _summary(command_id: str, invocations: dict[str, Invocation]) -> None:
         for inv in invocations.values()
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    log.info(f"Summary of command {command_id}:")
+    log.info(f"Summary of command {', '.join(c.command_id for c in commands)}:")
     for row in rows:
         log.info("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for command in commands:
+        log.info(f"Console: {console_url(region, command.command_id)}")
 
 
 def format_duration(elapsed: str) -> str:

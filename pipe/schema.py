@@ -22,6 +22,9 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "ROLE_ARN",
     "EXTERNAL_ID",
     "INSTANCE_IDS",
+    "TARGETS",
+    "MAX_CONCURRENCY",
+    "MAX_ERRORS",
     "COMMANDS",
     "WORKING_DIRECTORY",
     "EXECUTION_TIMEOUT",
@@ -32,13 +35,14 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "STREAM_OUTPUT",
     "CLOUDWATCH_LOG_GROUP",
     "AGENT_LOST_TIMEOUT",
+    "RESULT_FILE",
     "DEBUG",
 )
 
 REQUIRED_VARIABLES: frozenset[str] = frozenset({"AWS_DEFAULT_REGION", "COMMANDS"})
-# INSTANCE_IDS is required too, but may arrive as a YAML list (INSTANCE_IDS_COUNT, INSTANCE_IDS_0..n)
-# that the schema cannot see: settings.py requires it in either form.
-DOCUMENTED_REQUIRED: frozenset[str] = REQUIRED_VARIABLES | {"INSTANCE_IDS"}
+# One of INSTANCE_IDS (which may arrive as a YAML list: INSTANCE_IDS_COUNT, INSTANCE_IDS_0..n) and
+# TARGETS is required too: settings.py checks that, the schema cannot.
+DOCUMENTED_REQUIRED: frozenset[str] = REQUIRED_VARIABLES
 
 SCHEMA: dict[str, dict[str, Any]] = {
     name: dict(_REQUIRED if name in REQUIRED_VARIABLES else _OPTIONAL) for name in VARIABLE_NAMES

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from pipe.audit import COMMENT_LIMIT, BuildContext, cut
@@ -18,6 +19,7 @@ from pipe.parsing import (
     yaml_list,
 )
 from pipe.remote_script import MAX_SCRIPT_BYTES, script_size_problem
+from pipe.targets import Target, parse_rate, parse_targets
 
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$", re.ASCII)
 ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -28,7 +30,6 @@ SECRET_ACCESS_KEY = re.compile(r"[A-Za-z0-9/+=]{16,128}")
 INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17})$")
 PARAMETER_NAME = re.compile(r"(/[A-Za-z0-9_.\-]+){1,15}|[A-Za-z0-9_.\-]+")  # AWS allows 15 levels
 
-MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds
 FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
 EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
@@ -81,6 +82,10 @@ class DeploySettings:
     stream_output: bool = True
     log_group: str = DEFAULT_LOG_GROUP
     agent_lost_timeout: int = DEFAULT_AGENT_LOST_TIMEOUT
+    targets: list[Target] = field(default_factory=list)
+    max_concurrency: str = "50"
+    max_errors: str = "0"
+    result_file: str = ""
 
 
 class _Collector:
@@ -148,7 +153,19 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     if external_id is not None and text("ROLE_ARN") is None:
         problems.add("EXTERNAL_ID", "is only used with ROLE_ARN: set ROLE_ARN too or remove EXTERNAL_ID")
 
-    instance_ids: list[str] = problems.check("INSTANCE_IDS", lambda: _instance_ids(variables, env), [])
+    instance_ids: list[str] = []
+    targets: list[Target] = []
+    targets_text = expanded("TARGETS")
+    if targets_text is not None:
+        if (variables.get("INSTANCE_IDS") or "").strip() or "INSTANCE_IDS_COUNT" in env:
+            problems.add("TARGETS", "give INSTANCE_IDS or TARGETS, not both")
+        targets = problems.check("TARGETS", lambda: parse_targets(targets_text), [])
+    elif text("TARGETS") is None:
+        instance_ids = problems.check("INSTANCE_IDS", lambda: _instance_ids(variables, env), [])
+    max_concurrency = problems.check(
+        "MAX_CONCURRENCY", lambda: parse_rate(text("MAX_CONCURRENCY"), minimum=1, default="50"), "50"
+    )
+    max_errors = problems.check("MAX_ERRORS", lambda: parse_rate(text("MAX_ERRORS"), minimum=0, default="0"), "0")
     commands = (variables.get("COMMANDS") or "").strip("\n")
     if not commands.strip():
         problems.add("COMMANDS", "is empty: give the shell commands to run on the instances")
@@ -211,11 +228,20 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         stream_output=stream_output,
         log_group=log_group,
         agent_lost_timeout=agent_lost_timeout,
+        targets=targets,
+        max_concurrency=max_concurrency,
+        max_errors=max_errors,
+        result_file=text("RESULT_FILE") or default_result_file(env),
     )
     too_big = script_size_problem(settings)
     if too_big:
         raise ValidationFailed({"COMMANDS": [too_big]})
     return settings
+
+
+def default_result_file(env: Mapping[str, str]) -> str:
+    """``ssm-deploy-result.json`` in the clone directory, where later steps can pick it up."""
+    return str(Path(env.get("BITBUCKET_CLONE_DIR") or ".") / "ssm-deploy-result.json")
 
 
 def _unprintable(value: str) -> str | None:
@@ -259,17 +285,17 @@ def _instance_ids(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     raw = listed if listed is not None else split_words(variables.get("INSTANCE_IDS") or "")
     ids = [word for item in raw for word in split_words(item)]
     if not ids:
-        raise ValueError("is required: give one or more instance ids separated by spaces, commas or newlines")
+        raise ValueError(
+            "is required: give one or more instance ids separated by spaces, commas or newlines "
+            "(or TARGETS, e.g. tag:Service=api)"
+        )
     bad = [i for i in ids if not INSTANCE_ID.fullmatch(i)]
     if bad:
         raise ValueError(
             f"{', '.join(repr(b) for b in bad)} {'is not an instance id' if len(bad) == 1 else 'are not instance ids'}"
             " (expected i- followed by 8 or 17 hex digits, or mi- and 17 for hybrid nodes)"
         )
-    unique = list(dict.fromkeys(ids))
-    if len(unique) > MAX_INSTANCE_IDS:
-        raise ValueError(f"has {len(unique)} instance ids; one deploy takes at most {MAX_INSTANCE_IDS}")
-    return unique
+    return list(dict.fromkeys(ids))
 
 
 def _secrets(value: str | None, environment: str | None) -> list[SecretRef]:

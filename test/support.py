@@ -21,12 +21,17 @@ class PipeRun:
     output: str
 
 
-def run_pipe(env: dict[str, str], timeout: float = 120) -> PipeRun:
+def plain(env: dict[str, str]) -> dict[str, str]:
+    """Instance labels without colour codes (NO_COLOR), so tests can match ``<id> | <line>``."""
+    return {"NO_COLOR": "1", **env}
+
+
+def run_pipe(env: dict[str, str], timeout: float = 120, colour: bool = False) -> PipeRun:
     """Run ``python3 pipe/pipe.py`` to the end; stdout and stderr together, as in the build log."""
     completed = subprocess.run(
         [sys.executable, str(PIPE)],
         cwd=ROOT,
-        env=env,
+        env=env if colour else plain(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -43,7 +48,7 @@ class LivePipe:
         self.process = subprocess.Popen(
             [sys.executable, str(PIPE)],
             cwd=ROOT,
-            env=env,
+            env=plain(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

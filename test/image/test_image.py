@@ -5,13 +5,15 @@ These tests never skip: when the engine or the build is missing they fail, in CI
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from standin import StandIn
-from support import ROOT, PipeRun
+from support import ROOT, PipeRun, plain
 
 # Where Docker Hub is reachable (Bitbucket Pipelines), set PIPE_TEST_BASE_IMAGE=python:3.12-slim.
 BASE_IMAGE = os.environ.get("PIPE_TEST_BASE_IMAGE", "ssm-deploy-test-base:bookworm")
@@ -40,7 +42,7 @@ def image() -> Iterator[str]:
 
 
 def run_image(image: str, env: dict[str, str], timeout: float = 120) -> PipeRun:
-    flags = [f"--env={name}={value}" for name, value in env.items() if name not in HOST_ONLY]
+    flags = [f"--env={name}={value}" for name, value in plain(env).items() if name not in HOST_ONLY]
     done = subprocess.run(
         ["docker", "run", "--rm", "--network", "host", *flags, image],
         stdout=subprocess.PIPE,
@@ -88,8 +90,35 @@ def test_image_reports_bad_variables_without_traceback(image: str, standin: Stan
     assert "Traceback" not in run.output
 
 
-def test_image_runs_as_a_non_root_user(image: str) -> None:
-    done = _run("docker", "run", "--rm", "--entrypoint", "id", image, "-u")
+def test_image_writes_the_result_into_a_root_owned_clone_directory(
+    image: str, standin: StandIn, tmp_path: Path
+) -> None:
+    """Bitbucket mounts the clone directory (owned by root, mode 755) and runs the pipe in it."""
+    clone = tmp_path / "build"
+    clone.mkdir(mode=0o755)
+    (instance_id,) = standin.launch(1)
+    env = standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="echo done", BITBUCKET_CLONE_DIR=str(clone))
+    flags = [f"--env={name}={value}" for name, value in plain(env).items() if name not in HOST_ONLY]
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            f"--volume={clone}:{clone}",
+            f"--workdir={clone}",
+            *flags,
+            image,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "10001"
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((clone / "ssm-deploy-result.json").read_text())
+    assert result["status"] == "succeeded"
+    assert [row["instance_id"] for row in result["instances"]] == [instance_id]
+    assert "SSM_DEPLOY_STATUS='succeeded'" in (clone / "ssm-deploy-result.env").read_text()

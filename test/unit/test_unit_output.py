@@ -58,7 +58,7 @@ def test_describe(status: str, details: str, code: int | None, expected: str) ->
 
 def test_printer_labels_lines_and_masks() -> None:
     stream = io.StringIO()
-    printer = OutputPrinter(redactor(), label_lines=True, stream=stream)
+    printer = OutputPrinter(redactor(), label_lines=True, stream=stream, colour=False)
     printer.print_lines("i-1", f"line one\npassword={SECRET}\n")
     printer.print_lines("i-1", "warn", is_stderr=True)
     assert stream.getvalue() == f"i-1 | line one\ni-1 | password={MASK}\ni-1 | [stderr] warn\n"
@@ -68,13 +68,13 @@ def test_printer_masks_a_value_spanning_lines() -> None:
     masks = Redactor()
     masks.add("line-a\nline-b")
     stream = io.StringIO()
-    OutputPrinter(masks, label_lines=False, stream=stream).print_lines("i-1", "x line-a\nline-b y")
+    OutputPrinter(masks, label_lines=False, stream=stream, colour=False).print_lines("i-1", "x line-a\nline-b y")
     assert stream.getvalue() == f"x {MASK} y\n"
 
 
 def test_printer_without_labels_and_empty_text() -> None:
     stream = io.StringIO()
-    printer = OutputPrinter(redactor(), label_lines=False, stream=stream)
+    printer = OutputPrinter(redactor(), label_lines=False, stream=stream, colour=False)
     printer.print_lines("i-1", "")
     printer.print_lines("i-1", "only\n", is_stderr=True)
     printer.print_header("---- header ----")
@@ -124,3 +124,33 @@ def test_configure_logging_masks_and_keeps_sdk_quiet(debug: bool, capsys: pytest
     assert logger.level == (logging.DEBUG if debug else logging.INFO)
     for name in QUIET_LOGGERS:
         assert logging.getLogger(name).level == logging.WARNING
+
+
+def test_printer_keeps_within_budget_and_shows_the_tail_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipe.output as output
+
+    monkeypatch.setattr(output, "LOG_BUDGET_BYTES", 1000)
+    monkeypatch.setattr(output, "MIN_INSTANCE_BUDGET", 100)
+    stream = io.StringIO()
+    printer = output.OutputPrinter(redactor(), label_lines=True, stream=stream, instance_count=2, colour=False)
+    printer.print_lines("i-a", "".join(f"line {n:04d}\n" for n in range(1000)))
+    printer.print_lines("i-b", "short\n")
+    printed_before_flush = stream.getvalue()
+    printer.flush_elided("CloudWatch Logs group /g")
+
+    assert len(printed_before_flush.encode()) <= 1000
+    assert "i-b | short" in printed_before_flush
+    assert "i-a | line 0000" in printed_before_flush and "line 0999" not in printed_before_flush
+    after = stream.getvalue()[len(printed_before_flush) :]
+    assert (
+        "left out to keep the build log under Bitbucket's 50 MB limit; full output: CloudWatch Logs group /g" in after
+    )
+    assert after.rstrip().endswith("i-a | line 0999")
+    assert f"Last {output.TAIL_LINES} lines" in after
+
+
+def test_unique_names_label_the_lines() -> None:
+    stream = io.StringIO()
+    printer = OutputPrinter(redactor(), label_lines=True, stream=stream, names={"i-a": "web-1"}, colour=False)
+    printer.print_lines("i-a", "up")
+    assert stream.getvalue() == "web-1 | up\n"

@@ -14,15 +14,18 @@ from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_s
 
 from pipe.command import (
     DOCUMENT_NAME,
+    SentCommand,
     cancel_command,
     console_url,
     send_command,
+    send_commands,
     send_parameters,
 )
 from pipe.errors import PipeError
 from pipe.invocations import Invocation
 from pipe.results import NOT_YET_ATTEMPTS, fetch_result
 from pipe.settings import DeploySettings
+from pipe.targets import Target
 
 GET_PARAMS = {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}
 SCRIPT = ["# ssm-deploy team/app#42 0123456", "echo deploying", "./deploy.sh"]
@@ -172,19 +175,21 @@ def exact_request(**extra: Any) -> dict[str, Any]:
             "executionTimeout": ["900"],
             "workingDirectory": ["/srv/app"],
         },
+        "MaxConcurrency": "50",
+        "MaxErrors": "0",
         **extra,
     }
 
 
 def request_settings(**overrides: Any) -> DeploySettings:
-    return make_settings(
-        instance_ids=[INSTANCE_A, INSTANCE_B],
-        comment="release production",
-        delivery_timeout=120,
-        execution_timeout=900,
-        working_directory="/srv/app",
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "instance_ids": [INSTANCE_A, INSTANCE_B],
+        "comment": "release production",
+        "delivery_timeout": 120,
+        "execution_timeout": 900,
+        "working_directory": "/srv/app",
+    }
+    return make_settings(**{**values, **overrides})
 
 
 def test_send_command_sends_exact_request(stubbed: tuple[SSMClient, Stubber]) -> None:
@@ -275,3 +280,47 @@ def test_console_url() -> None:
     assert console_url("eu-west-1", COMMAND_ID) == (
         f"https://eu-west-1.console.aws.amazon.com/systems-manager/run-command/{COMMAND_ID}?region=eu-west-1"
     )
+
+
+CMD_0 = "00000000-0000-4000-8000-00000000000a"
+CMD_T = "00000000-0000-4000-8000-00000000000b"
+
+
+def test_send_commands_splits_instance_ids_by_fifty(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    ids = [f"i-{n:017x}" for n in range(120)]
+    for number, chunk in enumerate((ids[:50], ids[50:100], ids[100:])):
+        request = {**exact_request(), "InstanceIds": chunk}
+        stubber.add_response(
+            "send_command", {"Command": {"CommandId": f"{number:08d}-0000-4000-8000-000000000000"}}, request
+        )
+    sent = send_commands(client, request_settings(instance_ids=ids, stream_output=False), SCRIPT)
+
+    assert [len(c.instance_ids) for c in sent] == [50, 50, 20]
+    assert [c.command_id[:8] for c in sent] == ["00000000", "00000001", "00000002"]
+    assert [i for c in sent for i in c.instance_ids] == ids
+
+
+def test_a_refused_later_chunk_cancels_the_chunks_already_sent(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    ids = [f"i-{n:017x}" for n in range(60)]
+    first = {**exact_request(), "InstanceIds": ids[:50]}
+    stubber.add_response("send_command", {"Command": {"CommandId": CMD_0}}, first)
+    stubber.add_client_error("send_command", service_error_code="InvalidInstanceId", service_message="bad")
+    stubber.add_response("cancel_command", {}, {"CommandId": CMD_0})
+    with pytest.raises(PipeError) as error:
+        send_commands(client, request_settings(instance_ids=ids, stream_output=False), SCRIPT)
+
+    assert f"The commands already sent were cancelled: {CMD_0}." in str(error.value)
+    stubber.assert_no_pending_responses()
+
+
+def test_targets_are_sent_as_one_command(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    targets = [Target("tag:Service", ("api",)), Target("tag:Env", ("prod", "stg"))]
+    request = {k: v for k, v in exact_request(MaxConcurrency="10%", MaxErrors="1").items() if k != "InstanceIds"}
+    request["Targets"] = [{"Key": "tag:Service", "Values": ["api"]}, {"Key": "tag:Env", "Values": ["prod", "stg"]}]
+    stubber.add_response("send_command", {"Command": {"CommandId": CMD_T}}, request)
+    settings = request_settings(targets=targets, max_concurrency="10%", max_errors="1", stream_output=False)
+
+    assert send_commands(client, settings, SCRIPT) == [SentCommand(CMD_T, ())]

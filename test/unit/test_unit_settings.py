@@ -197,7 +197,6 @@ def test_instance_ids_yaml_list_missing_item() -> None:
         ("", "is required"),
         (" , \n", "is required"),
         (None, "is required"),
-        (" ".join(f"i-{n:017x}" for n in range(51)), "has 51 instance ids; one deploy takes at most 50"),
     ],
 )
 def test_instance_ids_invalid(value: str | None, expected: str) -> None:
@@ -367,3 +366,65 @@ def test_secrets_manager_references_are_accepted() -> None:
 
 def test_trailing_newline_does_not_slip_through_a_pattern() -> None:
     assert "ENVIRONMENT" in problems_of({"ENVIRONMENT": None}, env={"BITBUCKET_DEPLOYMENT_ENVIRONMENT": "prod\n"})
+
+
+def test_more_than_fifty_instance_ids_are_accepted() -> None:
+    ids = [f"i-{n:017x}" for n in range(120)]
+    assert load({"INSTANCE_IDS": " ".join(ids)}).instance_ids == ids
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("tag:Service=api;tag:Env=prod", [("tag:Service", ("api",)), ("tag:Env", ("prod",))]),
+        (
+            "tag:Env=stg,prod\nresource-groups:Name=web",
+            [("tag:Env", ("stg", "prod")), ("resource-groups:Name", ("web",))],
+        ),
+        ("tag-key=Service", [("tag-key", ("Service",))]),
+    ],
+)
+def test_targets_are_parsed(value: str, expected: list[tuple[str, tuple[str, ...]]]) -> None:
+    settings = load({"INSTANCE_IDS": None, "TARGETS": value})
+    assert [(t.key, t.values) for t in settings.targets] == expected
+    assert settings.instance_ids == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"TARGETS": "Service=api"}, "unknown target key 'Service'"),
+        ({"TARGETS": "tag:Service"}, "must be KEY=value"),
+        ({"TARGETS": "tag:Env=a;tag:Env=b"}, "tag:Env is given twice"),
+        ({"TARGETS": "tag:A=1;tag:B=1;tag:C=1;tag:D=1;tag:E=1;tag:F=1"}, "at most 5"),
+        ({"TARGETS": "tag:Env={stage}"}, "unknown placeholder {stage}"),
+    ],
+)
+def test_bad_targets_are_refused(overrides: dict[str, str], expected: str) -> None:
+    problems = problems_of({"INSTANCE_IDS": None, **overrides})
+    assert set(problems) == {"TARGETS"}
+    assert expected in problems["TARGETS"][0]
+
+
+def test_instance_ids_and_targets_together_are_refused() -> None:
+    assert "not both" in problems_of({"TARGETS": "tag:Service=api"})["TARGETS"][0]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MAX_CONCURRENCY", "0", "at least 1"),
+        ("MAX_CONCURRENCY", "0%", "from 1% to 100%"),
+        ("MAX_CONCURRENCY", "ten", "number like 10"),
+        ("MAX_ERRORS", "101%", "from 0% to 100%"),
+        ("MAX_ERRORS", "-1", "number like 10"),
+    ],
+)
+def test_bad_rate_controls_are_refused(name: str, value: str, expected: str) -> None:
+    assert expected in problems_of({name: value})[name][0]
+
+
+def test_rate_controls_and_result_file_defaults() -> None:
+    settings = load({"MAX_CONCURRENCY": "10%", "MAX_ERRORS": "2"}, env={"BITBUCKET_CLONE_DIR": "/build"})
+    assert (settings.max_concurrency, settings.max_errors) == ("10%", "2")
+    assert settings.result_file == "/build/ssm-deploy-result.json"

@@ -11,6 +11,7 @@ from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock, ssm_client
 
+from pipe.command import SentCommand
 from pipe.tracker import FIRST_POLL_SECONDS, MAX_POLL_SECONDS, InvocationTracker, WaitTimedOut
 
 LIST_PARAMS = {"CommandId": COMMAND_ID, "MaxResults": 50}
@@ -51,7 +52,20 @@ def test_waits_until_every_invocation_is_final(
     page(stubber, item(INSTANCE_A, "Success"), item(INSTANCE_B, "Failed"))
     clock = FakeClock()
     polls: list[dict[str, str]] = []
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A, INSTANCE_B], clock=clock, sleep=clock.sleep)
+    tracker = InvocationTracker(
+        client,
+        [
+            SentCommand(
+                COMMAND_ID,
+                (
+                    INSTANCE_A,
+                    INSTANCE_B,
+                ),
+            )
+        ],
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
     def on_poll() -> None:
         polls.append({i: inv.status for i, inv in tracker.invocations.items()})
@@ -84,7 +98,18 @@ def test_poll_returns_changes_and_leaves_logging_to_wait(
     client, stubber = stubbed
     page(stubber, item(INSTANCE_A, "InProgress"), item(INSTANCE_B, "Pending"))
     page(stubber, item(INSTANCE_A, "InProgress"), item(INSTANCE_B, "Success"))
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A, INSTANCE_B])
+    tracker = InvocationTracker(
+        client,
+        [
+            SentCommand(
+                COMMAND_ID,
+                (
+                    INSTANCE_A,
+                    INSTANCE_B,
+                ),
+            )
+        ],
+    )
     with caplog.at_level(logging.INFO, logger="ssm-deploy"):
         # B starts as Pending/Pending, so its first listing is no change
         assert tracker.poll() == [f"{INSTANCE_A}: InProgress"]
@@ -97,7 +122,7 @@ def test_output_printed_on_poll_comes_before_the_status_it_led_to(
 ) -> None:
     client, stubber = stubbed
     page(stubber, item(INSTANCE_A, "Success"))
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A])
+    tracker = InvocationTracker(client, [SentCommand(COMMAND_ID, (INSTANCE_A,))])
     log = logging.getLogger("ssm-deploy")
     with caplog.at_level(logging.INFO, logger="ssm-deploy"):
         tracker.wait(60, on_poll=lambda: log.info("output: deployed"))
@@ -107,7 +132,7 @@ def test_output_printed_on_poll_comes_before_the_status_it_led_to(
 def test_unlisted_invocation_stays_pending(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     page(stubber)  # a new command: ListCommandInvocations may not list anything yet
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A])
+    tracker = InvocationTracker(client, [SentCommand(COMMAND_ID, (INSTANCE_A,))])
     tracker.poll()
     invocation = tracker.invocations[INSTANCE_A]
     assert invocation.status == "Pending"
@@ -117,7 +142,7 @@ def test_unlisted_invocation_stays_pending(stubbed: tuple[SSMClient, Stubber]) -
 def test_status_details_change_is_tracked(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     page(stubber, item(INSTANCE_A, "Failed", "Undeliverable"))
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A])
+    tracker = InvocationTracker(client, [SentCommand(COMMAND_ID, (INSTANCE_A,))])
     tracker.poll()
     assert tracker.invocations[INSTANCE_A].describe() == "Failed/Undeliverable"
 
@@ -125,7 +150,7 @@ def test_status_details_change_is_tracked(stubbed: tuple[SSMClient, Stubber]) ->
 def test_instances_not_asked_for_are_ignored(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     page(stubber, item(INSTANCE_C, "Success"), item(INSTANCE_A, "Success"))
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A])
+    tracker = InvocationTracker(client, [SentCommand(COMMAND_ID, (INSTANCE_A,))])
     tracker.poll()
     assert set(tracker.invocations) == {INSTANCE_A}
     assert tracker.invocations[INSTANCE_A].succeeded
@@ -138,7 +163,19 @@ def test_reads_every_page(stubbed: tuple[SSMClient, Stubber]) -> None:
     page(stubber, item(INSTANCE_C, "Cancelled"), after="token-2")
     clock = FakeClock()
     tracker = InvocationTracker(
-        client, COMMAND_ID, [INSTANCE_A, INSTANCE_B, INSTANCE_C], clock=clock, sleep=clock.sleep
+        client,
+        [
+            SentCommand(
+                COMMAND_ID,
+                (
+                    INSTANCE_A,
+                    INSTANCE_B,
+                    INSTANCE_C,
+                ),
+            )
+        ],
+        clock=clock,
+        sleep=clock.sleep,
     )
     result = tracker.wait(60)
     assert {i: inv.status for i, inv in result.items()} == {
@@ -156,7 +193,19 @@ def test_times_out_naming_instances_still_running(stubbed: tuple[SSMClient, Stub
     for _ in range(5):
         page(stubber, item(INSTANCE_A, "Success"), item(INSTANCE_B, "InProgress"))
     tracker = InvocationTracker(
-        client, COMMAND_ID, [INSTANCE_A, INSTANCE_B, INSTANCE_C], clock=clock, sleep=clock.sleep
+        client,
+        [
+            SentCommand(
+                COMMAND_ID,
+                (
+                    INSTANCE_A,
+                    INSTANCE_B,
+                    INSTANCE_C,
+                ),
+            )
+        ],
+        clock=clock,
+        sleep=clock.sleep,
     )
     with pytest.raises(WaitTimedOut) as error:
         tracker.wait(2)
@@ -173,7 +222,7 @@ def test_poll_interval_grows_to_its_cap(stubbed: tuple[SSMClient, Stubber]) -> N
     for _ in range(8):
         page(stubber, item(INSTANCE_A, "InProgress"))
     page(stubber, item(INSTANCE_A, "Success"))
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A], clock=clock, sleep=clock.sleep)
+    tracker = InvocationTracker(client, [SentCommand(COMMAND_ID, (INSTANCE_A,))], clock=clock, sleep=clock.sleep)
     tracker.wait(3600)
     assert len(clock.sleeps) == 8
     assert clock.sleeps == sorted(clock.sleeps)
@@ -185,5 +234,5 @@ def test_wait_polls_once_even_with_no_time_left(stubbed: tuple[SSMClient, Stubbe
     client, stubber = stubbed
     page(stubber, item(INSTANCE_A, "Success"))
     clock = FakeClock()
-    tracker = InvocationTracker(client, COMMAND_ID, [INSTANCE_A], clock=clock, sleep=clock.sleep)
+    tracker = InvocationTracker(client, [SentCommand(COMMAND_ID, (INSTANCE_A,))], clock=clock, sleep=clock.sleep)
     assert tracker.wait(0)[INSTANCE_A].succeeded
