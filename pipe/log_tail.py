@@ -1,9 +1,11 @@
 """Follow a command's CloudWatch Logs output while it runs: one FilterLogEvents pass per poll.
 
 SSM writes ``<CommandId>/<InstanceId>/<plugin>/stdout|stderr`` streams as the command runs.
-Each poll asks for events of all the command's streams at once (logStreamNamePrefix) from a short
-look-back window, so a stream whose upload lags behind another's is not skipped; events already
-printed are recognised per stream (streams are written in order), which keeps memory flat.
+Each poll asks for events of all the command's streams at once (logStreamNamePrefix). Once output
+from more than one instance has been seen, it reads from a look-back window, so an instance whose
+upload lags behind another's is not skipped; events already printed are recognised per stream
+(each stream is written in order), which keeps memory flat. With one instance there is no other
+upload to lag behind, so nothing is read twice, whatever the volume.
 """
 
 from __future__ import annotations
@@ -61,10 +63,12 @@ class LogTail:
 
     def _poll_command(self, command_id: str) -> int:
         newest = max((p.newest for p in self._positions.values()), default=self._start_ms)
+        instances = {key.split("/", 1)[0] for key in self._positions}
+        lookback = LOOKBACK_MS if len(instances) > 1 else 0
         request: dict[str, Any] = {
             "logGroupName": self._group,
             "logStreamNamePrefix": f"{command_id}/",
-            "startTime": max(self._start_ms, newest - LOOKBACK_MS),
+            "startTime": max(self._start_ms, newest - lookback),
         }
         printed = 0
         try:
