@@ -50,9 +50,12 @@ def main() -> int:
             SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
             VARIABLES="RELEASE=2026.11.25-1\nNODE_ENV=production",
             COMMANDS='cd "$HOME"\nbash ./deploy.sh',
+            BITBUCKET_CLONE_DIR=folder,
         )
         result = subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT, check=False)
-        print(f"\npipe exit code: {result.returncode}; stand-in stopped.")
+        print(f"\npipe exit code: {result.returncode}. The result file for later steps:")
+        print((Path(folder) / "ssm-deploy-result.env").read_text())
+        print("Stand-in stopped.")
         return result.returncode
 
 

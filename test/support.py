@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -21,9 +22,13 @@ class PipeRun:
     output: str
 
 
+# Bitbucket's clone directory, where the pipe writes RESULT_FILE by default: never the repository.
+CLONE_DIR = tempfile.mkdtemp(prefix="ssm-deploy-clone-")
+
+
 def plain(env: dict[str, str]) -> dict[str, str]:
     """Instance labels without colour codes (NO_COLOR), so tests can match ``<id> | <line>``."""
-    return {"NO_COLOR": "1", **env}
+    return {"NO_COLOR": "1", "BITBUCKET_CLONE_DIR": CLONE_DIR, **env}
 
 
 def run_pipe(env: dict[str, str], timeout: float = 120, colour: bool = False) -> PipeRun:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from standin.cloudwatch import DEFAULT_LOG_GROUP, StreamUploader
+from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader
 from standin.fleet import DELIVER, NEVER, FakeInstance
 from standin.moto_bridge import MotoCommand
 
@@ -21,6 +21,10 @@ STDERR_FIELD_LIMIT = 8000
 PLUGIN = "aws-runShellScript"
 DEFAULT_EXECUTION_TIMEOUT = 3600
 POLL = 0.02
+FINAL = frozenset({"Success", "Failed", "TimedOut", "Cancelled"})
+
+Report = Callable[[str, dict[str, Any]], None]
+Done = Callable[["InvocationRun", str], None]
 
 
 def _now() -> datetime.datetime:
@@ -32,7 +36,12 @@ def _elapsed(seconds: float) -> str:
 
 
 class InvocationRun:
-    """One instance's invocation of one command, run in a thread."""
+    """One instance's invocation of one command, run in a thread once dispatched.
+
+    Status changes go through ``report`` (the command's ``Rollout``), and ``on_done`` is told the
+    final StatusDetails, from this thread, after the final status is recorded. A lost agent
+    reports nothing more, so ``on_done`` is never called for it.
+    """
 
     def __init__(
         self,
@@ -40,15 +49,18 @@ class InvocationRun:
         instance_id: str,
         instance: FakeInstance | None,
         environment: dict[str, str],
-        logs_client_factory: Callable[[], Any],
+        logs_sink: Callable[[], LogsSink],
         upload_interval: float,
     ) -> None:
         self.command = command
         self.instance_id = instance_id
         self.instance = instance
         self._environment = environment
-        self._logs_client_factory = logs_client_factory
+        self._logs_sink = logs_sink
         self._upload_interval = upload_interval
+        self._report: Report = lambda instance_id, fields: command.update_invocation(instance_id, **fields)
+        self._on_done: Done | None = None
+        self.final_details: str | None = None
         self._cancel = threading.Event()
         self._lost = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
@@ -56,6 +68,9 @@ class InvocationRun:
         self.stdout = ""
         self.stderr = ""
         self.thread = threading.Thread(target=self._run, name=f"agent-{instance_id}", daemon=True)
+
+    def bind(self, report: Report, on_done: Done) -> None:
+        self._report, self._on_done = report, on_done
 
     def start(self) -> None:
         self.thread.start()
@@ -68,9 +83,25 @@ class InvocationRun:
         self._lost.set()
 
     def _update(self, **fields: Any) -> None:
-        self.command.update_invocation(self.instance_id, **fields)
+        self._report(self.instance_id, fields)
+        if fields.get("Status") in FINAL:
+            self.final_details = str(fields.get("StatusDetails", fields["Status"]))
 
     def _run(self) -> None:
+        try:
+            self._deliver()
+        except Exception as error:  # a harness bug must not hold a MaxConcurrency slot forever
+            if self.final_details is None:
+                self._update(
+                    Status="Failed",
+                    StatusDetails="Failed",
+                    ResponseCode=-1,
+                    StandardErrorContent=f"stand-in agent error: {error!r}",
+                )
+        if self.final_details is not None and self._on_done is not None:
+            self._on_done(self, self.final_details)
+
+    def _deliver(self) -> None:
         instance = self.instance
         if instance is None or instance.delivery not in (DELIVER, NEVER):
             time.sleep(instance.delivery_delay if instance else 0.05)
@@ -182,10 +213,10 @@ class InvocationRun:
         if not config.get("CloudWatchOutputEnabled"):
             return {}
         group = config.get("CloudWatchLogGroupName") or DEFAULT_LOG_GROUP
-        client = self._logs_client_factory()
+        sink = self._logs_sink()
         prefix = f"{self.command.command_id}/{self.instance_id}/{PLUGIN}"
         return {
-            name: StreamUploader(client, group, f"{prefix}/{name}", self._upload_interval)
+            name: StreamUploader(sink, group, f"{prefix}/{name}", self._upload_interval)
             for name in ("stdout", "stderr")
         }
 

@@ -1,4 +1,11 @@
-"""Uploads an invocation's output to CloudWatch Logs while it runs, as the SSM Agent does."""
+"""Uploads an invocation's output to CloudWatch Logs while it runs, as the SSM Agent does.
+
+Every invocation's uploaders share one ``LogsSink`` per set of instance credentials: one boto3
+client (clients are thread-safe; creating one costs tens of milliseconds, and creating them
+from many threads at once through boto3's default session is not thread-safe) with a connection
+pool sized for hundreds of concurrent streams, and a memory of the log groups already created,
+so each stream costs one CreateLogStream plus its PutLogEvents calls.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,58 @@ import time
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 DEFAULT_LOG_GROUP = "/aws/ssm/AWS-RunShellScript"
+INSTANCE_APP_ID = "standin-instance"  # User-Agent marker of calls made from "instances"
+POOL_CONNECTIONS = 128
+
+
+class LogsSink:
+    """A shared CloudWatch Logs client, plus the groups known to exist."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._groups: set[str] = set()
+        self._lock = threading.Lock()  # held while a group is created: one CreateLogGroup per group
+
+    def ensure_stream(self, group: str, stream: str) -> None:
+        with self._lock:
+            if group not in self._groups:
+                with contextlib.suppress(self.client.exceptions.ResourceAlreadyExistsException):
+                    self.client.create_log_group(logGroupName=group)
+                self._groups.add(group)
+        with contextlib.suppress(self.client.exceptions.ResourceAlreadyExistsException):
+            self.client.create_log_stream(logGroupName=group, logStreamName=stream)
+
+    def put(self, group: str, stream: str, events: list[dict[str, Any]]) -> None:
+        self.client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+
+class LogsSinks:
+    """One ``LogsSink`` per (endpoint, region, credentials), created on first use."""
+
+    def __init__(self) -> None:
+        self._sinks: dict[tuple[str, ...], LogsSink] = {}
+        self._lock = threading.Lock()
+        self.created = 0  # clients created: stays 1 unless the instances' credentials change
+
+    def get(self, endpoint: str, region: str, keys: dict[str, str]) -> LogsSink:
+        key = (endpoint, region, *(f"{name}={value}" for name, value in sorted(keys.items())))
+        with self._lock:
+            sink = self._sinks.get(key)
+            if sink is None:
+                sink = LogsSink(logs_client(endpoint, region, keys))
+                self._sinks[key] = sink
+                self.created += 1
+            return sink
 
 
 class StreamUploader:
     """Collects lines of one stream and puts them to ``<group>/<stream>`` every ``interval`` seconds."""
 
-    def __init__(self, client: Any, group: str, stream: str, interval: float) -> None:
-        self._client = client
+    def __init__(self, sink: LogsSink, group: str, stream: str, interval: float) -> None:
+        self._sink = sink
         self._group = group
         self._stream = stream
         self._interval = interval
@@ -47,23 +97,18 @@ class StreamUploader:
         if not lines:
             return
         if not self._created:
-            _ensure(self._client, self._group, self._stream)
+            self._sink.ensure_stream(self._group, self._stream)
             self._created = True
         now = int(time.time() * 1000)
         # CloudWatch takes at most 10,000 events or 1 MB a call
         for start in range(0, len(lines), 5000):
             events = [{"timestamp": now, "message": line} for line in lines[start : start + 5000]]
-            self._client.put_log_events(logGroupName=self._group, logStreamName=self._stream, logEvents=events)
+            self._sink.put(self._group, self._stream, events)
 
 
 def logs_client(endpoint: str, region: str, keys: dict[str, str]) -> Any:
+    """The agent's CloudWatch Logs client: marked as instance traffic, pooled for many streams."""
+    config = Config(user_agent_appid=INSTANCE_APP_ID, max_pool_connections=POOL_CONNECTIONS)  # type: ignore[call-arg]
     return boto3.client(  # type: ignore[call-overload]
-        "logs", endpoint_url=endpoint, region_name=region, **keys
+        "logs", endpoint_url=endpoint, region_name=region, config=config, **keys
     )
-
-
-def _ensure(client: Any, group: str, stream: str) -> None:
-    with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):
-        client.create_log_group(logGroupName=group)
-    with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):
-        client.create_log_stream(logGroupName=group, logStreamName=stream)

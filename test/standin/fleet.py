@@ -56,6 +56,11 @@ class Fleet:
             self._instances[instance_id] = instance
         return instance
 
+    def ids(self) -> list[str]:
+        """Every registered (managed) instance, in registration order."""
+        with self._lock:
+            return list(self._instances)
+
     def get(self, instance_id: str) -> FakeInstance | None:
         with self._lock:
             return self._instances.get(instance_id)

@@ -2,25 +2,38 @@
 
 moto's Run Command runs nothing and lacks some actions. This module teaches the SSM server the
 missing actions and hands every SendCommand to a ``RunCommandHooks`` implementation (the agent
-model in ``service.py``), which updates invocations through ``MotoCommand``.
+model in ``service.py``), which updates invocations through ``MotoCommand``. SendCommand's
+target instances are chosen by the hooks (moto's own ``Targets`` handling, which matches every
+EC2 instance in any state, is switched off), reading EC2 tags and resource groups through the
+readers below; Resource Groups' ListGroupResources (missing in moto) answers tag-based groups.
+Every request to any service is reported to ``hooks.on_call`` (call counting).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import moto
 from moto import settings as moto_settings
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import ActionResult, BaseResponse
+from moto.ec2.models import ec2_backends
 from moto.logs.exceptions import ResourceNotFoundException
 from moto.logs.responses import LogsResponse
+from moto.resourcegroups import urls as resourcegroups_urls
+from moto.resourcegroups.exceptions import NotFoundException
+from moto.resourcegroups.models import resourcegroups_backends
+from moto.resourcegroups.responses import ResourceGroupsResponse
 from moto.ssm.exceptions import SSMException
 from moto.ssm.models import Command
 from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.sts.models import sts_backends
+
+from standin.targets import group_matcher
 
 MOTO_VERSION = "5.2.5"
 if moto.__version__ != MOTO_VERSION:  # pragma: no cover - guards an upgrade
@@ -29,7 +42,9 @@ if moto.__version__ != MOTO_VERSION:  # pragma: no cover - guards an upgrade
         "re-check the patched internals before changing the pin in requirements-dev.txt"
     )
 
-_ACTIVE_STATUSES = {"Pending", "InProgress", "Delayed", "Cancelling"}
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
+TagReader = Callable[[str], Mapping[str, str]]
+GroupReader = Callable[[str], Mapping[str, Any] | None]
 
 
 class ServiceError(SSMException):
@@ -73,14 +88,21 @@ class MotoCommand:
     def requested_at(self) -> datetime.datetime:
         return self._command.requested_date_time
 
-    def keep_only(self, instance_ids: list[str]) -> None:
-        """Drop what moto added on its own (it targets every instance when Targets is empty)."""
-        wanted = set(instance_ids)
-        self._command.instance_ids = [i for i in instance_ids]
-        self._command.invocations = [inv for inv in self._command.invocations if inv["InstanceId"] in wanted]
+    def target(self, instance_ids: list[str]) -> None:
+        """Make ``instance_ids`` (in this order) the command's invocations and TargetCount."""
+        existing = {item["InstanceId"]: item for item in self._command.invocations}
+        self._command.instance_ids = list(instance_ids)
+        self._command.invocations = [
+            existing.get(i) or self._command.invocation_response(i, "aws:runShellScript") for i in instance_ids
+        ]
         self._command.target_count = len(instance_ids)
+        index = {item["InstanceId"]: item for item in self._command.invocations}
+        setattr(self._command, "standin_index", index)  # noqa: B010 - O(1) updates for big fleets
 
     def invocation(self, instance_id: str) -> dict[str, Any]:
+        index: dict[str, dict[str, Any]] | None = getattr(self._command, "standin_index", None)
+        if index is not None:
+            return index[instance_id]
         for item in self._command.invocations:
             if item["InstanceId"] == instance_id:
                 return item
@@ -88,36 +110,31 @@ class MotoCommand:
 
     def update_invocation(self, instance_id: str, **fields: Any) -> None:
         self.invocation(instance_id).update(fields)
-        self._refresh_command_status()
 
     def invocations(self) -> list[dict[str, Any]]:
         return [dict(item) for item in self._command.invocations]
 
-    def _refresh_command_status(self) -> None:
-        statuses = [item["Status"] for item in self._command.invocations]
-        finished = [s for s in statuses if s not in _ACTIVE_STATUSES]
-        self._command.completed_count = len(finished)
-        self._command.error_count = sum(1 for s in finished if s != "Success")
-        if len(finished) < len(statuses):
-            status = "InProgress" if any(s != "Pending" for s in statuses) else "Pending"
-        elif all(s == "Success" for s in statuses):
-            status = "Success"
-        elif "Cancelled" in statuses:
-            status = "Cancelled"
-        elif "TimedOut" in statuses:
-            status = "TimedOut"
-        else:
-            status = "Failed"
+    def statuses(self) -> list[tuple[str, str]]:
+        """(Status, StatusDetails) of every invocation, in order."""
+        return [(item["Status"], item["StatusDetails"]) for item in self._command.invocations]
+
+    def set_summary(self, status: str, details: str, completed: int, errors: int, delivery_timed_out: int) -> None:
+        """The command's overall status and counts, as ListCommands reports them."""
         self._command.status = status
-        self._command.status_details = status
+        self._command.status_details = details
+        self._command.completed_count = completed
+        self._command.error_count = errors
+        setattr(self._command, "delivery_timed_out_count", delivery_timed_out)  # noqa: B010
 
 
 class RunCommandHooks(Protocol):
+    def select_instances(self, request: dict[str, Any], tags_of: TagReader, group_query: GroupReader) -> list[str]: ...
     def on_send_command(self, command: MotoCommand, caller_arn: str, request: dict[str, Any]) -> None: ...
     def on_cancel_command(self, command: MotoCommand, instance_ids: list[str]) -> None: ...
     def instance_information(self, instance_ids: list[str] | None) -> list[dict[str, Any]]: ...
     def before_request(self, action: str, caller_arn: str, request: dict[str, Any]) -> None: ...
     def invocations_visible(self, command_id: str) -> bool: ...
+    def on_call(self, service: str, action: str, user_agent: str) -> None: ...
 
 
 _hooks: RunCommandHooks | None = None
@@ -154,15 +171,14 @@ def _patched_send_command(self: SimpleSystemManagerResponse) -> ActionResult:
     hooks = _hooks_or_fail()
     request = _request(self)
     hooks.before_request("SendCommand", caller_arn(self), request)
-    requested = list(request.get("InstanceIds") or [])  # moto extends the list it is given
-    original = _originals["send_command"](self)
+    wanted = hooks.select_instances(request, ec2_tag_reader(self), resource_group_reader(self))
+    original = _originals["send_command"](self)  # moto's targets lookup is off: see install()
     command_id = original.result["Command"]["CommandId"]
     raw = self.ssm_backend.get_command_by_id(command_id)
     setattr(raw, "cloud_watch_output_config", request.get("CloudWatchOutputConfig") or {})  # noqa: B010
     command = MotoCommand(raw)
-    if not request.get("Targets"):
-        command.keep_only(requested)
-    for instance_id in command.instance_ids:
+    command.target(wanted)
+    for instance_id in wanted:
         command.update_invocation(
             instance_id,
             Status="Pending",
@@ -174,6 +190,92 @@ def _patched_send_command(self: SimpleSystemManagerResponse) -> ActionResult:
         )
     hooks.on_send_command(command, caller_arn(self), request)
     return ActionResult({"Command": self.ssm_backend.get_command_by_id(command_id).response_object()})
+
+
+def ec2_tag_reader(response: BaseResponse) -> TagReader:
+    """Reads an EC2 instance's tags from moto (read-only; no copy, no entry created). The
+    backend is looked up on first use: moto has no EC2 backend for made-up regions."""
+    account, region = response.current_account, response.region
+    found: list[dict[str, dict[str, str]]] = []
+
+    def read(instance_id: str) -> Mapping[str, str]:
+        if not found:
+            found.append(ec2_backends[account][region].tags)
+        return found[0].get(instance_id) or _NO_TAGS
+
+    return read
+
+
+def resource_group_reader(response: BaseResponse) -> GroupReader:
+    """Reads a resource group's ResourceQuery ({"Type", "Query"}) from moto; None if no such group."""
+    account, region = response.current_account, response.region
+
+    def read(name: str) -> Mapping[str, Any] | None:
+        group = resourcegroups_backends[account][region].groups.by_name.get(name)
+        return None if group is None else dict(group.resource_query or {})
+
+    return read
+
+
+def _list_group_resources(self: ResourceGroupsResponse) -> str:
+    """ListGroupResources (moto: NotImplementedError) for tag-based groups, over EC2 instances
+    (every instance that is not terminated, managed or not: Resource Groups knows nothing of SSM)."""
+    name = str(self._get_param("Group") or self._get_param("GroupName") or "")
+    groups = self.resourcegroups_backend.groups
+    group = groups.by_name.get(name) or groups.by_arn.get(name)
+    if group is None:
+        raise NotFoundException()
+    wanted_types = [
+        value
+        for entry in self._get_param("Filters") or []
+        if entry.get("Name") == "resource-type"
+        for value in entry.get("Values") or []
+    ]
+    ec2 = ec2_backends[self.current_account][self.region]
+    match = group_matcher(dict(group.resource_query or {}), ec2_tag_reader(self))
+    arn = f"arn:aws:ec2:{self.region}:{self.current_account}:instance/"
+    rows = [
+        {"ResourceArn": arn + instance.id, "ResourceType": "AWS::EC2::Instance"}
+        for instance in ec2.all_instances()
+        if instance.state != "terminated" and match(instance.id)
+    ]
+    if wanted_types and "AWS::EC2::Instance" not in wanted_types:
+        rows = []
+    max_results = int(self._get_param("MaxResults") or 50)
+    start = int(self._get_param("NextToken") or 0)
+    page = rows[start : start + max_results]
+    result: dict[str, Any] = {
+        "ResourceIdentifiers": page,
+        "Resources": [{"Identifier": row} for row in page],
+        "QueryErrors": [],
+    }
+    if start + max_results < len(rows):
+        result["NextToken"] = str(start + max_results)
+    return json.dumps(result)
+
+
+def _no_targets_lookup(self: Command) -> list[str]:
+    """moto matches Targets against every EC2 instance of the region; the hooks choose instead."""
+    return []
+
+
+def _response_object(self: Command) -> dict[str, Any]:
+    """moto's Command row with the DeliveryTimedOutCount the stand-in keeps (moto says 0)."""
+    result: dict[str, Any] = _originals["response_object"](self)
+    result["DeliveryTimedOutCount"] = int(getattr(self, "delivery_timed_out_count", 0))
+    return result
+
+
+def _counted_call_action(self: BaseResponse) -> Any:
+    """Every request of every service, reported before moto authenticates and answers it."""
+    hooks = _hooks
+    if hooks is not None:
+        try:
+            action = self._get_action() or "?"
+        except Exception:  # pragma: no cover - an unroutable request still counts
+            action = "?"
+        hooks.on_call(self.boto3_service_name or "?", str(action), str(self.headers.get("User-Agent", "")))
+    return _originals["call_action"](self)
 
 
 def _list_command_invocations(self: SimpleSystemManagerResponse) -> ActionResult:
@@ -217,15 +319,20 @@ def _invocation_row(command: Command, item: dict[str, Any], details: bool) -> di
         "CloudWatchOutputConfig": getattr(command, "cloud_watch_output_config", {}) or {},
     }
     if details:
-        row["CommandPlugins"] = [
-            {
-                "Name": item.get("PluginName", "aws:runShellScript"),
-                "Status": item["Status"],
-                "StatusDetails": item["StatusDetails"],
-                "ResponseCode": item.get("ResponseCode", -1),
-                "Output": (item.get("StandardOutputContent") or "")[:2500],
-            }
-        ]
+        plugin: dict[str, Any] = {
+            "Name": item.get("PluginName", "aws:runShellScript"),
+            "Status": item["Status"],
+            "StatusDetails": item["StatusDetails"],
+            "ResponseCode": item.get("ResponseCode", -1),
+            "Output": (item.get("StandardOutputContent") or "")[:2500],
+        }
+        for field, name in (
+            ("ExecutionStartDateTime", "ResponseStartDateTime"),
+            ("ExecutionEndDateTime", "ResponseFinishDateTime"),
+        ):
+            if item.get(field):
+                plugin[name] = datetime.datetime.fromisoformat(item[field])
+        row["CommandPlugins"] = [plugin]
     return row
 
 
@@ -343,6 +450,16 @@ def install(hooks: RunCommandHooks) -> None:
         setattr(SimpleSystemManagerResponse, name, method)
     _originals["filter_log_events"] = LogsResponse.filter_log_events
     setattr(LogsResponse, "filter_log_events", _filter_log_events)  # noqa: B010
+    _originals["response_object"] = Command.response_object
+    setattr(Command, "response_object", _response_object)  # noqa: B010
+    _originals["get_instance_ids_from_targets"] = Command._get_instance_ids_from_targets
+    setattr(Command, "_get_instance_ids_from_targets", _no_targets_lookup)  # noqa: B010
+    _originals["list_group_resources"] = ResourceGroupsResponse.list_group_resources
+    setattr(ResourceGroupsResponse, "list_group_resources", _list_group_resources)  # noqa: B010
+    # moto routes no URL to it; the server builds each service's routes on its first request
+    resourcegroups_urls.url_paths["{0}/list-group-resources$"] = ResourceGroupsResponse.dispatch
+    _originals["call_action"] = BaseResponse.call_action
+    setattr(BaseResponse, "call_action", _counted_call_action)  # noqa: B010
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:

@@ -1,4 +1,4 @@
-"""The Run Command service behind the patched SSM actions: dispatches invocations, applies faults."""
+"""The Run Command service behind the patched SSM actions: targets, rolls out, counts, applies faults."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from standin import targets
 from standin.agent import InvocationRun
+from standin.cloudwatch import INSTANCE_APP_ID, LogsSink
 from standin.fleet import Fleet
-from standin.moto_bridge import MotoCommand, ServiceError
+from standin.moto_bridge import GroupReader, MotoCommand, ServiceError, TagReader
+from standin.rollout import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, RateError, Rollout, rate_limit
+
+LEGACY_KEY_SERVICES = frozenset({"ssm", "logs"})  # also counted under the bare action name
 
 
 @dataclass
@@ -19,7 +24,8 @@ class SentCommand:
     command_id: str
     caller_arn: str
     request: dict[str, Any]
-    runs: dict[str, InvocationRun] = field(default_factory=dict)
+    runs: dict[str, InvocationRun] = field(default_factory=dict)  # every target, started or not
+    rollout: Rollout | None = None
 
 
 @dataclass
@@ -44,15 +50,21 @@ class RunCommandService:
         self,
         fleet: Fleet,
         instance_environment: Callable[[], dict[str, str]],
-        logs_client_factory: Callable[[], Any],
+        logs_sink: Callable[[], LogsSink],
         upload_interval: float = 0.2,
     ) -> None:
         self.fleet = fleet
         self._instance_environment = instance_environment
-        self._logs_client_factory = logs_client_factory
+        self._logs_sink = logs_sink
         self.upload_interval = upload_interval
         self.sent: dict[str, SentCommand] = {}
+        # Control-plane calls per API, every service: "ssm:SendCommand", "sts:AssumeRole", ...;
+        # SSM and CloudWatch Logs actions also under the bare action name ("SendCommand"), as
+        # before. Counted when the request arrives: throttled and IAM-denied calls count too.
         self.calls: collections.Counter[str] = collections.Counter()
+        # The part of ``calls`` made from the instances: their agent (CloudWatch uploads) and
+        # programs run by commands, e.g. the AWS CLI (told apart by their User-Agent).
+        self.instance_calls: collections.Counter[str] = collections.Counter()
         self.callers: list[tuple[str, str]] = []
         self.decrypt_denials: list[DecryptDenial] = []
         self.throttles: list[Throttle] = []
@@ -62,9 +74,27 @@ class RunCommandService:
         self._lock = threading.Lock()
 
     # --- hooks called by moto_bridge -------------------------------------------------------------
+    def on_call(self, service: str, action: str, user_agent: str) -> None:
+        keys = [f"{service}:{action}"]
+        if service in LEGACY_KEY_SERVICES:
+            keys.append(action)
+        from_instance = f"app/{INSTANCE_APP_ID}" in user_agent
+        with self._lock:
+            for key in keys:
+                self.calls[key] += 1
+                if from_instance:
+                    self.instance_calls[key] += 1
+
+    def calls_snapshot(self, include_instances: bool = True) -> collections.Counter[str]:
+        """A copy of ``calls`` (without ``instance_calls`` when ``include_instances`` is False)."""
+        with self._lock:
+            counts = collections.Counter(self.calls)
+            if not include_instances:
+                counts.subtract(self.instance_calls)
+        return +counts  # drops the keys left at zero
+
     def before_request(self, action: str, caller_arn: str, request: dict[str, Any]) -> None:
         with self._lock:
-            self.calls[action] += 1
             self.callers.append((action, caller_arn))
             throttled = self._throttled(action)
         if throttled:
@@ -94,6 +124,26 @@ class RunCommandService:
                 return True
         return False
 
+    def select_instances(self, request: dict[str, Any], tags_of: TagReader, group_query: GroupReader) -> list[str]:
+        """SendCommand's instances: ``InstanceIds`` as given (duplicates dropped), or the managed
+        instances ``Targets`` select (see ``targets.py``); checks the rate controls first."""
+        for name in ("MaxConcurrency", "MaxErrors"):
+            if request.get(name) is not None:
+                try:
+                    rate_limit(name, str(request[name]), 0)
+                except RateError as error:
+                    raise ServiceError("ValidationException", str(error)) from None
+        wanted = request.get("Targets") or []
+        if wanted and request.get("InstanceIds"):
+            raise ServiceError("InvalidParameters", "Specify either InstanceIds or Targets, not both.")
+        if not wanted:
+            return list(dict.fromkeys(request.get("InstanceIds") or []))
+        directory = targets.Directory(self.fleet.ids(), tags_of, group_query)
+        try:
+            return targets.resolve(wanted, directory)
+        except targets.TargetError as error:
+            raise ServiceError(error.code, error.message) from None
+
     def on_send_command(self, command: MotoCommand, caller_arn: str, request: dict[str, Any]) -> None:
         if self.invocation_lag:
             self._sent_at[command.command_id] = time.monotonic() + self.invocation_lag
@@ -105,22 +155,37 @@ class RunCommandService:
                 instance_id,
                 self.fleet.get(instance_id),
                 environment,
-                self._logs_client_factory,
+                self._logs_sink,
                 self.upload_interval,
             )
+        count = len(sent.runs)
+        concurrency = str(request.get("MaxConcurrency") or DEFAULT_MAX_CONCURRENCY)
+        errors = str(request.get("MaxErrors") or DEFAULT_MAX_ERRORS)
+        sent.rollout = Rollout(
+            command,
+            list(sent.runs.values()),
+            max_concurrency=rate_limit("MaxConcurrency", concurrency, count),
+            max_errors=rate_limit("MaxErrors", errors, count),
+            targeted=bool(request.get("Targets")),
+        )
         with self._lock:
             self.sent[command.command_id] = sent
-        for run in sent.runs.values():
-            run.start()
+        sent.rollout.start()
 
     def on_cancel_command(self, command: MotoCommand, instance_ids: list[str]) -> None:
         sent = self.sent.get(command.command_id)
-        if sent is None:
-            return
-        for instance_id in instance_ids:
-            run = sent.runs.get(instance_id)
-            if run is not None:
-                run.cancel()
+        if sent is not None and sent.rollout is not None:
+            sent.rollout.cancel(instance_ids)
+
+    @property
+    def max_running(self) -> dict[str, int]:
+        """Per command id: the most invocations that were dispatched and not yet final at once."""
+        return {cid: sent.rollout.max_running for cid, sent in list(self.sent.items()) if sent.rollout}
+
+    def started_order(self, command_id: str) -> list[str]:
+        """The command's instances in the order their invocations were dispatched."""
+        rollout = self.sent[command_id].rollout
+        return list(rollout.started) if rollout else []
 
     def instance_information(self, instance_ids: list[str] | None) -> list[dict[str, Any]]:
         return self.fleet.information(instance_ids)
@@ -156,8 +221,15 @@ class RunCommandService:
             if run is not None:
                 run.lose()
 
-    def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait for every started invocation thread to end."""
+    def cancel_all(self) -> None:
+        """Cancel every command: nothing more starts, running processes are killed."""
         for sent in list(self.sent.values()):
-            for run in sent.runs.values():
-                run.thread.join(timeout)
+            if sent.rollout is not None:
+                sent.rollout.cancel(list(sent.runs))
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait for every dispatched invocation thread to end (and those they start in turn)."""
+        deadline = time.monotonic() + timeout
+        for sent in list(self.sent.values()):
+            if sent.rollout is not None:
+                sent.rollout.wait(max(0.0, deadline - time.monotonic()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -15,7 +16,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from standin import moto_bridge
-from standin.cloudwatch import logs_client
+from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
 from standin.network import FlakyProxy
 from standin.service import RunCommandService, SentCommand
@@ -43,10 +44,11 @@ class StandIn:
         self.endpoint = ""
         self.admin_keys = dict(ADMIN_KEYS)  # what the tests' own clients use
         self.agent_keys = dict(AGENT_KEYS)  # the instances' role: the agent and the AWS CLI on them
+        self.logs_sinks = LogsSinks()  # one CloudWatch Logs client for all invocations' uploads
         self.service = RunCommandService(
             self.fleet,
             self.instance_environment,
-            lambda: logs_client(self.endpoint, self.region, self.agent_keys),
+            lambda: self.logs_sinks.get(self.endpoint, self.region, self.agent_keys),
             upload_interval,
         )
 
@@ -60,9 +62,7 @@ class StandIn:
         return self
 
     def stop(self) -> None:
-        for sent in list(self.service.sent.values()):
-            for run in sent.runs.values():
-                run.cancel()
+        self.service.cancel_all()
         self.service.wait_idle(10)
         self._server.stop()
 
@@ -107,20 +107,16 @@ class StandIn:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": self.agent_keys["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": self.agent_keys["aws_secret_access_key"],
+            "AWS_SDK_UA_APP_ID": INSTANCE_APP_ID,  # tells the instances' calls apart (service.instance_calls)
         }
 
     # --- seeding ---------------------------------------------------------------------------------
-    def launch(self, count: int = 1, name: str = "web", **behaviour: Any) -> list[str]:
-        """Run EC2 instances in moto and register them as managed instances with a local home."""
-        ec2 = self.client("ec2")
-        response = ec2.run_instances(
-            ImageId=AMI,
-            MinCount=count,
-            MaxCount=count,
-            InstanceType="t3.micro",
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
-        )
-        ids = [item["InstanceId"] for item in response["Instances"]]
+    def launch(
+        self, count: int = 1, name: str = "web", tags: dict[str, str] | None = None, **behaviour: Any
+    ) -> list[str]:
+        """Run EC2 instances in moto (one RunInstances call, tagged ``Name`` plus ``tags``) and
+        register them as managed instances with a local home. ``behaviour``: ``FakeInstance`` fields."""
+        ids = self._run_instances(count, {"Name": name, **(tags or {})})
         for instance_id in ids:
             self.fleet.add(instance_id, name=name, **behaviour)
         return ids
@@ -130,6 +126,37 @@ class StandIn:
         if found is None:
             raise KeyError(instance_id)
         return found
+
+    def launch_unmanaged(
+        self, count: int = 1, name: str = "unmanaged", tags: dict[str, str] | None = None
+    ) -> list[str]:
+        """EC2 instances with no SSM Agent: in moto, tagged, but never registered, so never targeted."""
+        return self._run_instances(count, {"Name": name, **(tags or {})})
+
+    def _run_instances(self, count: int, tags: dict[str, str]) -> list[str]:
+        response = self.client("ec2").run_instances(
+            ImageId=AMI,
+            MinCount=count,
+            MaxCount=count,
+            InstanceType="t3.micro",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )
+        return [str(item["InstanceId"]) for item in response["Instances"]]
+
+    def create_resource_group(
+        self, name: str, tag_filters: dict[str, list[str]], resource_types: list[str] | None = None
+    ) -> str:
+        """A tag-based resource group (``TAG_FILTERS_1_0``) in moto, for ``resource-groups:Name``
+        targets: ``{"Service": ["api"], "Env": []}`` = Service is api AND Env has any value.
+        Returns the group's ARN."""
+        query = {
+            "ResourceTypeFilters": resource_types or ["AWS::EC2::Instance"],
+            "TagFilters": [{"Key": key, "Values": list(values)} for key, values in tag_filters.items()],
+        }
+        group = self.client("resource-groups").create_group(
+            Name=name, ResourceQuery={"Type": "TAG_FILTERS_1_0", "Query": json.dumps(query)}
+        )
+        return str(group["Group"]["GroupArn"])
 
     def create_key(self, description: str) -> str:
         return str(self.client("kms").create_key(Description=description)["KeyMetadata"]["KeyId"])
@@ -186,6 +213,12 @@ class StandIn:
 
     def sent_command(self, command_id: str) -> SentCommand:
         return self.service.sent[command_id]
+
+    def calls_snapshot(self, include_instances: bool = True) -> collections.Counter[str]:
+        """A copy of the control-plane call counts (see ``RunCommandService.calls``), to diff:
+        ``after - before``. ``include_instances=False`` leaves out calls made from the instances
+        (agent uploads, the AWS CLI in scripts): what the pipe and the tests themselves called."""
+        return self.service.calls_snapshot(include_instances)
 
     def issued_credentials(self) -> list[tuple[str, str, str]]:
         """Every STS role session's (access key, secret key, session token): must never be printed."""

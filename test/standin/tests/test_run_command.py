@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+
 from standin import StandIn
 from standin.fleet import NEVER, UNDELIVERABLE
 
