@@ -60,6 +60,7 @@ PROBE_COMMAND_ID = "00000000-0000-4000-8000-000000000000"  # a command id that n
 def check_follow_permissions(ssm: Any, role: str, instance_id: str) -> None:
     """Refuse to send a command the deploy role could not follow: probe the read calls first."""
     for operation, request in (
+        ("list_commands", {"CommandId": PROBE_COMMAND_ID, "MaxResults": 1}),
         ("list_command_invocations", {"CommandId": PROBE_COMMAND_ID, "MaxResults": 1}),
         ("get_command_invocation", {"CommandId": PROBE_COMMAND_ID, "InstanceId": instance_id}),
     ):

@@ -49,10 +49,13 @@ def runnable_in_moto(policy: dict[str, Any], without: str | None = None) -> dict
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[PipeRun, str]:
-    """Create a CI user and a deploy role with ``role_policy``; deploy with IAM enforced."""
+def deploy_with(standin: StandIn, role_policy: dict[str, Any], by_group: bool = False) -> tuple[PipeRun, list[str]]:
+    """Create a CI user and a deploy role with ``role_policy``; deploy by tag (or resource group) with
+    IAM enforced."""
     suffix = uuid.uuid4().hex[:6]
-    (instance_id,) = standin.launch(1)
+    instance_ids = standin.launch(2, name="lp", tags={"Service": f"lp-{suffix}"})
+    if by_group:
+        standin.create_resource_group(f"lp-{suffix}", {"Service": [f"lp-{suffix}"]})
     environment = f"lp{suffix}"
     standin.put_secret(f"/deploy/{environment}/db_password", "least-privilege-pw", standin.create_key("lp"))
     iam = standin.client("iam")
@@ -68,12 +71,12 @@ def deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[PipeRun,
             AWS_SECRET_ACCESS_KEY=ci_keys["aws_secret_access_key"],
             ENVIRONMENT=environment,
             ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
-            INSTANCE_IDS=instance_id,
+            TARGETS=f"resource-groups:Name=lp-{suffix}" if by_group else f"tag:Service=lp-{suffix}",
             SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
             COMMANDS='echo "deployed with ${#DB_PASSWORD} chars"',
         )
         run = run_pipe(env)
-    return run, instance_id
+    return run, instance_ids
 
 
 def test_documented_policy_is_enough(standin: StandIn) -> None:
@@ -90,22 +93,27 @@ WITHOUT = {
     "ssm:GetParameters": (1, "is not allowed ssm:GetParameters"),
     "ssm:ListCommandInvocations": (1, "Nothing was sent: arn:aws:sts::123456789012:assumed-role/deploy-lp"),
     "ssm:GetCommandInvocation": (1, "could send the command but not follow it"),
+    "ssm:ListCommands": (1, "could send the command but not follow it"),
     "ssm:DescribeInstanceInformation": (0, "lacks ssm:DescribeInstanceInformation"),
     "logs:FilterLogEvents": (0, "Allow logs:FilterLogEvents"),
+    "ec2:DescribeInstances": (0, "Could not resolve TARGETS before sending"),
+    "resource-groups:ListGroupResources": (0, "Could not resolve TARGETS before sending"),
 }
 
 
 @pytest.mark.parametrize("action", sorted(WITHOUT))
 def test_each_documented_action_is_needed_and_named_when_missing(standin: StandIn, action: str) -> None:
     expected_code, expected_text = WITHOUT[action]
-    run, instance_id = deploy_with(standin, runnable_in_moto(DEPLOY_ROLE_POLICY, without=action))
+    by_group = action.startswith("resource-groups:")
+    run, instance_ids = deploy_with(standin, runnable_in_moto(DEPLOY_ROLE_POLICY, without=action), by_group)
 
     assert run.returncode == expected_code, run.output
     assert expected_text in run.output
     assert action in run.output  # the message names the missing permission
     assert "Traceback" not in run.output
     if expected_code == 1 and action != "ssm:SendCommand":
-        assert standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == [], "sent anyway"
+        for instance_id in instance_ids:
+            assert standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == [], "sent anyway"
 
 
 def test_every_documented_action_is_covered_above() -> None:
