@@ -59,14 +59,19 @@ class Deploy:
         session, identity = authenticate(settings, self.env, self.redactor)
         stops.raise_if_requested()
         ssm = session.client("ssm", region_name=settings.region, config=client_config())
-        ec2 = session.client("ec2", region_name=settings.region, config=client_config())
+        # the EC2 client costs ~17 MB of service model: only made when names or TARGETS need it
+        ec2 = (
+            session.client("ec2", region_name=settings.region, config=client_config())
+            if settings.targets or len(settings.instance_ids) > 1
+            else None
+        )
         targeted = self._targeted_instances(session, ec2)
         if targeted:
             check_instances(ssm, targeted, settings.region)
         check_follow_permissions(ssm, identity.arn, targeted[0] if targeted else "i-00000000")
         stops.raise_if_requested()
         check_parameters(ssm, settings.secrets, self.redactor, identity.arn)
-        names = instance_names(ec2, targeted) if targeted and len(targeted) > 1 else {}
+        names = instance_names(ec2, targeted) if ec2 is not None and targeted and len(targeted) > 1 else {}
 
         script = build_script(settings)
         log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))

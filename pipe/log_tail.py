@@ -22,6 +22,7 @@ from pipe.aws import error_code, error_message, is_access_denied
 from pipe.output import OutputPrinter
 
 LOOKBACK_MS = 35_000  # the SSM Agent uploads at least every 30 s
+PAGE_EVENTS = 1000  # small pages keep memory flat however much the instances print
 DRAIN_POLL_SECONDS = 0.25
 log = logging.getLogger("ssm-deploy")
 
@@ -69,6 +70,7 @@ class LogTail:
             "logGroupName": self._group,
             "logStreamNamePrefix": f"{command_id}/",
             "startTime": max(self._start_ms, newest - lookback),
+            "limit": PAGE_EVENTS,
         }
         printed = 0
         try:

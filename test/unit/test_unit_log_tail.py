@@ -37,7 +37,7 @@ def event(instance: str, stream: str, timestamp: int, event_id: str, message: st
 
 
 def expect(stubber: Stubber, start: int, *events: dict[str, Any]) -> None:
-    request = {"logGroupName": GROUP, "logStreamNamePrefix": f"{COMMAND_ID}/", "startTime": start}
+    request = {"logGroupName": GROUP, "logStreamNamePrefix": f"{COMMAND_ID}/", "startTime": start, "limit": 1000}
     stubber.add_response("filter_log_events", {"events": list(events)}, request)
 
 
