@@ -73,6 +73,11 @@ def send_command(
         request["Targets"] = [target.to_api() for target in targets]
     else:
         request["InstanceIds"] = instance_ids if instance_ids is not None else settings.instance_ids
+    if settings.output_s3_bucket:
+        request["OutputS3BucketName"] = settings.output_s3_bucket
+        request["OutputS3Region"] = settings.region
+        if settings.output_s3_prefix:
+            request["OutputS3KeyPrefix"] = settings.output_s3_prefix
     if settings.stream_output:
         request["CloudWatchOutputConfig"] = {
             "CloudWatchLogGroupName": settings.log_group,

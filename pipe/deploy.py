@@ -134,6 +134,11 @@ class Deploy:
         count = max(expected_count, sum(len(c.instance_ids) for c in commands))
         printer = OutputPrinter(self.redactor, label_lines=count != 1, names=names, instance_count=count)
         tail = _log_tail(session, settings, commands, printer)
+        s3 = (
+            session.client("s3", region_name=settings.region, config=client_config())
+            if settings.output_s3_bucket
+            else None
+        )
         on_poll = tail.poll if tail else (lambda: 0)
         watch = AgentWatch(ssm, settings.agent_lost_timeout)
         tracker = InvocationTracker(ssm, commands, agent_watch=watch)
@@ -148,14 +153,14 @@ class Deploy:
                     tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
                 except WaitTimedOut:
                     log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
-            show_results(ssm, commands, tracker.invocations, printer, tail, settings)
+            show_results(ssm, commands, tracker.invocations, printer, tail, settings, s3)
             raise DeployFailed(f"{stop} The command was cancelled. Command id: {_ids(commands)}") from None
         for command in commands:
             lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
             if lost:  # so a returning agent does not run a deploy nobody watches
                 cancel_command(ssm, command.command_id, lost)
         self.outcome.invocations = invocations
-        show_results(ssm, commands, invocations, printer, tail, settings)
+        show_results(ssm, commands, invocations, printer, tail, settings, s3)
         return invocations
 
 

@@ -10,6 +10,7 @@ from pipe.invocations import Invocation
 from pipe.log_tail import LogTail
 from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
 from pipe.results import fetch_result
+from pipe.s3_output import output_key, read_lines
 from pipe.settings import DeploySettings
 
 DRAIN_SECONDS = 35.0  # the SSM Agent uploads output to CloudWatch at least every 30 s
@@ -23,7 +24,10 @@ def show_results(
     printer: OutputPrinter,
     tail: LogTail | None,
     settings: DeploySettings,
+    s3: Any = None,
 ) -> None:
+    """Make sure each instance's output is in the log (from CloudWatch, S3 or SSM's capped fields),
+    then print the summary. ``s3`` is a client when OUTPUT_S3_BUCKET is set."""
     for invocation in invocations.values():
         if invocation.status_details != "Terminated":  # never started: there is nothing to read
             fetch_result(ssm, invocation.command_id, invocation)
@@ -49,13 +53,29 @@ def show_results(
                     + ", ".join(inv.instance_id for inv in unstreamed)
                 )
     for invocation in unstreamed:
-        _print_captured(invocation, printer)
+        if not (s3 is not None and _print_from_s3(s3, invocation, printer, settings)):
+            _print_captured(invocation, printer)
     printer.flush_elided(
         f"CloudWatch Logs group {settings.log_group}, streams <command id>/<instance id>/aws-runShellScript/stdout"
         if settings.stream_output
         else "the instance's SSM Agent log"
     )
     _summary(commands, invocations, settings.region)
+
+
+def _print_from_s3(s3: Any, invocation: Invocation, printer: OutputPrinter, settings: DeploySettings) -> bool:
+    """Print the full output the agent wrote to OUTPUT_S3_BUCKET; False when it is not there."""
+    bucket, prefix = str(settings.output_s3_bucket), settings.output_s3_prefix
+    stdout = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stdout"))
+    if stdout is None:
+        return False
+    printer.print_header(f"---- output of {invocation.instance_id}: {invocation.describe()} (from s3://{bucket}) ----")
+    for line in stdout:
+        printer.print_lines(invocation.instance_id, line)
+    stderr = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stderr"))
+    for line in stderr or ():
+        printer.print_lines(invocation.instance_id, line, is_stderr=True)
+    return True
 
 
 def _print_captured(invocation: Invocation, printer: OutputPrinter) -> None:

@@ -35,6 +35,8 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "STREAM_OUTPUT",
     "CLOUDWATCH_LOG_GROUP",
     "AGENT_LOST_TIMEOUT",
+    "OUTPUT_S3_BUCKET",
+    "OUTPUT_S3_PREFIX",
     "RESULT_FILE",
     "DEBUG",
 )

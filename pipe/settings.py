@@ -38,6 +38,7 @@ DEFAULT_DELIVERY_TIMEOUT = 600
 DEFAULT_LOG_GROUP = "/aws/ssm/ssm-deploy"
 DEFAULT_AGENT_LOST_TIMEOUT = 120
 AGENT_LOST_TIMEOUT_RANGE = (1, 86400)
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 LOG_GROUP = re.compile(r"^[\w./#-]{1,512}$", re.ASCII)
 
 T = TypeVar("T")
@@ -86,6 +87,8 @@ class DeploySettings:
     max_concurrency: str = "50"
     max_errors: str = "0"
     result_file: str = ""
+    output_s3_bucket: str | None = None
+    output_s3_prefix: str = ""
 
 
 class _Collector:
@@ -199,6 +202,11 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         lambda: parse_int(text("AGENT_LOST_TIMEOUT"), DEFAULT_AGENT_LOST_TIMEOUT, *AGENT_LOST_TIMEOUT_RANGE),
         DEFAULT_AGENT_LOST_TIMEOUT,
     )
+    output_s3_bucket = text("OUTPUT_S3_BUCKET")
+    if output_s3_bucket is not None and not S3_BUCKET.fullmatch(output_s3_bucket):
+        problems.add("OUTPUT_S3_BUCKET", f"must be an S3 bucket name (3-63 of a-z 0-9 . -), got {output_s3_bucket!r}")
+    if text("OUTPUT_S3_PREFIX") is not None and output_s3_bucket is None:
+        problems.add("OUTPUT_S3_PREFIX", "is only used with OUTPUT_S3_BUCKET: set the bucket too")
     log_group = expanded("CLOUDWATCH_LOG_GROUP") or DEFAULT_LOG_GROUP
     if not LOG_GROUP.fullmatch(log_group):
         problems.add(
@@ -232,6 +240,8 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         max_concurrency=max_concurrency,
         max_errors=max_errors,
         result_file=text("RESULT_FILE") or default_result_file(env),
+        output_s3_bucket=output_s3_bucket,
+        output_s3_prefix=expanded("OUTPUT_S3_PREFIX") or "",
     )
     too_big = script_size_problem(settings)
     if too_big:

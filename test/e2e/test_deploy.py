@@ -314,3 +314,26 @@ def test_output_lines_appear_while_the_command_still_runs(standin: StandIn) -> N
 
     assert run.returncode == 0, run.output
     assert run.output.index("step-one") < run.output.index("step-two") < run.output.index(f"{instance_id}: Success")
+
+
+def test_without_streaming_the_full_output_comes_from_s3(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    bucket = f"deploy-output-{uuid.uuid4().hex[:8]}"
+    standin.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": standin.region})
+    env = standin.pipe_env(
+        INSTANCE_IDS=instance_id,
+        STREAM_OUTPUT="false",
+        OUTPUT_S3_BUCKET=bucket,
+        OUTPUT_S3_PREFIX="web-api/{environment}",
+        ENVIRONMENT="prod",
+        COMMANDS="head -c 30000 /dev/zero | tr '\\0' 'x'; echo; echo last-line; echo warn >&2",
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert f"(from s3://{bucket})" in run.output
+    assert "x" * 30000 + "\n" in run.output
+    assert "last-line" in run.output and "[stderr] warn" in run.output
+    assert "character limit" not in run.output
+    sent = standin.sent_commands()[-1].request
+    assert (sent["OutputS3BucketName"], sent["OutputS3KeyPrefix"]) == (bucket, "web-api/prod")

@@ -16,6 +16,7 @@ from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader
 from standin.fleet import DELIVER, NEVER, FakeInstance
 from standin.moto_bridge import MotoCommand
 
+S3_PLUGIN_FOLDER = "awsrunShellScript/0.awsrunShellScript"
 STDOUT_FIELD_LIMIT = 24000
 STDERR_FIELD_LIMIT = 8000
 PLUGIN = "aws-runShellScript"
@@ -231,6 +232,17 @@ class InvocationRun:
     ) -> None:
         for uploader in uploaders.values():
             uploader.close()  # output reaches CloudWatch before the status turns final
+        bucket, prefix = self.command.s3_output
+        if bucket:  # the agent's S3 layout: <prefix>/<command>/<instance>/<plugin>/<step>/stdout|stderr
+            folder = "/".join(
+                part
+                for part in (prefix.strip("/"), self.command.command_id, self.instance_id, S3_PLUGIN_FOLDER)
+                if part
+            )
+            sink = self._logs_sink()
+            sink.put_object(bucket, f"{folder}/stdout", self.stdout)
+            if self.stderr:
+                sink.put_object(bucket, f"{folder}/stderr", self.stderr)
         self._update(
             Status=status,
             StatusDetails=details,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -25,8 +26,10 @@ POOL_CONNECTIONS = 128
 class LogsSink:
     """A shared CloudWatch Logs client, plus the groups known to exist."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, s3_client: Callable[[], Any] | None = None) -> None:
         self.client = client
+        self._s3_client = s3_client
+        self._s3: Any = None
         self._groups: set[str] = set()
         self._lock = threading.Lock()  # held while a group is created: one CreateLogGroup per group
 
@@ -42,6 +45,14 @@ class LogsSink:
     def put(self, group: str, stream: str, events: list[dict[str, Any]]) -> None:
         self.client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
+    def put_object(self, bucket: str, key: str, body: str) -> None:
+        """The agent's S3 output (OutputS3BucketName): the full text of one stream."""
+        with self._lock:
+            if self._s3 is None and self._s3_client is not None:
+                self._s3 = self._s3_client()
+        if self._s3 is not None:
+            self._s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+
 
 class LogsSinks:
     """One ``LogsSink`` per (endpoint, region, credentials), created on first use."""
@@ -56,7 +67,12 @@ class LogsSinks:
         with self._lock:
             sink = self._sinks.get(key)
             if sink is None:
-                sink = LogsSink(logs_client(endpoint, region, keys))
+                sink = LogsSink(
+                    logs_client(endpoint, region, keys),
+                    lambda: boto3.client(  # type: ignore[call-overload]
+                        "s3", endpoint_url=endpoint, region_name=region, **keys
+                    ),
+                )
                 self._sinks[key] = sink
                 self.created += 1
             return sink

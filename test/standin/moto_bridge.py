@@ -81,6 +81,11 @@ class MotoCommand:
         return int(self._command.timeout_seconds)
 
     @property
+    def s3_output(self) -> tuple[str, str]:
+        """(OutputS3BucketName, OutputS3KeyPrefix); an empty bucket when S3 output is off."""
+        return str(self._command.output_s3_bucket_name or ""), str(self._command.output_s3_key_prefix or "")
+
+    @property
     def cloudwatch_output(self) -> dict[str, Any]:
         return dict(getattr(self._command, "cloud_watch_output_config", {}) or {})
 
