@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 
 def readme_table() -> dict[str, bool]:
     section = README.split("## Variables", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| ([A-Z_]+)( \(\*\))? \|", section, flags=re.MULTILINE)
+    rows = re.findall(r"^\| ([A-Z0-9_]+)( \(\*\))? \|", section, flags=re.MULTILINE)
     return {name: bool(required) for name, required in rows}
 
 
@@ -29,7 +29,7 @@ def test_readme_table_lists_every_schema_variable_and_marks_the_required_ones() 
 
 def test_readme_yaml_definition_names_every_variable() -> None:
     snippet = README.split("## YAML Definition", 1)[1].split("## Variables", 1)[0]
-    named = set(re.findall(r"#? ?([A-Z_]+): '<", snippet))
+    named = set(re.findall(r"#? ?([A-Z0-9_]+): '<", snippet))
 
     assert named == set(SCHEMA)
 
