@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipe.agent_watch import AgentWatch
 from pipe.auth import authenticate
 from pipe.aws import client_config, error_code, error_message, is_access_denied, permission_for
-from pipe.command import SentCommand, cancel_command, console_url, send_commands
+from pipe.command import DOCUMENT_NAME, SentCommand, cancel_command, console_url, send_commands
 from pipe.errors import DeployFailed, PipeError
 from pipe.fleet import instance_names, resolve_targets
 from pipe.interruption import Interrupted, StopRequests
@@ -41,8 +41,8 @@ class Deploy:
         self.redactor = redactor
         self.outcome = DeployOutcome("not sent", [], {})
 
-    def run(self, stops: StopRequests) -> list[Invocation]:
-        """Return the invocations when all succeeded, raise DeployFailed (or PipeError) otherwise."""
+    def run(self, stops: StopRequests) -> str:
+        """Return the success message, or raise DeployFailed (or PipeError)."""
         try:
             return self._run(stops)
         except PipeError as error:
@@ -53,7 +53,7 @@ class Deploy:
         finally:
             write_result(self.settings, self.outcome)
 
-    def _run(self, stops: StopRequests) -> list[Invocation]:
+    def _run(self, stops: StopRequests) -> str:
         settings = self.settings
         _log_plan(settings)
         session, identity = authenticate(settings, self.env, self.redactor)
@@ -75,6 +75,10 @@ class Deploy:
 
         script = build_script(settings)
         log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
+        if settings.dry_run:
+            _log_dry_run(settings, identity.arn, targeted, script)
+            self.outcome.status = "dry run"
+            return "Dry run: all checks passed; nothing was sent."
         stops.raise_if_requested()
         commands = send_commands(ssm, settings, script)
         self.outcome.commands, self.outcome.status = commands, "running"
@@ -82,6 +86,9 @@ class Deploy:
             count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
             log.info(f"Sent command {command.command_id} to {count} [{settings.comment}] by {identity.arn}")
             log.info(f"Console: {console_url(settings.region, command.command_id)}")
+        if not settings.wait:
+            self.outcome.status = "sent"
+            return f"Sent command {_ids(commands)}; not waiting for it (WAIT: 'false')."
         try:
             invocations = self._follow(session, ssm, commands, stops, names, len(targeted or []))
         except BotoCoreError as error:
@@ -103,7 +110,7 @@ class Deploy:
         if not invocations:
             raise DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {_ids(commands)}")
         self.outcome.status = "succeeded"
-        return list(invocations.values())
+        return f"Deployed to {len(invocations)} instance(s)."
 
     def _targeted_instances(self, session: Any, ec2: Any) -> list[str] | None:
         settings = self.settings
@@ -162,6 +169,26 @@ class Deploy:
         self.outcome.invocations = invocations
         show_results(ssm, commands, invocations, printer, tail, settings, s3)
         return invocations
+
+
+def _log_dry_run(settings: DeploySettings, role: str, targeted: list[str] | None, script: list[str]) -> None:
+    if settings.targets:
+        where = "TARGETS " + "; ".join(map(str, settings.targets))
+        where += f" ({len(targeted)} instance(s) now: {', '.join(targeted)})" if targeted is not None else ""
+    else:
+        where = f"{len(settings.instance_ids)} instance(s): {', '.join(settings.instance_ids)}"
+    lines = [
+        "Dry run: nothing is sent. The plan:",
+        f"  role:      {role}",
+        f"  targets:   {where}",
+        f"  document:  {DOCUMENT_NAME}",
+        f"  rollout:   {settings.max_concurrency} at a time, stop after {settings.max_errors} error(s)",
+        f"  timeouts:  delivery {settings.delivery_timeout} s, execution {settings.execution_timeout} s",
+        f"  comment:   {settings.comment}",
+        "  script (secrets appear as parameter names only):",
+        *(f"    {line}" for line in script),
+    ]
+    log.info("\n".join(lines))
 
 
 def _failure_message(failed: list[Invocation], total: int, commands: list[SentCommand]) -> str:

@@ -42,7 +42,7 @@ def main() -> int:
     configure_logging(pipe.logger, redactor, settings.debug)
     try:
         with stop_requests() as stops:
-            invocations = Deploy(settings, env, redactor).run(stops)
+            message = Deploy(settings, env, redactor).run(stops)
     except Interrupted as error:
         pipe.fail(f"{error}; nothing was sent to the instances.")
         return 1
@@ -64,7 +64,7 @@ def main() -> int:
             redactor.redact(f"Unexpected error {type(error).__name__}: {error}. Run with DEBUG: 'true' for details.")
         )
         return 1
-    pipe.success(f"Deployed to {len(invocations)} instance(s).")
+    pipe.success(message)
     return 0
 
 

@@ -26,6 +26,7 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "MAX_CONCURRENCY",
     "MAX_ERRORS",
     "COMMANDS",
+    "SCRIPT",
     "WORKING_DIRECTORY",
     "EXECUTION_TIMEOUT",
     "DELIVERY_TIMEOUT",
@@ -38,12 +39,14 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "OUTPUT_S3_BUCKET",
     "OUTPUT_S3_PREFIX",
     "RESULT_FILE",
+    "DRY_RUN",
+    "WAIT",
     "DEBUG",
 )
 
-REQUIRED_VARIABLES: frozenset[str] = frozenset({"AWS_DEFAULT_REGION", "COMMANDS"})
+REQUIRED_VARIABLES: frozenset[str] = frozenset({"AWS_DEFAULT_REGION"})
 # One of INSTANCE_IDS (which may arrive as a YAML list: INSTANCE_IDS_COUNT, INSTANCE_IDS_0..n) and
-# TARGETS is required too: settings.py checks that, the schema cannot.
+# TARGETS is required too, and one of COMMANDS and SCRIPT: settings.py checks that, the schema cannot.
 DOCUMENTED_REQUIRED: frozenset[str] = REQUIRED_VARIABLES
 
 SCHEMA: dict[str, dict[str, Any]] = {

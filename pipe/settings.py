@@ -19,6 +19,7 @@ from pipe.parsing import (
     yaml_list,
 )
 from pipe.remote_script import MAX_SCRIPT_BYTES, script_size_problem
+from pipe.script_file import read_script
 from pipe.targets import Target, parse_rate, parse_targets
 
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$", re.ASCII)
@@ -83,6 +84,8 @@ class DeploySettings:
     stream_output: bool = True
     log_group: str = DEFAULT_LOG_GROUP
     agent_lost_timeout: int = DEFAULT_AGENT_LOST_TIMEOUT
+    dry_run: bool = False
+    wait: bool = True
     targets: list[Target] = field(default_factory=list)
     max_concurrency: str = "50"
     max_errors: str = "0"
@@ -170,8 +173,14 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     )
     max_errors = problems.check("MAX_ERRORS", lambda: parse_rate(text("MAX_ERRORS"), minimum=0, default="0"), "0")
     commands = (variables.get("COMMANDS") or "").strip("\n")
-    if not commands.strip():
-        problems.add("COMMANDS", "is empty: give the shell commands to run on the instances")
+    script_path = text("SCRIPT")
+    if script_path is not None:
+        if commands.strip():
+            problems.add("SCRIPT", "give COMMANDS or SCRIPT, not both")
+        clone_dir = env.get("BITBUCKET_CLONE_DIR") or "."
+        commands = problems.check("SCRIPT", lambda: read_script(script_path, clone_dir), "").strip("\n")
+    elif not commands.strip():
+        problems.add("COMMANDS", "is empty: give the shell commands to run on the instances (or SCRIPT)")
     elif len(commands.encode()) > MAX_SCRIPT_BYTES:
         problems.add(
             "COMMANDS",
@@ -197,6 +206,8 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         problems.add("VARIABLES", f"{', '.join(clash)} also set by SECRETS: give each name once")
     debug = problems.check("DEBUG", lambda: parse_bool(text("DEBUG"), False), False)
     stream_output = problems.check("STREAM_OUTPUT", lambda: parse_bool(text("STREAM_OUTPUT"), True), True)
+    dry_run = problems.check("DRY_RUN", lambda: parse_bool(text("DRY_RUN"), False), False)
+    wait = problems.check("WAIT", lambda: parse_bool(text("WAIT"), True), True)
     agent_lost_timeout = problems.check(
         "AGENT_LOST_TIMEOUT",
         lambda: parse_int(text("AGENT_LOST_TIMEOUT"), DEFAULT_AGENT_LOST_TIMEOUT, *AGENT_LOST_TIMEOUT_RANGE),
@@ -236,6 +247,8 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         stream_output=stream_output,
         log_group=log_group,
         agent_lost_timeout=agent_lost_timeout,
+        dry_run=dry_run,
+        wait=wait,
         targets=targets,
         max_concurrency=max_concurrency,
         max_errors=max_errors,
@@ -245,7 +258,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     )
     too_big = script_size_problem(settings)
     if too_big:
-        raise ValidationFailed({"COMMANDS": [too_big]})
+        raise ValidationFailed({"SCRIPT" if script_path else "COMMANDS": [too_big]})
     return settings
 
 

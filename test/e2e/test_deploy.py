@@ -220,7 +220,7 @@ def test_no_secret_or_credential_in_log_debug_output_or_command_history(standin:
     ("variables", "expected"),
     [
         ({"INSTANCE_IDS": "i-123 web-1"}, "INSTANCE_IDS:\n- 'i-123', 'web-1' are not instance ids"),
-        ({"COMMANDS": ""}, "COMMANDS:\n- empty values not allowed"),
+        ({"COMMANDS": ""}, "COMMANDS:\n- is empty: give the shell commands to run on the instances (or SCRIPT)"),
         ({"EXECUTION_TIMEOUT": "ten"}, "EXECUTION_TIMEOUT:\n- must be a whole number"),
         ({"ROLE_ARN": "deploy-{stage}"}, "ROLE_ARN:\n- unknown placeholder {stage}"),
         ({"SECRETS": "DB_PASSWORD"}, "SECRETS:\n- entry 'DB_PASSWORD' has no '='"),

@@ -1,0 +1,27 @@
+"""SCRIPT: a script from the repository sent as the command body instead of COMMANDS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipe.remote_script import MAX_SCRIPT_BYTES
+
+
+def read_script(path_text: str, clone_dir: str) -> str:
+    """The script's text; refuses paths outside the clone directory, big files and non-UTF-8."""
+    base = Path(clone_dir).resolve()
+    path = (base / path_text).resolve()  # an absolute path_text replaces base; symlinks are followed
+    if path != base and base not in path.parents:
+        raise ValueError(f"{path_text!r} is outside the clone directory {base}: give a path inside the repository")
+    if not path.is_file():
+        raise ValueError(f"{path_text!r} is not a file in the clone directory ({path})")
+    size = path.stat().st_size
+    if size > MAX_SCRIPT_BYTES:
+        raise ValueError(
+            f"{path_text!r} is {size:,} bytes; at most {MAX_SCRIPT_BYTES:,} can be sent. Ship it to the "
+            "instances with your release (e.g. in the artifact they download) and run it there with COMMANDS"
+        )
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path_text!r} is not UTF-8 text") from None
