@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.agent_watch import AgentWatch
+from pipe.audit import COMMENT_LIMIT, cut
 from pipe.auth import authenticate
 from pipe.aws import client_config, error_code, error_message, is_access_denied, permission_for
 from pipe.command import DOCUMENT_NAME, SentCommand, cancel_command, console_url, send_commands
-from pipe.errors import DeployFailed, PipeError
+from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.fleet import instance_names, resolve_targets
 from pipe.interruption import Interrupted, StopRequests
 from pipe.invocations import Invocation
@@ -21,7 +23,7 @@ from pipe.log_tail import LogTail
 from pipe.output import OutputPrinter
 from pipe.preflight import check_follow_permissions, check_instances, check_parameters
 from pipe.redaction import Redactor
-from pipe.remote_script import build_script
+from pipe.remote_script import build_script, healthcheck_body
 from pipe.report import show_results
 from pipe.result_file import DeployOutcome, write_result
 from pipe.settings import DeploySettings
@@ -80,37 +82,129 @@ class Deploy:
             self.outcome.status = "dry run"
             return "Dry run: all checks passed; nothing was sent."
         stops.raise_if_requested()
-        commands = send_commands(ssm, settings, script)
+        commands = self._send(ssm, settings, script, identity.arn)
         self.outcome.commands, self.outcome.status = commands, "running"
-        for command in commands:
-            count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
-            log.info(f"Sent command {command.command_id} to {count} [{settings.comment}] by {identity.arn}")
-            log.info(f"Console: {console_url(settings.region, command.command_id)}")
         if not settings.wait:
             self.outcome.status = "sent"
             return f"Sent command {_ids(commands)}; not waiting for it (WAIT: 'false')."
+        invocations = self._follow_or_explain(session, ssm, settings, commands, stops, names, len(targeted or []))
+        failed = [inv for inv in invocations.values() if not inv.succeeded]
+        failure: DeployFailed | None = None
+        if failed:
+            failure = DeployFailed(_failure_message(failed, len(invocations), commands))
+        elif not invocations:
+            failure = DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {_ids(commands)}")
+        elif settings.healthcheck_commands:
+            failure = self._health_check(session, ssm, list(invocations), stops, names, identity.arn)
+        if failure is not None:
+            if settings.rollback_commands:
+                received = [i for i, inv in invocations.items() if inv.received_deploy]
+                failure = self._roll_back(session, ssm, received, stops, names, identity.arn, failure)
+            raise failure
+        self.outcome.status = "succeeded"
+        checked = " and passed the health check" if settings.healthcheck_commands else ""
+        return f"Deployed to {len(invocations)} instance(s){checked}."
+
+    def _send(self, ssm: Any, phase: DeploySettings, script: list[str], role: str) -> list[SentCommand]:
+        commands = send_commands(ssm, phase, script)
+        for command in commands:
+            count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
+            log.info(f"Sent command {command.command_id} to {count} [{phase.comment}] by {role}")
+            log.info(f"Console: {console_url(phase.region, command.command_id)}")
+        return commands
+
+    def _health_check(
+        self, session: Any, ssm: Any, instance_ids: list[str], stops: StopRequests, names: dict[str, str], role: str
+    ) -> DeployFailed | None:
+        settings = self.settings
+        log.info(
+            f"---- Health check on {len(instance_ids)} instance(s): up to {settings.healthcheck_retries} "
+            f"attempt(s), {settings.healthcheck_interval} s apart ----"
+        )
+        phase = replace(
+            settings,
+            instance_ids=instance_ids,
+            targets=[],
+            commands=healthcheck_body(settings),
+            execution_timeout=settings.healthcheck_timeout,
+            max_errors="100%",  # check every instance, whatever the others say
+            comment=cut(f"{settings.comment} health check", COMMENT_LIMIT),
+        )
+        commands = self._send(ssm, phase, build_script(phase), role)
+        self.outcome.healthcheck_commands = commands
+        invocations = self._follow_or_explain(session, ssm, phase, commands, stops, names, len(instance_ids))
+        unhealthy = [inv for inv in invocations.values() if not inv.succeeded]
+        self.outcome.healthcheck = "failed" if unhealthy else "passed"
+        if not unhealthy:
+            log.info(f"Health check passed on all {len(invocations)} instance(s)")
+            return None
+        listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in unhealthy[:20])
+        return DeployFailed(
+            f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(invocations)} instance(s): "
+            f"{listed}. Command id: {_ids(commands)}"
+        )
+
+    def _roll_back(
+        self,
+        session: Any,
+        ssm: Any,
+        instance_ids: list[str],
+        stops: StopRequests,
+        names: dict[str, str],
+        role: str,
+        failure: DeployFailed,
+    ) -> DeployFailed:
+        if not instance_ids:
+            self.outcome.rollback = "not needed"
+            return DeployFailed(f"{failure} No instance received the deploy, so nothing was rolled back.")
+        log.error(f"{failure}")
+        log.info(f"---- Rollback on the {len(instance_ids)} instance(s) that received the deploy ----")
+        phase = replace(
+            self.settings,
+            instance_ids=instance_ids,
+            targets=[],
+            commands=self.settings.rollback_commands,
+            max_errors="100%",  # roll back everywhere, whatever fails
+            comment=cut(f"{self.settings.comment} rollback", COMMENT_LIMIT),
+        )
+        commands = self._send(ssm, phase, build_script(phase), role)
+        self.outcome.rollback_commands = commands
+        invocations = self._follow_or_explain(session, ssm, phase, commands, stops, names, len(instance_ids))
+        broken = [inv for inv in invocations.values() if not inv.succeeded]
+        self.outcome.rollback = "failed" if broken else "succeeded"
+        if not broken:
+            return DeployFailed(f"{failure} Rollback succeeded on all {len(invocations)} instance(s).")
+        listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in broken[:20])
+        return DeployFailed(
+            f"{failure} ROLLBACK FAILED on {len(broken)} of {len(invocations)} instance(s): {listed}; they need "
+            f"attention. Rollback command id: {_ids(commands)}"
+        )
+
+    def _follow_or_explain(
+        self,
+        session: Any,
+        ssm: Any,
+        phase: DeploySettings,
+        commands: list[SentCommand],
+        stops: StopRequests,
+        names: dict[str, str],
+        expected_count: int,
+    ) -> dict[str, Invocation]:
         try:
-            invocations = self._follow(session, ssm, commands, stops, names, len(targeted or []))
+            return self._follow(session, ssm, phase, commands, stops, names, expected_count)
         except BotoCoreError as error:
-            raise DeployFailed(
+            raise DeployStopped(
                 f"Lost contact with AWS while following command {_ids(commands)} ({error}). The command may "
-                f"still be running on the instances: see {_urls(settings.region, commands)}"
+                f"still be running on the instances: see {_urls(phase.region, commands)}"
             ) from None
         except ClientError as error:
             operation = error.operation_name
             fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
-            raise DeployFailed(
+            raise DeployStopped(
                 f"AWS refused {operation} while following command {_ids(commands)} ({error_code(error)}: "
                 f"{error_message(error)}).{fix} The command may still be running on the instances: see "
-                f"{_urls(settings.region, commands)}"
+                f"{_urls(phase.region, commands)}"
             ) from None
-        failed = [inv for inv in invocations.values() if not inv.succeeded]
-        if failed:
-            raise DeployFailed(_failure_message(failed, len(invocations), commands))
-        if not invocations:
-            raise DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {_ids(commands)}")
-        self.outcome.status = "succeeded"
-        return f"Deployed to {len(invocations)} instance(s)."
 
     def _targeted_instances(self, session: Any, ec2: Any) -> list[str] | None:
         settings = self.settings
@@ -131,13 +225,14 @@ class Deploy:
         self,
         session: Any,
         ssm: Any,
+        phase: DeploySettings,
         commands: list[SentCommand],
         stops: StopRequests,
         names: dict[str, str],
         expected_count: int,
     ) -> dict[str, Invocation]:
         """Wait for the invocations while printing their output; cancel on a stop or on the wait bound."""
-        settings = self.settings
+        settings = phase
         count = max(expected_count, sum(len(c.instance_ids) for c in commands))
         printer = OutputPrinter(self.redactor, label_lines=count != 1, names=names, instance_count=count)
         tail = _log_tail(session, settings, commands, printer)
@@ -161,7 +256,7 @@ class Deploy:
                 except WaitTimedOut:
                     log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
             show_results(ssm, commands, tracker.invocations, printer, tail, settings, s3)
-            raise DeployFailed(f"{stop} The command was cancelled. Command id: {_ids(commands)}") from None
+            raise DeployStopped(f"{stop} The command was cancelled. Command id: {_ids(commands)}") from None
         for command in commands:
             lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
             if lost:  # so a returning agent does not run a deploy nobody watches
@@ -188,6 +283,15 @@ def _log_dry_run(settings: DeploySettings, role: str, targeted: list[str] | None
         "  script (secrets appear as parameter names only):",
         *(f"    {line}" for line in script),
     ]
+    if settings.healthcheck_commands:
+        lines.append(
+            f"  then a health check ({settings.healthcheck_retries} attempt(s), {settings.healthcheck_interval} s "
+            "apart):"
+        )
+        lines += [f"    {line}" for line in settings.healthcheck_commands.split("\n")]
+    if settings.rollback_commands:
+        lines.append("  on failure, a rollback on the instances that received the deploy:")
+        lines += [f"    {line}" for line in settings.rollback_commands.split("\n")]
     log.info("\n".join(lines))
 
 

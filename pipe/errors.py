@@ -17,3 +17,8 @@ class ValidationFailed(PipeError):
 
 class DeployFailed(PipeError):
     """The command ran but did not succeed on every instance."""
+
+
+class DeployStopped(DeployFailed):
+    """Following the command ended early (pipeline stopped, wait bound, AWS unreachable): no health
+    check or rollback is attempted after it."""

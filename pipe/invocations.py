@@ -30,6 +30,12 @@ class Invocation:
         return self.status_details == "Terminated"
 
     @property
+    def received_deploy(self) -> bool:
+        """The command started on the instance (so a rollback has something to undo there)."""
+        never_ran = {"Terminated", "Undeliverable", "DeliveryTimedOut", "Pending"}
+        return not self.lost and self.status != "Pending" and self.status_details not in never_ran
+
+    @property
     def succeeded(self) -> bool:
         return not self.lost and self.status == SUCCESS
 

@@ -61,3 +61,27 @@ def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:
             f"export {ref.env_name}",
         ]
     return lines
+
+
+def healthcheck_body(settings: DeploySettings) -> str:
+    """HEALTHCHECK_COMMANDS retried on the instance: up to HEALTHCHECK_RETRIES attempts,
+    HEALTHCHECK_INTERVAL seconds apart. Each attempt runs in a subshell, so an ``exit`` in the
+    check ends the attempt, not the loop."""
+    retries, interval = settings.healthcheck_retries, settings.healthcheck_interval
+    return "\n".join(
+        [
+            "ssm_deploy_attempt=1",
+            "while :; do",
+            "  if (",
+            settings.healthcheck_commands,
+            "  ); then exit 0; fi",
+            f'  if [ "$ssm_deploy_attempt" -ge {retries} ]; then',
+            f"    echo 'ssm-deploy: health check failed {retries} time(s)' >&2",
+            "    exit 1",
+            "  fi",
+            f'  echo "ssm-deploy: health check attempt $ssm_deploy_attempt failed; retrying in {interval} s" >&2',
+            "  ssm_deploy_attempt=$((ssm_deploy_attempt + 1))",
+            f"  sleep {interval}",
+            "done",
+        ]
+    )

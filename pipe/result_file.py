@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipe.command import SentCommand, console_url
@@ -21,6 +21,10 @@ class DeployOutcome:
     commands: list[SentCommand]
     invocations: dict[str, Invocation]
     message: str = ""
+    healthcheck: str = "not run"  # "passed", "failed"
+    rollback: str = "not run"  # "succeeded", "failed", "not needed"
+    healthcheck_commands: list[SentCommand] = field(default_factory=list)
+    rollback_commands: list[SentCommand] = field(default_factory=list)
 
 
 def write_result(settings: DeploySettings, outcome: DeployOutcome) -> None:
@@ -52,6 +56,10 @@ def write_result(settings: DeploySettings, outcome: DeployOutcome) -> None:
         "command_ids": command_ids,
         "console_urls": urls,
         "instances": rows,
+        "health_check": outcome.healthcheck,
+        "health_check_command_ids": [c.command_id for c in outcome.healthcheck_commands],
+        "rollback": outcome.rollback,
+        "rollback_command_ids": [c.command_id for c in outcome.rollback_commands],
         "succeeded": len(rows) - len(failed),
         "failed": len(failed),
     }
@@ -63,6 +71,8 @@ def write_result(settings: DeploySettings, outcome: DeployOutcome) -> None:
         "SSM_DEPLOY_SUCCEEDED": str(len(rows) - len(failed)),
         "SSM_DEPLOY_FAILED": str(len(failed)),
         "SSM_DEPLOY_FAILED_INSTANCES": " ".join(failed),
+        "SSM_DEPLOY_HEALTH_CHECK": outcome.healthcheck,
+        "SSM_DEPLOY_ROLLBACK": outcome.rollback,
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,11 @@ class DeploySettings:
     agent_lost_timeout: int = DEFAULT_AGENT_LOST_TIMEOUT
     dry_run: bool = False
     wait: bool = True
+    healthcheck_commands: str = ""
+    healthcheck_retries: int = 3
+    healthcheck_interval: int = 5
+    healthcheck_timeout: int = 300
+    rollback_commands: str = ""
     targets: list[Target] = field(default_factory=list)
     max_concurrency: str = "50"
     max_errors: str = "0"
@@ -207,6 +212,16 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     debug = problems.check("DEBUG", lambda: parse_bool(text("DEBUG"), False), False)
     stream_output = problems.check("STREAM_OUTPUT", lambda: parse_bool(text("STREAM_OUTPUT"), True), True)
     dry_run = problems.check("DRY_RUN", lambda: parse_bool(text("DRY_RUN"), False), False)
+    healthcheck = (variables.get("HEALTHCHECK_COMMANDS") or "").strip("\n")
+    rollback = (variables.get("ROLLBACK_COMMANDS") or "").strip("\n")
+    retries = problems.check("HEALTHCHECK_RETRIES", lambda: _count(text("HEALTHCHECK_RETRIES"), 3, 1, 100), 3)
+    interval = problems.check("HEALTHCHECK_INTERVAL", lambda: parse_int(text("HEALTHCHECK_INTERVAL"), 5, 0, 3600), 5)
+    healthcheck_timeout = problems.check(
+        "HEALTHCHECK_TIMEOUT", lambda: parse_int(text("HEALTHCHECK_TIMEOUT"), 300, *EXECUTION_TIMEOUT_RANGE), 300
+    )
+    for name in ("HEALTHCHECK_RETRIES", "HEALTHCHECK_INTERVAL", "HEALTHCHECK_TIMEOUT"):
+        if text(name) is not None and not healthcheck.strip():
+            problems.add(name, "is only used with HEALTHCHECK_COMMANDS: set it too or remove this")
     wait = problems.check("WAIT", lambda: parse_bool(text("WAIT"), True), True)
     agent_lost_timeout = problems.check(
         "AGENT_LOST_TIMEOUT",
@@ -249,6 +264,11 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         agent_lost_timeout=agent_lost_timeout,
         dry_run=dry_run,
         wait=wait,
+        healthcheck_commands=healthcheck,
+        healthcheck_retries=retries,
+        healthcheck_interval=interval,
+        healthcheck_timeout=healthcheck_timeout,
+        rollback_commands=rollback,
         targets=targets,
         max_concurrency=max_concurrency,
         max_errors=max_errors,
@@ -260,6 +280,14 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     if too_big:
         raise ValidationFailed({"SCRIPT" if script_path else "COMMANDS": [too_big]})
     return settings
+
+
+def _count(text: str | None, default: int, minimum: int, maximum: int) -> int:
+    """Like parse_int, for a count rather than seconds."""
+    try:
+        return parse_int(text, default, minimum, maximum)
+    except ValueError:
+        raise ValueError(f"must be a whole number from {minimum} to {maximum}, got {text!r}") from None
 
 
 def default_result_file(env: Mapping[str, str]) -> str:

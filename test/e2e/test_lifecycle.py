@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 from standin import StandIn
@@ -95,3 +96,90 @@ def test_script_outside_the_clone_dir_or_too_big_is_refused(standin: StandIn, tm
         assert run.returncode == 1, run.output
         assert "SCRIPT:" in run.output and expected in run.output, run.output
     assert standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == []
+
+
+def marker(standin: StandIn, instance_id: str, name: str) -> Path:
+    return standin.instance(instance_id).home / name
+
+
+def test_passing_health_check_completes_the_deploy(standin: StandIn, tmp_path: Path) -> None:
+    ids = standin.launch(2)
+    env = standin.pipe_env(
+        INSTANCE_IDS=" ".join(ids),
+        COMMANDS='cd "$HOME" && touch deployed',
+        HEALTHCHECK_COMMANDS='cd "$HOME" && test -e deployed && echo healthy',
+        ROLLBACK_COMMANDS="touch rolled-back",
+        BITBUCKET_CLONE_DIR=str(tmp_path),
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert "Health check on 2 instance(s)" in run.output
+    assert "Deployed to 2 instance(s) and passed the health check." in run.output
+    for instance_id in ids:
+        assert f"{instance_id} | healthy" in run.output
+        assert not marker(standin, instance_id, "rolled-back").exists()
+    document = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
+    assert (document["health_check"], document["rollback"]) == ("passed", "not run")
+
+
+def test_failing_health_check_on_one_instance_rolls_back_both(standin: StandIn, tmp_path: Path) -> None:
+    healthy, sick = standin.launch(2)
+    env = standin.pipe_env(
+        INSTANCE_IDS=f"{healthy} {sick}",
+        COMMANDS='cd "$HOME" && echo v2 > version',
+        HEALTHCHECK_COMMANDS=f'[ "$(basename "$HOME")" != "{sick}" ] || {{ echo "503 from /health"; exit 1; }}',
+        HEALTHCHECK_RETRIES="2",
+        HEALTHCHECK_INTERVAL="0",
+        ROLLBACK_COMMANDS='cd "$HOME" && echo v1 > version && echo "rolled back to v1"',
+        BITBUCKET_CLONE_DIR=str(tmp_path),
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert "health check attempt 1 failed; retrying in 0 s" in run.output
+    assert f"the health check failed on 1 of 2 instance(s): {sick}: Failed (exit 1)" in run.output
+    assert "Rollback on the 2 instance(s) that received the deploy" in run.output
+    assert "Rollback succeeded on all 2 instance(s)." in run.output
+    for instance_id in (healthy, sick):
+        assert f"{instance_id} | rolled back to v1" in run.output
+        assert marker(standin, instance_id, "version").read_text() == "v1\n"
+    document = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
+    assert (document["status"], document["health_check"], document["rollback"]) == ("failed", "failed", "succeeded")
+    assert len(document["rollback_command_ids"]) == 1
+
+
+def test_failed_deploy_rolls_back_only_where_it_ran_and_reports_a_failed_rollback(standin: StandIn) -> None:
+    service = f"rb-{uuid.uuid4().hex[:6]}"
+    first, second, third = standin.launch(3, name="api", tags={"Service": service})
+    env = standin.pipe_env(
+        TARGETS=f"tag:Service={service}",
+        MAX_CONCURRENCY="1",
+        MAX_ERRORS="0",
+        COMMANDS=f'cd "$HOME" && touch deployed && [ "$(basename "$HOME")" != "{second}" ]',
+        ROLLBACK_COMMANDS=f'cd "$HOME" && touch rolled-back && [ "$(basename "$HOME")" != "{first}" ]',
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert f"Deploy failed on 1 of 3 instance(s): {second}: Failed (exit 1)." in run.output
+    assert "Rollback on the 2 instance(s) that received the deploy" in run.output
+    assert marker(standin, first, "rolled-back").exists() and marker(standin, second, "rolled-back").exists()
+    assert not marker(standin, third, "rolled-back").exists()  # skipped at MAX_ERRORS: nothing to undo
+    assert f"ROLLBACK FAILED on 1 of 2 instance(s): {first}: Failed (exit 1); they need attention." in run.output
+
+
+def test_dry_run_plan_shows_health_check_and_rollback(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    env = standin.pipe_env(
+        DRY_RUN="true",
+        INSTANCE_IDS=instance_id,
+        COMMANDS="deploy",
+        HEALTHCHECK_COMMANDS="curl -fsS localhost:3000/health",
+        ROLLBACK_COMMANDS="rollback",
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert "then a health check (3 attempt(s), 5 s apart):\n    curl -fsS localhost:3000/health" in run.output
+    assert "on failure, a rollback on the instances that received the deploy:\n    rollback" in run.output
