@@ -21,6 +21,7 @@ from pipe.interruption import Interrupted, StopRequests
 from pipe.invocations import Invocation
 from pipe.log_tail import LogTail
 from pipe.output import OutputPrinter
+from pipe.parameter_path import resolve_path
 from pipe.preflight import check_follow_permissions, check_instances, check_parameters
 from pipe.redaction import Redactor
 from pipe.remote_script import build_script, healthcheck_body
@@ -73,6 +74,10 @@ class Deploy:
         check_follow_permissions(ssm, identity.arn, targeted[0] if targeted else "i-00000000")
         stops.raise_if_requested()
         check_parameters(ssm, settings.secrets, self.redactor, identity.arn)
+        if settings.parameters_path:
+            taken = {ref.env_name for ref in settings.secrets} | {name for name, _ in settings.variables}
+            found = resolve_path(ssm, settings.parameters_path, taken, self.redactor, identity.arn)
+            settings = self.settings = replace(settings, secrets=[*settings.secrets, *found])
         names = instance_names(ec2, targeted) if ec2 is not None and targeted and len(targeted) > 1 else {}
 
         script = build_script(settings)

@@ -33,6 +33,7 @@ VARIABLE_NAMES: tuple[str, ...] = (
     "COMMENT",
     "SECRETS",
     "VARIABLES",
+    "PARAMETERS_PATH",
     "STREAM_OUTPUT",
     "CLOUDWATCH_LOG_GROUP",
     "AGENT_LOST_TIMEOUT",

@@ -91,6 +91,7 @@ class DeploySettings:
     healthcheck_interval: int = 5
     healthcheck_timeout: int = 300
     rollback_commands: str = ""
+    parameters_path: str | None = None
     targets: list[Target] = field(default_factory=list)
     max_concurrency: str = "50"
     max_errors: str = "0"
@@ -212,6 +213,13 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     debug = problems.check("DEBUG", lambda: parse_bool(text("DEBUG"), False), False)
     stream_output = problems.check("STREAM_OUTPUT", lambda: parse_bool(text("STREAM_OUTPUT"), True), True)
     dry_run = problems.check("DRY_RUN", lambda: parse_bool(text("DRY_RUN"), False), False)
+    parameters_path = expanded("PARAMETERS_PATH")
+    if parameters_path is not None:
+        parameters_path = "/" + parameters_path.strip("/") + "/"
+        if not PARAMETER_NAME.fullmatch(parameters_path.rstrip("/")):
+            problems.add(
+                "PARAMETERS_PATH", f"must be a Parameter Store path like /deploy/prod/, got {parameters_path!r}"
+            )
     healthcheck = (variables.get("HEALTHCHECK_COMMANDS") or "").strip("\n")
     rollback = (variables.get("ROLLBACK_COMMANDS") or "").strip("\n")
     retries = problems.check("HEALTHCHECK_RETRIES", lambda: _count(text("HEALTHCHECK_RETRIES"), 3, 1, 100), 3)
@@ -269,6 +277,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         healthcheck_interval=interval,
         healthcheck_timeout=healthcheck_timeout,
         rollback_commands=rollback,
+        parameters_path=parameters_path,
         targets=targets,
         max_concurrency=max_concurrency,
         max_errors=max_errors,

@@ -57,7 +57,9 @@ def deploy_with(standin: StandIn, role_policy: dict[str, Any], by_group: bool = 
     if by_group:
         standin.create_resource_group(f"lp-{suffix}", {"Service": [f"lp-{suffix}"]})
     environment = f"lp{suffix}"
-    standin.put_secret(f"/deploy/{environment}/db_password", "least-privilege-pw", standin.create_key("lp"))
+    key = standin.create_key("lp")
+    standin.put_secret(f"/deploy/{environment}/db_password", "least-privilege-pw", key)
+    standin.put_secret(f"/deploy/{environment}/app/api_token", "least-privilege-token", key)
     iam = standin.client("iam")
     role_arn = standin.create_role(f"deploy-{environment}")
     iam.put_role_policy(RoleName=f"deploy-{environment}", PolicyName="deploy", PolicyDocument=json.dumps(role_policy))
@@ -73,17 +75,20 @@ def deploy_with(standin: StandIn, role_policy: dict[str, Any], by_group: bool = 
             ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
             TARGETS=f"resource-groups:Name=lp-{suffix}" if by_group else f"tag:Service=lp-{suffix}",
             SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
-            COMMANDS='echo "deployed with ${#DB_PASSWORD} chars"',
+            PARAMETERS_PATH="/deploy/{environment}/app",
+            COMMANDS='echo "deployed with ${#DB_PASSWORD} chars and a ${#API_TOKEN}-char token"',
         )
         run = run_pipe(env)
     return run, instance_ids
 
 
-def test_documented_policy_is_enough(standin: StandIn) -> None:
-    run, _instance_id = deploy_with(standin, runnable_in_moto(DEPLOY_ROLE_POLICY))
+@pytest.mark.parametrize("by_group", [False, True], ids=["by tag", "by resource group"])
+def test_documented_policy_is_enough(standin: StandIn, by_group: bool) -> None:
+    run, instance_ids = deploy_with(standin, runnable_in_moto(DEPLOY_ROLE_POLICY), by_group)
 
     assert run.returncode == 0, run.output
-    assert "deployed with 18 chars" in run.output
+    for instance_id in instance_ids:
+        assert f"{instance_id} | deployed with 18 chars and a 21-char token" in run.output
     assert "WARNING" not in run.output  # no degraded mode: every check and the live output ran
 
 
@@ -91,6 +96,7 @@ def test_documented_policy_is_enough(standin: StandIn) -> None:
 WITHOUT = {
     "ssm:SendCommand": (1, "Fix: allow ssm:SendCommand"),
     "ssm:GetParameters": (1, "is not allowed ssm:GetParameters"),
+    "ssm:GetParametersByPath": (1, "is not allowed to list them"),
     "ssm:ListCommandInvocations": (1, "Nothing was sent: arn:aws:sts::123456789012:assumed-role/deploy-lp"),
     "ssm:GetCommandInvocation": (1, "could send the command but not follow it"),
     "ssm:ListCommands": (1, "could send the command but not follow it"),
@@ -126,7 +132,10 @@ def test_documented_policy_scopes_what_can_be_scoped() -> None:
 
     assert statements["RunTheDeployDocument"]["Resource"].endswith(":document/AWS-RunShellScript")
     assert "aws:ResourceTag/Environment" in json.dumps(statements["OnThisEnvironmentsInstancesOnly"]["Condition"])
-    assert statements["CheckTheSecretsExist"]["Resource"].endswith(":parameter/deploy/prod/*")
+    assert [r.split(":parameter", 1)[1] for r in statements["CheckTheSecretsExist"]["Resource"]] == [
+        "/deploy/prod",
+        "/deploy/prod/*",
+    ]
     assert "kms:ViaService" in json.dumps(statements["CheckTheSecretsDecrypt"]["Condition"])
     assert ":log-group:/aws/ssm/ssm-deploy:" in statements["StreamTheOutput"]["Resource"]
     wildcard = [sid for sid, s in statements.items() if s["Resource"] == "*"]

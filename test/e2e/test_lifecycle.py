@@ -183,3 +183,48 @@ def test_dry_run_plan_shows_health_check_and_rollback(standin: StandIn) -> None:
     assert run.returncode == 0, run.output
     assert "then a health check (3 attempt(s), 5 s apart):\n    curl -fsS localhost:3000/health" in run.output
     assert "on failure, a rollback on the instances that received the deploy:\n    rollback" in run.output
+
+
+def test_parameters_path_exports_every_parameter_under_it(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    environment = f"pp{uuid.uuid4().hex[:6]}"
+    key = standin.create_key("path")
+    standin.put_secret(f"/deploy/{environment}/db_password", "path-db-value", key)
+    standin.put_secret(f"/deploy/{environment}/stripe-api.key", "path-stripe-value", key)
+    env = standin.pipe_env(
+        ENVIRONMENT=environment,
+        INSTANCE_IDS=instance_id,
+        PARAMETERS_PATH="/deploy/{environment}",
+        COMMANDS='echo "db=${#DB_PASSWORD} stripe=${#STRIPE_API_KEY}"; echo "leak $STRIPE_API_KEY"',
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert f"PARAMETERS_PATH /deploy/{environment}/: DB_PASSWORD <- /deploy/{environment}/db_password" in run.output
+    assert "db=13 stripe=17" in run.output  # read on the instance
+    assert "leak ****" in run.output
+    assert "path-db-value" not in run.output and "path-stripe-value" not in run.output
+    sent = str(standin.sent_commands()[-1].request["Parameters"])
+    assert f"/deploy/{environment}/stripe-api.key" in sent and "path-stripe-value" not in sent
+
+
+def test_parameters_path_name_collisions_are_refused(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    environment = f"pc{uuid.uuid4().hex[:6]}"
+    key = standin.create_key("collide")
+    standin.put_secret(f"/deploy/{environment}/db-password", "a-value", key)
+    standin.put_secret(f"/deploy/{environment}/db_password", "b-value", key)
+    standin.put_secret(f"/deploy/{environment}/token", "c-value", key)
+    env = standin.pipe_env(
+        ENVIRONMENT=environment,
+        INSTANCE_IDS=instance_id,
+        PARAMETERS_PATH="/deploy/{environment}/",
+        VARIABLES="TOKEN=plain",
+        COMMANDS="true",
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert "PARAMETERS_PATH: nothing was sent. Names collide: DB_PASSWORD from" in run.output
+    assert f"TOKEN from /deploy/{environment}/token is also set by SECRETS or VARIABLES" in run.output
+    assert standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == []

@@ -1,0 +1,60 @@
+"""PARAMETERS_PATH: every parameter under a path becomes an environment variable on the instance.
+
+The pipe lists the path before sending (GetParametersByPath) and turns each parameter into a
+SECRETS entry, so the instance reads the values itself, exactly as for SECRETS. The variable name
+is the last path segment, upper-cased, with anything but letters and digits turned into ``_``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from pipe.aws import error_message, is_access_denied
+from pipe.errors import PipeError
+from pipe.redaction import Redactor
+from pipe.settings import SecretRef
+
+log = logging.getLogger("ssm-deploy")
+
+
+def env_name(parameter: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9]", "_", parameter.rstrip("/").rsplit("/", 1)[-1]).upper()
+    return f"_{name}" if name[:1].isdigit() else name
+
+
+def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role: str) -> list[SecretRef]:
+    """SecretRefs for the parameters directly under ``path``; refuses name collisions."""
+    refs: list[SecretRef] = []
+    try:
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, WithDecryption=True)
+        for page in pages:
+            for parameter in page.get("Parameters", []):
+                redactor.add(parameter.get("Value"))
+                refs.append(SecretRef(env_name(parameter["Name"]), parameter["Name"]))
+    except ClientError as error:
+        what = (
+            "decrypt them (kms:Decrypt in the key policy)"
+            if "kms" in error_message(error).lower()
+            else (f"list them (ssm:GetParametersByPath on {path}*)")
+        )
+        reason = "not allowed to " + what if is_access_denied(error) else error_message(error)
+        raise PipeError(f"PARAMETERS_PATH: nothing was sent. {role} is {reason} ({error_message(error)}).") from None
+    if not refs:
+        raise PipeError(f"PARAMETERS_PATH: nothing was sent. No parameter under {path}: check the path and region.")
+    clashes: dict[str, list[str]] = {}
+    for ref in refs:
+        clashes.setdefault(ref.env_name, []).append(ref.parameter)
+    problems = [f"{name} from {', '.join(names)}" for name, names in clashes.items() if len(names) > 1]
+    problems += [
+        f"{ref.env_name} from {ref.parameter} is also set by SECRETS or VARIABLES"
+        for ref in refs
+        if ref.env_name in taken
+    ]
+    if problems:
+        raise PipeError(f"PARAMETERS_PATH: nothing was sent. Names collide: {'; '.join(problems)}. Rename one of them.")
+    log.info(f"PARAMETERS_PATH {path}: {', '.join(f'{r.env_name} <- {r.parameter}' for r in refs)}")
+    return refs
