@@ -9,20 +9,23 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipe.aws import error_code, error_message, is_access_denied
+from pipe.documents import SCRIPT_DOCUMENTS, SHELL
 from pipe.errors import PipeError
 from pipe.settings import DeploySettings
 from pipe.targets import Target
 
-DOCUMENT_NAME = "AWS-RunShellScript"
+DOCUMENT_NAME = SHELL  # the default
 MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds
 log = logging.getLogger("ssm-deploy")
 
 
 def send_parameters(settings: DeploySettings, script: list[str]) -> dict[str, list[str]]:
+    if settings.document_name not in SCRIPT_DOCUMENTS:
+        return dict(settings.document_parameters)
     parameters = {"commands": script, "executionTimeout": [str(settings.execution_timeout)]}
     if settings.working_directory:
         parameters["workingDirectory"] = [settings.working_directory]
-    return parameters
+    return {**settings.document_parameters, **parameters}
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,11 @@ def send_command(
 ) -> str:
     """Send the script to ``instance_ids`` (default: all of them) or ``targets``; return the command id."""
     request: dict[str, Any] = {
-        "DocumentName": DOCUMENT_NAME,
+        "DocumentName": settings.document_name,
         "Comment": settings.comment,
         "TimeoutSeconds": settings.delivery_timeout,
         "Parameters": send_parameters(settings, script),
+        **({"DocumentVersion": settings.document_version} if settings.document_version else {}),
         "MaxConcurrency": settings.max_concurrency,
         "MaxErrors": settings.max_errors,
     }
@@ -118,8 +122,15 @@ def _send_error_message(error: ClientError, settings: DeploySettings) -> str:
     if is_access_denied(error):
         return (
             f"The deploy role may not run commands ({message}). Fix: allow ssm:SendCommand on "
-            f"arn:aws:ssm:{settings.region}::document/{DOCUMENT_NAME} and on the target instances "
+            f"arn:aws:ssm:{settings.region}::document/{settings.document_name} and on the target instances "
             f"(arn:aws:ec2:{settings.region}:<account>:instance/*)."
+        )
+    if code in ("InvalidDocument", "InvalidDocumentVersion"):
+        return (
+            f"DOCUMENT_NAME: SSM refused {settings.document_name}"
+            + (f" version {settings.document_version}" if settings.document_version else "")
+            + f" ({message}). Check the name and version, and that the document is in {settings.region} "
+            "and shared with this account."
         )
     if code == "InvalidParameters":
         return f"SSM refused the command's parameters ({message}). Check COMMANDS and WORKING_DIRECTORY."

@@ -14,7 +14,7 @@ from pipe.agent_watch import AgentWatch
 from pipe.audit import COMMENT_LIMIT, cut
 from pipe.auth import authenticate
 from pipe.aws import client_config, error_code, error_message, is_access_denied, permission_for
-from pipe.command import DOCUMENT_NAME, SentCommand, cancel_command, console_url, send_commands
+from pipe.command import SentCommand, cancel_command, console_url, send_commands
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.fleet import instance_names, resolve_targets
 from pipe.interruption import Interrupted, StopRequests
@@ -281,7 +281,8 @@ def _log_dry_run(settings: DeploySettings, role: str, targeted: list[str] | None
         "Dry run: nothing is sent. The plan:",
         f"  role:      {role}",
         f"  targets:   {where}",
-        f"  document:  {DOCUMENT_NAME}",
+        f"  document:  {settings.document_name}"
+        + (f" version {settings.document_version}" if settings.document_version else ""),
         f"  rollout:   {settings.max_concurrency} at a time, stop after {settings.max_errors} error(s)",
         f"  timeouts:  delivery {settings.delivery_timeout} s, execution {settings.execution_timeout} s",
         f"  comment:   {settings.comment}",

@@ -12,13 +12,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pipe.settings import DeploySettings, SecretRef
 
+from pipe.documents import POWERSHELL, SHELL
+
 MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
 PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS parameter
 AWS_CLI_MISSING = 127
 
 
 def build_script(settings: DeploySettings) -> list[str]:
-    """Lines for AWS-RunShellScript's ``commands`` parameter."""
+    """Lines for the ``commands`` parameter of AWS-RunShellScript or AWS-RunPowerShellScript;
+    empty for another document, which takes only DOCUMENT_PARAMETERS."""
+    if settings.document_name == POWERSHELL:
+        return _powershell_script(settings)
+    if settings.document_name != SHELL:
+        return []
     lines = [f"# ssm-deploy {settings.build.repo}#{settings.build.build_number} {settings.build.short_commit}".rstrip()]
     if settings.secrets:
         lines += _secret_lines(settings.secrets, settings.region)
@@ -29,6 +36,33 @@ def build_script(settings: DeploySettings) -> list[str]:
     # only newlines end a line: str.splitlines() would also split inside quotes at U+2028 and friends
     lines += settings.commands.replace("\r\n", "\n").split("\n")
     return lines
+
+
+def _powershell_script(settings: DeploySettings) -> list[str]:
+    """The same prelude for Windows: secrets read with AWS Tools for PowerShell, then COMMANDS."""
+    lines = [f"# ssm-deploy {settings.build.repo}#{settings.build.build_number} {settings.build.short_commit}".rstrip()]
+    for ref in settings.secrets:
+        hint = _ps_quote(
+            f"ssm-deploy: cannot read {ref.parameter} for {ref.env_name}: the instance role needs "
+            "ssm:GetParameter on it and kms:Decrypt on its key"
+        )
+        lines += [
+            "try {",
+            f"  $env:{ref.env_name} = (Get-SSMParameter -Name {_ps_quote(ref.parameter)} -WithDecryption $true "
+            f"-Region {_ps_quote(settings.region)} -ErrorAction Stop).Value",
+            f"}} catch {{ [Console]::Error.WriteLine({hint}); exit {PARAMETER_READ_FAILED} }}",
+        ]
+    for name, value in settings.variables:
+        lines.append(f"$env:{name} = {_ps_quote(value)}")
+    if len(lines) > 1:
+        lines.append("# --- COMMANDS ---")
+    lines += settings.commands.replace("\r\n", "\n").split("\n")
+    return lines
+
+
+def _ps_quote(value: str) -> str:
+    """A PowerShell single-quoted string: nothing inside is expanded; quotes are doubled."""
+    return "'" + value.replace("'", "''").replace("\u2018", "\u2018\u2018").replace("\u2019", "\u2019\u2019") + "'"
 
 
 def script_size_problem(settings: DeploySettings) -> str | None:

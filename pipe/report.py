@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from pipe.command import SentCommand, console_url
+from pipe.documents import plugin_folder
 from pipe.invocations import Invocation
 from pipe.log_tail import LogTail
 from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
@@ -66,13 +67,14 @@ def show_results(
 def _print_from_s3(s3: Any, invocation: Invocation, printer: OutputPrinter, settings: DeploySettings) -> bool:
     """Print the full output the agent wrote to OUTPUT_S3_BUCKET; False when it is not there."""
     bucket, prefix = str(settings.output_s3_bucket), settings.output_s3_prefix
-    stdout = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stdout"))
+    folder = plugin_folder(settings.document_name)
+    stdout = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stdout", folder))
     if stdout is None:
         return False
     printer.print_header(f"---- output of {invocation.instance_id}: {invocation.describe()} (from s3://{bucket}) ----")
     for line in stdout:
         printer.print_lines(invocation.instance_id, line)
-    stderr = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stderr"))
+    stderr = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stderr", folder))
     for line in stderr or ():
         printer.print_lines(invocation.instance_id, line, is_stderr=True)
     return True

@@ -19,8 +19,8 @@ PLUGIN_FOLDER = "awsrunShellScript/0.awsrunShellScript"
 log = logging.getLogger("ssm-deploy")
 
 
-def output_key(prefix: str, command_id: str, instance_id: str, stream: str) -> str:
-    parts = (prefix.strip("/"), command_id, instance_id, PLUGIN_FOLDER, stream)
+def output_key(prefix: str, command_id: str, instance_id: str, stream: str, folder: str = PLUGIN_FOLDER) -> str:
+    parts = (prefix.strip("/"), command_id, instance_id, folder, stream)
     return "/".join(part for part in parts if part)
 
 

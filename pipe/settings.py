@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipe.audit import COMMENT_LIMIT, BuildContext, cut
+from pipe.documents import (
+    DOCUMENT_NAME,
+    DOCUMENT_VERSION,
+    POWERSHELL,
+    RESERVED_PARAMETERS,
+    SCRIPT_DOCUMENTS,
+    SHELL,
+    parse_document_parameters,
+)
 from pipe.errors import ValidationFailed
 from pipe.parsing import (
     expand_environment,
@@ -92,6 +101,9 @@ class DeploySettings:
     healthcheck_timeout: int = 300
     rollback_commands: str = ""
     parameters_path: str | None = None
+    document_name: str = SHELL
+    document_version: str | None = None
+    document_parameters: dict[str, list[str]] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     max_concurrency: str = "50"
     max_errors: str = "0"
@@ -178,6 +190,44 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         "MAX_CONCURRENCY", lambda: parse_rate(text("MAX_CONCURRENCY"), minimum=1, default="50"), "50"
     )
     max_errors = problems.check("MAX_ERRORS", lambda: parse_rate(text("MAX_ERRORS"), minimum=0, default="0"), "0")
+    document_name = text("DOCUMENT_NAME") or SHELL
+    if not DOCUMENT_NAME.fullmatch(document_name):
+        problems.add("DOCUMENT_NAME", f"must be an SSM document name or ARN, got {document_name!r}")
+    document_version = text("DOCUMENT_VERSION")
+    if document_version is not None and not DOCUMENT_VERSION.fullmatch(document_version):
+        problems.add("DOCUMENT_VERSION", f"must be $DEFAULT, $LATEST or a version number, got {document_version!r}")
+    parameters_text = text("DOCUMENT_PARAMETERS")
+    document_parameters: dict[str, list[str]] = {}
+    if parameters_text is not None:
+        document_parameters = problems.check(
+            "DOCUMENT_PARAMETERS", lambda: parse_document_parameters(parameters_text), {}
+        )
+    script_document = document_name in SCRIPT_DOCUMENTS
+    for reserved in RESERVED_PARAMETERS:
+        if script_document and reserved in document_parameters:
+            problems.add(
+                "DOCUMENT_PARAMETERS",
+                f"{reserved!r} is set by the pipe (COMMANDS/SCRIPT, EXECUTION_TIMEOUT): remove it",
+            )
+    if not script_document:
+        for name in (
+            "COMMANDS",
+            "SCRIPT",
+            "SECRETS",
+            "VARIABLES",
+            "PARAMETERS_PATH",
+            "WORKING_DIRECTORY",
+            "HEALTHCHECK_COMMANDS",
+            "ROLLBACK_COMMANDS",
+        ):
+            if text(name) is not None:
+                problems.add(
+                    name,
+                    f"works only with DOCUMENT_NAME {SHELL} or {POWERSHELL}: with {document_name}, "
+                    "pass the document's own parameters in DOCUMENT_PARAMETERS",
+                )
+    if document_name == POWERSHELL and text("HEALTHCHECK_COMMANDS") is not None:
+        problems.add("HEALTHCHECK_COMMANDS", f"is not supported with {POWERSHELL} yet: check health in COMMANDS")
     commands = (variables.get("COMMANDS") or "").strip("\n")
     script_path = text("SCRIPT")
     if script_path is not None:
@@ -185,7 +235,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
             problems.add("SCRIPT", "give COMMANDS or SCRIPT, not both")
         clone_dir = env.get("BITBUCKET_CLONE_DIR") or "."
         commands = problems.check("SCRIPT", lambda: read_script(script_path, clone_dir), "").strip("\n")
-    elif not commands.strip():
+    elif not commands.strip() and script_document:
         problems.add("COMMANDS", "is empty: give the shell commands to run on the instances (or SCRIPT)")
     elif len(commands.encode()) > MAX_SCRIPT_BYTES:
         problems.add(
@@ -278,6 +328,9 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         healthcheck_timeout=healthcheck_timeout,
         rollback_commands=rollback,
         parameters_path=parameters_path,
+        document_name=document_name,
+        document_version=document_version,
+        document_parameters=document_parameters,
         targets=targets,
         max_concurrency=max_concurrency,
         max_errors=max_errors,

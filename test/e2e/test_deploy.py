@@ -337,3 +337,12 @@ def test_without_streaming_the_full_output_comes_from_s3(standin: StandIn) -> No
     assert "character limit" not in run.output
     sent = standin.sent_commands()[-1].request
     assert (sent["OutputS3BucketName"], sent["OutputS3KeyPrefix"]) == (bucket, "web-api/prod")
+
+
+def test_missing_working_directory_fails_fast_with_the_agents_message(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    run = run_pipe(standin.pipe_env(INSTANCE_IDS=instance_id, WORKING_DIRECTORY="/nonexistent/app", COMMANDS="pwd"))
+
+    assert run.returncode == 1, run.output
+    assert "[stderr] failed to run commands:" in run.output and "/nonexistent/app" in run.output
+    assert "CloudWatch did not deliver" not in run.output  # the message was streamed: no wait for it

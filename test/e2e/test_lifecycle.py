@@ -228,3 +228,90 @@ def test_parameters_path_name_collisions_are_refused(standin: StandIn) -> None:
     assert "PARAMETERS_PATH: nothing was sent. Names collide: DB_PASSWORD from" in run.output
     assert f"TOKEN from /deploy/{environment}/token is also set by SECRETS or VARIABLES" in run.output
     assert standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == []
+
+
+def create_document(standin: StandIn) -> str:
+    name = f"Acme-Deploy-{uuid.uuid4().hex[:6]}"
+    content = {
+        "schemaVersion": "2.2",
+        "description": "Deploy a release of web-api",
+        "parameters": {"release": {"type": "String"}, "channel": {"type": "String", "default": "stable"}},
+        "mainSteps": [
+            {
+                "action": "aws:runShellScript",
+                "name": "deploy",
+                "inputs": {"runCommand": ["echo 'deploying {{ release }} from {{ channel }}'"]},
+            }
+        ],
+    }
+    standin.client("ssm").create_document(Content=json.dumps(content), Name=name, DocumentType="Command")
+    return name
+
+
+def test_a_custom_document_runs_with_its_parameters(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    document = create_document(standin)
+    env = standin.pipe_env(
+        INSTANCE_IDS=instance_id,
+        DOCUMENT_NAME=document,
+        DOCUMENT_VERSION="1",
+        DOCUMENT_PARAMETERS='{"release": "2026.11.25"}',
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert "deploying 2026.11.25 from stable" in run.output
+    sent = standin.sent_commands()[-1].request
+    assert (sent["DocumentName"], sent["DocumentVersion"], sent["Parameters"]) == (
+        document,
+        "1",
+        {"release": ["2026.11.25"]},
+    )
+
+
+def test_an_unknown_document_is_refused_clearly(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    run = run_pipe(standin.pipe_env(INSTANCE_IDS=instance_id, DOCUMENT_NAME="Acme-Missing"))
+
+    assert run.returncode == 1, run.output
+    assert "DOCUMENT_NAME: SSM refused Acme-Missing (Document with name Acme-Missing does not exist.)" in run.output
+
+
+def test_custom_document_refuses_the_script_variables_by_name(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    env = standin.pipe_env(INSTANCE_IDS=instance_id, DOCUMENT_NAME="Acme-Deploy", COMMANDS="echo", SECRETS="A=/a/b")
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert "COMMANDS:\n- works only with DOCUMENT_NAME AWS-RunShellScript or AWS-RunPowerShellScript" in run.output
+    assert "SECRETS:\n- works only with DOCUMENT_NAME" in run.output
+
+
+def test_powershell_commands_are_wrapped_for_windows(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    standin.put_secret("/deploy/win/db_password", "windows-secret-value", standin.create_key("win"))
+    env = standin.pipe_env(
+        INSTANCE_IDS=instance_id,
+        ENVIRONMENT="win",
+        DOCUMENT_NAME="AWS-RunPowerShellScript",
+        DOCUMENT_PARAMETERS='{"workingDirectory": "C:\\\\apps\\\\web"}',
+        SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
+        VARIABLES="GREETING=it's $HOME",
+        COMMANDS="& C:\\deploy\\deploy.ps1",
+    )
+    run = run_pipe(env)
+    sent = standin.sent_commands()[-1].request
+
+    assert sent["DocumentName"] == "AWS-RunPowerShellScript"
+    script = "\n".join(sent["Parameters"]["commands"])
+    assert (
+        "$env:DB_PASSWORD = (Get-SSMParameter -Name '/deploy/win/db_password' -WithDecryption $true "
+        "-Region 'eu-west-1' -ErrorAction Stop).Value"
+    ) in script
+    assert "$env:GREETING = 'it''s $HOME'" in script
+    assert script.endswith("& C:\\deploy\\deploy.ps1")
+    assert sent["Parameters"]["workingDirectory"] == ["C:\\apps\\web"]
+    assert "windows-secret-value" not in str(sent) and "windows-secret-value" not in run.output
+    # the stand-in runs no PowerShell: the invocation fails, and the step with it
+    assert run.returncode == 1, run.output
+    assert f"{instance_id}: Failed (exit 1)" in run.output

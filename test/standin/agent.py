@@ -127,7 +127,15 @@ class InvocationRun:
         folder = instance.home / "_commands" / self.command.command_id
         folder.mkdir(parents=True, exist_ok=True)
         script = folder / "_script.sh"
-        script.write_text("\n".join(parameters.get("commands", [])) + "\n")
+        body = self.command.shell_script()
+        if body is None:
+            self.stderr = f"stand-in: {self.command.document_name} cannot run here (only shell documents do)\n"
+            uploaders = self._uploaders()
+            if "stderr" in uploaders:
+                uploaders["stderr"].add(self.stderr.rstrip("\n"))
+            self._finish(started, begin, "Failed", "Failed", 1, uploaders)
+            return
+        script.write_text(body + "\n")
         cwd = (parameters.get("workingDirectory") or [""])[0] or str(instance.home)
         timeout = int((parameters.get("executionTimeout") or [str(DEFAULT_EXECUTION_TIMEOUT)])[0])
         uploaders = self._uploaders()
@@ -143,6 +151,8 @@ class InvocationRun:
             )
         except OSError as error:  # e.g. the working directory does not exist
             self.stderr = f"failed to run commands: {error}\n"
+            if "stderr" in uploaders:
+                uploaders["stderr"].add(self.stderr.rstrip("\n"))
             self._finish(started, begin, "Failed", "Failed", 1, uploaders)
             return
         out_stream, err_stream = self.process.stdout, self.process.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from moto.resourcegroups.exceptions import NotFoundException
 from moto.resourcegroups.models import resourcegroups_backends
 from moto.resourcegroups.responses import ResourceGroupsResponse
 from moto.ssm.exceptions import SSMException
-from moto.ssm.models import Command
+from moto.ssm.models import Command, ssm_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.sts.models import sts_backends
 
@@ -79,6 +80,33 @@ class MotoCommand:
     @property
     def delivery_timeout(self) -> int:
         return int(self._command.timeout_seconds)
+
+    def shell_script(self) -> str | None:
+        """What an instance runs: COMMANDS of AWS-RunShellScript, or a custom document's
+        aws:runShellScript steps with {{ parameters }} filled in (document defaults, then the
+        command's values). None for documents the stand-in cannot run (AWS-RunPowerShellScript)."""
+        name = self.document_name
+        if name == "AWS-RunShellScript":
+            return "\n".join(self.parameters.get("commands", []))
+        if name.startswith("AWS-"):
+            return None
+        backend = ssm_backends[self._command.account_id][self._command.backend_region]
+        content = _document_content(backend, name, getattr(self._command, "document_version", None))
+        values: dict[str, Any] = {key: spec.get("default", "") for key, spec in content.get("parameters", {}).items()}
+        values.update(self.parameters)
+
+        def fill(match: re.Match[str]) -> str:
+            value = values.get(match.group(1), "")
+            return "\n".join(value) if isinstance(value, list) else str(value)
+
+        lines = []
+        for step in content.get("mainSteps", []):
+            if step.get("action") != "aws:runShellScript":
+                continue
+            run = step.get("inputs", {}).get("runCommand", [])
+            for line in [run] if isinstance(run, str) else run:
+                lines.append(re.sub(r"\{\{\s*(\w+)\s*\}\}", fill, str(line)))
+        return "\n".join(lines)
 
     @property
     def s3_output(self) -> tuple[str, str]:
@@ -172,15 +200,34 @@ def _request(response: SimpleSystemManagerResponse) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _document_content(backend: Any, name: str, version: str | None) -> dict[str, Any]:
+    numbered = version if version and version.isdigit() else None
+    info = backend.get_document(name, numbered, None, "JSON")
+    content: dict[str, Any] = json.loads(info["Content"])
+    return content
+
+
+def _check_document(response: SimpleSystemManagerResponse, name: str, version: str | None) -> None:
+    """SendCommand refuses a document that does not exist (AWS's own documents are not stored)."""
+    if name.startswith("AWS-"):
+        return
+    try:
+        _document_content(response.ssm_backend, name, version)
+    except Exception:
+        raise ServiceError("InvalidDocument", f"Document with name {name} does not exist.") from None
+
+
 def _patched_send_command(self: SimpleSystemManagerResponse) -> ActionResult:
     hooks = _hooks_or_fail()
     request = _request(self)
     hooks.before_request("SendCommand", caller_arn(self), request)
+    _check_document(self, str(request.get("DocumentName") or ""), request.get("DocumentVersion"))
     wanted = hooks.select_instances(request, ec2_tag_reader(self), resource_group_reader(self))
     original = _originals["send_command"](self)  # moto's targets lookup is off: see install()
     command_id = original.result["Command"]["CommandId"]
     raw = self.ssm_backend.get_command_by_id(command_id)
     setattr(raw, "cloud_watch_output_config", request.get("CloudWatchOutputConfig") or {})  # noqa: B010
+    setattr(raw, "document_version", request.get("DocumentVersion"))  # noqa: B010
     command = MotoCommand(raw)
     command.target(wanted)
     for instance_id in wanted:
