@@ -7,7 +7,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.aws import error_message, is_access_denied
+from pipe.aws import error_code, error_message, is_access_denied
+from pipe.errors import PipeError
 from pipe.targets import Target
 
 log = logging.getLogger("ssm-deploy")
@@ -78,7 +79,15 @@ def _group_instances(resource_groups: Any, names: tuple[str, ...]) -> set[str]:
     found: set[str] = set()
     for name in names:
         pages = resource_groups.get_paginator("list_group_resources").paginate(Group=name)
-        for page in pages:
+        try:
+            listed = list(pages)
+        except ClientError as error:
+            if "NotFound" in error_code(error):
+                raise PipeError(
+                    f"TARGETS: nothing was sent. There is no resource group {name!r} here: check its name and region."
+                ) from None
+            raise
+        for page in listed:
             for item in page.get("ResourceIdentifiers", []):
                 arn = str(item.get("ResourceArn", ""))
                 if ":instance/" in arn:

@@ -70,8 +70,10 @@ def script_size_problem(settings: DeploySettings) -> str | None:
     size = len("\n".join(build_script(settings)).encode())
     if size <= MAX_SCRIPT_BYTES:
         return None
+    extras = [name for name, used in (("SECRETS", settings.secrets), ("VARIABLES", settings.variables)) if used]
+    parts = " and ".join(["the pipe's header line", *extras])
     return (
-        f"with VARIABLES and SECRETS the script is {size:,} bytes; at most {MAX_SCRIPT_BYTES:,} can be sent. "
+        f"makes a script of {size:,} bytes (with {parts}); at most {MAX_SCRIPT_BYTES:,} can be sent. "
         "Put the steps in a script on the instances (e.g. deploy.sh) and run that"
     )
 

@@ -27,7 +27,7 @@ from pipe.parsing import (
     split_words,
     yaml_list,
 )
-from pipe.remote_script import MAX_SCRIPT_BYTES, script_size_problem
+from pipe.remote_script import script_size_problem
 from pipe.script_file import read_script
 from pipe.targets import Target, parse_rate, parse_targets
 
@@ -40,7 +40,7 @@ SECRET_ACCESS_KEY = re.compile(r"[A-Za-z0-9/+=]{16,128}")
 INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17})$")
 PARAMETER_NAME = re.compile(r"(/[A-Za-z0-9_.\-]+){1,15}|[A-Za-z0-9_.\-]+")  # AWS allows 15 levels
 
-FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")  # ESC (colours) is allowed
 EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
 DEFAULT_EXECUTION_TIMEOUT = 3600
@@ -202,7 +202,8 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         document_parameters = problems.check(
             "DOCUMENT_PARAMETERS", lambda: parse_document_parameters(parameters_text), {}
         )
-    script_document = document_name in SCRIPT_DOCUMENTS
+    # an invalid name is refused above; judge the other variables as for the default document
+    script_document = document_name in SCRIPT_DOCUMENTS or not DOCUMENT_NAME.fullmatch(document_name)
     for reserved in RESERVED_PARAMETERS:
         if script_document and reserved in document_parameters:
             problems.add(
@@ -237,12 +238,6 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         commands = problems.check("SCRIPT", lambda: read_script(script_path, clone_dir), "").strip("\n")
     elif not commands.strip() and script_document:
         problems.add("COMMANDS", "is empty: give the shell commands to run on the instances (or SCRIPT)")
-    elif len(commands.encode()) > MAX_SCRIPT_BYTES:
-        problems.add(
-            "COMMANDS",
-            f"is {len(commands.encode()):,} bytes; at most {MAX_SCRIPT_BYTES:,} can be sent. Put the steps in a "
-            "script on the instances (e.g. deploy.sh) and run that",
-        )
 
     execution_timeout = problems.check(
         "EXECUTION_TIMEOUT",
@@ -289,6 +284,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     output_s3_bucket = text("OUTPUT_S3_BUCKET")
     if output_s3_bucket is not None and not S3_BUCKET.fullmatch(output_s3_bucket):
         problems.add("OUTPUT_S3_BUCKET", f"must be an S3 bucket name (3-63 of a-z 0-9 . -), got {output_s3_bucket!r}")
+    output_s3_prefix = expanded("OUTPUT_S3_PREFIX") or ""
     if text("OUTPUT_S3_PREFIX") is not None and output_s3_bucket is None:
         problems.add("OUTPUT_S3_PREFIX", "is only used with OUTPUT_S3_BUCKET: set the bucket too")
     log_group = expanded("CLOUDWATCH_LOG_GROUP") or DEFAULT_LOG_GROUP
@@ -336,7 +332,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         max_errors=max_errors,
         result_file=text("RESULT_FILE") or default_result_file(env),
         output_s3_bucket=output_s3_bucket,
-        output_s3_prefix=expanded("OUTPUT_S3_PREFIX") or "",
+        output_s3_prefix=output_s3_prefix,
     )
     too_big = script_size_problem(settings)
     if too_big:
@@ -374,14 +370,15 @@ def _static_keys(text: Callable[[str], str | None], problems: _Collector) -> Sta
         problems.add("AWS_SECRET_ACCESS_KEY", "is missing: it goes with AWS_ACCESS_KEY_ID")
     if secret and not key_id:
         problems.add("AWS_ACCESS_KEY_ID", "is missing: it goes with AWS_SECRET_ACCESS_KEY")
+    malformed = False
     if key_id and not ACCESS_KEY_ID.fullmatch(key_id):
         problems.add("AWS_ACCESS_KEY_ID", "must be 16 to 128 capital letters and digits (AKIA...): check for spaces")
-        return None
+        malformed = True
     if secret and not SECRET_ACCESS_KEY.fullmatch(secret):
         # never quote the value: it is a secret
         problems.add("AWS_SECRET_ACCESS_KEY", "must be letters, digits and / + = only: check for spaces or quotes")
-        return None
-    if key_id and secret:
+        malformed = True
+    if key_id and secret and not malformed:
         return StaticKeys(key_id, secret, text("AWS_SESSION_TOKEN"))
     return None
 

@@ -9,6 +9,8 @@ from typing import Any
 from pipe.parsing import split_words
 
 MAX_TARGETS = 5  # SendCommand Targets
+MAX_TARGET_VALUES = 50  # Target.Values
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17}")
 TAG_KEY = re.compile(r"[\w .:/=+\-@]{1,128}", re.ASCII)
 RATE = re.compile(r"([0-9]{1,5})(%?)")
 PLAIN_KEYS = ("tag-key", "resource-groups:Name", "resource-groups:ResourceTypeFilters", "InstanceIds")
@@ -47,6 +49,13 @@ def parse_targets(text: str) -> list[Target]:
             )
         if key == "InstanceIds":
             values = [word for value in values for word in split_words(value)]
+            bad = [value for value in values if not INSTANCE_ID.fullmatch(value)]
+            if bad:
+                raise ValueError(
+                    f"InstanceIds: {', '.join(map(repr, bad))} not instance ids (i- and 8 or 17 hex digits)"
+                )
+        if len(values) > MAX_TARGET_VALUES:
+            raise ValueError(f"{key} has {len(values)} values; SSM takes at most {MAX_TARGET_VALUES} per target")
         if any(target.key == key for target in targets):
             raise ValueError(f"{key} is given twice: put all its values in one entry, separated by commas")
         targets.append(Target(key, tuple(values)))

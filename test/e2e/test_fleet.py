@@ -170,3 +170,12 @@ def test_targets_matching_nothing_send_nothing(standin: StandIn) -> None:
     assert run.returncode == 1, run.output
     assert "match no running instance" in run.output
     assert (standin.calls_snapshot() - before)["ssm:SendCommand"] == 0
+
+
+def test_a_missing_resource_group_sends_nothing(standin: StandIn) -> None:
+    before = standin.calls_snapshot()
+    run = run_pipe(standin.pipe_env(TARGETS=f"resource-groups:Name=missing-{unique_tag()}", COMMANDS="echo never"))
+
+    assert run.returncode == 1, run.output
+    assert "There is no resource group 'missing-" in run.output
+    assert (standin.calls_snapshot() - before)["ssm:SendCommand"] == 0
