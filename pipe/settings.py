@@ -40,7 +40,9 @@ SECRET_ACCESS_KEY = re.compile(r"[A-Za-z0-9/+=]{16,128}")
 INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17})$")
 PARAMETER_NAME = re.compile(r"(/[A-Za-z0-9_.\-]+){1,15}|[A-Za-z0-9_.\-]+")  # AWS allows 15 levels
 
-FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")  # ESC (colours) is allowed
+# C0 controls and DEL; ESC stays allowed (colour codes in echo), and so do C1 characters, which
+# are printable text in some encodings' round trips
+FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
 EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
 DEFAULT_EXECUTION_TIMEOUT = 3600
