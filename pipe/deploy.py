@@ -126,27 +126,25 @@ class Deploy:
             f"---- Health check on {len(instance_ids)} instance(s): up to {settings.healthcheck_retries} "
             f"attempt(s), {settings.healthcheck_interval} s apart ----"
         )
-        phase = replace(
-            settings,
-            instance_ids=instance_ids,
-            targets=[],
+        commands, invocations, unhealthy = self._run_phase(
+            session,
+            ssm,
+            stops,
+            names,
+            role,
+            "health check",
+            instance_ids,
             commands=healthcheck_body(settings),
             execution_timeout=settings.healthcheck_timeout,
-            max_errors="100%",  # check every instance, whatever the others say
-            comment=cut(f"{settings.comment} health check", COMMENT_LIMIT),
         )
-        commands = self._send(ssm, phase, build_script(phase), role)
         self.outcome.healthcheck_commands = commands
-        invocations = self._follow_or_explain(session, ssm, phase, commands, stops, names, len(instance_ids))
-        unhealthy = [inv for inv in invocations.values() if not inv.succeeded]
         self.outcome.healthcheck = "failed" if unhealthy else "passed"
         if not unhealthy:
             log.info(f"Health check passed on all {len(invocations)} instance(s)")
             return None
-        listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in unhealthy[:20])
         return DeployFailed(
             f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(invocations)} instance(s): "
-            f"{listed}. Command id: {_ids(commands)}"
+            f"{_listed(unhealthy)}. Command id: {_ids(commands)}"
         )
 
     def _roll_back(
@@ -164,26 +162,42 @@ class Deploy:
             return DeployFailed(f"{failure} No instance received the deploy, so nothing was rolled back.")
         log.error(f"{failure}")
         log.info(f"---- Rollback on the {len(instance_ids)} instance(s) that received the deploy ----")
+        commands, invocations, broken = self._run_phase(
+            session, ssm, stops, names, role, "rollback", instance_ids, commands=self.settings.rollback_commands
+        )
+        self.outcome.rollback_commands = commands
+        self.outcome.rollback = "failed" if broken else "succeeded"
+        if not broken:
+            return DeployFailed(f"{failure} Rollback succeeded on all {len(invocations)} instance(s).")
+        return DeployFailed(
+            f"{failure} ROLLBACK FAILED on {len(broken)} of {len(invocations)} instance(s): {_listed(broken)}; "
+            f"they need attention. Rollback command id: {_ids(commands)}"
+        )
+
+    def _run_phase(
+        self,
+        session: Any,
+        ssm: Any,
+        stops: StopRequests,
+        names: dict[str, str],
+        role: str,
+        label: str,
+        instance_ids: list[str],
+        **changes: Any,
+    ) -> tuple[list[SentCommand], dict[str, Invocation], list[Invocation]]:
+        """Send a follow-up command (health check, rollback) to ``instance_ids`` and follow it; every
+        instance is tried whatever the others do. Returns the commands, invocations and failures."""
         phase = replace(
             self.settings,
             instance_ids=instance_ids,
             targets=[],
-            commands=self.settings.rollback_commands,
-            max_errors="100%",  # roll back everywhere, whatever fails
-            comment=cut(f"{self.settings.comment} rollback", COMMENT_LIMIT),
+            max_errors="100%",
+            comment=cut(f"{self.settings.comment} {label}", COMMENT_LIMIT),
+            **changes,
         )
         commands = self._send(ssm, phase, build_script(phase), role)
-        self.outcome.rollback_commands = commands
         invocations = self._follow_or_explain(session, ssm, phase, commands, stops, names, len(instance_ids))
-        broken = [inv for inv in invocations.values() if not inv.succeeded]
-        self.outcome.rollback = "failed" if broken else "succeeded"
-        if not broken:
-            return DeployFailed(f"{failure} Rollback succeeded on all {len(invocations)} instance(s).")
-        listed = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in broken[:20])
-        return DeployFailed(
-            f"{failure} ROLLBACK FAILED on {len(broken)} of {len(invocations)} instance(s): {listed}; they need "
-            f"attention. Rollback command id: {_ids(commands)}"
-        )
+        return commands, invocations, [inv for inv in invocations.values() if not inv.succeeded]
 
     def _follow_or_explain(
         self,
@@ -304,9 +318,7 @@ def _log_dry_run(settings: DeploySettings, role: str, targeted: list[str] | None
 def _failure_message(failed: list[Invocation], total: int, commands: list[SentCommand]) -> str:
     skipped = [inv for inv in failed if inv.skipped]
     broken = [inv for inv in failed if not inv.skipped]
-    shown = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in broken[:20])
-    if len(broken) > 20:
-        shown += f"; and {len(broken) - 20} more (see the summary)"
+    shown = _listed(broken)
     message = f"Deploy failed on {len(broken)} of {total} instance(s): {shown}."
     if skipped:
         message += (
@@ -314,6 +326,14 @@ def _failure_message(failed: list[Invocation], total: int, commands: list[SentCo
             f"version: {', '.join(inv.instance_id for inv in skipped[:20])}{' ...' if len(skipped) > 20 else ''}."
         )
     return message + f" Command id: {_ids(commands)}"
+
+
+def _listed(invocations: list[Invocation], limit: int = 20) -> str:
+    """``i-1: Failed (exit 3); i-2: ...``, at most ``limit`` of them."""
+    shown = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in invocations[:limit])
+    if len(invocations) > limit:
+        shown += f"; and {len(invocations) - limit} more (see the summary)"
+    return shown
 
 
 def _ids(commands: list[SentCommand]) -> str:
