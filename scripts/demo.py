@@ -2,7 +2,8 @@
 
 Starts moto on 127.0.0.1 with two "instances" (local folders whose commands run as processes),
 a KMS key, a SecureString parameter and a per-environment role; then runs ``pipe/pipe.py`` with a
-multi-line deploy that reads the database password on the instances, and stops everything.
+multi-line deploy that reads the database password on the instances, then a health check (a
+rollback is configured but not needed), prints the result file, and stops everything.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main() -> int:
             SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
             VARIABLES="RELEASE=2026.11.25-1\nNODE_ENV=production",
             COMMANDS='cd "$HOME"\nbash ./deploy.sh',
+            HEALTHCHECK_COMMANDS='echo "GET /health -> 200 (release $RELEASE)"',
+            ROLLBACK_COMMANDS='echo "restoring the previous release"',
             BITBUCKET_CLONE_DIR=folder,
         )
         result = subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT, check=False)
