@@ -43,6 +43,7 @@ class Deploy:
         self.env = env
         self.redactor = redactor
         self.outcome = DeployOutcome("not sent", [], {})
+        self.order: list[str] = []  # the targeted instances, in order: each keeps its colour in every phase
 
     def run(self, stops: StopRequests) -> str:
         """Return the success message, or raise DeployFailed (or PipeError)."""
@@ -69,6 +70,7 @@ class Deploy:
             else None
         )
         targeted = self._targeted_instances(session, ec2)
+        self.order = list(targeted or [])
         if targeted:
             check_instances(ssm, targeted, settings.region)
         check_follow_permissions(ssm, identity.arn, targeted[0] if targeted else "i-00000000")
@@ -253,7 +255,9 @@ class Deploy:
         """Wait for the invocations while printing their output; cancel on a stop or on the wait bound."""
         settings = phase
         count = max(expected_count, sum(len(c.instance_ids) for c in commands))
-        printer = OutputPrinter(self.redactor, label_lines=count != 1, names=names, instance_count=count)
+        printer = OutputPrinter(
+            self.redactor, label_lines=count != 1, names=names, instance_count=count, order=self.order
+        )
         tail = _log_tail(session, settings, commands, printer)
         s3 = (
             session.client("s3", region_name=settings.region, config=client_config())

@@ -43,7 +43,9 @@ class OutputPrinter:
         names: dict[str, str] | None = None,
         instance_count: int = 1,
         colour: bool | None = None,
+        order: list[str] | None = None,
     ) -> None:
+        """``order`` (the targeted instances) fixes each instance's colour across printers."""
         self._redactor = redactor
         self._label_lines = label_lines
         self._stream = stream or sys.stdout
@@ -51,6 +53,7 @@ class OutputPrinter:
         self._colour = colour if colour is not None else "NO_COLOR" not in os.environ
         self._budget = max(MIN_INSTANCE_BUDGET, LOG_BUDGET_BYTES // max(1, instance_count))
         self._instances: dict[str, _InstanceLog] = {}
+        self._order = {instance_id: index for index, instance_id in enumerate(order or [])}
 
     def print_lines(self, instance_id: str, text: str, is_stderr: bool = False) -> None:
         if not text:
@@ -95,7 +98,8 @@ class OutputPrinter:
         if state is None:
             label = self._names.get(instance_id, instance_id)
             if self._colour:
-                colour = escape_codes[PALETTE[len(self._instances) % len(PALETTE)]]
+                index = self._order.get(instance_id, len(self._order) + len(self._instances))
+                colour = escape_codes[PALETTE[index % len(PALETTE)]]
                 label = f"{colour}{label}{escape_codes['reset']}"
             state = self._instances[instance_id] = _InstanceLog(label)
         return state
