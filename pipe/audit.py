@@ -21,6 +21,9 @@ class BuildContext:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BuildContext:
+        raw = env
+        # Bitbucket's values are trusted, but a non-UTF-8 byte must not break the comment or the script
+        env = {name: value.encode("utf-8", "replace").decode("utf-8") for name, value in raw.items()}
         return cls(
             repo=env.get("BITBUCKET_REPO_FULL_NAME") or env.get("BITBUCKET_REPO_SLUG") or "local",
             build_number=env.get("BITBUCKET_BUILD_NUMBER", "0"),

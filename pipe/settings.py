@@ -296,8 +296,6 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
             f"must be a log group name (letters, digits, _ - / . #), got {log_group!r}",
         )
 
-    if problems.problems:
-        raise ValidationFailed(problems.problems)
     settings = DeploySettings(
         region=region,
         environment=environment,
@@ -336,9 +334,12 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         output_s3_bucket=output_s3_bucket,
         output_s3_prefix=output_s3_prefix,
     )
+    # judged with the rest, so a script too big is reported together with any other problem
     too_big = script_size_problem(settings)
     if too_big:
-        raise ValidationFailed({"SCRIPT" if script_path else "COMMANDS": [too_big]})
+        problems.add("SCRIPT" if script_path else "COMMANDS", too_big)
+    if problems.problems:
+        raise ValidationFailed(problems.problems)
     return settings
 
 
