@@ -195,6 +195,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
     document_name = text("DOCUMENT_NAME") or SHELL
     if not DOCUMENT_NAME.fullmatch(document_name):
         problems.add("DOCUMENT_NAME", f"must be an SSM document name or ARN, got {document_name!r}")
+        document_name = SHELL  # judge the other variables as for the default document
     document_version = text("DOCUMENT_VERSION")
     if document_version is not None and not DOCUMENT_VERSION.fullmatch(document_version):
         problems.add("DOCUMENT_VERSION", f"must be $DEFAULT, $LATEST or a version number, got {document_version!r}")
@@ -204,8 +205,7 @@ def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -
         document_parameters = problems.check(
             "DOCUMENT_PARAMETERS", lambda: parse_document_parameters(parameters_text), {}
         )
-    # an invalid name is refused above; judge the other variables as for the default document
-    script_document = document_name in SCRIPT_DOCUMENTS or not DOCUMENT_NAME.fullmatch(document_name)
+    script_document = document_name in SCRIPT_DOCUMENTS
     for reserved in RESERVED_PARAMETERS:
         if script_document and reserved in document_parameters:
             problems.add(

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import settings
 from standin import StandIn
 
-# CI runs the same generated cases every time (no flaky runs); locally each run explores new ones.
-settings.register_profile("ci", derandomize=True, print_blob=True)
+# CI runs the same generated cases every time and replays no saved failures (no flaky runs);
+# locally each run explores new ones and replays what failed before (.hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
