@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -94,7 +95,7 @@ class Deploy:
         if not settings.wait:
             self.outcome.status = "sent"
             return f"Sent command {_ids(commands)}; not waiting for it (WAIT: 'false')."
-        invocations = self._follow_or_explain(session, ssm, settings, commands, stops, names, len(targeted or []))
+        invocations = self._follow(session, ssm, settings, commands, stops, names, len(targeted or []))
         failed = [inv for inv in invocations.values() if not inv.succeeded]
         failure: DeployFailed | None = None
         if failed:
@@ -198,34 +199,8 @@ class Deploy:
             **changes,
         )
         commands = self._send(ssm, phase, build_script(phase), role)
-        invocations = self._follow_or_explain(session, ssm, phase, commands, stops, names, len(instance_ids))
+        invocations = self._follow(session, ssm, phase, commands, stops, names, len(instance_ids))
         return commands, invocations, [inv for inv in invocations.values() if not inv.succeeded]
-
-    def _follow_or_explain(
-        self,
-        session: Any,
-        ssm: Any,
-        phase: DeploySettings,
-        commands: list[SentCommand],
-        stops: StopRequests,
-        names: dict[str, str],
-        expected_count: int,
-    ) -> dict[str, Invocation]:
-        try:
-            return self._follow(session, ssm, phase, commands, stops, names, expected_count)
-        except BotoCoreError as error:
-            raise DeployStopped(
-                f"Lost contact with AWS while following command {_ids(commands)} ({error}). The command may "
-                f"still be running on the instances: see {_urls(phase.region, commands)}"
-            ) from None
-        except ClientError as error:
-            operation = error.operation_name
-            fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
-            raise DeployStopped(
-                f"AWS refused {operation} while following command {_ids(commands)} ({error_code(error)}: "
-                f"{error_message(error)}).{fix} The command may still be running on the instances: see "
-                f"{_urls(phase.region, commands)}"
-            ) from None
 
     def _targeted_instances(self, session: Any, ec2: Any) -> list[str] | None:
         settings = self.settings
@@ -252,41 +227,44 @@ class Deploy:
         names: dict[str, str],
         expected_count: int,
     ) -> dict[str, Invocation]:
-        """Wait for the invocations while printing their output; cancel on a stop or on the wait bound."""
+        """Wait for the invocations while printing their output; cancel on a stop or on the wait bound.
+
+        AWS becoming unreachable or refusing a call ends it with DeployStopped naming the command."""
         settings = phase
-        count = max(expected_count, sum(len(c.instance_ids) for c in commands))
-        printer = OutputPrinter(
-            self.redactor, label_lines=count != 1, names=names, instance_count=count, order=self.order
-        )
-        tail = _log_tail(session, settings, commands, printer)
-        s3 = (
-            session.client("s3", region_name=settings.region, config=client_config())
-            if settings.output_s3_bucket
-            else None
-        )
-        on_poll = tail.poll if tail else (lambda: 0)
-        watch = AgentWatch(ssm, settings.agent_lost_timeout)
-        tracker = InvocationTracker(ssm, commands, agent_watch=watch)
-        self.outcome.invocations = tracker.invocations
-        limit = settings.delivery_timeout + settings.execution_timeout + WAIT_MARGIN_SECONDS
-        try:
-            invocations = tracker.wait(limit, on_poll, stops.raise_if_requested)
-        except (Interrupted, WaitTimedOut) as stop:
-            log.error(f"{stop} Cancelling command {_ids(commands)}.")
-            if all([cancel_command(ssm, command.command_id) for command in commands]):
-                try:
-                    tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
-                except WaitTimedOut:
-                    log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
-            show_results(ssm, commands, tracker.invocations, printer, tail, settings, s3)
-            raise DeployStopped(f"{stop} The command was cancelled. Command id: {_ids(commands)}") from None
-        for command in commands:
-            lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
-            if lost:  # so a returning agent does not run a deploy nobody watches
-                cancel_command(ssm, command.command_id, lost)
-        self.outcome.invocations = invocations
-        show_results(ssm, commands, invocations, printer, tail, settings, s3)
-        return invocations
+        with _aws_errors_explained(phase.region, commands):
+            count = max(expected_count, sum(len(c.instance_ids) for c in commands))
+            printer = OutputPrinter(
+                self.redactor, label_lines=count != 1, names=names, instance_count=count, order=self.order
+            )
+            tail = _log_tail(session, settings, commands, printer)
+            s3 = (
+                session.client("s3", region_name=settings.region, config=client_config())
+                if settings.output_s3_bucket
+                else None
+            )
+            on_poll = tail.poll if tail else (lambda: 0)
+            watch = AgentWatch(ssm, settings.agent_lost_timeout)
+            tracker = InvocationTracker(ssm, commands, agent_watch=watch)
+            self.outcome.invocations = tracker.invocations
+            limit = settings.delivery_timeout + settings.execution_timeout + WAIT_MARGIN_SECONDS
+            try:
+                invocations = tracker.wait(limit, on_poll, stops.raise_if_requested)
+            except (Interrupted, WaitTimedOut) as stop:
+                log.error(f"{stop} Cancelling command {_ids(commands)}.")
+                if all([cancel_command(ssm, command.command_id) for command in commands]):
+                    try:
+                        tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
+                    except WaitTimedOut:
+                        log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
+                show_results(ssm, commands, tracker.invocations, printer, tail, settings, s3)
+                raise DeployStopped(f"{stop} The command was cancelled. Command id: {_ids(commands)}") from None
+            for command in commands:
+                lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
+                if lost:  # so a returning agent does not run a deploy nobody watches
+                    cancel_command(ssm, command.command_id, lost)
+            self.outcome.invocations = invocations
+            show_results(ssm, commands, invocations, printer, tail, settings, s3)
+            return invocations
 
 
 def _log_dry_run(settings: DeploySettings, role: str, targeted: list[str] | None, script: list[str]) -> None:
@@ -330,6 +308,26 @@ def _failure_message(failed: list[Invocation], total: int, commands: list[SentCo
             f"version: {', '.join(inv.instance_id for inv in skipped[:20])}{' ...' if len(skipped) > 20 else ''}."
         )
     return message + f" Command id: {_ids(commands)}"
+
+
+@contextmanager
+def _aws_errors_explained(region: str, commands: list[SentCommand]) -> Iterator[None]:
+    """Turn an AWS error while following ``commands`` into DeployStopped naming them (they may still run)."""
+    try:
+        yield
+    except BotoCoreError as error:
+        raise DeployStopped(
+            f"Lost contact with AWS while following command {_ids(commands)} ({error}). The command may "
+            f"still be running on the instances: see {_urls(region, commands)}"
+        ) from None
+    except ClientError as error:
+        operation = error.operation_name
+        fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
+        raise DeployStopped(
+            f"AWS refused {operation} while following command {_ids(commands)} ({error_code(error)}: "
+            f"{error_message(error)}).{fix} The command may still be running on the instances: see "
+            f"{_urls(region, commands)}"
+        ) from None
 
 
 def _listed(invocations: list[Invocation], limit: int = 20) -> str:
