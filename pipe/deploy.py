@@ -11,25 +11,25 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.agent_watch import AgentWatch
-from pipe.audit import COMMENT_LIMIT, cut
-from pipe.auth import authenticate
-from pipe.aws import client_config, error_code, error_message, is_access_denied, permission_for
-from pipe.command import SentCommand, cancel_command, console_url, send_commands
+from pipe.aws.errors import client_config, error_code, error_message, is_access_denied, permission_for
+from pipe.config.build_context import COMMENT_LIMIT, cut
+from pipe.config.settings import DeploySettings
 from pipe.errors import DeployFailed, DeployStopped, PipeError
-from pipe.fleet import instance_names, resolve_targets
-from pipe.interruption import Interrupted, StopRequests
-from pipe.invocations import Invocation
-from pipe.log_tail import LogTail
-from pipe.output import OutputPrinter
-from pipe.parameter_path import resolve_path
-from pipe.preflight import check_follow_permissions, check_instances, check_parameters
-from pipe.redaction import Redactor
-from pipe.remote_script import build_script, healthcheck_body
-from pipe.report import show_results
-from pipe.result_file import DeployOutcome, write_result
-from pipe.settings import DeploySettings
-from pipe.tracker import InvocationTracker, WaitTimedOut
+from pipe.model import Invocation
+from pipe.report.console import OutputPrinter
+from pipe.report.result_file import DeployOutcome, write_result
+from pipe.report.summary import show_results
+from pipe.runtime.interruption import Interrupted, StopRequests
+from pipe.runtime.redaction import Redactor
+from pipe.stages.authenticate import authenticate
+from pipe.stages.parameter_path import resolve_path
+from pipe.stages.preflight import check_follow_permissions, check_instances, check_parameters
+from pipe.stages.resolve import instance_names, resolve_targets
+from pipe.stages.script import build_script, healthcheck_body
+from pipe.stages.send import SentCommand, cancel_command, console_url, send_commands
+from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.log_tail import LogTail
+from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
 
 WAIT_MARGIN_SECONDS = 120  # beyond delivery + execution timeout, before the pipe gives up itself
 CANCEL_GRACE_SECONDS = 30

@@ -12,14 +12,14 @@ import yaml
 from bitbucket_pipes_toolkit import Pipe
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.aws import error_code, error_message, is_access_denied, permission_for
+from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
+from pipe.config.settings import load_settings
+from pipe.config.variables import SCHEMA
 from pipe.deploy import Deploy
 from pipe.errors import PipeError, ValidationFailed
-from pipe.interruption import Interrupted, stop_requests
-from pipe.logs import configure_logging
-from pipe.redaction import Redactor
-from pipe.schema import SCHEMA
-from pipe.settings import load_settings
+from pipe.runtime.interruption import Interrupted, stop_requests
+from pipe.runtime.logging_setup import configure_logging
+from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")
 METADATA_FILES = (Path(__file__).resolve().parent.parent / "pipe.yml", Path("/pipe.yml"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from pipe.schema import DOCUMENTED_REQUIRED, SCHEMA
+from pipe.config.variables import DOCUMENTED_REQUIRED, SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -35,11 +35,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from standin import StandIn
 
+from pipe.config.settings import DeploySettings, load_settings
+from pipe.config.variables import SCHEMA, VARIABLE_NAMES
 from pipe.errors import ValidationFailed
 from pipe.main import main
-from pipe.remote_script import build_script
-from pipe.schema import SCHEMA, VARIABLE_NAMES
-from pipe.settings import DeploySettings, load_settings
+from pipe.stages.script import build_script
 
 # --- the contract, written down independently of pipe/settings.py --------------------------------
 

@@ -1,4 +1,4 @@
-"""pipe.audit: the Bitbucket build context, the command Comment and the STS session name."""
+"""pipe.config.build_context: the Bitbucket build context, the command Comment and the STS session name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import string
 
 import pytest
 
-from pipe.audit import COMMENT_LIMIT, SESSION_NAME_LIMIT, BuildContext, cut
+from pipe.config.build_context import COMMENT_LIMIT, SESSION_NAME_LIMIT, BuildContext, cut
 
 SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]+")
 

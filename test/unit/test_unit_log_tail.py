@@ -11,9 +11,9 @@ import pytest
 from botocore.stub import Stubber
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B
 
-from pipe.log_tail import LOOKBACK_MS, LogTail
-from pipe.output import OutputPrinter
-from pipe.redaction import Redactor
+from pipe.report.console import OutputPrinter
+from pipe.runtime.redaction import Redactor
+from pipe.stages.watch.log_tail import LOOKBACK_MS, LogTail
 
 GROUP = "/aws/ssm/ssm-deploy"
 START = 1_000_000

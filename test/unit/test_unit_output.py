@@ -1,4 +1,4 @@
-"""pipe.invocations, pipe.output and pipe.logs: what the build log shows, masked."""
+"""pipe.model, pipe.report.console and pipe.runtime.logging_setup: what the build log shows, masked."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipe.invocations import ACTIVE_STATUSES, Invocation
-from pipe.logs import QUIET_LOGGERS, configure_logging
-from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
-from pipe.redaction import MASK, Redactor
+from pipe.model import ACTIVE_STATUSES, Invocation
+from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
+from pipe.runtime.logging_setup import QUIET_LOGGERS, configure_logging
+from pipe.runtime.redaction import MASK, Redactor
 
 SECRET = "hunter2-secret"
 
@@ -127,7 +127,7 @@ def test_configure_logging_masks_and_keeps_sdk_quiet(debug: bool, capsys: pytest
 
 
 def test_printer_keeps_within_budget_and_shows_the_tail_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipe.output as output
+    import pipe.report.console as output
 
     monkeypatch.setattr(output, "LOG_BUDGET_BYTES", 1000)
     monkeypatch.setattr(output, "MIN_INSTANCE_BUDGET", 100)

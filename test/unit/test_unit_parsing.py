@@ -1,4 +1,4 @@
-"""pipe.parsing: the small parsers behind every pipe variable."""
+"""pipe.config.parsers: the small parsers behind every pipe variable."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from pipe.parsing import expand_environment, parse_bool, parse_int, split_pairs, split_words, yaml_list
+from pipe.config.parsers import expand_environment, parse_bool, parse_int, split_pairs, split_words, yaml_list
 
 # --- parse_bool ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""pipe.preflight with a stubbed SSM client: agent status and readable SECRETS before anything is sent."""
+"""pipe.stages.preflight with a stubbed SSM client: agent status and readable SECRETS before anything is sent."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, ssm_client
 
+from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
-from pipe.preflight import check_instances, check_parameters
-from pipe.redaction import MASK, Redactor
-from pipe.settings import SecretRef
+from pipe.runtime.redaction import MASK, Redactor
+from pipe.stages.preflight import check_instances, check_parameters
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/deploy-production/ssm-deploy-app-42"
 KMS_DENIED = (

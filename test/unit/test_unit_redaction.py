@@ -1,4 +1,4 @@
-"""pipe.redaction: secret values and credentials are masked in text and in log records."""
+"""pipe.runtime.redaction: secret values and credentials are masked in text and in log records."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipe.redaction import MASK, RedactingFilter, Redactor
+from pipe.runtime.redaction import MASK, RedactingFilter, Redactor
 
 SECRET = "s3cr3t-Value!"
 

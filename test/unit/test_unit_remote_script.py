@@ -1,4 +1,4 @@
-"""pipe.remote_script: the script the instances run, checked by running it with a fake ``aws``."""
+"""pipe.stages.script: the script the instances run, checked by running it with a fake ``aws``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from unit.unit_support import make_settings
 
-from pipe.remote_script import AWS_CLI_MISSING, PARAMETER_READ_FAILED, build_script
-from pipe.settings import DeploySettings, SecretRef
+from pipe.config.settings import DeploySettings, SecretRef
+from pipe.stages.script import AWS_CLI_MISSING, PARAMETER_READ_FAILED, build_script
 
 SECRET_VALUE = 'p@ss\'w$rd "x" $(id) `id` \\n;|&'
 DB_PARAMETER = "/deploy/production/db-password"

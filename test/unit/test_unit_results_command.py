@@ -1,4 +1,4 @@
-"""pipe.results.fetch_result and pipe.command with a stubbed SSM client."""
+"""pipe.results.fetch_result and pipe.stages.send with a stubbed SSM client."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, ssm_client
 
-from pipe.command import (
+from pipe.config.settings import DeploySettings
+from pipe.config.targets import Target
+from pipe.errors import PipeError
+from pipe.model import Invocation
+from pipe.stages.send import (
     DOCUMENT_NAME,
     SentCommand,
     cancel_command,
@@ -21,11 +25,7 @@ from pipe.command import (
     send_commands,
     send_parameters,
 )
-from pipe.errors import PipeError
-from pipe.invocations import Invocation
-from pipe.results import NOT_YET_ATTEMPTS, fetch_result
-from pipe.settings import DeploySettings
-from pipe.targets import Target
+from pipe.stages.watch.results import NOT_YET_ATTEMPTS, fetch_result
 
 GET_PARAMS = {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}
 SCRIPT = ["# ssm-deploy team/app#42 0123456", "echo deploying", "./deploy.sh"]

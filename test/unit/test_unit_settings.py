@@ -6,8 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from pipe.errors import ValidationFailed
-from pipe.settings import (
+from pipe.config.settings import (
     DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_EXECUTION_TIMEOUT,
     DEFAULT_LOG_GROUP,
@@ -16,6 +15,7 @@ from pipe.settings import (
     StaticKeys,
     load_settings,
 )
+from pipe.errors import ValidationFailed
 
 ID_A = "i-0123456789abcdef0"
 ID_B = "i-0fedcba9876543210"

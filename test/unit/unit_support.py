@@ -9,8 +9,8 @@ from typing import Any
 import boto3
 from mypy_boto3_ssm.client import SSMClient
 
-from pipe.audit import BuildContext
-from pipe.settings import DeploySettings
+from pipe.config.build_context import BuildContext
+from pipe.config.settings import DeploySettings
 
 REGION = "eu-west-1"
 COMMAND_ID = "0b7a4a1e-5c2f-4d8e-9a3b-1c2d3e4f5a6b"  # SSM command ids are 36-character UUIDs

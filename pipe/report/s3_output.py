@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipe.aws import error_code, error_message
+from pipe.aws.errors import error_code, error_message
 
 PLUGIN_FOLDER = "awsrunShellScript/0.awsrunShellScript"
 log = logging.getLogger("ssm-deploy")

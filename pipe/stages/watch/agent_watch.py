@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipe.aws import is_access_denied
+from pipe.aws.errors import is_access_denied
 
 BATCH = 50
 MAX_CHECK_INTERVAL = 30.0

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from colorlog.escape_codes import escape_codes
 
-from pipe.redaction import Redactor
+from pipe.runtime.redaction import Redactor
 
 STDOUT_FIELD_LIMIT = 24000  # GetCommandInvocation StandardOutputContent
 STDERR_FIELD_LIMIT = 8000  # GetCommandInvocation StandardErrorContent

@@ -6,7 +6,7 @@ import io
 import logging
 import sys
 
-from pipe.redaction import RedactingFilter, Redactor
+from pipe.runtime.redaction import RedactingFilter, Redactor
 
 # botocore logs request and response bodies at DEBUG, which include STS temporary credentials and
 # decrypted parameter values: these loggers stay at WARNING whatever DEBUG says.

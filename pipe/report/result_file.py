@@ -7,10 +7,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipe.command import SentCommand, console_url
-from pipe.invocations import Invocation
-from pipe.report import format_duration
-from pipe.settings import DeploySettings
+from pipe.config.settings import DeploySettings
+from pipe.model import Invocation
+from pipe.report.summary import format_duration
+from pipe.stages.send import SentCommand, console_url
 
 log = logging.getLogger("ssm-deploy")
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pipe.audit import COMMENT_LIMIT, BuildContext, cut
-from pipe.documents import (
+from pipe.config.build_context import COMMENT_LIMIT, BuildContext, cut
+from pipe.config.documents import (
     DOCUMENT_NAME,
     DOCUMENT_VERSION,
     POWERSHELL,
@@ -18,8 +18,7 @@ from pipe.documents import (
     SHELL,
     parse_document_parameters,
 )
-from pipe.errors import ValidationFailed
-from pipe.parsing import (
+from pipe.config.parsers import (
     expand_environment,
     parse_bool,
     parse_int,
@@ -27,9 +26,10 @@ from pipe.parsing import (
     split_words,
     yaml_list,
 )
-from pipe.remote_script import script_size_problem
-from pipe.script_file import read_script
-from pipe.targets import Target, parse_rate, parse_targets
+from pipe.config.script_file import read_script
+from pipe.config.targets import Target, parse_rate, parse_targets
+from pipe.errors import ValidationFailed
+from pipe.stages.script import script_size_problem
 
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$", re.ASCII)
 ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

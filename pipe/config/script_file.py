@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipe.remote_script import MAX_SCRIPT_BYTES
+from pipe.stages.script import MAX_SCRIPT_BYTES
 
 
 def read_script(path_text: str, clone_dir: str) -> str:

@@ -14,10 +14,10 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.session import get_session
 
-from pipe.aws import client_config, error_code, error_message, is_access_denied
+from pipe.aws.errors import client_config, error_code, error_message, is_access_denied
+from pipe.config.settings import DeploySettings
 from pipe.errors import PipeError
-from pipe.redaction import Redactor
-from pipe.settings import DeploySettings
+from pipe.runtime.redaction import Redactor
 
 ROLE_DURATION_SECONDS = 3600  # the most a chained role session may last; refreshed when it runs out
 log = logging.getLogger("ssm-deploy")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipe.parsing import split_words
+from pipe.config.parsers import split_words
 
 MAX_TARGETS = 5  # SendCommand Targets
 MAX_TARGET_VALUES = 50  # Target.Values

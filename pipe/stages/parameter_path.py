@@ -13,10 +13,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipe.aws import error_message, is_access_denied
+from pipe.aws.errors import error_message, is_access_denied
+from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
-from pipe.redaction import Redactor
-from pipe.settings import SecretRef
+from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")
 

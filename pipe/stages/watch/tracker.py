@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pipe.agent_watch import AgentWatch
-from pipe.command import SentCommand
 from pipe.errors import PipeError
-from pipe.invocations import ACTIVE_STATUSES, Invocation
+from pipe.model import ACTIVE_STATUSES, Invocation
+from pipe.stages.send import SentCommand
+from pipe.stages.watch.agent_watch import AgentWatch
 
 FIRST_POLL_SECONDS = 0.25
 MAX_POLL_SECONDS = 1.0

@@ -8,8 +8,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipe.aws import error_code
-from pipe.invocations import Invocation
+from pipe.aws.errors import error_code
+from pipe.model import Invocation
 
 NOT_YET_ATTEMPTS = 10
 

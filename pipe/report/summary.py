@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipe.command import SentCommand, console_url
-from pipe.documents import plugin_folder
-from pipe.invocations import Invocation
-from pipe.log_tail import LogTail
-from pipe.output import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
-from pipe.results import fetch_result
-from pipe.s3_output import output_key, read_lines
-from pipe.settings import DeploySettings
+from pipe.config.documents import plugin_folder
+from pipe.config.settings import DeploySettings
+from pipe.model import Invocation
+from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
+from pipe.report.s3_output import output_key, read_lines
+from pipe.stages.send import SentCommand, console_url
+from pipe.stages.watch.log_tail import LogTail
+from pipe.stages.watch.results import fetch_result
 
 DRAIN_SECONDS = 35.0  # the SSM Agent uploads output to CloudWatch at least every 30 s
 log = logging.getLogger("ssm-deploy")

@@ -7,9 +7,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.aws import error_code, error_message, is_access_denied
+from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.config.targets import Target
 from pipe.errors import PipeError
-from pipe.targets import Target
 
 log = logging.getLogger("ssm-deploy")
 

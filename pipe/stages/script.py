@@ -10,9 +10,9 @@ import shlex
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipe.settings import DeploySettings, SecretRef
+    from pipe.config.settings import DeploySettings, SecretRef
 
-from pipe.documents import POWERSHELL, SHELL
+from pipe.config.documents import POWERSHELL, SHELL
 
 MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
 PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS parameter

@@ -18,8 +18,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipe.aws import error_code, error_message, is_access_denied
-from pipe.output import OutputPrinter
+from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.report.console import OutputPrinter
 
 LOOKBACK_MS = 35_000  # the SSM Agent uploads at least every 30 s
 PAGE_EVENTS = 1000  # small pages keep memory flat however much the instances print

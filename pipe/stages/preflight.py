@@ -7,10 +7,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipe.aws import error_code, error_message, is_access_denied, permission_for
+from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
+from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
-from pipe.redaction import Redactor
-from pipe.settings import SecretRef
+from pipe.runtime.redaction import Redactor
 
 GET_PARAMETERS_BATCH = 10  # ssm:GetParameters takes at most 10 names
 DESCRIBE_FILTER_BATCH = 50
