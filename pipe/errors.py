@@ -1,6 +1,13 @@
-"""Exceptions that end the pipe with a clear, user-facing message (never a traceback)."""
+"""Exceptions that end the pipe with a clear, user-facing message (never a traceback).
+
+The standard wordings live here, in the types, so every site says them the same way:
+``<VARIABLE>: nothing was sent. <problem>`` before SendCommand, and ``... The command may still be
+running on the instances: see <links>`` when following ends early.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class PipeError(Exception):
@@ -15,6 +22,15 @@ class ValidationFailed(PipeError):
         super().__init__("; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in problems.items()))
 
 
+class NothingSent(PipeError):
+    """Refused before SendCommand: names what to fix (a variable, or the deploy role)."""
+
+    def __init__(self, subject: str, problem: str, fix: str = "") -> None:
+        self.subject = subject
+        text = f"{subject}: nothing was sent. {_sentence(problem)}"
+        super().__init__(text + (f" Fix: {_sentence(fix)}" if fix else ""))
+
+
 class DeployFailed(PipeError):
     """The command ran but did not succeed on every instance."""
 
@@ -22,3 +38,19 @@ class DeployFailed(PipeError):
 class DeployStopped(DeployFailed):
     """Following the command ended early (pipeline stopped, wait bound, AWS unreachable): no health
     check or rollback is attempted after it."""
+
+
+class StillRunning(DeployStopped):
+    """Following stopped after SendCommand while the command may still run: names it and its links."""
+
+    def __init__(self, problem: str, command_ids: Sequence[str], urls: Sequence[str]) -> None:
+        self.command_ids = tuple(command_ids)
+        super().__init__(
+            f"{_sentence(problem)} The command may still be running on the instances: see {' '.join(urls)}"
+        )
+
+
+def _sentence(text: str) -> str:
+    """End ``text`` with a full stop unless it ends a sentence already."""
+    text = text.strip()
+    return text if not text or text[-1] in ".!?" else text + "."

@@ -10,9 +10,10 @@ from typing import Any
 
 import yaml
 from bitbucket_pipes_toolkit import Pipe
+from bitbucket_pipes_toolkit.helpers import fail, success
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
+from pipe.aws.errors import explain
 from pipe.config.settings import load_settings
 from pipe.config.variables import SCHEMA
 from pipe.deploy import Deploy
@@ -31,41 +32,39 @@ class DeployPipe(Pipe):  # type: ignore[misc]
 
 
 def main() -> int:
+    """Run the pipe; the exit code is 0 only when the deploy succeeded (or the dry run passed)."""
     env = dict(os.environ)
     redactor = Redactor()
     pipe = DeployPipe(pipe_metadata=_metadata(), schema=SCHEMA, env=env, check_for_newer_version=False)
     try:
         settings = load_settings(pipe.variables, env)
     except ValidationFailed as invalid:
-        pipe.fail(format_problems(invalid.problems))
-        return 1
+        return _failed(format_problems(invalid.problems))
     configure_logging(pipe.logger, redactor, settings.debug)
     try:
         with stop_requests() as stops:
             message = Deploy(settings, env, redactor).run(stops)
-    except Interrupted as error:
-        pipe.fail(f"{error}; nothing was sent to the instances.")
-        return 1
+    except Interrupted as error:  # raised only before anything was sent: later stops are DeployStopped
+        return _failed(f"{error}; nothing was sent to the instances.")
     except PipeError as error:
-        pipe.fail(redactor.redact(str(error)))
-        return 1
+        return _failed(redactor.redact(str(error)))
     except ClientError as error:
-        fix = f" Fix: allow {permission_for(error.operation_name)}." if is_access_denied(error) else ""
-        pipe.fail(
-            redactor.redact(f"AWS refused {error.operation_name} ({error_code(error)}: {error_message(error)}).{fix}")
-        )
-        return 1
+        return _failed(redactor.redact(explain(error)))
     except BotoCoreError as error:
-        pipe.fail(redactor.redact(f"Could not talk to AWS: {error}"))
-        return 1
+        return _failed(redactor.redact(f"Could not talk to AWS: {error}"))
     except Exception as error:  # a bug of ours: still no raw traceback in the build log
         log.debug(redactor.redact(traceback.format_exc()))
-        pipe.fail(
+        return _failed(
             redactor.redact(f"Unexpected error {type(error).__name__}: {error}. Run with DEBUG: 'true' for details.")
         )
-        return 1
-    pipe.success(message)
+    success(message, do_exit=False)
     return 0
+
+
+def _failed(message: str) -> int:
+    """The toolkit's red ✖ line; the caller's process then exits with 1."""
+    fail(message, do_exit=False)
+    return 1
 
 
 def format_problems(problems: dict[str, list[str]]) -> str:

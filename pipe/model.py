@@ -1,11 +1,74 @@
-"""What the pipe knows about each instance's invocation, and which statuses are final."""
+"""Value types shared by the stages: what was sent, what each instance did, and the public verdicts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pipe.config.targets import Target
 
 ACTIVE_STATUSES = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
+"""Statuses that may still change. botocore's CommandExecuted waiter treats Cancelling as a failure;
+the pipe keeps waiting on it because it waits for its own cancel to land."""
 SUCCESS = "Success"
+
+
+class Status(StrEnum):
+    """``SSM_DEPLOY_STATUS``: how far the deploy got (a public contract: later steps branch on it)."""
+
+    NOT_SENT = "not sent"
+    DRY_RUN = "dry run"
+    SENT = "sent"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class PhaseStatus(StrEnum):
+    """``SSM_DEPLOY_HEALTH_CHECK`` and ``SSM_DEPLOY_ROLLBACK``: what a follow-up phase did."""
+
+    NOT_RUN = "not run"
+    NOT_NEEDED = "not needed"  # rollback only: no instance received the deploy
+    INTERRUPTED = "interrupted"  # the pipeline was stopped while it ran
+    PASSED = "passed"  # health check
+    SUCCEEDED = "succeeded"  # rollback
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command to send: what runs, where, and how fast. Phases are built from these values."""
+
+    label: str  # "deploy", "health check", "rollback": names the phase in logs and the Comment
+    script: tuple[str, ...]
+    instance_ids: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = ()  # SSM resolves the instances; instance_ids is then empty
+    execution_timeout: int = 3600
+    delivery_timeout: int = 600
+    max_concurrency: str = "50"
+    max_errors: str = "0"
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Instances the rollout treats together: deployed, checked and (behind a load balancer)
+    drained and registered again as one. ``targets`` when SSM resolves the instances itself."""
+
+    number: int  # 1-based
+    count: int  # how many batches the rollout has
+    instance_ids: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = ()
+
+    def __str__(self) -> str:
+        size = f"{len(self.instance_ids)} instance(s)" if self.instance_ids else "the TARGETS"
+        return f"batch {self.number}/{self.count} ({size})"
+
+
+@dataclass(frozen=True)
+class SentCommand:
+    command_id: str
+    instance_ids: tuple[str, ...]  # empty for a TARGETS command: SSM resolves its instances
 
 
 @dataclass
@@ -51,3 +114,37 @@ class Invocation:
         if self.skipped:
             text += " (skipped: MAX_ERRORS reached)"
         return text
+
+
+@dataclass
+class PhaseOutcome:
+    """What one phase (deploy, health check or rollback) sent and what each instance did."""
+
+    status: PhaseStatus = PhaseStatus.NOT_RUN
+    commands: list[SentCommand] = field(default_factory=list)
+    _followed: list[dict[str, Invocation]] = field(default_factory=list)  # one live dict per batch
+
+    def track(self, invocations: dict[str, Invocation]) -> None:
+        """Record a batch's invocations as they are followed (the dict keeps changing)."""
+        self._followed.append(invocations)
+
+    @property
+    def invocations(self) -> dict[str, Invocation]:
+        return {instance_id: inv for part in self._followed for instance_id, inv in part.items()}
+
+    @property
+    def failed(self) -> list[Invocation]:
+        return [inv for inv in self.invocations.values() if not inv.succeeded]
+
+
+@dataclass
+class DeployOutcome:
+    """How far the deploy got, for the result file. The deploy's rows and counts describe the deploy
+    itself; the health check and the rollback have sections of their own."""
+
+    status: Status = Status.NOT_SENT
+    message: str = ""
+    deploy: PhaseOutcome = field(default_factory=PhaseOutcome)
+    health_check: PhaseOutcome = field(default_factory=PhaseOutcome)
+    rollback: PhaseOutcome = field(default_factory=PhaseOutcome)
+    interrupted: str = ""  # the phase a stop (SIGTERM/SIGINT) interrupted, empty otherwise

@@ -57,7 +57,7 @@ def main() -> int:
         )
         result = subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT, check=False)
         print(f"\npipe exit code: {result.returncode}. The result file for later steps:")
-        print((Path(folder) / "ssm-deploy-result.env").read_text())
+        print((Path(folder) / "ssm-deploy-result.json.env").read_text())
         print("Stand-in stopped.")
         return result.returncode
 

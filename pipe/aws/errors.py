@@ -61,3 +61,9 @@ _SERVICE_OF = {
 def permission_for(operation: str) -> str:
     """The IAM action behind an API operation, e.g. ListCommandInvocations -> ssm:ListCommandInvocations."""
     return f"{_SERVICE_OF.get(operation, 'ssm')}:{operation}"
+
+
+def explain(error: ClientError) -> str:
+    """One sentence for an AWS refusal outside any command: what was refused and, for a denial, the fix."""
+    fix = f" Fix: allow {permission_for(error.operation_name)}." if is_access_denied(error) else ""
+    return f"AWS refused {error.operation_name} ({error_code(error)}: {error_message(error)}).{fix}"

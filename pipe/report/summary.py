@@ -7,10 +7,11 @@ from typing import Any
 
 from pipe.config.documents import plugin_folder
 from pipe.config.settings import DeploySettings
-from pipe.model import Invocation
+from pipe.model import Invocation, SentCommand
 from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
+from pipe.report.durations import format_duration
 from pipe.report.s3_output import output_key, read_lines
-from pipe.stages.send import SentCommand, console_url
+from pipe.stages.send import console_url
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.results import fetch_result
 
@@ -108,17 +109,3 @@ def _summary(commands: list[SentCommand], invocations: dict[str, Invocation], re
         log.info("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for command in commands:
         log.info(f"Console: {console_url(region, command.command_id)}")
-
-
-def format_duration(elapsed: str) -> str:
-    """``PT1M2.5S`` (ISO 8601, as SSM reports it) -> ``1m 2.5s``; empty when unknown."""
-    if not elapsed.startswith("PT"):
-        return "-"
-    text, out, number = elapsed[2:], [], ""
-    for char in text:
-        if char.isdigit() or char == ".":
-            number += char
-        elif number:
-            out.append(f"{float(number):g}{char.lower()}")
-            number = ""
-    return " ".join(out) or "-"

@@ -9,7 +9,8 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.config.settings import SecretRef
-from pipe.errors import PipeError
+from pipe.errors import NothingSent, PipeError
+from pipe.run import Run
 from pipe.runtime.redaction import Redactor
 
 GET_PARAMETERS_BATCH = 10  # ssm:GetParameters takes at most 10 names
@@ -17,8 +18,9 @@ DESCRIBE_FILTER_BATCH = 50
 log = logging.getLogger("ssm-deploy")
 
 
-def check_instances(ssm: Any, instance_ids: list[str], region: str) -> None:
-    """Refuse instances that SSM does not manage or whose agent is not online."""
+def check_instances(ssm: Any, instance_ids: list[str], region: str, variable: str = "INSTANCE_IDS") -> None:
+    """Refuse instances that SSM does not manage or whose agent is not online; ``variable`` names
+    where they came from (INSTANCE_IDS, or TARGETS that matched them)."""
     seen: dict[str, str] = {}
     try:
         for start in range(0, len(instance_ids), DESCRIBE_FILTER_BATCH):
@@ -50,11 +52,12 @@ def check_instances(ssm: Any, instance_ids: list[str], region: str) -> None:
             "agent is started (systemctl status amazon-ssm-agent) and can reach the SSM endpoints"
         )
     if problems:
-        raise PipeError("INSTANCE_IDS: nothing was sent. Instances " + "; ".join(problems) + ".")
+        raise NothingSent(variable, "Instances " + "; ".join(problems))
     log.info(f"All {len(instance_ids)} instance(s) have the SSM Agent online")
 
 
 PROBE_COMMAND_ID = "00000000-0000-4000-8000-000000000000"  # a command id that never exists
+PROBE_INSTANCE_ID = "i-00000000"  # when SSM resolves TARGETS: any well-formed id proves the permission
 
 
 def check_follow_permissions(ssm: Any, role: str, instance_id: str) -> None:
@@ -115,3 +118,14 @@ def _parameter_access_message(error: ClientError, names: list[str], role: str) -
             "/deploy/<environment>/* in the deploy role's policy."
         )
     return f"SECRETS: could not read {listed} ({error_code(error)}: {message})."
+
+
+def preflight(run: Run) -> None:
+    """Before sending: the agents are online, the deploy role can follow what it sends, and it can
+    read (and decrypt) every SECRETS parameter, whose values are kept only to mask them."""
+    settings, ssm = run.settings, run.clients.ssm
+    if run.targeted:
+        check_instances(ssm, run.targeted, settings.region, "TARGETS" if settings.targets else "INSTANCE_IDS")
+    check_follow_permissions(ssm, run.identity.arn, run.targeted[0] if run.targeted else PROBE_INSTANCE_ID)
+    run.stops.raise_if_requested()
+    check_parameters(ssm, settings.secrets, run.redactor, run.identity.arn)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.targets import Target
-from pipe.errors import PipeError
+from pipe.errors import NothingSent, PipeError
+from pipe.run import Run
+from pipe.stages.parameter_path import resolve_path
 
 log = logging.getLogger("ssm-deploy")
 
@@ -93,3 +96,35 @@ def _group_instances(resource_groups: Any, names: tuple[str, ...]) -> set[str]:
                 if ":instance/" in arn:
                     found.add(arn.rsplit("/", 1)[-1])
     return found
+
+
+def resolve(run: Run) -> None:
+    """The instances TARGETS match (``run.targeted``), PARAMETERS_PATH's parameters (added to the
+    secrets) and the Name tags that label output."""
+    settings = run.settings
+    run.targeted = list(settings.instance_ids)
+    if settings.targets:
+        run.targeted = resolve_targets(run.clients.ec2, run.clients.resource_groups, settings.targets)
+        if run.targeted is not None:
+            if not run.targeted:
+                raise NothingSent(
+                    "TARGETS",
+                    f"{'; '.join(map(str, settings.targets))} match no running instance in {settings.region}",
+                    "check the tag names and values (they are case-sensitive)",
+                )
+            log.info(f"TARGETS match {len(run.targeted)} running instance(s)")
+
+
+def resolve_parameters(run: Run) -> None:
+    """PARAMETERS_PATH: every parameter under it becomes a secret read on the instances."""
+    settings = run.settings
+    if settings.parameters_path:
+        taken = {ref.env_name for ref in settings.secrets} | {name for name, _ in settings.variables}
+        found = resolve_path(run.clients.ssm, settings.parameters_path, taken, run.redactor, run.identity.arn)
+        run.settings = replace(settings, secrets=[*settings.secrets, *found])
+
+
+def label_instances(run: Run) -> None:
+    """Name tags label the output lines of a fleet (one instance needs no label)."""
+    if run.targeted and len(run.targeted) > 1:
+        run.names = instance_names(run.clients.ec2, run.targeted)

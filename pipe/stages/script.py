@@ -19,11 +19,13 @@ PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS p
 AWS_CLI_MISSING = 127
 
 
-def build_script(settings: DeploySettings) -> list[str]:
-    """Lines for the ``commands`` parameter of AWS-RunShellScript or AWS-RunPowerShellScript;
-    empty for another document, which takes only DOCUMENT_PARAMETERS."""
+def build_script(settings: DeploySettings, body: str | None = None) -> list[str]:
+    """Lines for the ``commands`` parameter of AWS-RunShellScript or AWS-RunPowerShellScript: the
+    prelude (secrets, variables), then ``body`` (default: COMMANDS); empty for another document,
+    which takes only DOCUMENT_PARAMETERS."""
+    body = settings.commands if body is None else body
     if settings.document_name == POWERSHELL:
-        return _powershell_script(settings)
+        return _powershell_script(settings, body)
     if settings.document_name != SHELL:
         return []
     lines = [f"# ssm-deploy {settings.build.repo}#{settings.build.build_number} {settings.build.short_commit}".rstrip()]
@@ -34,11 +36,11 @@ def build_script(settings: DeploySettings) -> list[str]:
     if len(lines) > 1:
         lines.append("# --- COMMANDS ---")
     # only newlines end a line: str.splitlines() would also split inside quotes at U+2028 and friends
-    lines += settings.commands.replace("\r\n", "\n").split("\n")
+    lines += body.replace("\r\n", "\n").split("\n")
     return lines
 
 
-def _powershell_script(settings: DeploySettings) -> list[str]:
+def _powershell_script(settings: DeploySettings, body: str) -> list[str]:
     """The same prelude for Windows: secrets read with AWS Tools for PowerShell, then COMMANDS."""
     lines = [f"# ssm-deploy {settings.build.repo}#{settings.build.build_number} {settings.build.short_commit}".rstrip()]
     for ref in settings.secrets:
@@ -56,7 +58,7 @@ def _powershell_script(settings: DeploySettings) -> list[str]:
         lines.append(f"$env:{name} = {_ps_quote(value)}")
     if len(lines) > 1:
         lines.append("# --- COMMANDS ---")
-    lines += settings.commands.replace("\r\n", "\n").split("\n")
+    lines += body.replace("\r\n", "\n").split("\n")
     return lines
 
 

@@ -3,49 +3,48 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.config.documents import SCRIPT_DOCUMENTS, SHELL
+from pipe.config.documents import SCRIPT_DOCUMENTS
 from pipe.config.settings import DeploySettings
 from pipe.config.targets import Target
 from pipe.errors import PipeError
+from pipe.limits import MAX_INSTANCE_IDS
+from pipe.model import CommandSpec, SentCommand
 
-DOCUMENT_NAME = SHELL  # the default
-MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds
 log = logging.getLogger("ssm-deploy")
 
 
-def send_parameters(settings: DeploySettings, script: list[str]) -> dict[str, list[str]]:
+def send_parameters(settings: DeploySettings, spec: CommandSpec) -> dict[str, list[str]]:
     if settings.document_name not in SCRIPT_DOCUMENTS:
         return dict(settings.document_parameters)
-    parameters = {"commands": script, "executionTimeout": [str(settings.execution_timeout)]}
+    parameters = {"commands": list(spec.script), "executionTimeout": [str(spec.execution_timeout)]}
     if settings.working_directory:
         parameters["workingDirectory"] = [settings.working_directory]
     return {**settings.document_parameters, **parameters}
 
 
-@dataclass(frozen=True)
-class SentCommand:
-    command_id: str
-    instance_ids: tuple[str, ...]  # empty for a TARGETS command: SSM resolves its instances
-
-
-def send_commands(ssm: Any, settings: DeploySettings, script: list[str]) -> list[SentCommand]:
+def send_commands(
+    ssm: Any, settings: DeploySettings, spec: CommandSpec, check_stop: Callable[[], None] = lambda: None
+) -> list[SentCommand]:
     """One command for TARGETS, else one per 50 instance ids (SendCommand's limit).
 
-    If a later command is refused, the ones already sent are cancelled: nothing is left half-done.
+    If a later command is refused, or a stop arrives between two, the ones already sent are
+    cancelled: nothing is left half-done.
     """
-    if settings.targets:
-        return [SentCommand(send_command(ssm, settings, script, targets=settings.targets), ())]
+    if spec.targets:
+        return [SentCommand(send_command(ssm, settings, spec, targets=spec.targets), ())]
     sent: list[SentCommand] = []
-    for start in range(0, len(settings.instance_ids), MAX_INSTANCE_IDS):
-        chunk = settings.instance_ids[start : start + MAX_INSTANCE_IDS]
+    for start in range(0, len(spec.instance_ids), MAX_INSTANCE_IDS):
+        chunk = spec.instance_ids[start : start + MAX_INSTANCE_IDS]
         try:
-            sent.append(SentCommand(send_command(ssm, settings, script, instance_ids=chunk), tuple(chunk)))
+            if sent:
+                check_stop()
+            sent.append(SentCommand(send_command(ssm, settings, spec, instance_ids=chunk), chunk))
         except PipeError as error:
             if not sent:
                 raise
@@ -59,24 +58,24 @@ def send_commands(ssm: Any, settings: DeploySettings, script: list[str]) -> list
 def send_command(
     ssm: Any,
     settings: DeploySettings,
-    script: list[str],
-    instance_ids: list[str] | None = None,
-    targets: list[Target] | None = None,
+    spec: CommandSpec,
+    instance_ids: tuple[str, ...] = (),
+    targets: tuple[Target, ...] = (),
 ) -> str:
-    """Send the script to ``instance_ids`` (default: all of them) or ``targets``; return the command id."""
+    """Send ``spec`` to ``instance_ids`` or ``targets``; return the command id."""
     request: dict[str, Any] = {
         "DocumentName": settings.document_name,
-        "Comment": settings.comment,
-        "TimeoutSeconds": settings.delivery_timeout,
-        "Parameters": send_parameters(settings, script),
+        "Comment": spec.comment,
+        "TimeoutSeconds": spec.delivery_timeout,
+        "Parameters": send_parameters(settings, spec),
         **({"DocumentVersion": settings.document_version} if settings.document_version else {}),
-        "MaxConcurrency": settings.max_concurrency,
-        "MaxErrors": settings.max_errors,
+        "MaxConcurrency": spec.max_concurrency,
+        "MaxErrors": spec.max_errors,
     }
     if targets:
         request["Targets"] = [target.to_api() for target in targets]
     else:
-        request["InstanceIds"] = instance_ids if instance_ids is not None else settings.instance_ids
+        request["InstanceIds"] = list(instance_ids)
     if settings.output_s3_bucket:
         request["OutputS3BucketName"] = settings.output_s3_bucket
         request["OutputS3Region"] = settings.region

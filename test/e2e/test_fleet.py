@@ -50,7 +50,7 @@ def test_result_files_describe_a_failed_deploy(standin: StandIn, tmp_path: Path)
     assert (rows[good]["status"], rows[good]["exit_code"]) == ("Success", 0)
     assert re.search(r"\d", rows[good]["duration"])
     assert document["message"].startswith("Deploy failed on 1 of 2 instance(s)")
-    dotenv = (tmp_path / "out" / "deploy.env").read_text()
+    dotenv = (tmp_path / "out" / "deploy.json.env").read_text()
     assert "SSM_DEPLOY_STATUS='failed'" in dotenv
     assert f"SSM_DEPLOY_FAILED_INSTANCES='{bad}'" in dotenv
     assert "SSM_DEPLOY_CONSOLE_URL='https://" in dotenv

@@ -121,4 +121,4 @@ def test_image_writes_the_result_into_a_root_owned_clone_directory(
     result = json.loads((clone / "ssm-deploy-result.json").read_text())
     assert result["status"] == "succeeded"
     assert [row["instance_id"] for row in result["instances"]] == [instance_id]
-    assert "SSM_DEPLOY_STATUS='succeeded'" in (clone / "ssm-deploy-result.env").read_text()
+    assert "SSM_DEPLOY_STATUS='succeeded'" in (clone / "ssm-deploy-result.json.env").read_text()

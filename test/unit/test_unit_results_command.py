@@ -15,10 +15,8 @@ from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_s
 from pipe.config.settings import DeploySettings
 from pipe.config.targets import Target
 from pipe.errors import PipeError
-from pipe.model import Invocation
+from pipe.model import CommandSpec, Invocation, SentCommand
 from pipe.stages.send import (
-    DOCUMENT_NAME,
-    SentCommand,
     cancel_command,
     console_url,
     send_command,
@@ -29,6 +27,25 @@ from pipe.stages.watch.results import NOT_YET_ATTEMPTS, fetch_result
 
 GET_PARAMS = {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}
 SCRIPT = ["# ssm-deploy team/app#42 0123456", "echo deploying", "./deploy.sh"]
+
+
+def spec_for(settings: DeploySettings) -> CommandSpec:
+    """The deploy's CommandSpec as the phases build it, with SCRIPT as the script."""
+    return CommandSpec(
+        label="deploy",
+        script=tuple(SCRIPT),
+        instance_ids=tuple(settings.instance_ids) if not settings.targets else (),
+        targets=tuple(settings.targets),
+        execution_timeout=settings.execution_timeout,
+        delivery_timeout=settings.delivery_timeout,
+        max_concurrency=settings.max_concurrency,
+        max_errors=settings.max_errors,
+        comment=settings.comment,
+    )
+
+
+def send_one(client: SSMClient, settings: DeploySettings) -> str:
+    return send_command(client, settings, spec_for(settings), tuple(settings.instance_ids))
 
 
 @pytest.fixture
@@ -160,7 +177,7 @@ def test_fetch_result_other_errors_are_not_retried(stubbed: tuple[SSMClient, Stu
 
 
 def test_send_parameters_without_working_directory() -> None:
-    parameters = send_parameters(make_settings(execution_timeout=900), SCRIPT)
+    parameters = send_parameters(make_settings(execution_timeout=900), spec_for(make_settings(execution_timeout=900)))
     assert parameters == {"commands": SCRIPT, "executionTimeout": ["900"]}
 
 
@@ -195,8 +212,7 @@ def request_settings(**overrides: Any) -> DeploySettings:
 def test_send_command_sends_exact_request(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     stubber.add_response("send_command", {"Command": {"CommandId": COMMAND_ID, "Status": "Pending"}}, exact_request())
-    assert send_command(client, request_settings(stream_output=False), SCRIPT) == COMMAND_ID
-    assert DOCUMENT_NAME == "AWS-RunShellScript"
+    assert send_one(client, request_settings(stream_output=False)) == COMMAND_ID
 
 
 def test_send_command_with_streaming_enables_cloudwatch_output(stubbed: tuple[SSMClient, Stubber]) -> None:
@@ -212,7 +228,7 @@ def test_send_command_with_streaming_enables_cloudwatch_output(stubbed: tuple[SS
         ),
     )
     settings = request_settings(stream_output=True, log_group="/deploy/production/ssm")
-    assert send_command(client, settings, SCRIPT) == COMMAND_ID
+    assert send_one(client, settings) == COMMAND_ID
 
 
 def test_send_command_invalid_instance_points_at_instance_ids(stubbed: tuple[SSMClient, Stubber]) -> None:
@@ -221,7 +237,7 @@ def test_send_command_invalid_instance_points_at_instance_ids(stubbed: tuple[SSM
         "send_command", service_error_code="InvalidInstanceId", service_message="Instances not in a valid state"
     )
     with pytest.raises(PipeError) as error:
-        send_command(client, make_settings(), SCRIPT)
+        send_one(client, make_settings())
     message = str(error.value)
     assert message.startswith("INSTANCE_IDS: SSM refused the instances (Instances not in a valid state).")
     assert f"exist in {REGION}" in message
@@ -236,7 +252,7 @@ def test_send_command_access_denied_names_the_permission(stubbed: tuple[SSMClien
         service_message="User: arn:aws:sts::123456789012:assumed-role/deploy/s is not authorized",
     )
     with pytest.raises(PipeError) as error:
-        send_command(client, make_settings(), SCRIPT)
+        send_one(client, make_settings())
     message = str(error.value)
     assert "Fix: allow ssm:SendCommand" in message
     assert f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript" in message
@@ -248,14 +264,14 @@ def test_send_command_invalid_parameters(stubbed: tuple[SSMClient, Stubber]) -> 
     client, stubber = stubbed
     stubber.add_client_error("send_command", service_error_code="InvalidParameters", service_message="too long")
     with pytest.raises(PipeError, match=r"refused the command's parameters \(too long\)\. Check COMMANDS"):
-        send_command(client, make_settings(), SCRIPT)
+        send_one(client, make_settings())
 
 
 def test_send_command_other_error(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     stubber.add_client_error("send_command", service_error_code="ThrottlingException", service_message="Rate exceeded")
     with pytest.raises(PipeError) as error:
-        send_command(client, make_settings(), SCRIPT)
+        send_one(client, make_settings())
     assert str(error.value) == "SendCommand failed (ThrottlingException: Rate exceeded)."
 
 
@@ -294,7 +310,11 @@ def test_send_commands_splits_instance_ids_by_fifty(stubbed: tuple[SSMClient, St
         stubber.add_response(
             "send_command", {"Command": {"CommandId": f"{number:08d}-0000-4000-8000-000000000000"}}, request
         )
-    sent = send_commands(client, request_settings(instance_ids=ids, stream_output=False), SCRIPT)
+    sent = send_commands(
+        client,
+        request_settings(instance_ids=ids, stream_output=False),
+        spec_for(request_settings(instance_ids=ids, stream_output=False)),
+    )
 
     assert [len(c.instance_ids) for c in sent] == [50, 50, 20]
     assert [c.command_id[:8] for c in sent] == ["00000000", "00000001", "00000002"]
@@ -309,7 +329,11 @@ def test_a_refused_later_chunk_cancels_the_chunks_already_sent(stubbed: tuple[SS
     stubber.add_client_error("send_command", service_error_code="InvalidInstanceId", service_message="bad")
     stubber.add_response("cancel_command", {}, {"CommandId": CMD_0})
     with pytest.raises(PipeError) as error:
-        send_commands(client, request_settings(instance_ids=ids, stream_output=False), SCRIPT)
+        send_commands(
+            client,
+            request_settings(instance_ids=ids, stream_output=False),
+            spec_for(request_settings(instance_ids=ids, stream_output=False)),
+        )
 
     assert f"The commands already sent were cancelled: {CMD_0}." in str(error.value)
     stubber.assert_no_pending_responses()
@@ -323,4 +347,4 @@ def test_targets_are_sent_as_one_command(stubbed: tuple[SSMClient, Stubber]) -> 
     stubber.add_response("send_command", {"Command": {"CommandId": CMD_T}}, request)
     settings = request_settings(targets=targets, max_concurrency="10%", max_errors="1", stream_output=False)
 
-    assert send_commands(client, settings, SCRIPT) == [SentCommand(CMD_T, ())]
+    assert send_commands(client, settings, spec_for(settings)) == [SentCommand(CMD_T, ())]

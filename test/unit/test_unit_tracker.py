@@ -11,7 +11,7 @@ from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock, ssm_client
 
-from pipe.stages.send import SentCommand
+from pipe.model import SentCommand
 from pipe.stages.watch.tracker import FIRST_POLL_SECONDS, MAX_POLL_SECONDS, InvocationTracker, WaitTimedOut
 
 LIST_PARAMS = {"CommandId": COMMAND_ID, "MaxResults": 50}

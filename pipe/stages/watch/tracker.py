@@ -9,8 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipe.errors import PipeError
-from pipe.model import ACTIVE_STATUSES, Invocation
-from pipe.stages.send import SentCommand
+from pipe.model import ACTIVE_STATUSES, Invocation, SentCommand
 from pipe.stages.watch.agent_watch import AgentWatch
 
 FIRST_POLL_SECONDS = 0.25

@@ -1,0 +1,42 @@
+"""Every AWS limit and timing fact the pipe relies on, each with where AWS documents it.
+
+Facts are declared here once; modules import them by name so a limit never drifts between the check
+that enforces it and the message that explains it.
+"""
+
+from __future__ import annotations
+
+# --- SSM SendCommand (API Reference, SendCommand request parameters) -------------------------------
+MAX_INSTANCE_IDS = 50  # InstanceIds: "Maximum number of 50 items"
+MAX_TARGETS = 5  # Targets: "Maximum number of 5 items"
+MAX_TARGET_VALUES = 50  # Target.Values: "Maximum number of 50 items"
+COMMENT_LIMIT = 100  # Comment: "Maximum length of 100"
+DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # TimeoutSeconds: "Minimum value of 30. Maximum value of 2592000"
+# the pipe's own bound for the script it puts in SendCommand's parameters (AWS caps the whole request)
+MAX_SCRIPT_BYTES = 64 * 1024
+
+# --- AWS-RunShellScript / AWS-RunPowerShellScript documents --------------------------------------
+EXECUTION_TIMEOUT_RANGE = (1, 172800)  # executionTimeout: "up to 172800 (48 hours)"
+
+# --- SSM GetCommandInvocation (API Reference) ----------------------------------------------------
+STDOUT_FIELD_LIMIT = 24000  # StandardOutputContent: "first 24,000 characters"
+STDERR_FIELD_LIMIT = 8000  # StandardErrorContent: "first 8,000 characters"
+
+# --- SSM read APIs ---------------------------------------------------------------------------------
+GET_PARAMETERS_BATCH = 10  # GetParameters Names: "Maximum number of 10 items"
+DESCRIBE_FILTER_BATCH = 50  # DescribeInstanceInformation filter values: the pipe asks 50 ids at a time
+LIST_INVOCATIONS_PAGE = 50  # ListCommandInvocations MaxResults: "Maximum value of 50"
+
+# --- STS (API Reference, AssumeRole) -------------------------------------------------------------
+SESSION_NAME_LIMIT = 64  # RoleSessionName: "Maximum length of 64"
+# role chaining limits a session to one hour ("Using IAM roles: role chaining"); refreshed before it ends
+ROLE_DURATION_SECONDS = 3600
+
+# --- SSM Agent behaviour -----------------------------------------------------------------------------
+# The agent uploads output to CloudWatch Logs as it arrives and at least every 30 s (SSM User Guide,
+# "Configuring Amazon CloudWatch Logs for Run Command"); the pipe reads back a little further.
+AGENT_UPLOAD_SECONDS = 30
+LOG_LOOKBACK_SECONDS = AGENT_UPLOAD_SECONDS + 5
+
+# --- Bitbucket Pipelines -------------------------------------------------------------------------------
+BUILD_LOG_LIMIT_BYTES = 50 * 1024 * 1024  # "logs larger than 50 MB are truncated"

@@ -1,0 +1,68 @@
+"""What the deploy is about to do, in words: the opening lines of every run and the dry-run plan."""
+
+from __future__ import annotations
+
+import logging
+
+from pipe.config.settings import DeploySettings
+
+SHOWN_IDS = 10  # instance ids named in the opening line; the dry run names them all
+log = logging.getLogger("ssm-deploy")
+
+
+def announce(settings: DeploySettings) -> None:
+    """Who deploys what, where, and how fast: the first lines of the build log."""
+    build = settings.build
+    log.info(
+        f"Deploy {build.repo} build #{build.build_number}"
+        + (f" commit {build.short_commit}" if build.short_commit else "")
+        + (f" ({build.branch})" if build.branch else "")
+        + (f" triggered by {build.triggerer}" if build.triggerer else "")
+    )
+    log.info(
+        f"Environment: {settings.environment or '(none)'}; region {settings.region}; "
+        f"{where(settings, None, SHOWN_IDS)}; {rollout(settings)}"
+    )
+    if settings.secrets:
+        names = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in settings.secrets)
+        log.info(f"Secrets read on the instances: {names}")
+
+
+def dry_run(settings: DeploySettings, role: str, targeted: list[str] | None, script: list[str]) -> None:
+    """Everything that would be sent, and nothing sent."""
+    document = settings.document_name + (f" version {settings.document_version}" if settings.document_version else "")
+    lines = [
+        "Dry run: nothing is sent. The plan:",
+        f"  role:      {role}",
+        f"  targets:   {where(settings, targeted, None)}",
+        f"  document:  {document}",
+        f"  rollout:   {rollout(settings)}",
+        f"  timeouts:  delivery {settings.delivery_timeout} s, execution {settings.execution_timeout} s",
+        f"  comment:   {settings.comment}",
+        "  script (secrets appear as parameter names only):",
+        *(f"    {line}" for line in script),
+    ]
+    if settings.healthcheck_commands:
+        lines.append(
+            f"  then a health check ({settings.healthcheck_retries} attempt(s), {settings.healthcheck_interval} s "
+            "apart):"
+        )
+        lines += [f"    {line}" for line in settings.healthcheck_commands.split("\n")]
+    if settings.rollback_commands:
+        lines.append("  on failure, a rollback on the instances that received the deploy:")
+        lines += [f"    {line}" for line in settings.rollback_commands.split("\n")]
+    log.info("\n".join(lines))
+
+
+def where(settings: DeploySettings, targeted: list[str] | None, limit: int | None) -> str:
+    """``TARGETS tag:Env=prod (3 instance(s) now: ...)`` or ``2 instance(s): i-1, i-2``."""
+    if settings.targets:
+        text = "TARGETS " + "; ".join(map(str, settings.targets))
+        return text + (f" ({len(targeted)} instance(s) now: {', '.join(targeted)})" if targeted is not None else "")
+    ids = settings.instance_ids
+    shown = ids if limit is None else ids[:limit]
+    return f"{len(ids)} instance(s): {', '.join(shown)}" + (", ..." if len(shown) < len(ids) else "")
+
+
+def rollout(settings: DeploySettings) -> str:
+    return f"{settings.max_concurrency} at a time, stop after {settings.max_errors} error(s)"

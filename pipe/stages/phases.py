@@ -1,0 +1,116 @@
+"""The commands a deploy sends, as CommandSpec values, and one phase run: send, then follow.
+
+Deploy, health check and rollback differ only in the spec: what runs, on which instances, with
+which bounds. Follow-up phases (health check, rollback) try every instance whatever the others do.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pipe.config.build_context import cut
+from pipe.config.settings import DeploySettings
+from pipe.errors import DeployStopped
+from pipe.limits import COMMENT_LIMIT
+from pipe.model import Batch, CommandSpec, Invocation, PhaseOutcome, PhaseStatus, SentCommand, Status
+from pipe.run import Run
+from pipe.runtime.interruption import Interrupted
+from pipe.stages.script import build_script, healthcheck_body
+from pipe.stages.send import cancel_command, console_url, send_commands
+from pipe.stages.watch.follow import follow
+
+DEPLOY, HEALTH_CHECK, ROLLBACK = "deploy", "health check", "rollback"
+EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failure never skips another
+log = logging.getLogger("ssm-deploy")
+
+
+def deploy_spec(settings: DeploySettings, batch: Batch) -> CommandSpec:
+    """The deploy itself: COMMANDS (or SCRIPT) at the rate MAX_CONCURRENCY / MAX_ERRORS."""
+    return CommandSpec(
+        label=DEPLOY,
+        script=tuple(build_script(settings)),
+        instance_ids=batch.instance_ids,
+        targets=batch.targets,
+        execution_timeout=settings.execution_timeout,
+        delivery_timeout=settings.delivery_timeout,
+        max_concurrency=settings.max_concurrency,
+        max_errors=settings.max_errors,
+        comment=settings.comment,
+    )
+
+
+def healthcheck_spec(settings: DeploySettings, instance_ids: list[str]) -> CommandSpec:
+    """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT."""
+    return _follow_up(settings, HEALTH_CHECK, healthcheck_body(settings), instance_ids, settings.healthcheck_timeout)
+
+
+def rollback_spec(settings: DeploySettings, instance_ids: list[str]) -> CommandSpec:
+    """ROLLBACK_COMMANDS on the instances that received the deploy."""
+    return _follow_up(settings, ROLLBACK, settings.rollback_commands, instance_ids, settings.execution_timeout)
+
+
+def _follow_up(settings: DeploySettings, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:
+    return CommandSpec(
+        label=label,
+        script=tuple(build_script(settings, body)),
+        instance_ids=tuple(instance_ids),
+        execution_timeout=timeout,
+        delivery_timeout=settings.delivery_timeout,
+        max_concurrency=settings.max_concurrency,
+        max_errors=EVERY_INSTANCE,
+        comment=cut(f"{settings.comment} {label}", COMMENT_LIMIT),
+    )
+
+
+def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocation]:
+    """Send ``spec`` and follow it to the end; returns the instances where it did not succeed.
+
+    Once a stop is requested nothing new is sent: a stop before sending or while following marks the
+    phase interrupted (in ``record`` and the outcome) and raises DeployStopped."""
+    try:
+        run.stops.raise_if_requested()
+    except Interrupted as stop:
+        run.outcome.interrupted = spec.label
+        raise DeployStopped(f"{stop} before the {spec.label} was sent: nothing more was sent.") from None
+    commands = _send(run, spec, record)
+    for command in commands:
+        count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
+        log.info(f"Sent command {command.command_id} to {count} [{spec.comment}] by {run.identity.arn}")
+        log.info(f"Console: {console_url(run.region, command.command_id)}")
+    try:
+        invocations = follow(run, spec, commands, record)
+    except DeployStopped:
+        run.outcome.interrupted = spec.label
+        if record.status is PhaseStatus.NOT_RUN:
+            record.status = PhaseStatus.INTERRUPTED
+        raise
+    return [inv for inv in invocations.values() if not inv.succeeded]
+
+
+def command_ids(commands: list[SentCommand]) -> str:
+    return ", ".join(command.command_id for command in commands)
+
+
+def send_only(run: Run, spec: CommandSpec) -> str:
+    """WAIT: 'false': send and return. A stop that arrived while sending cancels what was sent."""
+    run.stops.raise_if_requested()
+    record = run.outcome.deploy
+    _send(run, spec, record)
+    try:
+        run.stops.raise_if_requested()
+    except Interrupted as stop:
+        run.outcome.interrupted = spec.label
+        cancelled = all([cancel_command(run.clients.ssm, c.command_id) for c in record.commands])
+        what = "it was cancelled" if cancelled else "cancelling it failed, so it may still be running"
+        raise DeployStopped(f"{stop} while command {command_ids(record.commands)} was sent: {what}.") from None
+    for command in record.commands:
+        log.info(f"Console: {console_url(run.region, command.command_id)}")
+    return f"Sent command {command_ids(record.commands)}; not waiting for it (WAIT: 'false')."
+
+
+def _send(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[SentCommand]:
+    commands = send_commands(run.clients.ssm, run.settings, spec, run.stops.raise_if_requested)
+    record.commands += commands
+    if run.outcome.status is Status.NOT_SENT:
+        run.outcome.status = Status.RUNNING
+    return commands

@@ -1,0 +1,107 @@
+"""Follow sent commands to the end: live output, statuses, cancel on a stop or on the wait bound."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
+from pipe.errors import DeployStopped, StillRunning
+from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand
+from pipe.report.console import OutputPrinter
+from pipe.report.summary import show_results
+from pipe.run import Run
+from pipe.runtime.interruption import Interrupted
+from pipe.stages.send import cancel_command, console_url
+from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.log_tail import LogTail
+from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
+
+WAIT_MARGIN_SECONDS = 120  # beyond delivery + execution timeout, before the pipe gives up itself
+CANCEL_GRACE_SECONDS = 30
+CLOCK_SKEW_MS = 60_000  # read CloudWatch from a minute before sending: clocks here and at AWS differ
+log = logging.getLogger("ssm-deploy")
+
+
+def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: PhaseOutcome) -> dict[str, Invocation]:
+    """Wait for the invocations while printing their output; ``record`` sees them as they change.
+
+    A stop or the wait bound cancels the commands and raises DeployStopped; AWS becoming
+    unreachable or refusing a call raises StillRunning naming the commands."""
+    settings = run.settings
+    with aws_errors_explained(run.region, commands):
+        count = max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
+        printer = OutputPrinter(
+            run.redactor, label_lines=count != 1, names=run.names, instance_count=count, order=run.order
+        )
+        tail = _log_tail(run, commands, printer)
+        s3 = run.clients.s3 if settings.output_s3_bucket else None
+        on_poll = tail.poll if tail else (lambda: 0)
+        tracker = InvocationTracker(
+            run.clients.ssm, commands, agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout)
+        )
+        record.track(tracker.invocations)
+        limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
+        try:
+            invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
+        except (Interrupted, WaitTimedOut) as stop:
+            log.error(f"{stop} Cancelling command {ids(commands)}.")
+            confirmed = False
+            if all([cancel_command(run.clients.ssm, command.command_id) for command in commands]):
+                try:
+                    tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
+                    confirmed = True
+                except WaitTimedOut:
+                    log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s.")
+            show_results(run.clients.ssm, commands, tracker.invocations, printer, tail, settings, s3)
+            if confirmed:
+                raise DeployStopped(f"{stop} The command was cancelled. Command id: {ids(commands)}") from None
+            raise StillRunning(
+                f"{stop} Cancelling command {ids(commands)} was not confirmed", *_links(run.region, commands)
+            ) from None
+        for command in commands:
+            lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
+            if lost:  # so a returning agent does not run a deploy nobody watches
+                cancel_command(run.clients.ssm, command.command_id, lost)
+        show_results(run.clients.ssm, commands, invocations, printer, tail, settings, s3)
+        return invocations
+
+
+@contextmanager
+def aws_errors_explained(region: str, commands: list[SentCommand]) -> Iterator[None]:
+    """Turn an AWS error while following ``commands`` into StillRunning naming them."""
+    try:
+        yield
+    except BotoCoreError as error:
+        raise StillRunning(
+            f"Lost contact with AWS while following command {ids(commands)} ({error})", *_links(region, commands)
+        ) from None
+    except ClientError as error:
+        operation = error.operation_name
+        fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
+        raise StillRunning(
+            f"AWS refused {operation} while following command {ids(commands)} ({error_code(error)}: "
+            f"{error_message(error)}).{fix}",
+            *_links(region, commands),
+        ) from None
+
+
+def ids(commands: list[SentCommand]) -> str:
+    return ", ".join(command.command_id for command in commands)
+
+
+def _links(region: str, commands: list[SentCommand]) -> tuple[list[str], list[str]]:
+    return [c.command_id for c in commands], [console_url(region, c.command_id) for c in commands]
+
+
+def _log_tail(run: Run, commands: list[SentCommand], printer: OutputPrinter) -> LogTail | None:
+    settings = run.settings
+    if not settings.stream_output:
+        return None
+    log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
+    start_ms = int(time.time() * 1000) - CLOCK_SKEW_MS
+    return LogTail(run.clients.logs, settings.log_group, [c.command_id for c in commands], printer, start_ms)
