@@ -1,0 +1,109 @@
+"""A fake SSM client for in-process orchestration tests: every command finishes at once, with the
+exit code a test chooses per phase and instance. Only the calls the pipe makes are implemented."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipe.runtime.interruption import StopRequests
+
+ExitCodes = Callable[[str, str], int]  # (phase label from the Comment, instance id) -> exit code
+
+
+@dataclass
+class Sent:
+    command_id: str
+    label: str
+    instance_ids: list[str]
+    request: dict[str, Any]
+    cancelled: bool = False
+
+
+@dataclass
+class FakeSSM:
+    exit_codes: ExitCodes = lambda label, instance_id: 0
+    stops: StopRequests | None = None
+    stop_during_send: str = ""  # a phase label: SIGTERM "arrives" while that command is being sent
+    sent: list[Sent] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=itertools.count)
+
+    # --- sending ---------------------------------------------------------------------------------
+    def send_command(self, **request: Any) -> dict[str, Any]:
+        label = _label(request["Comment"])
+        command_id = f"{next(self._ids):08d}-0000-4000-8000-000000000000"
+        self.sent.append(Sent(command_id, label, list(request.get("InstanceIds", [])), request))
+        if self.stops is not None and label == self.stop_during_send:
+            self.stops.signal_name = "SIGTERM"
+        return {"Command": {"CommandId": command_id}}
+
+    def cancel_command(self, CommandId: str, InstanceIds: list[str] | None = None) -> dict[str, Any]:
+        self._command(CommandId).cancelled = True
+        return {}
+
+    # --- following -------------------------------------------------------------------------------
+    def list_commands(self, CommandId: str, **_: Any) -> dict[str, Any]:
+        return {"Commands": [{"CommandId": CommandId, "Status": "Success"}]}
+
+    def list_command_invocations(self, CommandId: str, **_: Any) -> dict[str, Any]:
+        command = self._command(CommandId)
+        return {"CommandInvocations": [self._invocation(command, i) for i in command.instance_ids]}
+
+    def get_command_invocation(self, CommandId: str, InstanceId: str) -> dict[str, Any]:
+        item = self._invocation(self._command(CommandId), InstanceId)
+        return {**item, "StandardOutputContent": f"{item['label']} on {InstanceId}\n", "StandardErrorContent": ""}
+
+    def describe_instance_information(self, **_: Any) -> dict[str, Any]:
+        ids = sorted({i for sent in self.sent for i in sent.instance_ids})
+        return {"InstanceInformationList": [{"InstanceId": i, "PingStatus": "Online"} for i in ids]}
+
+    def get_paginator(self, operation: str) -> _Paginator:
+        return _Paginator(getattr(self, operation))
+
+    # --- what the tests read ---------------------------------------------------------------------
+    def labels(self) -> list[str]:
+        return [sent.label for sent in self.sent]
+
+    def phase(self, label: str) -> list[Sent]:
+        return [sent for sent in self.sent if sent.label == label]
+
+    def _command(self, command_id: str) -> Sent:
+        return next(sent for sent in self.sent if sent.command_id == command_id)
+
+    def _invocation(self, command: Sent, instance_id: str) -> dict[str, Any]:
+        if command.cancelled:
+            return {
+                "InstanceId": instance_id,
+                "Status": "Cancelled",
+                "StatusDetails": "Cancelled",
+                "ResponseCode": -1,
+                "label": command.label,
+            }
+        code = self.exit_codes(command.label, instance_id)
+        status = "Success" if code == 0 else "Failed"
+        return {
+            "InstanceId": instance_id,
+            "Status": status,
+            "StatusDetails": status,
+            "ResponseCode": code,
+            "ExecutionElapsedTime": "PT1.5S",
+            "label": command.label,
+        }
+
+
+@dataclass
+class _Paginator:
+    call: Callable[..., dict[str, Any]]
+
+    def paginate(self, **request: Any) -> Iterator[dict[str, Any]]:
+        request.pop("PaginationConfig", None)
+        yield self.call(**request)
+
+
+def _label(comment: str) -> str:
+    for label in ("health check", "rollback"):
+        if comment.endswith(f" {label}"):
+            return label
+    return "deploy"

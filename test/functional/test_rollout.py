@@ -1,0 +1,184 @@
+"""The orchestration in process: phase order, who gets the rollback, the hook around each batch, stops,
+and what the result file says, with a fake SSM client (no stand-in, no subprocess)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings
+
+from functional.fake_aws import FakeSSM
+from pipe.aws.clients import Clients
+from pipe.errors import DeployFailed, DeployStopped
+from pipe.model import Batch, PhaseStatus, Status
+from pipe.report.result_file import write_result
+from pipe.run import Run
+from pipe.runtime.interruption import StopRequests
+from pipe.runtime.redaction import Redactor
+from pipe.stages.authenticate import Identity
+from pipe.stages.phases import deploy_spec, send_only
+from pipe.stages.rollout import plan_batches, roll_out
+
+ROLE = "arn:aws:sts::123456789012:assumed-role/deploy/ssm-deploy"
+IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
+
+
+def make_run(ssm: FakeSSM, tmp_path: Path, **settings: Any) -> Run:
+    values: dict[str, Any] = {
+        "instance_ids": IDS,
+        "stream_output": False,
+        "result_file": str(tmp_path / "result.json"),
+        **settings,
+    }
+    clients = Clients(boto3.Session(region_name=REGION), REGION)
+    clients.ssm = ssm  # type: ignore[assignment]
+    stops = ssm.stops or StopRequests()
+    run = Run(make_settings(**values), {}, Redactor(), stops, clients, Identity(ROLE, "123456789012"))
+    run.targeted = list(values["instance_ids"])
+    return run
+
+
+def result(run: Run) -> tuple[dict[str, Any], str]:
+    write_result(run.settings, run.outcome, env={})
+    path = Path(run.settings.result_file)
+    return json.loads(path.read_text()), path.with_name(path.name + ".env").read_text()
+
+
+def failing_on(label: str, *instances: str) -> FakeSSM:
+    return FakeSSM(exit_codes=lambda phase, instance: 7 if phase == label and instance in instances else 0)
+
+
+def test_success_runs_the_deploy_then_the_health_check(tmp_path: Path) -> None:
+    ssm = FakeSSM()
+    run = make_run(ssm, tmp_path, healthcheck_commands="curl -f localhost", rollback_commands="./undo.sh")
+
+    message = roll_out(run, plan_batches(run))
+
+    assert message == "Deployed to 3 instance(s) and passed the health check."
+    assert ssm.labels() == ["deploy", "health check"]
+    assert ssm.phase("health check")[0].instance_ids == IDS
+    assert ssm.phase("health check")[0].request["MaxErrors"] == "100%"
+    assert run.outcome.health_check.status is PhaseStatus.PASSED
+    assert run.outcome.rollback.status is PhaseStatus.NOT_RUN
+
+
+def test_a_failed_deploy_rolls_back_only_where_it_ran_and_the_result_describes_the_deploy(tmp_path: Path) -> None:
+    ssm = failing_on("deploy", INSTANCE_B)
+    run = make_run(ssm, tmp_path, rollback_commands="./undo.sh")
+
+    with pytest.raises(DeployFailed) as failure:
+        roll_out(run, plan_batches(run))
+
+    assert ssm.labels() == ["deploy", "rollback"]
+    assert ssm.phase("rollback")[0].instance_ids == IDS  # every instance ran the deploy, so each is undone
+    assert "Deploy failed on 1 of 3 instance(s)" in str(failure.value)
+    assert "Rollback succeeded on all 3 instance(s)" in str(failure.value)
+    document, dotenv = result(run)
+    assert (document["failed"], document["succeeded"]) == (1, 2)
+    assert {row["instance_id"] for row in document["instances"] if row["exit_code"] == 7} == {INSTANCE_B}
+    assert document["rollback"] == "succeeded"
+    assert len(document["rollback_instances"]) == 3
+    assert f"SSM_DEPLOY_FAILED_INSTANCES='{INSTANCE_B}'" in dotenv
+    assert "SSM_DEPLOY_FAILED='1'" in dotenv
+
+
+def test_a_failed_health_check_rolls_back_every_instance(tmp_path: Path) -> None:
+    ssm = failing_on("health check", INSTANCE_C)
+    run = make_run(ssm, tmp_path, healthcheck_commands="curl -f localhost", rollback_commands="./undo.sh")
+
+    with pytest.raises(DeployFailed) as failure:
+        roll_out(run, plan_batches(run))
+
+    assert ssm.labels() == ["deploy", "health check", "rollback"]
+    assert "health check failed on 1 of 3 instance(s)" in str(failure.value)
+    document, _ = result(run)
+    assert (document["failed"], document["health_check"]) == (0, "failed")
+    assert [row["exit_code"] for row in document["health_check_instances"] if row["instance_id"] == INSTANCE_C] == [7]
+
+
+def test_the_hook_wraps_each_batch_and_is_left_on_failure(tmp_path: Path) -> None:
+    ssm = failing_on("deploy", INSTANCE_B)
+    run = make_run(ssm, tmp_path)
+    events: list[str] = []
+
+    @contextmanager
+    def hook(_: Run, batch: Batch) -> Iterator[None]:
+        events.append(f"enter {batch.number}: {len(ssm.sent)} sent")
+        try:
+            yield
+        finally:
+            events.append(f"leave {batch.number}: {len(ssm.sent)} sent")
+
+    batches = [Batch(1, 2, (INSTANCE_A,)), Batch(2, 2, (INSTANCE_B, INSTANCE_C))]
+    with pytest.raises(DeployFailed):
+        roll_out(run, batches, hook)
+
+    assert events == ["enter 1: 0 sent", "leave 1: 1 sent", "enter 2: 1 sent", "leave 2: 2 sent"]
+    assert [sent.instance_ids for sent in ssm.sent] == [[INSTANCE_A], [INSTANCE_B, INSTANCE_C]]
+    assert set(run.outcome.deploy.invocations) == set(IDS)  # every batch's rows stay in the outcome
+
+
+def test_a_stop_as_the_deploy_ends_sends_no_health_check(tmp_path: Path) -> None:
+    stops = StopRequests()
+    ssm = FakeSSM(stops=stops, stop_during_send="deploy")
+    run = make_run(ssm, tmp_path, healthcheck_commands="curl -f localhost", rollback_commands="./undo.sh")
+
+    with pytest.raises(DeployStopped):
+        roll_out(run, plan_batches(run))
+
+    assert ssm.labels() == ["deploy"]  # cancelled, and nothing after it
+    assert ssm.sent[0].cancelled
+    assert run.outcome.interrupted == "deploy"
+    document, dotenv = result(run)
+    assert document["interrupted_phase"] == "deploy"
+    assert "SSM_DEPLOY_INTERRUPTED='deploy'" in dotenv
+
+
+def test_a_stop_during_the_rollback_is_recorded_as_interrupted(tmp_path: Path) -> None:
+    stops = StopRequests()
+    ssm = FakeSSM(exit_codes=lambda phase, _: 3 if phase == "deploy" else 0, stops=stops, stop_during_send="rollback")
+    run = make_run(ssm, tmp_path, rollback_commands="./undo.sh")
+
+    with pytest.raises(DeployStopped) as stopped:
+        roll_out(run, plan_batches(run))
+
+    assert ssm.labels() == ["deploy", "rollback"]
+    assert "The rollback did not finish" in str(stopped.value)
+    assert run.outcome.rollback.status is PhaseStatus.INTERRUPTED
+    assert run.outcome.interrupted == "rollback"
+
+
+def test_a_stop_before_the_rollback_sends_nothing_more(tmp_path: Path) -> None:
+    ssm = failing_on("deploy", INSTANCE_A)
+    run = make_run(ssm, tmp_path, rollback_commands="./undo.sh")
+    original = ssm.get_command_invocation
+
+    def stop_after_results(**request: Any) -> dict[str, Any]:
+        run.stops.signal_name = "SIGINT"  # the pipeline is stopped while the deploy's results are read
+        return original(**request)
+
+    ssm.get_command_invocation = stop_after_results  # type: ignore[method-assign,assignment]
+    with pytest.raises(DeployStopped) as stopped:
+        roll_out(run, plan_batches(run))
+
+    assert ssm.labels() == ["deploy"]
+    assert "before the rollback was sent" in str(stopped.value)
+    assert run.outcome.interrupted == "rollback"
+
+
+def test_wait_false_cancels_and_fails_when_a_stop_arrives_during_the_send(tmp_path: Path) -> None:
+    stops = StopRequests()
+    ssm = FakeSSM(stops=stops, stop_during_send="deploy")
+    run = make_run(ssm, tmp_path, wait=False)
+
+    with pytest.raises(DeployStopped, match="it was cancelled"):
+        send_only(run, deploy_spec(run.settings, plan_batches(run)[0]))
+
+    assert ssm.sent[0].cancelled
+    assert run.outcome.status is Status.RUNNING  # Deploy.run turns it into "failed"
