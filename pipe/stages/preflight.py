@@ -8,28 +8,21 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
+from pipe.aws.instances import ping_statuses
 from pipe.config.settings import SecretRef
 from pipe.errors import NothingSent, PipeError
+from pipe.limits import GET_PARAMETERS_BATCH
 from pipe.run import Run
 from pipe.runtime.redaction import Redactor
 
-GET_PARAMETERS_BATCH = 10  # ssm:GetParameters takes at most 10 names
-DESCRIBE_FILTER_BATCH = 50
 log = logging.getLogger("ssm-deploy")
 
 
 def check_instances(ssm: Any, instance_ids: list[str], region: str, variable: str = "INSTANCE_IDS") -> None:
     """Refuse instances that SSM does not manage or whose agent is not online; ``variable`` names
     where they came from (INSTANCE_IDS, or TARGETS that matched them)."""
-    seen: dict[str, str] = {}
     try:
-        for start in range(0, len(instance_ids), DESCRIBE_FILTER_BATCH):
-            batch = instance_ids[start : start + DESCRIBE_FILTER_BATCH]
-            paginator = ssm.get_paginator("describe_instance_information")
-            pages = paginator.paginate(Filters=[{"Key": "InstanceIds", "Values": batch}])
-            for page in pages:
-                for info in page.get("InstanceInformationList", []):
-                    seen[info["InstanceId"]] = info.get("PingStatus", "Unknown")
+        seen = ping_statuses(ssm, instance_ids)
     except ClientError as error:
         if is_access_denied(error):
             log.warning(

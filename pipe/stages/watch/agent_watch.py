@@ -15,8 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import is_access_denied
+from pipe.aws.instances import ping_statuses
 
-BATCH = 50
 MAX_CHECK_INTERVAL = 30.0
 log = logging.getLogger("ssm-deploy")
 
@@ -52,19 +52,10 @@ class AgentWatch:
         return found
 
     def _ping_statuses(self, instance_ids: list[str]) -> dict[str, str] | None:
-        statuses: dict[str, str] = {}
         try:
-            for start in range(0, len(instance_ids), BATCH):
-                batch = instance_ids[start : start + BATCH]
-                pages = self._ssm.get_paginator("describe_instance_information").paginate(
-                    Filters=[{"Key": "InstanceIds", "Values": batch}]
-                )
-                for page in pages:
-                    for info in page.get("InstanceInformationList", []):
-                        statuses[info["InstanceId"]] = info.get("PingStatus", "Unknown")
+            return ping_statuses(self._ssm, instance_ids)
         except ClientError as error:
             if is_access_denied(error):
                 self._enabled = False  # preflight already warned about the missing permission
                 return None
             raise
-        return statuses
