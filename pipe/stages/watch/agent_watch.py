@@ -10,19 +10,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import is_access_denied
 from pipe.aws.instances import ping_statuses
 
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+
 MAX_CHECK_INTERVAL = 30.0
 log = logging.getLogger("ssm-deploy")
 
 
 class AgentWatch:
-    def __init__(self, ssm: Any, lost_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ssm: SSMClient, lost_after: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ssm = ssm
         self._lost_after = lost_after
         self._clock = clock

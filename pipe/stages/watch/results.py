@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code
 from pipe.model import Invocation
 
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+
 NOT_YET_ATTEMPTS = 10
 
 
 def fetch_result(
-    ssm: Any, command_id: str, invocation: Invocation, sleep: Callable[[float], None] = time.sleep
+    ssm: SSMClient, command_id: str, invocation: Invocation, sleep: Callable[[float], None] = time.sleep
 ) -> None:
     """Fill in response code and output; retries the InvocationDoesNotExist race of a new command."""
     for attempt in range(NOT_YET_ATTEMPTS):

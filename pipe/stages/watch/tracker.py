@@ -6,11 +6,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipe.errors import PipeError
 from pipe.model import ACTIVE_STATUSES, Invocation, SentCommand
 from pipe.stages.watch.agent_watch import AgentWatch
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
 
 FIRST_POLL_SECONDS = 0.25
 MAX_POLL_SECONDS = 1.0
@@ -32,7 +35,7 @@ class InvocationTracker:
 
     def __init__(
         self,
-        ssm: Any,
+        ssm: SSMClient,
         commands: list[SentCommand],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
