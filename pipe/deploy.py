@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import client_config, error_code, error_message, is_access_denied, permission_for
 from pipe.config.build_context import COMMENT_LIMIT, cut
+from pipe.config.parsers import former_separator_hints
 from pipe.config.settings import DeploySettings
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import Invocation
@@ -365,6 +366,8 @@ def _log_plan(settings: DeploySettings) -> None:
     if settings.secrets:
         names = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in settings.secrets)
         log.info(f"Secrets read on the instances: {names}")
+    for hint in former_separator_hints(settings.variables):
+        log.warning(hint)
 
 
 def _log_tail(
