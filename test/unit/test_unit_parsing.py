@@ -8,7 +8,16 @@ import string
 import pytest
 
 from pipe.config.env_names import reserved_reason
-from pipe.config.parsers import expand_environment, parse_bool, parse_int, split_pairs, split_words, yaml_list
+from pipe.config.parsers import (
+    expand_environment,
+    former_separator_hints,
+    list_pairs,
+    parse_bool,
+    parse_int,
+    split_pairs,
+    split_words,
+    yaml_list,
+)
 
 # --- parse_bool ---------------------------------------------------------------------------------
 
@@ -129,6 +138,35 @@ def test_split_pairs_one_entry_per_line() -> None:
 )
 def test_split_pairs_keeps_a_semicolon_in_the_value(value: str) -> None:
     assert split_pairs(f"NAME={value}") == [("NAME", value)]
+
+
+def test_list_pairs_keep_each_item_whole_and_exact() -> None:
+    items = ["JDBC=jdbc:x://db;databaseName=app", " PEM = -----BEGIN-----\nabc\n", "", "# a comment", "E="]
+    assert list_pairs(items) == [
+        ("JDBC", "jdbc:x://db;databaseName=app"),
+        ("PEM", " -----BEGIN-----\nabc\n"),
+        ("E", ""),
+    ]
+
+
+def test_list_pairs_refuse_an_item_without_equals_or_with_a_reserved_name() -> None:
+    with pytest.raises(ValueError, match="entry 'NOPE' has no '='"):
+        list_pairs(["A=1", "NOPE"])
+    with pytest.raises(ValueError, match=r"^LD_PRELOAD is reserved: "):
+        list_pairs(["LD_PRELOAD=/tmp/x.so"])
+
+
+def test_an_entry_too_long_to_quote_is_cut_in_the_message() -> None:
+    with pytest.raises(ValueError) as info:
+        split_pairs("x" * 120_000)
+    assert len(str(info.value)) < 200
+
+
+def test_former_separator_hints_name_the_variable_and_the_entry_it_held() -> None:
+    pairs = [("JDBC", "jdbc:x://db:1433;databaseName=app"), ("PLAIN", "a;b"), ("OK", "1")]
+    (hint,) = former_separator_hints(pairs)
+    assert hint.startswith("VARIABLES: the value of JDBC holds ';databaseName=' and is kept whole")
+    assert "put each on its own line" in hint
 
 
 def test_split_pairs_skips_comments_and_blank_entries() -> None:
