@@ -18,6 +18,8 @@ from pipe.config.parsers import (
     split_words,
     yaml_list,
 )
+from pipe.config.settings import load_settings
+from pipe.errors import ValidationFailed
 
 # --- parse_bool ---------------------------------------------------------------------------------
 
@@ -167,6 +169,14 @@ def test_former_separator_hints_name_the_variable_and_the_entry_it_held() -> Non
     (hint,) = former_separator_hints(pairs)
     assert hint.startswith("VARIABLES: the value of JDBC holds ';databaseName=' and is kept whole")
     assert "put each on its own line" in hint
+
+
+def test_secrets_in_the_former_semicolon_form_are_refused_by_name() -> None:
+    variables = {"AWS_DEFAULT_REGION": "eu-west-1", "INSTANCE_IDS": "i-0123456789abcdef0", "COMMANDS": "true"}
+    with pytest.raises(ValidationFailed) as refused:
+        load_settings({**variables, "SECRETS": "DB=/deploy/db;API=/deploy/api"}, {})
+    (reason,) = refused.value.problems["SECRETS"]
+    assert "'/deploy/db;API=/deploy/api' is not a Parameter Store name" in reason
 
 
 def test_split_pairs_skips_comments_and_blank_entries() -> None:
