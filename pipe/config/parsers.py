@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+from pipe.config.build_context import cut
+from pipe.config.env_names import name_problem
 
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
 
@@ -58,22 +60,54 @@ def yaml_list(env: Mapping[str, str], name: str) -> list[str] | None:
 
 
 def split_pairs(text: str) -> list[tuple[str, str]]:
-    """Parse ``NAME=value`` entries separated by newlines or semicolons."""
+    """``NAME=value`` entries, one per line; blank lines and lines starting with ``#`` are skipped.
+
+    Only a newline separates entries: the value is the rest of its line after the first ``=``,
+    ``;``, ``=``, ``#``, quotes and braces included. A value often comes from a variable the pipe never
+    sees (``BRANCH=$BITBUCKET_BRANCH`` is expanded by Bitbucket), and a ``;`` inside it must not start
+    a new entry, whose name would then be data. Git refuses control characters in branch and tag
+    names, so a newline cannot come from there. Spaces around the name and the value are dropped.
+    """
     pairs = []
-    for raw in re.split(r"[\n;]", text):
+    for raw in text.split("\n"):
         entry = raw.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        name, sep, value = entry.partition("=")
-        name = name.strip()
-        if not sep:
-            raise ValueError(f"entry {entry!r} has no '=': write NAME=value")
-        if not _ENV_NAME.match(name):
-            raise ValueError(
-                f"{name!r} is not a valid environment variable name (letters, digits and _, not starting with a digit)"
-            )
-        pairs.append((name, value.strip()))
+        if entry and not entry.startswith("#"):
+            name, value = _entry(entry)
+            pairs.append((name, value.strip()))
     return pairs
+
+
+def list_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
+    """The YAML list form (``NAME_COUNT``, ``NAME_0``..): one entry per item, its value kept exactly as
+    given after the first ``=`` (spaces and newlines too). Blank items and ``#`` items are skipped."""
+    pairs = []
+    for item in items:
+        if item.strip() and not item.lstrip().startswith("#"):
+            pairs.append(_entry(item))
+    return pairs
+
+
+def _entry(entry: str) -> tuple[str, str]:
+    name, sep, value = entry.partition("=")
+    if not sep:
+        raise ValueError(f"entry {cut(entry.strip(), 60)!r} has no '=': write NAME=value")
+    problem = name_problem(name.strip())
+    if problem:
+        raise ValueError(problem)
+    return name.strip(), value
+
+
+_FORMER_SEPARATOR = re.compile(r";\s*([A-Za-z_][A-Za-z0-9_]*)=")
+
+
+def former_separator_hints(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """Warnings for values that hold ``;NAME=``: up to 1.x such a ``;`` started a new entry."""
+    return [
+        f"VARIABLES: the value of {name} holds ';{match.group(1)}=' and is kept whole: only a newline "
+        "separates entries (a ';' no longer does). If you meant several variables, put each on its own line"
+        for name, value in pairs
+        if (match := _FORMER_SEPARATOR.search(value))
+    ]
 
 
 def expand_environment(text: str, environment: str | None) -> str:

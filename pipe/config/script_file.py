@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipe.stages.script import MAX_SCRIPT_BYTES
+from pipe.stages.script import MAX_SCRIPT_BYTES, unix_line_endings
 
 
 def read_script(path_text: str, clone_dir: str) -> str:
-    """The script's text; refuses paths outside the clone directory, big files and non-UTF-8."""
+    """The script's text, with CRLF line endings as LF (a script saved on Windows would otherwise end
+    in ``exit 0\r``); refuses paths outside the clone directory, big files and non-UTF-8."""
     base = Path(clone_dir).resolve()
     path = (base / path_text).resolve()  # an absolute path_text replaces base; symlinks are followed
     if path != base and base not in path.parents:
@@ -22,6 +23,7 @@ def read_script(path_text: str, clone_dir: str) -> str:
             "instances with your release (e.g. in the artifact they download) and run it there with COMMANDS"
         )
     try:
-        return path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path_text!r} is not UTF-8 text") from None
+    return unix_line_endings(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from pipe.config.parsers import former_separator_hints
 from pipe.config.settings import DeploySettings
 
 SHOWN_IDS = 10  # instance ids named in the opening line; the dry run names them all
@@ -26,6 +27,8 @@ def announce(settings: DeploySettings) -> None:
     if settings.secrets:
         names = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in settings.secrets)
         log.info(f"Secrets read on the instances: {names}")
+    for hint in former_separator_hints(settings.variables):
+        log.warning(hint)
 
 
 def dry_run(settings: DeploySettings, role: str, targeted: list[str] | None, script: list[str]) -> None:

@@ -3,6 +3,9 @@
 The pipe lists the path before sending (GetParametersByPath) and turns each parameter into a
 SECRETS entry, so the instance reads the values itself, exactly as for SECRETS. The variable name
 is the last path segment, upper-cased, with anything but letters and digits turned into ``_``.
+Whoever may write parameters under the path chooses those names, so a name that would change how
+the shell, the loader or an interpreter on the instances behaves (``bash_env`` -> ``BASH_ENV``) is
+refused before anything is sent: see pipe/config/env_names.py.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_message, is_access_denied
+from pipe.config.env_names import reserved_reason
 from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
 from pipe.runtime.redaction import Redactor
@@ -22,6 +26,7 @@ log = logging.getLogger("ssm-deploy")
 
 
 def env_name(parameter: str) -> str:
+    """The variable a parameter becomes: its last segment, upper-cased, other characters as ``_``."""
     name = re.sub(r"[^A-Za-z0-9]", "_", parameter.rstrip("/").rsplit("/", 1)[-1]).upper()
     return f"_{name}" if name[:1].isdigit() else name
 
@@ -45,6 +50,9 @@ def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role:
         raise PipeError(f"PARAMETERS_PATH: nothing was sent. {role} is {reason} ({error_message(error)}).") from None
     if not refs:
         raise PipeError(f"PARAMETERS_PATH: nothing was sent. No parameter under {path}: check the path and region.")
+    reserved = _reserved_problems(refs)
+    if reserved:
+        raise PipeError(f"PARAMETERS_PATH: nothing was sent. {'; '.join(reserved)}.")
     clashes: dict[str, list[str]] = {}
     for ref in refs:
         clashes.setdefault(ref.env_name, []).append(ref.parameter)
@@ -58,3 +66,15 @@ def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role:
         raise PipeError(f"PARAMETERS_PATH: nothing was sent. Names collide: {'; '.join(problems)}. Rename one of them.")
     log.info(f"PARAMETERS_PATH {path}: {', '.join(f'{r.env_name} <- {r.parameter}' for r in refs)}")
     return refs
+
+
+def _reserved_problems(refs: list[SecretRef]) -> list[str]:
+    problems = []
+    for ref in refs:
+        why = reserved_reason(ref.env_name, from_parameter_name=True)
+        if why is not None:
+            problems.append(
+                f"{ref.parameter} would be exported as {ref.env_name}, a reserved name ({why}): rename the "
+                f"parameter, or read it with SECRETS under a name of your own (e.g. MY_{ref.env_name}={ref.parameter})"
+            )
+    return problems

@@ -2,21 +2,33 @@
 
 Secret values never travel in SendCommand: the script names the parameters and the instance reads
 them with its own role, so ListCommands and CloudTrail only ever show parameter names.
+
+Nothing from outside the user's commands reaches the script as code: values are quoted for the
+shell that runs them, names are checked identifiers, and the header line keeps only characters that
+cannot end a comment.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pipe.config.build_context import BuildContext
     from pipe.config.settings import DeploySettings, SecretRef
 
 from pipe.config.documents import POWERSHELL, SHELL
+from pipe.config.env_names import ENV_NAME
 
 MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
 PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS parameter
 AWS_CLI_MISSING = 127
+# PowerShell's tokenizer ends a single-quoted string at any of these (CharExtensions.IsSingleQuote in
+# PowerShell's CharTraits.cs), and reads any two of them in a row as one quote character
+POWERSHELL_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+_HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+/-]")
+_CR_AT_LINE_END = re.compile(r"\r(?=\n)|\r\Z")
 
 
 def build_script(settings: DeploySettings, body: str | None = None) -> list[str]:
@@ -28,43 +40,70 @@ def build_script(settings: DeploySettings, body: str | None = None) -> list[str]
         return _powershell_script(settings, body)
     if settings.document_name != SHELL:
         return []
-    lines = [f"# ssm-deploy {settings.build.repo}#{settings.build.build_number} {settings.build.short_commit}".rstrip()]
+    lines = [header_line(settings.build)]
     if settings.secrets:
         lines += _secret_lines(settings.secrets, settings.region)
     for name, value in settings.variables:
-        lines.append(f"export {name}={shlex.quote(value)}")
+        lines.append(f"export {_checked(name)}={shlex.quote(value)}")
     if len(lines) > 1:
         lines.append("# --- COMMANDS ---")
-    # only newlines end a line: str.splitlines() would also split inside quotes at U+2028 and friends
-    lines += body.replace("\r\n", "\n").split("\n")
-    return lines
+    return lines + command_lines(body)
+
+
+def header_line(build: BuildContext) -> str:
+    """``# ssm-deploy <repo>#<build> <commit>``, a comment in both shells. The parts come from the
+    build's environment, so anything that could end the comment (a newline, a CR for PowerShell) or
+    mean something else is replaced by ``_``."""
+    parts = (_header_part(build.repo), _header_part(build.build_number), _header_part(build.short_commit))
+    return f"# ssm-deploy {parts[0]}#{parts[1]} {parts[2]}".rstrip()
+
+
+def _header_part(text: str) -> str:
+    return _HEADER_UNSAFE.sub("_", text[:100])
+
+
+def command_lines(text: str) -> list[str]:
+    """The user's commands as lines. Only a newline ends a line: str.splitlines() would also split
+    inside quotes at U+2028 and friends. CRLF endings (a script saved on Windows) become LF, a CR
+    left at the very end included: ``exit 0\\r`` is an error in every POSIX shell."""
+    return unix_line_endings(text).split("\n")
+
+
+def unix_line_endings(text: str) -> str:
+    return _CR_AT_LINE_END.sub("", text)
+
+
+def _checked(name: str) -> str:
+    """``name`` as it goes into the script; config checked it already, this keeps the promise here."""
+    if not ENV_NAME.fullmatch(name):
+        raise ValueError(f"{name[:60]!r} is not a valid environment variable name")
+    return name
 
 
 def _powershell_script(settings: DeploySettings, body: str) -> list[str]:
     """The same prelude for Windows: secrets read with AWS Tools for PowerShell, then COMMANDS."""
-    lines = [f"# ssm-deploy {settings.build.repo}#{settings.build.build_number} {settings.build.short_commit}".rstrip()]
-    for ref in settings.secrets:
-        hint = _ps_quote(
-            f"ssm-deploy: cannot read {ref.parameter} for {ref.env_name}: the instance role needs "
-            "ssm:GetParameter on it and kms:Decrypt on its key"
-        )
+    lines = [header_line(settings.build)]
+    # every secret is read before any is exported: a name cannot change how the next read runs
+    for number, ref in enumerate(settings.secrets, 1):
         lines += [
             "try {",
-            f"  $env:{ref.env_name} = (Get-SSMParameter -Name {_ps_quote(ref.parameter)} -WithDecryption $true "
-            f"-Region {_ps_quote(settings.region)} -ErrorAction Stop).Value",
-            f"}} catch {{ [Console]::Error.WriteLine({hint}); exit {PARAMETER_READ_FAILED} }}",
+            f"  $ssm_deploy_secret_{number} = (Get-SSMParameter -Name {ps_quote(ref.parameter)} -WithDecryption $true "
+            f"-Region {ps_quote(settings.region)} -ErrorAction Stop).Value",
+            f"}} catch {{ [Console]::Error.WriteLine({ps_quote(_read_hint(ref))}); exit {PARAMETER_READ_FAILED} }}",
         ]
+    for number, ref in enumerate(settings.secrets, 1):
+        lines.append(f"$env:{_checked(ref.env_name)} = $ssm_deploy_secret_{number}")
     for name, value in settings.variables:
-        lines.append(f"$env:{name} = {_ps_quote(value)}")
+        lines.append(f"$env:{_checked(name)} = {ps_quote(value)}")
     if len(lines) > 1:
         lines.append("# --- COMMANDS ---")
-    lines += body.replace("\r\n", "\n").split("\n")
-    return lines
+    return lines + command_lines(body)
 
 
-def _ps_quote(value: str) -> str:
-    """A PowerShell single-quoted string: nothing inside is expanded; quotes are doubled."""
-    return "'" + value.replace("'", "''").replace("\u2018", "\u2018\u2018").replace("\u2019", "\u2019\u2019") + "'"
+def ps_quote(value: str) -> str:
+    """A PowerShell single-quoted string: nothing inside is expanded; every quote character the
+    tokenizer knows is doubled, which it reads back as that one character."""
+    return "'" + "".join(c + c if c in POWERSHELL_SINGLE_QUOTES else c for c in value) + "'"
 
 
 def script_size_problem(settings: DeploySettings) -> str | None:
@@ -80,6 +119,13 @@ def script_size_problem(settings: DeploySettings) -> str | None:
     )
 
 
+def _read_hint(ref: SecretRef) -> str:
+    return (
+        f"ssm-deploy: cannot read {ref.parameter} for {ref.env_name}: the instance role needs "
+        "ssm:GetParameter on it and kms:Decrypt on its key"
+    )
+
+
 def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:
     lines = [
         "if ! command -v aws >/dev/null 2>&1; then",
@@ -87,37 +133,45 @@ def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:
         f"  exit {AWS_CLI_MISSING}",
         "fi",
     ]
-    for ref in secrets:
-        name = shlex.quote(ref.parameter)
-        hint = shlex.quote(
-            f"ssm-deploy: cannot read {ref.parameter} for {ref.env_name}: the instance role needs "
-            "ssm:GetParameter on it and kms:Decrypt on its key"
+    # every secret is read into a variable of the pipe's own before any is exported, so no name
+    # (PATH, AWS_CONFIG_FILE, ...) can change how the next read runs or what its failure says
+    for number, ref in enumerate(secrets, 1):
+        lines.append(
+            f'ssm_deploy_secret_{number}="$(aws ssm get-parameter --region {shlex.quote(region)} '
+            f'--name {shlex.quote(ref.parameter)} --with-decryption --query Parameter.Value --output text)" '
+            f"|| {{ echo {shlex.quote(_read_hint(ref))} >&2; exit {PARAMETER_READ_FAILED}; }}"
         )
-        lines += [
-            f'{ref.env_name}="$(aws ssm get-parameter --region {region} --name {name} --with-decryption '
-            '--query Parameter.Value --output text)" || { echo ' + hint + f" >&2; exit {PARAMETER_READ_FAILED}; }}",
-            f"export {ref.env_name}",
-        ]
+    for number, ref in enumerate(secrets, 1):
+        name = _checked(ref.env_name)
+        # a plain assignment, then export: `export NAME=$x` splits $x in older dash
+        lines += [f'{name}="$ssm_deploy_secret_{number}"', f"export {name}", f"unset ssm_deploy_secret_{number}"]
     return lines
 
 
 def healthcheck_body(settings: DeploySettings) -> str:
     """HEALTHCHECK_COMMANDS retried on the instance: up to HEALTHCHECK_RETRIES attempts,
-    HEALTHCHECK_INTERVAL seconds apart. Each attempt runs in a subshell, so an ``exit`` in the
-    check ends the attempt, not the loop."""
+    HEALTHCHECK_INTERVAL seconds apart.
+
+    The check is kept as quoted data and each attempt runs it with ``eval`` in a subshell that is
+    its own command, never the condition of an ``if``, ``while``, ``&&`` or ``||``: there, POSIX
+    shells ignore ``set -e``, so a check under ``set -e`` would go on past its failing command and
+    pass. This way ``set -e``, ``pipefail`` and ``exit`` behave as they do in COMMANDS, and an
+    ``exit`` ends the attempt, not the loop."""
     retries, interval = settings.healthcheck_retries, settings.healthcheck_interval
     return "\n".join(
         [
+            f"ssm_deploy_check={shlex.quote(unix_line_endings(settings.healthcheck_commands))}",
             "ssm_deploy_attempt=1",
             "while :; do",
-            "  if (",
-            settings.healthcheck_commands,
-            "  ); then exit 0; fi",
+            '  ( eval "$ssm_deploy_check" )',
+            "  ssm_deploy_status=$?",
+            '  [ "$ssm_deploy_status" -ne 0 ] || exit 0',
             f'  if [ "$ssm_deploy_attempt" -ge {retries} ]; then',
-            f"    echo 'ssm-deploy: health check failed {retries} time(s)' >&2",
+            f'    echo "ssm-deploy: health check failed {retries} time(s) (last exit $ssm_deploy_status)" >&2',
             "    exit 1",
             "  fi",
-            f'  echo "ssm-deploy: health check attempt $ssm_deploy_attempt failed; retrying in {interval} s" >&2',
+            '  echo "ssm-deploy: health check attempt $ssm_deploy_attempt failed (exit $ssm_deploy_status); '
+            f'retrying in {interval} s" >&2',
             "  ssm_deploy_attempt=$((ssm_deploy_attempt + 1))",
             f"  sleep {interval}",
             "done",

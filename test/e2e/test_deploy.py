@@ -111,7 +111,7 @@ def test_missing_parameter_is_refused_before_anything_is_sent(standin: StandIn, 
     env = standin.pipe_env(
         ENVIRONMENT=secret_path,
         INSTANCE_IDS=ids[0],
-        SECRETS="DB_PASSWORD=/deploy/{environment}/db_password;API_KEY=/deploy/{environment}/api_key",
+        SECRETS="DB_PASSWORD=/deploy/{environment}/db_password\nAPI_KEY=/deploy/{environment}/api_key",
         COMMANDS="echo hi",
     )
     run = run_pipe(env)

@@ -137,7 +137,7 @@ def test_failing_health_check_on_one_instance_rolls_back_both(standin: StandIn, 
     run = run_pipe(env)
 
     assert run.returncode == 1, run.output
-    assert "health check attempt 1 failed; retrying in 0 s" in run.output
+    assert "health check attempt 1 failed (exit 1); retrying in 0 s" in run.output
     assert f"the health check failed on 1 of 2 instance(s): {sick}: Failed (exit 1)" in run.output
     assert "Rollback on the 2 instance(s) that received the deploy" in run.output
     assert "Rollback succeeded on all 2 instance(s)." in run.output
@@ -305,9 +305,10 @@ def test_powershell_commands_are_wrapped_for_windows(standin: StandIn) -> None:
     assert sent["DocumentName"] == "AWS-RunPowerShellScript"
     script = "\n".join(sent["Parameters"]["commands"])
     assert (
-        "$env:DB_PASSWORD = (Get-SSMParameter -Name '/deploy/win/db_password' -WithDecryption $true "
+        "$ssm_deploy_secret_1 = (Get-SSMParameter -Name '/deploy/win/db_password' -WithDecryption $true "
         "-Region 'eu-west-1' -ErrorAction Stop).Value"
     ) in script
+    assert "$env:DB_PASSWORD = $ssm_deploy_secret_1" in script
     assert "$env:GREETING = 'it''s $HOME'" in script
     assert script.endswith("& C:\\deploy\\deploy.ps1")
     assert sent["Parameters"]["workingDirectory"] == ["C:\\apps\\web"]

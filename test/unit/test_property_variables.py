@@ -208,7 +208,7 @@ def parameter_name(draw: st.DrawFn, c: Choices, environment: str | None) -> str:
 
 
 def pairs_text(draw: st.DrawFn, c: Choices, entries: list[str]) -> str:
-    """``NAME=value`` entries separated by newlines or semicolons, with comments and blank lines."""
+    """``NAME=value`` entries, one per line, with comments and blank lines (a ``;`` is part of a value)."""
     parts: list[str] = []
     for entry in entries:
         if c.below(3) == 0:
@@ -216,7 +216,7 @@ def pairs_text(draw: st.DrawFn, c: Choices, entries: list[str]) -> str:
         parts.append(c.pick(["", " ", "\t"]) + entry)
     text = parts[0]
     for part in parts[1:]:
-        text += c.pick(["\n", ";", "\n\n", " ;\n"]) + part
+        text += c.pick(["\n", "\r\n", "\n\n", " \n"]) + part
     return text
 
 
@@ -229,7 +229,7 @@ def variables_text(draw: st.DrawFn, c: Choices, environment: str | None) -> str:
     names = draw(st.lists(VARIABLE_KEYS, min_size=1, max_size=4, unique=True))
     entries = []
     for name in names:
-        value = draw(printable(max_size=20, exclude="\n;")) + template(c, environment, ["{environment}"])
+        value = draw(printable(max_size=20, exclude="\n")) + template(c, environment, ["{environment}"])
         entries.append(f"{name}={value}")
     return pairs_text(draw, c, entries)
 
@@ -591,7 +591,7 @@ def bad_secrets(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> Non
         return
     line = c.pick(BAD_SECRET_LINES) if choice == 1 else garbage_line(draw)
     good = case.variables.get("SECRETS", "")
-    set_bad(case, "SECRETS", c.pick([line, f"{good}\n{line}", f"{line};{good}"]))
+    set_bad(case, "SECRETS", c.pick([line, f"{good}\n{line}", f"{line}\n{good}"]))
 
 
 def bad_variables(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> None:
@@ -602,7 +602,7 @@ def bad_variables(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> N
         case.variables["SECRETS"] = "S_CLASH=/deploy/clash"
         set_bad(case, "VARIABLES", c.pick(["S_CLASH=1", "V_A=1\nS_CLASH=2"]))
     elif choice <= 2:
-        fixed_bad = ["NOEQUALS", "1X=y", "X-Y=1", "=v", "A B=1", "V_A=1;V_A=2", "V_A=1\nV_B=2\nV_A=3", "é=1"]
+        fixed_bad = ["NOEQUALS", "1X=y", "X-Y=1", "=v", "A B=1", "V_A=1\nV_A=2", "V_A=1\nV_B=2\nV_A=3", "é=1"]
         set_bad(case, "VARIABLES", c.pick(fixed_bad))
     else:
         line = garbage_line(draw)
@@ -881,7 +881,7 @@ def check_refusal_names(case: Case, named: set[str]) -> None:
 
 def entry_names(text: str) -> list[str]:
     """The names of ``NAME=value`` entries, in order, skipping blank lines and comments."""
-    entries = [entry.strip() for entry in re.split(r"[\n;]", text)]
+    entries = [entry.strip() for entry in text.split("\n")]
     return [entry.partition("=")[0].strip() for entry in entries if entry and not entry.startswith("#")]
 
 

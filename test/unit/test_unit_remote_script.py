@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
@@ -11,8 +12,17 @@ from pathlib import Path
 import pytest
 from unit.unit_support import make_settings
 
+from pipe.config.build_context import BuildContext
+from pipe.config.documents import POWERSHELL
 from pipe.config.settings import DeploySettings, SecretRef
-from pipe.stages.script import AWS_CLI_MISSING, PARAMETER_READ_FAILED, build_script
+from pipe.stages.script import (
+    AWS_CLI_MISSING,
+    PARAMETER_READ_FAILED,
+    build_script,
+    command_lines,
+    healthcheck_body,
+    ps_quote,
+)
 
 SECRET_VALUE = 'p@ss\'w$rd "x" $(id) `id` \\n;|&'
 DB_PARAMETER = "/deploy/production/db-password"
@@ -206,3 +216,133 @@ def test_parameter_name_is_quoted_for_the_shell(workdir: Path) -> None:
     assert run.code == 0, run.stderr
     assert not (workdir / "pwned").exists()
     assert run.log[0].endswith("--name /deploy/a b;touch pwned --with-decryption --query Parameter.Value --output text")
+
+
+# --- no name or build value changes what the script does (issue 9, items 8 and 10) -----------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_secret_exported_as_path_cannot_break_the_next_secret_read(workdir: Path, shell: str) -> None:
+    # config refuses PATH (pipe/config/env_names.py); the script must not depend on that either:
+    # every read runs before any name is exported, so its failure message never blames IAM wrongly
+    store_parameter(workdir, DB_PARAMETER, "/nowhere\n")
+    store_parameter(workdir, API_PARAMETER, API_VALUE + "\n")
+    settings = deploy_settings(
+        secrets=[SecretRef("PATH", DB_PARAMETER), SecretRef("API_TOKEN", API_PARAMETER)],
+        variables=[],
+        commands='echo "path=$PATH" >> "$LOG"',
+    )
+    run = run_script(workdir, build_script(settings), shell)
+
+    assert run.code == 0, run.stderr
+    assert "cannot read" not in run.stderr
+    assert run.log[-1] == "path=/nowhere"
+    assert len([line for line in run.log if line.startswith("aws ssm get-parameter")]) == 2
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_newlines_in_the_build_context_stay_inside_the_header_comment(workdir: Path, shell: str) -> None:
+    hostile = BuildContext(
+        repo=f'team/app\ntouch "{workdir}/pwned-repo"',
+        build_number=f'42\rtouch "{workdir}/pwned-cr"\n touch "{workdir}/pwned-build"',
+        commit=f"abc\ntouch {workdir}/p",
+        branch="main",
+        triggerer="",
+        deployment_environment="",
+    )
+    lines = build_script(make_settings(build=hostile, commands='echo ran >> "$LOG"'))
+    run = run_script(workdir, lines, shell)
+
+    assert run.code == 0, run.stderr
+    assert run.log == ["ran"]
+    assert not list(workdir.glob("pwned-*")) and not (workdir / "p").exists()
+    assert re.fullmatch(r"# ssm-deploy [A-Za-z0-9_.@+/-]+#[A-Za-z0-9_.@+/-]+ [A-Za-z0-9_.@+/-]+", lines[0]), lines[0]
+
+
+def test_the_powershell_header_has_no_line_break_either() -> None:
+    hostile = BuildContext("team/app\r\nRemove-Item C:\\ -Recurse", "42\u2028x", "0" * 40, "main", "", "")
+    lines = build_script(make_settings(build=hostile, document_name=POWERSHELL, commands="Write-Output ok"))
+    assert lines[0] == "# ssm-deploy team/app__Remove-Item_C___-Recurse#42_x 0000000"
+
+
+@pytest.mark.parametrize("name", ["BASH_ENV=x", "bad name", "1X", "PATH;touch x", "A\nB", "é"])
+def test_the_script_refuses_a_name_that_is_not_an_identifier_whatever_config_let_through(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid environment variable name"):
+        build_script(make_settings(variables=[(name, "v")]))
+    with pytest.raises(ValueError, match="not a valid environment variable name"):
+        build_script(make_settings(secrets=[SecretRef(name, "/p")], document_name=POWERSHELL))
+
+
+# --- the health check keeps the check's own exit semantics (issue 9, item 1) ------------------------
+
+
+def run_healthcheck(workdir: Path, shell: str, check: str, retries: int = 1) -> Run:
+    settings = make_settings(healthcheck_commands=check, healthcheck_retries=retries, healthcheck_interval=0)
+    return run_script(workdir, healthcheck_body(settings).split("\n"), shell)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_health_check_under_set_e_fails_at_its_first_failing_command(workdir: Path, shell: str) -> None:
+    run = run_healthcheck(workdir, shell, 'set -e\necho 503 >> "$LOG"\nfalse\necho went-on >> "$LOG"', retries=2)
+
+    assert run.code == 1
+    assert run.log == ["503", "503"]
+    assert "health check attempt 1 failed (exit 1); retrying in 0 s" in run.stderr
+    assert "health check failed 2 time(s) (last exit 1)" in run.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_exit_in_a_health_check_ends_the_attempt_not_the_loop(workdir: Path, shell: str) -> None:
+    check = 'echo x >> "$LOG"\n[ "$(wc -l < "$LOG")" -ge 2 ] || exit 22\necho healthy'
+    run = run_healthcheck(workdir, shell, check, retries=3)
+
+    assert run.code == 0, run.stderr
+    assert run.log == ["x", "x"]
+    assert "attempt 1 failed (exit 22)" in run.stderr
+
+
+def test_pipefail_in_a_health_check_is_kept(workdir: Path) -> None:
+    run = run_healthcheck(workdir, "bash", "set -o pipefail\nfalse | cat")
+    assert run.code == 1
+    assert "(last exit 1)" in run.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_health_check_that_closes_the_loop_syntax_only_fails_its_attempt(workdir: Path, shell: str) -> None:
+    # the check is data to the loop: a stray `done` or `)` in it cannot end the loop early
+    run = run_healthcheck(workdir, shell, 'echo x >> "$LOG"\n)\ndone', retries=2)
+    assert run.code == 1
+    assert run.log == ["x", "x"]  # eval runs the check command by command, up to the syntax error
+    assert "health check failed 2 time(s)" in run.stderr
+
+
+# --- line endings (issue 9, item 17) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_crlf_commands_run_to_the_last_line(workdir: Path, shell: str) -> None:
+    # settings strip the final newline of COMMANDS, leaving the CR of the last CRLF behind
+    commands = 'echo one >> "$LOG"\r\nif true; then\r\n  echo two >> "$LOG"\r\nfi\r\nexit 0\r'
+    run = run_script(workdir, build_script(make_settings(commands=commands)), shell)
+
+    assert run.code == 0, run.stderr
+    assert run.log == ["one", "two"]
+
+
+def test_command_lines_keep_a_cr_inside_a_line() -> None:
+    assert command_lines("printf 'a\\rb'\r\nexit 0\r") == ["printf 'a\\rb'", "exit 0"]
+    assert command_lines("a\rb") == ["a\rb"]
+
+
+# --- PowerShell quoting (issue 9, item 9) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("quote", ["'", "\u2018", "\u2019", "\u201a", "\u201b"])
+def test_every_powershell_single_quote_is_doubled(quote: str) -> None:
+    assert ps_quote(f"a{quote}b") == f"'a{quote}{quote}b'"
+
+
+def test_powershell_variables_are_quoted_with_the_full_set() -> None:
+    value = "x\u201a; Remove-Item C:\\data; \u201b"
+    lines = build_script(make_settings(document_name=POWERSHELL, variables=[("GREETING", value)], commands="x"))
+    assert "$env:GREETING = 'x\u201a\u201a; Remove-Item C:\\data; \u201b\u201b'" in lines
