@@ -117,7 +117,7 @@ class Deploy:
         commands = send_commands(ssm, phase, script)
         for command in commands:
             count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
-            log.info(f"Sent command {command.command_id} to {count} [{phase.comment}] by {role}")
+            log.info(f"Sent command {command.command_id} to {count} [{command.comment}] by {role}")
             log.info(f"Console: {console_url(phase.region, command.command_id)}")
         return commands
 

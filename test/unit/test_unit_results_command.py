@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,11 +165,27 @@ def test_send_parameters_without_working_directory() -> None:
     assert parameters == {"commands": SCRIPT, "executionTimeout": ["900"]}
 
 
+class MarkedComment:
+    """Equals ``<comment> (ref <8 hex digits>)``: the comment with the marker the pipe finds it by."""
+
+    def __init__(self, comment: str) -> None:
+        self.comment = comment
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, str)
+            and re.fullmatch(re.escape(self.comment) + r" \(ref [0-9a-f]{8}\)", other) is not None
+        )
+
+    def __repr__(self) -> str:
+        return f"{self.comment!r} + ' (ref <marker>)'"
+
+
 def exact_request(**extra: Any) -> dict[str, Any]:
     return {
         "InstanceIds": [INSTANCE_A, INSTANCE_B],
         "DocumentName": "AWS-RunShellScript",
-        "Comment": "release production",
+        "Comment": MarkedComment("release production"),
         "TimeoutSeconds": 120,
         "Parameters": {
             "commands": SCRIPT,
