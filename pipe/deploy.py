@@ -21,7 +21,7 @@ from pipe.report.result_file import DeployOutcome, write_result
 from pipe.report.summary import show_results
 from pipe.runtime.interruption import Interrupted, StopRequests
 from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import authenticate
+from pipe.stages.authenticate import CredentialsExpired, authenticate, deploy_bound_seconds, session_ended
 from pipe.stages.parameter_path import resolve_path
 from pipe.stages.preflight import check_follow_permissions, check_instances, check_parameters
 from pipe.stages.resolve import instance_names, resolve_targets
@@ -61,7 +61,8 @@ class Deploy:
     def _run(self, stops: StopRequests) -> str:
         settings = self.settings
         _log_plan(settings)
-        session, identity = authenticate(settings, self.env, self.redactor)
+        needed = deploy_bound_seconds(settings, WAIT_MARGIN_SECONDS)
+        session, identity = authenticate(settings, self.env, self.redactor, needed)
         stops.raise_if_requested()
         ssm = session.client("ssm", region_name=settings.region, config=client_config())
         # the EC2 client costs ~17 MB of service model: only made when names or TARGETS need it
@@ -313,14 +314,24 @@ def _failure_message(failed: list[Invocation], total: int, commands: list[SentCo
 @contextmanager
 def _aws_errors_explained(region: str, commands: list[SentCommand]) -> Iterator[None]:
     """Turn an AWS error while following ``commands`` into DeployStopped naming them (they may still run)."""
+    running = f"The command may still be running on the instances: see {_urls(region, commands)}"
     try:
         yield
+    except CredentialsExpired as error:
+        raise DeployStopped(
+            f"The AWS credentials expired while following command {_ids(commands)}: {error}. {running}"
+        ) from None
     except BotoCoreError as error:
         raise DeployStopped(
             f"Lost contact with AWS while following command {_ids(commands)} ({error}). The command may "
             f"still be running on the instances: see {_urls(region, commands)}"
         ) from None
     except ClientError as error:
+        if session_ended(error):  # a 403, but no permission is missing
+            raise DeployStopped(
+                f"The AWS credentials expired while following command {_ids(commands)} ({error_code(error)}: "
+                f"{error_message(error)}). {running}"
+            ) from None
         operation = error.operation_name
         fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
         raise DeployStopped(
