@@ -81,6 +81,7 @@ def test_the_oidc_session_is_renewed_from_the_step_token_while_it_is_valid(stand
         COMMANDS="sleep 5\necho still-followed",
     )
     del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    standin.create_role("bitbucket-oidc")  # IAM's default maximum session duration: 1 h
     before = standin.calls_snapshot()
     with standin.short_sessions(2):  # both sessions end many times during the deploy
         run = run_pipe(env)
@@ -91,5 +92,6 @@ def test_the_oidc_session_is_renewed_from_the_step_token_while_it_is_valid(stand
     assert calls["sts:AssumeRoleWithWebIdentity"] >= 2  # the step's token was exchanged again
     # said up front: the token ends long before this deploy's bound (timeouts of 600 s + 3600 s)
     assert "The AWS session may end before this deploy does" in run.output
-    assert "maximum session duration of arn:aws:iam::123456789012:role/bitbucket-oidc" in run.output
+    assert "AWS refused a 1 h 12 min session: the role's maximum session duration is shorter" in run.output
+    assert "Fix: raise the maximum session duration of arn:aws:iam::123456789012:role/bitbucket-oidc" in run.output
     assert "Traceback" not in run.output

@@ -31,6 +31,7 @@ from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
 from moto.core.utils import utcnow
 from moto.ec2.models import ec2_backends
+from moto.iam.models import iam_backends
 from moto.logs.exceptions import ResourceNotFoundException
 from moto.logs.responses import LogsResponse
 from moto.resourcegroups import urls as resourcegroups_urls
@@ -377,9 +378,28 @@ def expire_session(access_key_id: str) -> bool:
 
 
 def _capped_assume_role(self: STSBackend, **kwargs: Any) -> Any:
+    """AWS refuses a session longer than the role's maximum session duration (for a role that exists
+    here: moto lets any ARN be assumed); then ``set_session_seconds`` may shorten it."""
+    longest = _max_session_duration(str(kwargs.get("role_arn") or ""))
+    if longest is not None and int(kwargs["duration"]) > longest:
+        raise AwsError(
+            "ValidationError", "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
+        )
     if _session_seconds:
         kwargs["duration"] = min(int(kwargs["duration"]), _session_seconds[0])
     return _originals["assume_role"](self, **kwargs)
+
+
+def _max_session_duration(role_arn: str) -> int | None:
+    found = re.fullmatch(r"arn:(aws[\w-]*):iam::([0-9]{12}):role/.+", role_arn)
+    if found is None:
+        return None
+    partition, account = found.groups()
+    try:
+        role = iam_backends[account][partition].get_role_by_arn(role_arn)
+    except Exception:  # moto's NotFoundException: an ARN of no role here
+        return None
+    return int(role.max_session_duration or 3600)
 
 
 def _signed_with_expired_session(response: BaseResponse) -> bool:

@@ -102,3 +102,13 @@ def test_an_expired_session_is_refused_at_once(standin: StandIn) -> None:
     standin.expire_session(keys["AWS_ACCESS_KEY_ID"])
     with pytest.raises(ClientError, match="ExpiredTokenException"):
         sts.get_caller_identity()
+
+
+def test_a_session_longer_than_the_roles_maximum_is_refused(standin: StandIn) -> None:
+    role = standin.create_role("standin-max-session")  # IAM's default maximum: 1 h
+    sts = standin.client("sts")
+    with pytest.raises(ClientError) as refused:
+        sts.assume_role(RoleArn=role, RoleSessionName="long", DurationSeconds=7200)
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+    assert "DurationSeconds exceeds the MaxSessionDuration" in refused.value.response["Error"]["Message"]
+    assert sts.assume_role(RoleArn=role, RoleSessionName="hour", DurationSeconds=3600)["Credentials"]
