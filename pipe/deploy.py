@@ -18,12 +18,13 @@ from pipe.report.result_file import write_result
 from pipe.run import Run
 from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import authenticate
+from pipe.stages.authenticate import authenticate, deploy_bound_seconds
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.stages.rollout import plan_batches, roll_out
 from pipe.stages.script import build_script
+from pipe.stages.watch.follow import WAIT_MARGIN_SECONDS
 
 log = logging.getLogger("ssm-deploy")
 
@@ -51,7 +52,8 @@ class Deploy:
 
     def _run(self, stops: StopRequests) -> str:
         plan.announce(self.settings)
-        session, identity = authenticate(self.settings, self.env, self.redactor)
+        needed = deploy_bound_seconds(self.settings, WAIT_MARGIN_SECONDS)
+        session, identity = authenticate(self.settings, self.env, self.redactor, needed)
         clients = Clients(session, self.settings.region)
         run = Run(self.settings, self.env, self.redactor, stops, clients, identity, self.outcome)
         stops.raise_if_requested()

@@ -69,6 +69,7 @@ class Batch:
 class SentCommand:
     command_id: str
     instance_ids: tuple[str, ...]  # empty for a TARGETS command: SSM resolves its instances
+    comment: str = field(default="", compare=False)  # as sent: with its marker, what the console shows
 
 
 @dataclass

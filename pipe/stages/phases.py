@@ -75,7 +75,7 @@ def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocat
     commands = _send(run, spec, record)
     for command in commands:
         count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
-        log.info(f"Sent command {command.command_id} to {count} [{spec.comment}] by {run.identity.arn}")
+        log.info(f"Sent command {command.command_id} to {count} [{command.comment}] by {run.identity.arn}")
         log.info(f"Console: {console_url(run.region, command.command_id)}")
     try:
         invocations = follow(run, spec, commands, record)

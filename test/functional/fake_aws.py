@@ -4,8 +4,10 @@ exit code a test chooses per phase and instance. Only the calls the pipe makes a
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from pipe.runtime.interruption import StopRequests
@@ -29,6 +31,13 @@ class FakeSSM:
     stop_during_send: str = ""  # a phase label: SIGTERM "arrives" while that command is being sent
     sent: list[Sent] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=itertools.count)
+    # botocore's event system, where the pipe registers its SendCommand retry rule
+    meta: Any = field(
+        default_factory=lambda: SimpleNamespace(
+            service_model=SimpleNamespace(service_id=SimpleNamespace(hyphenize=lambda: "ssm")),
+            events=SimpleNamespace(register=lambda *_, **__: None),
+        )
+    )
 
     # --- sending ---------------------------------------------------------------------------------
     def send_command(self, **request: Any) -> dict[str, Any]:
@@ -103,6 +112,7 @@ class _Paginator:
 
 
 def _label(comment: str) -> str:
+    comment = re.sub(r" \(ref [0-9a-f]{8}\)$", "", comment)  # the send marker
     for label in ("health check", "rollback"):
         if comment.endswith(f" {label}"):
             return label

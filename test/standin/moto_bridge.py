@@ -6,14 +6,20 @@ model in ``service.py``), which updates invocations through ``MotoCommand``. Sen
 target instances are chosen by the hooks (moto's own ``Targets`` handling, which matches every
 EC2 instance in any state, is switched off), reading EC2 tags and resource groups through the
 readers below; Resource Groups' ListGroupResources (missing in moto) answers tag-based groups.
-Every request to any service is reported to ``hooks.on_call`` (call counting).
+Every request to any service is reported to ``hooks.on_call`` (call counting). STS sessions end as
+in AWS: a request signed with an expired session key is refused (ExpiredTokenException), and so is
+AssumeRoleWithWebIdentity with a web identity token (JWT) past its ``exp``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import json
 import re
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -21,8 +27,11 @@ from typing import Any, Protocol
 import moto
 from moto import settings as moto_settings
 from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
+from moto.core.utils import utcnow
 from moto.ec2.models import ec2_backends
+from moto.iam.models import iam_backends
 from moto.logs.exceptions import ResourceNotFoundException
 from moto.logs.responses import LogsResponse
 from moto.resourcegroups import urls as resourcegroups_urls
@@ -32,7 +41,8 @@ from moto.resourcegroups.responses import ResourceGroupsResponse
 from moto.ssm.exceptions import SSMException
 from moto.ssm.models import Command, ssm_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
-from moto.sts.models import sts_backends
+from moto.sts.models import STSBackend, sts_backends
+from moto.sts.responses import TokenResponse
 
 from standin.targets import group_matcher
 
@@ -50,6 +60,14 @@ GroupReader = Callable[[str], Mapping[str, Any] | None]
 
 class ServiceError(SSMException):
     """An AWS-style error answer (code + message) from a patched action."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+
+
+class AwsError(ServiceException):
+    """An error of any service, in that service's protocol (defined here, outside moto, so that moto
+    serializes it with the service of the request rather than the module of the class)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(code, message)
@@ -319,7 +337,8 @@ def _response_object(self: Command) -> dict[str, Any]:
 
 
 def _counted_call_action(self: BaseResponse) -> Any:
-    """Every request of every service, reported before moto authenticates and answers it."""
+    """Every request of every service, reported before moto authenticates and answers it; one signed
+    with an expired STS session is refused as AWS does (common error ExpiredTokenException, 403)."""
     hooks = _hooks
     if hooks is not None:
         try:
@@ -327,7 +346,97 @@ def _counted_call_action(self: BaseResponse) -> Any:
         except Exception:  # pragma: no cover - an unroutable request still counts
             action = "?"
         hooks.on_call(self.boto3_service_name or "?", str(action), str(self.headers.get("User-Agent", "")))
+    if _signed_with_expired_session(self):
+        error = AwsError("ExpiredTokenException", "The security token included in the request is expired")
+        with warnings.catch_warnings():  # a common error: in no service's model, as moto warns
+            warnings.simplefilter("ignore", UserWarning)
+            _, headers, body = self.serialized(ActionResult(error))
+        return 403, headers, body
     return _originals["call_action"](self)
+
+
+# --- STS sessions that end ------------------------------------------------------------------------
+_session_seconds: list[int] = []  # empty: sessions last as long as asked
+
+
+def set_session_seconds(seconds: int | None) -> None:
+    """Role sessions issued from now on (AssumeRole, AssumeRoleWithWebIdentity) last at most
+    ``seconds`` (None: as asked). AWS's shortest is 900 s; the stand-in shortens time so that a test
+    can watch sessions run out."""
+    _session_seconds[:] = [] if seconds is None else [max(1, int(seconds))]
+
+
+def expire_session(access_key_id: str) -> bool:
+    """End the STS session of ``access_key_id`` now, as if its time had run out; False if unknown."""
+    for partitions in list(sts_backends.values()):
+        for backend in list(partitions.values()):
+            role = backend.get_assumed_role_from_access_key(access_key_id)
+            if role is not None:
+                role.expiration = utcnow() - datetime.timedelta(seconds=1)
+                return True
+    return False
+
+
+def _capped_assume_role(self: STSBackend, **kwargs: Any) -> Any:
+    """AWS refuses a session longer than the role's maximum session duration (for a role that exists
+    here: moto lets any ARN be assumed); then ``set_session_seconds`` may shorten it."""
+    longest = _max_session_duration(str(kwargs.get("role_arn") or ""))
+    if longest is not None and int(kwargs["duration"]) > longest:
+        raise AwsError(
+            "ValidationError", "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
+        )
+    if _session_seconds:
+        kwargs["duration"] = min(int(kwargs["duration"]), _session_seconds[0])
+    return _originals["assume_role"](self, **kwargs)
+
+
+def _max_session_duration(role_arn: str) -> int | None:
+    found = re.fullmatch(r"arn:(aws[\w-]*):iam::([0-9]{12}):role/.+", role_arn)
+    if found is None:
+        return None
+    partition, account = found.groups()
+    try:
+        role = iam_backends[account][partition].get_role_by_arn(role_arn)
+    except Exception:  # moto's NotFoundException: an ARN of no role here
+        return None
+    return int(role.max_session_duration or 3600)
+
+
+def _signed_with_expired_session(response: BaseResponse) -> bool:
+    access_key = response.get_access_key()
+    if not access_key.startswith("ASIA"):  # moto's session keys; long-term keys never expire
+        return False
+    for backend in sts_backends[response.current_account].values():
+        role = backend.get_assumed_role_from_access_key(access_key)
+        if role is not None:
+            return bool(role.expiration <= utcnow())
+    return False
+
+
+def _assume_role_with_web_identity(self: TokenResponse) -> Any:
+    """AWS refuses a web identity token past its ``exp`` claim (a token that is not a JWT passes, as
+    moto checks nothing else of it)."""
+    expires = token_expiry(str(self._get_param("WebIdentityToken") or ""))
+    now = int(time.time())
+    if expires is not None and expires <= now:
+        raise AwsError(
+            "ExpiredTokenException",
+            f"Token expired: current date/time {now} must be before the expiration date/time {expires}",
+        )
+    return _originals["assume_role_with_web_identity"](self)
+
+
+def token_expiry(token: str) -> int | None:
+    """The ``exp`` claim of a JWT (seconds since the epoch), or None when it is not a JWT with one."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    expires = claims.get("exp") if isinstance(claims, dict) else None
+    return int(expires) if isinstance(expires, int | float) else None
 
 
 def _list_command_invocations(self: SimpleSystemManagerResponse) -> ActionResult:
@@ -512,6 +621,10 @@ def install(hooks: RunCommandHooks) -> None:
     resourcegroups_urls.url_paths["{0}/list-group-resources$"] = ResourceGroupsResponse.dispatch
     _originals["call_action"] = BaseResponse.call_action
     setattr(BaseResponse, "call_action", _counted_call_action)  # noqa: B010
+    _originals["assume_role"] = STSBackend.assume_role
+    setattr(STSBackend, "assume_role", _capped_assume_role)  # noqa: B010
+    _originals["assume_role_with_web_identity"] = TokenResponse.assume_role_with_web_identity
+    setattr(TokenResponse, "assume_role_with_web_identity", _assume_role_with_web_identity)  # noqa: B010
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:

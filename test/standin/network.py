@@ -2,16 +2,38 @@
 
 Point a pipe at ``FlakyProxy.endpoint`` instead of the stand-in's own endpoint; ``reset_for``
 answers every new connection with a TCP reset, ``refuse_for`` closes the listening port so
-connections are refused, each for the given number of seconds.
+connections are refused, each for the given number of seconds. Two faults aim at one API action
+(its ``X-Amz-Target``, e.g. ``SendCommand``): ``drop_response_to`` forwards the request, waits
+for the stand-in's answer (so the action happened) and resets the connection instead of relaying
+it, as when a connection dies between AWS accepting a request and the reply arriving;
+``reset_request_to`` resets the connection without forwarding the request (it never reached AWS).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
+
+HEAD_END = b"\r\n\r\n"
+MAX_HEAD_BYTES = 64 * 1024
+
+
+@dataclass
+class _Fault:
+    action: str
+    drop_response: bool  # False: the request is not forwarded at all
+    remaining: int
+    spared: int  # matching requests still let through before the fault acts
+
+
+@dataclass
+class _Connection:
+    drop_next_response: bool = False
 
 
 class FlakyProxy:
@@ -21,8 +43,12 @@ class FlakyProxy:
         self.port = self._listener.getsockname()[1]
         self._reset_until = 0.0
         self._refuse_until = 0.0
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.resets = 0
+        self.dropped_responses: list[str] = []  # the action of each request answered, then reset
+        self.reset_requests: list[str] = []  # the action of each request reset before forwarding
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -35,6 +61,18 @@ class FlakyProxy:
 
     def refuse_for(self, seconds: float) -> None:
         self._refuse_until = time.monotonic() + seconds
+
+    def drop_response_to(self, action: str, times: int = 1, after: int = 0) -> None:
+        """``times`` requests for ``action`` (once ``after`` more have passed) reach the stand-in;
+        their answers are lost."""
+        with self._lock:
+            self._faults.append(_Fault(action, drop_response=True, remaining=times, spared=after))
+
+    def reset_request_to(self, action: str, times: int = 1, after: int = 0) -> None:
+        """``times`` requests for ``action`` (once ``after`` more have passed) are reset before
+        reaching the stand-in."""
+        with self._lock:
+            self._faults.append(_Fault(action, drop_response=False, remaining=times, spared=after))
 
     def stop(self) -> None:
         self._stopped.set()
@@ -76,21 +114,113 @@ class FlakyProxy:
         except OSError:
             client.close()
             return
+        upstream.settimeout(None)
+        connection = _Connection()
         pumps = [
-            threading.Thread(target=_pump, args=(client, upstream), daemon=True),
-            threading.Thread(target=_pump, args=(upstream, client), daemon=True),
+            threading.Thread(target=self._pump_requests, args=(client, upstream, connection), daemon=True),
+            threading.Thread(target=self._pump_responses, args=(upstream, client, connection), daemon=True),
         ]
         for pump in pumps:
             pump.start()
 
+    def _pump_requests(self, client: socket.socket, upstream: socket.socket, connection: _Connection) -> None:
+        """Forward the client's requests one whole request at a time (the SDK does not pipeline),
+        so a fault can act on one request; a body without Content-Length is passed on as it comes."""
+        buffer = b""
+        try:
+            while True:
+                while HEAD_END not in buffer:
+                    data = client.recv(65536)
+                    if not data:
+                        raise ConnectionResetError
+                    buffer += data
+                    if len(buffer) > MAX_HEAD_BYTES and HEAD_END not in buffer:
+                        return _pump(client, upstream, first=buffer)
+                head = buffer[: buffer.index(HEAD_END) + len(HEAD_END)]
+                length = _content_length(head)
+                if length is None:
+                    return _pump(client, upstream, first=buffer)
+                while len(buffer) < len(head) + length:
+                    data = client.recv(65536)
+                    if not data:
+                        raise ConnectionResetError
+                    buffer += data
+                request, buffer = buffer[: len(head) + length], buffer[len(head) + length :]
+                fault = self._take_fault(head)
+                if fault is not None and not fault.drop_response:
+                    self.reset_requests.append(fault.action)
+                    _reset(client)
+                    _close(upstream)
+                    return
+                if fault is not None:
+                    self.dropped_responses.append(fault.action)
+                    connection.drop_next_response = True
+                upstream.sendall(request)
+        except OSError:
+            _close(client, upstream)
 
-def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump_responses(self, upstream: socket.socket, client: socket.socket, connection: _Connection) -> None:
+        try:
+            while data := upstream.recv(65536):
+                if connection.drop_next_response:  # the stand-in answered: the action happened
+                    _reset(client)
+                    _close(upstream)
+                    return
+                client.sendall(data)
+        except OSError:
+            pass
+        _close(upstream, client)
+
+    def _take_fault(self, head: bytes) -> _Fault | None:
+        action = _target_action(head)
+        with self._lock:
+            for fault in self._faults:
+                if fault.remaining <= 0 or fault.action != action:
+                    continue
+                if fault.spared > 0:
+                    fault.spared -= 1
+                    continue
+                fault.remaining -= 1
+                return fault
+        return None
+
+
+def _target_action(head: bytes) -> str:
+    """The action of a JSON-protocol request (``X-Amz-Target: AmazonSSM.SendCommand``)."""
+    found = re.search(rb"^x-amz-target:\s*([^\r\n]*)", head, flags=re.IGNORECASE | re.MULTILINE)
+    return found.group(1).decode("latin-1").strip().rsplit(".", 1)[-1] if found else ""
+
+
+def _content_length(head: bytes) -> int | None:
+    if re.search(rb"^transfer-encoding:", head, flags=re.IGNORECASE | re.MULTILINE):
+        return None
+    found = re.search(rb"^content-length:\s*([0-9]+)", head, flags=re.IGNORECASE | re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with linger 0: the peer sees "connection reset"."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)  # wakes the other pump's recv(); sends nothing to the peer
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _close(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _pump(source: socket.socket, target: socket.socket, first: bytes = b"") -> None:
     try:
+        if first:
+            target.sendall(first)
         while data := source.recv(65536):
             target.sendall(data)
     except OSError:
         pass
     finally:
-        for sock in (source, target):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        _close(source, target)

@@ -207,6 +207,33 @@ class StandIn:
             moto_bridge.set_iam_enforcement(False)
             self.admin_keys, self.agent_keys = saved
 
+    @contextlib.contextmanager
+    def short_sessions(self, seconds: int) -> Iterator[None]:
+        """STS role sessions issued while inside last at most ``seconds`` (AWS's shortest is 900 s);
+        requests signed with an expired one are refused, as always."""
+        moto_bridge.set_session_seconds(seconds)
+        try:
+            yield
+        finally:
+            moto_bridge.set_session_seconds(None)
+
+    def temporary_keys(self, role_name: str = "ci-temporary") -> dict[str, str]:
+        """Temporary keys of a role session (what a CI variable AWS_SESSION_TOKEN holds), as pipe
+        environment variables; end them with ``expire_session``."""
+        credentials = self.client("sts").assume_role(
+            RoleArn=self.create_role(role_name), RoleSessionName=role_name, DurationSeconds=3600
+        )["Credentials"]
+        return {
+            "AWS_ACCESS_KEY_ID": str(credentials["AccessKeyId"]),
+            "AWS_SECRET_ACCESS_KEY": str(credentials["SecretAccessKey"]),
+            "AWS_SESSION_TOKEN": str(credentials["SessionToken"]),
+        }
+
+    def expire_session(self, access_key_id: str) -> None:
+        """The STS session of ``access_key_id`` ends now: every request signed with it is refused."""
+        if not moto_bridge.expire_session(access_key_id):
+            raise KeyError(access_key_id)
+
     # --- observations ----------------------------------------------------------------------------
     def sent_commands(self) -> list[SentCommand]:
         return list(self.service.sent.values())

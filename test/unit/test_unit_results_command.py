@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,12 +11,12 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
-from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, ssm_client
+from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, spec_for, ssm_client
 
 from pipe.config.settings import DeploySettings
 from pipe.config.targets import Target
 from pipe.errors import PipeError
-from pipe.model import CommandSpec, Invocation, SentCommand
+from pipe.model import Invocation, SentCommand
 from pipe.stages.send import (
     cancel_command,
     console_url,
@@ -29,23 +30,8 @@ GET_PARAMS = {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}
 SCRIPT = ["# ssm-deploy team/app#42 0123456", "echo deploying", "./deploy.sh"]
 
 
-def spec_for(settings: DeploySettings) -> CommandSpec:
-    """The deploy's CommandSpec as the phases build it, with SCRIPT as the script."""
-    return CommandSpec(
-        label="deploy",
-        script=tuple(SCRIPT),
-        instance_ids=tuple(settings.instance_ids) if not settings.targets else (),
-        targets=tuple(settings.targets),
-        execution_timeout=settings.execution_timeout,
-        delivery_timeout=settings.delivery_timeout,
-        max_concurrency=settings.max_concurrency,
-        max_errors=settings.max_errors,
-        comment=settings.comment,
-    )
-
-
 def send_one(client: SSMClient, settings: DeploySettings) -> str:
-    return send_command(client, settings, spec_for(settings), tuple(settings.instance_ids))
+    return send_command(client, settings, spec_for(settings, SCRIPT), tuple(settings.instance_ids))
 
 
 @pytest.fixture
@@ -177,15 +163,33 @@ def test_fetch_result_other_errors_are_not_retried(stubbed: tuple[SSMClient, Stu
 
 
 def test_send_parameters_without_working_directory() -> None:
-    parameters = send_parameters(make_settings(execution_timeout=900), spec_for(make_settings(execution_timeout=900)))
+    parameters = send_parameters(
+        make_settings(execution_timeout=900), spec_for(make_settings(execution_timeout=900), SCRIPT)
+    )
     assert parameters == {"commands": SCRIPT, "executionTimeout": ["900"]}
+
+
+class MarkedComment:
+    """Equals ``<comment> (ref <8 hex digits>)``: the comment with the marker the pipe finds it by."""
+
+    def __init__(self, comment: str) -> None:
+        self.comment = comment
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, str)
+            and re.fullmatch(re.escape(self.comment) + r" \(ref [0-9a-f]{8}\)", other) is not None
+        )
+
+    def __repr__(self) -> str:
+        return f"{self.comment!r} + ' (ref <marker>)'"
 
 
 def exact_request(**extra: Any) -> dict[str, Any]:
     return {
         "InstanceIds": [INSTANCE_A, INSTANCE_B],
         "DocumentName": "AWS-RunShellScript",
-        "Comment": "release production",
+        "Comment": MarkedComment("release production"),
         "TimeoutSeconds": 120,
         "Parameters": {
             "commands": SCRIPT,
@@ -313,7 +317,7 @@ def test_send_commands_splits_instance_ids_by_fifty(stubbed: tuple[SSMClient, St
     sent = send_commands(
         client,
         request_settings(instance_ids=ids, stream_output=False),
-        spec_for(request_settings(instance_ids=ids, stream_output=False)),
+        spec_for(request_settings(instance_ids=ids, stream_output=False), SCRIPT),
     )
 
     assert [len(c.instance_ids) for c in sent] == [50, 50, 20]
@@ -332,7 +336,7 @@ def test_a_refused_later_chunk_cancels_the_chunks_already_sent(stubbed: tuple[SS
         send_commands(
             client,
             request_settings(instance_ids=ids, stream_output=False),
-            spec_for(request_settings(instance_ids=ids, stream_output=False)),
+            spec_for(request_settings(instance_ids=ids, stream_output=False), SCRIPT),
         )
 
     assert f"The commands already sent were cancelled: {CMD_0}." in str(error.value)
@@ -347,4 +351,4 @@ def test_targets_are_sent_as_one_command(stubbed: tuple[SSMClient, Stubber]) -> 
     stubber.add_response("send_command", {"Command": {"CommandId": CMD_T}}, request)
     settings = request_settings(targets=targets, max_concurrency="10%", max_errors="1", stream_output=False)
 
-    assert send_commands(client, settings, spec_for(settings)) == [SentCommand(CMD_T, ())]
+    assert send_commands(client, settings, spec_for(settings, SCRIPT)) == [SentCommand(CMD_T, ())]

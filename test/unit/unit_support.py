@@ -11,6 +11,7 @@ from mypy_boto3_ssm.client import SSMClient
 
 from pipe.config.build_context import BuildContext
 from pipe.config.settings import DeploySettings
+from pipe.model import CommandSpec
 
 REGION = "eu-west-1"
 COMMAND_ID = "0b7a4a1e-5c2f-4d8e-9a3b-1c2d3e4f5a6b"  # SSM command ids are 36-character UUIDs
@@ -49,6 +50,21 @@ def make_settings(**overrides: Any) -> DeploySettings:
         build=BUILD,
     )
     return dataclasses.replace(base, **overrides)
+
+
+def spec_for(settings: DeploySettings, script: list[str]) -> CommandSpec:
+    """The deploy's CommandSpec as the phases build it from ``settings``, with ``script`` to run."""
+    return CommandSpec(
+        label="deploy",
+        script=tuple(script),
+        instance_ids=tuple(settings.instance_ids) if not settings.targets else (),
+        targets=tuple(settings.targets),
+        execution_timeout=settings.execution_timeout,
+        delivery_timeout=settings.delivery_timeout,
+        max_concurrency=settings.max_concurrency,
+        max_errors=settings.max_errors,
+        comment=settings.comment,
+    )
 
 
 @lru_cache(maxsize=1)

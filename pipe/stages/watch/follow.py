@@ -16,6 +16,7 @@ from pipe.report.console import OutputPrinter
 from pipe.report.summary import show_results
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
+from pipe.stages.authenticate import CredentialsExpired, session_ended
 from pipe.stages.send import cancel_command, console_url
 from pipe.stages.watch.agent_watch import AgentWatch
 from pipe.stages.watch.log_tail import LogTail
@@ -76,11 +77,21 @@ def aws_errors_explained(region: str, commands: list[SentCommand]) -> Iterator[N
     """Turn an AWS error while following ``commands`` into StillRunning naming them."""
     try:
         yield
+    except CredentialsExpired as error:
+        raise StillRunning(
+            f"The AWS credentials expired while following command {ids(commands)}: {error}", *_links(region, commands)
+        ) from None
     except BotoCoreError as error:
         raise StillRunning(
             f"Lost contact with AWS while following command {ids(commands)} ({error})", *_links(region, commands)
         ) from None
     except ClientError as error:
+        if session_ended(error):  # a 403, but no permission is missing
+            raise StillRunning(
+                f"The AWS credentials expired while following command {ids(commands)} ({error_code(error)}: "
+                f"{error_message(error)})",
+                *_links(region, commands),
+            ) from None
         operation = error.operation_name
         fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
         raise StillRunning(
