@@ -1,0 +1,591 @@
+"""The on-instance half of release mode: POSIX sh that installs, switches and rolls back releases.
+
+Rendering only (no AWS calls). The text is placed after the pipe's prelude (pipe/stages/script.py
+``build_script(settings, body)``), which has already read SECRETS and exported them with VARIABLES.
+AWS-RunShellScript runs the script with ``sh`` (dash on Debian/Ubuntu), so everything here is POSIX
+sh; only the user's COMMANDS and ACTIVATE_COMMANDS run in bash, in their own process, so a syntax
+error in them fails that step instead of cutting the release script in the middle of a switch.
+
+Layout of APP_DIR on an instance (absolute):
+  releases/<id>/           an unpacked artifact, owned by RUN_AS
+  shared/<path>            SHARED_PATHS targets, kept across releases, owned by RUN_AS
+  current -> releases/<id> replaced by rename, so ``current`` is never missing
+  .ssm-deploy/previous     the release ``current`` pointed to before the last switch
+  .ssm-deploy/history      release ids in activation order, newest last
+  .ssm-deploy/ready/<id>   the SHA-256 of the artifact a fully prepared release came from
+  .ssm-deploy/lock         held (flock) while a release script runs: deploys to one instance queue
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ReleaseExit(IntEnum):
+    """Exit codes of the release scripts: the pipe reads an instance's outcome from them."""
+
+    APP_DIR_UNUSABLE = 80
+    ARTIFACT_DOWNLOAD_FAILED = 81
+    CHECKSUM_MISMATCH = 82
+    UNPACK_FAILED = 83
+    RELEASE_COMMANDS_FAILED = 84
+    ACTIVATION_FAILED_ROLLED_BACK = 85
+    ACTIVATION_FAILED_ROLLBACK_FAILED = 86
+    NO_PREVIOUS_RELEASE = 87
+    RUN_AS_USER_MISSING = 88
+    ACTIVATION_FAILED_NO_ROLLBACK = 89
+    PROGRAM_MISSING = 127  # the shell's own "command not found" code
+
+    @property
+    def meaning(self) -> str:
+        """What happened on the instance, in words for the pipe's report."""
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ReleaseExit.APP_DIR_UNUSABLE: "APP_DIR cannot be used as it is (not writable, `current` is not a symlink, "
+    "or the live release came from another artifact); nothing was switched",
+    ReleaseExit.ARTIFACT_DOWNLOAD_FAILED: "the artifact could not be downloaded; nothing was switched",
+    ReleaseExit.CHECKSUM_MISMATCH: "the downloaded artifact's SHA-256 did not match; nothing was unpacked or switched",
+    ReleaseExit.UNPACK_FAILED: "the artifact could not be unpacked or SHARED_PATHS linked; nothing was switched",
+    ReleaseExit.RELEASE_COMMANDS_FAILED: "COMMANDS failed in the new release; nothing was switched",
+    ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK: "ACTIVATE_COMMANDS failed; switched back to the previous release, "
+    "whose activation ran again and succeeded",
+    ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED: "ACTIVATE_COMMANDS failed and the switch back to the previous "
+    "release (or its activation) failed too",
+    ReleaseExit.NO_PREVIOUS_RELEASE: "there is no previous release on the instance to switch back to",
+    ReleaseExit.RUN_AS_USER_MISSING: "the RUN_AS user does not exist on the instance (or the script is not root)",
+    ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK: "ACTIVATE_COMMANDS failed and there was no other release to go "
+    "back to (first release on the instance, or it was already live)",
+    ReleaseExit.PROGRAM_MISSING: "a program release mode needs (bash, aws, sha256sum, tar, unzip, runuser/su) is "
+    "missing on the instance",
+}
+
+ARCHIVE_FORMATS = ("tar.gz", "zip")
+DEFAULT_KEEP_RELEASES = 5
+MIN_KEEP_RELEASES = 2  # the live release and the one before it are never pruned
+RELEASE_ID = re.compile(r"[0-9]{6,}-[0-9a-z]{1,40}", re.ASCII)
+NO_COMMIT = "nocommit"
+STATE_DIR = ".ssm-deploy"
+HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
+# Set by the SSM Agent for every Run Command script; forwarded to RUN_AS with the pipe's names.
+AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
+
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}", re.ASCII)  # useradd's portable names
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def release_id(build_number: str, short_commit: str) -> str:
+    """``000042-0123456``: sortable with ``sort`` (zero-padded build number), then the short commit."""
+    return f"{int(build_number):06d}-{short_commit.lower() or NO_COMMIT}"
+
+
+def release_id_problem(text: str) -> str | None:
+    if RELEASE_ID.fullmatch(text):
+        return None
+    return f"{text!r} is not a release id: expected <6+ digit build number>-<short commit>, e.g. 000042-0123456"
+
+
+def app_dir_problem(text: str) -> str | None:
+    if _CONTROL.search(text):
+        return "APP_DIR must not contain control characters (newline, tab...)"
+    # normpath keeps a leading // (POSIX leaves its meaning to the system): refuse it explicitly
+    if not text.startswith("/") or text == "/" or "//" in text or posixpath.normpath(text) != text:
+        return f"APP_DIR {text!r} must be an absolute, normalized directory path other than /, e.g. /srv/web-api"
+    return None
+
+
+def shared_path_problem(text: str) -> str | None:
+    """A SHARED_PATHS entry: relative to the release, no ``..``; a trailing ``/`` marks a directory."""
+    core = text[:-1] if text.endswith("/") else text
+    if _CONTROL.search(text):
+        return f"SHARED_PATHS entry {text!r} must not contain control characters"
+    if not core or core.startswith("/") or any(part in ("", ".", "..") for part in core.split("/")):
+        return (
+            f"SHARED_PATHS entry {text!r} must be a relative path inside the release without . or .., "
+            "e.g. .env or logs/"
+        )
+    return None
+
+
+def run_as_problem(text: str) -> str | None:
+    if _USER.fullmatch(text) and not text.isdigit():
+        return None
+    return f"RUN_AS {text!r} is not a user name (letters, digits, . _ -; at most 32 characters)"
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """One release to install (or switch back from) on every instance of a command."""
+
+    app_dir: str
+    release_id: str
+    artifact_url: str  # s3://bucket/key: downloaded only when releases/<id> is missing
+    sha256: str  # hex
+    archive_format: str  # "tar.gz" or "zip"
+    region: str
+    shared_paths: tuple[str, ...] = ()
+    run_as: str | None = None
+    commands: str = ""  # COMMANDS, run inside releases/<id> before the switch
+    activate_commands: str = ""  # ACTIVATE_COMMANDS, run inside `current` after the switch
+    keep_releases: int = DEFAULT_KEEP_RELEASES
+    # names the prelude exported (SECRETS, VARIABLES) that must reach RUN_AS's commands
+    env_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = plan_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def plan_problems(plan: ReleasePlan) -> list[str]:
+    """Every reason the plan cannot be rendered safely (the pipe validates user input before this)."""
+    checks = [
+        app_dir_problem(plan.app_dir),
+        release_id_problem(plan.release_id),
+        run_as_problem(plan.run_as) if plan.run_as is not None else None,
+        *(shared_path_problem(path) for path in plan.shared_paths),
+        *(_env_name_problem(name) for name in plan.env_names),
+    ]
+    if not plan.artifact_url.startswith("s3://") or _CONTROL.search(plan.artifact_url):
+        checks.append(f"artifact_url {plan.artifact_url!r} must be an s3:// URL")
+    if not _SHA256.fullmatch(plan.sha256):
+        checks.append("sha256 must be 64 lowercase hex digits")
+    if plan.archive_format not in ARCHIVE_FORMATS:
+        checks.append(f"archive_format must be one of {', '.join(ARCHIVE_FORMATS)}")
+    if not _REGION.fullmatch(plan.region):
+        checks.append(f"region {plan.region!r} is not an AWS region name")
+    if plan.keep_releases < MIN_KEEP_RELEASES:
+        checks.append(f"KEEP_RELEASES must be at least {MIN_KEEP_RELEASES} (the live release and the one before it)")
+    return [problem for problem in checks if problem]
+
+
+def _env_name_problem(name: str) -> str | None:
+    return None if _ENV_NAME.fullmatch(name) else f"{name!r} is not an environment variable name"
+
+
+# --- the shell ------------------------------------------------------------------------------------
+
+# Running user commands. ssm_deploy_run USER DIR COMMANDS runs COMMANDS with bash in DIR, with stdin
+# /dev/null; exit status = theirs. With USER: a login shell (runuser -l / su -l), so HOME, PATH and the
+# rest come from that user's ~/.bash_profile or ~/.profile (nvm, the user's pm2 daemon). The names in
+# ssm_deploy_env_names travel as `export NAME='value'` lines through an inherited pipe on fd 3, read
+# by a bash builtin: never in any argv (ps), never in a file. Every printf/eval on a value is a shell
+# builtin, so no process is exec'd with a value in its arguments. Every user command gets fd 9 (the
+# deploy lock) closed: a daemon it starts (pm2) would otherwise hold the lock and the next deploy wait.
+_RUN_FUNCTIONS = r"""
+ssm_deploy_fail() {
+  ssm_deploy_code=$1
+  shift
+  printf 'ssm-deploy: %s\n' "$*" >&2
+  exit "$ssm_deploy_code"
+}
+ssm_deploy_need() {
+  command -v "$1" >/dev/null 2>&1 || ssm_deploy_fail 127 "$1 is not on PATH on this instance; it is needed $2: install it"
+}
+ssm_deploy_sq="'"
+ssm_deploy_quote() {
+  ssm_deploy_rest=$1
+  ssm_deploy_out=
+  while :; do
+    case $ssm_deploy_rest in
+      *"$ssm_deploy_sq"*)
+        ssm_deploy_out=$ssm_deploy_out${ssm_deploy_rest%%"$ssm_deploy_sq"*}"'\''"
+        ssm_deploy_rest=${ssm_deploy_rest#*"$ssm_deploy_sq"}
+        ;;
+      *) break ;;
+    esac
+  done
+  printf "'%s%s'" "$ssm_deploy_out" "$ssm_deploy_rest"
+}
+ssm_deploy_env_lines() {
+  for ssm_deploy_name in $ssm_deploy_env_names; do
+    eval "ssm_deploy_isset=\${$ssm_deploy_name+x}"
+    [ -n "$ssm_deploy_isset" ] || continue
+    eval "ssm_deploy_value=\$$ssm_deploy_name"
+    printf 'export %s=' "$ssm_deploy_name"
+    ssm_deploy_quote "$ssm_deploy_value"
+    printf '\n'
+  done
+}
+ssm_deploy_run() {
+  ssm_deploy_script="cd -- $(ssm_deploy_quote "$2") || exit 1
+$3"
+  if [ -z "$1" ]; then
+    ssm_deploy_need bash "to run the commands"
+    bash -c "$ssm_deploy_script" ssm-deploy </dev/null 9>&-
+    return
+  fi
+  ssm_deploy_need bash "to run the commands as $1"
+  ssm_deploy_bash=$(command -v bash)
+  ssm_deploy_switch=runuser
+  command -v runuser >/dev/null 2>&1 || ssm_deploy_switch=su
+  ssm_deploy_need "$ssm_deploy_switch" "to run the commands as $1"
+  ssm_deploy_script="IFS= read -r -d '' ssm_deploy_env <&3 || :
+exec 3<&-
+eval \"\$ssm_deploy_env\" || { echo 'ssm-deploy: SECRETS and VARIABLES could not be handed to RUN_AS' >&2; exit 1; }
+unset ssm_deploy_env
+$ssm_deploy_script"
+  ssm_deploy_env_lines | "$ssm_deploy_switch" -l -s "$ssm_deploy_bash" -c "$ssm_deploy_script" "$1" 3<&0 </dev/null 9>&-
+}
+"""  # noqa: E501 (each message is one line on the instance)
+
+# Run as RUN_AS by `sh -c` (no login environment, nothing forwarded): make shared/<path> and link it
+# from the release. As RUN_AS, because root must not create files through links that user controls.
+# Arguments: SHARED_DIR RELEASE_DIR KIND:PATH... (KIND: D directory, d guessed directory, f guessed file)
+_SHARED_SCRIPT = r"""ssm_shared=$1
+ssm_release=$2
+shift 2
+for ssm_spec in "$@"; do
+  ssm_kind=${ssm_spec%%:*}
+  ssm_path=${ssm_spec#*:}
+  ssm_target=$ssm_shared/$ssm_path
+  ssm_link=$ssm_release/$ssm_path
+  if [ ! -e "$ssm_target" ] && [ ! -L "$ssm_target" ]; then
+    mkdir -p -- "$(dirname -- "$ssm_target")" || exit 1
+    if [ -e "$ssm_link" ] || [ -L "$ssm_link" ]; then
+      mv -- "$ssm_link" "$ssm_target" || exit 1
+    elif [ "$ssm_kind" = f ]; then
+      : > "$ssm_target" || exit 1
+    else
+      mkdir -- "$ssm_target" || exit 1
+    fi
+  fi
+  if [ "$ssm_kind" = D ] && [ ! -d "$ssm_target" ]; then
+    echo "SHARED_PATHS $ssm_path/ names a directory but $ssm_target is not one" >&2
+    exit 1
+  fi
+  rm -rf -- "$ssm_link" || exit 1
+  mkdir -p -- "$(dirname -- "$ssm_link")" || exit 1
+  ln -s -- "$ssm_target" "$ssm_link" || exit 1
+done
+"""
+
+_RELEASE_FUNCTIONS = r"""
+ssm_deploy_state=$ssm_deploy_app_dir/$ssm_deploy_state_dir
+ssm_deploy_as_owner() {
+  if [ -z "$ssm_deploy_user" ]; then
+    "$@"
+  elif command -v runuser >/dev/null 2>&1; then
+    runuser -u "$ssm_deploy_user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin "$@" </dev/null 9>&-
+  else
+    su -s /bin/sh -c 'exec env -i PATH=/usr/local/bin:/usr/bin:/bin "$0" "$@"' "$ssm_deploy_user" -- "$@" </dev/null 9>&-
+  fi
+}
+ssm_deploy_release_of() {
+  case $1 in
+    releases/*) ssm_deploy_id=${1#releases/} ;;
+    "$ssm_deploy_app_dir"/releases/*) ssm_deploy_id=${1#"$ssm_deploy_app_dir"/releases/} ;;
+    *) return 0 ;;
+  esac
+  case $ssm_deploy_id in
+    '' | */* | *[!0-9a-z-]*) ;;
+    *) printf '%s' "$ssm_deploy_id" ;;
+  esac
+}
+ssm_deploy_begin() {
+  umask 022
+  if [ -n "$ssm_deploy_user" ]; then
+    id -u -- "$ssm_deploy_user" >/dev/null 2>&1 \
+      || ssm_deploy_fail 88 "RUN_AS user $ssm_deploy_user does not exist on this instance: create it (useradd) or fix RUN_AS; nothing was switched"
+    [ "$(id -u)" = 0 ] \
+      || ssm_deploy_fail 88 "RUN_AS $ssm_deploy_user needs the script to run as root (the SSM Agent does), it runs as $(id -un); nothing was switched"
+  fi
+  mkdir -p -- "$ssm_deploy_app_dir/releases" "$ssm_deploy_state/ready" \
+    || ssm_deploy_fail 80 "cannot create $ssm_deploy_app_dir/releases: APP_DIR must be a directory root can write; nothing was switched"
+  if [ -e "$ssm_deploy_app_dir/current" ] && [ ! -L "$ssm_deploy_app_dir/current" ]; then
+    ssm_deploy_fail 80 "$ssm_deploy_app_dir/current exists and is not a symlink (it was not made by ssm-deploy): move it away, e.g. into $ssm_deploy_app_dir/releases, and deploy again; nothing was switched"
+  fi
+  exec 9>>"$ssm_deploy_state/lock" || ssm_deploy_fail 80 "cannot open $ssm_deploy_state/lock; nothing was switched"
+  if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+    echo "ssm-deploy: another deploy is running on this instance; waiting for it ($ssm_deploy_state/lock)"
+    flock 9
+  fi
+  # left by a run that was killed (SIGKILL at the execution timeout skips the EXIT trap)
+  rm -rf -- "$ssm_deploy_state"/tmp.* "$ssm_deploy_app_dir"/current.tmp.*
+  ssm_deploy_old_target=$(readlink -- "$ssm_deploy_app_dir/current" 2>/dev/null) || ssm_deploy_old_target=
+  ssm_deploy_old=$(ssm_deploy_release_of "$ssm_deploy_old_target")
+}
+ssm_deploy_prepare() {
+  ssm_deploy_dir=$ssm_deploy_app_dir/releases/$ssm_deploy_release
+  ssm_deploy_mark=$ssm_deploy_state/ready/$ssm_deploy_release
+  if [ -d "$ssm_deploy_dir" ] && [ -f "$ssm_deploy_mark" ]; then
+    if [ "$(cat -- "$ssm_deploy_mark")" = "$ssm_deploy_sha256" ]; then
+      echo "ssm-deploy: release $ssm_deploy_release is already on this instance; nothing to download"
+      return 0
+    fi
+    [ "$ssm_deploy_release" != "$ssm_deploy_old" ] \
+      || ssm_deploy_fail 80 "release $ssm_deploy_release is live on this instance but came from another artifact than SHA-256 $ssm_deploy_sha256: give the new build its own release id (a new build number); nothing was switched"
+    echo "ssm-deploy: release $ssm_deploy_release on this instance came from another artifact; installing it again"
+  elif [ -d "$ssm_deploy_dir" ] && [ "$ssm_deploy_release" = "$ssm_deploy_old" ]; then
+    echo "ssm-deploy: release $ssm_deploy_release is live on this instance; not installed again"
+    return 0
+  fi
+  # not ready: a run stopped while preparing it; start again from the artifact
+  rm -rf -- "$ssm_deploy_dir" "$ssm_deploy_mark" \
+    || ssm_deploy_fail 83 "cannot remove the unfinished $ssm_deploy_dir; nothing was switched"
+  ssm_deploy_need aws "to download the artifact"
+  ssm_deploy_need sha256sum "to verify the artifact"
+  if [ "$ssm_deploy_format" = zip ]; then
+    ssm_deploy_need unzip "to unpack the .zip artifact"
+  else
+    ssm_deploy_need tar "to unpack the .tar.gz artifact"
+    ssm_deploy_need gzip "to unpack the .tar.gz artifact"
+  fi
+  ssm_deploy_tmp=$(mktemp -d "$ssm_deploy_state/tmp.XXXXXX") \
+    || ssm_deploy_fail 83 "cannot create a temporary directory in $ssm_deploy_state; nothing was switched"
+  trap 'rm -rf -- "$ssm_deploy_tmp"' EXIT
+  chmod 755 "$ssm_deploy_tmp"
+  ssm_deploy_archive=$ssm_deploy_tmp/artifact.$ssm_deploy_format
+  echo "ssm-deploy: downloading $ssm_deploy_url"
+  aws s3 cp --region "$ssm_deploy_region" --only-show-errors "$ssm_deploy_url" "$ssm_deploy_archive" \
+    || ssm_deploy_fail 81 "cannot download $ssm_deploy_url: the instance role needs s3:GetObject on it (and kms:Decrypt when the bucket uses SSE-KMS); nothing was switched"
+  ssm_deploy_actual=$(sha256sum < "$ssm_deploy_archive") \
+    || ssm_deploy_fail 82 "cannot compute the SHA-256 of $ssm_deploy_archive; nothing was unpacked or switched"
+  ssm_deploy_actual=${ssm_deploy_actual%% *}
+  [ "$ssm_deploy_actual" = "$ssm_deploy_sha256" ] \
+    || ssm_deploy_fail 82 "the artifact downloaded from $ssm_deploy_url has SHA-256 $ssm_deploy_actual, expected $ssm_deploy_sha256: it was changed or corrupted after the upload; nothing was unpacked or switched. Deploy the build again"
+  mkdir -- "$ssm_deploy_tmp/release" || ssm_deploy_fail 83 "cannot create $ssm_deploy_tmp/release; nothing was switched"
+  if [ "$ssm_deploy_format" = zip ]; then
+    unzip -q "$ssm_deploy_archive" -d "$ssm_deploy_tmp/release" </dev/null
+  else
+    tar -xzf "$ssm_deploy_archive" -C "$ssm_deploy_tmp/release" --no-same-owner
+  fi || ssm_deploy_fail 83 "cannot unpack $ssm_deploy_url as .$ssm_deploy_format (see the error above); nothing was switched"
+  rm -f -- "$ssm_deploy_archive"
+  if [ -n "$ssm_deploy_user" ]; then
+    chown -R -h -- "$ssm_deploy_user:" "$ssm_deploy_tmp/release" \
+      || ssm_deploy_fail 83 "cannot give the release to RUN_AS $ssm_deploy_user; nothing was switched"
+  fi
+  if [ "$#" -gt 0 ]; then
+    if [ ! -d "$ssm_deploy_app_dir/shared" ]; then
+      mkdir -- "$ssm_deploy_app_dir/shared" \
+        || ssm_deploy_fail 83 "cannot create $ssm_deploy_app_dir/shared; nothing was switched"
+      [ -z "$ssm_deploy_user" ] || chown -h -- "$ssm_deploy_user:" "$ssm_deploy_app_dir/shared" \
+        || ssm_deploy_fail 83 "cannot give $ssm_deploy_app_dir/shared to RUN_AS $ssm_deploy_user; nothing was switched"
+    fi
+    ssm_deploy_as_owner sh -c "$ssm_deploy_shared_script" ssm-deploy-shared \
+      "$ssm_deploy_app_dir/shared" "$ssm_deploy_tmp/release" "$@" \
+      || ssm_deploy_fail 83 "cannot link SHARED_PATHS from $ssm_deploy_app_dir/shared into release $ssm_deploy_release (see the error above); nothing was switched"
+  fi
+  mv -T -- "$ssm_deploy_tmp/release" "$ssm_deploy_dir" \
+    || ssm_deploy_fail 83 "cannot move the unpacked release to $ssm_deploy_dir; nothing was switched"
+  echo "ssm-deploy: release $ssm_deploy_release unpacked in $ssm_deploy_dir"
+  if [ -n "$ssm_deploy_commands" ]; then
+    echo "ssm-deploy: running COMMANDS in $ssm_deploy_dir${ssm_deploy_user:+ as $ssm_deploy_user}"
+    ssm_deploy_run "$ssm_deploy_user" "$ssm_deploy_dir" "$ssm_deploy_commands"
+    ssm_deploy_rc=$?
+    if [ "$ssm_deploy_rc" -ne 0 ]; then
+      rm -rf -- "$ssm_deploy_dir"
+      ssm_deploy_fail 84 "COMMANDS failed (exit $ssm_deploy_rc) in release $ssm_deploy_release: it was removed and never went live; $ssm_deploy_app_dir/current still points at ${ssm_deploy_old_target:-nothing}"
+    fi
+  fi
+  printf '%s\n' "$ssm_deploy_sha256" > "$ssm_deploy_mark" \
+    || ssm_deploy_fail 83 "cannot write $ssm_deploy_mark; nothing was switched"
+}
+ssm_deploy_point() {
+  ssm_deploy_link=$ssm_deploy_app_dir/current.tmp.$$
+  ln -sfn -- "$1" "$ssm_deploy_link" && mv -T -- "$ssm_deploy_link" "$ssm_deploy_app_dir/current"
+}
+ssm_deploy_record() {
+  printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
+    && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
+    && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; }
+}
+ssm_deploy_activate_current() {
+  [ -n "$ssm_deploy_activate" ] || return 0
+  echo "ssm-deploy: running ACTIVATE_COMMANDS in $ssm_deploy_app_dir/current${ssm_deploy_user:+ as $ssm_deploy_user}"
+  ssm_deploy_run "$ssm_deploy_user" "$ssm_deploy_app_dir/current" "$ssm_deploy_activate"
+}
+ssm_deploy_roll_back() {
+  [ -n "$ssm_deploy_switched" ] \
+    || ssm_deploy_fail 89 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release, which was already live before this run: nothing to switch back to; current is unchanged"
+  [ -n "$ssm_deploy_old_target" ] \
+    || ssm_deploy_fail 89 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release, the first release on this instance: there is no earlier release to go back to; current stays on it"
+  (cd -- "$ssm_deploy_app_dir" && [ -d "$ssm_deploy_old_target" ]) \
+    || ssm_deploy_fail 86 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release and the release before it ($ssm_deploy_old_target) is gone: current stays on $ssm_deploy_release"
+  ssm_deploy_record "$ssm_deploy_release" "$ssm_deploy_old" && ssm_deploy_point "$ssm_deploy_old_target" \
+    || ssm_deploy_fail 86 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release and switching $ssm_deploy_app_dir/current back to $ssm_deploy_old_target failed"
+  echo "ssm-deploy: ACTIVATE_COMMANDS failed (exit $1); $ssm_deploy_app_dir/current is back on $ssm_deploy_old_target"
+  ssm_deploy_activate_current
+  ssm_deploy_rc=$?
+  [ "$ssm_deploy_rc" -eq 0 ] \
+    || ssm_deploy_fail 86 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release, and again (exit $ssm_deploy_rc) for ${ssm_deploy_old:-$ssm_deploy_old_target} after switching back: this instance needs attention"
+  ssm_deploy_fail 85 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release: rolled back to ${ssm_deploy_old:-$ssm_deploy_old_target}, whose activation ran again and succeeded"
+}
+ssm_deploy_prune() {
+  ssm_deploy_previous=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || ssm_deploy_previous=
+  ssm_deploy_kept=0
+  for ssm_deploy_id in $({ tac -- "$ssm_deploy_state/history" 2>/dev/null; ls -1 -- "$ssm_deploy_app_dir/releases" | sort -r; } | awk '!seen[$0]++' | grep -E -x "$ssm_deploy_id_pattern"); do
+    [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_id" ] || continue
+    if [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
+      || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
+      ssm_deploy_kept=$((ssm_deploy_kept + 1))
+    elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id"; then
+      echo "ssm-deploy: removed release $ssm_deploy_id (KEEP_RELEASES=$ssm_deploy_keep)"
+    else
+      echo "ssm-deploy: warning: could not remove release $ssm_deploy_id" >&2
+    fi
+  done
+  if [ -f "$ssm_deploy_state/history" ] \
+    && [ "$(wc -l < "$ssm_deploy_state/history")" -gt "$ssm_deploy_history_limit" ]; then
+    tail -n "$ssm_deploy_history_limit" -- "$ssm_deploy_state/history" > "$ssm_deploy_state/history.tmp" \
+      && mv -f -- "$ssm_deploy_state/history.tmp" "$ssm_deploy_state/history"
+  fi
+}
+ssm_deploy_install() {
+  ssm_deploy_begin
+  ssm_deploy_prepare "$@"
+  ssm_deploy_switched=
+  if [ "$ssm_deploy_release" = "$ssm_deploy_old" ]; then
+    echo "ssm-deploy: release $ssm_deploy_release is already live on this instance; activating it again"
+  else
+    ssm_deploy_record "$ssm_deploy_old" "$ssm_deploy_release" && ssm_deploy_point "releases/$ssm_deploy_release" \
+      || ssm_deploy_fail 80 "cannot switch $ssm_deploy_app_dir/current to releases/$ssm_deploy_release; current still points at ${ssm_deploy_old_target:-nothing}"
+    ssm_deploy_switched=1
+    echo "ssm-deploy: $ssm_deploy_app_dir/current -> releases/$ssm_deploy_release (was ${ssm_deploy_old_target:-nothing})"
+  fi
+  ssm_deploy_activate_current
+  ssm_deploy_rc=$?
+  [ "$ssm_deploy_rc" -eq 0 ] || ssm_deploy_roll_back "$ssm_deploy_rc"
+  ssm_deploy_prune
+  echo "ssm-deploy: release $ssm_deploy_release is live on this instance (previous: ${ssm_deploy_old:-none})"
+}
+ssm_deploy_switch_back() {
+  ssm_deploy_begin
+  if [ "$ssm_deploy_old" != "$ssm_deploy_release" ]; then
+    echo "ssm-deploy: $ssm_deploy_app_dir/current points at ${ssm_deploy_old_target:-nothing}, not at release $ssm_deploy_release: nothing to switch back"
+    return 0
+  fi
+  ssm_deploy_previous=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || ssm_deploy_previous=
+  if [ -z "$ssm_deploy_previous" ] || [ "$ssm_deploy_previous" = "$ssm_deploy_release" ] \
+    || [ ! -d "$ssm_deploy_app_dir/releases/$ssm_deploy_previous" ]; then
+    ssm_deploy_fail 87 "no release to go back to from $ssm_deploy_release on this instance ($ssm_deploy_state/previous is empty or names a release that is gone); current stays on $ssm_deploy_release"
+  fi
+  ssm_deploy_record "$ssm_deploy_release" "$ssm_deploy_previous" && ssm_deploy_point "releases/$ssm_deploy_previous" \
+    || ssm_deploy_fail 86 "cannot switch $ssm_deploy_app_dir/current back to releases/$ssm_deploy_previous; current stays on $ssm_deploy_release"
+  echo "ssm-deploy: $ssm_deploy_app_dir/current -> releases/$ssm_deploy_previous (was releases/$ssm_deploy_release)"
+  ssm_deploy_activate_current
+  ssm_deploy_rc=$?
+  [ "$ssm_deploy_rc" -eq 0 ] \
+    || ssm_deploy_fail 86 "switched back to release $ssm_deploy_previous but ACTIVATE_COMMANDS failed there (exit $ssm_deploy_rc): this instance needs attention"
+  echo "ssm-deploy: release $ssm_deploy_previous is live again on this instance"
+}
+"""  # noqa: E501 (each message is one line on the instance)
+
+
+def _quote(value: str) -> str:
+    return shlex.quote(value)  # POSIX single quotes: nothing inside is expanded by sh, dash or bash
+
+
+def _forwarded(env_names: Iterable[str]) -> str:
+    """The names handed to RUN_AS: the pipe's, then the agent's, each once."""
+    return " ".join(dict.fromkeys([*env_names, *AGENT_VARIABLES]))
+
+
+def _shared_spec(path: str) -> str:
+    """``KIND:PATH`` for the shared script. A trailing / says directory; otherwise what already exists
+    in shared/ (or in the release) decides, and a name with a dot (``.env``, ``app.json``) defaults
+    to a file, any other (``logs``) to a directory."""
+    if path.endswith("/"):
+        return "D:" + path.rstrip("/")
+    return ("f:" if "." in path.rsplit("/", 1)[-1] else "d:") + path
+
+
+def _assignments(plan: ReleasePlan) -> list[str]:
+    values = {
+        "app_dir": plan.app_dir,
+        "release": plan.release_id,
+        "url": plan.artifact_url,
+        "sha256": plan.sha256,
+        "format": plan.archive_format,
+        "region": plan.region,
+        "user": plan.run_as or "",
+        "keep": str(plan.keep_releases),
+        "history_limit": str(HISTORY_LIMIT),
+        "state_dir": STATE_DIR,
+        "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
+        "commands": plan.commands,
+        "activate": plan.activate_commands,
+        "env_names": _forwarded(plan.env_names),
+        "shared_script": _SHARED_SCRIPT,
+    }
+    return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()]
+
+
+def _body(plan: ReleasePlan, title: str, call: str) -> str:
+    header = f"# --- ssm-deploy: {title} release {plan.release_id} in {plan.app_dir} ---"
+    return "\n".join([header, *_assignments(plan), _RUN_FUNCTIONS.strip(), _RELEASE_FUNCTIONS.strip(), call])
+
+
+def install_body(plan: ReleasePlan) -> str:
+    """Install ``plan`` and make it live: download and verify the artifact unless releases/<id> is
+    already prepared, unpack, link SHARED_PATHS, run COMMANDS (84 and nothing switched on failure),
+    switch ``current`` atomically, run ACTIVATE_COMMANDS (on failure: switch back and activate the
+    previous release, 85 or 86), then prune to KEEP_RELEASES. A release that is already live is
+    activated again (no switch, previous unchanged)."""
+    call = " ".join(["ssm_deploy_install", *(_quote(_shared_spec(path)) for path in plan.shared_paths)])
+    return _body(plan, "install", call)
+
+
+def switch_back_body(plan: ReleasePlan) -> str:
+    """Switch ``current`` from ``plan.release_id`` back to .ssm-deploy/previous and run
+    ACTIVATE_COMMANDS there (86 when they fail, 87 when there is nothing to go back to). On an
+    instance whose ``current`` is not on ``plan.release_id`` it does nothing: retrying a switch back
+    never goes back two releases."""
+    return _body(plan, "switch back from", "ssm_deploy_switch_back")
+
+
+def as_user(run_as: str | None, commands: str, cwd: str, env_names: Iterable[str] = ()) -> str:
+    """Run ``commands`` with bash in ``cwd``: as ``run_as`` with that user's login environment (HOME,
+    PATH from ~/.bash_profile or ~/.profile), receiving ``env_names`` (and the SSM Agent's
+    AWS_SSM_INSTANCE_ID/AWS_SSM_REGION_NAME) through an inherited pipe, never through argv or a file;
+    or, with None, as the current user (root under SSM) in a new bash that inherits the environment.
+    The snippet's exit status is the commands' own; their stdin is /dev/null."""
+    names = tuple(env_names)
+    problems = [_env_name_problem(name) for name in names]
+    problems += [run_as_problem(run_as) if run_as is not None else None]
+    if any(problems):
+        raise ValueError("; ".join(problem for problem in problems if problem))
+    return "\n".join(
+        [
+            f"ssm_deploy_env_names={_quote(_forwarded(names))}",
+            _RUN_FUNCTIONS.strip(),
+            f"ssm_deploy_run {_quote(run_as or '')} {_quote(cwd)} {_quote(commands)}",
+        ]
+    )
+
+
+def install_steps(plan: ReleasePlan) -> tuple[str, ...]:
+    """What install_body does on each instance, in words (for DRY_RUN)."""
+    release = f"{plan.app_dir}/releases/{plan.release_id}"
+    who = f" as {plan.run_as} (login environment)" if plan.run_as else " as root"
+    steps = [
+        f"if {release} is not there yet: download {plan.artifact_url} with the instance role",
+        f"  verify its SHA-256 is {plan.sha256} before unpacking anything",
+        f"  unpack the .{plan.archive_format} into {release}" + (f", owned by {plan.run_as}" if plan.run_as else ""),
+    ]
+    for path in plan.shared_paths:
+        kind = _shared_spec(path)[0]
+        name = path.rstrip("/")
+        what = "directory" if kind in "Dd" else "file"
+        steps.append(f"  link {release}/{name} -> {plan.app_dir}/shared/{name} (a {what} unless it exists already)")
+    if plan.commands:
+        steps.append(f"  run COMMANDS in {release}{who}; if they fail, remove it and stop (nothing switched)")
+    steps.append(f"switch {plan.app_dir}/current -> releases/{plan.release_id} (atomic rename)")
+    if plan.activate_commands:
+        steps.append(
+            f"run ACTIVATE_COMMANDS in {plan.app_dir}/current{who}; if they fail, switch back to the "
+            "previous release and run them there"
+        )
+    steps.append(
+        f"keep the {plan.keep_releases} most recently activated releases (never the live one nor the one before it)"
+    )
+    return tuple(steps)
