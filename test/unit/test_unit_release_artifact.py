@@ -68,8 +68,10 @@ def test_an_archive_file_and_a_directory_are_accepted(clone: Path) -> None:
         archive.writestr("index.js", "ok")
     tree(clone / "dist", {"index.js": b"ok"})
     (clone / "sub").mkdir()
+    (clone / "latest.tgz").symlink_to("web-api.tgz")  # a symlink that stays inside is fine
 
-    for name in ("web-api.tgz", "web-api.tar.gz", "web-api.zip", "dist", "./dist/", "sub/../dist", str(clone / "dist")):
+    names = ("web-api.tgz", "web-api.tar.gz", "web-api.zip", "latest.tgz", "dist", "./dist/", "sub/../dist")
+    for name in (*names, str(clone / "dist")):
         assert check_artifact_path(name, str(clone)) is None, name
 
 
