@@ -40,3 +40,18 @@ LOG_LOOKBACK_SECONDS = AGENT_UPLOAD_SECONDS + 5
 
 # --- Bitbucket Pipelines -------------------------------------------------------------------------------
 BUILD_LOG_LIMIT_BYTES = 50 * 1024 * 1024  # "logs larger than 50 MB are truncated"
+
+# --- Amazon S3 (User Guide, "Amazon S3 multipart upload limits"; PutObject) ------------------------
+S3_PUT_OBJECT_MAX_BYTES = 5 * 1024**3  # PutObject: "upload a single object up to 5 GB"
+S3_PART_MIN_BYTES = 5 * 1024**2  # "Part size 5 MiB to 5 GiB. There is no minimum size limit on the last part"
+S3_MAX_PARTS = 10_000  # "Maximum number of parts per upload 10,000"
+S3_KEY_MAX_BYTES = 1024  # object key names: "up to 1,024 bytes long" (UTF-8)
+
+# --- SSM Parameter Store (User Guide, "Managing parameter tiers"; API Reference) -------------------
+# Standard tier: "Maximum size of a parameter value 4 KB"; PutParameter's error says "a maximum
+# parameter value of 4096 characters".
+PARAMETER_VALUE_STANDARD_MAX = 4096
+PARAMETER_VALUE_ADVANCED_MAX = 8192  # advanced tier: 8 KB
+PARAMETER_VERSIONS_KEPT = 100  # "Parameter Store retains the 100 most recently created versions"
+PARAMETER_HISTORY_PAGE = 50  # GetParameterHistory MaxResults: "Maximum value of 50"
+PARAMETER_NAME_MAX = 1011  # "The maximum length for a parameter name that you specify is 1011 characters"

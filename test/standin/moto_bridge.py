@@ -9,6 +9,10 @@ readers below; Resource Groups' ListGroupResources (missing in moto) answers tag
 Every request to any service is reported to ``hooks.on_call`` (call counting). STS sessions end as
 in AWS: a request signed with an expired session key is refused (ExpiredTokenException), and so is
 AssumeRoleWithWebIdentity with a web identity token (JWT) past its ``exp``.
+
+Where moto answers differently from AWS's documentation in what the pipe relies on, the behaviour is
+fixed here too: S3 additional checksums (checked, stored and reported as S3 does) and Parameter
+Store's value size per tier.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from moto.resourcegroups import urls as resourcegroups_urls
 from moto.resourcegroups.exceptions import NotFoundException
 from moto.resourcegroups.models import resourcegroups_backends
 from moto.resourcegroups.responses import ResourceGroupsResponse
+from moto.s3.responses import S3Response
+from moto.s3.utils import compute_checksum
 from moto.ssm.exceptions import SSMException
 from moto.ssm.models import Command, ssm_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
@@ -586,6 +592,109 @@ def parameter_key_id(response: SimpleSystemManagerResponse, name: str) -> str | 
     return str(parameter.keyid or "alias/aws/ssm")
 
 
+# --- S3 additional checksums (User Guide, "Checking object integrity"), which moto only half keeps ---
+# moto 5.2.5 accepts an x-amz-checksum-* value without checking it against the body, forgets a value
+# sent without x-amz-sdk-checksum-algorithm (what an SDK sends for a precomputed ChecksumSHA256), and
+# HeadObject leaves out the ChecksumType and a multipart object's "-<parts>" suffix.
+CHECKED_ALGORITHMS = ("SHA256", "SHA1", "CRC32")  # those moto computes exactly (no optional library)
+
+
+def _sent_checksum(response: S3Response) -> tuple[str, str] | None:
+    """(algorithm, base64 value) of the x-amz-checksum-<algorithm> header the request carries."""
+    for algorithm in CHECKED_ALGORITHMS:
+        value = response.headers.get(f"x-amz-checksum-{algorithm.lower()}")
+        if value:
+            return algorithm, str(value.decode() if isinstance(value, bytes) else value)
+    return None
+
+
+def _bad_digest(response: S3Response) -> tuple[int, dict[str, str], str] | None:
+    """S3's 400 BadDigest when the body does not match the checksum the request declares."""
+    sent = _sent_checksum(response)
+    if sent is None:
+        return None
+    algorithm, value = sent
+    body = response.body if isinstance(response.body, bytes) else str(response.body or "").encode()
+    if compute_checksum(body, algorithm).decode() == value:
+        return None
+    message = f"The {algorithm} you specified did not match the calculated checksum."
+    error = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>BadDigest</Code><Message>{message}</Message></Error>'
+    return 400, {"content-type": "application/xml"}, error
+
+
+def _checked_put_object(self: S3Response) -> Any:
+    """PutObject: refuse a body that does not match its checksum; keep a checksum sent on its own;
+    a single PUT's checksum is always of type FULL_OBJECT."""
+    refused = _bad_digest(self)
+    if refused:
+        return refused
+    result = _originals["put_object"](self)
+    if result[0] == 200:
+        key = self.backend.get_object(self.bucket_name, self.parse_key_name())
+        sent = _sent_checksum(self)
+        if key is not None and sent is not None and not key.checksum_algorithm:
+            key.checksum_algorithm, key.checksum_value = sent
+        if key is not None and key.checksum_algorithm:
+            key.checksum_type = "FULL_OBJECT"
+    return result
+
+
+def _checked_upload_part(self: S3Response) -> Any:
+    """UploadPart: refuse a part that does not match its checksum before it is stored; answer with
+    the part's checksum however it was sent (CompleteMultipartUpload lists it)."""
+    refused = _bad_digest(self)
+    if refused:
+        return refused
+    status, response_headers, body = _originals["upload_part"](self)
+    sent = _sent_checksum(self)
+    if status == 200 and sent is not None:
+        response_headers[f"x-amz-checksum-{sent[0].lower()}"] = sent[1]
+    return status, response_headers, body
+
+
+def _head_object(self: S3Response, bucket_name: str, query: dict[str, Any], key_name: str, headers: Any) -> Any:
+    """HeadObject with ChecksumMode ENABLED: the checksum type, and a composite one's part count."""
+    status, response_headers, body = _originals["head_object"](self, bucket_name, query, key_name, headers)
+    if status != 200 or headers.get("x-amz-checksum-mode") != "ENABLED" or query.get("partNumber"):
+        return status, response_headers, body
+    key = self.backend.head_object(bucket_name, key_name, version_id=query.get("versionId", [None])[0])
+    if key is not None and key.checksum_algorithm and key.checksum_type:
+        value = key.checksum_value
+        if key.checksum_type == "COMPOSITE":
+            value = f"{value}-{key.checksum_parts}"
+        response_headers[f"x-amz-checksum-{key.checksum_algorithm.lower()}"] = value
+        response_headers["x-amz-checksum-type"] = key.checksum_type
+    return status, response_headers, body
+
+
+# --- Parameter Store value sizes (User Guide, "Managing parameter tiers"), which moto does not bound --
+PARAMETER_VALUE_MAX = {"Standard": 4096, "Advanced": 8192, "Intelligent-Tiering": 8192}
+
+
+def _put_parameter(self: SimpleSystemManagerResponse) -> Any:
+    """PutParameter refuses a value longer than its tier allows: 4 KB standard, 8 KB advanced
+    (Intelligent-Tiering picks advanced for a larger value). Without Tier, an existing parameter
+    keeps its tier and a new one gets the account's default."""
+    request = _request(self)
+    name = str(request.get("Name") or "")
+    existing = self.ssm_backend.get_parameter(name) if name in self.ssm_backend._parameters else None
+    tier = request.get("Tier") or (existing.tier if existing else None) or self.ssm_backend.default_parameter_tier
+    limit = PARAMETER_VALUE_MAX.get(str(tier), PARAMETER_VALUE_MAX["Standard"])
+    if len(str(request.get("Value") or "")) > limit:
+        if limit == PARAMETER_VALUE_MAX["Standard"]:
+            raise ServiceError(
+                "ValidationException",
+                "Standard tier parameters support a maximum parameter value of 4096 characters. To create a "
+                "larger parameter value, upgrade the parameter to use the advanced-parameter tier. For more "
+                "information, see https://docs.aws.amazon.com/systems-manager/latest/userguide/"
+                "parameter-store-advanced-parameters.html",
+            )
+        raise ServiceError(
+            "ValidationException", f"Advanced tier parameters support a maximum parameter value of {limit} characters."
+        )
+    return _originals["put_parameter"](self)
+
+
 def install(hooks: RunCommandHooks) -> None:
     """Patch the SSM server; later calls only swap the hooks."""
     global _hooks
@@ -597,6 +706,7 @@ def install(hooks: RunCommandHooks) -> None:
     _originals["get_parameter"] = SimpleSystemManagerResponse.get_parameter
     _originals["get_command_invocation"] = SimpleSystemManagerResponse.get_command_invocation
     _originals["list_commands"] = SimpleSystemManagerResponse.list_commands
+    _originals["put_parameter"] = SimpleSystemManagerResponse.put_parameter
     patches: dict[str, Any] = {
         "send_command": _patched_send_command,
         "list_command_invocations": _list_command_invocations,
@@ -606,6 +716,7 @@ def install(hooks: RunCommandHooks) -> None:
         "get_parameter": _guarded("GetParameter", "get_parameter"),
         "get_command_invocation": _get_command_invocation,
         "list_commands": _guarded("ListCommands", "list_commands"),
+        "put_parameter": _put_parameter,
     }
     for name, method in patches.items():
         setattr(SimpleSystemManagerResponse, name, method)
@@ -619,6 +730,13 @@ def install(hooks: RunCommandHooks) -> None:
     setattr(ResourceGroupsResponse, "list_group_resources", _list_group_resources)  # noqa: B010
     # moto routes no URL to it; the server builds each service's routes on its first request
     resourcegroups_urls.url_paths["{0}/list-group-resources$"] = ResourceGroupsResponse.dispatch
+    for name, method in (
+        ("put_object", _checked_put_object),
+        ("upload_part", _checked_upload_part),
+        ("head_object", _head_object),
+    ):
+        _originals[name] = getattr(S3Response, name)
+        setattr(S3Response, name, method)
     _originals["call_action"] = BaseResponse.call_action
     setattr(BaseResponse, "call_action", _counted_call_action)  # noqa: B010
     _originals["assume_role"] = STSBackend.assume_role
