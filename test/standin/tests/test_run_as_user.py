@@ -11,7 +11,7 @@ import pytest
 
 from standin import StandIn
 from standin.tests.invoke import run_one
-from standin.users import APP_USER, LOGIN_CHECK, AppUser, ensure_app_user
+from standin.users import APP_USER, BASH_PROFILE, BASHRC, LOGIN_CHECK, AppUser, ensure_app_user
 
 SWITCHES = {
     "runuser -l": "runuser -l {user} -c {command}",
@@ -31,12 +31,13 @@ def test_the_app_user_is_a_real_account_with_amazon_linuxs_login_files(app_user:
     assert os.access(app_user.login_bin / LOGIN_CHECK, os.X_OK)
 
 
-def test_creating_the_user_again_keeps_it_and_restores_its_login_files(app_user: AppUser) -> None:
-    (app_user.home / ".bashrc").unlink()
+def test_creating_the_user_again_keeps_it_and_rewrites_its_login_files(app_user: AppUser) -> None:
+    # The account is the machine's and other test sessions may use it now: nothing is broken here.
     again = ensure_app_user()
 
     assert again == app_user
-    assert "standin-login" in (app_user.home / ".bashrc").read_text()
+    assert (app_user.home / ".bash_profile").read_text() == BASH_PROFILE
+    assert (app_user.home / ".bashrc").read_text() == BASHRC
     assert (app_user.home / ".bashrc").stat().st_uid == app_user.uid
 
 
