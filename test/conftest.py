@@ -1,4 +1,4 @@
-"""Shared fixtures: one local AWS stand-in per test session."""
+"""Shared fixtures: one local AWS stand-in per test session, and the instances' RUN_AS user."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 from standin import StandIn
+from standin.users import APP_USER, AppUser, ensure_app_user
 
 # CI runs the same generated cases every time and replays no saved failures (no flaky runs);
 # locally each run explores new ones and replays what failed before (.hypothesis/).
@@ -19,3 +20,13 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
     with StandIn(tmp_path_factory.mktemp("standin"), upload_interval=0.1) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def app_user() -> AppUser:
+    """``ssmdeploy-app``, a real second user for RUN_AS with an Amazon Linux login environment
+    (see test/standin/users.py): created once if missing, never removed. Skips only where the tests
+    do not run as root (CI runs them as root; there a failure to create it is an error)."""
+    if os.geteuid() != 0:
+        pytest.skip(f"creating the RUN_AS user {APP_USER} needs root")
+    return ensure_app_user()

@@ -1,4 +1,9 @@
-"""Runs one invocation the way the SSM Agent would: a real local process per instance."""
+"""Runs one invocation the way the SSM Agent would: a real local process per instance.
+
+The process runs as the agent does on AWS: as the stand-in's user (root in CI, like the agent's
+root), with the agent's environment (``StandIn.instance_environment``: the instance role, the AWS CLI),
+in a mount namespace of its own where the instance's folder holds /srv and /opt (``isolation.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from standin import isolation
 from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader
 from standin.fleet import DELIVER, NEVER, FakeInstance
 from standin.moto_bridge import MotoCommand
@@ -52,6 +58,7 @@ class InvocationRun:
         environment: dict[str, str],
         logs_sink: Callable[[], LogsSink],
         upload_interval: float,
+        namespace: Sequence[str],
     ) -> None:
         self.command = command
         self.instance_id = instance_id
@@ -59,6 +66,7 @@ class InvocationRun:
         self._environment = environment
         self._logs_sink = logs_sink
         self._upload_interval = upload_interval
+        self._namespace = tuple(namespace)  # the unshare prefix isolation.probe() chose
         self._report: Report = lambda instance_id, fields: command.update_invocation(instance_id, **fields)
         self._on_done: Done | None = None
         self.final_details: str | None = None
@@ -141,15 +149,15 @@ class InvocationRun:
         uploaders = self._uploaders()
         try:
             self.process = subprocess.Popen(
-                ["bash", str(script)],
-                cwd=cwd,
-                env={**self._environment, "HOME": str(instance.home)},
+                isolation.launch_command(self._namespace, instance.home, script, cwd),
+                cwd=instance.home,  # the launcher enters ``cwd`` once the instance's roots are mapped
+                env=self._process_environment(instance),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        except OSError as error:  # e.g. the working directory does not exist
+        except OSError as error:  # e.g. unshare is gone (a missing working directory fails inside)
             self.stderr = f"failed to run commands: {error}\n"
             if "stderr" in uploaders:
                 uploaders["stderr"].add(self.stderr.rstrip("\n"))
@@ -178,6 +186,16 @@ class InvocationRun:
             code = int(self.process.returncode)
             status = "Success" if code == 0 else "Failed"
             self._finish(started, begin, status, status, code, uploaders)
+
+    def _process_environment(self, instance: FakeInstance) -> dict[str, str]:
+        """The agent's environment plus what it sets per invocation (as AWS's agent does)."""
+        return {
+            **self._environment,
+            "HOME": str(instance.home),  # AWS's agent sets none; the stand-in's tests tell instances apart by it
+            "AWS_SSM_INSTANCE_ID": self.instance_id,
+            "SSM_COMMAND_ID": self.command.command_id,
+            "AWS_SSM_REGION_NAME": self._environment.get("AWS_DEFAULT_REGION", ""),
+        }
 
     def _wait(self, timeout: int) -> str:
         assert self.process is not None

@@ -70,7 +70,7 @@ class LogsSinks:
                 sink = LogsSink(
                     logs_client(endpoint, region, keys),
                     lambda: boto3.client(  # type: ignore[call-overload]
-                        "s3", endpoint_url=endpoint, region_name=region, **keys
+                        "s3", endpoint_url=endpoint, region_name=region, config=instance_config(), **keys
                     ),
                 )
                 self._sinks[key] = sink
@@ -122,9 +122,13 @@ class StreamUploader:
             self._sink.put(self._group, self._stream, events)
 
 
+def instance_config() -> Config:
+    """The agent's clients: marked as instance traffic, pooled for many streams."""
+    return Config(user_agent_appid=INSTANCE_APP_ID, max_pool_connections=POOL_CONNECTIONS)  # type: ignore[call-arg]
+
+
 def logs_client(endpoint: str, region: str, keys: dict[str, str]) -> Any:
-    """The agent's CloudWatch Logs client: marked as instance traffic, pooled for many streams."""
-    config = Config(user_agent_appid=INSTANCE_APP_ID, max_pool_connections=POOL_CONNECTIONS)  # type: ignore[call-arg]
+    """The agent's CloudWatch Logs client."""
     return boto3.client(  # type: ignore[call-overload]
-        "logs", endpoint_url=endpoint, region_name=region, config=config, **keys
+        "logs", endpoint_url=endpoint, region_name=region, config=instance_config(), **keys
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from standin import isolation
+
 # How an instance's agent answers a command:
 DELIVER = "deliver"  # picks the command up and runs it
 UNDELIVERABLE = "undeliverable"  # the agent is gone: the invocation fails as Undeliverable
@@ -22,6 +24,11 @@ class FakeInstance:
     ping_status: str = "Online"
     delivery: str = DELIVER
     delivery_delay: float = 0.05
+
+    def path(self, path: str) -> Path:
+        """Where this instance's absolute ``path`` under /srv or /opt is on this machine (see
+        ``isolation.py``): ``path("/srv/web-api/current")`` is ``<home>/root/srv/web-api/current``."""
+        return isolation.host_path(self.home, path)
 
     def information(self) -> dict[str, Any]:
         """A DescribeInstanceInformation row."""
@@ -41,7 +48,7 @@ class FakeInstance:
 
 
 class Fleet:
-    """Thread-safe registry of instances, each with its own home folder."""
+    """Thread-safe registry of instances, each with its own home folder (and /srv and /opt inside it)."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -51,6 +58,7 @@ class Fleet:
     def add(self, instance_id: str, name: str = "", **behaviour: Any) -> FakeInstance:
         home = self._root / instance_id
         home.mkdir(parents=True, exist_ok=True)
+        isolation.prepare(home)
         instance = FakeInstance(instance_id=instance_id, name=name or instance_id, home=home, **behaviour)
         with self._lock:
             self._instances[instance_id] = instance

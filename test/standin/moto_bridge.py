@@ -6,7 +6,8 @@ model in ``service.py``), which updates invocations through ``MotoCommand``. Sen
 target instances are chosen by the hooks (moto's own ``Targets`` handling, which matches every
 EC2 instance in any state, is switched off), reading EC2 tags and resource groups through the
 readers below; Resource Groups' ListGroupResources (missing in moto) answers tag-based groups.
-Every request to any service is reported to ``hooks.on_call`` (call counting). STS sessions end as
+Every request to any service is reported to ``hooks.on_call`` (call counting); S3, which moto
+routes without naming the operation, under the operation's name from ``s3_api``. STS sessions end as
 in AWS: a request signed with an expired session key is refused (ExpiredTokenException), and so is
 AssumeRoleWithWebIdentity with a web identity token (JWT) past its ``exp``.
 
@@ -27,6 +28,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlparse
 
 import moto
 from moto import settings as moto_settings
@@ -50,6 +52,7 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.sts.models import STSBackend, sts_backends
 from moto.sts.responses import TokenResponse
 
+from standin import s3_api
 from standin.targets import group_matcher
 
 MOTO_VERSION = "5.2.5"
@@ -445,6 +448,25 @@ def token_expiry(token: str) -> int | None:
     return int(expires) if isinstance(expires, int | float) else None
 
 
+def _counted_s3(original: str, names_object: bool) -> Any:
+    """S3's bucket_response / key_response, reporting the request's operation first (path-style
+    URLs, which the SDKs use for an endpoint given by IP address: the bucket is the first segment)."""
+
+    def method(self: S3Response, request: Any, full_url: str, headers: Any) -> Any:
+        hooks = _hooks
+        if hooks is not None:
+            parsed = urlparse(full_url)
+            query = set(parse_qs(parsed.query, keep_blank_values=True)) | set(getattr(request, "args", {}) or {})
+            bucket = parsed.path.lstrip("/").split("/", 1)[0]
+            # werkzeug's headers iterate as (name, value) pairs
+            header_names = {str(name).lower() for name in request.headers.keys()}  # noqa: SIM118
+            name = s3_api.operation(request.method, bool(bucket), names_object, query, header_names)
+            hooks.on_call("s3", name, str(request.headers.get("User-Agent", "")))
+        return _originals[original](self, request, full_url, headers)
+
+    return method
+
+
 def _list_command_invocations(self: SimpleSystemManagerResponse) -> ActionResult:
     hooks = _hooks_or_fail()
     request = _request(self)
@@ -743,6 +765,9 @@ def install(hooks: RunCommandHooks) -> None:
     setattr(STSBackend, "assume_role", _capped_assume_role)  # noqa: B010
     _originals["assume_role_with_web_identity"] = TokenResponse.assume_role_with_web_identity
     setattr(TokenResponse, "assume_role_with_web_identity", _assume_role_with_web_identity)  # noqa: B010
+    for name, names_object in (("bucket_response", False), ("key_response", True)):
+        _originals[name] = getattr(S3Response, name)
+        setattr(S3Response, name, _counted_s3(name, names_object))
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:

@@ -6,6 +6,7 @@ import collections
 import contextlib
 import json
 import logging
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from standin import moto_bridge
+from standin import isolation, moto_bridge
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
 from standin.network import FlakyProxy
@@ -31,6 +32,9 @@ AGENT_KEYS = {
     "aws_secret_access_key": "StandinInstanceSecretKey0000000000000000",
 }
 AMI = "ami-12c6146b"  # one of moto's built-in images
+# The agent's PATH on Amazon Linux (what `env` prints in AWS-RunShellScript), /sbin and /bin added
+# for machines whose / is not merged into /usr.
+AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class StandIn:
@@ -54,6 +58,7 @@ class StandIn:
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> StandIn:
+        self.service.namespace = isolation.probe()  # before anything starts: IsolationUnavailable says why
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
         host, port = self._server.get_host_and_port()
@@ -98,10 +103,14 @@ class StandIn:
         return env
 
     def instance_environment(self) -> dict[str, str]:
-        """What an instance's processes see: the AWS CLI on PATH and the instance role's credentials."""
+        """What an instance's processes see: the AWS CLI on PATH and the instance role's credentials.
+
+        The agent's own PATH (sbin folders included, as on AWS: runuser, useradd) with the AWS CLI
+        first; the agent also sets per invocation AWS_SSM_INSTANCE_ID, SSM_COMMAND_ID and
+        AWS_SSM_REGION_NAME (``agent.py``). Unlike AWS's agent, HOME is set: the instance's folder."""
         cli_folder = str(Path(sys.executable).parent)
         return {
-            "PATH": f"{cli_folder}:/usr/local/bin:/usr/bin:/bin",
+            "PATH": f"{cli_folder}:{AGENT_PATH}",
             "LANG": "C.UTF-8",
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_DEFAULT_REGION": self.region,
@@ -126,6 +135,34 @@ class StandIn:
         if found is None:
             raise KeyError(instance_id)
         return found
+
+    def instance_path(self, instance_id: str, path: str) -> Path:
+        """Where an absolute path of the instance under /srv or /opt is on this machine, to inspect
+        what commands did there: ``instance_path(i, "/srv/web-api/current")`` is
+        ``<instance folder>/root/srv/web-api/current`` (see ``isolation.py``). ValueError for a
+        path outside the mapped roots (shared by every instance, so never per instance)."""
+        return self.instance(instance_id).path(path)
+
+    def run_on_instance(
+        self, instance_id: str, script: str, timeout: float = 120, cwd: str = "/"
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``script`` with bash on the instance outside Run Command, as cloud-init runs user data:
+        as root, in the instance's file system, with the instance role (the agent's environment).
+        The output is returned, not uploaded anywhere."""
+        instance = self.instance(instance_id)
+        folder = instance.home / "_user_data"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{uuid.uuid4().hex}.sh"
+        path.write_text(script + "\n")
+        return subprocess.run(
+            isolation.launch_command(self.service.namespace, instance.home, path, cwd),
+            cwd=instance.home,
+            env={**self.instance_environment(), "HOME": str(instance.home)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def launch_unmanaged(
         self, count: int = 1, name: str = "unmanaged", tags: dict[str, str] | None = None

@@ -1,0 +1,94 @@
+"""Each instance's own /srv and /opt: every invocation runs in a mount namespace of its own where the
+instance's folder is mapped on them (isolation.py), as root with the agent's environment."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from standin import StandIn, isolation
+from standin.standin import AGENT_PATH
+from standin.tests.invoke import run, run_one
+
+
+def unique_dir(root: str = "/srv") -> str:
+    return f"{root}/standin-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("root", isolation.MAPPED_ROOTS)
+def test_the_same_absolute_path_is_a_folder_of_each_instance(standin: StandIn, root: str) -> None:
+    app = unique_dir(root)
+    first, second = standin.launch(2)
+    script = (
+        f'mkdir -p {app}/releases/000001-abc && echo "$AWS_SSM_INSTANCE_ID" > {app}/owner\n'
+        f"ln -sfn releases/000001-abc {app}/current.tmp && mv -T {app}/current.tmp {app}/current"
+    )
+    written = run(standin, [first, second], script)
+    read_back = run(standin, [first, second], f"cat {app}/owner")
+
+    assert [answer["Status"] for answer in written] == ["Success", "Success"], written
+    assert [answer["StandardOutputContent"] for answer in read_back] == [f"{first}\n", f"{second}\n"]
+    for instance_id in (first, second):
+        folder = standin.instance_path(instance_id, app)
+        assert folder == standin.instance(instance_id).home / "root" / app.lstrip("/")
+        assert (folder / "owner").read_text() == f"{instance_id}\n"
+        assert os.readlink(folder / "current") == "releases/000001-abc"
+        assert (folder / "current").resolve() == folder / "releases" / "000001-abc"
+    assert not Path(app).exists()  # the machine's own /srv and /opt are untouched
+
+
+def test_a_working_directory_under_a_mapped_root_is_the_instances(standin: StandIn) -> None:
+    app = unique_dir()
+    (instance_id,) = standin.launch(1)
+    run_one(standin, instance_id, f"mkdir -p {app}")
+    inside = run_one(standin, instance_id, "pwd\ntouch made-here", workingDirectory=app)
+    missing = run_one(standin, instance_id, "pwd", workingDirectory=f"{app}/missing")
+
+    assert inside["StandardOutputContent"] == f"{app}\n"
+    assert standin.instance_path(instance_id, f"{app}/made-here").is_file()
+    assert (missing["Status"], missing["ResponseCode"]) == ("Failed", 1)
+    reason = f"failed to run commands: chdir {app}/missing: no such file or directory"
+    assert missing["StandardErrorContent"] == reason + "\n"
+
+
+def test_commands_run_as_root_with_the_agents_environment(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    answer = run_one(standin, instance_id, 'id -u\necho "$PATH"\necho "$AWS_SSM_INSTANCE_ID $AWS_SSM_REGION_NAME"')
+    uid, path, ids = answer["StandardOutputContent"].splitlines()
+
+    assert uid == "0"  # the SSM Agent runs commands as root (in a user namespace when the tests do not)
+    assert path.endswith(AGENT_PATH) and "/usr/sbin" in path.split(":")  # runuser, useradd: as on AWS
+    assert ids == f"{instance_id} {standin.region}"
+
+
+def test_run_on_instance_runs_user_data_in_the_instances_file_system(standin: StandIn) -> None:
+    app = unique_dir("/opt")
+    (instance_id,) = standin.launch(1)
+    role = standin.agent_keys["aws_access_key_id"]
+    script = f'mkdir -p {app} && id -u > {app}/ran-as && [ "$AWS_ACCESS_KEY_ID" = {role} ]'
+    done = standin.run_on_instance(instance_id, script)
+
+    assert done.returncode == 0, done.stderr
+    assert standin.instance_path(instance_id, f"{app}/ran-as").read_text() == "0\n"
+    assert not Path(app).exists()
+
+
+@pytest.mark.parametrize("path", ["/tmp/app", "/srvx/app", "srv/app", "/srv/../etc", "/home/ec2-user/app"])
+def test_instance_path_refuses_what_is_not_per_instance(standin: StandIn, path: str) -> None:
+    (instance_id,) = standin.launch(1)
+    with pytest.raises(ValueError, match="/srv"):
+        standin.instance_path(instance_id, path)
+
+
+def test_the_stand_in_uses_the_namespaces_this_machine_allows(standin: StandIn) -> None:
+    expected = isolation.AS_ROOT if os.geteuid() == 0 else isolation.AS_USER
+    assert standin.service.namespace == expected  # CI runs as root: a plain mount namespace
+
+
+def test_without_unshare_the_stand_in_says_what_it_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(isolation.IsolationUnavailable, match="needs util-linux's `unshare`"):
+        isolation.probe()
