@@ -13,6 +13,7 @@ from bitbucket_pipes_toolkit import Pipe
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
+from pipe.config.build_context import cut
 from pipe.config.settings import load_settings
 from pipe.config.variables import SCHEMA
 from pipe.deploy import Deploy
@@ -20,6 +21,7 @@ from pipe.errors import PipeError, ValidationFailed
 from pipe.runtime.interruption import Interrupted, stop_requests
 from pipe.runtime.logging_setup import configure_logging
 from pipe.runtime.redaction import Redactor
+from pipe.stages.script import script_size_problem
 
 log = logging.getLogger("ssm-deploy")
 METADATA_FILES = (Path(__file__).resolve().parent.parent / "pipe.yml", Path("/pipe.yml"))
@@ -35,9 +37,12 @@ def main() -> int:
     redactor = Redactor()
     pipe = DeployPipe(pipe_metadata=_metadata(), schema=SCHEMA, env=env, check_for_newer_version=False)
     try:
-        settings = load_settings(pipe.variables, env)
+        settings = load_settings(pipe.variables, env, script_size=script_size_problem)
     except ValidationFailed as invalid:
         pipe.fail(format_problems(invalid.problems))
+        return 1
+    except Exception as error:  # a bug of ours in validation: one clear line, never a traceback
+        pipe.fail(f"Unexpected error {type(error).__name__} while checking the variables: {cut(str(error), 200)}.")
         return 1
     configure_logging(pipe.logger, redactor, settings.debug)
     try:

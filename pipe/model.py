@@ -1,8 +1,9 @@
-"""What the pipe knows about each instance's invocation, and which statuses are final."""
+"""Shared value types: invocations and their final statuses, secret references, SendCommand targets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 ACTIVE_STATUSES = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
 SUCCESS = "Success"
@@ -51,3 +52,27 @@ class Invocation:
         if self.skipped:
             text += " (skipped: MAX_ERRORS reached)"
         return text
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """An environment variable on the instance whose value comes from a Parameter Store parameter:
+    a name (``/deploy/prod/db``), an ARN (a parameter shared from another account), either one
+    with a version (``:3``) or a label (``:prod``)."""
+
+    env_name: str
+    parameter: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """One SendCommand target: ``tag:Service=api,web`` (values OR'ed; several targets are AND'ed)."""
+
+    key: str
+    values: tuple[str, ...]
+
+    def to_api(self) -> dict[str, Any]:
+        return {"Key": self.key, "Values": list(self.values)}
+
+    def __str__(self) -> str:
+        return f"{self.key}={','.join(self.values)}"

@@ -14,8 +14,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_message, is_access_denied
-from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
+from pipe.model import SecretRef
 from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")

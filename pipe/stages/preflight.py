@@ -8,8 +8,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
-from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
+from pipe.model import SecretRef
 from pipe.runtime.redaction import Redactor
 
 GET_PARAMETERS_BATCH = 10  # ssm:GetParameters takes at most 10 names

@@ -8,8 +8,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.config.targets import Target
 from pipe.errors import PipeError
+from pipe.model import Target
 
 log = logging.getLogger("ssm-deploy")
 

@@ -7,14 +7,12 @@ them with its own role, so ListCommands and CloudTrail only ever show parameter 
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pipe.config.settings import DeploySettings, SecretRef
 
 from pipe.config.documents import POWERSHELL, SHELL
+from pipe.config.script_file import MAX_SCRIPT_BYTES
+from pipe.config.settings import DeploySettings
+from pipe.model import SecretRef
 
-MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
 PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS parameter
 AWS_CLI_MISSING = 127
 

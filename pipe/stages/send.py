@@ -11,8 +11,8 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.documents import SCRIPT_DOCUMENTS, SHELL
 from pipe.config.settings import DeploySettings
-from pipe.config.targets import Target
 from pipe.errors import PipeError
+from pipe.model import Target
 
 DOCUMENT_NAME = SHELL  # the default
 MAX_INSTANCE_IDS = 50  # SendCommand InstanceIds

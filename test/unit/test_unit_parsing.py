@@ -14,23 +14,18 @@ from pipe.config.parsers import expand_environment, parse_bool, parse_int, split
 
 @pytest.mark.parametrize("text", ["true", "True", "TRUE", " yes ", "1", "on"])
 def test_parse_bool_true_spellings(text: str) -> None:
-    assert parse_bool(text, default=False) is True
+    assert parse_bool(text) is True
 
 
 @pytest.mark.parametrize("text", ["false", "False", "no", "NO", "0", "off", "", "  "])
 def test_parse_bool_false_spellings(text: str) -> None:
-    assert parse_bool(text, default=True) is False
-
-
-@pytest.mark.parametrize("default", [True, False])
-def test_parse_bool_none_gives_default(default: bool) -> None:
-    assert parse_bool(None, default) is default
+    assert parse_bool(text) is False
 
 
 @pytest.mark.parametrize("text", ["maybe", "ture", "2", "y"])
 def test_parse_bool_rejects_other_words_naming_the_value(text: str) -> None:
     with pytest.raises(ValueError, match="true or false") as info:
-        parse_bool(text, default=False)
+        parse_bool(text)
     assert repr(text) in str(info.value)
 
 
@@ -38,36 +33,36 @@ def test_parse_bool_rejects_other_words_naming_the_value(text: str) -> None:
 
 
 def test_parse_int_reads_value_in_range() -> None:
-    assert parse_int("900", 3600, 1, 172800) == 900
-    assert parse_int(" 30 ", 600, 30, 2592000) == 30  # bounds are inclusive
-    assert parse_int("2592000", 600, 30, 2592000) == 2592000
+    assert parse_int("900", 1, 172800) == 900
+    assert parse_int(" 30 ", 30, 2592000) == 30  # bounds are inclusive
+    assert parse_int("2592000", 30, 2592000) == 2592000
 
 
-@pytest.mark.parametrize("text", [None, "", "   "])
-def test_parse_int_missing_gives_default(text: str | None) -> None:
-    assert parse_int(text, 3600, 1, 172800) == 3600
-
-
-@pytest.mark.parametrize("text", ["abc", "-5", "1.5", "10s", "1e3", "+3"])
+@pytest.mark.parametrize("text", ["abc", "-5", "1.5", "10s", "1e3", "+3", ""])
 def test_parse_int_rejects_non_digits(text: str) -> None:
     with pytest.raises(ValueError, match="whole number of seconds from 1 to 172800") as info:
-        parse_int(text, 3600, 1, 172800)
+        parse_int(text, 1, 172800)
     assert repr(text) in str(info.value)
 
 
 @pytest.mark.parametrize(("text", "shown"), [("0", "got 0"), ("172801", "got 172801"), ("0029", "got 29")])
 def test_parse_int_rejects_out_of_range(text: str, shown: str) -> None:
     with pytest.raises(ValueError, match="must be from 30 to 172800 seconds") as info:
-        parse_int(text, 600, 30, 172800)
+        parse_int(text, 30, 172800)
     assert shown in str(info.value)
+
+
+def test_parse_int_of_a_count_says_no_unit() -> None:
+    with pytest.raises(ValueError, match="must be a whole number from 1 to 100, got 'x'"):
+        parse_int("x", 1, 100, unit="")
 
 
 # --- split_words --------------------------------------------------------------------------------
 
 
-def test_split_words_on_spaces_commas_and_newlines() -> None:
-    text = " i-1, i-2\ni-3\t i-4,,\n\ni-5 "
-    assert split_words(text) == ["i-1", "i-2", "i-3", "i-4", "i-5"]
+def test_split_words_on_spaces_commas_semicolons_and_newlines() -> None:
+    text = " i-1, i-2\ni-3\t i-4,,\n\ni-5;i-6 ; i-7 "
+    assert split_words(text) == ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6", "i-7"]
 
 
 def test_split_words_of_blank_text_is_empty() -> None:

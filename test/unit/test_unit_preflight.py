@@ -12,8 +12,8 @@ from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, ssm_client
 
-from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
+from pipe.model import SecretRef
 from pipe.runtime.redaction import MASK, Redactor
 from pipe.stages.preflight import check_instances, check_parameters
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from unit.unit_support import make_settings
 
-from pipe.config.settings import DeploySettings, SecretRef
+from pipe.config.settings import DeploySettings
+from pipe.model import SecretRef
 from pipe.stages.script import AWS_CLI_MISSING, PARAMETER_READ_FAILED, build_script
 
 SECRET_VALUE = 'p@ss\'w$rd "x" $(id) `id` \\n;|&'

@@ -13,9 +13,8 @@ from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, ssm_client
 
 from pipe.config.settings import DeploySettings
-from pipe.config.targets import Target
 from pipe.errors import PipeError
-from pipe.model import Invocation
+from pipe.model import Invocation, Target
 from pipe.stages.send import (
     DOCUMENT_NAME,
     SentCommand,
