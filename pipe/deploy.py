@@ -70,7 +70,7 @@ class Deploy:
             if settings.targets or len(settings.instance_ids) > 1
             else None
         )
-        targeted = self._targeted_instances(session, ec2)
+        targeted = self._targeted_instances(session, ec2, ssm)
         self.order = list(targeted or [])
         if targeted:
             check_instances(ssm, targeted, settings.region)
@@ -202,16 +202,17 @@ class Deploy:
         invocations = self._follow(session, ssm, phase, commands, stops, names, len(instance_ids))
         return commands, invocations, [inv for inv in invocations.values() if not inv.succeeded]
 
-    def _targeted_instances(self, session: Any, ec2: Any) -> list[str] | None:
+    def _targeted_instances(self, session: Any, ec2: Any, ssm: Any) -> list[str] | None:
         settings = self.settings
         if not settings.targets:
             return settings.instance_ids
         rg = session.client("resource-groups", region_name=settings.region, config=client_config())
-        found = resolve_targets(ec2, rg, settings.targets)
+        found = resolve_targets(ec2, rg, settings.targets, ssm)
         if found is not None:
             if not found:
                 raise PipeError(
                     f"TARGETS: nothing was sent. {'; '.join(map(str, settings.targets))} match no running instance "
+                    "or hybrid node "
                     f"in {settings.region}. Check the tag names and values (they are case-sensitive)."
                 )
             log.info(f"TARGETS match {len(found)} running instance(s)")

@@ -7,7 +7,19 @@ import string
 
 import pytest
 
-from pipe.config.parsers import expand_environment, parse_bool, parse_int, split_pairs, split_words, yaml_list
+from pipe.config.parsers import (
+    PARAMETER_REFERENCE,
+    expand_environment,
+    listed,
+    parse_bool,
+    parse_int,
+    parse_pair,
+    shown,
+    split_pairs,
+    split_words,
+    tag_key_problem,
+    yaml_list,
+)
 
 # --- parse_bool ---------------------------------------------------------------------------------
 
@@ -180,3 +192,101 @@ def test_expand_environment_needs_an_environment(environment: str | None) -> Non
         expand_environment("arn:aws:iam::123456789012:role/deploy-{environment}", environment)
     assert "ENVIRONMENT" in str(info.value)
     assert "deployment step" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{environment}}", "{environment}"),
+        ("${environment}", "${environment}"),  # shell syntax, not the placeholder
+        ("{environment}-{{environment}}", "prod-{environment}"),
+    ],
+)
+def test_expand_environment_escape_and_shell_syntax(text: str, expected: str) -> None:
+    assert expand_environment(text, "prod") == expected
+
+
+def test_expand_environment_can_keep_other_braces() -> None:
+    text = '{"a": 1} {date} {{ .Values }} {environment}'
+    assert expand_environment(text, "prod", others="keep") == '{"a": 1} {date} {{ .Values }} prod'
+    with pytest.raises(ValueError, match="no environment is known"):
+        expand_environment("{date} {environment}", None, others="keep")
+
+
+# --- messages: values cut ------------------------------------------------------------------------
+
+
+def test_shown_cuts_long_values_and_gives_their_length() -> None:
+    assert shown("short") == "'short'"
+    long = shown("x" * 120_000)
+    assert len(long) < 110
+    assert long.endswith("…' (120,000 characters)")
+
+
+def test_listed_gives_at_most_a_few_values() -> None:
+    assert listed(["a", "b"]) == "'a', 'b'"
+    assert listed([f"i-{n}" for n in range(6000)], limit=3) == "'i-0', 'i-1', 'i-2' and 5,997 more"
+    assert listed(["A", "B"], quote=False) == "A, B"
+
+
+# --- one NAME=value item of a YAML list ------------------------------------------------------------
+
+
+def test_parse_pair_keeps_the_value_whole() -> None:
+    assert parse_pair(" URL = jdbc:x://db;name=app\nmore ") == ("URL", "jdbc:x://db;name=app\nmore")
+    assert parse_pair("  ") is None
+    assert parse_pair("# a comment") is None
+    with pytest.raises(ValueError, match="has no '='"):
+        parse_pair("NOEQUALS")
+    with pytest.raises(ValueError, match="not a valid environment variable name"):
+        parse_pair("1X=y")
+
+
+# --- tag keys and parameter references -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key", ["Service", "环境", "Café au lait", "aws:cloudformation:stack-name", "a_b.c/d-e@f", "٣"]
+)
+def test_tag_keys_ssm_can_target(key: str) -> None:
+    assert tag_key_problem(key) is None
+
+
+@pytest.mark.parametrize("key", ["a+b", "a#b", "a*", "", "k" * 129, "tab\tkey"])
+def test_tag_keys_ssm_cannot_target(key: str) -> None:
+    assert tag_key_problem(key)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "/a/b",
+        "flat",
+        "/a/b:1",
+        "/a/b:Live_2.x-y",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/a/b",
+        "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/flat:9",
+        "/aws/reference/secretsmanager/prod/token",
+    ],
+)
+def test_parameter_references_accepted(reference: str) -> None:
+    assert PARAMETER_REFERENCE.fullmatch(reference)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "/a//b",
+        "/a/b/",
+        "a b",
+        "/a:b:c",
+        "/a:",
+        "/a:9x",
+        "/a:awsx",
+        "/a:ssm",
+        "arn:aws:ssm:eu-west-1:1:parameter/a",
+        "/é",
+    ],
+)
+def test_parameter_references_refused(reference: str) -> None:
+    assert not PARAMETER_REFERENCE.fullmatch(reference)
