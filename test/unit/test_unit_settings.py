@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -800,3 +801,17 @@ def test_thousands_of_bad_ids_are_listed_a_few_at_a_time() -> None:
 def test_no_reason_quotes_a_value_in_full(overrides: dict[str, str | None]) -> None:
     for reasons in problems_of(overrides).values():
         assert all(len(reason) <= 600 for reason in reasons), reasons
+
+
+# --- dependencies point one way ----------------------------------------------------------------------
+
+
+def test_validation_imports_nothing_from_the_stages() -> None:
+    """config/ is pure: the script-size check is passed in, not imported (once settings <-> script)."""
+    config = Path(__file__).resolve().parents[2] / "pipe" / "config"
+    for path in config.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("pipe.stages", "pipe.report", "pipe.deploy", "pipe.aws")), (
+                    f"{path.name} imports {node.module}"
+                )
