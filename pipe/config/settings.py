@@ -202,6 +202,9 @@ def parse_all(given: Mapping[str, Given], context: Context, problems: Problems) 
     """Each variable's parser; a refused one gets its fallback. ENVIRONMENT first: the others use it."""
     values = Values(dict(given))
     environment = _parse_one(values, ENVIRONMENT, None, context, problems)
+    if not values.ok(ENVIRONMENT):  # not the deployment's instead: what uses {environment} is refused too
+        environment = None
+        values.set(ENVIRONMENT, None)
     for variable in TABLE:
         if variable is not ENVIRONMENT:
             _parse_one(values, variable, environment, context, problems)

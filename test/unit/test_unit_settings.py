@@ -815,3 +815,9 @@ def test_validation_imports_nothing_from_the_stages() -> None:
                 assert not node.module.startswith(("pipe.stages", "pipe.report", "pipe.deploy", "pipe.aws")), (
                     f"{path.name} imports {node.module}"
                 )
+
+
+def test_a_bad_environment_is_not_replaced_by_the_deployments() -> None:
+    problems = problems_of({"ENVIRONMENT": ":", "COMMENT": "release {environment}"})
+    assert set(problems) == {"ENVIRONMENT", "COMMENT"}
+    assert "no environment is known" in problems["COMMENT"][0]
