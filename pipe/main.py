@@ -14,6 +14,7 @@ from bitbucket_pipes_toolkit.helpers import fail, success
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import explain
+from pipe.config.build_context import cut
 from pipe.config.settings import load_settings
 from pipe.config.variables import SCHEMA
 from pipe.deploy import Deploy
@@ -21,6 +22,7 @@ from pipe.errors import PipeError, ValidationFailed
 from pipe.runtime.interruption import Interrupted, stop_requests
 from pipe.runtime.logging_setup import configure_logging
 from pipe.runtime.redaction import Redactor
+from pipe.stages.script import script_size_problem
 
 log = logging.getLogger("ssm-deploy")
 METADATA_FILES = (Path(__file__).resolve().parent.parent / "pipe.yml", Path("/pipe.yml"))
@@ -37,9 +39,11 @@ def main() -> int:
     redactor = Redactor()
     pipe = DeployPipe(pipe_metadata=_metadata(), schema=SCHEMA, env=env, check_for_newer_version=False)
     try:
-        settings = load_settings(pipe.variables, env)
+        settings = load_settings(pipe.variables, env, script_size=script_size_problem)
     except ValidationFailed as invalid:
         return _failed(format_problems(invalid.problems))
+    except Exception as error:  # a bug of ours in validation: one clear line, never a traceback
+        return _failed(f"Unexpected error {type(error).__name__} while checking the variables: {cut(str(error), 200)}.")
     configure_logging(pipe.logger, redactor, settings.debug)
     try:
         with stop_requests() as stops:

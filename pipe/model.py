@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-
-from pipe.config.targets import Target
+from typing import Any
 
 ACTIVE_STATUSES = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
 """Statuses that may still change. botocore's CommandExecuted waiter treats Cancelling as a failure;
@@ -149,3 +148,27 @@ class DeployOutcome:
     health_check: PhaseOutcome = field(default_factory=PhaseOutcome)
     rollback: PhaseOutcome = field(default_factory=PhaseOutcome)
     interrupted: str = ""  # the phase a stop (SIGTERM/SIGINT) interrupted, empty otherwise
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """An environment variable on the instance whose value comes from a Parameter Store parameter:
+    a name (``/deploy/prod/db``), an ARN (a parameter shared from another account), either one
+    with a version (``:3``) or a label (``:prod``)."""
+
+    env_name: str
+    parameter: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """One SendCommand target: ``tag:Service=api,web`` (values OR'ed; several targets are AND'ed)."""
+
+    key: str
+    values: tuple[str, ...]
+
+    def to_api(self) -> dict[str, Any]:
+        return {"Key": self.key, "Values": list(self.values)}
+
+    def __str__(self) -> str:
+        return f"{self.key}={','.join(self.values)}"

@@ -1,4 +1,4 @@
-"""README, pipe.yml and the schema describe the same variables; the image tag matches the release."""
+"""README, pipe.yml and the schema describe the variables of one table; the image tag matches the release."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 
 import yaml
 
-from pipe.config.variables import DOCUMENTED_REQUIRED, SCHEMA
+from pipe.config.variables import DOCUMENTED_REQUIRED, EXPANDED, SCHEMA, TABLE
+from scripts import variable_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+PIPE_YML = (ROOT / "pipe.yml").read_text()
+REGENERATE = "out of date: run .venv/bin/python scripts/variable_docs.py"
 
 
 def readme_table() -> dict[str, bool]:
@@ -20,11 +23,28 @@ def readme_table() -> dict[str, bool]:
     return {name: bool(required) for name, required in rows}
 
 
+def test_readme_variables_and_yaml_definition_are_generated_from_the_table() -> None:
+    assert variable_docs.readme(README, variable_docs.image_version(PIPE_YML)) == README, f"README.md is {REGENERATE}"
+
+
+def test_pipe_yml_variables_are_generated_from_the_table() -> None:
+    assert variable_docs.pipe_yml(PIPE_YML) == PIPE_YML, f"pipe.yml is {REGENERATE}"
+
+
 def test_readme_table_lists_every_schema_variable_and_marks_the_required_ones() -> None:
     table = readme_table()
 
+    assert list(table) == [variable.name for variable in TABLE]
     assert set(table) == set(SCHEMA)
     assert {name for name, required in table.items() if required} == set(DOCUMENTED_REQUIRED)
+
+
+def test_readme_names_the_variables_that_expand_environment() -> None:
+    row = next(line for line in README.splitlines() if line.startswith("| ENVIRONMENT |"))
+    listed = re.findall(r"`([A-Z0-9_]+)`", row.split("Replaces `{environment}` in", 1)[1])
+
+    assert listed == list(EXPANDED)
+    assert {"TARGETS", "PARAMETERS_PATH", "OUTPUT_S3_PREFIX"} <= set(listed)  # once missing from the README
 
 
 def test_readme_yaml_definition_names_every_variable() -> None:
@@ -34,11 +54,21 @@ def test_readme_yaml_definition_names_every_variable() -> None:
     assert named == set(SCHEMA)
 
 
-def test_pipe_yml_declares_every_variable() -> None:
-    metadata = yaml.safe_load((ROOT / "pipe.yml").read_text())
+def test_pipe_yml_declares_every_variable_with_the_tables_default() -> None:
+    metadata = yaml.safe_load(PIPE_YML)
 
-    assert {entry["name"] for entry in metadata["variables"]} == set(SCHEMA)
+    assert [(entry["name"], entry["default"]) for entry in metadata["variables"]] == [
+        (variable.name, variable.default) for variable in TABLE
+    ]
     assert metadata["category"] == "Deployment"
+
+
+def test_each_default_is_written_once() -> None:
+    """The "Default: `...`" of a row comes from the table's default, never from its usage text."""
+    for variable in TABLE:
+        if variable.default:
+            assert "Default:" not in variable.usage, variable.name
+            assert f"Default: `{variable.default}`." in README, variable.name
 
 
 def test_pipe_yml_and_readme_use_the_latest_released_version() -> None:
@@ -47,7 +77,7 @@ def test_pipe_yml_and_readme_use_the_latest_released_version() -> None:
     )
     assert releases, "no release in .changes/"
     version = ".".join(str(p) for p in releases[-1])
-    metadata = yaml.safe_load((ROOT / "pipe.yml").read_text())
+    metadata = yaml.safe_load(PIPE_YML)
 
     assert metadata["image"] == f"org/ssm-deploy:{version}"
     assert set(re.findall(r"pipe: org/ssm-deploy:([0-9.]+)", README)) == {version}

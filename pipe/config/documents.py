@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from pipe.config.parsers import shown
+
 SHELL = "AWS-RunShellScript"
 POWERSHELL = "AWS-RunPowerShellScript"
 SCRIPT_DOCUMENTS = (SHELL, POWERSHELL)
@@ -19,6 +21,8 @@ def parse_document_parameters(text: str) -> dict[str, list[str]]:
         loaded = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+    except RecursionError:  # Python's JSON reader gives up on deep nesting (about 1,000 levels)
+        raise ValueError('nests too deeply: give an object of strings or lists of strings, e.g. {"a": "b"}') from None
     if not isinstance(loaded, dict):
         raise ValueError('must be a JSON object like {"workingDirectory": "/srv/app"}')
     parameters: dict[str, list[str]] = {}
@@ -28,7 +32,7 @@ def parse_document_parameters(text: str) -> dict[str, list[str]]:
         elif isinstance(value, list) and all(isinstance(item, str) for item in value):
             parameters[name] = list(value)
         else:
-            raise ValueError(f"{name!r} must be a string or a list of strings")
+            raise ValueError(f"{shown(name)} must be a string or a list of strings")
     return parameters
 
 

@@ -1,63 +1,619 @@
-"""The pipe's variables as a Cerberus schema for bitbucket-pipes-toolkit.
+"""Every pipe variable, declared once: name, parser, default, `{environment}`, YAML-list form, usage.
 
-Every variable is declared as a string: the toolkit parses non-string types with
-``yaml.safe_load``, which turns some typos into tracebacks and "false" into a truthy string.
-``settings.py`` parses and checks the values itself and names the variable in every error.
+The toolkit's schema (``SCHEMA``), ``pipe.yml``'s variables and the README's "YAML Definition"
+and "Variables" sections are generated from ``TABLE`` (``scripts/variable_docs.py``;
+``test/test_docs_contract.py`` fails when they differ). ``settings.load_settings`` runs each
+declared parser, then the cross-variable ``rules``.
+
+Every variable is a string to the toolkit: it parses non-string types with ``yaml.safe_load``,
+which turns some typos into tracebacks and "false" into a truthy string. The parsers here read
+the text themselves and their messages name the variable.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pipe.config.build_context import COMMENT_LIMIT, BuildContext, cut
+from pipe.config.documents import DOCUMENT_NAME as DOCUMENT_NAME_PATTERN
+from pipe.config.documents import DOCUMENT_VERSION as DOCUMENT_VERSION_PATTERN
+from pipe.config.documents import SHELL, parse_document_parameters
+from pipe.config.parsers import (
+    list_pairs,
+    parse_bool,
+    parse_instance_ids,
+    parse_int,
+    parse_rate,
+    parse_secret_refs,
+    parse_targets,
+    shown,
+    split_pairs,
+    unique_pairs,
+)
+from pipe.config.script_file import read_script
+from pipe.model import SecretRef, Target
+
+T = TypeVar("T")
+
+EXECUTION_TIMEOUT_RANGE = (1, 172800)  # AWS-RunShellScript executionTimeout
+DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
+AGENT_LOST_TIMEOUT_RANGE = (1, 86400)
+HEALTHCHECK_RETRIES_RANGE = (1, 100)
+HEALTHCHECK_INTERVAL_RANGE = (0, 3600)
+RESULT_FILE_NAME = "ssm-deploy-result.json"
+
+# C0 controls and DEL; ESC stays allowed (colour codes in echo), and so do C1 characters, which
+# are printable text in some encodings' round trips
+FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+# a shell script may also hold the other whitespace controls: vertical tab and form feed
+FORBIDDEN_IN_SCRIPTS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+
+
+class Expand(Enum):
+    """Whether ``{environment}`` is replaced in a variable's value (``{{environment}}`` stays literal)."""
+
+    NO = "no"
+    STRICT = "strict"  # any other {name} is refused: a misspelt placeholder, in a value that cannot hold braces
+    KEEP_OTHER_BRACES = "keep"  # free text: other braces are left as they are
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a parser may read besides its own text."""
+
+    build: BuildContext
+    clone_dir: str
+
+
+@dataclass(frozen=True)
+class Variable(Generic[T]):
+    name: str
+    usage: str  # the README's Usage cell; "Default: `...`." is added from ``default``
+    parse: Callable[[str, Context], T]  # the text, stripped, ``default`` when blank, ``{environment}`` replaced
+    default: str = ""  # as pipe.yml declares it; "" = unset
+    required: bool = False
+    expand: Expand = Expand.NO
+    parse_items: Callable[[list[str], Context], T] | None = None  # the YAML-list form; None: refused
+    script: bool = False  # a shell script body: inner whitespace kept, vertical tab and form feed allowed
+    kind: str = "string"  # in the README's YAML definition: '<string>', '<integer>', '<boolean>'
+    snippet: str = "# Optional"  # its comment there; "" = an uncommented line
+    fallback: Any = None  # the value when it is refused and ``default`` does not parse either
+
+    @property
+    def forbidden_controls(self) -> re.Pattern[str]:
+        return FORBIDDEN_IN_SCRIPTS if self.script else FORBIDDEN_CONTROLS
+
+
+def plain(parse: Callable[[str], T]) -> Callable[[str, Context], T]:
+    """A parser that needs only the text."""
+    return lambda text, _context: parse(text)
+
+
+def each(parse: Callable[[list[str]], T]) -> Callable[[list[str], Context], T]:
+    return lambda items, _context: parse(items)
+
+
+def optional(text: str) -> str | None:
+    return text or None
+
+
+def matching(pattern: str, what: str) -> Callable[[str, Context], str | None]:
+    """The text when it fully matches ``pattern``; None when unset."""
+    compiled = re.compile(pattern, re.ASCII)
+
+    def parse(text: str) -> str | None:
+        if text and not compiled.fullmatch(text):
+            raise ValueError(f"must be {what}, got {shown(text)}")
+        return text or None
+
+    return plain(parse)
+
+
+def seconds(limits: tuple[int, int]) -> Callable[[str, Context], int]:
+    return plain(lambda text: parse_int(text, *limits))
+
+
+def lines(text: str) -> str:
+    return text
+
+
+def joined_lines(items: list[str]) -> str:
+    return "\n".join(items).strip("\n")
+
+
+def _environment(text: str, context: Context) -> str | None:
+    environment = text or context.build.deployment_environment
+    if environment and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", environment):
+        raise ValueError(f"must be letters, digits, '.', '_' or '-' (at most 63), got {shown(environment)}")
+    return environment or None
+
+
+def _header_value(what: str) -> Callable[[str], str | None]:
+    """Key id and session token travel in HTTP headers: printable ASCII. Their format is AWS's to
+    judge (an emulator takes ``test``); only a copy-paste slip is refused, and never quoted."""
+
+    def parse(text: str) -> str | None:
+        if text and not re.fullmatch(r"[!#-&(-~]+", text):  # printable ASCII but space, " and '
+            raise ValueError(f"must be {what} without spaces, quotes or non-ASCII characters: check the pasted value")
+        return text or None
+
+    return parse
+
+
+def _secret_key(text: str) -> str | None:
+    if text and re.search(r"[\s\"'`]", text):
+        raise ValueError("must have no spaces or quotes: check the pasted value")  # never quote it: it is a secret
+    return text or None
+
+
+def _script(text: str, context: Context) -> str | None:
+    return read_script(text, context.clone_dir).strip("\n") if text else None
+
+
+def _comment(text: str, context: Context) -> str:
+    return cut(text or context.build.default_comment(), COMMENT_LIMIT)
+
+
+def _result_file(text: str, context: Context) -> str:
+    return text or str(Path(context.clone_dir) / RESULT_FILE_NAME)
+
+
+def _region(text: str) -> str:
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", text, re.ASCII):
+        raise ValueError(f"must be an AWS region such as eu-west-1, got {shown(text)}")
+    return text
+
+
+def _log_group(text: str) -> str:
+    if not re.fullmatch(r"[\w./#-]{1,512}", text, re.ASCII):
+        raise ValueError(f"must be a log group name (letters, digits, _ - / . #), got {shown(text)}")
+    return text
+
+
+def _document_name(text: str) -> str:
+    if not DOCUMENT_NAME_PATTERN.fullmatch(text):
+        raise ValueError(f"must be an SSM document name or ARN, got {shown(text)}")
+    return text
+
+
+def _parameters_path(text: str) -> str | None:
+    if not text:
+        return None
+    path = "/" + text.strip("/") + "/"
+    if not re.fullmatch(r"(/[A-Za-z0-9_.\-]+){1,15}", path.rstrip("/")):
+        raise ValueError(f"must be a Parameter Store path like /deploy/prod/, got {shown(path)}")
+    return path
+
+
+def _targets(text: str) -> list[Target]:
+    return parse_targets([text]) if text else []
+
+
+def _secrets(text: str) -> list[SecretRef]:
+    return parse_secret_refs(split_pairs(text))
+
+
+def _plain_pairs(text: str) -> list[tuple[str, str]]:
+    return unique_pairs(split_pairs(text))
+
+
+ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+ROLE_ARN_EXAMPLE = "an IAM role ARN like arn:aws:iam::123456789012:role/deploy"
+
+# --- the table, in the README's order ------------------------------------------------------------
+
+REGION = Variable(
+    "AWS_DEFAULT_REGION",
+    "Region of the instances, e.g. `eu-west-1`.",
+    plain(_region),
+    required=True,
+    snippet="",
+    fallback="",
+)
+ACCESS_KEY_ID = Variable(
+    "AWS_ACCESS_KEY_ID",
+    "Access key of the pipe's base identity. Needed unless you use OIDC. Its format is AWS's to judge "
+    "(an emulator's `test` works); spaces, quotes and non-ASCII characters are refused as a pasting slip.",
+    plain(_header_value("an access key id")),
+    snippet="# Optional if using OIDC",
+)
+SECRET_ACCESS_KEY = Variable(
+    "AWS_SECRET_ACCESS_KEY",
+    "Secret key that goes with `AWS_ACCESS_KEY_ID`. Store it as a secured variable. Spaces and quotes are "
+    "refused as a pasting slip; the value is never shown.",
+    plain(_secret_key),
+    snippet="# Optional if using OIDC",
+)
+SESSION_TOKEN = Variable(
+    "AWS_SESSION_TOKEN",
+    "Session token, when the keys are temporary. Temporary keys cannot be renewed: see "
+    "[Authentication](#authentication).",
+    plain(_header_value("a session token")),
+)
+OIDC_ROLE_ARN = Variable(
+    "AWS_OIDC_ROLE_ARN",
+    "Role assumed with the step's OpenID Connect token (`oidc: true` on the step). When set, static keys are not used.",
+    matching(ROLE_ARN_PATTERN, ROLE_ARN_EXAMPLE),
+    expand=Expand.STRICT,
+)
+ENVIRONMENT = Variable(
+    "ENVIRONMENT",
+    "Deployment environment name (`dev`, `stg`, `prod`...). Default: the step's `deployment:` environment. "
+    "Replaces `{environment}` in @EXPANDED@.",
+    _environment,
+    fallback=None,
+)
+ROLE_ARN = Variable(
+    "ROLE_ARN",
+    "The environment's deploy role, assumed after the base credentials, e.g. "
+    "`arn:aws:iam::123456789012:role/deploy-{environment}`. The session name is "
+    "`ssm-deploy-<repo>-<build number>` for CloudTrail.",
+    matching(ROLE_ARN_PATTERN, ROLE_ARN_EXAMPLE),
+    expand=Expand.STRICT,
+)
+EXTERNAL_ID = Variable(
+    "EXTERNAL_ID",
+    "External ID required by the deploy role's trust policy. Only with `ROLE_ARN`.",
+    matching(r"[\w+=,.@:/-]{2,1224}", "2 to 1224 of the characters A-Z a-z 0-9 + = , . @ : / _ -"),
+)
+INSTANCE_IDS = Variable(
+    "INSTANCE_IDS",
+    "The instances, separated by spaces, commas, semicolons or newlines, or a YAML list. Each must be `i-` "
+    "and 8 or 17 hex digits (or `mi-` and 17 for hybrid nodes). More than 50 are sent as one command per 50 "
+    "(SendCommand's limit); `MAX_CONCURRENCY` and `MAX_ERRORS` then apply to each. Give `INSTANCE_IDS` or "
+    "`TARGETS`.",
+    plain(lambda text: parse_instance_ids([text])),
+    parse_items=each(parse_instance_ids),
+    snippet="# or TARGETS",
+)
+TARGETS = Variable(
+    "TARGETS",
+    "Instead of `INSTANCE_IDS`: SSM targets, one per line or `;`-separated, or a YAML list with one per item, "
+    "e.g. `tag:Service=api;tag:Env=prod` (keys AND'ed, comma-separated values OR'ed), `tag-key=Service`, "
+    "`resource-groups:Name=web`, `InstanceIds=i-0123456789abcdef0`. At most 5. A tag key may hold letters, "
+    "numbers and spaces of any script and `_ . : / - @` (SSM's target key pattern has no `+`, and `=` ends "
+    "the key). The pipe "
+    "resolves them before sending, EC2 instances through EC2 and hybrid (`mi-`) nodes through SSM's own "
+    "inventory, to check the agents and say how many instances will run the deploy.",
+    plain(_targets),
+    expand=Expand.STRICT,
+    parse_items=each(parse_targets),
+    snippet="# Optional, instead of INSTANCE_IDS",
+)
+MAX_CONCURRENCY = Variable(
+    "MAX_CONCURRENCY",
+    "How many instances run the deploy at once: a number (`10`) or a percentage of the targets (`10%`).",
+    plain(lambda text: parse_rate(text, minimum=1)),
+    default="50",
+)
+MAX_ERRORS = Variable(
+    "MAX_ERRORS",
+    "How many failed instances SSM tolerates before it stops starting the deploy on more of them: a number or "
+    "a percentage; `0` stops at the first failure. Instances never started are reported as skipped, and the "
+    "step fails.",
+    plain(lambda text: parse_rate(text, minimum=0)),
+    default="0",
+)
+COMMANDS = Variable(
+    "COMMANDS",
+    "Shell commands run on every instance with `AWS-RunShellScript` (multi-line allowed, or a YAML list with "
+    "one line per item), e.g. `bash /home/ec2-user/deploy.sh`. The exit code of the last command is the "
+    "instance's result.",
+    plain(lines),
+    parse_items=each(joined_lines),
+    script=True,
+    snippet="# or SCRIPT",
+)
+SCRIPT = Variable(
+    "SCRIPT",
+    "Instead of `COMMANDS`: a script in the repository (path relative to the clone directory) sent as the "
+    "command body. Windows (CRLF) line endings are read as LF. Paths outside the clone directory (symlinks "
+    "included), files over 64 KiB and paths that cannot be read (a symlink loop, a name too long) are refused.",
+    _script,
+    snippet="# Optional, instead of COMMANDS",
+)
+DOCUMENT_NAME = Variable(
+    "DOCUMENT_NAME",
+    "The SSM command document: `AWS-RunShellScript`, `AWS-RunPowerShellScript` for Windows targets (COMMANDS, "
+    "SECRETS and VARIABLES are then written in PowerShell: `$env:NAME = '...'`, secrets read with "
+    "`Get-SSMParameter`), or a document of your own, which takes its parameters from `DOCUMENT_PARAMETERS` "
+    "(COMMANDS, SCRIPT, SECRETS, VARIABLES, PARAMETERS_PATH, WORKING_DIRECTORY, HEALTHCHECK_COMMANDS and "
+    "ROLLBACK_COMMANDS only apply to the two script documents; HEALTHCHECK_COMMANDS only to "
+    "`AWS-RunShellScript`). Allow `ssm:SendCommand` on that document's ARN.",
+    plain(_document_name),
+    default=SHELL,
+)
+DOCUMENT_VERSION = Variable(
+    "DOCUMENT_VERSION",
+    "`$DEFAULT`, `$LATEST` or a version number of the document.",
+    matching(DOCUMENT_VERSION_PATTERN.pattern, "$DEFAULT, $LATEST or a version number"),
+)
+DOCUMENT_PARAMETERS = Variable(
+    "DOCUMENT_PARAMETERS",
+    'The document\'s parameters as JSON, e.g. `{"release": "2026.11.25"}` or, for the script documents, extras '
+    'like `{"workingDirectory": "C:\\\\apps"}` (`commands` and `executionTimeout` are set by the pipe).',
+    plain(lambda text: parse_document_parameters(text) if text else {}),
+)
+SECRETS = Variable(
+    "SECRETS",
+    "`NAME=/parameter/name` pairs, one per line (a `;` does not separate entries: see `VARIABLES`; a parameter "
+    "name cannot hold one, so the 1.x form `A=/a;B=/b` is refused by name), or a YAML list with one pair per "
+    "item. The names in [Reserved names](#reserved-names) are refused. "
+    "A parameter is a name, an ARN (`arn:aws:ssm:<region>:<account>:parameter/<name>`, the way to read a "
+    "parameter shared from another account), or either with a version (`/deploy/prod/db_password:3`) or a "
+    "label (`/deploy/prod/db_password:live`). Each instance reads the SecureString with its own instance role "
+    "and exports it as `NAME` before `COMMANDS`: the value never travels through the pipe, SendCommand or the "
+    "command history. The pipe checks beforehand that every parameter exists and that the deploy role can "
+    "decrypt it.",
+    plain(_secrets),
+    expand=Expand.KEEP_OTHER_BRACES,
+    parse_items=each(lambda items: parse_secret_refs(list_pairs(items))),
+)
+VARIABLES = Variable(
+    "VARIABLES",
+    "Plain `NAME=value` entries, one per line (or a YAML list with one entry per item, whose value is kept "
+    "exactly, newlines included), exported before `COMMANDS`, e.g. `DEPLOY_ENV={environment}`. The value is "
+    "the rest of the line after the first `=`, kept whole and never run: `;`, `=`, `#`, quotes, `$(...)` are "
+    "part of it (`JDBC_URL=jdbc:sqlserver://db:1433;databaseName=app`, `BRANCH=$BITBUCKET_BRANCH` whatever the "
+    "branch is called). Only a newline separates entries, because a value often comes from a variable the "
+    "pipe never sees, and git allows `;` in branch names but no control characters; up to 1.x a `;` "
+    "separated entries too, and a value that holds `;NAME=` now gets a warning in the log. Spaces around "
+    "names and values are dropped; lines starting with `#` are comments. Only `{environment}` is replaced "
+    '(`{{environment}}` gives a literal one): other braces (`{"a": 1}`, `{{ .Values.tag }}`, `{date}`) are '
+    "kept as they are. The names in [Reserved names](#reserved-names) are refused. Not for secrets: they are "
+    "visible in the command history.",
+    plain(_plain_pairs),
+    expand=Expand.KEEP_OTHER_BRACES,
+    parse_items=each(lambda items: unique_pairs(list_pairs(items))),
+)
+PARAMETERS_PATH = Variable(
+    "PARAMETERS_PATH",
+    "A Parameter Store path, e.g. `/deploy/{environment}/`: every parameter directly under it is exported on "
+    "the instances like a `SECRETS` entry (read there with the instance role, never sent), named after its "
+    "last path segment upper-cased with other characters as `_` (`/deploy/prod/db-password` -> `DB_PASSWORD`). "
+    "Names that collide with each other or with `SECRETS`/`VARIABLES` are refused, and so are the "
+    "[reserved names](#reserved-names), interpreter options included (whoever may write parameters under the "
+    "path chooses these names).",
+    plain(_parameters_path),
+    expand=Expand.STRICT,
+)
+WORKING_DIRECTORY = Variable(
+    "WORKING_DIRECTORY",
+    "Directory on the instances where `COMMANDS` start. Default: the SSM Agent's.",
+    plain(optional),
+)
+EXECUTION_TIMEOUT = Variable(
+    "EXECUTION_TIMEOUT",
+    "Seconds the commands may run on an instance, 1 to 172800.",
+    seconds(EXECUTION_TIMEOUT_RANGE),
+    default="3600",
+    kind="integer",
+)
+DELIVERY_TIMEOUT = Variable(
+    "DELIVERY_TIMEOUT",
+    "Seconds SSM tries to deliver the command to an instance (SendCommand `TimeoutSeconds`), 30 to 2592000.",
+    seconds(DELIVERY_TIMEOUT_RANGE),
+    default="600",
+    kind="integer",
+)
+COMMENT = Variable(
+    "COMMENT",
+    "Command comment shown in the console and `list-commands`. Default: `ssm-deploy <repo>#<build> <commit>`. "
+    "Each command's comment ends with a marker the pipe finds it by when SendCommand's answer is lost, e.g. "
+    "` (ref 1a2b3c4d)`; the comment is cut to fit AWS's 100 characters with it.",
+    _comment,
+    expand=Expand.KEEP_OTHER_BRACES,
+)
+STREAM_OUTPUT = Variable(
+    "STREAM_OUTPUT",
+    "Stream the instances' output through CloudWatch Logs while the command runs. With `false`, output is "
+    "shown when the command ends, capped by SSM at 24,000 characters (stdout) and 8,000 (stderr).",
+    plain(parse_bool),
+    default="true",
+    kind="boolean",
+)
+CLOUDWATCH_LOG_GROUP = Variable(
+    "CLOUDWATCH_LOG_GROUP",
+    "Log group the SSM Agent writes the output to.",
+    plain(_log_group),
+    default="/aws/ssm/ssm-deploy",
+    expand=Expand.STRICT,
+)
+AGENT_LOST_TIMEOUT = Variable(
+    "AGENT_LOST_TIMEOUT",
+    "Seconds an instance's SSM Agent may be offline (ConnectionLost, or no longer managed) during the deploy "
+    "before the pipe gives the instance up, fails it by name and cancels its invocation, 1 to 86400. Checked "
+    "at most every 30 s.",
+    seconds(AGENT_LOST_TIMEOUT_RANGE),
+    default="120",
+    kind="integer",
+)
+RESULT_FILE = Variable(
+    "RESULT_FILE",
+    "Where to write the result as JSON (status, command ids, console links, one entry per instance with status, "
+    "exit code and duration); the same as `KEY=value` lines goes next to it with `.env` added to its name "
+    "(`ssm-deploy-result.json.env`: `SSM_DEPLOY_STATUS`, `SSM_DEPLOY_FAILED_INSTANCES`, ...). Written on "
+    "success and on failure. Default: "
+    f"`{RESULT_FILE_NAME}` in the clone directory.",
+    _result_file,
+)
+OUTPUT_S3_BUCKET = Variable(
+    "OUTPUT_S3_BUCKET",
+    "S3 bucket where the SSM Agent also writes each instance's complete output. When output was not streamed "
+    "(`STREAM_OUTPUT: 'false'`, or CloudWatch was late), the pipe prints it from there instead of SSM's capped "
+    "fields.",
+    matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (3-63 of a-z 0-9 . -)"),
+)
+OUTPUT_S3_PREFIX = Variable(
+    "OUTPUT_S3_PREFIX",
+    "Key prefix in `OUTPUT_S3_BUCKET`, e.g. `web-api/{environment}`.",
+    plain(lambda text: text),
+    expand=Expand.STRICT,
+)
+HEALTHCHECK_COMMANDS = Variable(
+    "HEALTHCHECK_COMMANDS",
+    "Shell commands (or a YAML list, one line per item) run on the same instances after the deploy succeeded, "
+    "e.g. `curl -fsS localhost:3000/health`. An instance whose check still fails after the retries fails the "
+    "deploy. Each attempt runs in a subshell of its own, never as the condition of an `if`, so `set -e`, "
+    "`set -o pipefail` and `exit` work as in `COMMANDS` (an `exit` ends the attempt). SECRETS and VARIABLES "
+    "are exported for it too.",
+    plain(lines),
+    parse_items=each(joined_lines),
+    script=True,
+)
+HEALTHCHECK_RETRIES = Variable(
+    "HEALTHCHECK_RETRIES",
+    "Attempts of the health check on each instance, 1 to 100.",
+    plain(lambda text: parse_int(text, *HEALTHCHECK_RETRIES_RANGE, unit="")),
+    default="3",
+    kind="integer",
+)
+HEALTHCHECK_INTERVAL = Variable(
+    "HEALTHCHECK_INTERVAL",
+    "Seconds between attempts, 0 to 3600.",
+    seconds(HEALTHCHECK_INTERVAL_RANGE),
+    default="5",
+    kind="integer",
+)
+HEALTHCHECK_TIMEOUT = Variable(
+    "HEALTHCHECK_TIMEOUT",
+    "Seconds the whole health check (all attempts) may run on an instance, 1 to 172800.",
+    seconds(EXECUTION_TIMEOUT_RANGE),
+    default="300",
+    kind="integer",
+)
+ROLLBACK_COMMANDS = Variable(
+    "ROLLBACK_COMMANDS",
+    "Shell commands (or a YAML list, one line per item) run when the deploy or the health check fails, on the "
+    "instances that received the deploy (not on instances it never started on). Its output is streamed the "
+    "same way; the step still fails, and the message says whether the rollback succeeded everywhere. Not run "
+    "when the pipeline was stopped.",
+    plain(lines),
+    parse_items=each(joined_lines),
+    script=True,
+)
+DRY_RUN = Variable(
+    "DRY_RUN",
+    "Authenticate, resolve the targets, run every check (agents, parameters, permissions) and print the exact "
+    "plan (role, instances, document, the script with secrets as names only), then stop without sending "
+    "anything.",
+    plain(parse_bool),
+    default="false",
+    kind="boolean",
+)
+WAIT = Variable(
+    "WAIT",
+    "With `false`, send the command, print its id and console link, and end the step without waiting for it. "
+    "Refused together with `HEALTHCHECK_COMMANDS` or `ROLLBACK_COMMANDS`, which could then never run.",
+    plain(parse_bool),
+    default="true",
+    kind="boolean",
+)
+DEBUG = Variable(
+    "DEBUG",
+    "Turn on extra debug information (the script sent, AWS call flow). Never prints credentials or secret values.",
+    plain(parse_bool),
+    default="false",
+    kind="boolean",
+)
+
+TABLE: tuple[Variable[Any], ...] = (
+    REGION,
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    SESSION_TOKEN,
+    OIDC_ROLE_ARN,
+    ENVIRONMENT,
+    ROLE_ARN,
+    EXTERNAL_ID,
+    INSTANCE_IDS,
+    TARGETS,
+    MAX_CONCURRENCY,
+    MAX_ERRORS,
+    COMMANDS,
+    SCRIPT,
+    DOCUMENT_NAME,
+    DOCUMENT_VERSION,
+    DOCUMENT_PARAMETERS,
+    SECRETS,
+    VARIABLES,
+    PARAMETERS_PATH,
+    WORKING_DIRECTORY,
+    EXECUTION_TIMEOUT,
+    DELIVERY_TIMEOUT,
+    COMMENT,
+    STREAM_OUTPUT,
+    CLOUDWATCH_LOG_GROUP,
+    AGENT_LOST_TIMEOUT,
+    RESULT_FILE,
+    OUTPUT_S3_BUCKET,
+    OUTPUT_S3_PREFIX,
+    HEALTHCHECK_COMMANDS,
+    HEALTHCHECK_RETRIES,
+    HEALTHCHECK_INTERVAL,
+    HEALTHCHECK_TIMEOUT,
+    ROLLBACK_COMMANDS,
+    DRY_RUN,
+    WAIT,
+    DEBUG,
+)
+BY_NAME: dict[str, Variable[Any]] = {variable.name: variable for variable in TABLE}
+VARIABLE_NAMES: tuple[str, ...] = tuple(BY_NAME)
+REQUIRED_VARIABLES: frozenset[str] = frozenset(variable.name for variable in TABLE if variable.required)
+# One of INSTANCE_IDS and TARGETS is required too, and one of COMMANDS and SCRIPT: rules.py checks
+# that, the schema cannot.
+DOCUMENTED_REQUIRED: frozenset[str] = REQUIRED_VARIABLES
+EXPANDED: tuple[str, ...] = tuple(variable.name for variable in TABLE if variable.expand is not Expand.NO)
+LIST_FORMS: tuple[str, ...] = tuple(variable.name for variable in TABLE if variable.parse_items is not None)
 
 _OPTIONAL: dict[str, Any] = {"type": "string", "required": False, "nullable": True}
 _REQUIRED: dict[str, Any] = {"type": "string", "required": True, "empty": False}
-
-VARIABLE_NAMES: tuple[str, ...] = (
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_OIDC_ROLE_ARN",
-    "ENVIRONMENT",
-    "ROLE_ARN",
-    "EXTERNAL_ID",
-    "INSTANCE_IDS",
-    "TARGETS",
-    "MAX_CONCURRENCY",
-    "MAX_ERRORS",
-    "COMMANDS",
-    "SCRIPT",
-    "DOCUMENT_NAME",
-    "DOCUMENT_VERSION",
-    "DOCUMENT_PARAMETERS",
-    "WORKING_DIRECTORY",
-    "EXECUTION_TIMEOUT",
-    "DELIVERY_TIMEOUT",
-    "COMMENT",
-    "SECRETS",
-    "VARIABLES",
-    "PARAMETERS_PATH",
-    "STREAM_OUTPUT",
-    "CLOUDWATCH_LOG_GROUP",
-    "AGENT_LOST_TIMEOUT",
-    "OUTPUT_S3_BUCKET",
-    "OUTPUT_S3_PREFIX",
-    "HEALTHCHECK_COMMANDS",
-    "HEALTHCHECK_RETRIES",
-    "HEALTHCHECK_INTERVAL",
-    "HEALTHCHECK_TIMEOUT",
-    "ROLLBACK_COMMANDS",
-    "RESULT_FILE",
-    "DRY_RUN",
-    "WAIT",
-    "DEBUG",
-)
-
-REQUIRED_VARIABLES: frozenset[str] = frozenset({"AWS_DEFAULT_REGION"})
-# One of INSTANCE_IDS (which may arrive as a YAML list: INSTANCE_IDS_COUNT, INSTANCE_IDS_0..n) and
-# TARGETS is required too, and one of COMMANDS and SCRIPT: settings.py checks that, the schema cannot.
-DOCUMENTED_REQUIRED: frozenset[str] = REQUIRED_VARIABLES
-
 SCHEMA: dict[str, dict[str, Any]] = {
-    name: dict(_REQUIRED if name in REQUIRED_VARIABLES else _OPTIONAL) for name in VARIABLE_NAMES
+    variable.name: dict(_REQUIRED if variable.required else _OPTIONAL) for variable in TABLE
 }
+
+
+@dataclass(frozen=True)
+class Given:
+    """A variable as the pipe received it: its text, and its items when given as a YAML list."""
+
+    text: str | None = None
+    items: list[str] | None = None  # NAME_COUNT and NAME_0..n
+    list_error: str = ""  # a broken list: NAME_COUNT without all its items
+
+    @property
+    def as_list(self) -> bool:
+        return self.items is not None or bool(self.list_error)
+
+
+class Values:
+    """Every variable's parsed value (its fallback when refused), and what was given."""
+
+    def __init__(self, given: dict[str, Given]) -> None:
+        self.given = given
+        self._values: dict[str, Any] = {}
+        self.refused: set[str] = set()
+
+    def set(self, variable: Variable[T], value: T) -> None:
+        self._values[variable.name] = value
+
+    def __getitem__(self, variable: Variable[T]) -> T:
+        value: T = self._values[variable.name]
+        return value
+
+    def is_set(self, variable: Variable[Any]) -> bool:
+        """Given with a value of its own: not blank, and not the declared default (which Bitbucket may
+        pass for a variable the step does not set)."""
+        given = self.given.get(variable.name, Given())
+        if given.as_list:
+            return True
+        text = (given.text or "").strip()
+        return text not in ("", variable.default)
+
+    def ok(self, variable: Variable[Any]) -> bool:
+        return variable.name not in self.refused

@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_message, is_access_denied
 from pipe.config.env_names import reserved_reason
-from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
+from pipe.model import SecretRef
 from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")

@@ -9,9 +9,9 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.aws.instances import ping_statuses
-from pipe.config.settings import SecretRef
 from pipe.errors import NothingSent, PipeError
 from pipe.limits import GET_PARAMETERS_BATCH
+from pipe.model import SecretRef
 from pipe.run import Run
 from pipe.runtime.redaction import Redactor
 
@@ -89,10 +89,30 @@ def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, rol
         raise PipeError(
             f"SECRETS: nothing was sent. Parameter(s) not found: {', '.join(missing)} "
             f"(for {', '.join(owners)}). Create them in Parameter Store in this region and account, "
-            "or fix the names."
+            "or fix the names." + _not_found_hints(missing)
         )
     if names:
         log.info(f"Checked {len(names)} parameter(s): they exist and the deploy role can decrypt them")
+
+
+def _not_found_hints(missing: list[str]) -> str:
+    hints = ""
+    if any(":" in (name.rsplit(":parameter", 1)[-1]) for name in missing):
+        hints += " A :version or :label must exist on the parameter (labels are attached with label-parameter-version)."
+    if any(name.startswith("arn:") for name in missing):
+        hints += (
+            " A parameter of another account is found by its ARN only once its owner shares it with this account "
+            "(AWS RAM), and only in the region of the ARN, which must be AWS_DEFAULT_REGION."
+        )
+    return hints
+
+
+def parameter_resource(parameter: str) -> str:
+    """The IAM resource of a SECRETS reference: its ARN, without a :version or :label."""
+    if parameter.startswith("arn:"):
+        return ":".join(parameter.split(":")[:6])
+    name = parameter.split(":", 1)[0]
+    return "arn:aws:ssm:<region>:<account>:parameter" + (name if name.startswith("/") else "/" + name)
 
 
 def _parameter_access_message(error: ClientError, names: list[str], role: str) -> str:
@@ -105,10 +125,12 @@ def _parameter_access_message(error: ClientError, names: list[str], role: str) -
             "parameters' KMS key (or by IAM with a kms:ViaService condition for ssm.<region>.amazonaws.com)."
         )
     if is_access_denied(error):
+        resources = ", ".join(dict.fromkeys(parameter_resource(name) for name in names))
         return (
             f"SECRETS: nothing was sent. {role} is not allowed ssm:GetParameters on {listed} "
-            f"({message}). Fix: allow ssm:GetParameters on arn:aws:ssm:<region>:<account>:parameter"
-            "/deploy/<environment>/* in the deploy role's policy."
+            f"({message}). Fix: allow ssm:GetParameters on {resources} in the deploy role's policy (a version "
+            "or label needs no resource of its own; arn:aws:ssm:<region>:<account>:parameter/deploy/<environment>/* "
+            "covers an environment)."
         )
     return f"SECRETS: could not read {listed} ({error_code(error)}: {message})."
 

@@ -1,4 +1,5 @@
-"""What the pipe learns about the target instances from EC2: which ones TARGETS match, and their names."""
+"""What the pipe learns about the target instances: which ones TARGETS match (EC2, and SSM for hybrid
+nodes), and their names."""
 
 from __future__ import annotations
 
@@ -9,40 +10,35 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.config.targets import Target
 from pipe.errors import NothingSent, PipeError
+from pipe.model import Target
 from pipe.run import Run
 from pipe.stages.parameter_path import resolve_path
 
 log = logging.getLogger("ssm-deploy")
+HYBRID_PREFIX = "mi-"  # hybrid (on-premises) managed nodes: SSM knows them, EC2 does not
 
 
-def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target]) -> list[str] | None:
-    """Running instances matched by ``targets`` (SSM's rules: keys AND'ed, values OR'ed).
+def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target], ssm: Any) -> list[str] | None:
+    """Managed nodes matched by ``targets`` (SSM's rules: keys AND'ed, values OR'ed): running EC2
+    instances through EC2, hybrid (``mi-``) nodes through SSM's own inventory, which alone knows them.
 
     None when they cannot be resolved here (no permission, or a key EC2 cannot filter on): SSM
     still resolves them when the command is sent, and the agent check is then skipped.
     """
-    filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": ["running"]}]
+    tag_filters: list[dict[str, Any]] = []
     instance_ids: set[str] | None = None
     try:
         for target in targets:
             if target.key.startswith("tag:") or target.key == "tag-key":
-                filters.append({"Name": target.key, "Values": list(target.values)})
+                tag_filters.append({"Name": target.key, "Values": list(target.values)})
             elif target.key == "InstanceIds":
                 instance_ids = _intersect(instance_ids, set(target.values))
             elif target.key == "resource-groups:Name":
                 instance_ids = _intersect(instance_ids, _group_instances(resource_groups, target.values))
         if instance_ids is not None and not instance_ids:
             return []
-        request: dict[str, Any] = {"Filters": filters}
-        if instance_ids is not None:
-            filters.append({"Name": "instance-id", "Values": sorted(instance_ids)})
-        found = []
-        for page in ec2.get_paginator("describe_instances").paginate(**request):
-            for reservation in page.get("Reservations", []):
-                found += [instance["InstanceId"] for instance in reservation.get("Instances", [])]
-        return sorted(set(found))
+        found = _ec2_instances(ec2, tag_filters, instance_ids)
     except ClientError as error:
         reason = error_message(error) if is_access_denied(error) else str(error)
         log.warning(f"Could not resolve TARGETS before sending ({reason}); the agent check is skipped.")
@@ -50,6 +46,54 @@ def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target]) -> li
     except BotoCoreError as error:
         log.warning(f"Could not resolve TARGETS before sending ({error}); the agent check is skipped.")
         return None
+    hybrid = _hybrid_nodes(ssm, tag_filters, instance_ids)
+    if hybrid is None:  # not allowed to ask SSM: what EC2 found stands, if anything
+        return sorted(set(found)) or None
+    return sorted(set(found) | set(hybrid))
+
+
+def _ec2_instances(ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str]:
+    filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": ["running"]}, *tag_filters]
+    if instance_ids is not None:
+        ec2_ids = sorted(i for i in instance_ids if not i.startswith(HYBRID_PREFIX))
+        if not ec2_ids:
+            return []
+        filters.append({"Name": "instance-id", "Values": ec2_ids})
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page.get("Reservations", []):
+            found += [instance["InstanceId"] for instance in reservation.get("Instances", [])]
+    return found
+
+
+def _hybrid_nodes(ssm: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str] | None:
+    """The hybrid nodes the targets select; None when SSM refuses to say.
+
+    DescribeInstanceInformation takes ``tag:<key>`` and ``tag-key`` filters, but "tag filters can't
+    be combined with other filter types": the rows are narrowed to hybrid nodes (ResourceType
+    ManagedInstance) here, not by a ResourceType filter."""
+    listed = None if instance_ids is None else {i for i in instance_ids if i.startswith(HYBRID_PREFIX)}
+    if listed is not None and not (listed and tag_filters):
+        return sorted(listed or [])  # no tag to check: the agent check then asks SSM about each of them
+    filters = [{"Key": f["Name"], "Values": f["Values"]} for f in tag_filters] or [
+        {"Key": "ResourceType", "Values": ["ManagedInstance"]}
+    ]
+    found: list[str] = []
+    try:
+        for page in ssm.get_paginator("describe_instance_information").paginate(Filters=filters):
+            found += [
+                row["InstanceId"]
+                for row in page.get("InstanceInformationList", [])
+                if row.get("ResourceType") == "ManagedInstance"
+            ]
+    except ClientError as error:
+        why = "the deploy role lacks ssm:DescribeInstanceInformation" if is_access_denied(error) else "SSM refused"
+        log.warning(f"Hybrid (mi-) nodes in TARGETS are not resolved before sending: {why} ({error_message(error)}).")
+        return None
+    except BotoCoreError as error:
+        log.warning(f"Hybrid (mi-) nodes in TARGETS are not resolved before sending ({error}).")
+        return None
+    return [i for i in found if listed is None or i in listed]
 
 
 def instance_names(ec2: Any, instance_ids: list[str]) -> dict[str, str]:
@@ -93,7 +137,7 @@ def _group_instances(resource_groups: Any, names: tuple[str, ...]) -> set[str]:
         for page in listed:
             for item in page.get("ResourceIdentifiers", []):
                 arn = str(item.get("ResourceArn", ""))
-                if ":instance/" in arn:
+                if ":instance/" in arn or ":managed-instance/" in arn:  # EC2 instances, hybrid nodes
                     found.add(arn.rsplit("/", 1)[-1])
     return found
 
@@ -104,12 +148,13 @@ def resolve(run: Run) -> None:
     settings = run.settings
     run.targeted = list(settings.instance_ids)
     if settings.targets:
-        run.targeted = resolve_targets(run.clients.ec2, run.clients.resource_groups, settings.targets)
+        run.targeted = resolve_targets(run.clients.ec2, run.clients.resource_groups, settings.targets, run.clients.ssm)
         if run.targeted is not None:
             if not run.targeted:
                 raise NothingSent(
                     "TARGETS",
-                    f"{'; '.join(map(str, settings.targets))} match no running instance in {settings.region}",
+                    f"{'; '.join(map(str, settings.targets))} match no running instance or hybrid node "
+                    f"in {settings.region}",
                     "check the tag names and values (they are case-sensitive)",
                 )
             log.info(f"TARGETS match {len(run.targeted)} running instance(s)")

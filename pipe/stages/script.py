@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pipe.config.build_context import BuildContext
-    from pipe.config.settings import DeploySettings, SecretRef
-
+from pipe.config.build_context import BuildContext
 from pipe.config.documents import POWERSHELL, SHELL
 from pipe.config.env_names import ENV_NAME
+from pipe.config.parsers import unix_line_endings
+from pipe.config.settings import DeploySettings
+from pipe.limits import MAX_SCRIPT_BYTES
+from pipe.model import SecretRef
 
-MAX_SCRIPT_BYTES = 64 * 1024  # the pipe's bound for the script sent in SendCommand's parameters
 PARAMETER_READ_FAILED = 98  # exit code when an instance cannot read a SECRETS parameter
 AWS_CLI_MISSING = 127
 # PowerShell's tokenizer ends a single-quoted string at any of these (CharExtensions.IsSingleQuote in
 # PowerShell's CharTraits.cs), and reads any two of them in a row as one quote character
 POWERSHELL_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 _HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+/-]")
-_CR_AT_LINE_END = re.compile(r"\r(?=\n)|\r\Z")
 
 
 def build_script(settings: DeploySettings, body: str | None = None) -> list[str]:
@@ -67,10 +65,6 @@ def command_lines(text: str) -> list[str]:
     inside quotes at U+2028 and friends. CRLF endings (a script saved on Windows) become LF, a CR
     left at the very end included: ``exit 0\\r`` is an error in every POSIX shell."""
     return unix_line_endings(text).split("\n")
-
-
-def unix_line_endings(text: str) -> str:
-    return _CR_AT_LINE_END.sub("", text)
 
 
 def _checked(name: str) -> str:

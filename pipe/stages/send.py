@@ -28,10 +28,9 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.build_context import cut
 from pipe.config.documents import SCRIPT_DOCUMENTS
 from pipe.config.settings import DeploySettings
-from pipe.config.targets import Target
 from pipe.errors import PipeError
 from pipe.limits import COMMENT_LIMIT, MAX_INSTANCE_IDS
-from pipe.model import CommandSpec, SentCommand
+from pipe.model import CommandSpec, SentCommand, Target
 
 MAX_SENDS = 3  # of one request, each only after ListCommands showed the previous one never arrived
 # AWS documents no bound on how soon ListCommands shows a new command: look for ~15 s

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ class FakeInstance:
     ping_status: str = "Online"
     delivery: str = DELIVER
     delivery_delay: float = 0.05
+    # "EC2Instance" (tags from EC2), or "ManagedInstance": a hybrid (on-premises) node, mi-..., whose
+    # tags SSM itself keeps (AddTagsToResource with ResourceType ManagedInstance, or the activation's)
+    resource_type: str = "EC2Instance"
+    ssm_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.resource_type == "ManagedInstance"
 
     def path(self, path: str) -> Path:
         """Where this instance's absolute ``path`` under /srv or /opt is on this machine (see
@@ -41,7 +50,7 @@ class FakeInstance:
             "PlatformType": "Linux",
             "PlatformName": "Amazon Linux",
             "PlatformVersion": "2023",
-            "ResourceType": "EC2Instance",
+            "ResourceType": self.resource_type,
             "ComputerName": self.name,
             "IPAddress": "127.0.0.1",
         }
@@ -73,9 +82,51 @@ class Fleet:
         with self._lock:
             return self._instances.get(instance_id)
 
-    def information(self, instance_ids: list[str] | None) -> list[dict[str, Any]]:
+    def information(self, filters: list[dict[str, Any]], ec2_tags: TagReader) -> list[dict[str, Any]]:
+        """DescribeInstanceInformation rows matching every filter (values OR'ed within one)."""
         with self._lock:
-            chosen = [
-                inst for inst in self._instances.values() if instance_ids is None or inst.instance_id in instance_ids
-            ]
-        return [inst.information() for inst in chosen]
+            instances = list(self._instances.values())
+        return [inst.information() for inst in instances if all(_matches(inst, f, ec2_tags) for f in filters)]
+
+    def tags_of(self, instance_id: str, ec2_tags: TagReader) -> Mapping[str, str]:
+        """A managed node's tags: SSM's own for a hybrid node, EC2's for an instance."""
+        instance = self.get(instance_id)
+        return instance.ssm_tags if instance is not None and instance.hybrid else ec2_tags(instance_id)
+
+
+TagReader = Callable[[str], Mapping[str, str]]
+TAG_FILTER_TYPES = ("tag:", "tag-key")
+
+
+class FilterError(Exception):
+    """A DescribeInstanceInformation filter the API refuses; ``code`` is the AWS error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def check_filters(filters: list[dict[str, Any]]) -> None:
+    """ "Tag filters can't be combined with other filter types" (DescribeInstanceInformation, Filters);
+    AWS documents the rule, not its error code: InvalidFilterKey here."""
+    keys = [str(f.get("Key") or "") for f in filters]
+    tags = [key.startswith(TAG_FILTER_TYPES) for key in keys]
+    if any(tags) and not all(tags):
+        raise FilterError("InvalidFilterKey", "Tag filters can't be combined with other filter types.")
+    unknown = [key for key in keys if not key.startswith(TAG_FILTER_TYPES) and key not in _FIELDS]
+    if unknown:
+        raise FilterError("InvalidFilterKey", f"The filter key {unknown[0]} is not valid.")
+
+
+_FIELDS = {"InstanceIds": "InstanceId", "ResourceType": "ResourceType", "PingStatus": "PingStatus"}
+
+
+def _matches(instance: FakeInstance, entry: dict[str, Any], ec2_tags: TagReader) -> bool:
+    key, values = str(entry.get("Key") or ""), {str(v) for v in entry.get("Values") or []}
+    if key.startswith("tag:"):
+        tags = instance.ssm_tags if instance.hybrid else ec2_tags(instance.instance_id)
+        return tags.get(key[4:]) in values
+    if key == "tag-key":
+        tags = instance.ssm_tags if instance.hybrid else ec2_tags(instance.instance_id)
+        return not values.isdisjoint(tags)
+    return str(instance.information()[_FIELDS[key]]) in values

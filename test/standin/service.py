@@ -12,7 +12,7 @@ from typing import Any
 from standin import isolation, targets
 from standin.agent import InvocationRun
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSink
-from standin.fleet import Fleet
+from standin.fleet import FilterError, Fleet, check_filters
 from standin.moto_bridge import GroupReader, MotoCommand, ServiceError, TagReader
 from standin.rollout import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, RateError, Rollout, rate_limit
 
@@ -139,7 +139,7 @@ class RunCommandService:
             raise ServiceError("InvalidParameters", "Specify either InstanceIds or Targets, not both.")
         if not wanted:
             return list(dict.fromkeys(request.get("InstanceIds") or []))
-        directory = targets.Directory(self.fleet.ids(), tags_of, group_query)
+        directory = targets.Directory(self.fleet.ids(), lambda i: self.fleet.tags_of(i, tags_of), group_query)
         try:
             return targets.resolve(wanted, directory)
         except targets.TargetError as error:
@@ -189,8 +189,12 @@ class RunCommandService:
         rollout = self.sent[command_id].rollout
         return list(rollout.started) if rollout else []
 
-    def instance_information(self, instance_ids: list[str] | None) -> list[dict[str, Any]]:
-        return self.fleet.information(instance_ids)
+    def instance_information(self, filters: list[dict[str, Any]], ec2_tags: TagReader) -> list[dict[str, Any]]:
+        try:
+            check_filters(filters)
+        except FilterError as error:
+            raise ServiceError(error.code, error.message) from None
+        return self.fleet.information(filters, ec2_tags)
 
     # --- for tests and the demo ------------------------------------------------------------------
     def deny_decrypt(self, key_id: str, caller_contains: str | None = None) -> None:

@@ -130,6 +130,18 @@ class StandIn:
             self.fleet.add(instance_id, name=name, **behaviour)
         return ids
 
+    def register_hybrid(
+        self, count: int = 1, name: str = "onprem", tags: dict[str, str] | None = None, **behaviour: Any
+    ) -> list[str]:
+        """Hybrid (on-premises) managed nodes: ``mi-`` ids that EC2 does not know, tagged in SSM
+        (as an activation's tags or AddTagsToResource with ResourceType ManagedInstance would)."""
+        ids = [f"mi-{uuid.uuid4().hex[:17]}" for _ in range(count)]
+        for instance_id in ids:
+            self.fleet.add(
+                instance_id, name=name, resource_type="ManagedInstance", ssm_tags=dict(tags or {}), **behaviour
+            )
+        return ids
+
     def instance(self, instance_id: str) -> FakeInstance:
         found = self.fleet.get(instance_id)
         if found is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from unit.unit_support import make_settings
 
-from pipe.config.settings import SecretRef
+from pipe.model import SecretRef
 from pipe.stages.release.remote import ReleasePlan
 from pipe.stages.script import build_script
 

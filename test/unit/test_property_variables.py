@@ -35,11 +35,18 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from standin import StandIn
 
-from pipe.config.settings import DeploySettings, load_settings
+from pipe.config.settings import DeploySettings
+from pipe.config.settings import load_settings as load_variables
 from pipe.config.variables import SCHEMA, VARIABLE_NAMES
 from pipe.errors import ValidationFailed
 from pipe.main import main
-from pipe.stages.script import build_script
+from pipe.stages.script import build_script, script_size_problem
+
+
+def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -> DeploySettings:
+    """What main() runs: the variables' checks and the size of the script they make."""
+    return load_variables(variables, env, script_size=script_size_problem)
+
 
 # --- the contract, written down independently of pipe/settings.py --------------------------------
 
@@ -58,6 +65,14 @@ FORBIDDEN_CONTROLS = "".join(
     chr(c) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F]
 )
 ENV_FORBIDDEN_CONTROLS = FORBIDDEN_CONTROLS.replace("\x00", "")  # os.environ cannot hold NUL
+# shell script bodies may also hold the other whitespace controls, vertical tab and form feed
+SCRIPT_VARIABLES = {"COMMANDS", "HEALTHCHECK_COMMANDS", "ROLLBACK_COMMANDS"}
+
+
+def forbidden_in(name: str, controls: str = FORBIDDEN_CONTROLS) -> str:
+    return controls.replace("\x0b", "").replace("\x0c", "") if name in SCRIPT_VARIABLES else controls
+
+
 SPEC_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 SPEC_ENVIRONMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 SPEC_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}")
@@ -366,9 +381,9 @@ def not_blank_and(predicate: Callable[[str], bool]) -> Callable[[str], bool]:
 def inject_unprintable(draw: st.DrawFn, c: Choices, case: Case, name: str) -> None:
     """Put a forbidden control character or a lone surrogate (undecodable byte) into the value."""
     if case.for_env:  # what os.environ can carry: surrogateescape'd bytes 0x80-0xff, no NUL
-        controls, surrogates = ENV_FORBIDDEN_CONTROLS, (0xDC80, 0xDCFF)
+        controls, surrogates = forbidden_in(name, ENV_FORBIDDEN_CONTROLS), (0xDC80, 0xDCFF)
     else:
-        controls, surrogates = FORBIDDEN_CONTROLS, (0xD800, 0xDFFF)
+        controls, surrogates = forbidden_in(name), (0xD800, 0xDFFF)
     bad = c.pick(controls) if c.flip() else chr(draw(st.integers(*surrogates)))
     value = case.variables.get(name) or c.pick(["x", "", "eu-west-1", "./deploy.sh"])
     at = c.below(len(value) + 1)
@@ -470,7 +485,7 @@ def bad_external_id(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) ->
 
 
 def valid_ids(text: str) -> bool:
-    words = [word for word in re.split(r"[\s,]+", text) if word]
+    words = [word for word in re.split(r"[\s,;]+", text) if word]
     return bool(words) and all(SPEC_INSTANCE_ID.fullmatch(w) for w in words)
 
 
@@ -487,7 +502,7 @@ BAD_INSTANCE_IDS: list[str | None] = [
     "i_12345678",
     "i-１２３４５６７８",
     "i-0123456789abcdef0 i-bad",
-    "i-0123456789abcdef0;i-0123456789abcdef1",
+    "i-0123456789abcdef0;i-bad",
     None,
 ]
 BAD_INSTANCE_ID_LISTS: list[dict[str, str]] = [
@@ -540,7 +555,9 @@ def bad_commands(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> No
 
 
 def bad_comment(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> None:
-    with_placeholder(c, case, "COMMENT", lambda p: f"release {p} of app")
+    """Only {environment} is a placeholder in COMMENT (free text keeps other braces): used while unknown."""
+    forget_environment(case)
+    set_bad(case, "COMMENT", "release {environment} of app")
 
 
 def bad_timeout(name: str, low: int, high: int) -> Inject:
@@ -596,8 +613,9 @@ def bad_secrets(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> Non
 
 def bad_variables(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> None:
     choice = c.below(4)
-    if choice == 0:
-        with_placeholder(c, case, "VARIABLES", lambda p: f"V_ENV={p}")
+    if choice == 0:  # only {environment} is a placeholder in VARIABLES: other braces are kept
+        forget_environment(case)
+        set_bad(case, "VARIABLES", "V_ENV={environment}")
     elif choice == 1 and "SECRETS" not in names:  # a name also set by SECRETS
         case.variables["SECRETS"] = "S_CLASH=/deploy/clash"
         set_bad(case, "VARIABLES", c.pick(["S_CLASH=1", "V_A=1\nS_CLASH=2"]))
@@ -636,23 +654,19 @@ def bad_log_group(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> N
         set_bad(case, "CLOUDWATCH_LOG_GROUP", value)
 
 
-BAD_KEYS = {
+BAD_KEYS = {  # AWS judges a key's format (an emulator takes "test"): only pasting slips are refused
     "AWS_ACCESS_KEY_ID": [
         "AKIA EXAMPLE00000",
-        "akiaexample00000000",
-        "AKIA123",
-        "AKIAÉXAMPLE0000000",
-        "A" * 129,
+        "AKIAÉXAMPLE0000000",  # it travels in an HTTP header: ASCII
         "'AKIAEXAMPLE0000000'",
-        "AKIA-EXAMPLE-00000",
+        '"test"',
+        "AKIA\u2028EXAMPLE",
     ],
     "AWS_SECRET_ACCESS_KEY": [
-        "short",
         "with space in the secret key 000000",
         '"quotedsecret000000000000"',
-        "é" * 20,
-        "x" * 129,
-        "secret-with-dashes-00000",
+        "'test'",
+        "sec\u00a0ret",
     ],
 }
 
@@ -699,7 +713,8 @@ BAD_TARGETS = [
     "Service=api",
     "tag:=api",
     "tag:Serv#ice=api",
-    "tag:é=api",
+    "tag:a+b=api",
+    "tag:a\tb=api",
     "tag:" + "k" * 129 + "=api",
     "tag:A=1;tag:A=2",
     "InstanceIds=",
@@ -768,7 +783,7 @@ BAD: dict[str, Inject] = {
     "AWS_DEFAULT_REGION": bad_region,
     "AWS_ACCESS_KEY_ID": bad_key("AWS_ACCESS_KEY_ID"),
     "AWS_SECRET_ACCESS_KEY": bad_key("AWS_SECRET_ACCESS_KEY"),
-    "AWS_SESSION_TOKEN": only_unprintable("AWS_SESSION_TOKEN"),
+    "AWS_SESSION_TOKEN": one_of_words("AWS_SESSION_TOKEN", ["tok en", "'token'", "tökén", '"t"']),
     "AWS_OIDC_ROLE_ARN": bad_role_arn("AWS_OIDC_ROLE_ARN"),
     "ENVIRONMENT": bad_environment,
     "ROLE_ARN": bad_role_arn("ROLE_ARN"),
@@ -806,7 +821,6 @@ BAD: dict[str, Inject] = {
 }
 UNPRINTABLE_ONLY = {
     "WORKING_DIRECTORY",
-    "AWS_SESSION_TOKEN",
     "RESULT_FILE",
     "HEALTHCHECK_COMMANDS",
     "ROLLBACK_COMMANDS",
@@ -996,13 +1010,13 @@ def test_arbitrary_text_is_accepted_or_refused_by_name(variables: dict[str, str]
         unprintable = {
             name
             for name, value in variables.items()
-            if any(c in FORBIDDEN_CONTROLS or 0xD800 <= ord(c) <= 0xDFFF for c in value)
+            if any(c in forbidden_in(name) or 0xD800 <= ord(c) <= 0xDFFF for c in value)
         }
         assert unprintable <= set(failed.problems), (unprintable, failed.problems)
         return
     assert isinstance(result, DeploySettings)
     for name, value in variables.items():  # what was accepted carries no forbidden character
-        assert not any(c in FORBIDDEN_CONTROLS or 0xD800 <= ord(c) <= 0xDFFF for c in value), name
+        assert not any(c in forbidden_in(name) or 0xD800 <= ord(c) <= 0xDFFF for c in value), name
     assert result.commands.strip()
     assert script_bytes(result) <= MAX_SCRIPT_BYTES
     assert bool(result.instance_ids) != bool(result.targets)  # one way of choosing the instances
@@ -1201,11 +1215,7 @@ def test_huge_numbers_are_refused_with_the_pipes_own_reason(digits: int, variabl
 
 
 @settings(max_examples=20, deadline=None)
-@given(
-    key=fixed(
-        r"AKIA[A-Z0-9]{4}[ \t\u00a0\u2028][A-Z0-9]{8}|akia[a-z0-9]{16}|AKIA[A-Z0-9]{0,10}|AKIA[A-Z0-9]{6}é[A-Z0-9]{9}"
-    )
-)
+@given(key=fixed(r"AKIA[A-Z0-9]{4}[ \t\u00a0\u2028'\"][A-Z0-9]{8}|AKIA[A-Z0-9]{6}é[A-Z0-9]{9}"))
 def test_access_key_id_that_cannot_be_one_is_refused(key: str) -> None:
     """A key id with a space once reached the SigV4 header: 'Unexpected error KeyError' in the stand-in."""
     problems = problems_for({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": "s" * 40})
@@ -1214,7 +1224,7 @@ def test_access_key_id_that_cannot_be_one_is_refused(key: str) -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(secret=fixed(r"[A-Za-z0-9]{10}[ \"'\-é][A-Za-z0-9]{29}|[A-Za-z0-9]{1,15}|[A-Za-z0-9]{129,140}"))
+@given(secret=fixed(r"[A-Za-z0-9]{10}[ \"'`\u00a0\u2028][A-Za-z0-9]{29}"))
 def test_secret_access_key_that_cannot_be_one_is_refused_without_showing_it(secret: str) -> None:
     problems = problems_for({"AWS_ACCESS_KEY_ID": "AKIA" + "A" * 16, "AWS_SECRET_ACCESS_KEY": secret})
     assert "AWS_SECRET_ACCESS_KEY" in problems
@@ -1263,7 +1273,7 @@ def test_refusal_of_commands_within_the_stated_limit_does_not_blame_unset_variab
 
 
 @settings(max_examples=10, deadline=None)
-@given(key=st.sampled_from(["AKIA EXAMPLE", "akiaexample00000000"]), secret=st.sampled_from(["short", "a b" * 10]))
+@given(key=st.sampled_from(["AKIA EXAMPLE", "'akiaexample00000000'"]), secret=st.sampled_from(["'short'", "a b" * 10]))
 def test_malformed_key_id_and_secret_are_both_named(key: str, secret: str) -> None:
     problems = problems_for({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret})
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(problems), problems

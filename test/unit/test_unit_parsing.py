@@ -9,13 +9,17 @@ import pytest
 
 from pipe.config.env_names import reserved_reason
 from pipe.config.parsers import (
+    PARAMETER_REFERENCE,
     expand_environment,
     former_separator_hints,
     list_pairs,
+    listed,
     parse_bool,
     parse_int,
+    shown,
     split_pairs,
     split_words,
+    tag_key_problem,
     yaml_list,
 )
 from pipe.config.settings import load_settings
@@ -26,23 +30,18 @@ from pipe.errors import ValidationFailed
 
 @pytest.mark.parametrize("text", ["true", "True", "TRUE", " yes ", "1", "on"])
 def test_parse_bool_true_spellings(text: str) -> None:
-    assert parse_bool(text, default=False) is True
+    assert parse_bool(text) is True
 
 
 @pytest.mark.parametrize("text", ["false", "False", "no", "NO", "0", "off", "", "  "])
 def test_parse_bool_false_spellings(text: str) -> None:
-    assert parse_bool(text, default=True) is False
-
-
-@pytest.mark.parametrize("default", [True, False])
-def test_parse_bool_none_gives_default(default: bool) -> None:
-    assert parse_bool(None, default) is default
+    assert parse_bool(text) is False
 
 
 @pytest.mark.parametrize("text", ["maybe", "ture", "2", "y"])
 def test_parse_bool_rejects_other_words_naming_the_value(text: str) -> None:
     with pytest.raises(ValueError, match="true or false") as info:
-        parse_bool(text, default=False)
+        parse_bool(text)
     assert repr(text) in str(info.value)
 
 
@@ -50,36 +49,36 @@ def test_parse_bool_rejects_other_words_naming_the_value(text: str) -> None:
 
 
 def test_parse_int_reads_value_in_range() -> None:
-    assert parse_int("900", 3600, 1, 172800) == 900
-    assert parse_int(" 30 ", 600, 30, 2592000) == 30  # bounds are inclusive
-    assert parse_int("2592000", 600, 30, 2592000) == 2592000
+    assert parse_int("900", 1, 172800) == 900
+    assert parse_int(" 30 ", 30, 2592000) == 30  # bounds are inclusive
+    assert parse_int("2592000", 30, 2592000) == 2592000
 
 
-@pytest.mark.parametrize("text", [None, "", "   "])
-def test_parse_int_missing_gives_default(text: str | None) -> None:
-    assert parse_int(text, 3600, 1, 172800) == 3600
-
-
-@pytest.mark.parametrize("text", ["abc", "-5", "1.5", "10s", "1e3", "+3"])
+@pytest.mark.parametrize("text", ["abc", "-5", "1.5", "10s", "1e3", "+3", ""])
 def test_parse_int_rejects_non_digits(text: str) -> None:
     with pytest.raises(ValueError, match="whole number of seconds from 1 to 172800") as info:
-        parse_int(text, 3600, 1, 172800)
+        parse_int(text, 1, 172800)
     assert repr(text) in str(info.value)
 
 
 @pytest.mark.parametrize(("text", "shown"), [("0", "got 0"), ("172801", "got 172801"), ("0029", "got 29")])
 def test_parse_int_rejects_out_of_range(text: str, shown: str) -> None:
     with pytest.raises(ValueError, match="must be from 30 to 172800 seconds") as info:
-        parse_int(text, 600, 30, 172800)
+        parse_int(text, 30, 172800)
     assert shown in str(info.value)
+
+
+def test_parse_int_of_a_count_says_no_unit() -> None:
+    with pytest.raises(ValueError, match="must be a whole number from 1 to 100, got 'x'"):
+        parse_int("x", 1, 100, unit="")
 
 
 # --- split_words --------------------------------------------------------------------------------
 
 
-def test_split_words_on_spaces_commas_and_newlines() -> None:
-    text = " i-1, i-2\ni-3\t i-4,,\n\ni-5 "
-    assert split_words(text) == ["i-1", "i-2", "i-3", "i-4", "i-5"]
+def test_split_words_on_spaces_commas_semicolons_and_newlines() -> None:
+    text = " i-1, i-2\ni-3\t i-4,,\n\ni-5;i-6 ; i-7 "
+    assert split_words(text) == ["i-1", "i-2", "i-3", "i-4", "i-5", "i-6", "i-7"]
 
 
 def test_split_words_of_blank_text_is_empty() -> None:
@@ -248,3 +247,88 @@ def test_expand_environment_needs_an_environment(environment: str | None) -> Non
         expand_environment("arn:aws:iam::123456789012:role/deploy-{environment}", environment)
     assert "ENVIRONMENT" in str(info.value)
     assert "deployment step" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{environment}}", "{environment}"),
+        ("${environment}", "${environment}"),  # shell syntax, not the placeholder
+        ("{environment}-{{environment}}", "prod-{environment}"),
+    ],
+)
+def test_expand_environment_escape_and_shell_syntax(text: str, expected: str) -> None:
+    assert expand_environment(text, "prod") == expected
+
+
+def test_expand_environment_can_keep_other_braces() -> None:
+    text = '{"a": 1} {date} {{ .Values }} {environment}'
+    assert expand_environment(text, "prod", others="keep") == '{"a": 1} {date} {{ .Values }} prod'
+    with pytest.raises(ValueError, match="no environment is known"):
+        expand_environment("{date} {environment}", None, others="keep")
+
+
+# --- messages: values cut ------------------------------------------------------------------------
+
+
+def test_shown_cuts_long_values_and_gives_their_length() -> None:
+    assert shown("short") == "'short'"
+    long = shown("x" * 120_000)
+    assert len(long) < 110
+    assert long.endswith("…' (120,000 characters)")
+
+
+def test_listed_gives_at_most_a_few_values() -> None:
+    assert listed(["a", "b"]) == "'a', 'b'"
+    assert listed([f"i-{n}" for n in range(6000)], limit=3) == "'i-0', 'i-1', 'i-2' and 5,997 more"
+    assert listed(["A", "B"], quote=False) == "A, B"
+
+
+# --- tag keys and parameter references -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key", ["Service", "环境", "Café au lait", "aws:cloudformation:stack-name", "a_b.c/d-e@f", "٣"]
+)
+def test_tag_keys_ssm_can_target(key: str) -> None:
+    assert tag_key_problem(key) is None
+
+
+@pytest.mark.parametrize("key", ["a+b", "a#b", "a*", "", "k" * 129, "tab\tkey"])
+def test_tag_keys_ssm_cannot_target(key: str) -> None:
+    assert tag_key_problem(key)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "/a/b",
+        "flat",
+        "/a/b:1",
+        "/a/b:Live_2.x-y",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/a/b",
+        "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/flat:9",
+        "/aws/reference/secretsmanager/prod/token",
+    ],
+)
+def test_parameter_references_accepted(reference: str) -> None:
+    assert PARAMETER_REFERENCE.fullmatch(reference)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "/a//b",
+        "/a/b/",
+        "a b",
+        "/a:b:c",
+        "/a:",
+        "/a:9x",
+        "/a:awsx",
+        "/a:ssm",
+        "arn:aws:ssm:eu-west-1:1:parameter/a",
+        "/é",
+    ],
+)
+def test_parameter_references_refused(reference: str) -> None:
+    assert not PARAMETER_REFERENCE.fullmatch(reference)

@@ -12,8 +12,8 @@ from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, ssm_client
 
-from pipe.config.settings import SecretRef
 from pipe.errors import PipeError
+from pipe.model import SecretRef
 from pipe.runtime.redaction import MASK, Redactor
 from pipe.stages.preflight import check_instances, check_parameters
 
@@ -332,3 +332,52 @@ def test_other_get_parameters_error_is_reported(stubbed: tuple[SSMClient, Stubbe
     with pytest.raises(PipeError) as error:
         check_parameters(client, [SecretRef("DB", "/deploy//db")], Redactor(), ROLE)
     assert str(error.value) == "SECRETS: could not read /deploy//db (ValidationException: bad name)."
+
+
+SHARED = "arn:aws:ssm:eu-west-1:210987654321:parameter/shared/db_password"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [SHARED, f"{SHARED}:4", "/deploy/prod/db:3", "/deploy/prod/db:live"],
+)
+def test_parameters_by_arn_version_or_label_are_asked_as_given(
+    stubbed: tuple[SSMClient, Stubber], reference: str
+) -> None:
+    """GetParameters takes names, ARNs (shared parameters: "you must use the full ARN") and
+    name:version / name:label selectors, as the API reference says."""
+    client, stubber = stubbed
+    found = parameter(SHARED if reference.startswith("arn:") else reference.split(":")[0], "v4lue")
+    stubber.add_response("get_parameters", {"Parameters": [found]}, {"Names": [reference], "WithDecryption": True})
+    redactor = Redactor()
+    check_parameters(client, [SecretRef("DB", reference)], redactor, ROLE)
+    assert redactor.redact("v4lue") == MASK
+
+
+def test_a_missing_version_or_shared_parameter_says_what_to_check(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    names = ["/deploy/prod/db:7", SHARED]
+    stubber.add_response("get_parameters", {"InvalidParameters": names}, {"Names": names, "WithDecryption": True})
+    with pytest.raises(PipeError) as error:
+        check_parameters(client, [SecretRef("DB", names[0]), SecretRef("SHARED", names[1])], Redactor(), ROLE)
+    message = str(error.value)
+    assert message.startswith("SECRETS: nothing was sent.")
+    assert "A :version or :label must exist" in message
+    assert "shares it with this account (AWS RAM)" in message
+
+
+def test_iam_denial_names_the_resources_without_version_or_label(stubbed: tuple[SSMClient, Stubber]) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "get_parameters",
+        service_error_code="AccessDeniedException",
+        service_message=iam_denied("/deploy/prod/db"),
+        http_status_code=400,
+    )
+    refs = [SecretRef("DB", "/deploy/prod/db:live"), SecretRef("SHARED", f"{SHARED}:4")]
+    with pytest.raises(PipeError) as error:
+        check_parameters(client, refs, Redactor(), ROLE)
+    message = str(error.value)
+    assert (
+        f"Fix: allow ssm:GetParameters on arn:aws:ssm:<region>:<account>:parameter/deploy/prod/db, {SHARED} " in message
+    )

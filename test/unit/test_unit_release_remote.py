@@ -31,7 +31,7 @@ from unit.release_support import (
     owners,
 )
 
-from pipe.config.settings import SecretRef
+from pipe.model import SecretRef
 from pipe.stages.release.remote import (
     HISTORY_LIMIT,
     ReleaseExit,

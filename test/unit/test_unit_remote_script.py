@@ -14,7 +14,8 @@ from unit.unit_support import make_settings
 
 from pipe.config.build_context import BuildContext
 from pipe.config.documents import POWERSHELL
-from pipe.config.settings import DeploySettings, SecretRef
+from pipe.config.settings import DeploySettings
+from pipe.model import SecretRef
 from pipe.stages.script import (
     AWS_CLI_MISSING,
     PARAMETER_READ_FAILED,

@@ -14,9 +14,8 @@ from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, spec_for, ssm_client
 
 from pipe.config.settings import DeploySettings
-from pipe.config.targets import Target
 from pipe.errors import PipeError
-from pipe.model import Invocation, SentCommand
+from pipe.model import Invocation, SentCommand, Target
 from pipe.stages.send import (
     cancel_command,
     console_url,

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ast
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import pytest
 
-from pipe.config.settings import (
-    DEFAULT_DELIVERY_TIMEOUT,
-    DEFAULT_EXECUTION_TIMEOUT,
-    DEFAULT_LOG_GROUP,
-    DeploySettings,
-    SecretRef,
-    StaticKeys,
-    load_settings,
+from pipe.config.parsers import SHOWN_ITEMS
+from pipe.config.settings import DeploySettings, StaticKeys, load_settings
+from pipe.config.variables import (
+    CLOUDWATCH_LOG_GROUP,
+    DELIVERY_TIMEOUT,
+    EXECUTION_TIMEOUT,
+    EXPANDED,
+    LIST_FORMS,
+    VARIABLE_NAMES,
 )
 from pipe.errors import ValidationFailed
+from pipe.model import SecretRef, Target
+from pipe.stages.script import script_size_problem
 
 ID_A = "i-0123456789abcdef0"
 ID_B = "i-0fedcba9876543210"
@@ -43,7 +49,63 @@ MINIMAL: dict[str, str | None] = {
 
 
 def load(overrides: Mapping[str, str | None] | None = None, env: Mapping[str, str] = BITBUCKET_ENV) -> DeploySettings:
-    return load_settings({**MINIMAL, **(overrides or {})}, env)
+    return load_settings({**MINIMAL, **(overrides or {})}, env, script_size=script_size_problem)
+
+
+def _oidc(s: DeploySettings) -> object:
+    return s.oidc_role_arn
+
+
+def _role(s: DeploySettings) -> object:
+    return s.role_arn
+
+
+def _targets(s: DeploySettings) -> object:
+    return s.targets
+
+
+def _target_pairs(s: DeploySettings) -> object:
+    return [(t.key, t.values) for t in s.targets]
+
+
+def _secrets(s: DeploySettings) -> object:
+    return s.secrets
+
+
+def _variables(s: DeploySettings) -> object:
+    return s.variables
+
+
+def _parameters_path(s: DeploySettings) -> object:
+    return s.parameters_path
+
+
+def _comment(s: DeploySettings) -> object:
+    return s.comment
+
+
+def _log_group(s: DeploySettings) -> object:
+    return s.log_group
+
+
+def _prefix(s: DeploySettings) -> object:
+    return s.output_s3_prefix
+
+
+def _ids(s: DeploySettings) -> object:
+    return s.instance_ids
+
+
+def _commands(s: DeploySettings) -> object:
+    return s.commands
+
+
+def _healthcheck(s: DeploySettings) -> object:
+    return s.healthcheck_commands
+
+
+def _rollback(s: DeploySettings) -> object:
+    return s.rollback_commands
 
 
 def problems_of(overrides: Mapping[str, str | None], env: Mapping[str, str] = BITBUCKET_ENV) -> dict[str, list[str]]:
@@ -106,14 +168,14 @@ def test_minimal_set_uses_defaults() -> None:
     assert settings.environment is None
     assert settings.role_arn is None
     assert settings.oidc_role_arn is None
-    assert settings.execution_timeout == DEFAULT_EXECUTION_TIMEOUT == 3600
-    assert settings.delivery_timeout == DEFAULT_DELIVERY_TIMEOUT == 600
+    assert settings.execution_timeout == int(EXECUTION_TIMEOUT.default) == 3600
+    assert settings.delivery_timeout == int(DELIVERY_TIMEOUT.default) == 600
     assert settings.working_directory is None
     assert settings.secrets == []
     assert settings.variables == []
     assert settings.debug is False
     assert settings.stream_output is True
-    assert settings.log_group == DEFAULT_LOG_GROUP == "/aws/ssm/ssm-deploy"
+    assert settings.log_group == CLOUDWATCH_LOG_GROUP.default == "/aws/ssm/ssm-deploy"
     assert settings.comment == "ssm-deploy local#0"
 
 
@@ -130,7 +192,7 @@ def test_long_comment_is_cut_to_the_sendcommand_limit() -> None:
 def test_blank_optional_variables_count_as_unset() -> None:
     settings = load({"ROLE_ARN": "  ", "EXECUTION_TIMEOUT": "", "DEBUG": " ", "SECRETS": "\n"})
     assert settings.role_arn is None
-    assert settings.execution_timeout == DEFAULT_EXECUTION_TIMEOUT
+    assert settings.execution_timeout == int(EXECUTION_TIMEOUT.default)
     assert settings.debug is False
     assert settings.secrets == []
 
@@ -236,7 +298,6 @@ INVALID_CASES: list[tuple[dict[str, str | None], str, list[str]]] = [
     ({"SECRETS": "1DB=/deploy/a"}, "SECRETS", ["'1DB' is not a valid environment variable name"]),
     ({"SECRETS": "DB /deploy/a"}, "SECRETS", ["has no '='"]),
     ({"VARIABLES": "A=1\nA=2"}, "VARIABLES", ["A given twice"]),
-    ({"VARIABLES": "TARGET={stage}"}, "VARIABLES", ["unknown placeholder {stage}"]),
     (
         {"SECRETS": "DB_PASSWORD=/deploy/db", "VARIABLES": "DB_PASSWORD=plain\nX=1"},
         "VARIABLES",
@@ -254,7 +315,6 @@ INVALID_CASES: list[tuple[dict[str, str | None], str, list[str]]] = [
     ({"AWS_DEFAULT_REGION": None}, "AWS_DEFAULT_REGION", ["got ''"]),
     ({"ENVIRONMENT": "prod env"}, "ENVIRONMENT", ["'prod env'"]),
     ({"COMMANDS": " \n\n "}, "COMMANDS", ["is empty"]),
-    ({"COMMENT": "deploy {branch}"}, "COMMENT", ["unknown placeholder {branch}"]),
 ]
 
 
@@ -428,3 +488,336 @@ def test_rate_controls_and_result_file_defaults() -> None:
     settings = load({"MAX_CONCURRENCY": "10%", "MAX_ERRORS": "2"}, env={"BITBUCKET_CLONE_DIR": "/build"})
     assert (settings.max_concurrency, settings.max_errors) == ("10%", "2")
     assert settings.result_file == "/build/ssm-deploy-result.json"
+
+
+# --- {environment}: replaced exactly where the table says ---------------------------------------
+
+# a valid value holding {environment} for each variable the table expands it in, and where it shows
+EXPANDING_SAMPLES: dict[str, tuple[dict[str, str | None], Callable[[DeploySettings], object]]] = {
+    "AWS_OIDC_ROLE_ARN": ({"AWS_OIDC_ROLE_ARN": "arn:aws:iam::123456789012:role/ci-{environment}"}, _oidc),
+    "ROLE_ARN": ({"ROLE_ARN": "arn:aws:iam::123456789012:role/deploy-{environment}"}, _role),
+    "TARGETS": ({"INSTANCE_IDS": None, "TARGETS": "tag:Env={environment}"}, _targets),
+    "SECRETS": ({"SECRETS": "DB=/deploy/{environment}/db"}, _secrets),
+    "VARIABLES": ({"VARIABLES": "STAGE={environment}"}, _variables),
+    "PARAMETERS_PATH": ({"PARAMETERS_PATH": "/deploy/{environment}/"}, _parameters_path),
+    "COMMENT": ({"COMMENT": "release to {environment}"}, _comment),
+    "CLOUDWATCH_LOG_GROUP": ({"CLOUDWATCH_LOG_GROUP": "/deploy/{environment}"}, _log_group),
+    "OUTPUT_S3_PREFIX": ({"OUTPUT_S3_BUCKET": "out-bucket", "OUTPUT_S3_PREFIX": "web/{environment}"}, _prefix),
+}
+
+
+def test_environment_is_expanded_exactly_where_the_table_says() -> None:
+    assert set(EXPANDING_SAMPLES) == set(EXPANDED), "give every expanding variable a sample"
+    for name, (overrides, read) in EXPANDING_SAMPLES.items():
+        shown = str(read(load({**overrides, "ENVIRONMENT": "stg"})))
+        assert "stg" in shown and "{environment}" not in shown, name
+
+
+@pytest.mark.parametrize(
+    ("name", "read"),
+    [("COMMANDS", lambda s: s.commands), ("WORKING_DIRECTORY", lambda s: s.working_directory)],
+)
+def test_environment_is_left_alone_elsewhere(name: str, read: Callable[[DeploySettings], object]) -> None:
+    assert read(load({name: "/srv/{environment}", "ENVIRONMENT": "stg"})) == "/srv/{environment}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"a": 1}', "{date}", "{{ .Values.tag }}", "{Environment}", "x{}y", "${environment}", "{env}/{region}"],
+)
+def test_braces_in_variables_and_comment_values_are_kept(value: str) -> None:
+    settings = load({"VARIABLES": f"V={value}", "COMMENT": f"c {value}"})
+    assert settings.variables == [("V", value)]
+    assert settings.comment == f"c {value}"
+
+
+def test_doubled_braces_give_a_literal_environment_placeholder() -> None:
+    settings = load({"VARIABLES": "V={environment}/{{environment}}", "ENVIRONMENT": "stg"})
+    assert settings.variables == [("V", "stg/{environment}")]
+
+
+def test_a_misspelt_placeholder_is_still_refused_where_values_hold_no_braces() -> None:
+    problems = problems_of({"ROLE_ARN": "arn:aws:iam::123456789012:role/deploy-{env}", "TARGETS": None})
+    assert "unknown placeholder {env}" in problems["ROLE_ARN"][0]
+
+
+# --- WAIT: 'false' with later phases (issue 9, item 6) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "later", [["HEALTHCHECK_COMMANDS"], ["ROLLBACK_COMMANDS"], ["HEALTHCHECK_COMMANDS", "ROLLBACK_COMMANDS"]]
+)
+def test_wait_false_with_a_health_check_or_rollback_is_refused_by_name(later: list[str]) -> None:
+    problems = problems_of({"WAIT": "false", **{name: "true" for name in later}})
+    assert set(problems) == {"WAIT"}
+    assert all(name in problems["WAIT"][0] for name in later)
+    assert "would never run" in problems["WAIT"][0]
+
+
+def test_wait_false_alone_and_wait_true_with_later_phases_are_accepted() -> None:
+    assert load({"WAIT": "false"}).wait is False
+    assert load({"WAIT": "true", "HEALTHCHECK_COMMANDS": "true", "ROLLBACK_COMMANDS": "true"}).wait is True
+
+
+# --- valid inputs that were refused (issue 9, item 14) -------------------------------------------
+
+
+@pytest.mark.parametrize(("key_id", "secret"), [("test", "test"), ("testing", "testing"), ("minioadmin", "minioadmin")])
+def test_emulator_keys_are_accepted(key_id: str, secret: str) -> None:
+    keys = load({"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}).static_keys
+    assert keys == StaticKeys(key_id, secret)
+
+
+@pytest.mark.parametrize(
+    "secret", ["wJalrXUtn FEMIK7", "'wJalrXUtnFEMI'", '"wJalrXUtnFEMI"', "wJalr\tXUtn", "wJalr\u00a0XUtn"]
+)
+def test_a_pasting_slip_in_the_secret_key_is_refused_without_showing_it(secret: str) -> None:
+    problems = problems_of({"AWS_SECRET_ACCESS_KEY": secret})
+    assert set(problems) == {"AWS_SECRET_ACCESS_KEY"}
+    assert secret not in repr(problems)
+    assert not any(part in repr(problems) for part in re.split(r"[\s'\"]", secret) if len(part) > 3)
+
+
+@pytest.mark.parametrize("key_id", ["AKIA EXAMPLE", "'AKIAEXAMPLE'", "AKIAÉXAMPLE", "AKIA\u2028X"])
+def test_a_key_id_that_cannot_travel_in_a_header_is_refused(key_id: str) -> None:
+    assert set(problems_of({"AWS_ACCESS_KEY_ID": key_id})) == {"AWS_ACCESS_KEY_ID"}
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        "arn:aws:ssm:eu-west-1:210987654321:parameter/shared/db_password",
+        "arn:aws:ssm:eu-west-1:210987654321:parameter/shared/db_password:4",
+        "arn:aws-us-gov:ssm:us-gov-west-1:210987654321:parameter/flat-name",
+        "/deploy/prod/db_password:3",
+        "/deploy/prod/db_password:live",
+        "/deploy/prod/db_password:release-2026.11_a",
+        "flat.name:12",
+    ],
+)
+def test_secrets_by_arn_version_or_label_are_accepted(parameter: str) -> None:
+    assert load({"SECRETS": f"DB={parameter}"}).secrets == [SecretRef("DB", parameter)]
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        "/deploy/db:",
+        "/deploy/db:1a",  # a label cannot start with a digit: neither version nor label
+        "/deploy/db:aws-live",  # nor with aws or ssm
+        "/deploy/db:SSMx",
+        "/deploy/db:3:4",
+        "/deploy/db:" + "l" * 101,
+        "arn:aws:ssm:eu-west-1:12345:parameter/db",
+        "arn:aws:s3:::bucket/db",
+        "arn:aws:ssm:eu-west-1:210987654321:document/db",
+    ],
+)
+def test_malformed_parameter_references_are_refused(parameter: str) -> None:
+    problems = problems_of({"SECRETS": f"DB={parameter}"})
+    assert "not a Parameter Store name" in problems["SECRETS"][0]
+
+
+@pytest.mark.parametrize("name", ["COMMANDS", "HEALTHCHECK_COMMANDS", "ROLLBACK_COMMANDS"])
+@pytest.mark.parametrize("control", ["\x0c", "\x0b"])
+def test_form_feed_and_vertical_tab_are_accepted_in_shell_scripts(name: str, control: str) -> None:
+    script = f"echo a\n{control}\necho b{control}c"
+    settings = load({name: script})
+    assert getattr(settings, name.lower()) == script
+
+
+def test_form_feed_is_still_refused_outside_scripts() -> None:
+    assert "control character" in problems_of({"ENVIRONMENT": "prod\x0c"})["ENVIRONMENT"][0]
+
+
+@pytest.mark.parametrize("key", ["环境", "Café", "Ümgebung", "Name tag", "a_b.c:d/e-f@g", "Ωmega2"])
+def test_unicode_tag_keys_are_accepted(key: str) -> None:
+    assert load({"INSTANCE_IDS": None, "TARGETS": f"tag:{key}=x"}).targets == [Target(f"tag:{key}", ("x",))]
+
+
+@pytest.mark.parametrize(("key", "reason"), [("a+b", "'+'"), ("a#b", "'#'"), ("k" * 129, "1 to 128")])
+def test_tag_keys_ssm_cannot_target_are_refused_with_the_reason(key: str, reason: str) -> None:
+    problems = problems_of({"INSTANCE_IDS": None, "TARGETS": f"tag:{key}=x"})
+    assert reason in problems["TARGETS"][0]
+
+
+def test_semicolon_separated_instance_ids_are_accepted() -> None:
+    assert load({"INSTANCE_IDS": f"{ID_A};{ID_B}; {ID_SHORT}"}).instance_ids == [ID_A, ID_B, ID_SHORT]
+
+
+def test_hybrid_nodes_in_targets_are_accepted() -> None:
+    hybrid = "mi-0123456789abcdef0"
+    targets = load({"INSTANCE_IDS": None, "TARGETS": f"InstanceIds={hybrid},{ID_A}"}).targets
+    assert targets == [Target("InstanceIds", (hybrid, ID_A))]
+
+
+def test_a_value_equal_to_its_declared_default_counts_as_unset() -> None:
+    """Bitbucket may pass pipe.yml's defaults for variables the step does not set."""
+    settings = load({"HEALTHCHECK_RETRIES": "3", "HEALTHCHECK_INTERVAL": "5", "HEALTHCHECK_TIMEOUT": "300"})
+    assert settings.healthcheck_retries == 3
+    assert "HEALTHCHECK_RETRIES" in problems_of({"HEALTHCHECK_RETRIES": "4"})
+
+
+# --- YAML lists: NAME_COUNT / NAME_0..n (issue 9, item 15) ---------------------------------------
+
+
+def as_list(name: str, items: list[str]) -> dict[str, str]:
+    return {f"{name}_COUNT": str(len(items)), **{f"{name}_{i}": item for i, item in enumerate(items)}}
+
+
+def test_every_list_form_the_table_declares_is_read() -> None:
+    read: dict[str, tuple[dict[str, str | None], dict[str, str], Callable[[DeploySettings], object], object]] = {
+        "INSTANCE_IDS": ({"INSTANCE_IDS": None}, as_list("INSTANCE_IDS", [ID_A, f" {ID_B} "]), _ids, [ID_A, ID_B]),
+        "TARGETS": (
+            {"INSTANCE_IDS": None},
+            as_list("TARGETS", ["tag:Service=api", "tag:Env=prod,stg"]),
+            _target_pairs,
+            [("tag:Service", ("api",)), ("tag:Env", ("prod", "stg"))],
+        ),
+        "COMMANDS": (
+            {"COMMANDS": None},
+            as_list("COMMANDS", ["cd /srv", "./deploy.sh"]),
+            _commands,
+            "cd /srv\n./deploy.sh",
+        ),
+        "SECRETS": (
+            {},
+            as_list("SECRETS", ["DB=/deploy/db", "API=/deploy/api:2"]),
+            _secrets,
+            [
+                SecretRef("DB", "/deploy/db"),
+                SecretRef("API", "/deploy/api:2"),
+            ],
+        ),
+        "VARIABLES": (
+            {},
+            as_list("VARIABLES", ["JDBC=jdbc:sqlserver://db:1433;databaseName=app", "# note", "B=x=y"]),
+            _variables,
+            [
+                ("JDBC", "jdbc:sqlserver://db:1433;databaseName=app"),
+                ("B", "x=y"),
+            ],
+        ),
+        "HEALTHCHECK_COMMANDS": (
+            {},
+            as_list("HEALTHCHECK_COMMANDS", ["curl -f localhost", "exit 3"]),
+            _healthcheck,
+            "curl -f localhost\nexit 3",
+        ),
+        "ROLLBACK_COMMANDS": ({}, as_list("ROLLBACK_COMMANDS", ["./rollback.sh"]), _rollback, "./rollback.sh"),
+    }
+    assert set(read) == set(LIST_FORMS)
+    for name, (overrides, env, value, expected) in read.items():
+        assert value(load(overrides, {**BITBUCKET_ENV, **env})) == expected, name
+
+
+def test_a_failing_health_check_given_as_a_list_is_not_dropped() -> None:
+    """It once never ran, and the step was green."""
+    settings = load({}, {**BITBUCKET_ENV, **as_list("HEALTHCHECK_COMMANDS", ["curl -fsS localhost/health"])})
+    assert settings.healthcheck_commands == "curl -fsS localhost/health"
+
+
+def test_list_items_expand_the_environment() -> None:
+    env = {**BITBUCKET_ENV, **as_list("SECRETS", ["DB=/deploy/{environment}/db"])}
+    assert load({}, env).secrets == [SecretRef("DB", "/deploy/production/db")]
+
+
+@pytest.mark.parametrize("name", sorted(set(VARIABLE_NAMES) - set(LIST_FORMS)))
+def test_a_list_where_one_value_is_expected_is_refused_by_name(name: str) -> None:
+    problems = problems_of({}, {**BITBUCKET_ENV, **as_list(name, ["x", "y"])})
+    assert name in problems
+    assert any(f"{name}_COUNT" in reason and "not a list" in reason for reason in problems[name])
+
+
+def test_a_list_given_with_instance_ids_is_both() -> None:
+    env = {**BITBUCKET_ENV, **as_list("TARGETS", ["tag:Service=api"])}
+    assert "not both" in problems_of({}, env)["TARGETS"][0]
+
+
+def test_broken_lists_and_bad_items_are_named() -> None:
+    assert (
+        "COMMANDS_1 is missing"
+        in problems_of({}, {**BITBUCKET_ENV, "COMMANDS_COUNT": "2", "COMMANDS_0": "x"})["COMMANDS"][0]
+    )
+    unprintable = problems_of({}, {**BITBUCKET_ENV, **as_list("VARIABLES", ["A=1", "B=\x01"])})["VARIABLES"][0]
+    assert unprintable.startswith("VARIABLES_1 contains the control character")
+    assert "has no '='" in problems_of({}, {**BITBUCKET_ENV, **as_list("SECRETS", ["DB /x"])})["SECRETS"][0]
+
+
+# --- no input gives a traceback (issue 9, item 16) -----------------------------------------------
+
+
+def test_deeply_nested_document_parameters_are_refused_by_name() -> None:
+    nested = '{"a": ' * 2000 + '"x"' + "}" * 2000
+    problems = problems_of({"DOCUMENT_NAME": "Custom-Deploy", "COMMANDS": None, "DOCUMENT_PARAMETERS": nested})
+    assert set(problems) == {"DOCUMENT_PARAMETERS"}
+    assert "nests too deeply" in problems["DOCUMENT_PARAMETERS"][0]
+
+
+def test_a_script_that_is_a_symlink_loop_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "a.sh").symlink_to(tmp_path / "b.sh")
+    (tmp_path / "b.sh").symlink_to(tmp_path / "a.sh")
+    problems = problems_of(
+        {"COMMANDS": None, "SCRIPT": "a.sh"}, {**BITBUCKET_ENV, "BITBUCKET_CLONE_DIR": str(tmp_path)}
+    )
+    assert set(problems) == {"SCRIPT"}
+    assert "symlink loop" in problems["SCRIPT"][0]
+
+
+@pytest.mark.parametrize("name", ["s" * 256 + ".sh", "dir/" + "d" * 300 + "/x.sh"])
+def test_a_script_name_too_long_is_refused_by_name(tmp_path: Path, name: str) -> None:
+    problems = problems_of({"COMMANDS": None, "SCRIPT": name}, {**BITBUCKET_ENV, "BITBUCKET_CLONE_DIR": str(tmp_path)})
+    assert set(problems) == {"SCRIPT"}
+    assert "cannot be read" in problems["SCRIPT"][0] or "not a file" in problems["SCRIPT"][0]
+
+
+# --- messages quote values cut (issue 9, item 23) -------------------------------------------------
+
+
+def test_a_huge_value_is_quoted_cut_with_its_length() -> None:
+    reason = problems_of({"AWS_DEFAULT_REGION": "x" * 120_000})["AWS_DEFAULT_REGION"][0]
+    assert len(reason) < 300
+    assert "…" in reason and "120,000 characters" in reason
+
+
+def test_thousands_of_bad_ids_are_listed_a_few_at_a_time() -> None:
+    reason = problems_of({"INSTANCE_IDS": " ".join(f"i-bad{n}" for n in range(6000))})["INSTANCE_IDS"][0]
+    assert reason.count("'i-bad") == SHOWN_ITEMS
+    assert "and 5,990 more" in reason
+    assert len(reason) < 500
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"SECRETS": "DB=/" + "a" * 50_000},
+        {"INSTANCE_IDS": None, "TARGETS": "tag:K=v;" * 3 + "bad" * 40_000},
+        {"DOCUMENT_NAME": "d" * 50_000},
+        {"CLOUDWATCH_LOG_GROUP": "bad group " * 10_000},
+        {"EXECUTION_TIMEOUT": "x" * 50_000},
+        {"VARIABLES": "x" * 50_000},
+    ],
+)
+def test_no_reason_quotes_a_value_in_full(overrides: dict[str, str | None]) -> None:
+    for reasons in problems_of(overrides).values():
+        assert all(len(reason) <= 600 for reason in reasons), reasons
+
+
+# --- dependencies point one way ----------------------------------------------------------------------
+
+
+def test_validation_imports_nothing_from_the_stages() -> None:
+    """config/ is pure: the script-size check is passed in, not imported (once settings <-> script)."""
+    config = Path(__file__).resolve().parents[2] / "pipe" / "config"
+    for path in config.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("pipe.stages", "pipe.report", "pipe.deploy", "pipe.aws")), (
+                    f"{path.name} imports {node.module}"
+                )
+
+
+def test_a_bad_environment_is_not_replaced_by_the_deployments() -> None:
+    problems = problems_of({"ENVIRONMENT": ":", "COMMENT": "release {environment}"})
+    assert set(problems) == {"ENVIRONMENT", "COMMENT"}
+    assert "no environment is known" in problems["COMMENT"][0]

@@ -354,10 +354,12 @@ ssm_deploy_prepare() {
   [ "$ssm_deploy_actual" = "$ssm_deploy_sha256" ] \
     || ssm_deploy_fail 82 "the artifact downloaded from $ssm_deploy_url has SHA-256 $ssm_deploy_actual, expected $ssm_deploy_sha256: it was changed or corrupted after the upload; nothing was unpacked or switched. Deploy the build again"
   mkdir -- "$ssm_deploy_tmp/release" || ssm_deploy_fail 83 "cannot create $ssm_deploy_tmp/release; nothing was switched"
+  # relative names inside the temporary directory: tar reads HOST:FILE as a remote archive, and
+  # unzip expands wildcards in the archive's name, so APP_DIR's characters must not reach either
   if [ "$ssm_deploy_format" = zip ]; then
-    unzip -q "$ssm_deploy_archive" -d "$ssm_deploy_tmp/release" </dev/null
+    (cd -- "$ssm_deploy_tmp" && unzip -q "./artifact.zip" -d ./release </dev/null)
   else
-    tar -xzf "$ssm_deploy_archive" -C "$ssm_deploy_tmp/release" --no-same-owner
+    (cd -- "$ssm_deploy_tmp" && tar -xzf "./artifact.$ssm_deploy_format" -C ./release --no-same-owner)
   fi || ssm_deploy_fail 83 "cannot unpack $ssm_deploy_url as .$ssm_deploy_format (see the error above); nothing was switched"
   rm -f -- "$ssm_deploy_archive"
   if [ -n "$ssm_deploy_user" ]; then

@@ -336,3 +336,33 @@ def test_calls_are_counted_per_service_and_api(standin: StandIn) -> None:
     assert ours["sts:GetCallerIdentity"] == 0
     assert ours["logs:PutLogEvents"] == 0
     assert ours["ssm:ListCommandInvocations"] == 1
+
+
+# --- hybrid (on-premises) nodes: mi- ids, tagged in SSM, unknown to EC2 ------------------------------
+
+
+def test_hybrid_nodes_are_targeted_by_their_ssm_tags(standin: StandIn) -> None:
+    service = unique("svc")
+    (hybrid,) = standin.register_hybrid(1, tags={"Service": service})
+    (ec2,) = standin.launch(1, tags={"Service": service})
+
+    assert sorted(targeted(standin, [{"Key": "tag:Service", "Values": [service]}])) == sorted([hybrid, ec2])
+    assert targeted(standin, [{"Key": "InstanceIds", "Values": [hybrid]}]) == [hybrid]
+
+
+def test_describe_instance_information_filters_by_tag_and_resource_type(standin: StandIn) -> None:
+    service = unique("svc")
+    (hybrid,) = standin.register_hybrid(1, tags={"Service": service})
+    (ec2,) = standin.launch(1, tags={"Service": service})
+    ssm = standin.client("ssm")
+
+    def described(filters: list[dict[str, Any]]) -> dict[str, str]:
+        pages = ssm.get_paginator("describe_instance_information").paginate(Filters=filters)
+        return {row["InstanceId"]: row["ResourceType"] for page in pages for row in page["InstanceInformationList"]}
+
+    assert described([{"Key": "tag:Service", "Values": [service]}]) == {hybrid: "ManagedInstance", ec2: "EC2Instance"}
+    assert described([{"Key": "tag-key", "Values": [f"absent-{service}"]}]) == {}
+    assert hybrid in described([{"Key": "ResourceType", "Values": ["ManagedInstance"]}])
+    assert ec2 not in described([{"Key": "ResourceType", "Values": ["ManagedInstance"]}])
+    with pytest.raises(ssm.exceptions.InvalidFilterKey, match="can't be combined"):
+        described([{"Key": "tag:Service", "Values": [service]}, {"Key": "ResourceType", "Values": ["EC2Instance"]}])

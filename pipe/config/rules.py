@@ -1,0 +1,145 @@
+"""Rules between variables, checked after each variable's own parser: each names the variable to fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pipe.config.documents import POWERSHELL, RESERVED_PARAMETERS, SCRIPT_DOCUMENTS, SHELL
+from pipe.config.parsers import listed
+from pipe.config.variables import (
+    ACCESS_KEY_ID,
+    COMMANDS,
+    DOCUMENT_NAME,
+    DOCUMENT_PARAMETERS,
+    EXTERNAL_ID,
+    HEALTHCHECK_COMMANDS,
+    HEALTHCHECK_INTERVAL,
+    HEALTHCHECK_RETRIES,
+    HEALTHCHECK_TIMEOUT,
+    INSTANCE_IDS,
+    OUTPUT_S3_BUCKET,
+    OUTPUT_S3_PREFIX,
+    PARAMETERS_PATH,
+    ROLE_ARN,
+    ROLLBACK_COMMANDS,
+    SCRIPT,
+    SECRET_ACCESS_KEY,
+    SECRETS,
+    TARGETS,
+    VARIABLES,
+    WAIT,
+    WORKING_DIRECTORY,
+    Values,
+    Variable,
+)
+
+Problem = tuple[str, str]  # (variable name, reason)
+Rule = Callable[[Values], Iterator[Problem]]
+# what only the two script documents take: another document gets DOCUMENT_PARAMETERS only
+SCRIPT_ONLY: tuple[Variable[Any], ...] = (
+    COMMANDS,
+    SCRIPT,
+    SECRETS,
+    VARIABLES,
+    PARAMETERS_PATH,
+    WORKING_DIRECTORY,
+    HEALTHCHECK_COMMANDS,
+    ROLLBACK_COMMANDS,
+)
+
+
+def check(values: Values) -> list[Problem]:
+    return [problem for rule in RULES for problem in rule(values)]
+
+
+def static_keys_go_together(values: Values) -> Iterator[Problem]:
+    if values.is_set(ACCESS_KEY_ID) and not values.is_set(SECRET_ACCESS_KEY):
+        yield SECRET_ACCESS_KEY.name, f"is missing: it goes with {ACCESS_KEY_ID.name}"
+    if values.is_set(SECRET_ACCESS_KEY) and not values.is_set(ACCESS_KEY_ID):
+        yield ACCESS_KEY_ID.name, f"is missing: it goes with {SECRET_ACCESS_KEY.name}"
+
+
+def external_id_needs_a_role(values: Values) -> Iterator[Problem]:
+    if values.is_set(EXTERNAL_ID) and not values.is_set(ROLE_ARN):
+        yield EXTERNAL_ID.name, "is only used with ROLE_ARN: set ROLE_ARN too or remove EXTERNAL_ID"
+
+
+def one_way_of_choosing_instances(values: Values) -> Iterator[Problem]:
+    if values.is_set(TARGETS):
+        if values.is_set(INSTANCE_IDS):
+            yield TARGETS.name, "give INSTANCE_IDS or TARGETS, not both"
+    elif values.ok(INSTANCE_IDS) and not values[INSTANCE_IDS]:
+        yield (
+            INSTANCE_IDS.name,
+            "is required: give one or more instance ids separated by spaces, commas, semicolons or newlines "
+            "(or TARGETS, e.g. tag:Service=api)",
+        )
+
+
+def document_takes_these_variables(values: Values) -> Iterator[Problem]:
+    document = values[DOCUMENT_NAME]  # SHELL when DOCUMENT_NAME itself is refused
+    if document in SCRIPT_DOCUMENTS:
+        for reserved in RESERVED_PARAMETERS:
+            if reserved in values[DOCUMENT_PARAMETERS]:
+                yield (
+                    DOCUMENT_PARAMETERS.name,
+                    f"{reserved!r} is set by the pipe (COMMANDS/SCRIPT, EXECUTION_TIMEOUT): remove it",
+                )
+    else:
+        for variable in SCRIPT_ONLY:
+            if values.is_set(variable):
+                yield (
+                    variable.name,
+                    f"works only with DOCUMENT_NAME {SHELL} or {POWERSHELL}: with {document}, "
+                    "pass the document's own parameters in DOCUMENT_PARAMETERS",
+                )
+    if document == POWERSHELL and values.is_set(HEALTHCHECK_COMMANDS):
+        yield HEALTHCHECK_COMMANDS.name, f"is not supported with {POWERSHELL} yet: check health in COMMANDS"
+
+
+def something_to_run(values: Values) -> Iterator[Problem]:
+    if values.is_set(SCRIPT):
+        if values.is_set(COMMANDS):
+            yield SCRIPT.name, "give COMMANDS or SCRIPT, not both"
+    elif values[DOCUMENT_NAME] in SCRIPT_DOCUMENTS and not values[COMMANDS].strip() and values.ok(COMMANDS):
+        yield COMMANDS.name, "is empty: give the shell commands to run on the instances (or SCRIPT)"
+
+
+def each_name_once(values: Values) -> Iterator[Problem]:
+    clash = sorted({ref.env_name for ref in values[SECRETS]} & {name for name, _ in values[VARIABLES]})
+    if clash:
+        yield VARIABLES.name, f"{listed(clash, quote=False)} also set by SECRETS: give each name once"
+
+
+def settings_need_their_variable(values: Values) -> Iterator[Problem]:
+    if not values[HEALTHCHECK_COMMANDS].strip():
+        for variable in (HEALTHCHECK_RETRIES, HEALTHCHECK_INTERVAL, HEALTHCHECK_TIMEOUT):
+            if values.is_set(variable):
+                yield variable.name, "is only used with HEALTHCHECK_COMMANDS: set it too or remove this"
+    if values.is_set(OUTPUT_S3_PREFIX) and not values.is_set(OUTPUT_S3_BUCKET):
+        yield OUTPUT_S3_PREFIX.name, "is only used with OUTPUT_S3_BUCKET: set the bucket too"
+
+
+def later_phases_need_waiting(values: Values) -> Iterator[Problem]:
+    """WAIT: 'false' ends the step once the command is sent: a health check or rollback would never run."""
+    if values.ok(WAIT) and not values[WAIT]:
+        unused = [variable.name for variable in (HEALTHCHECK_COMMANDS, ROLLBACK_COMMANDS) if values.is_set(variable)]
+        if unused:
+            yield (
+                WAIT.name,
+                f"'false' ends the step as soon as the command is sent, so {' and '.join(unused)} would never run: "
+                f"remove {' and '.join(unused)} or WAIT",
+            )
+
+
+RULES: tuple[Rule, ...] = (
+    static_keys_go_together,
+    external_id_needs_a_role,
+    one_way_of_choosing_instances,
+    document_takes_these_variables,
+    something_to_run,
+    each_name_once,
+    settings_need_their_variable,
+    later_phases_need_waiting,
+)
