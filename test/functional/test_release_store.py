@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig
 from standin import StandIn
 
+from pipe.config.release import release_id
 from pipe.errors import NothingSent
 from pipe.stages.release.artifact import prepare_artifact, sha256_base64, upload_once
 from pipe.stages.release.ledger import (
@@ -28,7 +29,6 @@ from pipe.stages.release.ledger import (
     read_history,
     record,
     release_before_live,
-    release_id,
     utc_timestamp,
 )
 

@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mypy_boto3_s3 import S3Client
 
+from pipe.config.release import check_artifact_prefix
 from pipe.errors import NothingSent
 from pipe.stages.release.artifact import (
     FIXED_MTIME,
     MAX_ARTIFACT_BYTES,
     Artifact,
     check_artifact_path,
-    check_artifact_prefix,
     pack_directory,
     prepare_artifact,
     sha256_base64,

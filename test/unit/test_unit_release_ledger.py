@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import ssm_client
 
+from pipe.config.release import check_ledger_name, release_id
 from pipe.stages.release.ledger import (
     ENTRY_BUDGET,
     LedgerEntry,
@@ -24,12 +25,10 @@ from pipe.stages.release.ledger import (
     Outcomes,
     Recorded,
     before_live_in,
-    check_ledger_name,
     ledger_name,
     live_in,
     read_history,
     record,
-    release_id,
     release_in,
     utc_timestamp,
 )

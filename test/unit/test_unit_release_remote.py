@@ -31,19 +31,15 @@ from unit.release_support import (
     owners,
 )
 
+from pipe.config.release import app_dir_problem, release_id, release_id_problem, run_as_problem, shared_path_problem
 from pipe.model import SecretRef
 from pipe.stages.release.remote import (
     HISTORY_LIMIT,
     ReleaseExit,
     ReleasePlan,
-    app_dir_problem,
     as_user,
     install_body,
     install_steps,
-    release_id,
-    release_id_problem,
-    run_as_problem,
-    shared_path_problem,
     switch_back_body,
 )
 

@@ -17,7 +17,6 @@ import base64
 import gzip
 import hashlib
 import os
-import re
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -29,8 +28,9 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.config.release import check_artifact_prefix
 from pipe.errors import NothingSent
-from pipe.limits import S3_KEY_MAX_BYTES, S3_MAX_PARTS, S3_PART_MIN_BYTES, S3_PUT_OBJECT_MAX_BYTES
+from pipe.limits import S3_MAX_PARTS, S3_PART_MIN_BYTES, S3_PUT_OBJECT_MAX_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -59,8 +59,6 @@ FIXED_MTIME = 315532800
 CHUNK = 1024 * 1024
 # S3's "safe characters" for key names: nothing in a key then needs escaping anywhere (URLs, JSON,
 # IAM resource ARNs). The prefix is the user's; the rest of the key is the digest and the format.
-PREFIX_PATTERN = re.compile(r"[A-Za-z0-9!_.*'()/-]*")
-KEY_SUFFIX_BYTES = 64 + len(".tar.gz")
 
 
 @dataclass(frozen=True)
@@ -106,20 +104,6 @@ def check_artifact_path(path_text: str, clone_dir: str) -> str | None:
     if resolved.is_file():
         return _file_problem(path_text, resolved)
     return f"{path_text} is neither a file nor a directory"
-
-
-def check_artifact_prefix(prefix: str) -> str | None:
-    """What is wrong with ARTIFACT_PREFIX as the start of an S3 key, or None."""
-    if not PREFIX_PATTERN.fullmatch(prefix):
-        return (
-            f"{prefix!r} may only use letters, digits and !_.*'()/- (S3's safe characters for keys); "
-            "no spaces, and nothing secret: the key is visible to anyone who can list the bucket"
-        )
-    if prefix.startswith("/") or "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
-        return f"{prefix!r} must not start with /, contain // or have . or .. segments (e.g. web-api/)"
-    if len(prefix.encode()) + KEY_SUFFIX_BYTES > S3_KEY_MAX_BYTES:
-        return f"is {len(prefix)} characters: S3 keys are at most {S3_KEY_MAX_BYTES} bytes with the digest"
-    return None
 
 
 def archive_format(path: Path) -> str | None:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.config.release import RELEASE_ID, check_ledger_name, ledger_path
 from pipe.errors import PipeError
-from pipe.limits import PARAMETER_HISTORY_PAGE, PARAMETER_NAME_MAX, PARAMETER_VALUE_STANDARD_MAX, S3_KEY_MAX_BYTES
+from pipe.limits import PARAMETER_HISTORY_PAGE, PARAMETER_VALUE_STANDARD_MAX, S3_KEY_MAX_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -35,13 +36,8 @@ log = logging.getLogger("ssm-deploy")
 # Not /ssm-deploy/...: Parameter Store refuses a name whose first segment starts with "aws" or "ssm",
 # case-insensitive, with or without the leading slash (User Guide, "parameter name requirements":
 # "/aws/testparam1" fails), so the tool's own name cannot lead the path.
-LEDGER_ROOT = "/release-ledger"
 LEDGER_DESCRIPTION = "ssm-deploy release ledger: one version per deploy (get-parameter-history)"
-SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-ARN_ALLOWANCE = 64  # PARAMETER_NAME_MAX counts the ARN before the name: arn:aws:ssm:<region>:<account>:parameter
 
-RELEASE_ID = re.compile(r"[0-9]{6,}-[0-9a-z]{1,40}")
-NO_COMMIT = "nocommit"
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 ARTIFACT_KEY = re.compile(r"[A-Za-z0-9!_.*'()/-]+")  # what artifact.check_artifact_prefix allows, and the digest
 
@@ -74,34 +70,12 @@ class LedgerError(PipeError):
 # --- names -------------------------------------------------------------------------------------------
 
 
-def release_id(build_number: str, commit: str) -> str:
-    """``<build number, 6 digits>-<short commit>``, e.g. 000042-0123456: sorts in build order."""
-    short = re.sub(r"[^0-9a-z]", "", commit.lower())[:7] or NO_COMMIT
-    return f"{int(build_number):06d}-{short}"
-
-
-def check_ledger_name(service: str, environment: str) -> str | None:
-    """What keeps (service, environment) from naming a ledger parameter, or None."""
-    for what, value in (("service", service), ("environment", environment)):
-        if not SEGMENT.fullmatch(value):
-            return (
-                f"the ledger's {what} {value!r} must be 1-128 letters, digits or _.- (a Parameter Store path segment)"
-            )
-    if len(_name(service, environment)) + ARN_ALLOWANCE > PARAMETER_NAME_MAX:
-        return f"the ledger name {_name(service, environment)} is too long for Parameter Store"
-    return None
-
-
 def ledger_name(service: str, environment: str) -> str:
     """``/release-ledger/<service>/<environment>/release``; ValueError for a name AWS would refuse."""
     problem = check_ledger_name(service, environment)
     if problem:
         raise ValueError(problem)
-    return _name(service, environment)
-
-
-def _name(service: str, environment: str) -> str:
-    return f"{LEDGER_ROOT}/{service}/{environment}/release"
+    return ledger_path(service, environment)
 
 
 def utc_timestamp(moment: datetime.datetime | None = None) -> str:

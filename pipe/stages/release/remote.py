@@ -18,12 +18,19 @@ Layout of APP_DIR on an instance (absolute):
 
 from __future__ import annotations
 
-import posixpath
 import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+
+from pipe.config.release import (
+    RELEASE_ID,
+    app_dir_problem,
+    release_id_problem,
+    run_as_problem,
+    shared_path_problem,
+)
 
 
 class ReleaseExit(IntEnum):
@@ -69,8 +76,6 @@ _MEANINGS = {
 ARCHIVE_FORMATS = ("tar.gz", "zip")
 DEFAULT_KEEP_RELEASES = 5
 MIN_KEEP_RELEASES = 2  # the live release and the one before it are never pruned
-RELEASE_ID = re.compile(r"[0-9]{6,}-[0-9a-z]{1,40}", re.ASCII)
-NO_COMMIT = "nocommit"
 STATE_DIR = ".ssm-deploy"
 HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
 # Set by the SSM Agent for every Run Command script; forwarded to RUN_AS with the pipe's names.
@@ -78,48 +83,8 @@ AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
-_USER = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}", re.ASCII)  # useradd's portable names
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def release_id(build_number: str, short_commit: str) -> str:
-    """``000042-0123456``: sortable with ``sort`` (zero-padded build number), then the short commit."""
-    return f"{int(build_number):06d}-{short_commit.lower() or NO_COMMIT}"
-
-
-def release_id_problem(text: str) -> str | None:
-    if RELEASE_ID.fullmatch(text):
-        return None
-    return f"{text!r} is not a release id: expected <6+ digit build number>-<short commit>, e.g. 000042-0123456"
-
-
-def app_dir_problem(text: str) -> str | None:
-    if _CONTROL.search(text):
-        return "APP_DIR must not contain control characters (newline, tab...)"
-    # normpath keeps a leading // (POSIX leaves its meaning to the system): refuse it explicitly
-    if not text.startswith("/") or text == "/" or "//" in text or posixpath.normpath(text) != text:
-        return f"APP_DIR {text!r} must be an absolute, normalized directory path other than /, e.g. /srv/web-api"
-    return None
-
-
-def shared_path_problem(text: str) -> str | None:
-    """A SHARED_PATHS entry: relative to the release, no ``..``; a trailing ``/`` marks a directory."""
-    core = text[:-1] if text.endswith("/") else text
-    if _CONTROL.search(text):
-        return f"SHARED_PATHS entry {text!r} must not contain control characters"
-    if not core or core.startswith("/") or any(part in ("", ".", "..") for part in core.split("/")):
-        return (
-            f"SHARED_PATHS entry {text!r} must be a relative path inside the release without . or .., "
-            "e.g. .env or logs/"
-        )
-    return None
-
-
-def run_as_problem(text: str) -> str | None:
-    if _USER.fullmatch(text) and not text.isdigit():
-        return None
-    return f"RUN_AS {text!r} is not a user name (letters, digits, . _ -; at most 32 characters)"
 
 
 @dataclass(frozen=True)
