@@ -118,11 +118,6 @@ def test_semicolons_in_variables_values_stay_in_the_value_and_create_no_variable
     assert "VARIABLES: the value of BRANCH holds ';BASH_ENV=' and is kept whole" in run.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parsers.list_pairs parses the list form; settings.py reads VARIABLES_COUNT once the config table "
-    "wires the YAML-list forms (issue 9 item 15)",
-)
 def test_variables_given_as_a_yaml_list_keep_each_item_whole(standin: StandIn) -> None:
     (instance_id,) = standin.launch(1)
     env = standin.pipe_env(

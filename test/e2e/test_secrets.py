@@ -17,7 +17,8 @@ LEAK = 'echo "password is $DB_PASSWORD"; printf "%s\\n" "$DB_PASSWORD" >&2'
 SCENARIOS = {
     "success": ({}, LEAK, 0),
     "remote failure": ({}, LEAK + "\nexit 7", 1),
-    "execution timeout": ({"EXECUTION_TIMEOUT": "1"}, LEAK + "\nsleep 20", 1),
+    # long enough for the instance's AWS CLI to read the secret on a loaded machine, then the sleep times out
+    "execution timeout": ({"EXECUTION_TIMEOUT": "8"}, LEAK + "\nsleep 60", 1),
     "debug on": ({"DEBUG": "true"}, LEAK, 0),
     "debug on and failure": ({"DEBUG": "true", "STREAM_OUTPUT": "false"}, LEAK + "\nexit 3", 1),
 }
