@@ -21,6 +21,8 @@ from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate, deploy_bound_seconds
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
+from pipe.stages.release.remote import install_body
+from pipe.stages.release.stage import Release, dry_run_lines, prepare_release, record_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.stages.rollout import plan_batches, roll_out
 from pipe.stages.script import build_script
@@ -37,6 +39,7 @@ class Deploy:
         self.env = env
         self.redactor = redactor
         self.outcome = DeployOutcome()
+        self.release: Release | None = None
 
     def run(self, stops: StopRequests) -> str:
         """Return the success message, or raise DeployFailed (or PipeError)."""
@@ -48,7 +51,7 @@ class Deploy:
                 self.outcome.status = Status.FAILED
             raise
         finally:
-            write_result(self.settings, self.outcome)
+            write_result(self.settings, self.outcome, release=self.release)
 
     def _run(self, stops: StopRequests) -> str:
         plan.announce(self.settings)
@@ -61,11 +64,13 @@ class Deploy:
         preflight(run)
         resolve_parameters(run)
         label_instances(run)
-        self.settings = run.settings
-        script = build_script(run.settings)
+        prepare_release(run)
+        self.settings, self.release = run.settings, run.release
+        release = run.release.plan if run.release is not None else None
+        script = build_script(run.settings, install_body(release) if release is not None else None)
         log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
         if run.settings.dry_run:
-            plan.dry_run(run.settings, identity.arn, run.targeted, script)
+            plan.dry_run(run.settings, identity.arn, run.targeted, script, dry_run_lines(run))
             self.outcome.status = Status.DRY_RUN
             return "Dry run: all checks passed; nothing was sent."
         batches = plan_batches(run)
@@ -73,6 +78,9 @@ class Deploy:
             message = send_only(run, deploy_spec(run.settings, batches[0]))
             self.outcome.status = Status.SENT
             return message
-        message = roll_out(run, batches)
-        self.outcome.status = Status.SUCCEEDED
+        try:
+            message = roll_out(run, batches)
+            self.outcome.status = Status.SUCCEEDED
+        finally:
+            record_release(run, self.outcome)
         return message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipe.aws.clients import Clients
 from pipe.config.settings import DeploySettings
@@ -11,6 +12,9 @@ from pipe.model import DeployOutcome
 from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import Identity
+
+if TYPE_CHECKING:
+    from pipe.stages.release.stage import Release
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Run:
     outcome: DeployOutcome = field(default_factory=DeployOutcome)
     targeted: list[str] | None = None  # the instances, when known before sending (None: SSM resolves TARGETS)
     names: dict[str, str] = field(default_factory=dict)  # Name tags that label output lines
+    release: Release | None = None  # release mode: what goes live, and the ledger that records it
 
     @property
     def region(self) -> str:

@@ -34,6 +34,13 @@ class BuildContext:
         )
 
     @property
+    def url(self) -> str:
+        """The build's page in Bitbucket Pipelines; empty outside Bitbucket."""
+        if self.repo == "local" or "/" not in self.repo:
+            return ""
+        return f"https://bitbucket.org/{self.repo}/pipelines/results/{self.build_number}"
+
+    @property
     def short_commit(self) -> str:
         return self.commit[:7]
 

@@ -9,23 +9,34 @@ from pipe.config.documents import POWERSHELL, RESERVED_PARAMETERS, SCRIPT_DOCUME
 from pipe.config.parsers import listed
 from pipe.config.variables import (
     ACCESS_KEY_ID,
+    ACTIVATE_COMMANDS,
+    APP_DIR,
+    ARTIFACT,
+    ARTIFACT_BUCKET,
+    ARTIFACT_PREFIX,
     COMMANDS,
     DOCUMENT_NAME,
     DOCUMENT_PARAMETERS,
+    ENVIRONMENT,
     EXTERNAL_ID,
     HEALTHCHECK_COMMANDS,
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_RETRIES,
     HEALTHCHECK_TIMEOUT,
     INSTANCE_IDS,
+    KEEP_RELEASES,
     OUTPUT_S3_BUCKET,
     OUTPUT_S3_PREFIX,
     PARAMETERS_PATH,
+    RELEASE,
     ROLE_ARN,
     ROLLBACK_COMMANDS,
+    RUN_AS,
     SCRIPT,
     SECRET_ACCESS_KEY,
     SECRETS,
+    SERVICE,
+    SHARED_PATHS,
     TARGETS,
     VARIABLES,
     WAIT,
@@ -102,7 +113,12 @@ def something_to_run(values: Values) -> Iterator[Problem]:
     if values.is_set(SCRIPT):
         if values.is_set(COMMANDS):
             yield SCRIPT.name, "give COMMANDS or SCRIPT, not both"
-    elif values[DOCUMENT_NAME] in SCRIPT_DOCUMENTS and not values[COMMANDS].strip() and values.ok(COMMANDS):
+    elif (
+        values[DOCUMENT_NAME] in SCRIPT_DOCUMENTS
+        and not values[COMMANDS].strip()
+        and values.ok(COMMANDS)
+        and not release_mode(values)  # a release may need no COMMANDS before it goes live
+    ):
         yield COMMANDS.name, "is empty: give the shell commands to run on the instances (or SCRIPT)"
 
 
@@ -133,6 +149,53 @@ def later_phases_need_waiting(values: Values) -> Iterator[Problem]:
             )
 
 
+def release_mode(values: Values) -> bool:
+    return values.is_set(ARTIFACT) or values.is_set(RELEASE)
+
+
+RELEASE_ONLY: tuple[Variable[Any], ...] = (
+    ARTIFACT_BUCKET,
+    ARTIFACT_PREFIX,
+    APP_DIR,
+    RUN_AS,
+    SHARED_PATHS,
+    ACTIVATE_COMMANDS,
+    KEEP_RELEASES,
+    SERVICE,
+)
+
+
+def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
+    """Release mode: an artifact or a release, a bucket, an app directory, an environment for the
+    ledger; it rolls back by switching back, so ROLLBACK_COMMANDS and WAIT: 'false' do not fit."""
+    if not release_mode(values):
+        for variable in RELEASE_ONLY:
+            if values.is_set(variable):
+                yield variable.name, "is only used in release mode: set ARTIFACT (or RELEASE) too, or remove this"
+        return
+    if values.is_set(ARTIFACT) and values.is_set(RELEASE):
+        yield RELEASE.name, "give ARTIFACT (a new build) or RELEASE (one the ledger knows), not both"
+    for variable, example in ((ARTIFACT_BUCKET, "acme-deploy-artifacts"), (APP_DIR, "/srv/web-api")):
+        if not values.is_set(variable) and values.ok(variable):
+            yield variable.name, f"is required in release mode (ARTIFACT or RELEASE), e.g. {example}"
+    if values.is_set(ROLLBACK_COMMANDS):
+        yield (
+            ROLLBACK_COMMANDS.name,
+            "is not used in release mode: a failed release is rolled back by switching current back to the "
+            "release that was live before (and running ACTIVATE_COMMANDS there); remove ROLLBACK_COMMANDS",
+        )
+    if values[DOCUMENT_NAME] != SHELL:
+        yield DOCUMENT_NAME.name, f"release mode runs on Linux with {SHELL}: remove DOCUMENT_NAME"
+    if values.ok(WAIT) and not values[WAIT]:
+        yield WAIT.name, "'false' is refused in release mode: the pipe must see each instance switch to record it"
+    if values.ok(ENVIRONMENT) and not values[ENVIRONMENT]:
+        yield (
+            ENVIRONMENT.name,
+            "is needed in release mode (the release ledger is kept per environment): set ENVIRONMENT or run "
+            "the pipe in a deployment step",
+        )
+
+
 RULES: tuple[Rule, ...] = (
     static_keys_go_together,
     external_id_needs_a_role,
@@ -142,4 +205,5 @@ RULES: tuple[Rule, ...] = (
     each_name_once,
     settings_need_their_variable,
     later_phases_need_waiting,
+    releases_have_what_they_need,
 )

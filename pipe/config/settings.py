@@ -17,7 +17,12 @@ from pipe.config.documents import SHELL
 from pipe.config.parsers import expand_environment, parse_bool, yaml_list
 from pipe.config.variables import (
     ACCESS_KEY_ID,
+    ACTIVATE_COMMANDS,
     AGENT_LOST_TIMEOUT,
+    APP_DIR,
+    ARTIFACT,
+    ARTIFACT_BUCKET,
+    ARTIFACT_PREFIX,
     CLOUDWATCH_LOG_GROUP,
     COMMANDS,
     COMMENT,
@@ -35,6 +40,7 @@ from pipe.config.variables import (
     HEALTHCHECK_RETRIES,
     HEALTHCHECK_TIMEOUT,
     INSTANCE_IDS,
+    KEEP_RELEASES,
     MAX_CONCURRENCY,
     MAX_ERRORS,
     OIDC_ROLE_ARN,
@@ -42,13 +48,17 @@ from pipe.config.variables import (
     OUTPUT_S3_PREFIX,
     PARAMETERS_PATH,
     REGION,
+    RELEASE,
     RESULT_FILE,
     ROLE_ARN,
     ROLLBACK_COMMANDS,
+    RUN_AS,
     SCRIPT,
     SECRET_ACCESS_KEY,
     SECRETS,
+    SERVICE,
     SESSION_TOKEN,
+    SHARED_PATHS,
     STREAM_OUTPUT,
     TABLE,
     TARGETS,
@@ -77,6 +87,22 @@ class StaticKeys:
 
     def __repr__(self) -> str:  # never show the secret key, not even in a debugger dump
         return f"StaticKeys(access_key_id={self.access_key_id!r}, secret_access_key='****')"
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """Release mode: ship ARTIFACT (or go back to RELEASE) into APP_DIR/releases and switch current."""
+
+    bucket: str
+    prefix: str
+    app_dir: str
+    service: str
+    artifact: str | None = None  # the build to ship, or
+    release: str | None = None  # "previous" or a release id from the ledger
+    run_as: str | None = None
+    shared_paths: tuple[str, ...] = ()
+    activate_commands: str = ""
+    keep_releases: int = int(KEEP_RELEASES.default)
 
 
 @dataclass(frozen=True)
@@ -118,6 +144,7 @@ class DeploySettings:
     result_file: str = ""
     output_s3_bucket: str | None = None
     output_s3_prefix: str = ""
+    release: ReleaseSettings | None = None  # set in release mode (ARTIFACT or RELEASE)
 
 
 class Problems:
@@ -290,6 +317,24 @@ def build_settings(values: Values, context: Context) -> DeploySettings:
         result_file=values[RESULT_FILE],
         output_s3_bucket=values[OUTPUT_S3_BUCKET],
         output_s3_prefix=values[OUTPUT_S3_PREFIX],
+        release=_release(values),
+    )
+
+
+def _release(values: Values) -> ReleaseSettings | None:
+    if not (values.is_set(ARTIFACT) or values.is_set(RELEASE)):
+        return None
+    return ReleaseSettings(
+        bucket=values[ARTIFACT_BUCKET] or "",
+        prefix=values[ARTIFACT_PREFIX],
+        app_dir=values[APP_DIR] or "",
+        service=values[SERVICE],
+        artifact=values[ARTIFACT],
+        release=values[RELEASE],
+        run_as=values[RUN_AS],
+        shared_paths=values[SHARED_PATHS],
+        activate_commands=values[ACTIVATE_COMMANDS],
+        keep_releases=values[KEEP_RELEASES],
     )
 
 

@@ -33,7 +33,17 @@ from pipe.config.parsers import (
     parse_targets,
     shown,
     split_pairs,
+    split_words,
     unique_pairs,
+)
+from pipe.config.release import (
+    PREVIOUS,
+    app_dir_problem,
+    check_artifact_prefix,
+    check_ledger_name,
+    release_id_problem,
+    run_as_problem,
+    shared_path_problem,
 )
 from pipe.config.script_file import read_script
 from pipe.model import SecretRef, Target
@@ -200,6 +210,48 @@ def _secrets(text: str) -> list[SecretRef]:
 
 def _plain_pairs(text: str) -> list[tuple[str, str]]:
     return unique_pairs(split_pairs(text))
+
+
+def _checked(problem_of: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """A parser from a check that returns the problem text (or None): the text, or None when unset."""
+
+    def parse(text: str) -> str | None:
+        problem = problem_of(text) if text else None
+        if problem:
+            raise ValueError(problem)
+        return text or None
+
+    return parse
+
+
+def _shared_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(split_words(text))
+    problems = [problem for problem in map(shared_path_problem, paths) if problem]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return paths
+
+
+def _release(text: str) -> str | None:
+    if text and text != PREVIOUS and release_id_problem(text):
+        raise ValueError(f"must be '{PREVIOUS}' or a release id like 000042-0123456, got {shown(text)}")
+    return text or None
+
+
+def _artifact_prefix(text: str, context: Context) -> str:
+    prefix = text or context.build.repo.rsplit("/", 1)[-1] + "/"
+    problem = check_artifact_prefix(prefix)
+    if problem:
+        raise ValueError(problem)
+    return prefix
+
+
+def _service(text: str, context: Context) -> str:
+    service = text or context.build.repo.rsplit("/", 1)[-1]
+    problem = check_ledger_name(service, "environment")
+    if problem:
+        raise ValueError(problem.replace("the ledger's service", "the service"))
+    return service
 
 
 ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
@@ -497,6 +549,82 @@ ROLLBACK_COMMANDS = Variable(
     parse_items=each(joined_lines),
     script=True,
 )
+ARTIFACT = Variable(
+    "ARTIFACT",
+    "Release mode: the build to ship, a `.tar.gz`/`.tgz`/`.zip` file or a directory (packed by the pipe) in "
+    "the clone directory, e.g. `web-api.tgz` from the build step's `artifacts:`. Uploaded once per content to "
+    "`ARTIFACT_BUCKET`, unpacked on each instance into `APP_DIR/releases/<release id>`, made live by switching "
+    "`APP_DIR/current` atomically; see [Releases](#releases). Refused when missing, empty, outside the clone "
+    "directory (symlinks too) or over 5 GiB.",
+    plain(optional),
+)
+ARTIFACT_BUCKET = Variable(
+    "ARTIFACT_BUCKET",
+    "Release mode: the S3 bucket the artifact is uploaded to (never made public) and the instances download "
+    "it from with their instance role.",
+    matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (3-63 of a-z 0-9 . -)"),
+)
+ARTIFACT_PREFIX = Variable(
+    "ARTIFACT_PREFIX",
+    "Release mode: key prefix in `ARTIFACT_BUCKET`; the key is `<prefix><SHA-256>.<tar.gz|zip>`, so the same "
+    "build deployed to dev, stg and prod is uploaded once. Default: the repository's slug and `/`.",
+    _artifact_prefix,
+    expand=Expand.STRICT,
+)
+APP_DIR = Variable(
+    "APP_DIR",
+    "Release mode: the application's directory on the instances, e.g. `/srv/web-api`, holding `releases/`, "
+    "`shared/` and the `current` symlink.",
+    plain(_checked(app_dir_problem)),
+)
+RUN_AS = Variable(
+    "RUN_AS",
+    "Release mode: the user `COMMANDS` and `ACTIVATE_COMMANDS` run as, with that user's login environment "
+    "(so an nvm-installed node and the user's own pm2 daemon are the ones used); the release directories "
+    "belong to it. SECRETS and VARIABLES reach its commands as environment variables, never as arguments or "
+    "files. Default: root, as SSM runs commands.",
+    plain(_checked(run_as_problem)),
+)
+SHARED_PATHS = Variable(
+    "SHARED_PATHS",
+    "Release mode: paths inside each release linked from `APP_DIR/shared/`, separated by spaces, e.g. "
+    "`.env logs/` (a trailing `/` makes a directory; a name with a dot, a file).",
+    plain(_shared_paths),
+    parse_items=each(lambda items: _shared_paths(" ".join(items))),
+    fallback=(),
+)
+ACTIVATE_COMMANDS = Variable(
+    "ACTIVATE_COMMANDS",
+    "Release mode: shell commands run in `APP_DIR/current` after the switch, e.g. "
+    "`pm2 startOrReload ecosystem.config.js --env {environment}`. When they fail, `current` goes back to the "
+    "release that was live before and they run there again.",
+    plain(lines),
+    parse_items=each(joined_lines),
+    script=True,
+    expand=Expand.KEEP_OTHER_BRACES,
+)
+RELEASE = Variable(
+    "RELEASE",
+    "Release mode without building: `previous` (the release live before the live one, from the ledger) or a "
+    "release id, deployed with the same switch, activation, health check and rollback; instances that no "
+    "longer have it fetch it again. Instead of `ARTIFACT`.",
+    plain(_release),
+)
+KEEP_RELEASES = Variable(
+    "KEEP_RELEASES",
+    "Release mode: releases kept on each instance after a successful deploy, 2 to 100; the live one and the "
+    "one before it are never removed.",
+    plain(lambda text: parse_int(text, 2, 100, unit="")),
+    default="5",
+    kind="integer",
+)
+SERVICE = Variable(
+    "SERVICE",
+    "Release mode: the service's name in the release ledger, the Parameter Store parameter "
+    "`/release-ledger/<service>/<environment>/release` that records every deploy. Default: the repository's "
+    "slug.",
+    _service,
+)
 DRY_RUN = Variable(
     "DRY_RUN",
     "Authenticate, resolve the targets, run every check (agents, parameters, permissions) and print the exact "
@@ -558,6 +686,16 @@ TABLE: tuple[Variable[Any], ...] = (
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_TIMEOUT,
     ROLLBACK_COMMANDS,
+    ARTIFACT,
+    ARTIFACT_BUCKET,
+    ARTIFACT_PREFIX,
+    APP_DIR,
+    RUN_AS,
+    SHARED_PATHS,
+    ACTIVATE_COMMANDS,
+    RELEASE,
+    KEEP_RELEASES,
+    SERVICE,
     DRY_RUN,
     WAIT,
     DEBUG,

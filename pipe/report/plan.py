@@ -31,7 +31,9 @@ def announce(settings: DeploySettings) -> None:
         log.warning(hint)
 
 
-def dry_run(settings: DeploySettings, role: str, targeted: list[str] | None, script: list[str]) -> None:
+def dry_run(
+    settings: DeploySettings, role: str, targeted: list[str] | None, script: list[str], extra: list[str]
+) -> None:
     """Everything that would be sent, and nothing sent."""
     document = settings.document_name + (f" version {settings.document_version}" if settings.document_version else "")
     lines = [
@@ -44,6 +46,7 @@ def dry_run(settings: DeploySettings, role: str, targeted: list[str] | None, scr
         f"  comment:   {settings.comment}",
         "  script (secrets appear as parameter names only):",
         *(f"    {line}" for line in script),
+        *extra,
     ]
     if settings.healthcheck_commands:
         lines.append(

@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipe.config.settings import DeploySettings
 from pipe.model import DeployOutcome, Invocation, PhaseOutcome
@@ -22,14 +23,20 @@ ENV_SUFFIX = ".env"  # added to RESULT_FILE's name, never replacing its suffix: 
 SHARED_VARIABLES = "BITBUCKET_PIPELINES_VARIABLES_PATH"  # Bitbucket's variable sharing between steps
 log = logging.getLogger("ssm-deploy")
 
+if TYPE_CHECKING:
+    from pipe.stages.release.stage import Release
 
-def write_result(settings: DeploySettings, outcome: DeployOutcome, env: dict[str, str] | None = None) -> None:
+
+def write_result(
+    settings: DeploySettings, outcome: DeployOutcome, env: dict[str, str] | None = None, release: Release | None = None
+) -> None:
     """Write ``RESULT_FILE`` (JSON) and its ``.env`` twin, and append the ``SSM_DEPLOY_*`` values to
     Bitbucket's shared variables when the step has them; a failure to write only warns."""
-    variables = dotenv(settings, outcome)
+    variables = dotenv(settings, outcome) | _release_variables(release)
     path = Path(settings.result_file)
     twin = path.with_name(path.name + ENV_SUFFIX)
-    written = _write(path, json.dumps(document(settings, outcome), indent=2) + "\n", "RESULT_FILE")
+    content = document(settings, outcome) | _release_document(release)
+    written = _write(path, json.dumps(content, indent=2) + "\n", "RESULT_FILE")
     written = written and _write(
         twin, "".join(f"{k}={_dotenv_quote(v)}\n" for k, v in variables.items()), "RESULT_FILE"
     )
@@ -84,6 +91,17 @@ def dotenv(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, str]:
         "SSM_DEPLOY_ROLLBACK": outcome.rollback.status.value,
         "SSM_DEPLOY_INTERRUPTED": outcome.interrupted,
     }
+
+
+def _release_document(release: Release | None) -> dict[str, object]:
+    if release is None:
+        return {}
+    return {"release": release.plan.release_id, "previous_release": release.live_before, "ledger": release.ledger}
+
+
+def _release_variables(release: Release | None) -> dict[str, str]:
+    found = _release_document(release)
+    return {f"SSM_DEPLOY_{key.upper()}": str(value) for key, value in found.items()}
 
 
 def _rows(phase: PhaseOutcome) -> list[dict[str, object]]:

@@ -15,6 +15,7 @@ from pipe.limits import COMMENT_LIMIT
 from pipe.model import Batch, CommandSpec, Invocation, PhaseOutcome, PhaseStatus, SentCommand, Status
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
+from pipe.stages.release.remote import ReleasePlan, install_body, switch_back_body
 from pipe.stages.script import build_script, healthcheck_body
 from pipe.stages.send import cancel_command, console_url, send_commands
 from pipe.stages.watch.follow import follow
@@ -24,11 +25,13 @@ EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failur
 log = logging.getLogger("ssm-deploy")
 
 
-def deploy_spec(settings: DeploySettings, batch: Batch) -> CommandSpec:
-    """The deploy itself: COMMANDS (or SCRIPT) at the rate MAX_CONCURRENCY / MAX_ERRORS."""
+def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | None = None) -> CommandSpec:
+    """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
+    COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS."""
+    body = install_body(release) if release is not None else None
     return CommandSpec(
         label=DEPLOY,
-        script=tuple(build_script(settings)),
+        script=tuple(build_script(settings, body)),
         instance_ids=batch.instance_ids,
         targets=batch.targets,
         execution_timeout=settings.execution_timeout,
@@ -44,9 +47,11 @@ def healthcheck_spec(settings: DeploySettings, instance_ids: list[str]) -> Comma
     return _follow_up(settings, HEALTH_CHECK, healthcheck_body(settings), instance_ids, settings.healthcheck_timeout)
 
 
-def rollback_spec(settings: DeploySettings, instance_ids: list[str]) -> CommandSpec:
-    """ROLLBACK_COMMANDS on the instances that received the deploy."""
-    return _follow_up(settings, ROLLBACK, settings.rollback_commands, instance_ids, settings.execution_timeout)
+def rollback_spec(settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None) -> CommandSpec:
+    """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
+    ``current`` back to the release that was live before on the instances that switched."""
+    body = switch_back_body(release) if release is not None else settings.rollback_commands
+    return _follow_up(settings, ROLLBACK, body, instance_ids, settings.execution_timeout)
 
 
 def _follow_up(settings: DeploySettings, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:

@@ -45,7 +45,7 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
         if failure is not None:
             break
     if failure is not None:
-        if run.settings.rollback_commands:
+        if run.settings.rollback_commands or run.release is not None:
             failure = _roll_back(run, failure)
         raise failure
     deployed = len(run.outcome.deploy.invocations)
@@ -55,7 +55,8 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
 
 def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     outcome = run.outcome.deploy
-    failed = run_phase(run, deploy_spec(run.settings, batch), outcome)
+    plan = run.release.plan if run.release is not None else None
+    failed = run_phase(run, deploy_spec(run.settings, batch, plan), outcome)
     invocations = outcome.invocations
     if failed:
         return DeployFailed(_failure_message(failed, len(invocations), command_ids(outcome.commands)))
@@ -87,16 +88,23 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
 
 
 def _roll_back(run: Run, failure: DeployFailed) -> DeployFailed:
-    """ROLLBACK_COMMANDS on every instance that received the deploy, in every batch so far."""
-    record = run.outcome.rollback
-    received = [i for i, inv in run.outcome.deploy.invocations.items() if inv.received_deploy]
+    """ROLLBACK_COMMANDS on every instance that received the deploy, in every batch so far; in release
+    mode, the switch back on every instance that switched (one whose activation failed went back
+    by itself)."""
+    record, plan = run.outcome.rollback, run.release.plan if run.release is not None else None
+    deployed = run.outcome.deploy.invocations.items()
+    received = [i for i, inv in deployed if (inv.succeeded if plan is not None else inv.received_deploy)]
     if not received:
         record.status = PhaseStatus.NOT_NEEDED
-        return DeployFailed(f"{failure} No instance received the deploy, so nothing was rolled back.")
+        nothing = "no instance switched to the new release" if plan is not None else "no instance received the deploy"
+        return DeployFailed(f"{failure} Nothing was rolled back: {nothing}.")
     log.error(f"{failure}")
-    log.info(f"---- Rollback on the {len(received)} instance(s) that received the deploy ----")
+    if plan is not None:
+        log.info(f"---- Switching {len(received)} instance(s) back to the release that was live before ----")
+    else:
+        log.info(f"---- Rollback on the {len(received)} instance(s) that received the deploy ----")
     try:
-        broken = run_phase(run, rollback_spec(run.settings, received), record)
+        broken = run_phase(run, rollback_spec(run.settings, received, plan), record)
     except DeployStopped as stopped:
         raise DeployStopped(f"{failure} The rollback did not finish: {stopped}") from None
     record.status = PhaseStatus.FAILED if broken else PhaseStatus.SUCCEEDED

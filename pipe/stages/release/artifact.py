@@ -315,6 +315,12 @@ def upload_once(s3: S3Client, bucket: str, artifact: Artifact, config: TransferC
     return True
 
 
+def already_uploaded(s3: S3Client, bucket: str, artifact: Artifact) -> bool:
+    """Whether the artifact's key already holds this content (what a dry run reports)."""
+    found = _head(s3, bucket, artifact)
+    return found is not None and _same_content(found, artifact)
+
+
 def _head(s3: S3Client, bucket: str, artifact: Artifact) -> dict[str, Any] | None:
     """HeadObject of the artifact's key (with its checksum), or None when there is no such object."""
     try:

@@ -1,0 +1,257 @@
+"""Release mode end to end: ship the build, switch atomically, roll back by switching back, remember
+every deploy in the ledger. The instances' APP_DIR is a real folder per instance (the stand-in maps
+/srv), so ``current``, the releases and pruning are checked on disk."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+from standin import StandIn
+from standin.users import AppUser
+from support import run_pipe
+
+APP_DIR = "/srv/web-api"
+
+
+def build(clone: Path, version: str, name: str = "web-api.tgz") -> str:
+    """A build step's artifact: a .tgz with the app's version in it."""
+    data = f"{version}\n".encode()
+    with tarfile.open(clone / name, "w:gz") as archive:
+        info = tarfile.TarInfo("version.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return name
+
+
+@pytest.fixture
+def service() -> str:
+    return f"svc{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def bucket(standin: StandIn) -> str:
+    name = f"artifacts-{uuid.uuid4().hex[:8]}"
+    standin.client("s3").create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": standin.region})
+    return name
+
+
+def release_env(
+    standin: StandIn, ids: list[str], clone: Path, bucket: str, service: str, **extra: str
+) -> dict[str, str]:
+    variables = {
+        "INSTANCE_IDS": " ".join(ids),
+        "ENVIRONMENT": "prod",
+        "SERVICE": service,
+        "ARTIFACT_BUCKET": bucket,
+        "APP_DIR": APP_DIR,
+        "ACTIVATE_COMMANDS": 'echo "activated $(cat version.txt)"',
+        "BITBUCKET_CLONE_DIR": str(clone),
+    }
+    return standin.pipe_env(**(variables | extra))
+
+
+def live(standin: StandIn, instance_id: str) -> str:
+    current = standin.instance_path(instance_id, f"{APP_DIR}/current")
+    return (current.parent / os.readlink(current) / "version.txt").read_text().strip()
+
+
+def releases(standin: StandIn, instance_id: str) -> list[str]:
+    return sorted(path.name for path in standin.instance_path(instance_id, f"{APP_DIR}/releases").iterdir())
+
+
+def ledger(standin: StandIn, service: str) -> list[dict[str, object]]:
+    history = standin.client("ssm").get_parameter_history(Name=f"/release-ledger/{service}/prod/release")
+    return [json.loads(version["Value"]) for version in history["Parameters"]]
+
+
+def test_release_a_then_b_goes_live_everywhere_and_is_recorded(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    ids = standin.launch(3)
+    artifact = build(tmp_path, "A")
+    first = run_pipe(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="7")
+    )
+    assert first.returncode == 0, first.output
+    build(tmp_path, "B")
+    before = standin.calls_snapshot(include_instances=False)
+    second = run_pipe(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="8")
+    )
+    uploads = (standin.calls_snapshot(include_instances=False) - before)["s3:PutObject"]
+
+    assert second.returncode == 0, second.output
+    assert uploads == 1
+    assert "live before: 000007-0123456" in second.output
+    for instance_id in ids:
+        assert live(standin, instance_id) == "B"
+        assert releases(standin, instance_id) == ["000007-0123456", "000008-0123456"]
+        assert f"{instance_id} | activated B" in second.output
+    entries = ledger(standin, service)
+    assert [entry["release"] for entry in entries] == ["000007-0123456", "000008-0123456"]
+    assert [entry["status"] for entry in entries] == ["succeeded", "succeeded"]
+    document = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
+    assert (document["release"], document["previous_release"]) == ("000008-0123456", "000007-0123456")
+
+    again = run_pipe(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="8")
+    )
+    assert again.returncode == 0, again.output
+    assert "nothing uploaded" in again.output  # the same build again: uploaded once per content
+
+
+def test_a_failed_health_check_switches_back_to_the_release_that_was_live(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    good, sick = standin.launch(2)
+    artifact = build(tmp_path, "A")
+    env = release_env(standin, [good, sick], tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
+    assert run_pipe(env).returncode == 0
+    build(tmp_path, "B")
+    env = release_env(
+        standin,
+        [good, sick],
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=artifact,
+        BITBUCKET_BUILD_NUMBER="2",
+        HEALTHCHECK_COMMANDS=f'[ "$AWS_SSM_INSTANCE_ID" != "{sick}" ] || {{ echo "503"; exit 1; }}',
+        HEALTHCHECK_RETRIES="1",
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert f"the health check failed on 1 of 2 instance(s): {sick}" in run.output
+    assert "Switching 2 instance(s) back to the release that was live before" in run.output
+    for instance_id in (good, sick):
+        assert live(standin, instance_id) == "A"
+        assert f"{instance_id} | activated A" in run.output  # the activation ran again on A
+    assert ledger(standin, service)[-1]["status"] == "rolled back"
+
+
+def test_a_corrupted_artifact_is_refused_on_the_instances_and_nothing_switches(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    ids = standin.launch(2)
+    artifact = build(tmp_path, "A")
+    assert run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact)).returncode == 0
+    build(tmp_path, "B")
+    s3 = standin.client("s3")
+    env = release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="43")
+    dry = run_pipe({**env, "DRY_RUN": "true"})
+    key = next(line for line in dry.output.split() if line.startswith(f"s3://{bucket}/")).split("/", 3)[3]
+    data = (tmp_path / artifact).read_bytes()
+    corrupted = bytes([data[0] ^ 1]) + data[1:]  # same size, other bytes, same recorded digest
+    sha256 = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    s3.put_object(Bucket=bucket, Key=key, Body=corrupted, Metadata={"sha256": sha256})
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert "Failed (exit 82)" in run.output
+    assert "nothing was unpacked or switched" in run.output
+    for instance_id in ids:
+        assert live(standin, instance_id) == "A"
+
+
+def test_release_previous_goes_back_without_uploading_and_fetches_what_an_instance_lacks(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    ids = standin.launch(2)
+    artifact = build(tmp_path, "A")
+    run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1"))
+    build(tmp_path, "B")
+    run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2"))
+    lacking = standin.instance_path(ids[1], f"{APP_DIR}/releases/000001-0123456")
+    os.system(f"rm -rf '{lacking}'")
+    before = standin.calls_snapshot(include_instances=False)
+    run = run_pipe(release_env(standin, ids, tmp_path, bucket, service, RELEASE="previous"))
+
+    assert run.returncode == 0, run.output
+    assert (standin.calls_snapshot(include_instances=False) - before)["s3:PutObject"] == 0
+    assert all(live(standin, instance_id) == "A" for instance_id in ids)
+    assert f"{ids[1]} | ssm-deploy: downloading" in run.output
+
+
+def test_keep_releases_two_after_four_deploys_leaves_the_live_one_and_the_one_before(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    (instance_id,) = standin.launch(1)
+    for number, version in enumerate("ABCD", 1):
+        artifact = build(tmp_path, version)
+        env = release_env(
+            standin,
+            [instance_id],
+            tmp_path,
+            bucket,
+            service,
+            ARTIFACT=artifact,
+            BITBUCKET_BUILD_NUMBER=str(number),
+            KEEP_RELEASES="2",
+        )
+        assert run_pipe(env).returncode == 0
+
+    assert releases(standin, instance_id) == ["000003-0123456", "000004-0123456"]
+    assert live(standin, instance_id) == "D"
+
+
+def test_run_as_runs_the_commands_as_that_user_with_its_login_path(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, app_user: AppUser
+) -> None:
+    (instance_id,) = standin.launch(1)
+    env = release_env(
+        standin,
+        [instance_id],
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=build(tmp_path, "A"),
+        RUN_AS=app_user.name,
+        COMMANDS='echo "prepared by $(id -un)" > prepared.txt',
+        ACTIVATE_COMMANDS="standin-login-check; id -un",
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert f"{instance_id} | login environment of {app_user.name}" in run.output
+    release = standin.instance_path(instance_id, f"{APP_DIR}/releases/000042-0123456")
+    assert (release / "prepared.txt").read_text() == f"prepared by {app_user.name}\n"
+    assert (release / "prepared.txt").stat().st_uid == app_user.uid
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"ARTIFACT": "missing.tgz"}, "ARTIFACT"),
+        ({"ARTIFACT": "web-api.tgz", "APP_DIR": "relative/dir"}, "APP_DIR"),
+        ({"ARTIFACT": "web-api.tgz", "RELEASE": "previous"}, "RELEASE"),
+        ({"ARTIFACT": "web-api.tgz", "RUN_AS": "no such user"}, "RUN_AS"),
+        ({"ARTIFACT": "web-api.tgz", "KEEP_RELEASES": "1"}, "KEEP_RELEASES"),
+        ({"ARTIFACT": "web-api.tgz", "SHARED_PATHS": "../etc"}, "SHARED_PATHS"),
+        ({"ARTIFACT": "web-api.tgz", "ROLLBACK_COMMANDS": "undo"}, "ROLLBACK_COMMANDS"),
+        ({"RELEASE": "latest"}, "RELEASE"),
+        ({"APP_DIR": "/srv/x"}, "APP_DIR"),
+    ],
+)
+def test_bad_release_input_is_refused_by_name_and_nothing_is_sent_or_uploaded(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, variables: dict[str, str], named: str
+) -> None:
+    (instance_id,) = standin.launch(1)
+    build(tmp_path, "A")
+    env = release_env(standin, [instance_id], tmp_path, bucket, service)
+    env.pop("APP_DIR") if "APP_DIR" in variables else None
+    env.update(variables)
+    before = standin.calls_snapshot(include_instances=False)
+    run = run_pipe(env)
+    calls = standin.calls_snapshot(include_instances=False) - before
+
+    assert run.returncode == 1, run.output
+    assert f"{named}:" in run.output
+    assert "Traceback" not in run.output
+    assert calls["ssm:SendCommand"] == 0 and calls["s3:PutObject"] == 0
