@@ -11,6 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.aws.console import console_url, console_urls
 from pipe.aws.errors import client_config, error_code, error_message, is_access_denied, permission_for
 from pipe.config.build_context import COMMENT_LIMIT, cut
 from pipe.config.settings import DeploySettings
@@ -26,7 +27,7 @@ from pipe.stages.parameter_path import resolve_path
 from pipe.stages.preflight import check_follow_permissions, check_instances, check_parameters
 from pipe.stages.resolve import instance_names, resolve_targets
 from pipe.stages.script import build_script, healthcheck_body
-from pipe.stages.send import SentCommand, cancel_command, console_url, send_commands
+from pipe.stages.send import SentCommand, cancel_command, send_commands
 from pipe.stages.watch.agent_watch import AgentWatch
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
@@ -118,7 +119,9 @@ class Deploy:
         for command in commands:
             count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
             log.info(f"Sent command {command.command_id} to {count} [{phase.comment}] by {role}")
-            log.info(f"Console: {console_url(phase.region, command.command_id)}")
+            url = console_url(phase.region, command.command_id)
+            if url:
+                log.info(f"Console: {url}")
         return commands
 
     def _health_check(
@@ -343,7 +346,7 @@ def _ids(commands: list[SentCommand]) -> str:
 
 
 def _urls(region: str, commands: list[SentCommand]) -> str:
-    return " ".join(console_url(region, command.command_id) for command in commands)
+    return console_urls(region, [command.command_id for command in commands])
 
 
 def _log_plan(settings: DeploySettings) -> None:

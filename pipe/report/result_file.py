@@ -7,10 +7,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipe.aws.console import console_url
 from pipe.config.settings import DeploySettings
 from pipe.model import Invocation
 from pipe.report.summary import format_duration
-from pipe.stages.send import SentCommand, console_url
+from pipe.stages.send import SentCommand
 
 log = logging.getLogger("ssm-deploy")
 
@@ -44,7 +45,7 @@ def write_result(settings: DeploySettings, outcome: DeployOutcome) -> None:
     ]
     failed = [inv.instance_id for inv in outcome.invocations.values() if not inv.succeeded]
     command_ids = [command.command_id for command in outcome.commands]
-    urls = [console_url(settings.region, command_id) for command_id in command_ids]
+    urls = [url for url in (console_url(settings.region, command_id) for command_id in command_ids) if url]
     document: dict[str, object] = {
         "status": outcome.status,
         "message": outcome.message,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipe.aws.console import console_url
 from pipe.config.documents import plugin_folder
 from pipe.config.settings import DeploySettings
 from pipe.model import Invocation
 from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
 from pipe.report.s3_output import output_key, read_lines
-from pipe.stages.send import SentCommand, console_url
+from pipe.stages.send import SentCommand
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.results import fetch_result
 
@@ -107,7 +108,9 @@ def _summary(commands: list[SentCommand], invocations: dict[str, Invocation], re
     for row in rows:
         log.info("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for command in commands:
-        log.info(f"Console: {console_url(region, command.command_id)}")
+        url = console_url(region, command.command_id)
+        if url:
+            log.info(f"Console: {url}")
 
 
 def format_duration(elapsed: str) -> str:
