@@ -22,6 +22,11 @@ class FakeInstance:
     ping_status: str = "Online"
     delivery: str = DELIVER
     delivery_delay: float = 0.05
+    # seconds the instance's clock is off: the agent stamps CloudWatch events with it
+    clock_skew: float = 0.0
+    # False: the instance role may not write CloudWatch Logs (logs:CreateLogStream/PutLogEvents are
+    # refused), so the agent streams nothing; the command itself runs as usual
+    cloudwatch_writes: bool = True
 
     def information(self) -> dict[str, Any]:
         """A DescribeInstanceInformation row."""
