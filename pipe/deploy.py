@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,7 +16,7 @@ from pipe.config.build_context import COMMENT_LIMIT, cut
 from pipe.config.settings import DeploySettings
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import Invocation
-from pipe.report.console import OutputPrinter
+from pipe.report.console import BuildLog, OutputPrinter
 from pipe.report.result_file import DeployOutcome, write_result
 from pipe.report.summary import show_results
 from pipe.runtime.interruption import Interrupted, StopRequests
@@ -46,6 +45,7 @@ class Deploy:
         self.redactor = redactor
         self.outcome = DeployOutcome("not sent", [], {})
         self.order: list[str] = []  # the targeted instances, in order: each keeps its colour in every phase
+        self.build_log = BuildLog()  # the output budget and the once-only notices, across phases
 
     def run(self, stops: StopRequests) -> str:
         """Return the success message, or raise DeployFailed (or PipeError)."""
@@ -237,7 +237,7 @@ class Deploy:
         with _aws_errors_explained(phase.region, commands):
             count = max(expected_count, sum(len(c.instance_ids) for c in commands))
             printer = OutputPrinter(
-                self.redactor, label_lines=count != 1, names=names, instance_count=count, order=self.order
+                self.redactor, names=names, instance_count=count, order=self.order, build_log=self.build_log
             )
             tail = _log_tail(session, settings, commands, printer)
             s3 = (
@@ -377,5 +377,4 @@ def _log_tail(
         return None
     logs = session.client("logs", region_name=settings.region, config=client_config())
     log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
-    start_ms = int(time.time() * 1000) - 60_000  # allow for clock skew between here and AWS
-    return LogTail(logs, settings.log_group, [command.command_id for command in commands], printer, start_ms)
+    return LogTail(logs, settings.log_group, [command.command_id for command in commands], printer)
