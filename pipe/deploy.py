@@ -102,7 +102,7 @@ class Deploy:
         if failed:
             failure = DeployFailed(_failure_message(failed, len(invocations), commands))
         elif not invocations:
-            failure = DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {_ids(commands)}")
+            failure = DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {_ids(commands)}.")
         elif settings.healthcheck_commands:
             failure = self._health_check(session, ssm, list(invocations), stops, names, identity.arn)
         if failure is not None:
@@ -150,7 +150,7 @@ class Deploy:
             return None
         return DeployFailed(
             f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(invocations)} instance(s): "
-            f"{_listed(unhealthy)}. Command id: {_ids(commands)}"
+            f"{_listed(unhealthy)}. Command id: {_ids(commands)}."
         )
 
     def _roll_back(
@@ -177,7 +177,7 @@ class Deploy:
             return DeployFailed(f"{failure} Rollback succeeded on all {len(invocations)} instance(s).")
         return DeployFailed(
             f"{failure} ROLLBACK FAILED on {len(broken)} of {len(invocations)} instance(s): {_listed(broken)}; "
-            f"they need attention. Rollback command id: {_ids(commands)}"
+            f"they need attention. Rollback command id: {_ids(commands)}."
         )
 
     def _run_phase(
@@ -253,14 +253,20 @@ class Deploy:
             try:
                 invocations = tracker.wait(limit, on_poll, stops.raise_if_requested)
             except (Interrupted, WaitTimedOut) as stop:
-                log.error(f"{stop} Cancelling command {_ids(commands)}.")
-                if all([cancel_command(ssm, command.command_id) for command in commands]):
+                log.error(f"{_sentence(str(stop))} Cancelling command {_ids(commands)}.")
+                outcome = "The command was cancelled."
+                if not all([cancel_command(ssm, command.command_id) for command in commands]):
+                    outcome = "SSM refused to cancel the command (see above): it may still be running."
+                else:
                     try:
                         tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
                     except WaitTimedOut:
-                        log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s")
+                        outcome = (
+                            f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s: "
+                            "the command may still be running."
+                        )
                 show_results(ssm, commands, tracker.invocations, printer, tail, settings, s3)
-                raise DeployStopped(f"{stop} The command was cancelled. Command id: {_ids(commands)}") from None
+                raise DeployStopped(f"{_sentence(str(stop))} {outcome} Command id: {_ids(commands)}.") from None
             for command in commands:
                 lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
                 if lost:  # so a returning agent does not run a deploy nobody watches
@@ -310,7 +316,7 @@ def _failure_message(failed: list[Invocation], total: int, commands: list[SentCo
             f" The rollout stopped at MAX_ERRORS: {len(skipped)} instance(s) were skipped and still run the old "
             f"version: {', '.join(inv.instance_id for inv in skipped[:20])}{' ...' if len(skipped) > 20 else ''}."
         )
-    return message + f" Command id: {_ids(commands)}"
+    return message + f" Command id: {_ids(commands)}."
 
 
 @contextmanager
@@ -339,6 +345,11 @@ def _listed(invocations: list[Invocation], limit: int = 20) -> str:
     if len(invocations) > limit:
         shown += f"; and {len(invocations) - limit} more (see the summary)"
     return shown
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with a full stop, so the next sentence does not run into it."""
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def _ids(commands: list[SentCommand]) -> str:

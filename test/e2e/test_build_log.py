@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 
 import pytest
 from standin import StandIn
-from support import PipeRun, run_pipe
+from support import LivePipe, PipeRun, run_pipe
 
 RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # \n ends lines; \x1b only in the pipe's own colours
 FORGERY = (
@@ -169,3 +170,26 @@ def test_when_the_instance_role_may_not_write_logs_the_output_is_shown_at_once_a
     assert "logs:CreateLogStream, logs:PutLogEvents" in run.output
     assert f"---- output of {instance_id}: Success (exit 0) ----" in run.output
     assert "CloudWatch did not deliver" not in run.output  # nothing was waited for: SSM's copy is whole
+
+
+def test_a_cancellation_that_is_not_confirmed_is_not_reported_as_done(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    live = LivePipe(standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="echo started\nsleep 120"))
+    live.wait_for_line(f"{instance_id} | started")
+    standin.service.lose_instance(instance_id)  # its agent will never confirm the cancel
+    live.signal(signal.SIGTERM)
+    run = live.finish(timeout=90)
+
+    assert run.returncode == 1, run.output
+    assert "The command was cancelled" not in run.output
+    assert "Received SIGTERM: the pipeline was stopped. Cancelling command" in run.output
+    assert "Cancellation was requested but not confirmed within 30 s: the command may still be running." in run.output
+
+
+def test_failure_messages_end_each_sentence_with_a_full_stop(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    run = run_pipe(standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="exit 3", ROLLBACK_COMMANDS="echo undo"))
+    command_id = standin.sent_commands()[-2].command_id
+
+    assert run.returncode == 1, run.output
+    assert f"Command id: {command_id}. Rollback succeeded on all 1 instance(s)." in run.output
