@@ -32,8 +32,9 @@ from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPr
 LOOKBACK_MS = 35_000  # the SSM Agent uploads at least every 30 s
 PAGE_EVENTS = 1000  # small pages keep memory flat however much the instances print
 DRAIN_POLL_SECONDS = 0.25
-# The agent uploads what a command printed every second and holds the command's end until the
-# upload is done; a stream that covers SSM's cut copy and got nothing new for this long is complete.
+# The agent waits for its CloudWatch upload to finish (up to a minute) before it reports a command's
+# end (amazon-ssm-agent, iomodule/fileS3.go), so what may still come then mostly lags by CloudWatch's
+# ingestion: a stream that covers SSM's cut copy and got nothing new for this long is taken as complete.
 QUIET_SECONDS = 3.0
 FIELD_LIMITS = {"stdout": STDOUT_FIELD_LIMIT, "stderr": STDERR_FIELD_LIMIT}
 log = logging.getLogger("ssm-deploy")
