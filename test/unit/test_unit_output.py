@@ -277,3 +277,14 @@ def test_s3_line_without_a_newline_comes_in_bounded_pieces(monkeypatch: pytest.M
     pieces = list(split_lines([b"x" * 8] * 5 + [b"\nend"]))
     assert "".join(pieces) == "x" * 40 + "\nend"
     assert max(len(piece) for piece in pieces) <= 18
+
+
+def test_the_cut_notice_asks_for_what_is_missing_not_for_streaming_that_is_on() -> None:
+    from unit.unit_support import make_settings
+
+    from pipe.report.summary import _remedy
+
+    streaming = _remedy(make_settings(stream_output=True, log_group="/aws/ssm/ssm-deploy"))
+    assert "STREAM_OUTPUT" not in streaming
+    assert "CloudWatch Logs group /aws/ssm/ssm-deploy" in streaming and "OUTPUT_S3_BUCKET" in streaming
+    assert "STREAM_OUTPUT: 'true'" in _remedy(make_settings(stream_output=False))
