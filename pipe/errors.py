@@ -27,8 +27,8 @@ class NothingSent(PipeError):
 
     def __init__(self, subject: str, problem: str, fix: str = "") -> None:
         self.subject = subject
-        text = f"{subject}: nothing was sent. {_sentence(problem)}"
-        super().__init__(text + (f" Fix: {_sentence(fix)}" if fix else ""))
+        text = f"{subject}: nothing was sent. {sentence(problem)}"
+        super().__init__(text + (f" Fix: {sentence(fix)}" if fix else ""))
 
 
 class DeployFailed(PipeError):
@@ -43,14 +43,12 @@ class DeployStopped(DeployFailed):
 class StillRunning(DeployStopped):
     """Following stopped after SendCommand while the command may still run: names it and its links."""
 
-    def __init__(self, problem: str, command_ids: Sequence[str], urls: Sequence[str]) -> None:
+    def __init__(self, problem: str, command_ids: Sequence[str], where: str) -> None:
         self.command_ids = tuple(command_ids)
-        super().__init__(
-            f"{_sentence(problem)} The command may still be running on the instances: see {' '.join(urls)}"
-        )
+        super().__init__(f"{sentence(problem)} The command may still be running on the instances: see {where}")
 
 
-def _sentence(text: str) -> str:
+def sentence(text: str) -> str:
     """End ``text`` with a full stop unless it ends a sentence already."""
     text = text.strip()
     return text if not text or text[-1] in ".!?" else text + "."

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from pipe.aws.clients import Clients
 from pipe.config.settings import DeploySettings
 from pipe.model import DeployOutcome
+from pipe.report.console import BuildLog
 from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import Identity
@@ -29,6 +30,7 @@ class Run:
     targeted: list[str] | None = None  # the instances, when known before sending (None: SSM resolves TARGETS)
     names: dict[str, str] = field(default_factory=dict)  # Name tags that label output lines
     release: Release | None = None  # release mode: what goes live, and the ledger that records it
+    build_log: BuildLog = field(default_factory=BuildLog)  # the output budget and once-only notices, all phases
 
     @property
     def region(self) -> str:

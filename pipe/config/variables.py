@@ -496,9 +496,9 @@ RESULT_FILE = Variable(
 )
 OUTPUT_S3_BUCKET = Variable(
     "OUTPUT_S3_BUCKET",
-    "S3 bucket where the SSM Agent also writes each instance's complete output. When output was not streamed "
-    "(`STREAM_OUTPUT: 'false'`, or CloudWatch was late), the pipe prints it from there instead of SSM's capped "
-    "fields.",
+    "S3 bucket where the SSM Agent also writes each instance's complete output. Whatever was not streamed "
+    "(`STREAM_OUTPUT: 'false'`, or CloudWatch was late or never written to), the pipe prints from there instead "
+    "of SSM's capped fields.",
     matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (3-63 of a-z 0-9 . -)"),
 )
 OUTPUT_S3_PREFIX = Variable(

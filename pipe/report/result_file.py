@@ -14,10 +14,10 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipe.aws.console import console_url
 from pipe.config.settings import DeploySettings
 from pipe.model import DeployOutcome, Invocation, PhaseOutcome
 from pipe.report.durations import format_duration
-from pipe.stages.send import console_url
 
 ENV_SUFFIX = ".env"  # added to RESULT_FILE's name, never replacing its suffix: config.json must not hit config.env
 SHARED_VARIABLES = "BITBUCKET_PIPELINES_VARIABLES_PATH"  # Bitbucket's variable sharing between steps
@@ -61,7 +61,7 @@ def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, obje
         "build_number": settings.build.build_number,
         "commit": settings.build.commit,
         "command_ids": command_ids,
-        "console_urls": [console_url(settings.region, command_id) for command_id in command_ids],
+        "console_urls": [url for url in (console_url(settings.region, c) for c in command_ids) if url],
         "instances": _rows(deploy),
         "succeeded": len(deploy.invocations) - len(failed),
         "failed": len(failed),
@@ -83,7 +83,7 @@ def dotenv(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, str]:
         "SSM_DEPLOY_STATUS": outcome.status.value,
         "SSM_DEPLOY_ENVIRONMENT": settings.environment or "",
         "SSM_DEPLOY_COMMAND_IDS": " ".join(command_ids),
-        "SSM_DEPLOY_CONSOLE_URL": console_url(settings.region, command_ids[0]) if command_ids else "",
+        "SSM_DEPLOY_CONSOLE_URL": (console_url(settings.region, command_ids[0]) or "") if command_ids else "",
         "SSM_DEPLOY_SUCCEEDED": str(len(deploy.invocations) - len(failed)),
         "SSM_DEPLOY_FAILED": str(len(failed)),
         "SSM_DEPLOY_FAILED_INSTANCES": " ".join(failed),

@@ -7,8 +7,10 @@ stdout`` (and ``stderr``) when the command ends; GetCommandInvocation keeps only
 
 from __future__ import annotations
 
+import codecs
+import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -16,6 +18,8 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code, error_message
 
 PLUGIN_FOLDER = "awsrunShellScript/0.awsrunShellScript"
+MAX_PIECE_CHARS = 1024 * 1024  # a longer line is handed on in pieces, so memory stays flat
+CHUNK_BYTES = 64 * 1024
 log = logging.getLogger("ssm-deploy")
 
 
@@ -32,4 +36,25 @@ def read_lines(s3: Any, bucket: str, key: str) -> Iterator[str] | None:
         if error_code(error) not in ("NoSuchKey", "404"):
             log.warning(f"Could not read s3://{bucket}/{key} ({error_message(error)}): allow s3:GetObject on it.")
         return None
-    return (line.decode("utf-8", errors="replace") for line in body.iter_lines(keepends=True))
+    return split_lines(body.iter_chunks(CHUNK_BYTES))
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The text of ``chunks`` a line at a time, ends kept, split at ``\\n`` only: a carriage return
+    or a form feed is part of a line, for the printer to show (botocore's ``iter_lines`` splits there)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    parts: list[str] = []  # the line being read, in pieces: no copying as a long line grows
+    size = 0
+    for chunk in itertools.chain(chunks, [b""]):  # the empty chunk ends the decoding
+        *ended, last = decoder.decode(chunk, final=not chunk).split("\n")
+        if ended:
+            yield "".join(parts) + ended[0] + "\n"
+            yield from (f"{line}\n" for line in ended[1:])
+            parts, size = [], 0
+        parts.append(last)
+        size += len(last)
+        if size > MAX_PIECE_CHARS:
+            yield "".join(parts)
+            parts, size = [], 0
+    if size:
+        yield "".join(parts)

@@ -1,21 +1,29 @@
-"""After the wait: make sure every instance's output is in the build log, then summarise."""
+"""After the wait: make sure every instance's output is in the build log, then summarise.
+
+What CloudWatch streamed is compared with what SSM captured (``LogTail.drain``); whatever the
+stream lacks is printed at once from OUTPUT_S3_BUCKET when set, else from SSM's copy. Only output
+SSM cut at its 24,000/8,000-character limit is waited for, since only CloudWatch or S3 has its rest.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
+from pipe.aws.console import console_url
 from pipe.config.documents import plugin_folder
 from pipe.config.settings import DeploySettings
 from pipe.model import Invocation, SentCommand
 from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
 from pipe.report.durations import format_duration
 from pipe.report.s3_output import output_key, read_lines
-from pipe.stages.send import console_url
-from pipe.stages.watch.log_tail import LogTail
+from pipe.stages.watch.log_tail import Captured, LogTail, StreamKey, after_streamed
 from pipe.stages.watch.results import fetch_result
 
 DRAIN_SECONDS = 35.0  # the SSM Agent uploads output to CloudWatch at least every 30 s
+LIVE_OUTPUT_MISSING = "live output missing"  # a notice given once per run
+STREAMS = (("stdout", STDOUT_FIELD_LIMIT, "Standard output"), ("stderr", STDERR_FIELD_LIMIT, "Standard error"))
 log = logging.getLogger("ssm-deploy")
 
 
@@ -33,64 +41,115 @@ def show_results(
     for invocation in invocations.values():
         if invocation.status_details != "Terminated":  # never started: there is nothing to read
             fetch_result(ssm, invocation.command_id, invocation)
-    unstreamed = [inv for inv in invocations.values() if not inv.skipped]
+    ran = [inv for inv in invocations.values() if not inv.skipped]
     if tail is not None and tail.available:
-        expected = {
-            (inv.instance_id, stream): len(text)
-            for inv in unstreamed
-            for stream, text in (("stdout", inv.stdout), ("stderr", inv.stderr))
+        missing = _drain(ran, tail, printer, settings)
+    else:
+        missing = {(inv.instance_id, stream): 0 for inv in ran for stream, _, _ in STREAMS}
+    for invocation in ran:
+        gaps = {
+            stream: missing[key] for stream, _, _ in STREAMS if (key := (invocation.instance_id, stream)) in missing
         }
-        if tail.drain(expected, DRAIN_SECONDS):
-            unstreamed = []
-        else:
-            unstreamed = [
-                inv
-                for inv in unstreamed
-                if tail.streamed_chars(inv.instance_id, "stdout") < len(inv.stdout)
-                or tail.streamed_chars(inv.instance_id, "stderr") < len(inv.stderr)
-            ]
-            if unstreamed:
-                log.warning(
-                    "CloudWatch did not deliver all output in time; showing what SSM captured for "
-                    + ", ".join(inv.instance_id for inv in unstreamed)
-                )
-    for invocation in unstreamed:
-        if not (s3 is not None and _print_from_s3(s3, invocation, printer, settings)):
-            _print_captured(invocation, printer)
+        if gaps:
+            _print_rest(invocation, gaps, printer, settings, s3)
     printer.flush_elided(
-        f"CloudWatch Logs group {settings.log_group}, streams <command id>/<instance id>/aws-runShellScript/stdout"
+        f"CloudWatch Logs group {settings.log_group}, streams <command id>/<instance id>/<step>/stdout"
         if settings.stream_output
         else "the instance's SSM Agent log"
     )
     _summary(commands, invocations, settings.region)
 
 
-def _print_from_s3(s3: Any, invocation: Invocation, printer: OutputPrinter, settings: DeploySettings) -> bool:
-    """Print the full output the agent wrote to OUTPUT_S3_BUCKET; False when it is not there."""
+def _drain(
+    ran: list[Invocation], tail: LogTail, printer: OutputPrinter, settings: DeploySettings
+) -> dict[StreamKey, int]:
+    captured = {
+        (inv.instance_id, stream): Captured(_text(inv, stream), cut=len(_text(inv, stream)) >= limit)
+        for inv in ran
+        for stream, limit, _ in STREAMS
+    }
+    missing = tail.drain(captured, DRAIN_SECONDS)
+    silent = [inv.instance_id for inv in ran if (inv.stdout or inv.stderr) and not tail.streamed_any(inv.instance_id)]
+    if silent and printer.build_log.first_time(LIVE_OUTPUT_MISSING):
+        log.warning(
+            f"No live output from {_some(silent)}: nothing of what it printed arrived in CloudWatch Logs group "
+            f"{tail.group}. The instance role may not write there: allow it logs:CreateLogGroup, "
+            "logs:CreateLogStream, logs:PutLogEvents, logs:DescribeLogGroups and logs:DescribeLogStreams on "
+            f"arn:aws:logs:{settings.region}:<account>:log-group:{tail.group}:* (README: The instance role). "
+            "Its output is shown from what SSM captured instead."
+        )
+    late = [key[0] for key, copy in captured.items() if copy.cut and key in missing and key[0] not in silent]
+    if late:
+        log.warning(
+            f"CloudWatch did not deliver all output of {_some(sorted(set(late)))} within {DRAIN_SECONDS:.0f} s; "
+            "showing the rest from what SSM or S3 has."
+        )
+    return missing
+
+
+def _print_rest(
+    invocation: Invocation, gaps: dict[str, int], printer: OutputPrinter, settings: DeploySettings, s3: Any
+) -> None:
+    """Print what the build log lacks of the instance's output: from S3 when it is there, else SSM's copy."""
+    whole = not any(gaps.values())
+    title = (
+        f"output of {invocation.instance_id}: {invocation.describe()}"
+        if whole
+        else f"rest of the output of {invocation.instance_id} ({invocation.describe()}), not yet in CloudWatch Logs"
+    )
+    if s3 is not None and _print_from_s3(s3, invocation, gaps, printer, settings, title):
+        return
+    printer.print_header(f"---- {title} ----")
+    for stream, limit, what in STREAMS:
+        if stream not in gaps:
+            continue
+        text = _text(invocation, stream)
+        _print_chunks(printer, invocation.instance_id, stream, after_streamed([text], gaps[stream]))
+        notice = cut_notice(text, limit, what, _remedy(settings))
+        if notice:
+            log.warning(f"{invocation.instance_id}: {notice}")
+
+
+def _print_from_s3(
+    s3: Any, invocation: Invocation, gaps: dict[str, int], printer: OutputPrinter, settings: DeploySettings, title: str
+) -> bool:
+    """Print the rest of the full output the agent wrote to OUTPUT_S3_BUCKET; False when it is not there."""
     bucket, prefix = str(settings.output_s3_bucket), settings.output_s3_prefix
     folder = plugin_folder(settings.document_name)
-    stdout = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stdout", folder))
+    key = output_key(prefix, invocation.command_id, invocation.instance_id, "stdout", folder)
+    stdout = read_lines(s3, bucket, key)
     if stdout is None:
         return False
-    printer.print_header(f"---- output of {invocation.instance_id}: {invocation.describe()} (from s3://{bucket}) ----")
-    for line in stdout:
-        printer.print_lines(invocation.instance_id, line)
-    stderr = read_lines(s3, bucket, output_key(prefix, invocation.command_id, invocation.instance_id, "stderr", folder))
-    for line in stderr or ():
-        printer.print_lines(invocation.instance_id, line, is_stderr=True)
+    printer.print_header(f"---- {title} (from s3://{bucket}) ----")
+    if "stdout" in gaps:
+        _print_chunks(printer, invocation.instance_id, "stdout", after_streamed(stdout, gaps["stdout"]))
+    if "stderr" in gaps:
+        key = output_key(prefix, invocation.command_id, invocation.instance_id, "stderr", folder)
+        stderr = read_lines(s3, bucket, key) or ()
+        _print_chunks(printer, invocation.instance_id, "stderr", after_streamed(stderr, gaps["stderr"]))
     return True
 
 
-def _print_captured(invocation: Invocation, printer: OutputPrinter) -> None:
-    printer.print_header(f"---- output of {invocation.instance_id}: {invocation.describe()} ----")
-    printer.print_lines(invocation.instance_id, invocation.stdout)
-    printer.print_lines(invocation.instance_id, invocation.stderr, is_stderr=True)
-    for notice in (
-        cut_notice(invocation.stdout, STDOUT_FIELD_LIMIT, "Standard output"),
-        cut_notice(invocation.stderr, STDERR_FIELD_LIMIT, "Standard error"),
-    ):
-        if notice:
-            log.warning(f"{invocation.instance_id}: {notice}")
+def _text(invocation: Invocation, stream: str) -> str:
+    return invocation.stdout if stream == "stdout" else invocation.stderr
+
+
+def _print_chunks(printer: OutputPrinter, instance_id: str, stream: str, chunks: Iterable[str]) -> None:
+    for chunk in chunks:
+        printer.print_lines(instance_id, chunk, is_stderr=stream == "stderr")
+
+
+def _remedy(settings: DeploySettings) -> str:
+    if settings.stream_output:
+        return (
+            f"the rest did not arrive through CloudWatch Logs group {settings.log_group} in time (look there), "
+            "or set OUTPUT_S3_BUCKET to have it printed from S3."
+        )
+    return "set STREAM_OUTPUT: 'true' (the default) or OUTPUT_S3_BUCKET to get all of it."
+
+
+def _some(ids: list[str], limit: int = 10) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 def _summary(commands: list[SentCommand], invocations: dict[str, Invocation], region: str) -> None:
@@ -108,4 +167,6 @@ def _summary(commands: list[SentCommand], invocations: dict[str, Invocation], re
     for row in rows:
         log.info("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for command in commands:
-        log.info(f"Console: {console_url(region, command.command_id)}")
+        url = console_url(region, command.command_id)
+        if url:
+            log.info(f"Console: {url}")

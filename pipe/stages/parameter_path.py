@@ -38,7 +38,7 @@ def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role:
         pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, WithDecryption=True)
         for page in pages:
             for parameter in page.get("Parameters", []):
-                redactor.add(parameter.get("Value"))
+                redactor.add(parameter.get("Value"), name=f"PARAMETERS_PATH parameter {parameter.get('Name')}")
                 refs.append(SecretRef(env_name(parameter["Name"]), parameter["Name"]))
     except ClientError as error:
         what = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from pipe.aws.console import console_url
 from pipe.config.build_context import cut
 from pipe.config.settings import DeploySettings
 from pipe.errors import DeployStopped
@@ -17,7 +18,7 @@ from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
 from pipe.stages.release.remote import ReleasePlan, install_body, switch_back_body
 from pipe.stages.script import build_script, healthcheck_body
-from pipe.stages.send import cancel_command, console_url, send_commands
+from pipe.stages.send import cancel_command, send_commands
 from pipe.stages.watch.follow import follow
 
 DEPLOY, HEALTH_CHECK, ROLLBACK = "deploy", "health check", "rollback"
@@ -81,7 +82,7 @@ def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocat
     for command in commands:
         count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
         log.info(f"Sent command {command.command_id} to {count} [{command.comment}] by {run.identity.arn}")
-        log.info(f"Console: {console_url(run.region, command.command_id)}")
+        _log_console(run, command)
     try:
         invocations = follow(run, spec, commands, record)
     except DeployStopped:
@@ -109,7 +110,7 @@ def send_only(run: Run, spec: CommandSpec) -> str:
         what = "it was cancelled" if cancelled else "cancelling it failed, so it may still be running"
         raise DeployStopped(f"{stop} while command {command_ids(record.commands)} was sent: {what}.") from None
     for command in record.commands:
-        log.info(f"Console: {console_url(run.region, command.command_id)}")
+        _log_console(run, command)
     return f"Sent command {command_ids(record.commands)}; not waiting for it (WAIT: 'false')."
 
 
@@ -119,3 +120,9 @@ def _send(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[SentCommand
     if run.outcome.status is Status.NOT_SENT:
         run.outcome.status = Status.RUNNING
     return commands
+
+
+def _log_console(run: Run, command: SentCommand) -> None:
+    url = console_url(run.region, command.command_id)
+    if url:  # none in a partition whose console has no public address
+        log.info(f"Console: {url}")

@@ -82,7 +82,7 @@ def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, rol
         except ClientError as error:
             raise PipeError(_parameter_access_message(error, batch, role)) from None
         for parameter in response.get("Parameters", []):
-            redactor.add(parameter.get("Value"))
+            redactor.add(parameter.get("Value"), name=f"SECRETS parameter {parameter.get('Name')}")
         missing.extend(response.get("InvalidParameters", []))
     if missing:
         owners = [ref.env_name for ref in secrets if ref.parameter in missing]

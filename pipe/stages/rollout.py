@@ -62,7 +62,7 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
         return DeployFailed(_failure_message(failed, len(invocations), command_ids(outcome.commands)))
     if not invocations:
         return DeployFailed(
-            f"TARGETS matched no managed instance: nothing ran. Command id: {command_ids(outcome.commands)}"
+            f"TARGETS matched no managed instance: nothing ran. Command id: {command_ids(outcome.commands)}."
         )
     if run.settings.healthcheck_commands:
         instance_ids = [i for i in batch.instance_ids or list(invocations)]
@@ -83,7 +83,7 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
         return None
     return DeployFailed(
         f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(instance_ids)} instance(s): "
-        f"{listed(unhealthy)}. Command id: {command_ids(record.commands)}"
+        f"{listed(unhealthy)}. Command id: {command_ids(record.commands)}."
     )
 
 
@@ -112,7 +112,7 @@ def _roll_back(run: Run, failure: DeployFailed) -> DeployFailed:
         return DeployFailed(f"{failure} Rollback succeeded on all {len(received)} instance(s).")
     return DeployFailed(
         f"{failure} ROLLBACK FAILED on {len(broken)} of {len(received)} instance(s): {listed(broken)}; "
-        f"they need attention. Rollback command id: {command_ids(record.commands)}"
+        f"they need attention. Rollback command id: {command_ids(record.commands)}."
     )
 
 
@@ -126,7 +126,7 @@ def _failure_message(failed: list[Invocation], total: int, commands: str) -> str
             f" The rollout stopped at MAX_ERRORS: {len(skipped)} instance(s) were skipped and still run the old "
             f"version: {names}."
         )
-    return message + f" Command id: {commands}"
+    return message + f" Command id: {commands}."
 
 
 def listed(invocations: list[Invocation], limit: int = LISTED) -> str:

@@ -295,10 +295,6 @@ def cancel_command(ssm: Any, command_id: str, instance_ids: list[str] | None = N
     return True
 
 
-def console_url(region: str, command_id: str) -> str:
-    return f"https://{region}.console.aws.amazon.com/systems-manager/run-command/{command_id}?region={region}"
-
-
 def _send_error_message(error: ClientError, settings: DeploySettings) -> str:
     code, message = error_code(error), error_message(error)
     if code == "InvalidInstanceId":

@@ -76,6 +76,7 @@ class InvocationRun:
         self.killed = False
         self.stdout = ""
         self.stderr = ""
+        self.cloudwatch_refused = False
         self.thread = threading.Thread(target=self._run, name=f"agent-{instance_id}", daemon=True)
 
     def bind(self, report: Report, on_done: Done) -> None:
@@ -228,8 +229,9 @@ class InvocationRun:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace")
             chunks.append(line)
-            if name in uploaders:
-                uploaders[name].add(line.rstrip("\n"))
+            message = line.removesuffix("\n").removesuffix("\r")  # the agent turns CRLF into LF
+            if name in uploaders and message:  # PutLogEvents takes no empty message: a blank line is not sent
+                uploaders[name].add(message)
         stream.close()
         text = "".join(chunks)
         if name == "stdout":
@@ -241,11 +243,15 @@ class InvocationRun:
         config = self.command.cloudwatch_output
         if not config.get("CloudWatchOutputEnabled"):
             return {}
+        if self.instance is not None and not self.instance.cloudwatch_writes:
+            self.cloudwatch_refused = True  # the agent logs the AccessDeniedException and streams nothing
+            return {}
         group = config.get("CloudWatchLogGroupName") or DEFAULT_LOG_GROUP
         sink = self._logs_sink()
         prefix = f"{self.command.command_id}/{self.instance_id}/{PLUGIN}"
+        skew = self.instance.clock_skew if self.instance is not None else 0.0
         return {
-            name: StreamUploader(sink, group, f"{prefix}/{name}", self._upload_interval)
+            name: StreamUploader(sink, group, f"{prefix}/{name}", self._upload_interval, skew)
             for name in ("stdout", "stderr")
         }
 

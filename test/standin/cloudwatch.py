@@ -81,8 +81,10 @@ class LogsSinks:
 class StreamUploader:
     """Collects lines of one stream and puts them to ``<group>/<stream>`` every ``interval`` seconds."""
 
-    def __init__(self, sink: LogsSink, group: str, stream: str, interval: float) -> None:
+    def __init__(self, sink: LogsSink, group: str, stream: str, interval: float, clock_skew: float = 0.0) -> None:
+        """``clock_skew``: seconds the instance's clock is off; events carry its time, as the agent's do."""
         self._sink = sink
+        self._clock_skew = clock_skew
         self._group = group
         self._stream = stream
         self._interval = interval
@@ -115,7 +117,7 @@ class StreamUploader:
         if not self._created:
             self._sink.ensure_stream(self._group, self._stream)
             self._created = True
-        now = int(time.time() * 1000)
+        now = int((time.time() + self._clock_skew) * 1000)
         # CloudWatch takes at most 10,000 events or 1 MB a call
         for start in range(0, len(lines), 5000):
             events = [{"timestamp": now, "message": line} for line in lines[start : start + 5000]]

@@ -25,6 +25,11 @@ class FakeInstance:
     ping_status: str = "Online"
     delivery: str = DELIVER
     delivery_delay: float = 0.05
+    # seconds the instance's clock is off: the agent stamps CloudWatch events with it
+    clock_skew: float = 0.0
+    # False: the instance role may not write CloudWatch Logs (logs:CreateLogStream/PutLogEvents are
+    # refused), so the agent streams nothing; the command itself runs as usual
+    cloudwatch_writes: bool = True
     # "EC2Instance" (tags from EC2), or "ManagedInstance": a hybrid (on-premises) node, mi-..., whose
     # tags SSM itself keeps (AddTagsToResource with ResourceType ManagedInstance, or the activation's)
     resource_type: str = "EC2Instance"

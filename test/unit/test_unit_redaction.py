@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import subprocess
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipe.runtime.redaction import MASK, RedactingFilter, Redactor
+from pipe.runtime.redaction import MASK, RedactingFilter, Redactor, printf_q
 
 SECRET = "s3cr3t-Value!"
 
@@ -33,12 +37,13 @@ def test_text_without_values_is_unchanged() -> None:
 def test_masks_longest_value_first() -> None:
     redactor = redactor_with("pass", "password123")
     # masking "pass" first would leave "****word123"
-    assert redactor.redact("password123 then pass") == f"{MASK} then {MASK}"
+    assert redactor.redact_output("password123 then pass") == f"{MASK} then {MASK}"
+    assert redactor.redact("password123 then pass") == f"{MASK} then pass"  # a plain word: see below
 
 
 def test_value_containing_another_is_masked_whole_whatever_the_order() -> None:
-    redactor = redactor_with("abcd-efgh-ijkl", "efgh")
-    assert redactor.redact("x abcd-efgh-ijkl y efgh") == f"x {MASK} y {MASK}"
+    redactor = redactor_with("abcd-efgh-ijkl", "ef-gh")
+    assert redactor.redact("x abcd-efgh-ijkl y ef-gh") == f"x {MASK} y {MASK}"
 
 
 def test_value_with_trailing_newline_also_masked_without_it() -> None:
@@ -61,7 +66,7 @@ def test_values_shorter_than_four_characters_ignored(value: str | None) -> None:
 
 
 def test_four_characters_is_enough() -> None:
-    assert redactor_with("abcd").redact("xabcdx") == f"x{MASK}x"
+    assert redactor_with("ab-d").redact("xab-dx") == f"x{MASK}x"
 
 
 def test_values_added_later_are_masked() -> None:
@@ -136,3 +141,109 @@ def test_bad_format_arguments_do_not_raise_from_the_log_call(
     logger, _, _ = logged
     monkeypatch.setattr(logging, "raiseExceptions", False)  # what a plain handler does: swallow and go on
     logger.info("%s and %s", "only one")
+
+
+# --- the forms a deploy script prints a secret in -------------------------------------------------
+
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+    "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n"
+    "LxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo\n"
+    "-----END RSA PRIVATE KEY-----\n"
+)
+
+
+def test_every_line_of_a_multi_line_secret_is_masked_on_its_own() -> None:
+    """CloudWatch events, S3 lines and the printer hand over a line at a time, not the whole value."""
+    redactor = redactor_with(PEM)
+    for line in PEM.splitlines():
+        assert redactor.redact_output(f"key: {line}") == f"key: {MASK}"
+        assert redactor.redact(line) == MASK
+    assert redactor.redact_output(PEM) == MASK  # whole, when it is in one piece
+
+
+def test_lines_of_only_punctuation_in_a_multi_line_secret_are_not_masked() -> None:
+    redactor = redactor_with("{\n  -----\n  lamp-post-9\n}\n")
+    assert redactor.redact_output("---- header ----") == "---- header ----"
+    assert redactor.redact_output("lamp-post-9") == MASK
+
+
+def test_strings_inside_a_json_secret_are_masked_as_printed_by_jq_r() -> None:
+    key = json.dumps({"type": "service_account", "private_key": PEM, "client_id": "1234567890123"}, indent=2)
+    redactor = redactor_with(key)
+    decoded_field = [redactor.redact_output(line) for line in PEM.splitlines()]  # jq -r .private_key
+    assert decoded_field == [MASK] * len(PEM.splitlines())
+    assert MASK in redactor.redact_output(json.dumps(json.loads(key)))  # compact, one line
+    for line in key.splitlines()[1:-1]:  # pretty-printed, as in Parameter Store
+        assert "RSA" not in redactor.redact_output(line) and "1234567890123" not in redactor.redact_output(line)
+
+
+SHELL_VALUE = 'it\'s a "p@ss" $word\\!'
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        SHELL_VALUE,
+        "'it'\\''s a \"p@ss\" $word\\!'",  # set -x and ${var@Q}
+        'it\\\'s\\ a\\ \\"p@ss\\"\\ \\$word\\\\\\!',  # printf %q
+        'it\'s a \\"p@ss\\" $word\\\\!',  # JSON-escaped
+        "it%27s%20a%20%22p%40ss%22%20%24word%5C%21",  # percent-encoded
+    ],
+)
+def test_the_shell_json_and_url_forms_of_a_secret_are_masked(printed: str) -> None:
+    masked = redactor_with(SHELL_VALUE).redact_output(f"+ echo {printed} done")
+    assert masked in (f"+ echo {MASK} done", f"+ echo '{MASK}' done")
+
+
+def test_set_x_of_a_multi_line_secret_is_masked_line_by_line() -> None:
+    redactor = redactor_with(PEM)
+    traced = "+ KEY='" + PEM.rstrip("\n") + "'"  # bash 5 traces a multi-line value single-quoted
+    assert all(MASK in redactor.redact_output(line) for line in traced.splitlines())
+    assert "MII" not in redactor.redact_output(f"+ printf %s $'{printf_q(PEM)}'")  # printf %q: $'...\n...'
+
+
+BASH_ALPHABET = st.sampled_from(list("aZ09 !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\t\n\x1bé"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(BASH_ALPHABET, min_size=1, max_size=12))
+def test_printf_q_form_is_what_bash_prints(text: str) -> None:
+    printed = subprocess.run(
+        ["bash", "-c", 'printf %q "$1"', "-", text],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+    ).stdout
+    expected = printf_q(text)
+    assert printed in (expected, f"$'{expected}'")
+
+
+@pytest.mark.parametrize("value", ["Zq9", " xy\n", "ab"])
+def test_a_secret_too_short_to_mask_is_named_in_a_warning(value: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        redactor_with().add(value, name="SECRETS parameter /deploy/prod/pin")
+    assert "SECRETS parameter /deploy/prod/pin: its value is" in caplog.text
+    assert "too short to mask" in caplog.text
+    assert value.strip() not in caplog.text.replace("SECRETS parameter /deploy/prod/pin", "")
+
+
+def test_credentials_added_without_a_name_never_warn(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        redactor_with("abc", "Success")
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("word", ["Success", "Failed", "instance", "2024"])
+def test_a_secret_that_is_a_plain_word_does_not_garble_the_pipes_own_lines(
+    word: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    redactor = Redactor()
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        redactor.add(word, name="SECRETS parameter /deploy/prod/word")
+    status = f"INFO: i-0a1: {word} (exit 0); 1 instance(s); 2024-11-25"
+    assert redactor.redact(status) == status
+    assert redactor.redact_output(f"echo {word}") == f"echo {MASK}"  # the instances' output is masked
+    assert "SECRETS parameter /deploy/prod/word: its value is a plain word or number" in caplog.text

@@ -18,7 +18,6 @@ from pipe.errors import PipeError
 from pipe.model import Invocation, SentCommand, Target
 from pipe.stages.send import (
     cancel_command,
-    console_url,
     send_command,
     send_commands,
     send_parameters,
@@ -278,7 +277,7 @@ def test_send_command_other_error(stubbed: tuple[SSMClient, Stubber]) -> None:
     assert str(error.value) == "SendCommand failed (ThrottlingException: Rate exceeded)."
 
 
-# --- cancel_command and console_url -------------------------------------------------------------
+# --- cancel_command -------------------------------------------------------------------------
 
 
 def test_cancel_command_accepted(stubbed: tuple[SSMClient, Stubber]) -> None:
@@ -293,12 +292,6 @@ def test_cancel_command_refused_is_logged(stubbed: tuple[SSMClient, Stubber], ca
     with caplog.at_level(logging.ERROR, logger="ssm-deploy"):
         assert cancel_command(client, COMMAND_ID) is False
     assert f"Could not cancel command {COMMAND_ID}: InvalidCommandId: gone" in caplog.text
-
-
-def test_console_url() -> None:
-    assert console_url("eu-west-1", COMMAND_ID) == (
-        f"https://eu-west-1.console.aws.amazon.com/systems-manager/run-command/{COMMAND_ID}?region=eu-west-1"
-    )
 
 
 CMD_0 = "00000000-0000-4000-8000-00000000000a"

@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.aws.console import console_urls
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
-from pipe.errors import DeployStopped, StillRunning
+from pipe.errors import DeployStopped, StillRunning, sentence
 from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand
 from pipe.report.console import OutputPrinter
 from pipe.report.summary import show_results
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
 from pipe.stages.authenticate import CredentialsExpired, session_ended
-from pipe.stages.send import cancel_command, console_url
+from pipe.stages.send import cancel_command
 from pipe.stages.watch.agent_watch import AgentWatch
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
 
 WAIT_MARGIN_SECONDS = 120  # beyond delivery + execution timeout, before the pipe gives up itself
 CANCEL_GRACE_SECONDS = 30
-CLOCK_SKEW_MS = 60_000  # read CloudWatch from a minute before sending: clocks here and at AWS differ
 log = logging.getLogger("ssm-deploy")
 
 
@@ -37,7 +36,7 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
     with aws_errors_explained(run.region, commands):
         count = max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
         printer = OutputPrinter(
-            run.redactor, label_lines=count != 1, names=run.names, instance_count=count, order=run.order
+            run.redactor, names=run.names, instance_count=count, order=run.order, build_log=run.build_log
         )
         tail = _log_tail(run, commands, printer)
         s3 = run.clients.s3 if settings.output_s3_bucket else None
@@ -50,20 +49,20 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
         try:
             invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
         except (Interrupted, WaitTimedOut) as stop:
-            log.error(f"{stop} Cancelling command {ids(commands)}.")
-            confirmed = False
-            if all([cancel_command(run.clients.ssm, command.command_id) for command in commands]):
+            log.error(f"{sentence(str(stop))} Cancelling command {ids(commands)}.")
+            unconfirmed = ""
+            if not all([cancel_command(run.clients.ssm, command.command_id) for command in commands]):
+                unconfirmed = "SSM refused to cancel the command (see above)"
+            else:
                 try:
                     tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
-                    confirmed = True
                 except WaitTimedOut:
-                    log.warning(f"Cancellation not confirmed within {CANCEL_GRACE_SECONDS} s.")
+                    unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
             show_results(run.clients.ssm, commands, tracker.invocations, printer, tail, settings, s3)
-            if confirmed:
-                raise DeployStopped(f"{stop} The command was cancelled. Command id: {ids(commands)}") from None
-            raise StillRunning(
-                f"{stop} Cancelling command {ids(commands)} was not confirmed", *_links(run.region, commands)
-            ) from None
+            if not unconfirmed:
+                cancelled = f"The command was cancelled. Command id: {ids(commands)}."
+                raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
+            raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, commands)) from None
         for command in commands:
             lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
             if lost:  # so a returning agent does not run a deploy nobody watches
@@ -105,8 +104,9 @@ def ids(commands: list[SentCommand]) -> str:
     return ", ".join(command.command_id for command in commands)
 
 
-def _links(region: str, commands: list[SentCommand]) -> tuple[list[str], list[str]]:
-    return [c.command_id for c in commands], [console_url(region, c.command_id) for c in commands]
+def _links(region: str, commands: list[SentCommand]) -> tuple[list[str], str]:
+    command_ids = [c.command_id for c in commands]
+    return command_ids, console_urls(region, command_ids)
 
 
 def _log_tail(run: Run, commands: list[SentCommand], printer: OutputPrinter) -> LogTail | None:
@@ -114,5 +114,4 @@ def _log_tail(run: Run, commands: list[SentCommand], printer: OutputPrinter) -> 
     if not settings.stream_output:
         return None
     log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
-    start_ms = int(time.time() * 1000) - CLOCK_SKEW_MS
-    return LogTail(run.clients.logs, settings.log_group, [c.command_id for c in commands], printer, start_ms)
+    return LogTail(run.clients.logs, settings.log_group, [c.command_id for c in commands], printer)

@@ -225,3 +225,54 @@ def test_records_the_role_that_sent_each_command(standin: StandIn) -> None:
     assert standin.sent_command(command_id).caller_arn == (
         "arn:aws:sts::123456789012:assumed-role/deploy-recorded/recorder"
     )
+
+
+def cloudwatch_messages(standin: StandIn, group: str, stream: str) -> list[dict[str, Any]]:
+    logs = standin.client("logs")
+    try:
+        return list(logs.get_log_events(logGroupName=group, logStreamName=stream)["events"])
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+
+
+def send_streamed(standin: StandIn, instance_id: str, script: str, group: str) -> str:
+    return send(
+        standin,
+        [instance_id],
+        script,
+        CloudWatchOutputConfig={"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": group},
+    )
+
+
+def test_blank_lines_reach_ssm_but_not_cloudwatch(standin: StandIn) -> None:
+    """PutLogEvents takes no empty message (minimum length 1), and the agent turns CRLF into LF."""
+    (instance_id,) = standin.launch(1)
+    group = "/ssm-deploy/standin-blank"
+    command_id = send_streamed(standin, instance_id, "echo one\necho\nprintf 'two\\r\\n\\n'", group)
+    item = wait_final(standin, command_id, instance_id)
+    stream = f"{command_id}/{instance_id}/aws-runShellScript/stdout"
+
+    assert (item["Status"], item["StandardOutputContent"]) == ("Success", "one\n\ntwo\r\n\n")
+    assert [e["message"] for e in cloudwatch_messages(standin, group, stream)] == ["one", "two"]
+
+
+def test_an_instance_clock_off_by_minutes_stamps_its_events_with_its_own_time(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1, clock_skew=-600)
+    group = "/ssm-deploy/standin-skew"
+    before = time.time() * 1000
+    command_id = send_streamed(standin, instance_id, "echo late", group)
+    wait_final(standin, command_id, instance_id)
+    (logged,) = cloudwatch_messages(standin, group, f"{command_id}/{instance_id}/aws-runShellScript/stdout")
+
+    assert before - 605_000 <= logged["timestamp"] <= time.time() * 1000 - 595_000
+
+
+def test_an_instance_role_that_may_not_write_logs_streams_nothing_and_still_runs(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1, cloudwatch_writes=False)
+    group = "/ssm-deploy/standin-denied"
+    command_id = send_streamed(standin, instance_id, "echo still-ran", group)
+    item = wait_final(standin, command_id, instance_id)
+
+    assert (item["Status"], item["StandardOutputContent"]) == ("Success", "still-ran\n")
+    assert cloudwatch_messages(standin, group, f"{command_id}/{instance_id}/aws-runShellScript/stdout") == []
+    assert standin.sent_command(command_id).runs[instance_id].cloudwatch_refused
