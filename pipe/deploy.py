@@ -19,7 +19,7 @@ from pipe.model import Invocation
 from pipe.report.console import OutputPrinter
 from pipe.report.result_file import DeployOutcome, write_result
 from pipe.report.summary import show_results
-from pipe.runtime.interruption import Interrupted, StopRequests
+from pipe.runtime.interruption import Interrupted, StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate
 from pipe.stages.parameter_path import resolve_path
@@ -63,14 +63,11 @@ class Deploy:
         _log_plan(settings)
         session, identity = authenticate(settings, self.env, self.redactor)
         stops.raise_if_requested()
-        ssm = session.client("ssm", region_name=settings.region, config=client_config())
+        ssm = _client(session, "ssm", settings.region, stops)
         # the EC2 client costs ~17 MB of service model: only made when names or TARGETS need it
-        ec2 = (
-            session.client("ec2", region_name=settings.region, config=client_config())
-            if settings.targets or len(settings.instance_ids) > 1
-            else None
-        )
-        targeted = self._targeted_instances(session, ec2)
+        needs_ec2 = bool(settings.targets) or len(settings.instance_ids) > 1
+        ec2 = _client(session, "ec2", settings.region, stops) if needs_ec2 else None
+        targeted = self._targeted_instances(session, ec2, stops)
         self.order = list(targeted or [])
         if targeted:
             check_instances(ssm, targeted, settings.region)
@@ -202,11 +199,11 @@ class Deploy:
         invocations = self._follow(session, ssm, phase, commands, stops, names, len(instance_ids))
         return commands, invocations, [inv for inv in invocations.values() if not inv.succeeded]
 
-    def _targeted_instances(self, session: Any, ec2: Any) -> list[str] | None:
+    def _targeted_instances(self, session: Any, ec2: Any, stops: StopRequests) -> list[str] | None:
         settings = self.settings
         if not settings.targets:
             return settings.instance_ids
-        rg = session.client("resource-groups", region_name=settings.region, config=client_config())
+        rg = _client(session, "resource-groups", settings.region, stops)
         found = resolve_targets(ec2, rg, settings.targets)
         if found is not None:
             if not found:
@@ -236,12 +233,8 @@ class Deploy:
             printer = OutputPrinter(
                 self.redactor, label_lines=count != 1, names=names, instance_count=count, order=self.order
             )
-            tail = _log_tail(session, settings, commands, printer)
-            s3 = (
-                session.client("s3", region_name=settings.region, config=client_config())
-                if settings.output_s3_bucket
-                else None
-            )
+            tail = _log_tail(session, settings, commands, printer, stops)
+            s3 = _client(session, "s3", settings.region, stops) if settings.output_s3_bucket else None
             on_poll = tail.poll if tail else (lambda: 0)
             watch = AgentWatch(ssm, settings.agent_lost_timeout)
             tracker = InvocationTracker(ssm, commands, agent_watch=watch)
@@ -368,11 +361,18 @@ def _log_plan(settings: DeploySettings) -> None:
 
 
 def _log_tail(
-    session: Any, settings: DeploySettings, commands: list[SentCommand], printer: OutputPrinter
+    session: Any, settings: DeploySettings, commands: list[SentCommand], printer: OutputPrinter, stops: StopRequests
 ) -> LogTail | None:
     if not settings.stream_output:
         return None
-    logs = session.client("logs", region_name=settings.region, config=client_config())
+    logs = _client(session, "logs", settings.region, stops)
     log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
     start_ms = int(time.time() * 1000) - 60_000  # allow for clock skew between here and AWS
     return LogTail(logs, settings.log_group, [command.command_id for command in commands], printer, start_ms)
+
+
+def _client(session: Any, service: str, region: str, stops: StopRequests) -> Any:
+    """A client whose retried calls end at the next attempt when the pipeline is stopped."""
+    client = session.client(service, region_name=region, config=client_config())
+    stop_between_attempts(client, stops)
+    return client

@@ -11,7 +11,7 @@ from typing import Any
 # How an instance's agent answers a command:
 DELIVER = "deliver"  # picks the command up and runs it
 UNDELIVERABLE = "undeliverable"  # the agent is gone: the invocation fails as Undeliverable
-NEVER = "never"  # never picks it up: the invocation ends in DeliveryTimedOut
+NEVER = "never"  # never picks it up: the invocation ends in DeliveryTimedOut (see InvocationRun)
 
 
 @dataclass
@@ -22,6 +22,9 @@ class FakeInstance:
     ping_status: str = "Online"
     delivery: str = DELIVER
     delivery_delay: float = 0.05
+    # How fast AWS's delivery clock runs for a NEVER instance: 0.01 reports a 31-s total timeout as
+    # DeliveryTimedOut after 0.31 s. The status is AWS's; only the wait is shortened, for tests.
+    delivery_time_scale: float = 1.0
 
     def information(self) -> dict[str, Any]:
         """A DescribeInstanceInformation row."""

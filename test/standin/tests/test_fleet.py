@@ -11,7 +11,10 @@ import time
 import uuid
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from standin import StandIn
 from standin.fleet import UNDELIVERABLE
@@ -336,3 +339,28 @@ def test_calls_are_counted_per_service_and_api(standin: StandIn) -> None:
     assert ours["sts:GetCallerIdentity"] == 0
     assert ours["logs:PutLogEvents"] == 0
     assert ours["ssm:ListCommandInvocations"] == 1
+
+
+def test_throttle_answers_rate_exceeded_until_its_limit(standin: StandIn) -> None:
+    ssm = boto3.client(
+        "ssm",
+        endpoint_url=standin.endpoint,
+        region_name=standin.region,
+        config=Config(retries={"total_max_attempts": 1}),  # every answer seen, none retried
+        aws_access_key_id=standin.admin_keys["aws_access_key_id"],
+        aws_secret_access_key=standin.admin_keys["aws_secret_access_key"],
+    )
+    standin.service.throttle(failures=1, out_of=1, seconds=60, actions={"DescribeInstanceInformation"}, limit=2)
+    try:
+        answers = []
+        for _ in range(3):
+            try:
+                ssm.describe_instance_information()
+                answers.append("ok")
+            except ClientError as error:
+                answers.append(error.response["Error"]["Code"])
+        ssm.list_commands()  # not among the throttled actions
+    finally:
+        standin.service.clear_faults()
+
+    assert answers == ["ThrottlingException", "ThrottlingException", "ok"]
