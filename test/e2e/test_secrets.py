@@ -17,7 +17,8 @@ LEAK = 'echo "password is $DB_PASSWORD"; printf "%s\\n" "$DB_PASSWORD" >&2'
 SCENARIOS = {
     "success": ({}, LEAK, 0),
     "remote failure": ({}, LEAK + "\nexit 7", 1),
-    "execution timeout": ({"EXECUTION_TIMEOUT": "1"}, LEAK + "\nsleep 20", 1),
+    # long enough for the instance's AWS CLI to read the secret on a busy machine (1 s was not)
+    "execution timeout": ({"EXECUTION_TIMEOUT": "6"}, LEAK + "\nsleep 30", 1),
     "debug on": ({"DEBUG": "true"}, LEAK, 0),
     "debug on and failure": ({"DEBUG": "true", "STREAM_OUTPUT": "false"}, LEAK + "\nexit 3", 1),
 }
@@ -47,6 +48,7 @@ def assert_nothing_leaked(standin: StandIn, run: PipeRun, instance_id: str) -> N
     emitted = run.output
     assert SECRET not in emitted
     assert OIDC_TOKEN not in emitted
+    assert standin.admin_keys["aws_secret_access_key"] not in emitted  # the static keys in the environment
     for _, secret_key, token in standin.issued_credentials():
         assert secret_key not in emitted
         assert token not in emitted
@@ -68,7 +70,9 @@ def test_secret_never_emitted(standin: StandIn, secret_environment: str, scenari
     assert run.returncode == expected_code, run.output
     assert "password is ****" in run.output  # the instance really had the value; the log masks it
     if extra.get("DEBUG") == "true":
-        assert "DEBUG:" in run.output
+        assert "DEBUG:" in run.output  # debug output really was on
+    history = str(standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"])
+    assert f"/deploy/{secret_environment}/db_password" in history  # the parameter travels by name
     assert_nothing_leaked(standin, run, instance_id)
 
 
