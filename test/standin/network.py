@@ -2,7 +2,8 @@
 
 Point a pipe at ``FlakyProxy.endpoint`` instead of the stand-in's own endpoint; ``reset_for``
 answers every new connection with a TCP reset, ``refuse_for`` closes the listening port so
-connections are refused, each for the given number of seconds.
+connections are refused, each for the given number of seconds. ``reset_from_first_connection``
+starts the reset period when the first connection arrives, however late the client starts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class FlakyProxy:
         self._listener = self._listen(0)
         self.port = self._listener.getsockname()[1]
         self._reset_until = 0.0
+        self._reset_pending = 0.0  # seconds of resets that start at the next connection
         self._refuse_until = 0.0
         self._stopped = threading.Event()
         self.resets = 0
@@ -32,6 +34,9 @@ class FlakyProxy:
 
     def reset_for(self, seconds: float) -> None:
         self._reset_until = time.monotonic() + seconds
+
+    def reset_from_first_connection(self, seconds: float) -> None:
+        self._reset_pending = seconds
 
     def refuse_for(self, seconds: float) -> None:
         self._refuse_until = time.monotonic() + seconds
@@ -63,6 +68,8 @@ class FlakyProxy:
                 client, _ = self._listener.accept()
             except (TimeoutError, OSError):
                 continue
+            if self._reset_pending:
+                self._reset_until, self._reset_pending = time.monotonic() + self._reset_pending, 0.0
             if time.monotonic() < self._reset_until:
                 self.resets += 1
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

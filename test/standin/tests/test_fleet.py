@@ -7,6 +7,7 @@ own (``unique()``) and never relies on how many other instances exist.
 from __future__ import annotations
 
 import datetime
+import socket
 import time
 import uuid
 from typing import Any
@@ -364,3 +365,22 @@ def test_throttle_answers_rate_exceeded_until_its_limit(standin: StandIn) -> Non
         standin.service.clear_faults()
 
     assert answers == ["ThrottlingException", "ThrottlingException", "ok"]
+
+
+def test_flaky_proxy_resets_from_the_first_connection_then_forwards(standin: StandIn) -> None:
+    proxy = standin.flaky_proxy()
+    try:
+        proxy.reset_from_first_connection(0.5)
+        time.sleep(0.7)  # longer than the period: it has not started yet
+        with pytest.raises(ConnectionError), socket.create_connection(("127.0.0.1", proxy.port)) as first:
+            first.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            first.recv(1)
+        time.sleep(0.7)  # now it is over
+        with socket.create_connection(("127.0.0.1", proxy.port)) as later:
+            later.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = later.recv(12)
+    finally:
+        proxy.stop()
+
+    assert proxy.resets >= 1
+    assert answer.startswith(b"HTTP/")
