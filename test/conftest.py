@@ -1,13 +1,16 @@
-"""Shared fixtures: one local AWS stand-in per test session."""
+"""Shared fixtures: one local AWS stand-in per test session (per pytest-xdist worker)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
-from standin import StandIn
+
+if TYPE_CHECKING:  # imported when a test first asks for it: the fast path never loads moto
+    from standin import StandIn
 
 # CI runs the same generated cases every time and replays no saved failures (no flaky runs);
 # locally each run explores new ones and replays what failed before (.hypothesis/).
@@ -17,5 +20,18 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
+    from standin import StandIn
+
     with StandIn(tmp_path_factory.mktemp("standin"), upload_interval=0.1) as running:
         yield running
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the stand-in is marked ``standin``, so ``-m "not standin"`` (the fast
+    path) leaves out exactly the tests that need it. Tests marked ``slow`` run first: pytest-xdist
+    (``--dist loadgroup``) hands out tests in this order, so the long ones do not start last and
+    keep one worker busy while the others idle."""
+    for item in items:
+        if "standin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.standin)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise as collected

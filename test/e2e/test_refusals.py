@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from spec.strategies import (
     KEY_PAIR,
@@ -129,6 +130,7 @@ def commands_for(standin: StandIn, instance_ids: list[str]) -> int:
     )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=100,
     deadline=None,
