@@ -16,7 +16,7 @@ from pipe.model import DeployOutcome, Status
 from pipe.report import plan
 from pipe.report.result_file import write_result
 from pipe.run import Run
-from pipe.runtime.interruption import StopRequests
+from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate, deploy_bound_seconds
 from pipe.stages.phases import deploy_spec, send_only
@@ -57,7 +57,8 @@ class Deploy:
         plan.announce(self.settings)
         needed = deploy_bound_seconds(self.settings, WAIT_MARGIN_SECONDS)
         session, identity = authenticate(self.settings, self.env, self.redactor, needed)
-        clients = Clients(session, self.settings.region)
+        # a stop ends a retried call at its next attempt, until SendCommand (stop_between_attempts)
+        clients = Clients(session, self.settings.region, lambda client: stop_between_attempts(client, stops))
         run = Run(self.settings, self.env, self.redactor, stops, clients, identity, self.outcome)
         stops.raise_if_requested()
         resolve(run)

@@ -1,14 +1,18 @@
-"""Shared fixtures: one local AWS stand-in per test session, and the instances' RUN_AS user."""
+"""Shared fixtures: one local AWS stand-in per test session (per pytest-xdist worker), and the
+instances' RUN_AS user."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
-from standin import StandIn
 from standin.users import APP_USER, AppUser, ensure_app_user
+
+if TYPE_CHECKING:  # imported when a test first asks for it: the fast path never loads moto
+    from standin import StandIn
 
 # CI runs the same generated cases every time and replays no saved failures (no flaky runs);
 # locally each run explores new ones and replays what failed before (.hypothesis/).
@@ -18,6 +22,8 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
+    from standin import StandIn
+
     with StandIn(tmp_path_factory.mktemp("standin"), upload_interval=0.1) as running:
         yield running
 
@@ -30,3 +36,14 @@ def app_user() -> AppUser:
     if os.geteuid() != 0:
         pytest.skip(f"creating the RUN_AS user {APP_USER} needs root")
     return ensure_app_user()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the stand-in is marked ``standin``, so ``-m "not standin"`` (the fast
+    path) leaves out exactly the tests that need it. Tests marked ``slow`` run first: pytest-xdist
+    (``--dist loadgroup``) hands out tests in this order, so the long ones do not start last and
+    keep one worker busy while the others idle."""
+    for item in items:
+        if "standin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.standin)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise as collected

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,15 @@ def run_pipe(env: dict[str, str], timeout: float = 120, colour: bool = False) ->
         check=False,
     )
     return PipeRun(completed.returncode, completed.stdout)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 class LivePipe:
@@ -87,7 +97,11 @@ class LivePipe:
         os.kill(self.process.pid, signum)
 
     def finish(self, timeout: float = 60) -> PipeRun:
-        returncode = self.process.wait(timeout)
+        try:
+            returncode = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # a failing test leaves no pipe behind
+            raise
         self._reader.join(timeout)
         return PipeRun(returncode, self.output)
 

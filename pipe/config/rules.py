@@ -150,7 +150,9 @@ def later_phases_need_waiting(values: Values) -> Iterator[Problem]:
 
 
 def release_mode(values: Values) -> bool:
-    return values.is_set(ARTIFACT) or values.is_set(RELEASE)
+    """ARTIFACT or RELEASE given (and not refused: a bad RELEASE is named alone, not with what
+    release mode would need)."""
+    return any(values.is_set(variable) and values.ok(variable) for variable in (ARTIFACT, RELEASE))
 
 
 RELEASE_ONLY: tuple[Variable[Any], ...] = (

@@ -3,6 +3,8 @@
 The handler never raises: an exception thrown from inside an HTTP call could leave the AWS client
 in a broken state, or cut SendCommand off after AWS accepted it, losing the command id. The
 deploy asks ``raise_if_requested`` between steps and between polls, and then cancels the command.
+``stop_between_attempts`` adds one more safe point before anything is sent: between the attempts
+of a retried AWS call.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pipe.errors import PipeError
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 
 class Interrupted(PipeError):
@@ -22,6 +28,9 @@ class Interrupted(PipeError):
 class StopRequests:
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        # Set once SendCommand is attempted: from then on a command may exist, and only the follow
+        # loop may act on a stop, because it cancels the command (and the user is told it was sent).
+        self.sending_started = False
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
@@ -40,3 +49,25 @@ def stop_requests() -> Iterator[StopRequests]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def stop_between_attempts(client: BaseClient, stops: StopRequests) -> None:
+    """Act on a stop before each attempt of ``client``'s calls, retries included, until SendCommand.
+
+    Without it a stop during a throttled call waits for the whole retry budget (10 attempts with
+    back-off: 35-53 s measured). botocore emits ``before-send`` before every attempt, after the
+    back-off and the adaptive rate limiter's wait (botocore/endpoint.py ``_do_get_response``); an
+    exception raised there is not retried, so the call ends with it and nothing more is sent.
+
+    SendCommand itself is never cut short (its command id must not be lost), and neither is any call
+    after it: the stop then reaches the follow loop, which cancels what was sent. So an
+    ``Interrupted`` raised here always means that nothing was sent to the instances.
+    """
+
+    def before_attempt(event_name: str, **_: object) -> None:
+        if event_name.endswith(".SendCommand"):
+            stops.sending_started = True
+        if not stops.sending_started:
+            stops.raise_if_requested()
+
+    client.meta.events.register("before-send", before_attempt)

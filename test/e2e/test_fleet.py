@@ -8,6 +8,7 @@ import re
 import uuid
 from pathlib import Path
 
+import pytest
 from standin import StandIn
 from support import run_pipe
 
@@ -84,6 +85,7 @@ def unique_tag() -> str:
     return f"fleet-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.slow
 def test_tag_targets_roll_out_to_200_instances_ten_percent_at_a_time(standin: StandIn, tmp_path: Path) -> None:
     service = unique_tag()
     ids = standin.launch(200, name="api", tags={"Service": service, "Env": "prod"})

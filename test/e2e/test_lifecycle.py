@@ -6,6 +6,7 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
 from standin import StandIn
 from support import run_pipe
 
@@ -79,22 +80,28 @@ def test_script_from_the_repository_is_the_command_body(standin: StandIn, tmp_pa
     assert "release 42 from repo script" in run.output
 
 
-def test_script_outside_the_clone_dir_or_too_big_is_refused(standin: StandIn, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("../outside.sh", "is outside the clone directory"),
+        ("escape.sh", "is outside the clone directory"),
+        ("missing.sh", "is not a file in the clone directory"),
+        ("big.sh", "140,000 bytes; at most 65,536 can be sent"),
+    ],
+)
+def test_script_outside_the_clone_dir_or_too_big_is_refused(
+    standin: StandIn, tmp_path: Path, script: str, expected: str
+) -> None:
     (instance_id,) = standin.launch(1)
     clone = tmp_path / "clone"
     clone.mkdir()
     (clone / "big.sh").write_text("echo x\n" * 20000)
     (clone / "escape.sh").symlink_to("/etc/hostname")
-    for script, expected in (
-        ("../outside.sh", "is outside the clone directory"),
-        ("escape.sh", "is outside the clone directory"),
-        ("missing.sh", "is not a file in the clone directory"),
-        ("big.sh", "140,000 bytes; at most 65,536 can be sent"),
-    ):
-        env = standin.pipe_env(INSTANCE_IDS=instance_id, SCRIPT=script, BITBUCKET_CLONE_DIR=str(clone))
-        run = run_pipe(env)
-        assert run.returncode == 1, run.output
-        assert "SCRIPT:" in run.output and expected in run.output, run.output
+    env = standin.pipe_env(INSTANCE_IDS=instance_id, SCRIPT=script, BITBUCKET_CLONE_DIR=str(clone))
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert "SCRIPT:" in run.output and expected in run.output, run.output
     assert standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == []
 
 

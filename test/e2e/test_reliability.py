@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from standin import StandIn
 from standin.fleet import NEVER
-from support import LivePipe, run_pipe
+from support import LivePipe, run_pipe, wait_until
 
 
 @pytest.fixture
@@ -20,9 +20,14 @@ def faults(standin: StandIn) -> Iterator[StandIn]:
 
 def test_throttling_storm_still_deploys_and_reports_correctly(faults: StandIn) -> None:
     ids = faults.launch(2)
-    faults.service.throttle(failures=1, out_of=2, seconds=20)  # every other control-plane call
+    # every other control-plane call, until 6 were throttled; standard retries back off without the
+    # adaptive rate limiter's extra waits (same retries, same outcome, 7 s instead of 15 s)
+    faults.service.throttle(failures=1, out_of=2, seconds=60, limit=6)
     before = faults.service.throttled
-    run = run_pipe(faults.pipe_env(INSTANCE_IDS=" ".join(ids), COMMANDS="echo step-1\nsleep 1\necho step-2"))
+    env = faults.pipe_env(
+        INSTANCE_IDS=" ".join(ids), COMMANDS="echo step-1\nsleep 1\necho step-2", AWS_RETRY_MODE="standard"
+    )
+    run = run_pipe(env)
 
     assert run.returncode == 0, run.output
     assert faults.service.throttled - before >= 5
@@ -43,8 +48,12 @@ def test_invocations_missing_right_after_send_command(faults: StandIn) -> None:
 
 
 def test_delivery_timeout_fails_as_delivery_timed_out(faults: StandIn) -> None:
-    (instance_id,) = faults.launch(1, delivery=NEVER)
-    run = run_pipe(faults.pipe_env(INSTANCE_IDS=instance_id, DELIVERY_TIMEOUT="30", COMMANDS="echo never"), timeout=120)
+    # AWS reports it after DELIVERY_TIMEOUT + EXECUTION_TIMEOUT (60 s); the stand-in after 1.2 s
+    (instance_id,) = faults.launch(1, delivery=NEVER, delivery_time_scale=0.02)
+    env = faults.pipe_env(
+        INSTANCE_IDS=instance_id, DELIVERY_TIMEOUT="30", EXECUTION_TIMEOUT="30", COMMANDS="echo never"
+    )
+    run = run_pipe(env, timeout=120)
 
     assert run.returncode == 1, run.output
     assert f"{instance_id}: TimedOut/DeliveryTimedOut" in run.output
@@ -76,7 +85,7 @@ def test_network_resets_for_a_few_seconds_are_retried(faults: StandIn) -> None:
     (instance_id,) = faults.launch(1)
     proxy = faults.flaky_proxy()
     try:
-        proxy.reset_for(3)
+        proxy.reset_from_first_connection(3)  # not from now: the pipe may take seconds to start on a busy machine
         run = run_pipe(faults.pipe_env(AWS_ENDPOINT_URL=proxy.endpoint, INSTANCE_IDS=instance_id, COMMANDS="echo ok"))
     finally:
         proxy.stop()
@@ -141,14 +150,20 @@ def test_stopping_the_pipeline_cancels_and_kills_the_remote_process(faults: Stan
 
 
 def test_stop_before_sending_sends_nothing(faults: StandIn) -> None:
+    """SIGINT while botocore retries a throttled preflight call: the pipe stops at the next attempt,
+    not after the retry budget (up to 11 attempts with back-off) or the end of the throttling."""
     (instance_id,) = faults.launch(1)
-    faults.service.throttle(failures=1, out_of=1, seconds=30, actions={"DescribeInstanceInformation"})
+    faults.service.throttle(failures=1, out_of=1, seconds=300, actions={"DescribeInstanceInformation"})
+    before = faults.service.calls["DescribeInstanceInformation"]
     live = LivePipe(faults.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="echo never"))
-    live.wait_for_line("Authenticated as")
+    wait_until(lambda: faults.service.calls["DescribeInstanceInformation"] > before, "a throttled preflight call")
+    at_stop = faults.service.calls["DescribeInstanceInformation"]
     live.signal(signal.SIGINT)
-    run = live.finish()
+    run = live.finish(timeout=60)
 
     assert run.returncode == 1, run.output
     assert "Received SIGINT: the pipeline was stopped; nothing was sent to the instances." in run.output
     assert "Traceback" not in run.output
+    # the attempt already on its way when the signal came may still arrive, but no other
+    assert faults.service.calls["DescribeInstanceInformation"] - at_stop <= 1
     assert faults.client("ssm").list_commands(InstanceId=instance_id)["Commands"] == []

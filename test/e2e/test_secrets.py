@@ -48,6 +48,7 @@ def assert_nothing_leaked(standin: StandIn, run: PipeRun, instance_id: str) -> N
     emitted = run.output
     assert SECRET not in emitted
     assert OIDC_TOKEN not in emitted
+    assert standin.admin_keys["aws_secret_access_key"] not in emitted  # the static keys in the environment
     for _, secret_key, token in standin.issued_credentials():
         assert secret_key not in emitted
         assert token not in emitted
@@ -69,7 +70,9 @@ def test_secret_never_emitted(standin: StandIn, secret_environment: str, scenari
     assert run.returncode == expected_code, run.output
     assert "password is ****" in run.output  # the instance really had the value; the log masks it
     if extra.get("DEBUG") == "true":
-        assert "DEBUG:" in run.output
+        assert "DEBUG:" in run.output  # debug output really was on
+    history = str(standin.client("ssm").list_commands(InstanceId=instance_id)["Commands"])
+    assert f"/deploy/{secret_environment}/db_password" in history  # the parameter travels by name
     assert_nothing_leaked(standin, run, instance_id)
 
 

@@ -21,7 +21,8 @@ LOCAL_BASE = BASE_IMAGE.startswith("ssm-deploy-test-base:")
 IMAGE = "ssm-deploy:test"
 HOST_ONLY = {"PATH", "LANG"}
 
-pytestmark = pytest.mark.image
+# one pytest-xdist worker runs them all (./dev test uses --dist loadgroup): the image is built once
+pytestmark = [pytest.mark.image, pytest.mark.xdist_group("image")]
 
 
 def _run(*command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -118,7 +118,7 @@ class InvocationRun:
             self._update(Status="Failed", StatusDetails="Undeliverable", ResponseCode=-1)
             return
         if instance.delivery == NEVER:
-            if self._cancel.wait(self.command.delivery_timeout):
+            if self._cancel.wait(self._total_timeout() * instance.delivery_time_scale):
                 self._update(Status="Cancelled", StatusDetails="Cancelled", ResponseCode=-1)
             else:
                 self._update(Status="TimedOut", StatusDetails="DeliveryTimedOut", ResponseCode=-1)
@@ -127,6 +127,15 @@ class InvocationRun:
             self._update(Status="Cancelled", StatusDetails="Cancelled", ResponseCode=-1)
             return
         self._execute(instance)
+
+    def _total_timeout(self) -> int:
+        """When an undelivered invocation turns DeliveryTimedOut: AWS documents a Pending invocation
+        that the agent has not received once Timeout (seconds) plus Execution timeout have passed as
+        Delivery Timed Out (Run Command, "Understanding command statuses"). Counted from dispatch."""
+        return self.command.delivery_timeout + self._execution_timeout()
+
+    def _execution_timeout(self) -> int:
+        return int((self.command.parameters.get("executionTimeout") or [str(DEFAULT_EXECUTION_TIMEOUT)])[0])
 
     def _execute(self, instance: FakeInstance) -> None:
         started = _now()
@@ -146,7 +155,7 @@ class InvocationRun:
             return
         script.write_text(body + "\n")
         cwd = (parameters.get("workingDirectory") or [""])[0] or str(instance.home)
-        timeout = int((parameters.get("executionTimeout") or [str(DEFAULT_EXECUTION_TIMEOUT)])[0])
+        timeout = self._execution_timeout()
         uploaders = self._uploaders()
         try:
             self.process = subprocess.Popen(

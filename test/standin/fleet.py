@@ -14,7 +14,7 @@ from standin import isolation
 # How an instance's agent answers a command:
 DELIVER = "deliver"  # picks the command up and runs it
 UNDELIVERABLE = "undeliverable"  # the agent is gone: the invocation fails as Undeliverable
-NEVER = "never"  # never picks it up: the invocation ends in DeliveryTimedOut
+NEVER = "never"  # never picks it up: the invocation ends in DeliveryTimedOut (see InvocationRun)
 
 
 @dataclass
@@ -43,6 +43,10 @@ class FakeInstance:
         """Where this instance's absolute ``path`` under /srv or /opt is on this machine (see
         ``isolation.py``): ``path("/srv/web-api/current")`` is ``<home>/root/srv/web-api/current``."""
         return isolation.host_path(self.home, path)
+
+    # How fast AWS's delivery clock runs for a NEVER instance: 0.01 reports a 31-s total timeout as
+    # DeliveryTimedOut after 0.31 s. The status is AWS's; only the wait is shortened, for tests.
+    delivery_time_scale: float = 1.0
 
     def information(self) -> dict[str, Any]:
         """A DescribeInstanceInformation row."""

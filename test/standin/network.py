@@ -7,6 +7,8 @@ connections are refused, each for the given number of seconds. Two faults aim at
 for the stand-in's answer (so the action happened) and resets the connection instead of relaying
 it, as when a connection dies between AWS accepting a request and the reply arriving;
 ``reset_request_to`` resets the connection without forwarding the request (it never reached AWS).
+``reset_from_first_connection`` starts the reset period when the first connection arrives, however
+late the client starts.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class FlakyProxy:
         self._listener = self._listen(0)
         self.port = self._listener.getsockname()[1]
         self._reset_until = 0.0
+        self._reset_pending = 0.0  # seconds of resets that start at the next connection
         self._refuse_until = 0.0
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
@@ -58,6 +61,9 @@ class FlakyProxy:
 
     def reset_for(self, seconds: float) -> None:
         self._reset_until = time.monotonic() + seconds
+
+    def reset_from_first_connection(self, seconds: float) -> None:
+        self._reset_pending = seconds
 
     def refuse_for(self, seconds: float) -> None:
         self._refuse_until = time.monotonic() + seconds
@@ -101,6 +107,8 @@ class FlakyProxy:
                 client, _ = self._listener.accept()
             except (TimeoutError, OSError):
                 continue
+            if self._reset_pending:
+                self._reset_until, self._reset_pending = time.monotonic() + self._reset_pending, 0.0
             if time.monotonic() < self._reset_until:
                 self.resets += 1
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -30,13 +30,16 @@ class SentCommand:
 
 @dataclass
 class Throttle:
-    """Answer ThrottlingException to ``failures`` of every ``out_of`` calls until ``until``."""
+    """Answer ThrottlingException to ``failures`` of every ``out_of`` calls until ``until``, or
+    until ``limit`` calls were throttled."""
 
     failures: int
     out_of: int
     until: float
     actions: frozenset[str] | None
+    limit: int | None = None
     count: int = 0
+    throttled: int = 0
 
 
 @dataclass
@@ -119,8 +122,11 @@ class RunCommandService:
         for throttle in self.throttles:
             if now >= throttle.until or (throttle.actions is not None and action not in throttle.actions):
                 continue
+            if throttle.limit is not None and throttle.throttled >= throttle.limit:
+                continue
             throttle.count += 1
             if throttle.count % throttle.out_of < throttle.failures:
+                throttle.throttled += 1
                 self.throttled += 1
                 return True
         return False
@@ -201,10 +207,13 @@ class RunCommandService:
         """Make KMS refuse to decrypt parameters under ``key_id`` (for callers whose ARN matches)."""
         self.decrypt_denials.append(DecryptDenial(key_id, caller_contains))
 
-    def throttle(self, failures: int, out_of: int, seconds: float, actions: set[str] | None = None) -> None:
-        """Answer ``failures`` of every ``out_of`` calls (of ``actions``) with ThrottlingException."""
+    def throttle(
+        self, failures: int, out_of: int, seconds: float, actions: set[str] | None = None, limit: int | None = None
+    ) -> None:
+        """Answer ``failures`` of every ``out_of`` calls (of ``actions``) with ThrottlingException,
+        for ``seconds`` or until ``limit`` calls were throttled, whichever comes first."""
         self.throttles.append(
-            Throttle(failures, out_of, time.monotonic() + seconds, frozenset(actions) if actions else None)
+            Throttle(failures, out_of, time.monotonic() + seconds, frozenset(actions) if actions else None, limit)
         )
 
     def hide_new_invocations(self, seconds: float) -> None:

@@ -7,11 +7,15 @@ own (``unique()``) and never relies on how many other instances exist.
 from __future__ import annotations
 
 import datetime
+import socket
 import time
 import uuid
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from standin import StandIn
 from standin.fleet import UNDELIVERABLE
@@ -366,3 +370,47 @@ def test_describe_instance_information_filters_by_tag_and_resource_type(standin:
     assert ec2 not in described([{"Key": "ResourceType", "Values": ["ManagedInstance"]}])
     with pytest.raises(ssm.exceptions.InvalidFilterKey, match="can't be combined"):
         described([{"Key": "tag:Service", "Values": [service]}, {"Key": "ResourceType", "Values": ["EC2Instance"]}])
+
+
+def test_throttle_answers_rate_exceeded_until_its_limit(standin: StandIn) -> None:
+    ssm = boto3.client(
+        "ssm",
+        endpoint_url=standin.endpoint,
+        region_name=standin.region,
+        config=Config(retries={"total_max_attempts": 1}),  # every answer seen, none retried
+        aws_access_key_id=standin.admin_keys["aws_access_key_id"],
+        aws_secret_access_key=standin.admin_keys["aws_secret_access_key"],
+    )
+    standin.service.throttle(failures=1, out_of=1, seconds=60, actions={"DescribeInstanceInformation"}, limit=2)
+    try:
+        answers = []
+        for _ in range(3):
+            try:
+                ssm.describe_instance_information()
+                answers.append("ok")
+            except ClientError as error:
+                answers.append(error.response["Error"]["Code"])
+        ssm.list_commands()  # not among the throttled actions
+    finally:
+        standin.service.clear_faults()
+
+    assert answers == ["ThrottlingException", "ThrottlingException", "ok"]
+
+
+def test_flaky_proxy_resets_from_the_first_connection_then_forwards(standin: StandIn) -> None:
+    proxy = standin.flaky_proxy()
+    try:
+        proxy.reset_from_first_connection(0.5)
+        time.sleep(0.7)  # longer than the period: it has not started yet
+        with pytest.raises(ConnectionError), socket.create_connection(("127.0.0.1", proxy.port)) as first:
+            first.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            first.recv(1)
+        time.sleep(0.7)  # now it is over
+        with socket.create_connection(("127.0.0.1", proxy.port)) as later:
+            later.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = later.recv(12)
+    finally:
+        proxy.stop()
+
+    assert proxy.resets >= 1
+    assert answer.startswith(b"HTTP/")

@@ -134,6 +134,29 @@ def test_agent_that_never_picks_up_gives_delivery_timed_out(standin: StandIn) ->
     assert wait_final(standin, command_id, instance_id)["Status"] == "Cancelled"
 
 
+def test_undelivered_invocation_times_out_after_delivery_plus_execution_timeout(standin: StandIn) -> None:
+    """AWS: Pending turns DeliveryTimedOut after Timeout (seconds) + Execution timeout; the scale only
+    shortens the wait (31 s here, reported after 0.31 s)."""
+    (instance_id,) = standin.launch(1, delivery=NEVER, delivery_time_scale=0.01)
+    command_id = send(standin, [instance_id], "true", TimeoutSeconds=30, parameters={"executionTimeout": ["1"]})
+    item = wait_final(standin, command_id, instance_id)
+
+    assert (item["Status"], item["StatusDetails"], item["ResponseCode"]) == ("TimedOut", "DeliveryTimedOut", -1)
+    assert standin.sent_command(command_id).runs[instance_id].process is None  # nothing ran
+
+
+def test_undelivered_invocation_stays_pending_within_the_execution_timeout(standin: StandIn) -> None:
+    """The delivery timeout alone (30 s, 0.3 s scaled) does not end it: the execution timeout adds 3600 s."""
+    (instance_id,) = standin.launch(1, delivery=NEVER, delivery_time_scale=0.01)
+    command_id = send(standin, [instance_id], "true", TimeoutSeconds=30)
+    ssm = standin.client("ssm")
+    time.sleep(1.0)
+    item = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    ssm.cancel_command(CommandId=command_id)
+
+    assert item["Status"] == "Pending"
+
+
 def test_describe_instance_information_reports_ping_status(standin: StandIn) -> None:
     online, lost = standin.launch(2)
     standin.instance(lost).ping_status = "ConnectionLost"

@@ -1,11 +1,5 @@
-"""Property-based tests over every pipe variable: bad values are refused by name, never with a traceback.
-
-Two layers:
-
-* ``pipe.settings.load_settings`` in-process, with generated variable sets that are valid, carry one
-  targeted bad value, carry several at once, or are arbitrary text;
-* ``pipe.main.main()`` (the real entry point) against the local AWS stand-in, where a refusal must
-  print ``Validation errors:`` with ``VAR:`` / ``- reason`` lines and nothing may be sent.
+"""The pipe variables' contract, written down independently of pipe/config, and Hypothesis
+strategies that generate variable sets from it: valid ones, and ones with bad values.
 
 A case records which variables were made bad and how ("kind"). Refusals happen in stages: the
 toolkit's schema check (a required variable empty or missing), then the encoding/control character
@@ -13,40 +7,20 @@ check of every value, then the checks of each value. A refusal must name every b
 earliest stage it reached, and may only name variables that are bad or depend on a bad one (a value
 that uses ``{environment}`` when ENVIRONMENT is bad, EXTERNAL_ID when ROLE_ARN is bad).
 
-At the end: targeted properties for refusals that once went wrong, and ``xfail(strict=True)`` tests
-for the bugs still open (each reason says what is wrong).
+Used by the in-process properties (``spec/test_settings_spec.py``) and by the runs of ``main()``
+against the stand-in (``e2e/test_refusals.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from unittest import mock
 
-import pytest
-from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from standin import StandIn
 
-from pipe.config.settings import DeploySettings
-from pipe.config.settings import load_settings as load_variables
-from pipe.config.variables import SCHEMA, VARIABLE_NAMES
-from pipe.errors import ValidationFailed
-from pipe.main import main
-from pipe.stages.script import build_script, script_size_problem
-
-
-def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -> DeploySettings:
-    """What main() runs: the variables' checks and the size of the script they make."""
-    return load_variables(variables, env, script_size=script_size_problem)
-
+from pipe.config.variables import SCHEMA
 
 # --- the contract, written down independently of pipe/settings.py --------------------------------
 
@@ -96,12 +70,6 @@ SCHEMA_REQUIRED = frozenset(name for name, rule in SCHEMA.items() if rule.get("r
 KEY_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 T = TypeVar("T")
 STAGES = {"required": 0, "unprintable": 1, "value": 2}  # the order in which refusals happen
-
-
-def test_schema_names_are_the_variables_under_test() -> None:
-    assert set(VARIABLE_NAMES) == NAMES
-    assert {"AWS_DEFAULT_REGION", "INSTANCE_IDS", "COMMANDS", "ROLE_ARN", "SECRETS"} <= NAMES
-
 
 # --- a generated case ------------------------------------------------------------------------------
 
@@ -170,8 +138,33 @@ def printable(min_size: int = 0, max_size: int = 30, exclude: str = "") -> st.Se
     return st.text(alphabet, min_size=min_size, max_size=max_size)
 
 
+# literal text, or one ASCII character class with an optional {m} / {m,n} count
+_PIECE = re.compile(
+    r"(?P<literal>[A-Za-z0-9_]+)"
+    r"|\[(?P<cls>[^\]^][^\]]*)\](?:\{(?P<low>[0-9]+)(?:,(?P<high>[0-9]+))?\})?"
+)
+
+
 def fixed(pattern: str) -> st.SearchStrategy[str]:
-    return st.from_regex(pattern, fullmatch=True)
+    """Strings that fully match ``pattern``. Patterns made only of literals and ASCII character
+    classes with counts are drawn directly as text (the same strings, several times faster than
+    from_regex, which draws through a regex parser and then filters); others go to from_regex."""
+    pieces: list[st.SearchStrategy[str]] = []
+    position = 0
+    while position < len(pattern):
+        piece = _PIECE.match(pattern, position)
+        if piece is None or not pattern.isascii():
+            return st.from_regex(pattern, fullmatch=True)
+        if piece["literal"]:
+            pieces.append(st.just(piece["literal"]))
+        else:
+            members = re.compile(f"[{piece['cls']}]")
+            alphabet = [chr(c) for c in range(128) if members.fullmatch(chr(c))]
+            low = int(piece["low"] or 1)
+            high = int(piece["high"]) if piece["high"] else (low if piece["low"] else 1)
+            pieces.append(st.text(st.sampled_from(alphabet), min_size=low, max_size=high))
+        position = piece.end()
+    return st.tuples(*pieces).map("".join)
 
 
 HEX8, HEX17 = fixed(r"[0-9a-f]{8}"), fixed(r"[0-9a-f]{17}")
@@ -818,21 +811,24 @@ BAD: dict[str, Inject] = {
     "ROLLBACK_COMMANDS": only_unprintable("ROLLBACK_COMMANDS"),
     "PARAMETERS_PATH": one_of_words("PARAMETERS_PATH", ["/", "//", "/deploy/{stage}/", "deploy path", "/a//b"]),
     "SCRIPT": one_of_words("SCRIPT", ["../outside.sh", "/etc/passwd", "missing-script.sh"]),
+    # release mode: each refused by its own check, or as "only used in release mode" (no ARTIFACT here)
+    "ARTIFACT_BUCKET": one_of_words("ARTIFACT_BUCKET", ["UPPER", "a", "has space", "-dash-"]),
+    "ARTIFACT_PREFIX": one_of_words("ARTIFACT_PREFIX", ["/abs/", "a//b", "has space/", "../up/"]),
+    "APP_DIR": one_of_words("APP_DIR", ["relative/dir", "/", "/srv//app", "/srv/app/"]),
+    "RUN_AS": one_of_words("RUN_AS", ["no such user", "1000", "a" * 40, "-x"]),
+    "SHARED_PATHS": one_of_words("SHARED_PATHS", ["../etc", "/abs", "a/../b", "./x"]),
+    "ACTIVATE_COMMANDS": only_unprintable("ACTIVATE_COMMANDS"),
+    "RELEASE": one_of_words("RELEASE", ["latest", "42", "v1.2", "000042"]),
+    "KEEP_RELEASES": one_of_words("KEEP_RELEASES", ["1", "0", "101", "five"]),
+    "SERVICE": one_of_words("SERVICE", ["has space", "a/b", "x" * 200, "é"]),
 }
 UNPRINTABLE_ONLY = {
     "WORKING_DIRECTORY",
     "RESULT_FILE",
     "HEALTHCHECK_COMMANDS",
     "ROLLBACK_COMMANDS",
+    "ARTIFACT",  # which file it names is checked when the release is prepared, before anything is sent
 }  # any other text is valid
-
-
-def test_every_variable_has_a_bad_value_generator() -> None:
-    """Variables added after this file get only the checks every variable gets (encoding, control
-    characters, arbitrary text): say so, without failing everyone's build the day a variable is added."""
-    missing = sorted(NAMES - set(BAD))
-    assert not missing, f"no targeted bad values yet for {', '.join(missing)}: add them to BAD"
-    assert {"AWS_DEFAULT_REGION", "INSTANCE_IDS", "COMMANDS", "ROLE_ARN", "SECRETS"} <= set(BAD) & NAMES
 
 
 @st.composite
@@ -853,7 +849,7 @@ def bad_cases(draw: st.DrawFn, min_bad: int = 1, max_bad: int = 1, for_env: bool
     return case
 
 
-# --- in-process properties on load_settings ------------------------------------------------------------
+# --- what every refusal must satisfy ----------------------------------------------------------------
 
 
 def check_problems(problems: Mapping[str, list[str]]) -> None:
@@ -870,15 +866,6 @@ def check_problems(problems: Mapping[str, list[str]]) -> None:
             assert any(str(TIMEOUTS[name][1]) in r for r in reasons), reasons
 
 
-def refusal(case: Case) -> dict[str, list[str]]:
-    """Run load_settings on a case that must be refused; only ValidationFailed may come out."""
-    try:
-        load_settings(case.variables, case.env)
-    except ValidationFailed as failed:
-        return failed.problems
-    raise AssertionError(f"accepted, but {sorted(case.bad)} were made bad: {shorten(case.variables)}")
-
-
 def shorten(variables: Mapping[str, str]) -> dict[str, str]:
     return {
         name: value if len(value) < 120 else value[:100] + f"...({len(value)} chars)"
@@ -893,70 +880,6 @@ def check_refusal_names(case: Case, named: set[str]) -> None:
     assert not unexpected, f"refusal names {sorted(unexpected)}, which are fine; bad: {case.bad}"
 
 
-def entry_names(text: str) -> list[str]:
-    """The names of ``NAME=value`` entries, in order, skipping blank lines and comments."""
-    entries = [entry.strip() for entry in text.split("\n")]
-    return [entry.partition("=")[0].strip() for entry in entries if entry and not entry.startswith("#")]
-
-
-@settings(max_examples=150, deadline=None)
-@given(valid_cases())
-def test_valid_variables_are_accepted(case: Case) -> None:
-    result = load_settings(case.variables, case.env)
-
-    assert isinstance(result, DeploySettings)
-    values = {name: value.strip() for name, value in case.variables.items()}
-    assert result.region == values["AWS_DEFAULT_REGION"]
-    assert result.environment == case.environment
-    assert result.instance_ids == ([] if "TARGETS" in case.variables else case.instance_ids)
-    assert result.commands == case.variables["COMMANDS"].strip("\n")
-    for name, (_, _, default) in TIMEOUTS.items():
-        if name in NAMES:
-            assert getattr(result, name.lower()) == int(values.get(name) or default), name
-
-    def expand(text: str) -> str:
-        return text.replace("{environment}", case.environment) if case.environment else text
-
-    if "TARGETS" in case.variables:
-        entries = [entry.strip() for entry in re.split(r"[\n;]", case.variables["TARGETS"])]
-        assert [str(target) for target in result.targets] == [expand(entry) for entry in entries if entry]
-    assert result.role_arn == (expand(values["ROLE_ARN"]) if values.get("ROLE_ARN") else None)
-    assert result.oidc_role_arn == (expand(values["AWS_OIDC_ROLE_ARN"]) if values.get("AWS_OIDC_ROLE_ARN") else None)
-    assert result.external_id == (values.get("EXTERNAL_ID") or None)
-    assert result.log_group == (
-        expand(values["CLOUDWATCH_LOG_GROUP"]) if values.get("CLOUDWATCH_LOG_GROUP") else "/aws/ssm/ssm-deploy"
-    )
-    assert (result.static_keys is None) == ("AWS_ACCESS_KEY_ID" not in case.variables)
-    assert [ref.env_name for ref in result.secrets] == entry_names(case.variables.get("SECRETS", ""))
-    assert [name for name, _ in result.variables] == entry_names(case.variables.get("VARIABLES", ""))
-    for text in [result.role_arn, result.oidc_role_arn, result.comment, result.log_group]:
-        assert "{environment}" not in (text or "")
-    for ref in result.secrets:
-        assert "{environment}" not in ref.parameter
-    assert len(result.comment) <= 100
-    assert script_bytes(result) <= MAX_SCRIPT_BYTES
-
-
-@settings(max_examples=300, deadline=None)
-@given(bad_cases(min_bad=1, max_bad=1))
-def test_one_bad_variable_is_refused_by_name(case: Case) -> None:
-    problems = refusal(case)
-    for name, kind in case.bad.items():
-        event(f"bad {kind}: {name}")
-
-    check_problems(problems)
-    check_refusal_names(case, set(problems))
-
-
-@settings(max_examples=200, deadline=None)
-@given(bad_cases(min_bad=2, max_bad=6))
-def test_several_bad_variables_are_refused_by_name(case: Case) -> None:
-    problems = refusal(case)
-
-    check_problems(problems)
-    check_refusal_names(case, set(problems))
-
-
 @st.composite
 def unprintable_cases(draw: st.DrawFn, name: str) -> Case:
     c = Choices(draw)
@@ -965,337 +888,9 @@ def unprintable_cases(draw: st.DrawFn, name: str) -> Case:
     return case
 
 
-@pytest.mark.parametrize("name", VARIABLE_NAMES)
-@settings(max_examples=12, deadline=None)
-@given(data=st.data())
-def test_unprintable_value_in_each_variable_is_refused_by_name(name: str, data: st.DataObject) -> None:
-    case = data.draw(unprintable_cases(name))
-
-    problems = refusal(case)
-
-    check_problems(problems)
-    assert set(problems) == {name}
-    assert any("UTF-8" in r or "control character" in r for r in problems[name]), problems[name]
-
-
-ANY_TEXT = st.text(max_size=60) | st.text(
-    st.sampled_from("i-0123456789abcdefmAZ ,\n{}=;/#:$é\udcff\x00\x1b\x7f"), max_size=60
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    variables=st.dictionaries(st.sampled_from(sorted(NAMES)), ANY_TEXT, max_size=len(NAMES)),
-    env=st.dictionaries(
-        st.sampled_from(
-            [
-                "INSTANCE_IDS_COUNT",
-                "INSTANCE_IDS_0",
-                "INSTANCE_IDS_1",
-                "BITBUCKET_DEPLOYMENT_ENVIRONMENT",
-                "BITBUCKET_REPO_FULL_NAME",
-                "BITBUCKET_BUILD_NUMBER",
-                "BITBUCKET_COMMIT",
-                "BITBUCKET_BRANCH",
-            ]
-        ),
-        ANY_TEXT,
-    ),
-)
-def test_arbitrary_text_is_accepted_or_refused_by_name(variables: dict[str, str], env: dict[str, str]) -> None:
-    try:
-        result = load_settings(variables, env)
-    except ValidationFailed as failed:
-        check_problems(failed.problems)
-        unprintable = {
-            name
-            for name, value in variables.items()
-            if any(c in forbidden_in(name) or 0xD800 <= ord(c) <= 0xDFFF for c in value)
-        }
-        assert unprintable <= set(failed.problems), (unprintable, failed.problems)
-        return
-    assert isinstance(result, DeploySettings)
-    for name, value in variables.items():  # what was accepted carries no forbidden character
-        assert not any(c in forbidden_in(name) or 0xD800 <= ord(c) <= 0xDFFF for c in value), name
-    assert result.commands.strip()
-    assert script_bytes(result) <= MAX_SCRIPT_BYTES
-    assert bool(result.instance_ids) != bool(result.targets)  # one way of choosing the instances
-    assert len(result.targets) <= MAX_TARGETS
-    assert all(SPEC_INSTANCE_ID.fullmatch(i) for i in result.instance_ids)
-    for name, (low, high, _) in TIMEOUTS.items():
-        if name in NAMES:
-            assert low <= getattr(result, name.lower()) <= high, name
-
-
-# --- end to end: pipe.main.main() against the stand-in ----------------------------------------------
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "ssm-deploy")
-
-
-@contextlib.contextmanager
-def preserved_logging() -> Iterator[None]:
-    """main() re-points the root logger's handlers, adds filters and sets levels: undo all of it."""
-    root = logging.getLogger()
-    saved_level, saved_handlers, saved_filters = root.level, list(root.handlers), list(root.filters)
-    saved_streams = {h: h.stream for h in root.handlers if isinstance(h, logging.StreamHandler)}
-    saved_handler_filters = {h: list(h.filters) for h in root.handlers}
-    saved_levels = {name: logging.getLogger(name).level for name in QUIET}
-    try:
-        yield
-    finally:
-        root.setLevel(saved_level)
-        root.handlers[:] = saved_handlers
-        root.filters[:] = saved_filters
-        for handler, stream in saved_streams.items():
-            handler.setStream(stream)
-        for any_handler, filters in saved_handler_filters.items():
-            any_handler.filters[:] = filters
-        for name, level in saved_levels.items():
-            logging.getLogger(name).setLevel(level)
-
-
-class StandInRecords(logging.Filter):
-    """The stand-in serves from threads of this process: keep its server's log out of the pipe's output."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(("werkzeug", "moto", "flask", "standin"))
-
-
-@dataclass
-class Run:
-    code: object
-    output: str
-
-
-def run_main(env: dict[str, str]) -> Run:
-    """main() in-process with exactly ``env`` as os.environ; stdout, stderr and logging captured.
-
-    It runs in a temporary directory that is also BITBUCKET_CLONE_DIR: the pipe writes RESULT_FILE there.
-    """
-    buffer = io.StringIO()
-    with (
-        tempfile.TemporaryDirectory(prefix="ssm-deploy-property-") as clone,
-        contextlib.chdir(clone),
-        preserved_logging(),
-        mock.patch.dict(os.environ, {**env, "BITBUCKET_CLONE_DIR": clone}, clear=True),
-        contextlib.redirect_stdout(buffer),
-        contextlib.redirect_stderr(buffer),
-    ):
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(StandInRecords())  # removed again by preserved_logging()
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(buffer)  # also what is logged before main() re-points the handler
-        try:
-            code: object = main()
-        except SystemExit as exit_:
-            code = exit_.code
-    return Run(code, ANSI.sub("", buffer.getvalue()))
-
-
-def validation_errors(output: str) -> dict[str, list[str]]:
-    """The ``VAR:`` / ``- reason`` lines after ``Validation errors:``."""
-    found: dict[str, list[str]] = {}
-    lines = output.split("Validation errors:", 1)[1].splitlines()
-    current: str | None = None
-    for line in lines:
-        header = re.fullmatch(r"([A-Z][A-Z0-9_]*):", line.strip())
-        if header:
-            current = header.group(1)
-            found.setdefault(current, [])
-        elif line.startswith("- ") and current is not None:
-            found[current].append(line[2:])
-    return found
-
-
-def pipe_environment(standin: StandIn, case: Case) -> dict[str, str]:
-    env = standin.pipe_env()
-    for name in NAMES:  # the case decides every pipe variable, keys included
-        env.pop(name, None)
-    env["AWS_EC2_METADATA_DISABLED"] = "true"  # never wait for an instance metadata service
-    if not set(KEY_PAIR) & (set(case.variables) | set(case.bad)):
-        env.update(
-            AWS_ACCESS_KEY_ID=standin.pipe_env()["AWS_ACCESS_KEY_ID"],
-            AWS_SECRET_ACCESS_KEY=standin.pipe_env()["AWS_SECRET_ACCESS_KEY"],
-        )
-    env.update(case.env)
-    env.update(case.variables)
-    return env
-
-
-def commands_for(standin: StandIn, instance_ids: list[str]) -> int:
-    ssm = standin.client("ssm")
-    return len(ssm.list_commands()["Commands"]) + sum(
-        len(ssm.list_commands(InstanceId=i)["Commands"]) for i in instance_ids[:3]
-    )
-
-
 @st.composite
 def e2e_cases(draw: st.DrawFn) -> Case:
     bad = draw(st.integers(0, 3))
     if bad == 0:
         return draw(valid_cases(for_env=True))
     return draw(bad_cases(min_bad=1, max_bad=bad, for_env=True))
-
-
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(case=e2e_cases())
-def test_main_refuses_by_name_and_sends_nothing(standin: StandIn, case: Case) -> None:
-    env = pipe_environment(standin, case)
-    ids = case.instance_ids
-    sent_before, listed_before = len(standin.sent_commands()), commands_for(standin, ids)
-    sessions_before = len(standin.issued_credentials())
-
-    run = run_main(env)
-    event("refused by validation" if "Validation errors:" in run.output else "refused after validation")
-    for name, kind in case.bad.items():
-        event(f"bad {kind}: {name}")
-
-    assert run.code in (0, 1)
-    assert "Traceback" not in run.output, run.output[-3000:]
-    assert "Unexpected error" not in run.output, run.output[-3000:]
-    assert run.code == 1, "nothing exists to deploy to: the pipe must fail"
-    assert len(standin.sent_commands()) == sent_before, "a command was sent"
-    assert commands_for(standin, ids) == listed_before, "a command was sent"
-    if case.bad:
-        assert "Validation errors:" in run.output, run.output[-3000:]
-        problems = validation_errors(run.output)
-        check_problems(problems)
-        check_refusal_names(case, set(problems))
-        assert len(standin.issued_credentials()) == sessions_before, "a role was assumed before validation ended"
-    else:
-        assert "Validation errors" not in run.output, run.output[-3000:]
-        refused = re.search(r"✖ ([A-Z][A-Z0-9_]*): nothing was sent", run.output)
-        assert refused and refused.group(1) in NAMES, run.output[-3000:]
-
-
-# --- targeted properties: each one pins a refusal that once went wrong ----------------------------
-
-MINIMAL = {"AWS_DEFAULT_REGION": "eu-west-1", "INSTANCE_IDS": "i-0123456789abcdef0", "COMMANDS": "./deploy.sh"}
-
-
-def problems_for(variables: Mapping[str, str], env: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """The problems load_settings reports for MINIMAL changed by ``variables`` ({} when accepted)."""
-    try:
-        load_settings({**MINIMAL, **variables}, env or {})
-    except ValidationFailed as failed:
-        check_problems(failed.problems)
-        return failed.problems
-    return {}
-
-
-def script_bytes(accepted: DeploySettings) -> int:
-    """What SendCommand carries: the script's lines, joined by newlines."""
-    return len("\n".join(build_script(accepted)).encode())
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    region=st.sampled_from(["eu-west-", "us-east-", "ap-southeast-"]),
-    digit=st.characters(categories=["Nd"]).filter(lambda c: not c.isascii()),
-)
-def test_region_with_non_ascii_digits_is_refused(region: str, digit: str) -> None:
-    """'eu-west-' + ARABIC-INDIC DIGIT ONE once passed; botocore then failed without naming the variable."""
-    assert "AWS_DEFAULT_REGION" in problems_for({"AWS_DEFAULT_REGION": region + digit})
-
-
-@settings(max_examples=20, deadline=None)
-@given(digits=st.integers(8, 6000), variable=st.sampled_from(sorted(set(TIMEOUTS) & NAMES)))
-def test_huge_numbers_are_refused_with_the_pipes_own_reason(digits: int, variable: str) -> None:
-    """Beyond 4300 digits int() raises its own message: the refusal must still give the range."""
-    high = TIMEOUTS[variable][1]
-    reasons = problems_for({variable: "9" * digits})[variable]
-    assert any(str(high) in r for r in reasons), reasons
-    listed = problems_for({}, {"INSTANCE_IDS_COUNT": "9" * digits})["INSTANCE_IDS"]
-    assert any("INSTANCE_IDS_COUNT" in r for r in listed), listed
-
-
-@settings(max_examples=20, deadline=None)
-@given(key=fixed(r"AKIA[A-Z0-9]{4}[ \t\u00a0\u2028'\"][A-Z0-9]{8}|AKIA[A-Z0-9]{6}é[A-Z0-9]{9}"))
-def test_access_key_id_that_cannot_be_one_is_refused(key: str) -> None:
-    """A key id with a space once reached the SigV4 header: 'Unexpected error KeyError' in the stand-in."""
-    problems = problems_for({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": "s" * 40})
-    assert "AWS_ACCESS_KEY_ID" in problems
-    assert all(key.strip() not in r for r in problems["AWS_ACCESS_KEY_ID"] if len(key.strip()) > 4)
-
-
-@settings(max_examples=20, deadline=None)
-@given(secret=fixed(r"[A-Za-z0-9]{10}[ \"'`\u00a0\u2028][A-Za-z0-9]{29}"))
-def test_secret_access_key_that_cannot_be_one_is_refused_without_showing_it(secret: str) -> None:
-    problems = problems_for({"AWS_ACCESS_KEY_ID": "AKIA" + "A" * 16, "AWS_SECRET_ACCESS_KEY": secret})
-    assert "AWS_SECRET_ACCESS_KEY" in problems
-    if len(secret.strip()) >= 8:  # never echo a secret
-        assert all(secret.strip() not in r for r in problems["AWS_SECRET_ACCESS_KEY"])
-
-
-@settings(max_examples=25, deadline=None)
-@given(commands=st.integers(MAX_SCRIPT_BYTES - 4096, MAX_SCRIPT_BYTES), extra=st.integers(0, 200_000))
-def test_the_whole_script_stays_within_the_size_limit(commands: int, extra: int) -> None:
-    """The limit holds for what is sent, not only COMMANDS: VARIABLES add export lines."""
-    variables = {**MINIMAL, "COMMANDS": "x" * commands, "VARIABLES": "V_BIG=" + "y" * extra}
-    try:
-        accepted = load_settings(variables, BITBUCKET_ENV)
-    except ValidationFailed as failed:
-        check_problems(failed.problems)
-        assert set(failed.problems) & {"COMMANDS", "VARIABLES"}
-        return
-    assert script_bytes(accepted) <= MAX_SCRIPT_BYTES
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    separator=st.sampled_from(["\x85", "\u2028", "\u2029", "\r", "\x1b"]),
-    before=printable(min_size=1, max_size=10, exclude="\r\n\x85\u2028\u2029'"),
-    after=printable(min_size=1, max_size=10, exclude="\r\n\x85\u2028\u2029'"),
-)
-def test_commands_reach_the_instance_unchanged(separator: str, before: str, after: str) -> None:
-    """Accepted characters inside a quoted string must not split the line (str.splitlines() did)."""
-    commands = f"echo '{before}{separator}{after}'\n./deploy.sh"
-    accepted = load_settings({**MINIMAL, "COMMANDS": commands}, {})
-    assert "\n".join(build_script(accepted)).endswith(commands)
-
-
-# --- bugs: each test fails today and documents the expected behaviour --------------------------------
-
-
-@settings(max_examples=20, deadline=None)
-@given(repo=fixed(r"[a-z]{1,20}/[a-z-]{1,40}"), build=st.integers(1, 10**6), slack=st.integers(0, 40))
-def test_refusal_of_commands_within_the_stated_limit_does_not_blame_unset_variables(
-    repo: str, build: int, slack: int
-) -> None:
-    env = {**BITBUCKET_ENV, "BITBUCKET_REPO_FULL_NAME": repo, "BITBUCKET_BUILD_NUMBER": str(build)}
-    reasons = problems_for({"COMMANDS": "x" * (MAX_SCRIPT_BYTES - slack)}, env).get("COMMANDS", [])
-    assert not [r for r in reasons if "VARIABLES" in r or "SECRETS" in r], reasons
-
-
-@settings(max_examples=10, deadline=None)
-@given(key=st.sampled_from(["AKIA EXAMPLE", "'akiaexample00000000'"]), secret=st.sampled_from(["'short'", "a b" * 10]))
-def test_malformed_key_id_and_secret_are_both_named(key: str, secret: str) -> None:
-    problems = problems_for({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret})
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(problems), problems
-
-
-@settings(max_examples=10, deadline=None)
-@given(word=st.sampled_from(["not-an-id", "i-123", "i-0123456789ABCDEF0", "mi-12345678", "instance-1"]))
-def test_instance_ids_in_targets_are_checked_like_instance_ids(word: str) -> None:
-    problems = problems_for({"INSTANCE_IDS": "", "TARGETS": f"InstanceIds={word}"})
-    assert "TARGETS" in problems
-
-
-@settings(max_examples=10, deadline=None)
-@given(count=st.integers(MAX_TARGET_VALUES + 1, 200), key=st.sampled_from(["tag:Service", "InstanceIds"]))
-def test_a_target_with_more_values_than_sendcommand_takes_is_refused(count: int, key: str) -> None:
-    values = [f"i-{n:017x}" if key == "InstanceIds" else f"v{n}" for n in range(count)]
-    problems = problems_for({"INSTANCE_IDS": "", "TARGETS": f"{key}={','.join(values)}"})
-    assert "TARGETS" in problems
-
-
-@settings(max_examples=10, deadline=None)
-@given(placeholder=st.sampled_from([*UNKNOWN_PLACEHOLDERS, "{environment}"]))
-def test_output_s3_prefix_with_a_bad_placeholder_is_refused(placeholder: str) -> None:
-    variables = {"OUTPUT_S3_BUCKET": "deploy-output", "OUTPUT_S3_PREFIX": f"web-api/{placeholder}"}
-    assert "OUTPUT_S3_PREFIX" in problems_for(variables)  # MINIMAL has no ENVIRONMENT
