@@ -818,6 +818,7 @@ BAD: dict[str, Inject] = {
     "RUN_AS": one_of_words("RUN_AS", ["no such user", "1000", "a" * 40, "-x"]),
     "SHARED_PATHS": one_of_words("SHARED_PATHS", ["../etc", "/abs", "a/../b", "./x"]),
     "ACTIVATE_COMMANDS": only_unprintable("ACTIVATE_COMMANDS"),
+    "ARTIFACT": only_unprintable("ARTIFACT"),
     "RELEASE": one_of_words("RELEASE", ["latest", "42", "v1.2", "000042"]),
     "KEEP_RELEASES": one_of_words("KEEP_RELEASES", ["1", "0", "101", "five"]),
     "SERVICE": one_of_words("SERVICE", ["has space", "a/b", "x" * 200, "é"]),

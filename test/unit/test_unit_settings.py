@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipe.config.parsers import SHOWN_ITEMS
-from pipe.config.settings import DeploySettings, StaticKeys, load_settings
+from pipe.config.settings import DeploySettings, ReleaseSettings, StaticKeys, load_settings
 from pipe.config.variables import (
     CLOUDWATCH_LOG_GROUP,
     DELIVERY_TIMEOUT,
@@ -50,6 +50,19 @@ MINIMAL: dict[str, str | None] = {
 
 def load(overrides: Mapping[str, str | None] | None = None, env: Mapping[str, str] = BITBUCKET_ENV) -> DeploySettings:
     return load_settings({**MINIMAL, **(overrides or {})}, env, script_size=script_size_problem)
+
+
+RELEASE_MODE: dict[str, str | None] = {
+    "RELEASE": "previous",
+    "ARTIFACT_BUCKET": "acme-artifacts",
+    "APP_DIR": "/srv/web-api",
+    "ENVIRONMENT": "prod",
+}
+
+
+def _release(s: DeploySettings) -> ReleaseSettings:
+    assert s.release is not None
+    return s.release
 
 
 def _oidc(s: DeploySettings) -> object:
@@ -503,6 +516,11 @@ EXPANDING_SAMPLES: dict[str, tuple[dict[str, str | None], Callable[[DeploySettin
     "COMMENT": ({"COMMENT": "release to {environment}"}, _comment),
     "CLOUDWATCH_LOG_GROUP": ({"CLOUDWATCH_LOG_GROUP": "/deploy/{environment}"}, _log_group),
     "OUTPUT_S3_PREFIX": ({"OUTPUT_S3_BUCKET": "out-bucket", "OUTPUT_S3_PREFIX": "web/{environment}"}, _prefix),
+    "ARTIFACT_PREFIX": ({**RELEASE_MODE, "ARTIFACT_PREFIX": "web/{environment}/"}, lambda s: _release(s).prefix),
+    "ACTIVATE_COMMANDS": (
+        {**RELEASE_MODE, "ACTIVATE_COMMANDS": "pm2 startOrReload app.js --env {environment}"},
+        lambda s: _release(s).activate_commands,
+    ),
 }
 
 
@@ -705,6 +723,18 @@ def test_every_list_form_the_table_declares_is_read() -> None:
             "curl -f localhost\nexit 3",
         ),
         "ROLLBACK_COMMANDS": ({}, as_list("ROLLBACK_COMMANDS", ["./rollback.sh"]), _rollback, "./rollback.sh"),
+        "SHARED_PATHS": (
+            RELEASE_MODE,
+            as_list("SHARED_PATHS", [".env", "logs/"]),
+            lambda s: _release(s).shared_paths,
+            (".env", "logs/"),
+        ),
+        "ACTIVATE_COMMANDS": (
+            RELEASE_MODE,
+            as_list("ACTIVATE_COMMANDS", ["pm2 reload app", "pm2 save"]),
+            lambda s: _release(s).activate_commands,
+            "pm2 reload app\npm2 save",
+        ),
     }
     assert set(read) == set(LIST_FORMS)
     for name, (overrides, env, value, expected) in read.items():
