@@ -89,3 +89,10 @@ def check_ledger_name(service: str, environment: str) -> str | None:
 
 def ledger_path(service: str, environment: str) -> str:
     return f"{LEDGER_ROOT}/{service}/{environment}/release"
+
+
+def default_name(repo: str) -> str:
+    """The repository's slug as a ledger segment and key prefix: characters S3 keys and Parameter
+    Store paths both take (others become ``-``), at most 128."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "-", repo.rsplit("/", 1)[-1])[:128].strip(".")
+    return slug or "app"

@@ -15,6 +15,7 @@ from pipe.config import rules
 from pipe.config.build_context import BuildContext
 from pipe.config.documents import SHELL
 from pipe.config.parsers import expand_environment, parse_bool, yaml_list
+from pipe.config.release import default_name
 from pipe.config.variables import (
     ACCESS_KEY_ID,
     ACTIVATE_COMMANDS,
@@ -317,18 +318,18 @@ def build_settings(values: Values, context: Context) -> DeploySettings:
         result_file=values[RESULT_FILE],
         output_s3_bucket=values[OUTPUT_S3_BUCKET],
         output_s3_prefix=values[OUTPUT_S3_PREFIX],
-        release=_release(values),
+        release=_release(values, context.build),
     )
 
 
-def _release(values: Values) -> ReleaseSettings | None:
+def _release(values: Values, build: BuildContext) -> ReleaseSettings | None:
     if not (values.is_set(ARTIFACT) or values.is_set(RELEASE)):
         return None
     return ReleaseSettings(
         bucket=values[ARTIFACT_BUCKET] or "",
-        prefix=values[ARTIFACT_PREFIX],
+        prefix=values[ARTIFACT_PREFIX] or default_name(build.repo) + "/",
         app_dir=values[APP_DIR] or "",
-        service=values[SERVICE],
+        service=values[SERVICE] or default_name(build.repo),
         artifact=values[ARTIFACT],
         release=values[RELEASE],
         run_as=values[RUN_AS],

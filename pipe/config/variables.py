@@ -238,20 +238,19 @@ def _release(text: str) -> str | None:
     return text or None
 
 
-def _artifact_prefix(text: str, context: Context) -> str:
-    prefix = text or context.build.repo.rsplit("/", 1)[-1] + "/"
-    problem = check_artifact_prefix(prefix)
+def _artifact_prefix(text: str) -> str:
+    """ "" when unset: release mode then uses the repository's slug (``default_name``)."""
+    problem = check_artifact_prefix(text) if text else None
     if problem:
         raise ValueError(problem)
-    return prefix
+    return text
 
 
-def _service(text: str, context: Context) -> str:
-    service = text or context.build.repo.rsplit("/", 1)[-1]
-    problem = check_ledger_name(service, "environment")
+def _service(text: str) -> str:
+    problem = check_ledger_name(text, "environment") if text else None
     if problem:
         raise ValueError(problem.replace("the ledger's service", "the service"))
-    return service
+    return text
 
 
 ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
@@ -568,7 +567,7 @@ ARTIFACT_PREFIX = Variable(
     "ARTIFACT_PREFIX",
     "Release mode: key prefix in `ARTIFACT_BUCKET`; the key is `<prefix><SHA-256>.<tar.gz|zip>`, so the same "
     "build deployed to dev, stg and prod is uploaded once. Default: the repository's slug and `/`.",
-    _artifact_prefix,
+    plain(_artifact_prefix),
     expand=Expand.STRICT,
 )
 APP_DIR = Variable(
@@ -623,7 +622,7 @@ SERVICE = Variable(
     "Release mode: the service's name in the release ledger, the Parameter Store parameter "
     "`/release-ledger/<service>/<environment>/release` that records every deploy. Default: the repository's "
     "slug.",
-    _service,
+    plain(_service),
 )
 DRY_RUN = Variable(
     "DRY_RUN",

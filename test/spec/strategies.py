@@ -40,7 +40,7 @@ FORBIDDEN_CONTROLS = "".join(
 )
 ENV_FORBIDDEN_CONTROLS = FORBIDDEN_CONTROLS.replace("\x00", "")  # os.environ cannot hold NUL
 # shell script bodies may also hold the other whitespace controls, vertical tab and form feed
-SCRIPT_VARIABLES = {"COMMANDS", "HEALTHCHECK_COMMANDS", "ROLLBACK_COMMANDS"}
+SCRIPT_VARIABLES = {"COMMANDS", "HEALTHCHECK_COMMANDS", "ROLLBACK_COMMANDS", "ACTIVATE_COMMANDS"}
 
 
 def forbidden_in(name: str, controls: str = FORBIDDEN_CONTROLS) -> str:
