@@ -183,7 +183,10 @@ def test_a_cancellation_that_is_not_confirmed_is_not_reported_as_done(standin: S
     assert run.returncode == 1, run.output
     assert "The command was cancelled" not in run.output
     assert "Received SIGTERM: the pipeline was stopped. Cancelling command" in run.output
-    assert "Cancellation was requested but not confirmed within 30 s: the command may still be running." in run.output
+    assert (
+        "Cancellation was requested but not confirmed within 30 s. The command may still be running on the "
+        "instances: see https://"
+    ) in run.output
 
 
 def test_failure_messages_end_each_sentence_with_a_full_stop(standin: StandIn) -> None:
