@@ -9,19 +9,24 @@ Measured, each in the same run as its baseline:
 - control-plane calls per poll cycle at 1, 50 and 500 instances, against one GetCommandInvocation
   per instance per cycle;
 - start-up: process start to SendCommand;
-- peak RSS of the pipe while it streams 10 MB and 100 MB of output from one instance.
+- peak RSS of the pipe while it streams 10 MB and 100 MB of output from one instance;
+- release mode on 10 instances: the time from "health check failed" (on the instance) to "the
+  previous release is live again" on every instance (the automatic switch back), against a new pipe
+  run that deploys a release the instances still have (``RELEASE: <id>``, what a person would start).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -38,7 +43,9 @@ EXIT_STAMP = 'date +%s.%N > "$HOME/exit-stamp"'
 
 def run_pipe(env: dict[str, str]) -> float:
     """Run the pipe with its output discarded; return the wall time at which it exited."""
-    subprocess.run([sys.executable, str(PIPE)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, check=True)
+    done = subprocess.run([sys.executable, str(PIPE)], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"the pipe failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
     return time.time()
 
 
@@ -112,6 +119,61 @@ def peak_rss_mb(aws: StandIn, clone: str, megabytes: int) -> float:
     return int(done.stdout.strip()) / 1024
 
 
+def _artifact(clone: str, version: str) -> str:
+    data = f"{version}\n".encode()
+    with tarfile.open(Path(clone) / "app.tgz", "w:gz") as archive:
+        info = tarfile.TarInfo("version.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return "app.tgz"
+
+
+def rollback_seconds(aws: StandIn, clone: str, runs: int, count: int = 10) -> tuple[list[float], list[float]]:
+    """Release mode: health check failure -> previous release live again on all ``count`` instances."""
+    automatic, manual = [], []
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    aws.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": aws.region})
+    for run in range(runs):
+        ids = aws.launch(count)
+        service = f"bench{uuid.uuid4().hex[:6]}"
+        common = {
+            "INSTANCE_IDS": " ".join(ids),
+            "ENVIRONMENT": "bench",
+            "SERVICE": service,
+            "ARTIFACT_BUCKET": bucket,
+            "APP_DIR": "/srv/app",
+            # each activation stamps the time it made a release live
+            "ACTIVATE_COMMANDS": 'echo "$(date +%s.%N) $(cat version.txt)" >> /srv/app/activations',
+        }
+        run_pipe(bench_env(aws, clone, **common, ARTIFACT=_artifact(clone, "A"), BITBUCKET_BUILD_NUMBER=f"{run}1"))
+        failing = {
+            **common,
+            "ARTIFACT": _artifact(clone, "B"),
+            "BITBUCKET_BUILD_NUMBER": f"{run}2",
+            "HEALTHCHECK_COMMANDS": (
+                f'[ "$AWS_SSM_INSTANCE_ID" != "{ids[0]}" ] || {{ date +%s.%N > /srv/app/failed; exit 1; }}'
+            ),
+            "HEALTHCHECK_RETRIES": "1",
+        }
+        subprocess.run(
+            [sys.executable, str(PIPE)],
+            env=bench_env(aws, clone, **failing),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+        failed = float(aws.instance_path(ids[0], "/srv/app/failed").read_text())
+        live_again = max(
+            float(aws.instance_path(i, "/srv/app/activations").read_text().splitlines()[-1].split()[0]) for i in ids
+        )
+        automatic.append(live_again - failed)
+        started = time.time()
+        release_a = f"{int(f'{run}1'):06d}-0123456"  # live again after the switch back: go to it by id
+        run_pipe(bench_env(aws, clone, **common, RELEASE=release_a, BITBUCKET_BUILD_NUMBER=f"{run}3"))
+        manual.append(time.time() - started)
+    return automatic, manual
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller fleets and output")
@@ -156,6 +218,17 @@ def main() -> int:
                     "<= 100 MB, flat",
                 )
             )
+        automatic, manual = rollback_seconds(aws, clone, min(runs, 3))
+        rows.append(
+            (
+                f"release rollback, 10 instances, min/median/max of {len(automatic)}",
+                "/".join(f"{value:.2f}" for value in (min(automatic), statistics.median(automatic), max(automatic)))
+                + " s (health check failed -> previous live)",
+                "/".join(f"{value:.2f}" for value in (min(manual), statistics.median(manual), max(manual)))
+                + " s (a new run, RELEASE: <id>)",
+                "< 5 s",
+            )
+        )
     widths = [max(len(row[i]) for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]) for i in range(4)]
     for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -63,7 +63,7 @@ def prepare_release(run: Run) -> None:
         wanted = before_live_in(history) if chosen.release == PREVIOUS else release_in(history, str(chosen.release))
         if wanted is None:
             what = "no release before the live one" if chosen.release == PREVIOUS else f"no release {chosen.release}"
-            raise NothingSent("RELEASE", f"the release ledger {name} has {what}", "deploy a build with ARTIFACT first")
+            raise NothingSent("RELEASE", f"The release ledger {name} has {what}", "deploy a build with ARTIFACT first")
         identity, key, sha256 = wanted.entry.release_id, wanted.entry.artifact_key, wanted.entry.sha256
         fmt = "zip" if key.endswith(".zip") else "tar.gz"
     plan = ReleasePlan(
