@@ -6,8 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-COMMENT_LIMIT = 100  # SendCommand Comment
-SESSION_NAME_LIMIT = 64  # sts:AssumeRole RoleSessionName
+from pipe.limits import COMMENT_LIMIT, SESSION_NAME_LIMIT
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 
 from pipe.config.env_names import name_problem
+from pipe.limits import MAX_TARGET_VALUES, MAX_TARGETS
 from pipe.model import SecretRef, Target
 
 SHOWN_CHARS = 80  # of a quoted value
@@ -21,8 +22,6 @@ _FALSE = {"false", "no", "0", "off", ""}
 # {{environment}} is the escape for a literal {environment}; ${name} is shell syntax, never ours
 _PLACEHOLDER = re.compile(r"(?P<escaped>\{\{environment\}\})|(?<!\$)\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}")
 
-MAX_TARGETS = 5  # SendCommand Targets
-MAX_TARGET_VALUES = 50  # Target.Values
 MAX_TAG_KEY = 128  # AWS tag keys
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}|i-[0-9a-f]{17}|mi-[0-9a-f]{17}")  # mi-: hybrid (on-premises) nodes
 # botocore's SSM model, TargetKey: ^[\p{L}\p{Z}\p{N}_.:/=\-@]*$ (AWS tags also allow '+'; SSM targets do not)

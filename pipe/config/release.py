@@ -10,6 +10,9 @@ from pipe.limits import PARAMETER_NAME_MAX, S3_KEY_MAX_BYTES
 
 RELEASE_ID = re.compile(r"[0-9]{6,}-[0-9a-z]{1,40}", re.ASCII)
 NO_COMMIT = "nocommit"
+DEFAULT_KEEP_RELEASES = 5
+MIN_KEEP_RELEASES = 2  # the live release and the one before it are never pruned
+MAX_KEEP_RELEASES = 100
 PREVIOUS = "previous"  # RELEASE: the release that was live before the live one, from the ledger
 LEDGER_ROOT = "/release-ledger"  # Parameter Store refuses names whose first segment starts with aws or ssm
 SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,128}")

@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pipe.config.build_context import COMMENT_LIMIT, BuildContext, cut
+from pipe.config.build_context import BuildContext, cut
 from pipe.config.documents import DOCUMENT_NAME as DOCUMENT_NAME_PATTERN
 from pipe.config.documents import DOCUMENT_VERSION as DOCUMENT_VERSION_PATTERN
 from pipe.config.documents import SHELL, parse_document_parameters
@@ -37,6 +37,9 @@ from pipe.config.parsers import (
     unique_pairs,
 )
 from pipe.config.release import (
+    DEFAULT_KEEP_RELEASES,
+    MAX_KEEP_RELEASES,
+    MIN_KEEP_RELEASES,
     PREVIOUS,
     app_dir_problem,
     check_artifact_prefix,
@@ -46,6 +49,7 @@ from pipe.config.release import (
     shared_path_problem,
 )
 from pipe.config.script_file import read_script
+from pipe.limits import COMMENT_LIMIT
 from pipe.model import SecretRef, Target
 
 T = TypeVar("T")
@@ -613,8 +617,8 @@ KEEP_RELEASES = Variable(
     "KEEP_RELEASES",
     "Release mode: releases kept on each instance after a successful deploy, 2 to 100; the live one and the "
     "one before it are never removed.",
-    plain(lambda text: parse_int(text, 2, 100, unit="")),
-    default="5",
+    plain(lambda text: parse_int(text, MIN_KEEP_RELEASES, MAX_KEEP_RELEASES, unit="")),
+    default=str(DEFAULT_KEEP_RELEASES),
     kind="integer",
 )
 SERVICE = Variable(

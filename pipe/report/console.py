@@ -26,8 +26,6 @@ from colorlog.escape_codes import escape_codes
 
 from pipe.runtime.redaction import Redactor
 
-STDOUT_FIELD_LIMIT = 24000  # GetCommandInvocation StandardOutputContent
-STDERR_FIELD_LIMIT = 8000  # GetCommandInvocation StandardErrorContent
 LOG_BUDGET_BYTES = 40 * 1024 * 1024  # for all instances' output; Bitbucket cuts step logs at 50 MB
 MIN_INSTANCE_BUDGET = 256 * 1024
 TAIL_LINES = 100

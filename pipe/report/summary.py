@@ -14,14 +14,15 @@ from typing import Any
 from pipe.aws.console import console_url
 from pipe.config.documents import plugin_folder
 from pipe.config.settings import DeploySettings
+from pipe.limits import LOG_LOOKBACK_SECONDS, STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
 from pipe.model import Invocation, SentCommand
-from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice
+from pipe.report.console import OutputPrinter, cut_notice
 from pipe.report.durations import format_duration
 from pipe.report.s3_output import output_key, read_lines
 from pipe.stages.watch.log_tail import Captured, LogTail, StreamKey, after_streamed
 from pipe.stages.watch.results import fetch_result
 
-DRAIN_SECONDS = 35.0  # the SSM Agent uploads output to CloudWatch at least every 30 s
+DRAIN_SECONDS = float(LOG_LOOKBACK_SECONDS)  # the SSM Agent uploads output to CloudWatch at least every 30 s
 LIVE_OUTPUT_MISSING = "live output missing"  # a notice given once per run
 STREAMS = (("stdout", STDOUT_FIELD_LIMIT, "Standard output"), ("stderr", STDERR_FIELD_LIMIT, "Standard error"))
 log = logging.getLogger("ssm-deploy")

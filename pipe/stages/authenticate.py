@@ -31,9 +31,9 @@ from botocore.session import get_session
 from pipe.aws.errors import client_config, error_code, error_message, is_access_denied
 from pipe.config.settings import DeploySettings
 from pipe.errors import PipeError
+from pipe.limits import ROLE_DURATION_SECONDS
 from pipe.runtime.redaction import Redactor
 
-ROLE_DURATION_SECONDS = 3600  # the most a chained role session may last (AWS); renewed before it ends
 DEFAULT_WEB_IDENTITY_SECONDS = 3600  # AssumeRoleWithWebIdentity's default DurationSeconds
 MAX_SESSION_SECONDS = 43200  # the longest maximum session duration a role can have (12 h)
 # botocore renews a session from 15 min before it ends; a failure then keeps the old session, until

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_message, is_access_denied
 from pipe.config.env_names import reserved_reason
-from pipe.errors import PipeError
+from pipe.errors import NothingSent
 from pipe.model import SecretRef
 from pipe.runtime.redaction import Redactor
 
@@ -47,12 +47,12 @@ def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role:
             else (f"list them (ssm:GetParametersByPath on {path}*)")
         )
         reason = "not allowed to " + what if is_access_denied(error) else error_message(error)
-        raise PipeError(f"PARAMETERS_PATH: nothing was sent. {role} is {reason} ({error_message(error)}).") from None
+        raise NothingSent("PARAMETERS_PATH", f"{role} is {reason} ({error_message(error)})") from None
     if not refs:
-        raise PipeError(f"PARAMETERS_PATH: nothing was sent. No parameter under {path}: check the path and region.")
+        raise NothingSent("PARAMETERS_PATH", f"No parameter under {path}", "check the path and region")
     reserved = _reserved_problems(refs)
     if reserved:
-        raise PipeError(f"PARAMETERS_PATH: nothing was sent. {'; '.join(reserved)}.")
+        raise NothingSent("PARAMETERS_PATH", "; ".join(reserved))
     clashes: dict[str, list[str]] = {}
     for ref in refs:
         clashes.setdefault(ref.env_name, []).append(ref.parameter)
@@ -63,7 +63,7 @@ def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role:
         if ref.env_name in taken
     ]
     if problems:
-        raise PipeError(f"PARAMETERS_PATH: nothing was sent. Names collide: {'; '.join(problems)}. Rename one of them.")
+        raise NothingSent("PARAMETERS_PATH", f"Names collide: {'; '.join(problems)}", "rename one of them")
     log.info(f"PARAMETERS_PATH {path}: {', '.join(f'{r.env_name} <- {r.parameter}' for r in refs)}")
     return refs
 

@@ -64,9 +64,10 @@ def check_follow_permissions(ssm: Any, role: str, instance_id: str) -> None:
             getattr(ssm, operation)(**request)
         except ClientError as error:
             if is_access_denied(error):
-                raise PipeError(
-                    f"Nothing was sent: {role} could send the command but not follow it ({error_message(error)}). "
-                    f"Fix: allow {permission_for(error.operation_name)} for the deploy role."
+                raise NothingSent(
+                    "The deploy role",
+                    f"{role} could send the command but not follow it ({error_message(error)})",
+                    f"allow {permission_for(error.operation_name)} for the deploy role",
                 ) from None
             # any other answer (no such command or invocation) proves the permission
 
@@ -86,10 +87,10 @@ def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, rol
         missing.extend(response.get("InvalidParameters", []))
     if missing:
         owners = [ref.env_name for ref in secrets if ref.parameter in missing]
-        raise PipeError(
-            f"SECRETS: nothing was sent. Parameter(s) not found: {', '.join(missing)} "
-            f"(for {', '.join(owners)}). Create them in Parameter Store in this region and account, "
-            "or fix the names." + _not_found_hints(missing)
+        raise NothingSent(
+            "SECRETS",
+            f"Parameter(s) not found: {', '.join(missing)} (for {', '.join(owners)}). Create them in Parameter "
+            "Store in this region and account, or fix the names." + _not_found_hints(missing),
         )
     if names:
         log.info(f"Checked {len(names)} parameter(s): they exist and the deploy role can decrypt them")

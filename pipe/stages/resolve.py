@@ -10,7 +10,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.errors import NothingSent, PipeError
+from pipe.errors import NothingSent
 from pipe.model import Target
 from pipe.run import Run
 from pipe.stages.parameter_path import resolve_path
@@ -130,8 +130,8 @@ def _group_instances(resource_groups: Any, names: tuple[str, ...]) -> set[str]:
             listed = list(pages)
         except ClientError as error:
             if "NotFound" in error_code(error):
-                raise PipeError(
-                    f"TARGETS: nothing was sent. There is no resource group {name!r} here: check its name and region."
+                raise NothingSent(
+                    "TARGETS", f"There is no resource group {name!r} here", "check its name and region"
                 ) from None
             raise
         for page in listed:

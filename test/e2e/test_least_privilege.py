@@ -97,7 +97,10 @@ WITHOUT = {
     "ssm:SendCommand": (1, "Fix: allow ssm:SendCommand"),
     "ssm:GetParameters": (1, "is not allowed ssm:GetParameters"),
     "ssm:GetParametersByPath": (1, "is not allowed to list them"),
-    "ssm:ListCommandInvocations": (1, "Nothing was sent: arn:aws:sts::123456789012:assumed-role/deploy-lp"),
+    "ssm:ListCommandInvocations": (
+        1,
+        "The deploy role: nothing was sent. arn:aws:sts::123456789012:assumed-role/deploy-lp",
+    ),
     "ssm:GetCommandInvocation": (1, "could send the command but not follow it"),
     "ssm:ListCommands": (1, "could send the command but not follow it"),
     "ssm:DescribeInstanceInformation": (0, "lacks ssm:DescribeInstanceInformation"),

@@ -8,7 +8,8 @@ import string
 
 import pytest
 
-from pipe.config.build_context import COMMENT_LIMIT, SESSION_NAME_LIMIT, BuildContext, cut
+from pipe.config.build_context import BuildContext, cut
+from pipe.limits import COMMENT_LIMIT, SESSION_NAME_LIMIT
 
 SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]+")
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipe.limits import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
 from pipe.model import ACTIVE_STATUSES, Invocation
-from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter, cut_notice, neutralise
+from pipe.report.console import OutputPrinter, cut_notice, neutralise
 from pipe.report.s3_output import split_lines
 from pipe.runtime.logging_setup import QUIET_LOGGERS, configure_logging
 from pipe.runtime.redaction import MASK, Redactor

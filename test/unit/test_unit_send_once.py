@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConn
 from unit.unit_support import COMMAND_ID, INSTANCE_A, REGION, make_settings, spec_for, ssm_client
 
 from pipe.aws.errors import client_config
-from pipe.config.build_context import COMMENT_LIMIT
 from pipe.errors import PipeError
+from pipe.limits import COMMENT_LIMIT
 from pipe.stages import send
 from pipe.stages.send import (
     RECONCILE_DELAYS,

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from pipe.config.release import (
+    DEFAULT_KEEP_RELEASES,
+    MIN_KEEP_RELEASES,
     RELEASE_ID,
     app_dir_problem,
     release_id_problem,
@@ -74,8 +76,6 @@ _MEANINGS = {
 }
 
 ARCHIVE_FORMATS = ("tar.gz", "zip")
-DEFAULT_KEEP_RELEASES = 5
-MIN_KEEP_RELEASES = 2  # the live release and the one before it are never pruned
 STATE_DIR = ".ssm-deploy"
 HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
 # Set by the SSM Agent for every Run Command script; forwarded to RUN_AS with the pipe's names.

@@ -27,9 +27,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.report.console import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT, OutputPrinter
+from pipe.limits import LOG_LOOKBACK_SECONDS, STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
+from pipe.report.console import OutputPrinter
 
-LOOKBACK_MS = 35_000  # the SSM Agent uploads at least every 30 s
+LOOKBACK_MS = LOG_LOOKBACK_SECONDS * 1000  # the SSM Agent uploads at least every 30 s
 PAGE_EVENTS = 1000  # small pages keep memory flat however much the instances print
 DRAIN_POLL_SECONDS = 0.25
 # The agent waits for its CloudWatch upload to finish (up to a minute) before it reports a command's
