@@ -5,9 +5,12 @@ These tests never skip: when the engine or the build is missing they fail, in CI
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+import tarfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +126,51 @@ def test_image_writes_the_result_into_a_root_owned_clone_directory(
     assert result["status"] == "succeeded"
     assert [row["instance_id"] for row in result["instances"]] == [instance_id]
     assert "SSM_DEPLOY_STATUS='succeeded'" in (clone / "ssm-deploy-result.json.env").read_text()
+
+
+def test_image_ships_a_release_and_switches_current(image: str, standin: StandIn, tmp_path: Path) -> None:
+    """Release mode from the image: the artifact in the mounted clone directory is uploaded from the
+    container, installed on the instances and made live."""
+    clone = tmp_path / "build"
+    clone.mkdir(mode=0o755)
+    data = b"image release\n"
+    with tarfile.open(clone / "app.tgz", "w:gz") as archive:
+        info = tarfile.TarInfo("version.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    bucket = f"image-{uuid.uuid4().hex[:8]}"
+    standin.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": standin.region})
+    (instance_id,) = standin.launch(1)
+    env = standin.pipe_env(
+        INSTANCE_IDS=instance_id,
+        ENVIRONMENT="image",
+        ARTIFACT="app.tgz",
+        ARTIFACT_BUCKET=bucket,
+        APP_DIR="/srv/image-app",
+        ACTIVATE_COMMANDS="cat version.txt",
+        BITBUCKET_CLONE_DIR=str(clone),
+    )
+    flags = [f"--env={name}={value}" for name, value in plain(env).items() if name not in HOST_ONLY]
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            f"--volume={clone}:{clone}",
+            f"--workdir={clone}",
+            *flags,
+            image,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout
+    assert f"{instance_id} | image release" in done.stdout
+    current = standin.instance_path(instance_id, "/srv/image-app/current")
+    assert (current.parent / os.readlink(current) / "version.txt").read_text() == "image release\n"
