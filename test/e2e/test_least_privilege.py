@@ -7,8 +7,10 @@ dropped; resource scoping is checked on the document's shape instead.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,78 @@ def test_documented_policy_scopes_what_can_be_scoped() -> None:
     assert ":log-group:/aws/ssm/ssm-deploy:" in statements["StreamTheOutput"]["Resource"]
     wildcard = [sid for sid, s in statements.items() if s["Resource"] == "*"]
     assert wildcard == ["FollowAndCancelTheCommand"]  # these actions take no resource-level scoping
+
+
+# --- release mode: the README's additions, each needed ---------------------------------------------
+
+RELEASE_ADDITIONS = documented_policy("these statements join the deploy role's policy:")
+# What a release deploy does without each added action. AbortMultipartUpload only runs when a
+# multipart upload fails, which a small artifact never starts. Without s3:ListBucket, S3 answers a
+# HeadObject of a missing key with 403 instead of 404 (S3 API Reference, HeadObject); moto answers
+# 404 whatever the policy, so that path is covered by a stubbed client in test_unit_release_artifact.py.
+RELEASE_WITHOUT = {
+    "s3:GetObject": (1, "s3:GetObject"),
+    "s3:PutObject": (1, "s3:PutObject"),
+    "ssm:GetParameterHistory": (1, "ssm:GetParameterHistory"),
+    "ssm:PutParameter": (0, "ssm:PutParameter"),
+}
+
+
+def release_with(standin: StandIn, role_policy: dict[str, Any], tmp_path: Path) -> PipeRun:
+    suffix = uuid.uuid4().hex[:6]
+    (instance_id,) = standin.launch(1)
+    environment = f"lpr{suffix}"
+    bucket = f"lp-artifacts-{suffix}"
+    standin.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": standin.region})
+    data = b"release\n"
+    with tarfile.open(tmp_path / "app.tgz", "w:gz") as archive:
+        info = tarfile.TarInfo("version.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    iam = standin.client("iam")
+    role_arn = standin.create_role(f"deploy-{environment}")
+    iam.put_role_policy(RoleName=f"deploy-{environment}", PolicyName="deploy", PolicyDocument=json.dumps(role_policy))
+    ci_keys = standin.create_user(
+        f"ci-{suffix}",
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]},
+    )
+    with standin.iam_enforced():
+        env = standin.pipe_env(
+            AWS_ACCESS_KEY_ID=ci_keys["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=ci_keys["aws_secret_access_key"],
+            ENVIRONMENT=environment,
+            ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
+            INSTANCE_IDS=instance_id,
+            ARTIFACT="app.tgz",
+            ARTIFACT_BUCKET=bucket,
+            APP_DIR="/srv/lp-app",
+            ACTIVATE_COMMANDS="cat version.txt",
+            BITBUCKET_CLONE_DIR=str(tmp_path),
+        )
+        return run_pipe(env)
+
+
+def with_release(without: str | None = None) -> dict[str, Any]:
+    joined = {"Statement": DEPLOY_ROLE_POLICY["Statement"] + RELEASE_ADDITIONS["Statement"]}
+    return runnable_in_moto(joined, without)
+
+
+def test_documented_release_additions_are_enough(standin: StandIn, tmp_path: Path) -> None:
+    run = release_with(standin, with_release(), tmp_path)
+
+    assert run.returncode == 0, run.output
+    assert "WARNING" not in run.output
+
+
+@pytest.mark.parametrize("action", sorted(RELEASE_WITHOUT))
+def test_each_release_action_is_needed_and_named_when_missing(standin: StandIn, tmp_path: Path, action: str) -> None:
+    expected_code, expected_text = RELEASE_WITHOUT[action]
+    run = release_with(standin, with_release(without=action), tmp_path)
+
+    assert run.returncode == expected_code, run.output
+    assert expected_text in run.output
+    assert "Traceback" not in run.output
+
+
+def test_release_additions_are_each_checked_here_or_said_why_not() -> None:
+    assert set(actions_of(RELEASE_ADDITIONS)) - set(RELEASE_WITHOUT) == {"s3:AbortMultipartUpload", "s3:ListBucket"}
