@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 import uuid
 from pathlib import Path
@@ -255,3 +256,39 @@ def test_bad_release_input_is_refused_by_name_and_nothing_is_sent_or_uploaded(
     assert f"{named}:" in run.output
     assert "Traceback" not in run.output
     assert calls["ssm:SendCommand"] == 0 and calls["s3:PutObject"] == 0
+
+
+def test_the_readme_user_data_installs_the_live_release_on_a_new_instance(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """The README's user-data block, run as cloud-init would on an instance launched after the deploy."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("**A new instance installs the live release**", 1)[1]
+    script = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    script = re.sub(r"(?m)^LEDGER=.*$", f"LEDGER=/release-ledger/{service}/prod/release", script)
+    script = re.sub(r"(?m)^BUCKET=.*$", f"BUCKET={bucket}", script)
+    script = re.sub(r"(?m)^ACTIVATE=.*$", "ACTIVATE='echo \"activated $(cat version.txt)\"'", script)
+    (deployed,) = standin.launch(1)
+    artifact = build(tmp_path, "A")
+    env = release_env(standin, [deployed], tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="5")
+    assert run_pipe(env).returncode == 0
+    failed = release_env(
+        standin,
+        [deployed],
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=build(tmp_path, "B"),
+        BITBUCKET_BUILD_NUMBER="6",
+        HEALTHCHECK_COMMANDS="exit 1",
+        HEALTHCHECK_RETRIES="1",
+    )
+    assert run_pipe(failed).returncode == 1  # B was rolled back: A stays the live release
+
+    (fresh,) = standin.launch(1)
+    done = standin.run_on_instance(fresh, script)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "activated A" in done.stdout
+    assert live(standin, fresh) == "A"
+    assert releases(standin, fresh) == ["000005-0123456"]
