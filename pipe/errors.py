@@ -31,6 +31,11 @@ class NothingSent(PipeError):
         super().__init__(text + (f" Fix: {sentence(fix)}" if fix else ""))
 
 
+class SendOutcomeUnknown(PipeError):
+    """SendCommand's answer was lost and ListCommands could not tell whether AWS accepted it: a
+    command may be running, so the deploy counts as sent (and failed), never as "not sent"."""
+
+
 class DeployFailed(PipeError):
     """The command ran but did not succeed on every instance."""
 

@@ -100,7 +100,7 @@ def deploy_bound_seconds(settings: DeploySettings, margin: int) -> int:
     runs = [settings.execution_timeout]
     if settings.healthcheck_commands:
         runs.append(settings.healthcheck_timeout)
-    if settings.rollback_commands:
+    if settings.rollback_commands or settings.release is not None:  # release mode switches back
         runs.append(settings.execution_timeout)
     return sum(settings.delivery_timeout + run + margin for run in runs)
 

@@ -11,7 +11,7 @@ import logging
 from pipe.aws.console import console_url
 from pipe.config.build_context import cut
 from pipe.config.settings import DeploySettings
-from pipe.errors import DeployStopped
+from pipe.errors import DeployStopped, SendOutcomeUnknown
 from pipe.limits import COMMENT_LIMIT
 from pipe.model import Batch, CommandSpec, Invocation, PhaseOutcome, PhaseStatus, SentCommand, Status
 from pipe.run import Run
@@ -115,7 +115,12 @@ def send_only(run: Run, spec: CommandSpec) -> str:
 
 
 def _send(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[SentCommand]:
-    commands = send_commands(run.clients.ssm, run.settings, spec, run.stops.raise_if_requested)
+    try:
+        commands = send_commands(run.clients.ssm, run.settings, spec, run.stops.raise_if_requested)
+    except SendOutcomeUnknown:
+        if run.outcome.status is Status.NOT_SENT:  # a command may be running: never report "not sent"
+            run.outcome.status = Status.RUNNING
+        raise
     record.commands += commands
     if run.outcome.status is Status.NOT_SENT:
         run.outcome.status = Status.RUNNING

@@ -28,7 +28,7 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.build_context import cut
 from pipe.config.documents import SCRIPT_DOCUMENTS
 from pipe.config.settings import DeploySettings
-from pipe.errors import PipeError
+from pipe.errors import PipeError, SendOutcomeUnknown
 from pipe.limits import COMMENT_LIMIT, MAX_INSTANCE_IDS
 from pipe.model import CommandSpec, SentCommand, Target
 
@@ -234,9 +234,9 @@ def _reconcile(
         try:
             found = _listed_with_marker(ssm, marker, since)
         except (ClientError, BotoCoreError) as error:
-            raise PipeError(_unknown_outcome_message(lost, error, comment)) from None
+            raise SendOutcomeUnknown(_unknown_outcome_message(lost, error, comment)) from None
         if found is None:
-            raise PipeError(_unknown_outcome_message(lost, "more commands than it could search", comment))
+            raise SendOutcomeUnknown(_unknown_outcome_message(lost, "more commands than it could search", comment))
         if found:
             kept, *extra = found
             log.warning(f"AWS had accepted it: following command {kept}.")

@@ -11,11 +11,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings
 
 from functional.fake_aws import FakeSSM
 from pipe.aws.clients import Clients
-from pipe.errors import DeployFailed, DeployStopped
+from pipe.errors import DeployFailed, DeployStopped, SendOutcomeUnknown
 from pipe.model import Batch, PhaseStatus, Status
 from pipe.report.result_file import write_result
 from pipe.run import Run
@@ -182,3 +183,22 @@ def test_wait_false_cancels_and_fails_when_a_stop_arrives_during_the_send(tmp_pa
 
     assert ssm.sent[0].cancelled
     assert run.outcome.status is Status.RUNNING  # Deploy.run turns it into "failed"
+
+
+def test_a_send_whose_outcome_stays_unknown_never_counts_as_not_sent(tmp_path: Path) -> None:
+    class LostAnswer(FakeSSM):
+        def send_command(self, **request: Any) -> dict[str, Any]:
+            super().send_command(**request)  # AWS accepted it...
+            raise ConnectionClosedError(endpoint_url="https://ssm.eu-west-1.amazonaws.com")  # ...the answer was lost
+
+        def list_commands(self, CommandId: str = "", **_: Any) -> dict[str, Any]:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "ListCommands")
+
+    ssm = LostAnswer()
+    run = make_run(ssm, tmp_path)
+
+    with pytest.raises(SendOutcomeUnknown):
+        roll_out(run, plan_batches(run))
+
+    assert len(ssm.sent) == 1  # sent once, never again blindly
+    assert run.outcome.status is Status.RUNNING  # Deploy.run then reports "failed", never "not sent"
