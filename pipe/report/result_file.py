@@ -48,10 +48,15 @@ def write_result(
         _write(Path(shared), lines, SHARED_VARIABLES, append=True)
 
 
-def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, object]:
+def _deploy_facts(outcome: DeployOutcome) -> tuple[list[str], list[str], int]:
+    """The deploy phase's command ids, failed instances and how many succeeded: both files say them."""
     deploy = outcome.deploy
     failed = [inv.instance_id for inv in deploy.failed]
-    command_ids = [command.command_id for command in deploy.commands]
+    return [command.command_id for command in deploy.commands], failed, len(deploy.invocations) - len(failed)
+
+
+def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, object]:
+    command_ids, failed, succeeded = _deploy_facts(outcome)
     return {
         "status": outcome.status.value,
         "message": outcome.message,
@@ -62,8 +67,8 @@ def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, obje
         "commit": settings.build.commit,
         "command_ids": command_ids,
         "console_urls": [url for url in (console_url(settings.region, c) for c in command_ids) if url],
-        "instances": _rows(deploy),
-        "succeeded": len(deploy.invocations) - len(failed),
+        "instances": _rows(outcome.deploy),
+        "succeeded": succeeded,
         "failed": len(failed),
         "interrupted_phase": outcome.interrupted or None,
         "health_check": outcome.health_check.status.value,
@@ -76,15 +81,13 @@ def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, obje
 
 
 def dotenv(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, str]:
-    deploy = outcome.deploy
-    failed = [inv.instance_id for inv in deploy.failed]
-    command_ids = [command.command_id for command in deploy.commands]
+    command_ids, failed, succeeded = _deploy_facts(outcome)
     return {
         "SSM_DEPLOY_STATUS": outcome.status.value,
         "SSM_DEPLOY_ENVIRONMENT": settings.environment or "",
         "SSM_DEPLOY_COMMAND_IDS": " ".join(command_ids),
         "SSM_DEPLOY_CONSOLE_URL": (console_url(settings.region, command_ids[0]) or "") if command_ids else "",
-        "SSM_DEPLOY_SUCCEEDED": str(len(deploy.invocations) - len(failed)),
+        "SSM_DEPLOY_SUCCEEDED": str(succeeded),
         "SSM_DEPLOY_FAILED": str(len(failed)),
         "SSM_DEPLOY_FAILED_INSTANCES": " ".join(failed),
         "SSM_DEPLOY_HEALTH_CHECK": outcome.health_check.status.value,

@@ -51,6 +51,22 @@ def runnable_in_moto(policy: dict[str, Any], without: str | None = None) -> dict
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def ci_user_and_deploy_role(
+    standin: StandIn, suffix: str, environment: str, role_policy: dict[str, Any]
+) -> dict[str, str]:
+    """The environment's deploy role with ``role_policy``, and a CI user that may only assume it:
+    the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY the pipe gets."""
+    role_arn = standin.create_role(f"deploy-{environment}")
+    standin.client("iam").put_role_policy(
+        RoleName=f"deploy-{environment}", PolicyName="deploy", PolicyDocument=json.dumps(role_policy)
+    )
+    keys = standin.create_user(
+        f"ci-{suffix}",
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]},
+    )
+    return {"AWS_ACCESS_KEY_ID": keys["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY": keys["aws_secret_access_key"]}
+
+
 def deploy_with(standin: StandIn, role_policy: dict[str, Any], by_group: bool = False) -> tuple[PipeRun, list[str]]:
     """Create a CI user and a deploy role with ``role_policy``; deploy by tag (or resource group) with
     IAM enforced."""
@@ -62,17 +78,10 @@ def deploy_with(standin: StandIn, role_policy: dict[str, Any], by_group: bool = 
     key = standin.create_key("lp")
     standin.put_secret(f"/deploy/{environment}/db_password", "least-privilege-pw", key)
     standin.put_secret(f"/deploy/{environment}/app/api_token", "least-privilege-token", key)
-    iam = standin.client("iam")
-    role_arn = standin.create_role(f"deploy-{environment}")
-    iam.put_role_policy(RoleName=f"deploy-{environment}", PolicyName="deploy", PolicyDocument=json.dumps(role_policy))
-    ci_keys = standin.create_user(
-        f"ci-{suffix}",
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]},
-    )
+    ci_keys = ci_user_and_deploy_role(standin, suffix, environment, role_policy)
     with standin.iam_enforced():
         env = standin.pipe_env(
-            AWS_ACCESS_KEY_ID=ci_keys["aws_access_key_id"],
-            AWS_SECRET_ACCESS_KEY=ci_keys["aws_secret_access_key"],
+            **ci_keys,
             ENVIRONMENT=environment,
             ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
             TARGETS=f"resource-groups:Name=lp-{suffix}" if by_group else f"tag:Service=lp-{suffix}",
@@ -173,17 +182,10 @@ def release_with(standin: StandIn, role_policy: dict[str, Any], tmp_path: Path) 
         info = tarfile.TarInfo("version.txt")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
-    iam = standin.client("iam")
-    role_arn = standin.create_role(f"deploy-{environment}")
-    iam.put_role_policy(RoleName=f"deploy-{environment}", PolicyName="deploy", PolicyDocument=json.dumps(role_policy))
-    ci_keys = standin.create_user(
-        f"ci-{suffix}",
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}]},
-    )
+    ci_keys = ci_user_and_deploy_role(standin, suffix, environment, role_policy)
     with standin.iam_enforced():
         env = standin.pipe_env(
-            AWS_ACCESS_KEY_ID=ci_keys["aws_access_key_id"],
-            AWS_SECRET_ACCESS_KEY=ci_keys["aws_secret_access_key"],
+            **ci_keys,
             ENVIRONMENT=environment,
             ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
             INSTANCE_IDS=instance_id,

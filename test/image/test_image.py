@@ -45,8 +45,12 @@ def image() -> Iterator[str]:
     yield IMAGE
 
 
-def run_image(image: str, env: dict[str, str], timeout: float = 120) -> PipeRun:
+def run_image(image: str, env: dict[str, str], timeout: float = 120, clone: Path | None = None) -> PipeRun:
+    """``docker run`` the pipe with ``env``; ``clone`` is mounted and made the working directory, as
+    Bitbucket mounts the clone directory."""
     flags = [f"--env={name}={value}" for name, value in plain(env).items() if name not in HOST_ONLY]
+    if clone is not None:
+        flags += [f"--volume={clone}:{clone}", f"--workdir={clone}"]
     done = subprocess.run(
         ["docker", "run", "--rm", "--network", "host", *flags, image],
         stdout=subprocess.PIPE,
@@ -102,26 +106,9 @@ def test_image_writes_the_result_into_a_root_owned_clone_directory(
     clone.mkdir(mode=0o755)
     (instance_id,) = standin.launch(1)
     env = standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="echo done", BITBUCKET_CLONE_DIR=str(clone))
-    flags = [f"--env={name}={value}" for name, value in plain(env).items() if name not in HOST_ONLY]
-    done = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            f"--volume={clone}:{clone}",
-            f"--workdir={clone}",
-            *flags,
-            image,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_image(image, env, clone=clone)
 
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, done.output
     result = json.loads((clone / "ssm-deploy-result.json").read_text())
     assert result["status"] == "succeeded"
     assert [row["instance_id"] for row in result["instances"]] == [instance_id]
@@ -150,27 +137,9 @@ def test_image_ships_a_release_and_switches_current(image: str, standin: StandIn
         ACTIVATE_COMMANDS="cat version.txt",
         BITBUCKET_CLONE_DIR=str(clone),
     )
-    flags = [f"--env={name}={value}" for name, value in plain(env).items() if name not in HOST_ONLY]
-    done = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            f"--volume={clone}:{clone}",
-            f"--workdir={clone}",
-            *flags,
-            image,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run_image(image, env, timeout=180, clone=clone)
 
-    assert done.returncode == 0, done.stdout
-    assert f"{instance_id} | image release" in done.stdout
+    assert done.returncode == 0, done.output
+    assert f"{instance_id} | image release" in done.output
     current = standin.instance_path(instance_id, "/srv/image-app/current")
     assert (current.parent / os.readlink(current) / "version.txt").read_text() == "image release\n"
