@@ -292,3 +292,64 @@ def test_the_readme_user_data_installs_the_live_release_on_a_new_instance(
     assert "activated A" in done.stdout
     assert live(standin, fresh) == "A"
     assert releases(standin, fresh) == ["000005-0123456"]
+
+
+def test_an_activation_that_fails_switches_back_and_runs_the_activation_again(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    ids = standin.launch(2)
+    artifact = build(tmp_path, "A")
+    assert run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact)).returncode == 0
+    build(tmp_path, "B")
+    env = release_env(
+        standin,
+        ids,
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=artifact,
+        BITBUCKET_BUILD_NUMBER="43",
+        ACTIVATE_COMMANDS=f'echo "activated $(cat version.txt)"; [ "$(cat version.txt)" = A ] || '
+        f'[ "$AWS_SSM_INSTANCE_ID" != "{ids[1]}" ] || exit 3',
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert f"{ids[1]}: Failed (exit 85)" in run.output  # activation failed, current is back on A there
+    assert f"{ids[1]} | activated A" in run.output  # and the activation ran again on A
+    assert "Switching 1 instance(s) back to the release that was live before" in run.output  # the other one
+    assert all(live(standin, instance_id) == "A" for instance_id in ids)
+    assert ledger(standin, service)[-1]["status"] == "rolled back"
+
+
+def test_no_secret_reaches_the_artifact_key_the_ledger_the_result_file_or_the_log(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    secret = "release-secret-Value-42"
+    key = standin.create_key("release secrets")
+    standin.put_secret(f"/deploy/{service}/db_password", secret, key)
+    (instance_id,) = standin.launch(1)
+    env = release_env(
+        standin,
+        [instance_id],
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=build(tmp_path, "A"),
+        SECRETS=f"DB_PASSWORD=/deploy/{service}/db_password",
+        COMMANDS='echo "db password is $DB_PASSWORD"',
+        ACTIVATE_COMMANDS='echo "activated with ${#DB_PASSWORD} characters"',
+        DEBUG="true",
+    )
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert f"{instance_id} | activated with {len(secret)} characters" in run.output  # the commands had it
+    assert "db password is ****" in run.output
+    keys = [item["Key"] for item in standin.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
+    history = standin.client("ssm").get_parameter_history(Name=f"/release-ledger/{service}/prod/release")
+    sent = [json.dumps(command.request) for command in standin.sent_commands()]
+    for text in [run.output, *keys, *(v["Value"] for v in history["Parameters"]), *sent]:
+        assert secret not in text
+    for result in tmp_path.glob("ssm-deploy-result.json*"):
+        assert secret not in result.read_text()

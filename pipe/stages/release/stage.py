@@ -59,12 +59,14 @@ def prepare_release(run: Run) -> None:
         artifact = _packed(run, chosen)
         identity = release_id(settings.build.build_number, settings.build.commit)
         key, sha256, fmt = artifact.key, artifact.sha256, artifact.archive_format
+        commit = settings.build.commit
     else:
         wanted = before_live_in(history) if chosen.release == PREVIOUS else release_in(history, str(chosen.release))
         if wanted is None:
             what = "no release before the live one" if chosen.release == PREVIOUS else f"no release {chosen.release}"
             raise NothingSent("RELEASE", f"The release ledger {name} has {what}", "deploy a build with ARTIFACT first")
         identity, key, sha256 = wanted.entry.release_id, wanted.entry.artifact_key, wanted.entry.sha256
+        commit = wanted.entry.commit
         fmt = "zip" if key.endswith(".zip") else "tar.gz"
     plan = ReleasePlan(
         app_dir=chosen.app_dir,
@@ -82,7 +84,7 @@ def prepare_release(run: Run) -> None:
     )
     _check_size(settings, plan)
     run.release = Release(plan, name, live_id, artifact)
-    _announce(run.release, chosen)
+    _announce(run.release, live.entry.commit if live else "", commit)
     if artifact is not None and not settings.dry_run:
         run.release.uploaded = upload_once(run.clients.s3, chosen.bucket, artifact)
         log.info(
@@ -162,7 +164,10 @@ def _check_size(settings: DeploySettings, plan: ReleasePlan) -> None:
         )
 
 
-def _announce(release: Release, chosen: ReleaseSettings) -> None:
+def _announce(release: Release, live_commit: str, commit: str) -> None:
+    """What goes live instead of what, with the commit range between them."""
     plan = release.plan
     before = release.live_before or "nothing (the first release this ledger records)"
     log.info(f"Release {plan.release_id} into {plan.app_dir}/releases; live before: {before}; ledger {release.ledger}")
+    if live_commit and commit and live_commit != commit:
+        log.info(f"Commits from the live release to this one: {live_commit[:12]}..{commit[:12]}")
