@@ -21,11 +21,9 @@ from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate, deploy_bound_seconds
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
-from pipe.stages.release.remote import install_body
 from pipe.stages.release.stage import Release, dry_run_lines, prepare_release, record_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.stages.rollout import plan_batches, roll_out
-from pipe.stages.script import build_script
 from pipe.stages.watch.follow import WAIT_MARGIN_SECONDS
 
 log = logging.getLogger("ssm-deploy")
@@ -67,16 +65,16 @@ class Deploy:
         label_instances(run)
         prepare_release(run)
         self.settings, self.release = run.settings, run.release
-        release = run.release.plan if run.release is not None else None
-        script = build_script(run.settings, install_body(release) if release is not None else None)
+        batches = plan_batches(run)
+        first = deploy_spec(run.settings, batches[0], run.release.plan if run.release is not None else None)
+        script = list(first.script)
         log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
         if run.settings.dry_run:
             plan.dry_run(run.settings, identity.arn, run.targeted, script, dry_run_lines(run))
             self.outcome.status = Status.DRY_RUN
             return "Dry run: all checks passed; nothing was sent."
-        batches = plan_batches(run)
-        if not run.settings.wait:
-            message = send_only(run, deploy_spec(run.settings, batches[0]))
+        if not run.settings.wait:  # refused in release mode and with later phases: one command, not followed
+            message = send_only(run, first)
             self.outcome.status = Status.SENT
             return message
         try:
