@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -69,6 +70,11 @@ class SentCommand:
     command_id: str
     instance_ids: tuple[str, ...]  # empty for a TARGETS command: SSM resolves its instances
     comment: str = field(default="", compare=False)  # as sent: with its marker, what the console shows
+
+
+def command_ids(commands: Sequence[SentCommand]) -> str:
+    """``id-1, id-2``: the commands as messages name them."""
+    return ", ".join(command.command_id for command in commands)
 
 
 @dataclass

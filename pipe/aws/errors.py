@@ -1,39 +1,10 @@
-"""Shared boto3 client settings and AWS error helpers."""
+"""AWS error helpers: what an error is, and the IAM action behind an operation."""
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Literal
 
-from botocore.config import Config
 from botocore.exceptions import ClientError
-
-DEFAULT_MAX_ATTEMPTS = 10
-
-
-def client_config() -> Config:
-    """Adaptive retries back off on throttling (Rate exceeded) and on connection errors.
-
-    boto3's standard AWS_MAX_ATTEMPTS (attempts in all, the first included) and AWS_RETRY_MODE
-    environment variables tune them. SendCommand is retried only when it cannot have run: see
-    ``pipe.stages.send.forbid_unsafe_retries``.
-    """
-    attempts_text = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
-    attempts = DEFAULT_MAX_ATTEMPTS
-    if re.fullmatch(r"[0-9]{1,3}", attempts_text) and int(attempts_text) > 0:
-        attempts = int(attempts_text)
-    mode: Literal["legacy", "standard", "adaptive"] = "adaptive"
-    if os.environ.get("AWS_RETRY_MODE") in ("legacy", "standard"):
-        mode = "standard" if os.environ.get("AWS_RETRY_MODE") == "standard" else "legacy"
-    return Config(
-        # total_max_attempts counts the first attempt, as AWS_MAX_ATTEMPTS does; Config's max_attempts
-        # counts retries only, so it made AWS_MAX_ATTEMPTS=1 two attempts
-        retries={"mode": mode, "total_max_attempts": attempts},
-        connect_timeout=10,
-        read_timeout=30,
-        user_agent_extra="ssm-deploy",
-    )
 
 
 def error_code(error: ClientError) -> str:

@@ -28,7 +28,8 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.session import get_session
 
-from pipe.aws.errors import client_config, error_code, error_message, is_access_denied
+from pipe.aws.clients import client_config
+from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.settings import DeploySettings
 from pipe.errors import PipeError
 from pipe.limits import ROLE_DURATION_SECONDS

@@ -13,7 +13,7 @@ from pipe.config.build_context import cut
 from pipe.config.settings import DeploySettings
 from pipe.errors import DeployStopped, SendOutcomeUnknown
 from pipe.limits import COMMENT_LIMIT
-from pipe.model import Batch, CommandSpec, Invocation, PhaseOutcome, PhaseStatus, SentCommand, Status
+from pipe.model import Batch, CommandSpec, Invocation, PhaseOutcome, PhaseStatus, SentCommand, Status, command_ids
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
 from pipe.stages.release.remote import ReleasePlan, install_body, switch_back_body
@@ -91,10 +91,6 @@ def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocat
             record.status = PhaseStatus.INTERRUPTED
         raise
     return [inv for inv in invocations.values() if not inv.succeeded]
-
-
-def command_ids(commands: list[SentCommand]) -> str:
-    return ", ".join(command.command_id for command in commands)
 
 
 def send_only(run: Run, spec: CommandSpec) -> str:

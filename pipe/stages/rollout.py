@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from pipe.errors import DeployFailed, DeployStopped
-from pipe.model import Batch, Invocation, PhaseStatus
+from pipe.model import Batch, Invocation, PhaseStatus, command_ids
 from pipe.run import Run
-from pipe.stages.phases import command_ids, deploy_spec, healthcheck_spec, rollback_spec, run_phase
+from pipe.stages.phases import deploy_spec, healthcheck_spec, rollback_spec, run_phase
 
 BatchHook = Callable[[Run, Batch], AbstractContextManager[None]]
 LISTED = 20  # instances named in a message; the summary table has them all

@@ -1,4 +1,4 @@
-"""pipe.aws.errors.client_config: AWS_MAX_ATTEMPTS counts attempts, the first one included."""
+"""pipe.aws.clients.client_config: AWS_MAX_ATTEMPTS counts attempts, the first one included."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from pipe.aws.errors import DEFAULT_MAX_ATTEMPTS, client_config
+from pipe.aws.clients import DEFAULT_MAX_ATTEMPTS, client_config
 
 URL = "https://ssm.eu-west-1.amazonaws.com/"
 

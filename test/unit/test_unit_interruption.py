@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from unit.unit_support import INSTANCE_A, REGION
 
-from pipe.aws.errors import DEFAULT_MAX_ATTEMPTS, client_config
+from pipe.aws.clients import DEFAULT_MAX_ATTEMPTS, client_config
 from pipe.runtime.interruption import Interrupted, StopRequests, stop_between_attempts
 
 THROTTLED = (400, {"__type": "ThrottlingException", "message": "Rate exceeded"})

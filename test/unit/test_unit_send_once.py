@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 from unit.unit_support import COMMAND_ID, INSTANCE_A, REGION, make_settings, spec_for, ssm_client
 
-from pipe.aws.errors import client_config
+from pipe.aws.clients import client_config
 from pipe.errors import PipeError
 from pipe.limits import COMMENT_LIMIT
 from pipe.stages import send

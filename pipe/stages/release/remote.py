@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
+from pipe.config.env_names import ENV_NAME
 from pipe.config.release import (
     DEFAULT_KEEP_RELEASES,
     MIN_KEEP_RELEASES,
@@ -83,7 +84,6 @@ AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -134,7 +134,7 @@ def plan_problems(plan: ReleasePlan) -> list[str]:
 
 
 def _env_name_problem(name: str) -> str | None:
-    return None if _ENV_NAME.fullmatch(name) else f"{name!r} is not an environment variable name"
+    return None if ENV_NAME.fullmatch(name) else f"{name!r} is not an environment variable name"
 
 
 # --- the shell ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipe.aws.console import console_urls
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.errors import DeployStopped, StillRunning, sentence
-from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand
+from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand, command_ids
 from pipe.report.console import OutputPrinter
 from pipe.report.summary import show_results
 from pipe.run import Run
@@ -49,7 +49,7 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
         try:
             invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
         except (Interrupted, WaitTimedOut) as stop:
-            log.error(f"{sentence(str(stop))} Cancelling command {ids(commands)}.")
+            log.error(f"{sentence(str(stop))} Cancelling command {command_ids(commands)}.")
             unconfirmed = ""
             if not all([cancel_command(run.clients.ssm, command.command_id) for command in commands]):
                 unconfirmed = "SSM refused to cancel the command (see above)"
@@ -60,7 +60,7 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
                     unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
             show_results(run.clients.ssm, commands, tracker.invocations, printer, tail, settings, s3)
             if not unconfirmed:
-                cancelled = f"The command was cancelled. Command id: {ids(commands)}."
+                cancelled = f"The command was cancelled. Command id: {command_ids(commands)}."
                 raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
             raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, commands)) from None
         for command in commands:
@@ -78,30 +78,28 @@ def aws_errors_explained(region: str, commands: list[SentCommand]) -> Iterator[N
         yield
     except CredentialsExpired as error:
         raise StillRunning(
-            f"The AWS credentials expired while following command {ids(commands)}: {error}", *_links(region, commands)
+            f"The AWS credentials expired while following command {command_ids(commands)}: {error}",
+            *_links(region, commands),
         ) from None
     except BotoCoreError as error:
         raise StillRunning(
-            f"Lost contact with AWS while following command {ids(commands)} ({error})", *_links(region, commands)
+            f"Lost contact with AWS while following command {command_ids(commands)} ({error})",
+            *_links(region, commands),
         ) from None
     except ClientError as error:
         if session_ended(error):  # a 403, but no permission is missing
             raise StillRunning(
-                f"The AWS credentials expired while following command {ids(commands)} ({error_code(error)}: "
+                f"The AWS credentials expired while following command {command_ids(commands)} ({error_code(error)}: "
                 f"{error_message(error)})",
                 *_links(region, commands),
             ) from None
         operation = error.operation_name
         fix = f" Fix: allow {permission_for(operation)} for the deploy role." if is_access_denied(error) else ""
         raise StillRunning(
-            f"AWS refused {operation} while following command {ids(commands)} ({error_code(error)}: "
+            f"AWS refused {operation} while following command {command_ids(commands)} ({error_code(error)}: "
             f"{error_message(error)}).{fix}",
             *_links(region, commands),
         ) from None
-
-
-def ids(commands: list[SentCommand]) -> str:
-    return ", ".join(command.command_id for command in commands)
 
 
 def _links(region: str, commands: list[SentCommand]) -> tuple[list[str], str]:
