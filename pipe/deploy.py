@@ -19,6 +19,7 @@ from pipe.run import Run
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate, deploy_bound_seconds
+from pipe.stages.load_balancer.prepare import prepare_rollout
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
 from pipe.stages.release.stage import Release, dry_run_lines, prepare_release, record_release
@@ -63,14 +64,17 @@ class Deploy:
         preflight(run)
         resolve_parameters(run)
         label_instances(run)
+        batches = plan_batches(run)
+        hook, rollout_lines = prepare_rollout(run, batches)
+        if rollout_lines and not run.settings.dry_run:
+            log.info("Rollout plan:\n" + "\n".join(rollout_lines))
         prepare_release(run)
         self.settings, self.release = run.settings, run.release
-        batches = plan_batches(run)
         first = deploy_spec(run.settings, batches[0], run.release.plan if run.release is not None else None)
         script = list(first.script)
         log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
         if run.settings.dry_run:
-            plan.dry_run(run.settings, identity.arn, run.targeted, script, dry_run_lines(run))
+            plan.dry_run(run.settings, identity.arn, run.targeted, script, rollout_lines + dry_run_lines(run))
             self.outcome.status = Status.DRY_RUN
             return "Dry run: all checks passed; nothing was sent."
         if not run.settings.wait:  # refused in release mode and with later phases: one command, not followed
@@ -78,7 +82,7 @@ class Deploy:
             self.outcome.status = Status.SENT
             return message
         try:
-            message = roll_out(run, batches)
+            message = roll_out(run, batches, hook)
             self.outcome.status = Status.SUCCEEDED
         finally:
             record_release(run, self.outcome)

@@ -12,7 +12,9 @@ import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_resource_groups import ResourceGroupsClient
     from mypy_boto3_s3 import S3Client
@@ -72,6 +74,14 @@ class Clients:
     @cached_property
     def logs(self) -> CloudWatchLogsClient:
         return self._make("logs")  # type: ignore[no-any-return]
+
+    @cached_property
+    def elbv2(self) -> ElasticLoadBalancingv2Client:
+        return self._make("elbv2")  # type: ignore[no-any-return]
+
+    @cached_property
+    def cloudwatch(self) -> CloudWatchClient:
+        return self._make("cloudwatch")  # type: ignore[no-any-return]
 
     @cached_property
     def s3(self) -> S3Client:
