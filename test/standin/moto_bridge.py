@@ -12,8 +12,12 @@ in AWS: a request signed with an expired session key is refused (ExpiredTokenExc
 AssumeRoleWithWebIdentity with a web identity token (JWT) past its ``exp``.
 
 Where moto answers differently from AWS's documentation in what the pipe relies on, the behaviour is
-fixed here too: S3 additional checksums (checked, stored and reported as S3 does) and Parameter
-Store's value size per tier.
+fixed here too: S3 additional checksums (checked, stored and reported as S3 does), Parameter
+Store's value size per tier, SendCommand's AlarmConfiguration (kept and echoed with TriggeredAlarms;
+``command_alarm.py`` applies it), ELBv2 target health (RegisterTargets, DeregisterTargets and
+DescribeTargetHealth go to ``load_balancer.LoadBalancerModel``; unknown or stopped instances are
+InvalidTarget), DescribeTargetGroups paging, and CloudWatch's IAM actions ("cloudwatch:...", where
+moto checks the signing name "monitoring").
 """
 
 from __future__ import annotations
