@@ -12,8 +12,12 @@ in AWS: a request signed with an expired session key is refused (ExpiredTokenExc
 AssumeRoleWithWebIdentity with a web identity token (JWT) past its ``exp``.
 
 Where moto answers differently from AWS's documentation in what the pipe relies on, the behaviour is
-fixed here too: S3 additional checksums (checked, stored and reported as S3 does) and Parameter
-Store's value size per tier.
+fixed here too: S3 additional checksums (checked, stored and reported as S3 does), Parameter
+Store's value size per tier, SendCommand's AlarmConfiguration (kept and echoed with TriggeredAlarms;
+``command_alarm.py`` applies it), ELBv2 target health (RegisterTargets, DeregisterTargets and
+DescribeTargetHealth go to ``load_balancer.LoadBalancerModel``; unknown or stopped instances are
+InvalidTarget), DescribeTargetGroups paging, and CloudWatch's IAM actions ("cloudwatch:...", where
+moto checks the signing name "monitoring").
 """
 
 from __future__ import annotations
@@ -32,11 +36,16 @@ from urllib.parse import parse_qs, urlparse
 
 import moto
 from moto import settings as moto_settings
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
 from moto.core.utils import utcnow
 from moto.ec2.models import ec2_backends
+from moto.elbv2.exceptions import TargetGroupNotFoundError
+from moto.elbv2.models import elbv2_backends
+from moto.elbv2.responses import ELBV2Response
+from moto.iam.access_control import IAMRequestBase
 from moto.iam.models import iam_backends
 from moto.logs.exceptions import ResourceNotFoundException
 from moto.logs.responses import LogsResponse
@@ -53,6 +62,7 @@ from moto.sts.models import STSBackend, sts_backends
 from moto.sts.responses import TokenResponse
 
 from standin import s3_api
+from standin.load_balancer import GroupSettings, LoadBalancerModel
 from standin.targets import group_matcher
 
 MOTO_VERSION = "5.2.5"
@@ -178,6 +188,21 @@ class MotoCommand:
         """(Status, StatusDetails) of every invocation, in order."""
         return [(item["Status"], item["StatusDetails"]) for item in self._command.invocations]
 
+    @property
+    def alarm_configuration(self) -> dict[str, Any]:
+        """SendCommand's AlarmConfiguration ({} without one)."""
+        return dict(getattr(self._command, "alarm_configuration", {}) or {})
+
+    def alarm_state(self, name: str) -> str | None:
+        """The CloudWatch alarm's StateValue (OK, ALARM, INSUFFICIENT_DATA); None if there is no such alarm."""
+        backend = cloudwatch_backends[self._command.account_id][self._command.backend_region]
+        alarm = backend.alarms.get(name)
+        return None if alarm is None else str(alarm.state_value)
+
+    def set_triggered_alarms(self, alarms: list[dict[str, str]]) -> None:
+        """The command's TriggeredAlarms ([{"Name", "State": "ALARM" | "UNKNOWN"}])."""
+        setattr(self._command, "triggered_alarms", list(alarms))  # noqa: B010
+
     def set_summary(self, status: str, details: str, completed: int, errors: int, delivery_timed_out: int) -> None:
         """The command's overall status and counts, as ListCommands reports them."""
         self._command.status = status
@@ -255,6 +280,7 @@ def _patched_send_command(self: SimpleSystemManagerResponse) -> ActionResult:
     raw = self.ssm_backend.get_command_by_id(command_id)
     setattr(raw, "cloud_watch_output_config", request.get("CloudWatchOutputConfig") or {})  # noqa: B010
     setattr(raw, "document_version", request.get("DocumentVersion"))  # noqa: B010
+    setattr(raw, "alarm_configuration", request.get("AlarmConfiguration") or {})  # noqa: B010
     command = MotoCommand(raw)
     command.target(wanted)
     for instance_id in wanted:
@@ -342,6 +368,10 @@ def _response_object(self: Command) -> dict[str, Any]:
     """moto's Command row with the DeliveryTimedOutCount the stand-in keeps (moto says 0)."""
     result: dict[str, Any] = _originals["response_object"](self)
     result["DeliveryTimedOutCount"] = int(getattr(self, "delivery_timed_out_count", 0))
+    alarms = getattr(self, "alarm_configuration", None)
+    if alarms:  # moto ignores SendCommand's AlarmConfiguration; the Command shape echoes it
+        result["AlarmConfiguration"] = {"IgnorePollAlarmFailure": False, **alarms}
+        result["TriggeredAlarms"] = list(getattr(self, "triggered_alarms", []))
     return result
 
 
@@ -715,6 +745,123 @@ def _put_parameter(self: SimpleSystemManagerResponse) -> Any:
     return _originals["put_parameter"](self)
 
 
+# --- ELBv2 target health (ALB user guide, "Health checks ...", "Deregistration delay") -------------
+# moto registers and deregisters at once and calls every registered target healthy; the stand-in's
+# ``LoadBalancerModel`` (load_balancer.py) owns the targets instead. DescribeTargetGroups pages.
+_load_balancer: list[LoadBalancerModel] = []
+TARGET_GROUP_PAGE_SIZE = 400  # DescribeTargetGroups PageSize: 1-400 (API reference)
+
+
+def install_load_balancer(model: LoadBalancerModel) -> None:
+    """Route RegisterTargets, DeregisterTargets and DescribeTargetHealth to ``model``."""
+    _load_balancer[:] = [model]
+
+
+def _model() -> LoadBalancerModel:
+    if not _load_balancer:  # pragma: no cover
+        raise RuntimeError("moto_bridge.install_load_balancer() was not called")
+    return _load_balancer[0]
+
+
+def target_group_settings(arn: str) -> GroupSettings | None:
+    """A target group's health-check settings and deregistration delay, read from moto now."""
+    found = re.fullmatch(r"arn:aws[\w-]*:elasticloadbalancing:([\w-]+):([0-9]{12}):targetgroup/.+", arn)
+    if found is None:
+        return None
+    region, account = found.groups()
+    group = elbv2_backends[account][region].target_groups.get(arn)
+    if group is None:
+        return None
+    return GroupSettings(
+        port=int(group.port or 80),
+        interval=int(group.health_check_interval_seconds),
+        healthy_threshold=int(group.healthy_threshold_count),
+        unhealthy_threshold=int(group.unhealthy_threshold_count),
+        deregistration_delay=int(str(group.attributes.get("deregistration_delay.timeout_seconds", 300))),
+        in_use=bool(group.load_balancer_arns),
+    )
+
+
+def _elb_request(response: ELBV2Response, action: str) -> tuple[str, list[dict[str, Any]]]:
+    """(TargetGroupArn, Targets) of the request, after the hooks saw it (throttling); the group must exist."""
+    _hooks_or_fail().before_request(action, caller_arn(response), {})
+    arn = str(response._get_param("TargetGroupArn") or "")
+    if arn not in response.elbv2_backend.target_groups:
+        raise TargetGroupNotFoundError()
+    return arn, list(response._get_param("Targets", []) or [])
+
+
+def _check_instances(response: ELBV2Response, targets: list[dict[str, Any]], running: bool) -> None:
+    """InvalidTarget (RegisterTargets / DeregisterTargets errors, API reference) for an instance EC2
+    does not know, and (``running``) for one that is not running, with moto's own message."""
+    ec2 = ec2_backends[response.current_account][response.region]
+    for target in targets:
+        instance = ec2.get_instance_by_id(str(target.get("Id")))
+        if instance is None:
+            raise AwsError(
+                "InvalidTarget",
+                "The specified target does not exist, is not in the same VPC as the target group, "
+                "or has an unsupported instance type.",
+            )
+        if running and instance.state != "running":
+            raise AwsError(
+                "InvalidTarget",
+                f"The following targets are not in a running state and cannot be registered: '{target.get('Id')}'",
+            )
+
+
+def _register_targets(self: ELBV2Response) -> ActionResult:
+    arn, targets = _elb_request(self, "RegisterTargets")
+    _check_instances(self, targets, running=True)
+    _model().register(arn, [(str(t["Id"]), int(t["Port"]) if t.get("Port") else None) for t in targets])
+    return ActionResult({})
+
+
+def _deregister_targets(self: ELBV2Response) -> ActionResult:
+    arn, targets = _elb_request(self, "DeregisterTargets")
+    _check_instances(self, targets, running=False)
+    _model().deregister(arn, [str(t["Id"]) for t in targets])
+    return ActionResult({})
+
+
+def _describe_target_health(self: ELBV2Response) -> ActionResult:
+    arn, targets = _elb_request(self, "DescribeTargetHealth")
+    if targets:
+        _check_instances(self, targets, running=False)
+    named = [str(t["Id"]) for t in targets] if targets else None
+    return ActionResult({"TargetHealthDescriptions": _model().describe(arn, named)})
+
+
+def _describe_target_groups(self: ELBV2Response) -> ActionResult:
+    """moto's answer, paged by PageSize / Marker as the API reference describes (moto returns all)."""
+    _hooks_or_fail().before_request("DescribeTargetGroups", caller_arn(self), {})
+    groups = list(
+        self.elbv2_backend.describe_target_groups(
+            self._get_param("LoadBalancerArn"), self._get_param("TargetGroupArns", []), self._get_param("Names", [])
+        )
+    )
+    size = int(self._get_param("PageSize") or TARGET_GROUP_PAGE_SIZE)
+    start = int(self._get_param("Marker") or 0)
+    result: dict[str, Any] = {"TargetGroups": groups[start : start + size]}
+    if start + size < len(groups):
+        result["NextMarker"] = str(start + size)
+    return ActionResult(result)
+
+
+# --- IAM action names: the signing name is not always the IAM service prefix ----------------------
+# moto builds the action it checks from the request's signing name; CloudWatch signs as "monitoring"
+# but its IAM actions are "cloudwatch:..." (Service Authorization Reference, Amazon CloudWatch:
+# "service prefix: cloudwatch").
+IAM_PREFIX_OF_SIGNING_NAME = {"monitoring": "cloudwatch"}
+
+
+def _iam_request_init(self: IAMRequestBase, *args: Any, **kwargs: Any) -> None:
+    _originals["iam_request_init"](self, *args, **kwargs)
+    service, _, action = str(self._action).partition(":")
+    if service in IAM_PREFIX_OF_SIGNING_NAME:
+        self._action = f"{IAM_PREFIX_OF_SIGNING_NAME[service]}:{action}"
+
+
 def install(hooks: RunCommandHooks) -> None:
     """Patch the SSM server; later calls only swap the hooks."""
     global _hooks
@@ -766,6 +913,16 @@ def install(hooks: RunCommandHooks) -> None:
     for name, names_object in (("bucket_response", False), ("key_response", True)):
         _originals[name] = getattr(S3Response, name)
         setattr(S3Response, name, _counted_s3(name, names_object))
+    for name, method in (
+        ("register_targets", _register_targets),
+        ("deregister_targets", _deregister_targets),
+        ("describe_target_health", _describe_target_health),
+        ("describe_target_groups", _describe_target_groups),
+    ):
+        _originals[f"elbv2_{name}"] = getattr(ELBV2Response, name)
+        setattr(ELBV2Response, name, method)
+    _originals["iam_request_init"] = IAMRequestBase.__init__
+    setattr(IAMRequestBase, "__init__", _iam_request_init)  # noqa: B010
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:
