@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
-from unit_support import BUILD, REGION
+from unit.unit_support import BUILD, REGION
 
 from pipe.config.lock import lock_name
 from pipe.errors import NothingSent
@@ -48,12 +48,11 @@ def record_of(build: Any, acquired: datetime.datetime, ttl: int = 600, holder: s
 
 
 def error(code: str, operation: str, status: int = 400) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
-    )
+    response: Any = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, operation)
 
 
-Hook = Callable[["FakeStore", dict[str, Any]], None]
+Hook = Callable[["FakeStore", dict[str, Any]], object]
 
 
 class FakeStore:
