@@ -108,6 +108,7 @@ class LockRecord:
     @classmethod
     def new(cls, request: LockRequest, now: datetime.datetime) -> LockRecord:
         build = request.build
+        now = now.astimezone(datetime.UTC).replace(microsecond=0)  # as the value records it
         return cls(
             lock_id=str(uuid.uuid4()),
             holder=_capped(request.holder, "holder"),
