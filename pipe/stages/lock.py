@@ -225,7 +225,7 @@ def release(ssm: SSMClient, holding: LockHolding) -> None:
         if found.lock_id != holding.record.lock_id:
             log.warning(
                 f"Lock {name} was taken over by {found.describe()} before this deploy ended "
-                f"(this deploy's lock expired at {timestamp(holding.record.expires_at)}): left in place"
+                f"(this deploy's lock was due to expire at {timestamp(holding.record.expires_at)}): left in place"
             )
             return
         _delete(ssm, name)
@@ -278,7 +278,7 @@ class _Acquisition:
         # /aws/service/ecs/optimized-ami/amazon-linux-2/recommended and its sub-parameter .../image_id
         # (Amazon ECS Developer Guide, "Retrieving Amazon ECS-optimized Linux AMI metadata")
         marker = f"{self.name}/takeover-{stale.lock_id}"
-        if not self._claim(marker, stale):
+        if not self._claim(marker):
             raise LockHeld(
                 f"The lock {self.name} held by {stale.describe()} expired at {timestamp(stale.expires_at)}, "
                 "and another deploy is taking it over",
@@ -313,7 +313,7 @@ class _Acquisition:
         self._write(self.name, replaced)
         raise self._held(self._parse_or_held(replaced))
 
-    def _claim(self, marker: str, stale: LockRecord) -> bool:
+    def _claim(self, marker: str) -> bool:
         """Create the takeover marker; a marker left by a taker that died is replaced once."""
         note = json.dumps({"by": self.record.lock_id, "build_url": self.record.build_url, "at": timestamp(self.now())})
         if self._create(marker, note, MARKER_DESCRIPTION):
