@@ -58,7 +58,7 @@ def test_a_rolling_deploy_behind_the_load_balancer_drops_no_request(standin: Sta
         MIN_HEALTHY="75%",
         COMMANDS=RESTART,
         RESULT_FILE=str(result),
-        LOCK="false",
+        SERVICE=fleet.group_name,
     )
     with standin.traffic(fleet.group_arn) as traffic:
         run = run_pipe(env, timeout=300)
@@ -97,7 +97,7 @@ def test_min_healthy_refuses_an_impossible_plan_before_anything_is_sent(standin:
         BATCH_SIZE="50%",
         MIN_HEALTHY="75%",
         COMMANDS=RESTART,
-        LOCK="false",
+        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -114,7 +114,11 @@ def test_a_fleet_already_below_min_healthy_is_refused(standin: StandIn, fleet: F
     standin.wait_target_states(fleet.group_arn, [fleet.ids[0]], "unhealthy", timeout=30)
     before = len(standin.sent_commands())
     env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids), TARGET_GROUPS="auto", MIN_HEALTHY="100%", COMMANDS="true", LOCK="false"
+        INSTANCE_IDS=" ".join(fleet.ids),
+        TARGET_GROUPS="auto",
+        MIN_HEALTHY="100%",
+        COMMANDS="true",
+        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -133,7 +137,7 @@ def test_a_target_that_never_becomes_healthy_fails_the_rollout_and_rolls_back(st
         COMMANDS=f'[ "$(basename "$HOME")" = "{broken}" ] && rm -f {APP_UP}; true',
         ROLLBACK_COMMANDS=f"touch {APP_UP}; echo rolled-back",
         HEALTHY_TIMEOUT="5",
-        LOCK="false",
+        SERVICE=fleet.group_name,
     )
     run = run_pipe(env, timeout=200)
 
@@ -159,7 +163,7 @@ def test_an_alarm_during_the_bake_of_batch_two_rolls_back_batches_one_and_two(st
         ALARMS=alarm,
         COMMANDS=RESTART,
         ROLLBACK_COMMANDS="echo rolled-back",
-        LOCK="false",
+        SERVICE=fleet.group_name,
     )
     pipe = LivePipe(env)
     pipe.wait_for_line("batch 2/3 (1 instance(s)): baking 30 s", timeout=120)
@@ -187,7 +191,11 @@ def test_an_alarm_already_in_alarm_refuses_the_deploy(standin: StandIn, fleet: F
     standin.set_alarm(alarm, "ALARM", "burning")
     before = len(standin.sent_commands())
     env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids), TARGET_GROUPS="auto", ALARMS=f"{alarm}", COMMANDS="true", LOCK="false"
+        INSTANCE_IDS=" ".join(fleet.ids),
+        TARGET_GROUPS="auto",
+        ALARMS=alarm,
+        COMMANDS="true",
+        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -201,7 +209,7 @@ def test_sigterm_while_a_batch_is_drained_leaves_every_instance_registered(stand
     fleet = make_fleet(standin, 2, deregistration_delay=600)  # 60 s of draining at the stand-in's scale
     before = len(standin.sent_commands())
     env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids), TARGET_GROUPS=fleet.group_name, COMMANDS="true", LOCK="false"
+        INSTANCE_IDS=" ".join(fleet.ids), TARGET_GROUPS=fleet.group_name, COMMANDS="true", SERVICE=fleet.group_name
     )
     pipe = LivePipe(env)
     pipe.wait_for_line("batch 1/2 (1 instance(s)): draining from", timeout=60)
@@ -226,7 +234,7 @@ def test_auto_finds_the_target_groups_and_the_dry_run_prints_the_plan(standin: S
         BAKE_TIME="10",
         COMMANDS="true",
         DRY_RUN="true",
-        LOCK="false",
+        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -259,7 +267,12 @@ def test_bad_rollout_input_is_named_and_nothing_is_sent_or_deregistered(
     standin: StandIn, fleet: Fleet, variable: str, value: str, expected: str
 ) -> None:
     before = len(standin.sent_commands())
-    variables = {"INSTANCE_IDS": " ".join(fleet.ids), "TARGET_GROUPS": fleet.group_name, "COMMANDS": "true"}
+    variables = {
+        "INSTANCE_IDS": " ".join(fleet.ids),
+        "TARGET_GROUPS": fleet.group_name,
+        "COMMANDS": "true",
+        "SERVICE": fleet.group_name,
+    }
     env = standin.pipe_env(**{**variables, variable: value})
     run = run_pipe(env)
 
@@ -268,3 +281,69 @@ def test_bad_rollout_input_is_named_and_nothing_is_sent_or_deregistered(
     assert "Traceback" not in run.output
     assert len(standin.sent_commands()) == before
     assert set(standin.target_states(fleet.group_arn).values()) == {"healthy"}
+
+
+def test_a_held_lock_fails_fast_naming_the_holders_build(standin: StandIn, fleet: Fleet) -> None:
+    env = standin.pipe_env(
+        INSTANCE_IDS=fleet.ids[0],
+        COMMANDS="sleep 20",
+        LOCK="true",
+        SERVICE=fleet.group_name,
+        ENVIRONMENT="prod",
+        BITBUCKET_BUILD_NUMBER="41",
+    )
+    holder = LivePipe(env)
+    holder.wait_for_line(f"Lock /deploy-lock/{fleet.group_name}/prod taken", timeout=60)
+    before = len(standin.sent_commands())
+    second = standin.pipe_env(
+        INSTANCE_IDS=" ".join(fleet.ids),
+        TARGET_GROUPS=fleet.group_name,
+        COMMANDS="true",
+        SERVICE=fleet.group_name,
+        ENVIRONMENT="prod",
+        BITBUCKET_BUILD_NUMBER="42",
+    )
+    run = run_pipe(second, timeout=60)
+    holder.signal(signal.SIGTERM)
+    first = holder.finish(timeout=60)
+
+    assert run.returncode == 1, run.output
+    assert "LOCK: nothing was sent." in run.output
+    assert "https://bitbucket.org/acme/web-api/pipelines/results/41" in run.output
+    assert f"aws ssm delete-parameter --name /deploy-lock/{fleet.group_name}/prod" in run.output
+    assert all(fleet.ids[1] not in c.request.get("InstanceIds", []) for c in standin.sent_commands()[before:])
+    assert set(standin.target_states(fleet.group_arn).values()) == {"healthy"}
+    assert f"Lock /deploy-lock/{fleet.group_name}/prod released" in first.output
+    parameters = standin.client("ssm").get_parameters(Names=[f"/deploy-lock/{fleet.group_name}/prod"])
+    assert parameters["Parameters"] == []  # released on SIGTERM too
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(standin: StandIn, fleet: Fleet) -> None:
+    name = f"/deploy-lock/{fleet.group_name}/prod"
+    stale = {
+        "v": 1,
+        "id": str(uuid.uuid4()),
+        "holder": "arn:aws:sts::123456789012:assumed-role/deploy/dead",
+        "repo": "acme/other",
+        "build": "7",
+        "build_url": "https://bitbucket.org/acme/other/pipelines/results/7",
+        "commit": "fedcba9",
+        "acquired_at": "2026-01-01T00:00:00Z",
+        "expires_at": "2026-01-01T01:00:00Z",
+    }
+    standin.client("ssm").put_parameter(Name=name, Value=json.dumps(stale), Type="String")
+    env = standin.pipe_env(
+        INSTANCE_IDS=" ".join(fleet.ids),
+        TARGET_GROUPS=fleet.group_name,
+        BATCH_SIZE="2",
+        MIN_HEALTHY="50%",
+        COMMANDS="true",
+        SERVICE=fleet.group_name,
+        ENVIRONMENT="prod",
+    )
+    run = run_pipe(env, timeout=200)
+
+    assert run.returncode == 0, run.output
+    assert "https://bitbucket.org/acme/other/pipelines/results/7" in run.output  # the warning names it
+    assert f"Lock {name} taken" in run.output and f"Lock {name} released" in run.output
+    assert standin.client("ssm").get_parameters(Names=[name])["Parameters"] == []

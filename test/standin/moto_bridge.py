@@ -27,6 +27,7 @@ import binascii
 import datetime
 import json
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -721,8 +722,13 @@ def _head_object(self: S3Response, bucket_name: str, query: dict[str, Any], key_
 PARAMETER_VALUE_MAX = {"Standard": 4096, "Advanced": 8192, "Intelligent-Tiering": 8192}
 
 
+_PUT_PARAMETER = threading.Lock()  # moto checks "exists" then appends: a create must be atomic, as in AWS
+
+
 def _put_parameter(self: SimpleSystemManagerResponse) -> Any:
-    """PutParameter refuses a value longer than its tier allows: 4 KB standard, 8 KB advanced
+    """PutParameter is atomic: of concurrent creates with Overwrite false exactly one succeeds and the
+    others get ParameterAlreadyExists (moto's threaded server would let two through). It refuses a
+    value longer than its tier allows: 4 KB standard, 8 KB advanced
     (Intelligent-Tiering picks advanced for a larger value). Without Tier, an existing parameter
     keeps its tier and a new one gets the account's default."""
     request = _request(self)
@@ -742,7 +748,8 @@ def _put_parameter(self: SimpleSystemManagerResponse) -> Any:
         raise ServiceError(
             "ValidationException", f"Advanced tier parameters support a maximum parameter value of {limit} characters."
         )
-    return _originals["put_parameter"](self)
+    with _PUT_PARAMETER:
+        return _originals["put_parameter"](self)
 
 
 # --- ELBv2 target health (ALB user guide, "Health checks ...", "Deregistration delay") -------------

@@ -4,8 +4,10 @@ read the alarms, and build the batch hook. A refusal here leaves nothing deregis
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from pipe.config.rollout import DRAIN_MARGIN_SECONDS
+from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
 from pipe.run import Run
@@ -19,11 +21,37 @@ log = logging.getLogger("ssm-deploy")
 DOMINANT_DELAY_SECONDS = 60  # a deregistration delay above this is named as what makes each batch slow
 
 
-def prepare_rollout(run: Run, batches: list[Batch]) -> tuple[BatchHook, list[str]]:
+@dataclass(frozen=True)
+class RolloutPlan:
+    """The batches, the hook around each, and the plan's lines for the log and the dry run."""
+
+    batches: list[Batch]
+    hook: BatchHook = no_hook
+    lines: list[str] = field(default_factory=list)
+    drain_timeout: int = 0  # per batch, behind a load balancer
+
+    def bound_seconds(self, settings: DeploySettings, margin: int) -> int:
+        """The longest the rollout may take: for every batch its drain, its commands (deploy, health
+        check, rollback, each with its delivery timeout and ``margin``), its return to service and
+        its bake. The deploy lock expires after it."""
+        rollout = settings.rollout
+        runs = [settings.execution_timeout]
+        if settings.healthcheck_commands:
+            runs.append(settings.healthcheck_timeout)
+        if settings.rollback_commands or settings.release is not None:
+            runs.append(settings.execution_timeout)
+        commands = sum(settings.delivery_timeout + run + margin for run in runs)
+        back = rollout.healthy_timeout if rollout.target_groups is not None else 0
+        per_batch = self.drain_timeout + commands + back + rollout.bake_time
+        rollback_passes = 2 if rollout.target_groups is not None else 1  # a batch may go out twice
+        return per_batch * len(self.batches) * rollback_passes
+
+
+def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
     """The batch hook (the load balancer's, or none) and the plan's lines for the log and the dry run."""
     rollout = run.settings.rollout
     if not rollout.pipe_driven:
-        return no_hook, []
+        return RolloutPlan(batches)
     lines: list[str] = []
     if rollout.alarms:
         states = check_before_start(run.clients.cloudwatch, rollout.alarms)
@@ -34,7 +62,7 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> tuple[BatchHook, list[str
                 "alarm); the pipe reads all of them between batches and through the bake"
             )
     if rollout.target_groups is None:
-        return no_hook, _batch_lines(batches) + lines
+        return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
     instance_ids = [i for batch in batches for i in batch.instance_ids]
     groups = find_target_groups(run.clients.elbv2, rollout.target_groups, instance_ids)
     problem = below_floor(groups, rollout.min_healthy) or impossible_batch(groups, batches, rollout.min_healthy)
@@ -76,7 +104,7 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> tuple[BatchHook, list[str
             "Node.js API rarely need that long: lower it on the target group to speed up deploys"
         )
     balancer = LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy)
-    return balancer.around, _batch_lines(batches) + lines
+    return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines, drain_timeout)
 
 
 def _batch_lines(batches: list[Batch]) -> list[str]:
