@@ -99,7 +99,8 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
             _log_table(run)
     deployed = len(run.outcome.deploy.invocations)
     checked = " and passed the health check" if run.settings.healthcheck_commands else ""
-    baked = " and the bake" if run.settings.rollout.bake_time else ""
+    bake = run.settings.rollout.bake_time
+    baked = f", baked {bake} s after each of {len(batches)} batch(es)" if bake else ""
     return f"Deployed to {deployed} instance(s){checked}{baked}."
 
 
