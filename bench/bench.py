@@ -13,6 +13,9 @@ Measured, each in the same run as its baseline:
 - release mode on 10 instances: the time from "health check failed" (on the instance) to "the
   previous release is live again" on every instance (the automatic switch back), against a new pipe
   run that deploys a release the instances still have (``RELEASE: <id>``, what a person would start).
+
+Zero-downtime rollouts behind a load balancer (failed requests with and without draining, seconds
+per batch) are measured by ``bench/load_balancer.py``.
 """
 
 from __future__ import annotations
