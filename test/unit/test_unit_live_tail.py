@@ -62,11 +62,7 @@ class FakeLogs:
     def start_live_tail(self, **request: Any) -> dict[str, Any]:
         if self.start_errors:
             code = self.start_errors.pop(0)
-            status = 400
-            raise ClientError(
-                {"Error": {"Code": code, "Message": f"{code} here"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                "StartLiveTail",
-            )
+            raise ClientError({"Error": {"Code": code, "Message": f"{code} here"}}, "StartLiveTail")
         stream = FakeStream()
         self.sessions.append((request, stream))
         return {"responseStream": stream}
