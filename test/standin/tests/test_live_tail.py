@@ -84,9 +84,10 @@ def test_messages_carry_the_prelude_headers_and_both_crcs_that_botocores_decoder
     buffer = EventStreamBuffer()
     buffer.add_data(raw)
     (decoded,) = list(buffer)
+    headers: Any = decoded.headers  # botocore-stubs types them loosely
 
     assert struct.unpack(">I", raw[:4])[0] == len(raw)
-    assert decoded.headers == {
+    assert headers == {
         ":message-type": "event",
         ":event-type": "sessionUpdate",
         ":content-type": "application/json",
