@@ -48,7 +48,7 @@ LOOKBACK_MS = LOG_LOOKBACK_SECONDS * 1000  # the SSM Agent uploads at least ever
 PAGE_EVENTS = FILTER_PAGE_MAX_EVENTS  # as few calls as AWS allows: the quota counts calls, not events
 DRAIN_POLL_SECONDS = 0.25
 FILTER_POLL_SECONDS = 1.0  # FilterLogEvents at most once a second per command, however often polled
-LIVE_TAIL_RETRY_SECONDS = 3.0  # StartLiveTail again while the log group does not exist yet
+LIVE_TAIL_RETRY_SECONDS = 2.0  # StartLiveTail again while the log group does not exist yet
 # Live Tail delivers what was ingested in the past second with each update: at the end of a phase,
 # a stream that lacks part of SSM's copy may still be on its way for about two updates.
 LIVE_DELIVERY_SECONDS = 2 * LIVE_TAIL_UPDATE_SECONDS + 0.5
@@ -455,6 +455,7 @@ class LogTail:
         """
         began = self._clock()
         deadline = began + limit_seconds
+        self._read_unread()
         while True:
             self.poll()
             now = self._clock()
@@ -468,6 +469,17 @@ class LogTail:
                     if verdict is not _Verdict.COMPLETE
                 }
             sleep(DRAIN_POLL_SECONDS)
+
+    def _read_unread(self) -> None:
+        """At the end of a phase, read each command that no Live Tail session covered yet (its log
+        group did not exist when the phase began: the command may have ended before a session could
+        start)."""
+        if self._mode is not _Mode.LIVE:
+            return
+        for command_id in self._command_ids:
+            if command_id not in self._caught_up and self._mode is _Mode.LIVE:
+                self._caught_up.add(command_id)
+                self._read(command_id, None)
 
     def _verdict(self, key: StreamKey, copy: Captured, now: float, in_flight: bool) -> _Verdict:
         stream = self._streams.get(key)
