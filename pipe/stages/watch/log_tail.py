@@ -187,9 +187,12 @@ class LogTail:
         printer: OutputPrinter,
         clock: Callable[[], float] = time.monotonic,
         group_arn: str | None = None,
+        live_logs: Any = None,
     ) -> None:
-        """``group_arn``: the log group's ARN, for Live Tail; None reads with FilterLogEvents only."""
+        """``group_arn``: the log group's ARN, for Live Tail; None reads with FilterLogEvents only.
+        ``live_logs``: the client for StartLiveTail (default ``logs``), best one that does not retry."""
         self._logs = logs
+        self._live_logs = live_logs if live_logs is not None else logs
         self._group = group
         self._group_arn = group_arn
         self._command_ids = command_ids
@@ -269,7 +272,7 @@ class LogTail:
         try:
             for first in range(0, len(prefixes), LIVE_TAIL_MAX_PREFIXES):
                 session = LiveTailSession(
-                    self._logs, str(self._group_arn), prefixes[first : first + LIVE_TAIL_MAX_PREFIXES]
+                    self._live_logs, str(self._group_arn), prefixes[first : first + LIVE_TAIL_MAX_PREFIXES]
                 )
                 session.start()
                 started.append(session)
@@ -277,7 +280,8 @@ class LogTail:
         except ClientError as error:
             for session in started:
                 session.close()
-            if error_code(error) == "ResourceNotFoundException":  # the agent creates the group with the first output
+            # the agent creates the group with the first output; StartLiveTail's 5 TPS are the account's
+            if error_code(error) in ("ResourceNotFoundException", "ThrottlingException"):
                 self._next_start = self._clock() + LIVE_TAIL_RETRY_SECONDS
                 return False
             self._fall_back(self._why_not_live(error))
