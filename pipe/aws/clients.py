@@ -84,6 +84,16 @@ class Clients:
         return self._make("cloudwatch")  # type: ignore[no-any-return]
 
     @cached_property
+    def live_tail(self) -> CloudWatchLogsClient:
+        """CloudWatch Logs for StartLiveTail, asked once per attempt: the SDKs retry LimitExceededException
+        (every Live Tail session of the account in use) as throttling, which only burns StartLiveTail's
+        5 TPS and delays the fallback; the pipe decides itself when to try again."""
+        config = client_config().merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+        client = self.session.client("logs", region_name=self.region, config=config)
+        self._prepare(client)
+        return client
+
+    @cached_property
     def s3(self) -> S3Client:
         return self._make("s3")  # type: ignore[no-any-return]
 

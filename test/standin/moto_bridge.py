@@ -49,6 +49,7 @@ from moto.elbv2.responses import ELBV2Response
 from moto.iam.access_control import IAMRequestBase
 from moto.iam.models import iam_backends
 from moto.logs.exceptions import ResourceNotFoundException
+from moto.logs.models import LogStream
 from moto.logs.responses import LogsResponse
 from moto.resourcegroups import urls as resourcegroups_urls
 from moto.resourcegroups.exceptions import NotFoundException
@@ -62,7 +63,8 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.sts.models import STSBackend, sts_backends
 from moto.sts.responses import TokenResponse
 
-from standin import s3_api
+from standin import eventstream, s3_api
+from standin.live_tail import LiveTailRefused, LogsReads
 from standin.load_balancer import GroupSettings, LoadBalancerModel
 from standin.targets import group_matcher
 
@@ -606,8 +608,18 @@ def _guarded(action: str, name: str) -> Any:
 
 
 def _filter_log_events(self: LogsResponse) -> str:
-    """FilterLogEvents with ``logStreamNamePrefix``, which moto ignores (it searches every stream)."""
+    """FilterLogEvents with ``logStreamNamePrefix``, which moto ignores (it searches every stream);
+    within the account's FilterLogEvents quota when ``install_logs_reads`` was called."""
     _hooks_or_fail().before_request("FilterLogEvents", caller_arn(self), {})
+    if _logs_reads is not None and not _logs_reads.admit_filter():
+        raise AwsError("ThrottlingException", "Rate exceeded")
+    result = _filtered_log_events(self)
+    if _logs_reads is not None:
+        _logs_reads.served_filter(result["events"])
+    return json.dumps(result)
+
+
+def _filtered_log_events(self: LogsResponse) -> dict[str, Any]:
     group_name = self._get_param("logGroupName")
     names = self._get_param("logStreamNames", [])
     prefix = self._get_param("logStreamNamePrefix")
@@ -617,7 +629,7 @@ def _filter_log_events(self: LogsResponse) -> str:
             raise ResourceNotFoundException()
         names = [name for name in group.streams if name.startswith(prefix)]
         if not names:
-            return json.dumps({"events": [], "searchedLogStreams": []})
+            return {"events": [], "searchedLogStreams": []}
     events, next_token, searched = self.logs_backend.filter_log_events(
         group_name,
         names,
@@ -631,7 +643,58 @@ def _filter_log_events(self: LogsResponse) -> str:
     result: dict[str, Any] = {"events": events, "searchedLogStreams": searched}
     if next_token:
         result["nextToken"] = next_token
-    return json.dumps(result)
+    return result
+
+
+# --- CloudWatch Logs' read side: Live Tail and the FilterLogEvents quota (see live_tail.py) ----------
+# moto's StartLiveTail answers once, in JSON, with every event ever stored; AWS streams the events
+# ingested after the session started, in the event-stream framing, until the client closes it.
+_logs_reads: LogsReads | None = None
+
+
+def _start_live_tail(self: LogsResponse) -> Any:
+    """StartLiveTail as an event stream served by ``_logs_reads`` (moto's route; IAM checked before)."""
+    if _logs_reads is None:  # pragma: no cover - install_logs_reads() not called
+        raise AwsError("InvalidOperationException", "Live Tail is not set up in the stand-in")
+    request = json.loads(self.body or "{}")
+    existing = {group.arn for group in self.logs_backend.groups.values()}
+    try:
+        session = _logs_reads.start(request if isinstance(request, dict) else {}, existing)
+    except LiveTailRefused as refused:
+        raise AwsError(refused.code, refused.message) from None
+    return 200, {"Content-Type": eventstream.CONTENT_TYPE}, session.frames()
+
+
+def _published_put_log_events(self: LogStream, log_events: list[dict[str, Any]]) -> str:
+    """moto's PutLogEvents, then the events just ingested go to the Live Tail sessions."""
+    token: str = _originals["stream_put_log_events"](self, log_events)
+    if _logs_reads is not None and log_events:
+        group = self.log_group
+        _logs_reads.publish(
+            [
+                {
+                    "logStreamName": self.log_stream_name,
+                    "logGroupIdentifier": group.arn,
+                    "message": item.message,
+                    "timestamp": item.timestamp,
+                    "ingestionTime": item.ingestion_time,
+                }
+                for item in self.events[-len(log_events) :]
+            ]
+        )
+    return token
+
+
+def install_logs_reads(reads: LogsReads) -> None:
+    """Serve StartLiveTail from ``reads`` and hold FilterLogEvents to its quota (later calls swap it)."""
+    global _logs_reads
+    _logs_reads = reads
+    if "start_live_tail" in _originals:
+        return
+    _originals["start_live_tail"] = LogsResponse.start_live_tail
+    setattr(LogsResponse, "start_live_tail", _start_live_tail)  # noqa: B010
+    _originals["stream_put_log_events"] = LogStream.put_log_events
+    setattr(LogStream, "put_log_events", _published_put_log_events)  # noqa: B010
 
 
 def parameter_key_id(response: SimpleSystemManagerResponse, name: str) -> str | None:

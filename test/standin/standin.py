@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from standin import isolation, moto_bridge
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
+from standin.live_tail import LogsReads
 from standin.load_balancer import APP_UP, LoadBalancerModel
 from standin.network import FlakyProxy
 from standin.service import RunCommandService, SentCommand
@@ -52,6 +54,7 @@ class StandIn:
         self.admin_keys = dict(ADMIN_KEYS)  # what the tests' own clients use
         self.agent_keys = dict(AGENT_KEYS)  # the instances' role: the agent and the AWS CLI on them
         self.logs_sinks = LogsSinks()  # one CloudWatch Logs client for all invocations' uploads
+        self.logs_reads = LogsReads()  # Live Tail sessions and the FilterLogEvents quota, with counters
         self.service = RunCommandService(
             self.fleet,
             self.instance_environment,
@@ -70,6 +73,7 @@ class StandIn:
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
         moto_bridge.install(self.service)
+        moto_bridge.install_logs_reads(self.logs_reads)
         moto_bridge.install_load_balancer(self.load_balancer)
         self.load_balancer.start()
         return self
@@ -89,7 +93,11 @@ class StandIn:
     # --- clients and environments ----------------------------------------------------------------
     def client(self, service: str) -> Any:
         return boto3.client(  # type: ignore[call-overload]
-            service, endpoint_url=self.endpoint, region_name=self.region, **self.admin_keys
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            config=Config(inject_host_prefix=False),  # see pipe_env: one endpoint serves every host prefix
+            **self.admin_keys,
         )
 
     def pipe_env(self, **variables: str) -> dict[str, str]:
@@ -101,6 +109,9 @@ class StandIn:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": self.admin_keys["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": self.admin_keys["aws_secret_access_key"],
+            # StartLiveTail goes to the host "stream-<endpoint host>" on AWS (SDK host prefix injection);
+            # the stand-in serves every operation on one address, so the SDK must not add the prefix
+            "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
             "BITBUCKET_REPO_FULL_NAME": "acme/web-api",
             "BITBUCKET_REPO_SLUG": "web-api",
             "BITBUCKET_BUILD_NUMBER": "42",

@@ -19,6 +19,7 @@ from pipe.runtime.interruption import Interrupted
 from pipe.stages.authenticate import CredentialsExpired, session_ended
 from pipe.stages.send import cancel_command
 from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
 
@@ -32,43 +33,58 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
 
     A stop or the wait bound cancels the commands and raises DeployStopped; AWS becoming
     unreachable or refusing a call raises StillRunning naming the commands."""
-    settings = run.settings
     with aws_errors_explained(run.region, commands):
         count = max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
         printer = OutputPrinter(
             run.redactor, names=run.names, instance_count=count, order=run.order, build_log=run.build_log
         )
         tail = _log_tail(run, commands, printer)
-        s3 = run.clients.s3 if settings.output_s3_bucket else None
-        on_poll = tail.poll if tail else (lambda: 0)
-        tracker = InvocationTracker(
-            run.clients.ssm, commands, agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout)
-        )
-        record.track(tracker.invocations)
-        limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
         try:
-            invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
-        except (Interrupted, WaitTimedOut) as stop:
-            log.error(f"{sentence(str(stop))} Cancelling command {command_ids(commands)}.")
-            unconfirmed = ""
-            if not all([cancel_command(run.clients.ssm, command.command_id) for command in commands]):
-                unconfirmed = "SSM refused to cancel the command (see above)"
-            else:
-                try:
-                    tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
-                except WaitTimedOut:
-                    unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
-            show_results(run.clients.ssm, commands, tracker.invocations, printer, tail, settings, s3)
-            if not unconfirmed:
-                cancelled = f"The command was cancelled. Command id: {command_ids(commands)}."
-                raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
-            raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, commands)) from None
-        for command in commands:
-            lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
-            if lost:  # so a returning agent does not run a deploy nobody watches
-                cancel_command(run.clients.ssm, command.command_id, lost)
-        show_results(run.clients.ssm, commands, invocations, printer, tail, settings, s3)
-        return invocations
+            return _follow(run, spec, commands, record, printer, tail)
+        finally:
+            if tail is not None:
+                tail.close()
+
+
+def _follow(
+    run: Run,
+    spec: CommandSpec,
+    commands: list[SentCommand],
+    record: PhaseOutcome,
+    printer: OutputPrinter,
+    tail: LogTail | None,
+) -> dict[str, Invocation]:
+    settings = run.settings
+    s3 = run.clients.s3 if settings.output_s3_bucket else None
+    on_poll = tail.poll if tail else (lambda: 0)
+    tracker = InvocationTracker(
+        run.clients.ssm, commands, agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout)
+    )
+    record.track(tracker.invocations)
+    limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
+    try:
+        invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
+    except (Interrupted, WaitTimedOut) as stop:
+        log.error(f"{sentence(str(stop))} Cancelling command {command_ids(commands)}.")
+        unconfirmed = ""
+        if not all([cancel_command(run.clients.ssm, command.command_id) for command in commands]):
+            unconfirmed = "SSM refused to cancel the command (see above)"
+        else:
+            try:
+                tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
+            except WaitTimedOut:
+                unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
+        show_results(run.clients.ssm, commands, tracker.invocations, printer, tail, settings, s3)
+        if not unconfirmed:
+            cancelled = f"The command was cancelled. Command id: {command_ids(commands)}."
+            raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
+        raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, commands)) from None
+    for command in commands:
+        lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
+        if lost:  # so a returning agent does not run a deploy nobody watches
+            cancel_command(run.clients.ssm, command.command_id, lost)
+    show_results(run.clients.ssm, commands, invocations, printer, tail, settings, s3)
+    return invocations
 
 
 @contextmanager
@@ -112,4 +128,8 @@ def _log_tail(run: Run, commands: list[SentCommand], printer: OutputPrinter) -> 
     if not settings.stream_output:
         return None
     log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
-    return LogTail(run.clients.logs, settings.log_group, [c.command_id for c in commands], printer)
+    group_arn = log_group_arn(run.identity.arn, run.region, run.identity.account, settings.log_group)
+    command_ids = [c.command_id for c in commands]
+    return LogTail(
+        run.clients.logs, settings.log_group, command_ids, printer, group_arn=group_arn, live_logs=run.clients.live_tail
+    )
