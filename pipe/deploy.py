@@ -23,13 +23,13 @@ from pipe.run import Run
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate, deploy_bound_seconds
-from pipe.stages.load_balancer.prepare import RolloutPlan, prepare_rollout
 from pipe.stages.lock import LockRequest, deploy_lock
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
 from pipe.stages.release.stage import Release, dry_run_lines, prepare_release, record_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.stages.rollout import plan_batches, roll_out
+from pipe.stages.rollout_plan import RolloutPlan, prepare_rollout
 from pipe.stages.watch.follow import WAIT_MARGIN_SECONDS
 
 log = logging.getLogger("ssm-deploy")

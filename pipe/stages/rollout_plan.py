@@ -1,5 +1,6 @@
-"""Before anything is sent: find the target groups, check MIN_HEALTHY against the plan and the fleet,
-read the alarms, and build the batch hook. A refusal here leaves nothing deregistered or sent."""
+"""The rollout's plan, before anything is sent: the batches, the alarms' states, the target groups
+with MIN_HEALTHY checked against the plan and the fleet, and the batch hook (the load balancer's or
+none). A refusal here leaves nothing deregistered or sent."""
 
 from __future__ import annotations
 
