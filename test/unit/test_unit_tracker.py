@@ -41,7 +41,12 @@ def tracker_for(
             pending.pop(0)()
 
     tracker = InvocationTracker(
-        ssm, [sent(c, targets) for c in commands], clock=clock, sleep=sleep, document_name="AWS-RunShellScript", **extra
+        ssm,  # type: ignore[arg-type]
+        [sent(c, targets) for c in commands],
+        clock=clock,
+        sleep=sleep,
+        document_name="AWS-RunShellScript",
+        **extra,
     )
     return tracker, clock
 
@@ -64,10 +69,12 @@ def test_a_small_fleet_gets_a_line_per_instance_and_status(caplog: pytest.LogCap
     ssm = FakeSSM()
     command = ssm.add([INSTANCE_A, INSTANCE_B])
     command.set(INSTANCE_A, "InProgress")
-    steps = [
-        lambda: (command.set(INSTANCE_A, "Success"), command.set(INSTANCE_B, "InProgress")),
-        lambda: command.set(INSTANCE_B, "Failed", code=3),
-    ]
+
+    def a_done_b_runs() -> None:
+        command.set(INSTANCE_A, "Success")
+        command.set(INSTANCE_B, "InProgress")
+
+    steps = [a_done_b_runs, lambda: command.set(INSTANCE_B, "Failed", code=3)]
     tracker, clock = tracker_for(ssm, [command], steps)
     with caplog.at_level(logging.INFO, logger="ssm-deploy"):
         result = tracker.wait(600)
