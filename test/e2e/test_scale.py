@@ -57,7 +57,10 @@ def test_max_errors_across_the_commands_stops_what_has_not_started(standin: Stan
     calls = standin.calls_snapshot(include_instances=False) - before
 
     assert run.returncode == 1, run.output
-    assert f"Deploy failed on 1 of 120 instance(s): {doomed}: Failed (exit 4)." in run.output
+    # CancelCommand cannot tell "not started" from "starting now": one of the other lane's instances
+    # may have started as the pipe cancelled it, and is then reported (cancelled, not skipped)
+    failed = re.search(rf"Deploy failed on ([12]) of 120 instance\(s\): {doomed}: Failed \(exit 4\)[.;]", run.output)
+    assert failed, run.output[-3000:]
     assert calls["ssm:SendCommand"] == 2  # the third command is never sent
     assert "The rollout stopped at MAX_ERRORS: " in run.output
     skipped = int(run.output.split("The rollout stopped at MAX_ERRORS: ")[1].split(" ")[0])
