@@ -10,9 +10,14 @@ Measured, each in the same run as its baseline:
   per instance per cycle;
 - start-up: process start to SendCommand;
 - peak RSS of the pipe while it streams 10 MB and 100 MB of output from one instance;
+- live output's CloudWatch Logs reads per event printed, and K deploys at once against the 5 TPS
+  FilterLogEvents quota (``live_output.py``, which also runs alone);
 - release mode on 10 instances: the time from "health check failed" (on the instance) to "the
   previous release is live again" on every instance (the automatic switch back), against a new pipe
   run that deploys a release the instances still have (``RELEASE: <id>``, what a person would start).
+
+Zero-downtime rollouts behind a load balancer (failed requests with and without draining, seconds
+per batch) are measured by ``bench/load_balancer.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "test")]
 
+from live_output import live_output_rows  # noqa: E402
 from standin import StandIn  # noqa: E402
 
 PIPE = ROOT / "pipe" / "pipe.py"
@@ -177,7 +183,9 @@ def rollback_seconds(aws: StandIn, clone: str, runs: int, count: int = 10) -> tu
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller fleets and output")
+    parser.add_argument("--live-seconds", type=float, nargs="+", help="how long chatty instances print (20 60)")
     args = parser.parse_args()
+    live_seconds = args.live_seconds or ([10] if args.quick else [20, 60])
     runs = 3 if args.quick else 10
     fleets = (1, 50, 200) if args.quick else (1, 50, 500)
     outputs = (5, 20) if args.quick else (10, 100)
@@ -229,6 +237,7 @@ def main() -> int:
                 "< 5 s",
             )
         )
+        rows.extend(live_output_rows(aws, clone, live_seconds, [10] if args.quick else [4, 10]))
     widths = [max(len(row[i]) for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]) for i in range(4)]
     for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+
+import boto3
 
 from pipe.aws.clients import Clients
+from pipe.config.lock import lock_name
 from pipe.config.settings import DeploySettings
 from pipe.errors import PipeError
 from pipe.model import DeployOutcome, Status
@@ -19,6 +23,8 @@ from pipe.run import Run
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate, deploy_bound_seconds
+from pipe.stages.load_balancer.prepare import RolloutPlan, prepare_rollout
+from pipe.stages.lock import LockRequest, deploy_lock
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
 from pipe.stages.release.stage import Release, dry_run_lines, prepare_release, record_release
@@ -63,14 +69,20 @@ class Deploy:
         preflight(run)
         resolve_parameters(run)
         label_instances(run)
+        rollout = prepare_rollout(run, plan_batches(run))
+        with self._locked(run, session, rollout):
+            return self._deploy(run, rollout)
+
+    def _deploy(self, run: Run, rollout: RolloutPlan) -> str:
+        if rollout.lines and not run.settings.dry_run:
+            log.info("Rollout plan:\n" + "\n".join(rollout.lines))
         prepare_release(run)
         self.settings, self.release = run.settings, run.release
-        batches = plan_batches(run)
-        first = deploy_spec(run.settings, batches[0], run.release.plan if run.release is not None else None)
+        first = deploy_spec(run.settings, rollout.batches[0], run.release.plan if run.release is not None else None)
         script = list(first.script)
         log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
         if run.settings.dry_run:
-            plan.dry_run(run.settings, identity.arn, run.targeted, script, dry_run_lines(run))
+            plan.dry_run(run.settings, run.identity.arn, run.targeted, script, rollout.lines + dry_run_lines(run))
             self.outcome.status = Status.DRY_RUN
             return "Dry run: all checks passed; nothing was sent."
         if not run.settings.wait:  # refused in release mode and with later phases: one command, not followed
@@ -78,8 +90,18 @@ class Deploy:
             self.outcome.status = Status.SENT
             return message
         try:
-            message = roll_out(run, batches)
+            message = roll_out(run, rollout.batches, rollout.hook)
             self.outcome.status = Status.SUCCEEDED
         finally:
             record_release(run, self.outcome)
         return message
+
+    def _locked(self, run: Run, session: boto3.Session, rollout: RolloutPlan) -> AbstractContextManager[object]:
+        """LOCK: one deploy of this service and environment at a time (none for a dry run). Released
+        through a client that a stop does not cut short."""
+        settings = run.settings
+        if not settings.rollout.lock or settings.dry_run:
+            return nullcontext()
+        ttl = rollout.bound_seconds(settings, WAIT_MARGIN_SECONDS)
+        request = LockRequest(lock_name(settings.service, settings.environment), run.identity.arn, settings.build, ttl)
+        return deploy_lock(run.clients.ssm, request, release_ssm=Clients(session, settings.region).ssm)

@@ -43,6 +43,21 @@ ROLE_DURATION_SECONDS = 3600
 AGENT_UPLOAD_SECONDS = 30
 LOG_LOOKBACK_SECONDS = AGENT_UPLOAD_SECONDS + 5
 
+# --- CloudWatch Logs reads (API Reference: FilterLogEvents, StartLiveTail; User Guide, "CloudWatch Logs
+# quotas") -------------------------------------------------------------------------------------------
+# FilterLogEvents: "returns as many log events as can fit in 1 MB (up to 10,000 log events)"; limit's default
+FILTER_PAGE_MAX_EVENTS = 10_000
+# "FilterLogEvents throttle limit in transactions per second": 5 in the smallest Regions (eu-central-1,
+# ap-northeast-3, ...), 10 in most, 25 in us-east-1; per account and Region, not adjustable
+FILTER_LOG_EVENTS_TPS_MIN = 5
+# StartLiveTail: logStreamNamePrefixes "Maximum number of 100 items" (service model, InputLogStreamNames)
+LIVE_TAIL_MAX_PREFIXES = 100
+LIVE_TAIL_UPDATE_SECONDS = 1  # "Every second, a LiveTailSessionUpdate object is sent"
+LIVE_TAIL_SAMPLED_ABOVE = 500  # events a second: "sampled down to 500 log events" beyond
+LIVE_TAIL_SESSION_SECONDS = 3 * 3600  # SessionTimeoutException "after it has been kept open for three hours"
+LIVE_TAIL_CONCURRENT_SESSIONS = 15  # "Live Tail concurrent sessions limit: 15" per account (adjustable)
+START_LIVE_TAIL_TPS = 5  # "StartLiveTail throttle limit in transactions per second: 5"
+
 # --- Bitbucket Pipelines -------------------------------------------------------------------------------
 BUILD_LOG_LIMIT_BYTES = 50 * 1024 * 1024  # "logs larger than 50 MB are truncated"
 

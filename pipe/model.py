@@ -49,6 +49,7 @@ class CommandSpec:
     max_concurrency: str = "50"
     max_errors: str = "0"
     comment: str = ""
+    alarm: str | None = None  # SendCommand's AlarmConfiguration: SSM stops the command when it fires
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,22 @@ class PhaseOutcome:
 
 
 @dataclass
+class BatchRecord:
+    """One batch of a rollout the pipe drives: what happened to it and how long each step took (seconds)."""
+
+    number: int
+    instance_ids: tuple[str, ...]
+    outcome: str = "not started"  # deployed, failed, rolled back, stopped...
+    drain: float | None = None
+    deploy: float | None = None
+    healthy: float | None = None
+    bake: float | None = None
+
+    def timings(self) -> dict[str, float | None]:
+        return {"drain": self.drain, "deploy": self.deploy, "healthy": self.healthy, "bake": self.bake}
+
+
+@dataclass
 class DeployOutcome:
     """How far the deploy got, for the result file. The deploy's rows and counts describe the deploy
     itself; the health check and the rollback have sections of their own."""
@@ -168,6 +185,7 @@ class DeployOutcome:
     health_check: PhaseOutcome = field(default_factory=PhaseOutcome)
     rollback: PhaseOutcome = field(default_factory=PhaseOutcome)
     interrupted: str = ""  # the phase a stop (SIGTERM/SIGINT) interrupted, empty otherwise
+    batches: list[BatchRecord] = field(default_factory=list)  # a rollout the pipe drives, batch by batch
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ multi-line deploy that reads the database password on the instances, then a heal
 rollback is configured but not needed), and prints the result file. Then release mode: build A and
 build B are shipped as artifacts (uploaded once each, unpacked into /srv/web-api/releases on every
 instance, made live by switching `current`), and `RELEASE: previous` rolls back to A in seconds
-without building or uploading anything. Stops everything at the end.
+without building or uploading anything. Last, a zero-downtime rolling deploy of four instances behind
+the stand-in's load balancer while simulated users send requests (each batch drained, deployed,
+registered again, healthy), next to the same restart paced by MAX_CONCURRENCY alone, which fails
+requests. Stops everything at the end.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def main() -> int:
         result = subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT, check=False)
         print(f"\npipe exit code: {result.returncode}. The result file for later steps:")
         print((Path(folder) / "ssm-deploy-result.json.env").read_text())
-        codes = [result.returncode, *release_demo(aws, instances, Path(folder))]
+        codes = [result.returncode, *release_demo(aws, instances, Path(folder)), *load_balancer_demo(aws, Path(folder))]
         print("Stand-in stopped.")
         return max(codes)
 
@@ -106,6 +109,42 @@ def release_demo(aws: StandIn, instances: list[str], folder: Path) -> list[int]:
         current = aws.instance_path(instance_id, "/srv/web-api/current")
         releases = sorted(path.name for path in (current.parent / "releases").iterdir())
         print(f"{instance_id}: current -> {os.readlink(current)}; releases on disk: {', '.join(releases)}")
+    return codes
+
+
+RESTART = "rm -f /srv/lb-app/up; echo 'pm2 reload web-api'; sleep 1; touch /srv/lb-app/up"
+
+
+def load_balancer_demo(aws: StandIn, folder: Path) -> list[int]:
+    """A rolling deploy behind a target group under traffic, then the same restart without draining."""
+    aws.elb_time_scale = 0.1  # health checks every 0.5 s, a 30-s deregistration delay lasts 3 s
+    instances = aws.launch(4, name="web-lb")
+    for instance_id in instances:
+        aws.app_up(instance_id)
+    group = aws.create_target_group("web-api-prod", instances, deregistration_delay=30)
+    aws.wait_target_states(group, instances, "healthy", timeout=30)
+    aws.create_alarm("web-api-5xx")
+    codes = []
+    runs = (
+        (
+            "zero-downtime rolling deploy behind the load balancer",
+            {"TARGET_GROUPS": "auto", "BATCH_SIZE": "2", "ALARMS": "web-api-5xx", "BAKE_TIME": "2"},
+        ),
+        ("the same restart paced by MAX_CONCURRENCY alone", {"MAX_CONCURRENCY": "2"}),
+    )
+    for title, variables in runs:
+        print(f"\n==== {title}, under traffic ====\n", flush=True)
+        env = aws.pipe_env(
+            BITBUCKET_DEPLOYMENT_ENVIRONMENT="prod",
+            INSTANCE_IDS=" ".join(instances),
+            COMMANDS=RESTART,
+            BITBUCKET_CLONE_DIR=str(folder),
+            **variables,
+        )
+        with aws.traffic(group) as traffic:
+            code = subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT).returncode
+        print(f"\nSimulated users: {traffic.requests} requests, {len(traffic.failures)} failed.")
+        codes.append(code)
     return codes
 
 

@@ -12,7 +12,9 @@ import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_resource_groups import ResourceGroupsClient
     from mypy_boto3_s3 import S3Client
@@ -72,6 +74,24 @@ class Clients:
     @cached_property
     def logs(self) -> CloudWatchLogsClient:
         return self._make("logs")  # type: ignore[no-any-return]
+
+    @cached_property
+    def elbv2(self) -> ElasticLoadBalancingv2Client:
+        return self._make("elbv2")  # type: ignore[no-any-return]
+
+    @cached_property
+    def cloudwatch(self) -> CloudWatchClient:
+        return self._make("cloudwatch")  # type: ignore[no-any-return]
+
+    @cached_property
+    def live_tail(self) -> CloudWatchLogsClient:
+        """CloudWatch Logs for StartLiveTail, asked once per attempt: the SDKs retry LimitExceededException
+        (every Live Tail session of the account in use) as throttling, which only burns StartLiveTail's
+        5 TPS and delays the fallback; the pipe decides itself when to try again."""
+        config = client_config().merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+        client = self.session.client("logs", region_name=self.region, config=config)
+        self._prepare(client)
+        return client
 
     @cached_property
     def s3(self) -> S3Client:

@@ -10,21 +10,29 @@ from pipe.config.parsers import listed
 from pipe.config.variables import (
     ACCESS_KEY_ID,
     ACTIVATE_COMMANDS,
+    ALARMS,
     APP_DIR,
     ARTIFACT,
     ARTIFACT_BUCKET,
     ARTIFACT_PREFIX,
+    BAKE_TIME,
+    BATCH_SIZE,
+    CANARY,
     COMMANDS,
     DOCUMENT_NAME,
     DOCUMENT_PARAMETERS,
+    DRAIN_TIMEOUT,
     ENVIRONMENT,
     EXTERNAL_ID,
     HEALTHCHECK_COMMANDS,
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_RETRIES,
     HEALTHCHECK_TIMEOUT,
+    HEALTHY_TIMEOUT,
     INSTANCE_IDS,
     KEEP_RELEASES,
+    LOCK,
+    MIN_HEALTHY,
     OUTPUT_S3_BUCKET,
     OUTPUT_S3_PREFIX,
     PARAMETERS_PATH,
@@ -37,6 +45,7 @@ from pipe.config.variables import (
     SECRETS,
     SERVICE,
     SHARED_PATHS,
+    TARGET_GROUPS,
     TARGETS,
     VARIABLES,
     WAIT,
@@ -163,8 +172,10 @@ RELEASE_ONLY: tuple[Variable[Any], ...] = (
     SHARED_PATHS,
     ACTIVATE_COMMANDS,
     KEEP_RELEASES,
-    SERVICE,
 )
+# what only a rollout behind a load balancer uses; and what makes the pipe roll out batch by batch itself
+LOAD_BALANCER_ONLY: tuple[Variable[Any], ...] = (MIN_HEALTHY, DRAIN_TIMEOUT, HEALTHY_TIMEOUT)
+PIPE_DRIVEN: tuple[Variable[Any], ...] = (TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME, ALARMS)
 
 
 def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
@@ -198,6 +209,33 @@ def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
         )
 
 
+def lock_is_on(values: Values) -> bool:
+    """LOCK: ``auto`` (None) means on with TARGET_GROUPS."""
+    lock = values[LOCK]
+    return values.is_set(TARGET_GROUPS) if lock is None else bool(lock)
+
+
+def rollouts_have_what_they_need(values: Values) -> Iterator[Problem]:
+    """The load balancer's bounds need TARGET_GROUPS; batches the pipe sends itself need it to wait."""
+    if not values.is_set(TARGET_GROUPS):
+        for variable in LOAD_BALANCER_ONLY:
+            if values.is_set(variable):
+                yield variable.name, "is only used with TARGET_GROUPS: set TARGET_GROUPS too, or remove this"
+    driving = [variable.name for variable in PIPE_DRIVEN if values.is_set(variable)]
+    if driving and values.ok(WAIT) and not values[WAIT]:
+        yield (
+            WAIT.name,
+            f"'false' ends the step once a command is sent, but {', '.join(driving)} make the pipe roll out batch "
+            f"by batch and gate each one: remove WAIT or {', '.join(driving)}",
+        )
+    if values.is_set(SERVICE) and not (release_mode(values) or lock_is_on(values)):
+        yield (
+            SERVICE.name,
+            "names the service in the release ledger and the deploy lock: set ARTIFACT (or RELEASE) or LOCK, "
+            "or remove this",
+        )
+
+
 RULES: tuple[Rule, ...] = (
     static_keys_go_together,
     external_id_needs_a_role,
@@ -208,4 +246,5 @@ RULES: tuple[Rule, ...] = (
     settings_need_their_variable,
     later_phases_need_waiting,
     releases_have_what_they_need,
+    rollouts_have_what_they_need,
 )

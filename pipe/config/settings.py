@@ -16,14 +16,19 @@ from pipe.config.build_context import BuildContext
 from pipe.config.documents import SHELL
 from pipe.config.parsers import expand_environment, parse_bool, yaml_list
 from pipe.config.release import default_name
+from pipe.config.rollout import RolloutSettings
 from pipe.config.variables import (
     ACCESS_KEY_ID,
     ACTIVATE_COMMANDS,
     AGENT_LOST_TIMEOUT,
+    ALARMS,
     APP_DIR,
     ARTIFACT,
     ARTIFACT_BUCKET,
     ARTIFACT_PREFIX,
+    BAKE_TIME,
+    BATCH_SIZE,
+    CANARY,
     CLOUDWATCH_LOG_GROUP,
     COMMANDS,
     COMMENT,
@@ -32,6 +37,7 @@ from pipe.config.variables import (
     DOCUMENT_NAME,
     DOCUMENT_PARAMETERS,
     DOCUMENT_VERSION,
+    DRAIN_TIMEOUT,
     DRY_RUN,
     ENVIRONMENT,
     EXECUTION_TIMEOUT,
@@ -40,10 +46,13 @@ from pipe.config.variables import (
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_RETRIES,
     HEALTHCHECK_TIMEOUT,
+    HEALTHY_TIMEOUT,
     INSTANCE_IDS,
     KEEP_RELEASES,
+    LOCK,
     MAX_CONCURRENCY,
     MAX_ERRORS,
+    MIN_HEALTHY,
     OIDC_ROLE_ARN,
     OUTPUT_S3_BUCKET,
     OUTPUT_S3_PREFIX,
@@ -62,6 +71,7 @@ from pipe.config.variables import (
     SHARED_PATHS,
     STREAM_OUTPUT,
     TABLE,
+    TARGET_GROUPS,
     TARGETS,
     VARIABLES,
     WAIT,
@@ -97,7 +107,6 @@ class ReleaseSettings:
     bucket: str
     prefix: str
     app_dir: str
-    service: str
     artifact: str | None = None  # the build to ship, or
     release: str | None = None  # "previous" or a release id from the ledger
     run_as: str | None = None
@@ -146,6 +155,8 @@ class DeploySettings:
     output_s3_bucket: str | None = None
     output_s3_prefix: str = ""
     release: ReleaseSettings | None = None  # set in release mode (ARTIFACT or RELEASE)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    service: str = "app"  # the release ledger's and the deploy lock's name for it (SERVICE, or the repository's slug)
 
 
 class Problems:
@@ -319,6 +330,24 @@ def build_settings(values: Values, context: Context) -> DeploySettings:
         output_s3_bucket=values[OUTPUT_S3_BUCKET],
         output_s3_prefix=values[OUTPUT_S3_PREFIX],
         release=_release(values, context.build),
+        rollout=_rollout(values),
+        service=values[SERVICE] or default_name(context.build.repo),
+    )
+
+
+def _rollout(values: Values) -> RolloutSettings:
+    target_groups = values[TARGET_GROUPS]
+    lock = values[LOCK]
+    return RolloutSettings(
+        target_groups=target_groups,
+        batch_size=values[BATCH_SIZE],
+        canary=values[CANARY],
+        min_healthy=values[MIN_HEALTHY],
+        drain_timeout=values[DRAIN_TIMEOUT],
+        healthy_timeout=values[HEALTHY_TIMEOUT],
+        bake_time=values[BAKE_TIME],
+        alarms=values[ALARMS],
+        lock=(target_groups is not None) if lock is None else lock,
     )
 
 
@@ -329,7 +358,6 @@ def _release(values: Values, build: BuildContext) -> ReleaseSettings | None:
         bucket=values[ARTIFACT_BUCKET] or "",
         prefix=values[ARTIFACT_PREFIX] or default_name(build.repo) + "/",
         app_dir=values[APP_DIR] or "",
-        service=values[SERVICE] or default_name(build.repo),
         artifact=values[ARTIFACT],
         release=values[RELEASE],
         run_as=values[RUN_AS],

@@ -48,6 +48,19 @@ from pipe.config.release import (
     run_as_problem,
     shared_path_problem,
 )
+from pipe.config.rollout import (
+    AUTO,
+    BAKE_TIME_RANGE,
+    CANARY_RANGE,
+    DEFAULT_HEALTHY_TIMEOUT,
+    DEFAULT_MIN_HEALTHY,
+    DRAIN_MARGIN_SECONDS,
+    DRAIN_TIMEOUT_RANGE,
+    HEALTHY_TIMEOUT_RANGE,
+    TargetGroupChoice,
+    parse_alarm_names,
+    parse_target_groups,
+)
 from pipe.config.script_file import read_script
 from pipe.limits import COMMENT_LIMIT
 from pipe.model import SecretRef, Target
@@ -234,6 +247,20 @@ def _shared_paths(text: str) -> tuple[str, ...]:
     if problems:
         raise ValueError("; ".join(problems))
     return paths
+
+
+def _target_groups(text: str) -> TargetGroupChoice | None:
+    return parse_target_groups(split_words(text)) if text else None
+
+
+def _lock(text: str) -> bool | None:
+    """``auto`` (None: on with TARGET_GROUPS), or a boolean."""
+    if text.strip().lower() == AUTO:
+        return None
+    try:
+        return parse_bool(text)
+    except ValueError:
+        raise ValueError(f"must be {AUTO}, true or false, got {shown(text)}") from None
 
 
 def _release(text: str) -> str | None:
@@ -552,6 +579,88 @@ ROLLBACK_COMMANDS = Variable(
     parse_items=each(joined_lines),
     script=True,
 )
+TARGET_GROUPS = Variable(
+    "TARGET_GROUPS",
+    "Zero-downtime deploys behind a load balancer: `auto` (every ELBv2 target group the instances are "
+    "registered in) or target group names or ARNs separated by spaces or newlines (or a YAML list), e.g. "
+    "`web-api-{environment}`. The pipe then rolls out itself, batch by batch: it deregisters the batch from "
+    "every target group it is in, waits until it is drained, deploys, runs the health check, registers it "
+    "again, waits until every group reports it `healthy`, bakes (`BAKE_TIME`, watching `ALARMS`), then goes "
+    "on; see [Zero-downtime deploys behind a load balancer](#zero-downtime-deploys-behind-a-load-balancer). "
+    "Needs the instances known before sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
+    plain(_target_groups),
+    expand=Expand.STRICT,
+    parse_items=each(lambda items: parse_target_groups([item.strip() for item in items if item.strip()])),
+)
+BATCH_SIZE = Variable(
+    "BATCH_SIZE",
+    "Instances per batch when the pipe rolls out itself: a number (`2`) or a percentage of the instances "
+    "(`25%`, rounded up). Each batch is one command, sent when the one before it passed every gate. Default: "
+    "without `TARGET_GROUPS`, one batch of every instance, which SSM paces with `MAX_CONCURRENCY` (as before); "
+    "with `TARGET_GROUPS`, one instance at a time.",
+    plain(lambda text: parse_rate(text, minimum=1) if text else None),
+)
+CANARY = Variable(
+    "CANARY",
+    "A first batch of this many instances, deployed and baked (`BAKE_TIME`, `ALARMS`) before the rest, "
+    f"{CANARY_RANGE[0]} to {CANARY_RANGE[1]}.",
+    plain(lambda text: parse_int(text, *CANARY_RANGE, unit="") if text else None),
+    kind="integer",
+)
+MIN_HEALTHY = Variable(
+    "MIN_HEALTHY",
+    "With `TARGET_GROUPS`: the healthy targets every target group keeps while a batch is out, a number or a "
+    "percentage of the group's registered targets (rounded up). Targets that are already unhealthy count "
+    "against it. A plan that would go below it, or a fleet already below it, is refused before anything is "
+    "deregistered or sent; `0` accepts downtime.",
+    plain(lambda text: parse_rate(text, minimum=0)),
+    default=DEFAULT_MIN_HEALTHY,
+)
+DRAIN_TIMEOUT = Variable(
+    "DRAIN_TIMEOUT",
+    "With `TARGET_GROUPS`: seconds a deregistered batch may take to drain (until no group lists it as "
+    f"`draining`), {DRAIN_TIMEOUT_RANGE[0]} to {DRAIN_TIMEOUT_RANGE[1]}. ELBv2 keeps a target `draining` for the "
+    "group's whole `deregistration_delay.timeout_seconds` (300 s unless changed), even once its connections are "
+    f"closed. Default: the longest delay of the groups plus {DRAIN_MARGIN_SECONDS} s.",
+    plain(lambda text: parse_int(text, *DRAIN_TIMEOUT_RANGE) if text else None),
+    kind="integer",
+)
+HEALTHY_TIMEOUT = Variable(
+    "HEALTHY_TIMEOUT",
+    "With `TARGET_GROUPS`: seconds a registered batch may take until every group reports it `healthy`, "
+    f"{HEALTHY_TIMEOUT_RANGE[0]} to {HEALTHY_TIMEOUT_RANGE[1]}.",
+    seconds(HEALTHY_TIMEOUT_RANGE),
+    default=str(DEFAULT_HEALTHY_TIMEOUT),
+    kind="integer",
+)
+BAKE_TIME = Variable(
+    "BAKE_TIME",
+    "Seconds to wait after each batch is back in service (the last one too) while watching `ALARMS`, before the "
+    f"next batch or the verdict, {BAKE_TIME_RANGE[0]} to {BAKE_TIME_RANGE[1]}.",
+    seconds(BAKE_TIME_RANGE),
+    default="0",
+    kind="integer",
+)
+ALARMS = Variable(
+    "ALARMS",
+    "CloudWatch alarm names separated by spaces or newlines (a YAML list for names holding spaces), e.g. "
+    "`web-api-5xx web-api-p99-latency`. The deploy is refused while one is in `ALARM`; they are checked before "
+    "each batch and all through the bake; SendCommand carries the first one (`AlarmConfiguration` takes one "
+    "alarm: use a composite alarm to have SSM watch several), so SSM stops a command when it fires. An alarm "
+    "stops the rollout and rolls back every batch deployed so far.",
+    plain(lambda text: parse_alarm_names(split_words(text))),
+    parse_items=each(lambda items: parse_alarm_names([item.strip() for item in items if item.strip()])),
+    fallback=(),
+)
+LOCK = Variable(
+    "LOCK",
+    "One deploy at a time per `SERVICE` and environment, across repositories and manual runs: a Parameter "
+    "Store parameter `/deploy-lock/<service>/<environment>` names the build holding it until it ends. `auto` "
+    "turns it on with `TARGET_GROUPS`; `true` or `false`. A held lock fails the step at once, naming the "
+    "holder's build; one left past its expiry by a killed build is taken over with a warning.",
+    plain(_lock),
+    default=AUTO,
+)
 ARTIFACT = Variable(
     "ARTIFACT",
     "Release mode: the build to ship, a `.tar.gz`/`.tgz`/`.zip` file or a directory (packed by the pipe) in "
@@ -623,9 +732,9 @@ KEEP_RELEASES = Variable(
 )
 SERVICE = Variable(
     "SERVICE",
-    "Release mode: the service's name in the release ledger, the Parameter Store parameter "
-    "`/release-ledger/<service>/<environment>/release` that records every deploy. Default: the repository's "
-    "slug.",
+    "The service's name in the release ledger (release mode), the Parameter Store parameter "
+    "`/release-ledger/<service>/<environment>/release` that records every deploy, and in the deploy lock "
+    "(`LOCK`). Default: the repository's slug.",
     plain(_service),
 )
 DRY_RUN = Variable(
@@ -689,6 +798,15 @@ TABLE: tuple[Variable[Any], ...] = (
     HEALTHCHECK_INTERVAL,
     HEALTHCHECK_TIMEOUT,
     ROLLBACK_COMMANDS,
+    TARGET_GROUPS,
+    BATCH_SIZE,
+    CANARY,
+    MIN_HEALTHY,
+    DRAIN_TIMEOUT,
+    HEALTHY_TIMEOUT,
+    BAKE_TIME,
+    ALARMS,
+    LOCK,
     ARTIFACT,
     ARTIFACT_BUCKET,
     ARTIFACT_PREFIX,

@@ -77,6 +77,10 @@ def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, obje
         "rollback": outcome.rollback.status.value,
         "rollback_command_ids": [c.command_id for c in outcome.rollback.commands],
         "rollback_instances": _rows(outcome.rollback),
+        "batches": [
+            {"batch": b.number, "instances": list(b.instance_ids), "outcome": b.outcome, "seconds": b.timings()}
+            for b in outcome.batches
+        ],
     }
 
 
@@ -93,6 +97,7 @@ def dotenv(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, str]:
         "SSM_DEPLOY_HEALTH_CHECK": outcome.health_check.status.value,
         "SSM_DEPLOY_ROLLBACK": outcome.rollback.status.value,
         "SSM_DEPLOY_INTERRUPTED": outcome.interrupted,
+        "SSM_DEPLOY_BATCHES": str(len(outcome.batches)),
     }
 
 

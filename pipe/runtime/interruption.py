@@ -51,6 +51,11 @@ def stop_requests() -> Iterator[StopRequests]:
             signal.signal(sig, old)
 
 
+# the first calls that change something outside the pipe: from them on, a stop is handled by the
+# stage that made them (the follow loop cancels a command; the load balancer hook registers back)
+CHANGES = (".SendCommand", ".DeregisterTargets")
+
+
 def stop_between_attempts(client: BaseClient, stops: StopRequests) -> None:
     """Act on a stop before each attempt of ``client``'s calls, retries included, until SendCommand.
 
@@ -60,12 +65,14 @@ def stop_between_attempts(client: BaseClient, stops: StopRequests) -> None:
     exception raised there is not retried, so the call ends with it and nothing more is sent.
 
     SendCommand itself is never cut short (its command id must not be lost), and neither is any call
-    after it: the stop then reaches the follow loop, which cancels what was sent. So an
-    ``Interrupted`` raised here always means that nothing was sent to the instances.
+    after it: the stop then reaches the follow loop, which cancels what was sent. DeregisterTargets
+    starts the same way: from it on, registering the instances back must not be cut short. So an
+    ``Interrupted`` raised here always means that nothing was sent to the instances or taken out of
+    a load balancer.
     """
 
     def before_attempt(event_name: str, **_: object) -> None:
-        if event_name.endswith(".SendCommand"):
+        if event_name.endswith(CHANGES):
             stops.sending_started = True
         if not stops.sending_started:
             stops.raise_if_requested()

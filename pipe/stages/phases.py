@@ -7,6 +7,7 @@ which bounds. Follow-up phases (health check, rollback) try every instance whate
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from pipe.aws.console import console_url
 from pipe.config.build_context import cut
@@ -40,17 +41,20 @@ def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | N
         max_concurrency=settings.max_concurrency,
         max_errors=settings.max_errors,
         comment=settings.comment,
+        alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None,
     )
 
 
 def healthcheck_spec(settings: DeploySettings, instance_ids: list[str]) -> CommandSpec:
     """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT."""
-    return _follow_up(settings, HEALTH_CHECK, healthcheck_body(settings), instance_ids, settings.healthcheck_timeout)
+    spec = _follow_up(settings, HEALTH_CHECK, healthcheck_body(settings), instance_ids, settings.healthcheck_timeout)
+    return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 
 
 def rollback_spec(settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None) -> CommandSpec:
     """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
-    ``current`` back to the release that was live before on the instances that switched."""
+    ``current`` back to the release that was live before on the instances that switched. Never with
+    the alarm: an alarm in ALARM is what often calls for the rollback."""
     body = switch_back_body(release) if release is not None else settings.rollback_commands
     return _follow_up(settings, ROLLBACK, body, instance_ids, settings.execution_timeout)
 

@@ -1,23 +1,34 @@
 """The rollout: batch after batch, deploy then health check; on failure, the rollback.
 
 Each batch runs inside a hook (a context manager): that is where taking the batch out of a load
-balancer and putting it back, or switching a release, plugs in. The hook's exit runs on every path,
-a failure or a stop included. Today the plan is one batch: SSM's MaxConcurrency paces it.
+balancer and putting it back plugs in (``stages/load_balancer``). The hook's exit runs on every
+path, a failure or a stop included. Without TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME or ALARMS
+the plan is one batch, which SSM paces with MaxConcurrency; with them the pipe sends one command
+per batch and gates the next one on the bake and the alarms.
+
+A batch that fails is rolled back while it is still out of the load balancer; then every batch
+deployed before it, last first, each through the hook again (drained, rolled back, registered,
+healthy), so the rollback keeps the service up too.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from pipe.errors import DeployFailed, DeployStopped
-from pipe.model import Batch, Invocation, PhaseStatus, command_ids
+from pipe.config.rollout import batch_sizes
+from pipe.errors import DeployFailed, DeployStopped, NothingSent
+from pipe.model import Batch, BatchRecord, Invocation, PhaseStatus, command_ids
 from pipe.run import Run
+from pipe.runtime.interruption import Interrupted
+from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.phases import deploy_spec, healthcheck_spec, rollback_spec, run_phase
 
 BatchHook = Callable[[Run, Batch], AbstractContextManager[None]]
 LISTED = 20  # instances named in a message; the summary table has them all
+ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 log = logging.getLogger("ssm-deploy")
 
 
@@ -27,46 +38,118 @@ def no_hook(run: Run, batch: Batch) -> Iterator[None]:
 
 
 def plan_batches(run: Run) -> list[Batch]:
-    """One batch of every targeted instance (or of the TARGETS, which SSM resolves)."""
-    settings = run.settings
-    if settings.targets:
-        return [Batch(1, 1, targets=tuple(settings.targets))]
-    return [Batch(1, 1, instance_ids=tuple(settings.instance_ids))]
+    """One batch of every targeted instance (or of the TARGETS, which SSM resolves); or, when the pipe
+    drives the rollout, the canary and then BATCH_SIZE instances at a time."""
+    settings, rollout = run.settings, run.settings.rollout
+    if not rollout.pipe_driven:
+        if settings.targets:
+            return [Batch(1, 1, targets=tuple(settings.targets))]
+        return [Batch(1, 1, instance_ids=tuple(settings.instance_ids))]
+    if run.targeted is None:
+        raise NothingSent(
+            "TARGETS",
+            "the pipe rolls out batch by batch here (TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME or ALARMS), so it "
+            "must know the instances before sending, but TARGETS could not be resolved",
+            "allow ec2:DescribeInstances in the deploy role's policy, or give INSTANCE_IDS",
+        )
+    ids = run.order
+    sizes = batch_sizes_for(run, len(ids))
+    batches, start = [], 0
+    for number, size in enumerate(sizes, 1):
+        batches.append(Batch(number, len(sizes), tuple(ids[start : start + size])))
+        start += size
+    return batches
+
+
+def batch_sizes_for(run: Run, total: int) -> list[int]:
+    rollout = run.settings.rollout
+    return batch_sizes(total, rollout.batch_size, rollout.canary, one_at_a_time=rollout.target_groups is not None)
 
 
 def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     """Deploy every batch; return the success message or raise DeployFailed (rolled back if asked)."""
+    driven = run.settings.rollout.pipe_driven
+    records = {batch.number: _record(run, batch) for batch in batches} if driven else {}
+    done: list[Batch] = []  # deployed and back in service: a later failure rolls them back
     failure: DeployFailed | None = None
-    for batch in batches:
-        if len(batches) > 1:
-            log.info(f"---- {batch} ----")
-        with hook(run, batch):
-            failure = _deploy_batch(run, batch)
+    rollback = _Rollback(run)
+    try:
+        for batch in batches:
+            if len(batches) > 1:
+                log.info(f"---- {batch} ----")
+            record = records.get(batch.number)
+            failure = _gate_before(run, batch) if done else None
+            if failure is not None:
+                break
+            failure, rolled_back = _run_batch(run, batch, hook, rollback, record)
+            if failure is None:
+                failure = _bake(run, batch, record)
+            if not rolled_back:
+                done.append(batch)
+            if failure is not None:
+                break
+            if record is not None:
+                record.outcome = "deployed"
         if failure is not None:
-            break
-    if failure is not None:
-        if run.settings.rollback_commands or run.release is not None:
-            failure = _roll_back(run, failure)
-        raise failure
+            for batch in reversed(done):
+                rollback.batch(run, batch, hook, records.get(batch.number), failure)
+            raise rollback.verdict(failure, _never_started(batches, records))
+    finally:
+        if driven:
+            _log_table(run)
     deployed = len(run.outcome.deploy.invocations)
     checked = " and passed the health check" if run.settings.healthcheck_commands else ""
-    return f"Deployed to {deployed} instance(s){checked}."
+    bake = run.settings.rollout.bake_time
+    baked = f", baked {bake} s after each of {len(batches)} batch(es)" if bake else ""
+    return f"Deployed to {deployed} instance(s){checked}{baked}."
+
+
+def _run_batch(
+    run: Run, batch: Batch, hook: BatchHook, rollback: _Rollback, record: BatchRecord | None
+) -> tuple[DeployFailed | None, bool]:
+    """The batch inside its hook: deploy, health check, and on failure its rollback (still out of the
+    load balancer). Returns the failure, if any, and whether the batch was rolled back here."""
+    failure: DeployFailed | None = None
+    rolled_back = False
+    try:
+        with hook(run, batch):
+            started = time.monotonic()
+            failure = _deploy_batch(run, batch)
+            if record is not None:
+                record.deploy = round(time.monotonic() - started, 1)
+            if failure is not None:
+                failure = _with_alarms(run, failure)
+                if record is not None:
+                    record.outcome = "failed"
+                rolled_back = rollback.batch(run, batch, no_hook, record, failure)
+    except DeployStopped:
+        if record is not None:
+            record.outcome = "stopped"
+        raise
+    except DeployFailed as not_back:  # the hook: not drained in time, or not healthy again
+        if record is not None and record.outcome == "not started":
+            record.outcome = "failed"
+        if failure is None:
+            return not_back, False
+        return DeployFailed(f"{failure} {not_back}"), rolled_back
+    return failure, rolled_back
 
 
 def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     outcome = run.outcome.deploy
     plan = run.release.plan if run.release is not None else None
+    before, sent_before = set(outcome.invocations), len(outcome.commands)
     failed = run_phase(run, deploy_spec(run.settings, batch, plan), outcome)
-    invocations = outcome.invocations
+    invocations = {i: inv for i, inv in outcome.invocations.items() if i not in before}
+    mine = command_ids(outcome.commands[sent_before:])
     if failed:
-        return DeployFailed(_failure_message(failed, len(invocations), command_ids(outcome.commands)))
+        return DeployFailed(_prefixed(run, batch, _failure_message(failed, len(invocations), mine)))
     if not invocations:
-        return DeployFailed(
-            f"TARGETS matched no managed instance: nothing ran. Command id: {command_ids(outcome.commands)}."
-        )
+        return DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {mine}.")
     if run.settings.healthcheck_commands:
-        instance_ids = [i for i in batch.instance_ids or list(invocations)]
-        return _health_check(run, instance_ids)
+        instance_ids = list(batch.instance_ids or invocations)
+        failure = _health_check(run, instance_ids)
+        return DeployFailed(_prefixed(run, batch, str(failure))) if failure is not None else None
     return None
 
 
@@ -77,7 +160,8 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
         f"attempt(s), {settings.healthcheck_interval} s apart ----"
     )
     unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids), record)
-    record.status = PhaseStatus.FAILED if unhealthy else PhaseStatus.PASSED
+    if unhealthy or record.status is not PhaseStatus.FAILED:
+        record.status = PhaseStatus.FAILED if unhealthy else PhaseStatus.PASSED
     if not unhealthy:
         log.info(f"Health check passed on all {len(instance_ids)} instance(s)")
         return None
@@ -87,33 +171,175 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
     )
 
 
-def _roll_back(run: Run, failure: DeployFailed) -> DeployFailed:
-    """ROLLBACK_COMMANDS on every instance that received the deploy, in every batch so far; in release
-    mode, the switch back on every instance that switched (one whose activation failed went back
-    by itself)."""
-    record, plan = run.outcome.rollback, run.release.plan if run.release is not None else None
-    deployed = run.outcome.deploy.invocations.items()
-    received = [i for i, inv in deployed if (inv.succeeded if plan is not None else inv.received_deploy)]
-    if not received:
-        record.status = PhaseStatus.NOT_NEEDED
-        nothing = "no instance switched to the new release" if plan is not None else "no instance received the deploy"
-        return DeployFailed(f"{failure} Nothing was rolled back: {nothing}.")
-    log.error(f"{failure}")
-    if plan is not None:
-        log.info(f"---- Switching {len(received)} instance(s) back to the release that was live before ----")
-    else:
-        log.info(f"---- Rollback on the {len(received)} instance(s) that received the deploy ----")
+def _gate_before(run: Run, batch: Batch) -> DeployFailed | None:
+    """Before a batch after the first: no alarm may be in ALARM."""
+    alarms = run.settings.rollout.alarms
+    if not alarms:
+        return None
+    problem = _alarm_problem(run, f"before {batch}")
+    return DeployFailed(problem) if problem else None
+
+
+def _bake(run: Run, batch: Batch, record: BatchRecord | None) -> DeployFailed | None:
+    """BAKE_TIME seconds with the batch back in service, reading ALARMS all along."""
+    rollout = run.settings.rollout
+    if not rollout.bake_time and not rollout.alarms:
+        return None
+    if rollout.bake_time:
+        watching = f", watching {len(rollout.alarms)} alarm(s)" if rollout.alarms else ""
+        log.info(f"{batch}: baking {rollout.bake_time} s{watching}...")
+    started = time.monotonic()
+    deadline = started + rollout.bake_time
+    while True:
+        problem = _alarm_problem(run, f"during the bake of {batch}") if rollout.alarms else None
+        if problem:
+            if record is not None:
+                record.bake = round(time.monotonic() - started, 1)
+                record.outcome = "failed"
+            return DeployFailed(problem)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            run.stops.raise_if_requested()
+        except Interrupted as stop:
+            raise DeployStopped(f"{stop} during the bake of {batch}: nothing more was sent.") from None
+        time.sleep(min(ALARM_POLL_SECONDS, left))
+    if record is not None:
+        record.bake = round(time.monotonic() - started, 1)
+    if rollout.bake_time:
+        log.info(f"{batch}: baked {rollout.bake_time} s" + (", no alarm fired" if rollout.alarms else ""))
+    return None
+
+
+def _alarm_problem(run: Run, when: str) -> str | None:
     try:
-        broken = run_phase(run, rollback_spec(run.settings, received, plan), record)
-    except DeployStopped as stopped:
-        raise DeployStopped(f"{failure} The rollback did not finish: {stopped}") from None
-    record.status = PhaseStatus.FAILED if broken else PhaseStatus.SUCCEEDED
-    if not broken:
-        return DeployFailed(f"{failure} Rollback succeeded on all {len(received)} instance(s).")
-    return DeployFailed(
-        f"{failure} ROLLBACK FAILED on {len(broken)} of {len(received)} instance(s): {listed(broken)}; "
-        f"they need attention. Rollback command id: {command_ids(record.commands)}."
-    )
+        on = firing(run.clients.cloudwatch, run.settings.rollout.alarms)
+    except AlarmsUnreadable as error:
+        return f"ALARMS could not be read {when} ({error}): the rollout stopped, as it does for an alarm."
+    if not on:
+        return None
+    return f"Alarm {'; '.join(map(str, on))} {when}: the rollout stopped."
+
+
+def _with_alarms(run: Run, failure: DeployFailed) -> DeployFailed:
+    """Name the alarm when one fired while the batch's commands ran (SSM then stops them)."""
+    if not run.settings.rollout.alarms:
+        return failure
+    problem = _alarm_problem(run, "while the batch ran")
+    return DeployFailed(f"{failure} {problem}") if problem else failure
+
+
+class _Rollback:
+    """ROLLBACK_COMMANDS on every instance that received the deploy, batch by batch; in release mode
+    the switch back on every instance that switched (one whose activation failed went back by itself)."""
+
+    def __init__(self, run: Run) -> None:
+        self.release_mode = run.release is not None
+        self.wanted = bool(run.settings.rollback_commands or self.release_mode)
+        self.received: list[str] = []
+        self.broken: list[Invocation] = []
+        self.not_back: list[str] = []
+        self.stopped: DeployStopped | None = None
+        self.record = run.outcome.rollback
+
+    def batch(self, run: Run, batch: Batch, hook: BatchHook, record: BatchRecord | None, failure: DeployFailed) -> bool:
+        """Roll ``batch`` back (through ``hook``); whether nothing of it is left on the new version."""
+        if not self.wanted or self.stopped is not None:
+            return False
+        plan = run.release.plan if run.release is not None else None
+        deployed = run.outcome.deploy.invocations
+        ids = set(batch.instance_ids) if batch.instance_ids else set(deployed)
+        received = [
+            i
+            for i, inv in deployed.items()
+            if i in ids and (inv.succeeded if plan is not None else inv.received_deploy)
+        ]
+        if not received:
+            return True
+        if not self.received:
+            log.error(f"{failure}")
+        self.received += received
+        if plan is not None:
+            log.info(
+                f"---- Switching {len(received)} instance(s) back to the release that was live before{_of(batch)} ----"
+            )
+        else:
+            log.info(f"---- Rollback on the {len(received)} instance(s) that received the deploy{_of(batch)} ----")
+        try:
+            with hook(run, batch):
+                broken = run_phase(run, rollback_spec(run.settings, received, plan), self.record)
+                self.broken += broken
+        except DeployStopped as stopped:
+            self.stopped = stopped
+            return False
+        except DeployFailed as not_back:  # rolled back, but not healthy in the load balancer again
+            self.not_back.append(str(not_back))
+            if record is not None:
+                record.outcome = "rolled back, not healthy"
+            return True
+        if record is not None:
+            record.outcome = "rollback failed" if broken else "rolled back"
+        return True
+
+    def verdict(self, failure: DeployFailed, never_started: str) -> DeployFailed:
+        suffix = f" {never_started}" if never_started else ""
+        if self.stopped is not None:
+            return DeployStopped(f"{failure} The rollback did not finish: {self.stopped}{suffix}")
+        if not self.wanted:
+            return DeployFailed(f"{failure}{suffix}")
+        if not self.received:
+            self.record.status = PhaseStatus.NOT_NEEDED
+            nothing = (
+                "no instance switched to the new release" if self.release_mode else "no instance received the deploy"
+            )
+            return DeployFailed(f"{failure} Nothing was rolled back: {nothing}.{suffix}")
+        self.record.status = PhaseStatus.FAILED if self.broken or self.not_back else PhaseStatus.SUCCEEDED
+        not_back = f" {' '.join(self.not_back)}" if self.not_back else ""
+        if not self.broken:
+            return DeployFailed(
+                f"{failure} Rollback succeeded on all {len(self.received)} instance(s).{not_back}{suffix}"
+            )
+        return DeployFailed(
+            f"{failure} ROLLBACK FAILED on {len(self.broken)} of {len(self.received)} instance(s): "
+            f"{listed(self.broken)}; they need attention. Rollback command id: {command_ids(self.record.commands)}."
+            f"{not_back}{suffix}"
+        )
+
+
+def _of(batch: Batch) -> str:
+    return f" ({batch})" if batch.count > 1 else ""
+
+
+def _prefixed(run: Run, batch: Batch, message: str) -> str:
+    return f"{str(batch).capitalize()}: {message}" if batch.count > 1 else message
+
+
+def _never_started(batches: list[Batch], records: dict[int, BatchRecord]) -> str:
+    left = [b for b in batches if records.get(b.number) and records[b.number].outcome == "not started"]
+    if not left:
+        return ""
+    ids = [i for b in left for i in b.instance_ids]
+    names = ", ".join(ids[:LISTED]) + (" ..." if len(ids) > LISTED else "")
+    numbers = ", ".join(str(b.number) for b in left)
+    return f"Batch(es) {numbers} ({len(ids)} instance(s)) were never started and still run the old version: {names}."
+
+
+def _record(run: Run, batch: Batch) -> BatchRecord:
+    for record in run.outcome.batches:
+        if record.number == batch.number:
+            return record
+    record = BatchRecord(batch.number, batch.instance_ids)
+    run.outcome.batches.append(record)
+    return record
+
+
+def _log_table(run: Run) -> None:
+    from pipe.report.batches import batch_table
+
+    lines = batch_table(run.outcome.batches)
+    if lines:
+        log.info("\n".join(lines))
 
 
 def _failure_message(failed: list[Invocation], total: int, commands: str) -> str:

@@ -292,6 +292,8 @@ def _request(
         request["OutputS3Region"] = settings.region
         if settings.output_s3_prefix:
             request["OutputS3KeyPrefix"] = settings.output_s3_prefix
+    if spec.alarm:  # AlarmConfiguration takes exactly one alarm
+        request["AlarmConfiguration"] = {"IgnorePollAlarmFailure": False, "Alarms": [{"Name": spec.alarm}]}
     if settings.stream_output:
         request["CloudWatchOutputConfig"] = {
             "CloudWatchLogGroupName": settings.log_group,

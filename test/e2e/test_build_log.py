@@ -123,8 +123,11 @@ def test_a_secret_equal_to_a_status_word_leaves_the_pipes_own_lines_intact(stand
 
 
 def streamed_before_status(run: PipeRun, instance_id: str, line: str) -> bool:
-    """The line came live from CloudWatch: before the final status, with no SSM-copy header."""
-    return run.output.index(f"{instance_id} | {line}\n") < run.output.index(f"INFO: {instance_id}: Success")
+    """The line came live from CloudWatch: before the summary, with no SSM-copy header. (Live Tail
+    pushes each second what was ingested in it, so a command's last second of output may follow
+    its final status line.)"""
+    streamed = run.output.index(f"{instance_id} | {line}\n") < run.output.index("INFO: Summary of command")
+    return streamed and f"---- output of {instance_id}" not in run.output
 
 
 def test_output_with_blank_lines_is_known_complete_without_waiting(standin: StandIn) -> None:

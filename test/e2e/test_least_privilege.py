@@ -116,6 +116,7 @@ WITHOUT = {
     "ssm:ListCommands": (1, "could send the command but not follow it"),
     "ssm:DescribeInstanceInformation": (0, "lacks ssm:DescribeInstanceInformation"),
     "logs:FilterLogEvents": (0, "Allow logs:FilterLogEvents"),
+    "logs:StartLiveTail": (0, "allow logs:StartLiveTail"),
     "ec2:DescribeInstances": (0, "Could not resolve TARGETS before sending"),
     "resource-groups:ListGroupResources": (0, "Could not resolve TARGETS before sending"),
 }
@@ -151,7 +152,7 @@ def test_documented_policy_scopes_what_can_be_scoped() -> None:
         "/deploy/prod/*",
     ]
     assert "kms:ViaService" in json.dumps(statements["CheckTheSecretsDecrypt"]["Condition"])
-    assert ":log-group:/aws/ssm/ssm-deploy:" in statements["StreamTheOutput"]["Resource"]
+    assert all(":log-group:/aws/ssm/ssm-deploy" in r for r in statements["StreamTheOutput"]["Resource"])
     wildcard = [sid for sid, s in statements.items() if s["Resource"] == "*"]
     assert wildcard == ["FollowAndCancelTheCommand"]  # these actions take no resource-level scoping
 
@@ -222,3 +223,83 @@ def test_each_release_action_is_needed_and_named_when_missing(standin: StandIn, 
 
 def test_release_additions_are_each_checked_here_or_said_why_not() -> None:
     assert set(actions_of(RELEASE_ADDITIONS)) - set(RELEASE_WITHOUT) == {"s3:AbortMultipartUpload", "s3:ListBucket"}
+
+
+# --- behind a load balancer: the README's additions, each needed -----------------------------------
+
+LOAD_BALANCER_ADDITIONS = documented_policy(
+    "these statements join the deploy role's policy for a rollout behind a load balancer:"
+)
+# What a rolling deploy does without each added action: refuse before anything is deregistered or
+# sent, fail naming it (RegisterTargets: with the command that registers the instance by hand), or
+# finish with a warning (the lock's release).
+LOAD_BALANCER_WITHOUT = {
+    "elasticloadbalancing:DescribeTargetGroups": (1, "TARGET_GROUPS: nothing was sent"),
+    "elasticloadbalancing:DescribeTargetGroupAttributes": (1, "TARGET_GROUPS: nothing was sent"),
+    "elasticloadbalancing:DescribeTargetHealth": (1, "TARGET_GROUPS: nothing was sent"),
+    "elasticloadbalancing:DeregisterTargets": (1, "could not be taken out of the load balancer"),
+    "elasticloadbalancing:RegisterTargets": (1, "aws elbv2 register-targets --target-group-arn"),
+    "cloudwatch:DescribeAlarms": (1, "ALARMS: nothing was sent"),
+    "ssm:PutParameter": (1, "LOCK: nothing was sent"),
+    "ssm:GetParameter": (0, "ssm:GetParameter"),
+    "ssm:DeleteParameter": (0, "ssm:DeleteParameter"),
+}
+
+
+def rolling_deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[PipeRun, str, list[str]]:
+    suffix = uuid.uuid4().hex[:6]
+    standin.elb_time_scale = 0.1
+    instance_ids = standin.launch(2, name="lb", tags={"Service": f"lb-{suffix}"})
+    for instance_id in instance_ids:
+        standin.app_up(instance_id)
+    group = f"lb-{suffix}"
+    arn = standin.create_target_group(group, instance_ids, deregistration_delay=10)
+    standin.wait_target_states(arn, instance_ids, "healthy", timeout=30)
+    alarm = f"lb-{suffix}-5xx"
+    standin.create_alarm(alarm)
+    environment = f"lb{suffix}"
+    ci_keys = ci_user_and_deploy_role(standin, suffix, environment, role_policy)
+    with standin.iam_enforced():
+        env = standin.pipe_env(
+            **ci_keys,
+            ENVIRONMENT=environment,
+            ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
+            TARGETS=f"tag:Service=lb-{suffix}",
+            TARGET_GROUPS=group,
+            ALARMS=alarm,
+            SERVICE=group,
+            COMMANDS="echo deployed",
+        )
+        run = run_pipe(env, timeout=200)
+    return run, arn, instance_ids
+
+
+def with_load_balancer(without: str | None = None) -> dict[str, Any]:
+    joined = {"Statement": DEPLOY_ROLE_POLICY["Statement"] + LOAD_BALANCER_ADDITIONS["Statement"]}
+    return runnable_in_moto(joined, without)
+
+
+def test_documented_load_balancer_additions_are_enough(standin: StandIn) -> None:
+    run, arn, _ = rolling_deploy_with(standin, with_load_balancer())
+
+    assert run.returncode == 0, run.output
+    assert "WARNING" not in run.output
+    assert "batch 2/2 (1 instance(s)): healthy in the load balancer" in run.output
+    assert set(standin.target_states(arn).values()) == {"healthy"}
+
+
+@pytest.mark.parametrize("action", sorted(LOAD_BALANCER_WITHOUT))
+def test_each_load_balancer_action_is_needed_and_named_when_missing(standin: StandIn, action: str) -> None:
+    expected_code, expected_text = LOAD_BALANCER_WITHOUT[action]
+    run, arn, instance_ids = rolling_deploy_with(standin, with_load_balancer(without=action))
+
+    assert run.returncode == expected_code, run.output
+    assert expected_text in run.output
+    assert action in run.output
+    assert "Traceback" not in run.output
+    if action != "elasticloadbalancing:RegisterTargets":  # nothing is left out of the load balancer
+        standin.wait_target_states(arn, instance_ids, "healthy", timeout=30)
+
+
+def test_load_balancer_additions_are_each_checked_above() -> None:
+    assert set(actions_of(LOAD_BALANCER_ADDITIONS)) == set(LOAD_BALANCER_WITHOUT)

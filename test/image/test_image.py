@@ -143,3 +143,34 @@ def test_image_ships_a_release_and_switches_current(image: str, standin: StandIn
     assert f"{instance_id} | image release" in done.output
     current = standin.instance_path(instance_id, "/srv/image-app/current")
     assert (current.parent / os.readlink(current) / "version.txt").read_text() == "image release\n"
+
+
+def test_image_rolls_out_behind_the_load_balancer_without_failed_requests(image: str, standin: StandIn) -> None:
+    """The README's zero-downtime example from the image: batches drained, deployed, registered again."""
+    standin.elb_time_scale = 0.1
+    ids = standin.launch(4)
+    for instance_id in ids:
+        standin.app_up(instance_id)
+    group = f"image-{uuid.uuid4().hex[:8]}"
+    arn = standin.create_target_group(group, ids, deregistration_delay=20)
+    standin.wait_target_states(arn, ids, "healthy", timeout=30)
+    alarm = f"{group}-5xx"
+    standin.create_alarm(alarm)
+    env = standin.pipe_env(
+        INSTANCE_IDS=" ".join(ids),
+        ENVIRONMENT="image",
+        TARGET_GROUPS="auto",
+        BATCH_SIZE="2",
+        MIN_HEALTHY="50%",
+        ALARMS=alarm,
+        SERVICE=group,
+        COMMANDS="rm -f /srv/lb-app/up; sleep 1; touch /srv/lb-app/up",
+    )
+    with standin.traffic(arn) as traffic:
+        run = run_image(image, env, timeout=180)
+
+    assert run.returncode == 0, run.output
+    assert traffic.failures == [], traffic.failures[:5]
+    assert "batch 2/2 (2 instance(s)): healthy in the load balancer" in run.output
+    assert f"Lock /deploy-lock/{group}/image released" in run.output
+    assert set(standin.target_states(arn).values()) == {"healthy"}

@@ -822,6 +822,19 @@ BAD: dict[str, Inject] = {
     "RELEASE": one_of_words("RELEASE", ["latest", "42", "v1.2", "000042"]),
     "KEEP_RELEASES": one_of_words("KEEP_RELEASES", ["1", "0", "101", "five"]),
     "SERVICE": one_of_words("SERVICE", ["has space", "a/b", "x" * 200, "é"]),
+    # the rollout: each refused by its own check, or as "only used with TARGET_GROUPS"
+    "TARGET_GROUPS": one_of_words(
+        "TARGET_GROUPS",
+        ["-web", "auto web", "under_score", "x" * 33, "arn:aws:elasticloadbalancing:x:1:targetgroup/a/b"],
+    ),
+    "BATCH_SIZE": one_of_words("BATCH_SIZE", ["0", "0%", "101%", "a quarter", "-1"]),
+    "CANARY": one_of_words("CANARY", ["0", "one", "10001", "1.5", "10%"]),
+    "MIN_HEALTHY": one_of_words("MIN_HEALTHY", ["101%", "most", "-1", "75 %"]),
+    "DRAIN_TIMEOUT": one_of_words("DRAIN_TIMEOUT", ["0", "4201", "5m", "-1"]),
+    "HEALTHY_TIMEOUT": one_of_words("HEALTHY_TIMEOUT", ["0", "3601", "5m"]),
+    "BAKE_TIME": one_of_words("BAKE_TIME", ["-1", "86401", "1h"]),
+    "ALARMS": one_of_words("ALARMS", ["x" * 256]),
+    "LOCK": one_of_words("LOCK", ["maybe", "2", "automatic"]),
 }
 UNPRINTABLE_ONLY = {
     "WORKING_DIRECTORY",

@@ -12,8 +12,12 @@ in AWS: a request signed with an expired session key is refused (ExpiredTokenExc
 AssumeRoleWithWebIdentity with a web identity token (JWT) past its ``exp``.
 
 Where moto answers differently from AWS's documentation in what the pipe relies on, the behaviour is
-fixed here too: S3 additional checksums (checked, stored and reported as S3 does) and Parameter
-Store's value size per tier.
+fixed here too: S3 additional checksums (checked, stored and reported as S3 does), Parameter
+Store's value size per tier, SendCommand's AlarmConfiguration (kept and echoed with TriggeredAlarms;
+``command_alarm.py`` applies it), ELBv2 target health (RegisterTargets, DeregisterTargets and
+DescribeTargetHealth go to ``load_balancer.LoadBalancerModel``; unknown or stopped instances are
+InvalidTarget), DescribeTargetGroups paging, and CloudWatch's IAM actions ("cloudwatch:...", where
+moto checks the signing name "monitoring").
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import binascii
 import datetime
 import json
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -32,13 +37,19 @@ from urllib.parse import parse_qs, urlparse
 
 import moto
 from moto import settings as moto_settings
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
 from moto.core.utils import utcnow
 from moto.ec2.models import ec2_backends
+from moto.elbv2.exceptions import TargetGroupNotFoundError
+from moto.elbv2.models import elbv2_backends
+from moto.elbv2.responses import ELBV2Response
+from moto.iam.access_control import IAMRequestBase
 from moto.iam.models import iam_backends
 from moto.logs.exceptions import ResourceNotFoundException
+from moto.logs.models import LogStream
 from moto.logs.responses import LogsResponse
 from moto.resourcegroups import urls as resourcegroups_urls
 from moto.resourcegroups.exceptions import NotFoundException
@@ -52,7 +63,9 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.sts.models import STSBackend, sts_backends
 from moto.sts.responses import TokenResponse
 
-from standin import listings, s3_api
+from standin import eventstream, listings, s3_api
+from standin.live_tail import LiveTailRefused, LogsReads
+from standin.load_balancer import GroupSettings, LoadBalancerModel
 from standin.targets import group_matcher
 
 MOTO_VERSION = "5.2.5"
@@ -178,6 +191,21 @@ class MotoCommand:
         """(Status, StatusDetails) of every invocation, in order."""
         return [(item["Status"], item["StatusDetails"]) for item in self._command.invocations]
 
+    @property
+    def alarm_configuration(self) -> dict[str, Any]:
+        """SendCommand's AlarmConfiguration ({} without one)."""
+        return dict(getattr(self._command, "alarm_configuration", {}) or {})
+
+    def alarm_state(self, name: str) -> str | None:
+        """The CloudWatch alarm's StateValue (OK, ALARM, INSUFFICIENT_DATA); None if there is no such alarm."""
+        backend = cloudwatch_backends[self._command.account_id][self._command.backend_region]
+        alarm = backend.alarms.get(name)
+        return None if alarm is None else str(alarm.state_value)
+
+    def set_triggered_alarms(self, alarms: list[dict[str, str]]) -> None:
+        """The command's TriggeredAlarms ([{"Name", "State": "ALARM" | "UNKNOWN"}])."""
+        setattr(self._command, "triggered_alarms", list(alarms))  # noqa: B010
+
     def set_summary(self, status: str, details: str, completed: int, errors: int, delivery_timed_out: int) -> None:
         """The command's overall status and counts, as ListCommands reports them."""
         self._command.status = status
@@ -255,6 +283,7 @@ def _patched_send_command(self: SimpleSystemManagerResponse) -> ActionResult:
     raw = self.ssm_backend.get_command_by_id(command_id)
     setattr(raw, "cloud_watch_output_config", request.get("CloudWatchOutputConfig") or {})  # noqa: B010
     setattr(raw, "document_version", request.get("DocumentVersion"))  # noqa: B010
+    setattr(raw, "alarm_configuration", request.get("AlarmConfiguration") or {})  # noqa: B010
     command = MotoCommand(raw)
     command.target(wanted)
     for instance_id in wanted:
@@ -342,6 +371,10 @@ def _response_object(self: Command) -> dict[str, Any]:
     """moto's Command row with the DeliveryTimedOutCount the stand-in keeps (moto says 0)."""
     result: dict[str, Any] = _originals["response_object"](self)
     result["DeliveryTimedOutCount"] = int(getattr(self, "delivery_timed_out_count", 0))
+    alarms = getattr(self, "alarm_configuration", None)
+    if alarms:  # moto ignores SendCommand's AlarmConfiguration; the Command shape echoes it
+        result["AlarmConfiguration"] = {"IgnorePollAlarmFailure": False, **alarms}
+        result["TriggeredAlarms"] = list(getattr(self, "triggered_alarms", []))
     return result
 
 
@@ -601,8 +634,18 @@ def _guarded(action: str, name: str) -> Any:
 
 
 def _filter_log_events(self: LogsResponse) -> str:
-    """FilterLogEvents with ``logStreamNamePrefix``, which moto ignores (it searches every stream)."""
+    """FilterLogEvents with ``logStreamNamePrefix``, which moto ignores (it searches every stream);
+    within the account's FilterLogEvents quota when ``install_logs_reads`` was called."""
     _hooks_or_fail().before_request("FilterLogEvents", caller_arn(self), {})
+    if _logs_reads is not None and not _logs_reads.admit_filter():
+        raise AwsError("ThrottlingException", "Rate exceeded")
+    result = _filtered_log_events(self)
+    if _logs_reads is not None:
+        _logs_reads.served_filter(result["events"])
+    return json.dumps(result)
+
+
+def _filtered_log_events(self: LogsResponse) -> dict[str, Any]:
     group_name = self._get_param("logGroupName")
     names = self._get_param("logStreamNames", [])
     prefix = self._get_param("logStreamNamePrefix")
@@ -612,7 +655,7 @@ def _filter_log_events(self: LogsResponse) -> str:
             raise ResourceNotFoundException()
         names = [name for name in group.streams if name.startswith(prefix)]
         if not names:
-            return json.dumps({"events": [], "searchedLogStreams": []})
+            return {"events": [], "searchedLogStreams": []}
     events, next_token, searched = self.logs_backend.filter_log_events(
         group_name,
         names,
@@ -626,7 +669,58 @@ def _filter_log_events(self: LogsResponse) -> str:
     result: dict[str, Any] = {"events": events, "searchedLogStreams": searched}
     if next_token:
         result["nextToken"] = next_token
-    return json.dumps(result)
+    return result
+
+
+# --- CloudWatch Logs' read side: Live Tail and the FilterLogEvents quota (see live_tail.py) ----------
+# moto's StartLiveTail answers once, in JSON, with every event ever stored; AWS streams the events
+# ingested after the session started, in the event-stream framing, until the client closes it.
+_logs_reads: LogsReads | None = None
+
+
+def _start_live_tail(self: LogsResponse) -> Any:
+    """StartLiveTail as an event stream served by ``_logs_reads`` (moto's route; IAM checked before)."""
+    if _logs_reads is None:  # pragma: no cover - install_logs_reads() not called
+        raise AwsError("InvalidOperationException", "Live Tail is not set up in the stand-in")
+    request = json.loads(self.body or "{}")
+    existing = {group.arn for group in self.logs_backend.groups.values()}
+    try:
+        session = _logs_reads.start(request if isinstance(request, dict) else {}, existing)
+    except LiveTailRefused as refused:
+        raise AwsError(refused.code, refused.message) from None
+    return 200, {"Content-Type": eventstream.CONTENT_TYPE}, session.frames()
+
+
+def _published_put_log_events(self: LogStream, log_events: list[dict[str, Any]]) -> str:
+    """moto's PutLogEvents, then the events just ingested go to the Live Tail sessions."""
+    token: str = _originals["stream_put_log_events"](self, log_events)
+    if _logs_reads is not None and log_events:
+        group = self.log_group
+        _logs_reads.publish(
+            [
+                {
+                    "logStreamName": self.log_stream_name,
+                    "logGroupIdentifier": group.arn,
+                    "message": item.message,
+                    "timestamp": item.timestamp,
+                    "ingestionTime": item.ingestion_time,
+                }
+                for item in self.events[-len(log_events) :]
+            ]
+        )
+    return token
+
+
+def install_logs_reads(reads: LogsReads) -> None:
+    """Serve StartLiveTail from ``reads`` and hold FilterLogEvents to its quota (later calls swap it)."""
+    global _logs_reads
+    _logs_reads = reads
+    if "start_live_tail" in _originals:
+        return
+    _originals["start_live_tail"] = LogsResponse.start_live_tail
+    setattr(LogsResponse, "start_live_tail", _start_live_tail)  # noqa: B010
+    _originals["stream_put_log_events"] = LogStream.put_log_events
+    setattr(LogStream, "put_log_events", _published_put_log_events)  # noqa: B010
 
 
 def parameter_key_id(response: SimpleSystemManagerResponse, name: str) -> str | None:
@@ -717,8 +811,13 @@ def _head_object(self: S3Response, bucket_name: str, query: dict[str, Any], key_
 PARAMETER_VALUE_MAX = {"Standard": 4096, "Advanced": 8192, "Intelligent-Tiering": 8192}
 
 
+_PUT_PARAMETER = threading.Lock()  # moto checks "exists" then appends: a create must be atomic, as in AWS
+
+
 def _put_parameter(self: SimpleSystemManagerResponse) -> Any:
-    """PutParameter refuses a value longer than its tier allows: 4 KB standard, 8 KB advanced
+    """PutParameter is atomic: of concurrent creates with Overwrite false exactly one succeeds and the
+    others get ParameterAlreadyExists (moto's threaded server would let two through). It refuses a
+    value longer than its tier allows: 4 KB standard, 8 KB advanced
     (Intelligent-Tiering picks advanced for a larger value). Without Tier, an existing parameter
     keeps its tier and a new one gets the account's default."""
     request = _request(self)
@@ -738,7 +837,125 @@ def _put_parameter(self: SimpleSystemManagerResponse) -> Any:
         raise ServiceError(
             "ValidationException", f"Advanced tier parameters support a maximum parameter value of {limit} characters."
         )
-    return _originals["put_parameter"](self)
+    with _PUT_PARAMETER:
+        return _originals["put_parameter"](self)
+
+
+# --- ELBv2 target health (ALB user guide, "Health checks ...", "Deregistration delay") -------------
+# moto registers and deregisters at once and calls every registered target healthy; the stand-in's
+# ``LoadBalancerModel`` (load_balancer.py) owns the targets instead. DescribeTargetGroups pages.
+_load_balancer: list[LoadBalancerModel] = []
+TARGET_GROUP_PAGE_SIZE = 400  # DescribeTargetGroups PageSize: 1-400 (API reference)
+
+
+def install_load_balancer(model: LoadBalancerModel) -> None:
+    """Route RegisterTargets, DeregisterTargets and DescribeTargetHealth to ``model``."""
+    _load_balancer[:] = [model]
+
+
+def _model() -> LoadBalancerModel:
+    if not _load_balancer:  # pragma: no cover
+        raise RuntimeError("moto_bridge.install_load_balancer() was not called")
+    return _load_balancer[0]
+
+
+def target_group_settings(arn: str) -> GroupSettings | None:
+    """A target group's health-check settings and deregistration delay, read from moto now."""
+    found = re.fullmatch(r"arn:aws[\w-]*:elasticloadbalancing:([\w-]+):([0-9]{12}):targetgroup/.+", arn)
+    if found is None:
+        return None
+    region, account = found.groups()
+    group = elbv2_backends[account][region].target_groups.get(arn)
+    if group is None:
+        return None
+    return GroupSettings(
+        port=int(group.port or 80),
+        interval=int(group.health_check_interval_seconds),
+        healthy_threshold=int(group.healthy_threshold_count),
+        unhealthy_threshold=int(group.unhealthy_threshold_count),
+        deregistration_delay=int(str(group.attributes.get("deregistration_delay.timeout_seconds", 300))),
+        in_use=bool(group.load_balancer_arns),
+    )
+
+
+def _elb_request(response: ELBV2Response, action: str) -> tuple[str, list[dict[str, Any]]]:
+    """(TargetGroupArn, Targets) of the request, after the hooks saw it (throttling); the group must exist."""
+    _hooks_or_fail().before_request(action, caller_arn(response), {})
+    arn = str(response._get_param("TargetGroupArn") or "")
+    if arn not in response.elbv2_backend.target_groups:
+        raise TargetGroupNotFoundError()
+    return arn, list(response._get_param("Targets", []) or [])
+
+
+def _check_instances(response: ELBV2Response, targets: list[dict[str, Any]], running: bool) -> None:
+    """InvalidTarget (RegisterTargets / DeregisterTargets errors, API reference) for an instance EC2
+    does not know, and (``running``) for one that is not running, with moto's own message."""
+    ec2 = ec2_backends[response.current_account][response.region]
+    for target in targets:
+        instance = ec2.get_instance_by_id(str(target.get("Id")))
+        if instance is None:
+            raise AwsError(
+                "InvalidTarget",
+                "The specified target does not exist, is not in the same VPC as the target group, "
+                "or has an unsupported instance type.",
+            )
+        if running and instance.state != "running":
+            raise AwsError(
+                "InvalidTarget",
+                f"The following targets are not in a running state and cannot be registered: '{target.get('Id')}'",
+            )
+
+
+def _register_targets(self: ELBV2Response) -> ActionResult:
+    arn, targets = _elb_request(self, "RegisterTargets")
+    _check_instances(self, targets, running=True)
+    _model().register(arn, [(str(t["Id"]), int(t["Port"]) if t.get("Port") else None) for t in targets])
+    return ActionResult({})
+
+
+def _deregister_targets(self: ELBV2Response) -> ActionResult:
+    arn, targets = _elb_request(self, "DeregisterTargets")
+    _check_instances(self, targets, running=False)
+    _model().deregister(arn, [str(t["Id"]) for t in targets])
+    return ActionResult({})
+
+
+def _describe_target_health(self: ELBV2Response) -> ActionResult:
+    arn, targets = _elb_request(self, "DescribeTargetHealth")
+    if targets:
+        _check_instances(self, targets, running=False)
+    named = [str(t["Id"]) for t in targets] if targets else None
+    return ActionResult({"TargetHealthDescriptions": _model().describe(arn, named)})
+
+
+def _describe_target_groups(self: ELBV2Response) -> ActionResult:
+    """moto's answer, paged by PageSize / Marker as the API reference describes (moto returns all)."""
+    _hooks_or_fail().before_request("DescribeTargetGroups", caller_arn(self), {})
+    groups = list(
+        self.elbv2_backend.describe_target_groups(
+            self._get_param("LoadBalancerArn"), self._get_param("TargetGroupArns", []), self._get_param("Names", [])
+        )
+    )
+    size = int(self._get_param("PageSize") or TARGET_GROUP_PAGE_SIZE)
+    start = int(self._get_param("Marker") or 0)
+    result: dict[str, Any] = {"TargetGroups": groups[start : start + size]}
+    if start + size < len(groups):
+        result["NextMarker"] = str(start + size)
+    return ActionResult(result)
+
+
+# --- IAM action names: the signing name is not always the IAM service prefix ----------------------
+# moto builds the action it checks from the request's signing name; CloudWatch signs as "monitoring"
+# but its IAM actions are "cloudwatch:..." (Service Authorization Reference, Amazon CloudWatch:
+# "service prefix: cloudwatch").
+IAM_PREFIX_OF_SIGNING_NAME = {"monitoring": "cloudwatch"}
+
+
+def _iam_request_init(self: IAMRequestBase, *args: Any, **kwargs: Any) -> None:
+    _originals["iam_request_init"](self, *args, **kwargs)
+    service, _, action = str(self._action).partition(":")
+    if service in IAM_PREFIX_OF_SIGNING_NAME:
+        self._action = f"{IAM_PREFIX_OF_SIGNING_NAME[service]}:{action}"
 
 
 def install(hooks: RunCommandHooks) -> None:
@@ -792,6 +1009,16 @@ def install(hooks: RunCommandHooks) -> None:
     for name, names_object in (("bucket_response", False), ("key_response", True)):
         _originals[name] = getattr(S3Response, name)
         setattr(S3Response, name, _counted_s3(name, names_object))
+    for name, method in (
+        ("register_targets", _register_targets),
+        ("deregister_targets", _deregister_targets),
+        ("describe_target_health", _describe_target_health),
+        ("describe_target_groups", _describe_target_groups),
+    ):
+        _originals[f"elbv2_{name}"] = getattr(ELBV2Response, name)
+        setattr(ELBV2Response, name, method)
+    _originals["iam_request_init"] = IAMRequestBase.__init__
+    setattr(IAMRequestBase, "__init__", _iam_request_init)  # noqa: B010
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:

@@ -19,6 +19,9 @@ MaxConcurrency that minimum is 1; MaxErrors may round down to 0 (10% of 5 target
 error stops the rollout). AWS documents "10% of 50 instances: stops at the sixth error", which
 this rule reproduces.
 
+The command's CloudWatch alarm (``command_alarm.py``) stops a rollout the same way, through
+``stop_check`` / ``halt``: the invocations not yet started end ``Cancelled`` / ``Cancelled``.
+
 Not modelled: the slow start AWS describes (one invocation first, then two more per
 acknowledgement, growing to MaxConcurrency), and pending invocations turning DeliveryTimedOut
 when the command's TimeoutSeconds passes before they were dispatched.
@@ -30,7 +33,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from standin.moto_bridge import MotoCommand
@@ -123,9 +126,19 @@ class Rollout:
     """Dispatches one command's invocations under MaxConcurrency / MaxErrors; keeps its status."""
 
     def __init__(
-        self, command: MotoCommand, runs: Sequence[InvocationRun], max_concurrency: int, max_errors: int, targeted: bool
+        self,
+        command: MotoCommand,
+        runs: Sequence[InvocationRun],
+        max_concurrency: int,
+        max_errors: int,
+        targeted: bool,
+        stop_check: Callable[[], bool] | None = None,
     ) -> None:
+        """``stop_check``: asked before each dispatch; True stops the rollout (``halt``), as the
+        command's CloudWatch alarm does (``command_alarm.py``)."""
         self.command = command
+        self._stop_check = stop_check
+        self._final = threading.Event()  # set once the command's status is final
         self.max_concurrency = max_concurrency
         self.max_errors = max_errors
         self.targeted = targeted
@@ -167,6 +180,21 @@ class Rollout:
         for run in running:
             run.cancel()
 
+    def halt(self) -> None:
+        """Nothing more starts: every invocation not yet dispatched ends Cancelled / Cancelled at
+        once (running ones go on), as when the command's alarm fires."""
+        with self._lock:
+            self._halt("Cancelled", "Cancelled")
+            self._refresh()
+
+    def active(self) -> bool:
+        """Whether the command's status is not final yet."""
+        return not self._final.is_set()
+
+    def wait_final(self, timeout: float) -> bool:
+        """Wait until the command's status is final (False on timeout)."""
+        return self._final.wait(timeout)
+
     def wait(self, timeout: float) -> bool:
         """Wait until no dispatched agent thread is alive (False on timeout).
 
@@ -197,18 +225,22 @@ class Rollout:
             if details in COUNTED_ERRORS:
                 self.errors += 1
             if self.errors > self.max_errors and not self.stopped:
-                self.stopped = True
-                for waiting in self._pending:
-                    self.command.update_invocation(
-                        waiting.instance_id, Status="Cancelled", StatusDetails="Terminated", ResponseCode=-1
-                    )
-                self._pending.clear()
+                self._halt("Cancelled", "Terminated")
             self._dispatch()
             self._refresh()
 
     # --- with the lock held ---------------------------------------------------------------------
+    def _halt(self, status: str, details: str) -> None:
+        self.stopped = True
+        for waiting in self._pending:
+            self.command.update_invocation(waiting.instance_id, Status=status, StatusDetails=details, ResponseCode=-1)
+        self._pending.clear()
+
     def _dispatch(self) -> None:
         while self._pending and not self.stopped and len(self._running) < self.max_concurrency:
+            if self._stop_check is not None and self._stop_check():
+                self._halt("Cancelled", "Cancelled")
+                break
             run = self._pending.popleft()
             self._running.add(run.instance_id)
             self.started.append(run.instance_id)
@@ -226,3 +258,5 @@ class Rollout:
             errors=sum(1 for _, d in statuses if d in COUNTED_ERRORS),
             delivery_timed_out=sum(1 for _, d in statuses if d == "DeliveryTimedOut"),
         )
+        if status not in ACTIVE:
+            self._final.set()

@@ -12,6 +12,7 @@ from typing import Any
 from standin import isolation, targets
 from standin.agent import InvocationRun
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSink
+from standin.command_alarm import AlarmWatch, check_configuration, watch
 from standin.fleet import FilterError, Fleet, check_filters
 from standin.moto_bridge import GroupReader, MotoCommand, ServiceError, TagReader
 from standin.rollout import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, RateError, Rollout, rate_limit
@@ -140,6 +141,7 @@ class RunCommandService:
                     rate_limit(name, str(request[name]), 0)
                 except RateError as error:
                     raise ServiceError("ValidationException", str(error)) from None
+        check_configuration(request.get("AlarmConfiguration"))
         wanted = request.get("Targets") or []
         if wanted and request.get("InstanceIds"):
             raise ServiceError("InvalidParameters", "Specify either InstanceIds or Targets, not both.")
@@ -169,16 +171,20 @@ class RunCommandService:
         count = len(sent.runs)
         concurrency = str(request.get("MaxConcurrency") or DEFAULT_MAX_CONCURRENCY)
         errors = str(request.get("MaxErrors") or DEFAULT_MAX_ERRORS)
+        alarm = AlarmWatch(command, command.alarm_configuration) if command.alarm_configuration else None
         sent.rollout = Rollout(
             command,
             list(sent.runs.values()),
             max_concurrency=rate_limit("MaxConcurrency", concurrency, count),
             max_errors=rate_limit("MaxErrors", errors, count),
             targeted=bool(request.get("Targets")),
+            stop_check=alarm.stops_command if alarm else None,
         )
         with self._lock:
             self.sent[command.command_id] = sent
         sent.rollout.start()
+        if alarm is not None:
+            watch(sent.rollout, alarm)
 
     def on_cancel_command(self, command: MotoCommand, instance_ids: list[str]) -> None:
         sent = self.sent.get(command.command_id)

@@ -8,19 +8,24 @@ import json
 import logging
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from standin import isolation, moto_bridge
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
+from standin.live_tail import LogsReads
+from standin.load_balancer import APP_UP, LoadBalancerModel
 from standin.network import FlakyProxy
 from standin.service import RunCommandService, SentCommand
+from standin.traffic import TrafficSimulator
 
 ACCOUNT = "123456789012"  # moto's default account
 ADMIN_KEYS = {
@@ -49,12 +54,16 @@ class StandIn:
         self.admin_keys = dict(ADMIN_KEYS)  # what the tests' own clients use
         self.agent_keys = dict(AGENT_KEYS)  # the instances' role: the agent and the AWS CLI on them
         self.logs_sinks = LogsSinks()  # one CloudWatch Logs client for all invocations' uploads
+        self.logs_reads = LogsReads()  # Live Tail sessions and the FilterLogEvents quota, with counters
         self.service = RunCommandService(
             self.fleet,
             self.instance_environment,
             lambda: self.logs_sinks.get(self.endpoint, self.region, self.agent_keys),
             upload_interval,
         )
+        # ELBv2 target health; ``elb_time_scale`` shortens its health-check intervals and delays
+        self.load_balancer = LoadBalancerModel(moto_bridge.target_group_settings, self.app_answers)
+        self._app_paths: dict[str, Path] = {}
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> StandIn:
@@ -64,9 +73,13 @@ class StandIn:
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
         moto_bridge.install(self.service)
+        moto_bridge.install_logs_reads(self.logs_reads)
+        moto_bridge.install_load_balancer(self.load_balancer)
+        self.load_balancer.start()
         return self
 
     def stop(self) -> None:
+        self.load_balancer.stop()
         self.service.cancel_all()
         self.service.wait_idle(10)
         self._server.stop()
@@ -80,7 +93,11 @@ class StandIn:
     # --- clients and environments ----------------------------------------------------------------
     def client(self, service: str) -> Any:
         return boto3.client(  # type: ignore[call-overload]
-            service, endpoint_url=self.endpoint, region_name=self.region, **self.admin_keys
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            config=Config(inject_host_prefix=False),  # see pipe_env: one endpoint serves every host prefix
+            **self.admin_keys,
         )
 
     def pipe_env(self, **variables: str) -> dict[str, str]:
@@ -92,6 +109,9 @@ class StandIn:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": self.admin_keys["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": self.admin_keys["aws_secret_access_key"],
+            # StartLiveTail goes to the host "stream-<endpoint host>" on AWS (SDK host prefix injection);
+            # the stand-in serves every operation on one address, so the SDK must not add the prefix
+            "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
             "BITBUCKET_REPO_FULL_NAME": "acme/web-api",
             "BITBUCKET_REPO_SLUG": "web-api",
             "BITBUCKET_BUILD_NUMBER": "42",
@@ -282,6 +302,131 @@ class StandIn:
         """The STS session of ``access_key_id`` ends now: every request signed with it is refused."""
         if not moto_bridge.expire_session(access_key_id):
             raise KeyError(access_key_id)
+
+    # --- load balancing and alarms -----------------------------------------------------------------
+    @property
+    def elb_time_scale(self) -> float:
+        """How fast ELB's clock runs: 0.1 makes a 5-s health-check interval last 0.5 s and a 300-s
+        deregistration delay 30 s. What AWS reports (intervals, attributes) stays unscaled."""
+        return self.load_balancer.time_scale
+
+    @elb_time_scale.setter
+    def elb_time_scale(self, value: float) -> None:
+        self.load_balancer.time_scale = value
+
+    def create_target_group(
+        self,
+        name: str,
+        instance_ids: list[str],
+        *,
+        deregistration_delay: int = 300,
+        interval: int = 5,
+        healthy_threshold: int = 2,
+        unhealthy_threshold: int = 2,
+        port: int = 3000,
+        load_balancer: str | None = None,
+    ) -> str:
+        """An HTTP target group (instance targets) in the default VPC, forwarded to by a listener of
+        the Application Load Balancer ``load_balancer`` (created when missing; default: named after
+        the group), with ``instance_ids`` registered through RegisterTargets. Returns its ARN."""
+        ec2, elbv2 = self.client("ec2"), self.client("elbv2")
+        vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+        group = elbv2.create_target_group(
+            Name=name,
+            Protocol="HTTP",
+            Port=port,
+            VpcId=vpc,
+            TargetType="instance",
+            HealthCheckIntervalSeconds=interval,
+            HealthCheckTimeoutSeconds=max(2, min(5, interval - 1)),  # ALB: the timeout must be under the interval
+            HealthyThresholdCount=healthy_threshold,
+            UnhealthyThresholdCount=unhealthy_threshold,
+        )["TargetGroups"][0]
+        arn = str(group["TargetGroupArn"])
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=arn,
+            Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": str(deregistration_delay)}],
+        )
+        balancer = self._load_balancer_arn(load_balancer or f"{name}-lb", vpc)
+        listeners = elbv2.describe_listeners(LoadBalancerArn=balancer)["Listeners"]
+        elbv2.create_listener(
+            LoadBalancerArn=balancer,
+            Protocol="HTTP",
+            Port=80 + len(listeners),
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}],
+        )
+        if instance_ids:
+            elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": i} for i in instance_ids])
+        return arn
+
+    def _load_balancer_arn(self, name: str, vpc: str) -> str:
+        elbv2 = self.client("elbv2")
+        try:
+            return str(elbv2.describe_load_balancers(Names=[name])["LoadBalancers"][0]["LoadBalancerArn"])
+        except elbv2.exceptions.LoadBalancerNotFoundException:
+            pass
+        subnets = self.client("ec2").describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+        return str(
+            elbv2.create_load_balancer(
+                Name=name, Subnets=[s["SubnetId"] for s in subnets[:2]], Type="application", Scheme="internal"
+            )["LoadBalancers"][0]["LoadBalancerArn"]
+        )
+
+    def target_states(self, target_group_arn: str) -> dict[str, str]:
+        """Instance id -> target State, for every target DescribeTargetHealth lists (draining included)."""
+        return self.load_balancer.states(target_group_arn)
+
+    def wait_target_states(self, target_group_arn: str, instance_ids: list[str], state: str, timeout: float) -> None:
+        """Wait until every one of ``instance_ids`` is in ``state`` ("gone": no longer listed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.target_states(target_group_arn)
+            if all(states.get(i, "gone") == state for i in instance_ids):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"targets not {state} after {timeout} s: {states}")
+            time.sleep(0.02)
+
+    def app_answers(self, instance_id: str) -> bool:
+        """Whether the instance's app answers now (its ``APP_UP`` file exists)."""
+        path = self._app_paths.get(instance_id)
+        if path is None:
+            instance = self.fleet.get(instance_id)
+            if instance is None:
+                return False
+            path = self._app_paths.setdefault(instance_id, instance.path(APP_UP))
+        return path.exists()
+
+    def app_up(self, instance_id: str, up: bool = True) -> None:
+        """Start (create ``APP_UP``) or stop (remove it) the instance's app, from outside."""
+        path = self.instance_path(instance_id, APP_UP)
+        if up:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+
+    def traffic(self, target_group_arn: str, seed: int | None = None) -> TrafficSimulator:
+        """Client requests through the group's load balancer, in a thread (see ``traffic.py``); use
+        it as a context manager."""
+        return TrafficSimulator(self.load_balancer, target_group_arn, self.app_answers, seed)
+
+    def create_alarm(self, name: str) -> None:
+        """A metric alarm in CloudWatch (state OK until ``set_alarm``)."""
+        self.client("cloudwatch").put_metric_alarm(
+            AlarmName=name,
+            MetricName="HTTPCode_Target_5XX_Count",
+            Namespace="AWS/ApplicationELB",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=1.0,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+        )
+
+    def set_alarm(self, name: str, state: str, reason: str = "test") -> None:
+        """SetAlarmState: ``state`` is OK, ALARM or INSUFFICIENT_DATA."""
+        self.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue=state, StateReason=reason)
 
     # --- observations ----------------------------------------------------------------------------
     def sent_commands(self) -> list[SentCommand]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,9 @@ from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
 from pipe.stages.watch.log_tail import (
     DRAIN_POLL_SECONDS,
+    FILTER_POLL_SECONDS,
     LOOKBACK_MS,
+    PAGE_EVENTS,
     QUIET_SECONDS,
     Captured,
     LogTail,
@@ -44,13 +47,20 @@ def event(instance: str, stream: str, timestamp: int, event_id: str, message: st
 
 
 def expect(stubber: Stubber, start: int | None, *events: dict[str, Any]) -> None:
-    request: dict[str, Any] = {"logGroupName": GROUP, "logStreamNamePrefix": f"{COMMAND_ID}/", "limit": 1000}
+    request: dict[str, Any] = {"logGroupName": GROUP, "logStreamNamePrefix": f"{COMMAND_ID}/", "limit": PAGE_EVENTS}
     if start is not None:
         request["startTime"] = start
     stubber.add_response("filter_log_events", {"events": list(events)}, request)
 
 
-def tail_for(client: Any, stream: io.StringIO, clock: Callable[[], float] = lambda: 0.0) -> LogTail:
+def ticking() -> Callable[[], float]:
+    """A clock a second further on at each reading: every poll may read again."""
+    ticks = itertools.count()
+    return lambda: float(next(ticks))
+
+
+def tail_for(client: Any, stream: io.StringIO, clock: Callable[[], float] | None = None) -> LogTail:
+    clock = clock or ticking()
     printer = OutputPrinter(Redactor(), stream=stream, colour=False)
     return LogTail(client, GROUP, [COMMAND_ID], printer, clock=clock)
 
@@ -225,3 +235,15 @@ def test_a_cut_copy_the_stream_never_covers_is_handed_back_at_the_limit() -> Non
 )
 def test_after_streamed_skips_what_the_build_log_already_has(chunks: list[str], streamed: int, rest: list[str]) -> None:
     assert list(after_streamed(chunks, streamed)) == rest
+
+
+def test_filter_log_events_is_read_at_most_once_a_second_per_command_however_often_polled() -> None:
+    logs = ScriptedLogs([event(INSTANCE_A, "stdout", START, "1", "one")])
+    clock = FakeClock()
+    tail = tail_for(logs, io.StringIO(), clock)
+
+    for _ in range(8):  # the end-of-phase drain polls four times a second
+        tail.poll()
+        clock.sleep(DRAIN_POLL_SECONDS)
+
+    assert logs.calls == 8 * DRAIN_POLL_SECONDS / FILTER_POLL_SECONDS

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipe.config.parsers import SHOWN_ITEMS
+from pipe.config.rollout import TargetGroupChoice
 from pipe.config.settings import DeploySettings, ReleaseSettings, StaticKeys, load_settings
 from pipe.config.variables import (
     CLOUDWATCH_LOG_GROUP,
@@ -517,6 +518,7 @@ EXPANDING_SAMPLES: dict[str, tuple[dict[str, str | None], Callable[[DeploySettin
     "CLOUDWATCH_LOG_GROUP": ({"CLOUDWATCH_LOG_GROUP": "/deploy/{environment}"}, _log_group),
     "OUTPUT_S3_PREFIX": ({"OUTPUT_S3_BUCKET": "out-bucket", "OUTPUT_S3_PREFIX": "web/{environment}"}, _prefix),
     "ARTIFACT_PREFIX": ({**RELEASE_MODE, "ARTIFACT_PREFIX": "web/{environment}/"}, lambda s: _release(s).prefix),
+    "TARGET_GROUPS": ({"TARGET_GROUPS": "web-{environment}"}, lambda s: s.rollout.target_groups),
     "ACTIVATE_COMMANDS": (
         {**RELEASE_MODE, "ACTIVATE_COMMANDS": "pm2 startOrReload app.js --env {environment}"},
         lambda s: _release(s).activate_commands,
@@ -723,6 +725,18 @@ def test_every_list_form_the_table_declares_is_read() -> None:
             "curl -f localhost\nexit 3",
         ),
         "ROLLBACK_COMMANDS": ({}, as_list("ROLLBACK_COMMANDS", ["./rollback.sh"]), _rollback, "./rollback.sh"),
+        "TARGET_GROUPS": (
+            {},
+            as_list("TARGET_GROUPS", ["web-a", " web-b "]),
+            lambda s: s.rollout.target_groups,
+            TargetGroupChoice(refs=("web-a", "web-b")),
+        ),
+        "ALARMS": (
+            {},
+            as_list("ALARMS", ["web 5xx rate", "p99"]),
+            lambda s: s.rollout.alarms,
+            ("web 5xx rate", "p99"),
+        ),
         "SHARED_PATHS": (
             RELEASE_MODE,
             as_list("SHARED_PATHS", [".env", "logs/"]),

@@ -50,7 +50,7 @@ def prepare_release(run: Run) -> None:
     settings, chosen = run.settings, run.settings.release
     if chosen is None:
         return
-    name = ledger_name(chosen.service, settings.environment or "")
+    name = ledger_name(settings.service, settings.environment or "")
     history = read_history(run.clients.ssm, name)
     live = live_in(history)
     live_id = live.entry.release_id if live else ""

@@ -19,6 +19,7 @@ from pipe.runtime.interruption import Interrupted
 from pipe.stages.authenticate import CredentialsExpired, session_ended
 from pipe.stages.send import SentCommands, cancel_command
 from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
 
@@ -33,63 +34,82 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
     Chunks that MAX_CONCURRENCY held back (``SentCommands.rest``) are sent as earlier ones end. A
     stop or the wait bound cancels the commands and raises DeployStopped; AWS becoming
     unreachable or refusing a call raises StillRunning naming the commands."""
-    settings = run.settings
     rest = commands.rest if isinstance(commands, SentCommands) else None
     with aws_errors_explained(run.region, commands):
         count = max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
+        count += len(rest.waiting) if rest else 0
         printer = OutputPrinter(
             run.redactor, names=run.names, instance_count=count, order=run.order, build_log=run.build_log
         )
-        tailed = [c.command_id for c in commands]
-        tail = _log_tail(run, tailed, printer)
-        s3 = run.clients.s3 if settings.output_s3_bucket else None
-        on_poll = tail.poll if tail else (lambda: 0)
-
-        def sent_later(command: SentCommand) -> None:
-            record.commands.append(command)
-            tailed.append(command.command_id)  # the tail reads the list it was given
-            count = len(command.instance_ids)
-            log.info(f"Sent command {command.command_id} to {count} instance(s) [{command.comment}]")
-
-        tracker = InvocationTracker(
-            run.clients.ssm,
-            commands,
-            agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout),
-            instance_count=count + (len(rest.waiting) if rest else 0),
-            document_name=settings.document_name,
-            rest=rest,
-            on_sent=sent_later,
-        )
-        record.track(tracker.invocations)
-        limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
+        tail = _log_tail(run, commands, printer)
         try:
-            invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
-        except (Interrupted, WaitTimedOut) as stop:
-            tracker.hold_back_rest()
-            sent = tracker.commands
-            log.error(f"{sentence(str(stop))} Cancelling command {command_ids(sent)}.")
-            unconfirmed = ""
-            if not all([cancel_command(run.clients.ssm, command.command_id) for command in sent]):
-                unconfirmed = "SSM refused to cancel the command (see above)"
-            else:
-                try:
-                    tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
-                except WaitTimedOut:
-                    unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
-            tracker.read_results()
-            show_results(run.clients.ssm, sent, tracker.invocations, printer, tail, settings, s3)
-            if not unconfirmed:
-                cancelled = f"The command was cancelled. Command id: {command_ids(sent)}."
-                raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
-            raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, sent)) from None
+            return _follow(run, spec, commands, record, printer, tail)
+        finally:
+            if tail is not None:
+                tail.close()
+
+
+def _follow(
+    run: Run,
+    spec: CommandSpec,
+    commands: list[SentCommand],
+    record: PhaseOutcome,
+    printer: OutputPrinter,
+    tail: LogTail | None,
+) -> dict[str, Invocation]:
+    settings = run.settings
+    rest = commands.rest if isinstance(commands, SentCommands) else None
+    s3 = run.clients.s3 if settings.output_s3_bucket else None
+    on_poll = tail.poll if tail else (lambda: 0)
+
+    def sent_later(command: SentCommand) -> None:
+        record.commands.append(command)
+        if tail is not None:
+            tail.add_command(command.command_id)
+        count = len(command.instance_ids)
+        log.info(f"Sent command {command.command_id} to {count} instance(s) [{command.comment}]")
+
+    tracker = InvocationTracker(
+        run.clients.ssm,
+        commands,
+        agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout),
+        instance_count=max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
+        + (len(rest.waiting) if rest else 0),  # before the first poll, so it counts the held-back chunks
+        document_name=settings.document_name,
+        rest=rest,
+        on_sent=sent_later,
+        on_ended=tail.command_ended if tail is not None else (lambda command_id: None),
+    )
+    record.track(tracker.invocations)
+    limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
+    try:
+        invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
+    except (Interrupted, WaitTimedOut) as stop:
+        tracker.hold_back_rest()
         sent = tracker.commands
-        for command in sent:
-            lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
-            if lost:  # so a returning agent does not run a deploy nobody watches
-                cancel_command(run.clients.ssm, command.command_id, lost)
+        log.error(f"{sentence(str(stop))} Cancelling command {command_ids(sent)}.")
+        unconfirmed = ""
+        if not all([cancel_command(run.clients.ssm, command.command_id) for command in sent]):
+            unconfirmed = "SSM refused to cancel the command (see above)"
+        else:
+            try:
+                tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
+            except WaitTimedOut:
+                unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
         tracker.read_results()
-        show_results(run.clients.ssm, sent, invocations, printer, tail, settings, s3)
-        return invocations
+        show_results(run.clients.ssm, sent, tracker.invocations, printer, tail, settings, s3)
+        if not unconfirmed:
+            cancelled = f"The command was cancelled. Command id: {command_ids(sent)}."
+            raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
+        raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, sent)) from None
+    sent = tracker.commands
+    for command in sent:
+        lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
+        if lost:  # so a returning agent does not run a deploy nobody watches
+            cancel_command(run.clients.ssm, command.command_id, lost)
+    tracker.read_results()
+    show_results(run.clients.ssm, sent, invocations, printer, tail, settings, s3)
+    return invocations
 
 
 @contextmanager
@@ -128,9 +148,13 @@ def _links(region: str, commands: list[SentCommand]) -> tuple[list[str], str]:
     return command_ids, console_urls(region, command_ids)
 
 
-def _log_tail(run: Run, command_ids: list[str], printer: OutputPrinter) -> LogTail | None:
+def _log_tail(run: Run, commands: list[SentCommand], printer: OutputPrinter) -> LogTail | None:
     settings = run.settings
     if not settings.stream_output:
         return None
     log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
-    return LogTail(run.clients.logs, settings.log_group, command_ids, printer)
+    group_arn = log_group_arn(run.identity.arn, run.region, run.identity.account, settings.log_group)
+    command_ids = [c.command_id for c in commands]
+    return LogTail(
+        run.clients.logs, settings.log_group, command_ids, printer, group_arn=group_arn, live_logs=run.clients.live_tail
+    )

@@ -131,10 +131,11 @@ class InvocationTracker:
         document_name: str = "",
         rest: ChunkQueue | None = None,
         on_sent: Callable[[SentCommand], object] = lambda command: None,
+        on_ended: Callable[[str], object] = lambda command_id: None,
     ) -> None:
         """``instance_count``: how many instances the commands target, when known before (TARGETS
         resolved by the pipe); ``rest``: chunks MAX_CONCURRENCY holds back, sent (and passed to
-        ``on_sent``) as earlier commands end."""
+        ``on_sent``) as earlier commands end (whose ids go to ``on_ended``)."""
         self._agent_watch = agent_watch
         self._ssm = ssm
         self._commands = list(commands)
@@ -143,6 +144,8 @@ class InvocationTracker:
         self._document_name = document_name
         self._rest = rest
         self._on_sent = on_sent
+        self._on_ended = on_ended
+        self._ended: set[str] = set()
         self.invocations = {i: Invocation(i, c.command_id) for c in commands for i in c.instance_ids}
         self._by_command: dict[str, list[Invocation]] = {c.command_id: [] for c in commands}
         for invocation in self.invocations.values():
@@ -339,8 +342,12 @@ class InvocationTracker:
         errors = sum(c.errors for c in self._counts.values())
         if limit is not None and errors > limit and not self._rollout_stopped:
             self._stop_rollout(errors, limit)
-        ended = sum(1 for c in self._commands if self._done(c))
-        while rest.waiting and len(self._commands) - ended < rest.plan.first_wave:
+        ended = [c.command_id for c in self._commands if self._done(c)]
+        for command_id in ended:
+            if command_id not in self._ended:
+                self._ended.add(command_id)
+                self._on_ended(command_id)
+        while rest.waiting and len(self._commands) - len(ended) < rest.plan.first_wave:
             command = rest.send_next()
             self._commands.append(command)
             mine = self._by_command[command.command_id] = []

@@ -1,0 +1,99 @@
+"""Zero-downtime figures on the stand-in's load balancer; prints a table (no pass/fail).
+
+    .venv/bin/python bench/load_balancer.py            # 3 runs of each
+    .venv/bin/python bench/load_balancer.py --runs 1
+
+Each run deploys 8 instances whose deploy stops the app for about 1 s, while simulated users send a
+request every 20-50 ms to a target the load balancer has in service: once with TARGET_GROUPS
+(BATCH_SIZE 25 %, MIN_HEALTHY 75 %, BAKE_TIME 2 s), once paced by MAX_CONCURRENCY 2 alone (the
+baseline). It reports failed requests of both, and the seconds each batch spent draining, deploying,
+coming back healthy and baking (from the result file). The stand-in's ELB clock runs at 0.1: a 5-s
+health-check interval lasts 0.5 s and the groups' 20-s deregistration delay lasts 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "test")]
+
+from standin import StandIn  # noqa: E402
+from standin.load_balancer import APP_UP  # noqa: E402
+
+PIPE = ROOT / "pipe" / "pipe.py"
+FLEET = 8
+RESTART = f"rm -f {APP_UP}; sleep 1; touch {APP_UP}"
+STEPS = ("drain", "deploy", "healthy", "bake")
+
+
+def deploy_under_traffic(aws: StandIn, clone: Path, draining: bool) -> tuple[int, int, float, list[dict[str, float]]]:
+    """One deploy of a fresh fleet; returns (requests, failed, wall seconds, per-batch timings)."""
+    ids = aws.launch(FLEET)
+    for instance_id in ids:
+        aws.app_up(instance_id)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    arn = aws.create_target_group(group, ids, deregistration_delay=20)
+    aws.wait_target_states(arn, ids, "healthy", timeout=60)
+    result = clone / f"{group}.json"
+    variables = {"INSTANCE_IDS": " ".join(ids), "COMMANDS": RESTART, "RESULT_FILE": str(result)}
+    if draining:
+        variables |= {"TARGET_GROUPS": group, "SERVICE": group, "BATCH_SIZE": "25%", "MIN_HEALTHY": "75%"}
+        variables |= {"BAKE_TIME": "2"}
+    else:
+        variables |= {"MAX_CONCURRENCY": "2"}
+    env = aws.pipe_env(NO_COLOR="1", BITBUCKET_CLONE_DIR=str(clone), **variables)
+    started = time.monotonic()
+    with aws.traffic(arn) as traffic:
+        done = subprocess.run([sys.executable, str(PIPE)], env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if done.returncode:
+        raise RuntimeError(f"the pipe failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    batches = json.loads(result.read_text())["batches"]
+    return traffic.requests, len(traffic.failures), wall, [b["seconds"] for b in batches]
+
+
+def spread(values: list[float], unit: str = "", digits: int = 0) -> str:
+    return "/".join(f"{v:.{digits}f}" for v in (min(values), statistics.median(values), max(values))) + unit
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder, StandIn(Path(folder) / "aws") as aws:
+        aws.elb_time_scale = 0.1
+        clone = Path(folder) / "clone"
+        clone.mkdir()
+        rolling = [deploy_under_traffic(aws, clone, draining=True) for _ in range(args.runs)]
+        paced = [deploy_under_traffic(aws, clone, draining=False) for _ in range(args.runs)]
+    rows = [
+        (
+            f"failed requests, {FLEET} instances, min/median/max of {args.runs}",
+            spread([float(r[1]) for r in rolling]) + f" of ~{statistics.median(r[0] for r in rolling):.0f}",
+            spread([float(r[1]) for r in paced]) + f" of ~{statistics.median(r[0] for r in paced):.0f}",
+            "0",
+        ),
+        ("deploy wall time", spread([r[2] for r in rolling], " s", 1), spread([r[2] for r in paced], " s", 1), "-"),
+    ]
+    for step in STEPS:
+        values = [b[step] for r in rolling for b in r[3] if b.get(step) is not None]
+        if values:
+            rows.append((f"per batch: {step} (of 4 batches x {args.runs})", spread(values, " s", 1), "-", "-"))
+    header = ("measure", "TARGET_GROUPS, 4 batches", "MAX_CONCURRENCY 2 (baseline)", "target")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The load balancer around each batch: the target groups, draining, registering, waiting for health."""

@@ -1,0 +1,63 @@
+"""MIN_HEALTHY: how many healthy targets each target group keeps while a batch is out of it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipe.config.rollout import healthy_floor
+from pipe.model import Batch
+from pipe.stages.load_balancer.groups import TargetGroup
+
+
+def shortfall(groups: Sequence[TargetGroup], batch_ids: Sequence[str], min_healthy: str) -> str | None:
+    """Why taking ``batch_ids`` out now would leave a group below MIN_HEALTHY (counting targets that
+    are already unhealthy), or None when every group keeps enough."""
+    out = set(batch_ids)
+    for group in groups:
+        registered = group.registered
+        floor = healthy_floor(min_healthy, len(registered))
+        healthy = group.healthy
+        left = len([t for t in healthy if t.instance_id not in out])
+        if left < floor:
+            taken = len(healthy) - left
+            return (
+                f"{group.name} has {len(healthy)} healthy of {len(registered)} registered target(s); taking "
+                f"{taken} out would leave {left}, fewer than MIN_HEALTHY {min_healthy} ({floor})"
+            )
+    return None
+
+
+def below_floor(groups: Sequence[TargetGroup], min_healthy: str) -> str | None:
+    """Why the fleet is already below MIN_HEALTHY, before anything is taken out."""
+    for group in groups:
+        registered = group.registered
+        floor = healthy_floor(min_healthy, len(registered))
+        if len(group.healthy) < floor:
+            unhealthy = [f"{t.instance_id}: {t.describe()}" for t in registered if t.state != "healthy"][:5]
+            return (
+                f"{group.name} has only {len(group.healthy)} healthy of {len(registered)} registered target(s), "
+                f"fewer than MIN_HEALTHY {min_healthy} ({floor}) before the deploy starts"
+                + (f" ({'; '.join(unhealthy)})" if unhealthy else "")
+            )
+    return None
+
+
+def impossible_batch(groups: Sequence[TargetGroup], batches: Sequence[Batch], min_healthy: str) -> str | None:
+    """The first batch of the plan that could never start without going below MIN_HEALTHY, even
+    with every other target healthy: the plan is refused before anything is deregistered."""
+    for batch in batches:
+        problem = shortfall(groups, batch.instance_ids, min_healthy)
+        if problem:
+            largest = _largest_batch(groups, min_healthy)
+            return (
+                f"{batch} cannot start: {problem}. With this fleet a batch may hold at most {largest} instance(s) "
+                "of each group"
+            )
+    return None
+
+
+def _largest_batch(groups: Sequence[TargetGroup], min_healthy: str) -> int:
+    return min(
+        (len(g.healthy) - healthy_floor(min_healthy, len(g.registered)) for g in groups),
+        default=0,
+    )

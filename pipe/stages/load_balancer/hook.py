@@ -1,0 +1,182 @@
+"""The batch hook behind a load balancer: take the batch out of every target group it is in and wait
+until it is drained; after the deploy, put it back and wait until every group reports it healthy.
+
+Whatever ends the batch (a failure, a stop, an AWS error, the pipe's own wait bound), every target
+the pipe deregistered is registered again before the hook is left; when that is impossible the
+message names the instances and the command that registers them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipe.errors import DeployFailed, DeployStopped
+from pipe.model import Batch, BatchRecord
+from pipe.run import Run
+from pipe.runtime.interruption import Interrupted
+from pipe.stages.load_balancer.capacity import shortfall
+from pipe.stages.load_balancer.groups import TargetGroup, TargetState, target_states
+from pipe.stages.load_balancer.waits import (
+    POLL_SECONDS,
+    LoadBalancerError,
+    Registrations,
+    deregister,
+    drained,
+    healthy,
+    register,
+    wait_for,
+)
+
+log = logging.getLogger("ssm-deploy")
+LISTED = 10
+
+
+class NotBackInService(DeployFailed):
+    """A batch registered again did not become healthy in time (or could not be registered)."""
+
+
+class LoadBalancer:
+    """The target groups of the rollout, and the bounds of each batch's way out and back."""
+
+    def __init__(self, groups: Sequence[TargetGroup], drain_timeout: int, healthy_timeout: int, min_healthy: str):
+        self.groups = list(groups)
+        self.drain_timeout = drain_timeout
+        self.healthy_timeout = healthy_timeout
+        self.min_healthy = min_healthy
+
+    def registrations(self, instance_ids: Sequence[str]) -> Registrations:
+        ours = set(instance_ids)
+        found = {group.arn: (group, group.registrations(ours)) for group in self.groups}
+        return {arn: (group, targets) for arn, (group, targets) in found.items() if targets}
+
+    @contextmanager
+    def around(self, run: Run, batch: Batch) -> Iterator[None]:
+        """The BatchHook: out of the load balancer before the deploy, back in after it."""
+        registrations = self.registrations(batch.instance_ids)
+        record = _record(run, batch)
+        if not registrations:
+            log.info(f"{batch}: in none of the target groups, deployed without draining")
+            yield
+            return
+        self._wait_for_capacity(run, batch)
+        names = ", ".join(group.name for group, _ in registrations.values())
+        delay = max(group.deregistration_delay for group, _ in registrations.values())
+        log.info(f"{batch}: draining from {names} (deregistration delay {delay} s)...")
+        try:
+            deregister(run.clients.elbv2, registrations)
+        except LoadBalancerError as error:
+            self._put_back(run, batch, registrations, wait=False)
+            raise DeployFailed(f"{batch} could not be taken out of the load balancer: {error}.") from None
+        try:
+            try:
+                self._wait_drained(run, batch, registrations, record)
+            except LoadBalancerError as error:
+                raise DeployFailed(
+                    f"{batch}: its drain could not be followed: {error}. Nothing was deployed on it."
+                ) from None
+            yield
+        except BaseException:
+            self._put_back(run, batch, registrations, wait=False)
+            raise
+        try:
+            self._put_back(run, batch, registrations, wait=True, record=record)
+        except LoadBalancerError as error:
+            raise NotBackInService(f"{batch}: its health in the load balancer could not be read: {error}.") from None
+
+    def _wait_for_capacity(self, run: Run, batch: Batch) -> None:
+        """Never start a batch that would leave a group below MIN_HEALTHY: wait (up to HEALTHY_TIMEOUT)
+        for targets to recover, then fail before anything of this batch is deregistered."""
+        started = time.monotonic()
+        while True:
+            for group in self.groups:
+                try:
+                    group.targets = target_states(run.clients.elbv2, group.arn)
+                except (ClientError, BotoCoreError) as error:
+                    raise DeployFailed(f"{batch} was not started: DescribeTargetHealth failed ({error}).") from None
+            problem = shortfall(self.groups, batch.instance_ids, self.min_healthy)
+            if problem is None:
+                return
+            if time.monotonic() - started >= self.healthy_timeout:
+                raise DeployFailed(f"{batch} was not started: {problem} (waited {self.healthy_timeout} s).")
+            try:
+                run.stops.raise_if_requested()
+            except Interrupted as stop:
+                raise DeployStopped(f"{stop} before {batch} was taken out of the load balancer.") from None
+            time.sleep(POLL_SECONDS)
+
+    def _wait_drained(self, run: Run, batch: Batch, registrations: Registrations, record: BatchRecord) -> None:
+        waited, pending = wait_for(
+            run.clients.elbv2,
+            registrations,
+            drained,
+            self.drain_timeout,
+            lambda: _check_stop(run, batch, "was draining"),
+        )
+        if pending:
+            raise DeployFailed(
+                f"{batch} was still draining after DRAIN_TIMEOUT {self.drain_timeout} s: "
+                f"{_states(pending)}. Nothing was deployed on it, and it was registered again. Fix: raise "
+                "DRAIN_TIMEOUT above the target group's deregistration_delay.timeout_seconds, or lower that delay."
+            )
+        record.drain = record.drain if record.drain is not None else round(waited, 1)
+        log.info(f"{batch}: drained after {waited:.0f} s")
+
+    def _put_back(
+        self,
+        run: Run,
+        batch: Batch,
+        registrations: Registrations,
+        wait: bool,
+        record: BatchRecord | None = None,
+    ) -> None:
+        problems = register(run.clients.elbv2, registrations)
+        for problem in problems:
+            log.error(f"{batch}: {problem}")
+        if problems and wait:
+            raise NotBackInService(f"{batch} could not be registered again: {' '.join(problems)}")
+        if not problems:
+            log.info(f"{batch}: registered again in {', '.join(g.name for g, _ in registrations.values())}")
+        if not wait:
+            return
+        waited, pending = wait_for(
+            run.clients.elbv2,
+            registrations,
+            healthy,
+            self.healthy_timeout,
+            lambda: _check_stop(run, batch, "was coming back into service"),
+        )
+        if pending:
+            raise NotBackInService(
+                f"{batch} was not healthy in the load balancer after HEALTHY_TIMEOUT {self.healthy_timeout} s: "
+                f"{_states(pending)}. Check the target group's health check (path, port, matcher) against the "
+                "app, or raise HEALTHY_TIMEOUT."
+            )
+        if record is not None and record.healthy is None:
+            record.healthy = round(waited, 1)
+        log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
+
+
+def _record(run: Run, batch: Batch) -> BatchRecord:
+    for record in run.outcome.batches:
+        if record.number == batch.number:
+            return record
+    record = BatchRecord(batch.number, batch.instance_ids)
+    run.outcome.batches.append(record)
+    return record
+
+
+def _check_stop(run: Run, batch: Batch, doing: str) -> None:
+    try:
+        run.stops.raise_if_requested()
+    except Interrupted as stop:
+        raise DeployStopped(f"{stop} while {batch} {doing}: it was registered again.") from None
+
+
+def _states(pending: list[tuple[TargetGroup, TargetState]]) -> str:
+    shown = "; ".join(f"{state.instance_id} in {group.name}: {state.describe()}" for group, state in pending[:LISTED])
+    return shown + (f"; and {len(pending) - LISTED} more" if len(pending) > LISTED else "")

@@ -1,0 +1,117 @@
+"""Before anything is sent: find the target groups, check MIN_HEALTHY against the plan and the fleet,
+read the alarms, and build the batch hook. A refusal here leaves nothing deregistered or sent."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pipe.config.rollout import DRAIN_MARGIN_SECONDS
+from pipe.config.settings import DeploySettings
+from pipe.errors import NothingSent
+from pipe.model import Batch
+from pipe.run import Run
+from pipe.stages.alarms import check_before_start
+from pipe.stages.load_balancer.capacity import below_floor, impossible_batch
+from pipe.stages.load_balancer.groups import find_target_groups
+from pipe.stages.load_balancer.hook import LoadBalancer
+from pipe.stages.rollout import BatchHook, no_hook
+
+log = logging.getLogger("ssm-deploy")
+DOMINANT_DELAY_SECONDS = 60  # a deregistration delay above this is named as what makes each batch slow
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """The batches, the hook around each, and the plan's lines for the log and the dry run."""
+
+    batches: list[Batch]
+    hook: BatchHook = no_hook
+    lines: list[str] = field(default_factory=list)
+    drain_timeout: int = 0  # per batch, behind a load balancer
+
+    def bound_seconds(self, settings: DeploySettings, margin: int) -> int:
+        """The longest the rollout may take: for every batch its drain, its commands (deploy, health
+        check, rollback, each with its delivery timeout and ``margin``), its return to service and
+        its bake. The deploy lock expires after it."""
+        rollout = settings.rollout
+        runs = [settings.execution_timeout]
+        if settings.healthcheck_commands:
+            runs.append(settings.healthcheck_timeout)
+        if settings.rollback_commands or settings.release is not None:
+            runs.append(settings.execution_timeout)
+        commands = sum(settings.delivery_timeout + run + margin for run in runs)
+        back = rollout.healthy_timeout if rollout.target_groups is not None else 0
+        per_batch = self.drain_timeout + commands + back + rollout.bake_time
+        rollback_passes = 2 if rollout.target_groups is not None else 1  # a batch may go out twice
+        return per_batch * len(self.batches) * rollback_passes
+
+
+def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
+    """The batch hook (the load balancer's, or none) and the plan's lines for the log and the dry run."""
+    rollout = run.settings.rollout
+    if not rollout.pipe_driven:
+        return RolloutPlan(batches)
+    lines: list[str] = []
+    if rollout.alarms:
+        states = check_before_start(run.clients.cloudwatch, rollout.alarms)
+        lines.append("  alarms:    " + "; ".join(f"{name}: {states[name].state}" for name in rollout.alarms))
+        if len(rollout.alarms) > 1:
+            lines.append(
+                f"             SSM watches {rollout.alarms[0]} during each command (AlarmConfiguration takes one "
+                "alarm); the pipe reads all of them between batches and through the bake"
+            )
+    if rollout.target_groups is None:
+        return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
+    instance_ids = [i for batch in batches for i in batch.instance_ids]
+    groups = find_target_groups(run.clients.elbv2, rollout.target_groups, instance_ids)
+    problem = below_floor(groups, rollout.min_healthy) or impossible_batch(groups, batches, rollout.min_healthy)
+    if problem:
+        raise NothingSent(
+            "MIN_HEALTHY",
+            problem,
+            "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
+        )
+    delay = max(group.deregistration_delay for group in groups)
+    drain_timeout = rollout.drain_timeout or delay + DRAIN_MARGIN_SECONDS
+    if rollout.drain_timeout is not None and rollout.drain_timeout < delay:
+        log.warning(
+            f"DRAIN_TIMEOUT {rollout.drain_timeout} s is shorter than the deregistration delay ({delay} s), for "
+            "which ELBv2 keeps a target draining: the first batch will fail before it is deployed."
+        )
+    outside = sorted(set(instance_ids) - {t.instance_id for g in groups for t in g.registrations(set(instance_ids))})
+    if outside:
+        log.warning(
+            f"{len(outside)} instance(s) are in none of the target groups and are deployed without draining: "
+            + ", ".join(outside[:10])
+            + (" ..." if len(outside) > 10 else "")
+        )
+    for group in groups:
+        mine = len(group.registrations(set(instance_ids)))
+        lines.append(
+            f"  target group {group.name}: {len(group.healthy)} healthy of {len(group.registered)} registered, "
+            f"{mine} of them deployed here; deregistration delay {group.deregistration_delay} s"
+        )
+    lines.append(
+        f"  bounds:    drain {drain_timeout} s, healthy {rollout.healthy_timeout} s, MIN_HEALTHY {rollout.min_healthy}"
+        + (f", bake {rollout.bake_time} s" if rollout.bake_time else "")
+    )
+    if delay > DOMINANT_DELAY_SECONDS:
+        slow = [g.name for g in groups if g.deregistration_delay == delay]
+        lines.append(
+            f"  note:      each batch waits {delay} s for the drain ({', '.join(slow)}: deregistration_delay."
+            f"timeout_seconds); with {len(batches)} batch(es) that alone is {delay * len(batches)} s. Requests to a "
+            "Node.js API rarely need that long: lower it on the target group to speed up deploys"
+        )
+    balancer = LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy)
+    return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines, drain_timeout)
+
+
+def _batch_lines(batches: list[Batch]) -> list[str]:
+    if len(batches) <= 1 and not (batches and batches[0].instance_ids):
+        return []
+    lines = [f"  batches:   {len(batches)}, one command each, sent when the one before passed every gate"]
+    for batch in batches:
+        shown = ", ".join(batch.instance_ids[:8]) + (" ..." if len(batch.instance_ids) > 8 else "")
+        lines.append(f"    {batch}: {shown}")
+    return lines

@@ -1,0 +1,120 @@
+"""Deregister and register a batch's targets, and wait until ELBv2 reports them drained or healthy.
+
+A deregistered target stays ``draining`` for the group's whole ``deregistration_delay.timeout_seconds``
+(even once its connections are closed) and is then no longer registered: DescribeTargetHealth asked
+about it answers ``unused``. A registered target is ``initial`` until it passes the group's health
+check HealthyThresholdCount times in a row, then ``healthy``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.stages.load_balancer.groups import DRAINING, HEALTHY, TargetGroup, TargetState, target_states
+
+log = logging.getLogger("ssm-deploy")
+POLL_SECONDS = 2.0  # between DescribeTargetHealth calls while a batch drains or comes back
+Registrations = Mapping[str, tuple[TargetGroup, list[TargetState]]]  # by group ARN: the batch's targets there
+
+
+class LoadBalancerError(Exception):
+    """An ELBv2 call failed: the message names the call and, for a denial, the permission."""
+
+
+def deregister(elbv2: Any, registrations: Registrations) -> list[str]:
+    """DeregisterTargets in each group; returns the ARNs of the groups done (all, unless it raises)."""
+    done = []
+    for arn, (group, targets) in registrations.items():
+        _call(elbv2.deregister_targets, TargetGroupArn=arn, Targets=[t.target for t in targets])
+        done.append(arn)
+        log.debug(f"Deregistered {len(targets)} target(s) from {group.name}")
+    return done
+
+
+def register(elbv2: Any, registrations: Registrations) -> list[str]:
+    """RegisterTargets in every group, whatever fails in one of them; returns the problems, each with
+    the AWS CLI command that registers the targets by hand."""
+    problems = []
+    for arn, (group, targets) in registrations.items():
+        try:
+            _call(elbv2.register_targets, TargetGroupArn=arn, Targets=[t.target for t in targets])
+        except LoadBalancerError as error:
+            problems.append(
+                f"{', '.join(t.instance_id for t in targets)} not registered again in {group.name} "
+                f"({error}); register them with: {register_command(arn, targets)}"
+            )
+    return problems
+
+
+def register_command(arn: str, targets: Sequence[TargetState]) -> str:
+    def one(target: TargetState) -> str:
+        return f"Id={target.instance_id}" + (f",Port={target.port}" if target.port is not None else "")
+
+    return f"aws elbv2 register-targets --target-group-arn {arn} --targets {' '.join(one(t) for t in targets)}"
+
+
+def wait_for(
+    elbv2: Any,
+    registrations: Registrations,
+    done: Callable[[TargetState], bool],
+    bound: float,
+    check_stop: Callable[[], None],
+) -> tuple[float, list[tuple[TargetGroup, TargetState]]]:
+    """Poll the batch's targets until ``done`` holds for every one, or ``bound`` seconds passed;
+    returns the seconds waited and the targets not done (empty on success)."""
+    started = time.monotonic()
+    while True:
+        pending = []
+        for arn, (group, targets) in registrations.items():
+            states = {s.instance_id: s for s in _states(elbv2, arn, [t.target for t in targets])}
+            for target in targets:
+                state = states.get(target.instance_id, TargetState(target.instance_id, target.port, "unused"))
+                if not done(state):
+                    pending.append((group, state))
+        waited = time.monotonic() - started
+        if not pending or waited >= bound:
+            return waited, pending
+        check_stop()
+        time.sleep(min(POLL_SECONDS, max(0.0, bound - waited)))
+        check_stop()
+
+
+def drained(state: TargetState) -> bool:
+    return state.state != DRAINING
+
+
+def healthy(state: TargetState) -> bool:
+    return state.state == HEALTHY
+
+
+def _states(elbv2: Any, arn: str, targets: list[dict[str, Any]]) -> list[TargetState]:
+    try:
+        return target_states(elbv2, arn, targets)
+    except ClientError as error:
+        raise LoadBalancerError(_explained("DescribeTargetHealth", error)) from None
+    except BotoCoreError as error:
+        raise LoadBalancerError(f"DescribeTargetHealth failed: {error}") from None
+
+
+def _call(method: Callable[..., Any], **request: Any) -> None:
+    operation = method.__name__.title().replace("_", "")
+    try:
+        method(**request)
+    except ClientError as error:
+        raise LoadBalancerError(_explained(operation, error)) from None
+    except BotoCoreError as error:
+        raise LoadBalancerError(f"{operation} failed: {error}") from None
+
+
+def _explained(operation: str, error: ClientError) -> str:
+    if is_access_denied(error):
+        return (
+            f"the deploy role may not call {operation}: allow elasticloadbalancing:{operation} ({error_message(error)})"
+        )
+    return f"{operation} refused: {error_code(error)}: {error_message(error)}"

@@ -1,0 +1,257 @@
+"""LogTail over Live Tail: one session per phase, what came before read once, each event printed once,
+and FilterLogEvents when Live Tail cannot be used (denied, sessions used up, stream broken)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
+
+from pipe.limits import LIVE_TAIL_MAX_PREFIXES
+from pipe.report.console import OutputPrinter
+from pipe.runtime.redaction import Redactor
+from pipe.stages.watch.live_tail import log_group_arn
+from pipe.stages.watch.log_tail import LIVE_DELIVERY_SECONDS, LIVE_TAIL_RETRY_SECONDS, Captured, LogTail
+
+GROUP = "/aws/ssm/ssm-deploy"
+ARN = log_group_arn("arn:aws:sts::123456789012:assumed-role/deploy/x", "eu-west-1", "123456789012", GROUP)
+_END = object()
+
+
+class FakeStream:
+    """A Live Tail response stream: messages pushed by the test, an error to raise, or the end."""
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[Any] = queue.Queue()
+        self.closed = False
+        self.messages.put({"sessionStart": {"sessionId": "s-1"}})
+
+    def update(self, *events: dict[str, Any], sampled: bool = False) -> None:
+        self.messages.put({"sessionUpdate": {"sessionMetadata": {"sampled": sampled}, "sessionResults": list(events)}})
+
+    def fail(self, code: str) -> None:
+        self.messages.put(ClientError({"Error": {"Code": code, "Message": "it broke"}}, "StartLiveTail"))
+
+    def close(self) -> None:
+        self.closed = True
+        self.messages.put(_END)
+
+    def __iter__(self) -> Any:
+        while True:
+            item = self.messages.get()
+            if item is _END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+class FakeLogs:
+    def __init__(self, start_errors: list[str] | None = None, pages: list[list[dict[str, Any]]] | None = None) -> None:
+        self.start_errors = list(start_errors or [])
+        self.pages = list(pages or [])
+        self.sessions: list[tuple[dict[str, Any], FakeStream]] = []
+        self.filter_requests: list[dict[str, Any]] = []
+
+    def start_live_tail(self, **request: Any) -> dict[str, Any]:
+        if self.start_errors:
+            code = self.start_errors.pop(0)
+            raise ClientError({"Error": {"Code": code, "Message": f"{code} here"}}, "StartLiveTail")
+        stream = FakeStream()
+        self.sessions.append((request, stream))
+        return {"responseStream": stream}
+
+    def filter_log_events(self, **request: Any) -> dict[str, Any]:
+        self.filter_requests.append(request)
+        return {"events": self.pages.pop(0) if self.pages else []}
+
+
+def pushed(instance: str, ingested: int, message: str, stream: str = "stdout") -> dict[str, Any]:
+    return {
+        "logStreamName": f"{COMMAND_ID}/{instance}/aws-runShellScript/{stream}",
+        "logGroupIdentifier": ARN,
+        "timestamp": ingested - 5,
+        "ingestionTime": ingested,
+        "message": message,
+    }
+
+
+def read(instance: str, ingested: int, event_id: str, message: str) -> dict[str, Any]:
+    return {**pushed(instance, ingested, message), "eventId": event_id}
+
+
+def live_tail(
+    logs: FakeLogs, out: io.StringIO, clock: Any = time.monotonic, commands: list[str] | None = None
+) -> LogTail:
+    printer = OutputPrinter(Redactor(), stream=out, colour=False)
+    return LogTail(logs, GROUP, commands or [COMMAND_ID], printer, clock=clock, group_arn=ARN)
+
+
+def poll_until(tail: LogTail, done: Any, seconds: float = 5.0) -> None:
+    """Poll while the reader thread hands over what the fake stream holds (no timing is asserted)."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        tail.poll()
+        time.sleep(0.01)
+    assert done(), "the tail did not get there"
+
+
+def test_one_session_by_command_prefix_reads_what_came_before_once_then_prints_each_pushed_event_once() -> None:
+    logs = FakeLogs(pages=[[read(INSTANCE_A, 100, "e1", "before"), read(INSTANCE_A, 200, "e2", "racing")]])
+    out = io.StringIO()
+    tail = live_tail(logs, out)
+
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+    request, stream = logs.sessions[0]
+    assert request == {"logGroupIdentifiers": [ARN], "logStreamNamePrefixes": [f"{COMMAND_ID}/"]}
+    assert "startTime" not in logs.filter_requests[0]  # the command's streams from their start
+    # the batch ingested at 200 was read and pushed: printed once; the next batch only pushed
+    stream.update(pushed(INSTANCE_A, 200, "racing"), pushed(INSTANCE_B, 250, "b"), pushed(INSTANCE_A, 300, "after"))
+    poll_until(tail, lambda: tail.counts.events_read == 5)
+    tail.close()
+
+    assert out.getvalue().splitlines() == [
+        f"{INSTANCE_A} | before",
+        f"{INSTANCE_A} | racing",
+        f"{INSTANCE_B} | b",
+        f"{INSTANCE_A} | after",
+    ]
+    assert len(logs.filter_requests) == 1  # Live Tail costs no further FilterLogEvents calls
+    assert tail.counts.events_printed == 4 and stream.closed and tail.live
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("AccessDeniedException", "allow logs:StartLiveTail"),
+        ("LimitExceededException", "concurrent CloudWatch Logs Live Tail sessions are all in use"),
+    ],
+)
+def test_without_live_tail_it_says_why_once_and_reads_with_filter_log_events(
+    code: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs = FakeLogs(start_errors=[code], pages=[[read(INSTANCE_A, 100, "e1", "one")]])
+    out = io.StringIO()
+    clock = FakeClock()
+    tail = live_tail(logs, out, clock)
+
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        assert tail.poll() == 0
+        clock.sleep(1)
+        assert tail.poll() == 1
+        clock.sleep(1)
+        tail.poll()
+
+    warnings = [r.getMessage() for r in caplog.records if "falls back to FilterLogEvents" in r.getMessage()]
+    assert len(warnings) == 1 and reason in warnings[0]
+    assert not tail.live and tail.available
+    assert out.getvalue() == f"{INSTANCE_A} | one\n"
+
+
+def test_a_log_group_that_does_not_exist_yet_is_tried_again_later_without_reading() -> None:
+    logs = FakeLogs(start_errors=["ResourceNotFoundException"])
+    clock = FakeClock()
+    tail = live_tail(logs, io.StringIO(), clock)
+
+    tail.poll()
+    clock.sleep(LIVE_TAIL_RETRY_SECONDS / 2)
+    tail.poll()
+    assert logs.sessions == [] and logs.filter_requests == []
+    clock.sleep(LIVE_TAIL_RETRY_SECONDS)
+    tail.poll()
+
+    assert len(logs.sessions) == 1 and tail.live
+    tail.close()
+
+
+def test_a_broken_stream_falls_back_to_filter_log_events_without_printing_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logs = FakeLogs()
+    out = io.StringIO()
+    tail = live_tail(logs, out)
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+    _, stream = logs.sessions[0]
+    stream.update(pushed(INSTANCE_A, 100, "one"))
+    poll_until(tail, lambda: tail.counts.events_printed == 1)
+    logs.pages = [[read(INSTANCE_A, 100, "e1", "one"), read(INSTANCE_A, 200, "e2", "two")]]
+
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        stream.fail("SessionStreamingException")
+        poll_until(tail, lambda: not tail.live)
+        time.sleep(1.1)  # FilterLogEvents at most once a second per command
+        poll_until(tail, lambda: tail.counts.events_printed == 2)
+
+    assert "the Live Tail stream broke (SessionStreamingException" in caplog.text
+    assert out.getvalue() == f"{INSTANCE_A} | one\n{INSTANCE_A} | two\n"
+
+
+def test_a_session_that_timed_out_after_three_hours_is_started_again() -> None:
+    logs = FakeLogs()
+    tail = live_tail(logs, io.StringIO())
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+    logs.sessions[0][1].update(pushed(INSTANCE_A, 100, "one"))
+    poll_until(tail, lambda: tail.counts.events_printed == 1)
+
+    logs.sessions[0][1].fail("SessionTimeoutException")
+    poll_until(tail, lambda: len(logs.filter_requests) == 2)
+
+    assert len(logs.sessions) == 2 and tail.live
+    assert "startTime" in logs.filter_requests[1]  # only a look-back, not the whole run again
+    tail.close()
+
+
+def test_a_phase_of_many_commands_takes_one_session_per_hundred_prefixes() -> None:
+    commands = [f"{n:08d}-0000-4000-8000-000000000000" for n in range(LIVE_TAIL_MAX_PREFIXES + 1)]
+    logs = FakeLogs()
+    tail = live_tail(logs, io.StringIO(), commands=commands)
+    tail.poll()
+    tail.close()
+
+    assert [len(request["logStreamNamePrefixes"]) for request, _ in logs.sessions] == [LIVE_TAIL_MAX_PREFIXES, 1]
+
+
+def test_a_sampled_update_is_announced_and_no_stream_is_then_taken_as_complete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logs = FakeLogs()
+    tail = live_tail(logs, io.StringIO())
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+    logs.sessions[0][1].update(pushed(INSTANCE_A, 100, "one"), sampled=True)
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        poll_until(tail, lambda: tail.counts.events_printed == 1)
+
+    missing = tail.drain({(INSTANCE_A, "stdout"): Captured("one\n", cut=False)}, 0, sleep=lambda _: None)
+    tail.close()
+
+    assert "Live output is incomplete" in caplog.text
+    assert missing == {(INSTANCE_A, "stdout"): 0}  # shown whole from SSM's copy: events were dropped
+
+
+def test_the_drain_waits_briefly_for_what_live_tail_is_still_delivering() -> None:
+    logs = FakeLogs()
+    clock = FakeClock()
+    tail = live_tail(logs, io.StringIO(), clock)
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+    stream = logs.sessions[0][1]
+    copy = {(INSTANCE_A, "stdout"): Captured("last\n", cut=False)}
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 2:
+            stream.update(pushed(INSTANCE_A, 100, "last"))
+            time.sleep(0.2)  # the reader thread queues it
+
+    missing = tail.drain(copy, 35, sleep=sleep)
+    never = tail.drain({(INSTANCE_B, "stdout"): Captured("x\n", cut=False)}, 35, sleep=clock.sleep)
+    tail.close()
+
+    assert missing == {}
+    assert never == {(INSTANCE_B, "stdout"): 0}  # given up after the delivery time, not the 35 s bound
+    assert sum(clock.sleeps) < 2 * LIVE_DELIVERY_SECONDS + 1

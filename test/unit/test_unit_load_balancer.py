@@ -1,0 +1,74 @@
+"""MIN_HEALTHY arithmetic over target groups, the batch table, and the rollout's time bound."""
+
+from __future__ import annotations
+
+from pipe.model import Batch, BatchRecord
+from pipe.report.batches import batch_table
+from pipe.stages.load_balancer.capacity import below_floor, impossible_batch, shortfall
+from pipe.stages.load_balancer.groups import TargetGroup, TargetState
+from pipe.stages.load_balancer.waits import register_command
+
+IDS = [f"i-{n:017x}" for n in range(1, 9)]
+
+
+def group(states: dict[str, str], name: str = "web") -> TargetGroup:
+    return TargetGroup(f"arn:{name}", name, targets=[TargetState(i, 3000, s) for i, s in states.items()])
+
+
+def test_a_batch_may_not_leave_fewer_healthy_targets_than_min_healthy() -> None:
+    web = group({i: "healthy" for i in IDS[:4]})
+    assert shortfall([web], IDS[:1], "75%") is None
+    problem = shortfall([web], IDS[:2], "75%")
+    assert problem == (
+        "web has 4 healthy of 4 registered target(s); taking 2 out would leave 2, fewer than MIN_HEALTHY 75% (3)"
+    )
+
+
+def test_targets_already_unhealthy_count_against_min_healthy() -> None:
+    web = group({IDS[0]: "unhealthy", IDS[1]: "healthy", IDS[2]: "healthy", IDS[3]: "healthy"})
+    assert shortfall([web], IDS[1:2], "75%") is not None  # 3 healthy - 1 = 2 < 3
+    assert shortfall([web], IDS[0:1], "75%") is None  # taking out an unhealthy one costs nothing
+    assert below_floor([web], "100%") is not None
+    assert below_floor([web], "75%") is None
+
+
+def test_draining_targets_do_not_count_as_registered() -> None:
+    web = group({IDS[0]: "draining", IDS[1]: "healthy", IDS[2]: "healthy"})
+    assert len(web.registered) == 2
+    assert shortfall([web], IDS[1:2], "50%") is None  # 1 left of 2 registered
+
+
+def test_every_group_is_checked_and_the_plan_names_the_largest_batch() -> None:
+    web = group({i: "healthy" for i in IDS[:4]}, "web")
+    api = group({i: "healthy" for i in IDS[:2]}, "api")  # the first two are also in a small group
+    batches = [Batch(1, 2, tuple(IDS[:2])), Batch(2, 2, tuple(IDS[2:4]))]
+    problem = impossible_batch([web, api], batches, "1")
+    assert problem is not None
+    assert problem.startswith("batch 1/2 (2 instance(s)) cannot start: api has 2 healthy")
+    assert "at most 1 instance(s)" in problem
+    assert impossible_batch([web, api], [Batch(n + 1, 4, (i,)) for n, i in enumerate(IDS[:4])], "1") is None
+
+
+def test_min_healthy_zero_accepts_downtime() -> None:
+    web = group({IDS[0]: "healthy"})
+    assert shortfall([web], IDS[:1], "0") is None
+    assert shortfall([web], IDS[:1], "1") is not None
+
+
+def test_the_batch_table_shows_each_step() -> None:
+    records = [
+        BatchRecord(1, tuple(IDS[:1]), "deployed", drain=30.2, deploy=9.0, healthy=12.4, bake=60.0),
+        BatchRecord(2, tuple(IDS[1:3]), "not started"),
+    ]
+    lines = batch_table(records)
+    assert lines[1].split() == ["Batch", "Instances", "Drain", "Deploy", "Healthy", "Bake", "Outcome"]
+    assert lines[2].split() == ["1/2", "1", "30", "s", "9", "s", "12", "s", "60", "s", "deployed"]
+    assert lines[3].split() == ["2/2", "2", "-", "-", "-", "-", "not", "started"]
+    assert batch_table([]) == []
+
+
+def test_the_register_command_names_ports() -> None:
+    targets = [TargetState(IDS[0], 3000, "unused"), TargetState(IDS[1], None, "unused")]
+    assert register_command("arn:tg", targets) == (
+        f"aws elbv2 register-targets --target-group-arn arn:tg --targets Id={IDS[0]},Port=3000 Id={IDS[1]}"
+    )
