@@ -492,6 +492,7 @@ class LogTail:
         began = self._clock()
         deadline = began + limit_seconds
         self._read_unread()
+        self._next_read.clear()  # FilterLogEvents: read each command once now it ended, however recent the last read
         while True:
             self.poll()
             now = self._clock()
