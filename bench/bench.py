@@ -10,6 +10,9 @@ Measured, each in the same run as its baseline:
   per instance per cycle;
 - start-up: process start to SendCommand;
 - peak RSS of the pipe while it streams 10 MB and 100 MB of output from one instance;
+- every API call of a deploy by API and phase (TARGETS and INSTANCE_IDS, ``--sizes``), and finish
+  latency over durations spread across 4-9 s against the CLI's waiter and a 1 s poller
+  (``control_plane.py``, which also runs alone);
 - live output's CloudWatch Logs reads per event printed, and K deploys at once against the 5 TPS
   FilterLogEvents quota (``live_output.py``, which also runs alone);
 - release mode on 10 instances: the time from "health check failed" (on the instance) to "the
@@ -184,6 +187,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller fleets and output")
     parser.add_argument("--live-seconds", type=float, nargs="+", help="how long chatty instances print (20 60)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="fleets for the calls per deploy (default 1 50; 500 2000 take minutes)"
+    )
     args = parser.parse_args()
     live_seconds = args.live_seconds or ([10] if args.quick else [20, 60])
     runs = 3 if args.quick else 10
@@ -238,6 +244,9 @@ def main() -> int:
             )
         )
         rows.extend(live_output_rows(aws, clone, live_seconds, [10] if args.quick else [4, 10]))
+        from control_plane import rows as control_plane_rows  # it imports this module's helpers
+
+        rows.extend(control_plane_rows(aws, clone, args.sizes or [1, 50], 5.0, 3 if args.quick else 6))
     widths = [max(len(row[i]) for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]) for i in range(4)]
     for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -26,6 +26,11 @@ STDERR_FIELD_LIMIT = 8000  # StandardErrorContent: "first 8,000 characters"
 GET_PARAMETERS_BATCH = 10  # GetParameters Names: "Maximum number of 10 items"
 DESCRIBE_FILTER_BATCH = 50  # DescribeInstanceInformation filter values: the pipe asks 50 ids at a time
 LIST_INVOCATIONS_PAGE = 50  # ListCommandInvocations MaxResults: "Maximum value of 50"
+LIST_COMMANDS_PAGE = 50  # ListCommands MaxResults (CommandMaxResults): "Maximum value of 50"
+# ListCommandInvocations with Details: a plugin's Output is "Maximum length of 2500" (CommandPluginOutput);
+# the SSM Agent fills it with stdout, then stderr, cut to 2,400 bytes with truncation marks
+# (amazon-ssm-agent, agent/contracts/plugin.go: MaximumPluginOutputSize, TruncateOutput)
+PLUGIN_OUTPUT_LIMIT = 2500
 
 # --- STS (API Reference, AssumeRole) -------------------------------------------------------------
 SESSION_NAME_LIMIT = 64  # RoleSessionName: "Maximum length of 64"

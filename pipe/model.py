@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -71,6 +72,8 @@ class SentCommand:
     command_id: str
     instance_ids: tuple[str, ...]  # empty for a TARGETS command: SSM resolves its instances
     comment: str = field(default="", compare=False)  # as sent: with its marker, what the console shows
+    # RequestedDateTime as SSM answered it (AWS's clock): ListCommands finds the deploy's commands from it
+    requested_at: datetime.datetime | None = field(default=None, compare=False)
 
 
 def command_ids(commands: Sequence[SentCommand]) -> str:
@@ -88,7 +91,12 @@ class Invocation:
     elapsed: str = ""
     stdout: str = ""
     stderr: str = ""
+    # the streams ("stdout", "stderr") whose copy above lacks its end: SSM cut it at its field
+    # limit, or it is the head ListCommandInvocations gave (``head_only``)
+    cut: frozenset[str] = frozenset()
+    head_only: bool = False  # stdout/stderr are the listing's 2,500-character head; SSM keeps more
     lost: str = ""  # why the pipe gave the instance up (its agent went away), empty otherwise
+    stopped_at_max_errors: bool = False  # never started: the pipe held it back once MAX_ERRORS was passed
 
     @property
     def finished(self) -> bool:
@@ -96,14 +104,20 @@ class Invocation:
 
     @property
     def skipped(self) -> bool:
-        """Never started: SSM stopped the rollout because MAX_ERRORS was exceeded."""
-        return self.status_details == "Terminated"
+        """Never started: SSM (within one command) or the pipe (across the commands of more than 50
+        INSTANCE_IDS) stopped the rollout because MAX_ERRORS was exceeded."""
+        return self.stopped_at_max_errors or self.status_details == "Terminated"
 
     @property
     def received_deploy(self) -> bool:
         """The command started on the instance (so a rollback has something to undo there)."""
         never_ran = {"Terminated", "Undeliverable", "DeliveryTimedOut", "Pending"}
-        return not self.lost and self.status != "Pending" and self.status_details not in never_ran
+        return (
+            not self.lost
+            and not self.stopped_at_max_errors
+            and self.status != "Pending"
+            and self.status_details not in never_ran
+        )
 
     @property
     def succeeded(self) -> bool:

@@ -2,7 +2,12 @@
 
 What CloudWatch streamed is compared with what SSM captured (``LogTail.drain``); whatever the
 stream lacks is printed at once from OUTPUT_S3_BUCKET when set, else from SSM's copy. Only output
-SSM cut at its 24,000/8,000-character limit is waited for, since only CloudWatch or S3 has its rest.
+SSM's copy lacks the end of is waited for, since only CloudWatch or S3 has its rest.
+
+SSM's copy is first the head the results listing gave (``watch.results``: 2,500 characters a
+plugin, whole when the output is short). GetCommandInvocation's fuller copy is read only for an
+instance whose output must be printed from it and whose head is cut: nothing of it was streamed,
+or the stream is not SSM's copy, or there is no stream, and S3 has no copy.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pipe.report.console import OutputPrinter, cut_notice
 from pipe.report.durations import format_duration
 from pipe.report.s3_output import output_key, read_lines
 from pipe.stages.watch.log_tail import Captured, LogTail, StreamKey, after_streamed
-from pipe.stages.watch.results import fetch_result
+from pipe.stages.watch.results import ensure_full_copy
 
 DRAIN_SECONDS = float(LOG_LOOKBACK_SECONDS)  # the SSM Agent uploads output to CloudWatch at least every 30 s
 LIVE_OUTPUT_MISSING = "live output missing"  # a notice given once per run
@@ -39,11 +44,11 @@ def show_results(
 ) -> None:
     """Make sure each instance's output is in the log (from CloudWatch, S3 or SSM's capped fields),
     then print the summary. ``s3`` is a client when OUTPUT_S3_BUCKET is set."""
-    for invocation in invocations.values():
-        if invocation.status_details != "Terminated":  # never started: there is nothing to read
-            fetch_result(ssm, invocation.command_id, invocation)
     ran = [inv for inv in invocations.values() if not inv.skipped]
     if tail is not None and tail.available:
+        for invocation in ran:  # nothing streamed: the drain compares with (and prints) SSM's fuller copy
+            if invocation.head_only and not tail.streamed_any(invocation.instance_id):
+                ensure_full_copy(ssm, invocation)
         missing = _drain(ran, tail, printer, settings)
     else:
         missing = {(inv.instance_id, stream): 0 for inv in ran for stream, _, _ in STREAMS}
@@ -52,7 +57,7 @@ def show_results(
             stream: missing[key] for stream, _, _ in STREAMS if (key := (invocation.instance_id, stream)) in missing
         }
         if gaps:
-            _print_rest(invocation, gaps, printer, settings, s3)
+            _print_rest(ssm, invocation, gaps, printer, settings, s3)
     printer.flush_elided(
         f"CloudWatch Logs group {settings.log_group}, streams <command id>/<instance id>/<step>/stdout"
         if settings.stream_output
@@ -65,9 +70,9 @@ def _drain(
     ran: list[Invocation], tail: LogTail, printer: OutputPrinter, settings: DeploySettings
 ) -> dict[StreamKey, int]:
     captured = {
-        (inv.instance_id, stream): Captured(_text(inv, stream), cut=len(_text(inv, stream)) >= limit)
+        (inv.instance_id, stream): Captured(_text(inv, stream), cut=stream in inv.cut)
         for inv in ran
-        for stream, limit, _ in STREAMS
+        for stream, _, _ in STREAMS
     }
     missing = tail.drain(captured, DRAIN_SECONDS)
     silent = [inv.instance_id for inv in ran if (inv.stdout or inv.stderr) and not tail.streamed_any(inv.instance_id)]
@@ -89,7 +94,7 @@ def _drain(
 
 
 def _print_rest(
-    invocation: Invocation, gaps: dict[str, int], printer: OutputPrinter, settings: DeploySettings, s3: Any
+    ssm: Any, invocation: Invocation, gaps: dict[str, int], printer: OutputPrinter, settings: DeploySettings, s3: Any
 ) -> None:
     """Print what the build log lacks of the instance's output: from S3 when it is there, else SSM's copy."""
     whole = not any(gaps.values())
@@ -100,6 +105,7 @@ def _print_rest(
     )
     if s3 is not None and _print_from_s3(s3, invocation, gaps, printer, settings, title):
         return
+    ensure_full_copy(ssm, invocation)
     printer.print_header(f"---- {title} ----")
     for stream, limit, what in STREAMS:
         if stream not in gaps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -10,27 +11,37 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.aws.instances import ping_statuses
 from pipe.errors import NothingSent, PipeError
-from pipe.limits import GET_PARAMETERS_BATCH
+from pipe.limits import DESCRIBE_FILTER_BATCH, GET_PARAMETERS_BATCH
 from pipe.model import SecretRef
 from pipe.run import Run
 from pipe.runtime.redaction import Redactor
 
+PREFLIGHT_THREADS = 8  # concurrent reads before sending: round trips overlap, within SSM's rate limits
 log = logging.getLogger("ssm-deploy")
 
 
 def check_instances(ssm: Any, instance_ids: list[str], region: str, variable: str = "INSTANCE_IDS") -> None:
     """Refuse instances that SSM does not manage or whose agent is not online; ``variable`` names
     where they came from (INSTANCE_IDS, or TARGETS that matched them)."""
+    _judge_instances(_read_statuses(ssm, instance_ids), instance_ids, region, variable)
+
+
+def _read_statuses(ssm: Any, instance_ids: list[str]) -> dict[str, str] | ClientError:
     try:
-        seen = ping_statuses(ssm, instance_ids)
+        return ping_statuses(ssm, instance_ids)
     except ClientError as error:
-        if is_access_denied(error):
+        return error
+
+
+def _judge_instances(seen: dict[str, str] | ClientError, instance_ids: list[str], region: str, variable: str) -> None:
+    if isinstance(seen, ClientError):
+        if is_access_denied(seen):
             log.warning(
                 "Skipping the agent check: the deploy role lacks ssm:DescribeInstanceInformation "
-                f"({error_message(error)}). Offline instances will show up as failed invocations instead."
+                f"({error_message(seen)}). Offline instances will show up as failed invocations instead."
             )
             return
-        raise
+        raise seen
     unmanaged = [i for i in instance_ids if i not in seen]
     offline = [f"{i} ({seen[i]})" for i in instance_ids if i in seen and seen[i] != "Online"]
     problems = []
@@ -55,33 +66,66 @@ PROBE_INSTANCE_ID = "i-00000000"  # when SSM resolves TARGETS: any well-formed i
 
 def check_follow_permissions(ssm: Any, role: str, instance_id: str) -> None:
     """Refuse to send a command the deploy role could not follow: probe the read calls first."""
-    for operation, request in (
+    _judge_probes([_probe(ssm, operation, request) for operation, request in _probes(instance_id)], role)
+
+
+def _probes(instance_id: str) -> list[tuple[str, dict[str, str | int]]]:
+    return [
         ("list_commands", {"CommandId": PROBE_COMMAND_ID, "MaxResults": 1}),
         ("list_command_invocations", {"CommandId": PROBE_COMMAND_ID, "MaxResults": 1}),
         ("get_command_invocation", {"CommandId": PROBE_COMMAND_ID, "InstanceId": instance_id}),
-    ):
-        try:
-            getattr(ssm, operation)(**request)
-        except ClientError as error:
-            if is_access_denied(error):
-                raise NothingSent(
-                    "The deploy role",
-                    f"{role} could send the command but not follow it ({error_message(error)})",
-                    f"allow {permission_for(error.operation_name)} for the deploy role",
-                ) from None
-            # any other answer (no such command or invocation) proves the permission
+    ]
+
+
+def _probe(ssm: Any, operation: str, request: dict[str, str | int]) -> ClientError | None:
+    try:
+        getattr(ssm, operation)(**request)
+    except ClientError as error:
+        return error
+    return None
+
+
+def _judge_probes(answers: list[ClientError | None], role: str) -> None:
+    for error in answers:
+        if error is not None and is_access_denied(error):
+            raise NothingSent(
+                "The deploy role",
+                f"{role} could send the command but not follow it ({error_message(error)})",
+                f"allow {permission_for(error.operation_name)} for the deploy role",
+            )
+        # any other answer (no such command or invocation) proves the permission
 
 
 def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, role: str) -> None:
     """Read every SECRETS parameter with decryption; keep values only to mask them in output."""
+    batches = parameter_batches(secrets)
+    _judge_parameters([_read_parameters(ssm, batch) for batch in batches], batches, secrets, redactor, role)
+
+
+def parameter_batches(secrets: list[SecretRef]) -> list[list[str]]:
     names = list(dict.fromkeys(ref.parameter for ref in secrets))
+    return [names[start : start + GET_PARAMETERS_BATCH] for start in range(0, len(names), GET_PARAMETERS_BATCH)]
+
+
+def _read_parameters(ssm: Any, batch: list[str]) -> dict[str, Any] | ClientError:
+    try:
+        response: dict[str, Any] = ssm.get_parameters(Names=batch, WithDecryption=True)
+    except ClientError as error:
+        return error
+    return response
+
+
+def _judge_parameters(
+    answers: list[dict[str, Any] | ClientError],
+    batches: list[list[str]],
+    secrets: list[SecretRef],
+    redactor: Redactor,
+    role: str,
+) -> None:
     missing: list[str] = []
-    for start in range(0, len(names), GET_PARAMETERS_BATCH):
-        batch = names[start : start + GET_PARAMETERS_BATCH]
-        try:
-            response = ssm.get_parameters(Names=batch, WithDecryption=True)
-        except ClientError as error:
-            raise PipeError(_parameter_access_message(error, batch, role)) from None
+    for batch, response in zip(batches, answers, strict=True):
+        if isinstance(response, ClientError):
+            raise PipeError(_parameter_access_message(response, batch, role))
         for parameter in response.get("Parameters", []):
             redactor.add(parameter.get("Value"), name=f"SECRETS parameter {parameter.get('Name')}")
         missing.extend(response.get("InvalidParameters", []))
@@ -92,8 +136,9 @@ def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, rol
             f"Parameter(s) not found: {', '.join(missing)} (for {', '.join(owners)}). Create them in Parameter "
             "Store in this region and account, or fix the names." + _not_found_hints(missing),
         )
-    if names:
-        log.info(f"Checked {len(names)} parameter(s): they exist and the deploy role can decrypt them")
+    if batches:
+        count = sum(len(batch) for batch in batches)
+        log.info(f"Checked {count} parameter(s): they exist and the deploy role can decrypt them")
 
 
 def _not_found_hints(missing: list[str]) -> str:
@@ -138,10 +183,35 @@ def _parameter_access_message(error: ClientError, names: list[str], role: str) -
 
 def preflight(run: Run) -> None:
     """Before sending: the agents are online, the deploy role can follow what it sends, and it can
-    read (and decrypt) every SECRETS parameter, whose values are kept only to mask them."""
+    read (and decrypt) every SECRETS parameter, whose values are kept only to mask them.
+
+    The reads do not depend on each other, so they all go out at once (boto3 clients are
+    thread-safe; sessions are not, and none is made here); their answers are then judged in this
+    order, so the first problem reported, and the log, are the same as if they had run one by one."""
     settings, ssm = run.settings, run.clients.ssm
-    if run.targeted:
-        check_instances(ssm, run.targeted, settings.region, "TARGETS" if settings.targets else "INSTANCE_IDS")
-    check_follow_permissions(ssm, run.identity.arn, run.targeted[0] if run.targeted else PROBE_INSTANCE_ID)
-    run.stops.raise_if_requested()
-    check_parameters(ssm, settings.secrets, run.redactor, run.identity.arn)
+    instance = run.targeted[0] if run.targeted else PROBE_INSTANCE_ID
+    targeted = run.targeted or []
+    agent_batches = [
+        targeted[start : start + DESCRIBE_FILTER_BATCH] for start in range(0, len(targeted), DESCRIBE_FILTER_BATCH)
+    ]
+    secret_batches = parameter_batches(settings.secrets)
+    with ThreadPoolExecutor(max_workers=PREFLIGHT_THREADS, thread_name_prefix="preflight") as pool:
+        agents = [pool.submit(_read_statuses, ssm, batch) for batch in agent_batches]
+        probes = [pool.submit(_probe, ssm, operation, request) for operation, request in _probes(instance)]
+        parameters = [pool.submit(_read_parameters, ssm, batch) for batch in secret_batches]
+        if targeted:
+            variable = "TARGETS" if settings.targets else "INSTANCE_IDS"
+            _judge_instances(_merged([future.result() for future in agents]), targeted, settings.region, variable)
+        _judge_probes([future.result() for future in probes], run.identity.arn)
+        run.stops.raise_if_requested()
+        answers = [future.result() for future in parameters]
+        _judge_parameters(answers, secret_batches, settings.secrets, run.redactor, run.identity.arn)
+
+
+def _merged(answers: list[dict[str, str] | ClientError]) -> dict[str, str] | ClientError:
+    merged: dict[str, str] = {}
+    for answer in answers:
+        if isinstance(answer, ClientError):
+            return answer
+        merged |= answer
+    return merged

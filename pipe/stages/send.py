@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import (
@@ -60,29 +61,161 @@ def send_commands(
     spec: CommandSpec,
     check_stop: Callable[[], None] = lambda: None,
     sleep: Sleep = time.sleep,
-) -> list[SentCommand]:
-    """One command for TARGETS, else one per 50 instance ids (SendCommand's limit).
+) -> SentCommands:
+    """One command for TARGETS, else one per 50 instance ids (SendCommand's limit), paced as one
+    rollout (``plan_chunks``): the chunks that fit MAX_CONCURRENCY now are sent, the others wait in
+    ``SentCommands.rest`` for the follow loop to send them as earlier ones end.
 
     If a later command is refused, or a stop arrives between two, the ones already sent are
     cancelled: nothing is left half-done.
     """
     if spec.targets:
-        return [_send(ssm, settings, spec, (), spec.targets, sleep)]
-    sent: list[SentCommand] = []
-    for start in range(0, len(spec.instance_ids), MAX_INSTANCE_IDS):
-        chunk = spec.instance_ids[start : start + MAX_INSTANCE_IDS]
-        try:
-            if sent:
-                check_stop()
-            sent.append(_send(ssm, settings, spec, chunk, (), sleep))
-        except PipeError as error:
-            if not sent:
-                raise
-            for command in sent:
-                cancel_command(ssm, command.command_id)
-            cancelled = ", ".join(command.command_id for command in sent)
-            raise PipeError(f"{error} The commands already sent were cancelled: {cancelled}.") from None
+        return SentCommands([_send(ssm, settings, spec, (), spec.targets, sleep)])
+    plan = plan_chunks(spec.instance_ids, spec.max_concurrency, spec.max_errors)
+    rest = ChunkQueue(ssm, settings, spec, plan, check_stop, sleep)
+    sent = SentCommands(rest=rest if plan.paced else None)
+    for _ in range(plan.first_wave if settings.wait else len(plan.chunks)):
+        sent.append(rest.send_next(between=bool(sent)))
+    if not settings.wait and plan.first_wave < len(plan.chunks):
+        log.warning(
+            f"MAX_CONCURRENCY {spec.max_concurrency} is less than the {len(plan.chunks)} commands of 50 instances "
+            "this deploy needs: with WAIT: 'false' the pipe cannot send them one after another, so each runs "
+            "one instance at a time and together they run more than MAX_CONCURRENCY at once."
+        )
     return sent
+
+
+class SentCommands(list[SentCommand]):
+    """The commands sent, and (``rest``) the rollout's later chunks when MAX_CONCURRENCY holds them back."""
+
+    def __init__(self, commands: list[SentCommand] | None = None, rest: ChunkQueue | None = None) -> None:
+        super().__init__(commands or [])
+        self.rest = rest
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """More than 50 INSTANCE_IDS, paced as one rollout.
+
+    SSM applies MaxConcurrency and MaxErrors per command, and a command takes at most 50 instance
+    ids, so left alone ``MAX_CONCURRENCY: '10'`` would run 10 per command, ten times as many at once
+    over 500 instances. So the pipe turns both rates into counts over the whole deploy (a
+    percentage of every instance, rounded down as AWS documents for its rate controls: "10% of 50
+    instances stops at the sixth error"; MaxConcurrency at least 1) and:
+
+    - MAX_CONCURRENCY: gives each command a share, the shares adding up to it. With fewer slots than
+      commands (each needs at least 1), only that many commands are sent at first, each running one
+      instance at a time, and each next command is sent when one ends (``first_wave``). Never more
+      than MAX_CONCURRENCY run at once; a command that ends early leaves its share unused, which is
+      the price of sending each command only once.
+    - MAX_ERRORS: each command gets the whole deploy's limit (one command alone never stops below
+      it), and the follow loop adds up ErrorCount over the commands; once the sum passes the limit it
+      does what SSM does within one command: nothing more starts. It cancels the invocations not yet
+      started (CancelCommand with their ids), sends no further command, and names those instances
+      as skipped; the running ones finish.
+    """
+
+    chunks: tuple[tuple[str, ...], ...]
+    concurrency: tuple[str, ...]  # MaxConcurrency of each chunk sent in the first wave
+    max_errors: str  # MaxErrors of every chunk
+    error_limit: int | None  # errors over all the chunks the pipe allows; None: one chunk, SSM's own
+
+    @property
+    def first_wave(self) -> int:
+        return len(self.concurrency)
+
+    @property
+    def paced(self) -> bool:
+        """Whether the pipe paces the chunks (more than one)."""
+        return len(self.chunks) > 1
+
+
+def plan_chunks(instance_ids: tuple[str, ...], max_concurrency: str, max_errors: str) -> ChunkPlan:
+    chunks = tuple(
+        instance_ids[start : start + MAX_INSTANCE_IDS] for start in range(0, len(instance_ids), MAX_INSTANCE_IDS)
+    )
+    if len(chunks) <= 1:
+        return ChunkPlan(chunks, (max_concurrency,) * len(chunks), max_errors, None)
+    total = len(instance_ids)
+    slots = rate_count(max_concurrency, total, minimum=1)
+    limit = rate_count(max_errors, total, minimum=0)
+    sizes = [len(chunk) for chunk in chunks]
+    shares = concurrency_shares(slots, sizes) if slots >= len(chunks) else [1] * slots
+    return ChunkPlan(chunks, tuple(str(share) for share in shares), str(limit), limit)
+
+
+def rate_count(rate: str, total: int, minimum: int) -> int:
+    """``"10"`` -> 10; ``"10%"`` -> 10 % of ``total``, rounded down, at least ``minimum``."""
+    if rate.endswith("%"):
+        return max(minimum, int(rate[:-1]) * total // 100)
+    return max(minimum, int(rate))
+
+
+def concurrency_shares(slots: int, sizes: list[int]) -> list[int]:
+    """Split ``slots`` (at least one per chunk) over chunks of ``sizes`` in proportion to their size,
+    each at least 1 and at most its size, adding up to ``slots`` (or to every instance, if fewer)."""
+    total = sum(sizes)
+    slots = min(slots, total)
+    shares = [max(1, min(size, slots * size // total)) for size in sizes]
+    while sum(shares) > slots:
+        shares[shares.index(max(shares))] -= 1
+    while sum(shares) < slots:
+        room = [i for i, size in enumerate(sizes) if shares[i] < size]
+        best = max(room, key=lambda i: slots * sizes[i] / total - shares[i])
+        shares[best] += 1
+    return shares
+
+
+class ChunkQueue:
+    """The chunks of a paced rollout not yet sent; the follow loop sends one each time one ends."""
+
+    def __init__(
+        self,
+        ssm: Any,
+        settings: DeploySettings,
+        spec: CommandSpec,
+        plan: ChunkPlan,
+        check_stop: Callable[[], None],
+        sleep: Sleep,
+    ) -> None:
+        self._ssm, self._settings, self._spec, self._check_stop, self._sleep = ssm, settings, spec, check_stop, sleep
+        self.plan = plan
+        self._next = 0
+        self.sent: list[SentCommand] = []
+
+    @property
+    def waiting(self) -> list[str]:
+        """Instance ids of the chunks not yet sent."""
+        return [i for chunk in self.plan.chunks[self._next :] for i in chunk]
+
+    def send_next(self, between: bool = False) -> SentCommand:
+        """Send the next chunk (its share of MAX_CONCURRENCY; 1 once the first wave is out). When it
+        is refused, or (``between``: while sending the first wave) a stop arrives, every chunk sent
+        so far is cancelled and PipeError raised."""
+        index = self._next
+        chunk = self.plan.chunks[index]
+        share = self.plan.concurrency[index] if index < self.plan.first_wave else "1"
+        spec = replace(self._spec, max_concurrency=share, max_errors=self.plan.max_errors)
+        try:
+            if between:
+                self._check_stop()
+            command = _send(self._ssm, self._settings, spec, chunk, (), self._sleep)
+        except PipeError as error:
+            if not self.sent:
+                raise
+            for command in self.sent:
+                cancel_command(self._ssm, command.command_id)
+            cancelled = ", ".join(command.command_id for command in self.sent)
+            raise PipeError(f"{error} The commands already sent were cancelled: {cancelled}.") from None
+        self._next += 1
+        self.sent.append(command)
+        return command
+
+    def drop(self) -> list[str]:
+        """Send nothing more; return the instance ids that will never be sent."""
+        held = self.waiting
+        self._next = len(self.plan.chunks)
+        return held
 
 
 def send_command(
@@ -114,8 +247,8 @@ def _send(
     since = datetime.datetime.now(datetime.UTC) - CLOCK_SKEW
     for sends in range(1, MAX_SENDS + 1):
         unknown = _send_once(ssm, request, settings)
-        if isinstance(unknown, str):
-            return SentCommand(unknown, instance_ids, comment)
+        if isinstance(unknown, tuple):
+            return SentCommand(unknown[0], instance_ids, comment, unknown[1])
         log.warning(
             f"SendCommand's answer was lost ({_describe(unknown)}): AWS may have accepted the command. "
             f"Looking for it in ListCommands by its comment marker (ref {marker}) before sending anything again."
@@ -180,8 +313,10 @@ def marked_comment(comment: str, marker: str) -> str:
     return cut(comment, COMMENT_LIMIT - len(suffix)) + suffix
 
 
-def _send_once(ssm: Any, request: dict[str, Any], settings: DeploySettings) -> str | Exception:
-    """The command id, or the error that leaves unknown whether AWS accepted the request."""
+def _send_once(
+    ssm: Any, request: dict[str, Any], settings: DeploySettings
+) -> tuple[str, datetime.datetime | None] | Exception:
+    """The command id and its RequestedDateTime, or the error that leaves unknown whether AWS accepted it."""
     try:
         response = ssm.send_command(**request)
     except ClientError as error:
@@ -194,7 +329,8 @@ def _send_once(ssm: Any, request: dict[str, Any], settings: DeploySettings) -> s
         if may_have_arrived(error):
             return error
         raise
-    return str(response["Command"]["CommandId"])
+    requested = response["Command"].get("RequestedDateTime")
+    return str(response["Command"]["CommandId"]), requested if isinstance(requested, datetime.datetime) else None
 
 
 def may_have_arrived(error: BaseException | None, status: int | None = None) -> bool:

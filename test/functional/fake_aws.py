@@ -53,12 +53,24 @@ class FakeSSM:
         return {}
 
     # --- following -------------------------------------------------------------------------------
-    def list_commands(self, CommandId: str, **_: Any) -> dict[str, Any]:
-        return {"Commands": [{"CommandId": CommandId, "Status": "Success"}]}
+    def list_commands(self, CommandId: str = "", **_: Any) -> dict[str, Any]:
+        commands = [self._command(CommandId)] if CommandId else list(reversed(self.sent))
+        return {"Commands": [self._summary(command) for command in commands]}
 
-    def list_command_invocations(self, CommandId: str, **_: Any) -> dict[str, Any]:
+    def list_command_invocations(self, CommandId: str, Details: bool = False, **_: Any) -> dict[str, Any]:
         command = self._command(CommandId)
-        return {"CommandInvocations": [self._invocation(command, i) for i in command.instance_ids]}
+        rows = [self._invocation(command, i) for i in command.instance_ids]
+        if Details:
+            for row in rows:
+                row["CommandPlugins"] = [
+                    {
+                        "Name": "aws:runShellScript",
+                        "Status": row["Status"],
+                        "ResponseCode": row["ResponseCode"],
+                        "Output": f"{row['label']} on {row['InstanceId']}\n",
+                    }
+                ]
+        return {"CommandInvocations": rows}
 
     def get_command_invocation(self, CommandId: str, InstanceId: str) -> dict[str, Any]:
         item = self._invocation(self._command(CommandId), InstanceId)
@@ -77,6 +89,19 @@ class FakeSSM:
 
     def phase(self, label: str) -> list[Sent]:
         return [sent for sent in self.sent if sent.label == label]
+
+    def _summary(self, command: Sent) -> dict[str, Any]:
+        rows = [self._invocation(command, i) for i in command.instance_ids]
+        failed = sum(1 for row in rows if row["Status"] == "Failed")
+        status = "Cancelled" if command.cancelled else ("Failed" if failed else "Success")
+        return {
+            "CommandId": command.command_id,
+            "Status": status,
+            "TargetCount": len(rows),
+            "CompletedCount": len(rows),
+            "ErrorCount": failed,
+            "DeliveryTimedOutCount": 0,
+        }
 
     def _command(self, command_id: str) -> Sent:
         return next(sent for sent in self.sent if sent.command_id == command_id)

@@ -158,13 +158,14 @@ def test_a_stop_during_the_rollback_is_recorded_as_interrupted(tmp_path: Path) -
 def test_a_stop_before_the_rollback_sends_nothing_more(tmp_path: Path) -> None:
     ssm = failing_on("deploy", INSTANCE_A)
     run = make_run(ssm, tmp_path, rollback_commands="./undo.sh")
-    original = ssm.get_command_invocation
+    original = ssm.list_command_invocations
 
     def stop_after_results(**request: Any) -> dict[str, Any]:
-        run.stops.signal_name = "SIGINT"  # the pipeline is stopped while the deploy's results are read
+        if request.get("Details"):
+            run.stops.signal_name = "SIGINT"  # the pipeline is stopped while the deploy's results are read
         return original(**request)
 
-    ssm.get_command_invocation = stop_after_results  # type: ignore[method-assign,assignment]
+    ssm.list_command_invocations = stop_after_results  # type: ignore[method-assign,assignment]
     with pytest.raises(DeployStopped) as stopped:
         roll_out(run, plan_batches(run))
 

@@ -63,7 +63,7 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.sts.models import STSBackend, sts_backends
 from moto.sts.responses import TokenResponse
 
-from standin import eventstream, s3_api
+from standin import eventstream, listings, s3_api
 from standin.live_tail import LiveTailRefused, LogsReads
 from standin.load_balancer import GroupSettings, LoadBalancerModel
 from standin.targets import group_matcher
@@ -500,30 +500,53 @@ def _counted_s3(original: str, names_object: bool) -> Any:
     return method
 
 
+def _list_commands(self: SimpleSystemManagerResponse) -> ActionResult:
+    """ListCommands with Filters, MaxResults and NextToken (see ``listings``), newest first."""
+    hooks = _hooks_or_fail()
+    request = _request(self)
+    hooks.before_request("ListCommands", caller_arn(self), request)
+    command_id, instance_id = request.get("CommandId"), request.get("InstanceId")
+    try:
+        tests = listings.check_filters(request.get("Filters") or [], "ListCommands")
+        if command_id:
+            commands = [self.ssm_backend.get_command_by_id(command_id)]
+        else:
+            commands = listings.newest_first(self.ssm_backend._commands, lambda c: c.requested_date_time)
+        rows = [raw.response_object() for raw in commands if not instance_id or instance_id in raw.instance_ids]
+        rows = [row for row in rows if all(test(row) for test in tests)]
+        return ActionResult(listings.page(rows, request, "Commands"))
+    except listings.ListingError as error:
+        raise ServiceError(error.code, error.message) from None
+
+
 def _list_command_invocations(self: SimpleSystemManagerResponse) -> ActionResult:
+    """ListCommandInvocations with Filters, MaxResults and NextToken (see ``listings``); with
+    Details, each plugin's Output as the agent reports it (stdout and stderr, cut to 2,400 bytes)."""
     hooks = _hooks_or_fail()
     request = _request(self)
     hooks.before_request("ListCommandInvocations", caller_arn(self), request)
     command_id = request.get("CommandId")
     instance_id = request.get("InstanceId")
     details = bool(request.get("Details"))
-    max_results = int(request.get("MaxResults") or 50)
-    start = int(request.get("NextToken") or 0)
-    commands = [self.ssm_backend.get_command_by_id(command_id)] if command_id else list(self.ssm_backend._commands)
-    rows: list[dict[str, Any]] = []
-    for raw in commands:
-        if not hooks.invocations_visible(raw.command_id):
-            continue  # eventual consistency: a new command's invocations are not listed yet
-        command = MotoCommand(raw)
-        for item in command.invocations():
-            if instance_id and item["InstanceId"] != instance_id:
-                continue
-            rows.append(_invocation_row(raw, item, details))
-    page = rows[start : start + max_results]
-    result: dict[str, Any] = {"CommandInvocations": page}
-    if start + max_results < len(rows):
-        result["NextToken"] = str(start + max_results)
-    return ActionResult(result)
+    try:
+        tests = listings.check_filters(request.get("Filters") or [], "ListCommandInvocations")
+        if command_id:
+            commands = [self.ssm_backend.get_command_by_id(command_id)]
+        else:
+            commands = listings.newest_first(self.ssm_backend._commands, lambda c: c.requested_date_time)
+        rows: list[dict[str, Any]] = []
+        for raw in commands:
+            if not hooks.invocations_visible(raw.command_id):
+                continue  # eventual consistency: a new command's invocations are not listed yet
+            for item in MotoCommand(raw).invocations():
+                if instance_id and item["InstanceId"] != instance_id:
+                    continue
+                row = _invocation_row(raw, item, details)
+                if all(test(row) for test in tests):
+                    rows.append(row)
+        return ActionResult(listings.page(rows, request, "CommandInvocations"))
+    except listings.ListingError as error:
+        raise ServiceError(error.code, error.message) from None
 
 
 def _invocation_row(command: Command, item: dict[str, Any], details: bool) -> dict[str, Any]:
@@ -546,7 +569,10 @@ def _invocation_row(command: Command, item: dict[str, Any], details: bool) -> di
             "Status": item["Status"],
             "StatusDetails": item["StatusDetails"],
             "ResponseCode": item.get("ResponseCode", -1),
-            "Output": (item.get("StandardOutputContent") or "")[:2500],
+            # the capped fields hold far more than 2,400 bytes, so the agent's cut comes out the same
+            "Output": listings.truncate_output(
+                item.get("StandardOutputContent") or "", item.get("StandardErrorContent") or ""
+            ),
         }
         for field, name in (
             ("ExecutionStartDateTime", "ResponseStartDateTime"),
@@ -952,7 +978,7 @@ def install(hooks: RunCommandHooks) -> None:
         "get_parameters": _guarded("GetParameters", "get_parameters"),
         "get_parameter": _guarded("GetParameter", "get_parameter"),
         "get_command_invocation": _get_command_invocation,
-        "list_commands": _guarded("ListCommands", "list_commands"),
+        "list_commands": _list_commands,
         "put_parameter": _put_parameter,
     }
     for name, method in patches.items():

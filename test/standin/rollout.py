@@ -144,6 +144,7 @@ class Rollout:
         self.targeted = targeted
         self.runs = {run.instance_id: run for run in runs}
         self.started: list[str] = []  # instance ids in the order they were dispatched
+        self.spans: dict[str, list[float]] = {}  # instance id -> [dispatched, final] (time.monotonic)
         self.max_running = 0  # most invocations dispatched and not yet final at one time
         self.errors = 0
         self.stopped = False  # MaxErrors exceeded: nothing more starts
@@ -220,6 +221,7 @@ class Rollout:
     def _finished(self, run: InvocationRun, details: str) -> None:
         with self._lock:
             self._running.discard(run.instance_id)
+            self.spans.get(run.instance_id, []).append(time.monotonic())
             if details in COUNTED_ERRORS:
                 self.errors += 1
             if self.errors > self.max_errors and not self.stopped:
@@ -242,6 +244,7 @@ class Rollout:
             run = self._pending.popleft()
             self._running.add(run.instance_id)
             self.started.append(run.instance_id)
+            self.spans[run.instance_id] = [time.monotonic()]
             self.max_running = max(self.max_running, len(self._running))
             run.start()
 

@@ -196,6 +196,20 @@ class RunCommandService:
         """Per command id: the most invocations that were dispatched and not yet final at once."""
         return {cid: sent.rollout.max_running for cid, sent in list(self.sent.items()) if sent.rollout}
 
+    def peak_running(self, command_ids: list[str]) -> int:
+        """The most invocations of these commands (together) dispatched and not yet final at once."""
+        edges: list[tuple[float, int]] = []
+        for command_id in command_ids:
+            rollout = self.sent[command_id].rollout
+            for span in list(rollout.spans.values()) if rollout else []:
+                edges.append((span[0], 1))
+                edges.append((span[1] if len(span) > 1 else float("inf"), -1))
+        running = peak = 0
+        for _, step in sorted(edges):  # at a tie the end (-1) sorts first: a slot freed, then taken
+            running += step
+            peak = max(peak, running)
+        return peak
+
     def started_order(self, command_id: str) -> list[str]:
         """The command's instances in the order their invocations were dispatched."""
         rollout = self.sent[command_id].rollout

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, ssm_cl
 from pipe.errors import PipeError
 from pipe.model import SecretRef
 from pipe.runtime.redaction import MASK, Redactor
-from pipe.stages.preflight import check_instances, check_parameters
+from pipe.stages.preflight import check_instances, check_parameters, preflight
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/deploy-production/ssm-deploy-app-42"
 KMS_DENIED = (
@@ -381,3 +383,77 @@ def test_iam_denial_names_the_resources_without_version_or_label(stubbed: tuple[
     assert (
         f"Fix: allow ssm:GetParameters on arn:aws:ssm:<region>:<account>:parameter/deploy/prod/db, {SHARED} " in message
     )
+
+
+# --- preflight: the reads go out together ---------------------------------------------------------
+
+
+class BarrierSSM:
+    """Every read waits at a barrier for ``parties`` reads in all: only reads made at the same time
+    get through (one by one, the first would wait out the timeout and break the barrier)."""
+
+    def __init__(self, parties: int, ping: str = "Online", parameter_missing: bool = False) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.ping, self.parameter_missing = ping, parameter_missing
+
+    def _meet(self) -> None:
+        self.barrier.wait()
+
+    def get_paginator(self, operation: str) -> Any:
+        ssm = self
+
+        class Pages:
+            def paginate(self, **request: Any) -> Iterator[dict[str, Any]]:
+                ssm._meet()
+                ids = request["Filters"][0]["Values"]
+                yield {"InstanceInformationList": [info(i, ssm.ping) for i in ids]}
+
+        return Pages()
+
+    def list_commands(self, **_: Any) -> dict[str, Any]:
+        self._meet()
+        return {"Commands": []}
+
+    def list_command_invocations(self, **_: Any) -> dict[str, Any]:
+        self._meet()
+        return {"CommandInvocations": []}
+
+    def get_command_invocation(self, **_: Any) -> dict[str, Any]:
+        self._meet()
+        return {}
+
+    def get_parameters(self, Names: list[str], **_: Any) -> dict[str, Any]:
+        self._meet()
+        if self.parameter_missing:
+            return {"Parameters": [], "InvalidParameters": Names}
+        return {"Parameters": [{"Name": n, "Value": f"value-of-{n}"} for n in Names], "InvalidParameters": []}
+
+
+def preflight_run(ssm: Any, targeted: list[str], secrets: list[SecretRef]) -> Any:
+    return SimpleNamespace(
+        settings=SimpleNamespace(secrets=secrets, targets=[], region=REGION),
+        clients=SimpleNamespace(ssm=ssm),
+        targeted=targeted,
+        identity=SimpleNamespace(arn=ROLE),
+        stops=SimpleNamespace(raise_if_requested=lambda: None),
+        redactor=Redactor(),
+    )
+
+
+def test_preflight_reads_go_out_together() -> None:
+    ids = [f"i-{n:017x}" for n in range(60)]  # two DescribeInstanceInformation batches
+    secrets = [SecretRef("DB", "/app/db")]
+    ssm = BarrierSSM(parties=2 + 3 + 1)  # the agents' batches, the three probes, the parameters
+    run = preflight_run(ssm, ids, secrets)
+
+    preflight(run)
+
+    assert MASK in run.redactor.redact("value-of-/app/db")
+
+
+def test_preflight_reports_problems_in_the_order_of_its_checks() -> None:
+    secrets = [SecretRef("DB", "/app/missing")]
+    ssm = BarrierSSM(parties=1 + 3 + 1, ping="ConnectionLost", parameter_missing=True)
+
+    with pytest.raises(PipeError, match=r"INSTANCE_IDS: nothing was sent\. Instances SSM Agent not online"):
+        preflight(preflight_run(ssm, [INSTANCE_A], secrets))

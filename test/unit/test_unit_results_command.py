@@ -301,8 +301,9 @@ CMD_T = "00000000-0000-4000-8000-00000000000b"
 def test_send_commands_splits_instance_ids_by_fifty(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     ids = [f"i-{n:017x}" for n in range(120)]
-    for number, chunk in enumerate((ids[:50], ids[50:100], ids[100:])):
-        request = {**exact_request(), "InstanceIds": chunk}
+    # MAX_CONCURRENCY 50 over the whole deploy: split 21 + 21 + 8 in proportion to the chunks
+    for number, (chunk, share) in enumerate(zip((ids[:50], ids[50:100], ids[100:]), ("21", "21", "8"), strict=True)):
+        request = {**exact_request(), "InstanceIds": chunk, "MaxConcurrency": share}
         stubber.add_response(
             "send_command", {"Command": {"CommandId": f"{number:08d}-0000-4000-8000-000000000000"}}, request
         )
@@ -320,7 +321,7 @@ def test_send_commands_splits_instance_ids_by_fifty(stubbed: tuple[SSMClient, St
 def test_a_refused_later_chunk_cancels_the_chunks_already_sent(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     ids = [f"i-{n:017x}" for n in range(60)]
-    first = {**exact_request(), "InstanceIds": ids[:50]}
+    first = {**exact_request(), "InstanceIds": ids[:50], "MaxConcurrency": "42"}  # its share of 50 over 60
     stubber.add_response("send_command", {"Command": {"CommandId": CMD_0}}, first)
     stubber.add_client_error("send_command", service_error_code="InvalidInstanceId", service_message="bad")
     stubber.add_response("cancel_command", {}, {"CommandId": CMD_0})

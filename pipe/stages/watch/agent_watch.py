@@ -34,12 +34,18 @@ class AgentWatch:
         self._offline_since: dict[str, float] = {}
         self._enabled = True
 
+    def due(self) -> bool:
+        """Whether the next ``lost`` call asks SSM (at most every half AGENT_LOST_TIMEOUT, 30 s)."""
+        return self._enabled and self._clock() >= self._next_check
+
     def lost(self, active_ids: list[str]) -> dict[str, str]:
         """Instances among ``active_ids`` offline for longer than the limit, with their ping status."""
         now = self._clock()
-        if not self._enabled or not active_ids or now < self._next_check:
+        if not self._enabled or now < self._next_check:
             return {}
         self._next_check = now + self._interval
+        if not active_ids:
+            return {}
         statuses = self._ping_statuses(active_ids)
         if statuses is None:
             return {}

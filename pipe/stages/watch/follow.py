@@ -17,7 +17,7 @@ from pipe.report.summary import show_results
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
 from pipe.stages.authenticate import CredentialsExpired, session_ended
-from pipe.stages.send import cancel_command
+from pipe.stages.send import SentCommands, cancel_command
 from pipe.stages.watch.agent_watch import AgentWatch
 from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LogTail
@@ -31,10 +31,13 @@ log = logging.getLogger("ssm-deploy")
 def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: PhaseOutcome) -> dict[str, Invocation]:
     """Wait for the invocations while printing their output; ``record`` sees them as they change.
 
-    A stop or the wait bound cancels the commands and raises DeployStopped; AWS becoming
+    Chunks that MAX_CONCURRENCY held back (``SentCommands.rest``) are sent as earlier ones end. A
+    stop or the wait bound cancels the commands and raises DeployStopped; AWS becoming
     unreachable or refusing a call raises StillRunning naming the commands."""
+    rest = commands.rest if isinstance(commands, SentCommands) else None
     with aws_errors_explained(run.region, commands):
         count = max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
+        count += len(rest.waiting) if rest else 0
         printer = OutputPrinter(
             run.redactor, names=run.names, instance_count=count, order=run.order, build_log=run.build_log
         )
@@ -55,35 +58,57 @@ def _follow(
     tail: LogTail | None,
 ) -> dict[str, Invocation]:
     settings = run.settings
+    rest = commands.rest if isinstance(commands, SentCommands) else None
     s3 = run.clients.s3 if settings.output_s3_bucket else None
     on_poll = tail.poll if tail else (lambda: 0)
+
+    def sent_later(command: SentCommand) -> None:
+        record.commands.append(command)
+        if tail is not None:
+            tail.add_command(command.command_id)
+        count = len(command.instance_ids)
+        log.info(f"Sent command {command.command_id} to {count} instance(s) [{command.comment}]")
+
     tracker = InvocationTracker(
-        run.clients.ssm, commands, agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout)
+        run.clients.ssm,
+        commands,
+        agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout),
+        instance_count=max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
+        + (len(rest.waiting) if rest else 0),  # before the first poll, so it counts the held-back chunks
+        document_name=settings.document_name,
+        rest=rest,
+        on_sent=sent_later,
+        on_ended=tail.command_ended if tail is not None else (lambda command_id: None),
     )
     record.track(tracker.invocations)
     limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
     try:
         invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
     except (Interrupted, WaitTimedOut) as stop:
-        log.error(f"{sentence(str(stop))} Cancelling command {command_ids(commands)}.")
+        tracker.hold_back_rest()
+        sent = tracker.commands
+        log.error(f"{sentence(str(stop))} Cancelling command {command_ids(sent)}.")
         unconfirmed = ""
-        if not all([cancel_command(run.clients.ssm, command.command_id) for command in commands]):
+        if not all([cancel_command(run.clients.ssm, command.command_id) for command in sent]):
             unconfirmed = "SSM refused to cancel the command (see above)"
         else:
             try:
                 tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
             except WaitTimedOut:
                 unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
-        show_results(run.clients.ssm, commands, tracker.invocations, printer, tail, settings, s3)
+        tracker.read_results()
+        show_results(run.clients.ssm, sent, tracker.invocations, printer, tail, settings, s3)
         if not unconfirmed:
-            cancelled = f"The command was cancelled. Command id: {command_ids(commands)}."
+            cancelled = f"The command was cancelled. Command id: {command_ids(sent)}."
             raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
-        raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, commands)) from None
-    for command in commands:
+        raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, sent)) from None
+    sent = tracker.commands
+    for command in sent:
         lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
         if lost:  # so a returning agent does not run a deploy nobody watches
             cancel_command(run.clients.ssm, command.command_id, lost)
-    show_results(run.clients.ssm, commands, invocations, printer, tail, settings, s3)
+    tracker.read_results()
+    show_results(run.clients.ssm, sent, invocations, printer, tail, settings, s3)
     return invocations
 
 

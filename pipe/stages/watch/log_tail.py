@@ -205,6 +205,7 @@ class LogTail:
         self._caught_up: set[str] = set()  # commands read once with FilterLogEvents since their session started
         self._next_read: dict[str, float] = {}
         self._sampled = False  # Live Tail dropped events: no stream can be taken as complete
+        self._ended: set[str] = set()  # commands that ended while others still run (command_ended)
         self.counts = ReadCounts()
 
     @property
@@ -232,6 +233,35 @@ class LogTail:
                 self._next_read[command_id] = self._clock() + FILTER_POLL_SECONDS
                 printed += self._read(command_id, self._window_start(command_id))
         return printed
+
+    def add_command(self, command_id: str) -> None:
+        """Follow a command sent while the phase runs (a chunk that MAX_CONCURRENCY held back). With
+        Live Tail it gets a session of its own, which first reads what the command printed before
+        the session started; if none can start now, its output is read once when the phase ends."""
+        self._command_ids.append(command_id)
+        if self._mode is not _Mode.LIVE or not self._sessions:
+            return  # no sessions yet: the first start covers every command
+        session = LiveTailSession(self._live_logs, str(self._group_arn), [f"{command_id}/"])
+        try:
+            session.start()
+        except (ClientError, BotoCoreError) as error:
+            session.close()
+            log.debug(f"No Live Tail session for command {command_id} ({error}): its output is read at the end.")
+            return
+        self._sessions.append(session)
+        self.counts.live_sessions += 1
+
+    def command_ended(self, command_id: str) -> None:
+        """A command of the phase ended: close a Live Tail session whose commands all ended (each
+        holds one of the account's concurrent sessions), after printing what it delivered."""
+        self._ended.add(command_id)
+        for session in list(self._sessions):
+            if all(prefix.rstrip("/") in self._ended for prefix in session.prefixes):
+                if session.ready.is_set():
+                    self._print_pushed(session.take())
+                session.close()
+                self._sessions.remove(session)
+                self._caught_up.difference_update(prefix.rstrip("/") for prefix in session.prefixes)
 
     def close(self) -> None:
         """End the Live Tail sessions (they are billed while open) and log what live output cost."""
@@ -267,7 +297,9 @@ class LogTail:
 
     def _start_sessions(self) -> bool:
         """Start one session per 100 commands (StartLiveTail's most prefixes); False if not now."""
-        prefixes = [f"{command_id}/" for command_id in self._command_ids]
+        prefixes = [f"{command_id}/" for command_id in self._command_ids if command_id not in self._ended]
+        if not prefixes:
+            return False  # every command ended: what is left is read once at the end (_read_unread)
         started: list[LiveTailSession] = []
         try:
             for first in range(0, len(prefixes), LIVE_TAIL_MAX_PREFIXES):
@@ -460,6 +492,7 @@ class LogTail:
         began = self._clock()
         deadline = began + limit_seconds
         self._read_unread()
+        self._next_read.clear()  # FilterLogEvents: read each command once now it ended, however recent the last read
         while True:
             self.poll()
             now = self._clock()

@@ -1,16 +1,42 @@
-"""Wait for every invocation of a command to finish, one ListCommandInvocations page per 50 instances."""
+"""Wait for every invocation of a deploy's commands, with O(1) calls per poll whatever the fleet.
+
+Each poll reads every command's counts in one call (``command_counts``): Status, TargetCount,
+CompletedCount, ErrorCount and DeliveryTimedOutCount from ListCommands. Invocations are listed
+only when a listing tells something the counts do not:
+
+- a small fleet (at most PER_INSTANCE_LINES instances, so one command): every poll, for each
+  instance's status line (Pending, InProgress, Success); one call;
+- a command whose ErrorCount or DeliveryTimedOutCount grew: its failures, to name them as they
+  happen (one page for a command of up to 50 instances; for a larger TARGETS command only the rows
+  with Status Failed and TimedOut);
+- a command that ended: once, with Details, its results (``results.py``): 50 instances a call;
+- the agent check, when it is due and the instances to check are not known yet (TARGETS), and
+  before an instance is given up (it may have finished since).
+
+With more than 50 INSTANCE_IDS the rollout is paced here too (``send.ChunkPlan``): a command held
+back by MAX_CONCURRENCY is sent when another ends, and once the ErrorCount over all commands
+passes MAX_ERRORS nothing more starts.
+"""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
+from pipe.aws.errors import error_code
 from pipe.errors import PipeError
+from pipe.limits import LIST_COMMANDS_PAGE, LIST_INVOCATIONS_PAGE
 from pipe.model import ACTIVE_STATUSES, Invocation, SentCommand
+from pipe.stages.send import ChunkQueue, cancel_command
 from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.results import apply_result, apply_status, list_invocations
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -18,6 +44,7 @@ if TYPE_CHECKING:
 FIRST_POLL_SECONDS = 0.25
 MAX_POLL_SECONDS = 1.0
 PER_INSTANCE_LINES = 20  # above this many instances, status changes are summed up in progress lines
+SPARE_PAGES = 1  # ListCommands pages read beyond the deploy's own before asking by CommandId
 log = logging.getLogger("ssm-deploy")
 
 
@@ -25,12 +52,72 @@ class WaitTimedOut(PipeError):
     """The pipe's own bound on the wait ran out before every invocation finished."""
 
 
+@dataclass(frozen=True)
+class CommandCounts:
+    """A command's row in ListCommands."""
+
+    status: str
+    target: int
+    completed: int
+    errors: int  # Failed or Execution Timed Out: what counts against MaxErrors
+    delivery_timed_out: int
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> CommandCounts:
+        return cls(
+            str(row.get("Status", "Pending")),
+            int(row.get("TargetCount", 0) or 0),
+            int(row.get("CompletedCount", 0) or 0),
+            int(row.get("ErrorCount", 0) or 0),
+            int(row.get("DeliveryTimedOutCount", 0) or 0),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE_STATUSES
+
+
+def command_counts(ssm: SSMClient, commands: list[SentCommand], document_name: str = "") -> dict[str, CommandCounts]:
+    """Every command's counts: one ListCommands call by CommandId for one command; for several, one
+    listing filtered by InvokedAfter (the first one's RequestedDateTime, on AWS's clock, to the
+    second) and DocumentName, read until each of them is found (a page holds 50: a 2,500-instance
+    deploy, unless other commands of the document were sent since). One not found there, or sent
+    without a known time, is asked by its CommandId. A command not listed yet is left out."""
+    wanted = {command.command_id for command in commands}
+    found: dict[str, CommandCounts] = {}
+    times = [command.requested_at for command in commands if command.requested_at is not None]
+    if len(commands) > 1 and times:
+        since = min(times).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        filters = [{"key": "InvokedAfter", "value": since}]
+        if document_name:
+            filters.append({"key": "DocumentName", "value": document_name})
+        request: dict[str, Any] = {"Filters": filters, "MaxResults": LIST_COMMANDS_PAGE}
+        pages = -(-len(commands) // LIST_COMMANDS_PAGE) + SPARE_PAGES
+        for _ in range(pages):
+            page = ssm.list_commands(**request)
+            for row in page.get("Commands", []):
+                if row.get("CommandId") in wanted:
+                    found[str(row["CommandId"])] = CommandCounts.of(dict(row))
+            if len(found) == len(wanted) or not page.get("NextToken"):
+                break
+            request["NextToken"] = page["NextToken"]
+    for command_id in sorted(wanted - set(found)):
+        try:
+            rows = ssm.list_commands(CommandId=command_id).get("Commands", [])
+        except ClientError as error:
+            if error_code(error) == "InvalidCommandId":
+                continue  # eventual consistency: a new command may not be listed yet
+            raise
+        if rows:
+            found[command_id] = CommandCounts.of(dict(rows[0]))
+    return found
+
+
 class InvocationTracker:
     """Follows the invocations of one or more commands.
 
     Instances sent by id are known from the start; for a TARGETS command SSM resolves them, so its
-    invocations are taken as they are listed, and the command's own status (one ListCommands call)
-    says when the list is complete.
+    invocations are taken as they are listed, and the command's status says when the list is complete.
     """
 
     def __init__(
@@ -40,15 +127,40 @@ class InvocationTracker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         agent_watch: AgentWatch | None = None,
+        instance_count: int = 0,
+        document_name: str = "",
+        rest: ChunkQueue | None = None,
+        on_sent: Callable[[SentCommand], object] = lambda command: None,
+        on_ended: Callable[[str], object] = lambda command_id: None,
     ) -> None:
+        """``instance_count``: how many instances the commands target, when known before (TARGETS
+        resolved by the pipe); ``rest``: chunks MAX_CONCURRENCY holds back, sent (and passed to
+        ``on_sent``) as earlier commands end (whose ids go to ``on_ended``)."""
         self._agent_watch = agent_watch
         self._ssm = ssm
-        self._commands = commands
+        self._commands = list(commands)
         self._clock = clock
         self._sleep = sleep
+        self._document_name = document_name
+        self._rest = rest
+        self._on_sent = on_sent
+        self._on_ended = on_ended
+        self._ended: set[str] = set()
         self.invocations = {i: Invocation(i, c.command_id) for c in commands for i in c.instance_ids}
-        self._open_targets = {c.command_id for c in commands if not c.instance_ids}
+        self._by_command: dict[str, list[Invocation]] = {c.command_id: [] for c in commands}
+        for invocation in self.invocations.values():
+            self._by_command[invocation.command_id].append(invocation)
+        for instance_id in rest.waiting if rest else []:
+            self.invocations[instance_id] = Invocation(instance_id)  # not sent yet
+        self._instance_count = max(instance_count, len(self.invocations))
+        self._counts: dict[str, CommandCounts] = {}
+        self._settled: set[str] = set()  # commands whose results were read, every invocation final
+        self._rollout_stopped = False
         self._last_progress = ""
+
+    @property
+    def commands(self) -> list[SentCommand]:
+        return list(self._commands)
 
     def wait(
         self,
@@ -72,6 +184,7 @@ class InvocationTracker:
             if self.finished:
                 return self.invocations
             if self._clock() >= deadline:
+                self._refresh(self._open_commands())
                 pending = [i for i, inv in self.invocations.items() if not inv.finished]
                 commands = ", ".join(c.command_id for c in self._commands)
                 raise WaitTimedOut(
@@ -83,25 +196,42 @@ class InvocationTracker:
 
     @property
     def finished(self) -> bool:
-        return not self._open_targets and all(inv.finished for inv in self.invocations.values())
+        if self._rest is not None and self._rest.waiting:
+            return False
+        return all(self._done(command) for command in self._commands)
 
-    def _give_up_lost_agents(self) -> None:
-        if self._agent_watch is None:
-            return
-        active = [i for i, inv in self.invocations.items() if not inv.finished]
-        for instance_id, reason in self._agent_watch.lost(active).items():
-            self.invocations[instance_id].lost = reason
-            log.error(f"{instance_id}: giving up, {reason}")
+    def hold_back_rest(self) -> None:
+        """Send no more chunks (a stop): their instances stay as never sent (Pending, no command)."""
+        if self._rest is not None:
+            self._rest.drop()
 
+    def read_results(self) -> None:
+        """Read the results of every command not read yet (after a stop or the wait bound)."""
+        for command in self._commands:
+            if command.command_id not in self._settled:
+                self._read_results(command)
+
+    # --- one poll -------------------------------------------------------------------------------------
     def poll(self) -> list[str]:
         """One round of status reads; returns the lines to log. Unlisted invocations stay Pending."""
+        open_commands = [c for c in self._commands if c.command_id not in self._settled]
+        counts = command_counts(self._ssm, open_commands, self._document_name) if open_commands else {}
         changed: list[Invocation] = []
-        for command in self._commands:
-            complete = command.command_id in self._open_targets and self._command_finished(command.command_id)
-            changed += self._poll_invocations(command.command_id)
-            if complete:
-                self._open_targets.discard(command.command_id)
-        if len(self.invocations) <= PER_INSTANCE_LINES:
+        detailed = self._detailed()
+        for command in open_commands:
+            now = counts.get(command.command_id)
+            if now is None:
+                continue  # not listed yet
+            before = self._counts.get(command.command_id)
+            self._counts[command.command_id] = now
+            if now.finished or now.completed + self._lost_in(command) >= now.target > 0:
+                changed += self._read_results(command)
+            elif detailed:
+                changed += self._list(command)
+            elif _more_failures(before, now):
+                changed += self._list_failures(command, now)
+        self._pace_rollout()
+        if detailed:
             return [f"{inv.instance_id}: {inv.describe()}" for inv in changed]
         # a fleet: one progress line when the counts move, plus every instance that did not succeed
         lines = [f"{inv.instance_id}: {inv.describe()}" for inv in changed if inv.finished and not inv.succeeded]
@@ -112,6 +242,19 @@ class InvocationTracker:
         return lines
 
     def progress(self) -> str:
+        """Per status once every command is read; before that, from the commands' counts."""
+        total = max(self._instance_count, sum(max(c.target, 0) for c in self._counts.values()))
+        if not self.finished:
+            done = sum(c.completed for c in self._counts.values())
+            errors = sum(c.errors for c in self._counts.values())
+            timed_out = sum(c.delivery_timed_out for c in self._counts.values())
+            notes = [f"{errors} failed"] if errors else []
+            notes += [f"{timed_out} delivery timed out"] if timed_out else []
+            return (
+                f"Progress: {done}/{total} finished"
+                + (f" ({', '.join(notes)})" if notes else "")
+                + f", {total - done} running or pending"
+            )
         statuses = Counter(inv.status for inv in self.invocations.values())
         done = sum(count for status, count in statuses.items() if status not in ACTIVE_STATUSES)
         final = ", ".join(
@@ -123,23 +266,148 @@ class InvocationTracker:
             + f", {statuses['InProgress']} running, {statuses['Pending'] + statuses['Delayed']} pending"
         )
 
-    def _command_finished(self, command_id: str) -> bool:
-        commands = self._ssm.list_commands(CommandId=command_id).get("Commands", [])
-        return bool(commands) and commands[0].get("Status") not in ACTIVE_STATUSES
+    def _detailed(self) -> bool:
+        return self._instance_count <= PER_INSTANCE_LINES and all(
+            c.target <= PER_INSTANCE_LINES for c in self._counts.values()
+        )
 
-    def _poll_invocations(self, command_id: str) -> list[Invocation]:
+    def _done(self, command: SentCommand) -> bool:
+        if command.command_id in self._settled:
+            return True
+        mine = self._of(command)
+        return bool(mine) and all(inv.finished for inv in mine)  # the results of those given up come last
+
+    def _of(self, command: SentCommand) -> list[Invocation]:
+        return self._by_command.get(command.command_id, [])
+
+    def _lost_in(self, command: SentCommand) -> int:
+        return sum(1 for inv in self._of(command) if inv.lost)
+
+    def _open_commands(self) -> list[SentCommand]:
+        return [c for c in self._commands if c.command_id not in self._settled]
+
+    # --- listings -------------------------------------------------------------------------------------
+    def _read_results(self, command: SentCommand) -> list[Invocation]:
+        """The command's results, with Details; settled once every invocation is final."""
         changed = []
-        paginator = self._ssm.get_paginator("list_command_invocations")
-        for page in paginator.paginate(CommandId=command_id, PaginationConfig={"PageSize": 50}):
-            for item in page.get("CommandInvocations", []):
-                instance_id = item["InstanceId"]
-                invocation = self.invocations.get(instance_id)
-                if invocation is None:
-                    if command_id not in self._open_targets:
-                        continue  # not ours
-                    invocation = self.invocations[instance_id] = Invocation(instance_id, command_id)
-                status, details = item.get("Status", "Pending"), item.get("StatusDetails", "")
-                if (status, details) != (invocation.status, invocation.status_details):
-                    invocation.status, invocation.status_details = status, details
-                    changed.append(invocation)
+        listed = 0
+        for row in list_invocations(self._ssm, command.command_id, details=True):
+            invocation = self._invocation(command, row)
+            if invocation is None:
+                continue
+            listed += 1
+            before = (invocation.status, invocation.status_details)
+            apply_result(invocation, row)
+            if (invocation.status, invocation.status_details) != before:
+                changed.append(invocation)
+        counts = self._counts.get(command.command_id)
+        expected = len(command.instance_ids) or (counts.target if counts else 0)
+        if listed >= expected and all(inv.finished for inv in self._of(command)):
+            self._settled.add(command.command_id)
         return changed
+
+    def _list(self, command: SentCommand, status: str = "") -> list[Invocation]:
+        changed = []
+        for row in list_invocations(self._ssm, command.command_id, status=status):
+            invocation = self._invocation(command, row)
+            if invocation is not None and apply_status(invocation, row):
+                changed.append(invocation)
+        return changed
+
+    def _list_failures(self, command: SentCommand, counts: CommandCounts) -> list[Invocation]:
+        if counts.target <= LIST_INVOCATIONS_PAGE:
+            return self._list(command)  # one page
+        return self._list(command, "Failed") + self._list(command, "TimedOut")
+
+    def _refresh(self, commands: Iterable[SentCommand]) -> None:
+        for command in commands:
+            self._list(command)
+
+    def _invocation(self, command: SentCommand, row: Any) -> Invocation | None:
+        instance_id = str(row["InstanceId"])
+        invocation = self.invocations.get(instance_id)
+        if invocation is None or invocation.command_id != command.command_id:
+            if command.instance_ids:
+                return None  # not ours
+            invocation = self.invocations[instance_id] = Invocation(instance_id, command.command_id)
+            self._by_command.setdefault(command.command_id, []).append(invocation)
+        return invocation
+
+    # --- rate control across chunks ------------------------------------------------------------------
+    def _pace_rollout(self) -> None:
+        rest = self._rest
+        if rest is None:
+            return
+        limit = rest.plan.error_limit
+        errors = sum(c.errors for c in self._counts.values())
+        if limit is not None and errors > limit and not self._rollout_stopped:
+            self._stop_rollout(errors, limit)
+        ended = [c.command_id for c in self._commands if self._done(c)]
+        for command_id in ended:
+            if command_id not in self._ended:
+                self._ended.add(command_id)
+                self._on_ended(command_id)
+        while rest.waiting and len(self._commands) - len(ended) < rest.plan.first_wave:
+            command = rest.send_next()
+            self._commands.append(command)
+            mine = self._by_command[command.command_id] = []
+            for instance_id in command.instance_ids:
+                self.invocations[instance_id].command_id = command.command_id
+                mine.append(self.invocations[instance_id])
+            self._on_sent(command)
+
+    def _stop_rollout(self, errors: int, limit: int) -> None:
+        """What SSM does within one command once MaxErrors is passed, over all of them: nothing more
+        starts (CancelCommand of the invocations not started yet); the running ones finish."""
+        self._rollout_stopped = True
+        assert self._rest is not None
+        held = self._rest.drop()
+        for instance_id in held:
+            invocation = self.invocations[instance_id]
+            invocation.status, invocation.status_details = "Cancelled", "Terminated"
+            invocation.stopped_at_max_errors = True
+        cancelled = []
+        for command in self._open_commands():
+            self._list(command)
+            pending = [inv for inv in self._of(command) if inv.status == "Pending"]
+            if pending and cancel_command(self._ssm, command.command_id, [inv.instance_id for inv in pending]):
+                for invocation in pending:
+                    invocation.stopped_at_max_errors = True
+                cancelled += pending
+        log.error(
+            f"MAX_ERRORS: {errors} instance(s) failed, more than the {limit} allowed over the whole deploy: "
+            f"nothing more starts ({len(cancelled) + len(held)} instance(s) skipped); the running ones finish."
+        )
+
+    # --- lost agents ---------------------------------------------------------------------------------
+    def _give_up_lost_agents(self) -> None:
+        watch = self._agent_watch
+        if watch is None or not watch.due():
+            return
+        open_commands = self._open_commands()
+        unknown = [c for c in open_commands if not c.instance_ids and not self._detailed()]
+        self._refresh(unknown)  # a TARGETS fleet: its instances are known only from a listing
+        candidates = [
+            inv.instance_id
+            for command in open_commands
+            for inv in self._of(command)
+            if not inv.finished and not self._command_complete(command)
+        ]
+        lost = watch.lost(candidates)
+        if not lost:
+            return
+        self._refresh(c for c in open_commands if any(inv.instance_id in lost for inv in self._of(c)))
+        for instance_id, reason in lost.items():
+            invocation = self.invocations[instance_id]
+            if not invocation.finished:
+                invocation.lost = reason
+                log.error(f"{instance_id}: giving up, {reason}")
+
+    def _command_complete(self, command: SentCommand) -> bool:
+        counts = self._counts.get(command.command_id)
+        return counts is not None and counts.target > 0 and counts.completed >= counts.target
+
+
+def _more_failures(before: CommandCounts | None, now: CommandCounts) -> bool:
+    errors, timed_out = (before.errors, before.delivery_timed_out) if before else (0, 0)
+    return now.errors > errors or now.delivery_timed_out > timed_out
