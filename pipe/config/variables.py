@@ -347,8 +347,8 @@ INSTANCE_IDS = Variable(
     "INSTANCE_IDS",
     "The instances, separated by spaces, commas, semicolons or newlines, or a YAML list. Each must be `i-` "
     "and 8 or 17 hex digits (or `mi-` and 17 for hybrid nodes). More than 50 are sent as one command per 50 "
-    "(SendCommand's limit); `MAX_CONCURRENCY` and `MAX_ERRORS` then apply to each. Give `INSTANCE_IDS` or "
-    "`TARGETS`.",
+    "(SendCommand's limit); `MAX_CONCURRENCY` and `MAX_ERRORS` still count over the whole deploy (commands "
+    "are sent as others end when needed). Give `INSTANCE_IDS` or `TARGETS`.",
     plain(lambda text: parse_instance_ids([text])),
     parse_items=each(parse_instance_ids),
     snippet="# or TARGETS",
