@@ -266,6 +266,8 @@ def rolling_deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[
             ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
             TARGETS=f"tag:Service=lb-{suffix}",
             TARGET_GROUPS=group,
+            BATCH_SIZE="2",  # one batch: what is checked here is each permission, not the pacing
+            MIN_HEALTHY="0",
             ALARMS=alarm,
             SERVICE=group,
             COMMANDS="echo deployed",
@@ -284,7 +286,7 @@ def test_documented_load_balancer_additions_are_enough(standin: StandIn) -> None
 
     assert run.returncode == 0, run.output
     assert "WARNING" not in run.output
-    assert "batch 2/2 (1 instance(s)): healthy in the load balancer" in run.output
+    assert "batch 1/1 (2 instance(s)): healthy in the load balancer" in run.output
     assert set(standin.target_states(arn).values()) == {"healthy"}
 
 

@@ -159,14 +159,14 @@ def test_an_alarm_during_the_bake_of_batch_two_rolls_back_batches_one_and_two(st
         INSTANCE_IDS=" ".join(fleet.ids),
         TARGET_GROUPS=fleet.group_name,
         BATCH_SIZE="1",
-        BAKE_TIME="30",
+        BAKE_TIME="8",
         ALARMS=alarm,
         COMMANDS=RESTART,
         ROLLBACK_COMMANDS="echo rolled-back",
         SERVICE=fleet.group_name,
     )
     pipe = LivePipe(env)
-    pipe.wait_for_line("batch 2/3 (1 instance(s)): baking 30 s", timeout=120)
+    pipe.wait_for_line("batch 2/3 (1 instance(s)): baking 8 s", timeout=120)
     standin.set_alarm(alarm, "ALARM", "5xx above 1%")
     run = pipe.finish(timeout=120)
 
