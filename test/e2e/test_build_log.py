@@ -175,6 +175,7 @@ def test_when_the_instance_role_may_not_write_logs_the_output_is_shown_at_once_a
     assert "CloudWatch did not deliver" not in run.output  # nothing was waited for: SSM's copy is whole
 
 
+@pytest.mark.slow
 def test_a_cancellation_that_is_not_confirmed_is_not_reported_as_done(standin: StandIn) -> None:
     (instance_id,) = standin.launch(1)
     live = LivePipe(standin.pipe_env(INSTANCE_IDS=instance_id, COMMANDS="echo started\nsleep 120"))

@@ -98,6 +98,7 @@ def test_with_every_live_tail_session_in_use_it_says_so_and_polls_filter_log_eve
     assert 0 < printed_events(run)[0] <= 2 * 20
 
 
+@pytest.mark.slow
 def test_ten_concurrent_deploys_stream_live_with_no_throttled_call(standin: StandIn, reads: LogsReads) -> None:
     """Ten deploys of two chatty instances each, started 0.3 s apart (as pipelines are, never within
     the same instant), all running at once against the 5 TPS FilterLogEvents bucket."""

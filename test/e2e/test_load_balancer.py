@@ -15,7 +15,7 @@ from standin import StandIn
 from standin.load_balancer import APP_UP
 from support import LivePipe, run_pipe, wait_until
 
-ELB_TIME_SCALE = 0.1  # a 5-s health-check interval lasts 0.5 s, a 20-s deregistration delay 2 s
+ELB_TIME_SCALE = 0.05  # a 5-s health-check interval lasts 0.25 s, a 20-s deregistration delay 1 s
 RESTART = f"rm -f {APP_UP}; sleep 1; touch {APP_UP}"  # the app is down for about a second
 OUT_OF_SERVICE = {"draining", "unused", "gone"}
 
@@ -48,6 +48,7 @@ def every_target_in_service(standin: StandIn, fleet: Fleet) -> bool:
     return all(states.get(i, "gone") not in OUT_OF_SERVICE for i in fleet.ids)
 
 
+@pytest.mark.slow
 def test_a_rolling_deploy_behind_the_load_balancer_drops_no_request(standin: StandIn, tmp_path: Path) -> None:
     fleet = make_fleet(standin, 8)
     result = tmp_path / "result.json"
@@ -128,6 +129,7 @@ def test_a_fleet_already_below_min_healthy_is_refused(standin: StandIn, fleet: F
     assert len(standin.sent_commands()) == before
 
 
+@pytest.mark.slow
 def test_a_target_that_never_becomes_healthy_fails_the_rollout_and_rolls_back(standin: StandIn, fleet: Fleet) -> None:
     broken = fleet.ids[0]
     env = standin.pipe_env(
@@ -151,6 +153,7 @@ def test_a_target_that_never_becomes_healthy_fails_the_rollout_and_rolls_back(st
     assert every_target_in_service(standin, fleet)
 
 
+@pytest.mark.slow
 def test_an_alarm_during_the_bake_of_batch_two_rolls_back_batches_one_and_two(standin: StandIn) -> None:
     fleet = make_fleet(standin, 3)
     alarm = f"web-5xx-{uuid.uuid4().hex[:6]}"
@@ -206,7 +209,7 @@ def test_an_alarm_already_in_alarm_refuses_the_deploy(standin: StandIn, fleet: F
 
 
 def test_sigterm_while_a_batch_is_drained_leaves_every_instance_registered(standin: StandIn) -> None:
-    fleet = make_fleet(standin, 2, deregistration_delay=600)  # 60 s of draining at the stand-in's scale
+    fleet = make_fleet(standin, 2, deregistration_delay=600)  # 30 s of draining at the stand-in's scale
     before = len(standin.sent_commands())
     env = standin.pipe_env(
         INSTANCE_IDS=" ".join(fleet.ids), TARGET_GROUPS=fleet.group_name, COMMANDS="true", SERVICE=fleet.group_name
@@ -318,6 +321,7 @@ def test_a_held_lock_fails_fast_naming_the_holders_build(standin: StandIn, fleet
     assert parameters["Parameters"] == []  # released on SIGTERM too
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over_with_a_warning(standin: StandIn, fleet: Fleet) -> None:
     name = f"/deploy-lock/{fleet.group_name}/prod"
     stale = {

@@ -94,6 +94,7 @@ def test_lost_replies_to_the_health_check_and_the_rollback_run_each_once(standin
     assert "Rollback succeeded on all 1 instance(s)" in run.output
 
 
+@pytest.mark.slow
 def test_a_send_command_that_never_reached_aws_is_sent_again(standin: StandIn, proxy: FlakyProxy) -> None:
     (instance_id,) = standin.launch(1)
     proxy.reset_request_to("SendCommand")

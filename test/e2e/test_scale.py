@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
 from standin import StandIn
 from support import run_pipe
 
@@ -31,6 +32,7 @@ def test_a_120_instance_deploy_polls_with_one_call_and_reads_results_a_page_at_a
     assert calls["ssm:SendCommand"] == 3
 
 
+@pytest.mark.slow
 def test_max_concurrency_holds_across_the_commands_of_a_deploy(standin: StandIn) -> None:
     ids = standin.launch(120)
     env = standin.pipe_env(INSTANCE_IDS="\n".join(ids), MAX_CONCURRENCY="2", COMMANDS="sleep 0.05")
