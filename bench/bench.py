@@ -9,7 +9,8 @@ Measured, each in the same run as its baseline:
 - control-plane calls per poll cycle at 1, 50 and 500 instances, against one GetCommandInvocation
   per instance per cycle;
 - start-up: process start to SendCommand;
-- peak RSS of the pipe while it streams 10 MB and 100 MB of output from one instance;
+- peak RSS of the pipe while it streams 10 MB and 100 MB of output from one instance, and while it
+  follows 500 instances;
 - every API call of a deploy by API and phase (TARGETS and INSTANCE_IDS, ``--sizes``), and finish
   latency over durations spread across 4-9 s against the CLI's waiter and a 1 s poller
   (``control_plane.py``, which also runs alone);
@@ -109,9 +110,20 @@ def start_up(aws: StandIn, clone: str, runs: int) -> float:
 
 
 def peak_rss_mb(aws: StandIn, clone: str, megabytes: int) -> float:
+    """Peak RSS of the pipe while one instance prints ``megabytes`` MB."""
     (instance_id,) = aws.launch(1)
     command = f"head -c {megabytes}M /dev/zero | tr '\\0' x | fold -w 999"
-    env = bench_env(aws, clone, INSTANCE_IDS=instance_id, COMMANDS=command, EXECUTION_TIMEOUT="1800")
+    return _peak_rss(bench_env(aws, clone, INSTANCE_IDS=instance_id, COMMANDS=command, EXECUTION_TIMEOUT="1800"))
+
+
+def peak_rss_fleet_mb(aws: StandIn, clone: str, count: int) -> float:
+    """Peak RSS of the pipe while it follows ``count`` instances that each print a few lines."""
+    ids = aws.launch(count)
+    command = 'for n in 1 2 3; do echo "line $n"; sleep 1; done'
+    return _peak_rss(bench_env(aws, clone, INSTANCE_IDS="\n".join(ids), COMMANDS=command, MAX_CONCURRENCY="100%"))
+
+
+def _peak_rss(env: dict[str, str]) -> float:
     measure = (
         "import resource, subprocess, sys; "
         "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
@@ -232,6 +244,15 @@ def main() -> int:
                     "<= 100 MB, flat",
                 )
             )
+        fleet = 200 if args.quick else 500
+        rows.append(
+            (
+                f"peak RSS following {fleet} instances",
+                f"{peak_rss_fleet_mb(aws, clone, fleet):.0f} MB",
+                "-",
+                "<= 100 MB",
+            )
+        )
         automatic, manual = rollback_seconds(aws, clone, min(runs, 3))
         rows.append(
             (
