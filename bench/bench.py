@@ -46,6 +46,7 @@ sys.path[:0] = [str(ROOT / "test")]
 
 from live_output import live_output_rows  # noqa: E402
 from standin import StandIn  # noqa: E402
+from table import print_table  # noqa: E402
 
 PIPE = ROOT / "pipe" / "pipe.py"
 EXIT_STAMP = 'date +%s.%N > "$HOME/exit-stamp"'
@@ -268,9 +269,7 @@ def main() -> int:
         from control_plane import rows as control_plane_rows  # it imports this module's helpers
 
         rows.extend(control_plane_rows(aws, clone, args.sizes or [1, 50], 5.0, 3 if args.quick else 6))
-    widths = [max(len(row[i]) for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]) for i in range(4)]
-    for row in [("measure", "ssm-deploy", "baseline", "target"), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "test"), str(ROOT / "bench")]
 
 from standin import StandIn  # noqa: E402
+from table import print_table  # noqa: E402
 
 from bench import EXIT_STAMP, bench_env, run_pipe  # noqa: E402
 
@@ -176,10 +177,7 @@ def main() -> int:
         clone = str(Path(folder) / "clone")
         os.makedirs(clone)
         table = rows(aws, clone, args.sizes, args.seconds, args.runs)
-    header = ("measure", "ssm-deploy", "baseline", "target")
-    widths = [max(len(row[i]) for row in [header, *table]) for i in range(4)]
-    for row in [header, *table]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
     return 0
 
 

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "test")]
 
 from standin import StandIn  # noqa: E402
+from table import print_table  # noqa: E402
 
 PIPE = ROOT / "pipe" / "pipe.py"
 LINE_EVERY = 0.05
@@ -169,10 +170,7 @@ def main() -> int:
         clone = str(Path(folder) / "clone")
         os.makedirs(clone)
         rows = live_output_rows(aws, clone, args.seconds, args.concurrent)
-    header: Row = ("measure", "ssm-deploy", "baseline", "target")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 

@@ -28,6 +28,7 @@ sys.path[:0] = [str(ROOT / "test")]
 
 from standin import StandIn  # noqa: E402
 from standin.load_balancer import APP_UP  # noqa: E402
+from table import print_table  # noqa: E402
 
 PIPE = ROOT / "pipe" / "pipe.py"
 FLEET = 8
@@ -89,9 +90,7 @@ def main() -> int:
         if values:
             rows.append((f"per batch: {step} (of 4 batches x {args.runs})", spread(values, " s", 1), "-", "-"))
     header = ("measure", "TARGET_GROUPS, 4 batches", "MAX_CONCURRENCY 2 (baseline)", "target")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(rows, header)
     return 0
 
 

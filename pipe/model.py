@@ -187,6 +187,15 @@ class DeployOutcome:
     interrupted: str = ""  # the phase a stop (SIGTERM/SIGINT) interrupted, empty otherwise
     batches: list[BatchRecord] = field(default_factory=list)  # a rollout the pipe drives, batch by batch
 
+    def batch_record(self, number: int, instance_ids: tuple[str, ...]) -> BatchRecord:
+        """Batch ``number``'s record, added the first time it is asked for."""
+        for record in self.batches:
+            if record.number == number:
+                return record
+        record = BatchRecord(number, instance_ids)
+        self.batches.append(record)
+        return record
+
 
 @dataclass(frozen=True)
 class SecretRef:

@@ -69,7 +69,11 @@ def batch_sizes_for(run: Run, total: int) -> list[int]:
 def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     """Deploy every batch; return the success message or raise DeployFailed (rolled back if asked)."""
     driven = run.settings.rollout.pipe_driven
-    records = {batch.number: _record(run, batch) for batch in batches} if driven else {}
+    records = (
+        {batch.number: run.outcome.batch_record(batch.number, batch.instance_ids) for batch in batches}
+        if driven
+        else {}
+    )
     done: list[Batch] = []  # deployed and back in service: a later failure rolls them back
     failure: DeployFailed | None = None
     rollback = _Rollback(run)
@@ -323,15 +327,6 @@ def _never_started(batches: list[Batch], records: dict[int, BatchRecord]) -> str
     names = ", ".join(ids[:LISTED]) + (" ..." if len(ids) > LISTED else "")
     numbers = ", ".join(str(b.number) for b in left)
     return f"Batch(es) {numbers} ({len(ids)} instance(s)) were never started and still run the old version: {names}."
-
-
-def _record(run: Run, batch: Batch) -> BatchRecord:
-    for record in run.outcome.batches:
-        if record.number == batch.number:
-            return record
-    record = BatchRecord(batch.number, batch.instance_ids)
-    run.outcome.batches.append(record)
-    return record
 
 
 def _log_table(run: Run) -> None:

@@ -58,7 +58,7 @@ class LoadBalancer:
     def around(self, run: Run, batch: Batch) -> Iterator[None]:
         """The BatchHook: out of the load balancer before the deploy, back in after it."""
         registrations = self.registrations(batch.instance_ids)
-        record = _record(run, batch)
+        record = run.outcome.batch_record(batch.number, batch.instance_ids)
         if not registrations:
             log.info(f"{batch}: in none of the target groups, deployed without draining")
             yield
@@ -159,15 +159,6 @@ class LoadBalancer:
         if record is not None and record.healthy is None:
             record.healthy = round(waited, 1)
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
-
-
-def _record(run: Run, batch: Batch) -> BatchRecord:
-    for record in run.outcome.batches:
-        if record.number == batch.number:
-            return record
-    record = BatchRecord(batch.number, batch.instance_ids)
-    run.outcome.batches.append(record)
-    return record
 
 
 def _check_stop(run: Run, batch: Batch, doing: str) -> None:
