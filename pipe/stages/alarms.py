@@ -57,7 +57,10 @@ def firing(cloudwatch: Any, names: tuple[str, ...]) -> list[AlarmState]:
     """The alarms in ALARM now; raises AlarmsUnreadable when CloudWatch cannot tell (a gate that
     cannot be read is closed)."""
     states = alarm_states(cloudwatch, names)
-    return [states[name] for name in names if name in states and states[name].state == IN_ALARM]
+    gone = [name for name in names if name not in states]
+    if gone:
+        raise AlarmsUnreadable(f"alarm {', '.join(repr(name) for name in gone)} no longer exists")
+    return [states[name] for name in names if states[name].state == IN_ALARM]
 
 
 def check_before_start(cloudwatch: Any, names: tuple[str, ...]) -> dict[str, AlarmState]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from pipe.config.rollout import batch_sizes
-from pipe.errors import DeployFailed, DeployStopped, NothingSent
+from pipe.errors import DeployFailed, DeployStopped, NothingSent, PipeError
 from pipe.model import Batch, BatchRecord, Invocation, PhaseStatus, command_ids
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
@@ -85,7 +85,16 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
             failure = _gate_before(run, batch) if done else None
             if failure is not None:
                 break
-            failure, rolled_back = _run_batch(run, batch, hook, rollback, record)
+            try:
+                failure, rolled_back = _run_batch(run, batch, hook, rollback, record)
+            except DeployStopped:
+                raise
+            except PipeError as error:  # e.g. SendCommand refused: batches before it still roll back
+                if not done:
+                    raise
+                failure, rolled_back = DeployFailed(f"{str(batch).capitalize()}: {error}"), False
+                if record is not None:
+                    record.outcome = "failed"
             if failure is None:
                 failure = _bake(run, batch, record)
             if not rolled_back:
@@ -126,9 +135,11 @@ def _run_batch(
                 if record is not None:
                     record.outcome = "failed"
                 rolled_back = rollback.batch(run, batch, no_hook, record, failure)
-    except DeployStopped:
+    except DeployStopped as stopped:
         if record is not None:
             record.outcome = "stopped"
+        if failure is not None:  # the batch had failed: say so, not only that the pipe was stopped
+            raise DeployStopped(f"{failure} {stopped}") from None
         raise
     except DeployFailed as not_back:  # the hook: not drained in time, or not healthy again
         if record is not None and record.outcome == "not started":
@@ -244,6 +255,8 @@ class _Rollback:
         self.received: list[str] = []
         self.broken: list[Invocation] = []
         self.not_back: list[str] = []
+        self.not_run: list[str] = []  # instances whose rollback was never sent, and why
+        self.not_run_why: list[str] = []
         self.stopped: DeployStopped | None = None
         self.record = run.outcome.rollback
 
@@ -270,18 +283,27 @@ class _Rollback:
             )
         else:
             log.info(f"---- Rollback on the {len(received)} instance(s) that received the deploy{_of(batch)} ----")
+        rolled_back = False
         try:
             with hook(run, batch):
                 broken = run_phase(run, rollback_spec(run.settings, received, plan), self.record)
                 self.broken += broken
+                rolled_back = True
         except DeployStopped as stopped:
             self.stopped = stopped
             return False
-        except DeployFailed as not_back:  # rolled back, but not healthy in the load balancer again
-            self.not_back.append(str(not_back))
+        except PipeError as error:
+            if rolled_back:  # rolled back, but not healthy in the load balancer again
+                self.not_back.append(str(error))
+                if record is not None:
+                    record.outcome = "rolled back, not healthy"
+                return True
+            # the hook refused before the rollback was sent (drain, capacity), or the send failed
+            self.not_run += received
+            self.not_run_why.append(str(error))
             if record is not None:
-                record.outcome = "rolled back, not healthy"
-            return True
+                record.outcome = "rollback not run"
+            return False
         if record is not None:
             record.outcome = "rollback failed" if broken else "rolled back"
         return True
@@ -298,11 +320,24 @@ class _Rollback:
                 "no instance switched to the new release" if self.release_mode else "no instance received the deploy"
             )
             return DeployFailed(f"{failure} Nothing was rolled back: {nothing}.{suffix}")
-        self.record.status = PhaseStatus.FAILED if self.broken or self.not_back else PhaseStatus.SUCCEEDED
+        self.record.status = (
+            PhaseStatus.FAILED if self.broken or self.not_back or self.not_run else PhaseStatus.SUCCEEDED
+        )
         not_back = f" {' '.join(self.not_back)}" if self.not_back else ""
-        if not self.broken:
+        if self.not_run:
+            names = ", ".join(self.not_run[:LISTED]) + (" ..." if len(self.not_run) > LISTED else "")
+            not_back += (
+                f" ROLLBACK NOT RUN on {len(self.not_run)} instance(s), still on the new version: {names} "
+                f"({' '.join(self.not_run_why)})."
+            )
+        if not self.broken and not self.not_run:
             return DeployFailed(
                 f"{failure} Rollback succeeded on all {len(self.received)} instance(s).{not_back}{suffix}"
+            )
+        if not self.broken:
+            done = len(self.received) - len(self.not_run)
+            return DeployFailed(
+                f"{failure} Rollback succeeded on {done} of {len(self.received)} instance(s).{not_back}{suffix}"
             )
         return DeployFailed(
             f"{failure} ROLLBACK FAILED on {len(self.broken)} of {len(self.received)} instance(s): "

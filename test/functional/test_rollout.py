@@ -16,6 +16,7 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 
 from functional.fake_aws import FakeSSM
 from pipe.aws.clients import Clients
+from pipe.config.rollout import RolloutSettings
 from pipe.errors import DeployFailed, DeployStopped, SendOutcomeUnknown
 from pipe.model import Batch, PhaseStatus, Status
 from pipe.report.result_file import write_result
@@ -203,3 +204,55 @@ def test_a_send_whose_outcome_stays_unknown_never_counts_as_not_sent(tmp_path: P
 
     assert len(ssm.sent) == 1  # sent once, never again blindly
     assert run.outcome.status is Status.RUNNING  # Deploy.run then reports "failed", never "not sent"
+
+
+def test_a_rollback_the_hook_refuses_is_reported_as_not_run_never_as_succeeded(tmp_path: Path) -> None:
+    """Batch 2 fails; batch 1's rollback needs the hook again (drained first), and the hook refuses."""
+    ssm = failing_on("deploy", INSTANCE_B)
+    run = make_run(ssm, tmp_path, rollback_commands="./undo.sh", rollout=RolloutSettings(batch_size="1"))
+    entered: list[int] = []
+
+    @contextmanager
+    def hook(_: Run, batch: Batch) -> Iterator[None]:
+        entered.append(batch.number)
+        if entered.count(batch.number) > 1:
+            raise DeployFailed(f"{batch} was still draining after DRAIN_TIMEOUT 5 s.")
+        yield
+
+    batches = [Batch(1, 2, (INSTANCE_A,)), Batch(2, 2, (INSTANCE_B,))]
+    with pytest.raises(DeployFailed) as failure:
+        roll_out(run, batches, hook)
+
+    message = str(failure.value)
+    assert "Rollback succeeded on all" not in message
+    assert f"ROLLBACK NOT RUN on 1 instance(s), still on the new version: {INSTANCE_A}" in message
+    assert "was still draining" in message
+    assert [sent.instance_ids for sent in ssm.phase("rollback")] == [[INSTANCE_B]]
+    assert run.outcome.rollback.status is PhaseStatus.FAILED
+    assert [b.outcome for b in run.outcome.batches] == ["rollback not run", "rolled back"]
+
+
+class RefusingSSM(FakeSSM):
+    """SendCommand refused for one instance (e.g. terminated by its Auto Scaling group meanwhile)."""
+
+    def send_command(self, **request: Any) -> dict[str, Any]:
+        if INSTANCE_B in request.get("InstanceIds", []) and "rollback" not in request["Comment"]:
+            raise ClientError(
+                {"Error": {"Code": "InvalidInstanceId", "Message": "Instances not in a valid state"}}, "SendCommand"
+            )
+        return super().send_command(**request)
+
+
+def test_a_send_refused_in_a_later_batch_still_rolls_back_the_batches_before_it(tmp_path: Path) -> None:
+    ssm = RefusingSSM()
+    run = make_run(ssm, tmp_path, rollback_commands="./undo.sh", rollout=RolloutSettings(batch_size="1"))
+    batches = [Batch(1, 3, (INSTANCE_A,)), Batch(2, 3, (INSTANCE_B,)), Batch(3, 3, (INSTANCE_C,))]
+
+    with pytest.raises(DeployFailed) as failure:
+        roll_out(run, batches)
+
+    message = str(failure.value)
+    assert message.startswith("Batch 2/3 (1 instance(s)): ")
+    assert "Rollback succeeded on all 1 instance(s)" in message
+    assert f"Batch(es) 3 (1 instance(s)) were never started and still run the old version: {INSTANCE_C}" in message
+    assert [sent.instance_ids for sent in ssm.phase("rollback")] == [[INSTANCE_A]]

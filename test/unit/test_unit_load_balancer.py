@@ -6,7 +6,7 @@ from pipe.model import Batch, BatchRecord
 from pipe.report.batches import batch_table
 from pipe.stages.load_balancer.capacity import below_floor, impossible_batch, shortfall
 from pipe.stages.load_balancer.groups import TargetGroup, TargetState
-from pipe.stages.load_balancer.waits import register_command
+from pipe.stages.load_balancer.waits import drained, register_command, wait_for
 
 IDS = [f"i-{n:017x}" for n in range(1, 9)]
 
@@ -72,3 +72,30 @@ def test_the_register_command_names_ports() -> None:
     assert register_command("arn:tg", targets) == (
         f"aws elbv2 register-targets --target-group-arn arn:tg --targets Id={IDS[0]},Port=3000 Id={IDS[1]}"
     )
+
+
+class FakeELB:
+    """DescribeTargetHealth answering with fixed states per (instance, port)."""
+
+    def __init__(self, states: dict[tuple[str, int], str]) -> None:
+        self.states = states
+
+    def describe_target_health(self, TargetGroupArn: str, Targets: list[dict[str, object]]) -> dict[str, object]:
+        rows = [
+            {"Target": {"Id": t["Id"], "Port": t["Port"]}, "TargetHealth": {"State": self.states[(t["Id"], t["Port"])]}}
+            for t in Targets
+        ]
+        return {"TargetHealthDescriptions": rows}
+
+
+def test_each_port_of_an_instance_is_waited_for_until_it_is_no_longer_registered() -> None:
+    web = group({})
+    targets = [TargetState(IDS[0], 80, "healthy"), TargetState(IDS[0], 8080, "healthy")]
+    registrations = {web.arn: (web, targets)}
+    still_draining = FakeELB({(IDS[0], 80): "draining", (IDS[0], 8080): "unused"})
+    _, pending = wait_for(still_draining, registrations, drained, 0, lambda: None)
+    assert [(state.port, state.state) for _, state in pending] == [(80, "draining")]
+    still_healthy = FakeELB({(IDS[0], 80): "healthy", (IDS[0], 8080): "unused"})  # not yet deregistered
+    assert wait_for(still_healthy, registrations, drained, 0, lambda: None)[1]
+    gone = FakeELB({(IDS[0], 80): "unused", (IDS[0], 8080): "unused"})
+    assert wait_for(gone, registrations, drained, 0, lambda: None)[1] == []

@@ -43,8 +43,9 @@ def below_floor(groups: Sequence[TargetGroup], min_healthy: str) -> str | None:
 
 
 def impossible_batch(groups: Sequence[TargetGroup], batches: Sequence[Batch], min_healthy: str) -> str | None:
-    """The first batch of the plan that could never start without going below MIN_HEALTHY, even
-    with every other target healthy: the plan is refused before anything is deregistered."""
+    """The first batch of the plan that cannot start without going below MIN_HEALTHY, with the
+    targets' health as it is now (an unhealthy target counts against it): the plan is refused before
+    anything is deregistered."""
     for batch in batches:
         problem = shortfall(groups, batch.instance_ids, min_healthy)
         if problem:

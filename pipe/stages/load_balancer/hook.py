@@ -120,7 +120,7 @@ class LoadBalancer:
         if pending:
             raise DeployFailed(
                 f"{batch} was still draining after DRAIN_TIMEOUT {self.drain_timeout} s: "
-                f"{_states(pending)}. Nothing was deployed on it, and it was registered again. Fix: raise "
+                f"{_states(pending)}. Nothing was deployed on it. Fix: raise "
                 "DRAIN_TIMEOUT above the target group's deregistration_delay.timeout_seconds, or lower that delay."
             )
         record.drain = record.drain if record.drain is not None else round(waited, 1)
@@ -165,7 +165,7 @@ def _check_stop(run: Run, batch: Batch, doing: str) -> None:
     try:
         run.stops.raise_if_requested()
     except Interrupted as stop:
-        raise DeployStopped(f"{stop} while {batch} {doing}: it was registered again.") from None
+        raise DeployStopped(f"{stop} while {batch} {doing}; it is registered again (see above).") from None
 
 
 def _states(pending: list[tuple[TargetGroup, TargetState]]) -> str:

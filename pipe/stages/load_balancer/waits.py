@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.stages.load_balancer.groups import DRAINING, HEALTHY, TargetGroup, TargetState, target_states
+from pipe.stages.load_balancer.groups import HEALTHY, UNUSED, TargetGroup, TargetState, target_states
 
 log = logging.getLogger("ssm-deploy")
 POLL_SECONDS = 2.0  # between DescribeTargetHealth calls while a batch drains or comes back
@@ -72,9 +72,11 @@ def wait_for(
     while True:
         pending = []
         for arn, (group, targets) in registrations.items():
-            states = {s.instance_id: s for s in _states(elbv2, arn, [t.target for t in targets])}
+            # an instance may be registered on several ports: each registration is waited for
+            states = {(s.instance_id, s.port): s for s in _states(elbv2, arn, [t.target for t in targets])}
             for target in targets:
-                state = states.get(target.instance_id, TargetState(target.instance_id, target.port, "unused"))
+                key = (target.instance_id, target.port)
+                state = states.get(key, TargetState(target.instance_id, target.port, UNUSED))
                 if not done(state):
                     pending.append((group, state))
         waited = time.monotonic() - started
@@ -86,7 +88,9 @@ def wait_for(
 
 
 def drained(state: TargetState) -> bool:
-    return state.state != DRAINING
+    """No longer registered: DescribeTargetHealth asked about it answers ``unused``
+    (Target.NotRegistered), never ``draining`` or a health state."""
+    return state.state == UNUSED
 
 
 def healthy(state: TargetState) -> bool:
