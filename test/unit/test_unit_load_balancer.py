@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipe.model import Batch, BatchRecord
 from pipe.report.batches import batch_table
 from pipe.stages.load_balancer.capacity import below_floor, impossible_batch, shortfall
@@ -80,7 +82,7 @@ class FakeELB:
     def __init__(self, states: dict[tuple[str, int], str]) -> None:
         self.states = states
 
-    def describe_target_health(self, TargetGroupArn: str, Targets: list[dict[str, object]]) -> dict[str, object]:
+    def describe_target_health(self, TargetGroupArn: str, Targets: list[dict[str, Any]]) -> dict[str, object]:
         rows = [
             {"Target": {"Id": t["Id"], "Port": t["Port"]}, "TargetHealth": {"State": self.states[(t["Id"], t["Port"])]}}
             for t in Targets
