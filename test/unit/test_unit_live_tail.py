@@ -20,7 +20,7 @@ from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LIVE_DELIVERY_SECONDS, LIVE_TAIL_RETRY_SECONDS, Captured, LogTail
 
 GROUP = "/aws/ssm/ssm-deploy"
-ARN = log_group_arn("arn:aws:sts::123456789012:assumed-role/deploy/x", "eu-west-1", "123456789012", GROUP)
+ARN = log_group_arn("eu-west-1", "123456789012", GROUP)
 _END = object()
 
 
@@ -255,3 +255,11 @@ def test_the_drain_waits_briefly_for_what_live_tail_is_still_delivering() -> Non
     assert missing == {}
     assert never == {(INSTANCE_B, "stdout"): 0}  # given up after the delivery time, not the 35 s bound
     assert sum(clock.sleeps) < 2 * LIVE_DELIVERY_SECONDS + 1
+
+
+def test_the_log_group_arn_is_in_the_regions_partition() -> None:
+    assert log_group_arn("eu-west-1", "123456789012", "/aws/ssm/x") == (
+        "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/ssm/x"
+    )
+    assert log_group_arn("us-gov-west-1", "123456789012", "/g").startswith("arn:aws-us-gov:logs:us-gov-west-1:")
+    assert log_group_arn("cn-north-1", "123456789012", "/g").startswith("arn:aws-cn:logs:")

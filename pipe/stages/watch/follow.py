@@ -153,7 +153,7 @@ def _log_tail(run: Run, commands: list[SentCommand], printer: OutputPrinter) -> 
     if not settings.stream_output:
         return None
     log.info(f"Streaming output from CloudWatch Logs group {settings.log_group}")
-    group_arn = log_group_arn(run.identity.arn, run.region, run.identity.account, settings.log_group)
+    group_arn = log_group_arn(run.region, run.identity.account, settings.log_group)
     command_ids = [c.command_id for c in commands]
     return LogTail(
         run.clients.logs, settings.log_group, command_ids, printer, group_arn=group_arn, live_logs=run.clients.live_tail

@@ -21,15 +21,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.aws.console import partition_of
 from pipe.aws.errors import error_code, error_message
 
 
-def log_group_arn(identity_arn: str, region: str, account: str, group: str) -> str:
+def log_group_arn(region: str, account: str, group: str) -> str:
     """The log group's ARN, as StartLiveTail wants it ("Specify each log group by its ARN"; without
-    the ``:*`` that DescribeLogGroups appends), in the partition of the caller's own ARN."""
-    parts = identity_arn.split(":")
-    partition = parts[1] if len(parts) > 1 and parts[1] else "aws"
-    return f"arn:{partition}:logs:{region}:{account}:log-group:{group}"
+    the ``:*`` that DescribeLogGroups appends), in the region's partition."""
+    return f"arn:{partition_of(region)}:logs:{region}:{account}:log-group:{group}"
 
 
 @dataclass(frozen=True)
