@@ -365,13 +365,10 @@ class LogTail:
     def _print_pushed(self, events: list[dict[str, Any]]) -> int:
         printed = 0
         for event in events:
-            message = str(event.get("message", ""))
-            self.counts.events_read += 1
-            self.counts.bytes_read += len(message.encode())
-            located = self._stream_of(event)
+            located = self._counted(event)
             if located is None:
                 continue
-            key, stream = located
+            key, stream, message = located
             ingested = int(event.get("ingestionTime", 0))
             if not stream.is_new_pushed(ingested):
                 continue
@@ -436,13 +433,10 @@ class LogTail:
     def _print_read(self, events: list[dict[str, Any]]) -> int:
         printed = 0
         for event in events:
-            message = str(event.get("message", ""))
-            self.counts.events_read += 1
-            self.counts.bytes_read += len(message.encode())
-            located = self._stream_of(event)
+            located = self._counted(event)
             if located is None:
                 continue
-            key, stream = located
+            key, stream, message = located
             timestamp = int(event.get("timestamp", 0))
             ingested, event_id = int(event.get("ingestionTime", timestamp)), str(event.get("eventId", ""))
             if not stream.is_new_read(ingested, event_id):
@@ -451,6 +445,14 @@ class LogTail:
         return printed
 
     # --- both ---------------------------------------------------------------------------------------------
+    def _counted(self, event: dict[str, Any]) -> tuple[StreamKey, _Stream, str] | None:
+        """Count ``event`` as read (pushed or polled alike); its stream and message when it is one of ours."""
+        message = str(event.get("message", ""))
+        self.counts.events_read += 1
+        self.counts.bytes_read += len(message.encode())
+        located = self._stream_of(event)
+        return None if located is None else (*located, message)
+
     def _stream_of(self, event: dict[str, Any]) -> tuple[StreamKey, _Stream] | None:
         parts = str(event.get("logStreamName", "")).split("/")
         if len(parts) < 4 or parts[0] not in self._command_ids:
