@@ -94,10 +94,15 @@ def authenticate(
 
 
 def deploy_bound_seconds(settings: DeploySettings, margin: int) -> int:
-    """The longest the deploy may need AWS: for each command it sends (deploy, health check, rollback),
-    the delivery timeout + its execution timeout + ``margin``."""
+    """The longest the deploy may need AWS: ``commands_bound_seconds``, or ``margin`` when it does not wait."""
     if not settings.wait:
         return margin
+    return commands_bound_seconds(settings, margin)
+
+
+def commands_bound_seconds(settings: DeploySettings, margin: int) -> int:
+    """The longest one batch's commands may take: for each command sent (deploy, health check,
+    rollback), the delivery timeout + its execution timeout + ``margin``."""
     runs = [settings.execution_timeout]
     if settings.healthcheck_commands:
         runs.append(settings.healthcheck_timeout)

@@ -13,6 +13,7 @@ from pipe.errors import NothingSent
 from pipe.model import Batch
 from pipe.run import Run
 from pipe.stages.alarms import check_before_start
+from pipe.stages.authenticate import commands_bound_seconds
 from pipe.stages.load_balancer.capacity import below_floor, impossible_batch
 from pipe.stages.load_balancer.groups import find_target_groups
 from pipe.stages.load_balancer.hook import LoadBalancer
@@ -36,12 +37,7 @@ class RolloutPlan:
         check, rollback, each with its delivery timeout and ``margin``), its return to service and
         its bake. The deploy lock expires after it."""
         rollout = settings.rollout
-        runs = [settings.execution_timeout]
-        if settings.healthcheck_commands:
-            runs.append(settings.healthcheck_timeout)
-        if settings.rollback_commands or settings.release is not None:
-            runs.append(settings.execution_timeout)
-        commands = sum(settings.delivery_timeout + run + margin for run in runs)
+        commands = commands_bound_seconds(settings, margin)
         back = rollout.healthy_timeout if rollout.target_groups is not None else 0
         per_batch = self.drain_timeout + commands + back + rollout.bake_time
         rollback_passes = 2 if rollout.target_groups is not None else 1  # a batch may go out twice
