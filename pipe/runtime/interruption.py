@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pipe.errors import PipeError
+from pipe.errors import DeployStopped, PipeError
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -37,7 +37,16 @@ class StopRequests:
 
     def raise_if_requested(self) -> None:
         if self.signal_name:
-            raise Interrupted(f"Received {self.signal_name}: the pipeline was stopped")
+            raise Interrupted(self._stopped())
+
+    def raise_stopped_if_requested(self, then: str) -> None:
+        """A stop once the deploy has begun to act: DeployStopped, its message ending with ``then``
+        (what was going on, and what the pipe did or left)."""
+        if self.signal_name:
+            raise DeployStopped(f"{self._stopped()} {then}")
+
+    def _stopped(self) -> str:
+        return f"Received {self.signal_name}: the pipeline was stopped"
 
 
 @contextmanager

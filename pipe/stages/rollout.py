@@ -21,8 +21,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pipe.config.rollout import batch_sizes
 from pipe.errors import DeployFailed, DeployStopped, NothingSent, PipeError
 from pipe.model import Batch, BatchRecord, Invocation, PhaseStatus, command_ids
+from pipe.report.batches import batch_table
 from pipe.run import Run
-from pipe.runtime.interruption import Interrupted
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.phases import deploy_spec, healthcheck_spec, rollback_spec, run_phase
 
@@ -158,13 +158,13 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     invocations = {i: inv for i, inv in outcome.invocations.items() if i not in before}
     mine = command_ids(outcome.commands[sent_before:])
     if failed:
-        return DeployFailed(_prefixed(run, batch, _failure_message(failed, len(invocations), mine)))
+        return DeployFailed(_prefixed(batch, _failure_message(failed, len(invocations), mine)))
     if not invocations:
         return DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {mine}.")
     if run.settings.healthcheck_commands:
         instance_ids = list(batch.instance_ids or invocations)
         failure = _health_check(run, instance_ids)
-        return DeployFailed(_prefixed(run, batch, str(failure))) if failure is not None else None
+        return DeployFailed(_prefixed(batch, str(failure))) if failure is not None else None
     return None
 
 
@@ -215,10 +215,7 @@ def _bake(run: Run, batch: Batch, record: BatchRecord | None) -> DeployFailed | 
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        try:
-            run.stops.raise_if_requested()
-        except Interrupted as stop:
-            raise DeployStopped(f"{stop} during the bake of {batch}: nothing more was sent.") from None
+        run.stops.raise_stopped_if_requested(f"during the bake of {batch}: nothing more was sent.")
         time.sleep(min(ALARM_POLL_SECONDS, left))
     if record is not None:
         record.bake = round(time.monotonic() - started, 1)
@@ -350,7 +347,7 @@ def _of(batch: Batch) -> str:
     return f" ({batch})" if batch.count > 1 else ""
 
 
-def _prefixed(run: Run, batch: Batch, message: str) -> str:
+def _prefixed(batch: Batch, message: str) -> str:
     return f"{str(batch).capitalize()}: {message}" if batch.count > 1 else message
 
 
@@ -365,8 +362,6 @@ def _never_started(batches: list[Batch], records: dict[int, BatchRecord]) -> str
 
 
 def _log_table(run: Run) -> None:
-    from pipe.report.batches import batch_table
-
     lines = batch_table(run.outcome.batches)
     if lines:
         log.info("\n".join(lines))

@@ -13,14 +13,11 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from pipe.errors import DeployFailed, DeployStopped
+from pipe.errors import DeployFailed
 from pipe.model import Batch, BatchRecord
 from pipe.run import Run
-from pipe.runtime.interruption import Interrupted
 from pipe.stages.load_balancer.capacity import shortfall
-from pipe.stages.load_balancer.groups import TargetGroup, TargetState, target_states
+from pipe.stages.load_balancer.groups import TargetGroup, TargetState
 from pipe.stages.load_balancer.waits import (
     POLL_SECONDS,
     LoadBalancerError,
@@ -28,12 +25,14 @@ from pipe.stages.load_balancer.waits import (
     deregister,
     drained,
     healthy,
+    read_states,
     register,
     wait_for,
 )
 
 log = logging.getLogger("ssm-deploy")
 LISTED = 10
+REGISTERED_AGAIN = "it is registered again (see above)."
 
 
 class NotBackInService(DeployFailed):
@@ -95,18 +94,15 @@ class LoadBalancer:
         while True:
             for group in self.groups:
                 try:
-                    group.targets = target_states(run.clients.elbv2, group.arn)
-                except (ClientError, BotoCoreError) as error:
-                    raise DeployFailed(f"{batch} was not started: DescribeTargetHealth failed ({error}).") from None
+                    group.targets = read_states(run.clients.elbv2, group.arn, [])
+                except LoadBalancerError as error:
+                    raise DeployFailed(f"{batch} was not started: {error}.") from None
             problem = shortfall(self.groups, batch.instance_ids, self.min_healthy)
             if problem is None:
                 return
             if time.monotonic() - started >= self.healthy_timeout:
                 raise DeployFailed(f"{batch} was not started: {problem} (waited {self.healthy_timeout} s).")
-            try:
-                run.stops.raise_if_requested()
-            except Interrupted as stop:
-                raise DeployStopped(f"{stop} before {batch} was taken out of the load balancer.") from None
+            run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
             time.sleep(POLL_SECONDS)
 
     def _wait_drained(self, run: Run, batch: Batch, registrations: Registrations, record: BatchRecord) -> None:
@@ -115,7 +111,7 @@ class LoadBalancer:
             registrations,
             drained,
             self.drain_timeout,
-            lambda: _check_stop(run, batch, "was draining"),
+            lambda: run.stops.raise_stopped_if_requested(f"while {batch} was draining; {REGISTERED_AGAIN}"),
         )
         if pending:
             raise DeployFailed(
@@ -148,7 +144,9 @@ class LoadBalancer:
             registrations,
             healthy,
             self.healthy_timeout,
-            lambda: _check_stop(run, batch, "was coming back into service"),
+            lambda: run.stops.raise_stopped_if_requested(
+                f"while {batch} was coming back into service; {REGISTERED_AGAIN}"
+            ),
         )
         if pending:
             raise NotBackInService(
@@ -159,13 +157,6 @@ class LoadBalancer:
         if record is not None and record.healthy is None:
             record.healthy = round(waited, 1)
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
-
-
-def _check_stop(run: Run, batch: Batch, doing: str) -> None:
-    try:
-        run.stops.raise_if_requested()
-    except Interrupted as stop:
-        raise DeployStopped(f"{stop} while {batch} {doing}; it is registered again (see above).") from None
 
 
 def _states(pending: list[tuple[TargetGroup, TargetState]]) -> str:

@@ -73,7 +73,7 @@ def wait_for(
         pending = []
         for arn, (group, targets) in registrations.items():
             # an instance may be registered on several ports: each registration is waited for
-            states = {(s.instance_id, s.port): s for s in _states(elbv2, arn, [t.target for t in targets])}
+            states = {(s.instance_id, s.port): s for s in read_states(elbv2, arn, [t.target for t in targets])}
             for target in targets:
                 key = (target.instance_id, target.port)
                 state = states.get(key, TargetState(target.instance_id, target.port, UNUSED))
@@ -97,7 +97,8 @@ def healthy(state: TargetState) -> bool:
     return state.state == HEALTHY
 
 
-def _states(elbv2: Any, arn: str, targets: list[dict[str, Any]]) -> list[TargetState]:
+def read_states(elbv2: Any, arn: str, targets: list[dict[str, Any]]) -> list[TargetState]:
+    """DescribeTargetHealth of ``targets`` (every target when empty); LoadBalancerError when refused."""
     try:
         return target_states(elbv2, arn, targets)
     except ClientError as error:
