@@ -51,7 +51,7 @@ class TargetGroup:
 
     def registrations(self, instance_ids: set[str]) -> list[TargetState]:
         """Our instances' registrations in this group (an instance may be registered on several ports)."""
-        return [t for t in self.targets if t.instance_id in instance_ids and t.state not in (DRAINING, UNUSED)]
+        return [t for t in self.registered if t.instance_id in instance_ids]
 
     @property
     def registered(self) -> list[TargetState]:
