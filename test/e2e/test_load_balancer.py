@@ -43,6 +43,12 @@ def make_fleet(standin: StandIn, count: int, deregistration_delay: int = 20) -> 
     return Fleet(ids, arn, name)
 
 
+def rolling_env(standin: StandIn, fleet: Fleet, **variables: str) -> dict[str, str]:
+    """The pipe's environment for a rollout of ``fleet`` behind its target group, with a lock of its own."""
+    defaults = {"INSTANCE_IDS": " ".join(fleet.ids), "TARGET_GROUPS": fleet.group_name, "SERVICE": fleet.group_name}
+    return standin.pipe_env(**{**defaults, **variables})
+
+
 def every_target_in_service(standin: StandIn, fleet: Fleet) -> bool:
     states = standin.target_states(fleet.group_arn)
     return all(states.get(i, "gone") not in OUT_OF_SERVICE for i in fleet.ids)
@@ -52,14 +58,13 @@ def every_target_in_service(standin: StandIn, fleet: Fleet) -> bool:
 def test_a_rolling_deploy_behind_the_load_balancer_drops_no_request(standin: StandIn, tmp_path: Path) -> None:
     fleet = make_fleet(standin, 8)
     result = tmp_path / "result.json"
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
-        TARGET_GROUPS=fleet.group_name,
+    env = rolling_env(
+        standin,
+        fleet,
         BATCH_SIZE="25%",
         MIN_HEALTHY="75%",
         COMMANDS=RESTART,
         RESULT_FILE=str(result),
-        SERVICE=fleet.group_name,
     )
     with standin.traffic(fleet.group_arn) as traffic:
         run = run_pipe(env, timeout=300)
@@ -92,13 +97,12 @@ def test_the_same_deploy_paced_by_max_concurrency_alone_drops_requests(standin: 
 
 def test_min_healthy_refuses_an_impossible_plan_before_anything_is_sent(standin: StandIn, fleet: Fleet) -> None:
     before = len(standin.sent_commands())
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
-        TARGET_GROUPS=fleet.group_name,
+    env = rolling_env(
+        standin,
+        fleet,
         BATCH_SIZE="50%",
         MIN_HEALTHY="75%",
         COMMANDS=RESTART,
-        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -114,12 +118,12 @@ def test_a_fleet_already_below_min_healthy_is_refused(standin: StandIn, fleet: F
     standin.app_up(fleet.ids[0], up=False)
     standin.wait_target_states(fleet.group_arn, [fleet.ids[0]], "unhealthy", timeout=30)
     before = len(standin.sent_commands())
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
+    env = rolling_env(
+        standin,
+        fleet,
         TARGET_GROUPS="auto",
         MIN_HEALTHY="100%",
         COMMANDS="true",
-        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -132,14 +136,13 @@ def test_a_fleet_already_below_min_healthy_is_refused(standin: StandIn, fleet: F
 @pytest.mark.slow
 def test_a_target_that_never_becomes_healthy_fails_the_rollout_and_rolls_back(standin: StandIn, fleet: Fleet) -> None:
     broken = fleet.ids[0]
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
-        TARGET_GROUPS=fleet.group_name,
+    env = rolling_env(
+        standin,
+        fleet,
         BATCH_SIZE="1",
         COMMANDS=f'[ "$(basename "$HOME")" = "{broken}" ] && rm -f {APP_UP}; true',
         ROLLBACK_COMMANDS=f"touch {APP_UP}; echo rolled-back",
         HEALTHY_TIMEOUT="5",
-        SERVICE=fleet.group_name,
     )
     run = run_pipe(env, timeout=200)
 
@@ -158,15 +161,14 @@ def test_an_alarm_during_the_bake_of_batch_two_rolls_back_batches_one_and_two(st
     fleet = make_fleet(standin, 3)
     alarm = f"web-5xx-{uuid.uuid4().hex[:6]}"
     standin.create_alarm(alarm)
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
-        TARGET_GROUPS=fleet.group_name,
+    env = rolling_env(
+        standin,
+        fleet,
         BATCH_SIZE="1",
         BAKE_TIME="8",
         ALARMS=alarm,
         COMMANDS=RESTART,
         ROLLBACK_COMMANDS="echo rolled-back",
-        SERVICE=fleet.group_name,
     )
     pipe = LivePipe(env)
     pipe.wait_for_line("batch 2/3 (1 instance(s)): baking 8 s", timeout=120)
@@ -193,12 +195,12 @@ def test_an_alarm_already_in_alarm_refuses_the_deploy(standin: StandIn, fleet: F
     standin.create_alarm(alarm)
     standin.set_alarm(alarm, "ALARM", "burning")
     before = len(standin.sent_commands())
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
+    env = rolling_env(
+        standin,
+        fleet,
         TARGET_GROUPS="auto",
         ALARMS=alarm,
         COMMANDS="true",
-        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -211,8 +213,10 @@ def test_an_alarm_already_in_alarm_refuses_the_deploy(standin: StandIn, fleet: F
 def test_sigterm_while_a_batch_is_drained_leaves_every_instance_registered(standin: StandIn) -> None:
     fleet = make_fleet(standin, 2, deregistration_delay=600)  # 30 s of draining at the stand-in's scale
     before = len(standin.sent_commands())
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids), TARGET_GROUPS=fleet.group_name, COMMANDS="true", SERVICE=fleet.group_name
+    env = rolling_env(
+        standin,
+        fleet,
+        COMMANDS="true",
     )
     pipe = LivePipe(env)
     pipe.wait_for_line("batch 1/2 (1 instance(s)): draining from", timeout=60)
@@ -228,8 +232,9 @@ def test_sigterm_while_a_batch_is_drained_leaves_every_instance_registered(stand
 
 def test_auto_finds_the_target_groups_and_the_dry_run_prints_the_plan(standin: StandIn, fleet: Fleet) -> None:
     before = len(standin.sent_commands())
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
+    env = rolling_env(
+        standin,
+        fleet,
         TARGET_GROUPS="auto",
         BATCH_SIZE="2",
         CANARY="1",
@@ -237,7 +242,6 @@ def test_auto_finds_the_target_groups_and_the_dry_run_prints_the_plan(standin: S
         BAKE_TIME="10",
         COMMANDS="true",
         DRY_RUN="true",
-        SERVICE=fleet.group_name,
     )
     run = run_pipe(env)
 
@@ -298,11 +302,10 @@ def test_a_held_lock_fails_fast_naming_the_holders_build(standin: StandIn, fleet
     holder = LivePipe(env)
     holder.wait_for_line(f"Lock /deploy-lock/{fleet.group_name}/prod taken", timeout=60)
     before = len(standin.sent_commands())
-    second = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
-        TARGET_GROUPS=fleet.group_name,
+    second = rolling_env(
+        standin,
+        fleet,
         COMMANDS="true",
-        SERVICE=fleet.group_name,
         ENVIRONMENT="prod",
         BITBUCKET_BUILD_NUMBER="42",
     )
@@ -336,13 +339,12 @@ def test_a_stale_lock_is_taken_over_with_a_warning(standin: StandIn, fleet: Flee
         "expires_at": "2026-01-01T01:00:00Z",
     }
     standin.client("ssm").put_parameter(Name=name, Value=json.dumps(stale), Type="String")
-    env = standin.pipe_env(
-        INSTANCE_IDS=" ".join(fleet.ids),
-        TARGET_GROUPS=fleet.group_name,
+    env = rolling_env(
+        standin,
+        fleet,
         BATCH_SIZE="2",
         MIN_HEALTHY="50%",
         COMMANDS="true",
-        SERVICE=fleet.group_name,
         ENVIRONMENT="prod",
     )
     run = run_pipe(env, timeout=200)
