@@ -210,7 +210,7 @@ def main() -> int:
     outputs = (5, 20) if args.quick else (10, 100)
     resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
     rows: list[tuple[str, str, str, str]] = []
-    with tempfile.TemporaryDirectory() as folder, StandIn(Path(folder) / "aws", upload_interval=0.2) as aws:
+    with tempfile.TemporaryDirectory() as folder, StandIn(upload_interval=0.2) as aws:
         clone = str(Path(folder) / "clone")
         os.makedirs(clone)
         pipe, waiter = finish_latency(aws, clone, runs)

@@ -173,7 +173,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="finish-latency runs")
     args = parser.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (16384, 16384))
-    with tempfile.TemporaryDirectory() as folder, StandIn(Path(folder) / "aws", upload_interval=0.2) as aws:
+    with tempfile.TemporaryDirectory() as folder, StandIn(upload_interval=0.2) as aws:
         clone = str(Path(folder) / "clone")
         os.makedirs(clone)
         table = rows(aws, clone, args.sizes, args.seconds, args.runs)

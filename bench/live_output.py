@@ -166,7 +166,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, nargs="+", default=[20, 60], help="how long the instances print")
     parser.add_argument("--concurrent", type=int, nargs="+", default=[4, 10], help="deploys at once")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, StandIn(Path(folder) / "aws", upload_interval=0.2) as aws:
+    with tempfile.TemporaryDirectory() as folder, StandIn(upload_interval=0.2) as aws:
         clone = str(Path(folder) / "clone")
         os.makedirs(clone)
         rows = live_output_rows(aws, clone, args.seconds, args.concurrent)

@@ -70,7 +70,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, StandIn(Path(folder) / "aws") as aws:
+    with tempfile.TemporaryDirectory() as folder, StandIn() as aws:
         aws.elb_time_scale = 0.1
         clone = Path(folder) / "clone"
         clone.mkdir()

@@ -42,7 +42,7 @@ echo "[$(date +%T)] health: ok"
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="ssm-deploy-demo-") as folder, StandIn(Path(folder)) as aws:
+    with tempfile.TemporaryDirectory(prefix="ssm-deploy-demo-") as folder, StandIn() as aws:
         instances = aws.launch(2, name="web-api")
         for instance_id in instances:
             script = aws.instance(instance_id).home / "deploy.sh"

@@ -21,10 +21,10 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 @pytest.fixture(scope="session")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
+def standin() -> Iterator[StandIn]:
     from standin import StandIn
 
-    with StandIn(tmp_path_factory.mktemp("standin"), upload_interval=0.1) as running:
+    with StandIn(upload_interval=0.1) as running:
         yield running
 
 

@@ -216,20 +216,22 @@ def test_bad_variables_are_refused_by_name_without_traceback(
     assert commands_sent_to(standin, [instance_id]) == 0
 
 
-def test_working_directory_and_yaml_list_of_instances(standin: StandIn, tmp_path: object) -> None:
+def test_working_directory_and_yaml_list_of_instances(standin: StandIn) -> None:
     ids = standin.launch(2)
+    for instance_id in ids:  # the folder exists on each instance (its own /srv)
+        standin.instance_path(instance_id, "/srv/web-api").mkdir()
     env = standin.pipe_env(
         INSTANCE_IDS_COUNT="2",
         INSTANCE_IDS_0=ids[0],
         INSTANCE_IDS_1=ids[1],
-        WORKING_DIRECTORY=str(tmp_path),
+        WORKING_DIRECTORY="/srv/web-api",
         COMMANDS="pwd",
     )
     run = run_pipe(env)
 
     assert run.returncode == 0, run.output
-    assert f"{ids[0]} | {tmp_path}" in run.output
-    assert f"{ids[1]} | {tmp_path}" in run.output
+    assert f"{ids[0]} | /srv/web-api" in run.output
+    assert f"{ids[1]} | /srv/web-api" in run.output
 
 
 def test_output_beyond_the_ssm_field_limit_arrives_complete_through_cloudwatch(standin: StandIn) -> None:

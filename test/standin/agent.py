@@ -1,8 +1,9 @@
 """Runs one invocation the way the SSM Agent would: a real local process per instance.
 
-The process runs as the agent does on AWS: as the stand-in's user (root in CI, like the agent's
-root), with the agent's environment (``StandIn.instance_environment``: the instance role, the AWS CLI),
-in a mount namespace of its own where the instance's folder holds /srv and /opt (``isolation.py``).
+The process runs as the agent does on AWS: as root, with the agent's environment
+(``StandIn.instance_environment``: the instance role, the AWS CLI), on the instance: in its network
+namespace (``hosts.py``) and a mount namespace where the instance's folder holds /home, /root, /tmp,
+/srv and /opt (``isolation.py``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import IO, Any
 
-from standin import isolation
 from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader
 from standin.fleet import DELIVER, NEVER, FakeInstance
 from standin.moto_bridge import MotoCommand
@@ -58,7 +58,6 @@ class InvocationRun:
         environment: dict[str, str],
         logs_sink: Callable[[], LogsSink],
         upload_interval: float,
-        namespace: Sequence[str],
     ) -> None:
         self.command = command
         self.instance_id = instance_id
@@ -66,7 +65,6 @@ class InvocationRun:
         self._environment = environment
         self._logs_sink = logs_sink
         self._upload_interval = upload_interval
-        self._namespace = tuple(namespace)  # the unshare prefix isolation.probe() chose
         self._report: Report = lambda instance_id, fields: command.update_invocation(instance_id, **fields)
         self._on_done: Done | None = None
         self.final_details: str | None = None
@@ -159,7 +157,7 @@ class InvocationRun:
         uploaders = self._uploaders()
         try:
             self.process = subprocess.Popen(
-                isolation.launch_command(self._namespace, instance.home, script, cwd),
+                instance.launch_command(script, cwd),
                 cwd=instance.home,  # the launcher enters ``cwd`` once the instance's roots are mapped
                 env=self._process_environment(instance),
                 stdout=subprocess.PIPE,
@@ -167,7 +165,7 @@ class InvocationRun:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        except OSError as error:  # e.g. unshare is gone (a missing working directory fails inside)
+        except (OSError, RuntimeError) as error:  # e.g. unshare is gone, the network could not be made
             self.stderr = f"failed to run commands: {error}\n"
             if "stderr" in uploaders:
                 uploaders["stderr"].add(self.stderr.rstrip("\n"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from standin import isolation
+from standin.hosts import PrivateNetwork
 
 # How an instance's agent answers a command:
 DELIVER = "deliver"  # picks the command up and runs it
@@ -22,6 +23,8 @@ class FakeInstance:
     instance_id: str
     name: str
     home: Path
+    address: str  # its private IP: PrivateIpAddress in EC2, eth0 in its network namespace (hosts.py)
+    network: PrivateNetwork
     ping_status: str = "Online"
     delivery: str = DELIVER
     delivery_delay: float = 0.05
@@ -40,9 +43,18 @@ class FakeInstance:
         return self.resource_type == "ManagedInstance"
 
     def path(self, path: str) -> Path:
-        """Where this instance's absolute ``path`` under /srv or /opt is on this machine (see
+        """Where this instance's absolute ``path`` under a mapped root is on this machine (see
         ``isolation.py``): ``path("/srv/web-api/current")`` is ``<home>/root/srv/web-api/current``."""
         return isolation.host_path(self.home, path)
+
+    def launch_command(self, script: Path, cwd: str) -> list[str]:
+        """argv that runs ``bash script`` in ``cwd`` on this instance (its network and file system)."""
+        return isolation.launch_command(self.network.namespace(self.instance_id, self.address), self.home, script, cwd)
+
+    @property
+    def network_up(self) -> bool:
+        """Whether the instance's network exists yet (it is made when its first command runs)."""
+        return self.network.is_up(self.instance_id)
 
     # How fast AWS's delivery clock runs for a NEVER instance: 0.01 reports a 31-s total timeout as
     # DeliveryTimedOut after 0.31 s. The status is AWS's; only the wait is shortened, for tests.
@@ -61,23 +73,36 @@ class FakeInstance:
             "PlatformVersion": "2023",
             "ResourceType": self.resource_type,
             "ComputerName": self.name,
-            "IPAddress": "127.0.0.1",
+            "IPAddress": self.address,
         }
 
 
 class Fleet:
-    """Thread-safe registry of instances, each with its own home folder (and /srv and /opt inside it)."""
+    """Thread-safe registry of instances, each with its own folder (its /home, /root, /tmp, /srv and
+    /opt inside it) and its own address in ``network``; ``provision`` (e.g. the app user's home)
+    runs on each new instance's folder, as an AMI brings its files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, network: PrivateNetwork, provision: Callable[[Path], None]) -> None:
+        isolation.check_root(root)
         self._root = root
+        self._network = network
+        self._provision = provision
         self._instances: dict[str, FakeInstance] = {}
         self._lock = threading.Lock()
 
-    def add(self, instance_id: str, name: str = "", **behaviour: Any) -> FakeInstance:
+    def add(self, instance_id: str, address: str, name: str = "", **behaviour: Any) -> FakeInstance:
         home = self._root / instance_id
         home.mkdir(parents=True, exist_ok=True)
         isolation.prepare(home)
-        instance = FakeInstance(instance_id=instance_id, name=name or instance_id, home=home, **behaviour)
+        self._provision(isolation.instance_root(home))
+        instance = FakeInstance(
+            instance_id=instance_id,
+            name=name or instance_id,
+            home=home,
+            address=address,
+            network=self._network,
+            **behaviour,
+        )
         with self._lock:
             self._instances[instance_id] = instance
         return instance

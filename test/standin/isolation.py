@@ -1,24 +1,23 @@
-"""Each instance's own file system under the roots an application lives in: /srv and /opt.
+"""Each instance's own file system: /home, /root, /tmp, /srv and /opt are the instance's.
 
-The pipe sends real absolute paths (``APP_DIR: /srv/web-api``). On AWS every instance has its own
-/srv; here every instance is a folder on one machine. So each invocation's process runs in a mount
-namespace of its own (util-linux ``unshare --mount``) in which ``<instance folder>/root/srv`` is
-bind-mounted on /srv and ``<instance folder>/root/opt`` on /opt. Inside, the commands see and change
-/srv/web-api as on an instance; outside, tests read the same files at
-``<instance folder>/root/srv/web-api`` (``StandIn.instance_path``). Everything else (/, /tmp,
-/home, /usr, the AWS CLI) is the machine's own, shared by every instance.
+The pipe sends real absolute paths (``APP_DIR: /srv/web-api``), the app user's pm2 keeps its daemon
+under ``~/.pm2``, programs write to /tmp. On AWS every instance has its own of each; here every
+instance is a folder on one machine. So each invocation's process runs in a mount namespace of its
+own (util-linux ``unshare --mount``), entered from the instance's network namespace (``hosts.py``),
+in which ``<instance folder>/root/home`` is bind-mounted on /home, ``.../root/root`` on /root, and so
+on. Inside, the commands see and change /srv/web-api or ~ec2-user as on an instance; outside, tests
+read the same files at ``<instance folder>/root/srv/web-api`` (``StandIn.instance_path``). The rest
+(/usr, /etc, /var, the tools in /usr/local/lib/ssm-deploy-standin) is the machine's, shared by every
+instance the way an AMI's system files are the same on every instance.
 
-Why only /srv and /opt: they are the FHS homes of a service's files (the README's APP_DIR is under
-/srv, vendor installs use /opt), and mapping a root hides the machine's own folder there for the
-invocation, so mapping /home, /var or /usr would hide the user's home or the tools. The propagation
-is private: nothing mounted inside an invocation is seen by the machine or another instance, and the
-mounts go away with the invocation's last process.
+The instance folders themselves must not be under a mapped root (``check_root``): inside the
+namespace they would be hidden by the mounts. The propagation is private: nothing mounted inside an
+invocation is seen by the machine or another instance; a process that outlives its command (a pm2
+daemon) keeps its namespace, which maps the same folders.
 
-Namespaces need privileges: as root, a mount namespace (CAP_SYS_ADMIN, which a default Docker
-container lacks); as another user, a user namespace mapping that user to root inside (where the
-kernel allows unprivileged user namespaces). ``probe`` picks the first that works once per stand-in;
-when neither does, the stand-in refuses to start with what to change (it never runs an invocation
-unmapped, which would write into the machine's real /srv).
+Needs root (CAP_SYS_ADMIN, and CAP_NET_ADMIN for the network): ``probe`` checks once per stand-in
+and refuses to start with what to change; the stand-in never runs an invocation unmapped, which
+would write into the machine's real /srv or /home.
 """
 
 from __future__ import annotations
@@ -26,17 +25,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-MAPPED_ROOTS = ("/srv", "/opt")
+# mode of each root on a fresh instance: /tmp is world-writable with the sticky bit, /root private
+MAPPED_ROOTS = {"/home": 0o755, "/root": 0o700, "/tmp": 0o1777, "/srv": 0o755, "/opt": 0o755}
 INSTANCE_ROOT = "root"  # the instance's own part of the file system: <instance folder>/root/srv, ...
 PROBE_TIMEOUT = 10
+NETNS_DIR = "/run/netns"
 
-# unshare(1) execs its program in the new namespaces, so the invocation's pid (and process group,
-# which the agent kills on cancel and timeout) stays the one the agent started.
-AS_ROOT = ("unshare", "--mount", "--propagation", "private", "--")
-AS_USER = ("unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--")
+# unshare(1) execs its program in the new namespace, so the invocation's pid (and process group,
+# which the agent kills on cancel and timeout) stays the one the agent started; nsenter(1) likewise.
+MOUNT_NAMESPACE = ("unshare", "--mount", "--propagation", "private", "--")
 
 # Runs inside the namespace: map the roots, enter the working directory the way the agent does
 # (its message when the directory is missing), then become the script (same pid, same environment).
@@ -64,12 +63,22 @@ def instance_root(home: Path) -> Path:
     return home / INSTANCE_ROOT
 
 
-def prepare(home: Path) -> None:
-    """Create an instance's mapped roots (empty, 0755 like /srv and /opt on a fresh instance)."""
+def check_root(folder: Path) -> None:
+    """Refuse instance folders under a mapped root: the mounts would hide them inside the instance."""
     for root in MAPPED_ROOTS:
+        if folder.resolve() == Path(root) or Path(root) in folder.resolve().parents:
+            raise IsolationUnavailable(
+                f"the stand-in's folder {folder} is under {root}, which each instance has its own of: "
+                "put it elsewhere (e.g. under /var/tmp)"
+            )
+
+
+def prepare(home: Path) -> None:
+    """Create an instance's mapped roots (empty, with the modes of a fresh instance's)."""
+    for root, mode in MAPPED_ROOTS.items():
         folder = instance_root(home) / root.lstrip("/")
         folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o755)
+        folder.chmod(mode)
 
 
 def host_path(home: Path, path: str) -> Path:
@@ -91,39 +100,36 @@ def mounts(home: Path) -> list[tuple[str, str]]:
     return [(str(instance_root(home) / root.lstrip("/")), root) for root in MAPPED_ROOTS]
 
 
-def launch_command(prefix: Sequence[str], home: Path, script: Path, cwd: str) -> list[str]:
-    """argv that runs ``bash script`` in ``cwd`` inside the instance's own namespace."""
+def launch_command(net_namespace: str, home: Path, script: Path, cwd: str) -> list[str]:
+    """argv that runs ``bash script`` in ``cwd`` on the instance: in its network namespace, in a
+    mount namespace of its own where the instance's roots are mapped."""
     pairs = [part for pair in mounts(home) for part in pair]
-    return [*prefix, "bash", "-c", LAUNCH, "standin-agent", str(script), cwd, *pairs]
+    enter = ("nsenter", f"--net={NETNS_DIR}/{net_namespace}", "--")
+    return [*enter, *MOUNT_NAMESPACE, "bash", "-c", LAUNCH, "standin-agent", str(script), cwd, *pairs]
 
 
-def probe() -> tuple[str, ...]:
-    """The ``unshare`` prefix that works here (a bind mount is tried), or IsolationUnavailable."""
-    if shutil.which("unshare") is None:
+def probe() -> None:
+    """Check once that a mount namespace with bind mounts works here, or IsolationUnavailable."""
+    if os.geteuid() != 0:
         raise IsolationUnavailable(
-            "the stand-in runs each invocation in its own mount namespace and needs util-linux's "
-            "`unshare` on PATH (apt-get install util-linux)"
+            "the stand-in gives each instance its own /home, /root, /tmp, /srv and /opt (mount namespaces) "
+            "and network (network namespaces), which needs root: run the tests as root (CI does)"
         )
-    root = os.geteuid() == 0
-    if root:
-        for mount_point in MAPPED_ROOTS:  # mount points must exist; creating one is harmless
-            Path(mount_point).mkdir(exist_ok=True)
-    tried: list[str] = []
-    for prefix in (AS_ROOT, AS_USER) if root else (AS_USER,):
-        check = [*prefix, "bash", "-c", " && ".join(f"mount --bind {r} {r}" for r in MAPPED_ROOTS)]
-        try:
-            done = subprocess.run(check, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            tried.append(f"{' '.join(prefix[:-1])}: {error}")
-            continue
-        if done.returncode == 0:
-            return prefix
-        tried.append(f"{' '.join(prefix[:-1])}: {done.stderr.strip() or f'exit {done.returncode}'}")
-    missing = [r for r in MAPPED_ROOTS if not Path(r).is_dir()]
-    raise IsolationUnavailable(
-        "the stand-in runs each invocation in its own mount namespace (so /srv and /opt are per instance) "
-        f"and cannot here ({'; '.join(tried)}). Run the tests as root with CAP_SYS_ADMIN (in Docker: "
-        "--cap-add SYS_ADMIN --security-opt seccomp=unconfined, or --privileged), or as a user where "
-        "unprivileged user namespaces are allowed"
-        + (f"; also create {', '.join(missing)} (as root)" if missing else "")
-    )
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        raise IsolationUnavailable(
+            "the stand-in runs each invocation in namespaces of its own and needs util-linux's `unshare` and "
+            "`nsenter` on PATH (apt-get install util-linux)"
+        )
+    for mount_point in MAPPED_ROOTS:  # mount points must exist; creating one is harmless
+        Path(mount_point).mkdir(exist_ok=True)
+    check = [*MOUNT_NAMESPACE, "bash", "-c", " && ".join(f"mount --bind {r} {r}" for r in MAPPED_ROOTS)]
+    try:
+        done = subprocess.run(check, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise IsolationUnavailable(f"the stand-in cannot create a mount namespace here: {error}") from error
+    if done.returncode != 0:
+        raise IsolationUnavailable(
+            "the stand-in runs each invocation in a mount namespace of its own and cannot here "
+            f"({done.stderr.strip() or f'exit {done.returncode}'}). Run the tests as root with CAP_SYS_ADMIN and "
+            "CAP_NET_ADMIN (in Docker: --privileged)"
+        )

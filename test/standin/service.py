@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from standin import isolation, targets
+from standin import targets
 from standin.agent import InvocationRun
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSink
 from standin.command_alarm import AlarmWatch, check_configuration, watch
@@ -61,7 +61,6 @@ class RunCommandService:
         self._instance_environment = instance_environment
         self._logs_sink = logs_sink
         self.upload_interval = upload_interval
-        self.namespace: tuple[str, ...] = isolation.AS_ROOT  # StandIn.start sets what isolation.probe() found
         self.sent: dict[str, SentCommand] = {}
         # Control-plane calls per API, every service: "ssm:SendCommand", "sts:AssumeRole", ...;
         # SSM and CloudWatch Logs actions also under the bare action name ("SendCommand"), as
@@ -166,7 +165,6 @@ class RunCommandService:
                 environment,
                 self._logs_sink,
                 self.upload_interval,
-                self.namespace,
             )
         count = len(sent.runs)
         concurrency = str(request.get("MaxConcurrency") or DEFAULT_MAX_CONCURRENCY)

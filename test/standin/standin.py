@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ipaddress
 import json
 import logging
+import shutil
 import subprocess
-import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,14 +20,16 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from standin import isolation, moto_bridge
+from standin import isolation, moto_bridge, tools
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
+from standin.hosts import PrivateNetwork
 from standin.live_tail import LogsReads
 from standin.load_balancer import APP_UP, LoadBalancerModel
 from standin.network import FlakyProxy
 from standin.service import RunCommandService, SentCommand
 from standin.traffic import TrafficSimulator
+from standin.users import AppUser, ensure_app_user
 
 ACCOUNT = "123456789012"  # moto's default account
 ADMIN_KEYS = {
@@ -42,15 +46,29 @@ AMI = "ami-12c6146b"  # one of moto's built-in images
 AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class StandIn:
-    """moto on 127.0.0.1 with Run Command executed by local processes."""
+STATE_PARENT = Path("/var/tmp")  # the stand-in's folders: not under a root each instance has its own of
 
-    def __init__(self, root: Path, region: str = "eu-west-1", upload_interval: float = 0.2) -> None:
-        self.root = root
+
+class StandIn:
+    """moto on 127.0.0.1 with Run Command executed by local processes, each instance a host of its
+    own: its own network namespace and address (``hosts.py``) and file system (``isolation.py``).
+
+    ``root`` holds the instances' folders; by default a new folder under /var/tmp, removed on stop."""
+
+    def __init__(self, root: Path | None = None, region: str = "eu-west-1", upload_interval: float = 0.2) -> None:
+        self._owns_root = root is None
+        self.root = root if root is not None else Path(tempfile.mkdtemp(prefix="ssm-deploy-standin-", dir=STATE_PARENT))
         self.region = region
-        self.fleet = Fleet(root / "instances")
+        self.network = PrivateNetwork()
+        self.app_user: AppUser | None = None  # the machine's account (start); its home is on every instance
+        self.fleet = Fleet(self.root / "instances", self.network, self._provision)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        # the same moto on the subnet's router address: the instances' endpoint (their 127.0.0.1 is their own)
+        self._instance_server: ThreadedMotoServer | None = None
         self.endpoint = ""
+        self.instance_endpoint = ""
+        self.subnet_id = ""
+        self._hybrid_addresses = 0
         self.admin_keys = dict(ADMIN_KEYS)  # what the tests' own clients use
         self.agent_keys = dict(AGENT_KEYS)  # the instances' role: the agent and the AWS CLI on them
         self.logs_sinks = LogsSinks()  # one CloudWatch Logs client for all invocations' uploads
@@ -67,14 +85,22 @@ class StandIn:
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> StandIn:
-        self.service.namespace = isolation.probe()  # before anything starts: IsolationUnavailable says why
+        isolation.probe()  # before anything starts: IsolationUnavailable says why
+        tools.require()
+        self.app_user = ensure_app_user()
+        self.network.start()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
+        self._instance_server = ThreadedMotoServer(ip_address=self.network.router, port=0, verbose=False)
+        self._instance_server.start()
+        router, router_port = self._instance_server.get_host_and_port()
+        self.instance_endpoint = f"http://{router}:{router_port}"
         moto_bridge.install(self.service)
         moto_bridge.install_logs_reads(self.logs_reads)
         moto_bridge.install_load_balancer(self.load_balancer)
+        self.subnet_id = self._create_subnet()
         self.load_balancer.start()
         return self
 
@@ -82,7 +108,27 @@ class StandIn:
         self.load_balancer.stop()
         self.service.cancel_all()
         self.service.wait_idle(10)
+        if self._instance_server is not None:
+            self._instance_server.stop()
         self._server.stop()
+        self.network.stop()
+        if self._owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _provision(self, instance_root: Path) -> None:
+        """What every new instance has before its first command, as its AMI gives: the app user's home."""
+        if self.app_user is None:
+            raise RuntimeError("StandIn.start() was not called")
+        self.app_user.install_home(instance_root)
+
+    def _create_subnet(self) -> str:
+        """The subnet of the stand-in's network in the default VPC: instances get their address there."""
+        ec2 = self.client("ec2")
+        vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=str(self.network.subnet), AvailabilityZone=f"{self.region}a")[
+            "Subnet"
+        ]
+        return str(subnet["SubnetId"])
 
     def __enter__(self) -> StandIn:
         return self.start()
@@ -127,12 +173,12 @@ class StandIn:
 
         The agent's own PATH (sbin folders included, as on AWS: runuser, useradd) with the AWS CLI
         first; the agent also sets per invocation AWS_SSM_INSTANCE_ID, SSM_COMMAND_ID and
-        AWS_SSM_REGION_NAME (``agent.py``). Unlike AWS's agent, HOME is set: the instance's folder."""
-        cli_folder = str(Path(sys.executable).parent)
+        AWS_SSM_REGION_NAME (``agent.py``). Unlike AWS's agent, HOME is set: the instance's folder.
+        The endpoint is the stand-in's address on the instances' subnet."""
         return {
-            "PATH": f"{cli_folder}:{AGENT_PATH}",
+            "PATH": f"{tools.AWS_CLI_BIN}:{AGENT_PATH}",
             "LANG": "C.UTF-8",
-            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL": self.instance_endpoint,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": self.agent_keys["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": self.agent_keys["aws_secret_access_key"],
@@ -145,10 +191,10 @@ class StandIn:
     ) -> list[str]:
         """Run EC2 instances in moto (one RunInstances call, tagged ``Name`` plus ``tags``) and
         register them as managed instances with a local home. ``behaviour``: ``FakeInstance`` fields."""
-        ids = self._run_instances(count, {"Name": name, **(tags or {})})
-        for instance_id in ids:
-            self.fleet.add(instance_id, name=name, **behaviour)
-        return ids
+        launched = self._run_instances(count, {"Name": name, **(tags or {})})
+        for instance_id, address in launched.items():
+            self.fleet.add(instance_id, address, name=name, **behaviour)
+        return list(launched)
 
     def register_hybrid(
         self, count: int = 1, name: str = "onprem", tags: dict[str, str] | None = None, **behaviour: Any
@@ -158,9 +204,20 @@ class StandIn:
         ids = [f"mi-{uuid.uuid4().hex[:17]}" for _ in range(count)]
         for instance_id in ids:
             self.fleet.add(
-                instance_id, name=name, resource_type="ManagedInstance", ssm_tags=dict(tags or {}), **behaviour
+                instance_id,
+                self._hybrid_address(),
+                name=name,
+                resource_type="ManagedInstance",
+                ssm_tags=dict(tags or {}),
+                **behaviour,
             )
         return ids
+
+    def _hybrid_address(self) -> str:
+        """An address for a hybrid node, from the top of the subnet down (EC2 assigns from the bottom up)."""
+        self._hybrid_addresses += 1
+        subnet = self.network.subnet
+        return str(ipaddress.ip_address(int(subnet.broadcast_address) - self._hybrid_addresses))
 
     def instance(self, instance_id: str) -> FakeInstance:
         found = self.fleet.get(instance_id)
@@ -169,8 +226,8 @@ class StandIn:
         return found
 
     def instance_path(self, instance_id: str, path: str) -> Path:
-        """Where an absolute path of the instance under /srv or /opt is on this machine, to inspect
-        what commands did there: ``instance_path(i, "/srv/web-api/current")`` is
+        """Where an absolute path of the instance (under /home, /root, /tmp, /srv or /opt) is on this
+        machine, to inspect what commands did there: ``instance_path(i, "/srv/web-api/current")`` is
         ``<instance folder>/root/srv/web-api/current`` (see ``isolation.py``). ValueError for a
         path outside the mapped roots (shared by every instance, so never per instance)."""
         return self.instance(instance_id).path(path)
@@ -187,7 +244,7 @@ class StandIn:
         path = folder / f"{uuid.uuid4().hex}.sh"
         path.write_text(script + "\n")
         return subprocess.run(
-            isolation.launch_command(self.service.namespace, instance.home, path, cwd),
+            instance.launch_command(path, cwd),
             cwd=instance.home,
             env={**self.instance_environment(), "HOME": str(instance.home)},
             capture_output=True,
@@ -200,17 +257,19 @@ class StandIn:
         self, count: int = 1, name: str = "unmanaged", tags: dict[str, str] | None = None
     ) -> list[str]:
         """EC2 instances with no SSM Agent: in moto, tagged, but never registered, so never targeted."""
-        return self._run_instances(count, {"Name": name, **(tags or {})})
+        return list(self._run_instances(count, {"Name": name, **(tags or {})}))
 
-    def _run_instances(self, count: int, tags: dict[str, str]) -> list[str]:
+    def _run_instances(self, count: int, tags: dict[str, str]) -> dict[str, str]:
+        """RunInstances in the stand-in's subnet: instance id -> PrivateIpAddress."""
         response = self.client("ec2").run_instances(
             ImageId=AMI,
             MinCount=count,
             MaxCount=count,
             InstanceType="t3.micro",
+            SubnetId=self.subnet_id,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
         )
-        return [str(item["InstanceId"]) for item in response["Instances"]]
+        return {str(item["InstanceId"]): str(item["PrivateIpAddress"]) for item in response["Instances"]}
 
     def create_resource_group(
         self, name: str, tag_filters: dict[str, list[str]], resource_types: list[str] | None = None

@@ -1,20 +1,21 @@
-"""The instances' application user for RUN_AS: a real second account on this machine.
+"""The instances' application user for RUN_AS: a real second account, with a home on each instance.
 
 ``ssmdeploy-app`` stands for Amazon Linux's ``ec2-user``: the account a service runs as, with a home
-and a login environment. Its dot files are Amazon Linux 2023's (``~/.bash_profile`` sources
-``~/.bashrc``), and ``~/.bashrc`` ends the way nvm's installer leaves it, putting a tool folder on
-PATH. So a command finds ``standin-login-check`` (the stand-in's ``node``) only when it runs in the
-user's login environment (``su - ssmdeploy-app``, ``runuser -l``, ``sudo -iu``), not from root's
-environment or a plain ``su``/``runuser -u``: the trap RUN_AS exists for.
+and a login environment. The account is the machine's (``/etc/passwd`` is shared by every instance,
+like ec2-user on every instance of an AMI), but each instance has its own /home (``isolation.py``),
+so ``install_home`` writes the user's home into every new instance's folder: Amazon Linux 2023's dot
+files (``~/.bash_profile`` sources ``~/.bashrc``), and ``~/.bashrc`` ends the way nvm's installer
+leaves it, putting a tool folder on PATH. That folder holds Node.js 20, npm and pm2 (links to the
+pinned tools of ``tools.py``) and ``standin-login-check``: a command finds them only when it runs in
+the user's login environment (``su - ssmdeploy-app``, ``runuser -l``, ``sudo -iu``), not from root's
+environment or a plain ``su``/``runuser -u``: the trap RUN_AS exists for. Each instance's user has
+its own ``~/.pm2``, so its own pm2 daemon.
 
-The account is the machine's, so every stand-in instance has it (like ec2-user on every instance
-of an AMI) and its home, /home/ssmdeploy-app, is shared by all instances: per-instance files belong
-under APP_DIR (/srv, /opt; see ``isolation.py``). The user cannot run the stand-in's AWS CLI (it is
-the test virtualenv's, whose Python is not readable by other users): on-instance AWS calls, such as a
-release download, run as root, as the SSM Agent's do.
+The user cannot run the stand-in's AWS CLI as root does (on-instance AWS calls, such as a release
+download, run as root, as the SSM Agent's do).
 
-``ensure_app_user`` creates the account once (useradd needs root) and rewrites its dot files; it is
-idempotent and safe when several test sessions start at once (a lock file), and never removes it.
+``ensure_app_user`` creates the account once (useradd needs root); it is idempotent and safe when
+several test sessions start at once (a lock file), and never removes it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from standin import tools
+
 APP_USER = "ssmdeploy-app"
 LOGIN_CHECK = "standin-login-check"  # a command on the user's login PATH only
 LOGIN_BIN = ".standin-login/bin"  # under the user's home, like ~/.nvm/versions/node/<v>/bin
+LOGIN_TOOLS = ("node", "npm", "npx", "pm2")  # linked into LOGIN_BIN from tools.TOOLS_BIN
 SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
 
 BASH_PROFILE = """\
@@ -85,21 +89,27 @@ class AppUser:
 
     @property
     def login_bin(self) -> Path:
-        """The folder only the user's login PATH has (``LOGIN_CHECK`` lives there)."""
+        """The folder only the user's login PATH has (``LOGIN_CHECK``, node and pm2 live there), as
+        an instance sees it."""
         return self.home / LOGIN_BIN
+
+    def install_home(self, instance_root: Path) -> None:
+        """Write the user's home into an instance's folder (``instance_root`` holds its /home)."""
+        home = instance_root / str(self.home).lstrip("/")
+        _make_dirs(self, home, instance_root / "home")
+        home.chmod(0o700)
+        _write_dot_files(self, home)
 
 
 def ensure_app_user(name: str = APP_USER) -> AppUser:
-    """The account ``name``, created when missing, with the dot files above (rewritten each time)."""
+    """The account ``name``, created when missing."""
     if os.geteuid() != 0:
         raise UserUnavailable(f"creating the RUN_AS user {name} needs root (CI runs the tests as root)")
     with _locked(name):
         if not _exists(name):
             _useradd(name)
         entry = pwd.getpwnam(name)
-        user = AppUser(name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
-        _write_dot_files(user)
-    return user
+    return AppUser(name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
 
 
 def _exists(name: str) -> bool:
@@ -124,18 +134,24 @@ def _useradd(name: str) -> None:
         raise UserUnavailable(f"useradd {name} failed: {done.stderr.strip()}")
 
 
-def _write_dot_files(user: AppUser) -> None:
-    (user.home / ".profile").unlink(missing_ok=True)  # Amazon Linux has none; bash reads .bash_profile
+def _write_dot_files(user: AppUser, home: Path) -> None:
+    (home / ".profile").unlink(missing_ok=True)  # Amazon Linux has none; bash reads .bash_profile
     files = {".bash_profile": (BASH_PROFILE, 0o644), ".bashrc": (BASHRC, 0o644)}
     files[f"{LOGIN_BIN}/{LOGIN_CHECK}"] = (LOGIN_CHECK_SCRIPT, 0o755)
     for relative, (text, mode) in files.items():
-        target = user.home / relative
-        _make_dirs(user, target.parent)
+        target = home / relative
+        _make_dirs(user, target.parent, home)
         _replace(target, text, mode, user)
+    for tool in LOGIN_TOOLS:
+        link = home / LOGIN_BIN / tool
+        link.unlink(missing_ok=True)
+        link.symlink_to(tools.TOOLS_BIN / tool)
+        os.lchown(link, user.uid, user.gid)
 
 
-def _make_dirs(user: AppUser, folder: Path) -> None:
-    missing = [p for p in (folder, *folder.parents) if p.is_relative_to(user.home) and not p.exists()]
+def _make_dirs(user: AppUser, folder: Path, top: Path) -> None:
+    """Create ``folder`` and its missing parents up to ``top`` (excluded), owned by the user."""
+    missing = [p for p in (folder, *folder.parents) if p.is_relative_to(top) and p != top and not p.exists()]
     for path in reversed(missing):
         path.mkdir(mode=0o755)
         os.chown(path, user.uid, user.gid)

@@ -1,5 +1,6 @@
-"""Each instance's own /srv and /opt: every invocation runs in a mount namespace of its own where the
-instance's folder is mapped on them (isolation.py), as root with the agent's environment."""
+"""Each instance's own /home, /root, /tmp, /srv and /opt: every invocation runs in a mount namespace of
+its own where the instance's folder is mapped on them (isolation.py), as root with the agent's
+environment."""
 
 from __future__ import annotations
 
@@ -76,19 +77,32 @@ def test_run_on_instance_runs_user_data_in_the_instances_file_system(standin: St
     assert not Path(app).exists()
 
 
-@pytest.mark.parametrize("path", ["/tmp/app", "/srvx/app", "srv/app", "/srv/../etc", "/home/ec2-user/app"])
+@pytest.mark.parametrize("path", ["/var/app", "/srvx/app", "srv/app", "/srv/../etc", "/usr/local/bin/app"])
 def test_instance_path_refuses_what_is_not_per_instance(standin: StandIn, path: str) -> None:
     (instance_id,) = standin.launch(1)
     with pytest.raises(ValueError, match="/srv"):
         standin.instance_path(instance_id, path)
 
 
-def test_the_stand_in_uses_the_namespaces_this_machine_allows(standin: StandIn) -> None:
-    expected = isolation.AS_ROOT if os.geteuid() == 0 else isolation.AS_USER
-    assert standin.service.namespace == expected  # CI runs as root: a plain mount namespace
+def test_a_fresh_instances_roots_have_a_fresh_instances_modes(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    answer = run_one(standin, instance_id, "stat -c '%n %a %U' /home /root /tmp /srv /opt")
+
+    assert answer["StandardOutputContent"].splitlines() == [
+        "/home 755 root",
+        "/root 700 root",
+        "/tmp 1777 root",
+        "/srv 755 root",
+        "/opt 755 root",
+    ]
 
 
-def test_without_unshare_the_stand_in_says_what_it_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_stand_in_folder_under_a_per_instance_root_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(isolation.IsolationUnavailable, match="under /tmp, which each instance has its own of"):
+        isolation.check_root(tmp_path)
+
+
+def test_without_nsenter_the_stand_in_says_what_it_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(isolation.IsolationUnavailable, match="needs util-linux's `unshare`"):
+    with pytest.raises(isolation.IsolationUnavailable, match="needs util-linux's `unshare` and `nsenter`"):
         isolation.probe()

@@ -1,5 +1,6 @@
-"""The instances' RUN_AS user (users.py): a real second account with Amazon Linux's login files,
-whose login PATH is what a command run as that user must get."""
+"""The instances' RUN_AS user (users.py): a real second account with Amazon Linux's login files in its
+home on each instance, whose login PATH is what a command run as that user must get (node and pm2
+included, as nvm leaves them)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import uuid
 
 import pytest
 
-from standin import StandIn
+from standin import StandIn, tools
 from standin.tests.invoke import run_one
-from standin.users import APP_USER, BASH_PROFILE, BASHRC, LOGIN_CHECK, AppUser, ensure_app_user
+from standin.users import APP_USER, BASH_PROFILE, BASHRC, LOGIN_BIN, LOGIN_CHECK, AppUser, ensure_app_user
 
 SWITCHES = {
     "runuser -l": "runuser -l {user} -c {command}",
@@ -19,26 +20,42 @@ SWITCHES = {
 }
 
 
-def test_the_app_user_is_a_real_account_with_amazon_linuxs_login_files(app_user: AppUser) -> None:
+def test_the_app_user_is_a_real_account_with_amazon_linuxs_login_files_on_each_instance(
+    standin: StandIn, app_user: AppUser
+) -> None:
     entry = pwd.getpwnam(APP_USER)
+    (instance_id,) = standin.launch(1)
+    home = standin.instance_path(instance_id, str(app_user.home))
 
     assert (app_user.name, app_user.uid, app_user.gid) == (APP_USER, entry.pw_uid, entry.pw_gid)
     assert str(app_user.home) == entry.pw_dir == f"/home/{APP_USER}"
     assert entry.pw_shell == "/bin/bash" and app_user.uid != 0
-    assert app_user.home.stat().st_uid == app_user.uid
-    assert (app_user.home / ".bash_profile").is_file() and (app_user.home / ".bashrc").is_file()
-    assert not (app_user.home / ".profile").exists()  # bash reads .bash_profile, as on Amazon Linux
-    assert os.access(app_user.login_bin / LOGIN_CHECK, os.X_OK)
+    assert home.stat().st_uid == app_user.uid
+    assert (home / ".bash_profile").read_text() == BASH_PROFILE and (home / ".bashrc").read_text() == BASHRC
+    assert (home / ".bashrc").stat().st_uid == app_user.uid
+    assert not (home / ".profile").exists()  # bash reads .bash_profile, as on Amazon Linux
+    assert os.access(home / LOGIN_BIN / LOGIN_CHECK, os.X_OK)
 
 
-def test_creating_the_user_again_keeps_it_and_rewrites_its_login_files(app_user: AppUser) -> None:
+def test_creating_the_user_again_keeps_it(app_user: AppUser) -> None:
     # The account is the machine's and other test sessions may use it now: nothing is broken here.
-    again = ensure_app_user()
+    assert ensure_app_user() == app_user
 
-    assert again == app_user
-    assert (app_user.home / ".bash_profile").read_text() == BASH_PROFILE
-    assert (app_user.home / ".bashrc").read_text() == BASHRC
-    assert (app_user.home / ".bashrc").stat().st_uid == app_user.uid
+
+def test_node_20_and_pm2_are_on_the_users_login_path_only(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    script = (
+        "command -v pm2 || echo root: absent\n"  # (this machine's /usr may have a node of its own)
+        f"runuser -l {APP_USER} -c 'node --version; pm2 ping >/dev/null && pm2 --version; command -v pm2'"
+    )
+    answer = run_one(standin, instance_id, script)
+
+    assert answer["StandardOutputContent"].splitlines() == [
+        "root: absent",
+        f"v{tools.NODE_VERSION}",
+        tools.PM2_VERSION,
+        f"/home/{APP_USER}/{LOGIN_BIN}/pm2",
+    ], answer["StandardErrorContent"]
 
 
 @pytest.mark.parametrize("switch", list(SWITCHES))

@@ -1,0 +1,269 @@
+"""The instances' network: each stand-in instance is a host of its own, with its own address.
+
+On AWS every instance has its own network stack and its private IP in a subnet of its VPC; two
+instances can both listen on ``0.0.0.0:3000``, and the load balancer reaches each at its private IP.
+Here every instance gets a network namespace of its own (``ip netns``) with one interface, ``eth0``,
+holding the instance's ``PrivateIpAddress`` (moto assigns it from the stand-in's subnet, as EC2
+does), plugged into a bridge of the stand-in's that holds the subnet's first address, the VPC
+router's (``x.x.x.1``). This machine (the stand-in's load balancer, the tests) reaches the instances
+through that bridge, and the instances reach the stand-in's AWS endpoint at the router's address
+(``StandIn.instance_environment``), like a VPC endpoint.
+
+Choices, and why:
+
+* **The subnet.** A /20 out of ``172.31.128.0/17``: inside the default VPC's ``172.31.0.0/16``
+  (moto's default subnets use ``172.31.0.0/20`` to ``172.31.32.0/20``), so the addresses are the
+  ones a default VPC gives. The first /20 that overlaps no route and no address of this machine is
+  taken (read from the kernel when choosing, under a machine-wide lock, so parallel test workers,
+  Docker's networks and the machine's own routes are all respected).
+* **Nothing leaves the subnet.** An instance has no default route: it reaches the subnet (the
+  router address, the other instances) and nothing else, so no test traffic can go anywhere but
+  this machine's own namespaces.
+* **Created when first used.** An instance gets its namespace the first time a command runs on it
+  (most instances of a test session never listen on anything); an instance's namespace is not
+  removed while the stand-in runs, so its processes (a pm2 daemon, the app) live on between
+  commands, as on a real host.
+* **Removed on stop, and after a crash.** ``stop`` kills every process in the namespaces, deletes
+  them and the bridge. A session that died without ``stop`` leaves its owner's pid in
+  ``STATE_DIR``; the next stand-in that starts removes what a dead owner left.
+
+Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN on this machine): ``require_root`` says so, and the
+stand-in never falls back to a shared network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+VPC_RANGE = ipaddress.ip_network("172.31.128.0/17")
+SUBNET_PREFIX = 20
+STATE_DIR = Path("/run/ssm-deploy-standin")
+NETNS_DIR = Path("/run/netns")
+NAME_PREFIX = "ssmsi"  # bridges ssmsi<tag>, namespaces ssmsi<tag>-<n>, host-side veths ssv<tag><n>
+MAX_NAMESPACES = 1000  # a Linux bridge takes at most 1024 ports (BR_MAX_PORTS)
+COMMAND_TIMEOUT = 30
+
+
+class NetworkUnavailable(RuntimeError):
+    """This machine cannot give the stand-in's instances networks of their own."""
+
+
+def require_root() -> None:
+    missing = [tool for tool in ("ip", "nsenter", "unshare") if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        raise NetworkUnavailable(
+            "the stand-in gives each instance its own network namespace and file system, which needs root "
+            "(CI runs the tests as root): run ./dev test as root"
+        )
+    if missing:
+        raise NetworkUnavailable(
+            f"the stand-in needs {', '.join(missing)} on PATH (apt-get install iproute2 util-linux; "
+            "./dev test installs them)"
+        )
+
+
+def _ip(*args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        ["ip", *args], input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+    )
+    if done.returncode != 0:
+        raise NetworkUnavailable(f"ip {' '.join(args)} failed: {done.stderr.strip() or f'exit {done.returncode}'}")
+    return done.stdout
+
+
+def used_networks() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network this machine routes or holds an address in, default routes left out."""
+    networks: list[ipaddress.IPv4Network] = []
+    for route in json.loads(_ip("-j", "-4", "route", "show", "table", "all") or "[]"):
+        destination = str(route.get("dst", ""))
+        if destination in ("", "default") or route.get("type") in ("broadcast",):
+            continue
+        with contextlib.suppress(ValueError):
+            network = ipaddress.ip_network(destination if "/" in destination else f"{destination}/32", strict=False)
+            if isinstance(network, ipaddress.IPv4Network) and network.prefixlen > 0:
+                networks.append(network)
+    for link in json.loads(_ip("-j", "-4", "addr") or "[]"):
+        for info in link.get("addr_info", []):
+            with contextlib.suppress(ValueError, KeyError):
+                interface = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+                if isinstance(interface, ipaddress.IPv4Interface):
+                    networks.append(interface.network)
+    return networks
+
+
+def free_subnet(used: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first /20 of ``VPC_RANGE`` that overlaps none of ``used``."""
+    assert isinstance(VPC_RANGE, ipaddress.IPv4Network)
+    for subnet in VPC_RANGE.subnets(new_prefix=SUBNET_PREFIX):
+        if not any(subnet.overlaps(network) for network in used):
+            return subnet
+    raise NetworkUnavailable(
+        f"no /{SUBNET_PREFIX} of {VPC_RANGE} is free of this machine's routes and addresses "
+        f"({', '.join(str(n) for n in used if n.overlaps(VPC_RANGE))}): stop other stand-ins or remove stale "
+        f"bridges named {NAME_PREFIX}*"
+    )
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with (STATE_DIR / "network.lock").open("a") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(stream, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _namespaces(tag: str) -> list[str]:
+    if not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(f"{NAME_PREFIX}{tag}-"))
+
+
+def kill_processes(namespace: str) -> None:
+    """SIGKILL every process whose network namespace is ``namespace`` (the instance's pm2 daemons,
+    apps, anything its commands left running), as stopping the instance would."""
+    done = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+    )
+    for word in done.stdout.split():
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(word), signal.SIGKILL)
+
+
+def _remove(tag: str) -> None:
+    for namespace in _namespaces(tag):
+        kill_processes(namespace)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+    subprocess.run(
+        ["ip", "link", "del", f"{NAME_PREFIX}{tag}"], capture_output=True, timeout=COMMAND_TIMEOUT, check=False
+    )
+    (STATE_DIR / f"{tag}.owner").unlink(missing_ok=True)
+
+
+def remove_stale() -> list[str]:
+    """Remove the bridges and namespaces of stand-ins whose process is gone; their tags."""
+    removed = []
+    for owner in sorted(STATE_DIR.glob("*.owner")) if STATE_DIR.is_dir() else []:
+        try:
+            pid = int(owner.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = -1
+        if pid <= 0 or not _alive(pid):
+            _remove(owner.stem)
+            removed.append(owner.stem)
+    return removed
+
+
+class PrivateNetwork:
+    """The stand-in's subnet: a bridge with the router address, and a namespace per instance."""
+
+    def __init__(self) -> None:
+        self.tag = secrets.token_hex(3)
+        self.bridge = f"{NAME_PREFIX}{self.tag}"
+        self._subnet: ipaddress.IPv4Network | None = None
+        self._namespaces: dict[str, str] = {}  # instance id -> namespace
+        self._lock = threading.Lock()
+        self._creating: dict[str, threading.Lock] = {}
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        if self._subnet is None:
+            raise RuntimeError("PrivateNetwork.start() was not called")
+        return self._subnet
+
+    @property
+    def router(self) -> str:
+        """The subnet's first address (the VPC router's on AWS): this machine's address on the bridge."""
+        return str(self.subnet.network_address + 1)
+
+    def start(self) -> PrivateNetwork:
+        require_root()
+        with _machine_lock():
+            remove_stale()
+            subnet = free_subnet(used_networks())
+            (STATE_DIR / f"{self.tag}.owner").write_text(f"{os.getpid()} {subnet}\n")
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{subnet.network_address + 1}/{subnet.prefixlen}", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            self._subnet = subnet
+        return self
+
+    def stop(self) -> None:
+        with _machine_lock():
+            _remove(self.tag)
+        self._namespaces.clear()
+
+    def namespace(self, instance_id: str, address: str) -> str:
+        """The instance's network namespace, created on first use with ``address`` on its eth0."""
+        with self._lock:
+            existing = self._namespaces.get(instance_id)
+            if existing is not None:
+                return existing
+            creating = self._creating.setdefault(instance_id, threading.Lock())
+        with creating:
+            with self._lock:
+                existing = self._namespaces.get(instance_id)
+                if existing is not None:
+                    return existing
+                index = len(self._namespaces) + len(self._creating)
+                if len(self._namespaces) >= MAX_NAMESPACES:
+                    raise NetworkUnavailable(
+                        f"more than {MAX_NAMESPACES} instances ran commands in one stand-in (a bridge takes "
+                        "1,024 ports): start a new StandIn"
+                    )
+            name = self._create(instance_id, address, index)
+            with self._lock:
+                self._namespaces[instance_id] = name
+            return name
+
+    def is_up(self, instance_id: str) -> bool:
+        """Whether the instance's namespace exists (before its first command, nothing listens there)."""
+        with self._lock:
+            return instance_id in self._namespaces
+
+    def _create(self, instance_id: str, address: str, index: int) -> str:
+        if ipaddress.ip_address(address) not in self.subnet:
+            raise NetworkUnavailable(f"{instance_id}'s address {address} is outside the subnet {self.subnet}")
+        name = f"{self.bridge}-{index}"
+        veth = f"ssv{self.tag}{index:x}"
+        _ip("netns", "add", name)
+        _ip(
+            "-batch",
+            "-",
+            stdin=(
+                f"link add {veth} type veth peer name eth0 netns {name}\n"
+                f"link set {veth} master {self.bridge}\n"
+                f"link set {veth} up\n"
+            ),
+        )
+        _ip(
+            "-n",
+            name,
+            "-batch",
+            "-",
+            stdin=(f"link set lo up\naddr add {address}/{self.subnet.prefixlen} dev eth0\nlink set eth0 up\n"),
+        )
+        return name

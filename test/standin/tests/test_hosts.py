@@ -1,0 +1,135 @@
+"""Each stand-in instance is a host of its own: its own network namespace and address (hosts.py), its
+own /home (so its own pm2 daemon), and nothing left behind when the stand-in stops."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from standin import StandIn, hosts
+from standin.tests.invoke import run, run_one
+from standin.users import APP_USER
+
+# A server that outlives the command that started it, as a daemon would (it answers its instance id).
+SERVE = (
+    'mkdir -p /srv/site && echo "$AWS_SSM_INSTANCE_ID" > /srv/site/index.html\n'
+    "cd /srv/site\n"
+    "setsid python3 -m http.server 3000 --bind 0.0.0.0 >/dev/null 2>&1 < /dev/null &\n"
+    "for _ in $(seq 100); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 3000), 1)' "
+    "2>/dev/null && exit 0; sleep 0.1; done; exit 1"
+)
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_two_instances_listen_on_the_same_port_and_each_answers_at_its_own_address(standin: StandIn) -> None:
+    first, second = standin.launch(2)
+    started = run(standin, [first, second], SERVE)
+
+    assert [answer["Status"] for answer in started] == ["Success", "Success"], started
+    for instance_id in (first, second):
+        assert get(f"http://{standin.instance(instance_id).address}:3000/") == f"{instance_id}\n"
+
+
+def test_an_instances_address_is_its_private_ip_in_ec2_and_ssm(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    answer = run_one(standin, instance_id, "ip -4 -o addr show dev eth0 | awk '{print $4}'; ip -4 route")
+    reservation = standin.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    private_ip = reservation["Instances"][0]["PrivateIpAddress"]
+    information = standin.client("ssm").describe_instance_information(
+        Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
+    )["InstanceInformationList"][0]
+
+    address, route = answer["StandardOutputContent"].splitlines()
+    assert address == f"{private_ip}/{standin.network.subnet.prefixlen}"
+    assert information["IPAddress"] == private_ip == standin.instance(instance_id).address
+    assert ipaddress.ip_address(private_ip) in standin.network.subnet
+    # nothing but the subnet is reachable from an instance: no default route
+    assert route.startswith(f"{standin.network.subnet} dev eth0")
+
+
+def test_the_subnet_overlaps_none_of_the_machines_other_routes(standin: StandIn) -> None:
+    routes = json.loads(subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True).stdout)
+    others = [r["dst"] for r in routes if r.get("dev") != standin.network.bridge and r["dst"] != "default"]
+
+    assert others  # the machine has routes of its own
+    for destination in others:
+        assert not ipaddress.ip_network(destination, strict=False).overlaps(standin.network.subnet)
+    assert standin.network.subnet.subnet_of(hosts.VPC_RANGE)  # type: ignore[arg-type]
+
+
+def test_an_instances_loopback_is_its_own(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1)
+    moto_port = standin.endpoint.rsplit(":", 1)[1]
+    probe = f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {moto_port}), 2)'"
+    answer = run_one(standin, instance_id, f"{probe} && echo reached || echo refused")
+
+    assert answer["StandardOutputContent"] == "refused\n"  # the stand-in's 127.0.0.1 is not the instance's
+
+
+def test_each_instances_app_user_has_its_own_home_and_pm2_daemon(standin: StandIn) -> None:
+    first, second = standin.launch(2)
+    ping = f"runuser -l {APP_USER} -c 'pm2 ping >/dev/null && cat ~/.pm2/pm2.pid && echo; echo $HOME'"
+    answers = run(standin, [first, second], ping)
+
+    assert [a["Status"] for a in answers] == ["Success", "Success"], answers
+    (pid_1, home_1), (pid_2, home_2) = (a["StandardOutputContent"].split() for a in answers)
+    assert home_1 == home_2 == f"/home/{APP_USER}"
+    assert pid_1 != pid_2  # two daemons, one per instance
+    for instance_id, pid in ((first, pid_1), (second, pid_2)):
+        pm2_home = standin.instance_path(instance_id, f"/home/{APP_USER}/.pm2")
+        assert (pm2_home / "pm2.pid").read_text().strip() == pid
+        assert Path(f"/proc/{pid}").exists()
+
+
+def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:
+    # a network of its own (a second StandIn in this process would take over the first's moto patches)
+    network = hosts.PrivateNetwork().start()
+    address = str(network.subnet.network_address + 4)
+    namespace = network.namespace("i-0123456789abcdef0", address)
+    sleeper = subprocess.Popen(
+        ["nsenter", f"--net={hosts.NETNS_DIR}/{namespace}", "sleep", "600"], start_new_session=True
+    )
+    reached = subprocess.run(["ip", "-n", namespace, "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    network.stop()
+
+    assert f"{address}/{network.subnet.prefixlen}" in reached
+    assert sleeper.wait(timeout=10) == -9  # killed with the instance
+    assert not [name for name in os.listdir(hosts.NETNS_DIR) if name.startswith(network.bridge)]
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert network.bridge not in links and f"ssv{network.tag}" not in links
+    assert not (hosts.STATE_DIR / f"{network.tag}.owner").exists()
+
+
+def test_what_a_dead_stand_in_left_is_removed_by_the_next_one() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tag = "dead00"
+    bridge, namespace = f"{hosts.NAME_PREFIX}{tag}", f"{hosts.NAME_PREFIX}{tag}-0"
+    hosts.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    (hosts.STATE_DIR / f"{tag}.owner").write_text(f"{dead.pid} 172.31.255.0/24\n")
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+
+    network = hosts.PrivateNetwork().start()
+    try:
+        assert not Path(hosts.NETNS_DIR, namespace).exists()
+        assert bridge not in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+        assert not (hosts.STATE_DIR / f"{tag}.owner").exists()
+    finally:
+        network.stop()
+
+
+def test_without_root_the_stand_in_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(hosts.NetworkUnavailable, match="needs root"):
+        hosts.require_root()
