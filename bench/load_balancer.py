@@ -1,14 +1,18 @@
-"""Zero-downtime figures on the stand-in's load balancer; prints a table (no pass/fail).
+"""Zero-downtime figures through the stand-in's real data plane; prints a table (no pass/fail).
 
     .venv/bin/python bench/load_balancer.py            # 3 runs of each
     .venv/bin/python bench/load_balancer.py --runs 1
 
-Each run deploys 8 instances whose deploy stops the app for about 1 s, while simulated users send a
-request every 20-50 ms to a target the load balancer has in service: once with TARGET_GROUPS
+Each run deploys 8 instances, each running the users' Node.js app (``instance_app.py``), whose
+deploy restarts the app (down for about 1 s), while real HTTP clients send requests through the
+target group's HAProxy (4 workers, half on keep-alive connections): once with TARGET_GROUPS
 (BATCH_SIZE 25 %, MIN_HEALTHY 75 %, BAKE_TIME 2 s), once paced by MAX_CONCURRENCY 2 alone (the
-baseline). It reports failed requests of both, and the seconds each batch spent draining, deploying,
-coming back healthy and baking (from the result file). The stand-in's ELB clock runs at 0.1: a 5-s
-health-check interval lasts 0.5 s and the groups' 20-s deregistration delay lasts 2 s.
+baseline, same fleet size, same run). It reports the failed requests of both (non-2xx answers,
+connection errors, timeouts, as the clients saw them), each instance's seconds out of service (not
+in the load balancer's routing set, or routed to while its app does not answer, sampled every 50
+ms), the deploy's wall time, and the seconds each batch spent draining, deploying, coming back
+healthy and baking (from the result file). The stand-in's ELB clock runs at 0.1: a 5-s health-check
+interval lasts 0.5 s and the groups' 20-s deregistration delay lasts 2 s.
 """
 
 from __future__ import annotations
@@ -19,25 +23,71 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "test")]
 
 from standin import StandIn  # noqa: E402
-from standin.load_balancer import APP_UP  # noqa: E402
+from standin.instance_app import RESTART  # noqa: E402
 from table import print_table  # noqa: E402
 
 PIPE = ROOT / "pipe" / "pipe.py"
 FLEET = 8
-RESTART = f"rm -f {APP_UP}; sleep 1; touch {APP_UP}"
 STEPS = ("drain", "deploy", "healthy", "bake")
+SAMPLE = 0.05  # seconds between looks at the routing set
 
 
-def deploy_under_traffic(aws: StandIn, clone: Path, draining: bool) -> tuple[int, int, float, list[dict[str, float]]]:
-    """One deploy of a fresh fleet; returns (requests, failed, wall seconds, per-batch timings)."""
+def answers(address: str | None) -> bool:
+    """Whether the app at ``address`` answers its health check now."""
+    if address is None:
+        return False
+    try:
+        with urllib.request.urlopen(f"http://{address}:3000/health", timeout=0.5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+class OutOfService:
+    """Each instance's seconds out of service, sampled in a thread: not in the load balancer's
+    routing set, or routed to while its app does not answer."""
+
+    def __init__(self, aws: StandIn, arn: str, ids: list[str]) -> None:
+        self._aws, self._arn, self._ids = aws, arn, ids
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OutOfService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(SAMPLE):
+            routed = set(self._aws.load_balancer.in_service(self._arn))
+            now = time.monotonic()
+            for instance_id in self._ids:
+                if instance_id not in routed or not answers(self._aws.address_of(instance_id)):
+                    self.seconds[instance_id] += now - last
+            last = now
+
+
+def deploy_under_traffic(
+    aws: StandIn, clone: Path, draining: bool
+) -> tuple[int, int, float, list[float], list[dict[str, float]]]:
+    """One deploy of a fresh fleet; returns (requests, failed, wall seconds, each instance's seconds
+    out of service, per-batch timings)."""
     ids = aws.launch(FLEET)
     for instance_id in ids:
         aws.app_up(instance_id)
@@ -53,13 +103,15 @@ def deploy_under_traffic(aws: StandIn, clone: Path, draining: bool) -> tuple[int
         variables |= {"MAX_CONCURRENCY": "2"}
     env = aws.pipe_env(NO_COLOR="1", BITBUCKET_CLONE_DIR=str(clone), **variables)
     started = time.monotonic()
-    with aws.traffic(arn) as traffic:
+    with aws.traffic(arn) as traffic, OutOfService(aws, arn, ids) as out:
         done = subprocess.run([sys.executable, str(PIPE)], env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - started
     if done.returncode:
         raise RuntimeError(f"the pipe failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
-    batches = json.loads(result.read_text())["batches"]
-    return traffic.requests, len(traffic.failures), wall, [b["seconds"] for b in batches]
+    batches = json.loads(result.read_text()).get("batches") or []
+    summary = traffic.summary()
+    outside = [out.seconds.get(i, 0.0) for i in ids]
+    return summary.requests, summary.failed, wall, outside, [b["seconds"] for b in batches]
 
 
 def spread(values: list[float], unit: str = "", digits: int = 0) -> str:
@@ -83,10 +135,16 @@ def main() -> int:
             spread([float(r[1]) for r in paced]) + f" of ~{statistics.median(r[0] for r in paced):.0f}",
             "0",
         ),
+        (
+            f"out of service per instance (of {FLEET} x {args.runs})",
+            spread([s for r in rolling for s in r[3]], " s", 1),
+            spread([s for r in paced for s in r[3]], " s", 1),
+            "-",
+        ),
         ("deploy wall time", spread([r[2] for r in rolling], " s", 1), spread([r[2] for r in paced], " s", 1), "-"),
     ]
     for step in STEPS:
-        values = [b[step] for r in rolling for b in r[3] if b.get(step) is not None]
+        values = [b[step] for r in rolling for b in r[4] if b.get(step) is not None]
         if values:
             rows.append((f"per batch: {step} (of 4 batches x {args.runs})", spread(values, " s", 1), "-", "-"))
     header = ("measure", "TARGET_GROUPS, 4 batches", "MAX_CONCURRENCY 2 (baseline)", "target")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from standin import StandIn
+from standin.instance_app import RESTART
 from support import ROOT, PipeRun, plain
 
 # Where Docker Hub is reachable (Bitbucket Pipelines), set PIPE_TEST_BASE_IMAGE=python:3.12-slim.
@@ -164,7 +165,7 @@ def test_image_rolls_out_behind_the_load_balancer_without_failed_requests(image:
         MIN_HEALTHY="50%",
         ALARMS=alarm,
         SERVICE=group,
-        COMMANDS="rm -f /srv/lb-app/up; sleep 1; touch /srv/lb-app/up",
+        COMMANDS=RESTART,
     )
     with standin.traffic(arn) as traffic:
         run = run_image(image, env, timeout=180)

@@ -10,7 +10,9 @@ failure. Events come from PutLogEvents as moto stores them (``moto_bridge`` publ
 Quotas (CloudWatch Logs User Guide, "CloudWatch Logs quotas"), each a token bucket or a counter that
 tests may change (``configure``): 15 concurrent Live Tail sessions per account
 (LimitExceededException beyond), StartLiveTail 5 TPS, FilterLogEvents 5 TPS in the smallest Regions
-(10 in most, 25 in us-east-1), shared by every caller of the account (ThrottlingException).
+(10 in most, 25 in us-east-1), shared by every caller of the account (ThrottlingException). AWS
+documents no burst for them: each bucket holds one second's worth. ``throttle_starts`` stands for
+the other callers of the account (pipelines started at the same moment) taking StartLiveTail's tokens.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ class LogsQuotas:
     max_prefixes: int = 100  # logStreamNamePrefixes / logStreamNames: at most 100 items (service model)
 
 
+@dataclass(frozen=True)
+class StartAttempt:
+    """One StartLiveTail call: when it arrived (the stand-in's clock), its stream-name prefixes, and
+    the answer ("ok" or the error code)."""
+
+    at: float
+    prefixes: tuple[str, ...]
+    answer: str
+
+
 @dataclass
 class ReadCounters:
     """What readers were served: events and message bytes, calls and refusals."""
@@ -56,6 +68,7 @@ class ReadCounters:
     tail_bytes: int = 0
     sampled_updates: int = 0
     tail_prefixes: list[list[str]] = field(default_factory=list)  # each started session's prefixes
+    start_attempts: list[StartAttempt] = field(default_factory=list)  # every StartLiveTail call, in order
 
 
 class LiveTailRefused(Exception):
@@ -76,6 +89,7 @@ class LogsReads:
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: set[_Session] = set()
+        self._throttle_starts = 0
         self.counters = ReadCounters()
         self.configure(**dataclasses.asdict(quotas or LogsQuotas()))
 
@@ -90,6 +104,7 @@ class LogsReads:
         """Default quotas and zero counters (sessions still open keep running)."""
         self.configure(**dataclasses.asdict(LogsQuotas()))
         with self._lock:
+            self._throttle_starts = 0
             active = self.counters.sessions_active
             self.counters = ReadCounters(sessions_active=active, sessions_peak=active)
 
@@ -109,9 +124,31 @@ class LogsReads:
             self.counters.filter_bytes += _message_bytes(events)
 
     # --- StartLiveTail ------------------------------------------------------------------------------
+    def throttle_starts(self, count: int) -> None:
+        """The next ``count`` StartLiveTail calls find the account's tokens taken (by other callers,
+        as when pipelines start together) and are answered ThrottlingException."""
+        with self._lock:
+            self._throttle_starts = count
+
     def start(self, request: dict[str, Any], existing_groups: set[str]) -> _Session:
         """Open a session for a StartLiveTail request; LiveTailRefused as AWS would answer."""
-        if not self._start_bucket.take():
+        at = self._clock()
+        prefixes = tuple(request.get("logStreamNamePrefixes") or ())
+        try:
+            session = self._start(request, existing_groups)
+        except LiveTailRefused as refused:
+            with self._lock:
+                self.counters.start_attempts.append(StartAttempt(at, prefixes, refused.code))
+            raise
+        with self._lock:
+            self.counters.start_attempts.append(StartAttempt(at, prefixes, "ok"))
+        return session
+
+    def _start(self, request: dict[str, Any], existing_groups: set[str]) -> _Session:
+        with self._lock:
+            forced = self._throttle_starts > 0
+            self._throttle_starts -= int(forced)
+        if forced or not self._start_bucket.take():
             with self._lock:
                 self.counters.start_throttled += 1
             raise LiveTailRefused("ThrottlingException", "Rate exceeded")

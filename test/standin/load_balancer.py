@@ -1,18 +1,36 @@
-"""Target health of ELBv2 target groups, as Elastic Load Balancing documents it (no moto here).
+"""Target health of ELBv2 target groups, as Elastic Load Balancing documents it (no moto here), with
+real HTTP health checks; the requests themselves go through a data plane (``haproxy.py``).
 
 moto registers and deregisters at once and calls every registered target ``healthy``. This model
-keeps each (target group, target) pair instead, and a background thread runs the health checks:
+keeps each (target group, target) pair instead, and checks every target over HTTP:
 
 * **Health checks** (ALB user guide, "Health checks for Application Load Balancer target groups"):
-  one every ``HealthCheckIntervalSeconds`` per registered target; a check passes when the
-  instance's app answers (the file ``APP_UP`` exists on it, see ``StandIn.app_up``). "After your
-  target is registered, it must pass one health check to be considered healthy": a new target is
-  ``initial`` until its first passing check (``Elb.RegistrationInProgress`` before any check ran,
+  ``GET http://<address>:<port><HealthCheckPath>`` (``User-Agent: ELB-HealthChecker/2.0``,
+  ``Connection: close``: "After each health check is completed, the load balancer node closes the
+  connection"), where the address is the instance's private IP (``address_of``) and the port
+  ``HealthCheckPort`` ("traffic-port": the target's port). A check passes when the status matches
+  ``Matcher.HttpCode`` ("200", "200,202", "200-299"; ALB default "200"). A failed check has the
+  reason code and description of "Health check reason codes": a status the matcher refuses is
+  ``Target.ResponseCodeMismatch`` ("Health checks failed with these codes: [500]"); no complete
+  answer within ``HealthCheckTimeoutSeconds`` (connecting included) is ``Target.Timeout`` ("Request
+  timed out"); a refused or reset connection, a malformed response or an instance without an
+  address (``address_of`` answers None) is ``Target.FailedHealthChecks`` ("Health checks failed");
+  anything unexpected in the checker itself is ``Elb.InternalError``. "After your target is
+  registered, it must pass one health check to be considered healthy": a new target is ``initial``
+  until its first passing check (``Elb.RegistrationInProgress`` before any check completed,
   ``Elb.InitialHealthChecking`` after failing ones). ``UnhealthyThresholdCount`` consecutive
-  failures make a target ``unhealthy`` (``Target.FailedHealthChecks``), and an unhealthy target
-  needs ``HealthyThresholdCount`` consecutive passes to be ``healthy`` again ("the number of
-  consecutive successful health checks required before considering an unhealthy target healthy").
-  The first check runs one interval after RegisterTargets.
+  failures make a target ``unhealthy`` (the reason of the latest failure), and an unhealthy target
+  needs ``HealthyThresholdCount`` consecutive passes to be ``healthy`` again. Only HTTP checks
+  (the stand-in's groups are HTTP; an HTTPS group is checked over HTTP too).
+* **Check timing**: the first check of a target starts one interval after RegisterTargets; each
+  next one is due one interval after the previous one *started* ("The time it takes for the target
+  to respond does not affect the interval for the next health check request"), but a target never
+  has two checks at once: when a check outlasts the interval (the timeout floor below can exceed
+  a scaled interval) the next one starts as soon as it ends. Checks of different targets run
+  concurrently, as tasks of one asyncio loop in the thread ``elb-health-checks`` (a hanging target
+  holds only its own check; no thread per target). ``address_of`` is called in that loop: it must
+  be a quick lookup that does not block. The targets of a group that no load balancer uses are not
+  checked.
 * **Deregistration** (ALB user guide, "Deregistration delay"): "The initial state of a deregistering
   target is draining"; the load balancer stops sending it requests at once. Even when the target
   has no in-flight requests, "the status of the target is displayed as draining until the
@@ -31,31 +49,59 @@ keeps each (target group, target) pair instead, and a background thread runs the
   one healthy target, "all targets available to the load balancer node, including unhealthy
   targets"): with no healthy target, every registered target that is not draining.
 
-Time: health-check intervals and the deregistration delay are multiplied by ``time_scale`` (0.1 in
-tests: a 5-s interval takes 0.5 s); the values AWS reports (the group's attributes) stay unscaled.
+Time: health-check intervals and the deregistration delay are multiplied by ``time_scale`` (0.05 in
+e2e tests: a 5-s interval takes 0.25 s); the values AWS reports (the group's attributes) stay
+unscaled. The check timeout is scaled too but never below ``TIMEOUT_FLOOR`` (1 s): a loopback HTTP
+answer takes milliseconds, yet on a loaded 2-core machine running the suite in parallel a thread
+can wait hundreds of milliseconds for the CPU, and a shorter timeout would make healthy targets
+fail at random.
+
+Data plane: the model is the control plane. Whenever the routing of a group changes (a check
+changed a state, a target was registered, deregistered or is gone, fail-open began or ended), it
+hands the group's whole routing state to ``data_plane.apply``: per target (address, port, mode),
+mode ``ready`` (in the routing set), ``maint`` (registered, not routed) or ``drain``
+(deregistering: no new requests, in-flight ones finish); a target no longer listed is gone (its
+remaining requests are cut). A target whose address was never known has no server. Calls come
+from the API threads and from worker threads of the check loop, one at a time, each with the
+newest state, and a change becomes visible (DescribeTargetHealth, ``states``, ``in_service``) only
+once the data plane has it: when a target reads ``healthy`` its server takes requests, when
+DeregisterTargets returns it takes no new ones, when it is gone its server takes nothing (deleted,
+or held in maintenance until HAProxy agrees to delete it). An error of the data plane is logged and
+kept in ``data_plane_errors``; the next change tries again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
-APP_UP = "/srv/lb-app/up"  # the instance's app answers (health checks and requests) while this exists
-TICK = 0.01  # how often (real seconds) the health-check thread looks for due checks
+TICK = 0.01  # how often (real seconds) the check loop looks for due checks and ended delays
+TIMEOUT_FLOOR = 1.0  # seconds: the shortest health-check timeout, whatever the time scale
+BODY_LIMIT = 1 << 20  # bytes of a health-check answer's body read at most (then the connection is closed)
+USER_AGENT = "ELB-HealthChecker/2.0"
 
 INITIAL, HEALTHY, UNHEALTHY, DRAINING, UNUSED = "initial", "healthy", "unhealthy", "draining", "unused"
+READY, MAINT, DRAIN = "ready", "maint", "drain"  # a target's mode in the data plane
 # Reason codes and descriptions: ALB user guide, "Health check reason codes"
 REASONS = {
     "Elb.RegistrationInProgress": "Target registration is in progress",
     "Elb.InitialHealthChecking": "Initial health checks in progress",
+    "Elb.InternalError": "Health checks failed due to an internal error",
+    "Target.ResponseCodeMismatch": "Health checks failed with these codes: [{code}]",
+    "Target.Timeout": "Request timed out",
     "Target.FailedHealthChecks": "Health checks failed",
     "Target.DeregistrationInProgress": "Target deregistration is in progress",
     "Target.NotRegistered": "Target is not registered to the target group",
     "Target.NotInUse": "Target group is not configured to receive traffic from the load balancer",
 }
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,125 +114,273 @@ class GroupSettings:
     unhealthy_threshold: int  # UnhealthyThresholdCount
     deregistration_delay: int  # deregistration_delay.timeout_seconds
     in_use: bool  # some load balancer forwards to the group
+    timeout: int = 5  # HealthCheckTimeoutSeconds
+    path: str = "/"  # HealthCheckPath
+    check_port: int | None = None  # HealthCheckPort; None: "traffic-port" (each target's port)
+    matcher: str = "200"  # Matcher.HttpCode
+
+
+@dataclass(frozen=True)
+class Server:
+    """One target as the data plane sees it."""
+
+    address: str
+    port: int
+    mode: str  # READY, MAINT or DRAIN
+
+
+class DataPlane(Protocol):
+    def apply(self, group_arn: str, servers: Mapping[str, Server]) -> None:
+        """The whole routing state of the group now (server name -> Server); a name missing since
+        the previous call is gone: cut its remaining requests and remove it."""
 
 
 SettingsReader = Callable[[str], GroupSettings | None]
-AppProbe = Callable[[str], bool]  # instance id -> does its app answer now
+AddressOf = Callable[[str], str | None]  # instance id -> its private IP; None: unreachable
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one health check: passed, or the reason code and description of the failure."""
+
+    reason: str | None = None
+    description: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.reason is None
+
+    @staticmethod
+    def failed(reason: str, code: int | None = None) -> CheckResult:
+        return CheckResult(reason, REASONS[reason].format(code=code))
+
+
+PASSED = CheckResult()
+
+
+def matches(matcher: str, status: int) -> bool:
+    """Whether ``status`` is one of the Matcher's HttpCode: "200", "200,202", "200-299" or a mix."""
+    for part in matcher.split(","):
+        low, _, high = part.strip().partition("-")
+        if low and int(low) <= status <= int(high or low):
+            return True
+    return False
+
+
+def server_name(instance_id: str, port: int) -> str:
+    """The data plane's name of a target (HAProxy names: letters, digits, '-', '_', '.', ':')."""
+    return f"{instance_id}_{port}"
+
+
+async def check(address: str | None, port: int, settings: GroupSettings, timeout: float) -> CheckResult:
+    """One health check: ``GET <path>`` to ``address:port``, the whole answer within ``timeout``."""
+    if address is None:
+        return CheckResult.failed("Target.FailedHealthChecks")
+    try:
+        async with asyncio.timeout(timeout):
+            status = await _http_status(address, port, settings.path)
+    except TimeoutError:  # the timeout, or a connect that timed out in the kernel (ETIMEDOUT)
+        return CheckResult.failed("Target.Timeout")
+    except (OSError, EOFError, ValueError):  # refused, reset, unreachable; malformed or cut answer
+        return CheckResult.failed("Target.FailedHealthChecks")
+    return PASSED if matches(settings.matcher, status) else CheckResult.failed("Target.ResponseCodeMismatch", status)
+
+
+async def _http_status(address: str, port: int, path: str) -> int:
+    """The status of a complete HTTP/1.1 answer to ``GET path`` on a new connection, closed after it."""
+    reader, writer = await asyncio.open_connection(address, port)
+    try:
+        host = f"[{address}]" if ":" in address else address
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: {USER_AGENT}\r\n"
+            "Accept: */*\r\nConnection: close\r\n\r\n".encode("latin-1")
+        )
+        await writer.drain()
+        found = re.fullmatch(rb"HTTP/1\.[01] ([0-9]{3})(?: [^\r\n]*)?\r?\n", await reader.readline())
+        if found is None:
+            raise ValueError("not an HTTP/1.x status line")
+        length: int | None = None
+        while (line := await reader.readline()) not in (b"\r\n", b"\n"):
+            if not line:
+                raise EOFError("the headers were cut")
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        if length is not None:
+            await reader.readexactly(min(length, BODY_LIMIT))
+        else:  # Connection: close, so the body ends where the connection does
+            read = 0
+            while read < BODY_LIMIT and (chunk := await reader.read(65536)):
+                read += len(chunk)
+        return int(found.group(1))
+    finally:
+        writer.close()
 
 
 @dataclass
 class _Target:
     instance_id: str
     port: int
+    address: str | None = None  # the latest one ``address_of`` gave
     health: str = INITIAL  # INITIAL / HEALTHY / UNHEALTHY: what the checks found
-    checks: int = 0  # health checks run since registration
+    checks: int = 0  # health checks completed since registration
     passes: int = 0  # consecutive
     failures: int = 0  # consecutive
-    next_check: float = 0.0
+    failure: CheckResult = field(default_factory=lambda: CheckResult.failed("Target.FailedHealthChecks"))  # latest
+    next_check: float = 0.0  # when the next check may start
+    checking: bool = False  # a check is running
     drain_until: float | None = None  # set while draining
 
-    def record(self, passed: bool, settings: GroupSettings) -> None:
+    def record(self, result: CheckResult, settings: GroupSettings) -> None:
         self.checks += 1
-        if passed:
+        if result.passed:
             self.passes, self.failures = self.passes + 1, 0
             if self.health == INITIAL or (self.health == UNHEALTHY and self.passes >= settings.healthy_threshold):
                 self.health = HEALTHY
         else:
-            self.passes, self.failures = 0, self.failures + 1
+            self.passes, self.failures, self.failure = 0, self.failures + 1, result
             if self.health != UNHEALTHY and self.failures >= settings.unhealthy_threshold:
                 self.health = UNHEALTHY
 
-    def state(self, in_use: bool) -> tuple[str, str | None]:
-        """(State, Reason) as DescribeTargetHealth reports them."""
+    def state(self, in_use: bool) -> tuple[str, str | None, str | None]:
+        """(State, Reason, Description) as DescribeTargetHealth reports them."""
         if self.drain_until is not None:
-            return DRAINING, "Target.DeregistrationInProgress"
+            return DRAINING, "Target.DeregistrationInProgress", REASONS["Target.DeregistrationInProgress"]
         if not in_use:
-            return UNUSED, "Target.NotInUse"
+            return UNUSED, "Target.NotInUse", REASONS["Target.NotInUse"]
         if self.health == INITIAL:
-            return INITIAL, "Elb.RegistrationInProgress" if self.checks == 0 else "Elb.InitialHealthChecking"
+            reason = "Elb.RegistrationInProgress" if self.checks == 0 else "Elb.InitialHealthChecking"
+            return INITIAL, reason, REASONS[reason]
         if self.health == UNHEALTHY:
-            return UNHEALTHY, "Target.FailedHealthChecks"
-        return HEALTHY, None
+            return UNHEALTHY, self.failure.reason, self.failure.description
+        return HEALTHY, None, None
 
 
-def health_row(instance_id: str, port: int, state: str, reason: str | None) -> dict[str, Any]:
+def health_row(
+    instance_id: str, port: int, check_port: int | None, state: str, reason: str | None, description: str | None
+) -> dict[str, Any]:
     """One TargetHealthDescription (no Reason or Description when healthy, as the API reference says)."""
     health: dict[str, Any] = {"State": state}
     if reason is not None:
-        health.update(Reason=reason, Description=REASONS[reason])
-    return {"Target": {"Id": instance_id, "Port": port}, "HealthCheckPort": str(port), "TargetHealth": health}
+        health.update(Reason=reason, Description=description or REASONS[reason])
+    return {
+        "Target": {"Id": instance_id, "Port": port},
+        "HealthCheckPort": str(check_port or port),
+        "TargetHealth": health,
+    }
+
+
+def _routed(group: Mapping[str, _Target], in_use: bool) -> list[str]:
+    """The instances requests go to: the healthy targets, or (fail open) every registered target that
+    is not draining when none is healthy."""
+    states = {i: t.state(in_use)[0] for i, t in group.items()}
+    healthy = [i for i, state in states.items() if state == HEALTHY]
+    return healthy or [i for i, state in states.items() if state in (INITIAL, UNHEALTHY)]
 
 
 class LoadBalancerModel:
-    """Every target group's targets and their health; health checks run in one daemon thread."""
+    """Every target group's targets and their health; health checks run in one asyncio loop thread.
 
-    def __init__(self, settings_of: SettingsReader, app_answers: AppProbe, time_scale: float = 1.0) -> None:
+    Two locks: ``_lock`` guards the targets and is held only for moments; ``_publish_lock`` is
+    taken first by everything that changes the routing (and by every reader, DescribeTargetHealth
+    included), and held while the data plane applies the change. So a state is never seen before
+    the data plane has it: once a target reads ``healthy`` its server is ready, once it reads
+    ``draining`` its server drains, once it is gone its server takes nothing."""
+
+    def __init__(
+        self,
+        settings_of: SettingsReader,
+        address_of: AddressOf,
+        time_scale: float = 1.0,
+        data_plane: DataPlane | None = None,
+    ) -> None:
         self._settings_of = settings_of
-        self._app_answers = app_answers
+        self._address_of = address_of
         self.time_scale = time_scale
+        self._data_plane = data_plane
         self._groups: dict[str, dict[str, _Target]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the targets
+        self._publish_lock = threading.RLock()  # routing changes and readers, one at a time
+        self._published: dict[str, dict[str, Server]] = {}  # what the data plane has, per group
+        self._purging: set[str] = set()  # groups whose ended delays a worker thread is purging
+        self.data_plane_errors: list[str] = []
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="elb-health-checks", daemon=True)
             self._thread.start()
+            self._ready.wait(10)
 
     def stop(self) -> None:
+        """End the checks (running ones are cancelled); the data plane is its owner's to stop."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(10)
 
     # --- the API actions (called through moto_bridge) ---------------------------------------------
     def register(self, group_arn: str, targets: list[tuple[str, int | None]]) -> None:
         """RegisterTargets: new targets start ``initial``; a draining one is registered again; one
         already registered is left as it is (the call is idempotent)."""
         settings = self._settings(group_arn)
+        addresses = {instance_id: self._lookup(instance_id) for instance_id, _ in targets}  # before the first check
         now = time.monotonic()
-        with self._lock:
-            group = self._groups.setdefault(group_arn, {})
-            for instance_id, port in targets:
-                target = group.get(instance_id)
-                if target is not None and target.drain_until is not None:
-                    target.drain_until = None
-                elif target is None:
-                    group[instance_id] = _Target(
-                        instance_id, port or settings.port, next_check=now + settings.interval * self.time_scale
-                    )
+        with self._publish_lock:
+            with self._lock:
+                group = self._groups.setdefault(group_arn, {})
+                for instance_id, port in targets:
+                    target = group.get(instance_id)
+                    if target is not None and target.drain_until is not None:
+                        target.drain_until = None
+                    elif target is None:
+                        target = group[instance_id] = _Target(
+                            instance_id, port or settings.port, next_check=now + settings.interval * self.time_scale
+                        )
+                    target.address = addresses[instance_id] or target.address
+            self._publish(group_arn, settings.in_use)
 
     def deregister(self, group_arn: str, instance_ids: list[str]) -> None:
         """DeregisterTargets: registered targets drain for the deregistration delay; others are
         left alone ("If the specified target does not exist, the action returns successfully")."""
         settings = self._settings(group_arn)
         until = time.monotonic() + settings.deregistration_delay * self.time_scale
-        with self._lock:
-            group = self._groups.get(group_arn, {})
-            for instance_id in instance_ids:
-                target = group.get(instance_id)
-                if target is not None and target.drain_until is None:
-                    target.drain_until = until
-            self._purge(group_arn, time.monotonic())
+        with self._publish_lock:
+            with self._lock:
+                group = self._groups.get(group_arn, {})
+                for instance_id in instance_ids:
+                    target = group.get(instance_id)
+                    if target is not None and target.drain_until is None:
+                        target.drain_until = until
+                self._purge(group_arn, time.monotonic())
+            self._publish(group_arn, settings.in_use)
 
     def describe(self, group_arn: str, instance_ids: list[str] | None) -> list[dict[str, Any]]:
         """DescribeTargetHealth rows: every target (draining ones included) when ``instance_ids`` is
         None, else one row per named instance (``unused`` / ``Target.NotRegistered`` when absent)."""
         settings = self._settings(group_arn)
-        with self._lock:
-            self._purge(group_arn, time.monotonic())
-            group = self._groups.get(group_arn, {})
-            if instance_ids is None:
-                return [health_row(t.instance_id, t.port, *t.state(settings.in_use)) for t in group.values()]
-            rows = []
-            for instance_id in instance_ids:
-                target = group.get(instance_id)
-                if target is None:
-                    rows.append(health_row(instance_id, settings.port, UNUSED, "Target.NotRegistered"))
-                else:
-                    rows.append(health_row(instance_id, target.port, *target.state(settings.in_use)))
-            return rows
+        with self._publish_lock:
+            with self._lock:
+                purged = self._purge(group_arn, time.monotonic())
+                group = self._groups.get(group_arn, {})
+                named = list(group) if instance_ids is None else instance_ids
+                rows = []
+                for instance_id in named:
+                    target = group.get(instance_id)
+                    state: tuple[str, str | None, str | None]
+                    if target is None:
+                        state = (UNUSED, "Target.NotRegistered", None)
+                        rows.append(health_row(instance_id, settings.port, settings.check_port, *state))
+                    else:
+                        state = target.state(settings.in_use)
+                        rows.append(health_row(instance_id, target.port, settings.check_port, *state))
+            if purged:
+                self._publish(group_arn, settings.in_use)
+        return rows
 
     # --- for the stand-in and its traffic ------------------------------------------------------------
     def states(self, group_arn: str) -> dict[str, str]:
@@ -196,11 +390,14 @@ class LoadBalancerModel:
     def in_service(self, group_arn: str) -> list[str]:
         """The instances the load balancer sends requests to now: the healthy targets, or (fail
         open) every registered target that is not draining when none is healthy."""
-        states = self.states(group_arn)
-        healthy = [i for i, state in states.items() if state == HEALTHY]
-        if healthy:
-            return healthy
-        return [i for i, state in states.items() if state in (INITIAL, UNHEALTHY)]
+        settings = self._settings(group_arn)
+        with self._publish_lock:
+            with self._lock:
+                purged = self._purge(group_arn, time.monotonic())
+                routed = _routed(self._groups.get(group_arn, {}), settings.in_use)
+            if purged:
+                self._publish(group_arn, settings.in_use)
+        return routed
 
     def groups_of(self, instance_id: str) -> list[str]:
         """ARNs of the groups in which the instance is a target (draining included)."""
@@ -208,30 +405,155 @@ class LoadBalancerModel:
             return [arn for arn, group in self._groups.items() if instance_id in group]
 
     # --- the health checks ------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.wait(TICK):
-            self.check_due(time.monotonic())
-
     def check_due(self, now: float) -> None:
-        """Run every health check that is due (the app probe runs outside the lock)."""
+        """Start every health check due at ``now`` and drop the targets whose deregistration delay
+        is over. The check loop calls it every ``TICK``; called from another thread (a test forcing
+        checks), it returns when those checks are done. Needs ``start()``."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("LoadBalancerModel.start() was not called")
+        if threading.current_thread() is self._thread:
+            self._start_due(now)
+            return
+        asyncio.run_coroutine_threadsafe(self._run_due(now), loop).result()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                self._start_due(time.monotonic())
+                await asyncio.sleep(TICK)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._loop = None
+
+    async def _run_due(self, now: float) -> None:
+        await asyncio.gather(*self._start_due(now), return_exceptions=True)
+
+    def _start_due(self, now: float) -> list[asyncio.Task[None]]:
+        """(In the loop) start the due checks as tasks, and the purge of groups with ended delays."""
         with self._lock:
+            ended = [
+                arn
+                for arn, group in self._groups.items()
+                if arn not in self._purging
+                and any(t.drain_until is not None and t.drain_until <= now for t in group.values())
+            ]
+            self._purging.update(ended)
             due = [
                 (arn, target)
                 for arn, group in self._groups.items()
                 for target in group.values()
-                if target.next_check <= now
+                if target.next_check <= now and not target.checking
             ]
-            for arn in list(self._groups):
-                self._purge(arn, now)
+        for arn in ended:
+            self._spawn(asyncio.to_thread(self._purge_ended, arn))
+        started = []
         for arn, target in due:
             settings = self._settings_of(arn)
-            if settings is None or not settings.in_use:
-                target.next_check = now + (settings.interval if settings else 30) * self.time_scale
-                continue
-            passed = self._app_answers(target.instance_id)
+            interval = (settings.interval if settings else 30) * self.time_scale
             with self._lock:
-                target.record(passed, settings)
-                target.next_check = now + settings.interval * self.time_scale
+                target.next_check = now + interval
+                if settings is None or not settings.in_use:
+                    continue
+                target.checking = True
+            started.append(self._spawn(self._check(arn, target, settings)))
+        return started
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _check(self, group_arn: str, target: _Target, settings: GroupSettings) -> None:
+        """One check of ``target`` and its result: recorded here when it changes nothing the data
+        plane sees, else by a worker thread that also hands the change to the data plane."""
+        try:
+            address = self._lookup(target.instance_id) or target.address
+            timeout = max(settings.timeout * self.time_scale, TIMEOUT_FLOOR)
+            result = await check(address, settings.check_port or target.port, settings, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("health check of %s in %s", target.instance_id, group_arn)
+            address, result = target.address, CheckResult.failed("Elb.InternalError")
+        with self._lock:
+            after = replace(target, address=address)
+            after.record(result, settings)
+            inline = self._data_plane is None or (
+                (after.address, after.state(settings.in_use)[0]) == (target.address, target.state(settings.in_use)[0])
+            )
+            if inline:
+                target.address = address
+                target.record(result, settings)
+                target.checking = False
+        if not inline:
+            await asyncio.to_thread(self._record, group_arn, target, address, result, settings)
+
+    def _record(
+        self, group_arn: str, target: _Target, address: str | None, result: CheckResult, settings: GroupSettings
+    ) -> None:
+        with self._publish_lock:
+            with self._lock:
+                target.address = address
+                target.record(result, settings)
+                target.checking = False
+            self._publish(group_arn, settings.in_use)
+
+    def _purge_ended(self, group_arn: str) -> None:
+        settings = self._settings_of(group_arn)
+        with self._publish_lock:
+            with self._lock:
+                self._purging.discard(group_arn)
+                purged = self._purge(group_arn, time.monotonic())
+            if purged:
+                self._publish(group_arn, settings is not None and settings.in_use)
+
+    def _lookup(self, instance_id: str) -> str | None:
+        try:
+            return self._address_of(instance_id)
+        except Exception:
+            log.exception("address of %s", instance_id)
+            return None
+
+    # --- the data plane ---------------------------------------------------------------------------
+    def _routing(self, group_arn: str, in_use: bool) -> dict[str, Server]:
+        """The group's routing state (lock held): every target with a known address, and its mode."""
+        group = self._groups.get(group_arn, {})
+        routed = set(_routed(group, in_use))
+        servers = {}
+        for target in group.values():
+            if target.address is None:
+                continue
+            mode = READY if target.instance_id in routed else MAINT
+            if target.drain_until is not None:
+                mode = DRAIN
+            servers[server_name(target.instance_id, target.port)] = Server(target.address, target.port, mode)
+        return servers
+
+    def _publish(self, group_arn: str, in_use: bool) -> None:
+        """(Publish lock held) hand the group's routing state to the data plane, unless it has it."""
+        if self._data_plane is None:
+            return
+        with self._lock:
+            servers = self._routing(group_arn, in_use)
+        if self._published.get(group_arn) == servers:
+            return
+        try:
+            self._data_plane.apply(group_arn, servers)
+        except Exception as error:
+            log.exception("data plane of %s", group_arn)
+            self.data_plane_errors.append(f"{group_arn}: {error!r}")
+            self._published.pop(group_arn, None)
+        else:
+            self._published[group_arn] = servers
 
     def _settings(self, group_arn: str) -> GroupSettings:
         settings = self._settings_of(group_arn)
@@ -239,10 +561,12 @@ class LoadBalancerModel:
             raise KeyError(group_arn)
         return settings
 
-    def _purge(self, group_arn: str, now: float) -> None:
-        """Drop the targets whose deregistration delay is over (lock held)."""
+    def _purge(self, group_arn: str, now: float) -> bool:
+        """Drop the targets whose deregistration delay is over (lock held); whether any was."""
         group = self._groups.get(group_arn)
         if group is None:
-            return
-        for instance_id in [i for i, t in group.items() if t.drain_until is not None and t.drain_until <= now]:
+            return False
+        gone = [i for i, t in group.items() if t.drain_until is not None and t.drain_until <= now]
+        for instance_id in gone:
             del group[instance_id]
+        return bool(gone)

@@ -860,7 +860,8 @@ def _model() -> LoadBalancerModel:
 
 
 def target_group_settings(arn: str) -> GroupSettings | None:
-    """A target group's health-check settings and deregistration delay, read from moto now."""
+    """A target group's health-check settings (port, path, timeout, interval, thresholds, matcher)
+    and deregistration delay, read from moto now."""
     found = re.fullmatch(r"arn:aws[\w-]*:elasticloadbalancing:([\w-]+):([0-9]{12}):targetgroup/.+", arn)
     if found is None:
         return None
@@ -868,6 +869,7 @@ def target_group_settings(arn: str) -> GroupSettings | None:
     group = elbv2_backends[account][region].target_groups.get(arn)
     if group is None:
         return None
+    check_port = str(group.health_check_port or "traffic-port")  # moto keeps "traffic-port" or the number
     return GroupSettings(
         port=int(group.port or 80),
         interval=int(group.health_check_interval_seconds),
@@ -875,6 +877,10 @@ def target_group_settings(arn: str) -> GroupSettings | None:
         unhealthy_threshold=int(group.unhealthy_threshold_count),
         deregistration_delay=int(str(group.attributes.get("deregistration_delay.timeout_seconds", 300))),
         in_use=bool(group.load_balancer_arns),
+        timeout=int(group.health_check_timeout_seconds),
+        path=str(group.health_check_path or "/"),  # ALB's default HealthCheckPath
+        check_port=int(check_port) if check_port.isdigit() else None,
+        matcher=str((getattr(group, "matcher", None) or {}).get("HttpCode") or "200"),  # ALB's default HttpCode
     )
 
 

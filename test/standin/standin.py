@@ -20,15 +20,16 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from standin import isolation, moto_bridge, tools
+from standin import instance_app, isolation, moto_bridge, tools
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
+from standin.haproxy import HaproxyDataPlane
 from standin.hosts import PrivateNetwork
 from standin.live_tail import LogsReads
-from standin.load_balancer import APP_UP, LoadBalancerModel
+from standin.load_balancer import LoadBalancerModel
+from standin.load_generator import LoadGenerator
 from standin.network import FlakyProxy
 from standin.service import RunCommandService, SentCommand
-from standin.traffic import TrafficSimulator
 from standin.users import AppUser, ensure_app_user
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -79,9 +80,13 @@ class StandIn:
             lambda: self.logs_sinks.get(self.endpoint, self.region, self.agent_keys),
             upload_interval,
         )
-        # ELBv2 target health; ``elb_time_scale`` shortens its health-check intervals and delays
-        self.load_balancer = LoadBalancerModel(moto_bridge.target_group_settings, self.app_answers)
-        self._app_paths: dict[str, Path] = {}
+        # ELBv2 target groups: target health from real HTTP health checks (``load_balancer.py``, the
+        # control plane; ``elb_time_scale`` shortens its intervals and delays), requests through one
+        # HAProxy per group (``haproxy.py``, the data plane)
+        self.data_plane = HaproxyDataPlane()
+        self.load_balancer = LoadBalancerModel(
+            moto_bridge.target_group_settings, self.address_of, data_plane=self.data_plane
+        )
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> StandIn:
@@ -106,6 +111,7 @@ class StandIn:
 
     def stop(self) -> None:
         self.load_balancer.stop()
+        self.data_plane.stop()
         self.service.cancel_all()
         self.service.wait_idle(10)
         if self._instance_server is not None:
@@ -383,11 +389,13 @@ class StandIn:
         healthy_threshold: int = 2,
         unhealthy_threshold: int = 2,
         port: int = 3000,
+        health_check_path: str = "/health",
         load_balancer: str | None = None,
     ) -> str:
         """An HTTP target group (instance targets) in the default VPC, forwarded to by a listener of
         the Application Load Balancer ``load_balancer`` (created when missing; default: named after
-        the group), with ``instance_ids`` registered through RegisterTargets. Returns its ARN."""
+        the group), with ``instance_ids`` registered through RegisterTargets. Returns its ARN.
+        Health checks: ``GET <health_check_path>`` on the traffic port, 200 expected (the ALB default)."""
         ec2, elbv2 = self.client("ec2"), self.client("elbv2")
         vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
         group = elbv2.create_target_group(
@@ -400,6 +408,7 @@ class StandIn:
             HealthCheckTimeoutSeconds=max(2, min(5, interval - 1)),  # ALB: the timeout must be under the interval
             HealthyThresholdCount=healthy_threshold,
             UnhealthyThresholdCount=unhealthy_threshold,
+            HealthCheckPath=health_check_path,
         )["TargetGroups"][0]
         arn = str(group["TargetGroupArn"])
         elbv2.modify_target_group_attributes(
@@ -446,29 +455,26 @@ class StandIn:
                 raise AssertionError(f"targets not {state} after {timeout} s: {states}")
             time.sleep(0.02)
 
-    def app_answers(self, instance_id: str) -> bool:
-        """Whether the instance's app answers now (its ``APP_UP`` file exists)."""
-        path = self._app_paths.get(instance_id)
-        if path is None:
-            instance = self.fleet.get(instance_id)
-            if instance is None:
-                return False
-            path = self._app_paths.setdefault(instance_id, instance.path(APP_UP))
-        return path.exists()
+    def address_of(self, instance_id: str) -> str | None:
+        """The instance's private IP once its network exists (before its first command nothing can
+        listen there), else None: what the load balancer's health checks and requests go to."""
+        instance = self.fleet.get(instance_id)
+        return instance.address if instance is not None and instance.network_up else None
 
-    def app_up(self, instance_id: str, up: bool = True) -> None:
-        """Start (create ``APP_UP``) or stop (remove it) the instance's app, from outside."""
-        path = self.instance_path(instance_id, APP_UP)
+    def app_up(self, instance_id: str, up: bool = True, release: str = "v1") -> None:
+        """Start the users' app (the Node.js fixture, answering ``release``) on the instance outside
+        pm2 and wait until it answers, or stop it gracefully (``instance_app.py``): what a machine
+        image or an earlier deploy left running, for tests of the rollout's mechanics."""
         if up:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        else:
-            path.unlink(missing_ok=True)
+            instance_app.install(self.instance_path(instance_id, instance_app.APP_DIR), release)
+        done = self.run_on_instance(instance_id, f"{instance_app.APP_CTL} {'start' if up else 'stop'}")
+        if done.returncode != 0:
+            raise RuntimeError(f"{instance_app.APP_CTL} on {instance_id} failed: {done.stderr.strip()}")
 
-    def traffic(self, target_group_arn: str, seed: int | None = None) -> TrafficSimulator:
-        """Client requests through the group's load balancer, in a thread (see ``traffic.py``); use
-        it as a context manager."""
-        return TrafficSimulator(self.load_balancer, target_group_arn, self.app_answers, seed)
+    def traffic(self, target_group_arn: str, **options: Any) -> LoadGenerator:
+        """Real HTTP requests through the group's load balancer (``load_generator.py``: new and
+        keep-alive connections, bounded in time and count); use it as a context manager."""
+        return LoadGenerator(self.data_plane.url(target_group_arn), **{"duration": 600.0, **options})
 
     def create_alarm(self, name: str) -> None:
         """A metric alarm in CloudWatch (state OK until ``set_alarm``)."""

@@ -223,6 +223,27 @@ def test_start_live_tail_and_filter_log_events_are_held_to_their_tps(standin: St
     assert reads.counters.filter_throttled == 1 and reads.counters.start_throttled == 1
 
 
+def test_start_live_tail_calls_are_recorded_and_can_find_the_accounts_tokens_taken(
+    standin: StandIn, reads: Any
+) -> None:
+    _, arn = new_group(standin)
+    logs = no_retries(standin)
+    reads.throttle_starts(2)
+    answers = []
+    for _ in range(3):
+        try:
+            logs.start_live_tail(logGroupIdentifiers=[arn], logStreamNamePrefixes=["c/"])["responseStream"].close()
+            answers.append("ok")
+        except ClientError as error:
+            answers.append(error.response["Error"]["Code"])
+
+    attempts = reads.counters.start_attempts
+    assert answers == ["ThrottlingException", "ThrottlingException", "ok"]
+    assert [(attempt.prefixes, attempt.answer) for attempt in attempts] == [(("c/",), answer) for answer in answers]
+    assert attempts[0].at <= attempts[1].at <= attempts[2].at
+    assert reads.counters.start_throttled == 2 and reads.counters.sessions_started == 1
+
+
 def test_filter_log_events_counts_the_events_and_bytes_it_served(standin: StandIn, reads: Any) -> None:
     group, _ = new_group(standin)
     put(standin, group, "c/i/p/stdout", "héllo", "world")
