@@ -1,151 +1,137 @@
 """./dev demo: run the real pipe against the bundled local AWS stand-in, no AWS account needed.
 
-Starts moto on 127.0.0.1 with two "instances" (local folders whose commands run as processes),
-a KMS key, a SecureString parameter and a per-environment role; then runs ``pipe/pipe.py`` with a
-multi-line deploy that reads the database password on the instances, then a health check (a
-rollback is configured but not needed), and prints the result file. Then release mode: build A and
-build B are shipped as artifacts (uploaded once each, unpacked into /srv/web-api/releases on every
-instance, made live by switching `current`), and `RELEASE: previous` rolls back to A in seconds
-without building or uploading anything. Last, a zero-downtime rolling deploy of four instances behind
-the stand-in's load balancer while simulated users send requests (each batch drained, deployed,
-registered again, healthy), next to the same restart paced by MAX_CONCURRENCY alone, which fails
-requests. Stops everything at the end.
+Our users' stack, for real: four stand-in instances (each a host of its own: its own network
+namespace and private IP, its own /home and /srv), the users' Node.js 20 service
+(``test/fixtures/web-api``) run by pm2 as the login user ``ssmdeploy-app`` (node and pm2 on its
+login PATH only, as nvm leaves them), a KMS key and a SecureString DB_PASSWORD per environment,
+a deploy role, and an Application Load Balancer's target group served by a real HAProxy with real
+HTTP health checks. Then, with the README's release recipe (``ARTIFACT``, ``RUN_AS``, ``npm ci``,
+``pm2 startOrReload ecosystem.config.js --env prod``, a curl health check):
+
+1. release v1, the first deploy (nothing serves yet, so every instance at once);
+2. release v2, rolled out behind the load balancer while real HTTP clients send requests: the
+   share of answers from each release, second by second, and 0 failed requests;
+3. release v3, the same restart paced by MAX_CONCURRENCY alone (no draining): failed requests;
+4. ``RELEASE: previous`` back to v2, behind the load balancer, under traffic: nothing rebuilt,
+   nothing uploaded.
+
+Prints the result file of the last run, and stops everything at the end.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "test")]
 
+from app_fixture import pack_release  # noqa: E402
 from standin import StandIn  # noqa: E402
+from standin.load_generator import Summary  # noqa: E402
+from standin.users import APP_USER  # noqa: E402
 
-DEPLOY_SH = """#!/usr/bin/env bash
-# What a Node.js service's deploy.sh does on an EC2 instance (simulated steps).
-set -euo pipefail
-echo "[$(date +%T)] fetching release ${RELEASE} of web-api"
-sleep 0.6
-echo "[$(date +%T)] npm ci --omit=dev (node 20)"
-sleep 0.6
-echo "[$(date +%T)] writing .env (DB_PASSWORD: ${#DB_PASSWORD} characters, value never printed)"
-sleep 0.6
-echo "[$(date +%T)] pm2 reload web-api"
-echo "[$(date +%T)] health: ok"
-"""
+FLEET = 4
+BUCKET = "acme-deploy-artifacts"
+GROUP = "web-api-prod"
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ssm-deploy-demo-") as folder, StandIn() as aws:
-        instances = aws.launch(2, name="web-api")
-        for instance_id in instances:
-            script = aws.instance(instance_id).home / "deploy.sh"
-            script.write_text(DEPLOY_SH)
-            script.chmod(0o755)
+        clone = Path(folder)
+        aws.elb_time_scale = 0.1  # health checks every 0.5 s; the 30-s deregistration delay lasts 3 s
+        instances = aws.launch(FLEET, name="web-api", tags={"Service": "web-api", "Env": "prod"})
         key = aws.create_key("deploy key for prod")
         aws.put_secret("/deploy/prod/db_password", "demo-only-Pa55w0rd", key)
         aws.create_role("deploy-prod")
-        print(f"Local AWS stand-in at {aws.endpoint}; instances {' '.join(instances)}\n", flush=True)
+        aws.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.region})
+        group = aws.create_target_group(GROUP, instances, deregistration_delay=30)
+        print(f"Local AWS stand-in at {aws.endpoint}; subnet {aws.network.subnet}, instances:")
+        for instance_id in instances:
+            print(f"  {instance_id}  {aws.instance(instance_id).address}")
+        print(f"Target group {GROUP}: HAProxy at {aws.data_plane.url(group)}\n", flush=True)
 
-        env = aws.pipe_env(
-            BITBUCKET_DEPLOYMENT_ENVIRONMENT="prod",
-            ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
-            INSTANCE_IDS=" ".join(instances),
-            SECRETS="DB_PASSWORD=/deploy/{environment}/db_password",
-            VARIABLES="RELEASE=2026.11.25-1\nNODE_ENV=production",
-            COMMANDS='cd "$HOME"\nbash ./deploy.sh',
-            HEALTHCHECK_COMMANDS='echo "GET /health -> 200 (release $RELEASE)"',
-            ROLLBACK_COMMANDS='echo "restoring the previous release"',
-            BITBUCKET_CLONE_DIR=folder,
-        )
-        result = subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT, check=False)
-        print(f"\npipe exit code: {result.returncode}. The result file for later steps:")
-        print((Path(folder) / "ssm-deploy-result.json.env").read_text())
-        codes = [result.returncode, *release_demo(aws, instances, Path(folder)), *load_balancer_demo(aws, Path(folder))]
+        codes = []
+        print("==== 1. release v1: the first deploy (nothing serves yet) ====\n", flush=True)
+        codes.append(deploy(aws, clone, "v1", 41, TARGETS="tag:Service=web-api;tag:Env={environment}"))
+        aws.wait_target_states(group, instances, "healthy", timeout=60)
+        show_fleet(aws, instances)
+
+        rolling = {"TARGETS": "tag:Service=web-api;tag:Env={environment}", "TARGET_GROUPS": "auto"}
+        rolling |= {"BATCH_SIZE": "2", "MIN_HEALTHY": "50%"}
+        print("\n==== 2. release v2: rolled out behind the load balancer, under real HTTP traffic ====\n", flush=True)
+        with aws.traffic(group) as traffic:
+            codes.append(deploy(aws, clone, "v2", 42, **rolling))
+        report(traffic.summary())
+        show_fleet(aws, instances)
+
+        paced = {"TARGETS": "tag:Service=web-api;tag:Env={environment}", "MAX_CONCURRENCY": "2"}
+        print("\n==== 3. release v3: the same restart paced by MAX_CONCURRENCY alone (no draining) ====\n", flush=True)
+        with aws.traffic(group) as traffic:
+            codes.append(deploy(aws, clone, "v3", 43, **paced))
+        report(traffic.summary())
+
+        print("\n==== 4. RELEASE: previous (back to v2: nothing built, nothing uploaded), under traffic ====\n")
+        with aws.traffic(group) as traffic:
+            codes.append(deploy(aws, clone, None, 44, RELEASE="previous", **rolling))
+        report(traffic.summary())
+        show_fleet(aws, instances)
+
+        print("\nThe result file for later steps (ssm-deploy-result.json.env):")
+        print((clone / "ssm-deploy-result.json.env").read_text())
         print("Stand-in stopped.")
         return max(codes)
 
 
-def build(folder: Path, version: str) -> str:
-    """What a build step leaves as its artifact: web-api.tgz with the app in it."""
-    files = {"version.txt": f"{version}\n", "server.sh": 'echo "web-api $(cat version.txt) serving on :3000"\n'}
-    with tarfile.open(folder / "web-api.tgz", "w:gz") as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return "web-api.tgz"
-
-
-def release_demo(aws: StandIn, instances: list[str], folder: Path) -> list[int]:
-    aws.client("s3").create_bucket(
-        Bucket="acme-deploy-artifacts", CreateBucketConfiguration={"LocationConstraint": aws.region}
+def deploy(aws: StandIn, clone: Path, release: str | None, build: int, **variables: str) -> int:
+    """Run the pipe as the README's release example does (a build step packs ``release`` first)."""
+    if release is not None:
+        variables["ARTIFACT"] = os.path.relpath(pack_release(clone, release), clone)
+    env = aws.pipe_env(
+        BITBUCKET_DEPLOYMENT_ENVIRONMENT="prod",
+        BITBUCKET_BUILD_NUMBER=str(build),
+        BITBUCKET_CLONE_DIR=str(clone),
+        ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
+        ARTIFACT_BUCKET=BUCKET,
+        APP_DIR="/srv/web-api",
+        RUN_AS=APP_USER,
+        PARAMETERS_PATH="/deploy/{environment}/",
+        COMMANDS="npm ci --omit=dev",
+        ACTIVATE_COMMANDS="pm2 startOrReload ecosystem.config.js --env {environment}",
+        HEALTHCHECK_COMMANDS="curl -fsS --max-time 5 http://localhost:3000/health",
+        **variables,
     )
-    common = {
-        "BITBUCKET_DEPLOYMENT_ENVIRONMENT": "prod",
-        "INSTANCE_IDS": " ".join(instances),
-        "ARTIFACT_BUCKET": "acme-deploy-artifacts",
-        "APP_DIR": "/srv/web-api",
-        "ACTIVATE_COMMANDS": "bash server.sh",
-        "HEALTHCHECK_COMMANDS": 'test "$(readlink /srv/web-api/current)" != ""',
-        "BITBUCKET_CLONE_DIR": str(folder),
-    }
-    codes = []
-    for build_number, version in (("41", "A"), ("42", "B"), ("43", "")):
-        # each build step leaves its own artifact; the last run builds nothing and goes back
-        extra = {"ARTIFACT": build(folder, version)} if version else {"RELEASE": "previous"}
-        title = f"release {version}" if version else "RELEASE: previous (an instant rollback, nothing built)"
-        print(f"\n==== Release mode: {title}, build #{build_number} ====\n", flush=True)
-        env = aws.pipe_env(**common, **extra, BITBUCKET_BUILD_NUMBER=build_number)
-        codes.append(subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT).returncode)
-    for instance_id in instances:
-        current = aws.instance_path(instance_id, "/srv/web-api/current")
-        releases = sorted(path.name for path in (current.parent / "releases").iterdir())
-        print(f"{instance_id}: current -> {os.readlink(current)}; releases on disk: {', '.join(releases)}")
-    return codes
+    return subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT).returncode
 
 
-RESTART = "rm -f /srv/lb-app/up; echo 'pm2 reload web-api'; sleep 1; touch /srv/lb-app/up"
-
-
-def load_balancer_demo(aws: StandIn, folder: Path) -> list[int]:
-    """A rolling deploy behind a target group under traffic, then the same restart without draining."""
-    aws.elb_time_scale = 0.1  # health checks every 0.5 s, a 30-s deregistration delay lasts 3 s
-    instances = aws.launch(4, name="web-lb")
-    for instance_id in instances:
-        aws.app_up(instance_id)
-    group = aws.create_target_group("web-api-prod", instances, deregistration_delay=30)
-    aws.wait_target_states(group, instances, "healthy", timeout=30)
-    aws.create_alarm("web-api-5xx")
-    codes = []
-    runs = (
-        (
-            "zero-downtime rolling deploy behind the load balancer",
-            {"TARGET_GROUPS": "auto", "BATCH_SIZE": "2", "ALARMS": "web-api-5xx", "BAKE_TIME": "2"},
-        ),
-        ("the same restart paced by MAX_CONCURRENCY alone", {"MAX_CONCURRENCY": "2"}),
+def report(summary: Summary) -> None:
+    """What the clients saw: requests, failures, and the share of each release second by second."""
+    failed = f"{summary.failed} failed" + (
+        f" (statuses {dict(sorted(summary.statuses.items()))}, {summary.connection_errors} connection errors, "
+        f"{summary.timeouts} timeouts)"
+        if summary.failed
+        else ""
     )
-    for title, variables in runs:
-        print(f"\n==== {title}, under traffic ====\n", flush=True)
-        env = aws.pipe_env(
-            BITBUCKET_DEPLOYMENT_ENVIRONMENT="prod",
-            INSTANCE_IDS=" ".join(instances),
-            COMMANDS=RESTART,
-            BITBUCKET_CLONE_DIR=str(folder),
-            **variables,
+    print(f"\nReal HTTP clients through the load balancer: {summary.requests} requests, {failed}.")
+    print("Share of answers by release, second by second:")
+    print(summary.render())
+
+
+def show_fleet(aws: StandIn, instances: list[str]) -> None:
+    """What each instance's app answers when asked directly (its pm2 process's release and cwd)."""
+    for instance_id in instances:
+        address = aws.instance(instance_id).address
+        with urllib.request.urlopen(f"http://{address}:3000/", timeout=10) as response:
+            document = json.loads(response.read())
+        print(
+            f"  {instance_id} {address}: release {document['release']}, cwd {document['cwd']}, "
+            f"DB_PASSWORD sha256 {document['db_password_sha256']}…"
         )
-        with aws.traffic(group) as traffic:
-            code = subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT).returncode
-        print(f"\nSimulated users: {traffic.requests} requests, {len(traffic.failures)} failed.")
-        codes.append(code)
-    return codes
 
 
 if __name__ == "__main__":

@@ -97,3 +97,23 @@ def test_every_test_named_in_the_readme_exists() -> None:
 
     assert named, "the README names no tests"
     assert named <= defined, f"named in README but not defined: {sorted(named - defined)}"
+
+
+def readme_block(after: str, language: str) -> str:
+    """The first fenced ``language`` block after the line ``after``."""
+    section = README.split(after, 1)[1]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_ecosystem_file_is_the_tested_one() -> None:
+    # test/e2e/test_node_pm2.py deploys the fixture app with this file, under real pm2
+    tested = (ROOT / "test" / "fixtures" / "web-api" / "ecosystem.config.js").read_text()
+    assert readme_block("### Node.js with pm2: the ecosystem file", "js") == tested
+
+
+def test_readme_release_example_activates_with_the_tested_pm2_command() -> None:
+    from e2e.test_node_pm2 import ACTIVATE  # the command the Node.js + pm2 tests deploy with
+
+    example = yaml.safe_load(readme_block("## Releases", "yaml"))
+    variables = next(step for step in example if "Deploy" in step["step"]["name"])["step"]["script"][0]["variables"]
+    assert variables["ACTIVATE_COMMANDS"] == ACTIVATE
