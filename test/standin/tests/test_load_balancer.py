@@ -107,9 +107,9 @@ def test_a_registered_target_is_initial_then_healthy_after_one_passing_check(
     assert {row["TargetHealth"]["Reason"] for row in first} == {"Elb.RegistrationInProgress"}
     assert {row["HealthCheckPort"] for row in first} == {str(targets.port)}  # "traffic-port"
     assert health(elb, arn) == {i: {"State": "healthy"} for i in ids}  # no Reason when healthy
-    for instance_id in ids:  # one real GET / per target, as ELB's checker sends it
+    for instance_id in ids:  # one real GET of the group's HealthCheckPath per target, as ELB's checker sends it
         assert [(path, agent) for _, path, agent in targets.apps[instance_id].checks()] == [
-            ("/", "ELB-HealthChecker/2.0")
+            ("/health", "ELB-HealthChecker/2.0")
         ]
 
 
