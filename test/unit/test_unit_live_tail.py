@@ -17,7 +17,15 @@ from pipe.limits import LIVE_TAIL_MAX_PREFIXES
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
 from pipe.stages.watch.live_tail import log_group_arn
-from pipe.stages.watch.log_tail import LIVE_DELIVERY_SECONDS, LIVE_TAIL_RETRY_SECONDS, Captured, LogTail
+from pipe.stages.watch.log_tail import (
+    LIVE_DELIVERY_SECONDS,
+    LIVE_TAIL_RETRY_SECONDS,
+    THROTTLED_RETRY_MAX_SECONDS,
+    THROTTLED_RETRY_SECONDS,
+    Captured,
+    LogTail,
+    throttled_retry_seconds,
+)
 
 GROUP = "/aws/ssm/ssm-deploy"
 ARN = log_group_arn("eu-west-1", "123456789012", GROUP)
@@ -58,8 +66,10 @@ class FakeLogs:
         self.pages = list(pages or [])
         self.sessions: list[tuple[dict[str, Any], FakeStream]] = []
         self.filter_requests: list[dict[str, Any]] = []
+        self.start_calls = 0
 
     def start_live_tail(self, **request: Any) -> dict[str, Any]:
+        self.start_calls += 1
         if self.start_errors:
             code = self.start_errors.pop(0)
             raise ClientError({"Error": {"Code": code, "Message": f"{code} here"}}, "StartLiveTail")
@@ -87,10 +97,15 @@ def read(instance: str, ingested: int, event_id: str, message: str) -> dict[str,
 
 
 def live_tail(
-    logs: FakeLogs, out: io.StringIO, clock: Any = time.monotonic, commands: list[str] | None = None
+    logs: FakeLogs,
+    out: io.StringIO,
+    clock: Any = time.monotonic,
+    commands: list[str] | None = None,
+    jitter: Any = None,
 ) -> LogTail:
     printer = OutputPrinter(Redactor(), stream=out, colour=False)
-    return LogTail(logs, GROUP, commands or [COMMAND_ID], printer, clock=clock, group_arn=ARN)
+    extra = {"jitter": jitter} if jitter is not None else {}
+    return LogTail(logs, GROUP, commands or [COMMAND_ID], printer, clock=clock, group_arn=ARN, **extra)
 
 
 def poll_until(tail: LogTail, done: Any, seconds: float = 5.0) -> None:
@@ -168,6 +183,88 @@ def test_a_log_group_that_does_not_exist_yet_is_tried_again_later_without_readin
 
     assert len(logs.sessions) == 1 and tail.live
     tail.close()
+
+
+class LongestWait:
+    """The jitter that always waits the longest it may, recording the bounds it was given."""
+
+    def __init__(self) -> None:
+        self.bounds: list[tuple[float, float]] = []
+
+    def __call__(self, low: float, high: float) -> float:
+        self.bounds.append((low, high))
+        return high
+
+
+def test_a_throttled_start_is_tried_again_after_a_random_wait_whose_bound_doubles_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """StartLiveTail's 5 TPS are the account's: pipelines started together are throttled. Each waits
+    at least a second and a random part of a bound that doubles (up to 8 s), then goes on live."""
+    logs = FakeLogs(start_errors=["ThrottlingException"] * 3, pages=[[read(INSTANCE_A, 100, "e1", "before")]])
+    out = io.StringIO()
+    clock = FakeClock()
+    jitter = LongestWait()
+    tail = live_tail(logs, out, clock, jitter=jitter)
+
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        tail.poll()
+        for tries, wait in enumerate((2.0, 4.0, 8.0), start=1):  # the longest each random wait may be
+            clock.sleep(wait - 0.01)
+            tail.poll()
+            assert logs.start_calls == tries, "tried again before its wait was over"
+            clock.sleep(0.01)
+            tail.poll()
+        poll_until(tail, lambda: tail.counts.events_printed == 1)
+    tail.close()
+
+    assert logs.start_calls == 4 and len(logs.sessions) == 1 and tail.live
+    assert jitter.bounds == [(1.0, 2.0), (1.0, 4.0), (1.0, 8.0)]
+    assert out.getvalue() == f"{INSTANCE_A} | before\n"  # what came before the late session, read once
+    assert "falls back" not in caplog.text and not caplog.records
+
+
+def test_the_wait_after_a_throttled_start_is_between_one_second_and_its_cap() -> None:
+    assert [throttled_retry_seconds(n, lambda low, high: high) for n in (1, 2, 3, 4, 50, 5000)] == [2, 4, 8, 8, 8, 8]
+    waits = [throttled_retry_seconds(n) for n in range(1, 6) for _ in range(200)]
+    assert min(waits) >= THROTTLED_RETRY_SECONDS and max(waits) <= THROTTLED_RETRY_MAX_SECONDS
+    assert len({round(wait, 3) for wait in waits}) > 100  # spread, so pipelines that collided do not again
+
+
+def test_a_command_sent_later_gets_a_session_of_its_own_even_when_its_first_start_is_throttled() -> None:
+    later = "1b7a4a1e-5c2f-4d8e-9a3b-1c2d3e4f5a6b"
+    logs = FakeLogs()
+    clock = FakeClock()
+    tail = live_tail(logs, io.StringIO(), clock, commands=[COMMAND_ID], jitter=LongestWait())
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+
+    logs.start_errors = ["ThrottlingException"]
+    tail.add_command(later)
+    tail.poll()
+    assert len(logs.sessions) == 1  # throttled: tried again later, the first session goes on
+    clock.sleep(2.0)
+    poll_until(tail, lambda: len(logs.filter_requests) == 2)
+    tail.close()
+
+    assert [request["logStreamNamePrefixes"] for request, _ in logs.sessions] == [[f"{COMMAND_ID}/"], [f"{later}/"]]
+    assert logs.filter_requests[1]["logStreamNamePrefix"] == f"{later}/" and tail.live
+
+
+def test_a_command_sent_later_that_gets_no_session_is_read_at_the_end_while_the_others_stay_live() -> None:
+    later = "1b7a4a1e-5c2f-4d8e-9a3b-1c2d3e4f5a6b"
+    logs = FakeLogs()
+    tail = live_tail(logs, io.StringIO(), commands=[COMMAND_ID])
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+
+    logs.start_errors = ["LimitExceededException"]
+    tail.add_command(later)
+    tail.poll()
+    tail.poll()
+    assert logs.start_calls == 2 and tail.live  # asked once; no fallback for the others
+    tail.drain({}, 0, sleep=lambda _: None)
+    tail.close()
+
+    assert [request["logStreamNamePrefix"] for request in logs.filter_requests] == [f"{COMMAND_ID}/", f"{later}/"]
 
 
 def test_a_broken_stream_falls_back_to_filter_log_events_without_printing_twice(

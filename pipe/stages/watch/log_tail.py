@@ -8,6 +8,11 @@ FilterLogEvents pass per command (pages of 10,000) reads what came before; an ev
 once whichever way it came, by its stream and ingestion time (each stream is ingested in order, a
 PutLogEvents batch at one time), plus its eventId within a FilterLogEvents batch.
 
+StartLiveTail's 5 calls a second are the account's, shared with every pipeline that starts at the
+same moment (parallel steps) and with the console: a throttled start is tried again after a random
+wait whose bound doubles with each throttle in a row, so pipelines that collided do not collide again
+in step; a session that starts late loses nothing (what came before is read once, as above).
+
 FilterLogEvents takes over when Live Tail cannot be used: the deploy role may not call
 logs:StartLiveTail, the account's concurrent sessions are all in use, or the stream broke. It is
 polled at most once a second per command. Event timestamps come from the instances' clocks, which
@@ -24,6 +29,7 @@ So SSM's copy and the stream are compared without their line breaks (``visible``
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +55,11 @@ PAGE_EVENTS = FILTER_PAGE_MAX_EVENTS  # as few calls as AWS allows: the quota co
 DRAIN_POLL_SECONDS = 0.25
 FILTER_POLL_SECONDS = 1.0  # FilterLogEvents at most once a second per command, however often polled
 LIVE_TAIL_RETRY_SECONDS = 2.0  # StartLiveTail again while the log group does not exist yet
+# After the n-th throttled StartLiveTail in a row, try again after a random 1 to min(8, 2**n) s: never
+# sooner than the second in which the account's 5 calls were used up, and spread so the pipelines
+# that collided take the tokens as they come back rather than all at once again.
+THROTTLED_RETRY_SECONDS = 1.0
+THROTTLED_RETRY_MAX_SECONDS = 8.0
 # Live Tail delivers what was ingested in the past second with each update: at the end of a phase,
 # a stream that lacks part of SSM's copy may still be on its way for about two updates.
 LIVE_DELIVERY_SECONDS = 2 * LIVE_TAIL_UPDATE_SECONDS + 0.5
@@ -87,6 +98,12 @@ def after_streamed(chunks: Iterable[str], streamed: int) -> Iterator[str]:
         rest = chunk[offset:].lstrip("\r\n")  # the line break that ended the streamed part
         if rest:
             yield rest
+
+
+def throttled_retry_seconds(throttles: int, jitter: Callable[[float, float], float] = random.uniform) -> float:
+    """How long to wait before StartLiveTail's next try after ``throttles`` (1 or more) in a row."""
+    bound = min(THROTTLED_RETRY_MAX_SECONDS, THROTTLED_RETRY_SECONDS * 2 ** min(throttles, 8))
+    return jitter(THROTTLED_RETRY_SECONDS, bound)
 
 
 @dataclass(frozen=True)
@@ -188,9 +205,11 @@ class LogTail:
         clock: Callable[[], float] = time.monotonic,
         group_arn: str | None = None,
         live_logs: Any = None,
+        jitter: Callable[[float, float], float] = random.uniform,
     ) -> None:
         """``group_arn``: the log group's ARN, for Live Tail; None reads with FilterLogEvents only.
-        ``live_logs``: the client for StartLiveTail (default ``logs``), best one that does not retry."""
+        ``live_logs``: the client for StartLiveTail (default ``logs``), best one that does not retry.
+        ``jitter``: a random number between its two arguments (the wait after a throttled start)."""
         self._logs = logs
         self._live_logs = live_logs if live_logs is not None else logs
         self._group = group
@@ -200,8 +219,11 @@ class LogTail:
         self._clock = clock
         self._streams: dict[StreamKey, _Stream] = {}
         self._mode = _Mode.LIVE if group_arn else _Mode.FILTER
+        self._jitter = jitter
         self._sessions: list[LiveTailSession] = []
         self._next_start = 0.0
+        self._throttles = 0  # StartLiveTail throttled this many times in a row
+        self._not_live: set[str] = set()  # commands no session could be started for: read at the end
         self._caught_up: set[str] = set()  # commands read once with FilterLogEvents since their session started
         self._next_read: dict[str, float] = {}
         self._sampled = False  # Live Tail dropped events: no stream can be taken as complete
@@ -236,20 +258,9 @@ class LogTail:
 
     def add_command(self, command_id: str) -> None:
         """Follow a command sent while the phase runs (a chunk that MAX_CONCURRENCY held back). With
-        Live Tail it gets a session of its own, which first reads what the command printed before
-        the session started; if none can start now, its output is read once when the phase ends."""
+        Live Tail the next poll starts a session for it, which first reads what the command printed
+        before the session started; if none can be started, its output is read once when the phase ends."""
         self._command_ids.append(command_id)
-        if self._mode is not _Mode.LIVE or not self._sessions:
-            return  # no sessions yet: the first start covers every command
-        session = LiveTailSession(self._live_logs, str(self._group_arn), [f"{command_id}/"])
-        try:
-            session.start()
-        except (ClientError, BotoCoreError) as error:
-            session.close()
-            log.debug(f"No Live Tail session for command {command_id} ({error}): its output is read at the end.")
-            return
-        self._sessions.append(session)
-        self.counts.live_sessions += 1
 
     def command_ended(self, command_id: str) -> None:
         """A command of the phase ended: close a Live Tail session whose commands all ended (each
@@ -272,8 +283,9 @@ class LogTail:
 
     # --- Live Tail ------------------------------------------------------------------------------------
     def _poll_live(self) -> int:
-        if not self._sessions and (self._clock() < self._next_start or not self._start_sessions()):
-            return 0
+        waiting = self._uncovered()
+        if waiting and self._clock() >= self._next_start:
+            self._start_sessions(waiting)
         printed = 0
         for session in list(self._sessions):
             if not session.ready.is_set():
@@ -295,36 +307,50 @@ class LogTail:
                 printed += self._session_ended(session, session.end)
         return printed
 
-    def _start_sessions(self) -> bool:
-        """Start one session per 100 commands (StartLiveTail's most prefixes); False if not now."""
-        prefixes = [f"{command_id}/" for command_id in self._command_ids if command_id not in self._ended]
-        if not prefixes:
-            return False  # every command ended: what is left is read once at the end (_read_unread)
-        started: list[LiveTailSession] = []
-        try:
-            for first in range(0, len(prefixes), LIVE_TAIL_MAX_PREFIXES):
-                session = LiveTailSession(
-                    self._live_logs, str(self._group_arn), prefixes[first : first + LIVE_TAIL_MAX_PREFIXES]
-                )
+    def _uncovered(self) -> list[str]:
+        """The commands still running that no session follows: not started yet, started while the
+        others ran (``add_command``), or whose session timed out. Once every command ended, what is
+        left is read once at the end (``_read_unread``)."""
+        covered = {prefix.rstrip("/") for session in self._sessions for prefix in session.prefixes}
+        skip = covered | self._ended | self._not_live
+        return [command_id for command_id in self._command_ids if command_id not in skip]
+
+    def _start_sessions(self, command_ids: list[str]) -> None:
+        """Start one session per 100 commands (StartLiveTail's most prefixes). A start that cannot
+        be made now is tried again later; one that cannot be made at all falls back to FilterLogEvents
+        when no session runs, else leaves those commands to be read once at the end."""
+        for first in range(0, len(command_ids), LIVE_TAIL_MAX_PREFIXES):
+            chunk = command_ids[first : first + LIVE_TAIL_MAX_PREFIXES]
+            session = LiveTailSession(self._live_logs, str(self._group_arn), [f"{command_id}/" for command_id in chunk])
+            try:
                 session.start()
-                started.append(session)
-                self.counts.live_sessions += 1
-        except ClientError as error:
-            for session in started:
+            except (ClientError, BotoCoreError) as error:
                 session.close()
-            # the agent creates the group with the first output; StartLiveTail's 5 TPS are the account's
-            if error_code(error) in ("ResourceNotFoundException", "ThrottlingException"):
-                self._next_start = self._clock() + LIVE_TAIL_RETRY_SECONDS
-                return False
+                self._not_started(chunk, error)
+                return
+            self._sessions.append(session)
+            self.counts.live_sessions += 1
+            self._throttles = 0
+
+    def _not_started(self, command_ids: list[str], error: ClientError | BotoCoreError) -> None:
+        code = error_code(error) if isinstance(error, ClientError) else ""
+        if code == "ResourceNotFoundException":  # the agent creates the group with the first output
+            self._next_start = self._clock() + LIVE_TAIL_RETRY_SECONDS
+            return
+        if code == "ThrottlingException":  # StartLiveTail's 5 TPS are the account's
+            self._throttles += 1
+            wait = throttled_retry_seconds(self._throttles, self._jitter)
+            self._next_start = self._clock() + wait
+            log.debug(f"StartLiveTail was throttled ({self._throttles} in a row): trying again in {wait:.1f} s.")
+            return
+        if self._sessions:  # the others go on live: these are read once at the end
+            self._not_live.update(command_ids)
+            log.debug(f"No Live Tail session for command {', '.join(command_ids)} ({error}): read at the end.")
+            return
+        if isinstance(error, ClientError):
             self._fall_back(self._why_not_live(error))
-            return False
-        except BotoCoreError as error:
-            for session in started:
-                session.close()
+        else:
             self._fall_back(f"Live Tail could not be started ({error})")
-            return False
-        self._sessions = started
-        return True
 
     def _why_not_live(self, error: ClientError) -> str:
         code = error_code(error)
@@ -345,10 +371,8 @@ class LogTail:
         after a failure, read with FilterLogEvents from now on."""
         session.close()
         self._sessions.remove(session)
-        if end.timed_out:
+        if end.timed_out:  # its commands are uncovered again: the next poll starts a new session
             self._caught_up.difference_update(prefix.rstrip("/") for prefix in session.prefixes)
-            if not self._sessions:
-                self._next_start = 0.0
             return 0
         self._fall_back(f"the Live Tail stream broke ({end.code}: {end.message})")
         return 0
@@ -493,6 +517,7 @@ class LogTail:
         """
         began = self._clock()
         deadline = began + limit_seconds
+        self._ended.update(self._command_ids)  # no session is started for a command that ended
         self._read_unread()
         self._next_read.clear()  # FilterLogEvents: read each command once now it ended, however recent the last read
         while True:
@@ -511,8 +536,8 @@ class LogTail:
 
     def _read_unread(self) -> None:
         """At the end of a phase, read each command that no Live Tail session covered yet (its log
-        group did not exist when the phase began: the command may have ended before a session could
-        start)."""
+        group did not exist when the phase began, or StartLiveTail was throttled: the command may have
+        ended before a session could start; or no session could be started for it)."""
         if self._mode is not _Mode.LIVE:
             return
         for command_id in self._command_ids:
