@@ -11,11 +11,12 @@ through that bridge, and the instances reach the stand-in's AWS endpoint at the 
 
 Choices, and why:
 
-* **The subnet.** A /20 out of ``172.31.128.0/17``: inside the default VPC's ``172.31.0.0/16``
+* **The subnet.** A /22 out of ``172.31.128.0/17``: inside the default VPC's ``172.31.0.0/16``
   (moto's default subnets use ``172.31.0.0/20`` to ``172.31.32.0/20``), so the addresses are the
-  ones a default VPC gives. The first /20 that overlaps no route and no address of this machine is
-  taken (read from the kernel when choosing, under a machine-wide lock, so parallel test workers,
-  Docker's networks and the machine's own routes are all respected).
+  ones a default VPC gives; 1,019 instance addresses (as many as a bridge takes ports), and 32
+  stand-ins side by side (parallel test workers, a demo). The first /22 that overlaps no route and
+  no address of this machine is taken (read from the kernel when choosing, under a machine-wide
+  lock, so parallel test workers, Docker's networks and the machine's own routes are respected).
 * **Nothing leaves the subnet.** An instance has no default route: it reaches the subnet (the
   router address, the other instances) and nothing else, so no test traffic can go anywhere but
   this machine's own namespaces.
@@ -47,7 +48,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 VPC_RANGE = ipaddress.ip_network("172.31.128.0/17")
-SUBNET_PREFIX = 20
+SUBNET_PREFIX = 22
 STATE_DIR = Path("/run/ssm-deploy-standin")
 NETNS_DIR = Path("/run/netns")
 NAME_PREFIX = "ssmsi"  # bridges ssmsi<tag>, namespaces ssmsi<tag>-<n>, host-side veths ssv<tag><n>
@@ -103,7 +104,7 @@ def used_networks() -> list[ipaddress.IPv4Network]:
 
 
 def free_subnet(used: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
-    """The first /20 of ``VPC_RANGE`` that overlaps none of ``used``."""
+    """The first /22 of ``VPC_RANGE`` that overlaps none of ``used``."""
     assert isinstance(VPC_RANGE, ipaddress.IPv4Network)
     for subnet in VPC_RANGE.subnets(new_prefix=SUBNET_PREFIX):
         if not any(subnet.overlaps(network) for network in used):
