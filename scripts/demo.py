@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "test")]
 
-from app_fixture import pack_release  # noqa: E402
+from app_fixture import ACTIVATE, HEALTH_CHECK, INSTALL, pack_release  # noqa: E402
 from standin import StandIn  # noqa: E402
 from standin.load_generator import Summary  # noqa: E402
 from standin.users import APP_USER  # noqa: E402
@@ -101,9 +101,9 @@ def deploy(aws: StandIn, clone: Path, release: str | None, build: int, **variabl
         APP_DIR="/srv/web-api",
         RUN_AS=APP_USER,
         PARAMETERS_PATH="/deploy/{environment}/",
-        COMMANDS="npm ci --omit=dev",
-        ACTIVATE_COMMANDS="pm2 startOrReload ecosystem.config.js --env {environment}",
-        HEALTHCHECK_COMMANDS="curl -fsS --max-time 5 http://localhost:3000/health",
+        COMMANDS=INSTALL,  # the README's release recipe
+        ACTIVATE_COMMANDS=ACTIVATE,
+        HEALTHCHECK_COMMANDS=HEALTH_CHECK,
         **variables,
     )
     return subprocess.run([sys.executable, str(ROOT / "pipe" / "pipe.py")], env=env, cwd=ROOT).returncode

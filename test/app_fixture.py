@@ -20,6 +20,10 @@ ARTIFACT_NAME = "web-api.tgz"
 RELEASE_FILE = "release.txt"
 BROKEN_MARKER = "broken"  # present in a release packed broken: GET /health answers 500
 PACKED_AT = 1_704_067_200  # 2024-01-01T00:00:00Z, every packed file's mtime
+# How the README's Releases example installs and starts it (test_docs_contract.py checks ACTIVATE)
+INSTALL = "npm ci --omit=dev"
+ACTIVATE = "pm2 startOrReload ecosystem.config.js --env {environment}"
+HEALTH_CHECK = "curl -fsS --max-time 5 http://localhost:3000/health"
 
 
 def pack_release(folder: Path, release: str, *, broken: bool = False) -> Path:

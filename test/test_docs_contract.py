@@ -111,9 +111,13 @@ def test_readme_ecosystem_file_is_the_tested_one() -> None:
     assert readme_block("### Node.js with pm2: the ecosystem file", "js") == tested
 
 
-def test_readme_release_example_activates_with_the_tested_pm2_command() -> None:
-    from e2e.test_node_pm2 import ACTIVATE  # the command the Node.js + pm2 tests deploy with
+def test_readme_release_example_installs_activates_and_checks_as_the_pm2_tests_do() -> None:
+    from app_fixture import ACTIVATE, HEALTH_CHECK, INSTALL  # what test/e2e/test_node_pm2.py deploys with
 
     example = yaml.safe_load(readme_block("## Releases", "yaml"))
     variables = next(step for step in example if "Deploy" in step["step"]["name"])["step"]["script"][0]["variables"]
-    assert variables["ACTIVATE_COMMANDS"] == ACTIVATE
+    assert (variables["COMMANDS"], variables["ACTIVATE_COMMANDS"], variables["HEALTHCHECK_COMMANDS"]) == (
+        INSTALL,
+        ACTIVATE,
+        HEALTH_CHECK,
+    )

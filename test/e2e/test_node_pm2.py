@@ -20,16 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_fixture import pack_release
+from app_fixture import ACTIVATE, HEALTH_CHECK, INSTALL, pack_release
 from standin import StandIn
 from standin.users import APP_USER
 from support import PipeRun, run_pipe
 
 APP_DIR = "/srv/web-api"  # the ecosystem file's cwd is APP_DIR/current
-# The README's Releases example, verbatim (test_docs_contract.py checks ACTIVATE against it)
-ACTIVATE = "pm2 startOrReload ecosystem.config.js --env {environment}"
-INSTALL = "npm ci --omit=dev"
-HEALTH_CHECK = "curl -fsS --max-time 5 http://localhost:3000/health"
 ELB_TIME_SCALE = 0.05  # a 5-s health-check interval lasts 0.25 s, a 20-s deregistration delay 1 s
 
 
