@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
 from standin import StandIn, hosts
 from standin.tests.invoke import run, run_one
@@ -110,10 +111,14 @@ def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:
     assert not (hosts.STATE_DIR / f"{network.tag}.owner").exists()
 
 
-def test_what_a_dead_stand_in_left_is_removed_by_the_next_one() -> None:
+@pytest.mark.parametrize("owner", ["reaped", "zombie"])  # a worker killed while its parent lives on is a zombie
+def test_what_a_dead_stand_in_left_is_removed_by_the_next_one(owner: str) -> None:
     dead = subprocess.Popen(["true"])
-    dead.wait()
-    tag = "dead00"
+    if owner == "reaped":
+        dead.wait()
+    else:
+        wait_until(lambda: Path(f"/proc/{dead.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", "a zombie")
+    tag = f"dead0{owner[0]}"
     bridge, namespace = f"{hosts.NAME_PREFIX}{tag}", f"{hosts.NAME_PREFIX}{tag}-0"
     hosts.STATE_DIR.mkdir(parents=True, exist_ok=True)
     (hosts.STATE_DIR / f"{tag}.owner").write_text(f"{dead.pid} 172.31.255.0/24\n")
@@ -127,6 +132,7 @@ def test_what_a_dead_stand_in_left_is_removed_by_the_next_one() -> None:
         assert not (hosts.STATE_DIR / f"{tag}.owner").exists()
     finally:
         network.stop()
+        dead.wait()
 
 
 def test_without_root_the_stand_in_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
