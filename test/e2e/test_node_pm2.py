@@ -142,9 +142,11 @@ def test_release_a_then_b_behind_the_load_balancer_drops_no_request_and_b_serves
 def test_a_secret_rotated_between_two_deploys_reaches_the_app(node_fleet: NodeFleet) -> None:
     assert {d["db_password_sha256"] for d in node_fleet.served().values()} == {sha16("first-Pa55word")}
     node_fleet.standin.put_secret(node_fleet.secret, "rotated-Pa55word", node_fleet.key_id)
-    run = node_fleet.ship("B", 2)
+    with node_fleet.standin.traffic(node_fleet.group_arn) as traffic:
+        run = node_fleet.ship("B", 2)
 
     assert run.returncode == 0, run.output
+    assert traffic.failures == [], traffic.failures[:5]
     assert "rotated-Pa55word" not in run.output and "first-Pa55word" not in run.output
     for document in node_fleet.served().values():
         assert (document["release"], document["db_password_sha256"]) == ("B", sha16("rotated-Pa55word"))
