@@ -874,7 +874,8 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "NO_PREVIOUS_RELEASE": 87,
         "RUN_AS_USER_MISSING": 88,
         "ACTIVATION_FAILED_NO_ROLLBACK": 89,
+        "STALE_PROCESS": 90,
         "PROGRAM_MISSING": 127,
     }
     assert all(code.meaning for code in ReleaseExit)
-    assert [int(code) for code in ReleaseExit if 80 <= code < 90] == list(range(80, 90))
+    assert [int(code) for code in ReleaseExit if 80 <= code <= 90] == list(range(80, 91))
