@@ -40,6 +40,7 @@ from pipe.stages.release.remote import (
     as_user,
     install_body,
     install_steps,
+    release_exit_meaning,
     switch_back_body,
 )
 
@@ -879,3 +880,28 @@ def test_exit_codes_are_the_documented_contract() -> None:
     }
     assert all(code.meaning for code in ReleaseExit)
     assert [int(code) for code in ReleaseExit if 80 <= code <= 90] == list(range(80, 91))
+
+
+def test_an_exit_code_maps_to_what_it_means_for_the_failure_line() -> None:
+    assert release_exit_meaning(90) == ReleaseExit.STALE_PROCESS.meaning
+    assert "still runs a replaced release or holds an old value" in str(release_exit_meaning(90))
+    assert release_exit_meaning(85) == ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK.meaning
+    assert release_exit_meaning(3) is None  # the user's own code
+    assert release_exit_meaning(None) is None
+
+
+def test_dry_run_steps_say_what_is_verified_unless_turned_off() -> None:
+    values = {
+        "app_dir": "/srv/web-api",
+        "release_id": B,
+        "artifact_url": "s3://acme/web-api/abc.tar.gz",
+        "sha256": "f" * 64,
+        "archive_format": "tar.gz",
+        "region": "eu-west-1",
+        "env_names": ("DB_PASSWORD", "PORT"),
+    }
+    [step] = [s for s in install_steps(ReleasePlan(**values)) if "/proc" in s]  # type: ignore[arg-type]
+    assert "none may still run a replaced release" in step
+    assert "values of DB_PASSWORD, PORT" in step and "(exit 90)" in step
+    off = ReleasePlan(**values, verify_processes=False)  # type: ignore[arg-type]
+    assert not [s for s in install_steps(off) if "/proc" in s]

@@ -80,12 +80,22 @@ _MEANINGS = {
     "missing on the instance",
 }
 
+
+def release_exit_meaning(code: int | None) -> str | None:
+    """What a release script's exit code says happened on the instance, None for another code."""
+    try:
+        return ReleaseExit(code).meaning if code is not None else None
+    except ValueError:
+        return None
+
+
 ARCHIVE_FORMATS = ("tar.gz", "zip")
 STATE_DIR = ".ssm-deploy"
 HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
 # VERIFY_PROCESSES: how long a process of a replaced release (or one with an old value) may take to go
 # away after ACTIVATE_COMMANDS returned (a graceful stop) before the instance fails
 VERIFY_GRACE_SECONDS = 10
+VERIFY_SETTLE_SECONDS = 3  # a process this young is judged later: pm2 sets its title after the fork
 PM2_FIX = (
     "for pm2: set cwd: '{app_dir}/current' in the ecosystem file and list every secret from process.env in its "
     "env_<environment> block; an app first started without cwd needs `pm2 delete <name>` once"
@@ -431,6 +441,17 @@ ssm_deploy_judge() {
       *) return 0 ;;
     esac
     [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
+  fi
+  # a process started a moment ago may not have its command line yet (pm2 sets the title after the
+  # fork): judged once it is older, or at the last look
+  if [ -n "$2" ]; then
+    ssm_deploy_started=$(sed 's/.*) //' "/proc/$ssm_deploy_pid/stat" 2>/dev/null | cut -d ' ' -f 20)
+    if [ -n "$ssm_deploy_started" ] && [ $((ssm_deploy_now - ssm_deploy_started)) -lt "$ssm_deploy_settle_ticks" ]; then
+      echo "settling $ssm_deploy_pid"
+      return 0
+    fi
+  fi
+  if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_words=$(tr '\0' ' ' < "/proc/$ssm_deploy_pid/cmdline" 2>/dev/null) || return 0
     for ssm_deploy_word in $ssm_deploy_words; do
       case $ssm_deploy_word in
@@ -466,12 +487,15 @@ ssm_deploy_judge() {
 }
 ssm_deploy_scan() {
   cd / || return 0
+  ssm_deploy_hz=$(getconf CLK_TCK 2>/dev/null) || ssm_deploy_hz=100
+  ssm_deploy_now=$(awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime)
+  ssm_deploy_settle_ticks=$((ssm_deploy_hz * ssm_deploy_verify_settle))
   ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
   ssm_deploy_releases=$ssm_deploy_physical/releases
   for ssm_deploy_pid in $(find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
     | ssm_deploy_prefix=$ssm_deploy_releases/ awk -F '\t' 'index($2, ENVIRON["ssm_deploy_prefix"]) == 1 { sub(/^\/proc\//, "", $1); if (!seen[$1]++) print $1 }'); do
     set -f
-    [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid"
+    [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"
     set +f
   done
 }
@@ -483,7 +507,11 @@ ssm_deploy_verify_processes() {
   fi
   ssm_deploy_waited=0
   while :; do
-    ssm_deploy_found=$(ssm_deploy_scan)
+    if [ "$ssm_deploy_waited" -lt "$ssm_deploy_verify_wait" ]; then
+      ssm_deploy_found=$(ssm_deploy_scan settle)
+    else
+      ssm_deploy_found=$(ssm_deploy_scan)  # the last look judges every process, however young
+    fi
     [ -n "$ssm_deploy_found" ] || return 0
     [ "$ssm_deploy_waited" -lt "$ssm_deploy_verify_wait" ] || break
     sleep 1
@@ -594,6 +622,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "verify": "1" if plan.verify_processes else "",
         "verify_names": " ".join(dict.fromkeys(plan.env_names)),
         "verify_wait": str(VERIFY_GRACE_SECONDS),
+        "verify_settle": str(VERIFY_SETTLE_SECONDS),
         "pm2_fix": PM2_FIX.format(app_dir=plan.app_dir),
         "shared_script": _SHARED_SCRIPT,
     }
@@ -664,6 +693,13 @@ def install_steps(plan: ReleasePlan) -> tuple[str, ...]:
         steps.append(
             f"run ACTIVATE_COMMANDS in {plan.app_dir}/current{who}; if they fail, switch back to the "
             "previous release and run them there"
+        )
+    if plan.verify_processes:
+        names = f" of {', '.join(dict.fromkeys(plan.env_names))}" if plan.env_names else ""
+        steps.append(
+            f"read the processes (/proc, as root): none may still run a replaced release, and those running {release} "
+            f"must hold this deploy's values{names} (compared on the instance); if not, switch back to the previous "
+            "release and run ACTIVATE_COMMANDS there (exit 90)"
         )
     steps.append(
         f"keep the {plan.keep_releases} most recently activated releases (never the live one nor the one before it)"
