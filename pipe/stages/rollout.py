@@ -176,7 +176,8 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
         f"---- Health check on {len(instance_ids)} instance(s): up to {settings.healthcheck_retries} "
         f"attempt(s), {settings.healthcheck_interval} s apart ----"
     )
-    unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids), record)
+    release_id = run.release.plan.release_id if run.release is not None else None
+    unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids, release_id), record)
     if unhealthy or record.status is not PhaseStatus.FAILED:
         record.status = PhaseStatus.FAILED if unhealthy else PhaseStatus.PASSED
     if not unhealthy:

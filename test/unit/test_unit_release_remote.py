@@ -316,6 +316,24 @@ def test_activation_failure_switches_back_and_activates_previous_85(box: Box, sh
     assert "ACTIVATE_COMMANDS failed (exit 9) for release 000002-bbbbbbb: rolled back to 000001-aaaaaaa" in message
 
 
+@pytest.mark.parametrize("run_as", [None, APP_USER])
+def test_commands_and_activation_get_the_release_id_they_run_for(box: Box, run_as: str | None) -> None:
+    if run_as is not None and not is_root():
+        pytest.skip("RUN_AS needs root")
+    if run_as is not None:
+        ensure_app_user()
+    record = 'printf "%s\\n" "$SSM_DEPLOY_RELEASE" >> "$OUT/release-ids"\n'
+    assert install(box, A, commands=record, activate_commands=record, run_as=run_as)[0] == 0
+    artifact = box.release_artifact(B, **{"fail-activation": ""})
+    activate = record + ACTIVATE
+
+    run = box.run(install_body(box.plan(B, artifact, commands=record, activate_commands=activate, run_as=run_as)))
+
+    assert run.code == ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK, run.stderr
+    # A's COMMANDS and activation; B's COMMANDS and activation; A activated again after the switch back
+    assert box.observed("release-ids") == [A, A, B, B, A]
+
+
 def test_activation_failing_on_both_releases_exits_86(box: Box) -> None:
     install(box, A)
     (box.out / "fail-activation").touch()  # every activation fails from now on

@@ -102,6 +102,8 @@ PM2_FIX = (
 )
 # Set by the SSM Agent for every Run Command script; forwarded to RUN_AS with the pipe's names.
 AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
+# The release COMMANDS and ACTIVATE_COMMANDS run for (after a switch back: the one activated again)
+RELEASE_VARIABLE = "SSM_DEPLOY_RELEASE"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
@@ -282,6 +284,8 @@ ssm_deploy_release_of() {
 }
 ssm_deploy_begin() {
   umask 022
+  SSM_DEPLOY_RELEASE=$ssm_deploy_release
+  export SSM_DEPLOY_RELEASE
   if [ -n "$ssm_deploy_user" ]; then
     id -u -- "$ssm_deploy_user" >/dev/null 2>&1 \
       || ssm_deploy_fail 88 "RUN_AS user $ssm_deploy_user does not exist on this instance: create it (useradd) or fix RUN_AS; nothing was switched"
@@ -392,6 +396,8 @@ ssm_deploy_record() {
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0
+  SSM_DEPLOY_RELEASE=$(ssm_deploy_release_of "$(readlink -- "$ssm_deploy_app_dir/current")")
+  export SSM_DEPLOY_RELEASE
   echo "ssm-deploy: running ACTIVATE_COMMANDS in $ssm_deploy_app_dir/current${ssm_deploy_user:+ as $ssm_deploy_user}"
   ssm_deploy_run "$ssm_deploy_user" "$ssm_deploy_app_dir/current" "$ssm_deploy_activate"
 }
@@ -618,7 +624,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
         "commands": plan.commands,
         "activate": plan.activate_commands,
-        "env_names": _forwarded(plan.env_names),
+        "env_names": _forwarded((*plan.env_names, RELEASE_VARIABLE)),
         "verify": "1" if plan.verify_processes else "",
         "verify_names": " ".join(dict.fromkeys(plan.env_names)),
         "verify_wait": str(VERIFY_GRACE_SECONDS),
