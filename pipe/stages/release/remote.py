@@ -644,8 +644,9 @@ def install_body(plan: ReleasePlan) -> str:
     """Install ``plan`` and make it live: download and verify the artifact unless releases/<id> is
     already prepared, unpack, link SHARED_PATHS, run COMMANDS (84 and nothing switched on failure),
     switch ``current`` atomically, run ACTIVATE_COMMANDS (on failure: switch back and activate the
-    previous release, 85 or 86), then prune to KEEP_RELEASES. A release that is already live is
-    activated again (no switch, previous unchanged)."""
+    previous release, 85 or 86), read /proc (VERIFY_PROCESSES: a process of a replaced release, or of
+    this one without this deploy's values, switches back the same way and exits 90), then prune to
+    KEEP_RELEASES. A release that is already live is activated again (no switch, previous unchanged)."""
     call = " ".join(["ssm_deploy_install", *(_quote(_shared_spec(path)) for path in plan.shared_paths)])
     return _body(plan, "install", call)
 
