@@ -128,6 +128,7 @@ def test_verify_processes_false_lets_the_stale_recipe_through_and_a_keeps_servin
     # the trade: "Deployed", current on B, and A's code answering everywhere
     assert run.returncode == 0, run.output
     assert "VERIFY_PROCESSES is 'false': nothing checks that the processes run the new release" in run.output
+    assert "processes verified" not in run.output
     for instance_id, document in fleet.served().items():
         assert fleet.live_release_dir(instance_id) == f"{APP_DIR}/releases/{RELEASE_B}"
         assert document["release"] == "A"

@@ -97,7 +97,12 @@ def test_processes_that_follow_current_pass(box: Box) -> None:
         code, output = _install(box, release, RESTARTED, env_names=("DB_PASSWORD", "OUT"))
         assert code == 0, output
     assert box.current() == f"releases/{B}"
-    assert Path(f"/proc/{_service_pids(box)[-1]}/cwd").resolve() == box.app_dir / "releases" / B
+    pid = _service_pids(box)[-1]
+    assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / B
+    assert (
+        f"ssm-deploy: processes verified: none runs a replaced release; process(es) {pid} run release {B} "
+        "with this deploy's values of DB_PASSWORD OUT"
+    ) in output
 
 
 @pytest.mark.parametrize(
@@ -146,6 +151,7 @@ def test_a_process_in_the_release_directory_without_a_path_argument_is_not_conde
         assert code == 0, output
     [pid] = _service_pids(box)
     assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / A
+    assert f"processes verified: none runs a replaced release; none runs release {B}" in output
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")
@@ -181,6 +187,7 @@ def test_a_process_at_the_same_path_in_another_mount_namespace_is_not_this_app_d
 
     assert code == 0, output
     assert box.current() == f"releases/{B}"
+    assert f"processes verified: none runs a replaced release; process(es) {_service_pids(box)[-1]} run" in output
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record every execve")

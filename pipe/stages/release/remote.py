@@ -476,6 +476,7 @@ ssm_deploy_judge() {
     printf 'process %s (%s) runs release %s, not %s\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_release"
     return 0
   fi
+  ssm_deploy_bad=
   for ssm_deploy_name in $ssm_deploy_verify_names; do
     eval "ssm_deploy_isset=\${$ssm_deploy_name+x}"
     [ -n "$ssm_deploy_isset" ] || continue
@@ -484,12 +485,14 @@ ssm_deploy_judge() {
     ssm_deploy_want=$(printf '%s=%s' "$ssm_deploy_name" "$ssm_deploy_value")
     [ "$ssm_deploy_got" != "$ssm_deploy_want" ] || continue
     [ -d "/proc/$ssm_deploy_pid" ] || return 0
+    ssm_deploy_bad=1
     if [ -z "$ssm_deploy_got" ]; then
       printf 'process %s (%s) runs release %s without %s, which this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
     else
       printf 'process %s (%s) runs release %s with an old value of %s, not the one this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
     fi
   done
+  [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
 }
 ssm_deploy_scan() {
   cd / || return 0
@@ -518,11 +521,29 @@ ssm_deploy_verify_processes() {
     else
       ssm_deploy_found=$(ssm_deploy_scan)  # the last look judges every process, however young
     fi
-    [ -n "$ssm_deploy_found" ] || return 0
+    case "
+$ssm_deploy_found" in
+      *"
+settling "* | *"
+process "*) ;;
+      *)
+        ssm_deploy_serving=$(printf '%s\n' "$ssm_deploy_found" | sed -n 's/^ok //p' | tr '\n' ' ' | sed 's/ $//')
+        if [ -z "$ssm_deploy_serving" ]; then
+          ssm_deploy_serving="none runs release $ssm_deploy_release"
+        elif [ -n "$ssm_deploy_verify_names" ]; then
+          ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release with this deploy's values of $ssm_deploy_verify_names"
+        else
+          ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release"
+        fi
+        echo "ssm-deploy: processes verified: none runs a replaced release; $ssm_deploy_serving"
+        return 0
+        ;;
+    esac
     [ "$ssm_deploy_waited" -lt "$ssm_deploy_verify_wait" ] || break
     sleep 1
     ssm_deploy_waited=$((ssm_deploy_waited + 1))
   done
+  ssm_deploy_found=$(printf '%s\n' "$ssm_deploy_found" | grep '^process ')
   printf '%s\n' "$ssm_deploy_found" | sed 's/^/ssm-deploy: /' >&2
   ssm_deploy_first=$(printf '%s\n' "$ssm_deploy_found" | head -n 1)
   ssm_deploy_fix="; $ssm_deploy_pm2_fix (or set VERIFY_PROCESSES: 'false' for a service that is no long-running process)"
