@@ -26,11 +26,12 @@ ACTIVATE = "pm2 startOrReload ecosystem.config.js --env {environment}"
 HEALTH_CHECK = "curl -fsS --max-time 5 http://localhost:3000/health"
 
 
-def pack_release(folder: Path, release: str, *, broken: bool = False) -> Path:
+def pack_release(folder: Path, release: str, *, broken: bool = False, ecosystem: str | None = None) -> Path:
     """Pack the fixture as release ``release`` under ``folder``; return the .tgz's path.
 
     The build tree is ``folder/web-api-<release>[-broken]/`` (replaced if there), the artifact
     ``web-api.tgz`` inside it, holding the app's files plus ``release.txt`` (and ``broken``).
+    ``ecosystem`` replaces the text of ``ecosystem.config.js`` (a recipe other than the README's).
     """
     if not release or release != release.strip() or "/" in release or release in (".", ".."):
         raise ValueError(f"a release id is one path component without surrounding spaces: {release!r}")
@@ -40,6 +41,8 @@ def pack_release(folder: Path, release: str, *, broken: bool = False) -> Path:
     build.mkdir(parents=True)
     for name in APP_FILES:
         shutil.copyfile(FIXTURE_DIR / name, build / name)
+    if ecosystem is not None:
+        (build / "ecosystem.config.js").write_text(ecosystem, encoding="utf-8")
     (build / RELEASE_FILE).write_text(release + "\n", encoding="utf-8")
     files = [*APP_FILES, RELEASE_FILE]
     if broken:

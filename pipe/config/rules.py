@@ -48,6 +48,7 @@ from pipe.config.variables import (
     TARGET_GROUPS,
     TARGETS,
     VARIABLES,
+    VERIFY_PROCESSES,
     WAIT,
     WORKING_DIRECTORY,
     Values,
@@ -172,6 +173,7 @@ RELEASE_ONLY: tuple[Variable[Any], ...] = (
     SHARED_PATHS,
     ACTIVATE_COMMANDS,
     KEEP_RELEASES,
+    VERIFY_PROCESSES,
 )
 # what only a rollout behind a load balancer uses; and what makes the pipe roll out batch by batch itself
 LOAD_BALANCER_ONLY: tuple[Variable[Any], ...] = (MIN_HEALTHY, DRAIN_TIMEOUT, HEALTHY_TIMEOUT)

@@ -74,6 +74,7 @@ from pipe.config.variables import (
     TARGET_GROUPS,
     TARGETS,
     VARIABLES,
+    VERIFY_PROCESSES,
     WAIT,
     WORKING_DIRECTORY,
     Context,
@@ -113,6 +114,7 @@ class ReleaseSettings:
     shared_paths: tuple[str, ...] = ()
     activate_commands: str = ""
     keep_releases: int = int(KEEP_RELEASES.default)
+    verify_processes: bool = True
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,7 @@ def _release(values: Values, build: BuildContext) -> ReleaseSettings | None:
         shared_paths=values[SHARED_PATHS],
         activate_commands=values[ACTIVATE_COMMANDS],
         keep_releases=values[KEEP_RELEASES],
+        verify_processes=values[VERIFY_PROCESSES],
     )
 
 

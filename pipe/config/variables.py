@@ -730,6 +730,16 @@ KEEP_RELEASES = Variable(
     default=str(DEFAULT_KEEP_RELEASES),
     kind="integer",
 )
+VERIFY_PROCESSES = Variable(
+    "VERIFY_PROCESSES",
+    "Release mode: after `ACTIVATE_COMMANDS`, read each instance's processes (`/proc`, as root) and fail the "
+    "instance, switched back with exit `90`, when one still runs a replaced release or one of the new release "
+    "lacks a value this deploy exported (SECRETS, PARAMETERS_PATH, VARIABLES); see [Releases](#releases). "
+    "`false` for a service that is no long-running process, giving up that proof.",
+    plain(parse_bool),
+    default="true",
+    kind="boolean",
+)
 SERVICE = Variable(
     "SERVICE",
     "The service's name in the release ledger (release mode), the Parameter Store parameter "
@@ -816,6 +826,7 @@ TABLE: tuple[Variable[Any], ...] = (
     ACTIVATE_COMMANDS,
     RELEASE,
     KEEP_RELEASES,
+    VERIFY_PROCESSES,
     SERVICE,
     DRY_RUN,
     WAIT,

@@ -45,9 +45,11 @@ def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | N
     )
 
 
-def healthcheck_spec(settings: DeploySettings, instance_ids: list[str]) -> CommandSpec:
-    """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT."""
-    spec = _follow_up(settings, HEALTH_CHECK, healthcheck_body(settings), instance_ids, settings.healthcheck_timeout)
+def healthcheck_spec(settings: DeploySettings, instance_ids: list[str], release_id: str | None = None) -> CommandSpec:
+    """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
+    with the release id as SSM_DEPLOY_RELEASE."""
+    body = healthcheck_body(settings, release_id)
+    spec = _follow_up(settings, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
     return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 
 

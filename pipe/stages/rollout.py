@@ -25,6 +25,7 @@ from pipe.report.batches import batch_table
 from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.phases import deploy_spec, healthcheck_spec, rollback_spec, run_phase
+from pipe.stages.release.remote import release_exit_meaning
 
 BatchHook = Callable[[Run, Batch], AbstractContextManager[None]]
 LISTED = 20  # instances named in a message; the summary table has them all
@@ -158,7 +159,8 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     invocations = {i: inv for i, inv in outcome.invocations.items() if i not in before}
     mine = command_ids(outcome.commands[sent_before:])
     if failed:
-        return DeployFailed(_prefixed(batch, _failure_message(failed, len(invocations), mine)))
+        message = _failure_message(failed, len(invocations), mine)
+        return DeployFailed(_prefixed(batch, message + (_release_meanings(failed) if plan is not None else "")))
     if not invocations:
         return DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {mine}.")
     if run.settings.healthcheck_commands:
@@ -174,7 +176,8 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
         f"---- Health check on {len(instance_ids)} instance(s): up to {settings.healthcheck_retries} "
         f"attempt(s), {settings.healthcheck_interval} s apart ----"
     )
-    unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids), record)
+    release_id = run.release.plan.release_id if run.release is not None else None
+    unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids, release_id), record)
     if unhealthy or record.status is not PhaseStatus.FAILED:
         record.status = PhaseStatus.FAILED if unhealthy else PhaseStatus.PASSED
     if not unhealthy:
@@ -378,6 +381,19 @@ def _failure_message(failed: list[Invocation], total: int, commands: str) -> str
             f"version: {names}."
         )
     return message + f" Command id: {commands}."
+
+
+def _release_meanings(failed: list[Invocation]) -> str:
+    """`` Exit 90 on i-1: <what the release script says it means>.`` for each release exit code."""
+    by_meaning: dict[tuple[int | None, str], list[str]] = {}
+    for inv in failed:
+        meaning = None if inv.skipped else release_exit_meaning(inv.response_code)
+        if meaning is not None:
+            by_meaning.setdefault((inv.response_code, meaning), []).append(inv.instance_id)
+    return "".join(
+        f" Exit {code} on {', '.join(ids[:LISTED])}{' ...' if len(ids) > LISTED else ''}: {meaning}."
+        for (code, meaning), ids in by_meaning.items()
+    )
 
 
 def listed(invocations: list[Invocation], limit: int = LISTED) -> str:

@@ -142,7 +142,7 @@ def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:
     return lines
 
 
-def healthcheck_body(settings: DeploySettings) -> str:
+def healthcheck_body(settings: DeploySettings, release_id: str | None = None) -> str:
     """HEALTHCHECK_COMMANDS retried on the instance: up to HEALTHCHECK_RETRIES attempts,
     HEALTHCHECK_INTERVAL seconds apart.
 
@@ -150,10 +150,13 @@ def healthcheck_body(settings: DeploySettings) -> str:
     its own command, never the condition of an ``if``, ``while``, ``&&`` or ``||``: there, POSIX
     shells ignore ``set -e``, so a check under ``set -e`` would go on past its failing command and
     pass. This way ``set -e``, ``pipefail`` and ``exit`` behave as they do in COMMANDS, and an
-    ``exit`` ends the attempt, not the loop."""
+    ``exit`` ends the attempt, not the loop. In release mode the check gets the release id the
+    deploy made live as ``SSM_DEPLOY_RELEASE``."""
     retries, interval = settings.healthcheck_retries, settings.healthcheck_interval
+    release = [f"SSM_DEPLOY_RELEASE={shlex.quote(release_id)}", "export SSM_DEPLOY_RELEASE"] if release_id else []
     return "\n".join(
         [
+            *release,
             f"ssm_deploy_check={shlex.quote(unix_line_endings(settings.healthcheck_commands))}",
             "ssm_deploy_attempt=1",
             "while :; do",

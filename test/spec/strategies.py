@@ -821,6 +821,7 @@ BAD: dict[str, Inject] = {
     "ARTIFACT": only_unprintable("ARTIFACT"),
     "RELEASE": one_of_words("RELEASE", ["latest", "42", "v1.2", "000042"]),
     "KEEP_RELEASES": one_of_words("KEEP_RELEASES", ["1", "0", "101", "five"]),
+    "VERIFY_PROCESSES": bad_bool("VERIFY_PROCESSES"),
     "SERVICE": one_of_words("SERVICE", ["has space", "a/b", "x" * 200, "é"]),
     # the rollout: each refused by its own check, or as "only used with TARGET_GROUPS"
     "TARGET_GROUPS": one_of_words(

@@ -40,6 +40,7 @@ from pipe.stages.release.remote import (
     as_user,
     install_body,
     install_steps,
+    release_exit_meaning,
     switch_back_body,
 )
 
@@ -313,6 +314,24 @@ def test_activation_failure_switches_back_and_activates_previous_85(box: Box, sh
     assert box.history() == [A, B, A]
     [message] = run.messages
     assert "ACTIVATE_COMMANDS failed (exit 9) for release 000002-bbbbbbb: rolled back to 000001-aaaaaaa" in message
+
+
+@pytest.mark.parametrize("run_as", [None, APP_USER])
+def test_commands_and_activation_get_the_release_id_they_run_for(box: Box, run_as: str | None) -> None:
+    if run_as is not None and not is_root():
+        pytest.skip("RUN_AS needs root")
+    if run_as is not None:
+        ensure_app_user()
+    record = 'printf "%s\\n" "$SSM_DEPLOY_RELEASE" >> "$OUT/release-ids"\n'
+    assert install(box, A, commands=record, activate_commands=record, run_as=run_as)[0] == 0
+    artifact = box.release_artifact(B, **{"fail-activation": ""})
+    activate = record + ACTIVATE
+
+    run = box.run(install_body(box.plan(B, artifact, commands=record, activate_commands=activate, run_as=run_as)))
+
+    assert run.code == ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK, run.stderr
+    # A's COMMANDS and activation; B's COMMANDS and activation; A activated again after the switch back
+    assert box.observed("release-ids") == [A, A, B, B, A]
 
 
 def test_activation_failing_on_both_releases_exits_86(box: Box) -> None:
@@ -874,7 +893,33 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "NO_PREVIOUS_RELEASE": 87,
         "RUN_AS_USER_MISSING": 88,
         "ACTIVATION_FAILED_NO_ROLLBACK": 89,
+        "STALE_PROCESS": 90,
         "PROGRAM_MISSING": 127,
     }
     assert all(code.meaning for code in ReleaseExit)
-    assert [int(code) for code in ReleaseExit if 80 <= code < 90] == list(range(80, 90))
+    assert [int(code) for code in ReleaseExit if 80 <= code <= 90] == list(range(80, 91))
+
+
+def test_an_exit_code_maps_to_what_it_means_for_the_failure_line() -> None:
+    assert release_exit_meaning(90) == ReleaseExit.STALE_PROCESS.meaning
+    assert "still runs a replaced release or holds an old value" in str(release_exit_meaning(90))
+    assert release_exit_meaning(85) == ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK.meaning
+    assert release_exit_meaning(3) is None  # the user's own code
+    assert release_exit_meaning(None) is None
+
+
+def test_dry_run_steps_say_what_is_verified_unless_turned_off() -> None:
+    values = {
+        "app_dir": "/srv/web-api",
+        "release_id": B,
+        "artifact_url": "s3://acme/web-api/abc.tar.gz",
+        "sha256": "f" * 64,
+        "archive_format": "tar.gz",
+        "region": "eu-west-1",
+        "env_names": ("DB_PASSWORD", "PORT"),
+    }
+    [step] = [s for s in install_steps(ReleasePlan(**values)) if "/proc" in s]  # type: ignore[arg-type]
+    assert "none may still run a replaced release" in step
+    assert "values of DB_PASSWORD, PORT" in step and "(exit 90)" in step
+    off = ReleasePlan(**values, verify_processes=False)  # type: ignore[arg-type]
+    assert not [s for s in install_steps(off) if "/proc" in s]

@@ -347,3 +347,12 @@ def test_powershell_variables_are_quoted_with_the_full_set() -> None:
     value = "x\u201a; Remove-Item C:\\data; \u201b"
     lines = build_script(make_settings(document_name=POWERSHELL, variables=[("GREETING", value)], commands="x"))
     assert "$env:GREETING = 'x\u201a\u201a; Remove-Item C:\\data; \u201b\u201b'" in lines
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_health_check_in_release_mode_gets_the_release_id(workdir: Path, shell: str) -> None:
+    settings = make_settings(healthcheck_commands='echo "$SSM_DEPLOY_RELEASE" >> "$LOG"', healthcheck_retries=1)
+    run = run_script(workdir, healthcheck_body(settings, "000042-0123456").split("\n"), shell)
+
+    assert run.code == 0
+    assert run.log == ["000042-0123456"]

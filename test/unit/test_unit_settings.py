@@ -865,3 +865,15 @@ def test_a_bad_environment_is_not_replaced_by_the_deployments() -> None:
     problems = problems_of({"ENVIRONMENT": ":", "COMMENT": "release {environment}"})
     assert set(problems) == {"ENVIRONMENT", "COMMENT"}
     assert "no environment is known" in problems["COMMENT"][0]
+
+
+def test_verify_processes_is_on_by_default_and_false_turns_it_off() -> None:
+    assert _release(load(RELEASE_MODE)).verify_processes is True
+    assert _release(load({**RELEASE_MODE, "VERIFY_PROCESSES": "false"})).verify_processes is False
+    assert "VERIFY_PROCESSES" in problems_of({**RELEASE_MODE, "VERIFY_PROCESSES": "sometimes"})
+
+
+def test_verify_processes_outside_release_mode_is_refused() -> None:
+    assert problems_of({"VERIFY_PROCESSES": "false"})["VERIFY_PROCESSES"] == [
+        "is only used in release mode: set ARTIFACT (or RELEASE) too, or remove this"
+    ]

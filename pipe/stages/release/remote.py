@@ -49,6 +49,7 @@ class ReleaseExit(IntEnum):
     NO_PREVIOUS_RELEASE = 87
     RUN_AS_USER_MISSING = 88
     ACTIVATION_FAILED_NO_ROLLBACK = 89
+    STALE_PROCESS = 90
     PROGRAM_MISSING = 127  # the shell's own "command not found" code
 
     @property
@@ -72,15 +73,37 @@ _MEANINGS = {
     ReleaseExit.RUN_AS_USER_MISSING: "the RUN_AS user does not exist on the instance (or the script is not root)",
     ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK: "ACTIVATE_COMMANDS failed and there was no other release to go "
     "back to (first release on the instance, or it was already live)",
+    ReleaseExit.STALE_PROCESS: "a process still runs a replaced release or holds an old value of a SECRETS, "
+    "PARAMETERS_PATH or VARIABLES name after ACTIVATE_COMMANDS; switched back to the previous release where "
+    "there was one (VERIFY_PROCESSES)",
     ReleaseExit.PROGRAM_MISSING: "a program release mode needs (bash, aws, sha256sum, tar, unzip, runuser/su) is "
     "missing on the instance",
 }
 
+
+def release_exit_meaning(code: int | None) -> str | None:
+    """What a release script's exit code says happened on the instance, None for another code."""
+    try:
+        return ReleaseExit(code).meaning if code is not None else None
+    except ValueError:
+        return None
+
+
 ARCHIVE_FORMATS = ("tar.gz", "zip")
 STATE_DIR = ".ssm-deploy"
 HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
+# VERIFY_PROCESSES: how long a process of a replaced release (or one with an old value) may take to go
+# away after ACTIVATE_COMMANDS returned (a graceful stop) before the instance fails
+VERIFY_GRACE_SECONDS = 10
+VERIFY_SETTLE_SECONDS = 3  # a process this young is judged later: pm2 sets its title after the fork
+PM2_FIX = (
+    "for pm2: set cwd: '{app_dir}/current' in the ecosystem file and list every secret from process.env in its "
+    "env_<environment> block; an app first started without cwd needs `pm2 delete <name>` once"
+)
 # Set by the SSM Agent for every Run Command script; forwarded to RUN_AS with the pipe's names.
 AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
+# The release COMMANDS and ACTIVATE_COMMANDS run for (after a switch back: the one activated again)
+RELEASE_VARIABLE = "SSM_DEPLOY_RELEASE"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
@@ -102,8 +125,11 @@ class ReleasePlan:
     commands: str = ""  # COMMANDS, run inside releases/<id> before the switch
     activate_commands: str = ""  # ACTIVATE_COMMANDS, run inside `current` after the switch
     keep_releases: int = DEFAULT_KEEP_RELEASES
-    # names the prelude exported (SECRETS, VARIABLES) that must reach RUN_AS's commands
+    # names the prelude exported (SECRETS, PARAMETERS_PATH, VARIABLES) that must reach RUN_AS's commands
     env_names: tuple[str, ...] = ()
+    # VERIFY_PROCESSES: after ACTIVATE_COMMANDS, no process may run a replaced release, and those running
+    # this one must hold the values of env_names this deploy exported
+    verify_processes: bool = True
 
     def __post_init__(self) -> None:
         problems = plan_problems(self)
@@ -258,6 +284,8 @@ ssm_deploy_release_of() {
 }
 ssm_deploy_begin() {
   umask 022
+  SSM_DEPLOY_RELEASE=$ssm_deploy_release
+  export SSM_DEPLOY_RELEASE
   if [ -n "$ssm_deploy_user" ]; then
     id -u -- "$ssm_deploy_user" >/dev/null 2>&1 \
       || ssm_deploy_fail 88 "RUN_AS user $ssm_deploy_user does not exist on this instance: create it (useradd) or fix RUN_AS; nothing was switched"
@@ -368,24 +396,158 @@ ssm_deploy_record() {
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0
+  SSM_DEPLOY_RELEASE=$(ssm_deploy_release_of "$(readlink -- "$ssm_deploy_app_dir/current")")
+  export SSM_DEPLOY_RELEASE
   echo "ssm-deploy: running ACTIVATE_COMMANDS in $ssm_deploy_app_dir/current${ssm_deploy_user:+ as $ssm_deploy_user}"
   ssm_deploy_run "$ssm_deploy_user" "$ssm_deploy_app_dir/current" "$ssm_deploy_activate"
 }
 ssm_deploy_roll_back() {
+  # $1: the exit code once the previous release is active again (85, 90); $2: what went wrong
+  ssm_deploy_alone=$1
+  [ "$1" != 85 ] || ssm_deploy_alone=89
   [ -n "$ssm_deploy_switched" ] \
-    || ssm_deploy_fail 89 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release, which was already live before this run: nothing to switch back to; current is unchanged"
+    || ssm_deploy_fail "$ssm_deploy_alone" "$2 for release $ssm_deploy_release, which was already live before this run: nothing to switch back to; current is unchanged$ssm_deploy_fix"
   [ -n "$ssm_deploy_old_target" ] \
-    || ssm_deploy_fail 89 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release, the first release on this instance: there is no earlier release to go back to; current stays on it"
+    || ssm_deploy_fail "$ssm_deploy_alone" "$2 for release $ssm_deploy_release, the first release on this instance: there is no earlier release to go back to; current stays on it$ssm_deploy_fix"
   (cd -- "$ssm_deploy_app_dir" && [ -d "$ssm_deploy_old_target" ]) \
-    || ssm_deploy_fail 86 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release and the release before it ($ssm_deploy_old_target) is gone: current stays on $ssm_deploy_release"
+    || ssm_deploy_fail 86 "$2 for release $ssm_deploy_release and the release before it ($ssm_deploy_old_target) is gone: current stays on $ssm_deploy_release$ssm_deploy_fix"
   ssm_deploy_record "$ssm_deploy_release" "$ssm_deploy_old" && ssm_deploy_point "$ssm_deploy_old_target" \
-    || ssm_deploy_fail 86 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release and switching $ssm_deploy_app_dir/current back to $ssm_deploy_old_target failed"
-  echo "ssm-deploy: ACTIVATE_COMMANDS failed (exit $1); $ssm_deploy_app_dir/current is back on $ssm_deploy_old_target"
+    || ssm_deploy_fail 86 "$2 for release $ssm_deploy_release and switching $ssm_deploy_app_dir/current back to $ssm_deploy_old_target failed$ssm_deploy_fix"
+  echo "ssm-deploy: $2; $ssm_deploy_app_dir/current is back on $ssm_deploy_old_target"
   ssm_deploy_activate_current
   ssm_deploy_rc=$?
   [ "$ssm_deploy_rc" -eq 0 ] \
-    || ssm_deploy_fail 86 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release, and again (exit $ssm_deploy_rc) for ${ssm_deploy_old:-$ssm_deploy_old_target} after switching back: this instance needs attention"
-  ssm_deploy_fail 85 "ACTIVATE_COMMANDS failed (exit $1) for release $ssm_deploy_release: rolled back to ${ssm_deploy_old:-$ssm_deploy_old_target}, whose activation ran again and succeeded"
+    || ssm_deploy_fail 86 "$2 for release $ssm_deploy_release, and ACTIVATE_COMMANDS failed again (exit $ssm_deploy_rc) for ${ssm_deploy_old:-$ssm_deploy_old_target} after switching back: this instance needs attention$ssm_deploy_fix"
+  ssm_deploy_fail "$1" "$2 for release $ssm_deploy_release: rolled back to ${ssm_deploy_old:-$ssm_deploy_old_target}, whose activation ran again and succeeded$ssm_deploy_fix"
+}
+# VERIFY_PROCESSES. A process runs from release X (a directory in releases/) when its executable is
+# in releases/X, or its working directory is releases/X (or below) and one of its arguments is a path
+# under APP_DIR (absolute, or relative to that directory): pm2's daemon keeps the directory pm2 was
+# first run in but runs pm2's own code, so a directory alone condemns nothing. pm2 rewrites a
+# process's title (`node /srv/web-api/current/server.js` as one string), so arguments are the words
+# of the command line. Paths are judged by the file they are (-ef), not by their name: a process of
+# another mount namespace (a container) with the same path is not this APP_DIR's. Values are compared
+# here, with shell builtins (printf, [): never in an argument, a file or the output.
+ssm_deploy_judge() {
+  ssm_deploy_pid=$1
+  ssm_deploy_from=
+  ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/exe" 2>/dev/null) || ssm_deploy_path=
+  case $ssm_deploy_path in
+    "$ssm_deploy_releases"/?*/?*)
+      if [ "/proc/$ssm_deploy_pid/exe" -ef "$ssm_deploy_path" ]; then
+        ssm_deploy_from=${ssm_deploy_path#"$ssm_deploy_releases"/}
+        ssm_deploy_from=${ssm_deploy_from%%/*}
+      fi
+      ;;
+  esac
+  if [ -z "$ssm_deploy_from" ]; then
+    ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
+    case $ssm_deploy_path in
+      "$ssm_deploy_releases"/?*) ;;
+      *) return 0 ;;
+    esac
+    [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
+  fi
+  # a process started a moment ago may not have its command line yet (pm2 sets the title after the
+  # fork): judged once it is older, or at the last look
+  if [ -n "$2" ]; then
+    ssm_deploy_started=$(sed 's/.*) //' "/proc/$ssm_deploy_pid/stat" 2>/dev/null | cut -d ' ' -f 20)
+    if [ -n "$ssm_deploy_started" ] && [ $((ssm_deploy_now - ssm_deploy_started)) -lt "$ssm_deploy_settle_ticks" ]; then
+      echo "settling $ssm_deploy_pid"
+      return 0
+    fi
+  fi
+  if [ -z "$ssm_deploy_from" ]; then
+    ssm_deploy_words=$(tr '\0' ' ' < "/proc/$ssm_deploy_pid/cmdline" 2>/dev/null) || return 0
+    for ssm_deploy_word in $ssm_deploy_words; do
+      case $ssm_deploy_word in
+        "$ssm_deploy_app_dir"/* | "$ssm_deploy_physical"/*) ;;
+        /* | .. | ../* | */../* | */..) continue ;;
+        *) [ -e "/proc/$ssm_deploy_pid/cwd/$ssm_deploy_word" ] || continue ;;
+      esac
+      ssm_deploy_from=${ssm_deploy_path#"$ssm_deploy_releases"/}
+      ssm_deploy_from=${ssm_deploy_from%%/*}
+      break
+    done
+    [ -n "$ssm_deploy_from" ] || return 0
+  fi
+  ssm_deploy_command=$(tr '\0' ' ' < "/proc/$ssm_deploy_pid/cmdline" 2>/dev/null | cut -c 1-120 | sed 's/ *$//')
+  if [ "$ssm_deploy_from" != "$ssm_deploy_release" ]; then
+    printf 'process %s (%s) runs release %s, not %s\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_release"
+    return 0
+  fi
+  ssm_deploy_bad=
+  for ssm_deploy_name in $ssm_deploy_verify_names; do
+    eval "ssm_deploy_isset=\${$ssm_deploy_name+x}"
+    [ -n "$ssm_deploy_isset" ] || continue
+    eval "ssm_deploy_value=\$$ssm_deploy_name"
+    ssm_deploy_got=$(grep -z -m 1 "^$ssm_deploy_name=" "/proc/$ssm_deploy_pid/environ" 2>/dev/null | tr -d '\0')
+    ssm_deploy_want=$(printf '%s=%s' "$ssm_deploy_name" "$ssm_deploy_value")
+    [ "$ssm_deploy_got" != "$ssm_deploy_want" ] || continue
+    [ -d "/proc/$ssm_deploy_pid" ] || return 0
+    ssm_deploy_bad=1
+    if [ -z "$ssm_deploy_got" ]; then
+      printf 'process %s (%s) runs release %s without %s, which this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
+    else
+      printf 'process %s (%s) runs release %s with an old value of %s, not the one this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
+    fi
+  done
+  [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
+}
+ssm_deploy_scan() {
+  cd / || return 0
+  ssm_deploy_hz=$(getconf CLK_TCK 2>/dev/null) || ssm_deploy_hz=100
+  ssm_deploy_now=$(awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime)
+  ssm_deploy_settle_ticks=$((ssm_deploy_hz * ssm_deploy_verify_settle))
+  ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
+  ssm_deploy_releases=$ssm_deploy_physical/releases
+  for ssm_deploy_pid in $(find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
+    | ssm_deploy_prefix=$ssm_deploy_releases/ awk -F '\t' 'index($2, ENVIRON["ssm_deploy_prefix"]) == 1 { sub(/^\/proc\//, "", $1); if (!seen[$1]++) print $1 }'); do
+    set -f
+    [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"
+    set +f
+  done
+}
+ssm_deploy_verify_processes() {
+  [ -n "$ssm_deploy_verify" ] || return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "ssm-deploy: warning: the script does not run as root, so the processes were not verified (VERIFY_PROCESSES)" >&2
+    return 0
+  fi
+  ssm_deploy_waited=0
+  while :; do
+    if [ "$ssm_deploy_waited" -lt "$ssm_deploy_verify_wait" ]; then
+      ssm_deploy_found=$(ssm_deploy_scan settle)
+    else
+      ssm_deploy_found=$(ssm_deploy_scan)  # the last look judges every process, however young
+    fi
+    case "
+$ssm_deploy_found" in
+      *"
+settling "* | *"
+process "*) ;;
+      *)
+        ssm_deploy_serving=$(printf '%s\n' "$ssm_deploy_found" | sed -n 's/^ok //p' | tr '\n' ' ' | sed 's/ $//')
+        if [ -z "$ssm_deploy_serving" ]; then
+          ssm_deploy_serving="none runs release $ssm_deploy_release"
+        elif [ -n "$ssm_deploy_verify_names" ]; then
+          ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release with this deploy's values of $ssm_deploy_verify_names"
+        else
+          ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release"
+        fi
+        echo "ssm-deploy: processes verified: none runs a replaced release; $ssm_deploy_serving"
+        return 0
+        ;;
+    esac
+    [ "$ssm_deploy_waited" -lt "$ssm_deploy_verify_wait" ] || break
+    sleep 1
+    ssm_deploy_waited=$((ssm_deploy_waited + 1))
+  done
+  ssm_deploy_found=$(printf '%s\n' "$ssm_deploy_found" | grep '^process ')
+  printf '%s\n' "$ssm_deploy_found" | sed 's/^/ssm-deploy: /' >&2
+  ssm_deploy_first=$(printf '%s\n' "$ssm_deploy_found" | head -n 1)
+  ssm_deploy_fix="; $ssm_deploy_pm2_fix (or set VERIFY_PROCESSES: 'false' for a service that is no long-running process)"
+  ssm_deploy_roll_back 90 "a process still runs a replaced release or holds an old value after ACTIVATE_COMMANDS ($ssm_deploy_first)"
 }
 ssm_deploy_prune() {
   ssm_deploy_previous=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || ssm_deploy_previous=
@@ -408,6 +570,7 @@ ssm_deploy_prune() {
   fi
 }
 ssm_deploy_install() {
+  ssm_deploy_fix=
   ssm_deploy_begin
   ssm_deploy_prepare "$@"
   ssm_deploy_switched=
@@ -421,7 +584,8 @@ ssm_deploy_install() {
   fi
   ssm_deploy_activate_current
   ssm_deploy_rc=$?
-  [ "$ssm_deploy_rc" -eq 0 ] || ssm_deploy_roll_back "$ssm_deploy_rc"
+  [ "$ssm_deploy_rc" -eq 0 ] || ssm_deploy_roll_back 85 "ACTIVATE_COMMANDS failed (exit $ssm_deploy_rc)"
+  ssm_deploy_verify_processes
   ssm_deploy_prune
   echo "ssm-deploy: release $ssm_deploy_release is live on this instance (previous: ${ssm_deploy_old:-none})"
 }
@@ -481,7 +645,12 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
         "commands": plan.commands,
         "activate": plan.activate_commands,
-        "env_names": _forwarded(plan.env_names),
+        "env_names": _forwarded((*plan.env_names, RELEASE_VARIABLE)),
+        "verify": "1" if plan.verify_processes else "",
+        "verify_names": " ".join(dict.fromkeys(plan.env_names)),
+        "verify_wait": str(VERIFY_GRACE_SECONDS),
+        "verify_settle": str(VERIFY_SETTLE_SECONDS),
+        "pm2_fix": PM2_FIX.format(app_dir=plan.app_dir),
         "shared_script": _SHARED_SCRIPT,
     }
     return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()]
@@ -496,8 +665,9 @@ def install_body(plan: ReleasePlan) -> str:
     """Install ``plan`` and make it live: download and verify the artifact unless releases/<id> is
     already prepared, unpack, link SHARED_PATHS, run COMMANDS (84 and nothing switched on failure),
     switch ``current`` atomically, run ACTIVATE_COMMANDS (on failure: switch back and activate the
-    previous release, 85 or 86), then prune to KEEP_RELEASES. A release that is already live is
-    activated again (no switch, previous unchanged)."""
+    previous release, 85 or 86), read /proc (VERIFY_PROCESSES: a process of a replaced release, or of
+    this one without this deploy's values, switches back the same way and exits 90), then prune to
+    KEEP_RELEASES. A release that is already live is activated again (no switch, previous unchanged)."""
     call = " ".join(["ssm_deploy_install", *(_quote(_shared_spec(path)) for path in plan.shared_paths)])
     return _body(plan, "install", call)
 
@@ -551,6 +721,13 @@ def install_steps(plan: ReleasePlan) -> tuple[str, ...]:
         steps.append(
             f"run ACTIVATE_COMMANDS in {plan.app_dir}/current{who}; if they fail, switch back to the "
             "previous release and run them there"
+        )
+    if plan.verify_processes:
+        names = f" of {', '.join(dict.fromkeys(plan.env_names))}" if plan.env_names else ""
+        steps.append(
+            f"read the processes (/proc, as root): none may still run a replaced release, and those running {release} "
+            f"must hold this deploy's values{names} (compared on the instance); if not, switch back to the previous "
+            "release and run ACTIVATE_COMMANDS there (exit 90)"
         )
     steps.append(
         f"keep the {plan.keep_releases} most recently activated releases (never the live one nor the one before it)"

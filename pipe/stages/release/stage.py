@@ -80,11 +80,17 @@ def prepare_release(run: Run) -> None:
         commands=settings.commands,
         activate_commands=chosen.activate_commands,
         keep_releases=chosen.keep_releases,
+        verify_processes=chosen.verify_processes,
         env_names=tuple([ref.env_name for ref in settings.secrets] + [name for name, _ in settings.variables]),
     )
     _check_size(settings, plan)
     run.release = Release(plan, name, live_id, artifact)
     _announce(run.release, live.entry.commit if live else "", commit)
+    if not plan.verify_processes:
+        log.warning(
+            "VERIFY_PROCESSES is 'false': nothing checks that the processes run the new release with this deploy's "
+            "values; a process left on a replaced release, or holding an old secret, goes unnoticed"
+        )
     if artifact is not None and not settings.dry_run:
         run.release.uploaded = upload_once(run.clients.s3, chosen.bucket, artifact)
         log.info(

@@ -1,0 +1,226 @@
+"""VERIFY_PROCESSES: after ACTIVATE_COMMANDS the release script reads /proc and fails the instance (90,
+switched back) when a process still runs a replaced release or lacks a value this deploy exported.
+
+The "service" here is a shell loop started by ACTIVATE_COMMANDS from ``current`` with a path under
+APP_DIR among its arguments, as pm2 runs ``node /srv/web-api/current/server.js``; test/e2e/
+test_proof_of_serving.py does the same with real pm2. Reading /proc/<pid>/environ needs root."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from unit.release_support import ACTIVATE, SHELLS, A, B, Box, is_root, open_temp_dir
+
+from pipe.model import SecretRef
+from pipe.stages.release.remote import ReleaseExit, install_body
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
+
+SECRET_CORE = "v3rify-Secret-4c1d"  # a leak shows up as this
+SECRET = SECRET_CORE + "-'\"$(id)-\\n;|&"
+OLD_CORE = "old-Secret-8e2f"
+PARAMETER = "/deploy/prod/db-password"
+
+# A long-running process of the live release: cwd is the release (physical), and an argument is a
+# path under APP_DIR (its $0), like pm2's `node /srv/web-api/current/server.js`.
+START = """\
+sh -c 'echo $$ >> "$OUT/pids"; while :; do sleep 1; done' "$PWD/bin/start.sh" </dev/null >/dev/null 2>&1 &
+"""
+# the stale recipe: the service is started once and never restarted, whatever `current` says
+STARTED_ONCE = (
+    ACTIVATE + 'if ! [ -f "$OUT/pids" ] || ! kill -0 "$(tail -n 1 "$OUT/pids")" 2>/dev/null; then\n' + START + "fi\n"
+)
+# the working recipe: stop the previous one, start from `current`
+RESTARTED = ACTIVATE + 'if [ -f "$OUT/pids" ]; then kill "$(tail -n 1 "$OUT/pids")" 2>/dev/null; fi\n' + START
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    for root in open_temp_dir():
+        made = Box(root)
+        try:
+            yield made
+        finally:
+            _stop_services(made)
+
+
+def _stop_services(box: Box) -> None:
+    pids = [box.out / "pids", box.out / "foreign-pids"]
+    for line in [pid for file in pids if file.exists() for pid in file.read_text().split()]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line), signal.SIGKILL)
+
+
+def _service_pids(box: Box) -> list[int]:
+    return [int(line) for line in (box.out / "pids").read_text().split()]
+
+
+def _install(box: Box, release: str, activate: str, shell: str = SHELLS[0], **changes: object) -> tuple[int, str]:
+    if not (box.root / "params" / PARAMETER.replace("/", "_")).exists():
+        box.store_parameter(PARAMETER, SECRET)
+    plan = box.plan(release, box.release_artifact(release), activate_commands=activate, **changes)
+    run = box.run(install_body(plan), shell, secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
+    return run.code, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_process_left_on_the_replaced_release_fails_with_90_and_switches_back(box: Box, shell: str) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+    code, output = _install(box, A, STARTED_ONCE, shell)
+    assert code == 0, output
+    [pid] = _service_pids(box)
+
+    code, output = _install(box, B, STARTED_ONCE, shell)
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"process {pid} (sh -c " in output  # the process, with its command
+    assert f"runs release {A}, not {B}" in output
+    assert f"rolled back to {A}, whose activation ran again and succeeded" in output
+    assert f"set cwd: '{box.app_dir}/current' in the ecosystem file" in output
+    assert "`pm2 delete <name>` once" in output
+    assert box.current() == f"releases/{A}"
+    assert box.observed("activations") == [A, B, A]  # activated again after the switch back
+    assert box.history() == [A, B, A]
+    assert SECRET_CORE not in output
+
+
+def test_processes_that_follow_current_pass(box: Box) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+    for release in (A, B):
+        code, output = _install(box, release, RESTARTED, env_names=("DB_PASSWORD", "OUT"))
+        assert code == 0, output
+    assert box.current() == f"releases/{B}"
+    pid = _service_pids(box)[-1]
+    assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / B
+    assert (
+        f"ssm-deploy: processes verified: none runs a replaced release; process(es) {pid} run release {B} "
+        "with this deploy's values of DB_PASSWORD OUT"
+    ) in output
+
+
+@pytest.mark.parametrize(
+    ("pin", "says"),
+    [
+        (f"DB_PASSWORD={OLD_CORE}; export DB_PASSWORD", "with an old value of DB_PASSWORD, not the one this deploy"),
+        ("unset DB_PASSWORD", "without DB_PASSWORD, which this deploy exported"),
+    ],
+)
+def test_a_process_of_the_new_release_without_the_exported_value_fails_naming_only_the_name(
+    box: Box, pin: str, says: str
+) -> None:
+    box.store_parameter(PARAMETER, OLD_CORE)
+    code, output = _install(box, A, RESTARTED, env_names=("DB_PASSWORD", "OUT"))
+    assert code == 0, output
+    box.store_parameter(PARAMETER, SECRET)  # rotated: B's deploy exports the new value
+    # the service keeps (or loses) the variable, as a pm2 env block without it does
+    pinned = ACTIVATE + 'if [ -f "$OUT/pids" ]; then kill "$(tail -n 1 "$OUT/pids")" 2>/dev/null; fi\n'
+    pinned += f'if [ "$(cat app.txt)" = {B} ]; then {pin}; fi\n' + START
+
+    code, output = _install(box, B, pinned, env_names=("DB_PASSWORD", "OUT"))
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"runs release {B} {says}" in output
+    assert f"rolled back to {A}" in output
+    assert box.current() == f"releases/{A}"
+    assert SECRET_CORE not in output and OLD_CORE not in output
+
+
+def test_verify_processes_off_lets_a_stale_process_through(box: Box) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+    for release in (A, B):
+        code, output = _install(box, release, STARTED_ONCE, verify_processes=False)
+        assert code == 0, output
+    assert box.current() == f"releases/{B}"
+    [pid] = _service_pids(box)  # still A's code: the trade VERIFY_PROCESSES: 'false' makes
+    assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / A
+
+
+def test_a_process_in_the_release_directory_without_a_path_argument_is_not_condemned(box: Box) -> None:
+    # pm2's daemon: its cwd is the release pm2 was first run in, its code pm2's own
+    daemon = START.replace('"$PWD/bin/start.sh"', "pm2-god-daemon-like")
+    once = ACTIVATE + 'if ! [ -f "$OUT/pids" ]; then\n' + daemon + "fi\n"
+    for release in (A, B):
+        code, output = _install(box, release, once)
+        assert code == 0, output
+    [pid] = _service_pids(box)
+    assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / A
+    assert f"processes verified: none runs a replaced release; none runs release {B}" in output
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")
+def test_a_process_at_the_same_path_in_another_mount_namespace_is_not_this_app_dirs(box: Box) -> None:
+    # a container (or another stand-in instance) whose /srv/web-api/releases/<A> is another directory
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    other = box.root / "other-releases"
+    (other / A / "bin").mkdir(parents=True)
+    (other / A / "bin" / "start.sh").write_text("")
+    releases = box.app_dir / "releases"
+    inside = (
+        f'mount --bind "{other}" "{releases}" && cd "{releases}/{A}" && '
+        f'echo $$ > "{box.out}/foreign-pids" && '
+        f"exec sh -c 'while :; do sleep 1; done' \"{releases}/{A}/bin/start.sh\""
+    )
+    subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", inside],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    foreign_pids = box.out / "foreign-pids"
+    for _ in range(100):
+        if foreign_pids.exists() and foreign_pids.read_text().strip():
+            break
+        subprocess.run(["sleep", "0.05"], check=True)
+    foreign = int(foreign_pids.read_text())
+    assert os.readlink(f"/proc/{foreign}/cwd") == f"{releases}/{A}"  # the same path, another directory
+
+    code, output = _install(box, B, RESTARTED)
+
+    assert code == 0, output
+    assert box.current() == f"releases/{B}"
+    assert f"processes verified: none runs a replaced release; process(es) {_service_pids(box)[-1]} run" in output
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record every execve")
+def test_comparing_the_values_puts_none_in_any_program_argument(box: Box) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+    assert _install(box, A, RESTARTED, env_names=("DB_PASSWORD", "OUT"))[0] == 0
+    plan = box.plan(
+        B, box.release_artifact(B), activate_commands=RESTARTED, env_names=("DB_PASSWORD", "OUT"), commands=""
+    )
+    script = box.script(install_body(plan), secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
+    trace = box.root / "execve.trace"
+
+    # strace -f follows the service the activation starts: stop it once the script has ended
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", "trace=execve", "-s", "1000000", "-o", str(trace), SHELLS[0], str(script)],
+        env=box.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert tracer.stdout is not None
+    stdout = "".join(iter(tracer.stdout.readline, ""))  # the script's end closes it (the service's are /dev/null)
+    _stop_services(box)
+    _, stderr = tracer.communicate(timeout=120)
+    done = subprocess.CompletedProcess(tracer.args, tracer.returncode, stdout, stderr)
+
+    assert done.returncode == 0, done.stderr
+    calls = [line for line in trace.read_text().splitlines() if "execve(" in line]
+    assert any('"grep"' in call and "/environ" in call for call in calls)  # the values were compared
+    assert [call for call in calls if SECRET_CORE in call] == []
+    assert SECRET_CORE not in done.stdout + done.stderr
+    for folder, _, files in os.walk(box.root):
+        for name in files:
+            path = Path(folder, name)
+            if path.is_file() and not path.is_symlink() and path.parent != box.root / "params":
+                assert SECRET_CORE.encode() not in path.read_bytes(), path
