@@ -197,15 +197,12 @@ def test_command_status_follows_the_documented_details() -> None:
 
 def test_ten_percent_of_200_never_runs_more_than_20(standin: StandIn) -> None:
     fleet = unique("fleet")
-    started = time.monotonic()
     ids = standin.launch(200, tags={"Fleet": fleet})
-    launched = time.monotonic() - started
     command_id = send(standin, "sleep 0.1", Targets=[{"Key": "tag:Fleet", "Values": [fleet]}], MaxConcurrency="10%")
     listed_at_once = invocations(standin, command_id)
     found = wait_command(standin, command_id, timeout=60)
     rows = invocations(standin, command_id, details=True)
 
-    assert launched < 10, f"launching 200 took {launched:.1f}s"
     assert [row["InstanceId"] for row in listed_at_once] == ids  # all listed from SendCommand on
     assert (found["Status"], found["StatusDetails"], found["TargetCount"]) == ("Success", "Success", 200)
     assert (found["MaxConcurrency"], found["CompletedCount"], found["ErrorCount"]) == ("10%", 200, 0)
