@@ -186,7 +186,8 @@ class PrivateNetwork:
         self._subnet: ipaddress.IPv4Network | None = None
         self._namespaces: dict[str, str] = {}  # instance id -> namespace
         self._lock = threading.Lock()
-        self._creating: dict[str, threading.Lock] = {}
+        self._creating: dict[str, threading.Lock] = {}  # one per instance: its namespace is made once
+        self._made = 0  # namespaces made or being made: the next one's number (names never repeat)
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
@@ -228,12 +229,13 @@ class PrivateNetwork:
                 existing = self._namespaces.get(instance_id)
                 if existing is not None:
                     return existing
-                index = len(self._namespaces) + len(self._creating)
-                if len(self._namespaces) >= MAX_NAMESPACES:
+                if self._made >= MAX_NAMESPACES:
                     raise NetworkUnavailable(
                         f"more than {MAX_NAMESPACES} instances ran commands in one stand-in (a bridge takes "
                         "1,024 ports): start a new StandIn"
                     )
+                index = self._made
+                self._made += 1
             name = self._create(instance_id, address, index)
             with self._lock:
                 self._namespaces[instance_id] = name

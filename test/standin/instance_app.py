@@ -20,9 +20,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from app_fixture import FIXTURE_DIR
+
 from standin import tools
 
-FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "web-api"
 APP_DIR = "/opt/lb-app"
 APP_CTL = f"{APP_DIR}/ctl"
 RESTART = f"{APP_CTL} restart"  # the app is down for about a second

@@ -3,10 +3,12 @@ own /home (so its own pm2 daemon), and nothing left behind when the stand-in sto
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import json
 import os
 import subprocess
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -139,3 +141,23 @@ def test_without_root_the_stand_in_refuses_to_start(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(hosts.NetworkUnavailable, match="needs root"):
         hosts.require_root()
+
+
+def test_instances_whose_first_commands_start_together_each_get_a_namespace_of_their_own() -> None:
+    # MaxConcurrency runs many instances' first commands at once, each creating its namespace
+    network = hosts.PrivateNetwork().start()
+    ids = [f"i-{n:017x}" for n in range(16)]
+    together = threading.Barrier(len(ids))
+
+    def first_command(n: int) -> str:
+        together.wait()
+        return network.namespace(ids[n], str(network.subnet.network_address + 4 + n))
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(ids)) as pool:
+            names = list(pool.map(first_command, range(len(ids))))
+
+        assert len(set(names)) == len(ids)
+        assert all(network.is_up(instance_id) for instance_id in ids)
+    finally:
+        network.stop()
