@@ -43,9 +43,10 @@ def test_runs_the_script_and_reports_exit_code_and_output(standin: StandIn) -> N
 
 
 def test_statuses_move_pending_then_in_progress_then_success(standin: StandIn) -> None:
-    (instance_id,) = standin.launch(1)
+    # each status lasts 2 s, so a poll every 20 ms sees it even on a loaded machine
+    (instance_id,) = standin.launch(1, delivery_delay=2.0)
     ssm = standin.client("ssm")
-    command_id = send(standin, [instance_id], "sleep 0.5")
+    command_id = send(standin, [instance_id], "sleep 2")
     seen: list[str] = []
     while not seen or seen[-1] not in FINAL:
         status = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)["Status"]
