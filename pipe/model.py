@@ -12,6 +12,8 @@ ACTIVE_STATUSES = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
 """Statuses that may still change. botocore's CommandExecuted waiter treats Cancelling as a failure;
 the pipe keeps waiting on it because it waits for its own cancel to land."""
 SUCCESS = "Success"
+UNKNOWN_RELEASE = "unknown"
+"""``DeployOutcome.fleet``'s value for an instance whose ``current`` could not be read."""
 
 
 class Status(StrEnum):
@@ -186,6 +188,10 @@ class DeployOutcome:
     rollback: PhaseOutcome = field(default_factory=PhaseOutcome)
     interrupted: str = ""  # the phase a stop (SIGTERM/SIGINT) interrupted, empty otherwise
     batches: list[BatchRecord] = field(default_factory=list)  # a rollout the pipe drives, batch by batch
+    # release mode: instance id -> the release id its ``APP_DIR/current`` points to, as last read from
+    # the instance itself (its script's report, or a read command when an invocation ended without
+    # telling). UNKNOWN_RELEASE when even asking failed; an instance not in it was never touched.
+    fleet: dict[str, str] = field(default_factory=dict)
 
     def batch_record(self, number: int, instance_ids: tuple[str, ...]) -> BatchRecord:
         """Batch ``number``'s record, added the first time it is asked for."""
