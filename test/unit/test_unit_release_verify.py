@@ -27,6 +27,9 @@ SECRET_CORE = "v3rify-Secret-4c1d"  # a leak shows up as this
 SECRET = SECRET_CORE + "-'\"$(id)-\\n;|&"
 OLD_CORE = "old-Secret-8e2f"
 PARAMETER = "/deploy/prod/db-password"
+# the check's wait for a replaced process to go, shortened from the pipe's 10 s: every process these
+# tests stop goes at once (a SIGTERM'd shell loop), and the failing cases wait it out in full
+GRACE = 4
 
 # A long-running process of the live release: cwd is the release (physical), and an argument is a
 # path under APP_DIR (its $0), like pm2's `node /srv/web-api/current/server.js`.
@@ -65,6 +68,7 @@ def _service_pids(box: Box) -> list[int]:
 def _install(box: Box, release: str, activate: str, shell: str = SHELLS[0], **changes: object) -> tuple[int, str]:
     if not (box.root / "params" / PARAMETER.replace("/", "_")).exists():
         box.store_parameter(PARAMETER, SECRET)
+    changes.setdefault("verify_grace", GRACE)
     plan = box.plan(release, box.release_artifact(release), activate_commands=activate, **changes)
     run = box.run(install_body(plan), shell, secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
     return run.code, run.stdout + run.stderr
@@ -152,6 +156,19 @@ def test_a_process_in_the_release_directory_without_a_path_argument_is_not_conde
     [pid] = _service_pids(box)
     assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / A
     assert f"processes verified: none runs a replaced release; none runs release {B}" in output
+
+
+def test_a_service_that_keeps_starting_short_lived_children_does_not_hold_the_check_for_its_grace(box: Box) -> None:
+    # a new `sleep 1` every half second in the release directory: at every look some child is young
+    # and names no path under APP_DIR. The check waits for young processes that were there when it
+    # began, never for ones born since, so it passes long before this grace (Box.run gives up after
+    # 120 s); before, it waited the whole grace
+    busy = RESTARTED.replace("while :; do sleep 1; done", "while :; do sleep 1 & sleep 0.5; done")
+    assert busy != RESTARTED
+    code, output = _install(box, A, busy, verify_grace=600)
+
+    assert code == 0, output
+    assert "processes verified: none runs a replaced release" in output
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")

@@ -95,7 +95,9 @@ HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
 # VERIFY_PROCESSES: how long a process of a replaced release (or one with an old value) may take to go
 # away after ACTIVATE_COMMANDS returned (a graceful stop) before the instance fails
 VERIFY_GRACE_SECONDS = 10
-VERIFY_SETTLE_SECONDS = 3  # a process this young is judged later: pm2 sets its title after the fork
+# a process this young whose command line names no path under APP_DIR is looked at again: pm2 sets
+# its title after the fork
+VERIFY_SETTLE_SECONDS = 3
 PM2_FIX = (
     "for pm2: set cwd: '{app_dir}/current' in the ecosystem file and list every secret from process.env in its "
     "env_<environment> block; an app first started without cwd needs `pm2 delete <name>` once"
@@ -130,6 +132,8 @@ class ReleasePlan:
     # VERIFY_PROCESSES: after ACTIVATE_COMMANDS, no process may run a replaced release, and those running
     # this one must hold the values of env_names this deploy exported
     verify_processes: bool = True
+    verify_grace: int = VERIFY_GRACE_SECONDS  # the pipe keeps these; the tests of the check shorten them
+    verify_settle: int = VERIFY_SETTLE_SECONDS
 
     def __post_init__(self) -> None:
         problems = plan_problems(self)
@@ -448,15 +452,6 @@ ssm_deploy_judge() {
     esac
     [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
   fi
-  # a process started a moment ago may not have its command line yet (pm2 sets the title after the
-  # fork): judged once it is older, or at the last look
-  if [ -n "$2" ]; then
-    ssm_deploy_started=$(sed 's/.*) //' "/proc/$ssm_deploy_pid/stat" 2>/dev/null | cut -d ' ' -f 20)
-    if [ -n "$ssm_deploy_started" ] && [ $((ssm_deploy_now - ssm_deploy_started)) -lt "$ssm_deploy_settle_ticks" ]; then
-      echo "settling $ssm_deploy_pid"
-      return 0
-    fi
-  fi
   if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_words=$(tr '\0' ' ' < "/proc/$ssm_deploy_pid/cmdline" 2>/dev/null) || return 0
     for ssm_deploy_word in $ssm_deploy_words; do
@@ -469,7 +464,19 @@ ssm_deploy_judge() {
       ssm_deploy_from=${ssm_deploy_from%%/*}
       break
     done
-    [ -n "$ssm_deploy_from" ] || return 0
+    if [ -z "$ssm_deploy_from" ]; then
+      # a process ACTIVATE_COMMANDS started a moment ago may not have its final command line yet (pm2
+      # sets the title after the fork): one without a path under APP_DIR is looked at again until it
+      # is older; one born after the check began (a service's own short-lived child) is not waited for
+      if [ -n "$2" ]; then
+        ssm_deploy_started=$(sed 's/.*) //' "/proc/$ssm_deploy_pid/stat" 2>/dev/null | cut -d ' ' -f 20)
+        if [ -n "$ssm_deploy_started" ] && [ "$ssm_deploy_started" -le "$ssm_deploy_began" ] \
+          && [ $((ssm_deploy_now - ssm_deploy_started)) -lt "$ssm_deploy_settle_ticks" ]; then
+          echo "settling $ssm_deploy_pid"
+        fi
+      fi
+      return 0
+    fi
   fi
   ssm_deploy_command=$(tr '\0' ' ' < "/proc/$ssm_deploy_pid/cmdline" 2>/dev/null | cut -c 1-120 | sed 's/ *$//')
   if [ "$ssm_deploy_from" != "$ssm_deploy_release" ]; then
@@ -496,8 +503,7 @@ ssm_deploy_judge() {
 }
 ssm_deploy_scan() {
   cd / || return 0
-  ssm_deploy_hz=$(getconf CLK_TCK 2>/dev/null) || ssm_deploy_hz=100
-  ssm_deploy_now=$(awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime)
+  ssm_deploy_now=$(ssm_deploy_ticks)
   ssm_deploy_settle_ticks=$((ssm_deploy_hz * ssm_deploy_verify_settle))
   ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
   ssm_deploy_releases=$ssm_deploy_physical/releases
@@ -508,8 +514,13 @@ ssm_deploy_scan() {
     set +f
   done
 }
+ssm_deploy_ticks() {
+  awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime
+}
 ssm_deploy_verify_processes() {
   [ -n "$ssm_deploy_verify" ] || return 0
+  ssm_deploy_hz=$(getconf CLK_TCK 2>/dev/null) || ssm_deploy_hz=100
+  ssm_deploy_began=$(ssm_deploy_ticks)
   if [ "$(id -u)" != 0 ]; then
     echo "ssm-deploy: warning: the script does not run as root, so the processes were not verified (VERIFY_PROCESSES)" >&2
     return 0
@@ -648,8 +659,8 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "env_names": _forwarded((*plan.env_names, RELEASE_VARIABLE)),
         "verify": "1" if plan.verify_processes else "",
         "verify_names": " ".join(dict.fromkeys(plan.env_names)),
-        "verify_wait": str(VERIFY_GRACE_SECONDS),
-        "verify_settle": str(VERIFY_SETTLE_SECONDS),
+        "verify_wait": str(plan.verify_grace),
+        "verify_settle": str(plan.verify_settle),
         "pm2_fix": PM2_FIX.format(app_dir=plan.app_dir),
         "shared_script": _SHARED_SCRIPT,
     }
