@@ -237,13 +237,12 @@ class RefusingSSM(FakeSSM):
 
     def send_command(self, **request: Any) -> dict[str, Any]:
         if INSTANCE_B in request.get("InstanceIds", []) and "rollback" not in request["Comment"]:
-            raise ClientError(  # AWS's answer: a 400, so the pipe knows nothing was created
-                {
-                    "Error": {"Code": "InvalidInstanceId", "Message": "Instances not in a valid state"},
-                    "ResponseMetadata": {"HTTPStatusCode": 400},
-                },
-                "SendCommand",
-            )
+            # AWS's answer, a 400: the pipe knows nothing was created
+            refusal: Any = {
+                "Error": {"Code": "InvalidInstanceId", "Message": "Instances not in a valid state"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            }
+            raise ClientError(refusal, "SendCommand")
         return super().send_command(**request)
 
 
