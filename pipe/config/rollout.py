@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pipe.config.parsers import RATE, shown
 
-AUTO = "auto"  # TARGET_GROUPS: every target group the instances are registered in; LOCK: on with TARGET_GROUPS
+AUTO = "auto"  # TARGET_GROUPS: no names, only the groups the instances are registered in; LOCK: on with TARGET_GROUPS
 # ELBv2 target group names: 1-32 letters, digits and hyphens, not starting or ending with a hyphen
 # (CreateTargetGroup, Name); ARNs: arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>
 TARGET_GROUP_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?", re.ASCII)
@@ -18,7 +18,7 @@ TARGET_GROUP_ARN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?/[0-9a-f]{16}",
     re.ASCII,
 )
-MAX_TARGET_GROUPS = 20  # the pipe's own bound: each group is polled (DescribeTargetHealth) while a batch drains
+MAX_TARGET_GROUPS = 20  # the pipe's own bound on the names given (the groups found registered are not bounded)
 ALARM_NAME_MAX = 255  # CloudWatch AlarmName: 1-255 characters
 MAX_ALARMS = 100  # DescribeAlarms takes at most 100 AlarmNames
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -1,6 +1,7 @@
 """The rollout's plan, before anything is sent: the batches, the alarms' states, the target groups
-with MIN_HEALTHY checked against the plan and the fleet, and the batch hook (the load balancer's or
-none). A refusal here leaves nothing deregistered or sent."""
+(every one the instances are registered in, named in TARGET_GROUPS or not) with MIN_HEALTHY checked
+against the plan and the fleet, and the batch hook (the load balancer's or none). A refusal here
+leaves nothing deregistered or sent."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pipe.run import Run
 from pipe.stages.alarms import check_before_start
 from pipe.stages.authenticate import commands_bound_seconds
 from pipe.stages.load_balancer.capacity import below_floor, impossible_batch
-from pipe.stages.load_balancer.groups import find_target_groups
+from pipe.stages.load_balancer.groups import Discovery, TargetGroup, find_target_groups
 from pipe.stages.load_balancer.hook import LoadBalancer
 from pipe.stages.rollout import BatchHook, no_hook
 
@@ -61,40 +62,38 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
     if rollout.target_groups is None:
         return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
     instance_ids = [i for batch in batches for i in batch.instance_ids]
-    groups = find_target_groups(run.clients.elbv2, rollout.target_groups, instance_ids)
-    problem = below_floor(groups, rollout.min_healthy) or impossible_batch(groups, batches, rollout.min_healthy)
+    ours = set(instance_ids)
+    found = find_target_groups(run.clients.elbv2, rollout.target_groups, instance_ids)
+    groups = found.groups
+    leaving = [group for group in groups if group.registrations(ours)]
+    problem = below_floor(leaving, rollout.min_healthy) or impossible_batch(leaving, batches, rollout.min_healthy)
     if problem:
         raise NothingSent(
             "MIN_HEALTHY",
             problem,
             "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
         )
-    delay = max(group.deregistration_delay for group in groups)
+    delay = max(group.deregistration_delay for group in leaving or groups)
     drain_timeout = rollout.drain_timeout or delay + DRAIN_MARGIN_SECONDS
     if rollout.drain_timeout is not None and rollout.drain_timeout < delay:
         log.warning(
             f"DRAIN_TIMEOUT {rollout.drain_timeout} s is shorter than the deregistration delay ({delay} s), for "
             "which ELBv2 keeps a target draining: the first batch will fail before it is deployed."
         )
-    outside = sorted(set(instance_ids) - {t.instance_id for g in groups for t in g.registrations(set(instance_ids))})
+    outside = sorted(ours - {t.instance_id for g in groups for t in g.registrations(ours)})
     if outside:
         log.warning(
             f"{len(outside)} instance(s) are in none of the target groups and are deployed without draining: "
             + ", ".join(outside[:10])
             + (" ..." if len(outside) > 10 else "")
         )
-    for group in groups:
-        mine = len(group.registrations(set(instance_ids)))
-        lines.append(
-            f"  target group {group.name}: {len(group.healthy)} healthy of {len(group.registered)} registered, "
-            f"{mine} of them deployed here; deregistration delay {group.deregistration_delay} s"
-        )
+    lines += _group_lines(found, ours, rollout.target_groups.auto)
     lines.append(
         f"  bounds:    drain {drain_timeout} s, healthy {rollout.healthy_timeout} s, MIN_HEALTHY {rollout.min_healthy}"
         + (f", bake {rollout.bake_time} s" if rollout.bake_time else "")
     )
     if delay > DOMINANT_DELAY_SECONDS:
-        slow = [g.name for g in groups if g.deregistration_delay == delay]
+        slow = [g.name for g in leaving if g.deregistration_delay == delay]
         lines.append(
             f"  note:      each batch waits {delay} s for the drain ({', '.join(slow)}: deregistration_delay."
             f"timeout_seconds); with {len(batches)} batch(es) that alone is {delay * len(batches)} s. Requests to a "
@@ -102,6 +101,31 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
         )
     balancer = LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy)
     return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines, drain_timeout)
+
+
+def _group_lines(found: Discovery, ours: set[str], auto: bool) -> list[str]:
+    """One line per target group: its health, the instances of this deploy in it, its delay, and
+    why it is in the plan when TARGET_GROUPS does not name it; then how they were found."""
+    lines = []
+    for group in found.groups:
+        lines.append(
+            f"  target group {group.name}: {len(group.healthy)} healthy of {len(group.registered)} registered, "
+            f"{len(group.registrations(ours))} of them deployed here; deregistration delay "
+            f"{group.deregistration_delay} s{_why_listed(group, auto)}"
+        )
+    lines.append(
+        f"  found:     targets read in {found.read} of the Region's {found.listed} target group(s); "
+        "each batch leaves every group it is registered in"
+    )
+    return lines
+
+
+def _why_listed(group: TargetGroup, auto: bool) -> str:
+    if not group.in_use:
+        return " (no load balancer uses it: nothing to drain)"
+    if not group.named and not auto:
+        return " (not in TARGET_GROUPS: the instances are registered in it, so each batch leaves it too)"
+    return ""
 
 
 def _batch_lines(batches: list[Batch]) -> list[str]:

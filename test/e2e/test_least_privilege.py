@@ -232,11 +232,20 @@ LOAD_BALANCER_ADDITIONS = documented_policy(
 )
 # What a rolling deploy does without each added action: refuse before anything is deregistered or
 # sent, fail naming it (RegisterTargets: with the command that registers the instance by hand), or
-# finish with a warning (the lock's release).
+# finish with a warning (the lock's release). Without the right to list the target groups and read
+# their targets the pipe cannot know every group the instances are in: it refuses, never skips one.
 LOAD_BALANCER_WITHOUT = {
-    "elasticloadbalancing:DescribeTargetGroups": (1, "TARGET_GROUPS: nothing was sent"),
+    "elasticloadbalancing:DescribeTargetGroups": (
+        1,
+        "TARGET_GROUPS: nothing was sent. the deploy role may not call DescribeTargetGroups, which the pipe needs "
+        "to list the Region's target groups and find every one the instances are registered in",
+    ),
     "elasticloadbalancing:DescribeTargetGroupAttributes": (1, "TARGET_GROUPS: nothing was sent"),
-    "elasticloadbalancing:DescribeTargetHealth": (1, "TARGET_GROUPS: nothing was sent"),
+    "elasticloadbalancing:DescribeTargetHealth": (
+        1,
+        "TARGET_GROUPS: nothing was sent. the deploy role may not call DescribeTargetHealth, which the pipe needs "
+        "to find which target groups the instances are registered in",
+    ),
     "elasticloadbalancing:DeregisterTargets": (1, "could not be taken out of the load balancer"),
     "elasticloadbalancing:RegisterTargets": (1, "aws elbv2 register-targets --target-group-arn"),
     "cloudwatch:DescribeAlarms": (1, "ALARMS: nothing was sent"),
@@ -246,15 +255,18 @@ LOAD_BALANCER_WITHOUT = {
 }
 
 
-def rolling_deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[PipeRun, str, list[str]]:
+def rolling_deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[PipeRun, list[str], list[str]]:
+    """A rolling deploy of two instances behind the target group TARGET_GROUPS names and a second one
+    it does not name; returns the run, both groups' ARNs and the instances."""
     suffix = uuid.uuid4().hex[:6]
     standin.elb_time_scale = 0.1
     instance_ids = standin.launch(2, name="lb", tags={"Service": f"lb-{suffix}"})
     for instance_id in instance_ids:
         standin.app_up(instance_id)
     group = f"lb-{suffix}"
-    arn = standin.create_target_group(group, instance_ids, deregistration_delay=10)
-    standin.wait_target_states(arn, instance_ids, "healthy", timeout=30)
+    arns = [standin.create_target_group(n, instance_ids, deregistration_delay=10) for n in (group, f"lb2-{suffix}")]
+    for arn in arns:
+        standin.wait_target_states(arn, instance_ids, "healthy", timeout=30)
     alarm = f"lb-{suffix}-5xx"
     standin.create_alarm(alarm)
     environment = f"lb{suffix}"
@@ -273,7 +285,7 @@ def rolling_deploy_with(standin: StandIn, role_policy: dict[str, Any]) -> tuple[
             COMMANDS="echo deployed",
         )
         run = run_pipe(env, timeout=200)
-    return run, arn, instance_ids
+    return run, arns, instance_ids
 
 
 def with_load_balancer(without: str | None = None) -> dict[str, Any]:
@@ -282,25 +294,28 @@ def with_load_balancer(without: str | None = None) -> dict[str, Any]:
 
 
 def test_documented_load_balancer_additions_are_enough(standin: StandIn) -> None:
-    run, arn, _ = rolling_deploy_with(standin, with_load_balancer())
+    run, arns, _ = rolling_deploy_with(standin, with_load_balancer())
 
     assert run.returncode == 0, run.output
     assert "WARNING" not in run.output
+    assert "batch 1/1 (2 instance(s)): draining from lb-" in run.output and ", lb2-" in run.output
     assert "batch 1/1 (2 instance(s)): healthy in the load balancer" in run.output
-    assert set(standin.target_states(arn).values()) == {"healthy"}
+    for arn in arns:
+        assert set(standin.target_states(arn).values()) == {"healthy"}
 
 
 @pytest.mark.parametrize("action", sorted(LOAD_BALANCER_WITHOUT))
 def test_each_load_balancer_action_is_needed_and_named_when_missing(standin: StandIn, action: str) -> None:
     expected_code, expected_text = LOAD_BALANCER_WITHOUT[action]
-    run, arn, instance_ids = rolling_deploy_with(standin, with_load_balancer(without=action))
+    run, arns, instance_ids = rolling_deploy_with(standin, with_load_balancer(without=action))
 
     assert run.returncode == expected_code, run.output
     assert expected_text in run.output
     assert action in run.output
     assert "Traceback" not in run.output
     if action != "elasticloadbalancing:RegisterTargets":  # nothing is left out of the load balancer
-        standin.wait_target_states(arn, instance_ids, "healthy", timeout=30)
+        for arn in arns:
+            standin.wait_target_states(arn, instance_ids, "healthy", timeout=30)
 
 
 def test_load_balancer_additions_are_each_checked_above() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from standin import StandIn
-from standin.instance_app import APP_CTL, RESTART
+from standin.instance_app import APP_CTL, PORT, RESTART
 from support import LivePipe, run_pipe, wait_until
 
 ELB_TIME_SCALE = 0.05  # a 5-s health-check interval lasts 0.25 s, a 20-s deregistration delay 1 s
@@ -257,6 +257,42 @@ def test_auto_finds_the_target_groups_and_the_dry_run_prints_the_plan(standin: S
     assert "bounds:    drain 50 s, healthy 300 s, MIN_HEALTHY 50%, bake 10 s" in run.output
     assert len(standin.sent_commands()) == before
     assert set(standin.target_states(fleet.group_arn).values()) == {"healthy"}
+
+
+def test_each_batch_leaves_and_rejoins_a_group_target_groups_does_not_name_on_every_port(standin: StandIn) -> None:
+    """The fleet is also in a second group, the first instance twice (the app's port and 8080, both
+    checked on the app's port): the plan names it, and each batch leaves it and comes back on the
+    ports it was registered with."""
+    fleet = make_fleet(standin, 2)
+    other = f"admin-{uuid.uuid4().hex[:8]}"
+    other_arn = standin.create_target_group(other, fleet.ids, deregistration_delay=20, health_check_port=PORT)
+    standin.client("elbv2").register_targets(TargetGroupArn=other_arn, Targets=[{"Id": fleet.ids[0], "Port": 8080}])
+    registered = {(i, PORT): "healthy" for i in fleet.ids} | {(fleet.ids[0], 8080): "healthy"}
+    wait_until(lambda: standin.port_states(other_arn) == registered, "every registration healthy", 30)
+    journal = len(standin.load_balancer.changes(other_arn))
+    dry = run_pipe(rolling_env(standin, fleet, COMMANDS="true", DRY_RUN="true"))
+
+    assert dry.returncode == 0, dry.output
+    assert f"target group {fleet.group_name}: 2 healthy of 2 registered, 2 of them deployed here" in dry.output
+    assert (
+        f"target group {other}: 3 healthy of 3 registered, 3 of them deployed here; deregistration delay 20 s "
+        "(not in TARGET_GROUPS: the instances are registered in it, so each batch leaves it too)"
+    ) in dry.output
+    assert len(standin.load_balancer.changes(other_arn)) == journal  # a dry run changes nothing
+
+    run = run_pipe(rolling_env(standin, fleet, COMMANDS="true"), timeout=200)
+
+    assert run.returncode == 0, run.output
+    first, second = fleet.ids
+    assert standin.load_balancer.changes(other_arn)[journal:] == [
+        ("deregister", [(first, PORT), (first, 8080)]),
+        ("register", [(first, PORT), (first, 8080)]),
+        ("deregister", [(second, PORT)]),
+        ("register", [(second, PORT)]),
+    ]
+    assert f"batch 1/2 (1 instance(s)): draining from {fleet.group_name}, {other}" in run.output
+    wait_until(lambda: standin.port_states(other_arn) == registered, "every registration healthy again", 30)
+    assert every_target_in_service(standin, fleet)
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,34 @@ def test_release_a_then_b_behind_the_load_balancer_drops_no_request_and_b_serves
 
 
 @pytest.mark.slow
+def test_a_release_drops_no_request_through_a_target_group_that_target_groups_does_not_name(
+    node_fleet: NodeFleet,
+) -> None:
+    """The instances also serve a second load balancer, through a group TARGET_GROUPS does not name:
+    each batch leaves both groups before pm2 reloads the app, and comes back to both."""
+    standin = node_fleet.standin
+    other = f"admin-{uuid.uuid4().hex[:8]}"
+    other_arn = standin.create_target_group(other, node_fleet.ids, deregistration_delay=20)
+    standin.wait_target_states(other_arn, node_fleet.ids, "healthy", timeout=60)
+    with standin.traffic(node_fleet.group_arn) as named, standin.traffic(other_arn) as unnamed:
+        run = node_fleet.ship("B", 2)
+
+    assert run.returncode == 0, run.output
+    for traffic in (named, unnamed):
+        assert traffic.summary().requests > 100
+        assert traffic.failures == [], traffic.failures[:5]
+        assert set(traffic.summary().releases) == {"A", "B"}
+    assert f"target group {other}: 2 healthy of 2 registered, 2 of them deployed here" in run.output
+    assert "not in TARGET_GROUPS: the instances are registered in it, so each batch leaves it too" in run.output
+    for number in (1, 2):
+        assert f"batch {number}/2 (1 instance(s)): draining from {node_fleet.group_name}, {other}" in run.output
+        assert f"batch {number}/2 (1 instance(s)): registered again in {node_fleet.group_name}, {other}" in run.output
+    for arn in (node_fleet.group_arn, other_arn):
+        standin.wait_target_states(arn, node_fleet.ids, "healthy", timeout=60)
+    assert {d["release"] for d in node_fleet.served().values()} == {"B"}
+
+
+@pytest.mark.slow
 def test_a_secret_rotated_between_two_deploys_reaches_the_app(node_fleet: NodeFleet) -> None:
     assert {d["db_password_sha256"] for d in node_fleet.served().values()} == {sha16("first-Pa55word")}
     node_fleet.standin.put_secret(node_fleet.secret, "rotated-Pa55word", node_fleet.key_id)

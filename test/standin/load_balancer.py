@@ -31,6 +31,13 @@ keeps each (target group, target) pair instead, and checks every target over HTT
   holds only its own check; no thread per target). ``address_of`` is called in that loop: it must
   be a quick lookup that does not block. The targets of a group that no load balancer uses are not
   checked.
+* **Targets** (RegisterTargets API reference): a target is an instance and a port, the group's port
+  unless RegisterTargets gives one ("You can register each EC2 instance or IP address with the same
+  target group multiple times using different ports"); an instance may be a target of several
+  groups. DeregisterTargets and DescribeTargetHealth name a
+  target the same way: "If you specified a port override when you registered a target, you must
+  specify both the target ID and the port when you deregister it" (an id alone is the one on the
+  group's port).
 * **Deregistration** (ALB user guide, "Deregistration delay"): "The initial state of a deregistering
   target is draining"; the load balancer stops sending it requests at once. Even when the target
   has no in-flight requests, "the status of the target is displayed as draining until the
@@ -270,12 +277,15 @@ def health_row(
     }
 
 
-def _routed(group: Mapping[str, _Target], in_use: bool) -> list[str]:
-    """The instances requests go to: the healthy targets, or (fail open) every registered target that
-    is not draining when none is healthy."""
-    states = {i: t.state(in_use)[0] for i, t in group.items()}
-    healthy = [i for i, state in states.items() if state == HEALTHY]
-    return healthy or [i for i, state in states.items() if state in (INITIAL, UNHEALTHY)]
+TargetKey = tuple[str, int]  # (instance id, port): one registration
+
+
+def _routed(group: Mapping[TargetKey, _Target], in_use: bool) -> list[TargetKey]:
+    """The targets requests go to: the healthy ones, or (fail open) every registered target that is
+    not draining when none is healthy."""
+    states = {key: t.state(in_use)[0] for key, t in group.items()}
+    healthy = [key for key, state in states.items() if state == HEALTHY]
+    return healthy or [key for key, state in states.items() if state in (INITIAL, UNHEALTHY)]
 
 
 class LoadBalancerModel:
@@ -298,11 +308,12 @@ class LoadBalancerModel:
         self._address_of = address_of
         self.time_scale = time_scale
         self._data_plane = data_plane
-        self._groups: dict[str, dict[str, _Target]] = {}
+        self._groups: dict[str, dict[TargetKey, _Target]] = {}
         self._lock = threading.Lock()  # the targets
         self._publish_lock = threading.RLock()  # routing changes and readers, one at a time
         self._published: dict[str, dict[str, Server]] = {}  # what the data plane has, per group
         self._purging: set[str] = set()  # groups whose ended delays a worker thread is purging
+        self.journal: list[tuple[str, str, list[TargetKey]]] = []  # (group, "register"/"deregister", targets)
         self.data_plane_errors: list[str] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -325,8 +336,9 @@ class LoadBalancerModel:
 
     # --- the API actions (called through moto_bridge) ---------------------------------------------
     def register(self, group_arn: str, targets: list[tuple[str, int | None]]) -> None:
-        """RegisterTargets: new targets start ``initial``; a draining one is registered again; one
-        already registered is left as it is (the call is idempotent)."""
+        """RegisterTargets of (instance id, port; None: the group's port): new targets start
+        ``initial``; a draining one is registered again; one already registered is left as it is
+        (the call is idempotent)."""
         settings = self._settings(group_arn)
         addresses = {instance_id: self._lookup(instance_id) for instance_id, _ in targets}  # before the first check
         now = time.monotonic()
@@ -334,62 +346,74 @@ class LoadBalancerModel:
             with self._lock:
                 group = self._groups.setdefault(group_arn, {})
                 for instance_id, port in targets:
-                    target = group.get(instance_id)
+                    key = (instance_id, port or settings.port)
+                    target = group.get(key)
                     if target is not None and target.drain_until is not None:
                         target.drain_until = None
                     elif target is None:
-                        target = group[instance_id] = _Target(
-                            instance_id, port or settings.port, next_check=now + settings.interval * self.time_scale
+                        target = group[key] = _Target(
+                            instance_id, key[1], next_check=now + settings.interval * self.time_scale
                         )
                     target.address = addresses[instance_id] or target.address
+                self.journal.append((group_arn, "register", [(i, p or settings.port) for i, p in targets]))
             self._publish(group_arn, settings.in_use)
 
-    def deregister(self, group_arn: str, instance_ids: list[str]) -> None:
-        """DeregisterTargets: registered targets drain for the deregistration delay; others are
-        left alone ("If the specified target does not exist, the action returns successfully")."""
+    def deregister(self, group_arn: str, targets: list[tuple[str, int | None]]) -> None:
+        """DeregisterTargets of (instance id, port; None: the group's port): registered targets
+        drain for the deregistration delay; others are left alone ("If the specified target does not
+        exist, the action returns successfully"), a registration on another port of the instance
+        included."""
         settings = self._settings(group_arn)
         until = time.monotonic() + settings.deregistration_delay * self.time_scale
         with self._publish_lock:
             with self._lock:
                 group = self._groups.get(group_arn, {})
-                for instance_id in instance_ids:
-                    target = group.get(instance_id)
+                for instance_id, port in targets:
+                    target = group.get((instance_id, port or settings.port))
                     if target is not None and target.drain_until is None:
                         target.drain_until = until
+                self.journal.append((group_arn, "deregister", [(i, p or settings.port) for i, p in targets]))
                 self._purge(group_arn, time.monotonic())
             self._publish(group_arn, settings.in_use)
 
-    def describe(self, group_arn: str, instance_ids: list[str] | None) -> list[dict[str, Any]]:
-        """DescribeTargetHealth rows: every target (draining ones included) when ``instance_ids`` is
-        None, else one row per named instance (``unused`` / ``Target.NotRegistered`` when absent)."""
+    def describe(self, group_arn: str, targets: list[tuple[str, int | None]] | None) -> list[dict[str, Any]]:
+        """DescribeTargetHealth rows: every target (draining ones included) when ``targets`` is None,
+        else one row per named (instance id, port; None: the group's port), ``unused`` /
+        ``Target.NotRegistered`` when it is not registered."""
         settings = self._settings(group_arn)
         with self._publish_lock:
             with self._lock:
                 purged = self._purge(group_arn, time.monotonic())
                 group = self._groups.get(group_arn, {})
-                named = list(group) if instance_ids is None else instance_ids
+                named = list(group) if targets is None else [(i, p or settings.port) for i, p in targets]
                 rows = []
-                for instance_id in named:
-                    target = group.get(instance_id)
-                    state: tuple[str, str | None, str | None]
-                    if target is None:
-                        state = (UNUSED, "Target.NotRegistered", None)
-                        rows.append(health_row(instance_id, settings.port, settings.check_port, *state))
-                    else:
+                for instance_id, port in named:
+                    target = group.get((instance_id, port))
+                    state: tuple[str, str | None, str | None] = (UNUSED, "Target.NotRegistered", None)
+                    if target is not None:
                         state = target.state(settings.in_use)
-                        rows.append(health_row(instance_id, target.port, settings.check_port, *state))
+                    rows.append(health_row(instance_id, port, settings.check_port, *state))
             if purged:
                 self._publish(group_arn, settings.in_use)
         return rows
 
     # --- for the stand-in and its traffic ------------------------------------------------------------
     def states(self, group_arn: str) -> dict[str, str]:
-        """Instance id -> State of every target DescribeTargetHealth would list."""
-        return {row["Target"]["Id"]: row["TargetHealth"]["State"] for row in self.describe(group_arn, None)}
+        """Instance id -> State of every target DescribeTargetHealth would list (an instance
+        registered on several ports: the State of its first registration; see ``port_states``)."""
+        states: dict[str, str] = {}
+        for row in self.describe(group_arn, None):
+            states.setdefault(row["Target"]["Id"], row["TargetHealth"]["State"])
+        return states
+
+    def port_states(self, group_arn: str) -> dict[TargetKey, str]:
+        """(Instance id, port) -> State of every target DescribeTargetHealth would list."""
+        rows = self.describe(group_arn, None)
+        return {(row["Target"]["Id"], row["Target"]["Port"]): row["TargetHealth"]["State"] for row in rows}
 
     def in_service(self, group_arn: str) -> list[str]:
-        """The instances the load balancer sends requests to now: the healthy targets, or (fail
-        open) every registered target that is not draining when none is healthy."""
+        """The instances the load balancer sends requests to now: those of the healthy targets, or
+        (fail open) of every registered target that is not draining when none is healthy."""
         settings = self._settings(group_arn)
         with self._publish_lock:
             with self._lock:
@@ -397,12 +421,18 @@ class LoadBalancerModel:
                 routed = _routed(self._groups.get(group_arn, {}), settings.in_use)
             if purged:
                 self._publish(group_arn, settings.in_use)
-        return routed
+        return list(dict.fromkeys(instance_id for instance_id, _ in routed))
 
     def groups_of(self, instance_id: str) -> list[str]:
-        """ARNs of the groups in which the instance is a target (draining included)."""
+        """ARNs of the groups in which the instance is a target, on any port (draining included)."""
         with self._lock:
-            return [arn for arn, group in self._groups.items() if instance_id in group]
+            return [arn for arn, group in self._groups.items() if any(i == instance_id for i, _ in group)]
+
+    def changes(self, group_arn: str) -> list[tuple[str, list[TargetKey]]]:
+        """Every RegisterTargets and DeregisterTargets of the group, in order: ("register" or
+        "deregister", the (instance id, port) targets as the call named them)."""
+        with self._lock:
+            return [(action, list(keys)) for arn, action, keys in self.journal if arn == group_arn]
 
     # --- the health checks ------------------------------------------------------------------------
     def check_due(self, now: float) -> None:
@@ -529,10 +559,10 @@ class LoadBalancerModel:
         group = self._groups.get(group_arn, {})
         routed = set(_routed(group, in_use))
         servers = {}
-        for target in group.values():
+        for key, target in group.items():
             if target.address is None:
                 continue
-            mode = READY if target.instance_id in routed else MAINT
+            mode = READY if key in routed else MAINT
             if target.drain_until is not None:
                 mode = DRAIN
             servers[server_name(target.instance_id, target.port)] = Server(target.address, target.port, mode)
@@ -566,7 +596,7 @@ class LoadBalancerModel:
         group = self._groups.get(group_arn)
         if group is None:
             return False
-        gone = [i for i, t in group.items() if t.drain_until is not None and t.drain_until <= now]
-        for instance_id in gone:
-            del group[instance_id]
+        gone = [key for key, t in group.items() if t.drain_until is not None and t.drain_until <= now]
+        for key in gone:
+            del group[key]
         return bool(gone)

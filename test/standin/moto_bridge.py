@@ -912,17 +912,22 @@ def _check_instances(response: ELBV2Response, targets: list[dict[str, Any]], run
             )
 
 
+def _targets(targets: list[dict[str, Any]]) -> list[tuple[str, int | None]]:
+    """(Id, Port) of each TargetDescription; no Port: the group's (the model knows it)."""
+    return [(str(t["Id"]), int(t["Port"]) if t.get("Port") else None) for t in targets]
+
+
 def _register_targets(self: ELBV2Response) -> ActionResult:
     arn, targets = _elb_request(self, "RegisterTargets")
     _check_instances(self, targets, running=True)
-    _model().register(arn, [(str(t["Id"]), int(t["Port"]) if t.get("Port") else None) for t in targets])
+    _model().register(arn, _targets(targets))
     return ActionResult({})
 
 
 def _deregister_targets(self: ELBV2Response) -> ActionResult:
     arn, targets = _elb_request(self, "DeregisterTargets")
     _check_instances(self, targets, running=False)
-    _model().deregister(arn, [str(t["Id"]) for t in targets])
+    _model().deregister(arn, _targets(targets))
     return ActionResult({})
 
 
@@ -930,19 +935,28 @@ def _describe_target_health(self: ELBV2Response) -> ActionResult:
     arn, targets = _elb_request(self, "DescribeTargetHealth")
     if targets:
         _check_instances(self, targets, running=False)
-    named = [str(t["Id"]) for t in targets] if targets else None
-    return ActionResult({"TargetHealthDescriptions": _model().describe(arn, named)})
+    return ActionResult({"TargetHealthDescriptions": _model().describe(arn, _targets(targets) if targets else None)})
 
 
 def _describe_target_groups(self: ELBV2Response) -> ActionResult:
-    """moto's answer, paged by PageSize / Marker as the API reference describes (moto returns all)."""
+    """moto's answer, paged by PageSize / Marker as the API reference describes (moto returns all);
+    a PageSize outside 1-400 is a ValidationError, as the API's constraints make it."""
     _hooks_or_fail().before_request("DescribeTargetGroups", caller_arn(self), {})
+    page_size = self._get_param("PageSize")
+    if page_size is not None and not 1 <= int(page_size) <= TARGET_GROUP_PAGE_SIZE:
+        largest = TARGET_GROUP_PAGE_SIZE
+        bound = f"less than or equal to {largest}" if int(page_size) > 1 else "greater than or equal to 1"
+        raise AwsError(
+            "ValidationError",
+            f"1 validation error detected: Value '{page_size}' at 'pageSize' failed to satisfy constraint: "
+            f"Member must have value {bound}",
+        )
     groups = list(
         self.elbv2_backend.describe_target_groups(
             self._get_param("LoadBalancerArn"), self._get_param("TargetGroupArns", []), self._get_param("Names", [])
         )
     )
-    size = int(self._get_param("PageSize") or TARGET_GROUP_PAGE_SIZE)
+    size = int(page_size or TARGET_GROUP_PAGE_SIZE)
     start = int(self._get_param("Marker") or 0)
     result: dict[str, Any] = {"TargetGroups": groups[start : start + size]}
     if start + size < len(groups):

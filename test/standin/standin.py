@@ -390,12 +390,14 @@ class StandIn:
         unhealthy_threshold: int = 2,
         port: int = 3000,
         health_check_path: str = "/health",
+        health_check_port: int | None = None,
         load_balancer: str | None = None,
     ) -> str:
         """An HTTP target group (instance targets) in the default VPC, forwarded to by a listener of
         the Application Load Balancer ``load_balancer`` (created when missing; default: named after
-        the group), with ``instance_ids`` registered through RegisterTargets. Returns its ARN.
-        Health checks: ``GET <health_check_path>`` on the traffic port, 200 expected (the ALB default)."""
+        the group), with ``instance_ids`` registered through RegisterTargets (on the group's port).
+        Returns its ARN. Health checks: ``GET <health_check_path>`` on ``health_check_port`` (default:
+        the traffic port), 200 expected (the ALB default)."""
         ec2, elbv2 = self.client("ec2"), self.client("elbv2")
         vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
         group = elbv2.create_target_group(
@@ -409,6 +411,7 @@ class StandIn:
             HealthyThresholdCount=healthy_threshold,
             UnhealthyThresholdCount=unhealthy_threshold,
             HealthCheckPath=health_check_path,
+            HealthCheckPort=str(health_check_port or "traffic-port"),
         )["TargetGroups"][0]
         arn = str(group["TargetGroupArn"])
         elbv2.modify_target_group_attributes(
@@ -441,8 +444,13 @@ class StandIn:
         )
 
     def target_states(self, target_group_arn: str) -> dict[str, str]:
-        """Instance id -> target State, for every target DescribeTargetHealth lists (draining included)."""
+        """Instance id -> target State, for every target DescribeTargetHealth lists (draining included;
+        an instance registered on several ports: its first registration, see ``port_states``)."""
         return self.load_balancer.states(target_group_arn)
+
+    def port_states(self, target_group_arn: str) -> dict[tuple[str, int], str]:
+        """(Instance id, port) -> target State, for every target DescribeTargetHealth lists."""
+        return self.load_balancer.port_states(target_group_arn)
 
     def wait_target_states(self, target_group_arn: str, instance_ids: list[str], state: str, timeout: float) -> None:
         """Wait until every one of ``instance_ids`` is in ``state`` ("gone": no longer listed)."""

@@ -51,6 +51,13 @@ def test_every_group_is_checked_and_the_plan_names_the_largest_batch() -> None:
     assert impossible_batch([web, api], [Batch(n + 1, 4, (i,)) for n, i in enumerate(IDS[:4])], "1") is None
 
 
+def test_only_the_groups_a_batch_leaves_limit_it() -> None:
+    web = group({i: "healthy" for i in IDS[:4]}, "web")
+    other = group({IDS[6]: "healthy", IDS[7]: "unhealthy"}, "other")  # below 100% already, but not ours
+    assert shortfall([web, other], IDS[:1], "75%") is None
+    assert shortfall([web, other], IDS[7:8], "100%") is not None  # the batch leaves it
+
+
 def test_min_healthy_zero_accepts_downtime() -> None:
     web = group({IDS[0]: "healthy"})
     assert shortfall([web], IDS[:1], "0") is None

@@ -1,4 +1,5 @@
-"""MIN_HEALTHY: how many healthy targets each target group keeps while a batch is out of it."""
+"""MIN_HEALTHY: how many healthy targets each target group keeps while a batch is out of it, checked
+for every group the batch leaves (named in TARGET_GROUPS or not)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pipe.stages.load_balancer.groups import TargetGroup
 
 
 def shortfall(groups: Sequence[TargetGroup], batch_ids: Sequence[str], min_healthy: str) -> str | None:
-    """Why taking ``batch_ids`` out now would leave a group below MIN_HEALTHY (counting targets that
-    are already unhealthy), or None when every group keeps enough."""
+    """Why taking ``batch_ids`` out now would leave a group it leaves below MIN_HEALTHY (counting
+    targets that are already unhealthy), or None when every such group keeps enough."""
     out = set(batch_ids)
     for group in groups:
+        if not group.registrations(out):
+            continue  # the batch is not in it: it loses nothing
         registered = group.registered
         floor = healthy_floor(min_healthy, len(registered))
         healthy = group.healthy

@@ -1,27 +1,45 @@
 """Which ELBv2 target groups the instances are in, how each is set up, and their targets' health.
 
-ELBv2 has no look-up from an instance to its target groups: ``auto`` lists every target group of
-the Region (DescribeTargetGroups, 400 per page) and asks each for its targets (DescribeTargetHealth).
-A target is an instance id and a port; the pipe deregisters and registers back exactly the
-registrations it found, never adds one.
+A batch leaves every target group it is registered in, whether TARGET_GROUPS names it or not: an
+instance left in a group would take that group's requests while its app restarts. ELBv2 has no
+look-up from an instance to its target groups (DescribeTargetGroups filters by load balancer, name
+or ARN only), so the plan lists every target group of the Region (DescribeTargetGroups, PAGE_SIZE a
+page) and reads the targets (DescribeTargetHealth) of each one that can send an instance requests:
+target type ``instance`` and used by a load balancer (a group no load balancer uses routes nothing;
+its targets are ``unused``). That is one DescribeTargetGroups per 400 groups of the Region and one
+DescribeTargetHealth per such group, taken from ELBv2's Describe* token bucket (per account and
+Region, shared with every other caller: 40 tokens, 10 back a second, "Request throttling for the
+Elastic Load Balancing API"); the clients' adaptive retries slow down on ThrottlingException.
+
+A target is an instance id and a port (RegisterTargets: "You can register each EC2 instance or IP
+address with the same target group multiple times using different ports"); the pipe deregisters and
+registers back exactly the registrations it found, each with its port, and never adds one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.config.rollout import TARGET_GROUP_ARN, TargetGroupChoice
+from pipe.config.rollout import TargetGroupChoice
 from pipe.errors import NothingSent
 
 log = logging.getLogger("ssm-deploy")
 PAGE_SIZE = 400  # DescribeTargetGroups' largest PageSize
 DEFAULT_DEREGISTRATION_DELAY = 300  # deregistration_delay.timeout_seconds unless changed
 HEALTHY, DRAINING, UNUSED = "healthy", "draining", "unused"
+INSTANCE = "instance"  # TargetType of groups whose targets are instance ids
+# What each read is for, in the refusal when the deploy role may not make it
+NEEDED_FOR = {
+    "DescribeTargetGroups": "to list the Region's target groups and find every one the instances are registered in",
+    "DescribeTargetHealth": "to find which target groups the instances are registered in, and their targets' health",
+    "DescribeTargetGroupAttributes": "to read each target group's deregistration delay",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,8 @@ class TargetGroup:
     name: str
     deregistration_delay: int = DEFAULT_DEREGISTRATION_DELAY
     targets: list[TargetState] = field(default_factory=list)  # every target, ours and others, when looked up
+    named: bool = True  # named in TARGET_GROUPS (False: found because the instances are registered in it)
+    in_use: bool = True  # some load balancer sends it requests
 
     def registrations(self, instance_ids: set[str]) -> list[TargetState]:
         """Our instances' registrations in this group (an instance may be registered on several ports)."""
@@ -63,29 +83,52 @@ class TargetGroup:
         return [t for t in self.targets if t.state == HEALTHY]
 
 
-def find_target_groups(elbv2: Any, choice: TargetGroupChoice, instance_ids: list[str]) -> list[TargetGroup]:
-    """The target groups TARGET_GROUPS names (or, with ``auto``, every group one of the instances is
-    registered in), with their deregistration delay and every target's health."""
+@dataclass(frozen=True)
+class Discovery:
+    """The rollout's target groups, and what finding them took."""
+
+    groups: list[TargetGroup]  # the named ones, then every other one the instances are registered in
+    listed: int  # target groups of the Region
+    read: int  # of them, whose targets were read
+
+
+def find_target_groups(elbv2: Any, choice: TargetGroupChoice, instance_ids: Sequence[str]) -> Discovery:
+    """The target groups TARGET_GROUPS names and every other one in which one of the instances is
+    registered (with ``auto``: only those), each with its deregistration delay and every target's
+    health. Refused (NothingSent) when a named group does not exist or has no instance targets, when
+    ``auto`` finds none, and when the deploy role may not list the groups or read one of them: a
+    group left unread could hold an instance that would then restart while in service."""
+    ours = set(instance_ids)
     try:
-        groups = _all_instance_groups(elbv2) if choice.auto else _named_groups(elbv2, choice.refs)
-        for group in groups:
-            group.targets = target_states(elbv2, group.arn)
-        ours = set(instance_ids)
-        if choice.auto:
-            groups = [group for group in groups if group.registrations(ours)]
-            if not groups:
-                raise NothingSent(
-                    "TARGET_GROUPS",
-                    f"'auto' found no ELBv2 target group in which any of the {len(ours)} instance(s) is registered",
-                    "register them in their target group, or name the groups in TARGET_GROUPS",
-                )
+        rows = every_target_group(elbv2)
+        named = [] if choice.auto else _named(rows, choice.refs)
+        named_arns = {row["TargetGroupArn"] for row in named}
+        others = [row for row in rows if row["TargetGroupArn"] not in named_arns and _routes_to_instances(row)]
+        groups, read = [], 0
+        for row in named + others:
+            group = _group(row, named=row["TargetGroupArn"] in named_arns)
+            targets = _targets_unless_gone(elbv2, group.arn)
+            read += 1
+            if targets is None:  # deleted since it was listed
+                if group.named:
+                    raise _not_found([group.name])
+                continue
+            group.targets = targets
+            if group.named or group.registrations(ours):
+                groups.append(group)
+        if choice.auto and not groups:
+            raise NothingSent(
+                "TARGET_GROUPS",
+                f"'auto' found no ELBv2 target group in which any of the {len(ours)} instance(s) is registered",
+                "register them in their target group, or name the groups in TARGET_GROUPS",
+            )
         for group in groups:
             group.deregistration_delay = _deregistration_delay(elbv2, group.arn)
     except ClientError as error:
         raise _refused(error) from None
     except BotoCoreError as error:
         raise NothingSent("TARGET_GROUPS", f"Elastic Load Balancing could not be reached ({error})") from None
-    return groups
+    return Discovery(groups, listed=len(rows), read=read)
 
 
 def target_states(elbv2: Any, group_arn: str, targets: list[dict[str, Any]] | None = None) -> list[TargetState]:
@@ -111,56 +154,62 @@ def target_states(elbv2: Any, group_arn: str, targets: list[dict[str, Any]] | No
     return states
 
 
-def _all_instance_groups(elbv2: Any) -> list[TargetGroup]:
-    groups = []
-    for page in elbv2.get_paginator("describe_target_groups").paginate(PaginationConfig={"PageSize": PAGE_SIZE}):
-        for row in page.get("TargetGroups", []):
-            if row.get("TargetType", "instance") == "instance":
-                groups.append(TargetGroup(arn=row["TargetGroupArn"], name=row["TargetGroupName"]))
-    return groups
-
-
-def _named_groups(elbv2: Any, refs: tuple[str, ...]) -> list[TargetGroup]:
-    arns = [ref for ref in refs if TARGET_GROUP_ARN.fullmatch(ref)]
-    names = [ref for ref in refs if ref not in arns]
+def every_target_group(elbv2: Any) -> list[dict[str, Any]]:
+    """DescribeTargetGroups of the whole Region, page after page."""
     rows: list[dict[str, Any]] = []
-    for key, values in (("TargetGroupArns", arns), ("Names", names)):
-        if not values:
-            continue
-        try:
-            rows += elbv2.describe_target_groups(**{key: values}).get("TargetGroups", [])
-        except ClientError as error:
-            if error_code(error) != "TargetGroupNotFound":
-                raise
-            found = _one_by_one(elbv2, key, values)
-            rows += found
-    wrong_type = [row["TargetGroupName"] for row in rows if row.get("TargetType", "instance") != "instance"]
+    for page in elbv2.get_paginator("describe_target_groups").paginate(PaginationConfig={"PageSize": PAGE_SIZE}):
+        rows += page.get("TargetGroups", [])
+    return rows
+
+
+def _routes_to_instances(row: dict[str, Any]) -> bool:
+    """Whether the group can send requests to an instance: its targets are instance ids and a load
+    balancer uses it."""
+    return row.get("TargetType", INSTANCE) == INSTANCE and bool(row.get("LoadBalancerArns"))
+
+
+def _group(row: dict[str, Any], named: bool) -> TargetGroup:
+    return TargetGroup(
+        arn=row["TargetGroupArn"],
+        name=row["TargetGroupName"],
+        named=named,
+        in_use=bool(row.get("LoadBalancerArns")),
+    )
+
+
+def _named(rows: list[dict[str, Any]], refs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The listed groups TARGET_GROUPS names, by name or ARN, in its order."""
+    by_ref = {ref: row for row in rows for ref in (row["TargetGroupArn"], row["TargetGroupName"])}
+    missing = [ref for ref in refs if ref not in by_ref]
+    if missing:
+        raise _not_found(missing)
+    named = list({by_ref[ref]["TargetGroupArn"]: by_ref[ref] for ref in refs}.values())
+    wrong_type = [row["TargetGroupName"] for row in named if row.get("TargetType", INSTANCE) != INSTANCE]
     if wrong_type:
         raise NothingSent(
             "TARGET_GROUPS",
             f"{', '.join(wrong_type)} register targets by IP address or Lambda, not by instance id",
             "name target groups of target type 'instance'",
         )
-    return [TargetGroup(arn=row["TargetGroupArn"], name=row["TargetGroupName"]) for row in rows]
+    return named
 
 
-def _one_by_one(elbv2: Any, key: str, values: list[str]) -> list[dict[str, Any]]:
-    """DescribeTargetGroups fails as a whole when one name is unknown: find which."""
-    rows, missing = [], []
-    for value in values:
-        try:
-            rows += elbv2.describe_target_groups(**{key: [value]}).get("TargetGroups", [])
-        except ClientError as error:
-            if error_code(error) != "TargetGroupNotFound":
-                raise
-            missing.append(value)
-    if not missing:  # it appeared meanwhile
-        return rows
-    raise NothingSent(
+def _not_found(refs: Sequence[str]) -> NothingSent:
+    return NothingSent(
         "TARGET_GROUPS",
-        f"there is no target group {', '.join(repr(m) for m in missing)} in this account and Region",
+        f"there is no target group {', '.join(repr(ref) for ref in refs)} in this account and Region",
         "check the name or ARN (and AWS_DEFAULT_REGION), or use 'auto'",
     )
+
+
+def _targets_unless_gone(elbv2: Any, group_arn: str) -> list[TargetState] | None:
+    """Every target of the group; None when the group no longer exists."""
+    try:
+        return target_states(elbv2, group_arn)
+    except ClientError as error:
+        if error_code(error) == "TargetGroupNotFound":
+            return None
+        raise
 
 
 def _deregistration_delay(elbv2: Any, group_arn: str) -> int:
@@ -177,9 +226,12 @@ def _deregistration_delay(elbv2: Any, group_arn: str) -> int:
 def _refused(error: ClientError) -> NothingSent:
     action = f"elasticloadbalancing:{error.operation_name}"
     if is_access_denied(error):
+        why = NEEDED_FOR.get(error.operation_name, "")
         return NothingSent(
             "TARGET_GROUPS",
-            f"the deploy role may not call {error.operation_name} ({error_message(error)})",
+            f"the deploy role may not call {error.operation_name}"
+            + (f", which the pipe needs {why}" if why else "")
+            + f" ({error_message(error)})",
             f"allow {action} in the deploy role's policy (see the README's load balancer statements)",
         )
     return NothingSent(

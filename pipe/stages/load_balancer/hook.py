@@ -1,5 +1,7 @@
-"""The batch hook behind a load balancer: take the batch out of every target group it is in and wait
-until it is drained; after the deploy, put it back and wait until every group reports it healthy.
+"""The batch hook behind a load balancer: take the batch out of every target group it is in (named in
+TARGET_GROUPS or found registered there when the rollout was planned) and wait until it is drained;
+after the deploy, put it back in each of them, on the ports it was registered with, and wait until
+every group reports it healthy.
 
 Whatever ends the batch (a failure, a stop, an AWS error, the pipe's own wait bound), every target
 the pipe deregistered is registered again before the hook is left; when that is impossible the
@@ -19,12 +21,13 @@ from pipe.run import Run
 from pipe.stages.load_balancer.capacity import shortfall
 from pipe.stages.load_balancer.groups import TargetGroup, TargetState
 from pipe.stages.load_balancer.waits import (
-    POLL_SECONDS,
     LoadBalancerError,
+    NotDeregistered,
     Registrations,
     deregister,
     drained,
     healthy,
+    poll_seconds,
     read_states,
     register,
     wait_for,
@@ -62,14 +65,16 @@ class LoadBalancer:
             log.info(f"{batch}: in none of the target groups, deployed without draining")
             yield
             return
-        self._wait_for_capacity(run, batch)
-        names = ", ".join(group.name for group, _ in registrations.values())
-        delay = max(group.deregistration_delay for group, _ in registrations.values())
+        leaving = [group for group, _ in registrations.values()]
+        self._wait_for_capacity(run, batch, leaving)
+        names = ", ".join(group.name for group in leaving)
+        delay = max(group.deregistration_delay for group in leaving)
         log.info(f"{batch}: draining from {names} (deregistration delay {delay} s)...")
         try:
             deregister(run.clients.elbv2, registrations)
-        except LoadBalancerError as error:
-            self._put_back(run, batch, registrations, wait=False)
+        except NotDeregistered as error:
+            if error.done:
+                self._put_back(run, batch, error.done, wait=False)
             raise DeployFailed(f"{batch} could not be taken out of the load balancer: {error}.") from None
         try:
             try:
@@ -87,23 +92,24 @@ class LoadBalancer:
         except LoadBalancerError as error:
             raise NotBackInService(f"{batch}: its health in the load balancer could not be read: {error}.") from None
 
-    def _wait_for_capacity(self, run: Run, batch: Batch) -> None:
-        """Never start a batch that would leave a group below MIN_HEALTHY: wait (up to HEALTHY_TIMEOUT)
-        for targets to recover, then fail before anything of this batch is deregistered."""
+    def _wait_for_capacity(self, run: Run, batch: Batch, leaving: Sequence[TargetGroup]) -> None:
+        """Never start a batch that would leave one of the groups it leaves below MIN_HEALTHY: wait
+        (up to HEALTHY_TIMEOUT) for targets to recover, then fail before anything of this batch is
+        deregistered."""
         started = time.monotonic()
         while True:
-            for group in self.groups:
+            for group in leaving:
                 try:
                     group.targets = read_states(run.clients.elbv2, group.arn, [])
                 except LoadBalancerError as error:
-                    raise DeployFailed(f"{batch} was not started: {error}.") from None
-            problem = shortfall(self.groups, batch.instance_ids, self.min_healthy)
+                    raise DeployFailed(f"{batch} was not started: {group.name}: {error}.") from None
+            problem = shortfall(leaving, batch.instance_ids, self.min_healthy)
             if problem is None:
                 return
             if time.monotonic() - started >= self.healthy_timeout:
                 raise DeployFailed(f"{batch} was not started: {problem} (waited {self.healthy_timeout} s).")
             run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
-            time.sleep(POLL_SECONDS)
+            time.sleep(poll_seconds(len(leaving)))
 
     def _wait_drained(self, run: Run, batch: Batch, registrations: Registrations, record: BatchRecord) -> None:
         waited, pending = wait_for(

@@ -4,6 +4,9 @@ A deregistered target stays ``draining`` for the group's whole ``deregistration_
 (even once its connections are closed) and is then no longer registered: DescribeTargetHealth asked
 about it answers ``unused``. A registered target is ``initial`` until it passes the group's health
 check HealthyThresholdCount times in a row, then ``healthy``.
+
+Every wait reads each group the batch is in once a poll (DescribeTargetHealth), so the polls are
+spaced to stay within a share of ELBv2's Describe* refill rate, whatever the number of groups.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.stages.load_balancer.groups import HEALTHY, UNUSED, TargetGroup, TargetState, target_states
 
 log = logging.getLogger("ssm-deploy")
-POLL_SECONDS = 2.0  # between DescribeTargetHealth calls while a batch drains or comes back
+POLL_SECONDS = 2.0  # between two polls of the batch's targets while it drains or comes back (at least)
+# ELBv2's Describe* calls share a bucket per account and Region that refills at 10 tokens a second
+# ("Request throttling for the Elastic Load Balancing API"); the polls take at most half of it.
+DESCRIBE_CALLS_PER_SECOND = 5.0
 Registrations = Mapping[str, tuple[TargetGroup, list[TargetState]]]  # by group ARN: the batch's targets there
 
 
@@ -27,14 +33,30 @@ class LoadBalancerError(Exception):
     """An ELBv2 call failed: the message names the call and, for a denial, the permission."""
 
 
-def deregister(elbv2: Any, registrations: Registrations) -> list[str]:
-    """DeregisterTargets in each group; returns the ARNs of the groups done (all, unless it raises)."""
-    done = []
+class NotDeregistered(LoadBalancerError):
+    """DeregisterTargets failed in one group; ``done`` holds the groups the batch did leave."""
+
+    def __init__(self, message: str, done: Registrations) -> None:
+        super().__init__(message)
+        self.done = done
+
+
+def poll_seconds(groups: int) -> float:
+    """Seconds between two polls that read ``groups`` target groups each."""
+    return max(POLL_SECONDS, groups / DESCRIBE_CALLS_PER_SECOND)
+
+
+def deregister(elbv2: Any, registrations: Registrations) -> None:
+    """DeregisterTargets in each group, one after the other; NotDeregistered, naming the group and
+    holding the groups already done, when one fails."""
+    done: dict[str, tuple[TargetGroup, list[TargetState]]] = {}
     for arn, (group, targets) in registrations.items():
-        _call(elbv2.deregister_targets, TargetGroupArn=arn, Targets=[t.target for t in targets])
-        done.append(arn)
+        try:
+            _call(elbv2.deregister_targets, TargetGroupArn=arn, Targets=[t.target for t in targets])
+        except LoadBalancerError as error:
+            raise NotDeregistered(f"{group.name}: {error}", done) from None
+        done[arn] = (group, targets)
         log.debug(f"Deregistered {len(targets)} target(s) from {group.name}")
-    return done
 
 
 def register(elbv2: Any, registrations: Registrations) -> list[str]:
@@ -83,7 +105,7 @@ def wait_for(
         if not pending or waited >= bound:
             return waited, pending
         check_stop()
-        time.sleep(min(POLL_SECONDS, max(0.0, bound - waited)))
+        time.sleep(min(poll_seconds(len(registrations)), max(0.0, bound - waited)))
         check_stop()
 
 

@@ -458,6 +458,57 @@ def test_traffic_has_no_failures_when_the_instance_is_drained_first(
     assert set(summary.releases) == {"v1", "v2"}
 
 
+# --- a target is an instance and a port; an instance may be in several groups -----------------------------
+def test_an_instance_in_two_groups_drained_from_one_still_takes_requests_through_the_other(
+    standin: StandIn, targets: Targets, model: LoadBalancerModel, plane: HaproxyDataPlane, elb: Any
+) -> None:
+    ids = serving(standin, targets, 2)
+    first = group(standin, targets, ids, deregistration_delay=300)
+    second = group(standin, targets, ids, deregistration_delay=300)
+    standin.wait_target_states(first, ids, "healthy", timeout=DEADLINE)
+    standin.wait_target_states(second, ids, "healthy", timeout=DEADLINE)
+
+    elb.deregister_targets(TargetGroupArn=first, Targets=[{"Id": ids[0]}])
+    through_first = {get(plane.url(first))[2] for _ in range(6)}
+    through_second = {get(plane.url(second))[2] for _ in range(6)}
+
+    assert standin.target_states(first) == {ids[0]: "draining", ids[1]: "healthy"}
+    assert standin.target_states(second) == dict.fromkeys(ids, "healthy")
+    assert through_first == {targets.apps[ids[1]].address}
+    assert through_second == {targets.apps[i].address for i in ids}  # round robin over both
+    assert sorted(model.groups_of(ids[0])) == sorted([first, second])
+
+
+def test_an_instance_registered_twice_in_a_group_is_two_targets_each_named_by_its_port(
+    standin: StandIn, targets: Targets, model: LoadBalancerModel, elb: Any
+) -> None:
+    (instance_id,) = serving(standin, targets, 1)
+    other = targets.port + 1  # checked on the app's port: both registrations are healthy
+    arn = group(standin, targets, [instance_id], deregistration_delay=300, health_check_port=targets.port)
+    elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": instance_id, "Port": other}])
+    both = {(instance_id, targets.port): "healthy", (instance_id, other): "healthy"}
+    wait_for(lambda: standin.port_states(arn) == both, "both registrations healthy")
+
+    elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": instance_id, "Port": other}])
+    after_port = standin.port_states(arn)
+    named = elb.describe_target_health(TargetGroupArn=arn, Targets=[{"Id": instance_id, "Port": other}])
+    by_id = elb.describe_target_health(TargetGroupArn=arn, Targets=[{"Id": instance_id}])  # the group's port
+    elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": instance_id}])  # no Port: the group's port
+
+    assert after_port == {(instance_id, targets.port): "healthy", (instance_id, other): "draining"}
+    assert [(r["Target"]["Port"], r["TargetHealth"]["State"]) for r in named["TargetHealthDescriptions"]] == [
+        (other, "draining")
+    ]
+    assert [(r["Target"]["Port"], r["TargetHealth"]["State"]) for r in by_id["TargetHealthDescriptions"]] == [
+        (targets.port, "healthy")
+    ]
+    assert standin.port_states(arn) == {(instance_id, targets.port): "draining", (instance_id, other): "draining"}
+    assert model.changes(arn)[-2:] == [
+        ("deregister", [(instance_id, other)]),
+        ("deregister", [(instance_id, targets.port)]),
+    ]
+
+
 # --- the API around it ------------------------------------------------------------------------------------
 def test_unknown_and_stopped_instances_are_invalid_targets(standin: StandIn, targets: Targets, elb: Any) -> None:
     (instance_id,) = serving(standin, targets, 1)
@@ -491,6 +542,24 @@ def test_target_groups_are_found_by_name_arn_or_load_balancer_and_page(standin: 
     assert [g["TargetGroupArn"] for page in pages for g in page["TargetGroups"]] == arns
     assert [g["TargetGroupArn"] for g in by_name] == [arns[1]]
     assert [g["TargetGroupName"] for g in by_arn] == [names[2]]
+
+
+def test_describe_target_groups_pages_hold_at_most_400(standin: StandIn, elb: Any) -> None:
+    arn = standin.create_target_group(name(), [])  # at least one group in the Region
+
+    with pytest.raises(ClientError) as too_large:
+        elb.describe_target_groups(PageSize=401)
+    first = elb.describe_target_groups(PageSize=1)
+    every = elb.describe_target_groups(PageSize=400)
+    (mine,) = [g for g in every["TargetGroups"] if g["TargetGroupArn"] == arn]
+
+    assert too_large.value.response["Error"]["Code"] == "ValidationError"
+    assert "less than or equal to 400" in too_large.value.response["Error"]["Message"]
+    assert len(first["TargetGroups"]) == 1
+    assert ("NextMarker" in first) == (len(every["TargetGroups"]) > 1)
+    assert "NextMarker" not in every  # a stand-in session holds fewer than 400 groups
+    # what finding an instance's groups reads of each: its target type and the load balancers using it
+    assert (mine["TargetType"], len(mine["LoadBalancerArns"])) == ("instance", 1)
 
 
 def test_elb_and_cloudwatch_calls_are_counted_and_checked_against_iam(
