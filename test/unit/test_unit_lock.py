@@ -10,7 +10,6 @@ import datetime
 import itertools
 import json
 import logging
-import re
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -19,7 +18,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
-from support import wait_until
+from support import undated_times, wait_until
 from unit.unit_support import BUILD, REGION
 
 from pipe.config.lock import lock_name
@@ -639,17 +638,9 @@ def test_a_dry_run_names_a_stale_lock_it_would_take_over_and_leaves_it() -> None
 
 # --- every time in a message has its date --------------------------------------------------------------
 
-TIME = re.compile(r"(\S*)\s?(\d{2}:\d{2}:\d{2})")
-DATED = re.compile(r"(?:^|\D)\d{4}-\d{2}-\d{2}[ T]?$")
-
-
-def undated_times(text: str) -> list[str]:
-    """Each time of day in ``text`` not directly preceded by its date."""
-    return [match.group(0) for match in TIME.finditer(text) if not DATED.search(text[: match.start(2)])]
-
 
 def test_undated_times_finds_a_time_without_its_date() -> None:
-    assert undated_times("taken (until 13:56:40 UTC)") == ["(until 13:56:40"]
+    assert undated_times("taken (until 13:56:40 UTC)") == ["taken (until 13:56:40"]
     assert undated_times("until 2026-12-06 13:56:40 UTC, since 2026-12-06T13:56:40Z") == []
 
 
