@@ -2,7 +2,8 @@
 another is refused for the lock alone, even where the other's drained batch would also fail
 MIN_HEALTHY (and so is its dry run); the lock is renewed while a long deploy runs; the lock of a
 killed build (SIGKILL: nothing released) expires minutes after its last renewal and is then taken
-over. Every time in the lock's messages carries its date."""
+over; a deploy whose lock is deleted while it runs stops. Every time in the lock's messages carries
+its date."""
 
 from __future__ import annotations
 
@@ -159,3 +160,27 @@ def test_the_lock_of_a_killed_build_is_taken_over_once_its_short_expiry_has_pass
     assert f"Lock {name} released" in taker.output
     assert lock_document(standin, name) is None
     assert_every_lock_time_is_dated(taker)
+
+
+@pytest.mark.slow
+def test_a_deploy_whose_lock_is_deleted_while_it_runs_stops_and_says_why(standin: StandIn) -> None:
+    instance = standin.launch(1)[0]
+    service = f"lost-{uuid.uuid4().hex[:8]}"
+    name = f"/deploy-lock/{service}/prod"
+    env = standin.pipe_env(
+        INSTANCE_IDS=instance, COMMANDS="sleep 300", LOCK="true", SERVICE=service, ENVIRONMENT="prod"
+    )
+    with running(env) as pipe:
+        pipe.wait_for_line("Sent command", timeout=90)
+        standin.client("ssm").delete_parameter(Name=name)  # as if freed by hand while the build still runs
+        pipe.wait_for_line(f"Lock {name} lost: it was deleted", timeout=4 * LOCK_RENEW_SECONDS)
+        run = pipe.finish(timeout=120)  # stopped by the lost lock, not by the block's SIGTERM
+
+    assert run.returncode == 1, run.output
+    assert f"The deploy lock {name} was lost (it was deleted" in run.output
+    assert "so the deploy was stopped. The command was cancelled." in run.output
+    assert "Received SIGTERM" not in run.output
+    assert f"{instance}: Cancelled" in run.output
+    sent = next(c for c in reversed(standin.sent_commands()) if instance in c.request["InstanceIds"])
+    assert sent.runs[instance].killed
+    assert lock_document(standin, name) is None  # not created again
