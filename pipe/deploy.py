@@ -1,14 +1,16 @@
-"""The deploy, stage by stage: authenticate, resolve, preflight, roll out (or dry run), report.
+"""The deploy, stage by stage: authenticate, lock, resolve, preflight, roll out (or dry run), report.
 
 Each stage lives in its own module under ``pipe/stages``; this file only puts them in order and
-keeps the outcome that the result file reports, however the run ends.
+keeps the outcome that the result file reports, however the run ends. The lock comes right after
+authentication, before anything of the fleet is read: a deploy started during another one is told
+that the other holds the lock, not what that deploy's drained batch does to MIN_HEALTHY.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import boto3
 
@@ -23,7 +25,7 @@ from pipe.run import Run
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate, deploy_bound_seconds
-from pipe.stages.lock import LockRequest, deploy_lock
+from pipe.stages.lock import LockRequest, check_lock, deploy_lock
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
 from pipe.stages.release.stage import Release, dry_run_lines, prepare_release, record_release
@@ -65,15 +67,15 @@ class Deploy:
         clients = Clients(session, self.settings.region, lambda client: stop_between_attempts(client, stops))
         run = Run(self.settings, self.env, self.redactor, stops, clients, identity, self.outcome)
         stops.raise_if_requested()
-        resolve(run)
-        preflight(run)
-        resolve_parameters(run)
-        label_instances(run)
-        rollout = prepare_rollout(run, plan_batches(run))
-        with self._locked(run, session, rollout):
-            return self._deploy(run, rollout)
+        with self._locked(run, session) as lock_lines:
+            resolve(run)
+            preflight(run)
+            resolve_parameters(run)
+            label_instances(run)
+            rollout = prepare_rollout(run, plan_batches(run))
+            return self._deploy(run, rollout, lock_lines)
 
-    def _deploy(self, run: Run, rollout: RolloutPlan) -> str:
+    def _deploy(self, run: Run, rollout: RolloutPlan, lock_lines: list[str]) -> str:
         if rollout.lines and not run.settings.dry_run:
             log.info("Rollout plan:\n" + "\n".join(rollout.lines))
         prepare_release(run)
@@ -82,7 +84,8 @@ class Deploy:
         script = list(first.script)
         log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
         if run.settings.dry_run:
-            plan.dry_run(run.settings, run.identity.arn, run.targeted, script, rollout.lines + dry_run_lines(run))
+            extra = lock_lines + rollout.lines + dry_run_lines(run)
+            plan.dry_run(run.settings, run.identity.arn, run.targeted, script, extra)
             self.outcome.status = Status.DRY_RUN
             return "Dry run: all checks passed; nothing was sent."
         if not run.settings.wait:  # refused in release mode and with later phases: one command, not followed
@@ -96,12 +99,19 @@ class Deploy:
             record_release(run, self.outcome)
         return message
 
-    def _locked(self, run: Run, session: boto3.Session, rollout: RolloutPlan) -> AbstractContextManager[object]:
-        """LOCK: one deploy of this service and environment at a time (none for a dry run). Released
-        through a client that a stop does not cut short."""
+    @contextmanager
+    def _locked(self, run: Run, session: boto3.Session) -> Iterator[list[str]]:
+        """LOCK: one deploy of this service and environment at a time, held for the ``with`` block and
+        renewed meanwhile through a client that a stop does not cut short (the rollback after a stop
+        still holds it); a lost lock stops the deploy. A dry run only reads it (the plan's lines)."""
         settings = run.settings
-        if not settings.rollout.lock or settings.dry_run:
-            return nullcontext()
-        ttl = rollout.bound_seconds(settings, WAIT_MARGIN_SECONDS)
-        request = LockRequest(lock_name(settings.service, settings.environment), run.identity.arn, settings.build, ttl)
-        return deploy_lock(run.clients.ssm, request, release_ssm=Clients(session, settings.region).ssm)
+        if not settings.rollout.lock:
+            yield []
+            return
+        request = LockRequest(lock_name(settings.service, settings.environment), run.identity.arn, settings.build)
+        if settings.dry_run:
+            yield [check_lock(run.clients.ssm, request)]
+            return
+        own = Clients(session, settings.region).ssm
+        with deploy_lock(run.clients.ssm, request, release_ssm=own, on_lost=run.stops.stop):
+            yield []

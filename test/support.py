@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,20 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+TIME_OF_DAY = re.compile(r"\d{2}:\d{2}:\d{2}")
+DATE_BEFORE = re.compile(r"(?:^|\D)\d{4}-\d{2}-\d{2}[ T]?$")
+
+
+def undated_times(text: str) -> list[str]:
+    """Each time of day in ``text`` (``13:56:40``) not directly preceded by its date
+    (``2026-12-06 13:56:40`` or ``2026-12-06T13:56:40Z``), with the words before it."""
+    return [
+        text[max(0, match.start() - 20) : match.end()]
+        for match in TIME_OF_DAY.finditer(text)
+        if not DATE_BEFORE.search(text[: match.start()])
+    ]
 
 
 class LivePipe:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from pipe.config.lock import LOCK_EXPIRY_SECONDS, LOCK_RENEW_SECONDS
 from pipe.config.variables import DOCUMENTED_REQUIRED, EXPANDED, SCHEMA, TABLE
 from scripts import variable_docs
 
@@ -121,3 +122,14 @@ def test_readme_release_example_installs_activates_and_checks_as_the_pm2_tests_d
         ACTIVATE,
         HEALTH_CHECK,
     )
+
+
+def test_readme_states_the_lock_timing_the_pipe_uses() -> None:
+    section = README.split("### The deploy lock when a build dies", 1)[1].split("\n## ", 1)[0]
+    minutes = LOCK_EXPIRY_SECONDS // 60
+
+    assert LOCK_EXPIRY_SECONDS % 60 == 0
+    assert f"renews it every {LOCK_RENEW_SECONDS} s, each time to expire {minutes} minutes later" in section
+    assert f"at most {minutes} minutes after the kill" in section
+    assert f"expires {minutes} minutes after it was taken or last renewed" in README
+    assert f"renewed every {LOCK_RENEW_SECONDS} s while this deploy runs" in README  # the build-log sample

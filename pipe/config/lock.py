@@ -1,4 +1,4 @@
-"""The deploy lock's name in Parameter Store: one per service and environment (pure, no AWS)."""
+"""The deploy lock's name in Parameter Store (one per service and environment) and its timing (pure, no AWS)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from pipe.limits import PARAMETER_NAME_MAX
 # (PutParameter API Reference, Name: "Naming Constraints").
 LOCK_ROOT = "/deploy-lock"
 NO_ENVIRONMENT = "_"  # the environment segment of a deploy without a deployment environment
+
+# A running deploy renews its lock every LOCK_RENEW_SECONDS, each time to expire LOCK_EXPIRY_SECONDS
+# later: the lock of a build that was killed (no release) can be taken over at most that long after
+# its last renewal, and five renewals in a row may fail before a live deploy's lock expires.
+LOCK_EXPIRY_SECONDS = 180
+LOCK_RENEW_SECONDS = 30
 
 
 def lock_name_problem(service: str, environment: str | None) -> str | None:

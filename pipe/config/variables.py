@@ -23,6 +23,7 @@ from pipe.config.build_context import BuildContext, cut
 from pipe.config.documents import DOCUMENT_NAME as DOCUMENT_NAME_PATTERN
 from pipe.config.documents import DOCUMENT_VERSION as DOCUMENT_VERSION_PATTERN
 from pipe.config.documents import SHELL, parse_document_parameters
+from pipe.config.lock import LOCK_EXPIRY_SECONDS, LOCK_RENEW_SECONDS
 from pipe.config.parsers import (
     list_pairs,
     parse_bool,
@@ -656,8 +657,10 @@ LOCK = Variable(
     "LOCK",
     "One deploy at a time per `SERVICE` and environment, across repositories and manual runs: a Parameter "
     "Store parameter `/deploy-lock/<service>/<environment>` names the build holding it until it ends. `auto` "
-    "turns it on with `TARGET_GROUPS`; `true` or `false`. A held lock fails the step at once, naming the "
-    "holder's build; one left past its expiry by a killed build is taken over with a warning.",
+    "turns it on with `TARGET_GROUPS`; `true` or `false`. Taken before anything of the fleet is read: a held "
+    "lock fails the step at once, naming the holder's build. The running deploy renews it every "
+    f"{LOCK_RENEW_SECONDS} s; the lock of a killed build expires {LOCK_EXPIRY_SECONDS // 60} min after its last "
+    "renewal and is then taken over with a warning (see [Reliability](#reliability)).",
     plain(_lock),
     default=AUTO,
 )

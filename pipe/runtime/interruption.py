@@ -1,4 +1,5 @@
-"""SIGTERM/SIGINT (the pipeline was stopped) recorded by a handler, acted on at safe points.
+"""SIGTERM/SIGINT (the pipeline was stopped) recorded by a handler, acted on at safe points; the
+pipe may ask for the same stop itself (``StopRequests.stop``: the deploy lock was lost).
 
 The handler never raises: an exception thrown from inside an HTTP call could leave the AWS client
 in a broken state, or cut SendCommand off after AWS accepted it, losing the command id. The
@@ -28,6 +29,7 @@ class Interrupted(PipeError):
 class StopRequests:
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self.reason: str | None = None  # a stop the pipe asked for itself, in words
         # Set once SendCommand is attempted: from then on a command may exist, and only the follow
         # loop may act on a stop, because it cancels the command (and the user is told it was sent).
         self.sending_started = False
@@ -35,18 +37,29 @@ class StopRequests:
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
 
+    def stop(self, reason: str) -> None:
+        """Stop at the next safe point as for a signal; ``reason`` (a clause, no full stop) says why.
+        Safe to call from another thread."""
+        self.reason = reason
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.signal_name or self.reason)
+
     def raise_if_requested(self) -> None:
-        if self.signal_name:
+        if self.requested:
             raise Interrupted(self._stopped())
 
     def raise_stopped_if_requested(self, then: str) -> None:
         """A stop once the deploy has begun to act: DeployStopped, its message ending with ``then``
         (what was going on, and what the pipe did or left)."""
-        if self.signal_name:
+        if self.requested:
             raise DeployStopped(f"{self._stopped()} {then}")
 
     def _stopped(self) -> str:
-        return f"Received {self.signal_name}: the pipeline was stopped"
+        if self.signal_name:
+            return f"Received {self.signal_name}: the pipeline was stopped"
+        return str(self.reason)
 
 
 @contextmanager

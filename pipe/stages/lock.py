@@ -7,8 +7,26 @@ that every deploy of that service and environment must create before it sends an
 Acquire. ``PutParameter`` with ``Overwrite=False`` creates the parameter or fails with
 ``ParameterAlreadyExists`` ("The parameter already exists. You can't create duplicate parameters",
 API Reference): of several deploys creating it at once, exactly one succeeds. The value is JSON naming
-the holder (the deploy role's ARN, the repository, build, build URL and commit) and when the lock
-expires; nothing secret. A deploy that finds a live lock fails at once, naming the holder's build.
+the holder (the deploy role's ARN, the repository, build, build URL and commit), when it was taken,
+last renewed and when it expires; nothing secret. A deploy that finds a live lock fails at once,
+naming the holder's build. ``pipe/deploy.py`` takes the lock before it reads anything of the fleet
+(instances, target-group health, the release ledger), so a deploy started during another one is
+refused for the lock alone. A dry run changes nothing: ``check_lock`` only reads the lock and refuses
+as a deploy would.
+
+Heartbeat. The lock expires ``LOCK_EXPIRY_SECONDS`` (minutes) after it was taken or last renewed; a
+daemon thread renews it every ``LOCK_RENEW_SECONDS`` while the deploy runs (``Heartbeat``), so a
+deploy of any length keeps it, and the lock of a build that was killed (no release) can be taken
+over minutes later, not hours. A renewal proves ownership as a takeover does (Parameter Store has no
+conditional overwrite): it reads the lock and writes only if it still holds this deploy's id, then
+reads the version before its write (``name:N-1``) and requires it to be this deploy's last value. A
+lock found deleted, overwritten or taken over is lost: the heartbeat logs an error naming who holds
+it now, stops renewing and calls ``on_lost`` (the deploy stops at its next safe point, as for
+SIGTERM: two deploys must not roll out side by side). A renewal that fails (AWS unreachable,
+throttled, denied) is a warning naming the expiry; the next one tries again. Each renewal adds a
+version; Parameter Store keeps the 100 most recent and deletes the oldest one when a new one is
+created (PutParameter API Reference, ParameterMaxVersionLimitExceeded: unless it has a label, which
+the pipe never adds), so a long deploy never fills the history.
 
 Stale takeover. A lock past its expiry belongs to a deploy that died without releasing it. Parameter
 Store has no compare-and-swap on overwrite, so a takeover is made safe in two steps:
@@ -28,22 +46,32 @@ Residual race: the deploy whose lock was overwritten in step 2 may end, find thi
 leave the lock in place, in the milliseconds before its value is written back; the lock then stays
 until its own expiry. A takeover marker left by a taker that died mid-takeover is ignored after
 ``MARKER_TTL_SECONDS``. Expiry is judged by the local clock against the holder's: build machines keep
-UTC by NTP, and a TTL of minutes dwarfs any skew.
+UTC by NTP (skew of seconds), and while its renewals succeed a live holder's lock always has more
+than ``LOCK_EXPIRY_SECONDS - LOCK_RENEW_SECONDS`` (minutes) left. The same milliseconds-wide race
+exists for a renewal: a taker's overwrite of a lock created after its re-read may meet the new
+holder's renewal, and the new holder may then count its lock as lost and stop.
 
-Release (a context manager, so it runs on every exit, errors and stops included): the lock is
-deleted only if it still holds this deploy's id (GetParameter, then DeleteParameter); DeleteParameter
-has no condition, so a takeover in between, possible only once this lock had expired, would be
-deleted too. A release that fails is a warning naming the exact ``aws ssm delete-parameter`` command;
-it never changes the deploy's verdict. Give ``deploy_lock`` a ``release_ssm`` client on which
-``stop_between_attempts`` is not registered: on the deploy's own client a stop ends every call
-before SendCommand, the release's included, and the lock would stay until it expires.
+Release (a context manager, so it runs on every exit, errors and stops included): the heartbeat
+is stopped first (after the renewal under way, if any), then the lock is deleted only if it still holds this
+deploy's id (GetParameter, then DeleteParameter); DeleteParameter has no condition, so a takeover in
+between, possible only once this lock had expired, would be deleted too. A release that fails is a
+warning naming the exact ``aws ssm delete-parameter`` command; it never changes the deploy's verdict.
+Give ``deploy_lock`` a ``release_ssm`` client on which ``stop_between_attempts`` is not registered:
+it makes the renewals and the release, which must go on after a stop (the rollback and the load
+balancer's registrations that follow a stop may take minutes); on the deploy's own client a stop
+ends every call before SendCommand, and the lock would stay until it expires.
+
+Every time in a message carries its date (``2026-12-06 13:56:40 UTC``): a lock may be read on
+another day than it was taken.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -54,7 +82,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, explain, is_access_denied, permission_for
 from pipe.config.build_context import BuildContext, cut
-from pipe.config.lock import LOCK_ROOT
+from pipe.config.lock import LOCK_EXPIRY_SECONDS, LOCK_RENEW_SECONDS, LOCK_ROOT
 from pipe.errors import NothingSent
 from pipe.limits import PARAMETER_VALUE_STANDARD_MAX
 
@@ -67,8 +95,9 @@ SUBJECT = "LOCK"
 SCHEMA = 1
 LOCK_DESCRIPTION = "ssm-deploy deploy lock: one deploy at a time; delete it only if its build has stopped"
 MARKER_DESCRIPTION = "ssm-deploy: a deploy is taking over the stale lock above"
-# A takeover takes a few calls; a marker older than this was left by a taker that died mid-way.
-MARKER_TTL_SECONDS = 300
+# A takeover takes a few calls; a marker older than a lock's expiry was left by a taker that died
+# mid-way, and is ignored as a lock that old would be.
+MARKER_TTL_SECONDS = LOCK_EXPIRY_SECONDS
 ACTIONS = ("ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter")
 # Caps on the free-text fields (ASCII), so a lock always fits a standard-tier value (4 KB).
 FIELD_CAPS = {"holder": 600, "repo": 200, "build": 20, "build_url": 300, "commit": 64}
@@ -76,6 +105,7 @@ ALREADY_EXISTS = "ParameterAlreadyExists"
 NOT_FOUND = {"ParameterNotFound", "ParameterVersionNotFound"}
 
 Clock = Callable[[], datetime.datetime]
+OnLost = Callable[[str], None]
 
 
 def utc_now() -> datetime.datetime:
@@ -89,7 +119,7 @@ class LockRequest:
     name: str
     holder: str
     build: BuildContext
-    ttl_seconds: int
+    expiry_seconds: int = LOCK_EXPIRY_SECONDS  # after it was taken or last renewed
 
 
 @dataclass(frozen=True)
@@ -104,6 +134,7 @@ class LockRecord:
     commit: str
     acquired_at: datetime.datetime
     expires_at: datetime.datetime
+    renewed_at: datetime.datetime  # the last heartbeat (acquired_at until the first renewal)
 
     @classmethod
     def new(cls, request: LockRequest, now: datetime.datetime) -> LockRecord:
@@ -117,8 +148,14 @@ class LockRecord:
             build_url=_capped(build.url, "build_url"),
             commit=_capped(build.commit, "commit"),
             acquired_at=now,
-            expires_at=now + datetime.timedelta(seconds=request.ttl_seconds),
+            expires_at=now + datetime.timedelta(seconds=request.expiry_seconds),
+            renewed_at=now,
         )
+
+    def renewed(self, now: datetime.datetime, expiry_seconds: int) -> LockRecord:
+        """The same lock (same id), renewed at ``now``."""
+        now = now.astimezone(datetime.UTC).replace(microsecond=0)
+        return dataclasses.replace(self, renewed_at=now, expires_at=now + datetime.timedelta(seconds=expiry_seconds))
 
     def to_json(self) -> str:
         document = {
@@ -130,6 +167,7 @@ class LockRecord:
             "build_url": self.build_url,
             "commit": self.commit,
             "acquired_at": timestamp(self.acquired_at),
+            "renewed_at": timestamp(self.renewed_at),
             "expires_at": timestamp(self.expires_at),
         }
         text = json.dumps(document, ensure_ascii=True, separators=(",", ":"))
@@ -146,6 +184,9 @@ class LockRecord:
             fields = {key: document[key] for key in ("id", "holder", "repo", "build", "build_url", "commit")}
             if not all(isinstance(value, str) for value in fields.values()) or not fields["id"]:
                 raise ValueError("a field is not a string")
+            acquired_at = _parse_time(document["acquired_at"])
+            # a lock written by a pipe version without the heartbeat has no renewed_at
+            renewed_at = _parse_time(document["renewed_at"]) if "renewed_at" in document else acquired_at
             return cls(
                 lock_id=fields["id"],
                 holder=fields["holder"],
@@ -153,8 +194,9 @@ class LockRecord:
                 build_number=fields["build"],
                 build_url=fields["build_url"],
                 commit=fields["commit"],
-                acquired_at=_parse_time(document["acquired_at"]),
+                acquired_at=acquired_at,
                 expires_at=_parse_time(document["expires_at"]),
+                renewed_at=renewed_at,
             )
         except (KeyError, TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"not a lock: {error}") from None
@@ -185,13 +227,20 @@ class LockHeld(NothingSent):
 
 @contextmanager
 def deploy_lock(
-    ssm: SSMClient, request: LockRequest, now: Clock = utc_now, release_ssm: SSMClient | None = None
+    ssm: SSMClient,
+    request: LockRequest,
+    now: Clock = utc_now,
+    release_ssm: SSMClient | None = None,
+    on_lost: OnLost = lambda _: None,
+    renew_every: float = LOCK_RENEW_SECONDS,
 ) -> Iterator[LockHolding]:
-    """Hold the lock ``request.name`` for the ``with`` block; released however the block ends.
+    """Hold the lock ``request.name`` for the ``with`` block, renewed every ``renew_every`` seconds;
+    released however the block ends.
 
     Raises ``LockHeld`` when another deploy holds it, and ``NothingSent`` when Parameter Store refuses
-    or cannot be reached. ``release_ssm`` (default ``ssm``) makes the release calls: see the module
-    docstring for why it should not honour stops."""
+    or cannot be reached. ``release_ssm`` (default ``ssm``) makes the renewals and the release: see
+    the module docstring for why it should not honour stops. ``on_lost(reason)`` is called (from the
+    heartbeat's thread) once the lock turns out to be someone else's."""
     releaser = release_ssm or ssm
     acquisition = _Acquisition(ssm, request, now)
     try:
@@ -202,11 +251,24 @@ def deploy_lock(
         # a retried PutParameter may have created the lock before the error: never leave it behind
         _abandon(releaser, request.name, acquisition.record.lock_id)
         raise
-    log.info(f"Lock {holding.name} taken (until {clock_time(holding.record.expires_at)})")
+    log.info(
+        f"Lock {holding.name} taken until {when(holding.record.expires_at)}, renewed every "
+        f"{renew_every:g} s while this deploy runs"
+    )
+    heartbeat = Heartbeat(releaser, holding, request.expiry_seconds, now, on_lost, renew_every)
     try:
+        heartbeat.start()
         yield holding
     finally:
-        release(releaser, holding)
+        holding = heartbeat.stop()
+        if heartbeat.lost is None:  # a lost lock is someone else's: the heartbeat said so
+            release(releaser, holding)
+
+
+def check_lock(ssm: SSMClient, request: LockRequest, now: Clock = utc_now) -> str:
+    """For a dry run, which changes nothing: refuse as a deploy would (``LockHeld`` for a live or
+    unreadable lock), or say in a line of the plan what a deploy would find."""
+    return _Acquisition(ssm, request, now).check()
 
 
 def release(ssm: SSMClient, holding: LockHolding) -> None:
@@ -225,7 +287,7 @@ def release(ssm: SSMClient, holding: LockHolding) -> None:
         if found.lock_id != holding.record.lock_id:
             log.warning(
                 f"Lock {name} was taken over by {found.describe()} before this deploy ended "
-                f"(this deploy's lock was due to expire at {timestamp(holding.record.expires_at)}): left in place"
+                f"(this deploy's lock was due to expire at {when(holding.record.expires_at)}): left in place"
             )
             return
         _delete(ssm, name)
@@ -233,9 +295,107 @@ def release(ssm: SSMClient, holding: LockHolding) -> None:
     except Exception as error:  # a release never changes the deploy's verdict (a stop included)
         reason = explain(error) if isinstance(error, ClientError) else str(error)
         log.warning(
-            f"Lock {name} could not be released: {reason} It expires at {timestamp(holding.record.expires_at)}; "
+            f"Lock {name} could not be released: {reason} It expires at {when(holding.record.expires_at)}; "
             f"to free it now: {delete_command(ssm, name)}"
         )
+
+
+class LockLost(Exception):
+    """The lock no longer holds this deploy's id; the message says what holds it now."""
+
+
+class Heartbeat:
+    """Renews a held lock every ``every`` seconds in a daemon thread, until ``stop`` or until the lock
+    is lost (then ``lost`` says how, and ``on_lost`` was called). ``renew`` is one renewal, in the
+    caller's thread (tests drive it with an injected clock)."""
+
+    def __init__(
+        self,
+        ssm: SSMClient,
+        holding: LockHolding,
+        expiry_seconds: int,
+        now: Clock = utc_now,
+        on_lost: OnLost = lambda _: None,
+        every: float = LOCK_RENEW_SECONDS,
+    ) -> None:
+        self.ssm = ssm
+        self.holding = holding
+        self.expiry_seconds = expiry_seconds
+        self.now = now
+        self.on_lost = on_lost
+        self.every = every
+        self.lost: str | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lock heartbeat {holding.name}", daemon=True)
+
+    @property
+    def name(self) -> str:
+        return self.holding.name
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> LockHolding:
+        """End the heartbeat (after the renewal under way, if any); the lock as last renewed."""
+        self._stopping.set()
+        if self.running:
+            self._thread.join()
+        return self.holding
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self.every):
+            if not self.renew():
+                return
+
+    def renew(self) -> bool:
+        """Renew once; False once the lock is lost. Never raises."""
+        try:
+            self.holding = dataclasses.replace(self.holding, record=self._renewed())
+        except LockLost as lost:
+            self.lost = str(lost)
+            log.error(
+                f"Lock {self.name} lost: {self.lost}. Another deploy may be running beside this one: this deploy "
+                "stops at its next safe point."
+            )
+            self.on_lost(f"The deploy lock {self.name} was lost ({self.lost}), so the deploy was stopped")
+            return False
+        except Exception as error:  # AWS unreachable, throttled, denied: the next beat tries again
+            reason = explain(error) if isinstance(error, ClientError) else f"{error}."
+            log.warning(
+                f"Lock {self.name} could not be renewed: {reason} It expires at "
+                f"{when(self.holding.record.expires_at)} unless a later renewal (every {self.every:g} s) succeeds."
+            )
+            return True
+        log.debug(f"Lock {self.name} renewed until {when(self.holding.record.expires_at)}")
+        return True
+
+    def _renewed(self) -> LockRecord:
+        """Write the renewed lock if it is still ours, and prove the write replaced our own value."""
+        ours = self.holding.record
+        current = _read(self.ssm, self.name)
+        if current is None:
+            raise LockLost("it was deleted, by hand or by a deploy that took it over and ended")
+        found = _lock_or_none(current[1])
+        if found is None:
+            raise LockLost("it now holds something this pipe did not write")
+        if found.lock_id != ours.lock_id:
+            raise LockLost(f"it was taken over by {found.describe()} at {when(found.acquired_at)}")
+        record = ours.renewed(self.now(), self.expiry_seconds)
+        response = self.ssm.put_parameter(Name=self.name, Value=record.to_json(), Type="String", Overwrite=True)
+        version = int(response["Version"])
+        replaced = _read(self.ssm, f"{self.name}:{version - 1}") if version > 1 else None
+        if replaced is None:  # deleted between the read and the write, which created it again
+            _abandon(self.ssm, self.name, ours.lock_id)
+            raise LockLost("it was deleted, by hand or by a deploy that took it over and ended")
+        if replaced[1] != current[1]:  # written between the read and the write: give it back
+            self.ssm.put_parameter(Name=self.name, Value=replaced[1], Type="String", Overwrite=True)
+            other = _lock_or_none(replaced[1])
+            raise LockLost(f"it was taken over by {other.describe()}" if other else "it was overwritten")
+        return record
 
 
 class _Acquisition:
@@ -273,6 +433,19 @@ class _Acquisition:
             raise self._held(found)
         return self._take_over(found)
 
+    def check(self) -> str:
+        """A dry run's look at the lock: a live or unreadable lock refuses it (``LockHeld``)."""
+        current = self._read(self.name)
+        if current is None:
+            return f"  lock:      {self.name} is free: the deploy takes it before reading the fleet"
+        found = self._parse_or_held(current[1])
+        if found.expires_at > self.now():
+            raise self._held(found)
+        return (
+            f"  lock:      {self.name} was left by {found.describe()}, which expired at {when(found.expires_at)}: "
+            "the deploy would take it over"
+        )
+
     def _take_over(self, stale: LockRecord) -> LockHolding:
         # a parameter may have parameters below it: AWS's own public parameters do, e.g.
         # /aws/service/ecs/optimized-ami/amazon-linux-2/recommended and its sub-parameter .../image_id
@@ -280,7 +453,7 @@ class _Acquisition:
         marker = f"{self.name}/takeover-{stale.lock_id}"
         if not self._claim(marker):
             raise LockHeld(
-                f"The lock {self.name} held by {stale.describe()} expired at {timestamp(stale.expires_at)}, "
+                f"The lock {self.name} held by {stale.describe()} expired at {when(stale.expires_at)}, "
                 "and another deploy is taking it over",
                 f"run this step again once that deploy ends; {self._delete_hint()}",
             )
@@ -303,8 +476,8 @@ class _Acquisition:
         finally:
             self._quietly_delete(marker)
         log.warning(
-            f"Lock {self.name} was stale: {stale.describe()} held it until {timestamp(stale.expires_at)} "
-            "and never released it (its build stopped?). Taken over."
+            f"Lock {self.name} was stale: {stale.describe()} last renewed it at {when(stale.renewed_at)}, "
+            f"it expired at {when(stale.expires_at)} and was never released (its build was killed?). Taken over."
         )
         return LockHolding(self.name, self.record, took_over=stale)
 
@@ -343,11 +516,13 @@ class _Acquisition:
             ) from None
 
     def _held(self, holder: LockRecord) -> LockHeld:
+        renewed = f", last renewed at {when(holder.renewed_at)}" if holder.renewed_at != holder.acquired_at else ""
         return LockHeld(
-            f"Another deploy holds the lock {self.name}: {holder.describe()}, since "
-            f"{timestamp(holder.acquired_at)} and until {timestamp(holder.expires_at)}",
-            f"wait for that deploy to end and run this step again; if that build is known to have stopped, "
-            f"{self._delete_hint()}",
+            f"Another deploy holds the lock {self.name}: {holder.describe()}, since {when(holder.acquired_at)}"
+            f"{renewed}; it expires at {when(holder.expires_at)} unless that deploy renews it",
+            "wait for that deploy to end and run this step again (a killed build's lock expires by itself "
+            f"{self.request.expiry_seconds // 60} min after its last renewal); if that build is known to have "
+            f"stopped, {self._delete_hint()}",
         )
 
     def _delete_hint(self) -> str:
@@ -411,6 +586,13 @@ class _Acquisition:
         return NothingSent(SUBJECT, f"Parameter Store could not be reached to take the lock {self.name} ({error})")
 
 
+def _lock_or_none(text: str) -> LockRecord | None:
+    try:
+        return LockRecord.from_json(text)
+    except ValueError:
+        return None
+
+
 def _abandon(ssm: SSMClient, name: str, lock_id: str) -> None:
     """After a failed acquisition: delete the lock if a retried create made it ours. Quiet."""
     with suppress(Exception):
@@ -442,13 +624,13 @@ def _delete(ssm: SSMClient, name: str) -> None:
 
 
 def timestamp(moment: datetime.datetime) -> str:
-    """UTC ISO 8601 to the second, e.g. 2026-12-01T21:50:33Z."""
+    """UTC ISO 8601 to the second, e.g. 2026-12-01T21:50:33Z: the lock's value."""
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clock_time(moment: datetime.datetime) -> str:
-    """``12:34:56 UTC``, for the progress line."""
-    return moment.astimezone(datetime.UTC).strftime("%H:%M:%S UTC")
+def when(moment: datetime.datetime) -> str:
+    """``2026-12-06 13:56:40 UTC``: every time in a message, with its date."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def delete_command(ssm: Any, name: str) -> str:

@@ -9,12 +9,10 @@ import logging
 from dataclasses import dataclass, field
 
 from pipe.config.rollout import DRAIN_MARGIN_SECONDS
-from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
 from pipe.run import Run
 from pipe.stages.alarms import check_before_start
-from pipe.stages.authenticate import commands_bound_seconds
 from pipe.stages.load_balancer.capacity import below_floor, impossible_batch
 from pipe.stages.load_balancer.groups import Discovery, TargetGroup, find_target_groups
 from pipe.stages.load_balancer.hook import LoadBalancer
@@ -31,18 +29,6 @@ class RolloutPlan:
     batches: list[Batch]
     hook: BatchHook = no_hook
     lines: list[str] = field(default_factory=list)
-    drain_timeout: int = 0  # per batch, behind a load balancer
-
-    def bound_seconds(self, settings: DeploySettings, margin: int) -> int:
-        """The longest the rollout may take: for every batch its drain, its commands (deploy, health
-        check, rollback, each with its delivery timeout and ``margin``), its return to service and
-        its bake. The deploy lock expires after it."""
-        rollout = settings.rollout
-        commands = commands_bound_seconds(settings, margin)
-        back = rollout.healthy_timeout if rollout.target_groups is not None else 0
-        per_batch = self.drain_timeout + commands + back + rollout.bake_time
-        rollback_passes = 2 if rollout.target_groups is not None else 1  # a batch may go out twice
-        return per_batch * len(self.batches) * rollback_passes
 
 
 def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
@@ -100,7 +86,7 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
             "Node.js API rarely need that long: lower it on the target group to speed up deploys"
         )
     balancer = LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy)
-    return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines, drain_timeout)
+    return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines)
 
 
 def _group_lines(found: Discovery, ours: set[str], auto: bool) -> list[str]:

@@ -1,7 +1,7 @@
 """The deploy lock against the stand-in's Parameter Store, in process: deploys in turn, deploys at the
 same moment (exactly one wins), a stale lock taken over by one of several takers, a lock taken
-between a taker's check and its write given back (through a real version selector), and the release
-on an exception and on a stop."""
+between a taker's check and its write given back (through a real version selector), the release
+on an exception and on a stop, and the heartbeat's renewals (real versions) and a lost lock."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from standin import StandIn
+from support import wait_until
 
 from pipe.config.build_context import BuildContext
 from pipe.config.lock import lock_name
 from pipe.runtime.interruption import Interrupted, StopRequests, stop_between_attempts
-from pipe.stages.lock import LockHeld, LockHolding, LockRecord, LockRequest, deploy_lock
+from pipe.stages.lock import Heartbeat, LockHeld, LockHolding, LockRecord, LockRequest, deploy_lock
 
 BUILD = BuildContext(
     repo="acme/web-api",
@@ -35,8 +36,8 @@ def fresh_name() -> str:
     return lock_name(f"svc-{uuid.uuid4().hex[:10]}", "production")
 
 
-def request_for(name: str, build_number: str = "42", ttl: int = 600) -> LockRequest:
-    return LockRequest(name, HOLDER, dataclasses.replace(BUILD, build_number=build_number), ttl)
+def request_for(name: str, build_number: str = "42") -> LockRequest:
+    return LockRequest(name, HOLDER, dataclasses.replace(BUILD, build_number=build_number))
 
 
 def value_of(ssm: Any, name: str) -> str | None:
@@ -184,3 +185,46 @@ def test_a_stop_does_not_keep_the_lock_when_the_release_has_its_own_client(
         stops.raise_if_requested()
     assert value_of(standin.client("ssm"), other) is not None
     assert any(f"Lock {other} could not be released" in message for message in caplog.messages)
+
+
+def test_the_heartbeat_renews_the_lock_version_by_version_while_it_is_held(standin: StandIn) -> None:
+    ssm, name = standin.client("ssm"), fresh_name()
+    with deploy_lock(ssm, request_for(name), release_ssm=standin.client("ssm"), renew_every=0.05) as holding:
+        wait_until(lambda: ssm.get_parameter(Name=name)["Parameter"]["Version"] >= 3, "two renewals", 60)
+        renewed = LockRecord.from_json(value_of(ssm, name) or "")
+        assert renewed.lock_id == holding.record.lock_id
+        assert renewed.expires_at >= holding.record.expires_at
+        history = ssm.get_parameter_history(Name=name)["Parameters"]
+        assert {LockRecord.from_json(entry["Value"]).lock_id for entry in history} == {holding.record.lock_id}
+    assert value_of(ssm, name) is None
+
+
+def test_a_lock_overwritten_while_held_is_lost_and_left_to_its_new_holder(standin: StandIn) -> None:
+    ssm, name = standin.client("ssm"), fresh_name()
+    lost: list[str] = []
+    with deploy_lock(ssm, request_for(name, "41"), on_lost=lost.append, renew_every=0.05) as holding:
+        other = LockRecord.new(request_for(name, "43"), datetime.datetime.now(datetime.UTC))
+        ssm.put_parameter(Name=name, Value=other.to_json(), Type="String", Overwrite=True)
+        wait_until(lambda: bool(lost), "the heartbeat to find the lock lost", 60)
+    assert "taken over by build https://bitbucket.org/acme/web-api/pipelines/results/43" in lost[0]
+    assert LockRecord.from_json(value_of(ssm, name) or "") == other
+    assert other.lock_id != holding.record.lock_id
+    ssm.delete_parameter(Name=name)
+
+
+def test_a_heartbeat_renewal_proves_its_write_through_the_real_version_selector(standin: StandIn) -> None:
+    ssm, other, name = standin.client("ssm"), standin.client("ssm"), fresh_name()
+    mine = LockRecord.new(request_for(name, "41"), datetime.datetime.now(datetime.UTC))
+    ssm.put_parameter(Name=name, Value=mine.to_json(), Type="String")
+    taker = LockRecord.new(request_for(name, "44"), datetime.datetime.now(datetime.UTC))
+
+    def taken_over_between_the_read_and_the_write(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Name") == name and params.get("Overwrite") and params["Value"] != taker.to_json():
+            other.put_parameter(Name=name, Value=taker.to_json(), Type="String", Overwrite=True)
+
+    ssm.meta.events.register("before-parameter-build.ssm.PutParameter", taken_over_between_the_read_and_the_write)
+    lost: list[str] = []
+    assert Heartbeat(ssm, LockHolding(name, mine), 180, on_lost=lost.append).renew() is False
+    assert "results/44" in lost[0]
+    assert value_of(other, name) == taker.to_json()  # given back over the renewal
+    other.delete_parameter(Name=name)

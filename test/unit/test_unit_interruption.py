@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from unit.unit_support import INSTANCE_A, REGION
 
 from pipe.aws.clients import DEFAULT_MAX_ATTEMPTS, client_config
+from pipe.errors import DeployStopped
 from pipe.runtime.interruption import Interrupted, StopRequests, stop_between_attempts
 
 THROTTLED = (400, {"__type": "ThrottlingException", "message": "Rate exceeded"})
@@ -152,3 +153,21 @@ def test_one_stop_requests_is_shared_by_every_client(backoffs: list[float]) -> N
     logs.filter_log_events(logGroupName="/aws/ssm/ssm-deploy")
 
     assert logs_endpoint.attempts == ["FilterLogEvents"]
+
+
+def test_a_stop_the_pipe_asks_for_itself_acts_as_a_signal_with_its_reason() -> None:
+    stops = StopRequests()
+    stops.raise_if_requested()  # nothing asked yet
+    reason = "The deploy lock /deploy-lock/web/prod was lost (it was deleted), so the deploy was stopped"
+
+    stops.stop(reason)
+
+    with pytest.raises(Interrupted) as before_sending:
+        stops.raise_if_requested()
+    assert str(before_sending.value) == reason
+    with pytest.raises(DeployStopped) as while_deploying:
+        stops.raise_stopped_if_requested("during the bake of batch 1/2: nothing more was sent.")
+    assert str(while_deploying.value) == f"{reason} during the bake of batch 1/2: nothing more was sent."
+    stops.handle(signal.SIGTERM, None)
+    with pytest.raises(Interrupted, match="Received SIGTERM: the pipeline was stopped"):
+        stops.raise_if_requested()

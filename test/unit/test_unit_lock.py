@@ -1,11 +1,13 @@
 """The deploy lock's branches against an in-memory Parameter Store: taken and released, held, garbled,
-stale and taken over, the takeover races, releases that find the lock changed or fail, and the
-messages a denial gives."""
+stale and taken over, the takeover races, releases that find the lock changed or fail, the messages
+a denial gives, the heartbeat's renewals (driven one by one with an injected clock, and in its own
+thread) and the dry run's look at the lock."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -16,6 +18,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
+from support import undated_times, wait_until
 from unit.unit_support import BUILD, REGION
 
 from pipe.config.lock import lock_name
@@ -23,9 +26,12 @@ from pipe.errors import NothingSent
 from pipe.runtime.interruption import Interrupted
 from pipe.stages.lock import (
     MARKER_TTL_SECONDS,
+    Heartbeat,
     LockHeld,
+    LockHolding,
     LockRecord,
     LockRequest,
+    check_lock,
     deploy_lock,
 )
 
@@ -40,7 +46,7 @@ def at(seconds: float = 0) -> Callable[[], datetime.datetime]:
 
 
 def request(build: Any = BUILD, holder: str = HOLDER, ttl: int = 600) -> LockRequest:
-    return LockRequest(name=NAME, holder=holder, build=build, ttl_seconds=ttl)
+    return LockRequest(name=NAME, holder=holder, build=build, expiry_seconds=ttl)
 
 
 def record_of(build: Any, acquired: datetime.datetime, ttl: int = 600, holder: str = "arn:other") -> LockRecord:
@@ -140,9 +146,12 @@ def test_a_free_lock_is_created_then_deleted_with_both_progress_lines(caplog: py
         "build_url": "https://bitbucket.org/team/app/pipelines/results/42",
         "commit": "0123456789abcdef0123",
         "acquired_at": "2026-03-01T12:00:00Z",
+        "renewed_at": "2026-03-01T12:00:00Z",
         "expires_at": "2026-03-01T12:10:00Z",
     }
-    assert f"Lock {NAME} taken (until 12:10:00 UTC)" in caplog.messages
+    assert f"Lock {NAME} taken until 2026-03-01 12:10:00 UTC, renewed every 30 s while this deploy runs" in (
+        caplog.messages
+    )
     assert f"Lock {NAME} released" in caplog.messages
     assert holding.took_over is None
 
@@ -197,7 +206,10 @@ def test_a_live_lock_fails_fast_naming_its_build_and_the_delete_command() -> Non
     assert message.startswith("LOCK: nothing was sent. Another deploy holds the lock /deploy-lock/web/prod: ")
     assert "build https://bitbucket.org/team/other/pipelines/results/7" in message
     assert "commit fedcba9" in message and "as arn:aws:sts::123456789012:assumed-role/deploy/other-7" in message
-    assert "since 2026-03-01T12:00:00Z and until 2026-03-01T12:10:00Z" in message
+    assert "since 2026-03-01 12:00:00 UTC; it expires at 2026-03-01 12:10:00 UTC unless that deploy renews it" in (
+        message
+    )
+    assert "a killed build's lock expires by itself 10 min after its last renewal" in message
     assert "wait for that deploy to end" in message
     assert f"aws ssm delete-parameter --name {NAME} --region {REGION}" in message
     assert isinstance(raised.value, NothingSent)
@@ -236,7 +248,7 @@ def test_a_stale_lock_is_taken_over_with_a_warning_and_the_marker_removed(caplog
     assert ("PutParameter", marker) in store.calls and ("DeleteParameter", marker) in store.calls
     warning = next(m for m in caplog.messages if "was stale" in m)
     assert "build https://bitbucket.org/team/other/pipelines/results/7" in warning
-    assert "until 2026-03-01T10:10:00Z" in warning
+    assert "last renewed it at 2026-03-01 10:00:00 UTC, it expired at 2026-03-01 10:10:00 UTC" in warning
     assert store.value(NAME) is None
 
 
@@ -247,7 +259,7 @@ def test_a_takeover_in_progress_elsewhere_fails_fast_and_keeps_its_marker() -> N
     store.write(marker, note)
     with pytest.raises(LockHeld) as raised, deploy_lock(ssm(store), request(), now=at()):
         pytest.fail("the body must not run")
-    assert "expired at 2026-03-01T10:10:00Z, and another deploy is taking it over" in str(raised.value)
+    assert "expired at 2026-03-01 10:10:00 UTC, and another deploy is taking it over" in str(raised.value)
     assert held_by(store) == stale
     assert store.value(marker) == note
 
@@ -335,7 +347,7 @@ def test_a_release_that_fails_warns_with_the_command_and_keeps_the_deploys_verdi
         raise RuntimeError("the deploy failed")
     warning = next(m for m in caplog.messages if "could not be released" in m)
     assert "Fix: allow ssm:DeleteParameter" in warning
-    assert "It expires at 2026-03-01T12:10:00Z" in warning
+    assert "It expires at 2026-03-01 12:10:00 UTC" in warning
     assert f"aws ssm delete-parameter --name {NAME} --region {REGION}" in warning
 
 
@@ -443,3 +455,214 @@ def test_a_lock_value_stays_small_and_ascii_whatever_the_build() -> None:
 def test_values_that_are_not_locks_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         LockRecord.from_json(text)
+
+
+# --- the heartbeat -------------------------------------------------------------------------------------
+
+
+def holding_in(store: FakeStore, expiry: int = 180) -> LockHolding:
+    """A lock this deploy took at T0 (expiring ``expiry`` s later), as the store holds it."""
+    record = LockRecord.new(request(ttl=expiry), T0)
+    store.write(NAME, record.to_json())
+    return LockHolding(NAME, record)
+
+
+def beat(store: FakeStore, holding: LockHolding, seconds: float, lost: list[str] | None = None) -> Heartbeat:
+    sink = lost if lost is not None else []
+    return Heartbeat(ssm(store), holding, 180, now=at(seconds), on_lost=sink.append)
+
+
+def test_a_renewal_moves_the_expiry_forward_and_proves_the_write_replaced_this_deploys_value() -> None:
+    store = FakeStore()
+    holding = holding_in(store)
+    heartbeat = beat(store, holding, 150)
+
+    assert heartbeat.renew() is True
+
+    renewed = held_by(store)
+    assert renewed.lock_id == holding.record.lock_id and renewed.acquired_at == T0
+    assert renewed.renewed_at == T0 + datetime.timedelta(seconds=150)
+    assert renewed.expires_at == T0 + datetime.timedelta(seconds=150 + 180)
+    assert heartbeat.holding.record == renewed
+    assert store.calls == [("GetParameter", NAME), ("PutParameter", NAME), ("GetParameter", f"{NAME}:1")]
+    assert json.loads(store.value(NAME) or "")["renewed_at"] == "2026-03-01T12:02:30Z"
+
+
+def test_a_lock_taken_over_is_lost_reported_and_never_written_over(caplog: pytest.LogCaptureFixture) -> None:
+    store, lost = FakeStore(), list[str]()
+    holding = holding_in(store)
+    taker = record_of(OTHER_BUILD, T0 + datetime.timedelta(minutes=4), holder="arn:taker")
+    store.write(NAME, taker.to_json())
+    heartbeat = beat(store, holding, 240, lost)
+
+    assert heartbeat.renew() is False
+
+    assert held_by(store) == taker
+    assert ("PutParameter", NAME) not in store.calls
+    assert heartbeat.lost is not None and "taken over by build https://bitbucket.org/team/other" in heartbeat.lost
+    assert lost == [f"The deploy lock {NAME} was lost ({heartbeat.lost}), so the deploy was stopped"]
+    error_line = next(record for record in caplog.records if record.levelno == logging.ERROR)
+    assert error_line.getMessage().startswith(f"Lock {NAME} lost: it was taken over by build")
+    assert "at 2026-03-01 12:04:00 UTC" in error_line.getMessage()
+    assert "this deploy stops at its next safe point" in error_line.getMessage()
+
+
+def test_a_lock_deleted_by_hand_is_lost_and_not_created_again() -> None:
+    store, lost = FakeStore(), list[str]()
+    holding = holding_in(store)
+    store.versions.pop(NAME)
+
+    assert beat(store, holding, 30, lost).renew() is False
+
+    assert store.value(NAME) is None
+    assert len(lost) == 1 and "it was deleted" in lost[0]
+
+
+def test_a_lock_taken_between_the_renewals_read_and_write_is_given_back_and_lost() -> None:
+    store, lost = FakeStore(), list[str]()
+    holding = holding_in(store)
+    taker = record_of(OTHER_BUILD, T0, holder="arn:taker")
+    store.before("PutParameter", lambda r: r["Overwrite"], lambda fake, _: fake.write(NAME, taker.to_json()))
+
+    assert beat(store, holding, 30, lost).renew() is False
+
+    assert held_by(store) == taker  # written back over the renewal
+    assert len(lost) == 1 and "taken over by build https://bitbucket.org/team/other" in lost[0]
+
+
+def test_a_lock_deleted_between_the_renewals_read_and_write_is_not_left_created() -> None:
+    store, lost = FakeStore(), list[str]()
+    holding = holding_in(store)
+    store.before("PutParameter", lambda r: r["Overwrite"], lambda fake, _: fake.versions.pop(NAME))
+
+    assert beat(store, holding, 30, lost).renew() is False
+
+    assert store.value(NAME) is None
+    assert len(lost) == 1 and "it was deleted" in lost[0]
+
+
+def test_a_renewal_that_fails_warns_with_the_dated_expiry_and_the_heartbeat_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, lost = FakeStore(), list[str]()
+    holding = holding_in(store)
+
+    def unreachable(fake: FakeStore, _: dict[str, Any]) -> None:
+        raise EndpointConnectionError(endpoint_url="https://ssm.eu-west-1.amazonaws.com")
+
+    store.before("GetParameter", lambda r: True, unreachable)
+    heartbeat = beat(store, holding, 30, lost)
+
+    assert heartbeat.renew() is True
+    assert lost == [] and heartbeat.lost is None
+    warning = next(m for m in caplog.messages if "could not be renewed" in m)
+    assert "It expires at 2026-03-01 12:03:00 UTC unless a later renewal (every 30 s) succeeds" in warning
+
+    assert heartbeat.renew() is True  # the next beat renews it
+    assert held_by(store).expires_at == T0 + datetime.timedelta(seconds=30 + 180)
+
+
+def test_the_heartbeat_renews_in_its_own_thread_until_stopped() -> None:
+    store = FakeStore()
+    holding = holding_in(store)
+    seconds = itertools.count(1)
+    heartbeat = Heartbeat(
+        ssm(store), holding, 180, now=lambda: T0 + datetime.timedelta(seconds=next(seconds)), every=0.001
+    )
+    heartbeat.start()
+    wait_until(lambda: held_by(store).renewed_at >= T0 + datetime.timedelta(seconds=3), "three renewals", 30)
+
+    last = heartbeat.stop()
+
+    assert not heartbeat.running
+    assert held_by(store) == last.record
+    writes = len(store.versions[NAME])
+    assert heartbeat.stop() == last  # stopping again is harmless
+    assert len(store.versions[NAME]) == writes
+
+
+def test_deploy_lock_renews_while_held_and_releases_the_renewed_lock(caplog: pytest.LogCaptureFixture) -> None:
+    store = FakeStore()
+    caplog.set_level(logging.INFO, "ssm-deploy")
+    seconds = itertools.count(0, 10)
+    clock = lambda: T0 + datetime.timedelta(seconds=next(seconds))  # noqa: E731
+    with deploy_lock(ssm(store), request(ttl=180), now=clock, renew_every=0.001) as holding:
+        wait_until(lambda: held_by(store).renewed_at > holding.record.renewed_at, "a renewal", 30)
+    assert store.value(NAME) is None
+    assert f"Lock {NAME} released" in caplog.messages
+
+
+def test_a_lost_lock_stops_the_deploy_through_on_lost_and_is_not_released() -> None:
+    store, lost = FakeStore(), list[str]()
+    taker = record_of(OTHER_BUILD, T0, holder="arn:taker")
+    with deploy_lock(ssm(store), request(), now=at(), on_lost=lost.append, renew_every=0.001):
+        store.write(NAME, taker.to_json())
+        wait_until(lambda: bool(lost), "the heartbeat to find the lock lost", 30)
+    assert held_by(store) == taker
+    assert ("DeleteParameter", NAME) not in store.calls
+
+
+def test_a_lock_of_a_pipe_version_without_the_heartbeat_is_read_as_renewed_when_taken() -> None:
+    document = json.loads(record_of(OTHER_BUILD, T0).to_json())
+    del document["renewed_at"]
+    record = LockRecord.from_json(json.dumps(document))
+    assert record.renewed_at == record.acquired_at == T0
+
+
+# --- the dry run ---------------------------------------------------------------------------------------
+
+
+def test_a_dry_run_reads_a_free_lock_and_writes_nothing() -> None:
+    store = FakeStore()
+    line = check_lock(ssm(store), request(), now=at())
+    assert line == f"  lock:      {NAME} is free: the deploy takes it before reading the fleet"
+    assert store.calls == [("GetParameter", NAME)]
+
+
+def test_a_dry_run_is_refused_by_a_live_lock_as_a_deploy_is() -> None:
+    store = FakeStore()
+    store.write(NAME, record_of(OTHER_BUILD, T0).to_json())
+    with pytest.raises(LockHeld) as raised:
+        check_lock(ssm(store), request(), now=at(60))
+    assert "Another deploy holds the lock" in str(raised.value)
+    assert store.calls == [("GetParameter", NAME)]
+
+
+def test_a_dry_run_names_a_stale_lock_it_would_take_over_and_leaves_it() -> None:
+    store, stale = stale_store()
+    line = check_lock(ssm(store), request(), now=at())
+    assert "was left by build https://bitbucket.org/team/other/pipelines/results/7" in line
+    assert "expired at 2026-03-01 10:10:00 UTC: the deploy would take it over" in line
+    assert held_by(store) == stale and store.calls == [("GetParameter", NAME)]
+
+
+# --- every time in a message has its date --------------------------------------------------------------
+
+
+def test_undated_times_finds_a_time_without_its_date() -> None:
+    assert undated_times("taken (until 13:56:40 UTC)") == ["taken (until 13:56:40"]
+    assert undated_times("until 2026-12-06 13:56:40 UTC, since 2026-12-06T13:56:40Z") == []
+
+
+def test_every_time_in_the_locks_messages_carries_its_date(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "ssm-deploy")
+    messages: list[str] = []
+    store = FakeStore()
+    with deploy_lock(ssm(store), request(), now=at()) as holding:  # taken
+        with pytest.raises(LockHeld) as held, deploy_lock(ssm(store), request(OTHER_BUILD), now=at(5)):
+            pass
+        messages.append(str(held.value))
+        beat(store, holding, 30).renew()
+
+        def throttled(fake: FakeStore, _: dict[str, Any]) -> None:
+            raise error("ThrottlingException", "GetParameter")
+
+        store.before("GetParameter", lambda r: True, throttled)
+        beat(store, holding, 60).renew()  # could not be renewed
+    stale, _ = stale_store()
+    with deploy_lock(ssm(stale), request(), now=at()):  # taken over
+        pass
+    messages.append(check_lock(ssm(stale_store()[0]), request(), now=at()))
+    messages += caplog.messages
+    assert any("could not be renewed" in m for m in messages) and any("was stale" in m for m in messages)
+    assert [m for m in messages if undated_times(m)] == []
