@@ -584,8 +584,10 @@ TARGET_GROUPS = Variable(
     "TARGET_GROUPS",
     "Zero-downtime deploys behind a load balancer: `auto` (every ELBv2 target group the instances are "
     "registered in) or target group names or ARNs separated by spaces or newlines (or a YAML list), e.g. "
-    "`web-api-{environment}`. The pipe then rolls out itself, batch by batch: it deregisters the batch from "
-    "every target group it is in, waits until it is drained, deploys, runs the health check, registers it "
+    "`web-api-{environment}`; named groups must exist, and a group the instances are also registered in is "
+    "left too, named or not (the plan lists it). The pipe then rolls out itself, batch by batch: it "
+    "deregisters the batch from every target group it is in, waits until it is drained, deploys, runs the "
+    "health check, registers it "
     "again, waits until every group reports it `healthy`, bakes (`BAKE_TIME`, watching `ALARMS`), then goes "
     "on; see [Zero-downtime deploys behind a load balancer](#zero-downtime-deploys-behind-a-load-balancer). "
     "Needs the instances known before sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
