@@ -119,6 +119,10 @@ class Box:
         self.counter[0] += 1
         staging = self.root / "src" / f"artifact-{self.counter[0]}.{archive_format}"
         _pack(staging, files, archive_format)
+        return self.upload(staging, archive_format)
+
+    def upload(self, staging: Path, archive_format: str = "tar.gz") -> Artifact:
+        """Put the archive at ``staging`` in the fake S3 under its content-derived key."""
         sha = hashlib.sha256(staging.read_bytes()).hexdigest()
         key = f"web-api/{sha}.{archive_format}"
         target = self.root / "s3" / BUCKET / key
@@ -232,6 +236,41 @@ def _pack(path: Path, files: Mapping[str, str | None], archive_format: str) -> N
                 data = text.encode()
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
+
+
+# --- archives with any entry, hostile ones included ------------------------------------------------
+
+Member = tuple[str, bytes, int, str]  # name, tar type, mode, data or link target
+
+
+def tar_member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, data: str = "") -> Member:
+    return (name, kind, mode, data)
+
+
+def write_tgz(path: Path, members: list[Member]) -> Path:
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, mode, data in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = kind, mode, 1_600_000_000
+            content = None
+            if kind == tarfile.REGTYPE:
+                content = io.BytesIO(data.encode())
+                info.size = len(data.encode())
+            else:
+                info.linkname = data
+            tar.addfile(info, content)
+    return path
+
+
+def write_zip(path: Path, members: list[tuple[str, int, str]]) -> Path:
+    """(name, st_mode with its file type, data or link target) -> a zip with Unix attributes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, mode, data in members:
+            info = zipfile.ZipInfo(name, (2020, 1, 2, 3, 4, 6))
+            info.create_system = 3
+            info.external_attr = mode << 16
+            archive.writestr(info, data)
+    return path
 
 
 def open_temp_dir() -> Iterator[Path]:

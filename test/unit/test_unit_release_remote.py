@@ -894,10 +894,11 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "RUN_AS_USER_MISSING": 88,
         "ACTIVATION_FAILED_NO_ROLLBACK": 89,
         "STALE_PROCESS": 90,
+        "ARTIFACT_REFUSED": 91,
         "PROGRAM_MISSING": 127,
     }
     assert all(code.meaning for code in ReleaseExit)
-    assert [int(code) for code in ReleaseExit if 80 <= code <= 90] == list(range(80, 91))
+    assert [int(code) for code in ReleaseExit if 80 <= code <= 91] == list(range(80, 92))
 
 
 def test_an_exit_code_maps_to_what_it_means_for_the_failure_line() -> None:

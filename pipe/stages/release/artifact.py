@@ -5,7 +5,9 @@ deployed to dev, stg and prod is uploaded once, and a re-run of a step uploads n
 carries its SHA-256 twice: as S3's additional checksum (S3 checks it against the bytes it receives
 and rejects a mismatch) and as the metadata ``sha256`` (hex, what the instances compare before they
 unpack anything). A directory is packed into a deterministic tar.gz, so the same files give the same
-key whatever their timestamps or owners in the build container.
+key whatever their timestamps or owners in the build container. Before anything is packed or uploaded,
+every entry (of the directory or the archive) is checked against the rules of what a release may hold
+(``contents.py``), the same rules each instance applies again before it unpacks anything.
 
 Nothing of the build but its bytes reaches S3: the key holds the prefix and the digest, the
 metadata holds the digest. No ACL is ever sent, so the object stays as private as the bucket.
@@ -19,6 +21,8 @@ import hashlib
 import os
 import stat
 import tarfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.release import check_artifact_prefix
 from pipe.errors import NothingSent
 from pipe.limits import S3_MAX_PARTS, S3_PART_MIN_BYTES, S3_PUT_OBJECT_MAX_BYTES
+from pipe.stages.release.contents import Archive, Entry, Problem, kind_of, problems, summary
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -131,24 +136,39 @@ def _file_problem(path_text: str, path: Path) -> str | None:
     if start != MAGIC[fmt]:
         kind = "a gzip-compressed tar (tar -czf)" if fmt == "tar.gz" else "a zip archive with at least one file"
         return f"{path_text} is named .{path.name.rsplit('.', 1)[-1]} but is not {kind}"
-    return None
+    try:
+        with Archive(str(path), fmt) as archive:
+            found = archive.problems()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, ValueError) as error:
+        return f"{path_text} cannot be read as a .{fmt} ({error}): pack it again and check the build step's log"
+    return _refusal(path_text, found)
 
 
 def _directory_problem(path_text: str, directory: Path) -> str | None:
     size = 0
     files = 0
-    for relative, info, _ in walk(directory):
+    entries = []
+    for relative, info, path in walk(directory):
+        link = os.readlink(path) if stat.S_ISLNK(info.st_mode) else ""
+        entries.append(Entry(relative, kind_of(info.st_mode), stat.S_IMODE(info.st_mode), link))
         if stat.S_ISDIR(info.st_mode):
             continue
-        if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
-            return f"{path_text} contains {relative}, which is not a file, directory or symlink: remove it"
         files += 1
         size += info.st_size if stat.S_ISREG(info.st_mode) else 0
         if size > MAX_ARTIFACT_BYTES:
             return _too_big(path_text, size)
-    if files == 0:
+    refused = _refusal(path_text, problems(entries))
+    if refused is None and files == 0:
         return f"{path_text} is a directory with no files in it: check the build step that fills it"
-    return None
+    return refused
+
+
+def _refusal(path_text: str, found: list[Problem]) -> str | None:
+    """ARTIFACT's entries a release may not hold (pipe/stages/release/contents.py), named with their fixes."""
+    if not found:
+        return None
+    count = "an entry" if len(found) == 1 else f"{len(found)} entries"
+    return f"{path_text} holds {count} a release may not hold: {summary(found)}"
 
 
 def _too_big(path_text: str, size: int) -> str:

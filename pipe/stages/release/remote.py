@@ -18,11 +18,13 @@ Layout of APP_DIR on an instance (absolute):
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 
 from pipe.config.env_names import ENV_NAME
 from pipe.config.release import (
@@ -34,6 +36,7 @@ from pipe.config.release import (
     run_as_problem,
     shared_path_problem,
 )
+from pipe.stages.release import contents
 
 
 class ReleaseExit(IntEnum):
@@ -50,6 +53,7 @@ class ReleaseExit(IntEnum):
     RUN_AS_USER_MISSING = 88
     ACTIVATION_FAILED_NO_ROLLBACK = 89
     STALE_PROCESS = 90
+    ARTIFACT_REFUSED = 91
     PROGRAM_MISSING = 127  # the shell's own "command not found" code
 
     @property
@@ -76,7 +80,10 @@ _MEANINGS = {
     ReleaseExit.STALE_PROCESS: "a process still runs a replaced release or holds an old value of a SECRETS, "
     "PARAMETERS_PATH or VARIABLES name after ACTIVATE_COMMANDS; switched back to the previous release where "
     "there was one (VERIFY_PROCESSES)",
-    ReleaseExit.PROGRAM_MISSING: "a program release mode needs (bash, aws, sha256sum, tar, unzip, runuser/su) is "
+    ReleaseExit.ARTIFACT_REFUSED: "the artifact holds an entry a release may not hold (a device node, FIFO or "
+    "socket, a setuid, setgid or sticky bit, a path or link leading outside the release); nothing was unpacked or "
+    "switched",
+    ReleaseExit.PROGRAM_MISSING: "a program release mode needs (bash, aws, sha256sum, python3, runuser/su) is "
     "missing on the instance",
 }
 
@@ -89,7 +96,7 @@ def release_exit_meaning(code: int | None) -> str | None:
         return None
 
 
-ARCHIVE_FORMATS = ("tar.gz", "zip")
+ARCHIVE_FORMATS = contents.FORMATS
 STATE_DIR = ".ssm-deploy"
 HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
 # VERIFY_PROCESSES: how long a process of a replaced release (or one with an old value) may take to go
@@ -331,12 +338,7 @@ ssm_deploy_prepare() {
     || ssm_deploy_fail 83 "cannot remove the unfinished $ssm_deploy_dir; nothing was switched"
   ssm_deploy_need aws "to download the artifact"
   ssm_deploy_need sha256sum "to verify the artifact"
-  if [ "$ssm_deploy_format" = zip ]; then
-    ssm_deploy_need unzip "to unpack the .zip artifact"
-  else
-    ssm_deploy_need tar "to unpack the .tar.gz artifact"
-    ssm_deploy_need gzip "to unpack the .tar.gz artifact"
-  fi
+  ssm_deploy_need python3 "to inspect and unpack the artifact"
   ssm_deploy_tmp=$(mktemp -d "$ssm_deploy_state/tmp.XXXXXX") \
     || ssm_deploy_fail 83 "cannot create a temporary directory in $ssm_deploy_state; nothing was switched"
   trap 'rm -rf -- "$ssm_deploy_tmp"' EXIT
@@ -350,14 +352,16 @@ ssm_deploy_prepare() {
   ssm_deploy_actual=${ssm_deploy_actual%% *}
   [ "$ssm_deploy_actual" = "$ssm_deploy_sha256" ] \
     || ssm_deploy_fail 82 "the artifact downloaded from $ssm_deploy_url has SHA-256 $ssm_deploy_actual, expected $ssm_deploy_sha256: it was changed or corrupted after the upload; nothing was unpacked or switched. Deploy the build again"
-  mkdir -- "$ssm_deploy_tmp/release" || ssm_deploy_fail 83 "cannot create $ssm_deploy_tmp/release; nothing was switched"
-  # relative names inside the temporary directory: tar reads HOST:FILE as a remote archive, and
-  # unzip expands wildcards in the archive's name, so APP_DIR's characters must not reach either
-  if [ "$ssm_deploy_format" = zip ]; then
-    (cd -- "$ssm_deploy_tmp" && unzip -q "./artifact.zip" -d ./release </dev/null)
-  else
-    (cd -- "$ssm_deploy_tmp" && tar -xzf "./artifact.$ssm_deploy_format" -C ./release --no-same-owner)
-  fi || ssm_deploy_fail 83 "cannot unpack $ssm_deploy_url as .$ssm_deploy_format (see the error above); nothing was switched"
+  # The unpack program (the pipe's pipe/stages/release/contents.py) inspects every entry before it
+  # creates anything, with the rules the pipe applied before the upload, then creates release/ and
+  # only what it allowed, symlinks last. Run isolated (-I): nothing from the environment or the
+  # current directory is imported.
+  (cd -- "$ssm_deploy_tmp" && python3 -I -c "$ssm_deploy_unpack" "$ssm_deploy_format" "./artifact.$ssm_deploy_format" ./release </dev/null)
+  ssm_deploy_rc=$?
+  [ "$ssm_deploy_rc" -ne "$ssm_deploy_refused" ] \
+    || ssm_deploy_fail 91 "the artifact downloaded from $ssm_deploy_url holds entries a release may not hold (above); nothing was unpacked or switched. The pipe checks every build before it uploads it: an older version of the pipe uploaded this one, or the object and the ledger's SHA-256 were replaced. Fix the build and deploy it with ARTIFACT as a new release"
+  [ "$ssm_deploy_rc" -eq 0 ] \
+    || ssm_deploy_fail 83 "cannot unpack $ssm_deploy_url as .$ssm_deploy_format (see the error above); nothing was switched"
   rm -f -- "$ssm_deploy_archive"
   if [ -n "$ssm_deploy_user" ]; then
     chown -R -h -- "$ssm_deploy_user:" "$ssm_deploy_tmp/release" \
@@ -667,9 +671,36 @@ def _assignments(plan: ReleasePlan) -> list[str]:
     return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()]
 
 
-def _body(plan: ReleasePlan, title: str, call: str) -> str:
+def _program_text(source: str) -> str:
+    """The unpack program as sent: contents.py without its docstrings and comments, which the script's
+    bound (MAX_SCRIPT_BYTES) cannot spare; the file in the pipe is the commented text."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and ast.get_docstring(node) is not None:
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+UNPACK_PROGRAM = _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
+_PROGRAM_END = "SSM_DEPLOY_UNPACK_PROGRAM"  # a quoted here-document: the text reaches python3 verbatim
+assert _PROGRAM_END not in UNPACK_PROGRAM
+
+
+def _unpack_program() -> list[str]:
+    """``ssm_deploy_unpack``: the program the install runs with python3 to inspect and unpack the artifact."""
+    return [
+        f"ssm_deploy_refused={contents.REFUSED}",
+        f"ssm_deploy_unpack=$(cat <<'{_PROGRAM_END}'",
+        UNPACK_PROGRAM,
+        _PROGRAM_END,
+        ")",
+    ]
+
+
+def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = None) -> str:
     header = f"# --- ssm-deploy: {title} release {plan.release_id} in {plan.app_dir} ---"
-    return "\n".join([header, *_assignments(plan), _RUN_FUNCTIONS.strip(), _RELEASE_FUNCTIONS.strip(), call])
+    parts = [header, *_assignments(plan), *(program or []), _RUN_FUNCTIONS.strip(), _RELEASE_FUNCTIONS.strip()]
+    return "\n".join([*parts, call])
 
 
 def install_body(plan: ReleasePlan) -> str:
@@ -680,7 +711,7 @@ def install_body(plan: ReleasePlan) -> str:
     this one without this deploy's values, switches back the same way and exits 90), then prune to
     KEEP_RELEASES. A release that is already live is activated again (no switch, previous unchanged)."""
     call = " ".join(["ssm_deploy_install", *(_quote(_shared_spec(path)) for path in plan.shared_paths)])
-    return _body(plan, "install", call)
+    return _body(plan, "install", call, _unpack_program())
 
 
 def switch_back_body(plan: ReleasePlan) -> str:
@@ -718,6 +749,8 @@ def install_steps(plan: ReleasePlan) -> tuple[str, ...]:
     steps = [
         f"if {release} is not there yet: download {plan.artifact_url} with the instance role",
         f"  verify its SHA-256 is {plan.sha256} before unpacking anything",
+        "  inspect every entry with python3 before unpacking anything: only files, directories and symlinks that "
+        "stay inside the release, no setuid, setgid or sticky bit; otherwise stop (exit 91, nothing unpacked)",
         f"  unpack the .{plan.archive_format} into {release}" + (f", owned by {plan.run_as}" if plan.run_as else ""),
     ]
     for path in plan.shared_paths:
