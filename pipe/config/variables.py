@@ -672,7 +672,9 @@ ARTIFACT = Variable(
     "the clone directory, e.g. `web-api.tgz` from the build step's `artifacts:`. Uploaded once per content to "
     "`ARTIFACT_BUCKET`, unpacked on each instance into `APP_DIR/releases/<release id>`, made live by switching "
     "`APP_DIR/current` atomically; see [Releases](#releases). Refused when missing, empty, outside the clone "
-    "directory (symlinks too) or over 5 GiB.",
+    "directory (symlinks too), over 5 GiB, or holding an entry a release may not hold (a device node, FIFO, "
+    "socket, setuid/setgid/sticky bit, or a path or link leading outside the release; see "
+    "[What a release may hold](#what-a-release-may-hold)).",
     plain(optional),
 )
 ARTIFACT_BUCKET = Variable(
