@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,7 +118,10 @@ def test_a_large_file_goes_multipart_with_a_sha256_per_part(s3: tuple[Any, Seen]
     client, seen = s3
     clone = tmp_path / "clone"
     clone.mkdir()
-    (clone / "big.tgz").write_bytes(b"\x1f\x8b" + os.urandom(11 * 1024 * 1024))
+    noise = clone / "noise.bin"
+    noise.write_bytes(os.urandom(11 * 1024 * 1024))  # random: the .tgz stays above two 5 MiB parts
+    with tarfile.open(clone / "big.tgz", "w:gz") as archive:
+        archive.add(noise, arcname="noise.bin")
     artifact = prepare_artifact("big.tgz", str(clone), "web-api/", tmp_path)
 
     assert upload_once(client, bucket, artifact, SMALL_PARTS) is True
@@ -151,9 +155,11 @@ def test_a_file_changed_after_hashing_is_refused_by_s3(s3: tuple[Any, Seen], buc
     client, _ = s3
     clone = tmp_path / "clone"
     clone.mkdir()
-    (clone / "web-api.tgz").write_bytes(b"\x1f\x8b first build")
+    with tarfile.open(clone / "web-api.tgz", "w:gz") as archive:
+        archive.add(build(clone, "A"), arcname=".")
     artifact = prepare_artifact("web-api.tgz", str(clone), "web-api/", tmp_path)
-    (clone / "web-api.tgz").write_bytes(b"\x1f\x8b other build")  # same size, other bytes
+    data = (clone / "web-api.tgz").read_bytes()
+    (clone / "web-api.tgz").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other bytes
 
     with pytest.raises(NothingSent, match=r"^ARTIFACT: nothing was sent\. S3 received bytes whose SHA-256"):
         upload_once(client, bucket, artifact)
