@@ -705,7 +705,8 @@ def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = 
 
 def install_body(plan: ReleasePlan) -> str:
     """Install ``plan`` and make it live: download and verify the artifact unless releases/<id> is
-    already prepared, unpack, link SHARED_PATHS, run COMMANDS (84 and nothing switched on failure),
+    already prepared, inspect every entry (91 and nothing unpacked when one is refused), unpack,
+    link SHARED_PATHS, run COMMANDS (84 and nothing switched on failure),
     switch ``current`` atomically, run ACTIVATE_COMMANDS (on failure: switch back and activate the
     previous release, 85 or 86), read /proc (VERIFY_PROCESSES: a process of a replaced release, or of
     this one without this deploy's values, switches back the same way and exits 90), then prune to
