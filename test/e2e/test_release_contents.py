@@ -11,43 +11,17 @@ import json
 import os
 import stat
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
+from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
 from support import run_pipe
 from unit.release_support import Member, tar_member, write_tgz
 
 from pipe.stages.release.remote import ReleaseExit
 
-APP_DIR = "/srv/web-api"
 FIRST, OLD_BUILD = "000001-0123456", "000002-0123456"
-
-
-@pytest.fixture
-def service() -> str:
-    return f"svc{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def bucket(standin: StandIn) -> str:
-    name = f"artifacts-{uuid.uuid4().hex[:8]}"
-    standin.client("s3").create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": standin.region})
-    return name
-
-
-def env_for(standin: StandIn, instance_id: str, clone: Path, bucket: str, service: str, **extra: str) -> dict[str, str]:
-    variables = {
-        "INSTANCE_IDS": instance_id,
-        "ENVIRONMENT": "prod",
-        "SERVICE": service,
-        "ARTIFACT_BUCKET": bucket,
-        "APP_DIR": APP_DIR,
-        "ACTIVATE_COMMANDS": 'echo "activated $(cat version.txt)"',
-        "BITBUCKET_CLONE_DIR": str(clone),
-    }
-    return standin.pipe_env(**(variables | extra))
 
 
 @pytest.mark.parametrize(
@@ -74,7 +48,7 @@ def test_a_tgz_holding_what_a_release_may_not_is_refused_before_upload_naming_th
     (instance_id,) = standin.launch(1)
     write_tgz(tmp_path / "web-api.tgz", [tar_member("version.txt", data="A\n"), member])
     before = standin.calls_snapshot(include_instances=False)
-    run = run_pipe(env_for(standin, instance_id, tmp_path, bucket, service, ARTIFACT="web-api.tgz"))
+    run = run_pipe(release_env(standin, [instance_id], tmp_path, bucket, service, ARTIFACT="web-api.tgz"))
     print("OUTPUT<<<" + run.output + ">>>")
     calls = standin.calls_snapshot(include_instances=False) - before
 
@@ -93,7 +67,9 @@ def test_an_unchecked_archive_is_refused_on_the_instance_and_the_live_release_st
     (instance_id,) = standin.launch(1)
     write_tgz(tmp_path / "web-api.tgz", [tar_member("version.txt", data="A\n")])
     first = run_pipe(
-        env_for(standin, instance_id, tmp_path, bucket, service, ARTIFACT="web-api.tgz", BITBUCKET_BUILD_NUMBER="1")
+        release_env(
+            standin, [instance_id], tmp_path, bucket, service, ARTIFACT="web-api.tgz", BITBUCKET_BUILD_NUMBER="1"
+        )
     )
     assert first.returncode == 0, first.output
     # A build the pipe never checked, as an older version of the pipe uploaded and recorded it (or as
@@ -110,7 +86,7 @@ def test_an_unchecked_archive_is_refused_on_the_instance_and_the_live_release_st
     _record_unchecked_build(standin, bucket, service, hostile, OLD_BUILD)
     before = standin.calls_snapshot(include_instances=False)
 
-    run = run_pipe(env_for(standin, instance_id, tmp_path, bucket, service, RELEASE=OLD_BUILD))
+    run = run_pipe(release_env(standin, [instance_id], tmp_path, bucket, service, RELEASE=OLD_BUILD))
     print("OUTPUT<<<" + run.output + ">>>")
 
     assert run.returncode == 1, run.output

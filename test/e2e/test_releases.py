@@ -9,7 +9,6 @@ import json
 import os
 import re
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,6 @@ def build(clone: Path, version: str, name: str = "web-api.tgz") -> str:
         info = tarfile.TarInfo("version.txt")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
-    return name
-
-
-@pytest.fixture
-def service() -> str:
-    return f"svc{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def bucket(standin: StandIn) -> str:
-    name = f"artifacts-{uuid.uuid4().hex[:8]}"
-    standin.client("s3").create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": standin.region})
     return name
 
 
