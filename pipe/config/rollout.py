@@ -55,6 +55,8 @@ class RolloutSettings:
     bake_time: int = 0
     alarms: tuple[str, ...] = ()
     lock: bool = False
+    # MIN_HEALTHY, DRAIN_TIMEOUT, HEALTHY_TIMEOUT given without TARGET_GROUPS: ignored, and said so
+    ignored: tuple[str, ...] = ()
 
     @property
     def pipe_driven(self) -> bool:

@@ -217,12 +217,16 @@ def lock_is_on(values: Values) -> bool:
     return values.is_set(TARGET_GROUPS) if lock is None else bool(lock)
 
 
+def ignored_without_a_load_balancer(values: Values) -> tuple[str, ...]:
+    """The load balancer's bounds given without TARGET_GROUPS: accepted (one step definition serves an
+    environment with a load balancer and one without) and ignored, with a line that says so."""
+    if values.is_set(TARGET_GROUPS):
+        return ()
+    return tuple(variable.name for variable in LOAD_BALANCER_ONLY if values.is_set(variable))
+
+
 def rollouts_have_what_they_need(values: Values) -> Iterator[Problem]:
-    """The load balancer's bounds need TARGET_GROUPS; batches the pipe sends itself need it to wait."""
-    if not values.is_set(TARGET_GROUPS):
-        for variable in LOAD_BALANCER_ONLY:
-            if values.is_set(variable):
-                yield variable.name, "is only used with TARGET_GROUPS: set TARGET_GROUPS too, or remove this"
+    """Batches the pipe sends itself need it to wait."""
     driving = [variable.name for variable in PIPE_DRIVEN if values.is_set(variable)]
     if driving and values.ok(WAIT) and not values[WAIT]:
         yield (

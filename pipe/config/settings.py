@@ -350,6 +350,7 @@ def _rollout(values: Values) -> RolloutSettings:
         bake_time=values[BAKE_TIME],
         alarms=values[ALARMS],
         lock=(target_groups is not None) if lock is None else lock,
+        ignored=rules.ignored_without_a_load_balancer(values),
     )
 
 

@@ -27,6 +27,10 @@ def announce(settings: DeploySettings) -> None:
     if settings.secrets:
         names = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in settings.secrets)
         log.info(f"Secrets read on the instances: {names}")
+    if settings.rollout.ignored:
+        log.info(
+            f"{', '.join(settings.rollout.ignored)}: only used behind a load balancer (TARGET_GROUPS), ignored here"
+        )
     for hint in former_separator_hints(settings.variables):
         log.warning(hint)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from pipe.config.rollout import DRAIN_MARGIN_SECONDS
+from pipe.config.rollout import DRAIN_MARGIN_SECONDS, batch_sizes
 from pipe.errors import NothingSent
 from pipe.model import Batch
 from pipe.run import Run
@@ -51,7 +51,16 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
     ours = set(instance_ids)
     found = find_target_groups(run.clients.elbv2, rollout.target_groups, instance_ids)
     groups = found.groups
+    if not groups:  # 'auto' on instances in no target group: an environment without a load balancer
+        log.info(
+            f"TARGET_GROUPS 'auto': none of the {len(ours)} instance(s) is registered in an ELBv2 target group, so "
+            "they are deployed without a load balancer (MIN_HEALTHY, DRAIN_TIMEOUT and HEALTHY_TIMEOUT do not apply)"
+        )
+        batches = _without_a_load_balancer(run, instance_ids)
+        return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
     leaving = [group for group in groups if group.registrations(ours)]
+    if rollout.min_healthy != "0":
+        _refuse_if_nothing_serves(leaving)
     problem = below_floor(leaving, rollout.min_healthy) or impossible_batch(leaving, batches, rollout.min_healthy)
     if problem:
         raise NothingSent(
@@ -87,6 +96,33 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
         )
     balancer = LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy)
     return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines)
+
+
+def _without_a_load_balancer(run: Run, instance_ids: list[str]) -> list[Batch]:
+    """The batches as they would be without TARGET_GROUPS: BATCH_SIZE and CANARY if given, else one."""
+    rollout = run.settings.rollout
+    sizes = batch_sizes(len(instance_ids), rollout.batch_size, rollout.canary, one_at_a_time=False)
+    batches, start = [], 0
+    for number, size in enumerate(sizes, 1):
+        batches.append(Batch(number, len(sizes), tuple(instance_ids[start : start + size])))
+        start += size
+    return batches
+
+
+def _refuse_if_nothing_serves(leaving: list[TargetGroup]) -> None:
+    """A group in which no target is healthy serves nothing yet (a service's first deploy, or one that
+    is down): MIN_HEALTHY has no capacity to keep there, and only its one-off '0' lets the deploy start."""
+    idle = [group for group in leaving if group.registered and not group.healthy]
+    if not idle:
+        return
+    states = "; ".join(f"{t.instance_id}: {t.describe()}" for g in idle for t in g.registered[:5])
+    raise NothingSent(
+        "MIN_HEALTHY",
+        f"No target of {', '.join(g.name for g in idle)} is healthy ({states}): nothing serves through it yet, as "
+        "before a service's first deploy (or while it is down), so there is no capacity for MIN_HEALTHY to keep",
+        "deploy this once with MIN_HEALTHY: '0' (nothing is served, so nothing is lost; the instances are "
+        "deployed one batch at a time all the same), then remove it",
+    )
 
 
 def _group_lines(found: Discovery, ours: set[str], auto: bool) -> list[str]:

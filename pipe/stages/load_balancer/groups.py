@@ -95,8 +95,8 @@ class Discovery:
 def find_target_groups(elbv2: Any, choice: TargetGroupChoice, instance_ids: Sequence[str]) -> Discovery:
     """The target groups TARGET_GROUPS names and every other one in which one of the instances is
     registered (with ``auto``: only those), each with its deregistration delay and every target's
-    health. Refused (NothingSent) when a named group does not exist or has no instance targets, when
-    ``auto`` finds none, and when the deploy role may not list the groups or read one of them: a
+    health (with ``auto``, possibly none). Refused (NothingSent) when a named group does not exist or
+    has no instance targets, and when the deploy role may not list the groups or read one of them: a
     group left unread could hold an instance that would then restart while in service."""
     ours = set(instance_ids)
     try:
@@ -116,12 +116,6 @@ def find_target_groups(elbv2: Any, choice: TargetGroupChoice, instance_ids: Sequ
             group.targets = targets
             if group.named or group.registrations(ours):
                 groups.append(group)
-        if choice.auto and not groups:
-            raise NothingSent(
-                "TARGET_GROUPS",
-                f"'auto' found no ELBv2 target group in which any of the {len(ours)} instance(s) is registered",
-                "register them in their target group, or name the groups in TARGET_GROUPS",
-            )
         for group in groups:
             group.deregistration_delay = _deregistration_delay(elbv2, group.arn)
     except ClientError as error:
