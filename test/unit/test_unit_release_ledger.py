@@ -178,7 +178,8 @@ def test_a_schema_1_version_is_read_a_deploy_or_a_rollback_by_whether_its_run_bu
         {"action": "undo"},
         {"instances": Groups({f"outcome {n}": 1 for n in range(17)}, {})},
         {"instances": Groups({"é": 1}, {})},
-        {"fleet": Groups({"latest": 1}, {})},
+        {"fleet": Groups({"latest\n": 1}, {})},
+        {"fleet": Groups({"x" * (RELEASE_ID_MAX + 1): 1}, {})},
         {"fleet": Groups({f"{n:06d}-abc": 1 for n in range(FLEET_GROUPS_MAX + 1)}, {})},
     ],
 )

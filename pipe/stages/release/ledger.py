@@ -29,7 +29,6 @@ from typing import Any
 
 from pipe.config.release import RELEASE_ID, RELEASE_ID_MAX, check_ledger_name, ledger_path, release_id
 from pipe.limits import PARAMETER_VALUE_STANDARD_MAX, S3_KEY_MAX_BYTES
-from pipe.model import UNKNOWN_RELEASE
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 ARTIFACT_KEY = re.compile(r"[A-Za-z0-9!_.*'()/-]+")  # what artifact.check_artifact_prefix allows, and the digest
@@ -371,10 +370,8 @@ def _entry_problems(entry: LedgerEntry) -> list[str]:
     if len(names) > OUTCOME_GROUPS_MAX or not all(_is_group_name(name, OUTCOME_NAME_MAX) for name in names):
         problems.append(f"at most {OUTCOME_GROUPS_MAX} outcomes of at most {OUTCOME_NAME_MAX} characters (Groups.of)")
     releases = entry.fleet.counts
-    if len(releases) > FLEET_GROUPS_MAX or not all(
-        _is_release_id(name) or name in (UNKNOWN_RELEASE, OTHER) for name in releases
-    ):
-        problems.append(f"fleet: at most {FLEET_GROUPS_MAX} release ids, {UNKNOWN_RELEASE} or {OTHER}")
+    if len(releases) > FLEET_GROUPS_MAX or not all(_is_group_name(name, RELEASE_ID_MAX) for name in releases):
+        problems.append(f"fleet: at most {FLEET_GROUPS_MAX} names of at most {RELEASE_ID_MAX} characters (Groups.of)")
     return problems
 
 

@@ -164,16 +164,20 @@ def record_release(run: Run, outcome: DeployOutcome, stopped: bool = False) -> N
     fleet = fleet_at_end(run.targeted, outcome, release.plan.release_id, release.live_before)
     status = entry_status(outcome, stopped, fleet, release.plan.release_id, release.live_before)
     build = run.settings.build
-    entry = LedgerEntry(
-        release=release.info,
-        run=RunInfo(build.build_number, build.commit, build.url, build.triggerer),
-        action=release.action.value,
-        status=status.value,
-        fleet=Groups.of(fleet, limit=FLEET_GROUPS_MAX, name_max=RELEASE_ID_MAX),
-        instances=Groups.of(instance_outcomes(list(fleet), outcome)),
-        time=utc_timestamp(),
-        previous_release=release.live_before,
-    )
+    try:
+        entry = LedgerEntry(
+            release=release.info,
+            run=RunInfo(build.build_number, build.commit, build.url, build.triggerer),
+            action=release.action.value,
+            status=status.value,
+            fleet=Groups.of(fleet, limit=FLEET_GROUPS_MAX, name_max=RELEASE_ID_MAX),
+            instances=Groups.of(instance_outcomes(list(fleet), outcome)),
+            time=utc_timestamp(),
+            previous_release=release.live_before,
+        )
+    except ValueError as error:  # a bug of ours: the verdict stays the deploy's
+        log.warning(f"The release ledger was not updated: the entry could not be made ({error})")
+        return
     value = entry.to_json()
     try:
         version = record(run.clients.ssm, release.ledger, value)
