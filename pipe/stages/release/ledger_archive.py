@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message
 from pipe.stages.release.ledger import LedgerEntry
@@ -98,7 +98,7 @@ class Archive:
         oldest = min(version.number for version in versions)
         try:
             there = set(self._numbers(start_after=self.key(oldest - 1)))
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             log.warning(
                 f"The release ledger's archive {self.url()} could not be listed ({_said(error)}): no version was "
                 f"copied there. Fix: allow s3:ListBucket on arn:aws:s3:::{self.bucket}"
@@ -116,8 +116,8 @@ class Archive:
                 continue
             try:
                 self._put(version)
-            except ClientError as error:
-                if error_code(error) in ALREADY_THERE:  # another deploy copied it meanwhile
+            except (ClientError, BotoCoreError) as error:
+                if _already_there(error):  # another deploy copied it meanwhile
                     continue
                 log.warning(
                     f"The release ledger's version {version.number} could not be copied to {self.url(version.number)} "
@@ -146,7 +146,7 @@ class Archive:
         try:
             if self._listed is None:
                 self._listed = sorted(self._numbers(), reverse=True)
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             log.warning(
                 f"The release ledger's archive {self.url()} could not be listed ({_said(error)}): the ledger is "
                 f"read from Parameter Store's 100 newest versions only. Fix: allow s3:ListBucket on "
@@ -166,7 +166,7 @@ class Archive:
         try:
             response = self.s3.get_object(Bucket=self.bucket, Key=self.key(number))
             data = response["Body"].read(OBJECT_MAX_BYTES + 1)
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             log.warning(
                 f"{self.url(number)} could not be read ({_said(error)}): skipped. Fix: allow s3:GetObject on "
                 f"arn:aws:s3:::{self.bucket}/{self.folder}*"
@@ -193,5 +193,9 @@ class Archive:
                     yield int(matched.group(1))
 
 
-def _said(error: ClientError) -> str:
-    return f"{error_code(error)}: {error_message(error)}"
+def _already_there(error: ClientError | BotoCoreError) -> bool:
+    return isinstance(error, ClientError) and error_code(error) in ALREADY_THERE
+
+
+def _said(error: ClientError | BotoCoreError) -> str:
+    return f"{error_code(error)}: {error_message(error)}" if isinstance(error, ClientError) else str(error)

@@ -8,6 +8,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError
+
 from pipe.config.release import PREVIOUS, RELEASE_ID_MAX, ledger_archive_folder, release_id
 from pipe.config.settings import DeploySettings, ReleaseSettings
 from pipe.errors import NothingSent, PipeError
@@ -181,7 +183,7 @@ def record_release(run: Run, outcome: DeployOutcome, stopped: bool = False) -> N
     value = entry.to_json()
     try:
         version = record(run.clients.ssm, release.ledger, value)
-    except PipeError as error:
+    except (PipeError, BotoCoreError) as error:
         log.warning(f"The release ledger was not updated: {error}")
         return
     where = "" if status is EntryStatus.SUCCEEDED else f": {entry.fleet.describe()}"
