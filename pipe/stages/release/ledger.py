@@ -10,7 +10,8 @@ apart, the run that asked for it.
 A standard-tier value holds at most 4 KB (the advanced tier's 8 KB is charged per parameter and
 month, and a parameter never goes back to standard): an entry keeps every count whatever the fleet
 size and cuts the instance id lists to fit, those not on the release and those that failed first.
-The caps below keep every other field under 3 KB together.
+The caps below keep an entry whose every field and group name is as long as allowed, without any
+instance id, under 3,900 bytes (test_unit_release_ledger.py builds it).
 
 Reading takes any value: what is not an entry of a known schema raises ValueError (never another
 exception), and the reader skips that version. Nothing secret goes in: ids, digests, commits,
