@@ -17,7 +17,7 @@ import boto3
 from pipe.aws.clients import Clients
 from pipe.config.lock import lock_name
 from pipe.config.settings import DeploySettings
-from pipe.errors import PipeError
+from pipe.errors import DeployStopped, PipeError
 from pipe.model import DeployOutcome, Status
 from pipe.report import plan
 from pipe.report.result_file import write_result
@@ -28,7 +28,7 @@ from pipe.stages.authenticate import authenticate, deploy_bound_seconds
 from pipe.stages.lock import LockRequest, check_lock, deploy_lock
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
-from pipe.stages.release.stage import Release, dry_run_lines, prepare_release, record_release
+from pipe.stages.release.stage import Release, done_message, dry_run_lines, prepare_release, record_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.stages.rollout import plan_batches, roll_out
 from pipe.stages.rollout_plan import RolloutPlan, prepare_rollout
@@ -92,12 +92,16 @@ class Deploy:
             message = send_only(run, first)
             self.outcome.status = Status.SENT
             return message
+        stopped = False
         try:
             message = roll_out(run, rollout.batches, rollout.hook)
             self.outcome.status = Status.SUCCEEDED
+        except DeployStopped:
+            stopped = True
+            raise
         finally:
-            record_release(run, self.outcome)
-        return message
+            record_release(run, self.outcome, stopped)
+        return done_message(run.release, message)
 
     @contextmanager
     def _locked(self, run: Run, session: boto3.Session) -> Iterator[list[str]]:

@@ -1,5 +1,6 @@
 """The release mode's names and pure checks: release ids, APP_DIR, SHARED_PATHS, RUN_AS, the artifact's
-S3 prefix and the ledger's name. The stages that render, upload and record use the same facts."""
+S3 prefix, the ledger's name and its archive's folder. The stages that render, upload and record use
+the same facts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from pipe.limits import PARAMETER_NAME_MAX, S3_KEY_MAX_BYTES
 
 RELEASE_ID = re.compile(r"[0-9]{6,}-[0-9a-z]{1,40}", re.ASCII)
+RELEASE_ID_MAX = 64  # characters of a release id the ledger records (a 20-digit build number fits)
 NO_COMMIT = "nocommit"
 DEFAULT_KEEP_RELEASES = 5
 MIN_KEEP_RELEASES = 2  # the live release and the one before it are never pruned
@@ -92,6 +94,12 @@ def check_ledger_name(service: str, environment: str) -> str | None:
 
 def ledger_path(service: str, environment: str) -> str:
     return f"{LEDGER_ROOT}/{service}/{environment}/release"
+
+
+def ledger_archive_folder(artifact_prefix: str, service: str, environment: str) -> str:
+    """``<ARTIFACT_PREFIX>ledger/<service>/<environment>/``: the release bucket's folder that keeps a
+    copy of every ledger version, beyond the 100 Parameter Store keeps."""
+    return f"{artifact_prefix}ledger/{service}/{environment}/"
 
 
 def default_name(repo: str) -> str:

@@ -724,9 +724,9 @@ ACTIVATE_COMMANDS = Variable(
 )
 RELEASE = Variable(
     "RELEASE",
-    "Release mode without building: `previous` (the release live before the live one, from the ledger) or a "
-    "release id, deployed with the same switch, activation, health check and rollback; instances that no "
-    "longer have it fetch it again. Instead of `ARTIFACT`.",
+    "Release mode without building: `previous` (from the ledger, the last release live before the live one with "
+    "another artifact) or a release id, deployed with the same switch, activation, health check and rollback; "
+    "instances that no longer have it fetch it again. Instead of `ARTIFACT`.",
     plain(_release),
 )
 KEEP_RELEASES = Variable(

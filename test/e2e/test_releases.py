@@ -53,6 +53,12 @@ def releases(standin: StandIn, instance_id: str) -> list[str]:
     return sorted(path.name for path in standin.instance_path(instance_id, f"{APP_DIR}/releases").iterdir())
 
 
+def ledger_copies(standin: StandIn, bucket: str) -> int:
+    """Objects of the ledger's archive in the bucket: each run copies its ledger version there."""
+    listed = standin.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    return sum("/ledger/" in item["Key"] for item in listed)
+
+
 def ledger(standin: StandIn, service: str) -> list[dict[str, object]]:
     history = standin.client("ssm").get_parameter_history(Name=f"/release-ledger/{service}/prod/release")
     return [json.loads(version["Value"]) for version in history["Parameters"]]
@@ -68,11 +74,12 @@ def test_release_a_then_b_goes_live_everywhere_and_is_recorded(
     )
     assert first.returncode == 0, first.output
     build(tmp_path, "B")
-    before = standin.calls_snapshot(include_instances=False)
+    before, copies = standin.calls_snapshot(include_instances=False), ledger_copies(standin, bucket)
     second = run_pipe(
         release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="8")
     )
-    uploads = (standin.calls_snapshot(include_instances=False) - before)["s3:PutObject"]
+    puts = (standin.calls_snapshot(include_instances=False) - before)["s3:PutObject"]
+    uploads = puts - (ledger_copies(standin, bucket) - copies)
 
     assert second.returncode == 0, second.output
     assert uploads == 1
@@ -158,11 +165,12 @@ def test_release_previous_goes_back_without_uploading_and_fetches_what_an_instan
     run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2"))
     lacking = standin.instance_path(ids[1], f"{APP_DIR}/releases/000001-0123456")
     os.system(f"rm -rf '{lacking}'")
-    before = standin.calls_snapshot(include_instances=False)
+    before, copies = standin.calls_snapshot(include_instances=False), ledger_copies(standin, bucket)
     run = run_pipe(release_env(standin, ids, tmp_path, bucket, service, RELEASE="previous"))
 
     assert run.returncode == 0, run.output
-    assert (standin.calls_snapshot(include_instances=False) - before)["s3:PutObject"] == 0
+    puts = (standin.calls_snapshot(include_instances=False) - before)["s3:PutObject"]
+    assert puts - (ledger_copies(standin, bucket) - copies) == 0  # the ledger's copy only: nothing uploaded
     assert all(live(standin, instance_id) == "A" for instance_id in ids)
     assert f"{ids[1]} | ssm-deploy: downloading" in run.output
 

@@ -5,6 +5,7 @@ request, and the ledger's history resolving "live" and "previous" across Paramet
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tarfile
 import uuid
@@ -21,17 +22,9 @@ from standin import StandIn
 from pipe.config.release import release_id
 from pipe.errors import NothingSent
 from pipe.stages.release.artifact import prepare_artifact, sha256_base64, upload_once
-from pipe.stages.release.ledger import (
-    LedgerEntry,
-    Outcomes,
-    find_release,
-    ledger_name,
-    live_release,
-    read_history,
-    record,
-    release_before_live,
-    utc_timestamp,
-)
+from pipe.stages.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo, ledger_name, utc_timestamp
+from pipe.stages.release.ledger_archive import Archive, Recorded, Version
+from pipe.stages.release.ledger_store import read_history, record
 
 SECRET = "s3cr3t-Db-Passw0rd-7f1c"
 SMALL_PARTS = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
@@ -202,16 +195,20 @@ def test_no_secret_and_no_file_name_reaches_s3_and_no_acl_is_sent(
 def deploy(build_number: int, status: str = "succeeded", previous: str = "", instances: int = 3) -> LedgerEntry:
     commit = hashlib.sha1(str(build_number).encode()).hexdigest()
     digest = hashlib.sha256(str(build_number).encode()).hexdigest()
+    identity = release_id(str(build_number), commit)
+    run = RunInfo(
+        str(build_number),
+        commit,
+        f"https://bitbucket.org/acme/web-api/pipelines/results/{build_number}",
+        "{5f1c2a3b-0000-4000-8000-000000000001}",
+    )
     return LedgerEntry(
-        release_id=release_id(str(build_number), commit),
-        commit=commit,
-        build_number=str(build_number),
-        build_url=f"https://bitbucket.org/acme/web-api/pipelines/results/{build_number}",
-        triggered_by="{5f1c2a3b-0000-4000-8000-000000000001}",
-        artifact_key=f"web-api/{digest}.tar.gz",
-        sha256=digest,
+        release=ReleaseInfo(identity, commit, str(build_number), f"web-api/{digest}.tar.gz", digest),
+        run=run,
+        action="deploy",
         status=status,
-        instances=Outcomes.of({f"i-{n:017x}": status for n in range(instances)}),
+        fleet=Groups.of({f"i-{n:017x}": identity for n in range(instances)}),
+        instances=Groups.of({f"i-{n:017x}": status for n in range(instances)}),
         time=utc_timestamp(),
         previous_release=previous,
     )
@@ -222,42 +219,99 @@ def ledger() -> str:
     return ledger_name(f"web-api-{uuid.uuid4().hex[:8]}", "production")
 
 
+def write(ssm: Any, name: str, entries: list[LedgerEntry], archive: Archive | None = None) -> list[int]:
+    """Record each entry as a deploy does: the parameter, then its copy in the archive."""
+    written = []
+    for item in entries:
+        value = item.to_json()
+        written.append(record(ssm, name, value))
+        if archive is not None:
+            archive.keep([Version(written[-1], value)], newest=written[-1])
+    return written
+
+
 def test_each_deploy_is_a_version_and_previous_resolves_to_the_release_before(standin: StandIn, ledger: str) -> None:
     ssm = standin.client("ssm")
     a, b, c = deploy(1), deploy(2), deploy(3, "rolled back")
 
-    assert live_release(ssm, ledger) is None and release_before_live(ssm, ledger) is None
-    assert [record(ssm, ledger, item) for item in (a, b, c)] == [1, 2, 3]
-    assert live_release(ssm, ledger) == b  # C was rolled back: B is what runs
-    assert release_before_live(ssm, ledger) == a
-    assert find_release(ssm, ledger, c.release_id) == c
-    assert [item.version for item in read_history(ssm, ledger)] == [1, 2, 3]
+    assert read_history(ssm, ledger).live() is None and read_history(ssm, ledger).previous().found is None
+    assert write(ssm, ledger, [a, b, c]) == [1, 2, 3]
+    history = read_history(ssm, ledger)
+    assert history.live() == Recorded(2, b, history.live().written_by)  # type: ignore[union-attr]
+    assert history.previous().found is not None and history.previous().found.entry == a  # type: ignore[union-attr]
+    assert history.release(c.release.id).entry == c  # type: ignore[union-attr]
+    assert [item.number for item in history.versions] == [1, 2, 3]
     described = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [ledger]}])["Parameters"]
     assert (described[0]["Type"], described[0]["Tier"]) == ("String", "Standard")
 
 
-def test_the_history_spans_pages_and_keeps_the_last_100_deploys(standin: StandIn, ledger: str) -> None:
-    ssm = standin.client("ssm")
+def test_the_history_spans_pages_and_the_archive_keeps_what_the_100_versions_forget(
+    standin: StandIn, ledger: str, bucket: str
+) -> None:
+    ssm, s3 = standin.client("ssm"), standin.client("s3")
+    archive = Archive(s3, bucket, "web-api/ledger/web-api/production/")
     entries = [deploy(n) for n in range(1, 121)]
-    for item in entries:
-        record(ssm, ledger, item)
+    write(ssm, ledger, entries, archive)
 
-    found = read_history(ssm, ledger)
-    assert [item.version for item in found] == list(range(21, 121))
-    assert live_release(ssm, ledger) == entries[-1]
-    assert release_before_live(ssm, ledger) == entries[-2]
-    assert find_release(ssm, ledger, entries[30].release_id) == entries[30]
-    assert find_release(ssm, ledger, entries[5].release_id) is None  # older than the 100 kept
+    parameter_only = read_history(ssm, ledger)
+    assert [item.number for item in parameter_only.versions] == list(range(21, 121))
+    assert parameter_only.live().entry == entries[-1]  # type: ignore[union-attr]
+    assert parameter_only.release(entries[5].release.id) is None  # older than the 100 kept
+
+    history = read_history(ssm, ledger, Archive(s3, bucket, "web-api/ledger/web-api/production/"))
+    assert history.previous().found.entry == entries[-2]  # type: ignore[union-attr]
+    assert history.release(entries[5].release.id).entry == entries[5]  # type: ignore[union-attr]
+    assert history.release(entries[30].release.id).version == 31  # type: ignore[union-attr]
+
+
+def test_the_archive_never_overwrites_a_copy_and_copies_what_it_lacks(
+    standin: StandIn, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3 = standin.client("s3")
+    archive = Archive(s3, bucket, "web-api/ledger/svc/prod/")
+    s3.put_object(Bucket=bucket, Key=archive.key(2), Body=b"the old parameter's version 2")
+
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        copied = archive.keep([Version(1, "one", "arn:writer"), Version(2, "two"), Version(3, "three")], newest=3)
+        again = archive.keep([Version(1, "changed"), Version(2, "changed"), Version(3, "changed")], newest=3)
+
+    def body(version: int) -> bytes:
+        return bytes(s3.get_object(Bucket=bucket, Key=archive.key(version))["Body"].read())
+
+    assert (copied, again) == (2, 0)
+    assert (body(1), body(2), body(3)) == (b"one", b"the old parameter's version 2", b"three")
+    assert s3.head_object(Bucket=bucket, Key=archive.key(1))["Metadata"] == {"written-by": "arn:writer"}
+    assert archive.key(3) == "web-api/ledger/svc/prod/0000000003.json"
+    assert "already holds s3://" in caplog.text and "version 3 was not copied" in caplog.text
+    with pytest.raises(ClientError, match="PreconditionFailed"):  # as S3 answers If-None-Match: * on a key
+        s3.put_object(Bucket=bucket, Key=archive.key(1), Body=b"x", IfNoneMatch="*")
+
+
+def test_a_garbled_copy_in_the_archive_is_skipped_naming_it(
+    standin: StandIn, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3 = standin.client("s3")
+    archive = Archive(s3, bucket, "web-api/ledger/svc/prod/")
+    archive.keep([Version(1, deploy(1).to_json()), Version(2, "[" * 5000)])
+    s3.put_object(Bucket=bucket, Key=archive.key(3), Body=b"\xff\xfe" * 10)
+
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        found = list(archive.recorded_before(10))
+
+    assert [item.version for item in found] == [1]
+    assert f"Release ledger s3://{bucket}/web-api/ledger/svc/prod/0000000002.json: version 2 skipped" in caplog.text
+    assert "version 3 skipped" in caplog.text
 
 
 def test_a_deploy_to_2000_instances_is_recorded_in_the_standard_tier(standin: StandIn, ledger: str) -> None:
     ssm = standin.client("ssm")
     big = deploy(9, instances=2000)
-    record(ssm, ledger, big)  # the stand-in refuses a standard value over 4096 characters, as AWS does
+    record(ssm, ledger, big.to_json())  # the stand-in refuses a standard value over 4096 characters, as AWS does
 
     stored = ssm.get_parameter(Name=ledger)["Parameter"]["Value"]
     assert len(stored.encode()) < 4096
     assert LedgerEntry.from_json(stored).instances.counts == {"succeeded": 2000}
+    assert LedgerEntry.from_json(stored).fleet.counts == {big.release.id: 2000}
 
 
 def test_the_ledger_root_is_one_parameter_store_accepts(standin: StandIn) -> None:
@@ -265,4 +319,4 @@ def test_the_ledger_root_is_one_parameter_store_accepts(standin: StandIn) -> Non
     ssm = standin.client("ssm")
     with pytest.raises(ClientError, match="prefixed with"):
         ssm.put_parameter(Name="/ssm-deploy/web-api/production/release", Value="x", Type="String")
-    assert record(ssm, ledger_name("web-api-root", "production"), deploy(1)) >= 1
+    assert record(ssm, ledger_name("web-api-root", "production"), deploy(1).to_json()) >= 1

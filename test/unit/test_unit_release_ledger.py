@@ -1,5 +1,6 @@
-"""pipe.stages.release.ledger without a server: names, the 4 KB entry, choosing releases from the
-history, and Parameter Store's paging and refusals through a stubbed SSM client."""
+"""The release ledger without a server: names, the 4 KB entry (schema 2, and schema 1 read back),
+choosing releases from the history (the archive beyond Parameter Store's 100 versions included),
+and Parameter Store's paging and refusals through a stubbed SSM client."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,37 +19,55 @@ from hypothesis import strategies as st
 from mypy_boto3_ssm.client import SSMClient
 from unit.unit_support import ssm_client
 
-from pipe.config.release import check_ledger_name, release_id
+from pipe.config.release import RELEASE_ID_MAX, check_ledger_name, ledger_archive_folder, release_id
+from pipe.limits import S3_KEY_MAX_BYTES
+from pipe.model import UNKNOWN_RELEASE
 from pipe.stages.release.ledger import (
     ENTRY_BUDGET,
+    FIELD_CAPS,
+    FLEET_GROUPS_MAX,
+    OUTCOME_GROUPS_MAX,
+    OUTCOME_NAME_MAX,
+    Groups,
     LedgerEntry,
-    LedgerError,
-    Outcomes,
-    Recorded,
-    before_live_in,
+    ReleaseInfo,
+    RunInfo,
     ledger_name,
+    utc_timestamp,
+)
+from pipe.stages.release.ledger_archive import Recorded, Version
+from pipe.stages.release.ledger_store import (
+    History,
+    LedgerError,
     live_in,
+    previous_in,
     read_history,
     record,
     release_in,
-    utc_timestamp,
 )
 
 NAME = "/release-ledger/web-api/production/release"
 SHA = "ab" * 32
+A, B, C = "000040-aaaaaaa", "000041-bbbbbbb", "000042-ccccccc"
+DIGESTS = {A: "a" * 64, B: "b" * 64, C: "c" * 64}
 
 
-def entry(release: str = "000042-0123456", status: str = "succeeded", **changes: Any) -> LedgerEntry:
+def entry(identity: str = "000042-0123456", status: str = "succeeded", sha256: str = "", **changes: Any) -> LedgerEntry:
+    digest = sha256 or DIGESTS.get(identity, SHA)
     base = LedgerEntry(
-        release_id=release,
-        commit="0123456789abcdef0123456789abcdef01234567",
-        build_number="42",
-        build_url="https://bitbucket.org/acme/web-api/pipelines/results/42",
-        triggered_by="{5f1c2a3b-0000-4000-8000-000000000001}",
-        artifact_key=f"web-api/{SHA}.tar.gz",
-        sha256=SHA,
+        release=ReleaseInfo(
+            identity, "0123456789abcdef0123456789abcdef01234567", "42", f"web-api/{digest}.tar.gz", digest
+        ),
+        run=RunInfo(
+            "57",
+            "89abcdef0123456789abcdef0123456789abcdef",
+            "https://bitbucket.org/acme/web-api/pipelines/results/57",
+            "{5f1c2a3b-0000-4000-8000-000000000001}",
+        ),
+        action="deploy",
         status=status,
-        instances=Outcomes.of({"i-0123456789abcdef0": status}),
+        fleet=Groups.of({"i-0123456789abcdef0": identity}),
+        instances=Groups.of({"i-0123456789abcdef0": status}),
         time="2026-12-01T21:50:33Z",
     )
     return dataclasses.replace(base, **changes)
@@ -67,8 +87,9 @@ def test_release_ids_are_build_then_short_commit_and_sort_in_build_order() -> No
     assert sorted(ids) == ids
 
 
-def test_the_ledger_name_is_per_service_and_environment() -> None:
+def test_the_ledger_name_is_per_service_and_environment_and_its_archive_beside_the_artifacts() -> None:
     assert ledger_name("web-api", "production") == NAME
+    assert ledger_archive_folder("web-api/", "web-api", "production") == "web-api/ledger/web-api/production/"
 
 
 @pytest.mark.parametrize(
@@ -88,21 +109,78 @@ def test_timestamps_are_utc_iso_8601() -> None:
 # --- entries --------------------------------------------------------------------------------------------
 
 
-def test_an_entry_round_trips_through_its_json() -> None:
-    written = entry(previous_release="000041-abcdef0")
+def test_an_entry_round_trips_through_its_json_with_the_release_and_the_run_apart() -> None:
+    written = entry(
+        previous_release="000041-abcdef0",
+        action="rollback",
+        status="partial",
+        fleet=Groups.of({"i-1": "000042-0123456", "i-2": "000041-abcdef0", "i-3": UNKNOWN_RELEASE}),
+    )
+    document = json.loads(written.to_json())
+
     assert LedgerEntry.from_json(written.to_json()) == written
-    assert json.loads(written.to_json())["previous"] == "000041-abcdef0"
+    assert (document["v"], document["action"], document["status"]) == (2, "rollback", "partial")
+    assert (document["release"], document["commit"], document["build"]) == (
+        "000042-0123456",
+        "0123456789abcdef0123456789abcdef01234567",
+        "42",
+    )
+    assert document["run"] == {
+        "build": "57",
+        "commit": "89abcdef0123456789abcdef0123456789abcdef",
+        "build_url": "https://bitbucket.org/acme/web-api/pipelines/results/57",
+        "triggered_by": "{5f1c2a3b-0000-4000-8000-000000000001}",
+    }
+    assert document["fleet"]["000041-abcdef0"] == {"count": 1, "ids": ["i-2"]}
+    assert document["previous"] == "000041-abcdef0"
+
+
+def schema_1(release: str, build: str, commit: str) -> str:
+    """A version an earlier pipe wrote: the run's build and commit beside the release id."""
+    return json.dumps(
+        {
+            "v": 1,
+            "release": release,
+            "status": "succeeded",
+            "previous": "",
+            "commit": commit,
+            "build": build,
+            "build_url": "https://bitbucket.org/acme/web-api/pipelines/results/" + build,
+            "triggered_by": "{x}",
+            "artifact": f"web-api/{SHA}.tar.gz",
+            "sha256": SHA,
+            "time": "2026-01-01T00:00:00Z",
+            "instances": {"succeeded": {"count": 2, "ids": ["i-1", "i-2"]}},
+        }
+    )
+
+
+def test_a_schema_1_version_is_read_a_deploy_or_a_rollback_by_whether_its_run_built_the_release() -> None:
+    deployed = LedgerEntry.from_json(schema_1("000042-0123456", "42", "0123456789"))
+    went_back = LedgerEntry.from_json(schema_1("000042-0123456", "57", "fedcba9876"))
+
+    assert (deployed.action, deployed.release.commit, deployed.release.build) == ("deploy", "0123456789", "42")
+    assert (went_back.action, went_back.release.commit, went_back.release.build) == ("rollback", "", "42")
+    assert (went_back.run.build, went_back.run.commit) == ("57", "fedcba9876")
+    assert went_back.live and went_back.instances.counts == {"succeeded": 2} and went_back.fleet.counts == {}
 
 
 @pytest.mark.parametrize(
     "changes",
     [
-        {"release_id": "42-abc"},
+        {"release": ReleaseInfo("42-abc", "", "", "", "")},
+        {"release": ReleaseInfo("1" * RELEASE_ID_MAX + "-abc", "", "", "", "")},
         {"previous_release": "previous"},
-        {"sha256": "AB" * 32},
-        {"artifact_key": "web api/x.tar.gz"},
+        {"release": ReleaseInfo(A, "", "", "", "AB" * 32)},
+        {"release": ReleaseInfo(A, "", "", "web api/x.tar.gz", "")},
         {"status": "done"},
-        {"instances": Outcomes({f"outcome {n}": 1 for n in range(17)}, {})},
+        {"status": "succeeded "},
+        {"action": "undo"},
+        {"instances": Groups({f"outcome {n}": 1 for n in range(17)}, {})},
+        {"instances": Groups({"é": 1}, {})},
+        {"fleet": Groups({"latest\n": 1}, {})},
+        {"fleet": Groups({"x" * (RELEASE_ID_MAX + 1): 1}, {})},
+        {"fleet": Groups({f"{n:06d}-abc": 1 for n in range(FLEET_GROUPS_MAX + 1)}, {})},
     ],
 )
 def test_an_entry_with_a_field_that_cannot_be_cut_or_trusted_is_refused(changes: dict[str, Any]) -> None:
@@ -110,27 +188,61 @@ def test_an_entry_with_a_field_that_cannot_be_cut_or_trusted_is_refused(changes:
         entry(**changes)
 
 
-def test_2000_instances_fit_in_4_kb_with_every_count_and_the_failures_named() -> None:
-    written = entry(status="rolled back", instances=Outcomes.of(fleet(2000, failed=3)))
+def test_2000_instances_fit_in_4_kb_with_every_count_and_first_the_instances_not_on_the_release() -> None:
+    outcomes = fleet(2000, failed=3)
+    on = {i: (A if outcome == "rolled back" else C) for i, outcome in outcomes.items()}
+    written = entry(C, status="partial", instances=Groups.of(outcomes), fleet=Groups.of(on))
     text = written.to_json()
     read = LedgerEntry.from_json(text)
 
     assert len(text.encode()) < 4096
     assert dict(read.instances.counts) == {"rolled back": 3, "succeeded": 1997}
-    assert read.instances.ids["rolled back"] == written.instances.ids["rolled back"]
-    assert 0 < len(read.instances.ids["succeeded"]) < 1997 and not read.instances.complete
-    assert read.instances.ids["succeeded"] == written.instances.ids["succeeded"][: len(read.instances.ids["succeeded"])]
+    assert dict(read.fleet.counts) == {A: 3, C: 1997}
+    assert (
+        read.fleet.ids[A] == written.fleet.ids[A]
+        and read.instances.ids["rolled back"] == written.instances.ids["rolled back"]
+    )
+    assert 0 < len(read.fleet.ids[C]) < 1997 and not read.fleet.complete
+    assert read.fleet.ids[C] == written.fleet.ids[C][: len(read.fleet.ids[C])]
 
 
-def test_outcomes_past_16_merge_into_other_and_long_names_are_cut() -> None:
-    outcomes = Outcomes.of({f"i-{n}": f"exit {n % 20}" for n in range(40)} | {f"i-y{n}": "y" * 60 for n in range(3)})
+def test_the_largest_entry_the_caps_allow_fits_with_its_groups_named() -> None:
+    """Every field at its cap, escapes included: the entry still fits (the fitting never has to drop a count)."""
+    wide = "\u2028" * 400  # six bytes each in ASCII JSON
+    key = "p/" * ((S3_KEY_MAX_BYTES - 71) // 2) + SHA + ".tar.gz"
+    longest = "1" * (RELEASE_ID_MAX - 41) + "-" + "z" * 40
+    releases = [longest[: -len(str(n))] + str(n) for n in range(FLEET_GROUPS_MAX - 2)] + [UNKNOWN_RELEASE, "other"]
+    written = entry(
+        release=ReleaseInfo(longest, wide, wide, key, SHA),
+        run=RunInfo(wide, wide, wide, wide),
+        time=wide,
+        previous_release=longest,
+        fleet=Groups({name: 10**9 for name in releases}, {name: ("i-0123456789abcdef0",) for name in releases}),
+        instances=Groups(
+            {f"{n:02d}" + "~" * (OUTCOME_NAME_MAX - 2): 10**9 for n in range(OUTCOME_GROUPS_MAX)},
+            {},
+        ),
+    )
+    text = written.to_json()
+    read = LedgerEntry.from_json(text)
+
+    assert len(text) <= ENTRY_BUDGET
+    assert dict(read.fleet.counts) == dict(written.fleet.counts)
+    assert dict(read.instances.counts) == dict(written.instances.counts)
+    assert len(json.dumps(read.run.build_url)) - 2 <= FIELD_CAPS["build_url"]
+
+
+def test_groups_past_the_limit_merge_into_other_and_names_are_printable_and_cut() -> None:
+    outcomes = Groups.of({f"i-{n}": f"exit {n % 20}" for n in range(40)} | {f"i-y{n}": "y" * 60 for n in range(3)})
     assert len(outcomes.counts) == 16 and outcomes.total == 43
     assert outcomes.counts["y" * 40] == 3  # the largest groups keep their names
     assert outcomes.counts["other"] == 6 * 2  # 15 groups keep their names: y and 14 of the 20 "exit" ones
+    assert Groups.of({"i-1": "naïve\n"}).counts == {"na?ve": 1}
 
 
 WORDS = st.text(max_size=400)  # any Unicode: escapes count in the 4 KB, not the characters
 IDS = st.from_regex(r"i-[0-9a-f]{8,17}", fullmatch=True)
+RELEASE_IDS = st.from_regex(r"[0-9]{6,12}-[0-9a-z]{1,40}", fullmatch=True)
 
 
 @settings(max_examples=60, deadline=None)
@@ -141,27 +253,36 @@ IDS = st.from_regex(r"i-[0-9a-f]{8,17}", fullmatch=True)
     build_number=st.text(max_size=40),
     prefix=st.from_regex(r"[A-Za-z0-9_.-]{0,60}/", fullmatch=True),
     by_instance=st.dictionaries(IDS, st.text(min_size=1, max_size=60), max_size=3000),
+    on_release=st.dictionaries(IDS, st.one_of(RELEASE_IDS, st.just(UNKNOWN_RELEASE)), max_size=3000),
 )
 def test_any_entry_stays_under_4096_bytes_and_keeps_every_count_property(
-    commit: str, build_url: str, triggered_by: str, build_number: str, prefix: str, by_instance: dict[str, str]
+    commit: str,
+    build_url: str,
+    triggered_by: str,
+    build_number: str,
+    prefix: str,
+    by_instance: dict[str, str],
+    on_release: dict[str, str],
 ) -> None:
-    outcomes = Outcomes.of(by_instance)
+    outcomes = Groups.of(by_instance)
+    releases = Groups.of(on_release, limit=FLEET_GROUPS_MAX, name_max=RELEASE_ID_MAX)
     written = entry(
-        commit=commit,
-        build_url=build_url,
-        triggered_by=triggered_by,
-        build_number=build_number,
-        artifact_key=f"{prefix}{SHA}.tar.gz",
+        release=ReleaseInfo(A, commit, build_number, f"{prefix}{SHA}.tar.gz", SHA),
+        run=RunInfo(build_number, commit, build_url, triggered_by),
         instances=outcomes,
+        fleet=releases,
     )
     text = written.to_json()
     read = LedgerEntry.from_json(text)
 
     assert len(text.encode()) <= ENTRY_BUDGET < 4096
     assert dict(read.instances.counts) == dict(outcomes.counts)
-    assert (read.release_id, read.artifact_key, read.sha256) == (written.release_id, written.artifact_key, SHA)
+    assert dict(read.fleet.counts) == dict(releases.counts)
+    assert (read.release.id, read.release.artifact_key, read.release.sha256) == (A, f"{prefix}{SHA}.tar.gz", SHA)
     for name, ids in read.instances.ids.items():
         assert ids == outcomes.ids[name][: len(ids)]
+    for name, ids in read.fleet.ids.items():
+        assert ids == releases.ids[name][: len(ids)]
 
 
 # --- choosing from the history ----------------------------------------------------------------------------
@@ -171,31 +292,80 @@ def history(*entries: LedgerEntry) -> tuple[Recorded, ...]:
     return tuple(Recorded(version, item) for version, item in enumerate(entries, start=1))
 
 
-A, B, C = "000040-aaaaaaa", "000041-bbbbbbb", "000042-ccccccc"
+def newest_first(found: tuple[Recorded, ...]) -> list[Recorded]:
+    return list(reversed(found))
 
 
-def test_live_is_the_newest_success_and_previous_the_success_before_it_with_another_id() -> None:
-    found = history(entry(A), entry(B), entry(C, "failed"), entry(B), entry(C, "rolled back"))
+def test_live_is_the_newest_success_and_previous_the_success_before_it_with_other_content() -> None:
+    found = history(entry(A), entry(B), entry(C, "rolled back"), entry(B), entry(C, "partial"), entry(C, "stopped"))
 
-    assert live_in(found) == found[3]  # B, redeployed: the failed and rolled-back C never went live
-    assert before_live_in(found) == found[0]  # A: B's own earlier version is not "the one before"
+    assert live_in(newest_first(found)) == found[3]  # B, redeployed: C never ran on every instance
+    chosen = previous_in(newest_first(found))
+    assert (chosen.live, chosen.found) == (found[3], found[0])  # A: B's own earlier version is skipped
+    assert chosen.skipped == (found[1],)
+
+
+def test_previous_skips_a_release_with_the_live_ones_artifact_whatever_its_id() -> None:
+    redeployed = "000043-bbbbbbb"  # B's bytes deployed again by a later build
+    found = history(entry(A), entry(B), entry(redeployed, sha256=DIGESTS[B], action="redeploy"))
+
+    chosen = previous_in(newest_first(found))
+    assert chosen.found == found[0] and chosen.skipped == (found[1],)
 
 
 def test_previous_after_going_back_is_the_release_that_was_left() -> None:
-    found = history(entry(A), entry(B), entry(A, previous_release=B))  # RELEASE: previous went back to A
-    assert live_in(found) == found[2] and before_live_in(found) == found[1]
+    found = history(entry(A), entry(B), entry(A, previous_release=B, action="rollback"))
+    chosen = previous_in(newest_first(found))
+    assert (chosen.live, chosen.found) == (found[2], found[1])
 
 
 def test_nothing_live_or_nothing_before_it() -> None:
-    assert live_in(()) is None and before_live_in(()) is None
+    assert live_in([]) is None and previous_in([]).found is None
     assert live_in(history(entry(A, "failed"))) is None
-    assert before_live_in(history(entry(A), entry(A))) is None
+    assert previous_in(newest_first(history(entry(A), entry(A)))).found is None
 
 
 def test_a_release_is_found_by_id_whatever_its_outcome() -> None:
     found = history(entry(A), entry(B, "failed"), entry(A))
-    assert release_in(found, B) == found[1] and release_in(found, A) == found[2]
-    assert release_in(found, C) is None
+    assert release_in(newest_first(found), B) == found[1] and release_in(newest_first(found), A) == found[2]
+    assert release_in(newest_first(found), C) is None
+
+
+@dataclasses.dataclass
+class FakeArchive:
+    """What an Archive answers, and how far back it was asked."""
+
+    recorded: list[Recorded]
+    asked: list[int] = dataclasses.field(default_factory=list)
+
+    def recorded_before(self, version: int) -> Iterator[Recorded]:
+        for item in sorted(self.recorded, key=lambda r: -r.version):
+            if item.version < version:
+                self.asked.append(item.version)
+                yield item
+
+
+def versions(first: int, *entries: LedgerEntry | str) -> tuple[Version, ...]:
+    return tuple(
+        Version(number, item if isinstance(item, str) else item.to_json()) for number, item in enumerate(entries, first)
+    )
+
+
+def test_the_archive_is_read_only_when_a_question_goes_beyond_the_parameters_versions() -> None:
+    archive = FakeArchive([Recorded(1, entry(A)), Recorded(2, entry(B))])
+    kept = History(NAME, versions(3, *[entry(C, "failed")] * 100), archive)  # type: ignore[arg-type]
+
+    assert kept.live() == Recorded(2, entry(B))
+    assert archive.asked == [2]  # newest first, and no further than needed
+    chosen = kept.previous()
+    assert chosen.found == Recorded(1, entry(A))
+    assert kept.release(C) is not None and kept.release("000001-zzzzzzz") is None
+
+
+def test_a_history_from_version_1_never_reads_the_archive() -> None:
+    archive = FakeArchive([Recorded(1, entry(A))])
+    whole = History(NAME, versions(1, entry(B, "failed")), archive)  # type: ignore[arg-type]
+    assert whole.live() is None and archive.asked == []
 
 
 # --- Parameter Store (stubbed) -----------------------------------------------------------------------------
@@ -230,15 +400,18 @@ def test_the_history_is_read_page_by_page_and_ordered_by_version(
     with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
         found = read_history(client, NAME)
 
-    assert [(item.version, item.entry.release_id) for item in found] == [(1, A), (3, C), (4, B)]
-    assert found[0].written_by == "arn:deploy"
-    assert "version 2 skipped" in caplog.text
+    assert [item.number for item in found.versions] == [1, 2, 3, 4]
+    assert [(item.version, item.entry.release.id) for item in found.newest_first()] == [(4, B), (3, C), (1, A)]
+    assert next(found.newest_first()).written_by == "arn:deploy"
+    assert f"Release ledger {NAME}: version 2 skipped (not JSON" in caplog.text
+    assert "written by arn:deploy" in caplog.text
 
 
 def test_no_parameter_yet_is_an_empty_history(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     stubber.add_client_error("get_parameter_history", "ParameterNotFound", "Parameter not found.")
-    assert read_history(client, NAME) == ()
+    found = read_history(client, NAME)
+    assert found.versions == () and found.live() is None
 
 
 def test_a_denied_read_or_write_names_the_action_and_the_parameter(stubbed: tuple[SSMClient, Stubber]) -> None:
@@ -249,28 +422,37 @@ def test_a_denied_read_or_write_names_the_action_and_the_parameter(stubbed: tupl
     with pytest.raises(LedgerError, match=rf"allow ssm:GetParameterHistory on arn:aws:ssm:\*:\*:parameter{NAME}"):
         read_history(client, NAME)
     with pytest.raises(LedgerError, match=rf"allow ssm:PutParameter on arn:aws:ssm:\*:\*:parameter{NAME}"):
-        record(client, NAME, entry())
+        record(client, NAME, entry().to_json())
 
 
 def test_a_labelled_oldest_version_is_explained(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
     stubber.add_client_error("put_parameter", "ParameterMaxVersionLimitExceeded", "Version 1 ... has a label")
     with pytest.raises(LedgerError, match="move the label to a newer version"):
-        record(client, NAME, entry())
+        record(client, NAME, entry().to_json())
 
 
 def test_record_overwrites_a_string_and_returns_the_version(stubbed: tuple[SSMClient, Stubber]) -> None:
     client, stubber = stubbed
-    written = entry()
+    written = entry().to_json()
     stubber.add_response(
         "put_parameter",
         {"Version": 7, "Tier": "Standard"},
         {
             "Name": NAME,
-            "Value": written.to_json(),
+            "Value": written,
             "Type": "String",
             "Overwrite": True,
             "Description": "ssm-deploy release ledger: one version per deploy (get-parameter-history)",
         },
     )
     assert record(client, NAME, written) == 7
+
+
+def test_the_readme_example_is_an_entry_written_as_the_pipe_writes_it() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("### The release ledger", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    example = LedgerEntry.from_json(block)
+
+    assert json.loads(example.to_json()) == json.loads(block)
+    assert example.fleet.counts == {"000042-0123456": 1, UNKNOWN_RELEASE: 1}

@@ -1,70 +1,69 @@
-"""The release ledger: one Parameter Store parameter per service and environment, one version per deploy.
+"""The release ledger's entries: one JSON document per deploy, the value of one version of the
+Parameter Store parameter ``/release-ledger/<service>/<environment>/release``.
 
-Every deploy, succeeded or not, overwrites the parameter with a JSON entry (type String), so
-Parameter Store's version history is the audit trail (``aws ssm get-parameter-history --name ...``)
-and the pipe reads "what is live" and "what was live before" from it. Parameter Store keeps the 100
-newest versions and deletes the oldest when a new one is written, so the ledger remembers the last
-100 deploys. A standard-tier value holds at most 4 KB: an entry keeps every count whatever the fleet
-size, and cuts the instance id lists (failures first, then successes) to stay under it.
+An entry names a release live (``succeeded``) only when every targeted instance runs it at the end
+of the deploy; otherwise its status says how the deploy ended and ``fleet`` which release each
+instance runs. It holds the release's own commit, build, artifact and SHA-256 (a rollback repeats
+those of the release it goes back to), the action (``deploy``, ``rollback``, ``redeploy``) and,
+apart, the run that asked for it.
 
-Nothing secret goes in: an entry holds ids, digests, the commit, the build and who triggered it.
+A standard-tier value holds at most 4 KB (the advanced tier's 8 KB is charged per parameter and
+month, and a parameter never goes back to standard): an entry keeps every count whatever the fleet
+size and cuts the instance id lists to fit, those not on the release and those that failed first.
+The caps below keep an entry whose every field and group name is as long as allowed, without any
+instance id, under 3,900 bytes (test_unit_release_ledger.py builds it).
+
+Reading takes any value: what is not an entry of a known schema raises ValueError (never another
+exception), and the reader skips that version. Nothing secret goes in: ids, digests, commits,
+builds and who triggered them.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from botocore.exceptions import ClientError
-
-from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.config.release import RELEASE_ID, check_ledger_name, ledger_path
-from pipe.errors import PipeError
-from pipe.limits import PARAMETER_HISTORY_PAGE, PARAMETER_VALUE_STANDARD_MAX, S3_KEY_MAX_BYTES
-
-if TYPE_CHECKING:
-    from mypy_boto3_ssm import SSMClient
-
-log = logging.getLogger("ssm-deploy")
-
-# Not /ssm-deploy/...: Parameter Store refuses a name whose first segment starts with "aws" or "ssm",
-# case-insensitive, with or without the leading slash (User Guide, "parameter name requirements":
-# "/aws/testparam1" fails), so the tool's own name cannot lead the path.
-LEDGER_DESCRIPTION = "ssm-deploy release ledger: one version per deploy (get-parameter-history)"
+from pipe.config.release import RELEASE_ID, RELEASE_ID_MAX, check_ledger_name, ledger_path, release_id
+from pipe.limits import PARAMETER_VALUE_STANDARD_MAX, S3_KEY_MAX_BYTES
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 ARTIFACT_KEY = re.compile(r"[A-Za-z0-9!_.*'()/-]+")  # what artifact.check_artifact_prefix allows, and the digest
 
-SCHEMA = 1
+SCHEMA = 2  # 1: before the action, the run and the fleet were recorded (read, never written)
 # Strictly below the standard tier's 4096: the entry is ASCII JSON, one byte per character.
 ENTRY_BUDGET = PARAMETER_VALUE_STANDARD_MAX - 1
-# Caps on the free-text fields, so that the fields alone always fit with room for instance ids:
-# at most 1,024 (key) + 3 x 64 (digest, ids) + these + 16 outcome groups, under 3 KB.
+# Caps on the free-text fields, so that the fields alone always fit with room for instance ids
+# (test_unit_release_ledger.py builds the largest entry these allow).
 FIELD_CAPS = {"commit": 64, "build": 20, "build_url": 300, "triggered_by": 120, "time": 40}
 OUTCOME_NAME_MAX = 40
 OUTCOME_GROUPS_MAX = 16
+FLEET_GROUPS_MAX = 8  # releases named in ``fleet``: the new one, the one before, unknown, a few strays
 OTHER = "other"
+PRINTABLE = re.compile(r"[ -~]")
+REASON_MAX = 120  # characters of a parse error kept in the reader's warning
+
+
+class Action(StrEnum):
+    """What a deploy asked for."""
+
+    DEPLOY = "deploy"  # a new build (ARTIFACT) whose content the live release does not have
+    ROLLBACK = "rollback"  # RELEASE: a release from the ledger with other content than the live one
+    REDEPLOY = "redeploy"  # the live release's content again (its SHA-256 by ARTIFACT, or by RELEASE)
 
 
 class EntryStatus(StrEnum):
     """How a deploy ended, fleet-wide."""
 
-    SUCCEEDED = "succeeded"  # every instance runs the release
-    FAILED = "failed"
-    ROLLED_BACK = "rolled back"  # some instance switched, failed and went back to the previous release
-
-
-class LedgerError(PipeError):
-    """Parameter Store refused a ledger read or write; the message names the parameter and the fix."""
-
-    def __init__(self, name: str, problem: str, fix: str = "") -> None:
-        super().__init__(f"Release ledger {name}: {problem}." + (f" Fix: {fix}." if fix else ""))
+    SUCCEEDED = "succeeded"  # live: every targeted instance runs the release
+    ROLLED_BACK = "rolled back"  # every instance runs the release live before, after some had switched
+    PARTIAL = "partial"  # the instances run different releases (or some cannot tell): see ``fleet``
+    STOPPED = "stopped"  # the pipeline was stopped (or lost contact) before the rollout ended
+    FAILED = "failed"  # the release is not live and nothing was switched back
 
 
 # --- names -------------------------------------------------------------------------------------------
@@ -88,23 +87,26 @@ def utc_timestamp(moment: datetime.datetime | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class Outcomes:
-    """How many instances ended in each outcome, and which. ``ids`` may hold fewer ids than
-    ``counts`` says: an entry read back from the ledger keeps the lists it had room for."""
+class Groups:
+    """Instances grouped by a name (an outcome, or the release they run): how many in each, and
+    which. ``ids`` may hold fewer ids than ``counts`` says: an entry read back from the ledger keeps
+    the lists it had room for."""
 
     counts: Mapping[str, int] = field(default_factory=dict)
     ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, by_instance: Mapping[str, str]) -> Outcomes:
-        """From {instance id: outcome}, e.g. {"i-1": "succeeded", "i-2": "rolled back"}. Outcome
-        names are cut to 40 characters; past 16 distinct outcomes the smallest merge into "other"."""
+    def of(
+        cls, by_instance: Mapping[str, str], limit: int = OUTCOME_GROUPS_MAX, name_max: int = OUTCOME_NAME_MAX
+    ) -> Groups:
+        """From {instance id: name}, e.g. {"i-1": "succeeded", "i-2": "rolled back"}. Names are
+        printable ASCII cut to ``name_max``; past ``limit`` groups the smallest merge into "other"."""
         grouped: dict[str, list[str]] = {}
-        for instance_id, outcome in sorted(by_instance.items()):
-            grouped.setdefault(outcome.strip()[:OUTCOME_NAME_MAX] or OTHER, []).append(instance_id)
-        if len(grouped) > OUTCOME_GROUPS_MAX:
+        for instance_id, name in sorted(by_instance.items()):
+            grouped.setdefault(_group_name(name, name_max), []).append(instance_id)
+        if len(grouped) > limit:
             by_size = sorted(grouped, key=lambda name: (-len(grouped[name]), name))
-            merged = [i for name in by_size[OUTCOME_GROUPS_MAX - 1 :] for i in grouped.pop(name)]
+            merged = [i for name in by_size[limit - 1 :] for i in grouped.pop(name)]
             grouped[OTHER] = sorted(grouped.get(OTHER, []) + merged)
         return cls(
             {name: len(ids) for name, ids in grouped.items()}, {name: tuple(ids) for name, ids in grouped.items()}
@@ -119,20 +121,47 @@ class Outcomes:
         """Every instance is named (False once the lists were cut to fit the ledger)."""
         return all(len(self.ids.get(name, ())) == count for name, count in self.counts.items())
 
+    def describe(self, limit: int = 5) -> str:
+        """``000042-0123456 on i-1, i-2; 000041-abcdef0 on i-3``: for the log."""
+        parts = []
+        for name, count in self.counts.items():
+            shown = list(self.ids.get(name, ()))[:limit]
+            more = f" and {count - len(shown)} more" if count > len(shown) else ""
+            parts.append(f"{name} on {', '.join(shown)}{more}" if shown else f"{name} on {count} instance(s)")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    """A release as its build made it; every version that deploys it again repeats these."""
+
+    id: str
+    commit: str
+    build: str
+    artifact_key: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The pipeline run that asked for a deploy."""
+
+    build: str
+    commit: str
+    build_url: str = ""
+    triggered_by: str = ""
+
 
 @dataclass(frozen=True)
 class LedgerEntry:
     """One deploy, as the ledger records it. ``time`` is UTC ISO 8601 (``utc_timestamp``)."""
 
-    release_id: str
-    commit: str
-    build_number: str
-    build_url: str
-    triggered_by: str
-    artifact_key: str
-    sha256: str
+    release: ReleaseInfo
+    run: RunInfo
+    action: str  # an Action value
     status: str  # an EntryStatus value
-    instances: Outcomes
+    fleet: Groups  # the release each targeted instance runs at the end (UNKNOWN_RELEASE: cannot tell)
+    instances: Groups  # what happened on each instance: succeeded, failed, rolled back, ...
     time: str
     previous_release: str = ""  # what was live before this deploy ("" for the first)
 
@@ -141,93 +170,169 @@ class LedgerEntry:
         if problems:
             raise ValueError("; ".join(problems))
 
+    @property
+    def release_id(self) -> str:
+        return self.release.id
+
+    @property
+    def live(self) -> bool:
+        return self.status == EntryStatus.SUCCEEDED
+
     def to_json(self) -> str:
         """The parameter value: ASCII JSON under 4,096 bytes whatever the fleet size. Counts are
-        always complete; instance ids are kept while they fit, those of failed outcomes first."""
-        kept: dict[str, list[str]] = {name: [] for name in self.instances.counts}
+        always complete; instance ids are kept while they fit: first those not on the release or
+        not succeeded."""
+        sections = {"fleet": self.fleet, "instances": self.instances}
+        kept: dict[str, dict[str, list[str]]] = {
+            section: {name: [] for name in groups.counts} for section, groups in sections.items()
+        }
         used = len(self._json(kept))
-        for name in _failures_first(self.instances.counts):
-            for instance_id in self.instances.ids.get(name, ()):
-                cost = len(json.dumps(instance_id)) + (1 if kept[name] else 0)  # the id and its comma
+        for section, name in self._fill_order():
+            for instance_id in sections[section].ids.get(name, ()):
+                cost = len(json.dumps(instance_id)) + (1 if kept[section][name] else 0)  # the id and its comma
                 if used + cost > ENTRY_BUDGET:
                     return self._fitted(kept)
-                kept[name].append(instance_id)
+                kept[section][name].append(instance_id)
                 used += cost
         return self._fitted(kept)
 
-    def _fitted(self, kept: dict[str, list[str]]) -> str:
+    def _fill_order(self) -> list[tuple[str, str]]:
+        """The instances off the release and those that failed, then those on it and those that succeeded."""
+        fleet = [("fleet", name) for name in sorted(self.fleet.counts)]
+        outcomes = [("instances", name) for name in sorted(self.instances.counts)]
+        usual = {("fleet", self.release.id), ("instances", EntryStatus.SUCCEEDED.value)}
+        return [item for item in fleet + outcomes if item not in usual] + [
+            item for item in fleet + outcomes if item in usual
+        ]
+
+    def _fitted(self, kept: dict[str, dict[str, list[str]]]) -> str:
         text = self._json(kept)
         while len(text) > ENTRY_BUDGET:  # a safety net: the size accounting above is exact
-            max(kept.values(), key=len).pop()
+            max((ids for section in kept.values() for ids in section.values()), key=len).pop()
             text = self._json(kept)
         return text
 
-    def _json(self, ids: Mapping[str, Sequence[str]]) -> str:
+    def _json(self, kept: Mapping[str, Mapping[str, Sequence[str]]]) -> str:
+        release, run = self.release, self.run
         document = {
             "v": SCHEMA,
-            "release": self.release_id,
+            "action": self.action,
             "status": self.status,
+            "release": release.id,
+            "commit": _fit(release.commit, FIELD_CAPS["commit"]),
+            "build": _fit(release.build, FIELD_CAPS["build"]),
+            "artifact": release.artifact_key,
+            "sha256": release.sha256,
             "previous": self.previous_release,
-            "commit": _fit(self.commit, FIELD_CAPS["commit"]),
-            "build": _fit(self.build_number, FIELD_CAPS["build"]),
-            "build_url": _fit(self.build_url, FIELD_CAPS["build_url"]),
-            "triggered_by": _fit(self.triggered_by, FIELD_CAPS["triggered_by"]),
-            "artifact": self.artifact_key,
-            "sha256": self.sha256,
-            "time": _fit(self.time, FIELD_CAPS["time"]),
-            "instances": {
-                name: {"count": count, "ids": list(ids.get(name, ()))} for name, count in self.instances.counts.items()
+            "run": {
+                "build": _fit(run.build, FIELD_CAPS["build"]),
+                "commit": _fit(run.commit, FIELD_CAPS["commit"]),
+                "build_url": _fit(run.build_url, FIELD_CAPS["build_url"]),
+                "triggered_by": _fit(run.triggered_by, FIELD_CAPS["triggered_by"]),
             },
+            "time": _fit(self.time, FIELD_CAPS["time"]),
+            "fleet": _groups_json(self.fleet, kept["fleet"]),
+            "instances": _groups_json(self.instances, kept["instances"]),
         }
         return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> LedgerEntry:
-        """An entry from a parameter value; ValueError when the value is not one."""
+        """An entry from a parameter value (schema 1 or 2). Raises ValueError, and nothing else,
+        whatever ``text`` holds: the reader skips such a version."""
         try:
             document = json.loads(text)
-            if not isinstance(document, dict) or document.get("v") != SCHEMA:
-                raise ValueError("not a ledger entry of schema 1")
-            groups = document["instances"]
-            outcomes = Outcomes(
-                {str(name): int(group["count"]) for name, group in groups.items()},
-                {str(name): tuple(str(i) for i in group["ids"]) for name, group in groups.items()},
-            )
-            return cls(
-                release_id=_text(document, "release"),
-                commit=_text(document, "commit"),
-                build_number=_text(document, "build"),
-                build_url=_text(document, "build_url"),
-                triggered_by=_text(document, "triggered_by"),
-                artifact_key=_text(document, "artifact"),
-                sha256=_text(document, "sha256"),
-                status=_text(document, "status"),
-                instances=outcomes,
-                time=_text(document, "time"),
-                previous_release=_text(document, "previous"),
-            )
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
-            raise ValueError(f"not a ledger entry: {error}") from None
+        except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than Python's limit
+            raise ValueError(f"not JSON ({_reason(error)})") from None
+        try:
+            return _parse(document)
+        except (LookupError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as error:
+            raise ValueError(f"not a ledger entry: {_reason(error)}") from None
 
 
-def _entry_problems(entry: LedgerEntry) -> list[str]:
-    """Why ``entry`` cannot be recorded: the identifying fields are never cut, so they must be valid."""
-    problems = []
-    if not RELEASE_ID.fullmatch(entry.release_id):
-        problems.append(f"release_id {entry.release_id!r} is not <6+ digits>-<commit>")
-    if entry.previous_release and not RELEASE_ID.fullmatch(entry.previous_release):
-        problems.append(f"previous_release {entry.previous_release!r} is not a release id")
-    if entry.sha256 and not SHA256_HEX.fullmatch(entry.sha256):
-        problems.append(f"sha256 {entry.sha256!r} is not 64 lower-case hex digits")
-    key = entry.artifact_key
-    if key and (not ARTIFACT_KEY.fullmatch(key) or len(key) > S3_KEY_MAX_BYTES):
-        problems.append(f"artifact_key {key!r} is not an artifact key")
-    if entry.status not in set(EntryStatus):
-        problems.append(f"status {entry.status!r} is not one of {', '.join(EntryStatus)}")
-    names = entry.instances.counts
-    if len(names) > OUTCOME_GROUPS_MAX or any(len(name) > OUTCOME_NAME_MAX for name in names):
-        problems.append(f"at most {OUTCOME_GROUPS_MAX} outcomes of at most {OUTCOME_NAME_MAX} characters (Outcomes.of)")
-    return problems
+def _groups_json(groups: Groups, ids: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    return {name: {"count": count, "ids": list(ids.get(name, ()))} for name, count in groups.counts.items()}
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+
+def _parse(document: object) -> LedgerEntry:
+    if not isinstance(document, dict):
+        raise ValueError(f"a JSON {type(document).__name__}, not an object")
+    schema = document.get("v")
+    if type(schema) is int and schema == SCHEMA:
+        return _parse_current(document)
+    if type(schema) is int and schema == 1:
+        return _parse_first(document)
+    raise ValueError("no known schema (v)")
+
+
+def _parse_current(document: Mapping[str, Any]) -> LedgerEntry:
+    run = document["run"]
+    if not isinstance(run, dict):
+        raise TypeError("run is not an object")
+    return LedgerEntry(
+        release=ReleaseInfo(
+            id=_text(document, "release"),
+            commit=_text(document, "commit"),
+            build=_text(document, "build"),
+            artifact_key=_text(document, "artifact"),
+            sha256=_text(document, "sha256"),
+        ),
+        run=RunInfo(
+            build=_text(run, "build"),
+            commit=_text(run, "commit"),
+            build_url=_text(run, "build_url"),
+            triggered_by=_text(run, "triggered_by"),
+        ),
+        action=_text(document, "action"),
+        status=_text(document, "status"),
+        fleet=_groups(document["fleet"]),
+        instances=_groups(document["instances"]),
+        time=_text(document, "time"),
+        previous_release=_text(document, "previous"),
+    )
+
+
+def _parse_first(document: Mapping[str, Any]) -> LedgerEntry:
+    """Schema 1 recorded the run's commit and build beside the release id, and no action: a run
+    whose own build is not the release went back to a release from the ledger."""
+    identity, commit, build = _text(document, "release"), _text(document, "commit"), _text(document, "build")
+    own_build = release_id(build, commit) == identity
+    return LedgerEntry(
+        release=ReleaseInfo(
+            id=identity,
+            commit=commit if own_build else "",
+            build=build if own_build else str(int(identity.split("-", 1)[0][:RELEASE_ID_MAX])),
+            artifact_key=_text(document, "artifact"),
+            sha256=_text(document, "sha256"),
+        ),
+        run=RunInfo(build, commit, _text(document, "build_url"), _text(document, "triggered_by")),
+        action=Action.DEPLOY if own_build else Action.ROLLBACK,
+        status=_text(document, "status"),
+        fleet=Groups(),
+        instances=_groups(document["instances"]),
+        time=_text(document, "time"),
+        previous_release=_text(document, "previous"),
+    )
+
+
+def _groups(value: object) -> Groups:
+    if not isinstance(value, dict):
+        raise TypeError("a group list is not an object")
+    counts: dict[str, int] = {}
+    ids: dict[str, tuple[str, ...]] = {}
+    for name, group in value.items():
+        if not isinstance(group, dict):
+            raise TypeError(f"group {name[:OUTCOME_NAME_MAX]!r} is not an object")
+        count, listed = group.get("count"), group.get("ids")
+        if type(count) is not int or count < 0:
+            raise ValueError(f"group {name[:OUTCOME_NAME_MAX]!r}: count is not a whole number")
+        if not isinstance(listed, list) or len(listed) > count or not all(isinstance(i, str) for i in listed):
+            raise ValueError(f"group {name[:OUTCOME_NAME_MAX]!r}: ids are not at most count strings")
+        counts[name], ids[name] = count, tuple(listed)
+    return Groups(counts, ids)
 
 
 def _text(document: Mapping[str, Any], key: str) -> str:
@@ -235,6 +340,53 @@ def _text(document: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{key} is not a string")
     return value
+
+
+def _reason(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError | TypeError) else str(error)
+    text = "".join(char if PRINTABLE.fullmatch(char) else "?" for char in text)
+    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
+
+
+# --- checks and fitting -----------------------------------------------------------------------------------
+
+
+def _entry_problems(entry: LedgerEntry) -> list[str]:
+    """Why ``entry`` cannot be recorded: the identifying fields are never cut, so they must be valid."""
+    problems = []
+    release = entry.release
+    for what, value in (("release id", release.id), ("previous release", entry.previous_release)):
+        if (value or what == "release id") and not _is_release_id(value):
+            problems.append(f"{what} {value[:80]!r} is not <6+ digits>-<commit> of at most {RELEASE_ID_MAX}")
+    if release.sha256 and not SHA256_HEX.fullmatch(release.sha256):
+        problems.append(f"sha256 {release.sha256[:80]!r} is not 64 lower-case hex digits")
+    key = release.artifact_key
+    if key and (not ARTIFACT_KEY.fullmatch(key) or len(key) > S3_KEY_MAX_BYTES):
+        problems.append(f"artifact key {key[:80]!r} is not an artifact key")
+    if entry.action not in set(Action):
+        problems.append(f"action {entry.action[:80]!r} is not one of {', '.join(Action)}")
+    if entry.status not in set(EntryStatus):
+        problems.append(f"status {entry.status[:80]!r} is not one of {', '.join(EntryStatus)}")
+    names = entry.instances.counts
+    if len(names) > OUTCOME_GROUPS_MAX or not all(_is_group_name(name, OUTCOME_NAME_MAX) for name in names):
+        problems.append(f"at most {OUTCOME_GROUPS_MAX} outcomes of at most {OUTCOME_NAME_MAX} characters (Groups.of)")
+    releases = entry.fleet.counts
+    if len(releases) > FLEET_GROUPS_MAX or not all(_is_group_name(name, RELEASE_ID_MAX) for name in releases):
+        problems.append(f"fleet: at most {FLEET_GROUPS_MAX} names of at most {RELEASE_ID_MAX} characters (Groups.of)")
+    return problems
+
+
+def _is_release_id(text: str) -> bool:
+    return len(text) <= RELEASE_ID_MAX and RELEASE_ID.fullmatch(text) is not None
+
+
+def _is_group_name(name: str, name_max: int) -> bool:
+    return 0 < len(name) <= name_max and all(PRINTABLE.fullmatch(char) for char in name)
+
+
+def _group_name(name: str, name_max: int) -> str:
+    shown = "".join(char if PRINTABLE.fullmatch(char) else "?" for char in name.strip())
+    return shown[:name_max].strip() or OTHER
 
 
 def _fit(text: str, cap: int) -> str:
@@ -245,113 +397,3 @@ def _fit(text: str, cap: int) -> str:
     while text and len(json.dumps(text + "…")) - 2 > cap:
         text = text[:-1]
     return text + "…"
-
-
-def _failures_first(counts: Iterable[str]) -> list[str]:
-    return sorted(counts, key=lambda name: (name == EntryStatus.SUCCEEDED, name))
-
-
-# --- Parameter Store -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One version of the ledger parameter: the entry, and who wrote it (LastModifiedUser)."""
-
-    version: int
-    entry: LedgerEntry
-    written_by: str = ""
-
-
-def record(ssm: SSMClient, name: str, entry: LedgerEntry) -> int:
-    """Write ``entry`` as the parameter's new version (String, overwrite); returns that version."""
-    try:
-        response = ssm.put_parameter(
-            Name=name, Value=entry.to_json(), Type="String", Overwrite=True, Description=LEDGER_DESCRIPTION
-        )
-    except ClientError as error:
-        raise _refused(error, name, "ssm:PutParameter") from None
-    return int(response["Version"])
-
-
-def read_history(ssm: SSMClient, name: str) -> tuple[Recorded, ...]:
-    """Every version Parameter Store still keeps (the last 100), oldest first; none when the
-    parameter does not exist yet. A version that is not a ledger entry (written by hand) is skipped."""
-    found: list[Recorded] = []
-    try:
-        pages = ssm.get_paginator("get_parameter_history").paginate(
-            Name=name, PaginationConfig={"PageSize": PARAMETER_HISTORY_PAGE}
-        )
-        for page in pages:
-            for version in page.get("Parameters", []):
-                try:
-                    entry = LedgerEntry.from_json(str(version.get("Value", "")))
-                except ValueError as error:
-                    log.warning(f"Release ledger {name}: version {version.get('Version')} skipped ({error})")
-                    continue
-                found.append(Recorded(int(version.get("Version", 0)), entry, str(version.get("LastModifiedUser", ""))))
-    except ClientError as error:
-        if error_code(error) == "ParameterNotFound":
-            return ()
-        raise _refused(error, name, "ssm:GetParameterHistory") from None
-    # AWS documents no order for the history: sort, so that "newest" never depends on it
-    return tuple(sorted(found, key=lambda item: item.version))
-
-
-def live_in(history: Sequence[Recorded]) -> Recorded | None:
-    """The newest version whose deploy succeeded: the release the fleet runs."""
-    return next((item for item in reversed(history) if item.entry.status == EntryStatus.SUCCEEDED), None)
-
-
-def before_live_in(history: Sequence[Recorded]) -> Recorded | None:
-    """The newest succeeded version older than the live one with another release id (RELEASE: previous)."""
-    live = live_in(history)
-    if live is None:
-        return None
-    older = (item for item in reversed(history) if item.version < live.version)
-    return next(
-        (
-            item
-            for item in older
-            if item.entry.status == EntryStatus.SUCCEEDED and item.entry.release_id != live.entry.release_id
-        ),
-        None,
-    )
-
-
-def release_in(history: Sequence[Recorded], wanted: str) -> Recorded | None:
-    """The newest version that deployed release ``wanted``, whatever its outcome: its artifact key
-    and SHA-256 are the release's, for instances that no longer have it."""
-    return next((item for item in reversed(history) if item.entry.release_id == wanted), None)
-
-
-def live_release(ssm: SSMClient, name: str) -> LedgerEntry | None:
-    found = live_in(read_history(ssm, name))
-    return found.entry if found else None
-
-
-def release_before_live(ssm: SSMClient, name: str) -> LedgerEntry | None:
-    found = before_live_in(read_history(ssm, name))
-    return found.entry if found else None
-
-
-def find_release(ssm: SSMClient, name: str, wanted: str) -> LedgerEntry | None:
-    found = release_in(read_history(ssm, name), wanted)
-    return found.entry if found else None
-
-
-def _refused(error: ClientError, name: str, action: str) -> LedgerError:
-    code, message = error_code(error), error_message(error)
-    if is_access_denied(error):
-        return LedgerError(
-            name,
-            f"the deploy role may not use {action} ({code}: {message})",
-            f"allow {action} on arn:aws:ssm:*:*:parameter{name}",
-        )
-    if code == "ParameterMaxVersionLimitExceeded":
-        return LedgerError(
-            name,
-            "its oldest version has a label, so Parameter Store will not delete it to keep 100 versions",
-            f"move the label to a newer version (aws ssm unlabel-parameter-version --name {name} ...)",
-        )
-    return LedgerError(name, f"Parameter Store refused {action.split(':')[1]} ({code}: {message})")

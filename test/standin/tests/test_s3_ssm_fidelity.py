@@ -3,8 +3,11 @@
 S3 (User Guide, "Checking object integrity"): a checksum sent with PutObject or UploadPart is checked
 against the body (400 BadDigest on a mismatch) and kept with the object; HeadObject with ChecksumMode
 ENABLED returns it with its ChecksumType, a multipart object's composite value ending in
-``-<number of parts>``. Parameter Store: a standard-tier value holds at most 4 KB (8 KB advanced), the
-100 newest versions are kept, and GetParameterHistory pages by at most 50.
+``-<number of parts>``; a write with ``If-None-Match: *`` fails with 412 PreconditionFailed when the
+key exists ("How to prevent object overwrites with conditional writes"). Parameter Store: a
+standard-tier value holds at most 4 KB (8 KB advanced), the 100 newest versions are kept ("Parameter
+Store retains the 100 most recently created versions of a parameter"), and GetParameterHistory pages
+by at most 50.
 """
 
 from __future__ import annotations
@@ -53,6 +56,17 @@ def test_a_precomputed_sha256_is_kept_and_head_object_returns_it_as_full_object(
     found = head(standin, bucket, "k")
 
     assert (found["ChecksumSHA256"], found["ChecksumType"]) == (b64_sha256(body), "FULL_OBJECT")
+
+
+def test_put_object_if_none_match_never_overwrites_an_existing_key(standin: StandIn, bucket: str) -> None:
+    s3 = standin.client("s3")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"second", IfNoneMatch="*")
+
+    assert refused.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"
 
 
 def test_upload_part_refuses_a_part_that_does_not_match_its_sha256(standin: StandIn, bucket: str) -> None:

@@ -1,0 +1,106 @@
+"""Which release each targeted instance runs when a release deploy ends, and what the ledger may
+therefore call it: live (``succeeded``) only when the deploy succeeded and every targeted instance
+runs the release.
+
+``DeployOutcome.fleet`` holds what the instances themselves said (their script's report, or a read
+of ``APP_DIR/current``). Where it is empty, the fleet is derived from the commands' outcomes: an
+instance whose deploy succeeded and was not switched back runs the release; one the deploy never
+reached, or whose release script says it did not switch or switched back, runs the release live
+before; any other cannot tell (UNKNOWN_RELEASE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pipe.model import UNKNOWN_RELEASE, DeployOutcome, Invocation, PhaseStatus, Status
+from pipe.stages.release.ledger import EntryStatus
+from pipe.stages.release.remote import ReleaseExit
+
+# Release script exits after which ``current`` still (or again) points to the release live before
+NOT_SWITCHED = frozenset(
+    {
+        ReleaseExit.APP_DIR_UNUSABLE,
+        ReleaseExit.ARTIFACT_DOWNLOAD_FAILED,
+        ReleaseExit.CHECKSUM_MISMATCH,
+        ReleaseExit.UNPACK_FAILED,
+        ReleaseExit.RELEASE_COMMANDS_FAILED,
+        ReleaseExit.RUN_AS_USER_MISSING,
+    }
+)
+SWITCHED_BACK = frozenset({ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK, ReleaseExit.STALE_PROCESS})
+STAYED_ON_RELEASE = frozenset({ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK})  # nothing to go back to
+
+
+def fleet_at_end(targeted: list[str] | None, outcome: DeployOutcome, release: str, live_before: str) -> dict[str, str]:
+    """{instance id: the release it runs} for every targeted instance (``None``: SSM resolved the
+    TARGETS, so the instances are those the deploy reached)."""
+    deployed = outcome.deploy.invocations
+    instances = list(targeted) if targeted is not None else sorted(set(deployed) | set(outcome.fleet))
+    untouched = live_before or UNKNOWN_RELEASE
+    if outcome.fleet:
+        return {i: outcome.fleet.get(i, untouched) for i in instances}
+    rolled_back = outcome.rollback.invocations
+    return {i: _derived(deployed.get(i), rolled_back.get(i), release, untouched) for i in instances}
+
+
+def _derived(deploy: Invocation | None, rollback: Invocation | None, release: str, untouched: str) -> str:
+    if deploy is not None and deploy.lost:  # given up while it ran: its agent went away
+        return UNKNOWN_RELEASE
+    if deploy is None or not deploy.received_deploy:
+        return untouched
+    if deploy.succeeded:
+        if rollback is None:
+            return release
+        return untouched if rollback.succeeded else UNKNOWN_RELEASE
+    code = deploy.response_code
+    if code in NOT_SWITCHED or (code in SWITCHED_BACK and untouched != UNKNOWN_RELEASE):
+        return untouched
+    if code in STAYED_ON_RELEASE:
+        return release
+    return UNKNOWN_RELEASE
+
+
+def instance_outcomes(instances: list[str], outcome: DeployOutcome) -> dict[str, str]:
+    """{instance id: what happened there}: succeeded, failed, unhealthy, rolled back, rollback
+    failed, or not started (the rollout stopped before its batch)."""
+    deployed, rolled_back = outcome.deploy.invocations, outcome.rollback.invocations
+    found = {}
+    for instance_id in instances:
+        deploy = deployed.get(instance_id)
+        rollback = rolled_back.get(instance_id)
+        if deploy is None or deploy.skipped:
+            found[instance_id] = "not started"
+        elif not deploy.succeeded:
+            found[instance_id] = "failed"
+        elif rollback is not None:
+            found[instance_id] = "rolled back" if rollback.succeeded else "rollback failed"
+        elif outcome.health_check.status is PhaseStatus.FAILED:
+            found[instance_id] = "unhealthy"
+        else:
+            found[instance_id] = "succeeded"
+    return found
+
+
+def entry_status(
+    outcome: DeployOutcome, stopped: bool, fleet: Mapping[str, str], release: str, live_before: str
+) -> EntryStatus:
+    """Live only when the deploy succeeded and every targeted instance runs the release."""
+    runs = set(fleet.values())
+    if outcome.status is Status.SUCCEEDED and fleet and runs == {release}:
+        return EntryStatus.SUCCEEDED
+    if stopped or outcome.interrupted:
+        return EntryStatus.STOPPED
+    if live_before and runs == {live_before} and live_before != release:
+        return EntryStatus.ROLLED_BACK if _switched_back(outcome) else EntryStatus.FAILED
+    if len(runs) > 1:
+        return EntryStatus.PARTIAL
+    return EntryStatus.FAILED
+
+
+def _switched_back(outcome: DeployOutcome) -> bool:
+    """Some instance went to the release and back: the rollback ran, or its release script switched
+    back by itself."""
+    return bool(outcome.rollback.invocations) or any(
+        inv.response_code in SWITCHED_BACK for inv in outcome.deploy.invocations.values()
+    )
