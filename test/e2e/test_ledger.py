@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e import test_releases
 from e2e.test_releases import build, live, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe
 
 COMMIT_A, COMMIT_B, COMMIT_C = "a" * 40, "b" * 40, "c" * 40
-service, bucket = test_releases.service, test_releases.bucket  # the same fixtures: a ledger and a bucket per test
 
 
 def ledger_name(service: str) -> str:
