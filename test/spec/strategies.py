@@ -531,6 +531,11 @@ def bad_instance_ids(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -
 
 
 def bad_commands(draw: st.DrawFn, c: Choices, case: Case, names: set[str]) -> None:
+    if "SCRIPT" in names:
+        # beside a SCRIPT (even a bad one) COMMANDS is not run: empty is no problem and its size is not
+        # checked (giving both is refused by SCRIPT's name); what is bad in any case is its encoding
+        inject_unprintable(draw, c, case, "COMMANDS")
+        return
     choice = c.below(4)
     if choice == 0:
         set_bad(case, "COMMANDS", c.pick(["", None]), "required")
