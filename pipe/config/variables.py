@@ -615,7 +615,9 @@ MIN_HEALTHY = Variable(
     "With `TARGET_GROUPS`: the healthy targets every target group keeps while a batch is out, a number or a "
     "percentage of the group's registered targets (rounded up). Targets that are already unhealthy count "
     "against it. A plan that would go below it, or a fleet already below it, is refused before anything is "
-    "deregistered or sent; `0` accepts downtime.",
+    "deregistered or sent; `0` accepts downtime (or starts a first deploy, while no target is healthy yet). "
+    "Without `TARGET_GROUPS` (an environment without a load balancer) it is ignored, and a line says so; "
+    "so are `DRAIN_TIMEOUT` and `HEALTHY_TIMEOUT`.",
     plain(lambda text: parse_rate(text, minimum=0)),
     default=DEFAULT_MIN_HEALTHY,
 )
