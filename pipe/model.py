@@ -14,6 +14,9 @@ the pipe keeps waiting on it because it waits for its own cancel to land."""
 SUCCESS = "Success"
 UNKNOWN_RELEASE = "unknown"
 """``DeployOutcome.fleet``'s value for an instance whose ``current`` could not be read."""
+NO_RELEASE = "none"
+"""``DeployOutcome.fleet``'s value for an instance whose ``current`` points to no release (there is none
+yet, or it points outside ``releases/``). Neither word can be a release id (``config.release.RELEASE_ID``)."""
 
 
 class Status(StrEnum):

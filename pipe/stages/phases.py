@@ -53,11 +53,13 @@ def healthcheck_spec(settings: DeploySettings, instance_ids: list[str], release_
     return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 
 
-def rollback_spec(settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None) -> CommandSpec:
+def rollback_spec(
+    settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None, live_before: str = ""
+) -> CommandSpec:
     """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
-    ``current`` back to the release that was live before on the instances that switched. Never with
-    the alarm: an alarm in ALARM is what often calls for the rollback."""
-    body = switch_back_body(release) if release is not None else settings.rollback_commands
+    ``current`` to ``live_before``, the release that was live before. Never with the alarm: an alarm
+    in ALARM is what often calls for the rollback."""
+    body = switch_back_body(release, live_before) if release is not None else settings.rollback_commands
     return _follow_up(settings, ROLLBACK, body, instance_ids, settings.execution_timeout)
 
 

@@ -272,6 +272,9 @@ class _Rollback:
             for i, inv in deployed.items()
             if i in ids and (inv.succeeded if plan is not None else inv.received_deploy)
         ]
+        live_before = run.release.live_before if run.release is not None else ""
+        if plan is not None and not live_before:
+            received = []  # the first release: nothing to switch back to
         if not received:
             return True
         if not self.received:
@@ -286,7 +289,7 @@ class _Rollback:
         rolled_back = False
         try:
             with hook(run, batch):
-                broken = run_phase(run, rollback_spec(run.settings, received, plan), self.record)
+                broken = run_phase(run, rollback_spec(run.settings, received, plan, live_before), self.record)
                 self.broken += broken
                 rolled_back = True
         except DeployStopped as stopped:
