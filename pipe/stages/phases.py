@@ -43,6 +43,7 @@ from pipe.stages.release.remote import (
     install_body,
     read_current_body,
     switch_back_body,
+    verified_after,
 )
 from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body
 from pipe.stages.send import cancel_command, send_commands
@@ -77,10 +78,15 @@ def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | N
     )
 
 
-def healthcheck_spec(settings: DeploySettings, instance_ids: list[str], release_id: str | None = None) -> CommandSpec:
+def healthcheck_spec(
+    settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None
+) -> CommandSpec:
     """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
-    with the release id as SSM_DEPLOY_RELEASE."""
-    body = healthcheck_body(settings, release_id)
+    with the release id as SSM_DEPLOY_RELEASE and, once the check passed, VERIFY_PROCESSES again: a
+    process that went stale since the activation fails the instance with exit 90."""
+    body = healthcheck_body(settings, release.release_id if release is not None else None)
+    if release is not None:
+        body = verified_after(body, release)
     spec = _follow_up(settings, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
     return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 

@@ -196,8 +196,8 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
         f"---- Health check on {len(instance_ids)} instance(s): up to {settings.healthcheck_retries} "
         f"attempt(s), {settings.healthcheck_interval} s apart ----"
     )
-    release_id = run.release.plan.release_id if run.release is not None else None
-    unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids, release_id), record)
+    plan = run.release.plan if run.release is not None else None
+    unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids, plan), record)
     if unhealthy or record.status is not PhaseStatus.FAILED:
         record.status = PhaseStatus.FAILED if unhealthy else PhaseStatus.PASSED
     if not unhealthy:
@@ -207,6 +207,7 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
     return DeployFailed(
         f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(instance_ids)} instance(s): "
         f"{listed(unhealthy)}. Command id: {command_ids(record.commands)}."
+        + (_release_meanings(unhealthy) if plan is not None else "")
     )
 
 

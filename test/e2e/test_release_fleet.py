@@ -7,6 +7,7 @@ stand-in maps /srv), so ``current`` is checked on disk."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +145,39 @@ def test_a_stop_during_a_rolling_rollback_reports_it_ran_and_names_the_batch_lef
     assert document["fleet"] == {first: B, second: A, third: A}
     dotenv = (shop.clone / "ssm-deploy-result.json.env").read_text()
     assert "SSM_DEPLOY_ROLLBACK='interrupted'" in dotenv
+
+
+def test_a_process_gone_stale_after_the_activation_fails_the_health_check_and_is_switched_back(
+    standin: StandIn, shop: Shop
+) -> None:
+    """The deploy's own process check passed; then a process of the replaced release appeared (as a
+    worker respawned from the old directory would). The health check passes, the process check after
+    it does not: exit 90, and the rollback switches the instance back with the others."""
+    good, stale = standin.launch(2)
+    shop.ship([good, stale], "A", "1")
+    pid_file = standin.instance_path(stale, "/srv/stale.pid")
+    start_stale = (
+        f'if [ "$AWS_SSM_INSTANCE_ID" = "{stale}" ] && [ ! -e /srv/stale.pid ]; then\n'
+        f"  (cd /srv/web-api/releases/{A} && exec tail -f version.txt) </dev/null >/dev/null 2>&1 &\n"
+        "  echo $! > /srv/stale.pid\n"
+        "fi"
+    )
+    env = shop.env(
+        [good, stale],
+        ARTIFACT=build(shop.clone, "B"),
+        BITBUCKET_BUILD_NUMBER="2",
+        HEALTHCHECK_COMMANDS=start_stale,
+        HEALTHCHECK_RETRIES="1",
+    )
+    try:
+        run = run_pipe(env, timeout=300)
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    assert run.returncode == 1, run.output
+    assert f"the health check failed on 1 of 2 instance(s): {stale}: Failed (exit 90)" in run.output
+    assert f"Exit 90 on {stale}: a process still runs a replaced release" in run.output
+    assert f"runs release {A}, not {B}" in run.output
+    assert "Rollback succeeded on all 2 instance(s)." in run.output
+    assert (live(standin, good), live(standin, stale)) == ("A", "A")

@@ -760,11 +760,24 @@ def switch_back_body(plan: ReleasePlan, live_before: str) -> str:
     return _body(plan, title, "ssm_deploy_switch_back", live_before=live_before)
 
 
-def verify_after_check_body(plan: ReleasePlan) -> str:
-    """VERIFY_PROCESSES again, once the health check passed: a process of a replaced release, or one
-    without this deploy's values, fails the instance with exit 90 and switches nothing (the pipe
-    switches it back with the other failed instances). Reports ``current`` like the release scripts."""
-    return _body(plan, f"verify the processes of release {plan.release_id}", "ssm_deploy_verify_after_check")
+def verified_after(check: str, plan: ReleasePlan) -> str:
+    """``check`` (the health check) in a subshell, then, once it passed, VERIFY_PROCESSES again: a
+    process of a replaced release, or one without this deploy's values, fails the instance with exit
+    90 and switches nothing (the pipe's rollback switches it back with the other failed instances).
+    Reports ``current`` like the release scripts. Just ``check`` with VERIFY_PROCESSES off."""
+    if not plan.verify_processes:
+        return check
+    then = _body(plan, f"verify the processes of release {plan.release_id}", "ssm_deploy_verify_after_check")
+    return "\n".join(
+        [
+            "(",
+            check,
+            ")",
+            "ssm_deploy_check_rc=$?",
+            '[ "$ssm_deploy_check_rc" -eq 0 ] || exit "$ssm_deploy_check_rc"',
+            then,
+        ]
+    )
 
 
 def read_current_body(app_dir: str) -> str:
