@@ -35,7 +35,9 @@ class PhaseStatus(StrEnum):
     """``SSM_DEPLOY_HEALTH_CHECK`` and ``SSM_DEPLOY_ROLLBACK``: what a follow-up phase did."""
 
     NOT_RUN = "not run"
-    NOT_NEEDED = "not needed"  # rollback only: no instance received the deploy
+    # rollback only: nothing to undo (no instance received the deploy; in release mode, every instance
+    # it reached runs the release that was live before)
+    NOT_NEEDED = "not needed"
     INTERRUPTED = "interrupted"  # the pipeline was stopped while it ran
     PASSED = "passed"  # health check
     SUCCEEDED = "succeeded"  # rollback
