@@ -11,11 +11,12 @@ from pipe.report.instances import named
 def fleet_sentence(fleet: Mapping[str, str], live_before: str, new: str, notes: Mapping[str, str]) -> str:
     """``Now i-1, i-2 run 000007-abc (the release live before); i-3 runs 000008-def (the new release:
     rollback failed).`` from ``fleet`` (instance -> release, as last read from each instance) and
-    ``notes`` (instance -> why it is where it is); "" for an empty fleet. The release live before
+    ``notes`` (instance -> why it is not on the release live before); "" for an empty fleet. The release live before
     comes first, then the new one, then any other, then the instances that could not be read."""
     groups: dict[tuple[str, str], list[str]] = {}
     for instance_id, release in fleet.items():
-        groups.setdefault((release, notes.get(instance_id, "")), []).append(instance_id)
+        note = notes.get(instance_id, "") if release != live_before else ""  # back where it was: nothing to explain
+        groups.setdefault((release, note), []).append(instance_id)
 
     def rank(key: tuple[str, str]) -> tuple[bool, bool, bool, str, str]:
         release, note = key

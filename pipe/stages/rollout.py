@@ -291,6 +291,8 @@ class _Rollback:
         self.not_run_why: list[str] = []
         self.left: list[str] = []  # release mode, no release live before: nothing to switch back to
         self.unreached: list[str] = []  # a stop came before their rollback
+        self.cut: list[str] = []  # a stop came during their rollback
+        self.tried: set[int] = set()  # the batches whose rollback began
         self.stopped: DeployStopped | None = None
         self.record = run.outcome.rollback
 
@@ -310,6 +312,8 @@ class _Rollback:
             return False
         targets = self.targets(run, batch)
         if self.stopped is not None:
+            if batch.number in self.tried:
+                return False  # its own rollback was the one stopped
             self.unreached += targets
             if record is not None and targets:
                 record.outcome = BatchOutcome.LEFT_ON_NEW
@@ -324,6 +328,7 @@ class _Rollback:
                 record.outcome = BatchOutcome.LEFT_ON_NEW
             return True
         self.targeted += targets
+        self.tried.add(batch.number)
         plan = run.release.plan if run.release is not None else None
         if plan is not None:
             log.info(
@@ -340,6 +345,7 @@ class _Rollback:
                 rolled_back = True
         except DeployStopped as stopped:
             self.stopped = stopped
+            self.cut += targets
             if record is not None:
                 record.outcome = BatchOutcome.ROLLBACK_STOPPED
             return False
@@ -363,6 +369,7 @@ class _Rollback:
         """Why an instance is not on the release live before, for the fleet sentence."""
         found = {i: "no release was live before it" for i in self.left}
         found |= {i: "the pipeline was stopped before its rollback" for i in self.unreached}
+        found |= {i: "the pipeline was stopped during its rollback" for i in self.cut}
         found |= {i: "rollback not run" for i in self.not_run}
         found |= {inv.instance_id: f"rollback {inv.describe()}" for inv in self.broken}
         return found
