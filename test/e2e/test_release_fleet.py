@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e.test_releases import bucket, build, live, release_env, service  # noqa: F401 (fixtures used by shop)
+from e2e.test_releases import build, live, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe
 
@@ -41,8 +41,8 @@ class Shop:
 
 
 @pytest.fixture
-def shop(standin: StandIn, tmp_path: Path, request: pytest.FixtureRequest) -> Shop:
-    return Shop(standin, tmp_path, request.getfixturevalue("bucket"), request.getfixturevalue("service"))
+def shop(standin: StandIn, tmp_path: Path, bucket: str, service: str) -> Shop:
+    return Shop(standin, tmp_path, bucket, service)
 
 
 def b_hanging_on(shop: Shop, ids: list[str], instance_id: str, **variables: str) -> dict[str, str]:
