@@ -133,14 +133,15 @@ class Invocation:
 
     @property
     def may_have_run(self) -> bool:
-        """The command may have started on the instance: everything but an invocation SSM never
-        delivered or one held back at MAX_ERRORS (an agent given up on may have started it)."""
+        """The command may have started on the instance: everything but an invocation the agent never
+        received (Pending or Delayed, an agent given up on while it was so included; Undeliverable,
+        DeliveryTimedOut) or one held back at MAX_ERRORS."""
         never_delivered = {"Terminated", "Undeliverable", "DeliveryTimedOut"}
         return (
             bool(self.command_id)
             and not self.stopped_at_max_errors
             and self.status_details not in never_delivered
-            and (self.status != "Pending" or bool(self.lost))
+            and self.status not in ("Pending", "Delayed")
         )
 
     @property
