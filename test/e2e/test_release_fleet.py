@@ -63,11 +63,11 @@ def test_a_deploy_that_times_out_after_its_switch_is_switched_back_too(standin: 
     run = run_pipe(b_hanging_on(shop, [good, slow], slow, EXECUTION_TIMEOUT="30"), timeout=300)
 
     assert run.returncode == 1, run.output
+    assert (live(standin, good), live(standin, slow)) == ("A", "A")
     assert f"{slow}: TimedOut/ExecutionTimedOut" in run.output
     assert f"{slow} | ssm-deploy: current release: {B}" in run.output  # read from the instance, not guessed
     assert "Rollback succeeded on all 2 instance(s)." in run.output
     assert f"Now {good}, {slow} run {A} (the release live before)." in run.output
-    assert (live(standin, good), live(standin, slow)) == ("A", "A")
 
 
 def test_an_instance_whose_agent_is_lost_after_its_switch_is_read_and_switched_back_once_it_answers(
@@ -85,10 +85,10 @@ def test_an_instance_whose_agent_is_lost_after_its_switch_is_read_and_switched_b
     run = pipe.finish(timeout=300)
 
     assert run.returncode == 1, run.output
+    assert (live(standin, good), live(standin, lost)) == ("A", "A")
     assert f"{lost}: InProgress, given up: agent ConnectionLost" in run.output
     assert "Reading /srv/web-api/current on 1 instance(s) whose command ended without saying" in run.output
     assert f"Now {good}, {lost} run {A} (the release live before)." in run.output
-    assert (live(standin, good), live(standin, lost)) == ("A", "A")
 
 
 @pytest.mark.parametrize("how", ["same build again", "RELEASE"])
@@ -103,10 +103,10 @@ def test_a_redeploy_of_the_live_release_that_fails_its_health_check_stays_on_it(
     run = run_pipe(env)
 
     assert run.returncode == 1, run.output
+    assert [live(standin, instance_id) for instance_id in ids] == ["B", "B"]  # never back to A
     assert "the health check failed on 2 of 2 instance(s)" in run.output
     assert "Nothing was rolled back: no instance runs anything but the release that was live before." in run.output
     assert f"Now {ids[0]}, {ids[1]} run {B} (the release live before, deployed again)." in run.output
-    assert [live(standin, instance_id) for instance_id in ids] == ["B", "B"]  # never back to A
 
 
 def test_a_stop_during_a_rolling_rollback_reports_it_ran_and_names_the_batch_left_on_the_new_release(
@@ -131,10 +131,10 @@ def test_a_stop_during_a_rolling_rollback_reports_it_ran_and_names_the_batch_lef
     run = pipe.finish(timeout=300)
 
     assert run.returncode == 1, run.output
+    assert (live(standin, first), live(standin, second), live(standin, third)) == ("B", "A", "A")
     assert "The rollback did not finish" in run.output
     assert f"Batch(es) 1 (1 instance(s)) still run the new version: {first}." in run.output
     assert f"{first} runs {B} (the new release: the pipeline was stopped before its rollback)" in run.output
-    assert (live(standin, first), live(standin, second), live(standin, third)) == ("B", "A", "A")
     document = json.loads((shop.clone / "ssm-deploy-result.json").read_text())
     assert [batch["outcome"] for batch in document["batches"]] == [
         "left on the new version",
