@@ -13,6 +13,7 @@ import os
 import signal
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e.test_releases import APP_DIR, live, release_env
@@ -33,7 +34,7 @@ def build(clone: Path, version: str) -> str:
     return "web-api.tgz"
 
 
-def ledger_entries(standin: StandIn, service: str) -> list[dict[str, object]]:
+def ledger_entries(standin: StandIn, service: str) -> list[dict[str, Any]]:
     pages = (
         standin.client("ssm")
         .get_paginator("get_parameter_history")
@@ -54,14 +55,15 @@ def fleet_on_disk(standin: StandIn, ids: list[str]) -> dict[str, str]:
     return {i: os.readlink(standin.instance_path(i, f"{APP_DIR}/current")).split("/")[-1] for i in ids}
 
 
-def ledger_fleet(entry: dict[str, object]) -> dict[str, str]:
+def ledger_fleet(entry: dict[str, Any]) -> dict[str, str]:
     groups = entry["fleet"]
     assert isinstance(groups, dict)
     return {i: release for release, group in groups.items() for i in group["ids"]}
 
 
-def result(clone: Path) -> dict[str, object]:
-    return json.loads((clone / "ssm-deploy-result.json").read_text())
+def result(clone: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((clone / "ssm-deploy-result.json").read_text())
+    return document
 
 
 def stop_at(env: dict[str, str], line: str) -> tuple[int, str]:
