@@ -241,6 +241,14 @@ class PrivateNetwork:
                 self._namespaces[instance_id] = name
             return name
 
+    def kill(self, instance_id: str) -> None:
+        """SIGKILL every process in the instance's namespace (``kill_processes``); the namespace
+        itself stays, so a later command on the instance runs as on a rebooted host."""
+        with self._lock:
+            namespace = self._namespaces.get(instance_id)
+        if namespace is not None:
+            kill_processes(namespace)
+
     def is_up(self, instance_id: str) -> bool:
         """Whether the instance's namespace exists (before its first command, nothing listens there)."""
         with self._lock:

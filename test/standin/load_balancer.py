@@ -376,6 +376,24 @@ class LoadBalancerModel:
                 self._purge(group_arn, time.monotonic())
             self._publish(group_arn, settings.in_use)
 
+    def forget(self, instance_ids: list[str]) -> None:
+        """Drop every target of these instances from every group at once, with no draining, and
+        hand the changed groups to the data plane: no AWS action does this (the stand-in's
+        ``retire``, once nothing looks at the instances again), it only ends their health checks."""
+        doomed = set(instance_ids)
+        with self._publish_lock:
+            with self._lock:
+                changed = []
+                for arn, group in self._groups.items():
+                    gone = [key for key in group if key[0] in doomed]
+                    for key in gone:
+                        del group[key]
+                    if gone:
+                        changed.append(arn)
+            for arn in changed:
+                settings = self._settings_of(arn)
+                self._publish(arn, settings is not None and settings.in_use)
+
     def describe(self, group_arn: str, targets: list[tuple[str, int | None]] | None) -> list[dict[str, Any]]:
         """DescribeTargetHealth rows: every target (draining ones included) when ``targets`` is None,
         else one row per named (instance id, port; None: the group's port), ``unused`` /

@@ -225,6 +225,16 @@ class StandIn:
         subnet = self.network.subnet
         return str(ipaddress.ip_address(int(subnet.broadcast_address) - self._hybrid_addresses))
 
+    def retire(self, instance_ids: list[str]) -> None:
+        """End what these instances still run once nothing will look at them again (a test is over):
+        the load balancer stops checking them (``LoadBalancerModel.forget``) and every process in
+        their namespaces is killed (pm2 daemons, apps). Not an AWS action, and nothing a test sees:
+        the instances stay managed, their files stay. Without it, the apps of every earlier test
+        kept answering health checks until the session ended, the largest CPU cost of a test run."""
+        self.load_balancer.forget(instance_ids)
+        for instance_id in instance_ids:
+            self.network.kill(instance_id)
+
     def instance(self, instance_id: str) -> FakeInstance:
         found = self.fleet.get(instance_id)
         if found is None:
