@@ -339,6 +339,16 @@ def test_calls_are_counted_per_service_and_api(standin: StandIn) -> None:
     assert ours["ssm:ListCommandInvocations"] == 1
 
 
+def test_the_tests_clients_are_shared_per_service_unless_a_test_asks_for_its_own(standin: StandIn) -> None:
+    shared = standin.client("ssm")
+
+    assert standin.client("ssm") is shared
+    assert standin.client("ec2") is not shared
+    own = standin.client("ssm", own=True)
+    assert own is not shared and own is not standin.client("ssm", own=True)
+    assert own.describe_instance_information()["InstanceInformationList"] is not None  # it works
+
+
 # --- hybrid (on-premises) nodes: mi- ids, tagged in SSM, unknown to EC2 ------------------------------
 
 
