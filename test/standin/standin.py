@@ -248,8 +248,7 @@ class StandIn:
         the instances stay managed, their files stay. Without it, the apps of every earlier test
         kept answering health checks until the session ended, the largest CPU cost of a test run."""
         self.load_balancer.forget(instance_ids)
-        for instance_id in instance_ids:
-            self.network.kill(instance_id)
+        self.network.kill(instance_ids)
 
     def instance(self, instance_id: str) -> FakeInstance:
         found = self.fleet.get(instance_id)
