@@ -28,6 +28,20 @@ def standin() -> Iterator[StandIn]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def _retire_instances(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that uses the stand-in, retire the instances it launched (its own fixtures'
+    included; those of module- or session-scoped fixtures, set up before this one, are left):
+    their apps and pm2 daemons would otherwise run, and be health-checked, until the session ends."""
+    if "standin" not in request.fixturenames:
+        yield
+        return
+    running: StandIn = request.getfixturevalue("standin")
+    before = set(running.fleet.ids())
+    yield
+    running.retire([instance_id for instance_id in running.fleet.ids() if instance_id not in before])
+
+
 @pytest.fixture(scope="session")
 def app_user() -> AppUser:
     """``ssmdeploy-app``, a real second user for RUN_AS with an Amazon Linux login environment

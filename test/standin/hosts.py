@@ -142,20 +142,34 @@ def _namespaces(tag: str) -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(f"{NAME_PREFIX}{tag}-"))
 
 
-def kill_processes(namespace: str) -> None:
-    """SIGKILL every process whose network namespace is ``namespace`` (the instance's pm2 daemons,
-    apps, anything its commands left running), as stopping the instance would."""
-    done = subprocess.run(
-        ["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-    )
-    for word in done.stdout.split():
-        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-            os.kill(int(word), signal.SIGKILL)
+def kill_processes(namespaces: list[str]) -> None:
+    """SIGKILL every process whose network namespace is one of ``namespaces`` (the instances' pm2
+    daemons, apps, anything their commands left running), as stopping the instances would. One pass
+    over /proc for all of them, matching as ``ip netns pids`` does: the namespace file and a
+    process's ``ns/net`` are the same (device, inode)."""
+    wanted = set()
+    for namespace in namespaces:
+        with contextlib.suppress(OSError):
+            found = os.stat(NETNS_DIR / namespace)
+            wanted.add((found.st_dev, found.st_ino))
+    if not wanted:
+        return
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            found = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:  # gone, or a kernel thread
+            continue
+        if (found.st_dev, found.st_ino) in wanted:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
 
 
 def _remove(tag: str) -> None:
-    for namespace in _namespaces(tag):
-        kill_processes(namespace)
+    namespaces = _namespaces(tag)
+    kill_processes(namespaces)
+    for namespace in namespaces:
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
     subprocess.run(
         ["ip", "link", "del", f"{NAME_PREFIX}{tag}"], capture_output=True, timeout=COMMAND_TIMEOUT, check=False
@@ -240,6 +254,13 @@ class PrivateNetwork:
             with self._lock:
                 self._namespaces[instance_id] = name
             return name
+
+    def kill(self, instance_ids: list[str]) -> None:
+        """SIGKILL every process in these instances' namespaces (``kill_processes``); the namespaces
+        stay, so a later command on one of them runs as on a rebooted host."""
+        with self._lock:
+            namespaces = [self._namespaces[i] for i in instance_ids if i in self._namespaces]
+        kill_processes(namespaces)
 
     def is_up(self, instance_id: str) -> bool:
         """Whether the instance's namespace exists (before its first command, nothing listens there)."""

@@ -28,8 +28,10 @@ keeps each (target group, target) pair instead, and checks every target over HTT
   has two checks at once: when a check outlasts the interval (the timeout floor below can exceed
   a scaled interval) the next one starts as soon as it ends. Checks of different targets run
   concurrently, as tasks of one asyncio loop in the thread ``elb-health-checks`` (a hanging target
-  holds only its own check; no thread per target). ``address_of`` is called in that loop: it must
-  be a quick lookup that does not block. The targets of a group that no load balancer uses are not
+  holds only its own check; no thread per target). The loop sleeps until the next check or the end
+  of a deregistration delay is due, or a registration, a deregistration or the end of a check wakes
+  it (so an idle stand-in costs no CPU). ``address_of`` is called in that loop: it must be a quick
+  lookup that does not block. The targets of a group that no load balancer uses are not
   checked.
 * **Targets** (RegisterTargets API reference): a target is an instance and a port, the group's port
   unless RegisterTargets gives one ("You can register each EC2 instance or IP address with the same
@@ -80,6 +82,7 @@ kept in ``data_plane_errors``; the next change tries again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -88,7 +91,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-TICK = 0.01  # how often (real seconds) the check loop looks for due checks and ended delays
+IDLE_WAKE = 1.0  # seconds the check loop sleeps at most when nothing is due (it wakes when work comes)
 TIMEOUT_FLOOR = 1.0  # seconds: the shortest health-check timeout, whatever the time scale
 BODY_LIMIT = 1 << 20  # bytes of a health-check answer's body read at most (then the connection is closed)
 USER_AGENT = "ELB-HealthChecker/2.0"
@@ -319,6 +322,7 @@ class LoadBalancerModel:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None  # set (in the loop) when there may be new work
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -331,6 +335,7 @@ class LoadBalancerModel:
     def stop(self) -> None:
         """End the checks (running ones are cancelled); the data plane is its owner's to stop."""
         self._stop.set()
+        self._wake_up()
         if self._thread is not None:
             self._thread.join(10)
 
@@ -357,6 +362,7 @@ class LoadBalancerModel:
                     target.address = addresses[instance_id] or target.address
                 self.journal.append((group_arn, "register", [(i, p or settings.port) for i, p in targets]))
             self._publish(group_arn, settings.in_use)
+        self._wake_up()
 
     def deregister(self, group_arn: str, targets: list[tuple[str, int | None]]) -> None:
         """DeregisterTargets of (instance id, port; None: the group's port): registered targets
@@ -375,6 +381,25 @@ class LoadBalancerModel:
                 self.journal.append((group_arn, "deregister", [(i, p or settings.port) for i, p in targets]))
                 self._purge(group_arn, time.monotonic())
             self._publish(group_arn, settings.in_use)
+        self._wake_up()
+
+    def forget(self, instance_ids: list[str]) -> None:
+        """Drop every target of these instances from every group at once, with no draining, and
+        hand the changed groups to the data plane: no AWS action does this (the stand-in's
+        ``retire``, once nothing looks at the instances again), it only ends their health checks."""
+        doomed = set(instance_ids)
+        with self._publish_lock:
+            with self._lock:
+                changed = []
+                for arn, group in self._groups.items():
+                    gone = [key for key in group if key[0] in doomed]
+                    for key in gone:
+                        del group[key]
+                    if gone:
+                        changed.append(arn)
+            for arn in changed:
+                settings = self._settings_of(arn)
+                self._publish(arn, settings is not None and settings.in_use)
 
     def describe(self, group_arn: str, targets: list[tuple[str, int | None]] | None) -> list[dict[str, Any]]:
         """DescribeTargetHealth rows: every target (draining ones included) when ``targets`` is None,
@@ -437,8 +462,8 @@ class LoadBalancerModel:
     # --- the health checks ------------------------------------------------------------------------
     def check_due(self, now: float) -> None:
         """Start every health check due at ``now`` and drop the targets whose deregistration delay
-        is over. The check loop calls it every ``TICK``; called from another thread (a test forcing
-        checks), it returns when those checks are done. Needs ``start()``."""
+        is over. The check loop calls it whenever something is due; called from another thread (a
+        test forcing checks), it returns when those checks are done. Needs ``start()``."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("LoadBalancerModel.start() was not called")
@@ -452,16 +477,39 @@ class LoadBalancerModel:
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         self._ready.set()
         try:
             while not self._stop.is_set():
+                self._wake.clear()
                 self._start_due(time.monotonic())
-                await asyncio.sleep(TICK)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, self._next_due() - time.monotonic()))
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._loop = None
+
+    def _next_due(self) -> float:
+        """When the loop must look again: the earliest check not under way or end of a delay (at
+        most ``IDLE_WAKE`` from now)."""
+        due = time.monotonic() + IDLE_WAKE
+        with self._lock:
+            for arn, group in self._groups.items():
+                for target in group.values():
+                    if not target.checking:
+                        due = min(due, target.next_check)
+                    if target.drain_until is not None and arn not in self._purging:  # a purge wakes it
+                        due = min(due, target.drain_until)
+        return due
+
+    def _wake_up(self) -> None:
+        """Have the loop look for due work now (from any thread)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just ended
+                loop.call_soon_threadsafe(wake.set)
 
     async def _run_due(self, now: float) -> None:
         await asyncio.gather(*self._start_due(now), return_exceptions=True)
@@ -526,6 +574,7 @@ class LoadBalancerModel:
                 target.checking = False
         if not inline:
             await asyncio.to_thread(self._record, group_arn, target, address, result, settings)
+        self._wake_up()  # a check that outlasted its interval: the next one is due now
 
     def _record(
         self, group_arn: str, target: _Target, address: str | None, result: CheckResult, settings: GroupSettings
@@ -545,6 +594,7 @@ class LoadBalancerModel:
                 purged = self._purge(group_arn, time.monotonic())
             if purged:
                 self._publish(group_arn, settings is not None and settings.in_use)
+        self._wake_up()  # the group's other delays count again
 
     def _lookup(self, instance_id: str) -> str | None:
         try:

@@ -17,7 +17,8 @@ Store's value size per tier, SendCommand's AlarmConfiguration (kept and echoed w
 ``command_alarm.py`` applies it), ELBv2 target health (RegisterTargets, DeregisterTargets and
 DescribeTargetHealth go to ``load_balancer.LoadBalancerModel``; unknown or stopped instances are
 InvalidTarget), DescribeTargetGroups paging, and CloudWatch's IAM actions ("cloudwatch:...", where
-moto checks the signing name "monitoring").
+moto checks the signing name "monitoring"). Two lookups moto's server repeats for every request with
+the same answer (its package folder's services, a class's methods) are made once: CPU, not behaviour.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import json
 import re
 import threading
@@ -36,8 +38,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
 import moto
+from moto import backends as moto_backends
 from moto import settings as moto_settings
 from moto.cloudwatch.models import cloudwatch_backends
+from moto.core import responses as moto_responses
+from moto.core import utils as moto_utils
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
@@ -1039,6 +1044,20 @@ def install(hooks: RunCommandHooks) -> None:
         setattr(ELBV2Response, name, method)
     _originals["iam_request_init"] = IAMRequestBase.__init__
     setattr(IAMRequestBase, "__init__", _iam_request_init)  # noqa: B010
+    _remember_routing()
+
+
+def _remember_routing() -> None:
+    """moto's server reads its own package folder (a listdir and an isdir per service) to route each
+    request, and lists the answering class's methods (``inspect.getmembers``, hundreds for EC2) to
+    dispatch each action: the same answers every time once the patches above are in (none adds a
+    method after this), so they are computed once. CPU only: no answer changes."""
+    modules = tuple(moto_backends.list_of_moto_modules())
+    _originals["list_of_moto_modules"] = moto_backends.list_of_moto_modules
+    setattr(moto_backends, "list_of_moto_modules", lambda: modules)  # noqa: B010
+    names_of = moto_utils.method_names_from_class  # what moto.core.responses imported by name
+    _originals["method_names_from_class"] = names_of
+    setattr(moto_responses, "method_names_from_class", functools.cache(names_of))  # noqa: B010
 
 
 def issued_credentials() -> list[tuple[str, str, str]]:

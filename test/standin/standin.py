@@ -10,6 +10,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,6 +72,8 @@ class StandIn:
         self.subnet_id = ""
         self._hybrid_addresses = 0
         self.admin_keys = dict(ADMIN_KEYS)  # what the tests' own clients use
+        self._clients: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}  # see client()
+        self._clients_lock = threading.Lock()
         self.agent_keys = dict(AGENT_KEYS)  # the instances' role: the agent and the AWS CLI on them
         self.logs_sinks = LogsSinks()  # one CloudWatch Logs client for all invocations' uploads
         self.logs_reads = LogsReads()  # Live Tail sessions and the FilterLogEvents quota, with counters
@@ -143,14 +146,27 @@ class StandIn:
         self.stop()
 
     # --- clients and environments ----------------------------------------------------------------
-    def client(self, service: str) -> Any:
-        return boto3.client(  # type: ignore[call-overload]
+    def client(self, service: str, own: bool = False) -> Any:
+        """A boto3 client of the stand-in with the admin keys. Shared: one per service and keys
+        (boto3's clients are thread-safe, and building one takes milliseconds of CPU, which hundreds
+        of calls per test session add up to); ``own=True`` builds a new one, for a test that changes
+        its client (registers an event handler)."""
+        key = (service, self.endpoint, tuple(sorted(self.admin_keys.items())))
+        with self._clients_lock:
+            shared = None if own else self._clients.get(key)
+        if shared is not None:
+            return shared
+        made = boto3.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.endpoint,
             region_name=self.region,
             config=Config(inject_host_prefix=False),  # see pipe_env: one endpoint serves every host prefix
             **self.admin_keys,
         )
+        if not own:
+            with self._clients_lock:
+                made = self._clients.setdefault(key, made)
+        return made
 
     def pipe_env(self, **variables: str) -> dict[str, str]:
         """Environment for a pipe process pointed at the stand-in, with Bitbucket's build variables."""
@@ -224,6 +240,15 @@ class StandIn:
         self._hybrid_addresses += 1
         subnet = self.network.subnet
         return str(ipaddress.ip_address(int(subnet.broadcast_address) - self._hybrid_addresses))
+
+    def retire(self, instance_ids: list[str]) -> None:
+        """End what these instances still run once nothing will look at them again (a test is over):
+        the load balancer stops checking them (``LoadBalancerModel.forget``) and every process in
+        their namespaces is killed (pm2 daemons, apps). Not an AWS action, and nothing a test sees:
+        the instances stay managed, their files stay. Without it, the apps of every earlier test
+        kept answering health checks until the session ended, the largest CPU cost of a test run."""
+        self.load_balancer.forget(instance_ids)
+        self.network.kill(instance_ids)
 
     def instance(self, instance_id: str) -> FakeInstance:
         found = self.fleet.get(instance_id)

@@ -7,12 +7,14 @@ own (``unique()``) and never relies on how many other instances exist.
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import time
 import uuid
 from typing import Any
 
 import boto3
+import moto
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -337,6 +339,36 @@ def test_calls_are_counted_per_service_and_api(standin: StandIn) -> None:
     assert ours["sts:GetCallerIdentity"] == 0
     assert ours["logs:PutLogEvents"] == 0
     assert ours["ssm:ListCommandInvocations"] == 1
+
+
+def test_the_tests_clients_are_shared_per_service_unless_a_test_asks_for_its_own(standin: StandIn) -> None:
+    shared = standin.client("ssm")
+
+    assert standin.client("ssm") is shared
+    assert standin.client("ec2") is not shared
+    own = standin.client("ssm", own=True)
+    assert own is not shared and own is not standin.client("ssm", own=True)
+    assert own.describe_instance_information()["InstanceInformationList"] is not None  # it works
+
+
+def test_moto_routes_requests_without_reading_its_package_folder_each_time(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moto_folder = os.path.dirname(moto.__file__)
+    listed: list[str] = []
+    listdir = os.listdir
+
+    def counting(path: Any = ".") -> list[str]:
+        if str(path) == moto_folder:
+            listed.append(str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting)
+    for _ in range(3):
+        standin.client("ssm").describe_instance_information()
+        standin.client("ec2").describe_vpcs()
+
+    assert listed == []
 
 
 # --- hybrid (on-premises) nodes: mi- ids, tagged in SSM, unknown to EC2 ------------------------------

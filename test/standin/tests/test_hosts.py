@@ -10,6 +10,7 @@ import os
 import subprocess
 import threading
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,27 @@ def test_each_instances_app_user_has_its_own_home_and_pm2_daemon(standin: StandI
         pm2_home = standin.instance_path(instance_id, f"/home/{APP_USER}/.pm2")
         assert (pm2_home / "pm2.pid").read_text().strip() == pid
         assert Path(f"/proc/{pid}").exists()
+
+
+def test_a_retired_instance_runs_nothing_more_and_is_no_longer_checked(standin: StandIn) -> None:
+    retired, kept = standin.launch(2)
+    started = run(standin, [retired, kept], SERVE)
+    arn = standin.create_target_group(f"retire-{uuid.uuid4().hex[:8]}", [retired, kept], health_check_path="/")
+    standin.wait_target_states(arn, [retired, kept], "healthy", timeout=60)
+
+    standin.retire([retired])
+
+    def refused() -> bool:
+        try:
+            get(f"http://{standin.instance(retired).address}:3000/")
+        except OSError:
+            return True
+        return False
+
+    assert [answer["Status"] for answer in started] == ["Success", "Success"], started
+    wait_until(refused, "the retired instance's server to be gone", timeout=30)
+    assert standin.target_states(arn) == {kept: "healthy"}  # no longer a target: no health check
+    assert get(f"http://{standin.instance(kept).address}:3000/") == f"{kept}\n"  # the other one runs on
 
 
 def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:

@@ -127,6 +127,25 @@ def test_checks_run_on_their_own_every_interval(
         assert starts[-1] - starts[0] >= 5 * SCALE  # not back to back: at least one interval apart in all
 
 
+def test_the_check_loop_sleeps_while_nothing_is_due(plane: HaproxyDataPlane) -> None:
+    idle = LoadBalancerModel(lambda _: None, lambda _: None, SCALE, plane)  # no group, no target
+    looks: list[float] = []
+    looked = idle._start_due
+
+    def counted(now: float) -> Any:
+        looks.append(now)
+        return looked(now)
+
+    idle._start_due = counted  # type: ignore[method-assign]
+    idle.start()
+    try:
+        time.sleep(0.5)  # an observation window, not a wait: the loop must not poll during it
+    finally:
+        idle.stop()
+
+    assert len(looks) <= 2  # once at start, at most once more (IDLE_WAKE); a 10-ms tick looked ~50 times
+
+
 def test_a_target_that_refuses_connections_fails_its_checks_then_is_unhealthy(
     standin: StandIn, targets: Targets, model: LoadBalancerModel, elb: Any
 ) -> None:

@@ -24,7 +24,7 @@ def s3_calls(counts: collections.Counter[str]) -> collections.Counter[str]:
 
 
 def test_s3_calls_are_counted_under_the_operation_botocore_sent(standin: StandIn) -> None:
-    s3: Any = standin.client("s3")
+    s3: Any = standin.client("s3", own=True)  # its own: the handler below must not stay on the shared one
     sent: list[str] = []
     s3.meta.events.register("before-call.s3", lambda model, **_: sent.append(f"s3:{model.name}"))
     before = standin.calls_snapshot(include_instances=False)
