@@ -19,12 +19,13 @@ from pipe.config.lock import lock_name
 from pipe.config.settings import DeploySettings
 from pipe.errors import DeployStopped, PipeError
 from pipe.model import DeployOutcome, Status
+from pipe.plan.bounds import deploy_bounds
 from pipe.report import plan
 from pipe.report.result_file import write_result
 from pipe.run import Run
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import authenticate, deploy_bound_seconds
+from pipe.stages.authenticate import authenticate
 from pipe.stages.lock import LockRequest, check_lock, deploy_lock
 from pipe.stages.phases import deploy_spec, send_only
 from pipe.stages.preflight import preflight
@@ -32,7 +33,6 @@ from pipe.stages.release.stage import Release, done_message, dry_run_lines, prep
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.stages.rollout import plan_batches, roll_out
 from pipe.stages.rollout_plan import RolloutPlan, prepare_rollout
-from pipe.stages.watch.follow import WAIT_MARGIN_SECONDS
 
 log = logging.getLogger("ssm-deploy")
 
@@ -61,8 +61,8 @@ class Deploy:
 
     def _run(self, stops: StopRequests) -> str:
         plan.announce(self.settings)
-        needed = deploy_bound_seconds(self.settings, WAIT_MARGIN_SECONDS)
-        session, identity = authenticate(self.settings, self.env, self.redactor, needed)
+        bounds = deploy_bounds(self.settings)
+        session, identity = authenticate(self.settings, self.env, self.redactor, bounds.aws_seconds)
         # a stop ends a retried call at its next attempt, until SendCommand (stop_between_attempts)
         clients = Clients(session, self.settings.region, lambda client: stop_between_attempts(client, stops))
         run = Run(self.settings, self.env, self.redactor, stops, clients, identity, self.outcome)

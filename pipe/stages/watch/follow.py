@@ -12,6 +12,7 @@ from pipe.aws.console import console_urls
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.errors import DeployStopped, StillRunning, sentence
 from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand, command_ids
+from pipe.plan.bounds import WAIT_MARGIN_SECONDS
 from pipe.report.console import OutputPrinter
 from pipe.report.summary import show_results
 from pipe.run import Run
@@ -23,7 +24,6 @@ from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
 
-WAIT_MARGIN_SECONDS = 120  # beyond delivery + execution timeout, before the pipe gives up itself
 CANCEL_GRACE_SECONDS = 30
 log = logging.getLogger("ssm-deploy")
 
