@@ -11,13 +11,13 @@ from dataclasses import replace
 
 from pipe.aws.console import console_url
 from pipe.config.build_context import cut
-from pipe.config.settings import DeploySettings
 from pipe.errors import DeployStopped, SendOutcomeUnknown
 from pipe.limits import COMMENT_LIMIT
 from pipe.model import Batch, CommandSpec, Invocation, PhaseOutcome, PhaseStatus, SentCommand, Status, command_ids
+from pipe.plan import DeployPlan
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
-from pipe.stages.release.remote import ReleasePlan, install_body, switch_back_body
+from pipe.stages.release.remote import install_body, switch_back_body
 from pipe.stages.script import build_script, healthcheck_body
 from pipe.stages.send import cancel_command, send_commands
 from pipe.stages.watch.follow import follow
@@ -27,13 +27,14 @@ EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failur
 log = logging.getLogger("ssm-deploy")
 
 
-def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | None = None) -> CommandSpec:
+def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
     """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
     COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS."""
-    body = install_body(release) if release is not None else None
+    settings = plan.settings
+    body = install_body(plan.release.plan) if plan.release is not None else None
     return CommandSpec(
         label=DEPLOY,
-        script=tuple(build_script(settings, body)),
+        script=tuple(build_script(settings, body, plan.secrets)),
         instance_ids=batch.instance_ids,
         targets=batch.targets,
         execution_timeout=settings.execution_timeout,
@@ -45,26 +46,29 @@ def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | N
     )
 
 
-def healthcheck_spec(settings: DeploySettings, instance_ids: list[str], release_id: str | None = None) -> CommandSpec:
+def healthcheck_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
     with the release id as SSM_DEPLOY_RELEASE."""
-    body = healthcheck_body(settings, release_id)
-    spec = _follow_up(settings, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
+    settings = plan.settings
+    body = healthcheck_body(settings, plan.release.plan.release_id if plan.release is not None else None)
+    spec = _follow_up(plan, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
     return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 
 
-def rollback_spec(settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None) -> CommandSpec:
+def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
     ``current`` back to the release that was live before on the instances that switched. Never with
     the alarm: an alarm in ALARM is what often calls for the rollback."""
-    body = switch_back_body(release) if release is not None else settings.rollback_commands
-    return _follow_up(settings, ROLLBACK, body, instance_ids, settings.execution_timeout)
+    settings = plan.settings
+    body = switch_back_body(plan.release.plan) if plan.release is not None else settings.rollback_commands
+    return _follow_up(plan, ROLLBACK, body, instance_ids, settings.execution_timeout)
 
 
-def _follow_up(settings: DeploySettings, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:
+def _follow_up(plan: DeployPlan, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:
+    settings = plan.settings
     return CommandSpec(
         label=label,
-        script=tuple(build_script(settings, body)),
+        script=tuple(build_script(settings, body, plan.secrets)),
         instance_ids=tuple(instance_ids),
         execution_timeout=timeout,
         delivery_timeout=settings.delivery_timeout,
