@@ -1,5 +1,5 @@
 """One deploy: authenticate, take the lock, build the plan, print it (or stop for a dry run), apply it,
-and write the result file.
+and hand the plan and the outcome to the sinks.
 
 Building the plan (``plan/build.py``) only reads, and every refusal happens there; applying it
 (``apply.py``) is the only step that sends or changes anything. The lock comes right after
@@ -27,7 +27,7 @@ from pipe.plan import DeployPlan
 from pipe.plan.bounds import deploy_bounds
 from pipe.plan.build import build_plan
 from pipe.report import plan as words
-from pipe.report.result_file import write_result
+from pipe.report.sinks import sinks
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import Identity, authenticate
@@ -40,7 +40,8 @@ DRY_RUN_DONE = "Dry run: all checks passed; nothing was sent."
 
 
 class Deploy:
-    """One run of the pipe; ``outcome`` always says how far it got, for the result file."""
+    """One run of the pipe; ``outcome`` always says how far it got, and the sinks get it with the plan
+    (None when the run ended before its plan was made)."""
 
     def __init__(self, settings: DeploySettings, env: Mapping[str, str], redactor: Redactor) -> None:
         self.settings = settings
@@ -59,7 +60,8 @@ class Deploy:
                 self.outcome.status = Status.FAILED
             raise
         finally:
-            write_result(self.settings, self.outcome, release=self.plan.release if self.plan is not None else None)
+            for sink in sinks(self.settings, self.env):
+                sink.write(self.plan, self.outcome)
 
     def _run(self, stops: StopRequests) -> str:
         settings = self.settings

@@ -1,8 +1,8 @@
 """The plan: everything one deploy will do, read and checked before anything is sent or changed.
 
 ``build_plan`` (``plan/build.py``) makes it with read-only calls; every refusal happens there. The
-dry run prints it and stops; otherwise ``apply`` (``pipe/apply.py``) carries it out, and the result
-file reads it next to the outcome. It is frozen: no stage changes it afterwards, and
+dry run prints it and stops; otherwise ``apply`` (``pipe/apply.py``) carries it out, and the sinks
+(``report/sinks.py``) read it next to the outcome. It is frozen: no stage changes it afterwards, and
 the validated settings in it are the ones every stage sees."""
 
 from __future__ import annotations
