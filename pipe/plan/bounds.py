@@ -16,7 +16,7 @@ WAIT_MARGIN_SECONDS = 120  # beyond delivery + execution timeout, before the pip
 @dataclass(frozen=True)
 class Bounds:
     aws_seconds: int  # the longest the deploy may need AWS: what the session should last
-    wait_margin: int = WAIT_MARGIN_SECONDS  # per command, beyond its delivery and execution timeouts
+    wait_margin: int  # how long the pipe follows a command beyond its delivery and execution timeouts
 
 
 def deploy_bounds(settings: DeploySettings, margin: int = WAIT_MARGIN_SECONDS) -> Bounds:

@@ -12,7 +12,6 @@ from pipe.aws.console import console_urls
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.errors import DeployStopped, StillRunning, sentence
 from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand, command_ids
-from pipe.plan.bounds import WAIT_MARGIN_SECONDS
 from pipe.report.console import OutputPrinter
 from pipe.report.summary import show_results
 from pipe.run import Run
@@ -81,7 +80,7 @@ def _follow(
         on_ended=tail.command_ended if tail is not None else (lambda command_id: None),
     )
     record.track(tracker.invocations)
-    limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
+    limit = spec.delivery_timeout + spec.execution_timeout + run.plan.bounds.wait_margin
     try:
         invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
     except (Interrupted, WaitTimedOut) as stop:
