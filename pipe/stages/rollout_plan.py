@@ -65,15 +65,7 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
     rollout = settings.rollout
     if not rollout.pipe_driven:
         return RolloutPlan(batches)
-    lines: list[str] = []
-    if rollout.alarms:
-        states = check_before_start(clients.cloudwatch, rollout.alarms)
-        lines.append("  alarms:    " + "; ".join(f"{name}: {states[name].state}" for name in rollout.alarms))
-        if len(rollout.alarms) > 1:
-            lines.append(
-                f"             SSM watches {rollout.alarms[0]} during each command (AlarmConfiguration takes one "
-                "alarm); the pipe reads all of them between batches and through the bake"
-            )
+    lines = _alarm_lines(clients, rollout.alarms)
     if rollout.target_groups is None:
         return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
     instance_ids = [i for batch in batches for i in batch.instance_ids]
@@ -89,15 +81,7 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
         batches = _batches(settings, instance_ids, one_at_a_time=False)
         return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
     leaving = [group for group in groups if group.registrations(ours)]
-    if rollout.min_healthy != "0":
-        _refuse_if_nothing_serves(leaving)
-    problem = below_floor(leaving, rollout.min_healthy) or impossible_batch(leaving, batches, rollout.min_healthy)
-    if problem:
-        raise NothingSent(
-            "MIN_HEALTHY",
-            problem,
-            "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
-        )
+    _refuse_below_min_healthy(leaving, batches, rollout.min_healthy)
     delay = max(group.deregistration_delay for group in leaving or groups)
     drain_timeout = rollout.drain_timeout or delay + DRAIN_MARGIN_SECONDS
     if rollout.drain_timeout is not None and rollout.drain_timeout < delay:
@@ -126,6 +110,33 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
         )
     balancer = LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy)
     return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines)
+
+
+def _alarm_lines(clients: Clients, alarms: tuple[str, ...]) -> list[str]:
+    """ALARMS' states now (the deploy is refused when one is missing, unreadable or in ALARM)."""
+    if not alarms:
+        return []
+    states = check_before_start(clients.cloudwatch, alarms)
+    lines = ["  alarms:    " + "; ".join(f"{name}: {states[name].state}" for name in alarms)]
+    if len(alarms) > 1:
+        lines.append(
+            f"             SSM watches {alarms[0]} during each command (AlarmConfiguration takes one "
+            "alarm); the pipe reads all of them between batches and through the bake"
+        )
+    return lines
+
+
+def _refuse_below_min_healthy(leaving: list[TargetGroup], batches: list[Batch], min_healthy: str) -> None:
+    """MIN_HEALTHY must hold in every group the batches leave, before and while each batch is out."""
+    if min_healthy != "0":
+        _refuse_if_nothing_serves(leaving)
+    problem = below_floor(leaving, min_healthy) or impossible_batch(leaving, batches, min_healthy)
+    if problem:
+        raise NothingSent(
+            "MIN_HEALTHY",
+            problem,
+            "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
+        )
 
 
 def _refuse_if_nothing_serves(leaving: list[TargetGroup]) -> None:
