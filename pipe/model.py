@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,6 +15,9 @@ the pipe keeps waiting on it because it waits for its own cancel to land."""
 SUCCESS = "Success"
 UNKNOWN_RELEASE = "unknown"
 """``DeployOutcome.fleet``'s value for an instance whose ``current`` could not be read."""
+NO_RELEASE = "none"
+"""``DeployOutcome.fleet``'s value for an instance whose ``current`` points to no release (there is none
+yet, or it points outside ``releases/``). Neither word can be a release id (``config.release.RELEASE_ID``)."""
 
 
 class Status(StrEnum):
@@ -31,7 +35,9 @@ class PhaseStatus(StrEnum):
     """``SSM_DEPLOY_HEALTH_CHECK`` and ``SSM_DEPLOY_ROLLBACK``: what a follow-up phase did."""
 
     NOT_RUN = "not run"
-    NOT_NEEDED = "not needed"  # rollback only: no instance received the deploy
+    # rollback only: nothing to undo (no instance received the deploy; in release mode, every instance
+    # it reached runs the release that was live before)
+    NOT_NEEDED = "not needed"
     INTERRUPTED = "interrupted"  # the pipeline was stopped while it ran
     PASSED = "passed"  # health check
     SUCCEEDED = "succeeded"  # rollback
@@ -52,6 +58,10 @@ class CommandSpec:
     max_errors: str = "0"
     comment: str = ""
     alarm: str | None = None  # SendCommand's AlarmConfiguration: SSM stops the command when it fires
+    # release mode: the APP_DIR where this command may switch ``current``; once it ends, however it
+    # ends, the pipe learns where each instance's ``current`` points (DeployOutcome.fleet)
+    switches_in: str = ""
+    stoppable: bool = True  # False: a stop neither holds it back nor cuts it short (the read-only read)
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,24 @@ class Invocation:
         )
 
     @property
+    def may_have_run(self) -> bool:
+        """The command may have started on the instance: everything but an invocation the agent never
+        received (Pending or Delayed, an agent given up on while it was so included; Undeliverable,
+        DeliveryTimedOut) or one held back at MAX_ERRORS."""
+        never_delivered = {"Terminated", "Undeliverable", "DeliveryTimedOut"}
+        return (
+            bool(self.command_id)
+            and not self.stopped_at_max_errors
+            and self.status_details not in never_delivered
+            and self.status not in ("Pending", "Delayed")
+        )
+
+    @property
+    def ended_by_script(self) -> bool:
+        """The script ran to its own end (its exit code is its own): not cut by a timeout, a cancel or a lost agent."""
+        return not self.lost and self.status in (SUCCESS, "Failed") and self.may_have_run
+
+    @property
     def succeeded(self) -> bool:
         return not self.lost and self.status == SUCCESS
 
@@ -160,13 +188,31 @@ class PhaseOutcome:
         return [inv for inv in self.invocations.values() if not inv.succeeded]
 
 
+class BatchOutcome(StrEnum):
+    """Where a batch of a rollout the pipe drives ended: the batch table and the result file's
+    ``batches`` (a public contract). Which release each instance runs is ``DeployOutcome.fleet``."""
+
+    NOT_STARTED = "not started"  # nothing was sent to it: it runs what it ran before
+    DEPLOYED = "deployed"  # it runs the new version
+    BAKE_STOPPED = "deployed, bake stopped"  # it runs the new version; the pipeline was stopped while it baked
+    STOPPED = "stopped"  # the pipeline was stopped while it was deployed or checked
+    FAILED = "failed"  # its deploy, health check or bake failed, and nothing of it was rolled back
+    ROLLED_BACK = "rolled back"
+    ROLLED_BACK_NOT_HEALTHY = "rolled back, not healthy"  # rolled back, but not healthy in the load balancer again
+    ROLLBACK_FAILED = "rollback failed"  # the rollback failed on some of its instances
+    ROLLBACK_NOT_RUN = "rollback not run"  # the load balancer or SendCommand refused it: left on the new version
+    ROLLBACK_STOPPED = "rollback stopped"  # the pipeline was stopped during its rollback
+    # deployed, and the rollback never reached it: the pipeline was stopped first, or no release was live before
+    LEFT_ON_NEW = "left on the new version"
+
+
 @dataclass
 class BatchRecord:
     """One batch of a rollout the pipe drives: what happened to it and how long each step took (seconds)."""
 
     number: int
     instance_ids: tuple[str, ...]
-    outcome: str = "not started"  # deployed, failed, rolled back, stopped...
+    outcome: BatchOutcome = BatchOutcome.NOT_STARTED
     drain: float | None = None
     deploy: float | None = None
     healthy: float | None = None
@@ -178,11 +224,13 @@ class BatchRecord:
 
 @dataclass
 class DeployOutcome:
-    """How far the deploy got, for the result file. The deploy's rows and counts describe the deploy
-    itself; the health check and the rollback have sections of their own."""
+    """How far the deploy got, for the result file: each phase's invocations, the batches, and in
+    release mode which release each instance runs."""
 
     status: Status = Status.NOT_SENT
     message: str = ""
+    failed_phase: str = ""  # the phase whose failure decided the verdict: deploy, health check, bake...
+    started: float = field(default_factory=time.monotonic, compare=False)  # when the deploy began, for its duration
     deploy: PhaseOutcome = field(default_factory=PhaseOutcome)
     health_check: PhaseOutcome = field(default_factory=PhaseOutcome)
     rollback: PhaseOutcome = field(default_factory=PhaseOutcome)

@@ -1,8 +1,11 @@
 """The deploy's result for later steps (e.g. a notification): JSON, a dotenv twin, and Bitbucket's
 shared variables.
 
-The rows and counts describe the deploy itself; the health check and the rollback each get a
-section of their own, so a deploy that failed and was rolled back still reports its failures.
+The ``instances`` rows describe the deploy command itself; the health check and the rollback each
+get a section of their own, so a deploy that failed and was rolled back still reports its failures.
+The counts and the failed instances are over the whole deploy: an instance that failed its health
+check, or whose rollback failed, is a failed instance. ``summary`` says it all in a few sentences a
+notifier can print as they are.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ import json
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipe.aws.console import console_url
 from pipe.config.settings import DeploySettings
-from pipe.model import DeployOutcome, Invocation, PhaseOutcome
-from pipe.report.durations import format_duration
+from pipe.model import DeployOutcome, Invocation, PhaseOutcome, Status
+from pipe.report.durations import format_duration, format_seconds
+from pipe.report.instances import named
 
 ENV_SUFFIX = ".env"  # added to RESULT_FILE's name, never replacing its suffix: config.json must not hit config.env
 SHARED_VARIABLES = "BITBUCKET_PIPELINES_VARIABLES_PATH"  # Bitbucket's variable sharing between steps
@@ -32,10 +37,11 @@ def write_result(
 ) -> None:
     """Write ``RESULT_FILE`` (JSON) and its ``.env`` twin, and append the ``SSM_DEPLOY_*`` values to
     Bitbucket's shared variables when the step has them; a failure to write only warns."""
-    variables = dotenv(settings, outcome) | _release_variables(release)
+    seconds = max(0.0, time.monotonic() - outcome.started)
+    variables = dotenv(settings, outcome, release, seconds) | _release_variables(release)
     path = Path(settings.result_file)
     twin = path.with_name(path.name + ENV_SUFFIX)
-    content = document(settings, outcome) | _release_document(release)
+    content = document(settings, outcome, release, seconds) | _release_document(release)
     written = _write(path, json.dumps(content, indent=2) + "\n", "RESULT_FILE")
     written = written and _write(
         twin, "".join(f"{k}={_dotenv_quote(v)}\n" for k, v in variables.items()), "RESULT_FILE"
@@ -48,18 +54,67 @@ def write_result(
         _write(Path(shared), lines, SHARED_VARIABLES, append=True)
 
 
-def _deploy_facts(outcome: DeployOutcome) -> tuple[list[str], list[str], int]:
-    """The deploy phase's command ids, failed instances and how many succeeded: both files say them."""
-    deploy = outcome.deploy
-    failed = [inv.instance_id for inv in deploy.failed]
-    return [command.command_id for command in deploy.commands], failed, len(deploy.invocations) - len(failed)
+def failed_instances(outcome: DeployOutcome) -> dict[str, list[str]]:
+    """Every instance that did not succeed in some phase, with those phases in order: the deploy,
+    the health check, the rollback."""
+    phases = (("deploy", outcome.deploy), ("health check", outcome.health_check), ("rollback", outcome.rollback))
+    failed: dict[str, list[str]] = {}
+    for name, phase in phases:
+        for invocation in phase.failed:
+            failed.setdefault(invocation.instance_id, []).append(name)
+    return failed
 
 
-def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, object]:
-    command_ids, failed, succeeded = _deploy_facts(outcome)
+def _counts(outcome: DeployOutcome) -> tuple[list[str], dict[str, list[str]], int]:
+    """The deploy's command ids, the failed instances (any phase) and how many succeeded in every phase."""
+    failed = failed_instances(outcome)
+    succeeded = sum(1 for instance_id in outcome.deploy.invocations if instance_id not in failed)
+    return [command.command_id for command in outcome.deploy.commands], failed, succeeded
+
+
+def failed_phase(outcome: DeployOutcome) -> str:
+    """The phase whose failure decided the verdict ("deploy", "health check", ...), the one a stop cut
+    short, or "" when nothing failed."""
+    if outcome.status in (Status.SUCCEEDED, Status.DRY_RUN, Status.SENT):
+        return ""
+    if outcome.failed_phase:
+        return outcome.failed_phase
+    if outcome.interrupted:
+        return outcome.interrupted
+    return "before sending" if outcome.status is Status.NOT_SENT and outcome.message else ""
+
+
+def summary(
+    settings: DeploySettings, outcome: DeployOutcome, release: Release | None = None, seconds: float = 0.0
+) -> str:
+    """A few sentences a notifier can print as they are: the verdict, the phase that failed, how
+    long it took, the release and the one before it, the failed instances, and the final message."""
+    where = ", ".join(part for part in (settings.environment, f"build {settings.build.build_number}") if part)
+    phase = failed_phase(outcome) if outcome.status is not Status.NOT_SENT else ""
+    verdict = outcome.status.value.upper() + (f" in the {phase}" if phase else "")
+    lines = [f"ssm-deploy: {verdict} after {format_seconds(seconds)} ({where})."]
+    if release is not None:
+        before = release.live_before or "none"
+        lines.append(f"Release {release.plan.release_id} (previous: {before}).")
+    failed = failed_instances(outcome)
+    if failed:
+        shown = [f"{instance_id} ({', '.join(phases)})" for instance_id, phases in failed.items()]
+        lines.append(f"Failed instances: {named(shown)}.")
+    if outcome.message:
+        lines.append(outcome.message)
+    return "\n".join(lines)
+
+
+def document(
+    settings: DeploySettings, outcome: DeployOutcome, release: Release | None = None, seconds: float = 0.0
+) -> dict[str, object]:
+    command_ids, failed, succeeded = _counts(outcome)
     return {
         "status": outcome.status.value,
         "message": outcome.message,
+        "summary": summary(settings, outcome, release, seconds),
+        "failed_phase": failed_phase(outcome) or None,
+        "duration_seconds": round(seconds, 1),
         "environment": settings.environment,
         "region": settings.region,
         "repository": settings.build.repo,
@@ -70,6 +125,7 @@ def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, obje
         "instances": _rows(outcome.deploy),
         "succeeded": succeeded,
         "failed": len(failed),
+        "failed_instances": [{"instance_id": i, "phases": phases} for i, phases in failed.items()],
         "interrupted_phase": outcome.interrupted or None,
         "health_check": outcome.health_check.status.value,
         "health_check_command_ids": [c.command_id for c in outcome.health_check.commands],
@@ -81,11 +137,14 @@ def document(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, obje
             {"batch": b.number, "instances": list(b.instance_ids), "outcome": b.outcome, "seconds": b.timings()}
             for b in outcome.batches
         ],
+        "fleet": dict(outcome.fleet),
     }
 
 
-def dotenv(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, str]:
-    command_ids, failed, succeeded = _deploy_facts(outcome)
+def dotenv(
+    settings: DeploySettings, outcome: DeployOutcome, release: Release | None = None, seconds: float = 0.0
+) -> dict[str, str]:
+    command_ids, failed, succeeded = _counts(outcome)
     return {
         "SSM_DEPLOY_STATUS": outcome.status.value,
         "SSM_DEPLOY_ENVIRONMENT": settings.environment or "",
@@ -94,10 +153,13 @@ def dotenv(settings: DeploySettings, outcome: DeployOutcome) -> dict[str, str]:
         "SSM_DEPLOY_SUCCEEDED": str(succeeded),
         "SSM_DEPLOY_FAILED": str(len(failed)),
         "SSM_DEPLOY_FAILED_INSTANCES": " ".join(failed),
+        "SSM_DEPLOY_FAILED_PHASE": failed_phase(outcome),
         "SSM_DEPLOY_HEALTH_CHECK": outcome.health_check.status.value,
         "SSM_DEPLOY_ROLLBACK": outcome.rollback.status.value,
         "SSM_DEPLOY_INTERRUPTED": outcome.interrupted,
         "SSM_DEPLOY_BATCHES": str(len(outcome.batches)),
+        "SSM_DEPLOY_DURATION": str(round(seconds)),
+        "SSM_DEPLOY_SUMMARY": summary(settings, outcome, release, seconds),
     }
 
 

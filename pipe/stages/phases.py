@@ -2,6 +2,12 @@
 
 Deploy, health check and rollback differ only in the spec: what runs, on which instances, with
 which bounds. Follow-up phases (health check, rollback) try every instance whatever the others do.
+
+In release mode a phase that may switch ``current`` (the deploy, the rollback) is followed by
+learning where each instance's ``current`` points, however the phase ended: from the line its
+script prints as it ends, or, where the invocation ended without it (timed out, cancelled, agent
+lost, stopped, output cut), from a read-only command sent to those instances
+(``DeployOutcome.fleet``; UNKNOWN_RELEASE where that fails too).
 """
 
 from __future__ import annotations
@@ -9,31 +15,59 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from pipe.aws.console import console_url
 from pipe.config.build_context import cut
-from pipe.errors import DeployStopped, SendOutcomeUnknown
+from pipe.config.settings import DeploySettings
+from pipe.errors import DeployStopped, PipeError, SendOutcomeUnknown, StillRunning
 from pipe.limits import COMMENT_LIMIT
-from pipe.model import Batch, CommandSpec, Invocation, PhaseOutcome, PhaseStatus, SentCommand, Status, command_ids
+from pipe.model import (
+    UNKNOWN_RELEASE,
+    Batch,
+    CommandSpec,
+    Invocation,
+    PhaseOutcome,
+    PhaseStatus,
+    SentCommand,
+    Status,
+    command_ids,
+)
 from pipe.plan import DeployPlan
+from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
-from pipe.stages.release.remote import install_body, switch_back_body
-from pipe.stages.script import build_script, healthcheck_body
+from pipe.stages.release.remote import (
+    READ_LOCK_SECONDS,
+    ReleasePlan,
+    current_report,
+    install_body,
+    read_current_body,
+    switch_back_body,
+    verified_after,
+)
+from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body
 from pipe.stages.send import cancel_command, send_commands
 from pipe.stages.watch.follow import follow
+from pipe.stages.watch.results import ensure_full_copy
 
-DEPLOY, HEALTH_CHECK, ROLLBACK = "deploy", "health check", "rollback"
+DEPLOY, HEALTH_CHECK, ROLLBACK, READ = "deploy", "health check", "rollback", "read"
 EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failure never skips another
+# The read of `current`: SendCommand's shortest delivery timeout (an instance that does not take the
+# command soon is not answering), and the time to wait for a release script still running there
+READ_DELIVERY_TIMEOUT = 30
+READ_EXECUTION_TIMEOUT = READ_LOCK_SECONDS + 30
 log = logging.getLogger("ssm-deploy")
 
 
 def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
     """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
     COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS."""
-    settings = plan.settings
-    body = install_body(plan.release.plan) if plan.release is not None else None
+    settings, release = plan.settings, _release_plan(plan)
+    body = install_body(release) if release is not None else None
     return CommandSpec(
         label=DEPLOY,
+        switches_in=release.app_dir if release is not None else "",
         script=tuple(build_script(settings, body, plan.secrets)),
         instance_ids=batch.instance_ids,
         targets=batch.targets,
@@ -48,20 +82,44 @@ def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
 
 def healthcheck_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
-    with the release id as SSM_DEPLOY_RELEASE."""
-    settings = plan.settings
-    body = healthcheck_body(settings, plan.release.plan.release_id if plan.release is not None else None)
+    with the release id as SSM_DEPLOY_RELEASE and, once the check passed, VERIFY_PROCESSES again: a
+    process that went stale since the activation fails the instance with exit 90."""
+    settings, release = plan.settings, _release_plan(plan)
+    body = healthcheck_body(settings, release.release_id if release is not None else None)
+    if release is not None:
+        body = verified_after(body, release)
     spec = _follow_up(plan, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
     return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 
 
 def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
-    ``current`` back to the release that was live before on the instances that switched. Never with
-    the alarm: an alarm in ALARM is what often calls for the rollback."""
+    ``current`` to the release that was live before. Never with the alarm: an alarm in ALARM is what
+    often calls for the rollback."""
     settings = plan.settings
-    body = switch_back_body(plan.release.plan) if plan.release is not None else settings.rollback_commands
-    return _follow_up(plan, ROLLBACK, body, instance_ids, settings.execution_timeout)
+    if plan.release is None:
+        return _follow_up(plan, ROLLBACK, settings.rollback_commands, instance_ids, settings.execution_timeout)
+    release = plan.release.plan
+    body = switch_back_body(release, plan.release.live_before)
+    spec = _follow_up(plan, ROLLBACK, body, instance_ids, settings.execution_timeout)
+    return replace(spec, switches_in=release.app_dir)
+
+
+def read_spec(settings: DeploySettings, app_dir: str, instance_ids: list[str]) -> CommandSpec:
+    """Read where ``APP_DIR/current`` points on ``instance_ids``; changes nothing, reads no SECRETS
+    (no prelude), and runs even once the pipeline was stopped."""
+    script = (header_line(settings.build), *command_lines(read_current_body(app_dir)))
+    return CommandSpec(
+        label=READ,
+        script=script,
+        instance_ids=tuple(instance_ids),
+        execution_timeout=READ_EXECUTION_TIMEOUT,
+        delivery_timeout=READ_DELIVERY_TIMEOUT,
+        max_concurrency=EVERY_INSTANCE,
+        max_errors=EVERY_INSTANCE,
+        comment=cut(f"{settings.comment} {READ}", COMMENT_LIMIT),
+        stoppable=False,
+    )
 
 
 def _follow_up(plan: DeployPlan, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:
@@ -78,29 +136,107 @@ def _follow_up(plan: DeployPlan, label: str, body: str, instance_ids: list[str],
     )
 
 
+def _release_plan(plan: DeployPlan) -> ReleasePlan | None:
+    return plan.release.plan if plan.release is not None else None
+
+
 def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocation]:
     """Send ``spec`` and follow it to the end; returns the instances where it did not succeed.
 
     Once a stop is requested nothing new is sent: a stop before sending or while following marks the
-    phase interrupted (in ``record`` and the outcome) and raises DeployStopped."""
+    phase interrupted (in ``record`` and the outcome) and raises DeployStopped. A phase that may switch
+    ``current`` then learns where each instance's points, however it ended."""
     try:
         run.stops.raise_if_requested()
     except Interrupted as stop:
         run.outcome.interrupted = spec.label
         raise DeployStopped(f"{stop} before the {spec.label} was sent: nothing more was sent.") from None
+    sent_before = len(record.commands)
     commands = _send(run, spec, record)
-    for command in commands:
-        count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
-        log.info(f"Sent command {command.command_id} to {count} [{command.comment}] by {run.identity.arn}")
-        _log_console(run, command)
+    _log_sent(run, commands)
     try:
         invocations = follow(run, spec, commands, record)
-    except DeployStopped:
+    except DeployStopped as stopped:
         run.outcome.interrupted = spec.label
         if record.status is PhaseStatus.NOT_RUN:
             record.status = PhaseStatus.INTERRUPTED
+        if spec.switches_in:
+            _learn_fleet(run, spec.switches_in, _sent_since(record, sent_before), not isinstance(stopped, StillRunning))
         raise
+    if spec.switches_in:
+        _learn_fleet(run, spec.switches_in, _sent_since(record, sent_before))
     return [inv for inv in invocations.values() if not inv.succeeded]
+
+
+def _sent_since(record: PhaseOutcome, sent_before: int) -> list[Invocation]:
+    """The invocations of the commands this phase run sent (chunks held back and never sent have none)."""
+    mine = {command.command_id for command in record.commands[sent_before:]}
+    return [inv for inv in record.invocations.values() if inv.command_id in mine]
+
+
+def _learn_fleet(run: Run, app_dir: str, invocations: list[Invocation], reachable: bool = True) -> None:
+    """Record where ``current`` points on each instance the phase may have switched: its script's
+    report, else a read command; UNKNOWN_RELEASE when AWS is out of reach (``reachable``: False),
+    since the command may still be running there."""
+    silent = []
+    for invocation in invocations:
+        if not invocation.may_have_run:
+            continue
+        reported = _reported(run, invocation) if invocation.ended_by_script else None
+        if reported is not None:
+            run.outcome.fleet[invocation.instance_id] = reported
+        else:
+            silent.append(invocation)
+    if not silent:
+        return
+    if not reachable:
+        for invocation in silent:
+            run.outcome.fleet[invocation.instance_id] = UNKNOWN_RELEASE
+        ids = [invocation.instance_id for invocation in silent]
+        log.warning(f"Which release {app_dir}/current points to on {named(ids)} is unknown: AWS is out of reach")
+        return
+    read_fleet(run, app_dir, silent)
+
+
+def _reported(run: Run, invocation: Invocation) -> str | None:
+    """The release its script reported as it ended; None when the output lacks its end."""
+    if "stdout" in invocation.cut and invocation.head_only:
+        try:
+            ensure_full_copy(run.clients.ssm, invocation)
+        except (ClientError, BotoCoreError):
+            return None
+    return None if "stdout" in invocation.cut else current_report(invocation.stdout)
+
+
+def read_fleet(run: Run, app_dir: str, silent: list[Invocation]) -> None:
+    """Ask the instances whose command ended without saying where ``current`` points: the read
+    command, followed to its end whatever a stop says; UNKNOWN_RELEASE where it gets no answer."""
+    ids = [invocation.instance_id for invocation in silent]
+    why = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in silent[:LISTED])
+    log.info(
+        f"---- Reading {app_dir}/current on {len(ids)} instance(s) whose command ended without saying where it "
+        f"points ({why}) ----"
+    )
+    record, spec = PhaseOutcome(), read_spec(run.settings, app_dir, ids)
+    try:
+        commands = _send(run, spec, record)
+        _log_sent(run, commands)
+        follow(run, spec, commands, record)
+    except (PipeError, ClientError, BotoCoreError) as error:
+        log.warning(f"Reading {app_dir}/current did not finish: {error}")
+    answers = record.invocations
+    unknown = []
+    for instance_id in ids:
+        answer = answers.get(instance_id)
+        found = current_report(answer.stdout) if answer is not None and answer.succeeded else None
+        run.outcome.fleet[instance_id] = found if found is not None else UNKNOWN_RELEASE
+        if found is None:
+            unknown.append(instance_id)
+    if unknown:
+        log.warning(
+            f"Which release {app_dir}/current points to on {named(unknown)} is unknown: the read got "
+            "no answer. The pipe treats them as possibly on the new release."
+        )
 
 
 def send_only(run: Run, spec: CommandSpec) -> str:
@@ -121,8 +257,9 @@ def send_only(run: Run, spec: CommandSpec) -> str:
 
 
 def _send(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[SentCommand]:
+    check_stop = run.stops.raise_if_requested if spec.stoppable else (lambda: None)
     try:
-        commands = send_commands(run.clients.ssm, run.settings, spec, run.stops.raise_if_requested)
+        commands = send_commands(run.clients.ssm, run.settings, spec, check_stop)
     except SendOutcomeUnknown:
         if run.outcome.status is Status.NOT_SENT:  # a command may be running: never report "not sent"
             run.outcome.status = Status.RUNNING
@@ -131,6 +268,13 @@ def _send(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[SentCommand
     if run.outcome.status is Status.NOT_SENT:
         run.outcome.status = Status.RUNNING
     return commands
+
+
+def _log_sent(run: Run, commands: list[SentCommand]) -> None:
+    for command in commands:
+        count = f"{len(command.instance_ids)} instance(s)" if command.instance_ids else "the TARGETS"
+        log.info(f"Sent command {command.command_id} to {count} [{command.comment}] by {run.identity.arn}")
+        _log_console(run, command)
 
 
 def _log_console(run: Run, command: SentCommand) -> None:

@@ -17,21 +17,26 @@ import logging
 import time
 
 from pipe.errors import DeployFailed, DeployStopped, PipeError
-from pipe.model import Batch, BatchRecord, Invocation, PhaseStatus, command_ids
+from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
 from pipe.report.batches import batch_table
+from pipe.report.fleet import fleet_sentence
+from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.batch_hook import BatchHook, no_hook
-from pipe.stages.phases import deploy_spec, healthcheck_spec, rollback_spec, run_phase
+from pipe.stages.phases import DEPLOY, HEALTH_CHECK, deploy_spec, healthcheck_spec, rollback_spec, run_phase
 from pipe.stages.release.remote import release_exit_meaning
 
-LISTED = 20  # instances named in a message; the summary table has them all
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
+# what failed, besides the commands' phases (the result file's failed_phase)
+BAKE, ALARMS_GATE, LOAD_BALANCER = "bake", "alarms before a batch", "load balancer"
 log = logging.getLogger("ssm-deploy")
 
 
 def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
-    """Deploy every batch; return the success message or raise DeployFailed (rolled back if asked)."""
+    """Deploy every batch; return the success message or raise DeployFailed (rolled back if asked).
+    However it ends, each batch's record says where it ended, and in release mode the message says
+    which release each instance runs."""
     driven = run.settings.rollout.pipe_driven
     records = (
         {batch.number: run.outcome.batch_record(batch.number, batch.instance_ids) for batch in batches}
@@ -42,35 +47,19 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     failure: DeployFailed | None = None
     rollback = _Rollback(run)
     try:
-        for batch in batches:
-            if len(batches) > 1:
-                log.info(f"---- {batch} ----")
-            record = records.get(batch.number)
-            failure = _gate_before(run, batch) if done else None
-            if failure is not None:
-                break
-            try:
-                failure, rolled_back = _run_batch(run, batch, hook, rollback, record)
-            except DeployStopped:
-                raise
-            except PipeError as error:  # e.g. SendCommand refused: batches before it still roll back
-                if not done:
-                    raise
-                failure, rolled_back = DeployFailed(f"{str(batch).capitalize()}: {error}"), False
-                if record is not None:
-                    record.outcome = "failed"
-            if failure is None:
-                failure = _bake(run, batch, record)
-            if not rolled_back:
-                done.append(batch)
-            if failure is not None:
-                break
-            if record is not None:
-                record.outcome = "deployed"
+        try:
+            for batch in batches:
+                failure, rolled_back = _next_batch(run, batch, hook, rollback, records.get(batch.number), done)
+                if not rolled_back:
+                    done.append(batch)
+                if failure is not None:
+                    break
+        except DeployStopped as stopped:
+            raise _amended(stopped, _standing(run, records, {})) from None
         if failure is not None:
             for batch in reversed(done):
                 rollback.batch(run, batch, hook, records.get(batch.number), failure)
-            raise rollback.verdict(failure, _never_started(batches, records))
+            raise rollback.verdict(run, failure, _standing(run, records, rollback.notes()))
     finally:
         if driven:
             _log_table(run)
@@ -79,6 +68,34 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     bake = run.settings.rollout.bake_time
     baked = f", baked {bake} s after each of {len(batches)} batch(es)" if bake else ""
     return f"Deployed to {deployed} instance(s){checked}{baked}."
+
+
+def _next_batch(
+    run: Run, batch: Batch, hook: BatchHook, rollback: _Rollback, record: BatchRecord | None, done: list[Batch]
+) -> tuple[DeployFailed | None, bool]:
+    """The gate, the batch and its bake: the failure, if any, and whether the batch was rolled back."""
+    if batch.count > 1:
+        log.info(f"---- {batch} ----")
+    failure = _gate_before(run, batch) if done else None
+    if failure is not None:
+        _failed_in(run, ALARMS_GATE)
+        return failure, True  # never started: nothing of it to roll back
+    try:
+        failure, rolled_back = _run_batch(run, batch, hook, rollback, record)
+    except DeployStopped:
+        raise
+    except PipeError as error:  # e.g. SendCommand refused: batches before it still roll back
+        if not done:
+            raise
+        if record is not None:
+            record.outcome = BatchOutcome.FAILED
+        _failed_in(run, DEPLOY)
+        return DeployFailed(f"{str(batch).capitalize()}: {error}"), False
+    if failure is None:
+        if record is not None:
+            record.outcome = BatchOutcome.DEPLOYED
+        failure = _bake(run, batch, record)
+    return failure, rolled_back
 
 
 def _run_batch(
@@ -97,18 +114,19 @@ def _run_batch(
             if failure is not None:
                 failure = _with_alarms(run, failure)
                 if record is not None:
-                    record.outcome = "failed"
+                    record.outcome = BatchOutcome.FAILED
                 rolled_back = rollback.batch(run, batch, no_hook, record, failure)
     except DeployStopped as stopped:
-        if record is not None:
-            record.outcome = "stopped"
+        if record is not None and record.outcome in (BatchOutcome.NOT_STARTED, BatchOutcome.FAILED):
+            record.outcome = BatchOutcome.STOPPED
         if failure is not None:  # the batch had failed: say so, not only that the pipe was stopped
-            raise DeployStopped(f"{failure} {stopped}") from None
+            raise _amended(stopped, "", before=str(failure)) from None
         raise
     except DeployFailed as not_back:  # the hook: not drained in time, or not healthy again
-        if record is not None and record.outcome == "not started":
-            record.outcome = "failed"
+        if record is not None and record.outcome is BatchOutcome.NOT_STARTED:
+            record.outcome = BatchOutcome.FAILED
         if failure is None:
+            _failed_in(run, LOAD_BALANCER)
             return not_back, False
         return DeployFailed(f"{failure} {not_back}"), rolled_back
     return failure, rolled_back
@@ -122,9 +140,11 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     invocations = {i: inv for i, inv in outcome.invocations.items() if i not in before}
     mine = command_ids(outcome.commands[sent_before:])
     if failed:
+        _failed_in(run, DEPLOY)
         message = _failure_message(failed, len(invocations), mine)
         return DeployFailed(_prefixed(batch, message + (_release_meanings(failed) if plan is not None else "")))
     if not invocations:
+        _failed_in(run, DEPLOY)
         return DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {mine}.")
     if run.settings.healthcheck_commands:
         instance_ids = list(batch.instance_ids or invocations)
@@ -145,9 +165,11 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
     if not unhealthy:
         log.info(f"Health check passed on all {len(instance_ids)} instance(s)")
         return None
+    _failed_in(run, HEALTH_CHECK)
     return DeployFailed(
         f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(instance_ids)} instance(s): "
         f"{listed(unhealthy)}. Command id: {command_ids(record.commands)}."
+        + (_release_meanings(unhealthy) if run.release is not None else "")
     )
 
 
@@ -175,12 +197,19 @@ def _bake(run: Run, batch: Batch, record: BatchRecord | None) -> DeployFailed | 
         if problem:
             if record is not None:
                 record.bake = round(time.monotonic() - started, 1)
-                record.outcome = "failed"
+                record.outcome = BatchOutcome.FAILED
+            _failed_in(run, BAKE)
             return DeployFailed(problem)
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        run.stops.raise_stopped_if_requested(f"during the bake of {batch}: nothing more was sent.")
+        try:
+            run.stops.raise_stopped_if_requested(f"during the bake of {batch}: nothing more was sent.")
+        except DeployStopped:
+            if record is not None:
+                record.bake = round(time.monotonic() - started, 1)
+                record.outcome = BatchOutcome.BAKE_STOPPED
+            raise
         time.sleep(min(ALARM_POLL_SECONDS, left))
     if record is not None:
         record.bake = round(time.monotonic() - started, 1)
@@ -208,104 +237,151 @@ def _with_alarms(run: Run, failure: DeployFailed) -> DeployFailed:
 
 
 class _Rollback:
-    """ROLLBACK_COMMANDS on every instance that received the deploy, batch by batch; in release mode
-    the switch back on every instance that switched (one whose activation failed went back by itself)."""
+    """ROLLBACK_COMMANDS on every instance that received the deploy, batch by batch. In release mode the
+    switch back to the release that was live before, on every instance whose ``current`` (as read from
+    the instance, DeployOutcome.fleet) points anywhere else, and only on those: one whose activation
+    failed went back by itself, one whose deploy timed out after its switch did not."""
 
     def __init__(self, run: Run) -> None:
         self.release_mode = run.release is not None
+        self.live_before = run.release.live_before if run.release is not None else ""
         self.wanted = bool(run.settings.rollback_commands or self.release_mode)
-        self.received: list[str] = []
+        self.targeted: list[str] = []  # the instances the rollback was sent to
         self.broken: list[Invocation] = []
         self.not_back: list[str] = []
         self.not_run: list[str] = []  # instances whose rollback was never sent, and why
         self.not_run_why: list[str] = []
+        self.left: list[str] = []  # release mode, no release live before: nothing to switch back to
+        self.unreached: list[str] = []  # a stop came before their rollback
+        self.cut: list[str] = []  # a stop came during their rollback
+        self.tried: set[int] = set()  # the batches whose rollback began
         self.stopped: DeployStopped | None = None
         self.record = run.outcome.rollback
 
-    def batch(self, run: Run, batch: Batch, hook: BatchHook, record: BatchRecord | None, failure: DeployFailed) -> bool:
-        """Roll ``batch`` back (through ``hook``); whether nothing of it is left on the new version."""
-        if not self.wanted or self.stopped is not None:
-            return False
-        plan = run.release.plan if run.release is not None else None
+    def targets(self, run: Run, batch: Batch) -> list[str]:
+        """The batch's instances the rollback is for: in release mode those whose ``current`` points
+        anywhere but the release live before (unknown included); else those that received the deploy."""
         deployed = run.outcome.deploy.invocations
         ids = set(batch.instance_ids) if batch.instance_ids else set(deployed)
-        received = [
-            i
-            for i, inv in deployed.items()
-            if i in ids and (inv.succeeded if plan is not None else inv.received_deploy)
-        ]
-        if not received:
+        if not self.release_mode:
+            return [i for i, inv in deployed.items() if i in ids and inv.received_deploy]
+        fleet = run.outcome.fleet
+        return [i for i in deployed if i in ids and fleet.get(i, NO_RELEASE) not in (self.live_before, NO_RELEASE)]
+
+    def batch(self, run: Run, batch: Batch, hook: BatchHook, record: BatchRecord | None, failure: DeployFailed) -> bool:
+        """Roll ``batch`` back (through ``hook``); whether nothing more can be done for it here."""
+        if not self.wanted:
+            return False
+        targets = self.targets(run, batch)
+        if self.stopped is not None:
+            if batch.number in self.tried:
+                return False  # its own rollback was the one stopped
+            self.unreached += targets
+            if record is not None and targets:
+                record.outcome = BatchOutcome.LEFT_ON_NEW
+            return False
+        if not targets:
             return True
-        if not self.received:
+        if not (self.targeted or self.left):
             log.error(f"{failure}")
-        self.received += received
+        if self.release_mode and not self.live_before:
+            self.left += targets
+            if record is not None:
+                record.outcome = BatchOutcome.LEFT_ON_NEW
+            return True
+        self.targeted += targets
+        self.tried.add(batch.number)
+        plan = run.release.plan if run.release is not None else None
         if plan is not None:
             log.info(
-                f"---- Switching {len(received)} instance(s) back to the release that was live before{_of(batch)} ----"
+                f"---- Switching {len(targets)} instance(s) back to the release that was live before, "
+                f"{self.live_before}{_of(batch)} ----"
             )
         else:
-            log.info(f"---- Rollback on the {len(received)} instance(s) that received the deploy{_of(batch)} ----")
+            log.info(f"---- Rollback on the {len(targets)} instance(s) that received the deploy{_of(batch)} ----")
         rolled_back = False
         try:
             with hook(run, batch):
-                broken = run_phase(run, rollback_spec(run.plan, received), self.record)
+                broken = run_phase(run, rollback_spec(run.plan, targets), self.record)
                 self.broken += broken
                 rolled_back = True
         except DeployStopped as stopped:
             self.stopped = stopped
+            self.cut += targets
+            if record is not None:
+                record.outcome = BatchOutcome.ROLLBACK_STOPPED
             return False
         except PipeError as error:
             if rolled_back:  # rolled back, but not healthy in the load balancer again
                 self.not_back.append(str(error))
                 if record is not None:
-                    record.outcome = "rolled back, not healthy"
+                    record.outcome = BatchOutcome.ROLLED_BACK_NOT_HEALTHY
                 return True
             # the hook refused before the rollback was sent (drain, capacity), or the send failed
-            self.not_run += received
+            self.not_run += targets
             self.not_run_why.append(str(error))
             if record is not None:
-                record.outcome = "rollback not run"
+                record.outcome = BatchOutcome.ROLLBACK_NOT_RUN
             return False
         if record is not None:
-            record.outcome = "rollback failed" if broken else "rolled back"
+            record.outcome = BatchOutcome.ROLLBACK_FAILED if broken else BatchOutcome.ROLLED_BACK
         return True
 
-    def verdict(self, failure: DeployFailed, never_started: str) -> DeployFailed:
-        suffix = f" {never_started}" if never_started else ""
+    def notes(self) -> dict[str, str]:
+        """Why an instance is not on the release live before, for the fleet sentence."""
+        found = {i: "no release was live before it" for i in self.left}
+        found |= {i: "the pipeline was stopped before its rollback" for i in self.unreached}
+        found |= {i: "the pipeline was stopped during its rollback" for i in self.cut}
+        found |= {i: "rollback not run" for i in self.not_run}
+        found |= {inv.instance_id: f"rollback {inv.describe()}" for inv in self.broken}
+        return found
+
+    def verdict(self, run: Run, failure: DeployFailed, standing: str) -> DeployFailed:
+        suffix = f" {standing}" if standing else ""
         if self.stopped is not None:
-            return DeployStopped(f"{failure} The rollback did not finish: {self.stopped}{suffix}")
+            # a rollback that ran stays on record even when a stop came later
+            self.record.status = PhaseStatus.INTERRUPTED if self.record.commands else PhaseStatus.NOT_RUN
+            return _amended(self.stopped, suffix.strip(), before=f"{failure} The rollback did not finish:")
         if not self.wanted:
             return DeployFailed(f"{failure}{suffix}")
-        if not self.received:
-            self.record.status = PhaseStatus.NOT_NEEDED
-            nothing = (
-                "no instance switched to the new release" if self.release_mode else "no instance received the deploy"
-            )
+        if not self.targeted:
+            self.record.status = PhaseStatus.NOT_RUN if self.left else PhaseStatus.NOT_NEEDED
+            if self.left:
+                nothing = f"no release was live before this one, so {named(self.left)} stayed on it"
+            elif self.release_mode:
+                nothing = "no instance runs anything but the release that was live before"
+            else:
+                nothing = "no instance received the deploy"
             return DeployFailed(f"{failure} Nothing was rolled back: {nothing}.{suffix}")
         self.record.status = (
             PhaseStatus.FAILED if self.broken or self.not_back or self.not_run else PhaseStatus.SUCCEEDED
         )
         not_back = f" {' '.join(self.not_back)}" if self.not_back else ""
         if self.not_run:
-            names = ", ".join(self.not_run[:LISTED]) + (" ..." if len(self.not_run) > LISTED else "")
             not_back += (
-                f" ROLLBACK NOT RUN on {len(self.not_run)} instance(s), still on the new version: {names} "
-                f"({' '.join(self.not_run_why)})."
+                f" ROLLBACK NOT RUN on {len(self.not_run)} instance(s), still on the new version: "
+                f"{named(self.not_run)} ({' '.join(self.not_run_why)})."
             )
         if not self.broken and not self.not_run:
             return DeployFailed(
-                f"{failure} Rollback succeeded on all {len(self.received)} instance(s).{not_back}{suffix}"
+                f"{failure} Rollback succeeded on all {len(self.targeted)} instance(s).{not_back}{suffix}"
             )
         if not self.broken:
-            done = len(self.received) - len(self.not_run)
+            done = len(self.targeted) - len(self.not_run)
             return DeployFailed(
-                f"{failure} Rollback succeeded on {done} of {len(self.received)} instance(s).{not_back}{suffix}"
+                f"{failure} Rollback succeeded on {done} of {len(self.targeted)} instance(s).{not_back}{suffix}"
             )
         return DeployFailed(
-            f"{failure} ROLLBACK FAILED on {len(self.broken)} of {len(self.received)} instance(s): "
+            f"{failure} ROLLBACK FAILED on {len(self.broken)} of {len(self.targeted)} instance(s): "
             f"{listed(self.broken)}; they need attention. Rollback command id: {command_ids(self.record.commands)}."
-            f"{not_back}{suffix}"
+            f"{_release_meanings(self.broken) if self.release_mode else ''}{not_back}{suffix}"
         )
+
+
+def _failed_in(run: Run, phase: str) -> None:
+    """The first failure decides the verdict: the result file names its phase."""
+    if not run.outcome.failed_phase:
+        run.outcome.failed_phase = phase
 
 
 def _of(batch: Batch) -> str:
@@ -316,14 +392,36 @@ def _prefixed(batch: Batch, message: str) -> str:
     return f"{str(batch).capitalize()}: {message}" if batch.count > 1 else message
 
 
-def _never_started(batches: list[Batch], records: dict[int, BatchRecord]) -> str:
-    left = [b for b in batches if records.get(b.number) and records[b.number].outcome == "not started"]
-    if not left:
-        return ""
-    ids = [i for b in left for i in b.instance_ids]
-    names = ", ".join(ids[:LISTED]) + (" ..." if len(ids) > LISTED else "")
-    numbers = ", ".join(str(b.number) for b in left)
-    return f"Batch(es) {numbers} ({len(ids)} instance(s)) were never started and still run the old version: {names}."
+def _amended(error: DeployStopped, after: str, before: str = "") -> DeployStopped:
+    """The same stop (a StillRunning keeps its type and command ids), its message between ``before`` and ``after``."""
+    error.args = (" ".join(part for part in (before, str(error), after) if part),)
+    return error
+
+
+def _standing(run: Run, records: dict[int, BatchRecord], notes: dict[str, str]) -> str:
+    """Where the rollout stands as it ends: batches never started or left on the new version, and in
+    release mode which release each instance runs."""
+    parts = []
+    left = [r for r in records.values() if r.outcome is BatchOutcome.NOT_STARTED]
+    if left:
+        ids = [i for r in left for i in r.instance_ids]
+        parts.append(
+            f"Batch(es) {', '.join(str(r.number) for r in left)} ({len(ids)} instance(s)) were never started and "
+            f"still run the old version: {named(ids)}."
+        )
+    on_new = (BatchOutcome.DEPLOYED, BatchOutcome.BAKE_STOPPED, BatchOutcome.LEFT_ON_NEW)
+    kept = [r for r in records.values() if r.outcome in on_new]
+    if kept:
+        ids = [i for r in kept for i in r.instance_ids]
+        parts.append(
+            f"Batch(es) {', '.join(str(r.number) for r in kept)} ({len(ids)} instance(s)) still run the new version: "
+            f"{named(ids)}."
+        )
+    release = run.release
+    if release is not None:
+        sentence = fleet_sentence(run.outcome.fleet, release.live_before, release.plan.release_id, notes)
+        parts.append(sentence)
+    return " ".join(part for part in parts if part)
 
 
 def _log_table(run: Run) -> None:

@@ -96,7 +96,8 @@ def test_a_failed_health_check_rolls_back_every_instance(tmp_path: Path) -> None
     assert ssm.labels() == ["deploy", "health check", "rollback"]
     assert "health check failed on 1 of 3 instance(s)" in str(failure.value)
     document, _ = result(run)
-    assert (document["failed"], document["health_check"]) == (0, "failed")
+    assert (document["failed"], document["succeeded"], document["health_check"]) == (1, 2, "failed")
+    assert document["failed_instances"] == [{"instance_id": INSTANCE_C, "phases": ["health check"]}]
     assert [row["exit_code"] for row in document["health_check_instances"] if row["instance_id"] == INSTANCE_C] == [7]
 
 
@@ -255,3 +256,30 @@ def test_a_send_refused_in_a_later_batch_still_rolls_back_the_batches_before_it(
     assert "Rollback succeeded on all 1 instance(s)" in message
     assert f"Batch(es) 3 (1 instance(s)) were never started and still run the old version: {INSTANCE_C}" in message
     assert [sent.instance_ids for sent in ssm.phase("rollback")] == [[INSTANCE_A]]
+
+
+def test_a_stop_during_the_failing_batchs_rollback_keeps_it_stopped_and_the_batch_before_left_on_the_new_version(
+    tmp_path: Path,
+) -> None:
+    stops = StopRequests()
+    ssm = FakeSSM(
+        exit_codes=lambda phase, instance: 3 if phase == "deploy" and instance == INSTANCE_B else 0,
+        stops=stops,
+        stop_during_send="rollback",
+    )
+    run = make_run(ssm, tmp_path, rollback_commands="./undo.sh", rollout=RolloutSettings(batch_size="1"))
+    batches = [Batch(1, 3, (INSTANCE_A,)), Batch(2, 3, (INSTANCE_B,)), Batch(3, 3, (INSTANCE_C,))]
+
+    with pytest.raises(DeployStopped) as stopped:
+        roll_out(run, batches)
+
+    message = str(stopped.value)
+    assert "The rollback did not finish" in message
+    assert f"Batch(es) 3 (1 instance(s)) were never started and still run the old version: {INSTANCE_C}." in message
+    assert f"Batch(es) 1 (1 instance(s)) still run the new version: {INSTANCE_A}." in message
+    assert [sent.instance_ids for sent in ssm.phase("rollback")] == [[INSTANCE_B]]
+    assert [b.outcome for b in run.outcome.batches] == ["left on the new version", "rollback stopped", "not started"]
+    assert run.outcome.rollback.status is PhaseStatus.INTERRUPTED
+    document, dotenv = result(run)
+    assert document["failed_phase"] == "deploy"
+    assert "SSM_DEPLOY_ROLLBACK='interrupted'" in dotenv

@@ -121,10 +121,27 @@ class InvocationRun:
             else:
                 self._update(Status="TimedOut", StatusDetails="DeliveryTimedOut", ResponseCode=-1)
             return
+        if not self._await_online(instance):
+            return
         if self._cancel.wait(instance.delivery_delay):
             self._update(Status="Cancelled", StatusDetails="Cancelled", ResponseCode=-1)
             return
         self._execute(instance)
+
+    def _await_online(self, instance: FakeInstance) -> bool:
+        """An agent that is offline (ConnectionLost) picks nothing up: the invocation stays Pending until
+        the agent is back, and turns DeliveryTimedOut once the total timeout passed without it (AWS,
+        "Understanding command statuses": Pending is a command "not yet sent to the managed node or not
+        received by SSM Agent"). False when it ended here (Cancelled or DeliveryTimedOut)."""
+        deadline = time.monotonic() + self._total_timeout() * instance.delivery_time_scale
+        while instance.ping_status != "Online":
+            if self._cancel.wait(POLL):
+                self._update(Status="Cancelled", StatusDetails="Cancelled", ResponseCode=-1)
+                return False
+            if time.monotonic() >= deadline:
+                self._update(Status="TimedOut", StatusDetails="DeliveryTimedOut", ResponseCode=-1)
+                return False
+        return True
 
     def _total_timeout(self) -> int:
         """When an undelivered invocation turns DeliveryTimedOut: AWS documents a Pending invocation

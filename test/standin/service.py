@@ -254,6 +254,13 @@ class RunCommandService:
             if run is not None:
                 run.lose()
 
+    def restore_instance(self, instance_id: str) -> None:
+        """The instance's agent is back (Online): it picks up the commands that waited for it. What it
+        ran before it was lost stays killed."""
+        instance = self.fleet.get(instance_id)
+        if instance is not None:
+            instance.ping_status = "Online"
+
     def cancel_all(self) -> None:
         """Cancel every command: nothing more starts, running processes are killed."""
         for sent in list(self.sent.values()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import queue
+import threading
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
 from pipe.limits import LIVE_TAIL_MAX_PREFIXES
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
-from pipe.stages.watch.live_tail import log_group_arn
+from pipe.stages.watch.live_tail import LiveTailSession, log_group_arn
 from pipe.stages.watch.log_tail import (
     LIVE_DELIVERY_SECONDS,
     LIVE_TAIL_RETRY_SECONDS,
@@ -138,7 +139,35 @@ def test_one_session_by_command_prefix_reads_what_came_before_once_then_prints_e
         f"{INSTANCE_A} | after",
     ]
     assert len(logs.filter_requests) == 1  # Live Tail costs no further FilterLogEvents calls
-    assert tail.counts.events_printed == 4 and stream.closed and tail.live
+    assert tail.counts.events_printed == 4 and tail.live
+    deadline = time.monotonic() + 30
+    while not stream.closed and time.monotonic() < deadline:  # closed by a thread of its own
+        time.sleep(0.01)
+    assert stream.closed
+
+
+def test_closing_a_session_does_not_wait_for_the_read_in_progress() -> None:
+    # urllib3 closes the response under the lock its reader holds while blocked in recv: the close
+    # returns with the next update, up to a second later on AWS. Here the close blocks until released.
+    released = threading.Event()
+
+    class SlowToClose(FakeStream):
+        def close(self) -> None:
+            released.wait()
+            super().close()
+
+    stream = SlowToClose()
+    logs = FakeLogs()
+    logs.start_live_tail = lambda **request: {"responseStream": stream}  # type: ignore[method-assign]
+    session = LiveTailSession(logs, ARN, [f"{COMMAND_ID}/"])
+    session.start()
+    threading.Timer(20, released.set).start()  # a close that waited returns only after this
+
+    session.close()
+    returned_while_blocked = not released.is_set()
+    released.set()
+
+    assert returned_while_blocked
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipe.model import Batch, BatchRecord
+from pipe.model import Batch, BatchOutcome, BatchRecord
 from pipe.report.batches import batch_table
 from pipe.stages.load_balancer.capacity import below_floor, impossible_batch, shortfall
 from pipe.stages.load_balancer.groups import TargetGroup, TargetState
@@ -66,8 +66,8 @@ def test_min_healthy_zero_accepts_downtime() -> None:
 
 def test_the_batch_table_shows_each_step() -> None:
     records = [
-        BatchRecord(1, tuple(IDS[:1]), "deployed", drain=30.2, deploy=9.0, healthy=12.4, bake=60.0),
-        BatchRecord(2, tuple(IDS[1:3]), "not started"),
+        BatchRecord(1, tuple(IDS[:1]), BatchOutcome.DEPLOYED, drain=30.2, deploy=9.0, healthy=12.4, bake=60.0),
+        BatchRecord(2, tuple(IDS[1:3])),
     ]
     lines = batch_table(records)
     assert lines[1].split() == ["Batch", "Instances", "Drain", "Deploy", "Healthy", "Bake", "Outcome"]

@@ -32,14 +32,17 @@ from unit.release_support import (
 )
 
 from pipe.config.release import app_dir_problem, release_id, release_id_problem, run_as_problem, shared_path_problem
-from pipe.model import SecretRef
+from pipe.model import NO_RELEASE, SecretRef
 from pipe.stages.release.remote import (
+    CURRENT_REPORT,
     HISTORY_LIMIT,
     ReleaseExit,
     ReleasePlan,
     as_user,
+    current_report,
     install_body,
     install_steps,
+    read_current_body,
     release_exit_meaning,
     switch_back_body,
 )
@@ -380,13 +383,13 @@ def test_no_activation_commands_means_nothing_to_fail(box: Box) -> None:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_switch_back_returns_to_previous_and_activates_it(box: Box, shell: str) -> None:
+def test_switch_back_returns_to_the_release_live_before_and_activates_it(box: Box, shell: str) -> None:
     install(box, A, shell)
     artifact = box.release_artifact(B)
     plan = box.plan(B, artifact)
     assert box.run(install_body(plan), shell).code == 0
 
-    run = box.run(switch_back_body(plan), shell)
+    run = box.run(switch_back_body(plan, A), shell)
 
     assert run.code == 0, run.stderr
     assert box.current() == f"releases/{A}"
@@ -394,6 +397,7 @@ def test_switch_back_returns_to_previous_and_activates_it(box: Box, shell: str) 
     assert box.state("previous").strip() == B
     assert box.history() == [A, B, A]
     assert "release 000001-aaaaaaa is live again" in run.stdout
+    assert current_report(run.stdout) == A
 
 
 def test_switch_back_twice_goes_back_only_once(box: Box) -> None:
@@ -401,26 +405,65 @@ def test_switch_back_twice_goes_back_only_once(box: Box) -> None:
     install(box, B)
     plan_c = box.plan(C, box.release_artifact(C))
     assert box.run(install_body(plan_c)).code == 0
-    assert box.run(switch_back_body(plan_c)).code == 0
+    assert box.run(switch_back_body(plan_c, B)).code == 0
 
-    again = box.run(switch_back_body(plan_c))  # a retried switch back must not land on A
+    again = box.run(switch_back_body(plan_c, B))  # a retried switch back must not land on A
 
     assert again.code == 0, again.stderr
     assert box.current() == f"releases/{B}"
     assert box.observed("activations") == [A, B, C, B]
     assert "nothing to switch back" in again.stdout
+    assert current_report(again.stdout) == B
 
 
-def test_switch_back_without_a_previous_release_exits_87(box: Box) -> None:
+def test_switch_back_after_a_redeploy_of_the_live_release_stays_on_it(box: Box) -> None:
+    """B was live and deployed again: .ssm-deploy/previous still names A, which was live before B.
+    Told that B was live before this deploy, the switch back leaves B, never going past it to A."""
+    install(box, A)
+    plan = box.plan(B, box.release_artifact(B))
+    assert box.run(install_body(plan)).code == 0
+    assert box.run(install_body(plan)).code == 0  # the re-deploy
+
+    run = box.run(switch_back_body(plan, B))
+
+    assert run.code == 0, run.stderr
+    assert box.current() == f"releases/{B}"
+    assert box.observed("activations") == [A, B, B]
+    assert current_report(run.stdout) == B
+
+
+def test_switch_back_reaches_the_release_live_before_from_any_other(box: Box) -> None:
+    """An instance left on C by an earlier deploy goes to B, the release the pipe names, not to C's previous."""
+    install(box, A)
+    install(box, B)
+    install(box, C)
+    plan = box.plan(D, box.release_artifact(D))
+    assert box.run(install_body(plan)).code == 0
+
+    run = box.run(switch_back_body(plan, B))
+
+    assert run.code == 0, run.stderr
+    assert box.current() == f"releases/{B}"
+    assert box.state("previous").strip() == D
+
+
+def test_switch_back_to_a_release_not_on_the_instance_exits_87(box: Box) -> None:
     artifact = box.release_artifact(A)
     plan = box.plan(A, artifact)
     assert box.run(install_body(plan)).code == 0
 
-    run = box.run(switch_back_body(plan))
+    run = box.run(switch_back_body(plan, B))
 
     assert run.code == ReleaseExit.NO_PREVIOUS_RELEASE
     assert box.current() == f"releases/{A}"
-    assert "no release to go back to" in run.messages[0]
+    assert "release 000002-bbbbbbb, live before this deploy, is not on this instance" in run.messages[0]
+    assert current_report(run.stdout) == A
+
+
+def test_switch_back_refuses_a_release_it_is_not_told() -> None:
+    plan = ReleasePlan("/srv/app", A, "s3://b/k.tar.gz", "0" * 64, "tar.gz", "eu-west-1")
+    with pytest.raises(ValueError, match="release to switch back to"):
+        switch_back_body(plan, "")
 
 
 def test_switch_back_whose_activation_fails_exits_86(box: Box) -> None:
@@ -429,10 +472,70 @@ def test_switch_back_whose_activation_fails_exits_86(box: Box) -> None:
     assert box.run(install_body(plan)).code == 0
     (box.out / "fail-activation").touch()
 
-    run = box.run(switch_back_body(plan))
+    run = box.run(switch_back_body(plan, A))
 
     assert run.code == 86
     assert box.current() == f"releases/{A}"
+    assert current_report(run.stdout) == A
+
+
+# --- what current points to, as the scripts end and as the read command finds it ------------------
+
+
+def test_every_ending_reports_where_current_points_last(box: Box) -> None:
+    code, _ = install(box, A)
+    assert code == 0
+    cases = {
+        "success": (box.plan(B, box.release_artifact(B)), 0, B),
+        "activation failed, switched back": (box.plan(C, box.release_artifact(C, **{"fail-activation": ""})), 85, B),
+        "COMMANDS failed, nothing switched": (box.plan(D, box.release_artifact(D, **{"fail-commands": ""})), 84, B),
+    }
+    for name, (plan, expected_code, expected_release) in cases.items():
+        run = box.run(install_body(plan))
+        assert run.code == expected_code, (name, run.stderr)
+        assert run.stdout.splitlines()[-1] == f"{CURRENT_REPORT}{expected_release}", name
+        assert current_report(run.stdout) == expected_release, name
+
+
+def test_a_failure_before_anything_exists_reports_no_release(box: Box) -> None:
+    run = box.run(install_body(box.plan(A, box.release_artifact(A), run_as="no-such-user")))
+
+    assert run.code == ReleaseExit.RUN_AS_USER_MISSING
+    assert current_report(run.stdout) == NO_RELEASE
+
+
+def test_the_read_command_reports_current_and_changes_nothing(box: Box) -> None:
+    assert box.run(read_current_body(str(box.app_dir))).stdout.splitlines() == [f"{CURRENT_REPORT}(none)"]
+    install(box, A)
+    install(box, B)
+    before = (box.current(), box.history(), box.state("previous"))
+
+    run = box.run(read_current_body(str(box.app_dir)))
+
+    assert run.code == 0, run.stderr
+    assert current_report(run.stdout) == B
+    assert (box.current(), box.history(), box.state("previous")) == before
+
+
+def test_the_read_command_waits_for_a_release_script_that_still_runs(box: Box) -> None:
+    install(box, A)
+    lock = box.app_dir / ".ssm-deploy" / "lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        released = threading.Timer(1.0, fcntl.flock, (held, fcntl.LOCK_UN))
+        released.start()
+        run = box.run(read_current_body(str(box.app_dir)))
+        released.join()
+
+    assert run.code == 0, run.stderr
+    assert current_report(run.stdout) == A
+
+
+def test_a_report_is_read_from_the_last_report_line_only() -> None:
+    assert current_report(f"{CURRENT_REPORT}{A}\nuser output\n{CURRENT_REPORT}{B}\n") == B
+    assert current_report("no report at all\n") is None
+    assert current_report(f"{CURRENT_REPORT}not/an id\n") is None
+    assert current_report(f"{CURRENT_REPORT}(none)\n") == NO_RELEASE
 
 
 # --- pruning ---------------------------------------------------------------------------------------

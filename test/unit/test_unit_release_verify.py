@@ -19,7 +19,7 @@ import pytest
 from unit.release_support import ACTIVATE, SHELLS, A, B, Box, is_root, open_temp_dir
 
 from pipe.model import SecretRef
-from pipe.stages.release.remote import ReleaseExit, install_body
+from pipe.stages.release.remote import ReleaseExit, current_report, install_body, verified_after
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 
@@ -134,6 +134,41 @@ def test_a_process_of_the_new_release_without_the_exported_value_fails_naming_on
     assert f"rolled back to {A}" in output
     assert box.current() == f"releases/{A}"
     assert SECRET_CORE not in output and OLD_CORE not in output
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_the_health_check_verifies_again_once_it_passed(box: Box, verify: bool) -> None:
+    """A process of the replaced release that appeared after the activation (between the deploy and
+    the health check) fails the health check with 90; nothing is switched there: the pipe's rollback does."""
+    box.store_parameter(PARAMETER, SECRET)
+    for release in (A, B):
+        code, output = _install(box, release, RESTARTED)
+        assert code == 0, output
+    stale = START.replace('>> "$OUT/pids"', '>> "$OUT/foreign-pids"')  # not the service: killed after the test
+    subprocess.run(["sh", "-c", stale], cwd=box.app_dir / "releases" / A, env=box.env(), check=True, timeout=30)
+    plan = box.plan(B, box.release_artifact(B), verify_processes=verify)
+
+    run = box.run(verified_after("exit 0", plan))
+
+    if not verify:
+        assert run.code == 0, run.stderr
+        return
+    assert run.code == ReleaseExit.STALE_PROCESS, run.stdout + run.stderr
+    assert f"runs release {A}, not {B}" in run.stderr
+    assert "after the health check passed" in run.stderr
+    assert box.current() == f"releases/{B}"  # the rollback switches it back, not the check
+    assert current_report(run.stdout) == B
+
+
+def test_a_failed_health_check_is_not_verified_and_keeps_its_exit_code(box: Box) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+
+    run = box.run(verified_after("exit 1", box.plan(A, box.release_artifact(A))))
+
+    assert run.code == 1
+    assert "processes verified" not in run.stdout
 
 
 def test_verify_processes_off_lets_a_stale_process_through(box: Box) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from unit.unit_support import make_settings
 
-from pipe.model import DeployOutcome, Status
+from pipe.model import DeployOutcome, Invocation, PhaseOutcome, Status
+from pipe.report.durations import format_seconds
 from pipe.report.result_file import write_result
 
 
@@ -53,3 +54,64 @@ def test_the_values_are_shared_with_later_steps_through_bitbucket(tmp_path: Path
     assert "SSM_DEPLOY_STATUS=failed" in lines
     assert "SSM_DEPLOY_HEALTH_CHECK=not run" in lines
     assert all("=" in line for line in lines)
+
+
+def _phase(*invocations: Invocation) -> PhaseOutcome:
+    phase = PhaseOutcome()
+    phase.track({inv.instance_id: inv for inv in invocations})
+    return phase
+
+
+def _ran(instance_id: str, command_id: str, code: int) -> Invocation:
+    status = "Success" if code == 0 else "Failed"
+    return Invocation(instance_id, command_id, status=status, status_details=status, response_code=code)
+
+
+def test_counts_are_over_every_phase_and_the_summary_says_it_all(tmp_path: Path) -> None:
+    """A health-check failure and a rollback failure are failed instances too, each named with its phases."""
+    outcome = DeployOutcome(
+        Status.FAILED,
+        message="The deploy ran, but the health check failed on 1 of 3 instance(s).",
+        failed_phase="health check",
+        deploy=_phase(_ran("i-1", "c-1", 0), _ran("i-2", "c-1", 0), _ran("i-3", "c-1", 0)),
+        health_check=_phase(_ran("i-1", "c-2", 0), _ran("i-2", "c-2", 1), _ran("i-3", "c-2", 0)),
+        rollback=_phase(_ran("i-2", "c-3", 0), _ran("i-3", "c-3", 86)),
+    )
+    outcome.started -= 75
+    write_result(make_settings(result_file=str(tmp_path / "r.json"), environment="prod"), outcome, env={})
+
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert (document["succeeded"], document["failed"]) == (1, 2)
+    assert document["failed_instances"] == [
+        {"instance_id": "i-2", "phases": ["health check"]},
+        {"instance_id": "i-3", "phases": ["rollback"]},
+    ]
+    assert document["failed_phase"] == "health check"
+    assert 75 <= document["duration_seconds"] < 3600
+    first, failed_line, message = document["summary"].split("\n")
+    assert first.startswith("ssm-deploy: FAILED in the health check after 1 min 1")
+    assert failed_line == "Failed instances: i-2 (health check), i-3 (rollback)."
+    assert message == outcome.message
+    dotenv = (tmp_path / "r.json.env").read_text()
+    assert "SSM_DEPLOY_FAILED='2'" in dotenv and "SSM_DEPLOY_SUCCEEDED='1'" in dotenv
+    assert "SSM_DEPLOY_FAILED_INSTANCES='i-2 i-3'" in dotenv
+    assert "SSM_DEPLOY_FAILED_PHASE='health check'" in dotenv
+
+
+def test_a_refusal_before_sending_says_so_in_the_summary(tmp_path: Path) -> None:
+    outcome = DeployOutcome(Status.NOT_SENT, message="INSTANCE_IDS: nothing was sent. Bad id.")
+    write_result(make_settings(result_file=str(tmp_path / "r.json")), outcome, env={})
+
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["failed_phase"] == "before sending"
+    assert document["summary"].startswith("ssm-deploy: NOT SENT after 0 s")
+
+
+def test_durations_read_as_hours_minutes_seconds() -> None:
+    assert [format_seconds(s) for s in (0, 0.4, 59.6, 75.2, 3725)] == [
+        "0 s",
+        "0 s",
+        "1 min",
+        "1 min 15 s",
+        "1 h 2 min 5 s",
+    ]

@@ -36,6 +36,7 @@ from pipe.config.release import (
     run_as_problem,
     shared_path_problem,
 )
+from pipe.model import NO_RELEASE
 from pipe.stages.release import contents
 
 
@@ -73,13 +74,14 @@ _MEANINGS = {
     "whose activation ran again and succeeded",
     ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED: "ACTIVATE_COMMANDS failed and the switch back to the previous "
     "release (or its activation) failed too",
-    ReleaseExit.NO_PREVIOUS_RELEASE: "there is no previous release on the instance to switch back to",
+    ReleaseExit.NO_PREVIOUS_RELEASE: "the release that was live before is not on the instance to switch back to",
     ReleaseExit.RUN_AS_USER_MISSING: "the RUN_AS user does not exist on the instance (or the script is not root)",
     ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK: "ACTIVATE_COMMANDS failed and there was no other release to go "
     "back to (first release on the instance, or it was already live)",
     ReleaseExit.STALE_PROCESS: "a process still runs a replaced release or holds an old value of a SECRETS, "
-    "PARAMETERS_PATH or VARIABLES name after ACTIVATE_COMMANDS; switched back to the previous release where "
-    "there was one (VERIFY_PROCESSES)",
+    "PARAMETERS_PATH or VARIABLES name, after ACTIVATE_COMMANDS or after the health check passed "
+    "(VERIFY_PROCESSES); the instance goes back to the release before (its deploy script switches back itself, "
+    "the rollback does it after the health check)",
     ReleaseExit.ARTIFACT_REFUSED: "the artifact holds an entry a release may not hold (a device node, FIFO or "
     "socket, a setuid, setgid or sticky bit, a path or link leading outside the release); nothing was unpacked or "
     "switched",
@@ -113,6 +115,11 @@ PM2_FIX = (
 AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
 # The release COMMANDS and ACTIVATE_COMMANDS run for (after a switch back: the one activated again)
 RELEASE_VARIABLE = "SSM_DEPLOY_RELEASE"
+# The last line of every release script's stdout: where APP_DIR/current points as it ends
+CURRENT_REPORT = "ssm-deploy: current release: "
+NO_RELEASE_REPORTED = "(none)"  # current points to no release (missing, or not into releases/)
+READ_LOCK_SECONDS = 30  # the read command waits this long for a release script still running
+_REPORTED_ID = re.compile(r"[0-9a-z-]+", re.ASCII)  # what ssm_deploy_release_of prints
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
@@ -184,10 +191,12 @@ def _env_name_problem(name: str) -> str | None:
 # builtin, so no process is exec'd with a value in its arguments. Every user command gets fd 9 (the
 # deploy lock) closed: a daemon it starts (pm2) would otherwise hold the lock and the next deploy wait.
 _RUN_FUNCTIONS = r"""
+ssm_deploy_at_exit() { :; }
 ssm_deploy_fail() {
   ssm_deploy_code=$1
   shift
   printf 'ssm-deploy: %s\n' "$*" >&2
+  ssm_deploy_at_exit
   exit "$ssm_deploy_code"
 }
 ssm_deploy_need() {
@@ -271,17 +280,10 @@ for ssm_spec in "$@"; do
 done
 """
 
-_RELEASE_FUNCTIONS = r"""
-ssm_deploy_state=$ssm_deploy_app_dir/$ssm_deploy_state_dir
-ssm_deploy_as_owner() {
-  if [ -z "$ssm_deploy_user" ]; then
-    "$@"
-  elif command -v runuser >/dev/null 2>&1; then
-    runuser -u "$ssm_deploy_user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin "$@" </dev/null 9>&-
-  else
-    su -s /bin/sh -c 'exec env -i PATH=/usr/local/bin:/usr/bin:/bin "$0" "$@"' "$ssm_deploy_user" -- "$@" </dev/null 9>&-
-  fi
-}
+
+# Reading which release ``current`` points to: the release scripts report it as their last stdout line
+# on every path they control (``ssm_deploy_at_exit``), and the read command sends only this.
+_READ_FUNCTIONS = r"""
 ssm_deploy_release_of() {
   case $1 in
     releases/*) ssm_deploy_id=${1#releases/} ;;
@@ -292,6 +294,25 @@ ssm_deploy_release_of() {
     '' | */* | *[!0-9a-z-]*) ;;
     *) printf '%s' "$ssm_deploy_id" ;;
   esac
+}
+ssm_deploy_report() {
+  ssm_deploy_reported=$(readlink -- "$ssm_deploy_app_dir/current" 2>/dev/null) || ssm_deploy_reported=
+  ssm_deploy_reported=$(ssm_deploy_release_of "$ssm_deploy_reported")
+  printf '%s%s\n' "$ssm_deploy_current_report" "${ssm_deploy_reported:-$ssm_deploy_no_release}"
+}
+"""
+
+_RELEASE_FUNCTIONS = r"""
+ssm_deploy_state=$ssm_deploy_app_dir/$ssm_deploy_state_dir
+ssm_deploy_at_exit() { ssm_deploy_report; }
+ssm_deploy_as_owner() {
+  if [ -z "$ssm_deploy_user" ]; then
+    "$@"
+  elif command -v runuser >/dev/null 2>&1; then
+    runuser -u "$ssm_deploy_user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin "$@" </dev/null 9>&-
+  else
+    su -s /bin/sh -c 'exec env -i PATH=/usr/local/bin:/usr/bin:/bin "$0" "$@"' "$ssm_deploy_user" -- "$@" </dev/null 9>&-
+  fi
 }
 ssm_deploy_begin() {
   umask 022
@@ -560,9 +581,9 @@ process "*) ;;
   done
   ssm_deploy_found=$(printf '%s\n' "$ssm_deploy_found" | grep '^process ')
   printf '%s\n' "$ssm_deploy_found" | sed 's/^/ssm-deploy: /' >&2
-  ssm_deploy_first=$(printf '%s\n' "$ssm_deploy_found" | head -n 1)
+  ssm_deploy_stale=$(printf '%s\n' "$ssm_deploy_found" | head -n 1)
   ssm_deploy_fix="; $ssm_deploy_pm2_fix (or set VERIFY_PROCESSES: 'false' for a service that is no long-running process)"
-  ssm_deploy_roll_back 90 "a process still runs a replaced release or holds an old value after ACTIVATE_COMMANDS ($ssm_deploy_first)"
+  return 1
 }
 ssm_deploy_prune() {
   ssm_deploy_previous=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || ssm_deploy_previous=
@@ -600,29 +621,32 @@ ssm_deploy_install() {
   ssm_deploy_activate_current
   ssm_deploy_rc=$?
   [ "$ssm_deploy_rc" -eq 0 ] || ssm_deploy_roll_back 85 "ACTIVATE_COMMANDS failed (exit $ssm_deploy_rc)"
-  ssm_deploy_verify_processes
+  ssm_deploy_verify_processes \
+    || ssm_deploy_roll_back 90 "a process still runs a replaced release or holds an old value after ACTIVATE_COMMANDS ($ssm_deploy_stale)"
   ssm_deploy_prune
   echo "ssm-deploy: release $ssm_deploy_release is live on this instance (previous: ${ssm_deploy_old:-none})"
 }
+ssm_deploy_verify_after_check() {
+  ssm_deploy_verify_processes \
+    || ssm_deploy_fail 90 "a process still runs a replaced release or holds an old value after the health check passed ($ssm_deploy_stale): the pipe switches this instance back$ssm_deploy_fix"
+}
 ssm_deploy_switch_back() {
   ssm_deploy_begin
-  if [ "$ssm_deploy_old" != "$ssm_deploy_release" ]; then
-    echo "ssm-deploy: $ssm_deploy_app_dir/current points at ${ssm_deploy_old_target:-nothing}, not at release $ssm_deploy_release: nothing to switch back"
+  ssm_deploy_to=$ssm_deploy_live_before
+  if [ "$ssm_deploy_old" = "$ssm_deploy_to" ]; then
+    echo "ssm-deploy: $ssm_deploy_app_dir/current is on release $ssm_deploy_to, the release live before this deploy: nothing to switch back"
     return 0
   fi
-  ssm_deploy_previous=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || ssm_deploy_previous=
-  if [ -z "$ssm_deploy_previous" ] || [ "$ssm_deploy_previous" = "$ssm_deploy_release" ] \
-    || [ ! -d "$ssm_deploy_app_dir/releases/$ssm_deploy_previous" ]; then
-    ssm_deploy_fail 87 "no release to go back to from $ssm_deploy_release on this instance ($ssm_deploy_state/previous is empty or names a release that is gone); current stays on $ssm_deploy_release"
-  fi
-  ssm_deploy_record "$ssm_deploy_release" "$ssm_deploy_previous" && ssm_deploy_point "releases/$ssm_deploy_previous" \
-    || ssm_deploy_fail 86 "cannot switch $ssm_deploy_app_dir/current back to releases/$ssm_deploy_previous; current stays on $ssm_deploy_release"
-  echo "ssm-deploy: $ssm_deploy_app_dir/current -> releases/$ssm_deploy_previous (was releases/$ssm_deploy_release)"
+  [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_to" ] \
+    || ssm_deploy_fail 87 "release $ssm_deploy_to, live before this deploy, is not on this instance (never installed here, or removed): current stays on ${ssm_deploy_old_target:-nothing}"
+  ssm_deploy_record "$ssm_deploy_old" "$ssm_deploy_to" && ssm_deploy_point "releases/$ssm_deploy_to" \
+    || ssm_deploy_fail 86 "cannot switch $ssm_deploy_app_dir/current back to releases/$ssm_deploy_to; current stays on ${ssm_deploy_old_target:-nothing}"
+  echo "ssm-deploy: $ssm_deploy_app_dir/current -> releases/$ssm_deploy_to (was ${ssm_deploy_old_target:-nothing})"
   ssm_deploy_activate_current
   ssm_deploy_rc=$?
   [ "$ssm_deploy_rc" -eq 0 ] \
-    || ssm_deploy_fail 86 "switched back to release $ssm_deploy_previous but ACTIVATE_COMMANDS failed there (exit $ssm_deploy_rc): this instance needs attention"
-  echo "ssm-deploy: release $ssm_deploy_previous is live again on this instance"
+    || ssm_deploy_fail 86 "switched back to release $ssm_deploy_to but ACTIVATE_COMMANDS failed there (exit $ssm_deploy_rc): this instance needs attention"
+  echo "ssm-deploy: release $ssm_deploy_to is live again on this instance"
 }
 """  # noqa: E501 (each message is one line on the instance)
 
@@ -668,6 +692,11 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "pm2_fix": PM2_FIX.format(app_dir=plan.app_dir),
         "shared_script": _SHARED_SCRIPT,
     }
+    return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()] + _read_assignments()
+
+
+def _read_assignments() -> list[str]:
+    values = {"current_report": CURRENT_REPORT, "no_release": NO_RELEASE_REPORTED}
     return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()]
 
 
@@ -697,10 +726,14 @@ def _unpack_program() -> list[str]:
     ]
 
 
-def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = None) -> str:
-    header = f"# --- ssm-deploy: {title} release {plan.release_id} in {plan.app_dir} ---"
-    parts = [header, *_assignments(plan), *(program or []), _RUN_FUNCTIONS.strip(), _RELEASE_FUNCTIONS.strip()]
-    return "\n".join([*parts, call])
+def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = None, **more: str) -> str:
+    """The release functions, then ``call``; the script ends by reporting where ``current`` points
+    (``ssm_deploy_fail`` reports it on every failure path too)."""
+    header = f"# --- ssm-deploy: {title} in {plan.app_dir} ---"
+    extra = [f"ssm_deploy_{name}={_quote(value)}" for name, value in more.items()]
+    functions = [_RUN_FUNCTIONS.strip(), _READ_FUNCTIONS.strip(), _RELEASE_FUNCTIONS.strip()]
+    ending = ["ssm_deploy_rc=$?", "ssm_deploy_report", 'exit "$ssm_deploy_rc"']
+    return "\n".join([header, *_assignments(plan), *extra, *(program or []), *functions, call, *ending])
 
 
 def install_body(plan: ReleasePlan) -> str:
@@ -712,15 +745,77 @@ def install_body(plan: ReleasePlan) -> str:
     this one without this deploy's values, switches back the same way and exits 90), then prune to
     KEEP_RELEASES. A release that is already live is activated again (no switch, previous unchanged)."""
     call = " ".join(["ssm_deploy_install", *(_quote(_shared_spec(path)) for path in plan.shared_paths)])
-    return _body(plan, "install", call, _unpack_program())
+    return _body(plan, f"install release {plan.release_id}", call, _unpack_program())
 
 
-def switch_back_body(plan: ReleasePlan) -> str:
-    """Switch ``current`` from ``plan.release_id`` back to .ssm-deploy/previous and run
-    ACTIVATE_COMMANDS there (86 when they fail, 87 when there is nothing to go back to). On an
-    instance whose ``current`` is not on ``plan.release_id`` it does nothing: retrying a switch back
-    never goes back two releases."""
-    return _body(plan, "switch back from", "ssm_deploy_switch_back")
+def switch_back_body(plan: ReleasePlan, live_before: str) -> str:
+    """Switch ``current`` to ``live_before``, the release that was live before this deploy (told by
+    the pipe, never guessed from the instance's own history), and run ACTIVATE_COMMANDS there (86
+    when they fail, 87 when that release is not on the instance). An instance already on it is left
+    alone: a retried switch back, or one after a re-deploy of the live release, never goes past it."""
+    problem = release_id_problem(live_before)
+    if problem:
+        raise ValueError(f"the release to switch back to: {problem}")
+    title = f"switch back from release {plan.release_id} to release {live_before}"
+    return _body(plan, title, "ssm_deploy_switch_back", live_before=live_before)
+
+
+def verified_after(check: str, plan: ReleasePlan) -> str:
+    """``check`` (the health check) in a subshell, then, once it passed, VERIFY_PROCESSES again: a
+    process of a replaced release, or one without this deploy's values, fails the instance with exit
+    90 and switches nothing (the pipe's rollback switches it back with the other failed instances).
+    Reports ``current`` like the release scripts. Just ``check`` with VERIFY_PROCESSES off."""
+    if not plan.verify_processes:
+        return check
+    then = _body(plan, f"verify the processes of release {plan.release_id}", "ssm_deploy_verify_after_check")
+    return "\n".join(
+        [
+            "(",
+            check,
+            ")",
+            "ssm_deploy_check_rc=$?",
+            '[ "$ssm_deploy_check_rc" -eq 0 ] || exit "$ssm_deploy_check_rc"',
+            then,
+        ]
+    )
+
+
+def read_current_body(app_dir: str) -> str:
+    """Read where ``APP_DIR/current`` points and print it as the release scripts do; changes nothing.
+    Waits (READ_LOCK_SECONDS at most) for a release script still running on the instance, and exits 1
+    without a report when one still holds the lock."""
+    problem = app_dir_problem(app_dir)
+    if problem:
+        raise ValueError(problem)
+    lock = f"{app_dir}/{STATE_DIR}/lock"
+    return "\n".join(
+        [
+            f"# --- ssm-deploy: read which release {app_dir}/current points to (changes nothing) ---",
+            f"ssm_deploy_app_dir={_quote(app_dir)}",
+            *_read_assignments(),
+            _READ_FUNCTIONS.strip(),
+            f"if [ -f {_quote(lock)} ] && command -v flock >/dev/null 2>&1; then",
+            f"  exec 9<{_quote(lock)} || exit 1",
+            f"  flock -s -w {READ_LOCK_SECONDS} 9 || {{ echo {_quote(_BUSY)} >&2; exit 1; }}",
+            "fi",
+            "ssm_deploy_report",
+        ]
+    )
+
+
+_BUSY = f"ssm-deploy: a release script still runs on this instance after {READ_LOCK_SECONDS} s; current was not read"
+
+
+def current_report(stdout: str) -> str | None:
+    """The release ``current`` pointed to when a release script ended, from its last report line:
+    a release id, NO_RELEASE when ``current`` points to none; None without a (well-formed) report."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(CURRENT_REPORT):
+            value = line.removeprefix(CURRENT_REPORT).strip()
+            if value == NO_RELEASE_REPORTED:
+                return NO_RELEASE
+            return value if _REPORTED_ID.fullmatch(value) else None
+    return None
 
 
 def as_user(run_as: str | None, commands: str, cwd: str, env_names: Iterable[str] = ()) -> str:

@@ -82,7 +82,7 @@ def _follow(
     record.track(tracker.invocations)
     limit = spec.delivery_timeout + spec.execution_timeout + run.plan.bounds.wait_margin
     try:
-        invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested)
+        invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested if spec.stoppable else _no_stop)
     except (Interrupted, WaitTimedOut) as stop:
         tracker.hold_back_rest()
         sent = tracker.commands
@@ -109,6 +109,10 @@ def _follow(
     tracker.read_results()
     show_results(run.clients.ssm, sent, invocations, printer, tail, settings, s3)
     return invocations
+
+
+def _no_stop() -> None:
+    """A command that must end even once the pipeline was stopped (the read-only read of ``current``)."""
 
 
 @contextmanager

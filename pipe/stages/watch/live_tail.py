@@ -25,6 +25,11 @@ from pipe.aws.console import partition_of
 from pipe.aws.errors import error_code, error_message
 
 
+def _close_quietly(stream: Any) -> None:
+    with contextlib.suppress(Exception):  # closing a stream that already broke
+        stream.close()
+
+
 def log_group_arn(region: str, account: str, group: str) -> str:
     """The log group's ARN, as StartLiveTail wants it ("Specify each log group by its ARN"; without
     the ``:*`` that DescribeLogGroups appends), in the region's partition."""
@@ -73,11 +78,12 @@ class LiveTailSession:
         return taken
 
     def close(self) -> None:
+        """End the session without waiting for it: closing the stream waits for the reader thread's
+        read, which returns only with the next update (up to a second later, at the end of every phase)."""
         self._closing.set()
         stream = self._stream
         if stream is not None:
-            with contextlib.suppress(Exception):  # closing a stream that already broke
-                stream.close()
+            threading.Thread(target=_close_quietly, args=(stream,), name="live-tail-close", daemon=True).start()
 
     def _read(self) -> None:
         try:

@@ -158,6 +158,33 @@ def test_undelivered_invocation_stays_pending_within_the_execution_timeout(stand
     assert item["Status"] == "Pending"
 
 
+def test_an_offline_agent_picks_a_command_up_only_once_it_is_back(standin: StandIn) -> None:
+    """AWS: an invocation stays Pending while the agent has not received it. Sent with an online one,
+    the lost instance's invocation is still Pending once the online one finished, and runs when its
+    agent is back."""
+    online, lost = standin.launch(2)
+    standin.service.lose_instance(lost)
+    command_id = send(standin, [online, lost], "echo ran-here")
+
+    assert wait_final(standin, command_id, online)["Status"] == "Success"
+    ssm = standin.client("ssm")
+    assert ssm.get_command_invocation(CommandId=command_id, InstanceId=lost)["Status"] == "Pending"
+    assert standin.sent_command(command_id).runs[lost].process is None
+    standin.service.restore_instance(lost)
+    item = wait_final(standin, command_id, lost)
+
+    assert (item["Status"], item["StandardOutputContent"]) == ("Success", "ran-here\n")
+
+
+def test_an_offline_agent_that_never_comes_back_gives_delivery_timed_out(standin: StandIn) -> None:
+    (instance_id,) = standin.launch(1, delivery_time_scale=0.01)
+    standin.service.lose_instance(instance_id)
+    command_id = send(standin, [instance_id], "true", TimeoutSeconds=30, parameters={"executionTimeout": ["1"]})
+    item = wait_final(standin, command_id, instance_id)
+
+    assert (item["Status"], item["StatusDetails"]) == ("TimedOut", "DeliveryTimedOut")
+
+
 def test_describe_instance_information_reports_ping_status(standin: StandIn) -> None:
     online, lost = standin.launch(2)
     standin.instance(lost).ping_status = "ConnectionLost"

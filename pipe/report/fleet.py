@@ -1,0 +1,44 @@
+"""Which instances run which release, in words: the sentence a release-mode verdict ends with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pipe.model import NO_RELEASE, UNKNOWN_RELEASE
+from pipe.report.instances import named
+
+
+def fleet_sentence(fleet: Mapping[str, str], live_before: str, new: str, notes: Mapping[str, str]) -> str:
+    """``Now i-1, i-2 run 000007-abc (the release live before); i-3 runs 000008-def (the new release:
+    rollback failed).`` from ``fleet`` (instance -> release, as last read from each instance) and
+    ``notes`` (instance -> why it is not on the release live before); "" for an empty fleet. The release live before
+    comes first, then the new one, then any other, then the instances that could not be read."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for instance_id, release in fleet.items():
+        note = notes.get(instance_id, "") if release != live_before else ""  # back where it was: nothing to explain
+        groups.setdefault((release, note), []).append(instance_id)
+
+    def rank(key: tuple[str, str]) -> tuple[bool, bool, bool, str, str]:
+        release, note = key
+        return (release != live_before, release != new, release == UNKNOWN_RELEASE, release, note)
+
+    ordered = sorted(groups.items(), key=lambda group: rank(group[0]))
+    parts = [_group(ids, release, note, live_before, new) for (release, note), ids in ordered]
+    return f"Now {'; '.join(parts)}." if parts else ""
+
+
+def _group(ids: list[str], release: str, note: str, live_before: str, new: str) -> str:
+    names = named(ids)
+    verb = "run" if len(ids) > 1 else "runs"
+    if release == UNKNOWN_RELEASE:
+        return f"{names}: release unknown (where `current` points could not be read{': ' + note if note else ''})"
+    what = [note] if note else []
+    if release == NO_RELEASE:
+        return f"{names} {verb} no release" + (f" ({note})" if note else "")
+    if release == live_before == new:
+        what.insert(0, "the release live before, deployed again")
+    elif release == live_before:
+        what.insert(0, "the release live before")
+    elif release == new:
+        what.insert(0, "the new release")
+    return f"{names} {verb} {release}" + (f" ({': '.join(what)})" if what else "")

@@ -1,0 +1,32 @@
+"""pipe.report.fleet: which instance runs which release, in the words a verdict ends with."""
+
+from __future__ import annotations
+
+from pipe.model import NO_RELEASE, UNKNOWN_RELEASE
+from pipe.report.fleet import fleet_sentence
+
+A, B, C = "000001-aaaaaaa", "000002-bbbbbbb", "000003-ccccccc"
+
+
+def test_the_release_live_before_comes_first_then_the_new_one_then_the_rest() -> None:
+    fleet = {"i-3": B, "i-1": A, "i-4": UNKNOWN_RELEASE, "i-2": A, "i-5": C, "i-6": NO_RELEASE}
+    notes = {"i-3": "rollback Failed (exit 86)", "i-4": "agent lost"}
+
+    sentence = fleet_sentence(fleet, A, B, notes)
+
+    assert sentence == (
+        f"Now i-1, i-2 run {A} (the release live before); i-3 runs {B} (the new release: rollback Failed (exit 86)); "
+        f"i-5 runs {C}; i-6 runs no release; i-4: release unknown (where `current` points could not be read: "
+        "agent lost)."
+    )
+
+
+def test_a_redeploy_of_the_live_release_says_so_and_an_empty_fleet_says_nothing() -> None:
+    assert fleet_sentence({"i-1": B}, B, B, {}) == f"Now i-1 runs {B} (the release live before, deployed again)."
+    assert fleet_sentence({}, A, B, {}) == ""
+
+
+def test_a_large_fleet_names_twenty_per_release_and_counts_the_rest() -> None:
+    fleet = {f"i-{n:02d}": A for n in range(25)}
+    assert fleet_sentence(fleet, A, B, {}).startswith("Now i-00, i-01,")
+    assert f"i-19 and 5 more run {A} (the release live before)." in fleet_sentence(fleet, A, B, {})
