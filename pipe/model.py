@@ -13,6 +13,7 @@ ACTIVE_STATUSES = frozenset({"Pending", "InProgress", "Delayed", "Cancelling"})
 """Statuses that may still change. botocore's CommandExecuted waiter treats Cancelling as a failure;
 the pipe keeps waiting on it because it waits for its own cancel to land."""
 SUCCESS = "Success"
+UNDELIVERED_STATUSES = frozenset({"Pending", "Delayed"})  # the agent has not received the command (yet)
 UNKNOWN_RELEASE = "unknown"
 """``DeployOutcome.fleet``'s value for an instance whose ``current`` could not be read."""
 NO_RELEASE = "none"
@@ -108,6 +109,7 @@ class Invocation:
     cut: frozenset[str] = frozenset()
     head_only: bool = False  # stdout/stderr are the listing's 2,500-character head; SSM keeps more
     lost: str = ""  # why the pipe gave the instance up (its agent went away), empty otherwise
+    lost_undelivered: bool = False  # given up while still Pending or Delayed: its agent never received it
     stopped_at_max_errors: bool = False  # never started: the pipe held it back once MAX_ERRORS was passed
 
     @property
@@ -140,8 +142,9 @@ class Invocation:
         return (
             bool(self.command_id)
             and not self.stopped_at_max_errors
+            and not self.lost_undelivered
             and self.status_details not in never_delivered
-            and self.status not in ("Pending", "Delayed")
+            and self.status not in UNDELIVERED_STATUSES
         )
 
     @property

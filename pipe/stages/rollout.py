@@ -419,6 +419,10 @@ def _standing(run: Run, records: dict[int, BatchRecord], notes: dict[str, str]) 
         )
     release = run.release
     if release is not None:
+        # an instance no command reached (its batch never started) still runs what it ran before
+        never_reached = [i for r in records.values() for i in r.instance_ids if i not in run.outcome.fleet]
+        for instance_id in never_reached if run.outcome.fleet else []:
+            run.outcome.fleet[instance_id] = release.live_before or NO_RELEASE
         sentence = fleet_sentence(run.outcome.fleet, release.live_before, release.plan.release_id, notes)
         parts.append(sentence)
     return " ".join(part for part in parts if part)

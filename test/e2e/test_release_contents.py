@@ -49,7 +49,6 @@ def test_a_tgz_holding_what_a_release_may_not_is_refused_before_upload_naming_th
     write_tgz(tmp_path / "web-api.tgz", [tar_member("version.txt", data="A\n"), member])
     before = standin.calls_snapshot(include_instances=False)
     run = run_pipe(release_env(standin, [instance_id], tmp_path, bucket, service, ARTIFACT="web-api.tgz"))
-    print("OUTPUT<<<" + run.output + ">>>")
     calls = standin.calls_snapshot(include_instances=False) - before
 
     assert run.returncode == 1, run.output
@@ -84,14 +83,14 @@ def test_an_unchecked_archive_is_refused_on_the_instance_and_the_live_release_st
         ],
     )
     _record_unchecked_build(standin, bucket, service, hostile, OLD_BUILD)
-    before = standin.calls_snapshot(include_instances=False)
+    artifacts_before = _artifact_keys(standin, bucket)
 
     run = run_pipe(release_env(standin, [instance_id], tmp_path, bucket, service, RELEASE=OLD_BUILD))
-    print("OUTPUT<<<" + run.output + ">>>")
 
     assert run.returncode == 1, run.output
-    assert f"Release {OLD_BUILD} into {APP_DIR}/releases; live before: {FIRST}" in run.output
-    assert (standin.calls_snapshot(include_instances=False) - before)["s3:PutObject"] == 0
+    # a release the ledger recorded as live before: going back to it is a rollback
+    assert f"Rollback to {OLD_BUILD} in {APP_DIR}/releases; live before: {FIRST}" in run.output
+    assert _artifact_keys(standin, bucket) == artifacts_before  # nothing uploaded (the ledger's copies aside)
     assert f"Exit 91 on {instance_id}: {ReleaseExit.ARTIFACT_REFUSED.meaning}." in run.output
     assert "ssm-deploy: refused: run/queue is a FIFO (named pipe)" in run.output
     assert "ssm-deploy: refused: bin/helper has the setuid bit (mode 4755)" in run.output
@@ -105,6 +104,11 @@ def test_an_unchecked_archive_is_refused_on_the_instance_and_the_live_release_st
     special = [p for p in app_dir.rglob("*") if not (p.is_symlink() or p.is_dir() or p.is_file())]
     assert special == []
     assert not [p for p in app_dir.rglob("*") if p.lstat().st_mode & (stat.S_ISUID | stat.S_ISGID)]
+
+
+def _artifact_keys(standin: StandIn, bucket: str) -> set[str]:
+    listed = standin.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {item["Key"] for item in listed if "/ledger/" not in item["Key"]}
 
 
 def _record_unchecked_build(standin: StandIn, bucket: str, service: str, archive: Path, release_id: str) -> None:

@@ -181,3 +181,44 @@ def test_a_process_gone_stale_after_the_activation_fails_the_health_check_and_is
     assert f"runs release {A}, not {B}" in run.output
     assert "Rollback succeeded on all 2 instance(s)." in run.output
     assert (live(standin, good), live(standin, stale)) == ("A", "A")
+
+
+def test_an_instance_that_never_answers_is_unknown_and_treated_as_possibly_switched(
+    standin: StandIn, shop: Shop
+) -> None:
+    good, gone = standin.launch(2)
+    shop.ship([good, gone], "A", "1")
+    pipe = LivePipe(b_hanging_on(shop, [good, gone], gone, AGENT_LOST_TIMEOUT="2"))
+    try:
+        pipe.wait_for_line(f"{gone} | holding", timeout=120)
+        standin.service.lose_instance(gone)  # and it never comes back
+        run = pipe.finish(timeout=300)
+    finally:
+        standin.service.restore_instance(gone)
+
+    assert run.returncode == 1, run.output
+    assert f"Which release /srv/web-api/current points to on {gone} is unknown" in run.output
+    assert "Switching 2 instance(s) back to the release that was live before" in run.output  # unknown included
+    assert f"ROLLBACK FAILED on 1 of 2 instance(s): {gone}: Cancelled, given up: agent ConnectionLost" in run.output
+    assert run.output.count("Reading /srv/web-api/current on 1 instance(s)") == 1  # not again after its rollback
+    assert f"Now {good} runs {A} (the release live before); {gone}: release unknown" in run.output
+    document = json.loads((shop.clone / "ssm-deploy-result.json").read_text())
+    assert document["fleet"] == {good: A, gone: "unknown"}
+    assert live(standin, good) == "A"
+
+
+def test_a_first_release_that_fails_its_health_check_is_left_live_and_the_step_says_so(
+    standin: StandIn, shop: Shop
+) -> None:
+    ids = standin.launch(2)
+    env = shop.env(ids, ARTIFACT=build(shop.clone, "A"), HEALTHCHECK_COMMANDS="exit 1", HEALTHCHECK_RETRIES="1")
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert [live(standin, instance_id) for instance_id in ids] == ["A", "A"]
+    assert f"Nothing was rolled back: no release was live before this one, so {ids[0]}, {ids[1]} stayed on it." in (
+        run.output
+    )
+    assert "Switching" not in run.output  # no switch back was sent
+    document = json.loads((shop.clone / "ssm-deploy-result.json").read_text())
+    assert document["rollback"] == "not run"

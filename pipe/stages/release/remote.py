@@ -469,6 +469,7 @@ ssm_deploy_judge() {
       fi
       ;;
   esac
+  [ -n "$ssm_deploy_from" ] || ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
   if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
     case $ssm_deploy_path in
@@ -526,14 +527,36 @@ ssm_deploy_judge() {
   done
   [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
 }
+ssm_deploy_release_in_words() {
+  # the release of a path inside APP_DIR/releases among the words of a process's command line (the
+  # script it runs, the directory it serves; also after `=`), wherever its working directory is; the
+  # path must be the same file in the process's own mount namespace
+  for ssm_deploy_word in $(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null); do
+    case $ssm_deploy_word in
+      *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
+    esac
+    case $ssm_deploy_word in
+      "$ssm_deploy_releases"/?* | "$ssm_deploy_app_dir"/releases/?*) ;;
+      *) continue ;;
+    esac
+    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] || continue
+    ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_releases"/}
+    ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_app_dir"/releases/}
+    printf '%s\n' "${ssm_deploy_word%%/*}"
+    return 0
+  done
+}
 ssm_deploy_scan() {
   cd / || return 0
   ssm_deploy_now=$(ssm_deploy_ticks)
   ssm_deploy_settle_ticks=$((ssm_deploy_hz * ssm_deploy_verify_settle))
   ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
   ssm_deploy_releases=$ssm_deploy_physical/releases
-  for ssm_deploy_pid in $(find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
-    | ssm_deploy_prefix=$ssm_deploy_releases/ awk -F '\t' 'index($2, ENVIRON["ssm_deploy_prefix"]) == 1 { sub(/^\/proc\//, "", $1); if (!seen[$1]++) print $1 }'); do
+  for ssm_deploy_pid in $( {
+    find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
+      | ssm_deploy_prefix=$ssm_deploy_releases/ awk -F '\t' 'index($2, ENVIRON["ssm_deploy_prefix"]) == 1 { sub(/^\/proc\//, "", $1); print $1 }'
+    grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
+  } | awk '!seen[$0]++'); do
     set -f
     [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"
     set +f

@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code
 from pipe.errors import PipeError
 from pipe.limits import LIST_COMMANDS_PAGE, LIST_INVOCATIONS_PAGE
-from pipe.model import ACTIVE_STATUSES, Invocation, SentCommand
+from pipe.model import ACTIVE_STATUSES, UNDELIVERED_STATUSES, Invocation, SentCommand
 from pipe.stages.send import ChunkQueue, cancel_command
 from pipe.stages.watch.agent_watch import AgentWatch
 from pipe.stages.watch.results import apply_result, apply_status, list_invocations
@@ -401,6 +401,7 @@ class InvocationTracker:
             invocation = self.invocations[instance_id]
             if not invocation.finished:
                 invocation.lost = reason
+                invocation.lost_undelivered = invocation.status in UNDELIVERED_STATUSES
                 log.error(f"{instance_id}: giving up, {reason}")
 
     def _command_complete(self, command: SentCommand) -> bool:
