@@ -1,7 +1,8 @@
-"""The deploy, stage by stage: authenticate, lock, resolve, preflight, roll out (or dry run), report.
+"""One deploy: authenticate, take the lock, build the plan, print it (or stop for a dry run), apply it,
+and hand the plan and the outcome to the sinks.
 
-Each stage lives in its own module under ``pipe/stages``; this file only puts them in order and
-keeps the outcome that the result file reports, however the run ends. The lock comes right after
+Building the plan (``plan/build.py``) only reads, and every refusal happens there; applying it
+(``apply.py``) is the only step that sends or changes anything. The lock comes right after
 authentication, before anything of the fleet is read: a deploy started during another one is told
 that the other holds the lock, not what that deploy's drained batch does to MIN_HEALTHY.
 """
@@ -14,38 +15,40 @@ from contextlib import contextmanager
 
 import boto3
 
+from pipe.apply import apply
 from pipe.aws.clients import Clients
+from pipe.config.build_context import clone_dir
 from pipe.config.lock import lock_name
 from pipe.config.settings import DeploySettings
-from pipe.errors import DeployStopped, PipeError
+from pipe.errors import PipeError
+from pipe.execution import Execution
 from pipe.model import DeployOutcome, Status
-from pipe.report import plan
-from pipe.report.result_file import write_result
-from pipe.run import Run
+from pipe.plan import DeployPlan
+from pipe.plan.bounds import deploy_bounds
+from pipe.plan.build import build_plan
+from pipe.report import plan as words
+from pipe.report.sinks import sinks
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import authenticate, deploy_bound_seconds
+from pipe.stages.authenticate import Identity, authenticate
 from pipe.stages.lock import LockRequest, check_lock, deploy_lock
-from pipe.stages.phases import deploy_spec, send_only
-from pipe.stages.preflight import preflight
-from pipe.stages.release.stage import Release, done_message, dry_run_lines, prepare_release, record_release
-from pipe.stages.resolve import label_instances, resolve, resolve_parameters
-from pipe.stages.rollout import plan_batches, roll_out
-from pipe.stages.rollout_plan import RolloutPlan, prepare_rollout
-from pipe.stages.watch.follow import WAIT_MARGIN_SECONDS
+from pipe.stages.phases import deploy_spec
+from pipe.stages.release.stage import upload_line
 
 log = logging.getLogger("ssm-deploy")
+DRY_RUN_DONE = "Dry run: all checks passed; nothing was sent."
 
 
 class Deploy:
-    """One run of the pipe; ``outcome`` always says how far it got, for the result file."""
+    """One run of the pipe; ``outcome`` always says how far it got, and the sinks get it with the plan
+    (None when the run ended before its plan was made)."""
 
     def __init__(self, settings: DeploySettings, env: Mapping[str, str], redactor: Redactor) -> None:
         self.settings = settings
         self.env = env
         self.redactor = redactor
         self.outcome = DeployOutcome()
-        self.release: Release | None = None
+        self.plan: DeployPlan | None = None
 
     def run(self, stops: StopRequests) -> str:
         """Return the success message, or raise DeployFailed (or PipeError)."""
@@ -57,65 +60,48 @@ class Deploy:
                 self.outcome.status = Status.FAILED
             raise
         finally:
-            write_result(self.settings, self.outcome, release=self.release)
+            for sink in sinks(self.settings, self.env):
+                sink.write(self.plan, self.outcome)
 
     def _run(self, stops: StopRequests) -> str:
-        plan.announce(self.settings)
-        needed = deploy_bound_seconds(self.settings, WAIT_MARGIN_SECONDS)
-        session, identity = authenticate(self.settings, self.env, self.redactor, needed)
+        settings = self.settings
+        words.announce(settings)
+        bounds = deploy_bounds(settings)
+        session, identity = authenticate(settings, self.env, self.redactor, bounds.aws_seconds)
         # a stop ends a retried call at its next attempt, until SendCommand (stop_between_attempts)
-        clients = Clients(session, self.settings.region, lambda client: stop_between_attempts(client, stops))
-        run = Run(self.settings, self.env, self.redactor, stops, clients, identity, self.outcome)
+        clients = Clients(session, settings.region, lambda client: stop_between_attempts(client, stops))
+        ctx = Execution(clients, stops, self.redactor, self.outcome)
         stops.raise_if_requested()
-        with self._locked(run, session) as lock_lines:
-            resolve(run)
-            preflight(run)
-            resolve_parameters(run)
-            label_instances(run)
-            rollout = prepare_rollout(run, plan_batches(run))
-            return self._deploy(run, rollout, lock_lines)
+        with self._locked(ctx, identity, session) as lock_lines:
+            self.plan = plan = build_plan(settings, identity, bounds, ctx, clone_dir(self.env))
+            script = deploy_spec(plan, plan.batches[0]).script
+            words.show(plan, script)
+            if settings.dry_run:
+                self._dry_run(plan, ctx, script, lock_lines)
+                return DRY_RUN_DONE
+            return apply(plan, ctx)
 
-    def _deploy(self, run: Run, rollout: RolloutPlan, lock_lines: list[str]) -> str:
-        if rollout.lines and not run.settings.dry_run:
-            log.info("Rollout plan:\n" + "\n".join(rollout.lines))
-        prepare_release(run)
-        self.settings, self.release = run.settings, run.release
-        first = deploy_spec(run.settings, rollout.batches[0], run.release.plan if run.release is not None else None)
-        script = list(first.script)
-        log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
-        if run.settings.dry_run:
-            extra = lock_lines + rollout.lines + dry_run_lines(run)
-            plan.dry_run(run.settings, run.identity.arn, run.targeted, script, extra)
-            self.outcome.status = Status.DRY_RUN
-            return "Dry run: all checks passed; nothing was sent."
-        if not run.settings.wait:  # refused in release mode and with later phases: one command, not followed
-            message = send_only(run, first)
-            self.outcome.status = Status.SENT
-            return message
-        stopped = False
-        try:
-            message = roll_out(run, rollout.batches, rollout.hook)
-            self.outcome.status = Status.SUCCEEDED
-        except DeployStopped:
-            stopped = True
-            raise
-        finally:
-            record_release(run, self.outcome, stopped)
-        return done_message(run.release, message)
+    def _dry_run(self, plan: DeployPlan, ctx: Execution, script: tuple[str, ...], lock_lines: list[str]) -> None:
+        chosen = plan.settings.release
+        upload = upload_line(ctx.clients.s3, chosen.bucket, plan.release) if plan.release and chosen else None
+        if upload:
+            log.info(upload)
+        words.dry_run(plan, script, lock_lines)
+        self.outcome.status = Status.DRY_RUN
 
     @contextmanager
-    def _locked(self, run: Run, session: boto3.Session) -> Iterator[list[str]]:
+    def _locked(self, ctx: Execution, identity: Identity, session: boto3.Session) -> Iterator[list[str]]:
         """LOCK: one deploy of this service and environment at a time, held for the ``with`` block and
         renewed meanwhile through a client that a stop does not cut short (the rollback after a stop
         still holds it); a lost lock stops the deploy. A dry run only reads it (the plan's lines)."""
-        settings = run.settings
+        settings = self.settings
         if not settings.rollout.lock:
             yield []
             return
-        request = LockRequest(lock_name(settings.service, settings.environment), run.identity.arn, settings.build)
+        request = LockRequest(lock_name(settings.service, settings.environment), identity.arn, settings.build)
         if settings.dry_run:
-            yield [check_lock(run.clients.ssm, request)]
+            yield [check_lock(ctx.clients.ssm, request)]
             return
         own = Clients(session, settings.region).ssm
-        with deploy_lock(run.clients.ssm, request, release_ssm=own, on_lost=run.stops.stop):
+        with deploy_lock(ctx.clients.ssm, request, release_ssm=own, on_lost=ctx.stops.stop):
             yield []

@@ -1,42 +1,62 @@
-"""The run context: what every stage of one deploy shares, instead of long parameter lists."""
+"""A plan being applied: the execution state (``Execution``) and the plan it carries out, read-only.
+
+The rollout, its phases and the followers take one ``Run``. What the plan found is read through it
+(``run.settings``, ``run.release``, ``run.targeted``); only execution state is ever changed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from pipe.aws.clients import Clients
 from pipe.config.settings import DeploySettings
-from pipe.model import DeployOutcome
-from pipe.report.console import BuildLog
-from pipe.runtime.interruption import StopRequests
-from pipe.runtime.redaction import Redactor
+from pipe.execution import Execution
+from pipe.plan import DeployPlan
 from pipe.stages.authenticate import Identity
-
-if TYPE_CHECKING:
-    from pipe.stages.release.stage import Release
+from pipe.stages.release.stage import Release
 
 
-@dataclass
-class Run:
-    settings: DeploySettings  # PARAMETERS_PATH adds to its secrets once resolved
-    env: Mapping[str, str]
-    redactor: Redactor
-    stops: StopRequests
-    clients: Clients
-    identity: Identity
-    outcome: DeployOutcome = field(default_factory=DeployOutcome)
-    targeted: list[str] | None = None  # the instances, when known before sending (None: SSM resolves TARGETS)
-    names: dict[str, str] = field(default_factory=dict)  # Name tags that label output lines
-    release: Release | None = None  # release mode: what goes live, and the ledger that records it
-    build_log: BuildLog = field(default_factory=BuildLog)  # the output budget and once-only notices, all phases
+@dataclass(kw_only=True)
+class Run(Execution):
+    plan: DeployPlan
+
+    @classmethod
+    def applying(cls, plan: DeployPlan, ctx: Execution) -> Run:
+        """The run that applies ``plan`` with ``ctx``'s execution state (the same outcome, stops...)."""
+        return cls(
+            clients=ctx.clients,
+            stops=ctx.stops,
+            redactor=ctx.redactor,
+            outcome=ctx.outcome,
+            build_log=ctx.build_log,
+            plan=plan,
+        )
+
+    @property
+    def settings(self) -> DeploySettings:
+        return self.plan.settings
+
+    @property
+    def identity(self) -> Identity:
+        return self.plan.identity
+
+    @property
+    def release(self) -> Release | None:
+        return self.plan.release
+
+    @property
+    def targeted(self) -> list[str] | None:
+        """The instances, when known before sending (None: SSM resolves TARGETS)."""
+        return None if self.plan.instances is None else list(self.plan.instances)
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Name tags that label output lines."""
+        return dict(self.plan.names)
 
     @property
     def region(self) -> str:
-        return self.settings.region
+        return self.plan.settings.region
 
     @property
     def order(self) -> list[str]:
         """The targeted instances in order: each keeps its colour in every phase."""
-        return list(self.targeted or [])
+        return list(self.plan.instances or ())

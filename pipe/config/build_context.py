@@ -56,6 +56,11 @@ class BuildContext:
         return prefix[: SESSION_NAME_LIMIT - len(suffix)] + suffix
 
 
+def clone_dir(env: Mapping[str, str]) -> str:
+    """Where the build's files are: BITBUCKET_CLONE_DIR, which is also the working directory."""
+    return env.get("BITBUCKET_CLONE_DIR") or "."
+
+
 def _session_safe(text: str) -> str:
     return re.sub(r"[^\w+=,.@-]", "-", text, flags=re.ASCII)
 

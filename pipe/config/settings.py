@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipe.config import rules
-from pipe.config.build_context import BuildContext
+from pipe.config.build_context import BuildContext, clone_dir
 from pipe.config.documents import SHELL
 from pipe.config.parsers import expand_environment, parse_bool, yaml_list
 from pipe.config.release import default_name
@@ -189,7 +189,7 @@ def load_settings(
         problems.add(name, reason)
     problems.raise_any()
 
-    context = Context(BuildContext.from_env(env), env.get("BITBUCKET_CLONE_DIR") or ".")
+    context = Context(BuildContext.from_env(env), clone_dir(env))
     values = parse_all(given, context, problems)
     for name, reason in rules.check(values):
         problems.add(name, reason)

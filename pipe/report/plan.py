@@ -1,11 +1,15 @@
-"""What the deploy is about to do, in words: the opening lines of every run and the dry-run plan."""
+"""What the deploy is about to do, in words: the opening lines of every run, the plan before it is
+applied, and the dry run."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from pipe.config.parsers import former_separator_hints
 from pipe.config.settings import DeploySettings
+from pipe.plan import DeployPlan
+from pipe.stages.release.stage import install_lines, release_lines
 
 SHOWN_IDS = 10  # instance ids named in the opening line; the dry run names them all
 log = logging.getLogger("ssm-deploy")
@@ -35,14 +39,25 @@ def announce(settings: DeploySettings) -> None:
         log.warning(hint)
 
 
-def dry_run(
-    settings: DeploySettings, role: str, targeted: list[str] | None, script: list[str], extra: list[str]
-) -> None:
-    """Everything that would be sent, and nothing sent."""
+def show(plan: DeployPlan, script: Sequence[str]) -> None:
+    """The plan in the log before it is applied: the rollout and the release (a dry run then shows
+    all of it, ``dry_run``)."""
+    if plan.lines and not plan.settings.dry_run:
+        log.info("Rollout plan:\n" + "\n".join(plan.lines))
+    if plan.release is not None:
+        for line in release_lines(plan.release):
+            log.info(line)
+    log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
+
+
+def dry_run(plan: DeployPlan, script: Sequence[str], lock: Sequence[str]) -> None:
+    """Everything that would be sent, and nothing sent; ``lock``: what a deploy would find of LOCK."""
+    settings = plan.settings
     document = settings.document_name + (f" version {settings.document_version}" if settings.document_version else "")
+    targeted = None if plan.instances is None else list(plan.instances)
     lines = [
         "Dry run: nothing is sent. The plan:",
-        f"  role:      {role}",
+        f"  role:      {plan.identity.arn}",
         f"  targets:   {where(settings, targeted, None)}",
         f"  document:  {document}",
         f"  rollout:   {rollout(settings)}",
@@ -50,7 +65,9 @@ def dry_run(
         f"  comment:   {settings.comment}",
         "  script (secrets appear as parameter names only):",
         *(f"    {line}" for line in script),
-        *extra,
+        *lock,
+        *plan.lines,
+        *install_lines(plan.release),
     ]
     if settings.healthcheck_commands:
         lines.append(

@@ -93,24 +93,6 @@ def authenticate(
     return session, identity
 
 
-def deploy_bound_seconds(settings: DeploySettings, margin: int) -> int:
-    """The longest the deploy may need AWS: ``commands_bound_seconds``, or ``margin`` when it does not wait."""
-    if not settings.wait:
-        return margin
-    return commands_bound_seconds(settings, margin)
-
-
-def commands_bound_seconds(settings: DeploySettings, margin: int) -> int:
-    """The longest one batch's commands may take: for each command sent (deploy, health check,
-    rollback), the delivery timeout + its execution timeout + ``margin``."""
-    runs = [settings.execution_timeout]
-    if settings.healthcheck_commands:
-        runs.append(settings.healthcheck_timeout)
-    if settings.rollback_commands or settings.release is not None:  # release mode switches back
-        runs.append(settings.execution_timeout)
-    return sum(settings.delivery_timeout + run + margin for run in runs)
-
-
 def session_ended(error: ClientError) -> bool:
     """Whether AWS refused a call because the session's credentials have expired."""
     return error_code(error) in EXPIRED_CODES

@@ -33,6 +33,7 @@ from pipe.model import (
     Status,
     command_ids,
 )
+from pipe.plan import DeployPlan
 from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
@@ -59,14 +60,15 @@ READ_EXECUTION_TIMEOUT = READ_LOCK_SECONDS + 30
 log = logging.getLogger("ssm-deploy")
 
 
-def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | None = None) -> CommandSpec:
+def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
     """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
     COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS."""
+    settings, release = plan.settings, _release_plan(plan)
     body = install_body(release) if release is not None else None
     return CommandSpec(
         label=DEPLOY,
         switches_in=release.app_dir if release is not None else "",
-        script=tuple(build_script(settings, body)),
+        script=tuple(build_script(settings, body, plan.secrets)),
         instance_ids=batch.instance_ids,
         targets=batch.targets,
         execution_timeout=settings.execution_timeout,
@@ -78,29 +80,28 @@ def deploy_spec(settings: DeploySettings, batch: Batch, release: ReleasePlan | N
     )
 
 
-def healthcheck_spec(
-    settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None
-) -> CommandSpec:
+def healthcheck_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
     with the release id as SSM_DEPLOY_RELEASE and, once the check passed, VERIFY_PROCESSES again: a
     process that went stale since the activation fails the instance with exit 90."""
+    settings, release = plan.settings, _release_plan(plan)
     body = healthcheck_body(settings, release.release_id if release is not None else None)
     if release is not None:
         body = verified_after(body, release)
-    spec = _follow_up(settings, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
+    spec = _follow_up(plan, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
     return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 
 
-def rollback_spec(
-    settings: DeploySettings, instance_ids: list[str], release: ReleasePlan | None = None, live_before: str = ""
-) -> CommandSpec:
+def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
-    ``current`` to ``live_before``, the release that was live before. Never with the alarm: an alarm
-    in ALARM is what often calls for the rollback."""
-    if release is None:
-        return _follow_up(settings, ROLLBACK, settings.rollback_commands, instance_ids, settings.execution_timeout)
-    body = switch_back_body(release, live_before)
-    spec = _follow_up(settings, ROLLBACK, body, instance_ids, settings.execution_timeout)
+    ``current`` to the release that was live before. Never with the alarm: an alarm in ALARM is what
+    often calls for the rollback."""
+    settings = plan.settings
+    if plan.release is None:
+        return _follow_up(plan, ROLLBACK, settings.rollback_commands, instance_ids, settings.execution_timeout)
+    release = plan.release.plan
+    body = switch_back_body(release, plan.release.live_before)
+    spec = _follow_up(plan, ROLLBACK, body, instance_ids, settings.execution_timeout)
     return replace(spec, switches_in=release.app_dir)
 
 
@@ -121,10 +122,11 @@ def read_spec(settings: DeploySettings, app_dir: str, instance_ids: list[str]) -
     )
 
 
-def _follow_up(settings: DeploySettings, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:
+def _follow_up(plan: DeployPlan, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:
+    settings = plan.settings
     return CommandSpec(
         label=label,
-        script=tuple(build_script(settings, body)),
+        script=tuple(build_script(settings, body, plan.secrets)),
         instance_ids=tuple(instance_ids),
         execution_timeout=timeout,
         delivery_timeout=settings.delivery_timeout,
@@ -132,6 +134,10 @@ def _follow_up(settings: DeploySettings, label: str, body: str, instance_ids: li
         max_errors=EVERY_INSTANCE,
         comment=cut(f"{settings.comment} {label}", COMMENT_LIMIT),
     )
+
+
+def _release_plan(plan: DeployPlan) -> ReleasePlan | None:
+    return plan.release.plan if plan.release is not None else None
 
 
 def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocation]:

@@ -10,10 +10,11 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.aws.instances import ping_statuses
+from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent, PipeError
+from pipe.execution import Execution
 from pipe.limits import DESCRIBE_FILTER_BATCH, GET_PARAMETERS_BATCH
 from pipe.model import SecretRef
-from pipe.run import Run
 from pipe.runtime.redaction import Redactor
 
 PREFLIGHT_THREADS = 8  # concurrent reads before sending: round trips overlap, within SSM's rate limits
@@ -181,16 +182,16 @@ def _parameter_access_message(error: ClientError, names: list[str], role: str) -
     return f"SECRETS: could not read {listed} ({error_code(error)}: {message})."
 
 
-def preflight(run: Run) -> None:
+def preflight(settings: DeploySettings, targeted: list[str] | None, role: str, ctx: Execution) -> None:
     """Before sending: the agents are online, the deploy role can follow what it sends, and it can
     read (and decrypt) every SECRETS parameter, whose values are kept only to mask them.
 
     The reads do not depend on each other, so they all go out at once (boto3 clients are
     thread-safe; sessions are not, and none is made here); their answers are then judged in this
     order, so the first problem reported, and the log, are the same as if they had run one by one."""
-    settings, ssm = run.settings, run.clients.ssm
-    instance = run.targeted[0] if run.targeted else PROBE_INSTANCE_ID
-    targeted = run.targeted or []
+    ssm = ctx.clients.ssm
+    instance = targeted[0] if targeted else PROBE_INSTANCE_ID
+    targeted = targeted or []
     agent_batches = [
         targeted[start : start + DESCRIBE_FILTER_BATCH] for start in range(0, len(targeted), DESCRIBE_FILTER_BATCH)
     ]
@@ -202,10 +203,10 @@ def preflight(run: Run) -> None:
         if targeted:
             variable = "TARGETS" if settings.targets else "INSTANCE_IDS"
             _judge_instances(_merged([future.result() for future in agents]), targeted, settings.region, variable)
-        _judge_probes([future.result() for future in probes], run.identity.arn)
-        run.stops.raise_if_requested()
+        _judge_probes([future.result() for future in probes], role)
+        ctx.stops.raise_if_requested()
         answers = [future.result() for future in parameters]
-        _judge_parameters(answers, secret_batches, settings.secrets, run.redactor, run.identity.arn)
+        _judge_parameters(answers, secret_batches, settings.secrets, ctx.redactor, role)
 
 
 def _merged(answers: list[dict[str, str] | ClientError]) -> dict[str, str] | ClientError:

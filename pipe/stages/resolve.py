@@ -4,15 +4,16 @@ nodes), and their names."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.aws.clients import Clients
 from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
-from pipe.model import Target
-from pipe.run import Run
+from pipe.model import SecretRef, Target
+from pipe.runtime.redaction import Redactor
 from pipe.stages.parameter_path import resolve_path
 
 log = logging.getLogger("ssm-deploy")
@@ -142,34 +143,34 @@ def _group_instances(resource_groups: Any, names: tuple[str, ...]) -> set[str]:
     return found
 
 
-def resolve(run: Run) -> None:
-    """The instances TARGETS match (``run.targeted``), PARAMETERS_PATH's parameters (added to the
-    secrets) and the Name tags that label output."""
-    settings = run.settings
-    run.targeted = list(settings.instance_ids)
-    if settings.targets:
-        run.targeted = resolve_targets(run.clients.ec2, run.clients.resource_groups, settings.targets, run.clients.ssm)
-        if run.targeted is not None:
-            if not run.targeted:
-                raise NothingSent(
-                    "TARGETS",
-                    f"{'; '.join(map(str, settings.targets))} match no running instance or hybrid node "
-                    f"in {settings.region}",
-                    "check the tag names and values (they are case-sensitive)",
-                )
-            log.info(f"TARGETS match {len(run.targeted)} running instance(s)")
+def resolve(settings: DeploySettings, clients: Clients) -> list[str] | None:
+    """The instances the deploy targets, in order: INSTANCE_IDS, or the ones TARGETS match now (None
+    when they cannot be resolved here: SSM then resolves TARGETS when the command is sent)."""
+    if not settings.targets:
+        return list(settings.instance_ids)
+    found = resolve_targets(clients.ec2, clients.resource_groups, settings.targets, clients.ssm)
+    if found is None:
+        return None
+    if not found:
+        raise NothingSent(
+            "TARGETS",
+            f"{'; '.join(map(str, settings.targets))} match no running instance or hybrid node in {settings.region}",
+            "check the tag names and values (they are case-sensitive)",
+        )
+    log.info(f"TARGETS match {len(found)} running instance(s)")
+    return found
 
 
-def resolve_parameters(run: Run) -> None:
-    """PARAMETERS_PATH: every parameter under it becomes a secret read on the instances."""
-    settings = run.settings
-    if settings.parameters_path:
-        taken = {ref.env_name for ref in settings.secrets} | {name for name, _ in settings.variables}
-        found = resolve_path(run.clients.ssm, settings.parameters_path, taken, run.redactor, run.identity.arn)
-        run.settings = replace(settings, secrets=[*settings.secrets, *found])
+def resolve_parameters(settings: DeploySettings, ssm: Any, redactor: Redactor, role: str) -> list[SecretRef]:
+    """PARAMETERS_PATH: every parameter under it, as a secret read on the instances (none without it)."""
+    if not settings.parameters_path:
+        return []
+    taken = {ref.env_name for ref in settings.secrets} | {name for name, _ in settings.variables}
+    return resolve_path(ssm, settings.parameters_path, taken, redactor, role)
 
 
-def label_instances(run: Run) -> None:
+def label_instances(ec2: Any, targeted: list[str] | None) -> dict[str, str]:
     """Name tags label the output lines of a fleet (one instance needs no label)."""
-    if run.targeted and len(run.targeted) > 1:
-        run.names = instance_names(run.clients.ec2, run.targeted)
+    if targeted and len(targeted) > 1:
+        return instance_names(ec2, targeted)
+    return {}

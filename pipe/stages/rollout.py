@@ -15,59 +15,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 
-from pipe.config.rollout import batch_sizes
-from pipe.errors import DeployFailed, DeployStopped, NothingSent, PipeError
+from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
 from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
+from pipe.stages.batch_hook import BatchHook, no_hook
 from pipe.stages.phases import DEPLOY, HEALTH_CHECK, deploy_spec, healthcheck_spec, rollback_spec, run_phase
 from pipe.stages.release.remote import release_exit_meaning
 
-BatchHook = Callable[[Run, Batch], AbstractContextManager[None]]
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 # what failed, besides the commands' phases (the result file's failed_phase)
 BAKE, ALARMS_GATE, LOAD_BALANCER = "bake", "alarms before a batch", "load balancer"
 log = logging.getLogger("ssm-deploy")
-
-
-@contextmanager
-def no_hook(run: Run, batch: Batch) -> Iterator[None]:
-    yield
-
-
-def plan_batches(run: Run) -> list[Batch]:
-    """One batch of every targeted instance (or of the TARGETS, which SSM resolves); or, when the pipe
-    drives the rollout, the canary and then BATCH_SIZE instances at a time."""
-    settings, rollout = run.settings, run.settings.rollout
-    if not rollout.pipe_driven:
-        if settings.targets:
-            return [Batch(1, 1, targets=tuple(settings.targets))]
-        return [Batch(1, 1, instance_ids=tuple(settings.instance_ids))]
-    if run.targeted is None:
-        raise NothingSent(
-            "TARGETS",
-            "the pipe rolls out batch by batch here (TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME or ALARMS), so it "
-            "must know the instances before sending, but TARGETS could not be resolved",
-            "allow ec2:DescribeInstances in the deploy role's policy, or give INSTANCE_IDS",
-        )
-    ids = run.order
-    sizes = batch_sizes_for(run, len(ids))
-    batches, start = [], 0
-    for number, size in enumerate(sizes, 1):
-        batches.append(Batch(number, len(sizes), tuple(ids[start : start + size])))
-        start += size
-    return batches
-
-
-def batch_sizes_for(run: Run, total: int) -> list[int]:
-    rollout = run.settings.rollout
-    return batch_sizes(total, rollout.batch_size, rollout.canary, one_at_a_time=rollout.target_groups is not None)
 
 
 def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
@@ -173,7 +136,7 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     outcome = run.outcome.deploy
     plan = run.release.plan if run.release is not None else None
     before, sent_before = set(outcome.invocations), len(outcome.commands)
-    failed = run_phase(run, deploy_spec(run.settings, batch, plan), outcome)
+    failed = run_phase(run, deploy_spec(run.plan, batch), outcome)
     invocations = {i: inv for i, inv in outcome.invocations.items() if i not in before}
     mine = command_ids(outcome.commands[sent_before:])
     if failed:
@@ -196,8 +159,7 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
         f"---- Health check on {len(instance_ids)} instance(s): up to {settings.healthcheck_retries} "
         f"attempt(s), {settings.healthcheck_interval} s apart ----"
     )
-    plan = run.release.plan if run.release is not None else None
-    unhealthy = run_phase(run, healthcheck_spec(settings, instance_ids, plan), record)
+    unhealthy = run_phase(run, healthcheck_spec(run.plan, instance_ids), record)
     if unhealthy or record.status is not PhaseStatus.FAILED:
         record.status = PhaseStatus.FAILED if unhealthy else PhaseStatus.PASSED
     if not unhealthy:
@@ -207,7 +169,7 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
     return DeployFailed(
         f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(instance_ids)} instance(s): "
         f"{listed(unhealthy)}. Command id: {command_ids(record.commands)}."
-        + (_release_meanings(unhealthy) if plan is not None else "")
+        + (_release_meanings(unhealthy) if run.release is not None else "")
     )
 
 
@@ -340,7 +302,7 @@ class _Rollback:
         rolled_back = False
         try:
             with hook(run, batch):
-                broken = run_phase(run, rollback_spec(run.settings, targets, plan, self.live_before), self.record)
+                broken = run_phase(run, rollback_spec(run.plan, targets), self.record)
                 self.broken += broken
                 rolled_back = True
         except DeployStopped as stopped:

@@ -8,15 +8,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from pipe.aws.clients import Clients
 from pipe.config.rollout import DRAIN_MARGIN_SECONDS, batch_sizes
+from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
-from pipe.run import Run
 from pipe.stages.alarms import check_before_start
+from pipe.stages.batch_hook import BatchHook, no_hook
 from pipe.stages.load_balancer.capacity import below_floor, impossible_batch
 from pipe.stages.load_balancer.groups import Discovery, TargetGroup, find_target_groups
 from pipe.stages.load_balancer.hook import LoadBalancer
-from pipe.stages.rollout import BatchHook, no_hook
 
 log = logging.getLogger("ssm-deploy")
 DOMINANT_DELAY_SECONDS = 60  # a deregistration delay above this is named as what makes each batch slow
@@ -31,43 +32,56 @@ class RolloutPlan:
     lines: list[str] = field(default_factory=list)
 
 
-def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
+def plan_batches(settings: DeploySettings, targeted: list[str] | None) -> list[Batch]:
+    """One batch of every targeted instance (or of the TARGETS, which SSM resolves); or, when the pipe
+    drives the rollout, the canary and then BATCH_SIZE instances at a time."""
+    rollout = settings.rollout
+    if not rollout.pipe_driven:
+        if settings.targets:
+            return [Batch(1, 1, targets=tuple(settings.targets))]
+        return [Batch(1, 1, instance_ids=tuple(settings.instance_ids))]
+    if targeted is None:
+        raise NothingSent(
+            "TARGETS",
+            "the pipe rolls out batch by batch here (TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME or ALARMS), so it "
+            "must know the instances before sending, but TARGETS could not be resolved",
+            "allow ec2:DescribeInstances in the deploy role's policy, or give INSTANCE_IDS",
+        )
+    return _batches(settings, targeted, one_at_a_time=rollout.target_groups is not None)
+
+
+def _batches(settings: DeploySettings, instance_ids: list[str], one_at_a_time: bool) -> list[Batch]:
+    rollout = settings.rollout
+    sizes = batch_sizes(len(instance_ids), rollout.batch_size, rollout.canary, one_at_a_time)
+    batches, start = [], 0
+    for number, size in enumerate(sizes, 1):
+        batches.append(Batch(number, len(sizes), tuple(instance_ids[start : start + size])))
+        start += size
+    return batches
+
+
+def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Batch]) -> RolloutPlan:
     """The batch hook (the load balancer's, or none) and the plan's lines for the log and the dry run."""
-    rollout = run.settings.rollout
+    rollout = settings.rollout
     if not rollout.pipe_driven:
         return RolloutPlan(batches)
-    lines: list[str] = []
-    if rollout.alarms:
-        states = check_before_start(run.clients.cloudwatch, rollout.alarms)
-        lines.append("  alarms:    " + "; ".join(f"{name}: {states[name].state}" for name in rollout.alarms))
-        if len(rollout.alarms) > 1:
-            lines.append(
-                f"             SSM watches {rollout.alarms[0]} during each command (AlarmConfiguration takes one "
-                "alarm); the pipe reads all of them between batches and through the bake"
-            )
+    lines = _alarm_lines(clients, rollout.alarms)
     if rollout.target_groups is None:
         return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
     instance_ids = [i for batch in batches for i in batch.instance_ids]
     ours = set(instance_ids)
-    found = find_target_groups(run.clients.elbv2, rollout.target_groups, instance_ids)
+    found = find_target_groups(clients.elbv2, rollout.target_groups, instance_ids)
     groups = found.groups
     if not groups:  # 'auto' on instances in no target group: an environment without a load balancer
         log.info(
             f"TARGET_GROUPS 'auto': none of the {len(ours)} instance(s) is registered in an ELBv2 target group, so "
             "they are deployed without a load balancer (MIN_HEALTHY, DRAIN_TIMEOUT and HEALTHY_TIMEOUT do not apply)"
         )
-        batches = _without_a_load_balancer(run, instance_ids)
+        # the batches as they would be without TARGET_GROUPS: BATCH_SIZE and CANARY if given, else one
+        batches = _batches(settings, instance_ids, one_at_a_time=False)
         return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
     leaving = [group for group in groups if group.registrations(ours)]
-    if rollout.min_healthy != "0":
-        _refuse_if_nothing_serves(leaving)
-    problem = below_floor(leaving, rollout.min_healthy) or impossible_batch(leaving, batches, rollout.min_healthy)
-    if problem:
-        raise NothingSent(
-            "MIN_HEALTHY",
-            problem,
-            "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
-        )
+    _refuse_below_min_healthy(leaving, batches, rollout.min_healthy)
     delay = max(group.deregistration_delay for group in leaving or groups)
     drain_timeout = rollout.drain_timeout or delay + DRAIN_MARGIN_SECONDS
     if rollout.drain_timeout is not None and rollout.drain_timeout < delay:
@@ -98,15 +112,31 @@ def prepare_rollout(run: Run, batches: list[Batch]) -> RolloutPlan:
     return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines)
 
 
-def _without_a_load_balancer(run: Run, instance_ids: list[str]) -> list[Batch]:
-    """The batches as they would be without TARGET_GROUPS: BATCH_SIZE and CANARY if given, else one."""
-    rollout = run.settings.rollout
-    sizes = batch_sizes(len(instance_ids), rollout.batch_size, rollout.canary, one_at_a_time=False)
-    batches, start = [], 0
-    for number, size in enumerate(sizes, 1):
-        batches.append(Batch(number, len(sizes), tuple(instance_ids[start : start + size])))
-        start += size
-    return batches
+def _alarm_lines(clients: Clients, alarms: tuple[str, ...]) -> list[str]:
+    """ALARMS' states now (the deploy is refused when one is missing, unreadable or in ALARM)."""
+    if not alarms:
+        return []
+    states = check_before_start(clients.cloudwatch, alarms)
+    lines = ["  alarms:    " + "; ".join(f"{name}: {states[name].state}" for name in alarms)]
+    if len(alarms) > 1:
+        lines.append(
+            f"             SSM watches {alarms[0]} during each command (AlarmConfiguration takes one "
+            "alarm); the pipe reads all of them between batches and through the bake"
+        )
+    return lines
+
+
+def _refuse_below_min_healthy(leaving: list[TargetGroup], batches: list[Batch], min_healthy: str) -> None:
+    """MIN_HEALTHY must hold in every group the batches leave, before and while each batch is out."""
+    if min_healthy != "0":
+        _refuse_if_nothing_serves(leaving)
+    problem = below_floor(leaving, min_healthy) or impossible_batch(leaving, batches, min_healthy)
+    if problem:
+        raise NothingSent(
+            "MIN_HEALTHY",
+            problem,
+            "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
+        )
 
 
 def _refuse_if_nothing_serves(leaving: list[TargetGroup]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 
 from pipe.config.build_context import BuildContext
 from pipe.config.documents import POWERSHELL, SHELL
@@ -29,18 +30,21 @@ POWERSHELL_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 _HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+/-]")
 
 
-def build_script(settings: DeploySettings, body: str | None = None) -> list[str]:
+def build_script(
+    settings: DeploySettings, body: str | None = None, secrets: Sequence[SecretRef] | None = None
+) -> list[str]:
     """Lines for the ``commands`` parameter of AWS-RunShellScript or AWS-RunPowerShellScript: the
-    prelude (secrets, variables), then ``body`` (default: COMMANDS); empty for another document,
-    which takes only DOCUMENT_PARAMETERS."""
+    prelude (``secrets``, default SECRETS; VARIABLES), then ``body`` (default: COMMANDS); empty for
+    another document, which takes only DOCUMENT_PARAMETERS."""
     body = settings.commands if body is None else body
+    secrets = settings.secrets if secrets is None else secrets
     if settings.document_name == POWERSHELL:
-        return _powershell_script(settings, body)
+        return _powershell_script(settings, body, secrets)
     if settings.document_name != SHELL:
         return []
     lines = [header_line(settings.build)]
-    if settings.secrets:
-        lines += _secret_lines(settings.secrets, settings.region)
+    if secrets:
+        lines += _secret_lines(secrets, settings.region)
     for name, value in settings.variables:
         lines.append(f"export {_checked(name)}={shlex.quote(value)}")
     if len(lines) > 1:
@@ -74,18 +78,18 @@ def _checked(name: str) -> str:
     return name
 
 
-def _powershell_script(settings: DeploySettings, body: str) -> list[str]:
+def _powershell_script(settings: DeploySettings, body: str, secrets: Sequence[SecretRef]) -> list[str]:
     """The same prelude for Windows: secrets read with AWS Tools for PowerShell, then COMMANDS."""
     lines = [header_line(settings.build)]
     # every secret is read before any is exported: a name cannot change how the next read runs
-    for number, ref in enumerate(settings.secrets, 1):
+    for number, ref in enumerate(secrets, 1):
         lines += [
             "try {",
             f"  $ssm_deploy_secret_{number} = (Get-SSMParameter -Name {ps_quote(ref.parameter)} -WithDecryption $true "
             f"-Region {ps_quote(settings.region)} -ErrorAction Stop).Value",
             f"}} catch {{ [Console]::Error.WriteLine({ps_quote(_read_hint(ref))}); exit {PARAMETER_READ_FAILED} }}",
         ]
-    for number, ref in enumerate(settings.secrets, 1):
+    for number, ref in enumerate(secrets, 1):
         lines.append(f"$env:{_checked(ref.env_name)} = $ssm_deploy_secret_{number}")
     for name, value in settings.variables:
         lines.append(f"$env:{_checked(name)} = {ps_quote(value)}")
@@ -120,7 +124,7 @@ def _read_hint(ref: SecretRef) -> str:
     )
 
 
-def _secret_lines(secrets: list[SecretRef], region: str) -> list[str]:
+def _secret_lines(secrets: Sequence[SecretRef], region: str) -> list[str]:
     lines = [
         "if ! command -v aws >/dev/null 2>&1; then",
         "  echo 'ssm-deploy: the AWS CLI (aws) is not on PATH on this instance; it is needed to read SECRETS' >&2",

@@ -15,19 +15,18 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings
 
 from functional.fake_aws import FakeSSM
+from functional.plans import applying, planned
 from pipe.aws.clients import Clients
 from pipe.config.rollout import RolloutSettings
 from pipe.errors import DeployFailed, DeployStopped, SendOutcomeUnknown
+from pipe.execution import Execution
 from pipe.model import Batch, PhaseStatus, Status
 from pipe.report.result_file import write_result
 from pipe.run import Run
 from pipe.runtime.interruption import StopRequests
-from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import Identity
 from pipe.stages.phases import deploy_spec, send_only
-from pipe.stages.rollout import plan_batches, roll_out
+from pipe.stages.rollout import roll_out
 
-ROLE = "arn:aws:sts::123456789012:assumed-role/deploy/ssm-deploy"
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
 
 
@@ -40,10 +39,7 @@ def make_run(ssm: FakeSSM, tmp_path: Path, **settings: Any) -> Run:
     }
     clients = Clients(boto3.Session(region_name=REGION), REGION)
     clients.ssm = ssm  # type: ignore[assignment]
-    stops = ssm.stops or StopRequests()
-    run = Run(make_settings(**values), {}, Redactor(), stops, clients, Identity(ROLE, "123456789012"))
-    run.targeted = list(values["instance_ids"])
-    return run
+    return applying(planned(make_settings(**values)), clients, ssm.stops)
 
 
 def result(run: Run) -> tuple[dict[str, Any], str]:
@@ -60,7 +56,7 @@ def test_success_runs_the_deploy_then_the_health_check(tmp_path: Path) -> None:
     ssm = FakeSSM()
     run = make_run(ssm, tmp_path, healthcheck_commands="curl -f localhost", rollback_commands="./undo.sh")
 
-    message = roll_out(run, plan_batches(run))
+    message = roll_out(run, list(run.plan.batches))
 
     assert message == "Deployed to 3 instance(s) and passed the health check."
     assert ssm.labels() == ["deploy", "health check"]
@@ -75,7 +71,7 @@ def test_a_failed_deploy_rolls_back_only_where_it_ran_and_the_result_describes_t
     run = make_run(ssm, tmp_path, rollback_commands="./undo.sh")
 
     with pytest.raises(DeployFailed) as failure:
-        roll_out(run, plan_batches(run))
+        roll_out(run, list(run.plan.batches))
 
     assert ssm.labels() == ["deploy", "rollback"]
     assert ssm.phase("rollback")[0].instance_ids == IDS  # every instance ran the deploy, so each is undone
@@ -95,7 +91,7 @@ def test_a_failed_health_check_rolls_back_every_instance(tmp_path: Path) -> None
     run = make_run(ssm, tmp_path, healthcheck_commands="curl -f localhost", rollback_commands="./undo.sh")
 
     with pytest.raises(DeployFailed) as failure:
-        roll_out(run, plan_batches(run))
+        roll_out(run, list(run.plan.batches))
 
     assert ssm.labels() == ["deploy", "health check", "rollback"]
     assert "health check failed on 1 of 3 instance(s)" in str(failure.value)
@@ -111,7 +107,7 @@ def test_the_hook_wraps_each_batch_and_is_left_on_failure(tmp_path: Path) -> Non
     events: list[str] = []
 
     @contextmanager
-    def hook(_: Run, batch: Batch) -> Iterator[None]:
+    def hook(_: Execution, batch: Batch) -> Iterator[None]:
         events.append(f"enter {batch.number}: {len(ssm.sent)} sent")
         try:
             yield
@@ -133,7 +129,7 @@ def test_a_stop_as_the_deploy_ends_sends_no_health_check(tmp_path: Path) -> None
     run = make_run(ssm, tmp_path, healthcheck_commands="curl -f localhost", rollback_commands="./undo.sh")
 
     with pytest.raises(DeployStopped):
-        roll_out(run, plan_batches(run))
+        roll_out(run, list(run.plan.batches))
 
     assert ssm.labels() == ["deploy"]  # cancelled, and nothing after it
     assert ssm.sent[0].cancelled
@@ -149,7 +145,7 @@ def test_a_stop_during_the_rollback_is_recorded_as_interrupted(tmp_path: Path) -
     run = make_run(ssm, tmp_path, rollback_commands="./undo.sh")
 
     with pytest.raises(DeployStopped) as stopped:
-        roll_out(run, plan_batches(run))
+        roll_out(run, list(run.plan.batches))
 
     assert ssm.labels() == ["deploy", "rollback"]
     assert "The rollback did not finish" in str(stopped.value)
@@ -169,7 +165,7 @@ def test_a_stop_before_the_rollback_sends_nothing_more(tmp_path: Path) -> None:
 
     ssm.list_command_invocations = stop_after_results  # type: ignore[method-assign,assignment]
     with pytest.raises(DeployStopped) as stopped:
-        roll_out(run, plan_batches(run))
+        roll_out(run, list(run.plan.batches))
 
     assert ssm.labels() == ["deploy"]
     assert "before the rollback was sent" in str(stopped.value)
@@ -182,7 +178,7 @@ def test_wait_false_cancels_and_fails_when_a_stop_arrives_during_the_send(tmp_pa
     run = make_run(ssm, tmp_path, wait=False)
 
     with pytest.raises(DeployStopped, match="it was cancelled"):
-        send_only(run, deploy_spec(run.settings, plan_batches(run)[0]))
+        send_only(run, deploy_spec(run.plan, run.plan.batches[0]))
 
     assert ssm.sent[0].cancelled
     assert run.outcome.status is Status.RUNNING  # Deploy.run turns it into "failed"
@@ -201,7 +197,7 @@ def test_a_send_whose_outcome_stays_unknown_never_counts_as_not_sent(tmp_path: P
     run = make_run(ssm, tmp_path)
 
     with pytest.raises(SendOutcomeUnknown):
-        roll_out(run, plan_batches(run))
+        roll_out(run, list(run.plan.batches))
 
     assert len(ssm.sent) == 1  # sent once, never again blindly
     assert run.outcome.status is Status.RUNNING  # Deploy.run then reports "failed", never "not sent"
@@ -214,7 +210,7 @@ def test_a_rollback_the_hook_refuses_is_reported_as_not_run_never_as_succeeded(t
     entered: list[int] = []
 
     @contextmanager
-    def hook(_: Run, batch: Batch) -> Iterator[None]:
+    def hook(_: Execution, batch: Batch) -> Iterator[None]:
         entered.append(batch.number)
         if entered.count(batch.number) > 1:
             raise DeployFailed(f"{batch} was still draining after DRAIN_TIMEOUT 5 s.")

@@ -15,19 +15,16 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 
 from functional.fake_aws import FakeSSM
 from functional.fake_elb import FakeELB, FakeGroup
+from functional.plans import applying, planned
 from pipe.aws.clients import Clients
 from pipe.config.rollout import RolloutSettings, TargetGroupChoice
 from pipe.errors import DeployFailed, NothingSent
 from pipe.run import Run
-from pipe.runtime.interruption import StopRequests
-from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import Identity
 from pipe.stages.load_balancer.waits import POLL_SECONDS, poll_seconds
-from pipe.stages.rollout import plan_batches, roll_out
+from pipe.stages.rollout import roll_out
 from pipe.stages.rollout_plan import RolloutPlan, prepare_rollout
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
-ROLE = "arn:aws:sts::123456789012:assumed-role/deploy/ssm-deploy"
 
 
 def make_run(elb: FakeELB, ssm: FakeSSM, tmp_path: Path, target_groups: str = "web", **rollout: Any) -> Run:
@@ -41,9 +38,7 @@ def make_run(elb: FakeELB, ssm: FakeSSM, tmp_path: Path, target_groups: str = "w
     clients = Clients(boto3.Session(region_name=REGION), REGION)
     clients.ssm = ssm  # type: ignore[assignment]
     clients.elbv2 = elb  # type: ignore[assignment]
-    run = Run(settings, {}, Redactor(), StopRequests(), clients, Identity(ROLE, "123456789012"))
-    run.targeted = list(IDS)
-    return run
+    return applying(planned(settings), clients)
 
 
 def web() -> FakeGroup:
@@ -66,7 +61,7 @@ def admin() -> FakeGroup:
 
 
 def plan(run: Run) -> RolloutPlan:
-    return prepare_rollout(run, plan_batches(run))
+    return prepare_rollout(run.settings, run.clients, list(run.plan.batches))
 
 
 def test_each_batch_leaves_and_rejoins_every_group_it_is_in_on_the_ports_it_was_registered_with(

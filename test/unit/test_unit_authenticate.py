@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from unit.unit_support import REGION, FakeClock, make_settings
+from unit.unit_support import REGION, FakeClock
 
 from pipe.errors import PipeError
 from pipe.runtime.redaction import Redactor
@@ -23,7 +23,6 @@ from pipe.stages.authenticate import (
     RETRY_RENEWAL_SECONDS,
     CredentialsExpired,
     SessionLife,
-    deploy_bound_seconds,
     session_ended,
     token_expiry,
 )
@@ -70,16 +69,6 @@ def test_a_token_without_a_readable_exp_has_no_known_expiry(token: str) -> None:
 
 
 # --- how long a session must last ----------------------------------------------------------------
-
-
-def test_the_bound_counts_every_command_the_deploy_may_send() -> None:
-    settings = make_settings(
-        delivery_timeout=600, execution_timeout=3600, healthcheck_commands="curl -f localhost", healthcheck_timeout=300
-    )
-    assert deploy_bound_seconds(settings, 120) == (600 + 3600 + 120) + (600 + 300 + 120)
-    with_rollback = make_settings(delivery_timeout=60, execution_timeout=100, rollback_commands="./undo")
-    assert deploy_bound_seconds(with_rollback, 120) == 2 * (60 + 100 + 120)
-    assert deploy_bound_seconds(make_settings(wait=False), 120) == 120
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,11 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
-from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, ssm_client
+from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings, ssm_client
 
 from pipe.errors import PipeError
 from pipe.model import SecretRef
+from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import MASK, Redactor
 from pipe.stages.preflight import check_instances, check_parameters, preflight
 
@@ -429,26 +430,22 @@ class BarrierSSM:
         return {"Parameters": [{"Name": n, "Value": f"value-of-{n}"} for n in Names], "InvalidParameters": []}
 
 
-def preflight_run(ssm: Any, targeted: list[str], secrets: list[SecretRef]) -> Any:
-    return SimpleNamespace(
-        settings=SimpleNamespace(secrets=secrets, targets=[], region=REGION),
-        clients=SimpleNamespace(ssm=ssm),
-        targeted=targeted,
-        identity=SimpleNamespace(arn=ROLE),
-        stops=SimpleNamespace(raise_if_requested=lambda: None),
-        redactor=Redactor(),
-    )
+def run_preflight(ssm: Any, targeted: list[str], secrets: list[SecretRef]) -> Redactor:
+    """preflight() with ``ssm``; the redactor it masked the values with."""
+    settings = make_settings(secrets=secrets, instance_ids=targeted)
+    redactor = Redactor()
+    ctx = SimpleNamespace(clients=SimpleNamespace(ssm=ssm), stops=StopRequests(), redactor=redactor)
+    preflight(settings, targeted, ROLE, ctx)  # type: ignore[arg-type]
+    return redactor
 
 
 def test_preflight_reads_go_out_together() -> None:
     ids = [f"i-{n:017x}" for n in range(60)]  # two DescribeInstanceInformation batches
     secrets = [SecretRef("DB", "/app/db")]
     ssm = BarrierSSM(parties=2 + 3 + 1)  # the agents' batches, the three probes, the parameters
-    run = preflight_run(ssm, ids, secrets)
+    redactor = run_preflight(ssm, ids, secrets)
 
-    preflight(run)
-
-    assert MASK in run.redactor.redact("value-of-/app/db")
+    assert MASK in redactor.redact("value-of-/app/db")
 
 
 def test_preflight_reports_problems_in_the_order_of_its_checks() -> None:
@@ -456,4 +453,4 @@ def test_preflight_reports_problems_in_the_order_of_its_checks() -> None:
     ssm = BarrierSSM(parties=1 + 3 + 1, ping="ConnectionLost", parameter_missing=True)
 
     with pytest.raises(PipeError, match=r"INSTANCE_IDS: nothing was sent\. Instances SSM Agent not online"):
-        preflight(preflight_run(ssm, [INSTANCE_A], secrets))
+        run_preflight(ssm, [INSTANCE_A], secrets)

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from pipe.errors import DeployFailed
+from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
-from pipe.run import Run
 from pipe.stages.load_balancer.capacity import shortfall
 from pipe.stages.load_balancer.groups import TargetGroup, TargetState
 from pipe.stages.load_balancer.waits import (
@@ -57,7 +57,7 @@ class LoadBalancer:
         return {arn: (group, targets) for arn, (group, targets) in found.items() if targets}
 
     @contextmanager
-    def around(self, run: Run, batch: Batch) -> Iterator[None]:
+    def around(self, run: Execution, batch: Batch) -> Iterator[None]:
         """The BatchHook: out of the load balancer before the deploy, back in after it."""
         registrations = self.registrations(batch.instance_ids)
         record = run.outcome.batch_record(batch.number, batch.instance_ids)
@@ -92,7 +92,7 @@ class LoadBalancer:
         except LoadBalancerError as error:
             raise NotBackInService(f"{batch}: its health in the load balancer could not be read: {error}.") from None
 
-    def _wait_for_capacity(self, run: Run, batch: Batch, leaving: Sequence[TargetGroup]) -> None:
+    def _wait_for_capacity(self, run: Execution, batch: Batch, leaving: Sequence[TargetGroup]) -> None:
         """Never start a batch that would leave one of the groups it leaves below MIN_HEALTHY: wait
         (up to HEALTHY_TIMEOUT) for targets to recover, then fail before anything of this batch is
         deregistered."""
@@ -111,7 +111,7 @@ class LoadBalancer:
             run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
             time.sleep(poll_seconds(len(leaving)))
 
-    def _wait_drained(self, run: Run, batch: Batch, registrations: Registrations, record: BatchRecord) -> None:
+    def _wait_drained(self, run: Execution, batch: Batch, registrations: Registrations, record: BatchRecord) -> None:
         waited, pending = wait_for(
             run.clients.elbv2,
             registrations,
@@ -130,7 +130,7 @@ class LoadBalancer:
 
     def _put_back(
         self,
-        run: Run,
+        run: Execution,
         batch: Batch,
         registrations: Registrations,
         wait: bool,

@@ -1,22 +1,24 @@
-"""The release stage: which release goes out (a new build uploaded once, or one the ledger knows), the
-plan each instance follows, and the ledger entry that records how the deploy ended."""
+"""The release stage: which release goes out (chosen by a ``ReleaseSource``: a new build, or one the
+ledger knows) and the plan each instance follows, read before anything is sent; then, as the deploy
+runs, the build uploaded once and the ledger entry that records how the deploy ended."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError
 
-from pipe.config.release import PREVIOUS, RELEASE_ID_MAX, ledger_archive_folder, release_id
-from pipe.config.settings import DeploySettings, ReleaseSettings
+from pipe.aws.clients import Clients
+from pipe.config.build_context import BuildContext
+from pipe.config.release import RELEASE_ID_MAX, ledger_archive_folder
+from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent, PipeError
 from pipe.limits import MAX_SCRIPT_BYTES
-from pipe.model import DeployOutcome
-from pipe.run import Run
-from pipe.stages.release.artifact import Artifact, already_uploaded, prepare_artifact, upload_once
+from pipe.model import DeployOutcome, SecretRef
+from pipe.stages.release.artifact import Artifact, already_uploaded, upload_once
 from pipe.stages.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
 from pipe.stages.release.ledger import (
     FLEET_GROUPS_MAX,
@@ -29,17 +31,22 @@ from pipe.stages.release.ledger import (
     ledger_name,
     utc_timestamp,
 )
-from pipe.stages.release.ledger_archive import Archive, Recorded, Version
-from pipe.stages.release.ledger_store import History, read_history, record, same_content
+from pipe.stages.release.ledger_archive import Archive, Version
+from pipe.stages.release.ledger_store import History, read_history, record
 from pipe.stages.release.remote import ReleasePlan, install_body, install_steps
+from pipe.stages.release.sources import ReleaseSource
 from pipe.stages.script import build_script
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ssm import SSMClient
 
 log = logging.getLogger("ssm-deploy")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Release:
-    """What the deploy ships and where it is recorded; ``run.release`` in release mode."""
+    """What the deploy ships and where it is recorded: the plan's release in release mode."""
 
     plan: ReleasePlan
     ledger: str
@@ -47,8 +54,8 @@ class Release:
     action: Action
     info: ReleaseInfo  # the release's own commit, build and artifact (a rollback's are the older release's)
     history: History  # the ledger as read before the deploy: the next version is copied with it
-    artifact: Artifact | None = None  # a new build, None for RELEASE
-    uploaded: bool = False
+    artifact: Artifact | None = None  # a new build to upload, None for RELEASE
+    live_commit: str = ""  # the commit of the release live before, when the ledger knows it
 
     @property
     def headline(self) -> str:
@@ -58,25 +65,19 @@ class Release:
         return f"{words[self.action]} {self.info.id}"
 
 
-def prepare_release(run: Run) -> None:
-    """Choose the release (upload the build once, or look it up in the ledger) and log what goes live
-    instead of what. Nothing is sent to the instances here; in a dry run nothing is uploaded either."""
-    settings, chosen = run.settings, run.settings.release
-    if chosen is None:
-        return
+def plan_release(
+    settings: DeploySettings, secrets: Sequence[SecretRef], clients: Clients, source: ReleaseSource
+) -> Release:
+    """The release ``source`` chooses from the ledger, and the plan each instance follows. Reads only:
+    nothing is uploaded or sent here."""
+    chosen = settings.release
+    assert chosen is not None  # release mode
     environment = settings.environment or ""
     name = ledger_name(settings.service, environment)
     folder = ledger_archive_folder(chosen.prefix, settings.service, environment)
-    history = read_history(run.clients.ssm, name, Archive(run.clients.s3, chosen.bucket, folder))
-    artifact = None
-    if chosen.artifact is not None:
-        artifact = _packed(run, chosen)
-        number, commit = settings.build.build_number, settings.build.commit
-        info = ReleaseInfo(release_id(number, commit), commit, number, artifact.key, artifact.sha256)
-        live = history.live()
-        action = Action.REDEPLOY if live and live.entry.release.sha256 == artifact.sha256 else Action.DEPLOY
-    else:
-        live, info, action = _from_ledger(history, str(chosen.release))
+    history = read_history(clients.ssm, name, Archive(clients.s3, chosen.bucket, folder))
+    choice = source.choose(history)
+    info = choice.info
     plan = ReleasePlan(
         app_dir=chosen.app_dir,
         release_id=info.id,
@@ -90,82 +91,73 @@ def prepare_release(run: Run) -> None:
         activate_commands=chosen.activate_commands,
         keep_releases=chosen.keep_releases,
         verify_processes=chosen.verify_processes,
-        env_names=tuple([ref.env_name for ref in settings.secrets] + [name for name, _ in settings.variables]),
+        env_names=tuple([ref.env_name for ref in secrets] + [name for name, _ in settings.variables]),
     )
-    _check_size(settings, plan)
-    live_id = live.entry.release.id if live else ""
-    run.release = Release(plan, name, live_id, action, info, history, artifact)
-    _announce(run.release, live.entry.release.commit if live else "", info.commit)
+    _check_size(settings, secrets, plan)
     if not plan.verify_processes:
         log.warning(
             "VERIFY_PROCESSES is 'false': nothing checks that the processes run the new release with this deploy's "
             "values; a process left on a replaced release, or holding an old secret, goes unnoticed"
         )
-    if artifact is not None and not settings.dry_run:
-        run.release.uploaded = upload_once(run.clients.s3, chosen.bucket, artifact)
-        log.info(
-            f"Uploaded the build to s3://{chosen.bucket}/{artifact.key} ({artifact.size:,} bytes)"
-            if run.release.uploaded
-            else f"The build is already in s3://{chosen.bucket}/{artifact.key}: nothing uploaded"
-        )
-    elif artifact is not None:
-        there = already_uploaded(run.clients.s3, chosen.bucket, artifact)
-        log.info(
-            f"Dry run: s3://{chosen.bucket}/{artifact.key} " + ("is already there" if there else "would be uploaded")
-        )
+    live = choice.live
+    live_id, live_commit = (live.entry.release.id, live.entry.release.commit) if live else ("", "")
+    return Release(plan, name, live_id, choice.action, info, history, choice.artifact, live_commit)
 
 
-def _from_ledger(history: History, wanted: str) -> tuple[Recorded | None, ReleaseInfo, Action]:
-    """RELEASE: the live version, the release it names and whether that goes back or deploys the live
-    content again."""
-    if wanted == PREVIOUS:
-        previous = history.previous()
-        live = previous.live
-        for item in previous.skipped:
-            assert live is not None  # skipped only after the live one was found
-            log.info(
-                f"RELEASE: previous skips {item.entry.release.id} (ledger version {item.version}): the same artifact "
-                f"as the live release {live.entry.release.id} (sha256 {live.entry.release.sha256[:12]}...), "
-                "deployed again"
-            )
-        if previous.found is None or live is None:
-            what = "no live release" if live is None else "no release live before the live one with another artifact"
-            raise NothingSent(
-                "RELEASE",
-                f"The release ledger {history.name} has {what}",
-                "deploy a build with ARTIFACT, or give RELEASE a release id from the ledger",
-            )
-        found = previous.found
-        log.info(
-            f"RELEASE: previous is {found.entry.release.id} (ledger version {found.version}), the release live "
-            f"before {live.entry.release.id}"
-        )
-        return live, found.entry.release, Action.ROLLBACK
-    live = history.live()
-    chosen = history.release(wanted)
-    if chosen is None:
-        problem = f"The release ledger {history.name} has no release {wanted}"
-        raise NothingSent("RELEASE", problem, "deploy a build with ARTIFACT first")
-    action = Action.REDEPLOY if live is not None and same_content(chosen.entry, live.entry) else Action.ROLLBACK
-    return live, chosen.entry.release, action
+def release_lines(release: Release) -> list[str]:
+    """What goes live instead of what, with the commit range between them."""
+    plan = release.plan
+    before = release.live_before or "nothing (the first release this ledger records)"
+    lines = [f"{release.headline} in {plan.app_dir}/releases; live before: {before}; ledger {release.ledger}"]
+    commit = release.info.commit
+    if release.live_commit and commit and release.live_commit != commit:
+        lines.append(f"Commits from the live release to this one: {release.live_commit[:12]}..{commit[:12]}")
+    return lines
 
 
-def dry_run_lines(run: Run) -> list[str]:
+def upload_release(s3: S3Client, bucket: str, release: Release) -> None:
+    """A new build goes to the release bucket once: nothing is uploaded when its key holds it already."""
+    artifact = release.artifact
+    if artifact is None:
+        return
+    uploaded = upload_once(s3, bucket, artifact)
+    log.info(
+        f"Uploaded the build to s3://{bucket}/{artifact.key} ({artifact.size:,} bytes)"
+        if uploaded
+        else f"The build is already in s3://{bucket}/{artifact.key}: nothing uploaded"
+    )
+
+
+def upload_line(s3: S3Client, bucket: str, release: Release) -> str | None:
+    """For a dry run, which uploads nothing: whether the build would be uploaded."""
+    artifact = release.artifact
+    if artifact is None:
+        return None
+    there = already_uploaded(s3, bucket, artifact)
+    return f"Dry run: s3://{bucket}/{artifact.key} " + ("is already there" if there else "would be uploaded")
+
+
+def install_lines(release: Release | None) -> list[str]:
     """The release part of the dry-run plan: what each instance would do."""
-    if run.release is None:
+    if release is None:
         return []
-    return ["  on each instance:", *(f"    {step}" for step in install_steps(run.release.plan))]
+    return ["  on each instance:", *(f"    {step}" for step in install_steps(release.plan))]
 
 
-def record_release(run: Run, outcome: DeployOutcome, stopped: bool = False) -> None:
+def record_release(
+    ssm: SSMClient,
+    release: Release,
+    build: BuildContext,
+    targeted: list[str] | None,
+    outcome: DeployOutcome,
+    stopped: bool = False,
+) -> None:
     """Append how the deploy ended to the ledger, and copy it to the archive (a failure to write warns:
     the verdict stays the deploy's). ``stopped``: the rollout ended on a stop (DeployStopped)."""
-    release = run.release
-    if release is None or not outcome.deploy.commands:
+    if not outcome.deploy.commands:
         return
-    fleet = fleet_at_end(run.targeted, outcome, release.plan.release_id, release.live_before)
+    fleet = fleet_at_end(targeted, outcome, release.plan.release_id, release.live_before)
     status = entry_status(outcome, stopped, fleet, release.plan.release_id, release.live_before)
-    build = run.settings.build
     try:
         entry = LedgerEntry(
             release=release.info,
@@ -182,7 +174,7 @@ def record_release(run: Run, outcome: DeployOutcome, stopped: bool = False) -> N
         return
     value = entry.to_json()
     try:
-        version = record(run.clients.ssm, release.ledger, value)
+        version = record(ssm, release.ledger, value)
     except (PipeError, BotoCoreError) as error:
         log.warning(f"The release ledger was not updated: {error}")
         return
@@ -198,14 +190,8 @@ def done_message(release: Release | None, message: str) -> str:
     return f"{release.headline}: {message}" if release is not None else message
 
 
-def _packed(run: Run, chosen: ReleaseSettings) -> Artifact:
-    clone_dir = run.env.get("BITBUCKET_CLONE_DIR") or "."
-    workdir = Path(tempfile.mkdtemp(prefix="ssm-deploy-artifact-"))
-    return prepare_artifact(str(chosen.artifact), clone_dir, chosen.prefix, workdir)
-
-
-def _check_size(settings: DeploySettings, plan: ReleasePlan) -> None:
-    size = len("\n".join(build_script(settings, install_body(plan))).encode())
+def _check_size(settings: DeploySettings, secrets: Sequence[SecretRef], plan: ReleasePlan) -> None:
+    size = len("\n".join(build_script(settings, install_body(plan), secrets)).encode())
     if size > MAX_SCRIPT_BYTES:
         raise NothingSent(
             "COMMANDS",
@@ -213,12 +199,3 @@ def _check_size(settings: DeploySettings, plan: ReleasePlan) -> None:
             f"{MAX_SCRIPT_BYTES:,} can be sent",
             "put the steps in a script inside the artifact and run that",
         )
-
-
-def _announce(release: Release, live_commit: str, commit: str) -> None:
-    """What goes live instead of what, with the commit range between them."""
-    plan = release.plan
-    before = release.live_before or "nothing (the first release this ledger records)"
-    log.info(f"{release.headline} in {plan.app_dir}/releases; live before: {before}; ledger {release.ledger}")
-    if live_commit and commit and live_commit != commit:
-        log.info(f"Commits from the live release to this one: {live_commit[:12]}..{commit[:12]}")

@@ -23,7 +23,6 @@ from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
 
-WAIT_MARGIN_SECONDS = 120  # beyond delivery + execution timeout, before the pipe gives up itself
 CANCEL_GRACE_SECONDS = 30
 log = logging.getLogger("ssm-deploy")
 
@@ -81,7 +80,7 @@ def _follow(
         on_ended=tail.command_ended if tail is not None else (lambda command_id: None),
     )
     record.track(tracker.invocations)
-    limit = spec.delivery_timeout + spec.execution_timeout + WAIT_MARGIN_SECONDS
+    limit = spec.delivery_timeout + spec.execution_timeout + run.plan.bounds.wait_margin
     try:
         invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested if spec.stoppable else _no_stop)
     except (Interrupted, WaitTimedOut) as stop:

@@ -1,0 +1,32 @@
+"""The plan: everything one deploy will do, read and checked before anything is sent or changed.
+
+``build_plan`` (``plan/build.py``) makes it with read-only calls; every refusal happens there. The
+dry run prints it and stops; otherwise ``apply`` (``pipe/apply.py``) carries it out, and the sinks
+(``report/sinks.py``) read it next to the outcome. It is frozen: no stage changes it afterwards, and
+the validated settings in it are the ones every stage sees."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pipe.config.settings import DeploySettings
+from pipe.model import Batch, SecretRef
+from pipe.plan.bounds import Bounds
+from pipe.stages.authenticate import Identity
+from pipe.stages.batch_hook import BatchHook, no_hook
+from pipe.stages.release.stage import Release
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    settings: DeploySettings  # as validated; never replaced
+    identity: Identity  # who deploys: the deploy role's session
+    bounds: Bounds
+    instances: tuple[str, ...] | None  # the targeted instances, in order; None: SSM resolves TARGETS when sending
+    batches: tuple[Batch, ...]
+    secrets: tuple[SecretRef, ...] = ()  # SECRETS, then PARAMETERS_PATH's parameters: each one checked readable
+    names: Mapping[str, str] = field(default_factory=dict)  # Name tags that label output lines
+    release: Release | None = None  # release mode: what goes live instead of what, and the ledger that records it
+    hook: BatchHook = no_hook  # around each batch: the load balancer's, or none
+    lines: tuple[str, ...] = ()  # the rollout in words: batches, alarms, target groups and bounds

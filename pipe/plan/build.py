@@ -1,0 +1,49 @@
+"""Building the plan: every read the deploy needs, and every refusal, before anything is sent.
+
+Each stage returns what it found; none changes shared state. The reads add the secret values they
+see to the masking (the execution's ``Redactor``) and honour a stop between them, nothing more."""
+
+from __future__ import annotations
+
+from pipe.config.settings import DeploySettings
+from pipe.execution import Execution
+from pipe.plan import DeployPlan
+from pipe.plan.bounds import Bounds
+from pipe.stages.authenticate import Identity
+from pipe.stages.preflight import preflight
+from pipe.stages.release.sources import release_source
+from pipe.stages.release.stage import plan_release
+from pipe.stages.resolve import label_instances, resolve, resolve_parameters
+from pipe.stages.rollout_plan import plan_batches, prepare_rollout
+
+
+def build_plan(
+    settings: DeploySettings, identity: Identity, bounds: Bounds, ctx: Execution, clone_dir: str
+) -> DeployPlan:
+    """The plan of a deploy with ``settings`` by ``identity``: the instances (TARGETS resolved, agents
+    online), the secrets (SECRETS and PARAMETERS_PATH, each readable), the batches and the hook around
+    each (the load balancer's, MIN_HEALTHY checked), and in release mode the release (ARTIFACT from
+    ``clone_dir``, or RELEASE from the ledger). Raises NothingSent (or PipeError) when the deploy
+    cannot work; nothing is sent, uploaded or changed."""
+    clients, role = ctx.clients, identity.arn
+    instances = resolve(settings, clients)
+    preflight(settings, instances, role, ctx)
+    secrets = (*settings.secrets, *resolve_parameters(settings, clients.ssm, ctx.redactor, role))
+    names = label_instances(clients.ec2, instances)
+    rollout = prepare_rollout(settings, clients, plan_batches(settings, instances))
+    release = None
+    if settings.release is not None:
+        source = release_source(settings.release, settings.build, clone_dir)
+        release = plan_release(settings, secrets, clients, source)
+    return DeployPlan(
+        settings=settings,
+        identity=identity,
+        bounds=bounds,
+        instances=None if instances is None else tuple(instances),
+        batches=tuple(rollout.batches),
+        secrets=secrets,
+        names=names,
+        release=release,
+        hook=rollout.hook,
+        lines=tuple(rollout.lines),
+    )

@@ -1,0 +1,44 @@
+"""The sinks in process: what a deploy hands them (the plan, or None when it ended before its plan was
+made, and the outcome) is what the result file, its .env twin and Bitbucket's shared variables say."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from functional.plans import World
+from pipe.model import DeployOutcome, Status
+from pipe.report.result_file import SHARED_VARIABLES
+from pipe.report.sinks import sinks
+
+
+def test_the_result_file_reads_the_plans_release_and_the_outcome(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.release_mode()
+    world.change(result_file=str(tmp_path / "result.json"))
+    plan = world.plan()
+    assert plan.release is not None
+    shared = tmp_path / "shared.env"
+    env = {SHARED_VARIABLES: str(shared)}
+
+    for sink in sinks(plan.settings, env):
+        sink.write(plan, DeployOutcome(Status.SUCCEEDED))
+
+    document = json.loads((tmp_path / "result.json").read_text())
+    assert (document["status"], document["release"]) == ("succeeded", plan.release.plan.release_id)
+    assert document["ledger"] == plan.release.ledger
+    variables = f"SSM_DEPLOY_RELEASE='{plan.release.plan.release_id}'"
+    assert variables in (tmp_path / "result.json.env").read_text()
+    assert f"SSM_DEPLOY_RELEASE={plan.release.plan.release_id}\n" in shared.read_text()
+
+
+def test_a_deploy_that_ended_before_its_plan_still_writes_its_outcome(tmp_path: Path) -> None:
+    settings = dataclasses.replace(World(tmp_path).settings, result_file=str(tmp_path / "result.json"))
+
+    for sink in sinks(settings, {}):
+        sink.write(None, DeployOutcome(Status.NOT_SENT, message="LOCK: nothing was sent. Held by build 41."))
+
+    document = json.loads((tmp_path / "result.json").read_text())
+    assert (document["status"], document["message"]) == ("not sent", "LOCK: nothing was sent. Held by build 41.")
+    assert "release" not in document

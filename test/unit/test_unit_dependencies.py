@@ -1,0 +1,35 @@
+"""One-way dependencies that the README's Architecture section states: the plan step loads nothing of the
+apply side, and validation loads no stage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+APPLY_SIDE = (
+    "pipe.apply",
+    "pipe.run",
+    "pipe.stages.rollout",
+    "pipe.stages.phases",
+    "pipe.stages.send",
+    "pipe.stages.watch",
+)
+
+
+def loaded_by(module: str) -> set[str]:
+    """The pipe modules a fresh interpreter has loaded once it imported ``module``."""
+    code = f"import sys, {module}; print('\\n'.join(m for m in sys.modules if m.startswith('pipe')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+def test_the_plan_step_loads_nothing_of_the_apply_side() -> None:
+    assert not {m for m in loaded_by("pipe.plan.build") if within(m, APPLY_SIDE)}
+
+
+def test_validation_loads_no_stage_and_no_report() -> None:
+    assert not {m for m in loaded_by("pipe.config.settings") if within(m, ("pipe.stages", "pipe.report", "pipe.plan"))}
