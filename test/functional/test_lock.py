@@ -136,7 +136,7 @@ def test_a_stale_lock_is_taken_over_by_exactly_one_of_several_takers(standin: St
 
 
 def test_a_lock_taken_between_the_takers_check_and_its_write_is_given_back(standin: StandIn) -> None:
-    ssm, other, name = standin.client("ssm"), standin.client("ssm"), fresh_name()
+    ssm, other, name = standin.client("ssm", own=True), standin.client("ssm"), fresh_name()
     long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=3)
     ssm.put_parameter(Name=name, Value=LockRecord.new(request_for(name, "7"), long_ago).to_json(), Type="String")
     fresh = LockRecord.new(request_for(name, "8"), datetime.datetime.now(datetime.UTC))
@@ -169,7 +169,7 @@ def test_a_stop_does_not_keep_the_lock_when_the_release_has_its_own_client(
     standin: StandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
     stops = StopRequests()
-    deploy_ssm = standin.client("ssm")
+    deploy_ssm = standin.client("ssm", own=True)
     stop_between_attempts(deploy_ssm, stops)  # as pipe/deploy.py prepares the deploy's clients
     name = fresh_name()
     with pytest.raises(Interrupted), deploy_lock(deploy_ssm, request_for(name), release_ssm=standin.client("ssm")):
@@ -213,7 +213,7 @@ def test_a_lock_overwritten_while_held_is_lost_and_left_to_its_new_holder(standi
 
 
 def test_a_heartbeat_renewal_proves_its_write_through_the_real_version_selector(standin: StandIn) -> None:
-    ssm, other, name = standin.client("ssm"), standin.client("ssm"), fresh_name()
+    ssm, other, name = standin.client("ssm", own=True), standin.client("ssm"), fresh_name()
     mine = LockRecord.new(request_for(name, "41"), datetime.datetime.now(datetime.UTC))
     ssm.put_parameter(Name=name, Value=mine.to_json(), Type="String")
     taker = LockRecord.new(request_for(name, "44"), datetime.datetime.now(datetime.UTC))

@@ -48,7 +48,7 @@ class Seen:
 
 @pytest.fixture
 def s3(standin: StandIn) -> Iterator[tuple[Any, Seen]]:
-    client = standin.client("s3")
+    client = standin.client("s3", own=True)
     seen = Seen()
     client.meta.events.register("before-send.s3", seen)
     yield client, seen
