@@ -25,6 +25,7 @@ from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.batch_hook import BatchHook, no_hook
 from pipe.stages.phases import DEPLOY, HEALTH_CHECK, deploy_spec, healthcheck_spec, rollback_spec, run_phase
+from pipe.stages.release.fleet_state import fleet_at_end
 from pipe.stages.release.remote import release_exit_meaning
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
@@ -419,10 +420,9 @@ def _standing(run: Run, records: dict[int, BatchRecord], notes: dict[str, str]) 
         )
     release = run.release
     if release is not None:
-        # an instance no command reached (its batch never started) still runs what it ran before
-        never_reached = [i for r in records.values() for i in r.instance_ids if i not in run.outcome.fleet]
-        for instance_id in never_reached if run.outcome.fleet else []:
-            run.outcome.fleet[instance_id] = release.live_before or NO_RELEASE
+        if run.outcome.fleet:  # an instance no command reached (its batch never started): as the ledger says
+            instances = [i for r in records.values() for i in r.instance_ids]
+            run.outcome.fleet.update(fleet_at_end(instances, run.outcome, release.plan.release_id, release.live_before))
         sentence = fleet_sentence(run.outcome.fleet, release.live_before, release.plan.release_id, notes)
         parts.append(sentence)
     return " ".join(part for part in parts if part)
