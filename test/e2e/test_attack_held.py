@@ -3,7 +3,7 @@ the suite did not cover: a stop during the upload, during a non-rolling deploy a
 its health check (the ledger, the result file and the disk agree), RELEASE: previous after a failed
 re-deploy by release id, two release deploys started together with LOCK, and garbled ledger versions
 of kinds test_ledger.py does not try (raw junk, wrong types, a hostile release id, advanced-tier JSON).
-The helpers are shared with test_attack_findings.py."""
+The helpers are shared with test_attack_found.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe
@@ -32,22 +33,6 @@ def build(clone: Path, version: str) -> str:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return "web-api.tgz"
-
-
-def ledger_entries(standin: StandIn, service: str) -> list[dict[str, Any]]:
-    pages = (
-        standin.client("ssm")
-        .get_paginator("get_parameter_history")
-        .paginate(Name=f"/release-ledger/{service}/prod/release")
-    )
-    found = []
-    for page in pages:
-        for item in page["Parameters"]:
-            try:
-                found.append(json.loads(item["Value"]))
-            except ValueError:
-                continue  # a garbled version a test wrote
-    return found
 
 
 def fleet_on_disk(standin: StandIn, ids: list[str]) -> dict[str, str]:
@@ -238,7 +223,10 @@ def test_after_a_failed_redeploy_by_release_id_the_live_release_and_release_prev
     redeploy = ledger_entries(standin, service)[-1]
     assert (redeploy["action"], redeploy["release"]) == ("redeploy", B)
     assert ledger_fleet(redeploy) == dict.fromkeys(ids, B)
-    assert redeploy["status"] != "succeeded"
+    # README: `failed`: nothing had to be switched back; for a failed re-deploy of the live release every
+    # instance still runs it, and the version that recorded it live stays the live one
+    assert redeploy["status"] == "failed", redeploy
+    assert ledger_entries(standin, service)[-2]["status"] == "succeeded"
 
     again = ship(RELEASE=B, BITBUCKET_BUILD_NUMBER="4")  # the redeploy by id, this time healthy
     assert f"live before: {B}" in again
