@@ -1,8 +1,8 @@
 """An outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end against the
 stand-in: what the attack found, each test asserting what should hold. The defects it found are fixed
-and their tests pass, except one, still open (xfail strict names it); the failed re-deploy of the live
-release, whose status the README now explains, is checked in test_attack_held.py. Instances are real processes;
-``current`` is read on disk and the app is asked over HTTP."""
+and their tests pass; the failed re-deploy of the live release, whose status the README now explains,
+is checked in test_attack_held.py. Instances are real processes; ``current`` is read on disk and the
+app is asked over HTTP."""
 
 from __future__ import annotations
 
@@ -42,33 +42,18 @@ def kill_from(pid_file: Path) -> None:
 
 # A static site served by python3's http.server, started by ACTIVATE_COMMANDS when it does not run
 # yet ("start if not running", the recipe the process check exists to catch): at B's activation the
-# server of A keeps serving A's files. Two common ways to start it, neither a process the check sees.
+# server of A keeps serving A's files. Two common ways to start it, which the check once did not see.
 SERVERS = {
     # cwd is /, the release's physical directory is an argument (as --directory, systemd's
     # WorkingDirectory= resolved, or `node /srv/app/releases/X/server.js` started from elsewhere)
     "directory argument": '(cd / && exec python3 -m http.server {port} --bind 127.0.0.1 --directory "$here")',
-    # cwd is the release, no word of the command line is a path (python -m, gunicorn app:app, ...)
+    # cwd is the release, no word of the command line is a path (python -m, gunicorn app:app, ...): it
+    # listens on a socket, so it is a server of that release
     "module from its directory": '(cd "$here" && exec python3 -m http.server {port} --bind 127.0.0.1)',
 }
 
 
-@pytest.mark.parametrize(
-    "how",
-    [
-        "directory argument",  # a path inside releases/A among its words: judged wherever its cwd is
-        pytest.param(
-            "module from its directory",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="VERIFY_PROCESSES judges a process whose cwd is releases/X only when a word of its command "
-                "line is a path (pm2's daemon keeps the directory pm2 was first run in, running pm2's own code), so "
-                "`python3 -m http.server` or `gunicorn app:app` started in releases/A keeps serving A after "
-                "`✔ Deployed` of B",
-            ),
-        ),
-    ],
-    ids=["cwd-elsewhere", "no-path-words"],
-)
+@pytest.mark.parametrize("how", list(SERVERS), ids=["cwd-elsewhere", "no-path-words"])
 def test_a_server_left_serving_the_replaced_release_fails_the_deploy(
     standin: StandIn, tmp_path: Path, bucket: str, service: str, how: str
 ) -> None:

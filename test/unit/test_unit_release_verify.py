@@ -193,6 +193,42 @@ def test_a_process_in_the_release_directory_without_a_path_argument_is_not_conde
     assert f"processes verified: none runs a replaced release; none runs release {B}" in output
 
 
+# A server started once from its release's directory whose command line names no path (python's
+# http.server serves its cwd; gunicorn app:app, uvicorn main:app likewise). `title` is its argv[0].
+SERVER_ONCE = (
+    ACTIVATE
+    + 'if ! [ -f "$OUT/pids" ]; then\n'
+    + "  bash -c 'echo $$ >> \"$OUT/pids\"; exec -a \"$0\" python3 -m http.server 0 --bind 127.0.0.1' '{title}' "
+    + "</dev/null >/dev/null 2>&1 &\n"
+    + "fi\n"
+)
+
+
+def test_a_server_left_in_the_replaced_release_is_condemned_though_no_word_of_it_is_a_path(box: Box) -> None:
+    once = SERVER_ONCE.format(title="python3")
+    code, output = _install(box, A, once)
+    assert code == 0, output
+    [pid] = _service_pids(box)
+
+    code, output = _install(box, B, once)
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"process {pid} (python3 -m http.server 0 --bind 127.0.0.1) runs release {A}, not {B}" in output
+    assert box.current() == f"releases/{A}"
+
+
+def test_pm2s_daemon_holding_an_apps_port_in_the_release_it_was_first_run_in_is_not_condemned(box: Box) -> None:
+    # in cluster mode pm2's daemon is the cluster's primary: it holds the app's listening socket, and
+    # its cwd stays where pm2 was first run; it runs pm2's own code, known by its title
+    once = SERVER_ONCE.format(title="PM2 v5.4.3: God Daemon (/root/.pm2)")
+    for release in (A, B):
+        code, output = _install(box, release, once)
+        assert code == 0, output
+    [pid] = _service_pids(box)
+    assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / A
+    assert f"processes verified: none runs a replaced release; none runs release {B}" in output
+
+
 def test_a_service_that_keeps_starting_short_lived_children_does_not_hold_the_check_for_its_grace(box: Box) -> None:
     # a new `sleep 1` every half second in the release directory: at every look some child is young
     # and names no path under APP_DIR. The check waits for young processes that were there when it

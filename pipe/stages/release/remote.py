@@ -451,8 +451,10 @@ ssm_deploy_roll_back() {
 }
 # VERIFY_PROCESSES. A process runs from release X (a directory in releases/) when its executable is
 # in releases/X, or its working directory is releases/X (or below) and one of its arguments is a path
-# under APP_DIR (absolute, or relative to that directory): pm2's daemon keeps the directory pm2 was
-# first run in but runs pm2's own code, so a directory alone condemns nothing. pm2 rewrites a
+# under APP_DIR (absolute, or relative to that directory) or it listens on a socket (a server started
+# there: `python3 -m http.server`, `gunicorn app:app`). pm2's daemon keeps the directory pm2 was first
+# run in but runs pm2's own code (and holds an app's port in cluster mode), so a directory alone
+# condemns nothing and the daemon, known by its title, is never judged by it. pm2 rewrites a
 # process's title (`node /srv/web-api/current/server.js` as one string), so arguments are the words
 # of the command line. Paths are judged by the file they are (-ef), not by their name: a process of
 # another mount namespace (a container) with the same path is not this APP_DIR's. Values are compared
@@ -490,6 +492,15 @@ ssm_deploy_judge() {
       ssm_deploy_from=${ssm_deploy_from%%/*}
       break
     done
+    case $ssm_deploy_words in
+      "PM2 v"*": God Daemon "*) ;;
+      *)
+        if [ -z "$ssm_deploy_from" ] && ssm_deploy_listens "$ssm_deploy_pid"; then
+          ssm_deploy_from=${ssm_deploy_path#"$ssm_deploy_releases"/}
+          ssm_deploy_from=${ssm_deploy_from%%/*}
+        fi
+        ;;
+    esac
     if [ -z "$ssm_deploy_from" ]; then
       # a process ACTIVATE_COMMANDS started a moment ago may not have its final command line yet (pm2
       # sets the title after the fork): one without a path under APP_DIR is looked at again until it
@@ -526,6 +537,20 @@ ssm_deploy_judge() {
     fi
   done
   [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
+}
+ssm_deploy_listens() {
+  # whether process $1 holds a listening socket: a descriptor of it is a TCP socket in state LISTEN
+  # (0A) of its own network namespace, or a Unix socket accepting connections (flag 00010000)
+  find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null | awk -v net="/proc/$1/net" '
+    function listening(file, state_field, state, inode_field,   line, word) {
+      while ((getline line < file) > 0) {
+        split(line, word, " ")
+        if (word[state_field] == state) held["socket:[" word[inode_field] "]"] = 1
+      }
+    }
+    BEGIN { listening(net "/tcp", 4, "0A", 10); listening(net "/tcp6", 4, "0A", 10); listening(net "/unix", 4, "00010000", 7) }
+    ($0 in held) { found = 1 }
+    END { exit !found }'
 }
 ssm_deploy_release_in_words() {
   # the release of a path inside APP_DIR/releases among the words of a process's command line (the
