@@ -9,8 +9,9 @@ from pipe.errors import DeployStopped
 from pipe.execution import Execution
 from pipe.model import Status
 from pipe.plan import DeployPlan
+from pipe.plan.commands import deploy_spec
 from pipe.run import Run
-from pipe.stages.phases import deploy_spec, send_only
+from pipe.stages.phases import send_only
 from pipe.stages.release.stage import done_message, record_release, upload_release
 from pipe.stages.rollout import roll_out
 

@@ -9,6 +9,7 @@ from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
 from pipe.plan import DeployPlan
 from pipe.plan.bounds import Bounds
+from pipe.plan.commands import refuse_scripts_too_big
 from pipe.stages.authenticate import Identity
 from pipe.stages.preflight import preflight
 from pipe.stages.release.sources import release_source
@@ -35,7 +36,7 @@ def build_plan(
     if settings.release is not None:
         source = release_source(settings.release, settings.build, clone_dir)
         release = plan_release(settings, secrets, clients, source)
-    return DeployPlan(
+    plan = DeployPlan(
         settings=settings,
         identity=identity,
         bounds=bounds,
@@ -47,3 +48,5 @@ def build_plan(
         hook=rollout.hook,
         lines=tuple(rollout.lines),
     )
+    refuse_scripts_too_big(plan)
+    return plan

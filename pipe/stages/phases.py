@@ -1,7 +1,5 @@
-"""The commands a deploy sends, as CommandSpec values, and one phase run: send, then follow.
-
-Deploy, health check and rollback differ only in the spec: what runs, on which instances, with
-which bounds. Follow-up phases (health check, rollback) try every instance whatever the others do.
+"""One phase run: send a CommandSpec (``plan/commands.py`` makes them), then follow it. Follow-up
+phases (health check, rollback) try every instance whatever the others do.
 
 In release mode a phase that may switch ``current`` (the deploy, the rollback) is followed by
 learning where each instance's ``current`` points, however the phase ended: from the line its
@@ -13,18 +11,13 @@ lost, stopped, output cut), from a read-only command sent to those instances
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.console import console_url
-from pipe.config.build_context import cut
-from pipe.config.settings import DeploySettings
 from pipe.errors import DeployStopped, PipeError, SendOutcomeUnknown, StillRunning
-from pipe.limits import COMMENT_LIMIT
 from pipe.model import (
     UNKNOWN_RELEASE,
-    Batch,
     CommandSpec,
     Invocation,
     PhaseOutcome,
@@ -33,111 +26,16 @@ from pipe.model import (
     Status,
     command_ids,
 )
-from pipe.plan import DeployPlan
+from pipe.plan.commands import read_spec
 from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
-from pipe.stages.release.remote import (
-    READ_LOCK_SECONDS,
-    ReleasePlan,
-    current_report,
-    install_body,
-    read_current_body,
-    switch_back_body,
-    verified_after,
-)
-from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body
+from pipe.stages.release.remote import current_report
 from pipe.stages.send import cancel_command, send_commands
 from pipe.stages.watch.follow import follow
 from pipe.stages.watch.results import ensure_full_copy
 
-DEPLOY, HEALTH_CHECK, ROLLBACK, READ = "deploy", "health check", "rollback", "read"
-EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failure never skips another
-# The read of `current`: SendCommand's shortest delivery timeout (an instance that does not take the
-# command soon is not answering), and the time to wait for a release script still running there
-READ_DELIVERY_TIMEOUT = 30
-READ_EXECUTION_TIMEOUT = READ_LOCK_SECONDS + 30
 log = logging.getLogger("ssm-deploy")
-
-
-def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
-    """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
-    COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS."""
-    settings, release = plan.settings, _release_plan(plan)
-    body = install_body(release) if release is not None else None
-    return CommandSpec(
-        label=DEPLOY,
-        switches_in=release.app_dir if release is not None else "",
-        script=tuple(build_script(settings, body, plan.secrets)),
-        instance_ids=batch.instance_ids,
-        targets=batch.targets,
-        execution_timeout=settings.execution_timeout,
-        delivery_timeout=settings.delivery_timeout,
-        max_concurrency=settings.max_concurrency,
-        max_errors=settings.max_errors,
-        comment=settings.comment,
-        alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None,
-    )
-
-
-def healthcheck_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
-    """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
-    with the release id as SSM_DEPLOY_RELEASE and, once the check passed, VERIFY_PROCESSES again: a
-    process that went stale since the activation fails the instance with exit 90."""
-    settings, release = plan.settings, _release_plan(plan)
-    body = healthcheck_body(settings, release.release_id if release is not None else None)
-    if release is not None:
-        body = verified_after(body, release)
-    spec = _follow_up(plan, HEALTH_CHECK, body, instance_ids, settings.healthcheck_timeout)
-    return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
-
-
-def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
-    """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
-    ``current`` to the release that was live before. Never with the alarm: an alarm in ALARM is what
-    often calls for the rollback."""
-    settings = plan.settings
-    if plan.release is None:
-        return _follow_up(plan, ROLLBACK, settings.rollback_commands, instance_ids, settings.execution_timeout)
-    release = plan.release.plan
-    body = switch_back_body(release, plan.release.live_before)
-    spec = _follow_up(plan, ROLLBACK, body, instance_ids, settings.execution_timeout)
-    return replace(spec, switches_in=release.app_dir)
-
-
-def read_spec(settings: DeploySettings, app_dir: str, instance_ids: list[str]) -> CommandSpec:
-    """Read where ``APP_DIR/current`` points on ``instance_ids``; changes nothing, reads no SECRETS
-    (no prelude), and runs even once the pipeline was stopped."""
-    script = (header_line(settings.build), *command_lines(read_current_body(app_dir)))
-    return CommandSpec(
-        label=READ,
-        script=script,
-        instance_ids=tuple(instance_ids),
-        execution_timeout=READ_EXECUTION_TIMEOUT,
-        delivery_timeout=READ_DELIVERY_TIMEOUT,
-        max_concurrency=EVERY_INSTANCE,
-        max_errors=EVERY_INSTANCE,
-        comment=cut(f"{settings.comment} {READ}", COMMENT_LIMIT),
-        stoppable=False,
-    )
-
-
-def _follow_up(plan: DeployPlan, label: str, body: str, instance_ids: list[str], timeout: int) -> CommandSpec:
-    settings = plan.settings
-    return CommandSpec(
-        label=label,
-        script=tuple(build_script(settings, body, plan.secrets)),
-        instance_ids=tuple(instance_ids),
-        execution_timeout=timeout,
-        delivery_timeout=settings.delivery_timeout,
-        max_concurrency=settings.max_concurrency,
-        max_errors=EVERY_INSTANCE,
-        comment=cut(f"{settings.comment} {label}", COMMENT_LIMIT),
-    )
-
-
-def _release_plan(plan: DeployPlan) -> ReleasePlan | None:
-    return plan.release.plan if plan.release is not None else None
 
 
 def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocation]:

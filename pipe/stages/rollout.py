@@ -18,13 +18,14 @@ import time
 
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
+from pipe.plan.commands import DEPLOY, HEALTH_CHECK, deploy_spec, healthcheck_spec, rollback_spec
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
 from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.batch_hook import BatchHook, no_hook
-from pipe.stages.phases import DEPLOY, HEALTH_CHECK, deploy_spec, healthcheck_spec, rollback_spec, run_phase
+from pipe.stages.phases import run_phase
 from pipe.stages.release.fleet_state import fleet_at_end
 from pipe.stages.release.remote import release_exit_meaning
 

@@ -234,6 +234,22 @@ REFUSALS: dict[str, tuple[Callable[[World], object], str, *tuple[str, ...]]] = {
         _big_release,
         "COMMANDS: nothing was sent. with ACTIVATE_COMMANDS and the release steps they make a script of",
     ),
+    "a deploy grown too big by PARAMETERS_PATH": (
+        _parameters_path("/app/many", **{f"/app/many/name_{n}": "x" for n in range(400)}),
+        "COMMANDS: nothing was sent. they make a script of",
+    ),
+    "a health check too big to send": (
+        lambda w: w.change(healthcheck_commands="x" * MAX_SCRIPT_BYTES),
+        "HEALTHCHECK_COMMANDS: nothing was sent. retried, they make a script of",
+    ),
+    "a release's health check too big to send": (
+        steps(lambda w: w.release_mode(), lambda w: w.change(healthcheck_commands="x" * (MAX_SCRIPT_BYTES - 20_000))),
+        "HEALTHCHECK_COMMANDS: nothing was sent. with the release's process check they make a script of",
+    ),
+    "a rollback too big to send": (
+        lambda w: w.change(rollback_commands="x" * MAX_SCRIPT_BYTES),
+        "ROLLBACK_COMMANDS: nothing was sent. they make a script of",
+    ),
 }
 
 

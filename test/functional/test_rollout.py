@@ -21,10 +21,11 @@ from pipe.config.rollout import RolloutSettings
 from pipe.errors import DeployFailed, DeployStopped, SendOutcomeUnknown
 from pipe.execution import Execution
 from pipe.model import Batch, PhaseStatus, Status
+from pipe.plan.commands import deploy_spec
 from pipe.report.result_file import write_result
 from pipe.run import Run
 from pipe.runtime.interruption import StopRequests
-from pipe.stages.phases import deploy_spec, send_only
+from pipe.stages.phases import send_only
 from pipe.stages.rollout import roll_out
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]

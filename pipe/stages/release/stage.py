@@ -15,8 +15,7 @@ from pipe.aws.clients import Clients
 from pipe.config.build_context import BuildContext
 from pipe.config.release import RELEASE_ID_MAX, ledger_archive_folder
 from pipe.config.settings import DeploySettings
-from pipe.errors import NothingSent, PipeError
-from pipe.limits import MAX_SCRIPT_BYTES
+from pipe.errors import PipeError
 from pipe.model import DeployOutcome, SecretRef
 from pipe.stages.release.artifact import Artifact, already_uploaded, upload_once
 from pipe.stages.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
@@ -33,9 +32,8 @@ from pipe.stages.release.ledger import (
 )
 from pipe.stages.release.ledger_archive import Archive, Version
 from pipe.stages.release.ledger_store import History, read_history, record
-from pipe.stages.release.remote import ReleasePlan, install_body, install_steps
+from pipe.stages.release.remote import ReleasePlan, install_steps
 from pipe.stages.release.sources import ReleaseSource
-from pipe.stages.script import build_script
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -93,7 +91,6 @@ def plan_release(
         verify_processes=chosen.verify_processes,
         env_names=tuple([ref.env_name for ref in secrets] + [name for name, _ in settings.variables]),
     )
-    _check_size(settings, secrets, plan)
     if not plan.verify_processes:
         log.warning(
             "VERIFY_PROCESSES is 'false': nothing checks that the processes run the new release with this deploy's "
@@ -188,14 +185,3 @@ def record_release(
 def done_message(release: Release | None, message: str) -> str:
     """The verdict line of a deploy that succeeded, naming the action in release mode."""
     return f"{release.headline}: {message}" if release is not None else message
-
-
-def _check_size(settings: DeploySettings, secrets: Sequence[SecretRef], plan: ReleasePlan) -> None:
-    size = len("\n".join(build_script(settings, install_body(plan), secrets)).encode())
-    if size > MAX_SCRIPT_BYTES:
-        raise NothingSent(
-            "COMMANDS",
-            f"with ACTIVATE_COMMANDS and the release steps they make a script of {size:,} bytes; at most "
-            f"{MAX_SCRIPT_BYTES:,} can be sent",
-            "put the steps in a script inside the artifact and run that",
-        )
