@@ -14,8 +14,8 @@ from pipe.config.settings import DeploySettings
 from pipe.model import Batch, SecretRef
 from pipe.plan.bounds import Bounds
 from pipe.stages.authenticate import Identity
-from pipe.stages.batch_hook import BatchHook, no_hook
 from pipe.stages.release.stage import Release
+from pipe.traffic import BatchHook, TrafficManager, around_each
 
 
 @dataclass(frozen=True)
@@ -28,5 +28,10 @@ class DeployPlan:
     secrets: tuple[SecretRef, ...] = ()  # SECRETS, then PARAMETERS_PATH's parameters: each one checked readable
     names: Mapping[str, str] = field(default_factory=dict)  # Name tags that label output lines
     release: Release | None = None  # release mode: what goes live instead of what, and the ledger that records it
-    hook: BatchHook = no_hook  # around each batch: the load balancer's, or none
+    traffic: tuple[TrafficManager, ...] = ()  # around each batch (pipe/traffic/): the load balancer's, or none
     lines: tuple[str, ...] = ()  # the rollout in words: batches, alarms, target groups and bounds
+
+    @property
+    def hook(self) -> BatchHook:
+        """Around each batch of the rollout: every traffic manager's way out of service and back."""
+        return around_each(self.traffic)

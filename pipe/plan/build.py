@@ -8,14 +8,15 @@ from __future__ import annotations
 from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
 from pipe.plan import DeployPlan
+from pipe.plan.batches import plan_batches
 from pipe.plan.bounds import Bounds
 from pipe.plan.commands import refuse_scripts_too_big
+from pipe.plan.rollout import prepare_rollout
 from pipe.stages.authenticate import Identity
 from pipe.stages.preflight import preflight
 from pipe.stages.release.sources import release_source
 from pipe.stages.release.stage import plan_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
-from pipe.stages.rollout_plan import plan_batches, prepare_rollout
 
 
 def build_plan(
@@ -45,7 +46,7 @@ def build_plan(
         secrets=secrets,
         names=names,
         release=release,
-        hook=rollout.hook,
+        traffic=tuple(rollout.traffic),
         lines=tuple(rollout.lines),
     )
     refuse_scripts_too_big(plan)

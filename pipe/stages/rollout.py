@@ -1,7 +1,7 @@
 """The rollout: batch after batch, deploy then health check; on failure, the rollback.
 
 Each batch runs inside a hook (a context manager): that is where taking the batch out of a load
-balancer and putting it back plugs in (``stages/load_balancer``). The hook's exit runs on every
+balancer and putting it back plugs in (``pipe/traffic/``). The hook's exit runs on every
 path, a failure or a stop included. Without TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME or ALARMS
 the plan is one batch, which SSM paces with MaxConcurrency; with them the pipe sends one command
 per batch and gates the next one on the bake and the alarms.
@@ -24,10 +24,10 @@ from pipe.report.fleet import fleet_sentence
 from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
-from pipe.stages.batch_hook import BatchHook, no_hook
 from pipe.stages.phases import run_phase
 from pipe.stages.release.fleet_state import fleet_at_end
 from pipe.stages.release.remote import release_exit_meaning
+from pipe.traffic import BatchHook, no_hook
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 # what failed, besides the commands' phases (the result file's failed_phase)

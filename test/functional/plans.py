@@ -17,6 +17,7 @@ from pipe.config.settings import DeploySettings, ReleaseSettings
 from pipe.execution import Execution
 from pipe.model import SecretRef, Target
 from pipe.plan import DeployPlan
+from pipe.plan.batches import plan_batches
 from pipe.plan.bounds import deploy_bounds
 from pipe.plan.build import build_plan
 from pipe.run import Run
@@ -32,7 +33,6 @@ from pipe.stages.release.ledger import (
     ledger_name,
     utc_timestamp,
 )
-from pipe.stages.rollout_plan import plan_batches
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/deploy/ssm-deploy"
 IDENTITY = Identity(ROLE, "123456789012")

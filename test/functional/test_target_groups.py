@@ -19,10 +19,10 @@ from functional.plans import applying, planned
 from pipe.aws.clients import Clients
 from pipe.config.rollout import RolloutSettings, TargetGroupChoice
 from pipe.errors import DeployFailed, NothingSent
+from pipe.plan.rollout import RolloutPlan, prepare_rollout
 from pipe.run import Run
-from pipe.stages.load_balancer.waits import POLL_SECONDS, poll_seconds
 from pipe.stages.rollout import roll_out
-from pipe.stages.rollout_plan import RolloutPlan, prepare_rollout
+from pipe.traffic.target_groups.waits import POLL_SECONDS, poll_seconds
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
 

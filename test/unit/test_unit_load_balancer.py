@@ -6,9 +6,9 @@ from typing import Any
 
 from pipe.model import Batch, BatchOutcome, BatchRecord
 from pipe.report.batches import batch_table
-from pipe.stages.load_balancer.capacity import below_floor, impossible_batch, shortfall
-from pipe.stages.load_balancer.groups import TargetGroup, TargetState
-from pipe.stages.load_balancer.waits import drained, register_command, wait_for
+from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, shortfall
+from pipe.traffic.target_groups.groups import TargetGroup, TargetState
+from pipe.traffic.target_groups.waits import drained, register_command, wait_for
 
 IDS = [f"i-{n:017x}" for n in range(1, 9)]
 

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pipe.errors import DeployFailed
 from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
-from pipe.stages.load_balancer.capacity import shortfall
-from pipe.stages.load_balancer.groups import TargetGroup, TargetState
-from pipe.stages.load_balancer.waits import (
+from pipe.traffic.target_groups.capacity import shortfall
+from pipe.traffic.target_groups.groups import TargetGroup, TargetState
+from pipe.traffic.target_groups.waits import (
     LoadBalancerError,
     NotDeregistered,
     Registrations,

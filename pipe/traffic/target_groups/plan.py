@@ -1,73 +1,31 @@
-"""The rollout's plan, before anything is sent: the batches, the alarms' states, the target groups
-(every one the instances are registered in, named in TARGET_GROUPS or not) with MIN_HEALTHY checked
-against the plan and the fleet, and the batch hook (the load balancer's or none). A refusal here
-leaves nothing deregistered or sent."""
+"""Planning the rollout behind ELBv2 target groups (TARGET_GROUPS): every group the instances are
+registered in, named or not, with MIN_HEALTHY checked against the batches and the groups' health
+now, the drain bound, and the plan's lines. Reads only; a refusal leaves nothing deregistered."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from pipe.aws.clients import Clients
-from pipe.config.rollout import DRAIN_MARGIN_SECONDS, batch_sizes
+from pipe.config.rollout import DRAIN_MARGIN_SECONDS
 from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
-from pipe.stages.alarms import check_before_start
-from pipe.stages.batch_hook import BatchHook, no_hook
-from pipe.stages.load_balancer.capacity import below_floor, impossible_batch
-from pipe.stages.load_balancer.groups import Discovery, TargetGroup, find_target_groups
-from pipe.stages.load_balancer.hook import LoadBalancer
+from pipe.plan.batches import batches_of
+from pipe.traffic import Planned
+from pipe.traffic.target_groups.capacity import below_floor, impossible_batch
+from pipe.traffic.target_groups.groups import Discovery, TargetGroup, find_target_groups
+from pipe.traffic.target_groups.hook import LoadBalancer
 
 log = logging.getLogger("ssm-deploy")
 DOMINANT_DELAY_SECONDS = 60  # a deregistration delay above this is named as what makes each batch slow
 
 
-@dataclass(frozen=True)
-class RolloutPlan:
-    """The batches, the hook around each, and the plan's lines for the log and the dry run."""
-
-    batches: list[Batch]
-    hook: BatchHook = no_hook
-    lines: list[str] = field(default_factory=list)
-
-
-def plan_batches(settings: DeploySettings, targeted: list[str] | None) -> list[Batch]:
-    """One batch of every targeted instance (or of the TARGETS, which SSM resolves); or, when the pipe
-    drives the rollout, the canary and then BATCH_SIZE instances at a time."""
+def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list[Batch]) -> Planned | None:
+    """The load balancer around each batch, or None without TARGET_GROUPS."""
     rollout = settings.rollout
-    if not rollout.pipe_driven:
-        if settings.targets:
-            return [Batch(1, 1, targets=tuple(settings.targets))]
-        return [Batch(1, 1, instance_ids=tuple(settings.instance_ids))]
-    if targeted is None:
-        raise NothingSent(
-            "TARGETS",
-            "the pipe rolls out batch by batch here (TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME or ALARMS), so it "
-            "must know the instances before sending, but TARGETS could not be resolved",
-            "allow ec2:DescribeInstances in the deploy role's policy, or give INSTANCE_IDS",
-        )
-    return _batches(settings, targeted, one_at_a_time=rollout.target_groups is not None)
-
-
-def _batches(settings: DeploySettings, instance_ids: list[str], one_at_a_time: bool) -> list[Batch]:
-    rollout = settings.rollout
-    sizes = batch_sizes(len(instance_ids), rollout.batch_size, rollout.canary, one_at_a_time)
-    batches, start = [], 0
-    for number, size in enumerate(sizes, 1):
-        batches.append(Batch(number, len(sizes), tuple(instance_ids[start : start + size])))
-        start += size
-    return batches
-
-
-def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Batch]) -> RolloutPlan:
-    """The batch hook (the load balancer's, or none) and the plan's lines for the log and the dry run."""
-    rollout = settings.rollout
-    if not rollout.pipe_driven:
-        return RolloutPlan(batches)
-    lines = _alarm_lines(clients, rollout.alarms)
     if rollout.target_groups is None:
-        return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
+        return None
     instance_ids = [i for batch in batches for i in batch.instance_ids]
     ours = set(instance_ids)
     found = find_target_groups(clients.elbv2, rollout.target_groups, instance_ids)
@@ -78,8 +36,7 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
             "they are deployed without a load balancer (MIN_HEALTHY, DRAIN_TIMEOUT and HEALTHY_TIMEOUT do not apply)"
         )
         # the batches as they would be without TARGET_GROUPS: BATCH_SIZE and CANARY if given, else one
-        batches = _batches(settings, instance_ids, one_at_a_time=False)
-        return RolloutPlan(batches, no_hook, _batch_lines(batches) + lines)
+        return Planned(None, batches_of(settings, instance_ids, one_at_a_time=False))
     leaving = [group for group in groups if group.registrations(ours)]
     _refuse_below_min_healthy(leaving, batches, rollout.min_healthy)
     delay = max(group.deregistration_delay for group in leaving or groups)
@@ -96,7 +53,7 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
             + ", ".join(outside[:10])
             + (" ..." if len(outside) > 10 else "")
         )
-    lines += _group_lines(found, ours, rollout.target_groups.auto)
+    lines = _group_lines(found, ours, rollout.target_groups.auto)
     lines.append(
         f"  bounds:    drain {drain_timeout} s, healthy {rollout.healthy_timeout} s, MIN_HEALTHY {rollout.min_healthy}"
         + (f", bake {rollout.bake_time} s" if rollout.bake_time else "")
@@ -108,22 +65,7 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
             f"timeout_seconds); with {len(batches)} batch(es) that alone is {delay * len(batches)} s. Requests to a "
             "Node.js API rarely need that long: lower it on the target group to speed up deploys"
         )
-    balancer = LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy)
-    return RolloutPlan(batches, balancer.around, _batch_lines(batches) + lines)
-
-
-def _alarm_lines(clients: Clients, alarms: tuple[str, ...]) -> list[str]:
-    """ALARMS' states now (the deploy is refused when one is missing, unreadable or in ALARM)."""
-    if not alarms:
-        return []
-    states = check_before_start(clients.cloudwatch, alarms)
-    lines = ["  alarms:    " + "; ".join(f"{name}: {states[name].state}" for name in alarms)]
-    if len(alarms) > 1:
-        lines.append(
-            f"             SSM watches {alarms[0]} during each command (AlarmConfiguration takes one "
-            "alarm); the pipe reads all of them between batches and through the bake"
-        )
-    return lines
+    return Planned(LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy), batches, lines)
 
 
 def _refuse_below_min_healthy(leaving: list[TargetGroup], batches: list[Batch], min_healthy: str) -> None:
@@ -178,13 +120,3 @@ def _why_listed(group: TargetGroup, auto: bool) -> str:
     if not group.named and not auto:
         return " (not in TARGET_GROUPS: the instances are registered in it, so each batch leaves it too)"
     return ""
-
-
-def _batch_lines(batches: list[Batch]) -> list[str]:
-    if len(batches) <= 1 and not (batches and batches[0].instance_ids):
-        return []
-    lines = [f"  batches:   {len(batches)}, one command each, sent when the one before passed every gate"]
-    for batch in batches:
-        shown = ", ".join(batch.instance_ids[:8]) + (" ..." if len(batch.instance_ids) > 8 else "")
-        lines.append(f"    {batch}: {shown}")
-    return lines

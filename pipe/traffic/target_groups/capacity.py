@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pipe.config.rollout import healthy_floor
 from pipe.model import Batch
-from pipe.stages.load_balancer.groups import TargetGroup
+from pipe.traffic.target_groups.groups import TargetGroup
 
 
 def shortfall(groups: Sequence[TargetGroup], batch_ids: Sequence[str], min_healthy: str) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.stages.load_balancer.groups import HEALTHY, UNUSED, TargetGroup, TargetState, target_states
+from pipe.traffic.target_groups.groups import HEALTHY, UNUSED, TargetGroup, TargetState, target_states
 
 log = logging.getLogger("ssm-deploy")
 POLL_SECONDS = 2.0  # between two polls of the batch's targets while it drains or comes back (at least)

@@ -1,0 +1,59 @@
+"""Traffic managers: what takes a batch out of service before its deploy and puts it back after.
+
+A manager is planned first, with reads only (``Planner``: it finds what it manages, refuses what
+cannot work, and may reshape the batches), then wraps each batch of the rollout (``around``), left
+on every path, a failure or a stop included. Today's manager is ELBv2 target groups
+(``target_groups/``); another is a package with its planner and one line in ``managers.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pipe.aws.clients import Clients
+from pipe.config.settings import DeploySettings
+from pipe.execution import Execution
+from pipe.model import Batch
+
+BatchHook = Callable[[Execution, Batch], AbstractContextManager[None]]
+
+
+class TrafficManager(Protocol):
+    def around(self, run: Execution, batch: Batch) -> AbstractContextManager[None]:
+        """Out of service before the batch's deploy, back in service after it, on every path."""
+        ...
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a planner found: its manager (None when there is nothing to take out of service, as for
+    TARGET_GROUPS 'auto' on instances in no group), the batches to deploy, the plan's lines."""
+
+    manager: TrafficManager | None
+    batches: list[Batch]
+    lines: list[str] = field(default_factory=list)
+
+
+# Reads only; raises NothingSent when the rollout cannot work. None: not configured for this deploy.
+Planner = Callable[[DeploySettings, Clients, list[Batch]], Planned | None]
+
+
+def around_each(managers: Sequence[TrafficManager]) -> BatchHook:
+    """The hook around each batch: every manager's ``around``, entered in order and left in reverse."""
+
+    @contextmanager
+    def hook(run: Execution, batch: Batch) -> Iterator[None]:
+        with ExitStack() as stack:
+            for manager in managers:
+                stack.enter_context(manager.around(run, batch))
+            yield
+
+    return hook
+
+
+@contextmanager
+def no_hook(run: Execution, batch: Batch) -> Iterator[None]:
+    """Around a batch that nothing takes out of service (the rollback's, or a deploy without a manager)."""
+    yield
