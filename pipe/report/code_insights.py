@@ -196,10 +196,10 @@ class _RaisingTransport:
 
 
 def _result(outcome: DeployOutcome) -> str:
-    """The API's PASSED, FAILED or PENDING (sent, not waited for)."""
+    """The API's PASSED, FAILED or PENDING (WAIT 'false': sent, not waited for)."""
     if outcome.status is Status.SUCCEEDED:
         return "PASSED"
-    return "PENDING" if outcome.status in (Status.SENT, Status.RUNNING) else "FAILED"
+    return "PENDING" if outcome.status is Status.SENT else "FAILED"
 
 
 def _target(settings: DeploySettings) -> str:

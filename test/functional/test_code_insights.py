@@ -214,3 +214,10 @@ def test_annotations_go_100_a_request_and_a_report_run_again_replaces_the_earlie
     report = bitbucket.report(REPO, COMMIT)
     assert (report.body["result"], report.annotations) == ("PASSED", {})
     assert bitbucket.problems == []
+
+
+def test_a_deploy_sent_without_waiting_is_pending(bitbucket: FakeBitbucket, tmp_path: Path) -> None:
+    write_sinks(planned(make_settings(instance_ids=IDS, wait=False)), DeployOutcome(Status.SENT), tmp_path)
+
+    assert bitbucket.problems == []
+    assert bitbucket.report(REPO, COMMIT).body["result"] == "PENDING"
