@@ -12,7 +12,14 @@ from typing import Any
 
 import boto3
 import pytest
-from fakes.bitbucket_reports import FakeBitbucket, Report, fake_bitbucket, proxy_env
+from fakes.bitbucket_reports import (
+    FakeBitbucket,
+    Report,
+    annotations_problems,
+    fake_bitbucket,
+    proxy_env,
+    report_problems,
+)
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings
 
 from functional.fake_aws import FakeSSM
@@ -221,3 +228,29 @@ def test_a_deploy_sent_without_waiting_is_pending(bitbucket: FakeBitbucket, tmp_
 
     assert bitbucket.problems == []
     assert bitbucket.report(REPO, COMMIT).body["result"] == "PENDING"
+
+
+def test_the_fake_api_refuses_what_the_documentation_rules_out() -> None:
+    """``problems == []`` above means something: the shapes the reference excludes are refused."""
+    report = {"title": "t", "details": "d", "result": "PASSED", "data": []}
+    assert report_problems(report) == []
+    assert report_problems({**report, "result": "SUCCESS"})
+    assert report_problems({**report, "report_type": "DEPLOYMENT"})
+    assert report_problems({**report, "details": "x" * 2001})
+    assert report_problems({**report, "data": [{"title": "n", "type": "NUMBER", "value": "3"}]})
+    assert report_problems({**report, "data": [{"title": "p", "type": "PERCENTAGE", "value": 120}]})
+    assert report_problems({**report, "data": [{"title": "l", "type": "LINK", "value": "https://x"}]})
+    assert report_problems({**report, "data": [{"title": f"{n}", "type": "NUMBER", "value": n} for n in range(11)]})
+    annotation = {
+        "external_id": "a-1",
+        "summary": "s",
+        "annotation_type": "BUG",
+        "severity": "HIGH",
+        "result": "FAILED",
+    }
+    assert annotations_problems([annotation], 0) == []
+    assert annotations_problems([{**annotation, "summary": "s" * 451}], 0)
+    assert annotations_problems([{**annotation, "severity": "FATAL"}], 0)
+    assert annotations_problems([annotation, annotation], 0)  # external ids must be unique
+    assert annotations_problems([{**annotation, "external_id": f"a-{n}"} for n in range(101)], 0)
+    assert annotations_problems([annotation], 1000)
