@@ -60,7 +60,7 @@ class Deploy:
                 self.outcome.status = Status.FAILED
             raise
         finally:
-            for sink in sinks(self.settings, self.env):
+            for sink in sinks(self.settings, self.env, self.redactor):
                 sink.write(self.plan, self.outcome)
 
     def _run(self, stops: StopRequests) -> str:

@@ -61,6 +61,21 @@ START_LIVE_TAIL_TPS = 5  # "StartLiveTail throttle limit in transactions per sec
 # --- Bitbucket Pipelines -------------------------------------------------------------------------------
 BUILD_LOG_LIMIT_BYTES = 50 * 1024 * 1024  # "logs larger than 50 MB are truncated"
 
+# --- Bitbucket Cloud Code Insights (REST API reference, "Reports") ------------------------------------
+# Bulk create or update annotations: "a report can contain up to 1000 annotations" and "You can upload up
+# to 100 annotations per POST request".
+ANNOTATIONS_PER_REPORT = 1000
+ANNOTATIONS_PER_REQUEST = 100
+# An annotation's summary: the API answers 400 "The summary field cannot contain more than 450
+# characters." (quoted in reviewdog/reviewdog#1285; the reference gives no length)
+ANNOTATION_SUMMARY_MAX = 450
+# The Cloud reference gives no length for a report's title and details, nor an annotation's details;
+# the pipe keeps to Bitbucket Data Center's documented bounds ("title" 450, "details" 2000 characters)
+REPORT_TITLE_MAX = 450
+REPORT_DETAILS_MAX = 2000
+# A report's data fields: at most 10 (Bitbucket Data Center documents 6; the pipe sends at most 8)
+REPORT_DATA_FIELDS_MAX = 10
+
 # --- Amazon S3 (User Guide, "Amazon S3 multipart upload limits"; PutObject) ------------------------
 S3_PUT_OBJECT_MAX_BYTES = 5 * 1024**3  # PutObject: "upload a single object up to 5 GB"
 S3_PART_MIN_BYTES = 5 * 1024**2  # "Part size 5 MiB to 5 GiB. There is no minimum size limit on the last part"

@@ -30,6 +30,7 @@ from pipe.config.variables import (
     BATCH_SIZE,
     CANARY,
     CLOUDWATCH_LOG_GROUP,
+    CODE_INSIGHTS,
     COMMANDS,
     COMMENT,
     DEBUG,
@@ -140,6 +141,7 @@ class DeploySettings:
     log_group: str = CLOUDWATCH_LOG_GROUP.default
     agent_lost_timeout: int = int(AGENT_LOST_TIMEOUT.default)
     dry_run: bool = parse_bool(DRY_RUN.default)
+    code_insights: bool = parse_bool(CODE_INSIGHTS.default)  # a Code Insights report on the commit at the end
     wait: bool = parse_bool(WAIT.default)
     healthcheck_commands: str = ""
     healthcheck_retries: int = int(HEALTHCHECK_RETRIES.default)
@@ -315,6 +317,7 @@ def build_settings(values: Values, context: Context) -> DeploySettings:
         log_group=values[CLOUDWATCH_LOG_GROUP],
         agent_lost_timeout=values[AGENT_LOST_TIMEOUT],
         dry_run=values[DRY_RUN],
+        code_insights=values[CODE_INSIGHTS],
         wait=values[WAIT],
         healthcheck_commands=values[HEALTHCHECK_COMMANDS],
         healthcheck_retries=values[HEALTHCHECK_RETRIES],

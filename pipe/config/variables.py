@@ -773,6 +773,18 @@ WAIT = Variable(
     default="true",
     kind="boolean",
 )
+CODE_INSIGHTS = Variable(
+    "CODE_INSIGHTS",
+    "Post a Code Insights report on the commit (`BITBUCKET_COMMIT`) when the deploy ends: its verdict, "
+    "environment, release and the one before, instances deployed and failed, duration and batches, and one "
+    "annotation per failed instance (phase, exit code, last lines of output, secrets masked). A refusal gets "
+    "a failed report saying nothing was sent; a dry run gets none. Posted through the Pipelines proxy, no "
+    "credentials needed; a report that cannot be posted is a warning, never a failed deploy. `false` turns it "
+    "off.",
+    plain(parse_bool),
+    default="true",
+    kind="boolean",
+)
 DEBUG = Variable(
     "DEBUG",
     "Turn on extra debug information (the script sent, AWS call flow). Never prints credentials or secret values.",
@@ -839,6 +851,7 @@ TABLE: tuple[Variable[Any], ...] = (
     SERVICE,
     DRY_RUN,
     WAIT,
+    CODE_INSIGHTS,
     DEBUG,
 )
 BY_NAME: dict[str, Variable[Any]] = {variable.name: variable for variable in TABLE}

@@ -2,9 +2,9 @@
 when the deploy ended before its plan was made) and the outcome; a sink that cannot write warns and
 never changes the verdict.
 
-Today's sink is the result file: RESULT_FILE (JSON), its ``.env`` twin, and the same values appended
-to Bitbucket's shared variables when the step has them (``result_file.py``). Another sink is a class
-with ``write`` and a line in ``sinks``."""
+The sinks: the result file, RESULT_FILE (JSON), its ``.env`` twin, and the same values appended to
+Bitbucket's shared variables when the step has them (``result_file.py``); a Code Insights report on the
+commit (``code_insights.py``). Another sink is a class with ``write`` and a line in ``sinks``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from typing import Protocol
 from pipe.config.settings import DeploySettings
 from pipe.model import DeployOutcome
 from pipe.plan import DeployPlan
+from pipe.report.code_insights import CodeInsightsReport
 from pipe.report.result_file import write_result
+from pipe.runtime.redaction import Redactor
 
 
 class Sink(Protocol):
@@ -33,6 +35,7 @@ class ResultFile:
         write_result(self.settings, outcome, env=dict(self.env), release=plan.release if plan is not None else None)
 
 
-def sinks(settings: DeploySettings, env: Mapping[str, str]) -> list[Sink]:
-    """The sinks of a deploy with ``settings``, in the order they are written."""
-    return [ResultFile(settings, env)]
+def sinks(settings: DeploySettings, env: Mapping[str, str], redactor: Redactor) -> list[Sink]:
+    """The sinks of a deploy with ``settings``, in the order they are written; ``redactor`` masks what
+    they show of the instances' output."""
+    return [ResultFile(settings, env), CodeInsightsReport(settings, env, redactor)]

@@ -13,6 +13,7 @@ from typing import Any
 from pipe.runtime.interruption import StopRequests
 
 ExitCodes = Callable[[str, str], int]  # (phase label from the Comment, instance id) -> exit code
+Outputs = Callable[[str, str], str]  # (phase label, instance id) -> what the instance printed
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Sent:
 @dataclass
 class FakeSSM:
     exit_codes: ExitCodes = lambda label, instance_id: 0
+    outputs: Outputs = lambda label, instance_id: f"{label} on {instance_id}\n"
     stops: StopRequests | None = None
     stop_during_send: str = ""  # a phase label: SIGTERM "arrives" while that command is being sent
     sent: list[Sent] = field(default_factory=list)
@@ -67,14 +69,14 @@ class FakeSSM:
                         "Name": "aws:runShellScript",
                         "Status": row["Status"],
                         "ResponseCode": row["ResponseCode"],
-                        "Output": f"{row['label']} on {row['InstanceId']}\n",
+                        "Output": self.outputs(row["label"], row["InstanceId"]),
                     }
                 ]
         return {"CommandInvocations": rows}
 
     def get_command_invocation(self, CommandId: str, InstanceId: str) -> dict[str, Any]:
         item = self._invocation(self._command(CommandId), InstanceId)
-        return {**item, "StandardOutputContent": f"{item['label']} on {InstanceId}\n", "StandardErrorContent": ""}
+        return {**item, "StandardOutputContent": self.outputs(item["label"], InstanceId), "StandardErrorContent": ""}
 
     def describe_instance_information(self, **_: Any) -> dict[str, Any]:
         ids = sorted({i for sent in self.sent for i in sent.instance_ids})

@@ -11,6 +11,7 @@ from functional.plans import World
 from pipe.model import DeployOutcome, Status
 from pipe.report.result_file import SHARED_VARIABLES
 from pipe.report.sinks import sinks
+from pipe.runtime.redaction import Redactor
 
 
 def test_the_result_file_reads_the_plans_release_and_the_outcome(tmp_path: Path) -> None:
@@ -22,7 +23,7 @@ def test_the_result_file_reads_the_plans_release_and_the_outcome(tmp_path: Path)
     shared = tmp_path / "shared.env"
     env = {SHARED_VARIABLES: str(shared)}
 
-    for sink in sinks(plan.settings, env):
+    for sink in sinks(plan.settings, env, Redactor()):
         sink.write(plan, DeployOutcome(Status.SUCCEEDED))
 
     document = json.loads((tmp_path / "result.json").read_text())
@@ -36,7 +37,7 @@ def test_the_result_file_reads_the_plans_release_and_the_outcome(tmp_path: Path)
 def test_a_deploy_that_ended_before_its_plan_still_writes_its_outcome(tmp_path: Path) -> None:
     settings = dataclasses.replace(World(tmp_path).settings, result_file=str(tmp_path / "result.json"))
 
-    for sink in sinks(settings, {}):
+    for sink in sinks(settings, {}, Redactor()):
         sink.write(None, DeployOutcome(Status.NOT_SENT, message="LOCK: nothing was sent. Held by build 41."))
 
     document = json.loads((tmp_path / "result.json").read_text())

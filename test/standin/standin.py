@@ -186,6 +186,9 @@ class StandIn:
             "BITBUCKET_COMMIT": "0123456789abcdef0123456789abcdef01234567",
             "BITBUCKET_BRANCH": "main",
             "BITBUCKET_STEP_TRIGGERER_UUID": "{5f1c2a3b-0000-4000-8000-000000000001}",
+            # no Bitbucket to post a Code Insights report to: a test that checks the report turns it on
+            # with a fake reports API as its proxy (test/fakes/bitbucket_reports.py)
+            "CODE_INSIGHTS": "false",
         }
         env.update(variables)
         return env

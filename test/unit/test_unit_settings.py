@@ -193,6 +193,12 @@ def test_minimal_set_uses_defaults() -> None:
     assert settings.comment == "ssm-deploy local#0"
 
 
+def test_code_insights_is_on_by_default_and_false_turns_it_off() -> None:
+    assert load().code_insights is True
+    assert load({"CODE_INSIGHTS": "false"}).code_insights is False
+    assert "CODE_INSIGHTS" in problems_of({"CODE_INSIGHTS": "sometimes"})
+
+
 def test_default_comment_from_build() -> None:
     assert load().comment == "ssm-deploy team/app#42 0123456"
 
