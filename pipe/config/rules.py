@@ -259,11 +259,15 @@ def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
         yield DOCUMENT_NAME.name, f"release mode runs on Linux with {SHELL}: remove DOCUMENT_NAME"
     if values.ok(WAIT) and not values[WAIT]:
         yield WAIT.name, "'false' is refused in release mode: the pipe must see each instance switch to record it"
+    yield from _environment_needed(values, "in release mode")
+
+
+def _environment_needed(values: Values, where: str) -> Iterator[Problem]:
     if values.ok(ENVIRONMENT) and not values[ENVIRONMENT]:
         yield (
             ENVIRONMENT.name,
-            "is needed in release mode (the release ledger is kept per environment): set ENVIRONMENT or run "
-            "the pipe in a deployment step",
+            f"is needed {where} (the release ledger is kept per environment): set ENVIRONMENT or run the pipe in "
+            "a deployment step",
         )
 
 
@@ -271,12 +275,7 @@ def _status_has_what_it_needs(values: Values) -> Iterator[Problem]:
     """ACTION: status reads the ledger of SERVICE in ENVIRONMENT and APP_DIR/current on each instance."""
     if not values.is_set(APP_DIR) and values.ok(APP_DIR):
         yield APP_DIR.name, "is required with ACTION: status (it reads APP_DIR/current), e.g. /srv/web-api"
-    if values.ok(ENVIRONMENT) and not values[ENVIRONMENT]:
-        yield (
-            ENVIRONMENT.name,
-            "is needed with ACTION: status (the release ledger is kept per environment): set ENVIRONMENT or run "
-            "the pipe in a deployment step",
-        )
+    yield from _environment_needed(values, "with ACTION: status")
 
 
 def lock_is_on(values: Values) -> bool:

@@ -703,7 +703,7 @@ ARTIFACT_PREFIX = Variable(
 APP_DIR = Variable(
     "APP_DIR",
     "Release mode: the application's directory on the instances, e.g. `/srv/web-api`, holding `releases/`, "
-    "`shared/` and the `current` symlink.",
+    "`shared/` and the `current` symlink. `ACTION: status` reads `current` there.",
     plain(_checked(app_dir_problem)),
 )
 RUN_AS = Variable(
@@ -760,8 +760,8 @@ VERIFY_PROCESSES = Variable(
 SERVICE = Variable(
     "SERVICE",
     "The service's name in the release ledger (release mode), the Parameter Store parameter "
-    "`/release-ledger/<service>/<environment>/release` that records every deploy, and in the deploy lock "
-    "(`LOCK`). Default: the repository's slug.",
+    "`/release-ledger/<service>/<environment>/release` that records every deploy (and that `ACTION: status` "
+    "reads), and in the deploy lock (`LOCK`). Default: the repository's slug.",
     plain(_service),
 )
 ACTION = Variable(

@@ -123,11 +123,7 @@ def document(
         "summary": summary(settings, outcome, release, seconds),
         "failed_phase": failed_phase(outcome) or None,
         "duration_seconds": round(seconds, 1),
-        "environment": settings.environment,
-        "region": settings.region,
-        "repository": settings.build.repo,
-        "build_number": settings.build.build_number,
-        "commit": settings.build.commit,
+        **where_it_ran(settings),
         "command_ids": command_ids,
         "console_urls": [url for url in (console_url(settings.region, c) for c in command_ids) if url],
         "instances": _rows(outcome.deploy),
@@ -146,6 +142,18 @@ def document(
             for b in outcome.batches
         ],
         "fleet": dict(outcome.fleet),
+    }
+
+
+def where_it_ran(settings: DeploySettings) -> dict[str, object]:
+    """The environment, region and build a result file speaks of."""
+    build = settings.build
+    return {
+        "environment": settings.environment,
+        "region": settings.region,
+        "repository": build.repo,
+        "build_number": build.build_number,
+        "commit": build.commit,
     }
 
 

@@ -18,6 +18,7 @@ from pipe.errors import sentence
 from pipe.model import NO_RELEASE, UNKNOWN_RELEASE
 from pipe.report.durations import format_seconds
 from pipe.report.instances import named
+from pipe.report.result_file import where_it_ran
 from pipe.stages.release.ledger_archive import Recorded
 
 HISTORY_SHOWN = 10  # the last releases the status prints and writes
@@ -171,11 +172,7 @@ def status_document(settings: DeploySettings, status: FleetStatus) -> dict[str, 
         "message": verdict_message(status),
         "summary": summary(settings, status, seconds),
         "duration_seconds": round(seconds, 1),
-        "environment": settings.environment,
-        "region": settings.region,
-        "repository": settings.build.repo,
-        "build_number": settings.build.build_number,
-        "commit": settings.build.commit,
+        **where_it_ran(settings),
         "ledger": status.ledger,
         "live_release": status.live_release,
         "releases": [_release_document(item) for item in status.recent],

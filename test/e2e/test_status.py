@@ -1,6 +1,7 @@
 """ACTION: status end to end: after two release deploys to a fleet of two, status prints both releases
 from the ledger and finds no drift without touching the deploy lock; an instance whose ``current`` was
-switched by hand, or whose agent is offline, is named and fails the step; the result file says the same."""
+switched by hand, or whose agent is offline, is named and fails the step; the result file says the same;
+the README's status policy is enough."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from e2e.test_least_privilege import documented_policy, runnable_in_moto
 from e2e.test_releases import APP_DIR, build, release_env
 from standin import StandIn
 from support import PipeRun, run_pipe
@@ -135,3 +137,24 @@ def test_an_offline_instance_is_named_as_unknown_and_fails_the_step(deployed: De
     result = deployed.result()
     assert result["status"] == "unknown"
     assert result["fleet"] == {offline: "unknown", deployed.ids[1]: SECOND}
+
+
+def test_the_readmes_status_policy_is_enough(deployed: Deployed) -> None:
+    standin, suffix = deployed.standin, uuid.uuid4().hex[:6]
+    role_arn = standin.create_role(f"status-{suffix}")
+    policy = runnable_in_moto(documented_policy("### The status role's policy"))
+    standin.client("iam").put_role_policy(
+        RoleName=f"status-{suffix}", PolicyName="status", PolicyDocument=json.dumps(policy)
+    )
+    assume = {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}
+    keys = standin.create_user(f"ci-status-{suffix}", {"Version": "2012-10-17", "Statement": [assume]})
+    with standin.iam_enforced():
+        run = deployed.status(
+            AWS_ACCESS_KEY_ID=keys["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=keys["aws_secret_access_key"],
+            ROLE_ARN=role_arn,
+        )
+
+    assert run.returncode == 0, run.output
+    assert "WARNING" not in run.output
+    assert f"✔ No drift: 2 instance(s) run {SECOND}, the live release" in run.output
