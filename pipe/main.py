@@ -1,4 +1,5 @@
-"""Command-line glue: validate variables, run the deploy, turn every outcome into an exit code."""
+"""Command-line glue: validate variables, run the action they name (ACTION: the deploy by default),
+turn every outcome into an exit code."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from bitbucket_pipes_toolkit import Pipe
 from bitbucket_pipes_toolkit.helpers import fail, success
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.actions import ACTIONS
 from pipe.aws.errors import explain
 from pipe.config.build_context import cut
 from pipe.config.settings import load_settings
 from pipe.config.variables import SCHEMA
-from pipe.deploy import Deploy
 from pipe.errors import PipeError, ValidationFailed
 from pipe.runtime.interruption import Interrupted, stop_requests
 from pipe.runtime.logging_setup import configure_logging
@@ -34,7 +35,8 @@ class DeployPipe(Pipe):  # type: ignore[misc]
 
 
 def main() -> int:
-    """Run the pipe; the exit code is 0 only when the deploy succeeded (or the dry run passed)."""
+    """Run the pipe; the exit code is 0 only when the action succeeded: the deploy (or its dry run), or
+    a status that found no drift."""
     env = dict(os.environ)
     redactor = Redactor()
     pipe = DeployPipe(pipe_metadata=_metadata(), schema=SCHEMA, env=env, check_for_newer_version=False)
@@ -47,7 +49,7 @@ def main() -> int:
     configure_logging(pipe.logger, redactor, settings.debug)
     try:
         with stop_requests() as stops:
-            message = Deploy(settings, env, redactor).run(stops)
+            message = ACTIONS[settings.action](settings, env, redactor, stops)
     except Interrupted as error:  # raised only before anything was sent: later stops are DeployStopped
         return _failed(f"{error}; nothing was sent to the instances.")
     except PipeError as error:

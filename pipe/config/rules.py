@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pipe.config.actions import STATUS
 from pipe.config.documents import POWERSHELL, RESERVED_PARAMETERS, SCRIPT_DOCUMENTS, SHELL
 from pipe.config.parsers import listed
 from pipe.config.variables import (
     ACCESS_KEY_ID,
+    ACTION,
     ACTIVATE_COMMANDS,
+    AGENT_LOST_TIMEOUT,
     ALARMS,
     APP_DIR,
     ARTIFACT,
@@ -18,7 +21,10 @@ from pipe.config.variables import (
     BAKE_TIME,
     BATCH_SIZE,
     CANARY,
+    CLOUDWATCH_LOG_GROUP,
     COMMANDS,
+    COMMENT,
+    DEBUG,
     DOCUMENT_NAME,
     DOCUMENT_PARAMETERS,
     DRAIN_TIMEOUT,
@@ -33,10 +39,13 @@ from pipe.config.variables import (
     KEEP_RELEASES,
     LOCK,
     MIN_HEALTHY,
+    OIDC_ROLE_ARN,
     OUTPUT_S3_BUCKET,
     OUTPUT_S3_PREFIX,
     PARAMETERS_PATH,
+    REGION,
     RELEASE,
+    RESULT_FILE,
     ROLE_ARN,
     ROLLBACK_COMMANDS,
     RUN_AS,
@@ -44,7 +53,10 @@ from pipe.config.variables import (
     SECRET_ACCESS_KEY,
     SECRETS,
     SERVICE,
+    SESSION_TOKEN,
     SHARED_PATHS,
+    STREAM_OUTPUT,
+    TABLE,
     TARGET_GROUPS,
     TARGETS,
     VARIABLES,
@@ -70,8 +82,48 @@ SCRIPT_ONLY: tuple[Variable[Any], ...] = (
 )
 
 
+# what ACTION: status reads; every other variable only a deploy uses: status ignores it (``not_for_status``)
+STATUS_USES: tuple[Variable[Any], ...] = (
+    REGION,
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    SESSION_TOKEN,
+    OIDC_ROLE_ARN,
+    ENVIRONMENT,
+    ROLE_ARN,
+    EXTERNAL_ID,
+    INSTANCE_IDS,
+    TARGETS,
+    COMMENT,
+    STREAM_OUTPUT,
+    CLOUDWATCH_LOG_GROUP,
+    AGENT_LOST_TIMEOUT,
+    RESULT_FILE,
+    OUTPUT_S3_BUCKET,
+    OUTPUT_S3_PREFIX,
+    ARTIFACT_BUCKET,
+    ARTIFACT_PREFIX,
+    APP_DIR,
+    SERVICE,
+    ACTION,
+    DEBUG,
+)
+
+
 def check(values: Values) -> list[Problem]:
     return [problem for rule in RULES for problem in rule(values)]
+
+
+def status_action(values: Values) -> bool:
+    return values[ACTION] == STATUS
+
+
+def not_for_status(values: Values) -> tuple[str, ...]:
+    """The variables given that ACTION: status does not use: ignored (one step definition serves the
+    deploy and a scheduled status), and a line names them."""
+    if not status_action(values):
+        return ()
+    return tuple(variable.name for variable in TABLE if variable not in STATUS_USES and values.is_set(variable))
 
 
 def static_keys_go_together(values: Values) -> Iterator[Problem]:
@@ -124,7 +176,8 @@ def something_to_run(values: Values) -> Iterator[Problem]:
         if values.is_set(COMMANDS):
             yield SCRIPT.name, "give COMMANDS or SCRIPT, not both"
     elif (
-        values[DOCUMENT_NAME] in SCRIPT_DOCUMENTS
+        not status_action(values)  # status runs no commands of its own
+        and values[DOCUMENT_NAME] in SCRIPT_DOCUMENTS
         and not values[COMMANDS].strip()
         and values.ok(COMMANDS)
         and not release_mode(values)  # a release may need no COMMANDS before it goes live
@@ -183,6 +236,9 @@ PIPE_DRIVEN: tuple[Variable[Any], ...] = (TARGET_GROUPS, BATCH_SIZE, CANARY, BAK
 def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
     """Release mode: an artifact or a release, a bucket, an app directory, an environment for the
     ledger; it rolls back by switching back, so ROLLBACK_COMMANDS and WAIT: 'false' do not fit."""
+    if status_action(values):
+        yield from _status_has_what_it_needs(values)
+        return
     if not release_mode(values):
         for variable in RELEASE_ONLY:
             if values.is_set(variable):
@@ -203,12 +259,23 @@ def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
         yield DOCUMENT_NAME.name, f"release mode runs on Linux with {SHELL}: remove DOCUMENT_NAME"
     if values.ok(WAIT) and not values[WAIT]:
         yield WAIT.name, "'false' is refused in release mode: the pipe must see each instance switch to record it"
+    yield from _environment_needed(values, "in release mode")
+
+
+def _environment_needed(values: Values, where: str) -> Iterator[Problem]:
     if values.ok(ENVIRONMENT) and not values[ENVIRONMENT]:
         yield (
             ENVIRONMENT.name,
-            "is needed in release mode (the release ledger is kept per environment): set ENVIRONMENT or run "
-            "the pipe in a deployment step",
+            f"is needed {where} (the release ledger is kept per environment): set ENVIRONMENT or run the pipe in "
+            "a deployment step",
         )
+
+
+def _status_has_what_it_needs(values: Values) -> Iterator[Problem]:
+    """ACTION: status reads the ledger of SERVICE in ENVIRONMENT and APP_DIR/current on each instance."""
+    if not values.is_set(APP_DIR) and values.ok(APP_DIR):
+        yield APP_DIR.name, "is required with ACTION: status (it reads APP_DIR/current), e.g. /srv/web-api"
+    yield from _environment_needed(values, "with ACTION: status")
 
 
 def lock_is_on(values: Values) -> bool:
@@ -234,7 +301,7 @@ def rollouts_have_what_they_need(values: Values) -> Iterator[Problem]:
             f"'false' ends the step once a command is sent, but {', '.join(driving)} make the pipe roll out batch "
             f"by batch and gate each one: remove WAIT or {', '.join(driving)}",
         )
-    if values.is_set(SERVICE) and not (release_mode(values) or lock_is_on(values)):
+    if values.is_set(SERVICE) and not (release_mode(values) or lock_is_on(values) or status_action(values)):
         yield (
             SERVICE.name,
             "names the service in the release ledger and the deploy lock: set ARTIFACT (or RELEASE) or LOCK, "

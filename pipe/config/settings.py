@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipe.config import rules
+from pipe.config.actions import DEPLOY, STATUS
 from pipe.config.build_context import BuildContext, clone_dir
 from pipe.config.documents import SHELL
 from pipe.config.parsers import expand_environment, parse_bool, yaml_list
@@ -19,6 +20,7 @@ from pipe.config.release import default_name
 from pipe.config.rollout import RolloutSettings
 from pipe.config.variables import (
     ACCESS_KEY_ID,
+    ACTION,
     ACTIVATE_COMMANDS,
     AGENT_LOST_TIMEOUT,
     ALARMS,
@@ -119,6 +121,16 @@ class ReleaseSettings:
 
 
 @dataclass(frozen=True)
+class StatusSettings:
+    """ACTION: status: where ``current`` is read, and the release bucket whose archive holds the
+    ledger's versions past Parameter Store's 100 (None: Parameter Store's only)."""
+
+    app_dir: str
+    bucket: str | None = None
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
 class DeploySettings:
     region: str
     environment: str | None
@@ -161,6 +173,9 @@ class DeploySettings:
     release: ReleaseSettings | None = None  # set in release mode (ARTIFACT or RELEASE)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     service: str = "app"  # the release ledger's and the deploy lock's name for it (SERVICE, or the repository's slug)
+    action: str = DEPLOY  # ACTION: which entry point runs (pipe/actions)
+    status: StatusSettings | None = None  # set with ACTION: status
+    ignored: tuple[str, ...] = ()  # variables given that the action does not use (status: the deploy's)
 
 
 class Problems:
@@ -242,14 +257,17 @@ def _unprintable(value: str, variable: Variable[Any]) -> str | None:
 
 
 def parse_all(given: Mapping[str, Given], context: Context, problems: Problems) -> Values:
-    """Each variable's parser; a refused one gets its fallback. ENVIRONMENT first: the others use it."""
+    """Each variable's parser; a refused one gets its fallback. ENVIRONMENT first: the others use it;
+    then ACTION: what the action does not use is ignored, neither parsed nor checked."""
     values = Values(dict(given))
     environment = _parse_one(values, ENVIRONMENT, None, context, problems)
     if not values.ok(ENVIRONMENT):  # not the deployment's instead: what uses {environment} is refused too
         environment = None
         values.set(ENVIRONMENT, None)
+    _parse_one(values, ACTION, environment, context, problems)
+    values.ignore(rules.not_for_status(values))
     for variable in TABLE:
-        if variable is not ENVIRONMENT:
+        if variable not in (ENVIRONMENT, ACTION):
             _parse_one(values, variable, environment, context, problems)
     return values
 
@@ -337,6 +355,19 @@ def build_settings(values: Values, context: Context) -> DeploySettings:
         release=_release(values, context.build),
         rollout=_rollout(values),
         service=values[SERVICE] or default_name(context.build.repo),
+        action=values[ACTION],
+        status=_status(values, context.build),
+        ignored=values.ignored,
+    )
+
+
+def _status(values: Values, build: BuildContext) -> StatusSettings | None:
+    if values[ACTION] != STATUS:
+        return None
+    return StatusSettings(
+        app_dir=values[APP_DIR] or "",
+        bucket=values[ARTIFACT_BUCKET],
+        prefix=values[ARTIFACT_PREFIX] or default_name(build.repo) + "/",
     )
 
 

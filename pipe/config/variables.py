@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pipe.config.actions import ACTION_NAMES, DEPLOY
 from pipe.config.build_context import BuildContext, cut
 from pipe.config.documents import DOCUMENT_NAME as DOCUMENT_NAME_PATTERN
 from pipe.config.documents import DOCUMENT_VERSION as DOCUMENT_VERSION_PATTERN
@@ -268,6 +269,13 @@ def _release(text: str) -> str | None:
     if text and text != PREVIOUS and release_id_problem(text):
         raise ValueError(f"must be '{PREVIOUS}' or a release id like 000042-0123456, got {shown(text)}")
     return text or None
+
+
+def _action(text: str) -> str:
+    action = text.strip().lower()
+    if action not in ACTION_NAMES:
+        raise ValueError(f"must be one of {', '.join(ACTION_NAMES)}, got {shown(text)}")
+    return action
 
 
 def _artifact_prefix(text: str) -> str:
@@ -695,7 +703,7 @@ ARTIFACT_PREFIX = Variable(
 APP_DIR = Variable(
     "APP_DIR",
     "Release mode: the application's directory on the instances, e.g. `/srv/web-api`, holding `releases/`, "
-    "`shared/` and the `current` symlink.",
+    "`shared/` and the `current` symlink. `ACTION: status` reads `current` there.",
     plain(_checked(app_dir_problem)),
 )
 RUN_AS = Variable(
@@ -752,9 +760,21 @@ VERIFY_PROCESSES = Variable(
 SERVICE = Variable(
     "SERVICE",
     "The service's name in the release ledger (release mode), the Parameter Store parameter "
-    "`/release-ledger/<service>/<environment>/release` that records every deploy, and in the deploy lock "
-    "(`LOCK`). Default: the repository's slug.",
+    "`/release-ledger/<service>/<environment>/release` that records every deploy (and that `ACTION: status` "
+    "reads), and in the deploy lock (`LOCK`). Default: the repository's slug.",
     plain(_service),
+)
+ACTION = Variable(
+    "ACTION",
+    "What the step does: `deploy`, or `status`: read-only and without the lock, it prints the release "
+    "ledger's live release and last releases, asks every targeted instance which release `APP_DIR/current` "
+    "points to, and fails the step when an instance runs another release than the live one (drift) or could "
+    "not be asked; see [What runs where: ACTION: status](#what-runs-where-action-status). `status` needs "
+    "`APP_DIR`, `ENVIRONMENT` and the instances (`INSTANCE_IDS` or `TARGETS`); the variables only a deploy "
+    "uses (`COMMANDS`, `ARTIFACT`, `DRY_RUN`...) are ignored, and a line names them.",
+    plain(_action),
+    default=DEPLOY,
+    fallback=DEPLOY,
 )
 DRY_RUN = Variable(
     "DRY_RUN",
@@ -849,6 +869,7 @@ TABLE: tuple[Variable[Any], ...] = (
     KEEP_RELEASES,
     VERIFY_PROCESSES,
     SERVICE,
+    ACTION,
     DRY_RUN,
     WAIT,
     CODE_INSIGHTS,
@@ -890,6 +911,7 @@ class Values:
         self.given = given
         self._values: dict[str, Any] = {}
         self.refused: set[str] = set()
+        self.ignored: tuple[str, ...] = ()  # given, but not used by the ACTION chosen: read as if unset
 
     def set(self, variable: Variable[T], value: T) -> None:
         self._values[variable.name] = value
@@ -909,3 +931,9 @@ class Values:
 
     def ok(self, variable: Variable[Any]) -> bool:
         return variable.name not in self.refused
+
+    def ignore(self, names: tuple[str, ...]) -> None:
+        """Read ``names`` as if they were not given (their defaults), remembering them for the log."""
+        self.ignored = names
+        for name in names:
+            self.given[name] = Given()

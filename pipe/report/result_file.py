@@ -39,9 +39,17 @@ def write_result(
     Bitbucket's shared variables when the step has them; a failure to write only warns."""
     seconds = max(0.0, time.monotonic() - outcome.started)
     variables = dotenv(settings, outcome, release, seconds) | _release_variables(release)
+    content = document(settings, outcome, release, seconds) | _release_document(release)
+    write_files(settings, content, variables, env)
+
+
+def write_files(
+    settings: DeploySettings, content: dict[str, object], variables: dict[str, str], env: dict[str, str] | None
+) -> None:
+    """``content`` as RESULT_FILE's JSON, ``variables`` as its ``.env`` twin and, when the step has
+    them, appended to Bitbucket's shared variables; a failure to write only warns."""
     path = Path(settings.result_file)
     twin = path.with_name(path.name + ENV_SUFFIX)
-    content = document(settings, outcome, release, seconds) | _release_document(release)
     written = _write(path, json.dumps(content, indent=2) + "\n", "RESULT_FILE")
     written = written and _write(
         twin, "".join(f"{k}={_dotenv_quote(v)}\n" for k, v in variables.items()), "RESULT_FILE"
@@ -115,11 +123,7 @@ def document(
         "summary": summary(settings, outcome, release, seconds),
         "failed_phase": failed_phase(outcome) or None,
         "duration_seconds": round(seconds, 1),
-        "environment": settings.environment,
-        "region": settings.region,
-        "repository": settings.build.repo,
-        "build_number": settings.build.build_number,
-        "commit": settings.build.commit,
+        **where_it_ran(settings),
         "command_ids": command_ids,
         "console_urls": [url for url in (console_url(settings.region, c) for c in command_ids) if url],
         "instances": _rows(outcome.deploy),
@@ -138,6 +142,18 @@ def document(
             for b in outcome.batches
         ],
         "fleet": dict(outcome.fleet),
+    }
+
+
+def where_it_ran(settings: DeploySettings) -> dict[str, object]:
+    """The environment, region and build a result file speaks of."""
+    build = settings.build
+    return {
+        "environment": settings.environment,
+        "region": settings.region,
+        "repository": build.repo,
+        "build_number": build.build_number,
+        "commit": build.commit,
     }
 
 

@@ -107,34 +107,41 @@ def _reported(run: Run, invocation: Invocation) -> str | None:
 
 
 def read_fleet(run: Run, app_dir: str, silent: list[Invocation]) -> None:
-    """Ask the instances whose command ended without saying where ``current`` points: the read
-    command, followed to its end whatever a stop says; UNKNOWN_RELEASE where it gets no answer."""
+    """Ask the instances whose command ended without saying where ``current`` points (``read_current``);
+    UNKNOWN_RELEASE where it gets no answer."""
     ids = [invocation.instance_id for invocation in silent]
     why = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in silent[:LISTED])
     log.info(
         f"---- Reading {app_dir}/current on {len(ids)} instance(s) whose command ended without saying where it "
         f"points ({why}) ----"
     )
-    record, spec = PhaseOutcome(), read_spec(run.settings, app_dir, ids)
+    found = read_current(run, app_dir, ids)
+    run.outcome.fleet.update(found)
+    unknown = [instance_id for instance_id, release in found.items() if release == UNKNOWN_RELEASE]
+    if unknown:
+        log.warning(
+            f"Which release {app_dir}/current points to on {named(unknown)} is unknown: the read got "
+            "no answer. The pipe treats them as possibly on the new release."
+        )
+
+
+def read_current(run: Run, app_dir: str, instance_ids: list[str]) -> dict[str, str]:
+    """Where ``APP_DIR/current`` points on each of ``instance_ids``, by the read-only read command,
+    followed to its end whatever a stop says: a release id, NO_RELEASE, or UNKNOWN_RELEASE where the
+    read got no answer."""
+    record, spec = PhaseOutcome(), read_spec(run.settings, app_dir, instance_ids)
     try:
         commands = _send(run, spec, record)
         _log_sent(run, commands)
         follow(run, spec, commands, record)
     except (PipeError, ClientError, BotoCoreError) as error:
         log.warning(f"Reading {app_dir}/current did not finish: {error}")
-    answers = record.invocations
-    unknown = []
-    for instance_id in ids:
-        answer = answers.get(instance_id)
-        found = current_report(answer.stdout) if answer is not None and answer.succeeded else None
-        run.outcome.fleet[instance_id] = found if found is not None else UNKNOWN_RELEASE
-        if found is None:
-            unknown.append(instance_id)
-    if unknown:
-        log.warning(
-            f"Which release {app_dir}/current points to on {named(unknown)} is unknown: the read got "
-            "no answer. The pipe treats them as possibly on the new release."
-        )
+    found = {}
+    for instance_id in instance_ids:
+        answer = record.invocations.get(instance_id)
+        release = current_report(answer.stdout) if answer is not None and answer.succeeded else None
+        found[instance_id] = release if release is not None else UNKNOWN_RELEASE
+    return found
 
 
 def send_only(run: Run, spec: CommandSpec) -> str:

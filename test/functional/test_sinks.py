@@ -1,5 +1,6 @@
 """The sinks in process: what a deploy hands them (the plan, or None when it ended before its plan was
-made, and the outcome) is what the result file, its .env twin and Bitbucket's shared variables say."""
+made, and the outcome; or a status's findings) is what the result file, its .env twin and Bitbucket's
+shared variables say."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 from pathlib import Path
 
 from functional.plans import World
-from pipe.model import DeployOutcome, Status
+from pipe.model import UNKNOWN_RELEASE, DeployOutcome, Status
 from pipe.report.result_file import SHARED_VARIABLES
-from pipe.report.sinks import sinks
+from pipe.report.sinks import sinks, status_sinks
+from pipe.report.status import FleetStatus
 from pipe.runtime.redaction import Redactor
 
 
@@ -43,3 +45,20 @@ def test_a_deploy_that_ended_before_its_plan_still_writes_its_outcome(tmp_path: 
     document = json.loads((tmp_path / "result.json").read_text())
     assert (document["status"], document["message"]) == ("not sent", "LOCK: nothing was sent. Held by build 41.")
     assert "release" not in document
+
+
+def test_a_status_goes_through_the_sinks_as_the_result_file_and_the_shared_variables(tmp_path: Path) -> None:
+    settings = dataclasses.replace(World(tmp_path).settings, result_file=str(tmp_path / "result.json"), action="status")
+    shared = tmp_path / "shared.env"
+    status = FleetStatus(ledger="/release-ledger/web-api/prod/release", fleet={"i-1": "none", "i-2": UNKNOWN_RELEASE})
+    status.why_unknown["i-2"] = "SSM Agent not online: ConnectionLost"
+
+    for sink in status_sinks(settings, {SHARED_VARIABLES: str(shared)}):
+        sink.write_status(status)
+
+    document = json.loads((tmp_path / "result.json").read_text())
+    assert (document["action"], document["status"], document["live_release"]) == ("status", "unknown", None)
+    assert document["fleet"] == {"i-1": "none", "i-2": "unknown"}
+    assert document["unknown_instances"] == [{"instance_id": "i-2", "reason": "SSM Agent not online: ConnectionLost"}]
+    assert "SSM_DEPLOY_UNKNOWN_INSTANCES='i-2'" in (tmp_path / "result.json.env").read_text()
+    assert "SSM_DEPLOY_STATUS=unknown\n" in shared.read_text()

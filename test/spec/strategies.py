@@ -805,6 +805,7 @@ BAD: dict[str, Inject] = {
     "DRY_RUN": bad_bool("DRY_RUN"),
     "WAIT": bad_bool("WAIT"),
     "CODE_INSIGHTS": bad_bool("CODE_INSIGHTS"),
+    "ACTION": one_of_words("ACTION", ["deploys", "rollback", "stat", "status deploy", "-", "undo", "dry-run"]),
     "DOCUMENT_NAME": one_of_words("DOCUMENT_NAME", ["ab", "bad name", "x" * 300, "doc;rm -rf", "AWS RunShellScript"]),
     "DOCUMENT_VERSION": one_of_words("DOCUMENT_VERSION", ["latest", "$NEWEST", "v1", "1.0", "-1"]),
     "DOCUMENT_PARAMETERS": one_of_words(

@@ -883,3 +883,58 @@ def test_verify_processes_outside_release_mode_is_refused() -> None:
     assert problems_of({"VERIFY_PROCESSES": "false"})["VERIFY_PROCESSES"] == [
         "is only used in release mode: set ARTIFACT (or RELEASE) too, or remove this"
     ]
+
+
+# --- ACTION: status ------------------------------------------------------------------------------------
+
+STATUS = {"ACTION": "status", "APP_DIR": "/srv/web-api", "COMMANDS": None}
+
+
+def test_status_needs_no_commands_and_reads_the_app_dir_the_bucket_and_the_service() -> None:
+    settings = load({**STATUS, "ARTIFACT_BUCKET": "acme-artifacts", "SERVICE": "web-api"})
+
+    assert (settings.action, settings.environment, settings.service) == ("status", "production", "web-api")
+    assert settings.status is not None
+    assert (settings.status.app_dir, settings.status.bucket, settings.status.prefix) == (
+        "/srv/web-api",
+        "acme-artifacts",
+        "app/",
+    )
+    assert settings.ignored == ()
+    assert load().action == "deploy" and load().status is None
+
+
+def test_status_ignores_what_only_a_deploy_uses_and_names_it() -> None:
+    deploy_only = {
+        "COMMANDS": "./deploy.sh",
+        "SCRIPT": "missing.sh",  # neither read nor refused: status sends no script
+        "ARTIFACT": "web-api.tgz",
+        "RELEASE": "not a release id",
+        "TARGET_GROUPS": "auto",
+        "LOCK": "true",
+        "DRY_RUN": "true",
+        "WAIT": "false",
+        "DOCUMENT_NAME": "Acme-Deploy",
+    }
+    settings = load({**STATUS, **deploy_only})
+
+    assert set(settings.ignored) == set(deploy_only)
+    assert (settings.commands, settings.dry_run, settings.wait, settings.release) == ("", False, True, None)
+    assert (settings.rollout.lock, settings.rollout.target_groups, settings.document_name) == (
+        False,
+        None,
+        "AWS-RunShellScript",
+    )
+
+
+def test_status_needs_the_app_dir_the_environment_and_the_instances() -> None:
+    problems = problems_of({**STATUS, "APP_DIR": None, "INSTANCE_IDS": None}, env={})
+
+    assert "is required with ACTION: status" in problems["APP_DIR"][0]
+    assert "is needed with ACTION: status" in problems["ENVIRONMENT"][0]
+    assert "is required" in problems["INSTANCE_IDS"][0]
+    assert "COMMANDS" not in problems
+
+
+def test_an_unknown_action_is_refused_naming_the_ones_there_are() -> None:
+    assert problems_of({"ACTION": "rollback"})["ACTION"] == ["must be one of deploy, status, got 'rollback'"]
