@@ -778,9 +778,9 @@ ACTION = Variable(
 )
 DRY_RUN = Variable(
     "DRY_RUN",
-    "Authenticate, resolve the targets, run every check (agents, parameters, permissions) and print the exact "
-    "plan (role, instances, document, the script with secrets as names only), then stop without sending "
-    "anything.",
+    "Authenticate, resolve the targets, run every check (agents, parameters, permissions) and print the plan "
+    "(role, instances, document, the rollout and its batches, `COMMANDS`; with `DEBUG`, the generated script "
+    "with secrets as names only), then stop without sending anything.",
     plain(parse_bool),
     default="false",
     kind="boolean",
@@ -807,7 +807,8 @@ CODE_INSIGHTS = Variable(
 )
 DEBUG = Variable(
     "DEBUG",
-    "Turn on extra debug information (the script sent, AWS call flow). Never prints credentials or secret values.",
+    "Turn on extra debug information (the generated script sent, or with `DRY_RUN` the one that would be, and "
+    "the AWS call flow). Never prints credentials or secret values.",
     plain(parse_bool),
     default="false",
     kind="boolean",

@@ -7,11 +7,14 @@ import logging
 from collections.abc import Sequence
 
 from pipe.config.parsers import former_separator_hints
+from pipe.config.rollout import count_of
 from pipe.config.settings import DeploySettings
 from pipe.plan import DeployPlan
 from pipe.stages.release.stage import install_lines, release_lines
 
 SHOWN_IDS = 10  # instance ids named in the opening line; the dry run names them all
+SHOWN_SIZES = 8  # batch sizes named in the rollout line when they differ
+SHOWN_COMMAND_LINES = 20  # of COMMANDS (or SCRIPT) in the dry run; DEBUG prints the whole script
 log = logging.getLogger("ssm-deploy")
 
 
@@ -25,8 +28,7 @@ def announce(settings: DeploySettings) -> None:
         + (f" triggered by {build.triggerer}" if build.triggerer else "")
     )
     log.info(
-        f"Environment: {settings.environment or '(none)'}; region {settings.region}; "
-        f"{where(settings, None, SHOWN_IDS)}; {rollout(settings)}"
+        f"Environment: {settings.environment or '(none)'}; region {settings.region}; {where(settings, None, SHOWN_IDS)}"
     )
     if settings.secrets:
         names = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in settings.secrets)
@@ -41,17 +43,19 @@ def announce(settings: DeploySettings) -> None:
 
 def show(plan: DeployPlan, script: Sequence[str]) -> None:
     """The plan in the log before it is applied: the rollout and the release (a dry run then shows
-    all of it, ``dry_run``)."""
-    if plan.lines and not plan.settings.dry_run:
-        log.info("Rollout plan:\n" + "\n".join(plan.lines))
+    all of it, ``dry_run``); with DEBUG, the script the instances run."""
+    if not plan.settings.dry_run:
+        log.info("\n".join((f"Rollout: {rollout(plan)}", *plan.lines)))
     if plan.release is not None:
         for line in release_lines(plan.release):
             log.info(line)
-    log.debug("Script sent to the instances (secrets appear as parameter names only):\n" + "\n".join(script))
+    sent = "the deploy would send" if plan.settings.dry_run else "sent to the instances"
+    log.debug(f"Script {sent} (secrets appear as parameter names only):\n" + "\n".join(script))
 
 
 def dry_run(plan: DeployPlan, script: Sequence[str], lock: Sequence[str]) -> None:
-    """Everything that would be sent, and nothing sent; ``lock``: what a deploy would find of LOCK."""
+    """What would be sent, and nothing sent; ``lock``: what a deploy would find of LOCK. The script
+    itself is in the log with DEBUG only (``show``): here, its size and the user's COMMANDS."""
     settings = plan.settings
     document = settings.document_name + (f" version {settings.document_version}" if settings.document_version else "")
     targeted = None if plan.instances is None else list(plan.instances)
@@ -60,11 +64,11 @@ def dry_run(plan: DeployPlan, script: Sequence[str], lock: Sequence[str]) -> Non
         f"  role:      {plan.identity.arn}",
         f"  targets:   {where(settings, targeted, None)}",
         f"  document:  {document}",
-        f"  rollout:   {rollout(settings)}",
+        f"  rollout:   {rollout(plan)}",
         f"  timeouts:  delivery {settings.delivery_timeout} s, execution {settings.execution_timeout} s",
         f"  comment:   {settings.comment}",
-        "  script (secrets appear as parameter names only):",
-        *(f"    {line}" for line in script),
+        f"  script:    {len(script)} lines, generated" + ("" if settings.debug else " (DEBUG: 'true' prints it)"),
+        *_commands(settings.commands),
         *lock,
         *plan.lines,
         *install_lines(plan.release),
@@ -91,5 +95,47 @@ def where(settings: DeploySettings, targeted: list[str] | None, limit: int | Non
     return f"{len(ids)} instance(s): {', '.join(shown)}" + (", ..." if len(shown) < len(ids) else "")
 
 
-def rollout(settings: DeploySettings) -> str:
-    return f"{settings.max_concurrency} at a time, stop after {settings.max_errors} error(s)"
+def rollout(plan: DeployPlan) -> str:
+    """How the plan's batches go out: one command SSM paces with MAX_CONCURRENCY and MAX_ERRORS, or
+    the pipe's batches, one command each (within a batch, SSM's pace only where it holds it back)."""
+    settings, batches = plan.settings, plan.batches
+    if not batches:
+        return "no batch: no instance to deploy"
+    pace = f"{settings.max_concurrency} at a time, stop after {settings.max_errors} error(s)"
+    if not settings.rollout.pipe_driven:
+        count = "the TARGETS" if batches[0].targets else _instances(len(batches[0].instance_ids))
+        return f"one command to {count}, {pace}"
+    sizes = [len(batch.instance_ids) for batch in batches]
+    largest = max(sizes)
+    shown = (
+        str(largest)
+        if len(set(sizes)) == 1
+        else ", ".join(map(str, sizes[:SHOWN_SIZES])) + (", ..." if len(sizes) > SHOWN_SIZES else "")
+    )
+    text = f"{_count(len(batches), 'batch', 'batches')} of {shown} {'instance' if largest == 1 else 'instances'}"
+    text += ", one after another"
+    if count_of(settings.max_concurrency, largest) < largest:
+        text += f"; within a batch {pace}"
+    return text
+
+
+def _commands(commands: str) -> list[str]:
+    """The user's COMMANDS (or SCRIPT) as given, the part of the script a reader checks: its first
+    SHOWN_COMMAND_LINES lines."""
+    if not commands:
+        return []
+    lines = commands.split("\n")
+    more = len(lines) - SHOWN_COMMAND_LINES
+    return [
+        "  commands:",
+        *(f"    {line}" for line in lines[:SHOWN_COMMAND_LINES]),
+        *([f"    ... {more} more line(s)"] if more > 0 else []),
+    ]
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
+def _instances(number: int) -> str:
+    return _count(number, "instance", "instances")

@@ -24,8 +24,9 @@ from pipe.model import Invocation, SentCommand
 from pipe.report.console import OutputPrinter, cut_notice
 from pipe.report.durations import format_duration
 from pipe.report.s3_output import output_key, read_lines
-from pipe.stages.watch.log_tail import Captured, LogTail, StreamKey, after_streamed
+from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.results import ensure_full_copy
+from pipe.stages.watch.streams import Captured, Gap, StreamKey
 
 DRAIN_SECONDS = float(LOG_LOOKBACK_SECONDS)  # the SSM Agent uploads output to CloudWatch at least every 30 s
 LIVE_OUTPUT_MISSING = "live output missing"  # a notice given once per run
@@ -51,7 +52,7 @@ def show_results(
                 ensure_full_copy(ssm, invocation)
         missing = _drain(ran, tail, printer, settings)
     else:
-        missing = {(inv.instance_id, stream): 0 for inv in ran for stream, _, _ in STREAMS}
+        missing = {(inv.instance_id, stream): Gap() for inv in ran for stream, _, _ in STREAMS}
     for invocation in ran:
         gaps = {
             stream: missing[key] for stream, _, _ in STREAMS if (key := (invocation.instance_id, stream)) in missing
@@ -68,13 +69,14 @@ def show_results(
 
 def _drain(
     ran: list[Invocation], tail: LogTail, printer: OutputPrinter, settings: DeploySettings
-) -> dict[StreamKey, int]:
+) -> dict[StreamKey, Gap]:
     captured = {
         (inv.instance_id, stream): Captured(_text(inv, stream), cut=stream in inv.cut)
         for inv in ran
         for stream, _, _ in STREAMS
     }
-    missing = tail.drain(captured, DRAIN_SECONDS)
+    drained = tail.drain(captured, DRAIN_SECONDS)
+    missing = drained.gaps
     silent = [inv.instance_id for inv in ran if (inv.stdout or inv.stderr) and not tail.streamed_any(inv.instance_id)]
     if silent and printer.build_log.first_time(LIVE_OUTPUT_MISSING):
         log.warning(
@@ -84,41 +86,46 @@ def _drain(
             f"arn:aws:logs:{settings.region}:<account>:log-group:{tail.group}:* (README: The instance role). "
             "Its output is shown from what SSM captured instead."
         )
-    late = [key[0] for key, copy in captured.items() if copy.cut and key in missing and key[0] not in silent]
+    late = sorted({key[0] for key, gap in missing.items() if gap.late and captured[key].cut and key[0] not in silent})
     if late:
         log.warning(
-            f"CloudWatch did not deliver all output of {_some(sorted(set(late)))} within {DRAIN_SECONDS:.0f} s; "
-            "showing the rest from what SSM or S3 has."
+            f"CloudWatch did not deliver all output of {_some(late)} (waited {drained.waited:.1f} s after the "
+            "command ended); showing the rest from what SSM or S3 has."
         )
     return missing
 
 
 def _print_rest(
-    ssm: Any, invocation: Invocation, gaps: dict[str, int], printer: OutputPrinter, settings: DeploySettings, s3: Any
+    ssm: Any, invocation: Invocation, gaps: dict[str, Gap], printer: OutputPrinter, settings: DeploySettings, s3: Any
 ) -> None:
-    """Print what the build log lacks of the instance's output: from S3 when it is there, else SSM's copy."""
-    whole = not any(gaps.values())
-    title = (
-        f"output of {invocation.instance_id}: {invocation.describe()}"
-        if whole
-        else f"rest of the output of {invocation.instance_id} ({invocation.describe()}), not yet in CloudWatch Logs"
-    )
+    """Print what the build log lacks of the instance's output: from S3 when it is there, else SSM's
+    copy; never a line the live output printed."""
+    title = _title(invocation, gaps)
     if s3 is not None and _print_from_s3(s3, invocation, gaps, printer, settings, title):
         return
     ensure_full_copy(ssm, invocation)
-    printer.print_header(f"---- {title} ----")
+    rests = {stream: list(gaps[stream].rest([_text(invocation, stream)])) for stream in gaps}
+    if any(rests.values()):
+        printer.print_header(f"---- {title} ----")
     for stream, limit, what in STREAMS:
         if stream not in gaps:
             continue
-        text = _text(invocation, stream)
-        _print_chunks(printer, invocation.instance_id, stream, after_streamed([text], gaps[stream]))
-        notice = cut_notice(text, limit, what, _remedy(settings))
+        _print_chunks(printer, invocation.instance_id, stream, rests[stream])
+        notice = cut_notice(_text(invocation, stream), limit, what, _remedy(settings))
         if notice:
             log.warning(f"{invocation.instance_id}: {notice}")
 
 
+def _title(invocation: Invocation, gaps: dict[str, Gap]) -> str:
+    if all(gap.whole for gap in gaps.values()):
+        return f"output of {invocation.instance_id}: {invocation.describe()}"
+    if any(gap.printed is not None for gap in gaps.values()):
+        return f"lines of the output of {invocation.instance_id} ({invocation.describe()}) that live output lacked"
+    return f"rest of the output of {invocation.instance_id} ({invocation.describe()}), not yet in CloudWatch Logs"
+
+
 def _print_from_s3(
-    s3: Any, invocation: Invocation, gaps: dict[str, int], printer: OutputPrinter, settings: DeploySettings, title: str
+    s3: Any, invocation: Invocation, gaps: dict[str, Gap], printer: OutputPrinter, settings: DeploySettings, title: str
 ) -> bool:
     """Print the rest of the full output the agent wrote to OUTPUT_S3_BUCKET; False when it is not there."""
     bucket, prefix = str(settings.output_s3_bucket), settings.output_s3_prefix
@@ -129,11 +136,11 @@ def _print_from_s3(
         return False
     printer.print_header(f"---- {title} (from s3://{bucket}) ----")
     if "stdout" in gaps:
-        _print_chunks(printer, invocation.instance_id, "stdout", after_streamed(stdout, gaps["stdout"]))
+        _print_chunks(printer, invocation.instance_id, "stdout", gaps["stdout"].rest(stdout))
     if "stderr" in gaps:
         key = output_key(prefix, invocation.command_id, invocation.instance_id, "stderr", folder)
         stderr = read_lines(s3, bucket, key) or ()
-        _print_chunks(printer, invocation.instance_id, "stderr", after_streamed(stderr, gaps["stderr"]))
+        _print_chunks(printer, invocation.instance_id, "stderr", gaps["stderr"].rest(stderr))
     return True
 
 

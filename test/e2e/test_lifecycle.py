@@ -31,12 +31,19 @@ def test_dry_run_checks_everything_prints_the_plan_and_sends_nothing(standin: St
     assert "Dry run: nothing is sent. The plan:" in run.output
     assert "role:      arn:aws:sts::123456789012:assumed-role/deploy-dry/" in run.output
     assert f"targets:   2 instance(s): {ids[0]}, {ids[1]}" in run.output
-    assert "--name /deploy/dry/db_password" in run.output and "    bash deploy.sh" in run.output
+    assert "    bash deploy.sh" in run.output  # the COMMANDS as given; the generated script only with DEBUG
+    assert "--name /deploy/dry/db_password" not in run.output and "DEBUG: 'true' prints it" in run.output
     assert "dry-run-secret-value" not in run.output
     assert "Dry run: all checks passed; nothing was sent." in run.output
     assert calls["ssm:SendCommand"] == 0
     assert calls["ssm:GetParameters"] == 1 and calls["ssm:DescribeInstanceInformation"] >= 1  # the checks ran
     assert json.loads((tmp_path / "ssm-deploy-result.json").read_text())["status"] == "dry run"
+
+    debug = run_pipe({**env, "DEBUG": "true"})
+
+    assert debug.returncode == 0, debug.output
+    assert debug.output.count("--name /deploy/dry/db_password") == 1  # the script, printed once
+    assert "dry-run-secret-value" not in debug.output
 
 
 def test_dry_run_still_fails_on_what_a_deploy_would_fail_on(standin: StandIn) -> None:

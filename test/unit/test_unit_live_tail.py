@@ -17,16 +17,15 @@ from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
 from pipe.limits import LIVE_TAIL_MAX_PREFIXES
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
-from pipe.stages.watch.live_tail import LiveTailSession, log_group_arn
-from pipe.stages.watch.log_tail import (
-    LIVE_DELIVERY_SECONDS,
+from pipe.stages.watch.live_starts import (
     LIVE_TAIL_RETRY_SECONDS,
     THROTTLED_RETRY_MAX_SECONDS,
     THROTTLED_RETRY_SECONDS,
-    Captured,
-    LogTail,
     throttled_retry_seconds,
 )
+from pipe.stages.watch.live_tail import LiveTailSession, log_group_arn
+from pipe.stages.watch.log_tail import LIVE_DELIVERY_SECONDS, LogTail
+from pipe.stages.watch.streams import Captured, Gap
 
 GROUP = "/aws/ssm/ssm-deploy"
 ARN = log_group_arn("eu-west-1", "123456789012", GROUP)
@@ -353,11 +352,13 @@ def test_a_sampled_update_is_announced_and_no_stream_is_then_taken_as_complete(
     with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
         poll_until(tail, lambda: tail.counts.events_printed == 1)
 
-    missing = tail.drain({(INSTANCE_A, "stdout"): Captured("one\n", cut=False)}, 0, sleep=lambda _: None)
+    copy = "zero\none\ntwo\n"
+    missing = tail.drain({(INSTANCE_A, "stdout"): Captured(copy, cut=False)}, 0, sleep=lambda _: None).gaps
     tail.close()
 
     assert "Live output is incomplete" in caplog.text
-    assert missing == {(INSTANCE_A, "stdout"): 0}  # shown whole from SSM's copy: events were dropped
+    # events were dropped: the lines of SSM's copy Live Tail left out are shown, the one it printed is not
+    assert list(missing[(INSTANCE_A, "stdout")].rest([copy])) == ["zero", "two"]
 
 
 def test_the_drain_waits_briefly_for_what_live_tail_is_still_delivering() -> None:
@@ -378,8 +379,9 @@ def test_the_drain_waits_briefly_for_what_live_tail_is_still_delivering() -> Non
     never = tail.drain({(INSTANCE_B, "stdout"): Captured("x\n", cut=False)}, 35, sleep=clock.sleep)
     tail.close()
 
-    assert missing == {}
-    assert never == {(INSTANCE_B, "stdout"): 0}  # given up after the delivery time, not the 35 s bound
+    assert missing.gaps == {}
+    assert never.gaps == {(INSTANCE_B, "stdout"): Gap()}  # given up after the delivery time, not the 35 s bound
+    assert never.waited < 2 * LIVE_DELIVERY_SECONDS + 1
     assert sum(clock.sleeps) < 2 * LIVE_DELIVERY_SECONDS + 1
 
 

@@ -14,16 +14,9 @@ from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
 
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
-from pipe.stages.watch.log_tail import (
-    DRAIN_POLL_SECONDS,
-    FILTER_POLL_SECONDS,
-    LOOKBACK_MS,
-    PAGE_EVENTS,
-    QUIET_SECONDS,
-    Captured,
-    LogTail,
-    after_streamed,
-)
+from pipe.stages.watch.filter_reads import PAGE_EVENTS
+from pipe.stages.watch.log_tail import DRAIN_POLL_SECONDS, FILTER_POLL_SECONDS, LogTail
+from pipe.stages.watch.streams import LOOKBACK_MS, QUIET_SECONDS, Captured, Gap, after_streamed
 
 GROUP = "/aws/ssm/ssm-deploy"
 START = 1_000_000
@@ -148,11 +141,11 @@ class ScriptedLogs:
 
 def drained(
     pages: list[list[dict[str, Any]]], captured: dict[tuple[str, str], Captured], limit: float = 35
-) -> tuple[dict[tuple[str, str], int], FakeClock, str]:
+) -> tuple[dict[tuple[str, str], Gap], FakeClock, str]:
     clock = FakeClock()
     out = io.StringIO()
     tail = tail_for(ScriptedLogs(*pages), out, clock)
-    return tail.drain(captured, limit, sleep=clock.sleep), clock, out.getvalue()
+    return tail.drain(captured, limit, sleep=clock.sleep).gaps, clock, out.getvalue()
 
 
 def whole(text: str) -> Captured:
@@ -184,21 +177,21 @@ def test_output_never_streamed_is_handed_back_at_once_when_ssms_copy_is_whole() 
     """The instance role may not write to CloudWatch: waiting could not add anything SSM lacks."""
     missing, clock, out = drained([], {STDOUT: whole("deployed\n"), (INSTANCE_A, "stderr"): whole("")})
 
-    assert missing == {STDOUT: 0}
+    assert missing == {STDOUT: Gap()}
     assert clock.sleeps == [] and out == ""
 
 
 def test_a_partly_streamed_whole_copy_is_handed_back_with_what_was_printed() -> None:
     missing, clock, _ = drained([[event(INSTANCE_A, "stdout", START, "1", "one")]], {STDOUT: whole("one\ntwo\n")})
 
-    assert missing == {STDOUT: 3}
+    assert missing == {STDOUT: Gap(streamed=3)}
     assert clock.sleeps == []
 
 
-def test_a_stream_that_is_not_ssms_copy_is_handed_back_to_be_shown_whole() -> None:
-    missing, _, _ = drained([[event(INSTANCE_A, "stdout", START, "1", "other")]], {STDOUT: whole("one\n")})
+def test_a_stream_that_is_not_ssms_copy_is_handed_back_with_the_lines_it_printed() -> None:
+    missing, _, _ = drained([[event(INSTANCE_A, "stdout", START, "1", "other")]], {STDOUT: whole("one\nother\n")})
 
-    assert missing == {STDOUT: 0}
+    assert list(missing[STDOUT].rest(["one\nother\n"])) == ["one"]  # what was printed is not printed again
 
 
 def test_a_cut_copy_is_waited_for_until_covered_and_quiet() -> None:
@@ -219,7 +212,7 @@ def test_a_cut_copy_the_stream_never_covers_is_handed_back_at_the_limit() -> Non
         [[event(INSTANCE_A, "stdout", START, "1", "x" * 100)]], {STDOUT: Captured("x" * 8000, True)}, 2
     )
 
-    assert missing == {STDOUT: 100}
+    assert missing == {STDOUT: Gap(streamed=100, late=True)}
     assert 2 <= sum(clock.sleeps) <= 2 + DRAIN_POLL_SECONDS
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,12 +33,13 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
     Chunks that MAX_CONCURRENCY held back (``SentCommands.rest``) are sent as earlier ones end. A
     stop or the wait bound cancels the commands and raises DeployStopped; AWS becoming
     unreachable or refusing a call raises StillRunning naming the commands."""
-    rest = commands.rest if isinstance(commands, SentCommands) else None
     with aws_errors_explained(run.region, commands):
-        count = max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
-        count += len(rest.waiting) if rest else 0
         printer = OutputPrinter(
-            run.redactor, names=run.names, instance_count=count, order=run.order, build_log=run.build_log
+            run.redactor,
+            names=run.names,
+            instance_count=_instance_count(run, commands),
+            order=run.order,
+            build_log=run.build_log,
         )
         tail = _log_tail(run, commands, printer)
         try:
@@ -56,59 +57,76 @@ def _follow(
     printer: OutputPrinter,
     tail: LogTail | None,
 ) -> dict[str, Invocation]:
-    settings = run.settings
-    rest = commands.rest if isinstance(commands, SentCommands) else None
-    s3 = run.clients.s3 if settings.output_s3_bucket else None
+    s3 = run.clients.s3 if run.settings.output_s3_bucket else None
     on_poll = tail.poll if tail else (lambda: 0)
+    tracker = _tracker(run, commands, record, tail)
+    limit = spec.delivery_timeout + spec.execution_timeout + run.plan.bounds.wait_margin
+    try:
+        invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested if spec.stoppable else _no_stop)
+    except (Interrupted, WaitTimedOut) as stop:
+        unconfirmed = _cancel(run, tracker, stop, on_poll)
+        tracker.read_results()
+        show_results(run.clients.ssm, tracker.commands, tracker.invocations, printer, tail, run.settings, s3)
+        raise _stopped(run, tracker.commands, stop, unconfirmed) from None
+    for command in tracker.commands:
+        lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
+        if lost:  # so a returning agent does not run a deploy nobody watches
+            cancel_command(run.clients.ssm, command.command_id, lost)
+    tracker.read_results()
+    show_results(run.clients.ssm, tracker.commands, invocations, printer, tail, run.settings, s3)
+    return invocations
+
+
+def _tracker(run: Run, commands: list[SentCommand], record: PhaseOutcome, tail: LogTail | None) -> InvocationTracker:
+    """The tracker of ``commands``, which sends the chunks MAX_CONCURRENCY held back as earlier ones end."""
+    rest = commands.rest if isinstance(commands, SentCommands) else None
 
     def sent_later(command: SentCommand) -> None:
         record.commands.append(command)
         if tail is not None:
             tail.add_command(command.command_id)
-        count = len(command.instance_ids)
-        log.info(f"Sent command {command.command_id} to {count} instance(s) [{command.comment}]")
+        log.info(f"Sent command {command.command_id} to {len(command.instance_ids)} instance(s) [{command.comment}]")
 
     tracker = InvocationTracker(
         run.clients.ssm,
         commands,
-        agent_watch=AgentWatch(run.clients.ssm, settings.agent_lost_timeout),
-        instance_count=max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
-        + (len(rest.waiting) if rest else 0),  # before the first poll, so it counts the held-back chunks
-        document_name=settings.document_name,
+        agent_watch=AgentWatch(run.clients.ssm, run.settings.agent_lost_timeout),
+        instance_count=_instance_count(run, commands),  # before the first poll, so it counts the held-back chunks
+        document_name=run.settings.document_name,
         rest=rest,
         on_sent=sent_later,
         on_ended=tail.command_ended if tail is not None else (lambda command_id: None),
     )
     record.track(tracker.invocations)
-    limit = spec.delivery_timeout + spec.execution_timeout + run.plan.bounds.wait_margin
-    try:
-        invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested if spec.stoppable else _no_stop)
-    except (Interrupted, WaitTimedOut) as stop:
-        tracker.hold_back_rest()
-        sent = tracker.commands
-        log.error(f"{sentence(str(stop))} Cancelling command {command_ids(sent)}.")
-        unconfirmed = ""
-        if not all([cancel_command(run.clients.ssm, command.command_id) for command in sent]):
-            unconfirmed = "SSM refused to cancel the command (see above)"
-        else:
-            try:
-                tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
-            except WaitTimedOut:
-                unconfirmed = f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
-        tracker.read_results()
-        show_results(run.clients.ssm, sent, tracker.invocations, printer, tail, settings, s3)
-        if not unconfirmed:
-            cancelled = f"The command was cancelled. Command id: {command_ids(sent)}."
-            raise DeployStopped(f"{sentence(str(stop))} {cancelled}") from None
-        raise StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, sent)) from None
+    return tracker
+
+
+def _cancel(run: Run, tracker: InvocationTracker, stop: Exception, on_poll: Callable[[], int]) -> str:
+    """A stop or the wait bound: hold back the rest, cancel every command sent and wait a while for it;
+    return why the cancellation is not confirmed ("" when it is)."""
+    tracker.hold_back_rest()
     sent = tracker.commands
-    for command in sent:
-        lost = [i for i, inv in invocations.items() if inv.lost and inv.command_id == command.command_id]
-        if lost:  # so a returning agent does not run a deploy nobody watches
-            cancel_command(run.clients.ssm, command.command_id, lost)
-    tracker.read_results()
-    show_results(run.clients.ssm, sent, invocations, printer, tail, settings, s3)
-    return invocations
+    log.error(f"{sentence(str(stop))} Cancelling command {command_ids(sent)}.")
+    if not all([cancel_command(run.clients.ssm, command.command_id) for command in sent]):
+        return "SSM refused to cancel the command (see above)"
+    try:
+        tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
+    except WaitTimedOut:
+        return f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
+    return ""
+
+
+def _stopped(run: Run, sent: list[SentCommand], stop: Exception, unconfirmed: str) -> DeployStopped | StillRunning:
+    if not unconfirmed:
+        return DeployStopped(f"{sentence(str(stop))} The command was cancelled. Command id: {command_ids(sent)}.")
+    return StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, sent))
+
+
+def _instance_count(run: Run, commands: list[SentCommand]) -> int:
+    """The phase's instances, the held-back chunks' included."""
+    rest = commands.rest if isinstance(commands, SentCommands) else None
+    count = max(len(run.targeted or []), sum(len(c.instance_ids) for c in commands))
+    return count + (len(rest.waiting) if rest else 0)
 
 
 def _no_stop() -> None:
