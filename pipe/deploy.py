@@ -60,6 +60,7 @@ class Deploy:
                 self.outcome.status = Status.FAILED
             raise
         finally:
+            self.outcome.end()
             for sink in sinks(self.settings, self.env, self.redactor):
                 sink.write(self.plan, self.outcome)
 

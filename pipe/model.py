@@ -234,6 +234,7 @@ class DeployOutcome:
     message: str = ""
     failed_phase: str = ""  # the phase whose failure decided the verdict: deploy, health check, bake...
     started: float = field(default_factory=time.monotonic, compare=False)  # when the deploy began, for its duration
+    ended: float | None = field(default=None, compare=False)  # when it ended (``end``), before the sinks read it
     deploy: PhaseOutcome = field(default_factory=PhaseOutcome)
     health_check: PhaseOutcome = field(default_factory=PhaseOutcome)
     rollback: PhaseOutcome = field(default_factory=PhaseOutcome)
@@ -243,6 +244,15 @@ class DeployOutcome:
     # the instance itself (its script's report, or a read command when an invocation ended without
     # telling). UNKNOWN_RELEASE when even asking failed; an instance not in it was never touched.
     fleet: dict[str, str] = field(default_factory=dict)
+
+    def end(self) -> None:
+        """The deploy is over: its duration stops here, the same for every sink."""
+        if self.ended is None:
+            self.ended = time.monotonic()
+
+    def seconds(self) -> float:
+        """How long the deploy took (so far, before ``end``)."""
+        return max(0.0, (self.ended if self.ended is not None else time.monotonic()) - self.started)
 
     def batch_record(self, number: int, instance_ids: tuple[str, ...]) -> BatchRecord:
         """Batch ``number``'s record, added the first time it is asked for."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +95,7 @@ def report_body(
     settings: DeploySettings, plan: DeployPlan | None, outcome: DeployOutcome, redactor: Redactor
 ) -> dict[str, Any]:
     """The report as the reports API takes it (``PUT .../commit/{commit}/reports/{reportId}``)."""
-    seconds = max(0.0, time.monotonic() - outcome.started)
+    seconds = outcome.seconds()
     release = plan.release if plan is not None else None
     failed = failed_instances(outcome)
     deployed = sum(1 for instance_id in outcome.deploy.invocations if instance_id not in failed)

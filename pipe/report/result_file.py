@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import stat
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,18 +36,25 @@ def write_result(
     settings: DeploySettings, outcome: DeployOutcome, env: dict[str, str] | None = None, release: Release | None = None
 ) -> None:
     """Write ``RESULT_FILE`` (JSON) and its ``.env`` twin, and append the ``SSM_DEPLOY_*`` values to
-    Bitbucket's shared variables when the step has them; a failure to write only warns."""
-    seconds = max(0.0, time.monotonic() - outcome.started)
+    Bitbucket's shared variables when the step has them (``env``); a failure to write only warns."""
+    content, variables = result_values(settings, outcome, release)
+    write_files(settings, content, variables)
+    append_shared_variables(variables, env)
+
+
+def result_values(
+    settings: DeploySettings, outcome: DeployOutcome, release: Release | None = None
+) -> tuple[dict[str, object], dict[str, str]]:
+    """The result as RESULT_FILE's JSON, and as ``SSM_DEPLOY_*`` variables."""
+    seconds = outcome.seconds()
     variables = dotenv(settings, outcome, release, seconds) | _release_variables(release)
     content = document(settings, outcome, release, seconds) | _release_document(release)
-    write_files(settings, content, variables, env)
+    return content, variables
 
 
-def write_files(
-    settings: DeploySettings, content: dict[str, object], variables: dict[str, str], env: dict[str, str] | None
-) -> None:
-    """``content`` as RESULT_FILE's JSON, ``variables`` as its ``.env`` twin and, when the step has
-    them, appended to Bitbucket's shared variables; a failure to write only warns."""
+def write_files(settings: DeploySettings, content: dict[str, object], variables: dict[str, str]) -> None:
+    """``content`` as RESULT_FILE's JSON and ``variables`` as its ``.env`` twin; a failure to write
+    only warns."""
     path = Path(settings.result_file)
     twin = path.with_name(path.name + ENV_SUFFIX)
     written = _write(path, json.dumps(content, indent=2) + "\n", "RESULT_FILE")
@@ -56,8 +63,13 @@ def write_files(
     )
     if written:
         log.info(f"Result written to {path} and {twin}")
+
+
+def append_shared_variables(variables: dict[str, str], env: Mapping[str, str] | None) -> None:
+    """Append ``variables`` as KEY=VALUE lines to Bitbucket's shared variables file when the step has
+    one (a later step lists the names in ``output-variables``); a failure to write only warns."""
     shared = (env if env is not None else os.environ).get(SHARED_VARIABLES, "").strip()
-    if shared:  # KEY=VALUE lines, appended; a later step lists the names in `output-variables`
+    if shared:
         lines = "".join(f"{key}={_one_line(value)}\n" for key, value in variables.items())
         _write(Path(shared), lines, SHARED_VARIABLES, append=True)
 

@@ -2,9 +2,9 @@
 when the deploy ended before its plan was made) and the outcome; a sink that cannot write warns and
 never changes the verdict.
 
-The sinks: the result file, RESULT_FILE (JSON), its ``.env`` twin, and the same values appended to
-Bitbucket's shared variables when the step has them (``result_file.py``); a Code Insights report on the
-commit (``code_insights.py``). Another sink is a class with ``write`` and a line in ``sinks``.
+The sinks: the result file, RESULT_FILE (JSON) and its ``.env`` twin; the same values appended to
+Bitbucket's shared variables when the step has them (both ``result_file.py``); a Code Insights report
+on the commit (``code_insights.py``). Another sink is a class with ``write`` and a line in ``sinks``.
 
 ACTION: status hands its findings (``report/status.py``) to the sinks in ``status_sinks``: a sink that
 reports a status too has ``write_status``."""
@@ -19,7 +19,7 @@ from pipe.config.settings import DeploySettings
 from pipe.model import DeployOutcome
 from pipe.plan import DeployPlan
 from pipe.report.code_insights import CodeInsightsReport
-from pipe.report.result_file import write_files, write_result
+from pipe.report.result_file import append_shared_variables, result_values, write_files
 from pipe.report.status import FleetStatus, status_document, status_dotenv
 from pipe.runtime.redaction import Redactor
 
@@ -34,25 +34,40 @@ class StatusSink(Protocol):
 
 @dataclass(frozen=True)
 class ResultFile:
-    """RESULT_FILE and its ``.env`` twin, and Bitbucket's shared variables."""
+    """RESULT_FILE (JSON) and its ``.env`` twin."""
+
+    settings: DeploySettings
+
+    def write(self, plan: DeployPlan | None, outcome: DeployOutcome) -> None:
+        content, variables = result_values(self.settings, outcome, plan.release if plan is not None else None)
+        write_files(self.settings, content, variables)
+
+    def write_status(self, status: FleetStatus) -> None:
+        write_files(self.settings, status_document(self.settings, status), status_dotenv(self.settings, status))
+
+
+@dataclass(frozen=True)
+class SharedVariables:
+    """The result's ``SSM_DEPLOY_*`` values appended to Bitbucket's shared variables, when the step
+    has them (BITBUCKET_PIPELINES_VARIABLES_PATH)."""
 
     settings: DeploySettings
     env: Mapping[str, str]
 
     def write(self, plan: DeployPlan | None, outcome: DeployOutcome) -> None:
-        write_result(self.settings, outcome, env=dict(self.env), release=plan.release if plan is not None else None)
+        _, variables = result_values(self.settings, outcome, plan.release if plan is not None else None)
+        append_shared_variables(variables, self.env)
 
     def write_status(self, status: FleetStatus) -> None:
-        settings = self.settings
-        write_files(settings, status_document(settings, status), status_dotenv(settings, status), dict(self.env))
+        append_shared_variables(status_dotenv(self.settings, status), self.env)
 
 
 def sinks(settings: DeploySettings, env: Mapping[str, str], redactor: Redactor) -> list[Sink]:
     """The sinks of a deploy with ``settings``, in the order they are written; ``redactor`` masks what
     they show of the instances' output."""
-    return [ResultFile(settings, env), CodeInsightsReport(settings, env, redactor)]
+    return [ResultFile(settings), SharedVariables(settings, env), CodeInsightsReport(settings, env, redactor)]
 
 
 def status_sinks(settings: DeploySettings, env: Mapping[str, str]) -> list[StatusSink]:
     """The sinks of ACTION: status, in the order they are written."""
-    return [ResultFile(settings, env)]
+    return [ResultFile(settings), SharedVariables(settings, env)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from functional.plans import World
 from pipe.model import UNKNOWN_RELEASE, DeployOutcome, Status
+from pipe.report.code_insights import report_body
 from pipe.report.result_file import SHARED_VARIABLES
 from pipe.report.sinks import sinks, status_sinks
 from pipe.report.status import FleetStatus
@@ -62,3 +63,19 @@ def test_a_status_goes_through_the_sinks_as_the_result_file_and_the_shared_varia
     assert document["unknown_instances"] == [{"instance_id": "i-2", "reason": "SSM Agent not online: ConnectionLost"}]
     assert "SSM_DEPLOY_UNKNOWN_INSTANCES='i-2'" in (tmp_path / "result.json.env").read_text()
     assert "SSM_DEPLOY_STATUS=unknown\n" in shared.read_text()
+
+
+def test_every_sink_reports_the_same_duration_the_one_the_deploy_ended_with(tmp_path: Path) -> None:
+    settings = dataclasses.replace(World(tmp_path).settings, result_file=str(tmp_path / "result.json"))
+    shared = tmp_path / "shared.env"
+    outcome = DeployOutcome(Status.SUCCEEDED)
+    outcome.started, outcome.ended = 1000.0, 1042.0  # the deploy ended 42 s after it began
+
+    for sink in sinks(settings, {SHARED_VARIABLES: str(shared)}, Redactor()):
+        sink.write(None, outcome)
+
+    assert json.loads((tmp_path / "result.json").read_text())["duration_seconds"] == 42.0
+    assert "SSM_DEPLOY_DURATION='42'" in (tmp_path / "result.json.env").read_text()
+    assert "SSM_DEPLOY_DURATION=42\n" in shared.read_text()
+    insights = report_body(settings, None, outcome, Redactor())
+    assert {"title": "Duration", "type": "DURATION", "value": 42_000} in insights["data"]

@@ -1,4 +1,4 @@
-"""pipe.settings.load_settings: valid variables become DeploySettings, every problem is named."""
+"""pipe.config.settings.load_settings: valid variables become DeploySettings, every problem is named."""
 
 from __future__ import annotations
 
@@ -858,7 +858,7 @@ def test_no_reason_quotes_a_value_in_full(overrides: dict[str, str | None]) -> N
 
 def test_validation_imports_nothing_from_the_stages() -> None:
     """config/ is pure: the script-size check is passed in, not imported (once settings <-> script)."""
-    config = Path(__file__).resolve().parents[2] / "pipe" / "config"
+    config = Path(__file__).resolve().parents[3] / "pipe" / "config"
     for path in config.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:

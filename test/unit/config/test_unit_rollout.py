@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from unit.test_unit_settings import load, problems_of
+from unit.config.test_unit_settings import load, problems_of
 
 from pipe.config.rollout import (
     TargetGroupChoice,

@@ -1,4 +1,4 @@
-"""pipe.results.fetch_result and pipe.stages.send with a stubbed SSM client."""
+"""pipe.stages.watch.results.fetch_result and pipe.stages.send with a stubbed SSM client."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from pipe.config.env_names import RESERVED, name_problem, reserved_reason
 from pipe.config.settings import load_settings
 from pipe.errors import ValidationFailed
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 MINIMAL = {"AWS_DEFAULT_REGION": "eu-west-1", "INSTANCE_IDS": "i-0123456789abcdef0", "COMMANDS": "true"}
 
 

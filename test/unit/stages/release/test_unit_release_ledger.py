@@ -450,7 +450,7 @@ def test_record_overwrites_a_string_and_returns_the_version(stubbed: tuple[SSMCl
 
 
 def test_the_readme_example_is_an_entry_written_as_the_pipe_writes_it() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     block = readme.split("### The release ledger", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
     example = LedgerEntry.from_json(block)
 
