@@ -14,6 +14,7 @@ from pipe.run import Run
 from pipe.stages.phases import send_only
 from pipe.stages.release.stage import done_message, record_release, upload_release
 from pipe.stages.rollout import roll_out
+from pipe.traffic import holding_all
 
 
 def apply(plan: DeployPlan, ctx: Execution) -> str:
@@ -29,7 +30,8 @@ def apply(plan: DeployPlan, ctx: Execution) -> str:
         return message
     stopped = False
     try:
-        message = roll_out(run, list(plan.batches), plan.hook)
+        with holding_all(plan.scopes, run):  # e.g. an Auto Scaling group's processes, from first batch to last
+            message = roll_out(run, list(plan.batches), plan.hook)
         run.outcome.status = Status.SUCCEEDED
     except DeployStopped:
         stopped = True

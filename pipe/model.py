@@ -244,6 +244,8 @@ class DeployOutcome:
     # the instance itself (its script's report, or a read command when an invocation ended without
     # telling). UNKNOWN_RELEASE when even asking failed; an instance not in it was never touched.
     fleet: dict[str, str] = field(default_factory=dict)
+    # instance id -> how it left the fleet during the deploy (its Auto Scaling group terminated it): not a failure
+    departed: dict[str, str] = field(default_factory=dict)
 
     def end(self) -> None:
         """The deploy is over: its duration stops here, the same for every sink."""

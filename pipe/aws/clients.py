@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -78,6 +79,10 @@ class Clients:
     @cached_property
     def elbv2(self) -> ElasticLoadBalancingv2Client:
         return self._make("elbv2")  # type: ignore[no-any-return]
+
+    @cached_property
+    def autoscaling(self) -> AutoScalingClient:
+        return self._make("autoscaling")  # type: ignore[no-any-return]
 
     @cached_property
     def cloudwatch(self) -> CloudWatchClient:

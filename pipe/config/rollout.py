@@ -18,6 +18,10 @@ TARGET_GROUP_ARN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?/[0-9a-f]{16}",
     re.ASCII,
 )
+# Auto Scaling group names: 1-255 characters (CreateAutoScalingGroup, AutoScalingGroupName); the pipe
+# splits AUTO_SCALING_GROUPS on whitespace, so a name here holds none (a YAML list item may)
+AUTO_SCALING_GROUP_NAME_MAX = 255
+MAX_AUTO_SCALING_GROUPS = 20  # the pipe's own bound on the names given, as for target groups
 MAX_TARGET_GROUPS = 20  # the pipe's own bound on the names given (the groups found registered are not bounded)
 ALARM_NAME_MAX = 255  # CloudWatch AlarmName: 1-255 characters
 MAX_ALARMS = 100  # DescribeAlarms takes at most 100 AlarmNames
@@ -43,10 +47,22 @@ class TargetGroupChoice:
 
 
 @dataclass(frozen=True)
+class AutoScalingChoice:
+    """AUTO_SCALING_GROUPS: ``auto`` (the groups the targeted instances belong to), or names as given."""
+
+    auto: bool = False
+    names: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return AUTO if self.auto else " ".join(self.names)
+
+
+@dataclass(frozen=True)
 class RolloutSettings:
     """How the pipe paces the deploy itself: batches, the load balancer around each, the gates after."""
 
     target_groups: TargetGroupChoice | None = None
+    auto_scaling_groups: AutoScalingChoice | None = None
     batch_size: str | None = None  # a count or a percentage; None: one batch (or one at a time behind a load balancer)
     canary: int | None = None
     min_healthy: str = DEFAULT_MIN_HEALTHY
@@ -63,6 +79,7 @@ class RolloutSettings:
         """Whether the pipe sends one command per batch itself (rather than one command SSM paces)."""
         return (
             self.target_groups is not None
+            or self.auto_scaling_groups is not None
             or self.batch_size is not None
             or self.canary is not None
             or bool(self.bake_time)
@@ -88,6 +105,26 @@ def parse_target_groups(words: list[str]) -> TargetGroupChoice:
     if problems:
         raise ValueError("; ".join(problems))
     return TargetGroupChoice(refs=unique)
+
+
+def parse_auto_scaling_groups(names: list[str]) -> AutoScalingChoice:
+    if [name.lower() for name in names] == [AUTO]:
+        return AutoScalingChoice(auto=True)
+    problems = []
+    if AUTO in (name.lower() for name in names):
+        problems.append(f"'{AUTO}' stands alone: give it, or Auto Scaling group names")
+    bad = [name for name in names if _CONTROL.search(name) or len(name) > AUTO_SCALING_GROUP_NAME_MAX]
+    if bad:
+        problems.append(
+            f"{', '.join(shown(name) for name in bad[:5])} is not an Auto Scaling group name (1-"
+            f"{AUTO_SCALING_GROUP_NAME_MAX} characters, no control characters)"
+        )
+    unique = tuple(dict.fromkeys(names))
+    if len(unique) > MAX_AUTO_SCALING_GROUPS:
+        problems.append(f"at most {MAX_AUTO_SCALING_GROUPS} Auto Scaling groups, got {len(unique)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return AutoScalingChoice(names=unique)
 
 
 def _target_group_ref(word: str) -> bool:

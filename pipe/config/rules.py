@@ -18,6 +18,7 @@ from pipe.config.variables import (
     ARTIFACT,
     ARTIFACT_BUCKET,
     ARTIFACT_PREFIX,
+    AUTO_SCALING_GROUPS,
     BAKE_TIME,
     BATCH_SIZE,
     CANARY,
@@ -230,7 +231,7 @@ RELEASE_ONLY: tuple[Variable[Any], ...] = (
 )
 # what only a rollout behind a load balancer uses; and what makes the pipe roll out batch by batch itself
 LOAD_BALANCER_ONLY: tuple[Variable[Any], ...] = (MIN_HEALTHY, DRAIN_TIMEOUT, HEALTHY_TIMEOUT)
-PIPE_DRIVEN: tuple[Variable[Any], ...] = (TARGET_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME, ALARMS)
+PIPE_DRIVEN: tuple[Variable[Any], ...] = (TARGET_GROUPS, AUTO_SCALING_GROUPS, BATCH_SIZE, CANARY, BAKE_TIME, ALARMS)
 
 
 def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
@@ -289,7 +290,9 @@ def ignored_without_a_load_balancer(values: Values) -> tuple[str, ...]:
     environment with a load balancer and one without) and ignored, with a line that says so."""
     if values.is_set(TARGET_GROUPS):
         return ()
-    return tuple(variable.name for variable in LOAD_BALANCER_ONLY if values.is_set(variable))
+    # MIN_HEALTHY also bounds how many instances of an Auto Scaling group may go during the deploy
+    kept = (MIN_HEALTHY,) if values.is_set(AUTO_SCALING_GROUPS) else ()
+    return tuple(variable.name for variable in LOAD_BALANCER_ONLY if values.is_set(variable) and variable not in kept)
 
 
 def rollouts_have_what_they_need(values: Values) -> Iterator[Problem]:

@@ -28,6 +28,7 @@ from pipe.config.variables import (
     ARTIFACT,
     ARTIFACT_BUCKET,
     ARTIFACT_PREFIX,
+    AUTO_SCALING_GROUPS,
     BAKE_TIME,
     BATCH_SIZE,
     CANARY,
@@ -376,6 +377,7 @@ def _rollout(values: Values) -> RolloutSettings:
     lock = values[LOCK]
     return RolloutSettings(
         target_groups=target_groups,
+        auto_scaling_groups=values[AUTO_SCALING_GROUPS],
         batch_size=values[BATCH_SIZE],
         canary=values[CANARY],
         min_healthy=values[MIN_HEALTHY],

@@ -59,8 +59,10 @@ from pipe.config.rollout import (
     DRAIN_MARGIN_SECONDS,
     DRAIN_TIMEOUT_RANGE,
     HEALTHY_TIMEOUT_RANGE,
+    AutoScalingChoice,
     TargetGroupChoice,
     parse_alarm_names,
+    parse_auto_scaling_groups,
     parse_target_groups,
 )
 from pipe.config.script_file import read_script
@@ -253,6 +255,10 @@ def _shared_paths(text: str) -> tuple[str, ...]:
 
 def _target_groups(text: str) -> TargetGroupChoice | None:
     return parse_target_groups(split_words(text)) if text else None
+
+
+def _auto_scaling_groups(text: str) -> AutoScalingChoice | None:
+    return parse_auto_scaling_groups(split_words(text)) if text else None
 
 
 def _lock(text: str) -> bool | None:
@@ -603,6 +609,20 @@ TARGET_GROUPS = Variable(
     expand=Expand.STRICT,
     parse_items=each(lambda items: parse_target_groups([item.strip() for item in items if item.strip()])),
 )
+AUTO_SCALING_GROUPS = Variable(
+    "AUTO_SCALING_GROUPS",
+    "Deploys to EC2 Auto Scaling groups: `auto` (the groups the targeted instances belong to) or group names "
+    "separated by spaces or newlines (or a YAML list). The pipe then rolls out itself, batch by batch, and holds "
+    "for the whole rollout the group processes that fight it (`AZRebalance`, `HealthCheck`, `ReplaceUnhealthy`, "
+    "`InstanceRefresh`), resuming on every exit path exactly those it suspended; instances that are not "
+    "`InService` (`Pending`, `Terminating`, `Standby`, a warm pool's) are reported by state, and an instance the "
+    "group terminates during the deploy is reported as gone, not failed, unless fewer than `MIN_HEALTHY` remain. "
+    "Scaling in and out goes on. See [Auto Scaling groups](#auto-scaling-groups). Needs the instances known before "
+    "sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
+    plain(_auto_scaling_groups),
+    expand=Expand.STRICT,
+    parse_items=each(lambda items: parse_auto_scaling_groups([item.strip() for item in items if item.strip()])),
+)
 BATCH_SIZE = Variable(
     "BATCH_SIZE",
     "Instances per batch when the pipe rolls out itself: a number (`2`) or a percentage of the instances "
@@ -851,6 +871,7 @@ TABLE: tuple[Variable[Any], ...] = (
     HEALTHCHECK_TIMEOUT,
     ROLLBACK_COMMANDS,
     TARGET_GROUPS,
+    AUTO_SCALING_GROUPS,
     BATCH_SIZE,
     CANARY,
     MIN_HEALTHY,

@@ -15,7 +15,7 @@ from pipe.model import Batch, SecretRef
 from pipe.plan.bounds import Bounds
 from pipe.stages.authenticate import Identity
 from pipe.stages.release.stage import Release
-from pipe.traffic import BatchHook, TrafficManager, around_each
+from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class DeployPlan:
     names: Mapping[str, str] = field(default_factory=dict)  # Name tags that label output lines
     release: Release | None = None  # release mode: what goes live instead of what, and the ledger that records it
     traffic: tuple[TrafficManager, ...] = ()  # around each batch (pipe/traffic/): the load balancer's, or none
+    scopes: tuple[RolloutScope, ...] = ()  # around the whole rollout (pipe/traffic/): an Auto Scaling group's hold
     lines: tuple[str, ...] = ()  # the rollout in words: batches, alarms, target groups and bounds
 
     @property

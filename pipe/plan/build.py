@@ -17,6 +17,7 @@ from pipe.stages.preflight import preflight
 from pipe.stages.release.sources import release_source
 from pipe.stages.release.stage import plan_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
+from pipe.traffic.auto_scaling.plan import deployable
 
 
 def build_plan(
@@ -28,7 +29,7 @@ def build_plan(
     ``clone_dir``, or RELEASE from the ledger). Raises NothingSent (or PipeError) when the deploy
     cannot work; nothing is sent, uploaded or changed."""
     clients, role = ctx.clients, identity.arn
-    instances = resolve(settings, clients)
+    instances = deployable(settings, clients, resolve(settings, clients))  # Pending, Terminating...: left out
     preflight(settings, instances, role, ctx)
     secrets = (*settings.secrets, *resolve_parameters(settings, clients.ssm, ctx.redactor, role))
     names = label_instances(clients.ec2, instances)
@@ -47,6 +48,7 @@ def build_plan(
         names=names,
         release=release,
         traffic=tuple(rollout.traffic),
+        scopes=tuple(rollout.scopes),
         lines=tuple(rollout.lines),
     )
     refuse_scripts_too_big(plan)

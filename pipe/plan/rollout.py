@@ -13,7 +13,7 @@ from pipe.config.settings import DeploySettings
 from pipe.model import Batch
 from pipe.plan.batches import batch_lines
 from pipe.stages.alarms import check_before_start
-from pipe.traffic import BatchHook, TrafficManager, around_each
+from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
 from pipe.traffic.managers import PLANNERS
 
 
@@ -24,6 +24,7 @@ class RolloutPlan:
     batches: list[Batch]
     traffic: Sequence[TrafficManager] = ()
     lines: list[str] = field(default_factory=list)
+    scopes: Sequence[RolloutScope] = ()  # held around the whole rollout
 
     @property
     def hook(self) -> BatchHook:
@@ -37,6 +38,7 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
         return RolloutPlan(batches)
     alarms = _alarm_lines(clients, settings.rollout.alarms)
     managers: list[TrafficManager] = []
+    scopes: list[RolloutScope] = []
     lines: list[str] = []
     for planner in PLANNERS:
         planned = planner(settings, clients, batches)
@@ -45,7 +47,9 @@ def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Ba
         batches, lines = planned.batches, lines + planned.lines
         if planned.manager is not None:
             managers.append(planned.manager)
-    return RolloutPlan(batches, tuple(managers), batch_lines(batches) + alarms + lines)
+        if planned.scope is not None:
+            scopes.append(planned.scope)
+    return RolloutPlan(batches, tuple(managers), batch_lines(batches) + alarms + lines, tuple(scopes))
 
 
 def _alarm_lines(clients: Clients, alarms: tuple[str, ...]) -> list[str]:

@@ -27,7 +27,7 @@ from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.phases import run_phase
 from pipe.stages.release.fleet_state import fleet_at_end
 from pipe.stages.release.remote import release_exit_meaning
-from pipe.traffic import BatchHook, no_hook
+from pipe.traffic import BatchHook, departed, no_hook
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 # what failed, besides the commands' phases (the result file's failed_phase)
@@ -141,6 +141,11 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     failed = run_phase(run, deploy_spec(run.plan, batch), outcome)
     invocations = {i: inv for i, inv in outcome.invocations.items() if i not in before}
     mine = command_ids(outcome.commands[sent_before:])
+    try:
+        failed = _without_departed(run, failed)
+    except DeployFailed as too_few:
+        _failed_in(run, DEPLOY)
+        return DeployFailed(_prefixed(batch, str(too_few)))
     if failed:
         _failed_in(run, DEPLOY)
         message = _failure_message(failed, len(invocations), mine)
@@ -149,10 +154,23 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
         _failed_in(run, DEPLOY)
         return DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {mine}.")
     if run.settings.healthcheck_commands:
-        instance_ids = list(batch.instance_ids or invocations)
-        failure = _health_check(run, instance_ids)
+        instance_ids = [i for i in batch.instance_ids or invocations if i not in run.outcome.departed]
+        failure = _health_check(run, instance_ids) if instance_ids else None
         return DeployFailed(_prefixed(batch, str(failure))) if failure is not None else None
     return None
+
+
+def _without_departed(run: Run, failed: list[Invocation]) -> list[Invocation]:
+    """``failed`` without the instances that left the fleet on purpose (their Auto Scaling group
+    terminated them): each is named as gone, not failed. DeployFailed when too few are left."""
+    if not failed or not run.plan.scopes:
+        return failed
+    gone = departed(run.plan.scopes, run, [inv.instance_id for inv in failed])
+    for instance_id, how in gone.items():
+        if instance_id not in run.outcome.departed:
+            log.warning(f"{instance_id} is gone, {how}: not a failure of the deploy")
+    run.outcome.departed.update(gone)
+    return [inv for inv in failed if inv.instance_id not in gone]
 
 
 def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
@@ -265,6 +283,7 @@ class _Rollback:
         anywhere but the release live before (unknown included); else those that received the deploy."""
         deployed = run.outcome.deploy.invocations
         ids = set(batch.instance_ids) if batch.instance_ids else set(deployed)
+        ids -= set(run.outcome.departed)  # gone: nothing there to roll back
         if not self.release_mode:
             return [i for i, inv in deployed.items() if i in ids and inv.received_deploy]
         fleet = run.outcome.fleet

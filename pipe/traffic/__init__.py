@@ -2,8 +2,11 @@
 
 A manager is planned first, with reads only (``Planner``: it finds what it manages, refuses what
 cannot work, and may reshape the batches), then wraps each batch of the rollout (``around``), left
-on every path, a failure or a stop included. Today's manager is ELBv2 target groups
-(``target_groups/``); another is a package with its planner and one line in ``managers.py``."""
+on every path, a failure or a stop included. A planner may also hand over a ``RolloutScope``: entered
+once around the whole rollout (what must hold from the first batch to the last, as an Auto Scaling
+group's processes), and asked which instances left the fleet while a batch ran. The managers are ELBv2
+target groups (``target_groups/``) and Auto Scaling groups (``auto_scaling/``); another is a package
+with its planner and one line in ``managers.py``."""
 
 from __future__ import annotations
 
@@ -26,14 +29,28 @@ class TrafficManager(Protocol):
         ...
 
 
+class RolloutScope(Protocol):
+    def holding(self, run: Execution) -> AbstractContextManager[None]:
+        """Held from before the first batch until after the last (the rollback included), released on
+        every path."""
+        ...
+
+    def departed(self, run: Execution, instance_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``instance_ids`` left the fleet on purpose (terminated by their group), and how: not
+        failures of the deploy, unless the scope says too few are left (DeployFailed)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Planned:
     """What a planner found: its manager (None when there is nothing to take out of service, as for
-    TARGET_GROUPS 'auto' on instances in no group), the batches to deploy, the plan's lines."""
+    TARGET_GROUPS 'auto' on instances in no group), the batches to deploy, the plan's lines, and what
+    it holds around the whole rollout (``scope``)."""
 
     manager: TrafficManager | None
     batches: list[Batch]
     lines: list[str] = field(default_factory=list)
+    scope: RolloutScope | None = None
 
 
 # Reads only; raises NothingSent when the rollout cannot work. None: not configured for this deploy.
@@ -51,6 +68,23 @@ def around_each(managers: Sequence[TrafficManager]) -> BatchHook:
             yield
 
     return hook
+
+
+@contextmanager
+def holding_all(scopes: Sequence[RolloutScope], run: Execution) -> Iterator[None]:
+    """Every scope held around the whole rollout, entered in order and released in reverse."""
+    with ExitStack() as stack:
+        for scope in scopes:
+            stack.enter_context(scope.holding(run))
+        yield
+
+
+def departed(scopes: Sequence[RolloutScope], run: Execution, instance_ids: Sequence[str]) -> dict[str, str]:
+    """The instances among ``instance_ids`` that some scope says left the fleet, and how."""
+    found: dict[str, str] = {}
+    for scope in scopes:
+        found |= scope.departed(run, instance_ids)
+    return found
 
 
 @contextmanager

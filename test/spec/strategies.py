@@ -835,6 +835,7 @@ BAD: dict[str, Inject] = {
         "TARGET_GROUPS",
         ["-web", "auto web", "under_score", "x" * 33, "arn:aws:elasticloadbalancing:x:1:targetgroup/a/b"],
     ),
+    "AUTO_SCALING_GROUPS": one_of_words("AUTO_SCALING_GROUPS", ["auto web", "web AUTO", "x" * 256]),
     "BATCH_SIZE": one_of_words("BATCH_SIZE", ["0", "0%", "101%", "a quarter", "-1"]),
     "CANARY": one_of_words("CANARY", ["0", "one", "10001", "1.5", "10%"]),
     "MIN_HEALTHY": one_of_words("MIN_HEALTHY", ["101%", "most", "-1", "75 %"]),

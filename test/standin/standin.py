@@ -21,7 +21,7 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from standin import instance_app, isolation, moto_bridge, tools
+from standin import auto_scaling, instance_app, isolation, moto_bridge, tools
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
 from standin.haproxy import HaproxyDataPlane
@@ -108,6 +108,13 @@ class StandIn:
         moto_bridge.install(self.service)
         moto_bridge.install_logs_reads(self.logs_reads)
         moto_bridge.install_load_balancer(self.load_balancer)
+        auto_scaling.install(
+            auto_scaling.AutoScalingModel(
+                self._add_group_instance,
+                auto_scaling.lose(self.service, self.fleet),
+                self.load_balancer,
+            )
+        )
         self.subnet_id = self._create_subnet()
         self.load_balancer.start()
         return self
@@ -129,6 +136,10 @@ class StandIn:
         if self.app_user is None:
             raise RuntimeError("StandIn.start() was not called")
         self.app_user.install_home(instance_root)
+
+    def _add_group_instance(self, instance_id: str, address: str, name: str) -> None:
+        """An instance an Auto Scaling group launched: managed, with its own host, like ``launch``'s."""
+        self.fleet.add(instance_id, address, name=name)
 
     def _create_subnet(self) -> str:
         """The subnet of the stand-in's network in the default VPC: instances get their address there."""
@@ -304,6 +315,37 @@ class StandIn:
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
         )
         return {str(item["InstanceId"]): str(item["PrivateIpAddress"]) for item in response["Instances"]}
+
+    def create_auto_scaling_group(
+        self, name: str, size: int, target_group_arns: list[str] | None = None, max_size: int | None = None
+    ) -> list[str]:
+        """An EC2 Auto Scaling group of ``size`` instances in the stand-in's subnet (launch template
+        ``<name>-lt``), each a managed stand-in instance registered in ``target_group_arns`` once
+        InService (``auto_scaling.py``). Returns its instance ids."""
+        self.client("ec2").create_launch_template(
+            LaunchTemplateName=f"{name}-lt", LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro"}
+        )
+        self.client("autoscaling").create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            LaunchTemplate={"LaunchTemplateName": f"{name}-lt", "Version": "$Latest"},
+            MinSize=0,
+            MaxSize=max_size if max_size is not None else size + 4,
+            DesiredCapacity=size,
+            VPCZoneIdentifier=self.subnet_id,
+            TargetGroupARNs=list(target_group_arns or []),
+            Tags=[{"Key": "Name", "Value": name, "PropagateAtLaunch": True}],
+        )
+        return self.group_instances(name)
+
+    def group_instances(self, name: str) -> list[str]:
+        """The group's instances now, as DescribeAutoScalingGroups lists them."""
+        group = self.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        return [str(i["InstanceId"]) for i in group["AutoScalingGroups"][0]["Instances"]]
+
+    def suspended_processes(self, name: str) -> set[str]:
+        """The group's SuspendedProcesses now."""
+        group = self.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        return {str(p["ProcessName"]) for p in group["AutoScalingGroups"][0].get("SuspendedProcesses", [])}
 
     def create_resource_group(
         self, name: str, tag_filters: dict[str, list[str]], resource_types: list[str] | None = None

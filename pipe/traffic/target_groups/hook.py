@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from pipe.errors import DeployFailed
@@ -136,6 +136,7 @@ class LoadBalancer:
         wait: bool,
         record: BatchRecord | None = None,
     ) -> None:
+        registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
         problems = register(run.clients.elbv2, registrations)
         for problem in problems:
             log.error(f"{batch}: {problem}")
@@ -163,6 +164,15 @@ class LoadBalancer:
         if record is not None and record.healthy is None:
             record.healthy = round(waited, 1)
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
+
+
+def _without(registrations: Registrations, gone: Mapping[str, str]) -> Registrations:
+    """The registrations of the instances still there."""
+    kept = {
+        arn: (group, [t for t in targets if t.instance_id not in gone])
+        for arn, (group, targets) in registrations.items()
+    }
+    return {arn: (group, targets) for arn, (group, targets) in kept.items() if targets}
 
 
 def _states(pending: list[tuple[TargetGroup, TargetState]]) -> str:

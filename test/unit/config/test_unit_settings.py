@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipe.config.parsers import SHOWN_ITEMS
-from pipe.config.rollout import TargetGroupChoice
+from pipe.config.rollout import AutoScalingChoice, TargetGroupChoice
 from pipe.config.settings import DeploySettings, ReleaseSettings, StaticKeys, load_settings
 from pipe.config.variables import (
     CLOUDWATCH_LOG_GROUP,
@@ -525,6 +525,7 @@ EXPANDING_SAMPLES: dict[str, tuple[dict[str, str | None], Callable[[DeploySettin
     "OUTPUT_S3_PREFIX": ({"OUTPUT_S3_BUCKET": "out-bucket", "OUTPUT_S3_PREFIX": "web/{environment}"}, _prefix),
     "ARTIFACT_PREFIX": ({**RELEASE_MODE, "ARTIFACT_PREFIX": "web/{environment}/"}, lambda s: _release(s).prefix),
     "TARGET_GROUPS": ({"TARGET_GROUPS": "web-{environment}"}, lambda s: s.rollout.target_groups),
+    "AUTO_SCALING_GROUPS": ({"AUTO_SCALING_GROUPS": "web-{environment}"}, lambda s: s.rollout.auto_scaling_groups),
     "ACTIVATE_COMMANDS": (
         {**RELEASE_MODE, "ACTIVATE_COMMANDS": "pm2 startOrReload app.js --env {environment}"},
         lambda s: _release(s).activate_commands,
@@ -736,6 +737,12 @@ def test_every_list_form_the_table_declares_is_read() -> None:
             as_list("TARGET_GROUPS", ["web-a", " web-b "]),
             lambda s: s.rollout.target_groups,
             TargetGroupChoice(refs=("web-a", "web-b")),
+        ),
+        "AUTO_SCALING_GROUPS": (
+            {},
+            as_list("AUTO_SCALING_GROUPS", ["web a", " web-b "]),
+            lambda s: s.rollout.auto_scaling_groups,
+            AutoScalingChoice(names=("web a", "web-b")),
         ),
         "ALARMS": (
             {},
