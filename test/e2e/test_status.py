@@ -100,7 +100,8 @@ def test_status_prints_both_releases_and_no_drift_without_the_lock(deployed: Dep
     for instance_id in deployed.ids:
         assert f"  {instance_id}: {SECOND}" in run.output
     # CODE_INSIGHTS comes from the stand-in's environment: a status posts no report
-    ignored = "LOCK, ARTIFACT, ACTIVATE_COMMANDS, DRY_RUN, CODE_INSIGHTS: only used by a deploy, ignored by ACTION: status"
+    ignored = "LOCK, ARTIFACT, ACTIVATE_COMMANDS, DRY_RUN, CODE_INSIGHTS: only used by a deploy"
+    ignored += ", ignored by ACTION: status"
     assert ignored in run.output
     # read-only: one read command, the ledger's history; no lock, no ledger version, no upload
     assert calls["ssm:SendCommand"] == 1 and calls["ssm:GetParameterHistory"] >= 1

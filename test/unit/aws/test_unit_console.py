@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from unit.unit_support import COMMAND_ID
 
 from pipe.aws.console import console_url, console_urls, partition_of
+from unit.unit_support import COMMAND_ID
 
 PAGE = f"/systems-manager/run-command/{COMMAND_ID}"
 

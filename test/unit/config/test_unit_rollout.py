@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from unit.config.test_unit_settings import load, problems_of
 
 from pipe.config.rollout import (
     TargetGroupChoice,
@@ -13,6 +12,7 @@ from pipe.config.rollout import (
     parse_alarm_names,
     parse_target_groups,
 )
+from unit.config.test_unit_settings import load, problems_of
 
 ARN = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-api/0123456789abcdef"
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from unit.unit_support import make_settings
-
 from pipe.plan.bounds import deploy_bounds
+from unit.unit_support import make_settings
 
 
 def test_the_bound_counts_every_command_the_deploy_may_send() -> None:

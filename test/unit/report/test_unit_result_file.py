@@ -7,11 +7,10 @@ import os
 import threading
 from pathlib import Path
 
-from unit.unit_support import make_settings
-
 from pipe.model import DeployOutcome, Invocation, PhaseOutcome, Status
 from pipe.report.durations import format_seconds
 from pipe.report.result_file import write_result
+from unit.unit_support import make_settings
 
 
 def test_the_dotenv_twin_adds_a_suffix_and_never_replaces_one(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from unit.unit_support import INSTANCE_A, REGION
 
 from pipe.aws.clients import DEFAULT_MAX_ATTEMPTS, client_config
 from pipe.errors import DeployStopped
 from pipe.runtime.interruption import Interrupted, StopRequests, stop_between_attempts
+from unit.unit_support import INSTANCE_A, REGION
 
 THROTTLED = (400, {"__type": "ThrottlingException", "message": "Rate exceeded"})
 COMMAND_ID = "0b7a4a1e-5c2f-4d8e-9a3b-1c2d3e4f5a6b"

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from unit.unit_support import BUILD, make_settings
 
 from pipe.config.build_context import BuildContext
 from pipe.config.documents import POWERSHELL
@@ -33,6 +32,7 @@ from pipe.errors import PipeError
 from pipe.runtime.redaction import Redactor
 from pipe.stages.parameter_path import env_name, resolve_path
 from pipe.stages.script import build_script, healthcheck_body, ps_quote
+from unit.unit_support import BUILD, make_settings
 
 SHELLS = [shell for shell in ("bash", "dash") if shutil.which(shell)]
 # CharExtensions.IsSingleQuote in PowerShell's src/System.Management.Automation/engine/parser/CharTraits.cs

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from unit.unit_support import REGION, FakeClock
 
 from pipe.errors import PipeError
 from pipe.runtime.redaction import Redactor
@@ -26,6 +25,7 @@ from pipe.stages.authenticate import (
     session_ended,
     token_expiry,
 )
+from unit.unit_support import REGION, FakeClock
 
 EPOCH = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 EXPIRED = ClientError(

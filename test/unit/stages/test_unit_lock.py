@@ -19,7 +19,6 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 from support import undated_times, wait_until
-from unit.unit_support import BUILD, REGION
 
 from pipe.config.lock import lock_name
 from pipe.errors import NothingSent
@@ -34,6 +33,7 @@ from pipe.stages.lock import (
     check_lock,
     deploy_lock,
 )
+from unit.unit_support import BUILD, REGION
 
 NAME = "/deploy-lock/web/prod"
 HOLDER = "arn:aws:sts::123456789012:assumed-role/deploy/ssm-deploy-app-42"

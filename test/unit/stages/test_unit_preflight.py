@@ -12,13 +12,13 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
-from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings, ssm_client
 
 from pipe.errors import PipeError
 from pipe.model import SecretRef
 from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import MASK, Redactor
 from pipe.stages.preflight import check_instances, check_parameters, preflight
+from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings, ssm_client
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/deploy-production/ssm-deploy-app-42"
 KMS_DENIED = (

@@ -13,10 +13,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from unit.unit_support import INSTANCE_A, INSTANCE_B, REGION
 
 from pipe.model import Target
 from pipe.stages.resolve import resolve_targets
+from unit.unit_support import INSTANCE_A, INSTANCE_B, REGION
 
 HYBRID = "mi-0123456789abcdef0"
 OTHER_HYBRID = "mi-0fedcba9876543210"

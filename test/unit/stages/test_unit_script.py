@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from unit.unit_support import make_settings
 
 from pipe.config.build_context import BuildContext
 from pipe.config.documents import POWERSHELL
@@ -24,6 +23,7 @@ from pipe.stages.script import (
     healthcheck_body,
     ps_quote,
 )
+from unit.unit_support import make_settings
 
 SECRET_VALUE = 'p@ss\'w$rd "x" $(id) `id` \\n;|&'
 DB_PARAMETER = "/deploy/production/db-password"

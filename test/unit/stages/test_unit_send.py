@@ -15,7 +15,6 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
-from unit.unit_support import COMMAND_ID, INSTANCE_A, REGION, make_settings, spec_for, ssm_client
 
 from pipe.aws.clients import client_config
 from pipe.errors import PipeError
@@ -30,6 +29,7 @@ from pipe.stages.send import (
     send_command,
     send_commands,
 )
+from unit.unit_support import COMMAND_ID, INSTANCE_A, REGION, make_settings, spec_for, ssm_client
 
 SCRIPT = ["echo deploying"]
 URL = "https://ssm.eu-west-1.amazonaws.com/"

@@ -10,10 +10,10 @@ import pwd
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from unit.release_support import APP_USER, SHELLS, Box, ensure_app_user, is_root, open_temp_dir
 
 from pipe.config.release import RELEASE_ID, app_dir_problem, shared_path_problem
 from pipe.stages.release.remote import as_user, install_body
+from unit.release_support import APP_USER, SHELLS, Box, ensure_app_user, is_root, open_temp_dir
 
 # characters a shell would act on, and a few a careless quote would mangle
 NASTY = " '\"$`\\;&|*?[]{}~!#()<>=:%^,@+-é\u00a0\u2028日"

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from unit.release_support import Member, tar_member, write_tgz, write_zip
 
 from pipe.stages.release import contents
 from pipe.stages.release.artifact import check_artifact_path
@@ -37,6 +36,7 @@ from pipe.stages.release.contents import (
     unpack,
 )
 from pipe.stages.release.remote import UNPACK_PROGRAM
+from unit.release_support import Member, tar_member, write_tgz, write_zip
 
 # --- reading archives -----------------------------------------------------------------------------------
 

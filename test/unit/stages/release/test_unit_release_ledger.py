@@ -17,7 +17,6 @@ from botocore.stub import Stubber
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mypy_boto3_ssm.client import SSMClient
-from unit.unit_support import ssm_client
 
 from pipe.config.release import RELEASE_ID_MAX, check_ledger_name, ledger_archive_folder, release_id
 from pipe.limits import S3_KEY_MAX_BYTES
@@ -45,6 +44,7 @@ from pipe.stages.release.ledger_store import (
     record,
     release_in,
 )
+from unit.unit_support import ssm_client
 
 NAME = "/release-ledger/web-api/production/release"
 SHA = "ab" * 32

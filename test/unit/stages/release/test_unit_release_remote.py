@@ -15,21 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from unit.release_support import (
-    ACTIVATE,
-    APP_USER,
-    SHELLS,
-    SYSTEM_PATH,
-    A,
-    B,
-    Box,
-    C,
-    D,
-    ensure_app_user,
-    is_root,
-    open_temp_dir,
-    owners,
-)
 
 from pipe.config.release import app_dir_problem, release_id, release_id_problem, run_as_problem, shared_path_problem
 from pipe.model import NO_RELEASE, SecretRef
@@ -45,6 +30,21 @@ from pipe.stages.release.remote import (
     read_current_body,
     release_exit_meaning,
     switch_back_body,
+)
+from unit.release_support import (
+    ACTIVATE,
+    APP_USER,
+    SHELLS,
+    SYSTEM_PATH,
+    A,
+    B,
+    Box,
+    C,
+    D,
+    ensure_app_user,
+    is_root,
+    open_temp_dir,
+    owners,
 )
 
 needs_root = pytest.mark.skipif(not is_root(), reason="RUN_AS needs root to create and become a second user")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from pipe.stages.release.remote import ReleaseExit, install_body, install_steps
 from unit.release_support import (
     SHELLS,
     A,
@@ -22,8 +24,6 @@ from unit.release_support import (
     write_tgz,
     write_zip,
 )
-
-from pipe.stages.release.remote import ReleaseExit, install_body, install_steps
 
 
 @pytest.fixture

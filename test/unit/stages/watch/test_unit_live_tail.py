@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
 
 from pipe.limits import LIVE_TAIL_MAX_PREFIXES
 from pipe.report.console import OutputPrinter
@@ -26,6 +25,7 @@ from pipe.stages.watch.live_starts import (
 from pipe.stages.watch.live_tail import LiveTailSession, log_group_arn
 from pipe.stages.watch.log_tail import LIVE_DELIVERY_SECONDS, LogTail
 from pipe.stages.watch.streams import Captured, Gap
+from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
 
 GROUP = "/aws/ssm/ssm-deploy"
 ARN = log_group_arn("eu-west-1", "123456789012", GROUP)

@@ -11,7 +11,6 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
-from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, spec_for, ssm_client
 
 from pipe.config.settings import DeploySettings
 from pipe.errors import PipeError
@@ -23,6 +22,7 @@ from pipe.stages.send import (
     send_parameters,
 )
 from pipe.stages.watch.results import NOT_YET_ATTEMPTS, fetch_result
+from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, spec_for, ssm_client
 
 GET_PARAMS = {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}
 SCRIPT = ["# ssm-deploy team/app#42 0123456", "echo deploying", "./deploy.sh"]

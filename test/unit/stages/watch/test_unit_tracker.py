@@ -8,8 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from unit.fake_ssm import Command, FakeSSM, Row
-from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock, make_settings
 
 from pipe.model import CommandSpec, SentCommand
 from pipe.stages.send import ChunkQueue, plan_chunks
@@ -19,6 +17,8 @@ from pipe.stages.watch.tracker import (
     InvocationTracker,
     WaitTimedOut,
 )
+from unit.fake_ssm import Command, FakeSSM, Row
+from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock, make_settings
 
 Step = Callable[[], None]
 
