@@ -71,7 +71,7 @@ def _drain(
     ran: list[Invocation], tail: LogTail, printer: OutputPrinter, settings: DeploySettings
 ) -> dict[StreamKey, Gap]:
     captured = {
-        (inv.instance_id, stream): Captured(_text(inv, stream), cut=stream in inv.cut)
+        (inv.instance_id, stream): Captured(_text(inv, stream), cut=stream in inv.cut, command_id=inv.command_id)
         for inv in ran
         for stream, _, _ in STREAMS
     }
@@ -99,13 +99,15 @@ def _print_rest(
     ssm: Any, invocation: Invocation, gaps: dict[str, Gap], printer: OutputPrinter, settings: DeploySettings, s3: Any
 ) -> None:
     """Print what the build log lacks of the instance's output: from S3 when it is there, else SSM's
-    copy; never a line the live output printed."""
+    copy; never a line the live output printed. What Live Tail had not delivered yet of a whole copy
+    (``Gap.behind``) is printed from that copy as the stream's continuation, under no title."""
+    behind = all(gap.behind for gap in gaps.values())
     title = _title(invocation, gaps)
-    if s3 is not None and _print_from_s3(s3, invocation, gaps, printer, settings, title):
+    if not behind and s3 is not None and _print_from_s3(s3, invocation, gaps, printer, settings, title):
         return
     ensure_full_copy(ssm, invocation)
     rests = {stream: list(gaps[stream].rest([_text(invocation, stream)])) for stream in gaps}
-    if any(rests.values()):
+    if any(rests.values()) and not behind:
         printer.print_header(f"---- {title} ----")
     for stream, limit, what in STREAMS:
         if stream not in gaps:

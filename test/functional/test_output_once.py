@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from standin.listings import truncate_output
+from unit.stages.watch.test_unit_live_tail import ARN, poll_until, pushed
+from unit.stages.watch.test_unit_live_tail import FakeLogs as LiveLogs
 from unit.unit_support import COMMAND_ID, INSTANCE_A, FakeClock, make_settings
 
 from pipe.model import Invocation, SentCommand
@@ -138,3 +140,46 @@ def test_what_cloudwatch_never_delivered_is_printed_once_after_the_real_wait(
     assert waited >= DRAIN_SECONDS  # SSM cut its copy: only CloudWatch has the rest, so it waited
     warnings = [r.getMessage() for r in caplog.records if "did not deliver" in r.getMessage()]
     assert len(warnings) == 1 and f"waited {waited:.1f} s" in warnings[0]  # the time it took, not the bound
+
+
+def test_the_last_lines_live_tail_had_not_sent_yet_are_printed_before_the_summary_without_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Live Tail sends each second's events a second later: when the command ends its last lines are
+    usually still on their way. The phase ends without waiting for that update, and without a sleep:
+    SSM's whole copy has them, so they follow the streamed ones, once each, before the summary."""
+    out = io.StringIO()
+    clock = FakeClock()
+    printer = OutputPrinter(Redactor(), stream=out, colour=False)
+    logs = LiveLogs()
+    tail = LogTail(logs, GROUP, [COMMAND_ID], printer, clock=clock, group_arn=ARN, sleep=clock.sleep)
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)  # the session started; what came before read
+    stdout = "installing\nswitched to 000042-0123456\nhealthy\n"
+    logs.sessions[0][1].update(
+        pushed(INSTANCE_A, 100, "installing"), pushed(INSTANCE_A, 101, "switched to 000042-0123456")
+    )
+    poll_until(tail, lambda: tail.counts.events_printed == 2)
+    in_log = logging.StreamHandler(out)  # the summary's lines in the same build log, in order
+    in_log.setFormatter(logging.Formatter("INFO: %(message)s"))
+    logger = logging.getLogger("ssm-deploy")
+    logger.addHandler(in_log)
+    try:
+        with caplog.at_level(logging.INFO, logger="ssm-deploy"):
+            show_results(
+                FakeSSM(stdout),
+                [SentCommand(COMMAND_ID, (INSTANCE_A,))],
+                {INSTANCE_A: finished(stdout)},
+                printer,
+                tail,
+                SETTINGS,
+            )
+    finally:
+        logger.removeHandler(in_log)
+        tail.close()
+
+    lines = out.getvalue().splitlines()
+    summary = next(n for n, line in enumerate(lines) if line.startswith("INFO: Summary of command"))
+    assert lines[:summary] == [f"{INSTANCE_A} | {line}" for line in stdout.splitlines()]  # every line once, no title
+    assert clock.sleeps == []  # no wait for the next update
+    assert len(logs.filter_requests) == 1  # nor read it again: only what came before the session
+    assert "did not deliver" not in caplog.text and "No live output" not in caplog.text

@@ -15,7 +15,9 @@ one instance has been seen, reads start a look-back window before the newest eve
 whose upload lags behind another's is not skipped.
 
 When the command has ended, ``drain`` decides on content whether each stream is complete
-(``streams.py``), and says what the build log lacks of the others and how long it waited.
+(``streams.py``), and says what the build log lacks of the others and how long it waited. It does
+not wait for Live Tail's next update: what a stream lacks of SSM's whole copy is printed from that
+copy, and a stream of which nothing came is read once with FilterLogEvents.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from pipe.limits import LIVE_TAIL_UPDATE_SECONDS
 from pipe.report.console import OutputPrinter
 from pipe.stages.watch.filter_reads import FilterReads
 from pipe.stages.watch.live_starts import SessionStarts
@@ -37,9 +38,6 @@ from pipe.stages.watch.streams import Captured, Gap, ReadCounts, StreamBook, Str
 
 DRAIN_POLL_SECONDS = 0.25
 FILTER_POLL_SECONDS = 1.0  # FilterLogEvents at most once a second per command, however often polled
-# Live Tail delivers what was ingested in the past second with each update: at the end of a phase,
-# a stream that lacks part of SSM's copy may still be on its way for about two updates.
-LIVE_DELIVERY_SECONDS = 2 * LIVE_TAIL_UPDATE_SECONDS + 0.5
 log = logging.getLogger("ssm-deploy")
 
 
@@ -151,29 +149,41 @@ class LogTail:
     def drain(
         self, captured: Mapping[StreamKey, Captured], limit_seconds: float, sleep: Callable[[float], None] | None = None
     ) -> Drained:
-        """After the command ended: poll until each stream is known to be complete, and say what the
-        build log lacks of the others.
+        """After the command ended: make sure each stream is complete, and say what the build log
+        lacks of the others.
 
-        A stream is complete when it holds SSM's copy. When SSM's copy is whole and the stream lacks
-        part of it (CloudWatch late, or never written to), waiting cannot bring anything SSM does not
-        have, so it is given up at once, except that Live Tail may still be delivering the last
-        second's events (``LIVE_DELIVERY_SECONDS``); a stream whose copy SSM cut at its field limit is
-        waited for, at most ``limit_seconds``."""
+        A stream is complete when it holds SSM's copy. When SSM's copy is whole nothing is waited
+        for: Live Tail sends each second's events a second later, so a stream it streamed the start
+        of may lack the end, which SSM's copy has (``Verdict.BEHIND``: printed from there); a stream
+        of which nothing came is read once with FilterLogEvents (``_read_silent``), and what it still
+        lacks is missing. A stream whose copy SSM cut at its field limit is waited for, at most
+        ``limit_seconds``: only CloudWatch has its rest."""
         began = self._clock()
         self._ended.update(self._command_ids)  # no session is started for a command that ended
-        self._read_unread()
+        read = self._read_unread()
         self._next_read.clear()  # FilterLogEvents: read each command once now it ended, however recent the last read
+        self.poll()  # what Live Tail delivered by now
+        self._read_silent(captured, skip=read)
         while True:
             self.poll()
             now = self._clock()
-            in_flight = self.live and now - began < LIVE_DELIVERY_SECONDS
             verdicts = {
-                key: self._book.verdict(key, copy, now, in_flight, self._sampled) for key, copy in captured.items()
+                key: self._book.verdict(key, copy, now, self.live, self._sampled) for key, copy in captured.items()
             }
             if Verdict.WAITING not in verdicts.values() or not self.available or now >= began + limit_seconds:
                 gaps = {key: self._book.gap(key, v) for key, v in verdicts.items() if v is not Verdict.COMPLETE}
                 return Drained(gaps, now - began)
             (sleep or self._sleep)(DRAIN_POLL_SECONDS)
+
+    def _read_silent(self, captured: Mapping[StreamKey, Captured], skip: set[str]) -> None:
+        """With Live Tail, read once each command (not in ``skip``, read already) with a stream the
+        instance printed to and nothing of which came: its output may all be in the last update
+        Live Tail had not sent yet, or the instance role may not write to the log group (what
+        ``summary`` then says)."""
+        silent = {copy.command_id for key, copy in captured.items() if self._book.silent(key, copy)}
+        for command_id in sorted(silent - skip - {""}):
+            if self.live:
+                self._read(command_id, self._book.window_start(command_id))
 
     # --- Live Tail ------------------------------------------------------------------------------------
     def _poll_live(self) -> int:
@@ -248,11 +258,14 @@ class LogTail:
                 self._mode = _Mode.OFF
         return printed
 
-    def _read_unread(self) -> None:
+    def _read_unread(self) -> set[str]:
         """At the end of a phase, read each command that no Live Tail session covered yet (its log
         group did not exist when the phase began, or StartLiveTail was throttled: the command may have
-        ended before a session could start; or no session could be started for it)."""
+        ended before a session could start; or no session could be started for it); return them."""
+        read = set()
         for command_id in self._command_ids:
             if command_id not in self._caught_up and self._mode is _Mode.LIVE:
                 self._caught_up.add(command_id)
                 self._read(command_id, None)
+                read.add(command_id)
+        return read

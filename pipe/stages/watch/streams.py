@@ -12,7 +12,10 @@ are compared without their line breaks (``visible``). SSM's listing cuts its cop
 characters are then U+FFFD, which the stream does not hold, and they are not compared.
 
 What the build log then lacks of a stream is a ``Gap``: the rest after what was streamed, or, when
-the stream is not SSM's copy (Live Tail sampled it), the lines of the copy it did not print.
+the stream is not SSM's copy (Live Tail sampled it), the lines of the copy it did not print. When
+SSM's copy is whole and Live Tail has streamed its start, the rest is what Live Tail had not
+delivered yet (it sends each second's events a second later): SSM's copy has it, so it is printed
+from there as the stream's continuation rather than waited for.
 """
 
 from __future__ import annotations
@@ -87,10 +90,12 @@ def unprinted(chunks: Iterable[str], printed: array[int]) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Captured:
-    """What SSM kept of one stream (GetCommandInvocation), and whether it cut it at its field limit."""
+    """What SSM kept of one stream (GetCommandInvocation), whether it cut it at its field limit, and
+    the command it is the output of."""
 
     text: str
     cut: bool
+    command_id: str = ""
 
     def expected(self) -> str:
         """The visible characters the stream must start with: a cut copy's cut last character aside."""
@@ -101,6 +106,7 @@ class Captured:
 class Verdict(Enum):
     COMPLETE = "complete"  # the stream holds SSM's copy
     MISSING = "missing"  # SSM's copy is whole and the stream lacks some of it: waiting adds nothing
+    BEHIND = "behind"  # SSM's copy is whole, Live Tail streamed its start: the rest is SSM's copy's
     DIFFERS = "differs"  # the stream is not SSM's copy: print the copy's lines it did not print
     WAITING = "waiting"  # SSM cut its copy: the stream may still bring the rest
 
@@ -109,11 +115,13 @@ class Verdict(Enum):
 class Gap:
     """What the build log lacks of one stream once its command ended: the copy after the ``streamed``
     visible characters, or (``printed`` set: the stream differs) the copy's lines it did not print.
-    ``late``: SSM cut its copy and CloudWatch had not brought the rest when the drain gave up."""
+    ``late``: SSM cut its copy and CloudWatch had not brought the rest when the drain gave up.
+    ``behind``: Live Tail had not delivered the rest yet; it is printed as the stream goes on."""
 
     streamed: int = 0
     printed: array[int] | None = None
     late: bool = False
+    behind: bool = False
 
     @property
     def whole(self) -> bool:
@@ -269,20 +277,25 @@ class StreamBook:
         seen = [stream.newest for stream in self._streams.values() if stream.command_id == command_id]
         return max(0, min(seen) - LOOKBACK_MS) if seen else None
 
-    def verdict(self, key: StreamKey, copy: Captured, now: float, in_flight: bool, sampled: bool) -> Verdict:
-        """The stream against SSM's copy; ``in_flight``: Live Tail may still be delivering its end;
-        ``sampled``: Live Tail dropped events, so no stream that printed something is complete."""
+    def verdict(self, key: StreamKey, copy: Captured, now: float, live: bool, sampled: bool) -> Verdict:
+        """The stream against SSM's copy; ``live``: it came from Live Tail, which may still be
+        delivering its end; ``sampled``: Live Tail dropped events, so no stream that printed
+        something is complete."""
         stream = self._streams.get(key)
         if stream is None:
             if not copy.text:
                 return Verdict.COMPLETE
-            return Verdict.WAITING if copy.cut or in_flight else Verdict.MISSING
+            return Verdict.WAITING if copy.cut else Verdict.MISSING
         verdict = stream.verdict(copy, now)
         if sampled and verdict is Verdict.COMPLETE and copy.text:
             return Verdict.DIFFERS  # Live Tail dropped events: print the copy's lines it lacks
-        if verdict is Verdict.MISSING and in_flight:
-            return Verdict.WAITING
+        if verdict is Verdict.MISSING and live:
+            return Verdict.BEHIND
         return verdict
+
+    def silent(self, key: StreamKey, copy: Captured) -> bool:
+        """Whether the instance printed to this stream (SSM's copy says so) and nothing of it came."""
+        return bool(copy.text) and key not in self._streams
 
     def gap(self, key: StreamKey, verdict: Verdict) -> Gap:
         """What the build log lacks of a stream that is not complete."""
@@ -291,4 +304,4 @@ class StreamBook:
             return Gap(late=verdict is Verdict.WAITING)
         if verdict is Verdict.DIFFERS:
             return Gap(printed=stream.lines)
-        return Gap(streamed=stream.chars, late=verdict is Verdict.WAITING)
+        return Gap(streamed=stream.chars, late=verdict is Verdict.WAITING, behind=verdict is Verdict.BEHIND)

@@ -23,9 +23,9 @@ from pipe.stages.watch.live_starts import (
     throttled_retry_seconds,
 )
 from pipe.stages.watch.live_tail import LiveTailSession, log_group_arn
-from pipe.stages.watch.log_tail import LIVE_DELIVERY_SECONDS, LogTail
+from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.streams import Captured, Gap
-from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
+from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock
 
 GROUP = "/aws/ssm/ssm-deploy"
 ARN = log_group_arn("eu-west-1", "123456789012", GROUP)
@@ -361,28 +361,47 @@ def test_a_sampled_update_is_announced_and_no_stream_is_then_taken_as_complete(
     assert list(missing[(INSTANCE_A, "stdout")].rest([copy])) == ["zero", "two"]
 
 
-def test_the_drain_waits_briefly_for_what_live_tail_is_still_delivering() -> None:
+def test_the_drain_does_not_wait_for_what_live_tail_is_still_delivering() -> None:
+    # Live Tail sends each second's events a second later: at the end of a phase the last lines are
+    # usually on their way. SSM's whole copy has them, so nothing is waited for, nor read again.
     logs = FakeLogs()
     clock = FakeClock()
     tail = live_tail(logs, io.StringIO(), clock)
     poll_until(tail, lambda: len(logs.filter_requests) == 1)
-    stream = logs.sessions[0][1]
-    copy = {(INSTANCE_A, "stdout"): Captured("last\n", cut=False)}
+    logs.sessions[0][1].update(pushed(INSTANCE_A, 100, "first"))
+    poll_until(tail, lambda: tail.counts.events_printed == 1)
+    copy = "first\nlast\n"
 
-    def sleep(seconds: float) -> None:
-        clock.sleep(seconds)
-        if len(clock.sleeps) == 2:
-            stream.update(pushed(INSTANCE_A, 100, "last"))
-            time.sleep(0.2)  # the reader thread queues it
-
-    missing = tail.drain(copy, 35, sleep=sleep)
-    never = tail.drain({(INSTANCE_B, "stdout"): Captured("x\n", cut=False)}, 35, sleep=clock.sleep)
+    drained = tail.drain({(INSTANCE_A, "stdout"): Captured(copy, cut=False, command_id=COMMAND_ID)}, 35, clock.sleep)
     tail.close()
 
-    assert missing.gaps == {}
-    assert never.gaps == {(INSTANCE_B, "stdout"): Gap()}  # given up after the delivery time, not the 35 s bound
-    assert never.waited < 2 * LIVE_DELIVERY_SECONDS + 1
-    assert sum(clock.sleeps) < 2 * LIVE_DELIVERY_SECONDS + 1
+    gap = drained.gaps[(INSTANCE_A, "stdout")]
+    assert gap.behind and list(gap.rest([copy])) == ["last\n"]  # the rest, from SSM's copy
+    assert clock.sleeps == [] and drained.waited == 0
+    assert len(logs.filter_requests) == 1  # only the read of what came before the session
+
+
+def test_a_stream_nothing_of_which_came_is_read_once_instead_of_waited_for() -> None:
+    # B printed only in its last second: nothing of it was pushed yet. One FilterLogEvents read brings
+    # it (so the build log shows it as live output); C's output is not in CloudWatch at all.
+    logs = FakeLogs()
+    clock = FakeClock()
+    out = io.StringIO()
+    tail = live_tail(logs, out, clock)
+    poll_until(tail, lambda: len(logs.filter_requests) == 1)
+    logs.pages = [[read(INSTANCE_B, 100, "e1", "only line")]]
+    captured = {
+        (INSTANCE_B, "stdout"): Captured("only line\n", cut=False, command_id=COMMAND_ID),
+        (INSTANCE_C, "stdout"): Captured("x\n", cut=False, command_id=COMMAND_ID),
+    }
+
+    drained = tail.drain(captured, 35, clock.sleep)
+    tail.close()
+
+    assert out.getvalue().splitlines() == [f"{INSTANCE_B} | only line"]
+    assert drained.gaps == {(INSTANCE_C, "stdout"): Gap()}  # C's printed whole from SSM's copy
+    assert len(logs.filter_requests) == 2  # one read for the command, not one per instance
+    assert clock.sleeps == []
 
 
 def test_the_log_group_arn_is_in_the_regions_partition() -> None:
