@@ -4,15 +4,15 @@
     .venv/bin/python bench/bench.py --quick    # fewer runs, smaller fleets and output
 
 Measured, each in the same run as its baseline:
-- finish latency: from the remote command's exit to the pipe's exit (median), against polling the
-  way `aws ssm wait command-executed` does (GetCommandInvocation every 5 s);
+- the end of a phase: from the remote command's exit to the pipe's exit, 1 and 10 instances, over
+  durations spread across 4-9 s, against a 1 s GetCommandInvocation poller in the same rounds
+  (``phase_end.py``, which also runs alone);
 - control-plane calls per poll cycle at 1, 50 and 500 instances, against one GetCommandInvocation
   per instance per cycle;
 - start-up: process start to SendCommand;
 - peak RSS of the pipe while it streams 10 MB and 100 MB of output from one instance, and while it
   follows 500 instances;
-- every API call of a deploy by API and phase (TARGETS and INSTANCE_IDS, ``--sizes``), and finish
-  latency over durations spread across 4-9 s against the CLI's waiter and a 1 s poller
+- every API call of a deploy by API and phase (TARGETS and INSTANCE_IDS, ``--sizes``)
   (``control_plane.py``, which also runs alone);
 - live output's CloudWatch Logs reads per event printed, and K deploys at once against the 5 TPS
   FilterLogEvents quota (``live_output.py``, which also runs alone);
@@ -62,28 +62,6 @@ def run_pipe(env: dict[str, str]) -> float:
 
 def bench_env(aws: StandIn, clone: str, **variables: str) -> dict[str, str]:
     return aws.pipe_env(NO_COLOR="1", BITBUCKET_CLONE_DIR=clone, **variables)
-
-
-def finish_latency(aws: StandIn, clone: str, runs: int) -> tuple[float, float]:
-    pipe, waiter = [], []
-    ssm = aws.client("ssm")
-    for _ in range(runs):
-        (instance_id,) = aws.launch(1)
-        stamp = aws.instance(instance_id).home / "exit-stamp"
-        exited = run_pipe(bench_env(aws, clone, INSTANCE_IDS=instance_id, COMMANDS=f"sleep 2\n{EXIT_STAMP}"))
-        pipe.append(exited - float(stamp.read_text()))
-
-        command_id = ssm.send_command(
-            InstanceIds=[instance_id],
-            DocumentName="AWS-RunShellScript",
-            Parameters={"commands": ["sleep 2", EXIT_STAMP]},
-        )["Command"]["CommandId"]
-        time.sleep(0.2)  # the waiter's first call must find the invocation
-        ssm.get_waiter("command_executed").wait(
-            CommandId=command_id, InstanceId=instance_id, WaiterConfig={"Delay": 5, "MaxAttempts": 20}
-        )
-        waiter.append(time.time() - float(stamp.read_text()))
-    return statistics.median(pipe), statistics.median(waiter)
 
 
 def calls_per_cycle(aws: StandIn, clone: str, count: int) -> tuple[float, float, int]:
@@ -213,10 +191,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder, StandIn(upload_interval=0.2) as aws:
         clone = str(Path(folder) / "clone")
         os.makedirs(clone)
-        pipe, waiter = finish_latency(aws, clone, runs)
-        rows.append(
-            (f"finish latency, median of {runs}", f"{pipe:.2f} s", f"{waiter:.2f} s (waiter, 5 s delay)", "<= 1 s")
-        )
+        from phase_end import rows as phase_end_rows  # it imports this module's helpers
+
+        rows.extend(phase_end_rows(aws, clone, 4 if args.quick else 10, [1, 10]))
         for count in fleets:
             status, tail, cycles = calls_per_cycle(aws, clone, count)
             target = math.ceil(count / 50) + 1
@@ -268,7 +245,7 @@ def main() -> int:
         rows.extend(live_output_rows(aws, clone, live_seconds, [10] if args.quick else [4, 10]))
         from control_plane import rows as control_plane_rows  # it imports this module's helpers
 
-        rows.extend(control_plane_rows(aws, clone, args.sizes or [1, 50], 5.0, 3 if args.quick else 6))
+        rows.extend(control_plane_rows(aws, clone, args.sizes or [1, 50], 5.0))
     print_table(rows)
     return 0
 

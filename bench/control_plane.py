@@ -1,16 +1,14 @@
-"""The pipe's cost on the control plane and how fast it notices the end, on the local stand-in.
+"""The pipe's cost on the control plane, on the local stand-in.
 
-    .venv/bin/python bench/control_plane.py                     # 1 and 50 instances, 5 latency runs
+    .venv/bin/python bench/control_plane.py                     # 1 and 50 instances
     .venv/bin/python bench/control_plane.py --sizes 1 50 500 2000 --seconds 30
 
 Measured, each with its baseline in the same run:
 - every API call of one deploy, by API and by phase (before SendCommand / after), at each size,
   with TARGETS and with INSTANCE_IDS; calls per second over the deploy. Baseline: what polling each
-  instance with GetCommandInvocation once a second would cost over the same time;
-- finish latency (the remote command's exit to the pipe's exit), min/median/max over command
-  durations spread evenly over 4-9 s, so no run is phase-locked to the poll period; baselines: the
-  AWS CLI's ``aws ssm wait command-executed`` (botocore's CommandExecuted waiter: every 5 s) and a
-  GetCommandInvocation poller every 1 s, each on the same duration.
+  instance with GetCommandInvocation once a second would cost over the same time.
+
+How fast the pipe notices the end of a phase is measured by ``phase_end.py``.
 """
 
 from __future__ import annotations
@@ -19,14 +17,12 @@ import argparse
 import collections
 import os
 import resource
-import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "test"), str(ROOT / "bench")]
@@ -34,14 +30,9 @@ sys.path[:0] = [str(ROOT / "test"), str(ROOT / "bench")]
 from standin import StandIn  # noqa: E402
 from table import print_table  # noqa: E402
 
-from bench import EXIT_STAMP, bench_env, run_pipe  # noqa: E402
+from bench import bench_env, run_pipe  # noqa: E402
 
 Row = tuple[str, str, str, str]
-FINAL = frozenset({"Success", "Failed", "TimedOut", "Cancelled"})
-
-
-def spread(value: list[float]) -> str:
-    return "/".join(f"{v:.2f}" for v in (min(value), statistics.median(value), max(value)))
 
 
 # --- calls per deploy ---------------------------------------------------------------------------------
@@ -113,70 +104,20 @@ def call_rows(aws: StandIn, clone: str, sizes: list[int], seconds: float) -> lis
     return rows
 
 
-# --- finish latency -------------------------------------------------------------------------------------
-def finish_latency(aws: StandIn, clone: str, runs: int) -> tuple[list[float], list[float], list[float]]:
-    """Exit-to-noticed seconds for the pipe, the CLI's waiter and a 1 s poller, durations 4-9 s."""
-    pipe, waiter, poller = [], [], []
-    ssm = aws.client("ssm")
-    for index in range(runs):
-        duration = 4 + 5 * index / max(1, runs - 1)
-        script = [f"sleep {duration:.3f}", EXIT_STAMP]
-        (instance_id,) = aws.launch(1)
-        stamp = aws.instance(instance_id).home / "exit-stamp"
-        exited = run_pipe(bench_env(aws, clone, INSTANCE_IDS=instance_id, COMMANDS="\n".join(script)))
-        pipe.append(exited - float(stamp.read_text()))
-
-        command_id = _send(ssm, instance_id, script)
-        time.sleep(0.2)  # the waiter's first call must find the invocation
-        ssm.get_waiter("command_executed").wait(
-            CommandId=command_id, InstanceId=instance_id, WaiterConfig={"Delay": 5, "MaxAttempts": 20}
-        )
-        waiter.append(time.time() - float(stamp.read_text()))
-
-        command_id = _send(ssm, instance_id, script)
-        while True:
-            time.sleep(1.0)
-            item = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
-            if item["Status"] in FINAL:
-                break
-        poller.append(time.time() - float(stamp.read_text()))
-    return pipe, waiter, poller
-
-
-def _send(ssm: Any, instance_id: str, script: list[str]) -> str:
-    response = ssm.send_command(
-        InstanceIds=[instance_id], DocumentName="AWS-RunShellScript", Parameters={"commands": script}
-    )
-    return str(response["Command"]["CommandId"])
-
-
-def latency_rows(aws: StandIn, clone: str, runs: int) -> list[Row]:
-    pipe, waiter, poller = finish_latency(aws, clone, runs)
-    return [
-        (
-            f"finish latency, durations 4-9 s, min/median/max of {runs}",
-            f"{spread(pipe)} s",
-            f"{spread(waiter)} s (CLI waiter, 5 s); {spread(poller)} s (1 s poller)",
-            "<= the 1 s poller",
-        )
-    ]
-
-
-def rows(aws: StandIn, clone: str, sizes: list[int], seconds: float, runs: int) -> list[Row]:
-    return latency_rows(aws, clone, runs) + call_rows(aws, clone, sizes, seconds)
+def rows(aws: StandIn, clone: str, sizes: list[int], seconds: float) -> list[Row]:
+    return call_rows(aws, clone, sizes, seconds)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50], help="fleet sizes (500 2000: minutes)")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long each instance runs")
-    parser.add_argument("--runs", type=int, default=5, help="finish-latency runs")
     args = parser.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (16384, 16384))
     with tempfile.TemporaryDirectory() as folder, StandIn(upload_interval=0.2) as aws:
         clone = str(Path(folder) / "clone")
         os.makedirs(clone)
-        table = rows(aws, clone, args.sizes, args.seconds, args.runs)
+        table = rows(aws, clone, args.sizes, args.seconds)
     print_table(table)
     return 0
 

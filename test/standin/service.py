@@ -70,6 +70,7 @@ class RunCommandService:
         # programs run by commands, e.g. the AWS CLI (told apart by their User-Agent).
         self.instance_calls: collections.Counter[str] = collections.Counter()
         self.callers: list[tuple[str, str]] = []
+        self.last_call_at = 0.0  # wall-clock time the last call not made from an instance arrived
         self.decrypt_denials: list[DecryptDenial] = []
         self.throttles: list[Throttle] = []
         self.invocation_lag = 0.0
@@ -88,6 +89,8 @@ class RunCommandService:
                 self.calls[key] += 1
                 if from_instance:
                     self.instance_calls[key] += 1
+            if not from_instance:
+                self.last_call_at = time.time()
 
     def calls_snapshot(self, include_instances: bool = True) -> collections.Counter[str]:
         """A copy of ``calls`` (without ``instance_calls`` when ``include_instances`` is False)."""

@@ -584,6 +584,12 @@ class StandIn:
         (agent uploads, the AWS CLI in scripts): what the pipe and the tests themselves called."""
         return self.service.calls_snapshot(include_instances)
 
+    @property
+    def last_call_at(self) -> float:
+        """When (``time.time()``) the last control-plane call not made from an instance arrived:
+        the pipe's, or the test's own."""
+        return self.service.last_call_at
+
     def issued_credentials(self) -> list[tuple[str, str, str]]:
         """Every STS role session's (access key, secret key, session token): must never be printed."""
         return moto_bridge.issued_credentials()
