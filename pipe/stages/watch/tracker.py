@@ -42,7 +42,11 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
 FIRST_POLL_SECONDS = 0.25
-MAX_POLL_SECONDS = 1.0
+# The steady poll period. The end of a phase is seen at the next poll, half a period later on
+# average: every phase of every batch pays it. At 0.5 s a phase ends about as soon as a plain 1 s
+# GetCommandInvocation poller sees it, results listing and summary included (README, Performance);
+# each poll is one ListCommands call, and one ListCommandInvocations for a fleet of up to 20.
+MAX_POLL_SECONDS = 0.5
 PER_INSTANCE_LINES = 20  # above this many instances, status changes are summed up in progress lines
 SPARE_PAGES = 1  # ListCommands pages read beyond the deploy's own before asking by CommandId
 log = logging.getLogger("ssm-deploy")
