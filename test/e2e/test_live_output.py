@@ -94,13 +94,17 @@ def test_chatty_instances_stream_through_live_tail_reading_each_event_about_once
     run = run_pipe(chatty_env(standin, instance_ids, 60, existing_group(standin)))
 
     assert run.returncode == 0, run.output
+    assert_each_line_once(run, instance_ids, 60)
+    summary = run.output.index("Summary of command")
     for instance_id in instance_ids:
-        assert f"{instance_id} | line 60 of" in run.output
-        assert f"---- output of {instance_id}" not in run.output  # nothing had to come from SSM's copy
+        assert run.output.index(f"{instance_id} | line 60 of") < summary  # all of it before the summary
+        assert f"---- output of {instance_id}" not in run.output  # nothing had to come whole from SSM's copy
     events, size = printed_events(run)
     counters = reads.counters
     served = counters.tail_events + counters.filter_events
-    assert events == 5 * 60
+    # the lines of the last second, which Live Tail had not sent yet when the command ended, come
+    # from SSM's whole copy rather than being waited for
+    assert 5 * 60 / 2 <= events <= 5 * 60
     assert served / events <= 1.5  # today's polls read 11-15x
     assert (counters.tail_bytes + counters.filter_bytes) / size <= 1.5
     assert counters.sessions_started == 1 and counters.tail_events >= events / 2  # mostly pushed, not polled
