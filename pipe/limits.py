@@ -52,7 +52,6 @@ FILTER_PAGE_MAX_EVENTS = 10_000
 FILTER_LOG_EVENTS_TPS_MIN = 5
 # StartLiveTail: logStreamNamePrefixes "Maximum number of 100 items" (service model, InputLogStreamNames)
 LIVE_TAIL_MAX_PREFIXES = 100
-LIVE_TAIL_UPDATE_SECONDS = 1  # "Every second, a LiveTailSessionUpdate object is sent"
 LIVE_TAIL_SAMPLED_ABOVE = 500  # events a second: "sampled down to 500 log events" beyond
 LIVE_TAIL_SESSION_SECONDS = 3 * 3600  # SessionTimeoutException "after it has been kept open for three hours"
 LIVE_TAIL_CONCURRENT_SESSIONS = 15  # "Live Tail concurrent sessions limit: 15" per account (adjustable)
