@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipe.config.lock import LOCK_EXPIRY_SECONDS, LOCK_RENEW_SECONDS
-from pipe.config.variables import DOCUMENTED_REQUIRED, EXPANDED, SCHEMA, TABLE
+from pipe.config.variables import DOCUMENTED_REQUIRED, EXPANDED, SCHEMA, TABLE, Group
 from scripts import variable_docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,10 +18,22 @@ PIPE_YML = (ROOT / "pipe.yml").read_text()
 REGENERATE = "out of date: run .venv/bin/python scripts/variable_docs.py"
 
 
+def variables_section() -> str:
+    return README.split("\n## Variables\n", 1)[1].split("\n## ", 1)[0]
+
+
 def readme_table() -> dict[str, bool]:
-    section = README.split("## Variables", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| ([A-Z0-9_]+)( \(\*\))? \|", section, flags=re.MULTILINE)
+    rows = re.findall(r"^\| ([A-Z0-9_]+)( \(\*\))? \|", variables_section(), flags=re.MULTILINE)
     return {name: bool(required) for name, required in rows}
+
+
+def readme_groups() -> dict[str, list[str]]:
+    """Each ``### <group>`` table of the Variables section: its title and the variables it lists."""
+    tables = re.split(r"^### ", variables_section(), flags=re.MULTILINE)[1:]
+    return {
+        table.split("\n", 1)[0]: re.findall(r"^\| ([A-Z0-9_]+)(?: \(\*\))? \|", table, flags=re.MULTILINE)
+        for table in tables
+    }
 
 
 def test_readme_variables_and_yaml_definition_are_generated_from_the_table() -> None:
@@ -35,9 +47,25 @@ def test_pipe_yml_variables_are_generated_from_the_table() -> None:
 def test_readme_table_lists_every_schema_variable_and_marks_the_required_ones() -> None:
     table = readme_table()
 
-    assert list(table) == [variable.name for variable in TABLE]
+    assert sorted(table) == sorted(variable.name for variable in TABLE)
     assert set(table) == set(SCHEMA)
     assert {name for name, required in table.items() if required} == set(DOCUMENTED_REQUIRED)
+
+
+def test_readme_lists_the_variables_in_one_table_per_group_in_the_groups_order() -> None:
+    groups = readme_groups()
+
+    assert list(groups) == [group.value for group in Group]
+    for group in Group:
+        assert groups[group.value] == [variable.name for variable in TABLE if variable.group is group], group
+    assert groups[Group.REQUIRED.value][0] == "AWS_DEFAULT_REGION"  # a newcomer starts with what is required
+
+
+def test_readme_footnote_does_not_require_commands_in_release_mode() -> None:
+    footnote = next(line for line in variables_section().splitlines() if line.startswith("_(*)"))
+
+    assert "one of `COMMANDS` and `SCRIPT`, are required" not in footnote
+    assert "in release mode (`ARTIFACT` or `RELEASE`) `COMMANDS` is optional" in footnote
 
 
 def test_readme_names_the_variables_that_expand_environment() -> None:
