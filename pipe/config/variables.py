@@ -315,7 +315,7 @@ def _service(text: str) -> str:
 ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 ROLE_ARN_EXAMPLE = "an IAM role ARN like arn:aws:iam::123456789012:role/deploy"
 
-# --- the table, in the README's order ------------------------------------------------------------
+# --- the table, in pipe.yml's order (the README lists it group by group) ---------------------------
 
 REGION = Variable(
     "AWS_DEFAULT_REGION",
@@ -749,7 +749,8 @@ LOCK = Variable(
     "turns it on with `TARGET_GROUPS`; `true` or `false`. Taken before anything of the fleet is read: a held "
     "lock fails the step at once, naming the holder's build. The running deploy renews it every "
     f"{LOCK_RENEW_SECONDS} s; the lock of a killed build expires {LOCK_EXPIRY_SECONDS // 60} min after its last "
-    "renewal and is then taken over with a warning (see [Reliability](#reliability)).",
+    "renewal and is then taken over with a warning (see "
+    "[The deploy lock when a build dies](#the-deploy-lock-when-a-build-dies)).",
     plain(_lock),
     default=AUTO,
     group=Group.ROLLOUT,
