@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipe.config.variables import EXPANDED, LIST_FORMS, TABLE, Expand, Variable
+from pipe.config.variables import EXPANDED, LIST_FORMS, TABLE, Expand, Group, Variable
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -32,31 +32,50 @@ def usage(variable: Variable[object]) -> str:
     return text + (f" Default: `{variable.default}`." if variable.default else "")
 
 
+def grouped() -> list[Variable[object]]:
+    """The table in the README's order: group by group, each in the table's order."""
+    return [variable for group in Group for variable in TABLE if variable.group is group]
+
+
 def yaml_definition(version: str) -> str:
     lines = [f"- pipe: org/ssm-deploy:{version}", "  variables:"]
-    first = [variable for variable in TABLE if not variable.snippet.startswith("# Optional")]
-    rest = [variable for variable in TABLE if variable.snippet.startswith("# Optional")]
+    first = [variable for variable in grouped() if not variable.snippet.startswith("# Optional")]
+    rest = [variable for variable in grouped() if variable.snippet.startswith("# Optional")]
     for variable in first:
         lines.append(f"    {variable.name}: '<{variable.kind}>'" + (f" {variable.snippet}" if variable.snippet else ""))
     for variable in rest:
         lines.append(f"    # {variable.name}: '<{variable.kind}>' {variable.snippet}")
     return (
         "Add the following snippet to the script section of your `bitbucket-pipelines.yml` file:\n\n"
-        "```yaml\n" + "\n".join(lines) + "\n```\n"
+        "```yaml\n" + "\n".join(lines) + "\n```\n\n"
+        f"Pin this exact version, `{version}`, as every example here does: a new version of the pipe is a "
+        "change you make to your `bitbucket-pipelines.yml`, after reading its CHANGELOG.\n"
     )
 
 
+def group_table(group: Group) -> list[str]:
+    rows = [f"### {group.value}", "", "| Variable | Usage |", "| --- | --- |"]
+    rows += [
+        f"| {variable.name}{' (*)' if variable.required else ''} | {usage(variable)} |"
+        for variable in TABLE
+        if variable.group is group
+    ]
+    return [*rows, ""]
+
+
 def variables_section() -> str:
-    rows = ["| Variable | Usage |", "| --- | --- |"]
-    rows += [f"| {variable.name}{' (*)' if variable.required else ''} | {usage(variable)} |" for variable in TABLE]
+    rows = [line for group in Group for line in group_table(group)]
     strict = [variable.name for variable in TABLE if variable.expand is Expand.STRICT]
     kept = [variable.name for variable in TABLE if variable.expand is Expand.KEEP_OTHER_BRACES]
     return "\n".join(
         [
-            *rows,
+            "_(*) = required variable. One of `INSTANCE_IDS` and `TARGETS` is required too, and so are "
+            "credentials: `AWS_OIDC_ROLE_ARN` (with `oidc: true` on the step) or the two access keys. "
+            "`COMMANDS` or `SCRIPT` is required to run commands in place; in release mode (`ARTIFACT` or "
+            "`RELEASE`) `COMMANDS` is optional (`ACTIVATE_COMMANDS` starts the release), and `ACTION: status` "
+            "and a document of your own (`DOCUMENT_NAME`) need neither._",
             "",
-            "_(*) = required variable. One of `INSTANCE_IDS` and `TARGETS`, and one of `COMMANDS` and `SCRIPT`, "
-            "are required too._",
+            *rows,
             "",
             f"`{{{{environment}}}}` stays a literal `{{environment}}`. In {code_list(strict)}, whose values "
             f"cannot hold braces, any other `{{name}}` is refused as a misspelt placeholder; in {code_list(kept)} "

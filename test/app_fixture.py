@@ -1,7 +1,7 @@
 """The users' app as a test fixture: ``test/fixtures/web-api`` packed into a release artifact.
 
-``pack_release`` builds what the README's build step makes (``tar -czf web-api.tgz <files>``, the
-real tar) from a copy of the fixture that knows its release id (``release.txt``, which the app
+``pack_release`` packs the files the README's build step packs (with ``tar -czf`` and fixed file
+times, the real tar) from a copy of the fixture that knows its release id (``release.txt``, which the app
 answers on ``/`` and ``/version``) and, when asked, is ``broken`` (its ``/health`` answers 500).
 The same release packs to the same bytes every time (fixed file times; GNU tar's gzip header carries
 no time), so a test can pack it again and get the same SHA-256, as a rebuilt commit would not.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -93,6 +93,18 @@ class Expand(Enum):
     KEEP_OTHER_BRACES = "keep"  # free text: other braces are left as they are
 
 
+class Group(Enum):
+    """What a variable is for: the README's variables come in one table per group, in this order."""
+
+    REQUIRED = "Required: region, credentials and environment"
+    TARGETS = "Targets: which instances"
+    COMMANDS = "Commands: what runs on the instances"
+    RELEASE = "Release mode: ship a build and switch to it"
+    ROLLOUT = "Rollout: batches, load balancer, gates"
+    OUTPUT = "Output: the build log, the result file, the report"
+    ADVANCED = "Advanced"
+
+
 @dataclass(frozen=True)
 class Context:
     """What a parser may read besides its own text."""
@@ -114,6 +126,7 @@ class Variable(Generic[T]):
     kind: str = "string"  # in the README's YAML definition: '<string>', '<integer>', '<boolean>'
     snippet: str = "# Optional"  # its comment there; "" = an uncommented line
     fallback: Any = None  # the value when it is refused and ``default`` does not parse either
+    group: Group = field(kw_only=True)  # the README's table it is listed in
 
     @property
     def forbidden_controls(self) -> re.Pattern[str]:
@@ -302,7 +315,7 @@ def _service(text: str) -> str:
 ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 ROLE_ARN_EXAMPLE = "an IAM role ARN like arn:aws:iam::123456789012:role/deploy"
 
-# --- the table, in the README's order ------------------------------------------------------------
+# --- the table, in pipe.yml's order (the README lists it group by group) ---------------------------
 
 REGION = Variable(
     "AWS_DEFAULT_REGION",
@@ -311,6 +324,7 @@ REGION = Variable(
     required=True,
     snippet="",
     fallback="",
+    group=Group.REQUIRED,
 )
 ACCESS_KEY_ID = Variable(
     "AWS_ACCESS_KEY_ID",
@@ -318,6 +332,7 @@ ACCESS_KEY_ID = Variable(
     "(an emulator's `test` works); spaces, quotes and non-ASCII characters are refused as a pasting slip.",
     plain(_header_value("an access key id")),
     snippet="# Optional if using OIDC",
+    group=Group.REQUIRED,
 )
 SECRET_ACCESS_KEY = Variable(
     "AWS_SECRET_ACCESS_KEY",
@@ -325,18 +340,21 @@ SECRET_ACCESS_KEY = Variable(
     "refused as a pasting slip; the value is never shown.",
     plain(_secret_key),
     snippet="# Optional if using OIDC",
+    group=Group.REQUIRED,
 )
 SESSION_TOKEN = Variable(
     "AWS_SESSION_TOKEN",
     "Session token, when the keys are temporary. Temporary keys cannot be renewed: see "
     "[Authentication](#authentication).",
     plain(_header_value("a session token")),
+    group=Group.REQUIRED,
 )
 OIDC_ROLE_ARN = Variable(
     "AWS_OIDC_ROLE_ARN",
     "Role assumed with the step's OpenID Connect token (`oidc: true` on the step). When set, static keys are not used.",
     matching(ROLE_ARN_PATTERN, ROLE_ARN_EXAMPLE),
     expand=Expand.STRICT,
+    group=Group.REQUIRED,
 )
 ENVIRONMENT = Variable(
     "ENVIRONMENT",
@@ -344,6 +362,7 @@ ENVIRONMENT = Variable(
     "Replaces `{environment}` in @EXPANDED@.",
     _environment,
     fallback=None,
+    group=Group.REQUIRED,
 )
 ROLE_ARN = Variable(
     "ROLE_ARN",
@@ -352,11 +371,13 @@ ROLE_ARN = Variable(
     "`ssm-deploy-<repo>-<build number>` for CloudTrail.",
     matching(ROLE_ARN_PATTERN, ROLE_ARN_EXAMPLE),
     expand=Expand.STRICT,
+    group=Group.REQUIRED,
 )
 EXTERNAL_ID = Variable(
     "EXTERNAL_ID",
     "External ID required by the deploy role's trust policy. Only with `ROLE_ARN`.",
     matching(r"[\w+=,.@:/-]{2,1224}", "2 to 1224 of the characters A-Z a-z 0-9 + = , . @ : / _ -"),
+    group=Group.REQUIRED,
 )
 INSTANCE_IDS = Variable(
     "INSTANCE_IDS",
@@ -367,6 +388,7 @@ INSTANCE_IDS = Variable(
     plain(lambda text: parse_instance_ids([text])),
     parse_items=each(parse_instance_ids),
     snippet="# or TARGETS",
+    group=Group.TARGETS,
 )
 TARGETS = Variable(
     "TARGETS",
@@ -381,12 +403,14 @@ TARGETS = Variable(
     expand=Expand.STRICT,
     parse_items=each(parse_targets),
     snippet="# Optional, instead of INSTANCE_IDS",
+    group=Group.TARGETS,
 )
 MAX_CONCURRENCY = Variable(
     "MAX_CONCURRENCY",
     "How many instances run the deploy at once: a number (`10`) or a percentage of the targets (`10%`).",
     plain(lambda text: parse_rate(text, minimum=1)),
     default="50",
+    group=Group.ROLLOUT,
 )
 MAX_ERRORS = Variable(
     "MAX_ERRORS",
@@ -395,6 +419,7 @@ MAX_ERRORS = Variable(
     "step fails.",
     plain(lambda text: parse_rate(text, minimum=0)),
     default="0",
+    group=Group.ROLLOUT,
 )
 COMMANDS = Variable(
     "COMMANDS",
@@ -405,6 +430,7 @@ COMMANDS = Variable(
     parse_items=each(joined_lines),
     script=True,
     snippet="# or SCRIPT",
+    group=Group.COMMANDS,
 )
 SCRIPT = Variable(
     "SCRIPT",
@@ -413,6 +439,7 @@ SCRIPT = Variable(
     "included), files over 64 KiB and paths that cannot be read (a symlink loop, a name too long) are refused.",
     _script,
     snippet="# Optional, instead of COMMANDS",
+    group=Group.COMMANDS,
 )
 DOCUMENT_NAME = Variable(
     "DOCUMENT_NAME",
@@ -424,17 +451,20 @@ DOCUMENT_NAME = Variable(
     "`AWS-RunShellScript`). Allow `ssm:SendCommand` on that document's ARN.",
     plain(_document_name),
     default=SHELL,
+    group=Group.ADVANCED,
 )
 DOCUMENT_VERSION = Variable(
     "DOCUMENT_VERSION",
     "`$DEFAULT`, `$LATEST` or a version number of the document.",
     matching(DOCUMENT_VERSION_PATTERN.pattern, "$DEFAULT, $LATEST or a version number"),
+    group=Group.ADVANCED,
 )
 DOCUMENT_PARAMETERS = Variable(
     "DOCUMENT_PARAMETERS",
     'The document\'s parameters as JSON, e.g. `{"release": "2026.11.25"}` or, for the script documents, extras '
     'like `{"workingDirectory": "C:\\\\apps"}` (`commands` and `executionTimeout` are set by the pipe).',
     plain(lambda text: parse_document_parameters(text) if text else {}),
+    group=Group.ADVANCED,
 )
 SECRETS = Variable(
     "SECRETS",
@@ -450,6 +480,7 @@ SECRETS = Variable(
     plain(_secrets),
     expand=Expand.KEEP_OTHER_BRACES,
     parse_items=each(lambda items: parse_secret_refs(list_pairs(items))),
+    group=Group.COMMANDS,
 )
 VARIABLES = Variable(
     "VARIABLES",
@@ -467,6 +498,7 @@ VARIABLES = Variable(
     plain(_plain_pairs),
     expand=Expand.KEEP_OTHER_BRACES,
     parse_items=each(lambda items: unique_pairs(list_pairs(items))),
+    group=Group.COMMANDS,
 )
 PARAMETERS_PATH = Variable(
     "PARAMETERS_PATH",
@@ -478,11 +510,13 @@ PARAMETERS_PATH = Variable(
     "path chooses these names).",
     plain(_parameters_path),
     expand=Expand.STRICT,
+    group=Group.COMMANDS,
 )
 WORKING_DIRECTORY = Variable(
     "WORKING_DIRECTORY",
     "Directory on the instances where `COMMANDS` start. Default: the SSM Agent's.",
     plain(optional),
+    group=Group.COMMANDS,
 )
 EXECUTION_TIMEOUT = Variable(
     "EXECUTION_TIMEOUT",
@@ -490,6 +524,7 @@ EXECUTION_TIMEOUT = Variable(
     seconds(EXECUTION_TIMEOUT_RANGE),
     default="3600",
     kind="integer",
+    group=Group.ADVANCED,
 )
 DELIVERY_TIMEOUT = Variable(
     "DELIVERY_TIMEOUT",
@@ -497,6 +532,7 @@ DELIVERY_TIMEOUT = Variable(
     seconds(DELIVERY_TIMEOUT_RANGE),
     default="600",
     kind="integer",
+    group=Group.ADVANCED,
 )
 COMMENT = Variable(
     "COMMENT",
@@ -505,6 +541,7 @@ COMMENT = Variable(
     "` (ref 1a2b3c4d)`; the comment is cut to fit AWS's 100 characters with it.",
     _comment,
     expand=Expand.KEEP_OTHER_BRACES,
+    group=Group.ADVANCED,
 )
 STREAM_OUTPUT = Variable(
     "STREAM_OUTPUT",
@@ -513,6 +550,7 @@ STREAM_OUTPUT = Variable(
     plain(parse_bool),
     default="true",
     kind="boolean",
+    group=Group.OUTPUT,
 )
 CLOUDWATCH_LOG_GROUP = Variable(
     "CLOUDWATCH_LOG_GROUP",
@@ -520,6 +558,7 @@ CLOUDWATCH_LOG_GROUP = Variable(
     plain(_log_group),
     default="/aws/ssm/ssm-deploy",
     expand=Expand.STRICT,
+    group=Group.OUTPUT,
 )
 AGENT_LOST_TIMEOUT = Variable(
     "AGENT_LOST_TIMEOUT",
@@ -529,6 +568,7 @@ AGENT_LOST_TIMEOUT = Variable(
     seconds(AGENT_LOST_TIMEOUT_RANGE),
     default="120",
     kind="integer",
+    group=Group.ADVANCED,
 )
 RESULT_FILE = Variable(
     "RESULT_FILE",
@@ -538,6 +578,7 @@ RESULT_FILE = Variable(
     "success and on failure. Default: "
     f"`{RESULT_FILE_NAME}` in the clone directory.",
     _result_file,
+    group=Group.OUTPUT,
 )
 OUTPUT_S3_BUCKET = Variable(
     "OUTPUT_S3_BUCKET",
@@ -545,12 +586,14 @@ OUTPUT_S3_BUCKET = Variable(
     "(`STREAM_OUTPUT: 'false'`, or CloudWatch was late or never written to), the pipe prints from there instead "
     "of SSM's capped fields.",
     matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (3-63 of a-z 0-9 . -)"),
+    group=Group.OUTPUT,
 )
 OUTPUT_S3_PREFIX = Variable(
     "OUTPUT_S3_PREFIX",
     "Key prefix in `OUTPUT_S3_BUCKET`, e.g. `web-api/{environment}`.",
     plain(lambda text: text),
     expand=Expand.STRICT,
+    group=Group.OUTPUT,
 )
 HEALTHCHECK_COMMANDS = Variable(
     "HEALTHCHECK_COMMANDS",
@@ -562,6 +605,7 @@ HEALTHCHECK_COMMANDS = Variable(
     plain(lines),
     parse_items=each(joined_lines),
     script=True,
+    group=Group.COMMANDS,
 )
 HEALTHCHECK_RETRIES = Variable(
     "HEALTHCHECK_RETRIES",
@@ -569,6 +613,7 @@ HEALTHCHECK_RETRIES = Variable(
     plain(lambda text: parse_int(text, *HEALTHCHECK_RETRIES_RANGE, unit="")),
     default="3",
     kind="integer",
+    group=Group.COMMANDS,
 )
 HEALTHCHECK_INTERVAL = Variable(
     "HEALTHCHECK_INTERVAL",
@@ -576,6 +621,7 @@ HEALTHCHECK_INTERVAL = Variable(
     seconds(HEALTHCHECK_INTERVAL_RANGE),
     default="5",
     kind="integer",
+    group=Group.COMMANDS,
 )
 HEALTHCHECK_TIMEOUT = Variable(
     "HEALTHCHECK_TIMEOUT",
@@ -583,6 +629,7 @@ HEALTHCHECK_TIMEOUT = Variable(
     seconds(EXECUTION_TIMEOUT_RANGE),
     default="300",
     kind="integer",
+    group=Group.COMMANDS,
 )
 ROLLBACK_COMMANDS = Variable(
     "ROLLBACK_COMMANDS",
@@ -593,6 +640,7 @@ ROLLBACK_COMMANDS = Variable(
     plain(lines),
     parse_items=each(joined_lines),
     script=True,
+    group=Group.COMMANDS,
 )
 TARGET_GROUPS = Variable(
     "TARGET_GROUPS",
@@ -608,6 +656,7 @@ TARGET_GROUPS = Variable(
     plain(_target_groups),
     expand=Expand.STRICT,
     parse_items=each(lambda items: parse_target_groups([item.strip() for item in items if item.strip()])),
+    group=Group.ROLLOUT,
 )
 AUTO_SCALING_GROUPS = Variable(
     "AUTO_SCALING_GROUPS",
@@ -622,6 +671,7 @@ AUTO_SCALING_GROUPS = Variable(
     plain(_auto_scaling_groups),
     expand=Expand.STRICT,
     parse_items=each(lambda items: parse_auto_scaling_groups([item.strip() for item in items if item.strip()])),
+    group=Group.ROLLOUT,
 )
 BATCH_SIZE = Variable(
     "BATCH_SIZE",
@@ -630,6 +680,7 @@ BATCH_SIZE = Variable(
     "without `TARGET_GROUPS`, one batch of every instance, which SSM paces with `MAX_CONCURRENCY` (as before); "
     "with `TARGET_GROUPS`, one instance at a time.",
     plain(lambda text: parse_rate(text, minimum=1) if text else None),
+    group=Group.ROLLOUT,
 )
 CANARY = Variable(
     "CANARY",
@@ -637,6 +688,7 @@ CANARY = Variable(
     f"{CANARY_RANGE[0]} to {CANARY_RANGE[1]}.",
     plain(lambda text: parse_int(text, *CANARY_RANGE, unit="") if text else None),
     kind="integer",
+    group=Group.ROLLOUT,
 )
 MIN_HEALTHY = Variable(
     "MIN_HEALTHY",
@@ -648,6 +700,7 @@ MIN_HEALTHY = Variable(
     "so are `DRAIN_TIMEOUT` and `HEALTHY_TIMEOUT`.",
     plain(lambda text: parse_rate(text, minimum=0)),
     default=DEFAULT_MIN_HEALTHY,
+    group=Group.ROLLOUT,
 )
 DRAIN_TIMEOUT = Variable(
     "DRAIN_TIMEOUT",
@@ -657,6 +710,7 @@ DRAIN_TIMEOUT = Variable(
     f"closed. Default: the longest delay of the groups plus {DRAIN_MARGIN_SECONDS} s.",
     plain(lambda text: parse_int(text, *DRAIN_TIMEOUT_RANGE) if text else None),
     kind="integer",
+    group=Group.ROLLOUT,
 )
 HEALTHY_TIMEOUT = Variable(
     "HEALTHY_TIMEOUT",
@@ -665,6 +719,7 @@ HEALTHY_TIMEOUT = Variable(
     seconds(HEALTHY_TIMEOUT_RANGE),
     default=str(DEFAULT_HEALTHY_TIMEOUT),
     kind="integer",
+    group=Group.ROLLOUT,
 )
 BAKE_TIME = Variable(
     "BAKE_TIME",
@@ -673,6 +728,7 @@ BAKE_TIME = Variable(
     seconds(BAKE_TIME_RANGE),
     default="0",
     kind="integer",
+    group=Group.ROLLOUT,
 )
 ALARMS = Variable(
     "ALARMS",
@@ -684,6 +740,7 @@ ALARMS = Variable(
     plain(lambda text: parse_alarm_names(split_words(text))),
     parse_items=each(lambda items: parse_alarm_names([item.strip() for item in items if item.strip()])),
     fallback=(),
+    group=Group.ROLLOUT,
 )
 LOCK = Variable(
     "LOCK",
@@ -692,9 +749,11 @@ LOCK = Variable(
     "turns it on with `TARGET_GROUPS`; `true` or `false`. Taken before anything of the fleet is read: a held "
     "lock fails the step at once, naming the holder's build. The running deploy renews it every "
     f"{LOCK_RENEW_SECONDS} s; the lock of a killed build expires {LOCK_EXPIRY_SECONDS // 60} min after its last "
-    "renewal and is then taken over with a warning (see [Reliability](#reliability)).",
+    "renewal and is then taken over with a warning (see "
+    "[The deploy lock when a build dies](#the-deploy-lock-when-a-build-dies)).",
     plain(_lock),
     default=AUTO,
+    group=Group.ROLLOUT,
 )
 ARTIFACT = Variable(
     "ARTIFACT",
@@ -706,12 +765,14 @@ ARTIFACT = Variable(
     "socket, setuid/setgid/sticky bit, or a path or link leading outside the release; see "
     "[What a release may hold](#what-a-release-may-hold)).",
     plain(optional),
+    group=Group.RELEASE,
 )
 ARTIFACT_BUCKET = Variable(
     "ARTIFACT_BUCKET",
     "Release mode: the S3 bucket the artifact is uploaded to (never made public) and the instances download "
     "it from with their instance role.",
     matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (3-63 of a-z 0-9 . -)"),
+    group=Group.RELEASE,
 )
 ARTIFACT_PREFIX = Variable(
     "ARTIFACT_PREFIX",
@@ -719,12 +780,14 @@ ARTIFACT_PREFIX = Variable(
     "build deployed to dev, stg and prod is uploaded once. Default: the repository's slug and `/`.",
     plain(_artifact_prefix),
     expand=Expand.STRICT,
+    group=Group.RELEASE,
 )
 APP_DIR = Variable(
     "APP_DIR",
     "Release mode: the application's directory on the instances, e.g. `/srv/web-api`, holding `releases/`, "
     "`shared/` and the `current` symlink. `ACTION: status` reads `current` there.",
     plain(_checked(app_dir_problem)),
+    group=Group.RELEASE,
 )
 RUN_AS = Variable(
     "RUN_AS",
@@ -733,6 +796,7 @@ RUN_AS = Variable(
     "belong to it. SECRETS and VARIABLES reach its commands as environment variables, never as arguments or "
     "files. Default: root, as SSM runs commands.",
     plain(_checked(run_as_problem)),
+    group=Group.RELEASE,
 )
 SHARED_PATHS = Variable(
     "SHARED_PATHS",
@@ -741,6 +805,7 @@ SHARED_PATHS = Variable(
     plain(_shared_paths),
     parse_items=each(lambda items: _shared_paths(" ".join(items))),
     fallback=(),
+    group=Group.RELEASE,
 )
 ACTIVATE_COMMANDS = Variable(
     "ACTIVATE_COMMANDS",
@@ -751,6 +816,7 @@ ACTIVATE_COMMANDS = Variable(
     parse_items=each(joined_lines),
     script=True,
     expand=Expand.KEEP_OTHER_BRACES,
+    group=Group.RELEASE,
 )
 RELEASE = Variable(
     "RELEASE",
@@ -758,6 +824,7 @@ RELEASE = Variable(
     "another artifact) or a release id, deployed with the same switch, activation, health check and rollback; "
     "instances that no longer have it fetch it again. Instead of `ARTIFACT`.",
     plain(_release),
+    group=Group.RELEASE,
 )
 KEEP_RELEASES = Variable(
     "KEEP_RELEASES",
@@ -766,6 +833,7 @@ KEEP_RELEASES = Variable(
     plain(lambda text: parse_int(text, MIN_KEEP_RELEASES, MAX_KEEP_RELEASES, unit="")),
     default=str(DEFAULT_KEEP_RELEASES),
     kind="integer",
+    group=Group.RELEASE,
 )
 VERIFY_PROCESSES = Variable(
     "VERIFY_PROCESSES",
@@ -776,6 +844,7 @@ VERIFY_PROCESSES = Variable(
     plain(parse_bool),
     default="true",
     kind="boolean",
+    group=Group.RELEASE,
 )
 SERVICE = Variable(
     "SERVICE",
@@ -783,6 +852,7 @@ SERVICE = Variable(
     "`/release-ledger/<service>/<environment>/release` that records every deploy (and that `ACTION: status` "
     "reads), and in the deploy lock (`LOCK`). Default: the repository's slug.",
     plain(_service),
+    group=Group.RELEASE,
 )
 ACTION = Variable(
     "ACTION",
@@ -795,6 +865,7 @@ ACTION = Variable(
     plain(_action),
     default=DEPLOY,
     fallback=DEPLOY,
+    group=Group.ADVANCED,
 )
 DRY_RUN = Variable(
     "DRY_RUN",
@@ -804,6 +875,7 @@ DRY_RUN = Variable(
     plain(parse_bool),
     default="false",
     kind="boolean",
+    group=Group.ADVANCED,
 )
 WAIT = Variable(
     "WAIT",
@@ -812,6 +884,7 @@ WAIT = Variable(
     plain(parse_bool),
     default="true",
     kind="boolean",
+    group=Group.ADVANCED,
 )
 CODE_INSIGHTS = Variable(
     "CODE_INSIGHTS",
@@ -824,6 +897,7 @@ CODE_INSIGHTS = Variable(
     plain(parse_bool),
     default="true",
     kind="boolean",
+    group=Group.OUTPUT,
 )
 DEBUG = Variable(
     "DEBUG",
@@ -832,6 +906,7 @@ DEBUG = Variable(
     plain(parse_bool),
     default="false",
     kind="boolean",
+    group=Group.OUTPUT,
 )
 
 TABLE: tuple[Variable[Any], ...] = (

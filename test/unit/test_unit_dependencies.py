@@ -1,4 +1,4 @@
-"""One-way dependencies that the README's Architecture section states: the plan step loads nothing of the
+"""One-way dependencies that docs/architecture.md states: the plan step loads nothing of the
 apply side, and validation loads no stage."""
 
 from __future__ import annotations
