@@ -1,7 +1,8 @@
 """The third outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end
 against the stand-in. Each test asserts what should hold; the ones that fail on today's code are marked
 ``xfail(strict=True)`` naming the defect, so fixing it turns them into failures to unmark. Instances are
-real processes; ``current`` is read on disk, the app asked over HTTP, the processes in /proc."""
+real processes; ``current`` is read on disk, the app asked over HTTP, the processes in /proc. The last
+test is an attack that held (a symlink leaving the release through a nested symlink's ``..``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live, release_env, releases
 from standin import StandIn
 from support import run_pipe
+from unit.release_support import tar_member, write_tgz
 
 A, B, C = "000001-0123456", "000002-0123456", "000003-0123456"
 
@@ -292,3 +294,89 @@ def test_the_process_check_never_prints_part_of_a_secret_from_a_command_line(
     assert "--token=" in second.output
     # what should hold: no piece of the secret in the output
     assert secret[:12] not in second.output, second.output
+
+
+# --- a process whose release directory was removed (re-installed under the same id) ----------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="VERIFY_PROCESSES skips a process whose working directory was deleted: /proc/<pid>/cwd reads "
+    "'releases/<id> (deleted)', which no longer is that file (-ef), so it is never judged; a worker of the "
+    "first build of a release id, kept running after its rollback, passes the check when the step is re-run "
+    "with a rebuilt artifact (the same id, installed again)",
+)
+def test_a_process_left_in_a_release_directory_that_was_installed_again_fails_the_deploy(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    (instance_id,) = standin.launch(1)
+    activate = (
+        'echo "activated $(cat version.txt)"\n'
+        "if [ -f worker.py ] && [ ! -e /srv/worker.pid ]; then\n"
+        "  python3 worker.py </dev/null >/dev/null 2>&1 &\n"
+        "  echo $! > /srv/worker.pid\n"
+        "fi"
+    )
+
+    def env(artifact: str, number: str, **extra: str) -> dict[str, str]:
+        return release_env(
+            standin,
+            [instance_id],
+            tmp_path,
+            bucket,
+            service,
+            ARTIFACT=artifact,
+            BITBUCKET_BUILD_NUMBER=number,
+            ACTIVATE_COMMANDS=activate,
+            **extra,
+        )
+
+    try:
+        assert run_pipe(env(build(tmp_path, "A"), "1"), timeout=300).returncode == 0
+        failed = run_pipe(
+            env(build(tmp_path, "B", **{"worker.py": WORKER}), "2", HEALTHCHECK_COMMANDS="exit 1"), timeout=300
+        )
+        assert failed.returncode == 1, failed.output
+        first_worker = alive(standin, instance_id, "/srv/worker.pid")
+        assert first_worker is not None
+        # the step re-run: the same build number, the artifact rebuilt (other bytes, a fix in it)
+        rebuilt = build(tmp_path, "B", **{"worker.py": WORKER + "# fixed\n"})
+        again = run_pipe(env(rebuilt, "2"), timeout=300)
+        cwd = os.readlink(f"/proc/{first_worker}/cwd") if alive(standin, instance_id, "/srv/worker.pid") else ""
+    finally:
+        kill_from(standin, instance_id, "/srv/worker.pid")
+
+    assert "came from another artifact; installing it again" in again.output, again.output
+    assert cwd.endswith(f"/releases/{B} (deleted)"), cwd  # the first build's worker runs on, its files gone
+    # what should hold: a process running from a removed release directory is a replaced release
+    assert again.returncode == 1, again.output
+
+
+# --- held: a symlink that leaves the release through another symlink's `..` ------------------------------
+
+
+def test_a_symlink_leaving_the_release_through_a_nested_symlinks_dotdot_is_refused_before_upload(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """``a/d -> ../b`` stays inside; ``e -> a/d/../..`` reads as the release's root but the kernel
+    resolves it to b/../.., the release's parent (APP_DIR/releases), and a tree below it (``f``)."""
+    (instance_id,) = standin.launch(1)
+    write_tgz(
+        tmp_path / "web-api.tgz",
+        [
+            tar_member("version.txt", data="A\n"),
+            tar_member("a", tarfile.DIRTYPE, 0o755),
+            tar_member("b", tarfile.DIRTYPE, 0o755),
+            tar_member("a/d", tarfile.SYMTYPE, 0o777, "../b"),
+            tar_member("e", tarfile.SYMTYPE, 0o777, "a/d/../.."),
+        ],
+    )
+    before = standin.calls_snapshot(include_instances=False)
+    run = run_pipe(release_env(standin, [instance_id], tmp_path, bucket, service, ARTIFACT="web-api.tgz"))
+    calls = standin.calls_snapshot(include_instances=False) - before
+
+    assert run.returncode == 1, run.output
+    assert "e is a symlink to a/d/../.., outside the release" in run.output, run.output
+    assert "a/d is a symlink" not in run.output  # the link that stays inside is not refused
+    assert calls["s3:PutObject"] == 0 and calls["ssm:SendCommand"] == 0
+    assert not standin.instance_path(instance_id, APP_DIR).exists()
