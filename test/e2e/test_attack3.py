@@ -84,12 +84,6 @@ def wait_for_port(port: int) -> str:
 # --- VERIFY_PROCESSES: a server started through `current` from another directory ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VERIFY_PROCESSES misses a process started as `python3 APP_DIR/current/server.py` from another "
-    "directory (systemd's default WorkingDirectory=/): no word names releases/, its cwd is not in a release, "
-    "so the scan never looks at it; the deploy ends Deployed while the old code serves",
-)
 def test_a_server_started_through_current_from_another_directory_and_left_running_fails_the_deploy(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -242,11 +236,6 @@ def test_after_a_stopped_deploy_keep_releases_never_prunes_the_release_a_rollbac
 # --- a secret in a stale process's command line, cut by the process check's message --------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VERIFY_PROCESSES names a stale process by its command line cut at 120 characters; a SECRETS "
-    "value that straddles the cut is printed in part, which the redactor (whole values only) cannot mask",
-)
 def test_the_process_check_never_prints_part_of_a_secret_from_a_command_line(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -299,13 +288,6 @@ def test_the_process_check_never_prints_part_of_a_secret_from_a_command_line(
 # --- a process whose release directory was removed (re-installed under the same id) ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VERIFY_PROCESSES skips a process whose working directory was deleted: /proc/<pid>/cwd reads "
-    "'releases/<id> (deleted)', which no longer is that file (-ef), so it is never judged; a worker of the "
-    "first build of a release id, kept running after its rollback, passes the check when the step is re-run "
-    "with a rebuilt artifact (the same id, installed again)",
-)
 def test_a_process_left_in_a_release_directory_that_was_installed_again_fails_the_deploy(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:

@@ -37,6 +37,7 @@ from pipe.config.release import (
     shared_path_problem,
 )
 from pipe.model import NO_RELEASE
+from pipe.runtime.redaction import MIN_LENGTH
 from pipe.stages.release import contents
 
 
@@ -419,9 +420,12 @@ ssm_deploy_point() {
   ln -sfn -- "$1" "$ssm_deploy_link" && mv -T -- "$ssm_deploy_link" "$ssm_deploy_app_dir/current"
 }
 ssm_deploy_record() {
+  # before a switch: the release it leaves, the one it goes to, and when (seconds since boot, for
+  # VERIFY_PROCESSES: a server started through current before it is the release it left)
   printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
-    && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; }
+    && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
+    && awk '{ print $1 }' /proc/uptime > "$ssm_deploy_state/switched"
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0
@@ -462,6 +466,13 @@ ssm_deploy_roll_back() {
 ssm_deploy_judge() {
   ssm_deploy_pid=$1
   ssm_deploy_from=
+  ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
+  if ssm_deploy_through_current "$ssm_deploy_pid"; then
+    printf 'process %s (%s) runs release %s, not %s: it was started through %s/current before the switch\n' \
+      "$ssm_deploy_pid" "$(ssm_deploy_shown_command "$ssm_deploy_pid")" "$ssm_deploy_before" "$ssm_deploy_release" \
+      "$ssm_deploy_app_dir"
+    return 0
+  fi
   ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/exe" 2>/dev/null) || ssm_deploy_path=
   case $ssm_deploy_path in
     "$ssm_deploy_releases"/?*/?*)
@@ -515,7 +526,7 @@ ssm_deploy_judge() {
       return 0
     fi
   fi
-  ssm_deploy_command=$(tr '\0' ' ' < "/proc/$ssm_deploy_pid/cmdline" 2>/dev/null | cut -c 1-120 | sed 's/ *$//')
+  ssm_deploy_command=$(ssm_deploy_shown_command "$ssm_deploy_pid")
   if [ "$ssm_deploy_from" != "$ssm_deploy_release" ]; then
     printf 'process %s (%s) runs release %s, not %s\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_release"
     return 0
@@ -537,6 +548,74 @@ ssm_deploy_judge() {
     fi
   done
   [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
+}
+ssm_deploy_deleted_release() {
+  # a process whose executable or working directory is in a release directory deleted since it started
+  # (the release was installed again under the same id, or pruned) runs code that is no longer on disk:
+  # never the new release. Prints its line; false for any other process
+  for ssm_deploy_link in exe cwd; do
+    ssm_deploy_path=$(readlink "/proc/$1/$ssm_deploy_link" 2>/dev/null) || continue
+    case $ssm_deploy_path in
+      "$ssm_deploy_releases"/?*" (deleted)") ;;
+      *) continue ;;
+    esac
+    [ "/proc/$1/root" -ef / ] || continue  # a path of another mount namespace (a container)
+    ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
+    ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
+    printf 'process %s (%s) runs a copy of release %s that was deleted since it started, not the %s installed now\n' \
+      "$1" "$(ssm_deploy_shown_command "$1")" "${ssm_deploy_path%%/*}" "$ssm_deploy_release"
+    return 0
+  done
+  return 1
+}
+ssm_deploy_through_current() {
+  # whether process $1 is a server started through APP_DIR/current before current last changed to
+  # another release: a word of its command line is a path under APP_DIR/current, it listens on a
+  # socket, and it started before the switch (both in seconds since boot: the process's start time and
+  # what the switch wrote to .ssm-deploy/switched), so the kernel resolved current to the release
+  # before (systemd's ExecStart=/usr/bin/node /srv/app/current/server.js with no WorkingDirectory=)
+  ssm_deploy_through=
+  for ssm_deploy_word in $(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null); do
+    case $ssm_deploy_word in
+      *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
+    esac
+    case $ssm_deploy_word in
+      "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ssm_deploy_through=1 && break ;;
+    esac
+  done
+  [ -n "$ssm_deploy_through" ] && [ "/proc/$1/root" -ef / ] && ssm_deploy_listens "$1" || return 1
+  ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
+  [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
+  ssm_deploy_switched=$(cat -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
+  ssm_deploy_started=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 20)
+  [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switched" ] \
+    && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switched" \
+      'BEGIN { exit !(started / hz < switched) }'
+}
+ssm_deploy_shown_command() {
+  # process $1's command line for a message, cut to 120 characters once every value this deploy
+  # exported (the names in ssm_deploy_verify_names, read by awk from its environment, never from an
+  # argument) is masked as ****: a value passed as an argument (--token=...) never shows, even in part
+  tr '\0\n' '  ' < "/proc/$1/cmdline" 2>/dev/null | ssm_deploy_names=$ssm_deploy_verify_names \
+    ssm_deploy_mask_min=$ssm_deploy_mask_min awk '
+    {
+      line = $0
+      count = split(ENVIRON["ssm_deploy_names"], names, " ")
+      for (i = 1; i <= count; i++) {
+        value = ENVIRON[names[i]]
+        gsub(/\n/, " ", value)
+        if (length(value) < ENVIRON["ssm_deploy_mask_min"] + 0) continue
+        masked = ""
+        while ((at = index(line, value)) > 0) {
+          masked = masked substr(line, 1, at - 1) "****"
+          line = substr(line, at + length(value))
+        }
+        line = masked line
+      }
+      line = substr(line, 1, 120)
+      sub(/ +$/, "", line)
+      print line
+    }'
 }
 ssm_deploy_listens() {
   # whether process $1 holds a listening socket: a descriptor of it is a TCP socket in state LISTEN
@@ -580,7 +659,8 @@ ssm_deploy_scan() {
   for ssm_deploy_pid in $( {
     find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
       | ssm_deploy_prefix=$ssm_deploy_releases/ awk -F '\t' 'index($2, ENVIRON["ssm_deploy_prefix"]) == 1 { sub(/^\/proc\//, "", $1); print $1 }'
-    grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
+    grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" -e "$ssm_deploy_app_dir/current/" \
+      -e "$ssm_deploy_physical/current/" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
   } | awk '!seen[$0]++'); do
     set -f
     [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"
@@ -735,6 +815,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "env_names": _forwarded((*plan.env_names, RELEASE_VARIABLE)),
         "verify": "1" if plan.verify_processes else "",
         "verify_names": " ".join(dict.fromkeys(plan.env_names)),
+        "mask_min": str(MIN_LENGTH),  # the masking's own bound: shorter values would mask ordinary text
         "verify_wait": str(plan.verify_grace),
         "verify_settle": str(plan.verify_settle),
         "pm2_fix": PM2_FIX.format(app_dir=plan.app_dir),
