@@ -7,8 +7,10 @@ from __future__ import annotations
 import collections
 import json
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_releases import APP_DIR, build, live, release_env
 from standin import StandIn
@@ -21,20 +23,41 @@ COMMANDS_LOG = "/srv/commands.log"
 RECORDING = f'echo "$SSM_DEPLOY_RELEASE" >> {COMMANDS_LOG}'
 
 
-def env_for(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str, **variables: str) -> dict[str, str]:
-    return release_env(standin, fleet.ids, clone, bucket, service, TARGET_GROUPS=fleet.group_name, **variables)
+@dataclass
+class Rollout:
+    """Two instances behind a target group, with a service's bucket and ledger and the build's clone."""
+
+    standin: StandIn
+    fleet: Fleet
+    clone: Path
+    bucket: str
+    service: str
+
+    def env(self, version: str, build_number: str, **variables: str) -> dict[str, str]:
+        """A rolling deploy of the build of ``version`` as build ``build_number``."""
+        ids, artifact = self.fleet.ids, build(self.clone, version)
+        more = {"TARGET_GROUPS": self.fleet.group_name, "BITBUCKET_BUILD_NUMBER": build_number, **variables}
+        return release_env(self.standin, ids, self.clone, self.bucket, self.service, ARTIFACT=artifact, **more)
+
+    def ship_a(self, **variables: str) -> None:
+        """Release A live on the whole fleet."""
+        done = run_pipe(self.env("A", "1", **variables), timeout=300)
+        assert done.returncode == 0, done.output
 
 
-def ship_a(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str, **variables: str) -> None:
-    """Release A live on the whole fleet."""
-    env = env_for(standin, fleet, clone, bucket, service, ARTIFACT=build(clone, "A"), **variables)
-    done = run_pipe(env | {"BITBUCKET_BUILD_NUMBER": "1"}, timeout=300)
-    assert done.returncode == 0, done.output
+@pytest.fixture
+def rollout(standin: StandIn, tmp_path: Path, bucket: str, service: str) -> Rollout:
+    return Rollout(standin, make_fleet(standin, 2), tmp_path, bucket, service)
 
 
 def commands_run(standin: StandIn, instance_id: str) -> list[str]:
     path = standin.instance_path(instance_id, COMMANDS_LOG)
     return path.read_text().split() if path.exists() else []
+
+
+def all_staging(standin: StandIn, fleet: Fleet) -> bool:
+    """Whether COMMANDS touched /srv/staging on every instance."""
+    return all(standin.instance_path(instance_id, "/srv/staging").exists() for instance_id in fleet.ids)
 
 
 def made_on_instances(standin: StandIn) -> collections.Counter[str]:
@@ -43,29 +66,14 @@ def made_on_instances(standin: StandIn) -> collections.Counter[str]:
 
 
 def test_the_release_is_staged_on_every_instance_while_all_of_them_serve(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
+    standin: StandIn, rollout: Rollout, tmp_path: Path
 ) -> None:
-    fleet = make_fleet(standin, 2)
-    result = tmp_path / "result.json"
+    fleet, result = rollout.fleet, tmp_path / "result.json"
     # COMMANDS say they run, then wait for the test, which asks the load balancer meanwhile
     commands = f"{RECORDING}\ntouch /srv/staging\nwhile [ ! -e /srv/go ]; do sleep 0.1; done"
-    env = env_for(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "A"),
-        COMMANDS=commands,
-        RESULT_FILE=str(result),
-    )
-    pipe = LivePipe(env | {"BITBUCKET_BUILD_NUMBER": "1"})
+    pipe = LivePipe(rollout.env("A", "1", COMMANDS=commands, RESULT_FILE=str(result)))
     try:
-        wait_until(
-            lambda: all(standin.instance_path(i, "/srv/staging").exists() for i in fleet.ids),
-            "COMMANDS everywhere",
-            120,
-        )
+        wait_until(lambda: all_staging(standin, fleet), "COMMANDS on every instance", 120)
         during = standin.target_states(fleet.group_arn)
         switched = [standin.instance_path(i, f"{APP_DIR}/current").is_symlink() for i in fleet.ids]
     finally:
@@ -91,25 +99,14 @@ def test_the_release_is_staged_on_every_instance_while_all_of_them_serve(
 
 
 def test_a_release_that_fails_to_stage_on_one_instance_drains_and_switches_nothing(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
+    standin: StandIn, rollout: Rollout, tmp_path: Path
 ) -> None:
-    fleet = make_fleet(standin, 2)
+    fleet, result = rollout.fleet, tmp_path / "result.json"
     good, bad = fleet.ids
-    ship_a(standin, fleet, tmp_path, bucket, service)
-    result = tmp_path / "result.json"
+    rollout.ship_a()
     commands = f'if [ "$AWS_SSM_INSTANCE_ID" = "{bad}" ]; then echo "npm ci failed" >&2; exit 3; fi'
-    env = env_for(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        COMMANDS=commands,
-        RESULT_FILE=str(result),
-    )
     before = standin.calls_snapshot(include_instances=False)
-    run = run_pipe(env | {"BITBUCKET_BUILD_NUMBER": "2"}, timeout=300)
+    run = run_pipe(rollout.env("B", "2", COMMANDS=commands, RESULT_FILE=str(result)), timeout=300)
     calls = standin.calls_snapshot(include_instances=False) - before
 
     assert run.returncode == 1, run.output
@@ -131,10 +128,9 @@ def test_a_release_that_fails_to_stage_on_one_instance_drains_and_switches_nothi
 
 
 def test_a_staged_release_changed_before_its_batch_is_refused_and_the_rollback_only_switches(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
+    standin: StandIn, rollout: Rollout
 ) -> None:
-    fleet = make_fleet(standin, 2)
-    first, second = fleet.ids
+    first, second = rollout.fleet.ids
     # B's activation on the first instance waits for the test: the second's staged copy is changed meanwhile
     activate = (
         'echo "activated $(cat version.txt)"\n'
@@ -142,19 +138,9 @@ def test_a_staged_release_changed_before_its_batch_is_refused_and_the_rollback_o
         "  echo holding; while [ ! -e /srv/go ]; do sleep 0.1; done\n"
         "fi"
     )
-    ship_a(standin, fleet, tmp_path, bucket, service, COMMANDS=RECORDING, ACTIVATE_COMMANDS=activate)
-    env = env_for(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        COMMANDS=RECORDING,
-        ACTIVATE_COMMANDS=activate,
-    )
+    rollout.ship_a(COMMANDS=RECORDING, ACTIVATE_COMMANDS=activate)
     before = made_on_instances(standin)
-    pipe = LivePipe(env | {"BITBUCKET_BUILD_NUMBER": "2"})
+    pipe = LivePipe(rollout.env("B", "2", COMMANDS=RECORDING, ACTIVATE_COMMANDS=activate))
     try:
         pipe.wait_for_line(f"{first} | holding", timeout=180)
         standin.instance_path(second, f"{APP_DIR}/releases/{B}/version.txt").write_text("B, changed\n")
@@ -168,22 +154,20 @@ def test_a_staged_release_changed_before_its_batch_is_refused_and_the_rollback_o
     assert f"Exit 92 on {second}: the release this deploy staged on the instance changed" in run.output
     assert "Rollback succeeded on all 1 instance(s)." in run.output
     assert (live(standin, first), live(standin, second)) == ("A", "A")
-    assert every_target_in_service(standin, fleet)
+    assert every_target_in_service(standin, rollout.fleet)
     # COMMANDS ran for A at its deploy and for B at its staging: never in a batch, never in the rollback
     assert commands_run(standin, first) == commands_run(standin, second) == [A, B]
     assert downloads == 2  # B's staging on each instance; the batches and the rollback downloaded nothing
 
 
 def test_a_stop_during_staging_leaves_every_instance_on_the_old_release_and_in_service(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
+    standin: StandIn, rollout: Rollout
 ) -> None:
-    fleet = make_fleet(standin, 2)
-    ship_a(standin, fleet, tmp_path, bucket, service)
-    commands = "touch /srv/staging\nsleep 600"
-    env = env_for(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "B"), COMMANDS=commands)
+    fleet = rollout.fleet
+    rollout.ship_a()
     before = standin.calls_snapshot(include_instances=False)
-    pipe = LivePipe(env | {"BITBUCKET_BUILD_NUMBER": "2"})
-    wait_until(lambda: all(standin.instance_path(i, "/srv/staging").exists() for i in fleet.ids), "staging", 120)
+    pipe = LivePipe(rollout.env("B", "2", COMMANDS="touch /srv/staging\nsleep 600"))
+    wait_until(lambda: all_staging(standin, fleet), "COMMANDS on every instance", 120)
     pipe.signal(signal.SIGTERM)
     run = pipe.finish(timeout=120)
     calls = standin.calls_snapshot(include_instances=False) - before
