@@ -7,6 +7,8 @@ from __future__ import annotations
 import collections
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,16 @@ def commands_run(standin: StandIn, instance_id: str) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+@contextmanager
+def killed_on_failure(pipe: LivePipe) -> Iterator[LivePipe]:
+    """A failing test leaves no pipe behind (the stand-in it talks to goes away with the session)."""
+    try:
+        yield pipe
+    except BaseException:
+        pipe.process.kill()
+        raise
+
+
 def all_staging(standin: StandIn, fleet: Fleet) -> bool:
     """Whether COMMANDS touched /srv/staging on every instance."""
     return all(standin.instance_path(instance_id, "/srv/staging").exists() for instance_id in fleet.ids)
@@ -71,15 +83,13 @@ def test_the_release_is_staged_on_every_instance_while_all_of_them_serve(
     fleet, result = rollout.fleet, tmp_path / "result.json"
     # COMMANDS say they run, then wait for the test, which asks the load balancer meanwhile
     commands = f"{RECORDING}\ntouch /srv/staging\nwhile [ ! -e /srv/go ]; do sleep 0.1; done"
-    pipe = LivePipe(rollout.env("A", "1", COMMANDS=commands, RESULT_FILE=str(result)))
-    try:
+    with killed_on_failure(LivePipe(rollout.env("A", "1", COMMANDS=commands, RESULT_FILE=str(result)))) as pipe:
         wait_until(lambda: all_staging(standin, fleet), "COMMANDS on every instance", 120)
         during = standin.target_states(fleet.group_arn)
         switched = [standin.instance_path(i, f"{APP_DIR}/current").is_symlink() for i in fleet.ids]
-    finally:
         for instance_id in fleet.ids:
             standin.instance_path(instance_id, "/srv/go").touch()
-    run = pipe.finish(timeout=300)
+        run = pipe.finish(timeout=300)
 
     assert during == {instance_id: "healthy" for instance_id in fleet.ids}
     assert switched == [False, False]
@@ -140,13 +150,11 @@ def test_a_staged_release_changed_before_its_batch_is_refused_and_the_rollback_o
     )
     rollout.ship_a(COMMANDS=RECORDING, ACTIVATE_COMMANDS=activate)
     before = made_on_instances(standin)
-    pipe = LivePipe(rollout.env("B", "2", COMMANDS=RECORDING, ACTIVATE_COMMANDS=activate))
-    try:
+    with killed_on_failure(LivePipe(rollout.env("B", "2", COMMANDS=RECORDING, ACTIVATE_COMMANDS=activate))) as pipe:
         pipe.wait_for_line(f"{first} | holding", timeout=180)
         standin.instance_path(second, f"{APP_DIR}/releases/{B}/version.txt").write_text("B, changed\n")
-    finally:
         standin.instance_path(first, "/srv/go").touch()
-    run = pipe.finish(timeout=300)
+        run = pipe.finish(timeout=300)
     downloads = (made_on_instances(standin) - before)["s3:GetObject"]
 
     assert run.returncode == 1, run.output
@@ -166,10 +174,10 @@ def test_a_stop_during_staging_leaves_every_instance_on_the_old_release_and_in_s
     fleet = rollout.fleet
     rollout.ship_a()
     before = standin.calls_snapshot(include_instances=False)
-    pipe = LivePipe(rollout.env("B", "2", COMMANDS="touch /srv/staging\nsleep 600"))
-    wait_until(lambda: all_staging(standin, fleet), "COMMANDS on every instance", 120)
-    pipe.signal(signal.SIGTERM)
-    run = pipe.finish(timeout=120)
+    with killed_on_failure(LivePipe(rollout.env("B", "2", COMMANDS="touch /srv/staging\nsleep 600"))) as pipe:
+        wait_until(lambda: all_staging(standin, fleet), "COMMANDS on every instance", 120)
+        pipe.signal(signal.SIGTERM)
+        run = pipe.finish(timeout=120)
     calls = standin.calls_snapshot(include_instances=False) - before
 
     assert run.returncode != 0, run.output
