@@ -41,7 +41,7 @@ class PhaseStatus(StrEnum):
     NOT_NEEDED = "not needed"
     INTERRUPTED = "interrupted"  # the pipeline was stopped while it ran
     PASSED = "passed"  # health check
-    SUCCEEDED = "succeeded"  # rollback
+    SUCCEEDED = "succeeded"  # rollback, stage
     FAILED = "failed"
 
 
@@ -220,9 +220,22 @@ class BatchRecord:
     deploy: float | None = None
     healthy: float | None = None
     bake: float | None = None
+    # from its deregistration until every group reports it healthy again, added up over each time it was
+    # taken out (its deploy, its rollback); None when it never left the load balancer or never came back
+    out_of_service: float | None = None
 
     def timings(self) -> dict[str, float | None]:
-        return {"drain": self.drain, "deploy": self.deploy, "healthy": self.healthy, "bake": self.bake}
+        return {
+            "drain": self.drain,
+            "deploy": self.deploy,
+            "healthy": self.healthy,
+            "out_of_service": self.out_of_service,
+            "bake": self.bake,
+        }
+
+    def out_of_service_for(self, seconds: float) -> None:
+        """One more time out of service, ``seconds`` long, ended with the batch healthy again."""
+        self.out_of_service = round((self.out_of_service or 0.0) + seconds, 1)
 
 
 @dataclass
@@ -235,6 +248,9 @@ class DeployOutcome:
     failed_phase: str = ""  # the phase whose failure decided the verdict: deploy, health check, bake...
     started: float = field(default_factory=time.monotonic, compare=False)  # when the deploy began, for its duration
     ended: float | None = field(default=None, compare=False)  # when it ended (``end``), before the sinks read it
+    # release mode, a rollout the pipe drives: the release prepared on every instance before the first batch
+    stage: PhaseOutcome = field(default_factory=PhaseOutcome)
+    stage_seconds: float | None = None
     deploy: PhaseOutcome = field(default_factory=PhaseOutcome)
     health_check: PhaseOutcome = field(default_factory=PhaseOutcome)
     rollback: PhaseOutcome = field(default_factory=PhaseOutcome)

@@ -1,6 +1,6 @@
-"""The commands a plan sends, as CommandSpec values: the deploy, the health check, the rollback, and
-the read of ``current``. Deploy, health check and rollback differ only in the spec: what runs, on
-which instances, with which bounds.
+"""The commands a plan sends, as CommandSpec values: the staging of a release, the deploy, the health
+check, the rollback, and the read of ``current``. Deploy, health check and rollback differ only in
+the spec: what runs, on which instances, with which bounds.
 
 The plan step (``plan/build.py``) checks here that every script it may send fits in one SendCommand,
 so a health check or rollback too big to send is refused before anything is sent, not found after a
@@ -22,12 +22,13 @@ from pipe.stages.release.remote import (
     ReleasePlan,
     install_body,
     read_current_body,
+    stage_body,
     switch_back_body,
     verified_after,
 )
 from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body
 
-DEPLOY, HEALTH_CHECK, ROLLBACK, READ = "deploy", "health check", "rollback", "read"
+STAGE, DEPLOY, HEALTH_CHECK, ROLLBACK, READ = "stage", "deploy", "health check", "rollback", "read"
 EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failure never skips another
 # The read of `current`: SendCommand's shortest delivery timeout (an instance that does not take the
 # command soon is not answering), and the time to wait for a release script still running there
@@ -35,11 +36,36 @@ READ_DELIVERY_TIMEOUT = 30
 READ_EXECUTION_TIMEOUT = READ_LOCK_SECONDS + 30
 
 
+def stages(plan: DeployPlan) -> bool:
+    """Whether the plan stages its release on every instance before the first batch: release mode, in a
+    rollout the pipe drives batch by batch (one command SSM paces has no batch to stage ahead of)."""
+    return plan.release is not None and plan.settings.rollout.pipe_driven and bool(plan.instances)
+
+
+def stage_spec(plan: DeployPlan) -> CommandSpec:
+    """Staging: every targeted instance prepares the release (download, verify, unpack, COMMANDS) while
+    it still serves the live one, MAX_CONCURRENCY at a time; every instance tries (one failure stops
+    the deploy after this phase, nothing drained or switched). No alarm: nothing changes what serves."""
+    settings, release = plan.settings, _release_plan(plan)
+    assert release is not None and plan.instances  # stages(plan)
+    return CommandSpec(
+        label=STAGE,
+        script=tuple(build_script(settings, stage_body(release), plan.secrets)),
+        instance_ids=plan.instances,
+        execution_timeout=settings.execution_timeout,
+        delivery_timeout=settings.delivery_timeout,
+        max_concurrency=settings.max_concurrency,
+        max_errors=EVERY_INSTANCE,
+        comment=cut(f"{settings.comment} {STAGE}", COMMENT_LIMIT),
+    )
+
+
 def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
     """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
-    COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS."""
+    COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS. After staging, the install
+    compares the staged copy before its switch (and stages where it was not staged)."""
     settings, release = plan.settings, _release_plan(plan)
-    body = install_body(release) if release is not None else None
+    body = install_body(release, staged=stages(plan)) if release is not None else None
     return CommandSpec(
         label=DEPLOY,
         switches_in=release.app_dir if release is not None else "",
@@ -131,6 +157,8 @@ def refuse_scripts_too_big(plan: DeployPlan) -> None:
 
 def _sendable(plan: DeployPlan) -> Iterator[tuple[str, str, CommandSpec]]:
     settings, release = plan.settings, _release_plan(plan)
+    if stages(plan):
+        yield "COMMANDS", "with the release's staging steps they make", stage_spec(plan)
     if plan.batches:
         made = "with ACTIVATE_COMMANDS and the release steps they make" if release is not None else "they make"
         yield "COMMANDS", made, deploy_spec(plan, plan.batches[0])

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from pipe.model import BatchRecord
 
-COLUMNS = ("Batch", "Instances", "Drain", "Deploy", "Healthy", "Bake", "Outcome")
+# the timings' columns, in BatchRecord.timings() order; out of service: deregistered until healthy again
+COLUMNS = ("Batch", "Instances", "Drain", "Deploy", "Healthy", "Out of service", "Bake", "Outcome")
 
 
 def batch_table(records: Sequence[BatchRecord]) -> list[str]:

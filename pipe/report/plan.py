@@ -10,6 +10,7 @@ from pipe.config.parsers import former_separator_hints
 from pipe.config.rollout import count_of
 from pipe.config.settings import DeploySettings
 from pipe.plan import DeployPlan
+from pipe.plan.commands import stages
 from pipe.stages.release.stage import install_lines, release_lines
 
 SHOWN_IDS = 10  # instance ids named in the opening line; the dry run names them all
@@ -45,7 +46,7 @@ def show(plan: DeployPlan, script: Sequence[str]) -> None:
     """The plan in the log before it is applied: the rollout and the release (a dry run then shows
     all of it, ``dry_run``); with DEBUG, the script the instances run."""
     if not plan.settings.dry_run:
-        log.info("\n".join((f"Rollout: {rollout(plan)}", *plan.lines)))
+        log.info("\n".join((f"Rollout: {rollout(plan)}", *staging_lines(plan), *plan.lines)))
     if plan.release is not None:
         for line in release_lines(plan.release):
             log.info(line)
@@ -65,13 +66,14 @@ def dry_run(plan: DeployPlan, script: Sequence[str], lock: Sequence[str]) -> Non
         f"  targets:   {where(settings, targeted, None)}",
         f"  document:  {document}",
         f"  rollout:   {rollout(plan)}",
+        *staging_lines(plan),
         f"  timeouts:  delivery {settings.delivery_timeout} s, execution {settings.execution_timeout} s",
         f"  comment:   {settings.comment}",
         f"  script:    {len(script)} lines, generated" + ("" if settings.debug else " (DEBUG: 'true' prints it)"),
         *_commands(settings.commands),
         *lock,
         *plan.lines,
-        *install_lines(plan.release),
+        *install_lines(plan.release, stages(plan)),
     ]
     if settings.healthcheck_commands:
         lines.append(
@@ -83,6 +85,22 @@ def dry_run(plan: DeployPlan, script: Sequence[str], lock: Sequence[str]) -> Non
         lines.append("  on failure, a rollback on the instances that received the deploy:")
         lines += [f"    {line}" for line in settings.rollback_commands.split("\n")]
     log.info("\n".join(lines))
+
+
+def staging_lines(plan: DeployPlan) -> list[str]:
+    """The staging phase of a rolling release deploy, before its first batch; [] without one."""
+    if plan.release is None or not stages(plan):
+        return []
+    release, count = plan.release.plan, len(plan.instances or ())
+    commands = ", run COMMANDS" if release.commands else ""
+    return [
+        f"  staging:   first, release {release.release_id} on all {count} instance(s) while they serve, "
+        f"{plan.settings.max_concurrency} at a time: download, verify, unpack{commands} into "
+        f"{release.app_dir}/releases/{release.release_id}; a failure on any stops the deploy before anything is "
+        "drained or switched",
+        "             then each batch: drained, its staged copy checked, switched, activated, health-checked, "
+        "back in service",
+    ]
 
 
 def where(settings: DeploySettings, targeted: list[str] | None, limit: int | None) -> str:

@@ -75,9 +75,14 @@ def append_shared_variables(variables: dict[str, str], env: Mapping[str, str] | 
 
 
 def failed_instances(outcome: DeployOutcome) -> dict[str, list[str]]:
-    """Every instance that did not succeed in some phase, with those phases in order: the deploy,
-    the health check, the rollback."""
-    phases = (("deploy", outcome.deploy), ("health check", outcome.health_check), ("rollback", outcome.rollback))
+    """Every instance that did not succeed in some phase, with those phases in order: the staging, the
+    deploy, the health check, the rollback."""
+    phases = (
+        ("stage", outcome.stage),
+        ("deploy", outcome.deploy),
+        ("health check", outcome.health_check),
+        ("rollback", outcome.rollback),
+    )
     failed: dict[str, list[str]] = {}
     for name, phase in phases:
         for invocation in phase.failed:
@@ -143,6 +148,10 @@ def document(
         "failed": len(failed),
         "failed_instances": [{"instance_id": i, "phases": phases} for i, phases in failed.items()],
         "interrupted_phase": outcome.interrupted or None,
+        "stage": outcome.stage.status.value,
+        "stage_seconds": outcome.stage_seconds,
+        "stage_command_ids": [c.command_id for c in outcome.stage.commands],
+        "stage_instances": _rows(outcome.stage),
         "health_check": outcome.health_check.status.value,
         "health_check_command_ids": [c.command_id for c in outcome.health_check.commands],
         "health_check_instances": _rows(outcome.health_check),
@@ -153,8 +162,16 @@ def document(
             {"batch": b.number, "instances": list(b.instance_ids), "outcome": b.outcome, "seconds": b.timings()}
             for b in outcome.batches
         ],
+        "out_of_service_seconds": out_of_service(outcome),
         "fleet": dict(outcome.fleet),
     }
+
+
+def out_of_service(outcome: DeployOutcome) -> dict[str, float]:
+    """Each instance of a batch that left the load balancer and came back healthy: the seconds from its
+    deregistration until then, added up over its deploy and its rollback (its batch's, measured once
+    for the batch)."""
+    return {i: b.out_of_service for b in outcome.batches if b.out_of_service is not None for i in b.instance_ids}
 
 
 def where_it_ran(settings: DeploySettings) -> dict[str, object]:
@@ -182,6 +199,7 @@ def dotenv(
         "SSM_DEPLOY_FAILED": str(len(failed)),
         "SSM_DEPLOY_FAILED_INSTANCES": " ".join(failed),
         "SSM_DEPLOY_FAILED_PHASE": failed_phase(outcome),
+        "SSM_DEPLOY_STAGE": outcome.stage.status.value,
         "SSM_DEPLOY_HEALTH_CHECK": outcome.health_check.status.value,
         "SSM_DEPLOY_ROLLBACK": outcome.rollback.status.value,
         "SSM_DEPLOY_INTERRUPTED": outcome.interrupted,

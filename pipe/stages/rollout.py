@@ -1,4 +1,6 @@
-"""The rollout: batch after batch, deploy then health check; on failure, the rollback.
+"""The rollout: batch after batch, deploy then health check; on failure, the rollback. In a rolling
+release deploy, the release is first staged on every instance while all of them serve
+(``staging.py``): a release that cannot be staged stops the rollout before its first drain.
 
 Each batch runs inside a hook (a context manager): that is where taking the batch out of a load
 balancer and putting it back plugs in (``pipe/traffic/``). The hook's exit runs on every
@@ -18,15 +20,15 @@ import time
 
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
-from pipe.plan.commands import DEPLOY, HEALTH_CHECK, deploy_spec, healthcheck_spec, rollback_spec
+from pipe.plan.commands import DEPLOY, HEALTH_CHECK, STAGE, deploy_spec, healthcheck_spec, rollback_spec, stages
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
-from pipe.report.instances import LISTED, named
+from pipe.report.instances import LISTED, listed, named, release_meanings
 from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.phases import run_phase
 from pipe.stages.release.fleet_state import fleet_at_end
-from pipe.stages.release.remote import release_exit_meaning
+from pipe.stages.staging import stage_release
 from pipe.traffic import BatchHook, departed, no_hook
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
@@ -50,6 +52,11 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     rollback = _Rollback(run)
     try:
         try:
+            if stages(run.plan):
+                staged = stage_release(run)
+                if staged is not None:
+                    _failed_in(run, STAGE)
+                    raise staged
             for batch in batches:
                 failure, rolled_back = _next_batch(run, batch, hook, rollback, records.get(batch.number), done)
                 if not rolled_back:
@@ -149,7 +156,7 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     if failed:
         _failed_in(run, DEPLOY)
         message = _failure_message(failed, len(invocations), mine)
-        return DeployFailed(_prefixed(batch, message + (_release_meanings(failed) if plan is not None else "")))
+        return DeployFailed(_prefixed(batch, message + (release_meanings(failed) if plan is not None else "")))
     if not invocations:
         _failed_in(run, DEPLOY)
         return DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {mine}.")
@@ -189,7 +196,7 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
     return DeployFailed(
         f"The deploy ran, but the health check failed on {len(unhealthy)} of {len(instance_ids)} instance(s): "
         f"{listed(unhealthy)}. Command id: {command_ids(record.commands)}."
-        + (_release_meanings(unhealthy) if run.release is not None else "")
+        + (release_meanings(unhealthy) if run.release is not None else "")
     )
 
 
@@ -395,7 +402,7 @@ class _Rollback:
         return DeployFailed(
             f"{failure} ROLLBACK FAILED on {len(self.broken)} of {len(self.targeted)} instance(s): "
             f"{listed(self.broken)}; they need attention. Rollback command id: {command_ids(self.record.commands)}."
-            f"{_release_meanings(self.broken) if self.release_mode else ''}{not_back}{suffix}"
+            f"{release_meanings(self.broken) if self.release_mode else ''}{not_back}{suffix}"
         )
 
 
@@ -465,24 +472,3 @@ def _failure_message(failed: list[Invocation], total: int, commands: str) -> str
             f"version: {names}."
         )
     return message + f" Command id: {commands}."
-
-
-def _release_meanings(failed: list[Invocation]) -> str:
-    """`` Exit 90 on i-1: <what the release script says it means>.`` for each release exit code."""
-    by_meaning: dict[tuple[int | None, str], list[str]] = {}
-    for inv in failed:
-        meaning = None if inv.skipped else release_exit_meaning(inv.response_code)
-        if meaning is not None:
-            by_meaning.setdefault((inv.response_code, meaning), []).append(inv.instance_id)
-    return "".join(
-        f" Exit {code} on {', '.join(ids[:LISTED])}{' ...' if len(ids) > LISTED else ''}: {meaning}."
-        for (code, meaning), ids in by_meaning.items()
-    )
-
-
-def listed(invocations: list[Invocation], limit: int = LISTED) -> str:
-    """``i-1: Failed (exit 3); i-2: ...``, at most ``limit`` of them."""
-    shown = "; ".join(f"{inv.instance_id}: {inv.describe()}" for inv in invocations[:limit])
-    if len(invocations) > limit:
-        shown += f"; and {len(invocations) - limit} more (see the summary)"
-    return shown

@@ -13,6 +13,7 @@ Layout of APP_DIR on an instance (absolute):
   .ssm-deploy/previous     the release ``current`` pointed to before the last switch
   .ssm-deploy/history      release ids in activation order, newest last
   .ssm-deploy/ready/<id>   the SHA-256 of the artifact a fully prepared release came from
+  .ssm-deploy/files/<id>   its checksum manifest, recorded once it was prepared, compared before a switch to it
   .ssm-deploy/lock         held (flock) while a release script runs: deploys to one instance queue
 """
 
@@ -56,6 +57,7 @@ class ReleaseExit(IntEnum):
     ACTIVATION_FAILED_NO_ROLLBACK = 89
     STALE_PROCESS = 90
     ARTIFACT_REFUSED = 91
+    STAGED_RELEASE_CHANGED = 92
     PROGRAM_MISSING = 127  # the shell's own "command not found" code
 
     @property
@@ -86,6 +88,9 @@ _MEANINGS = {
     ReleaseExit.ARTIFACT_REFUSED: "the artifact holds an entry a release may not hold (a device node, FIFO or "
     "socket, a setuid, setgid or sticky bit, a path or link leading outside the release); nothing was unpacked or "
     "switched",
+    ReleaseExit.STAGED_RELEASE_CHANGED: "the release this deploy staged on the instance changed between its staging "
+    "and its switch (a file, link, mode or owner differs from the checksums recorded at staging); refused, nothing "
+    "was switched, and the next deploy stages it again from the artifact",
     ReleaseExit.PROGRAM_MISSING: "a program release mode needs (bash, aws, sha256sum, python3, runuser/su) is "
     "missing on the instance",
 }
@@ -282,6 +287,15 @@ done
 """
 
 
+# Run as RUN_AS (or root without it) by `sh -c`: the manifest of release directory $1, in C order:
+# every entry (type, mode, owner, path, link target), then every regular file's SHA-256.
+_MANIFEST_SCRIPT = r"""cd -- "$1" || exit 1
+LC_ALL=C
+export LC_ALL
+find . -printf '%y %m %U:%G %p -> %l\n' | sort || exit 1
+find . -type f -print0 | sort -z | xargs -0 -r sha256sum -- || exit 1
+"""
+
 # Reading which release ``current`` points to: the release scripts report it as their last stdout line
 # on every path they control (``ssm_deploy_at_exit``), and the read command sends only this.
 _READ_FUNCTIONS = r"""
@@ -325,7 +339,7 @@ ssm_deploy_begin() {
     [ "$(id -u)" = 0 ] \
       || ssm_deploy_fail 88 "RUN_AS $ssm_deploy_user needs the script to run as root (the SSM Agent does), it runs as $(id -un); nothing was switched"
   fi
-  mkdir -p -- "$ssm_deploy_app_dir/releases" "$ssm_deploy_state/ready" \
+  mkdir -p -- "$ssm_deploy_app_dir/releases" "$ssm_deploy_state/ready" "$ssm_deploy_state/files" \
     || ssm_deploy_fail 80 "cannot create $ssm_deploy_app_dir/releases: APP_DIR must be a directory root can write; nothing was switched"
   if [ -e "$ssm_deploy_app_dir/current" ] && [ ! -L "$ssm_deploy_app_dir/current" ]; then
     ssm_deploy_fail 80 "$ssm_deploy_app_dir/current exists and is not a symlink (it was not made by ssm-deploy): move it away, e.g. into $ssm_deploy_app_dir/releases, and deploy again; nothing was switched"
@@ -343,20 +357,30 @@ ssm_deploy_begin() {
 ssm_deploy_prepare() {
   ssm_deploy_dir=$ssm_deploy_app_dir/releases/$ssm_deploy_release
   ssm_deploy_mark=$ssm_deploy_state/ready/$ssm_deploy_release
+  ssm_deploy_files=$ssm_deploy_state/files/$ssm_deploy_release
   if [ -d "$ssm_deploy_dir" ] && [ -f "$ssm_deploy_mark" ]; then
-    if [ "$(cat -- "$ssm_deploy_mark")" = "$ssm_deploy_sha256" ]; then
+    if [ "$(cat -- "$ssm_deploy_mark")" != "$ssm_deploy_sha256" ]; then
+      [ "$ssm_deploy_release" != "$ssm_deploy_old" ] \
+        || ssm_deploy_fail 80 "release $ssm_deploy_release is live on this instance but came from another artifact than SHA-256 $ssm_deploy_sha256: give the new build its own release id (a new build number); nothing was switched"
+      echo "ssm-deploy: release $ssm_deploy_release on this instance came from another artifact; installing it again"
+    elif [ "$ssm_deploy_release" = "$ssm_deploy_old" ]; then
       echo "ssm-deploy: release $ssm_deploy_release is already on this instance; nothing to download"
       return 0
+    elif ssm_deploy_unchanged; then
+      echo "ssm-deploy: release $ssm_deploy_release is already on this instance, unchanged since it was staged; nothing to download"
+      return 0
+    elif [ -n "$ssm_deploy_staged" ]; then
+      rm -f -- "$ssm_deploy_mark" "$ssm_deploy_files"
+      ssm_deploy_fail 92 "release $ssm_deploy_release in $ssm_deploy_dir changed after this deploy staged it ($ssm_deploy_change): refused, nothing was switched; current still points at ${ssm_deploy_old_target:-nothing}. Find what changed it; the next deploy stages it again from the artifact"
+    else
+      echo "ssm-deploy: release $ssm_deploy_release on this instance changed since it was staged ($ssm_deploy_change); installing it again from the artifact"
     fi
-    [ "$ssm_deploy_release" != "$ssm_deploy_old" ] \
-      || ssm_deploy_fail 80 "release $ssm_deploy_release is live on this instance but came from another artifact than SHA-256 $ssm_deploy_sha256: give the new build its own release id (a new build number); nothing was switched"
-    echo "ssm-deploy: release $ssm_deploy_release on this instance came from another artifact; installing it again"
   elif [ -d "$ssm_deploy_dir" ] && [ "$ssm_deploy_release" = "$ssm_deploy_old" ]; then
     echo "ssm-deploy: release $ssm_deploy_release is live on this instance; not installed again"
     return 0
   fi
   # not ready: a run stopped while preparing it; start again from the artifact
-  rm -rf -- "$ssm_deploy_dir" "$ssm_deploy_mark" \
+  rm -rf -- "$ssm_deploy_dir" "$ssm_deploy_mark" "$ssm_deploy_files" \
     || ssm_deploy_fail 83 "cannot remove the unfinished $ssm_deploy_dir; nothing was switched"
   ssm_deploy_need aws "to download the artifact"
   ssm_deploy_need sha256sum "to verify the artifact"
@@ -412,8 +436,36 @@ ssm_deploy_prepare() {
       ssm_deploy_fail 84 "COMMANDS failed (exit $ssm_deploy_rc) in release $ssm_deploy_release: it was removed and never went live; $ssm_deploy_app_dir/current still points at ${ssm_deploy_old_target:-nothing}"
     fi
   fi
+  ssm_deploy_manifest "$ssm_deploy_dir" > "$ssm_deploy_files" \
+    || ssm_deploy_fail 83 "cannot record the checksums of $ssm_deploy_dir in $ssm_deploy_files; nothing was switched"
   printf '%s\n' "$ssm_deploy_sha256" > "$ssm_deploy_mark" \
     || ssm_deploy_fail 83 "cannot write $ssm_deploy_mark; nothing was switched"
+}
+# The checksum manifest of a prepared release (every entry's type, mode, owner, path and link target,
+# then every file's SHA-256), computed as the release's owner (never root reading through links
+# RUN_AS controls), written when the release is prepared and compared before it is switched to
+ssm_deploy_manifest() {
+  ssm_deploy_as_owner sh -c "$ssm_deploy_manifest_script" ssm-deploy-manifest "$1"
+}
+ssm_deploy_unchanged() {
+  # whether releases/<id> is as its manifest says (one prepared by an earlier version of the pipe has
+  # none: nothing to compare); if not, ssm_deploy_change names the first entry that differs
+  [ -f "$ssm_deploy_files" ] || return 0
+  ssm_deploy_seen=$ssm_deploy_state/tmp.files.$$
+  if ! ssm_deploy_manifest "$ssm_deploy_dir" > "$ssm_deploy_seen"; then
+    ssm_deploy_change="its checksums could not be computed"
+    rm -f -- "$ssm_deploy_seen"
+    return 1
+  fi
+  if [ "$(sha256sum < "$ssm_deploy_seen")" = "$(sha256sum < "$ssm_deploy_files")" ]; then
+    rm -f -- "$ssm_deploy_seen"
+    return 0
+  fi
+  ssm_deploy_change=$(awk 'NR == FNR { staged[$0] = 1; next } !($0 in staged) { print "now: " $0; exit }' "$ssm_deploy_files" "$ssm_deploy_seen")
+  [ -n "$ssm_deploy_change" ] \
+    || ssm_deploy_change=$(awk 'NR == FNR { seen[$0] = 1; next } !($0 in seen) { print "gone: " $0; exit }' "$ssm_deploy_seen" "$ssm_deploy_files")
+  rm -f -- "$ssm_deploy_seen"
+  return 1
 }
 ssm_deploy_point() {
   ssm_deploy_link=$ssm_deploy_app_dir/current.tmp.$$
@@ -721,7 +773,8 @@ ssm_deploy_prune() {
     if [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
       || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
       ssm_deploy_kept=$((ssm_deploy_kept + 1))
-    elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id"; then
+    elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id" \
+      "$ssm_deploy_state/files/$ssm_deploy_id"; then
       echo "ssm-deploy: removed release $ssm_deploy_id (KEEP_RELEASES=$ssm_deploy_keep)"
     else
       echo "ssm-deploy: warning: could not remove release $ssm_deploy_id" >&2
@@ -753,6 +806,11 @@ ssm_deploy_install() {
     || ssm_deploy_roll_back 90 "a process still runs a replaced release or holds an old value after ACTIVATE_COMMANDS ($ssm_deploy_stale)"
   ssm_deploy_prune
   echo "ssm-deploy: release $ssm_deploy_release is live on this instance (previous: ${ssm_deploy_old:-none})"
+}
+ssm_deploy_stage() {
+  ssm_deploy_begin
+  ssm_deploy_prepare "$@"
+  echo "ssm-deploy: release $ssm_deploy_release is staged in $ssm_deploy_dir; $ssm_deploy_app_dir/current still points at ${ssm_deploy_old_target:-nothing}"
 }
 ssm_deploy_verify_after_check() {
   ssm_deploy_verify_processes \
@@ -820,6 +878,8 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "verify_settle": str(plan.verify_settle),
         "pm2_fix": PM2_FIX.format(app_dir=plan.app_dir),
         "shared_script": _SHARED_SCRIPT,
+        "manifest_script": _MANIFEST_SCRIPT,
+        "staged": "",
     }
     return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()] + _read_assignments()
 
@@ -865,16 +925,35 @@ def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = 
     return "\n".join([header, *_assignments(plan), *extra, *(program or []), *functions, call, *ending])
 
 
-def install_body(plan: ReleasePlan) -> str:
+def install_body(plan: ReleasePlan, staged: bool = False) -> str:
     """Install ``plan`` and make it live: download and verify the artifact unless releases/<id> is
-    already prepared, inspect every entry (91 and nothing unpacked when one is refused), unpack,
-    link SHARED_PATHS, run COMMANDS (84 and nothing switched on failure),
-    switch ``current`` atomically, run ACTIVATE_COMMANDS (on failure: switch back and activate the
-    previous release, 85 or 86), read /proc (VERIFY_PROCESSES: a process of a replaced release, or of
-    this one without this deploy's values, switches back the same way and exits 90), then prune to
-    KEEP_RELEASES. A release that is already live is activated again (no switch, previous unchanged)."""
-    call = " ".join(["ssm_deploy_install", *(_quote(_shared_spec(path)) for path in plan.shared_paths)])
-    return _body(plan, f"install release {plan.release_id}", call, _unpack_program())
+    already prepared and unchanged since (its checksum manifest), inspect every entry (91 and nothing
+    unpacked when one is refused), unpack, link SHARED_PATHS, run COMMANDS (84 and nothing switched on
+    failure), record the manifest, switch ``current`` atomically, run ACTIVATE_COMMANDS (on failure:
+    switch back and activate the previous release, 85 or 86), read /proc (VERIFY_PROCESSES: a process
+    of a replaced release, or of this one without this deploy's values, switches back the same way and
+    exits 90), then prune to KEEP_RELEASES. A release that is already live is activated again (no
+    switch, previous unchanged).
+
+    ``staged``: this deploy staged the release (``stage_body``) before: a prepared release that no
+    longer matches its manifest is refused (92, nothing switched) instead of installed again; an
+    instance where it was never staged (launched since) installs it here."""
+    call = " ".join(["ssm_deploy_install", *_shared_arguments(plan)])
+    return _body(plan, f"install release {plan.release_id}", call, _unpack_program(), staged="1" if staged else "")
+
+
+def stage_body(plan: ReleasePlan) -> str:
+    """Stage ``plan`` without switching: what ``install_body`` does before its switch (download,
+    verify, inspect, unpack, SHARED_PATHS, COMMANDS, the checksum manifest), while the instance still
+    serves the live release. A release already prepared and unchanged is left as it is; one changed
+    since it was prepared is installed again from the artifact. Nothing is pruned: KEEP_RELEASES
+    counts the releases that went live."""
+    call = " ".join(["ssm_deploy_stage", *_shared_arguments(plan)])
+    return _body(plan, f"stage release {plan.release_id}", call, _unpack_program())
+
+
+def _shared_arguments(plan: ReleasePlan) -> list[str]:
+    return [_quote(_shared_spec(path)) for path in plan.shared_paths]
 
 
 def switch_back_body(plan: ReleasePlan, live_before: str) -> str:
@@ -967,24 +1046,19 @@ def as_user(run_as: str | None, commands: str, cwd: str, env_names: Iterable[str
     )
 
 
-def install_steps(plan: ReleasePlan) -> tuple[str, ...]:
+def install_steps(plan: ReleasePlan, staged: bool = False) -> tuple[str, ...]:
     """What install_body does on each instance, in words (for DRY_RUN)."""
     release = f"{plan.app_dir}/releases/{plan.release_id}"
     who = f" as {plan.run_as} (login environment)" if plan.run_as else " as root"
-    steps = [
-        f"if {release} is not there yet: download {plan.artifact_url} with the instance role",
-        f"  verify its SHA-256 is {plan.sha256} before unpacking anything",
-        "  inspect every entry with python3 before unpacking anything: only files, directories and symlinks that "
-        "stay inside the release, no setuid, setgid or sticky bit; otherwise stop (exit 91, nothing unpacked)",
-        f"  unpack the .{plan.archive_format} into {release}" + (f", owned by {plan.run_as}" if plan.run_as else ""),
-    ]
-    for path in plan.shared_paths:
-        kind = _shared_spec(path)[0]
-        name = path.rstrip("/")
-        what = "directory" if kind in "Dd" else "file"
-        steps.append(f"  link {release}/{name} -> {plan.app_dir}/shared/{name} (a {what} unless it exists already)")
-    if plan.commands:
-        steps.append(f"  run COMMANDS in {release}{who}; if they fail, remove it and stop (nothing switched)")
+    if staged:
+        steps = [
+            f"compare {release} with the checksums recorded when it was staged: if anything changed, stop "
+            "(exit 92, nothing switched)",
+            "where it was not staged (an instance launched since), prepare it first:",
+            *(f"  {step}" for step in prepare_steps(plan)),
+        ]
+    else:
+        steps = list(prepare_steps(plan))
     steps.append(f"switch {plan.app_dir}/current -> releases/{plan.release_id} (atomic rename)")
     if plan.activate_commands:
         steps.append(
@@ -1001,4 +1075,27 @@ def install_steps(plan: ReleasePlan) -> tuple[str, ...]:
     steps.append(
         f"keep the {plan.keep_releases} most recently activated releases (never the live one nor the one before it)"
     )
+    return tuple(steps)
+
+
+def prepare_steps(plan: ReleasePlan) -> tuple[str, ...]:
+    """What stage_body does on each instance (and install_body before its switch), in words."""
+    release = f"{plan.app_dir}/releases/{plan.release_id}"
+    who = f" as {plan.run_as} (login environment)" if plan.run_as else " as root"
+    steps = [
+        f"if {release} is not there yet (or changed since it was prepared): download {plan.artifact_url} with the "
+        "instance role",
+        f"  verify its SHA-256 is {plan.sha256} before unpacking anything",
+        "  inspect every entry with python3 before unpacking anything: only files, directories and symlinks that "
+        "stay inside the release, no setuid, setgid or sticky bit; otherwise stop (exit 91, nothing unpacked)",
+        f"  unpack the .{plan.archive_format} into {release}" + (f", owned by {plan.run_as}" if plan.run_as else ""),
+    ]
+    for path in plan.shared_paths:
+        kind = _shared_spec(path)[0]
+        name = path.rstrip("/")
+        what = "directory" if kind in "Dd" else "file"
+        steps.append(f"  link {release}/{name} -> {plan.app_dir}/shared/{name} (a {what} unless it exists already)")
+    if plan.commands:
+        steps.append(f"  run COMMANDS in {release}{who}; if they fail, remove it and stop (nothing switched)")
+    steps.append("  record the checksums of every entry of it (type, mode, owner, link target, content)")
     return tuple(steps)

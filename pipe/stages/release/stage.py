@@ -32,7 +32,7 @@ from pipe.stages.release.ledger import (
 )
 from pipe.stages.release.ledger_archive import Archive, Version
 from pipe.stages.release.ledger_store import History, read_history, record
-from pipe.stages.release.remote import ReleasePlan, install_steps
+from pipe.stages.release.remote import ReleasePlan, install_steps, prepare_steps
 from pipe.stages.release.sources import ReleaseSource
 
 if TYPE_CHECKING:
@@ -134,11 +134,21 @@ def upload_line(s3: S3Client, bucket: str, release: Release) -> str | None:
     return f"Dry run: s3://{bucket}/{artifact.key} " + ("is already there" if there else "would be uploaded")
 
 
-def install_lines(release: Release | None) -> list[str]:
-    """The release part of the dry-run plan: what each instance would do."""
+def install_lines(release: Release | None, staged: bool = False) -> list[str]:
+    """The release part of the dry-run plan: what each instance would do; ``staged``: first while all of
+    them serve, then in its batch."""
     if release is None:
         return []
-    return ["  on each instance:", *(f"    {step}" for step in install_steps(release.plan))]
+    steps = install_steps(release.plan, staged)
+    if not staged:
+        return ["  on each instance:", *(f"    {step}" for step in steps)]
+    first = prepare_steps(release.plan)
+    return [
+        "  on each instance, staging (before the first batch):",
+        *(f"    {step}" for step in first),
+        "  on each instance, in its batch (drained):",
+        *(f"    {step}" for step in steps),
+    ]
 
 
 def record_release(

@@ -1,7 +1,8 @@
 """The batch hook behind a load balancer: take the batch out of every target group it is in (named in
 TARGET_GROUPS or found registered there when the rollout was planned) and wait until it is drained;
 after the deploy, put it back in each of them, on the ports it was registered with, and wait until
-every group reports it healthy.
+every group reports it healthy. The time from its deregistration until then is the batch's time out
+of service (``BatchRecord.out_of_service``).
 
 Whatever ends the batch (a failure, a stop, an AWS error, the pipe's own wait bound), every target
 the pipe deregistered is registered again before the hook is left; when that is impossible the
@@ -70,6 +71,7 @@ class LoadBalancer:
         names = ", ".join(group.name for group in leaving)
         delay = max(group.deregistration_delay for group in leaving)
         log.info(f"{batch}: draining from {names} (deregistration delay {delay} s)...")
+        left = time.monotonic()
         try:
             deregister(run.clients.elbv2, registrations)
         except NotDeregistered as error:
@@ -88,7 +90,7 @@ class LoadBalancer:
             self._put_back(run, batch, registrations, wait=False)
             raise
         try:
-            self._put_back(run, batch, registrations, wait=True, record=record)
+            self._put_back(run, batch, registrations, wait=True, record=record, left=left)
         except LoadBalancerError as error:
             raise NotBackInService(f"{batch}: its health in the load balancer could not be read: {error}.") from None
 
@@ -135,6 +137,7 @@ class LoadBalancer:
         registrations: Registrations,
         wait: bool,
         record: BatchRecord | None = None,
+        left: float | None = None,
     ) -> None:
         registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
         problems = register(run.clients.elbv2, registrations)
@@ -163,6 +166,8 @@ class LoadBalancer:
             )
         if record is not None and record.healthy is None:
             record.healthy = round(waited, 1)
+        if record is not None and left is not None:
+            record.out_of_service_for(time.monotonic() - left)
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
 
 

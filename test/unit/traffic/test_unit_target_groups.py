@@ -69,10 +69,14 @@ def test_the_batch_table_shows_each_step() -> None:
         BatchRecord(1, tuple(IDS[:1]), BatchOutcome.DEPLOYED, drain=30.2, deploy=9.0, healthy=12.4, bake=60.0),
         BatchRecord(2, tuple(IDS[1:3])),
     ]
+    records[0].out_of_service_for(51.8)  # deregistered until healthy again
     lines = batch_table(records)
-    assert lines[1].split() == ["Batch", "Instances", "Drain", "Deploy", "Healthy", "Bake", "Outcome"]
-    assert lines[2].split() == ["1/2", "1", "30", "s", "9", "s", "12", "s", "60", "s", "deployed"]
-    assert lines[3].split() == ["2/2", "2", "-", "-", "-", "-", "not", "started"]
+    header = ["Batch", "Instances", "Drain", "Deploy", "Healthy", "Out", "of", "service", "Bake", "Outcome"]
+    assert lines[1].split() == header
+    assert lines[2].split() == ["1/2", "1", "30", "s", "9", "s", "12", "s", "52", "s", "60", "s", "deployed"]
+    assert lines[3].split() == ["2/2", "2", "-", "-", "-", "-", "-", "not", "started"]
+    records[0].out_of_service_for(20.0)  # its rollback took it out again: the times add up
+    assert records[0].out_of_service == 71.8
     assert batch_table([]) == []
 
 

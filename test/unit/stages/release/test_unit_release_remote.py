@@ -969,7 +969,10 @@ def test_install_steps_describe_the_plan() -> None:
     )
     steps = install_steps(plan)
     release = f"/srv/web-api/releases/{B}"
-    assert steps[0] == f"if {release} is not there yet: download s3://acme/web-api/abc.tar.gz with the instance role"
+    assert steps[0] == (
+        f"if {release} is not there yet (or changed since it was prepared): download s3://acme/web-api/abc.tar.gz "
+        "with the instance role"
+    )
     assert f"  verify its SHA-256 is {'f' * 64} before unpacking anything" in steps
     assert (
         f"  link /srv/web-api/releases/{B}/.env -> /srv/web-api/shared/.env (a file unless it exists already)" in steps
@@ -981,6 +984,10 @@ def test_install_steps_describe_the_plan() -> None:
     assert f"switch /srv/web-api/current -> releases/{B} (atomic rename)" in steps
     assert any(step.startswith("run ACTIVATE_COMMANDS in /srv/web-api/current as ec2-user") for step in steps)
     assert steps[-1].startswith("keep the 3 most recently activated releases")
+    staged = install_steps(plan, staged=True)
+    assert staged[0].startswith(f"compare {release} with the checksums recorded when it was staged")
+    assert "(exit 92, nothing switched)" in staged[0]
+    assert f"  {steps[0]}" in staged and staged[staged.index(f"  {steps[0]}") - 1].startswith("where it was not staged")
 
 
 def test_exit_codes_are_the_documented_contract() -> None:
@@ -998,10 +1005,11 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "ACTIVATION_FAILED_NO_ROLLBACK": 89,
         "STALE_PROCESS": 90,
         "ARTIFACT_REFUSED": 91,
+        "STAGED_RELEASE_CHANGED": 92,
         "PROGRAM_MISSING": 127,
     }
     assert all(code.meaning for code in ReleaseExit)
-    assert [int(code) for code in ReleaseExit if 80 <= code <= 91] == list(range(80, 92))
+    assert [int(code) for code in ReleaseExit if 80 <= code <= 92] == list(range(80, 93))
 
 
 def test_an_exit_code_maps_to_what_it_means_for_the_failure_line() -> None:
