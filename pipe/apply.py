@@ -15,6 +15,7 @@ from pipe.stages.phases import send_only
 from pipe.stages.release.stage import done_message, record_release, upload_release
 from pipe.stages.rollout import roll_out
 from pipe.traffic import holding_all
+from pipe.traffic.auto_scaling.new_instances import converge_new_instances
 
 
 def apply(plan: DeployPlan, ctx: Execution) -> str:
@@ -39,4 +40,6 @@ def apply(plan: DeployPlan, ctx: Execution) -> str:
     finally:
         if release is not None:
             record_release(run.clients.ssm, release, settings.build, run.targeted, run.outcome, stopped)
+    if plan.new_instances is not None:  # only after success: a failed deploy never changes what new instances install
+        converge_new_instances(run.clients.ssm, plan.new_instances)
     return done_message(release, message)

@@ -16,6 +16,7 @@ from pipe.plan.bounds import Bounds
 from pipe.stages.authenticate import Identity
 from pipe.stages.release.stage import Release
 from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
+from pipe.traffic.auto_scaling.new_instances import NewInstances
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class DeployPlan:
     traffic: tuple[TrafficManager, ...] = ()  # around each batch (pipe/traffic/): the load balancer's, or none
     scopes: tuple[RolloutScope, ...] = ()  # around the whole rollout (pipe/traffic/): an Auto Scaling group's hold
     lines: tuple[str, ...] = ()  # the rollout in words: batches, alarms, target groups and bounds
+    # release mode with Auto Scaling groups: what new instances of the groups install once the deploy succeeded
+    new_instances: NewInstances | None = None
 
     @property
     def hook(self) -> BatchHook:

@@ -17,6 +17,7 @@ from pipe.stages.preflight import preflight
 from pipe.stages.release.sources import release_source
 from pipe.stages.release.stage import plan_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
+from pipe.traffic.auto_scaling.new_instances import plan_new_instances
 from pipe.traffic.auto_scaling.plan import deployable
 
 
@@ -38,6 +39,7 @@ def build_plan(
     if settings.release is not None:
         source = release_source(settings.release, settings.build, clone_dir)
         release = plan_release(settings, secrets, clients, source)
+    new_instances = plan_new_instances(settings, clients, rollout.scopes, release, secrets)  # the launch hooks read
     plan = DeployPlan(
         settings=settings,
         identity=identity,
@@ -50,6 +52,7 @@ def build_plan(
         traffic=tuple(rollout.traffic),
         scopes=tuple(rollout.scopes),
         lines=tuple(rollout.lines),
+        new_instances=new_instances,
     )
     refuse_scripts_too_big(plan)
     return plan

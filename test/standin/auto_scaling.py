@@ -15,7 +15,16 @@ and what the deploy relies on (pinned to moto 5.2.5, like ``moto_bridge``, the o
   suspended, it terminates nothing to scale in ("How suspended processes affect other processes");
   ``AddToLoadBalancer`` suspended, a launched instance is not registered. moto stored them and went on.
   DescribeAutoScalingGroups' SuspensionReason is "User suspended at <time>", as AWS writes it.
-Lifecycle hooks (Pending:Wait, CompleteLifecycleAction) are not modelled yet."""
+- Launch lifecycle hooks (PutLifecycleHook with ``autoscaling:EC2_INSTANCE_LAUNCHING``; moto stores them and
+  never uses them): a launched instance waits in ``Pending:Wait`` (not registered in any target group) until
+  every launch hook of its group is completed: CompleteLifecycleAction CONTINUE puts it InService (then it
+  registers), ABANDON terminates it and the group launches a replacement; past HeartbeatTimeout without
+  a result (RecordLifecycleActionHeartbeat restarts it), the hook's DefaultResult applies ("Amazon EC2
+  Auto Scaling lifecycle hooks", CompleteLifecycleAction, RecordLifecycleActionHeartbeat; both actions are
+  missing in moto). Completing an instance that no hook holds is a ValidationError, as in AWS. Instances
+  still launching count toward the desired capacity. ``hook_time_scale`` shortens the heartbeat timeout.
+- Every launched instance is handed to ``on_online`` callbacks once it is a managed instance (the State
+  Manager associations in ``associations.py`` run there)."""
 
 from __future__ import annotations
 
@@ -24,13 +33,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import ActionResult, EmptyResult
 from moto.ec2.models import EC2Backend
 
 from standin.fleet import UNDELIVERABLE
 from standin.load_balancer import LoadBalancerModel
 
 LAUNCH, TERMINATE, ADD_TO_LOAD_BALANCER = "Launch", "Terminate", "AddToLoadBalancer"
+LAUNCHING_TRANSITION = "autoscaling:EC2_INSTANCE_LAUNCHING"
+PENDING_WAIT, IN_SERVICE = "Pending:Wait", "InService"
+LAUNCHING = frozenset({"Pending", PENDING_WAIT, "Pending:Proceed"})
+CONTINUE, ABANDON = "CONTINUE", "ABANDON"
 _originals: dict[str, Any] = {}
 _models: list[AutoScalingModel] = []
 
@@ -50,10 +66,93 @@ class AutoScalingModel:
         self._registered: dict[str, set[str]] = {}  # group name -> the instances it registered
         self._suspended_at: dict[tuple[str, str], str] = {}  # (group, process) -> when
         self._lock = threading.RLock()
+        self.hook_time_scale = 1.0  # heartbeat timeouts are multiplied by this
+        self.on_online: list[Callable[[str], None]] = []  # called with each launched instance, once managed
+        self._waits: dict[str, _Wait] = {}  # instance id -> the launch hooks still holding it
 
     def launched(self, group: FakeAutoScalingGroup, instances: list[Any]) -> None:
+        hooks = launch_hooks(group)
         for instance in instances:
-            self._add_instance(str(instance.id), str(instance.private_ip), str(group.name))
+            instance_id = str(instance.id)
+            if hooks:
+                self._hold(group, instance_id, hooks)
+            self._add_instance(instance_id, str(instance.private_ip), str(group.name))
+            for callback in list(self.on_online):
+                callback(instance_id)
+
+    # --- launch lifecycle hooks ------------------------------------------------------------------
+    def _hold(self, group: FakeAutoScalingGroup, instance_id: str, hooks: list[Any]) -> None:
+        for state in group.instance_states:
+            if str(state.instance.id) == instance_id:
+                state.lifecycle_state = PENDING_WAIT
+        wait = _Wait(group, {str(h.name): h for h in hooks})
+        with self._lock:
+            self._waits[instance_id] = wait
+        for hook in hooks:
+            self._arm(instance_id, wait, str(hook.name))
+
+    def _arm(self, instance_id: str, wait: _Wait, hook_name: str) -> None:
+        old = wait.timers.pop(hook_name, None)
+        if old is not None:
+            old.cancel()
+        hook = wait.hooks[hook_name]
+        group, default = str(wait.group.name), str(hook.default_result)
+        timer = threading.Timer(
+            float(hook.heartbeat_timeout) * self.hook_time_scale,
+            lambda: self.complete(group, hook_name, instance_id, default, timed_out=True),
+        )
+        timer.daemon = True
+        wait.timers[hook_name] = timer
+        timer.start()
+
+    def heartbeat(self, group_name: str, hook_name: str, instance_id: str) -> None:
+        with self._lock:
+            wait = self._active(group_name, hook_name, instance_id)
+            self._arm(instance_id, wait, hook_name)
+
+    def complete(self, group_name: str, hook_name: str, instance_id: str, result: str, timed_out: bool = False) -> None:
+        """One launch hook's result for the instance: once every hook continued, InService (and registered
+        in the group's target groups); ABANDON from any, terminated and replaced."""
+        if result not in (CONTINUE, ABANDON):
+            raise ValidationError(f"LifecycleActionResult must be CONTINUE or ABANDON, not {result}")
+        with self._lock:
+            try:
+                wait = self._active(group_name, hook_name, instance_id)
+            except ValidationError:
+                if timed_out:
+                    return
+                raise
+            timer = wait.timers.pop(hook_name, None)
+            if timer is not None and not timed_out:
+                timer.cancel()
+            wait.results[hook_name] = result
+            if result == CONTINUE and len(wait.results) < len(wait.hooks):
+                return
+            del self._waits[instance_id]
+            for other in wait.timers.values():
+                other.cancel()
+        group = wait.group
+        if result == ABANDON:
+            group.autoscaling_backend.terminate_instance(instance_id, should_decrement=False)
+            return
+        for state in group.instance_states:
+            if str(state.instance.id) == instance_id:
+                state.lifecycle_state = IN_SERVICE
+        self.register_in_service(group)
+
+    def _active(self, group_name: str, hook_name: str, instance_id: str) -> _Wait:
+        wait = self._waits.get(instance_id)
+        if wait is None or str(wait.group.name) != group_name or hook_name not in wait.hooks:
+            raise ValidationError(f"No active Lifecycle Action found with instance ID {instance_id}")
+        if hook_name in wait.results:
+            raise ValidationError(f"No active Lifecycle Action found with instance ID {instance_id}")
+        return wait
+
+    def forget(self, instance_id: str) -> None:
+        with self._lock:
+            wait = self._waits.pop(instance_id, None)
+        for timer in wait.timers.values() if wait else []:
+            timer.cancel()
 
     def register_in_service(self, group: FakeAutoScalingGroup, everyone: bool = False) -> None:
         """Register the group's InService instances that it has not registered yet (``everyone``: all
@@ -81,6 +180,7 @@ class AutoScalingModel:
                 self._load_balancer.deregister(str(arn), [(instance_id, None)])
             with self._lock:
                 self._registered.get(str(group.name), set()).discard(instance_id)
+        self.forget(instance_id)
         self._lose_instance(instance_id)
 
     def suspension_reason(self, group: str, process: str) -> str:
@@ -94,6 +194,25 @@ class AutoScalingModel:
         with self._lock:
             for key in [k for k in self._suspended_at if k[0] == group and (not processes or k[1] in processes)]:
                 del self._suspended_at[key]
+
+
+class _Wait:
+    """The launch hooks holding one instance in Pending:Wait, their timers and their results so far."""
+
+    def __init__(self, group: FakeAutoScalingGroup, hooks: dict[str, Any]) -> None:
+        self.group = group
+        self.hooks = hooks
+        self.timers: dict[str, threading.Timer] = {}
+        self.results: dict[str, str] = {}
+
+
+def launch_hooks(group: FakeAutoScalingGroup) -> list[Any]:
+    backend = group.autoscaling_backend
+    return [
+        hook
+        for hook in backend.lifecycle_hooks.values()
+        if hook.auto_scaling_group_name == group.name and hook.lifecycle_transition == LAUNCHING_TRANSITION
+    ]
 
 
 def _model() -> AutoScalingModel | None:
@@ -164,6 +283,34 @@ def _resume_processes(self: AutoScalingBackend, group_name: str, scaling_process
         group.set_desired_capacity(group.desired_capacity)  # Launch resumed: launches what it could not
 
 
+def _active_instances(self: FakeAutoScalingGroup) -> list[Any]:
+    """InService and still launching: both count toward the desired capacity."""
+    return [s for s in self.instance_states if s.lifecycle_state == IN_SERVICE or s.lifecycle_state in LAUNCHING]
+
+
+def _complete_lifecycle_action(self: AutoScalingResponse) -> ActionResult:
+    model = _model()
+    if model is None:  # pragma: no cover
+        raise ValidationError("lifecycle hooks are not modelled")
+    model.complete(
+        self._get_param("AutoScalingGroupName"),
+        self._get_param("LifecycleHookName"),
+        self._get_param("InstanceId"),
+        self._get_param("LifecycleActionResult"),
+    )
+    return EmptyResult()
+
+
+def _record_lifecycle_action_heartbeat(self: AutoScalingResponse) -> ActionResult:
+    model = _model()
+    if model is None:  # pragma: no cover
+        raise ValidationError("lifecycle hooks are not modelled")
+    model.heartbeat(
+        self._get_param("AutoScalingGroupName"), self._get_param("LifecycleHookName"), self._get_param("InstanceId")
+    )
+    return EmptyResult()
+
+
 def install(model: AutoScalingModel) -> None:
     """Patch moto's Auto Scaling (once); later calls only swap the model."""
     _models[:] = [model]
@@ -179,6 +326,9 @@ def install(model: AutoScalingModel) -> None:
     setattr(AutoScalingBackend, "attach_load_balancer_target_groups", _attach_target_groups)  # noqa: B010
     setattr(AutoScalingBackend, "resume_processes", _resume_processes)  # noqa: B010
     setattr(EC2Backend, "terminate_instances", _terminate_instances)  # noqa: B010
+    setattr(FakeAutoScalingGroup, "active_instances", _active_instances)  # noqa: B010
+    setattr(AutoScalingResponse, "complete_lifecycle_action", _complete_lifecycle_action)  # noqa: B010
+    setattr(AutoScalingResponse, "record_lifecycle_action_heartbeat", _record_lifecycle_action_heartbeat)  # noqa: B010
     prop: Any = FakeAutoScalingGroup.__dict__["suspended_processes"]
     setattr(FakeAutoScalingGroup, "suspended_processes", property(_suspended_processes, prop.fset))  # noqa: B010
 

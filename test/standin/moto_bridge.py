@@ -69,6 +69,7 @@ from moto.sts.models import STSBackend, sts_backends
 from moto.sts.responses import TokenResponse
 
 from standin import eventstream, listings, s3_api
+from standin.associations import AssociationError, Associations
 from standin.live_tail import LiveTailRefused, LogsReads
 from standin.load_balancer import GroupSettings, LoadBalancerModel
 from standin.targets import group_matcher
@@ -1078,3 +1079,35 @@ def set_iam_enforcement(enabled: bool) -> None:
     """
     moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if enabled else float("inf")
     ActionAuthenticatorMixin.request_count = 0
+
+
+# --- SSM State Manager associations (missing in moto; the model is ``associations.py``) ------------
+_associations: Associations | None = None
+
+
+def _association_action(action: str) -> Any:
+    def method(self: SimpleSystemManagerResponse) -> ActionResult:
+        request = _request(self)
+        _hooks_or_fail().before_request(action, caller_arn(self), request)
+        if _associations is None:  # pragma: no cover - install_associations() not called
+            raise ServiceError("InternalServerError", "associations are not set up in the stand-in")
+        try:
+            if action == "CreateAssociation":
+                return ActionResult({"AssociationDescription": _associations.create(request)})
+            if action == "UpdateAssociation":
+                return ActionResult({"AssociationDescription": _associations.update(request)})
+            if action == "DescribeAssociation":
+                return ActionResult({"AssociationDescription": _associations.describe(request)})
+            return ActionResult({"Associations": _associations.listed(request)})
+        except AssociationError as error:
+            raise ServiceError(error.code, error.message) from None
+
+    return method
+
+
+def install_associations(associations: Associations) -> None:
+    """CreateAssociation, UpdateAssociation, DescribeAssociation and ListAssociations answered by ``associations``."""
+    global _associations
+    _associations = associations
+    for action in ("CreateAssociation", "UpdateAssociation", "DescribeAssociation", "ListAssociations"):
+        setattr(SimpleSystemManagerResponse, moto_utils.camelcase_to_underscores(action), _association_action(action))

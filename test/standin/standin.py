@@ -22,6 +22,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from standin import auto_scaling, instance_app, isolation, moto_bridge, tools
+from standin.associations import Associations
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
 from standin.haproxy import HaproxyDataPlane
@@ -108,18 +109,22 @@ class StandIn:
         moto_bridge.install(self.service)
         moto_bridge.install_logs_reads(self.logs_reads)
         moto_bridge.install_load_balancer(self.load_balancer)
-        auto_scaling.install(
-            auto_scaling.AutoScalingModel(
-                self._add_group_instance,
-                auto_scaling.lose(self.service, self.fleet),
-                self.load_balancer,
-            )
+        self.auto_scaling = auto_scaling.AutoScalingModel(
+            self._add_group_instance,
+            auto_scaling.lose(self.service, self.fleet),
+            self.load_balancer,
         )
+        auto_scaling.install(self.auto_scaling)
+        self.associations = Associations(self._association_send, self._ec2_tags, self.fleet.ids)
+        moto_bridge.install_associations(self.associations)
+        self.auto_scaling.on_online.append(self.associations.instance_online)
         self.subnet_id = self._create_subnet()
         self.load_balancer.start()
         return self
 
     def stop(self) -> None:
+        if hasattr(self, "associations"):
+            self.associations.wait_idle(10)
         self.load_balancer.stop()
         self.data_plane.stop()
         self.service.cancel_all()
@@ -140,6 +145,14 @@ class StandIn:
     def _add_group_instance(self, instance_id: str, address: str, name: str) -> None:
         """An instance an Auto Scaling group launched: managed, with its own host, like ``launch``'s."""
         self.fleet.add(instance_id, address, name=name)
+
+    def _association_send(self, request: dict[str, Any]) -> str:
+        """An association's run: its document on one instance, as Run Command runs it."""
+        return str(self.client("ssm").send_command(**request)["Command"]["CommandId"])
+
+    def _ec2_tags(self, instance_id: str) -> dict[str, str]:
+        answer = self.client("ec2").describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])
+        return {str(t["Key"]): str(t["Value"]) for t in answer.get("Tags", [])}
 
     def _create_subnet(self) -> str:
         """The subnet of the stand-in's network in the default VPC: instances get their address there."""

@@ -1,0 +1,128 @@
+"""New instances of an Auto Scaling group install the live release before they enter service (issue #20
+item 3): release deploys with AUTO_SCALING_GROUPS against the stand-in's groups, with a launch lifecycle
+hook, real pm2 and Node.js, and the State Manager association the pipe writes after each success
+(pipe/traffic/auto_scaling/new_instances.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from app_fixture import pack_release
+from e2e.test_node_pm2 import APP_DIR, ELB_TIME_SCALE, NodeFleet, answer
+from standin import StandIn
+from support import PipeRun, run_pipe
+
+from pipe.traffic.auto_scaling.new_instances import association_name, hook_command
+
+HOOK = "app-ready"
+HEARTBEAT = 4200  # EXECUTION_TIMEOUT 3600 + HEALTHCHECK_TIMEOUT 300 + the 300 s margin for the agent
+DEADLINE = 180.0
+
+
+class GroupFleet(NodeFleet):
+    def ship_to_group(self, release: str, build: int, *, broken: bool = False) -> PipeRun:
+        artifact = pack_release(self.clone, release, broken=broken)
+        env = self.env(
+            build,
+            rolling=False,
+            ARTIFACT=os.path.relpath(artifact, self.clone),
+            INSTANCE_IDS="",
+            TARGETS=f"tag:aws:autoscaling:groupName={self.group_name}",
+            AUTO_SCALING_GROUPS="auto",
+        )
+        env.pop("INSTANCE_IDS", None)
+        return run_pipe(env, timeout=300)
+
+    def association(self) -> dict[str, object]:
+        ssm = self.standin.client("ssm")
+        name = association_name(self.service, "prod")
+        (row,) = ssm.list_associations(AssociationFilterList=[{"key": "AssociationName", "value": name}])[
+            "Associations"
+        ]
+        return dict(ssm.describe_association(AssociationId=row["AssociationId"])["AssociationDescription"])
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {DEADLINE} s: {what}")
+        time.sleep(0.5)
+
+
+def _states(standin: StandIn, name: str) -> dict[str, str]:
+    group = standin.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+    return {i["InstanceId"]: i["LifecycleState"] for i in group["AutoScalingGroups"][0]["Instances"]}
+
+
+@pytest.fixture
+def group_fleet(standin: StandIn, tmp_path: Path) -> Iterator[Callable[[bool], GroupFleet]]:
+    """An Auto Scaling group of 2 in a target group, a secret, a bucket; with or without a launch hook."""
+
+    def make(with_hook: bool) -> GroupFleet:
+        standin.elb_time_scale = ELB_TIME_SCALE
+        name = f"asg-{uuid.uuid4().hex[:8]}"
+        arn = standin.create_target_group(name, [], deregistration_delay=20)
+        ids = standin.create_auto_scaling_group(name, 2, target_group_arns=[arn])
+        if with_hook:
+            standin.client("autoscaling").put_lifecycle_hook(
+                AutoScalingGroupName=name,
+                LifecycleHookName=HOOK,
+                LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                HeartbeatTimeout=HEARTBEAT,
+                DefaultResult="ABANDON",
+            )
+        bucket = f"artifacts-{uuid.uuid4().hex[:8]}"
+        standin.client("s3").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": standin.region}
+        )
+        service = f"svc{uuid.uuid4().hex[:8]}"
+        secret = f"/deploy/prod/{service}/db_password"
+        key_id = standin.create_key("prod")
+        standin.put_secret(secret, "first-Pa55word", key_id)
+        return GroupFleet(standin, ids, arn, name, tmp_path, bucket, service, secret, key_id)
+
+    yield make
+
+
+def test_a_group_without_a_launch_hook_is_refused_with_the_command_that_adds_it(
+    group_fleet: Callable[[bool], GroupFleet],
+) -> None:
+    fleet = group_fleet(False)
+    run = fleet.ship_to_group("A", 1)
+    assert run.returncode != 0, run.output
+    assert hook_command(fleet.group_name, HEARTBEAT) in run.output
+    assert not any(fleet.standin.instance_path(i, f"{APP_DIR}/current").exists() for i in fleet.ids)  # nothing sent
+
+
+def test_a_new_instance_installs_the_live_release_before_it_enters_service_and_a_failed_deploy_changes_nothing(
+    group_fleet: Callable[[bool], GroupFleet],
+) -> None:
+    fleet = group_fleet(True)
+    standin = fleet.standin
+    first = fleet.ship_to_group("A", 1)
+    assert first.returncode == 0, first.output
+    assert f"New instances of {fleet.group_name} (hook {HOOK})" in first.output
+    live = fleet.association()
+
+    broken = fleet.ship_to_group("B", 2, broken=True)  # a failed deploy: the association is left as it was
+    assert broken.returncode != 0, broken.output
+    after = fleet.association()
+    assert after["AssociationVersion"] == live["AssociationVersion"]
+    assert after["Parameters"] == live["Parameters"]
+
+    standin.client("autoscaling").set_desired_capacity(AutoScalingGroupName=fleet.group_name, DesiredCapacity=3)
+    (new,) = set(_states(standin, fleet.group_name)) - set(fleet.ids)
+    assert _states(standin, fleet.group_name)[new] == "Pending:Wait"
+    assert new not in standin.target_states(fleet.group_arn)  # out of the load balancer while it installs
+    _until(lambda: _states(standin, fleet.group_name).get(new) == "InService", "the hook continued")
+    current = standin.instance_path(new, f"{APP_DIR}/current")
+    assert os.readlink(current).startswith("releases/000001-")  # the live release (A), not the failed B
+    document = answer(f"http://{standin.instance(new).address}:3000/")
+    assert document["release"] == "A"
+    assert new in standin.target_states(fleet.group_arn)  # registered once InService
