@@ -188,12 +188,6 @@ def test_a_rollback_that_leaves_a_process_of_the_failed_release_running_does_not
 # --- KEEP_RELEASES prunes the release the rollback needs --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the install prunes by the instance's own history, not the ledger's live release: after a stopped "
-    "deploy left the instance on B (live: A), the next deploy C with KEEP_RELEASES=2 removes A, so when C "
-    "fails its health check the switch back to A exits 87 and the failed release C stays live",
-)
 def test_after_a_stopped_deploy_keep_releases_never_prunes_the_release_a_rollback_goes_back_to(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:

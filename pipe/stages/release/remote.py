@@ -147,6 +147,9 @@ class ReleasePlan:
     commands: str = ""  # COMMANDS, run inside releases/<id> before the switch
     activate_commands: str = ""  # ACTIVATE_COMMANDS, run inside `current` after the switch
     keep_releases: int = DEFAULT_KEEP_RELEASES
+    # the release the ledger says is live before this deploy: never pruned, whatever an instance's own
+    # history says (a stopped deploy can leave an instance ahead of the ledger), as a rollback goes back to it
+    live_release: str = ""
     # names the prelude exported (SECRETS, PARAMETERS_PATH, VARIABLES) that must reach RUN_AS's commands
     env_names: tuple[str, ...] = ()
     # VERIFY_PROCESSES: after ACTIVATE_COMMANDS, no process may run a replaced release, and those running
@@ -166,6 +169,7 @@ def plan_problems(plan: ReleasePlan) -> list[str]:
     checks = [
         app_dir_problem(plan.app_dir),
         release_id_problem(plan.release_id),
+        release_id_problem(plan.live_release) if plan.live_release else None,
         run_as_problem(plan.run_as) if plan.run_as is not None else None,
         *(shared_path_problem(path) for path in plan.shared_paths),
         *(_env_name_problem(name) for name in plan.env_names),
@@ -770,7 +774,9 @@ ssm_deploy_prune() {
   ssm_deploy_kept=0
   for ssm_deploy_id in $({ tac -- "$ssm_deploy_state/history" 2>/dev/null; ls -1 -- "$ssm_deploy_app_dir/releases" | sort -r; } | awk '!seen[$0]++' | grep -E -x "$ssm_deploy_id_pattern"); do
     [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_id" ] || continue
-    if [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
+    if [ "$ssm_deploy_id" = "$ssm_deploy_live" ]; then
+      :  # the ledger's live release: the release a rollback goes back to, beyond KEEP_RELEASES' count
+    elif [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
       || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
       ssm_deploy_kept=$((ssm_deploy_kept + 1))
     elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id" \
@@ -865,6 +871,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "region": plan.region,
         "user": plan.run_as or "",
         "keep": str(plan.keep_releases),
+        "live": plan.live_release,
         "history_limit": str(HISTORY_LIMIT),
         "state_dir": STATE_DIR,
         "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids

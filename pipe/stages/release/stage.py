@@ -76,6 +76,8 @@ def plan_release(
     history = read_history(clients.ssm, name, Archive(clients.s3, chosen.bucket, folder))
     choice = source.choose(history)
     info = choice.info
+    live = choice.live
+    live_id, live_commit = (live.entry.release.id, live.entry.release.commit) if live else ("", "")
     plan = ReleasePlan(
         app_dir=chosen.app_dir,
         release_id=info.id,
@@ -88,6 +90,7 @@ def plan_release(
         commands=settings.commands,
         activate_commands=chosen.activate_commands,
         keep_releases=chosen.keep_releases,
+        live_release=live_id,
         verify_processes=chosen.verify_processes,
         env_names=tuple([ref.env_name for ref in secrets] + [name for name, _ in settings.variables]),
     )
@@ -96,8 +99,6 @@ def plan_release(
             "VERIFY_PROCESSES is 'false': nothing checks that the processes run the new release with this deploy's "
             "values; a process left on a replaced release, or holding an old secret, goes unnoticed"
         )
-    live = choice.live
-    live_id, live_commit = (live.entry.release.id, live.entry.release.commit) if live else ("", "")
     return Release(plan, name, live_id, choice.action, info, history, choice.artifact, live_commit)
 
 

@@ -551,6 +551,18 @@ def test_keep_releases_2_after_4_deploys_leaves_the_live_one_and_the_one_before(
     assert sorted(os.listdir(box.app_dir / ".ssm-deploy" / "ready")) == [C, D]
 
 
+def test_pruning_never_removes_the_ledgers_live_release(box: Box) -> None:
+    # a stopped deploy left the instance on B while the ledger kept A live: C's install keeps A, the
+    # release C's rollback goes back to, beyond KEEP_RELEASES' count
+    for release in (A, B):
+        assert install(box, release, keep_releases=2)[0] == 0
+
+    code, stderr = install(box, C, keep_releases=2, live_release=A)
+
+    assert code == 0, stderr
+    assert box.releases() == [A, B, C]
+
+
 def test_pruning_ranks_by_activation_not_by_id(box: Box) -> None:
     plans = {release: box.plan(release, box.release_artifact(release), keep_releases=3) for release in (A, B, C)}
     for release in (A, B, C):
