@@ -92,10 +92,21 @@ def entry_status(
     if stopped or outcome.interrupted:
         return EntryStatus.STOPPED
     if live_before and runs == {live_before} and live_before != release:
-        return EntryStatus.ROLLED_BACK if _switched_back(outcome) else EntryStatus.FAILED
+        return EntryStatus.ROLLED_BACK if _rolled_back_cleanly(outcome) else EntryStatus.FAILED
     if len(runs) > 1:
         return EntryStatus.PARTIAL
     return EntryStatus.FAILED
+
+
+def _rolled_back_cleanly(outcome: DeployOutcome) -> bool:
+    """Some instance went to the release and back, and every way back succeeded: no rollback failed
+    (a switch back that left a process of the failed release running fails with 86 too)."""
+    rollbacks_failed = any(not inv.succeeded for inv in outcome.rollback.invocations.values())
+    switch_back_failed = any(
+        inv.response_code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED
+        for inv in outcome.deploy.invocations.values()
+    )
+    return _switched_back(outcome) and not rollbacks_failed and not switch_back_failed
 
 
 def _switched_back(outcome: DeployOutcome) -> bool:

@@ -76,7 +76,7 @@ _MEANINGS = {
     ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK: "ACTIVATE_COMMANDS failed; switched back to the previous release, "
     "whose activation ran again and succeeded",
     ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED: "ACTIVATE_COMMANDS failed and the switch back to the previous "
-    "release (or its activation) failed too",
+    "release (or its activation) failed too, or a process of the failed release still ran after the switch back",
     ReleaseExit.NO_PREVIOUS_RELEASE: "the release that was live before is not on the instance to switch back to",
     ReleaseExit.RUN_AS_USER_MISSING: "the RUN_AS user does not exist on the instance (or the script is not root)",
     ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK: "ACTIVATE_COMMANDS failed and there was no other release to go "
@@ -323,6 +323,7 @@ ssm_deploy_report() {
 
 _RELEASE_FUNCTIONS = r"""
 ssm_deploy_state=$ssm_deploy_app_dir/$ssm_deploy_state_dir
+ssm_deploy_back=  # set while checking the processes after a switch back (ssm_deploy_verify_back)
 ssm_deploy_at_exit() { ssm_deploy_report; }
 ssm_deploy_as_owner() {
   if [ -z "$ssm_deploy_user" ]; then
@@ -507,6 +508,8 @@ ssm_deploy_roll_back() {
   ssm_deploy_rc=$?
   [ "$ssm_deploy_rc" -eq 0 ] \
     || ssm_deploy_fail 86 "$2 for release $ssm_deploy_release, and ACTIVATE_COMMANDS failed again (exit $ssm_deploy_rc) for ${ssm_deploy_old:-$ssm_deploy_old_target} after switching back: this instance needs attention$ssm_deploy_fix"
+  ssm_deploy_verify_back "$(ssm_deploy_release_of "$ssm_deploy_old_target")" \
+    || ssm_deploy_fail 86 "$2 for release $ssm_deploy_release: rolled back to ${ssm_deploy_old:-$ssm_deploy_old_target}, but $ssm_deploy_stale: this instance needs attention (stop that process)$ssm_deploy_fix"
   ssm_deploy_fail "$1" "$2 for release $ssm_deploy_release: rolled back to ${ssm_deploy_old:-$ssm_deploy_old_target}, whose activation ran again and succeeded$ssm_deploy_fix"
 }
 # VERIFY_PROCESSES. A process runs from release X (a directory in releases/) when its executable is
@@ -523,7 +526,7 @@ ssm_deploy_judge() {
   ssm_deploy_pid=$1
   ssm_deploy_from=
   ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
-  if ssm_deploy_through_current "$ssm_deploy_pid"; then
+  if [ -z "$ssm_deploy_back" ] && ssm_deploy_through_current "$ssm_deploy_pid"; then
     printf 'process %s (%s) runs release %s, not %s: it was started through %s/current before the switch\n' \
       "$ssm_deploy_pid" "$(ssm_deploy_shown_command "$ssm_deploy_pid")" "$ssm_deploy_before" "$ssm_deploy_release" \
       "$ssm_deploy_app_dir"
@@ -548,7 +551,7 @@ ssm_deploy_judge() {
     [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
   fi
   if [ -z "$ssm_deploy_from" ]; then
-    ssm_deploy_words=$(tr '\0' ' ' < "/proc/$ssm_deploy_pid/cmdline" 2>/dev/null) || return 0
+    ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
     for ssm_deploy_word in $ssm_deploy_words; do
       case $ssm_deploy_word in
         "$ssm_deploy_app_dir"/* | "$ssm_deploy_physical"/*) ;;
@@ -631,7 +634,7 @@ ssm_deploy_through_current() {
   # what the switch wrote to .ssm-deploy/switched), so the kernel resolved current to the release
   # before (systemd's ExecStart=/usr/bin/node /srv/app/current/server.js with no WorkingDirectory=)
   ssm_deploy_through=
-  for ssm_deploy_word in $(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null); do
+  for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
     esac
@@ -642,17 +645,17 @@ ssm_deploy_through_current() {
   [ -n "$ssm_deploy_through" ] && [ "/proc/$1/root" -ef / ] && ssm_deploy_listens "$1" || return 1
   ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
   [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
-  ssm_deploy_switched=$(cat -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
+  ssm_deploy_switch_time=$(cat -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
   ssm_deploy_started=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 20)
-  [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switched" ] \
-    && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switched" \
+  [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
+    && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
       'BEGIN { exit !(started / hz < switched) }'
 }
 ssm_deploy_shown_command() {
   # process $1's command line for a message, cut to 120 characters once every value this deploy
   # exported (the names in ssm_deploy_verify_names, read by awk from its environment, never from an
   # argument) is masked as ****: a value passed as an argument (--token=...) never shows, even in part
-  tr '\0\n' '  ' < "/proc/$1/cmdline" 2>/dev/null | ssm_deploy_names=$ssm_deploy_verify_names \
+  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
     ssm_deploy_mask_min=$ssm_deploy_mask_min awk '
     {
       line = $0
@@ -691,7 +694,7 @@ ssm_deploy_release_in_words() {
   # the release of a path inside APP_DIR/releases among the words of a process's command line (the
   # script it runs, the directory it serves; also after `=`), wherever its working directory is; the
   # path must be the same file in the process's own mount namespace
-  for ssm_deploy_word in $(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null); do
+  for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
     esac
@@ -769,6 +772,23 @@ process "*) ;;
   ssm_deploy_fix="; $ssm_deploy_pm2_fix (or set VERIFY_PROCESSES: 'false' for a service that is no long-running process)"
   return 1
 }
+ssm_deploy_verify_back() {
+  # after a switch back to release $1: no process may still run another release (the one that failed,
+  # e.g. a worker only it had, which the activation of $1 does not stop). Values are not compared (the
+  # processes of $1 hold what they were started with), nor servers started through current (which
+  # release they resolved depends on switches before this one)
+  ssm_deploy_failed_release=$ssm_deploy_release
+  ssm_deploy_compared_names=$ssm_deploy_verify_names
+  ssm_deploy_release=$1
+  ssm_deploy_verify_names=
+  ssm_deploy_back=1
+  ssm_deploy_verify_processes
+  ssm_deploy_back_rc=$?
+  ssm_deploy_release=$ssm_deploy_failed_release
+  ssm_deploy_verify_names=$ssm_deploy_compared_names
+  ssm_deploy_back=
+  return "$ssm_deploy_back_rc"
+}
 ssm_deploy_prune() {
   ssm_deploy_previous=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || ssm_deploy_previous=
   ssm_deploy_kept=0
@@ -838,6 +858,8 @@ ssm_deploy_switch_back() {
   ssm_deploy_rc=$?
   [ "$ssm_deploy_rc" -eq 0 ] \
     || ssm_deploy_fail 86 "switched back to release $ssm_deploy_to but ACTIVATE_COMMANDS failed there (exit $ssm_deploy_rc): this instance needs attention"
+  ssm_deploy_verify_back "$ssm_deploy_to" \
+    || ssm_deploy_fail 86 "switched back to release $ssm_deploy_to, but $ssm_deploy_stale: this instance needs attention (stop that process)"
   echo "ssm-deploy: release $ssm_deploy_to is live again on this instance"
 }
 """  # noqa: E501 (each message is one line on the instance)

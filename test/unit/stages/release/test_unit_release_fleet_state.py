@@ -53,6 +53,24 @@ def test_an_alarm_during_the_bake_rolled_back_the_first_batch_and_the_second_nev
     assert instance_outcomes([I1, I2], outcome) == {I1: "rolled back", I2: "not started"}
 
 
+@pytest.mark.parametrize(
+    ("deploy", "rollback"),
+    [
+        ({I1: 0}, {I1: ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED}),  # the rollback's switch back left a process
+        ({I1: ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED}, None),  # the install's own switch back did
+    ],
+    ids=["rollback phase", "install script"],
+)
+def test_every_instance_back_on_the_release_before_is_not_rolled_back_when_a_way_back_failed(
+    deploy: dict[str, int], rollback: dict[str, int] | None
+) -> None:
+    # current points at the release before everywhere, but a process of the failed release still runs
+    outcome = ended(Status.FAILED, phase(**deploy), rollback=phase(**rollback) if rollback else None)
+    fleet = {I1: OLD}
+
+    assert entry_status(outcome, False, fleet, NEW, OLD) is EntryStatus.FAILED
+
+
 def test_a_stop_between_batches_is_stopped_with_the_instances_on_each_release() -> None:
     outcome = ended(Status.FAILED, phase(**{I1: 0}))
     fleet = fleet_at_end([I1, I2], outcome, NEW, OLD)
