@@ -1,7 +1,7 @@
 """The third outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end
-against the stand-in. Each test asserts what should hold; the ones that fail on today's code are marked
-``xfail(strict=True)`` naming the defect, so fixing it turns them into failures to unmark. Instances are
-real processes; ``current`` is read on disk, the app asked over HTTP, the processes in /proc. The last
+against the stand-in. Each test asserts what should hold; the five defects it found are fixed (they
+failed before: a server started through ``current``, a worker left by a rollback, pruning the release a
+rollback needs, part of a secret in a message, a deleted release directory). Instances are real processes; ``current`` is read on disk, the app asked over HTTP, the processes in /proc. The last
 test is an attack that held (a symlink leaving the release through a nested symlink's ``..``)."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import tarfile
 import uuid
 from pathlib import Path
 
-import pytest
 from e2e.test_attack_found import served
 from e2e.test_attack_held import ledger_fleet, stop_at
 from e2e.test_ledger import entries as ledger_entries
