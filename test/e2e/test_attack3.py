@@ -1,8 +1,9 @@
 """The third outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end
 against the stand-in. Each test asserts what should hold; the five defects it found are fixed (they
 failed before: a server started through ``current``, a worker left by a rollback, pruning the release a
-rollback needs, part of a secret in a message, a deleted release directory). Instances are real processes; ``current`` is read on disk, the app asked over HTTP, the processes in /proc. The last
-test is an attack that held (a symlink leaving the release through a nested symlink's ``..``)."""
+rollback needs, part of a secret in a message, a deleted release directory). Instances are real
+processes; ``current`` is read on disk, the app asked over HTTP, the processes in /proc. The last test
+is an attack that held (a symlink leaving the release through a nested symlink's ``..``)."""
 
 from __future__ import annotations
 
