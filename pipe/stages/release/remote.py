@@ -618,7 +618,8 @@ ssm_deploy_deleted_release() {
       "$ssm_deploy_releases"/?*" (deleted)") ;;
       *) continue ;;
     esac
-    [ "/proc/$1/root" -ef / ] || continue  # a path of another mount namespace (a container)
+    # this APP_DIR's releases in the process's own mount namespace (not a container's, another host's)
+    [ "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] || continue
     ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
     ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
     printf 'process %s (%s) runs a copy of release %s that was deleted since it started, not the %s installed now\n' \
@@ -639,10 +640,13 @@ ssm_deploy_through_current() {
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
     esac
     case $ssm_deploy_word in
-      "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ssm_deploy_through=1 && break ;;
+      "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ;;
+      *) continue ;;
     esac
+    # the same file in the process's own mount namespace: this APP_DIR, not a container's with that path
+    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && ssm_deploy_through=1 && break
   done
-  [ -n "$ssm_deploy_through" ] && [ "/proc/$1/root" -ef / ] && ssm_deploy_listens "$1" || return 1
+  [ -n "$ssm_deploy_through" ] && ssm_deploy_listens "$1" || return 1
   ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
   [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
   ssm_deploy_switch_time=$(cat -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
@@ -794,10 +798,10 @@ ssm_deploy_prune() {
   ssm_deploy_kept=0
   for ssm_deploy_id in $({ tac -- "$ssm_deploy_state/history" 2>/dev/null; ls -1 -- "$ssm_deploy_app_dir/releases" | sort -r; } | awk '!seen[$0]++' | grep -E -x "$ssm_deploy_id_pattern"); do
     [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_id" ] || continue
-    if [ "$ssm_deploy_id" = "$ssm_deploy_live" ]; then
-      :  # the ledger's live release: the release a rollback goes back to, beyond KEEP_RELEASES' count
-    elif [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
-      || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
+    # kept: this release, the one before it, the ledger's live one (a rollback goes back to it), and
+    # the newest others up to KEEP_RELEASES in all
+    if [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
+      || [ "$ssm_deploy_id" = "$ssm_deploy_live" ] || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
       ssm_deploy_kept=$((ssm_deploy_kept + 1))
     elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id" \
       "$ssm_deploy_state/files/$ssm_deploy_id"; then

@@ -278,6 +278,65 @@ def test_a_process_at_the_same_path_in_another_mount_namespace_is_not_this_app_d
     assert f"processes verified: none runs a replaced release; process(es) {_service_pids(box)[-1]} run" in output
 
 
+def _in_another_mount_namespace(box: Box, inside: str) -> int:
+    """Run ``inside`` (sh) in a mount namespace of its own, as a container or another stand-in
+    instance runs; the pid it writes to foreign-pids."""
+    subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", inside],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    foreign_pids = box.out / "foreign-pids"
+    for _ in range(200):
+        if foreign_pids.exists() and foreign_pids.read_text().strip():
+            return int(foreign_pids.read_text())
+        subprocess.run(["sleep", "0.05"], check=True)
+    raise AssertionError("the process in the other mount namespace did not start")
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")
+def test_a_server_started_through_another_namespaces_current_before_the_switch_is_not_this_app_dirs(box: Box) -> None:
+    # another host's APP_DIR at the same path: its current/bin is another directory
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    other = box.root / "other-app"
+    (other / "releases" / A / "bin").mkdir(parents=True)
+    (other / "current").symlink_to(f"releases/{A}")
+    inside = (
+        f'mount --bind "{other}" "{box.app_dir}" && cd / && echo $$ > "{box.out}/foreign-pids" && '
+        f'exec python3 -m http.server 0 --bind 127.0.0.1 --directory "{box.app_dir}/current/bin"'
+    )
+    foreign = _in_another_mount_namespace(box, inside)
+    subprocess.run(["sleep", "1.1"], check=True)  # started a clock tick or more before the switch
+
+    code, output = _install(box, B, RESTARTED)
+
+    assert code == 0, output
+    assert f"process {foreign} " not in output
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")
+def test_a_process_in_another_namespaces_deleted_release_directory_is_not_this_app_dirs(box: Box) -> None:
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    other = box.root / "other-releases"
+    (other / B).mkdir(parents=True)
+    releases = box.app_dir / "releases"
+    inside = (
+        f'mount --bind "{other}" "{releases}" && cd "{releases}/{B}" && rmdir "{releases}/{B}" && '
+        f'echo $$ > "{box.out}/foreign-pids" && exec sleep 600'
+    )
+    foreign = _in_another_mount_namespace(box, inside)
+    assert os.readlink(f"/proc/{foreign}/cwd") == f"{releases}/{B} (deleted)"  # our path, textually
+
+    code, output = _install(box, B, RESTARTED)
+
+    assert code == 0, output
+    assert f"process {foreign} " not in output
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record every execve")
 def test_comparing_the_values_puts_none_in_any_program_argument(box: Box) -> None:
     box.store_parameter(PARAMETER, SECRET)
