@@ -14,7 +14,6 @@ import tarfile
 import uuid
 from pathlib import Path
 
-import pytest
 from e2e.test_attack_found import served
 from e2e.test_attack_held import ledger_fleet, stop_at
 from e2e.test_ledger import entries as ledger_entries
