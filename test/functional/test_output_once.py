@@ -21,8 +21,8 @@ from unit.unit_support import COMMAND_ID, INSTANCE_A, FakeClock, make_settings
 
 from pipe.model import Invocation, SentCommand
 from pipe.report.console import OutputPrinter
-from pipe.report.summary import DRAIN_SECONDS, show_results
 from pipe.runtime.redaction import Redactor
+from pipe.stages.watch.closing import DRAIN_SECONDS, show_results
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.results import apply_result
 

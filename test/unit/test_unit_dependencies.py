@@ -33,3 +33,9 @@ def test_the_plan_step_loads_nothing_of_the_apply_side() -> None:
 
 def test_validation_loads_no_stage_and_no_report() -> None:
     assert not {m for m in loaded_by("pipe.config.settings") if within(m, ("pipe.stages", "pipe.report", "pipe.plan"))}
+
+
+def test_the_printers_in_report_load_nothing_of_the_watch_stage() -> None:
+    # the watch stage prints through report/ (console, summary); report/ never calls back into it
+    for module in ("pipe.report.summary", "pipe.report.console", "pipe.report.plan", "pipe.report.sinks"):
+        assert not {m for m in loaded_by(module) if within(m, ("pipe.stages.watch",))}, module

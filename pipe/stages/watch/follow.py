@@ -13,12 +13,12 @@ from pipe.aws.errors import error_code, error_message, is_access_denied, permiss
 from pipe.errors import DeployStopped, StillRunning, sentence
 from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand, command_ids
 from pipe.report.console import OutputPrinter
-from pipe.report.summary import show_results
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
 from pipe.stages.authenticate import CredentialsExpired, session_ended
 from pipe.stages.send import SentCommands, cancel_command
 from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.closing import show_results
 from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LogTail
 from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut

@@ -8,7 +8,7 @@ what the SSM Agent reported, stdout then stderr behind ``\\n----------ERROR-----
 characters). Output that fits is whole, the same text GetCommandInvocation gives; a cut one is
 its head, and GetCommandInvocation (24,000 / 8,000 characters) is asked only when that head is not
 enough: the instance's output must be printed from SSM's copy (no live stream of it, no S3 copy),
-or the stream differs from it (``report.summary``).
+or the stream differs from it (``watch/closing.py``).
 """
 
 from __future__ import annotations

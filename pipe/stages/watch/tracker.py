@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,10 @@ from pipe.aws.errors import error_code
 from pipe.errors import PipeError
 from pipe.limits import LIST_COMMANDS_PAGE, LIST_INVOCATIONS_PAGE
 from pipe.model import ACTIVE_STATUSES, UNDELIVERED_STATUSES, Invocation, SentCommand
-from pipe.stages.send import ChunkQueue, cancel_command
+from pipe.stages.send import ChunkQueue
 from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.pacing import ChunkPacer
+from pipe.stages.watch.progress import progress_line
 from pipe.stages.watch.results import apply_result, apply_status, list_invocations
 
 if TYPE_CHECKING:
@@ -147,9 +148,7 @@ class InvocationTracker:
         self._sleep = sleep
         self._document_name = document_name
         self._rest = rest
-        self._on_sent = on_sent
-        self._on_ended = on_ended
-        self._ended: set[str] = set()
+        self._pacer = ChunkPacer(rest, on_sent, on_ended) if rest is not None else None
         self.invocations = {i: Invocation(i, c.command_id) for c in commands for i in c.instance_ids}
         self._by_command: dict[str, list[Invocation]] = {c.command_id: [] for c in commands}
         for invocation in self.invocations.values():
@@ -159,12 +158,27 @@ class InvocationTracker:
         self._instance_count = max(instance_count, len(self.invocations))
         self._counts: dict[str, CommandCounts] = {}
         self._settled: set[str] = set()  # commands whose results were read, every invocation final
-        self._rollout_stopped = False
         self._last_progress = ""
 
     @property
     def commands(self) -> list[SentCommand]:
         return list(self._commands)
+
+    def add_command(self, command: SentCommand) -> None:
+        """A command sent since (a chunk MAX_CONCURRENCY held back): its instances are followed now."""
+        self._commands.append(command)
+        mine = self._by_command[command.command_id] = []
+        for instance_id in command.instance_ids:
+            self.invocations[instance_id].command_id = command.command_id
+            mine.append(self.invocations[instance_id])
+
+    def errors(self) -> int:
+        """Failed invocations over every command, from the last counts."""
+        return sum(c.errors for c in self._counts.values())
+
+    @property
+    def ssm(self) -> SSMClient:
+        return self._ssm
 
     def wait(
         self,
@@ -188,7 +202,7 @@ class InvocationTracker:
             if self.finished:
                 return self.invocations
             if self._clock() >= deadline:
-                self._refresh(self._open_commands())
+                self._refresh(self.open_commands())
                 pending = [i for i, inv in self.invocations.items() if not inv.finished]
                 commands = ", ".join(c.command_id for c in self._commands)
                 raise WaitTimedOut(
@@ -202,7 +216,7 @@ class InvocationTracker:
     def finished(self) -> bool:
         if self._rest is not None and self._rest.waiting:
             return False
-        return all(self._done(command) for command in self._commands)
+        return all(self.done(command) for command in self._commands)
 
     def hold_back_rest(self) -> None:
         """Send no more chunks (a stop): their instances stay as never sent (Pending, no command)."""
@@ -231,10 +245,11 @@ class InvocationTracker:
             if now.finished or now.completed + self._lost_in(command) >= now.target > 0:
                 changed += self._read_results(command)
             elif detailed:
-                changed += self._list(command)
+                changed += self.list_statuses(command)
             elif _more_failures(before, now):
                 changed += self._list_failures(command, now)
-        self._pace_rollout()
+        if self._pacer is not None:
+            self._pacer.pace(self)
         if detailed:
             return [f"{inv.instance_id}: {inv.describe()}" for inv in changed]
         # a fleet: one progress line when the counts move, plus every instance that did not succeed
@@ -247,47 +262,26 @@ class InvocationTracker:
 
     def progress(self) -> str:
         """Per status once every command is read; before that, from the commands' counts."""
-        total = max(self._instance_count, sum(max(c.target, 0) for c in self._counts.values()))
-        if not self.finished:
-            done = sum(c.completed for c in self._counts.values())
-            errors = sum(c.errors for c in self._counts.values())
-            timed_out = sum(c.delivery_timed_out for c in self._counts.values())
-            notes = [f"{errors} failed"] if errors else []
-            notes += [f"{timed_out} delivery timed out"] if timed_out else []
-            return (
-                f"Progress: {done}/{total} finished"
-                + (f" ({', '.join(notes)})" if notes else "")
-                + f", {total - done} running or pending"
-            )
-        statuses = Counter(inv.status for inv in self.invocations.values())
-        done = sum(count for status, count in statuses.items() if status not in ACTIVE_STATUSES)
-        final = ", ".join(
-            f"{count} {status}" for status, count in sorted(statuses.items()) if status not in ACTIVE_STATUSES
-        )
-        return (
-            f"Progress: {done}/{len(self.invocations)} finished"
-            + (f" ({final})" if final else "")
-            + f", {statuses['InProgress']} running, {statuses['Pending'] + statuses['Delayed']} pending"
-        )
+        return progress_line(self._counts, self.invocations, self._instance_count, self.finished)
 
     def _detailed(self) -> bool:
         return self._instance_count <= PER_INSTANCE_LINES and all(
             c.target <= PER_INSTANCE_LINES for c in self._counts.values()
         )
 
-    def _done(self, command: SentCommand) -> bool:
+    def done(self, command: SentCommand) -> bool:
         if command.command_id in self._settled:
             return True
-        mine = self._of(command)
+        mine = self.of(command)
         return bool(mine) and all(inv.finished for inv in mine)  # the results of those given up come last
 
-    def _of(self, command: SentCommand) -> list[Invocation]:
+    def of(self, command: SentCommand) -> list[Invocation]:
         return self._by_command.get(command.command_id, [])
 
     def _lost_in(self, command: SentCommand) -> int:
-        return sum(1 for inv in self._of(command) if inv.lost)
+        return sum(1 for inv in self.of(command) if inv.lost)
 
-    def _open_commands(self) -> list[SentCommand]:
+    def open_commands(self) -> list[SentCommand]:
         return [c for c in self._commands if c.command_id not in self._settled]
 
     # --- listings -------------------------------------------------------------------------------------
@@ -306,11 +300,11 @@ class InvocationTracker:
                 changed.append(invocation)
         counts = self._counts.get(command.command_id)
         expected = len(command.instance_ids) or (counts.target if counts else 0)
-        if listed >= expected and all(inv.finished for inv in self._of(command)):
+        if listed >= expected and all(inv.finished for inv in self.of(command)):
             self._settled.add(command.command_id)
         return changed
 
-    def _list(self, command: SentCommand, status: str = "") -> list[Invocation]:
+    def list_statuses(self, command: SentCommand, status: str = "") -> list[Invocation]:
         changed = []
         for row in list_invocations(self._ssm, command.command_id, status=status):
             invocation = self._invocation(command, row)
@@ -320,12 +314,12 @@ class InvocationTracker:
 
     def _list_failures(self, command: SentCommand, counts: CommandCounts) -> list[Invocation]:
         if counts.target <= LIST_INVOCATIONS_PAGE:
-            return self._list(command)  # one page
-        return self._list(command, "Failed") + self._list(command, "TimedOut")
+            return self.list_statuses(command)  # one page
+        return self.list_statuses(command, "Failed") + self.list_statuses(command, "TimedOut")
 
     def _refresh(self, commands: Iterable[SentCommand]) -> None:
         for command in commands:
-            self._list(command)
+            self.list_statuses(command)
 
     def _invocation(self, command: SentCommand, row: Any) -> Invocation | None:
         instance_id = str(row["InstanceId"])
@@ -337,70 +331,24 @@ class InvocationTracker:
             self._by_command.setdefault(command.command_id, []).append(invocation)
         return invocation
 
-    # --- rate control across chunks ------------------------------------------------------------------
-    def _pace_rollout(self) -> None:
-        rest = self._rest
-        if rest is None:
-            return
-        limit = rest.plan.error_limit
-        errors = sum(c.errors for c in self._counts.values())
-        if limit is not None and errors > limit and not self._rollout_stopped:
-            self._stop_rollout(errors, limit)
-        ended = [c.command_id for c in self._commands if self._done(c)]
-        for command_id in ended:
-            if command_id not in self._ended:
-                self._ended.add(command_id)
-                self._on_ended(command_id)
-        while rest.waiting and len(self._commands) - len(ended) < rest.plan.first_wave:
-            command = rest.send_next()
-            self._commands.append(command)
-            mine = self._by_command[command.command_id] = []
-            for instance_id in command.instance_ids:
-                self.invocations[instance_id].command_id = command.command_id
-                mine.append(self.invocations[instance_id])
-            self._on_sent(command)
-
-    def _stop_rollout(self, errors: int, limit: int) -> None:
-        """What SSM does within one command once MaxErrors is passed, over all of them: nothing more
-        starts (CancelCommand of the invocations not started yet); the running ones finish."""
-        self._rollout_stopped = True
-        assert self._rest is not None
-        held = self._rest.drop()
-        for instance_id in held:
-            invocation = self.invocations[instance_id]
-            invocation.status, invocation.status_details = "Cancelled", "Terminated"
-            invocation.stopped_at_max_errors = True
-        cancelled = []
-        for command in self._open_commands():
-            self._list(command)
-            pending = [inv for inv in self._of(command) if inv.status == "Pending"]
-            if pending and cancel_command(self._ssm, command.command_id, [inv.instance_id for inv in pending]):
-                for invocation in pending:
-                    invocation.stopped_at_max_errors = True
-                cancelled += pending
-        log.error(
-            f"MAX_ERRORS: {errors} instance(s) failed, more than the {limit} allowed over the whole deploy: "
-            f"nothing more starts ({len(cancelled) + len(held)} instance(s) skipped); the running ones finish."
-        )
-
     # --- lost agents ---------------------------------------------------------------------------------
     def _give_up_lost_agents(self) -> None:
         watch = self._agent_watch
         if watch is None or not watch.due():
             return
-        open_commands = self._open_commands()
+        open_commands = self.open_commands()
         unknown = [c for c in open_commands if not c.instance_ids and not self._detailed()]
         self._refresh(unknown)  # a TARGETS fleet: its instances are known only from a listing
         candidates = [
             inv.instance_id
             for command in open_commands
-            for inv in self._of(command)
+            for inv in self.of(command)
             if not inv.finished and not self._command_complete(command)
         ]
         lost = watch.lost(candidates)
         if not lost:
             return
-        self._refresh(c for c in open_commands if any(inv.instance_id in lost for inv in self._of(c)))
+        self._refresh(c for c in open_commands if any(inv.instance_id in lost for inv in self.of(c)))
         for instance_id, reason in lost.items():
             invocation = self.invocations[instance_id]
             if not invocation.finished:
