@@ -1,0 +1,162 @@
+"""The fourth outside attack on VERIFY_PROCESSES (issue #17, "Done when"), in the box harness of
+test_unit_release_verify.py: the release script runs for real against a temp APP_DIR and reads /proc.
+
+Each test asserts what SHOULD hold; the ones marked xfail(strict) are defects the attack found:
+- an operator's ``tail -f`` started in ``current`` before the deploy fails a healthy deploy;
+- a server that resolves ``current`` per request (a static file server rooted in current) is condemned
+  as "started through current before the switch" although it serves the new release;
+- after a switch back, a process of the failed release is named with its command line unmasked: a
+  secret passed as an argument is printed in full."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from pipe.model import SecretRef
+from pipe.stages.release.remote import ReleaseExit, install_body
+from unit.release_support import ACTIVATE, SHELLS, A, Artifact, B, Box, C, is_root, open_temp_dir
+from unit.stages.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
+
+SECRET_CORE = "att4ck-Secret-9b7e"  # a leak shows up as this
+SECRET = SECRET_CORE + "-tail"
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    for root in open_temp_dir():
+        made = Box(root)
+        try:
+            yield made
+        finally:
+            _stop_services(made)
+
+
+def _install(box: Box, release: str, activate: str, **changes: object) -> tuple[int, str]:
+    changes.setdefault("verify_grace", GRACE)
+    changes.setdefault("env_names", ("DB_PASSWORD", "OUT"))
+    artifact = changes.pop("artifact", None) or box.release_artifact(release)
+    plan = box.plan(release, artifact, activate_commands=activate, **changes)
+    run = box.run(install_body(plan), SHELLS[0], secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
+    return run.code, run.stdout + run.stderr
+
+
+def _foreign(box: Box, command: list[str], cwd: str) -> int:
+    """Start a process that is not the service (killed after the test), as an operator would."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    with (box.out / "foreign-pids").open("a") as pids:
+        pids.write(f"{process.pid}\n")
+    return process.pid
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: an operator's `tail -f log/...` started in APP_DIR/current before the deploy is judged a "
+    "process of the replaced release (cwd in releases/<old> and a relative path argument): the healthy deploy "
+    "waits the grace, fails with 90 and is switched back",
+)
+def test_an_operators_tail_in_current_started_before_the_deploy_does_not_fail_it(box: Box) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    # `ssh instance; cd /srv/web-api/current; tail -f app.txt` (a log file): the kernel keeps the
+    # physical directory, releases/A
+    _foreign(box, ["tail", "-f", "app.txt"], str(box.app_dir / "current"))
+
+    code, output = _install(box, B, RESTARTED)
+
+    # the service was restarted on B: the deploy is healthy, whoever reads a file of A
+    assert code == 0, output
+    assert box.current() == f"releases/{B}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=30) as response:
+        return str(response.read().decode())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: a server that re-resolves APP_DIR/current per request (a static file server rooted in "
+    "current: python3 -m http.server --directory, caddy file-server --root) is condemned as started through "
+    "current before the switch, though it serves the new release: the healthy deploy fails with 90",
+)
+def test_a_server_that_resolves_current_per_request_is_not_condemned(box: Box) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+
+    def artifact(release: str) -> Artifact:
+        return box.release_artifact(release, **{"public": None, "public/version.txt": release})
+
+    code, output = _install(box, A, RESTARTED, artifact=artifact(A))
+    assert code == 0, output
+    port = _free_port()
+    # `caddy file-server --root /srv/web-api/current/public`: every request opens current/public/...
+    root = str(box.app_dir / "current" / "public")
+    _foreign(box, ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", root], "/")
+    for _ in range(200):  # wait for the server, then let a clock tick pass before the switch
+        try:
+            assert _get(port, "version.txt") == A
+            break
+        except OSError:
+            subprocess.run(["sleep", "0.05"], check=True)
+    subprocess.run(["sleep", "1.1"], check=True)
+    code, output = _install(box, B, RESTARTED, artifact=artifact(B), verify_processes=False)
+    assert code == 0, output
+    assert _get(port, "version.txt") == B  # the truth: it serves whatever current points to
+
+    code, output = _install(box, C, RESTARTED, artifact=artifact(C))
+
+    assert _get(port, "version.txt") == box.current().removeprefix("releases/")  # type: ignore[union-attr]
+    assert code == 0, output  # it serves C: nothing runs a replaced release
+    assert box.current() == f"releases/{C}"
+
+
+# B's activation starts a worker given the token as an argument (--token=..., java -Dtoken=...), then
+# fails: the script switches back to A, activates A (which does not know B's worker) and verifies
+WORKER_THEN_FAIL = ACTIVATE.replace(
+    "then exit 9; fi",
+    "then\n"
+    '  sh -c \'while :; do sleep 1; done\' "--token=$DB_PASSWORD" "$PWD/bin/start.sh" </dev/null >/dev/null 2>&1 &\n'
+    '  echo $! >> "$OUT/pids"\n'
+    "  exit 9\n"
+    "fi",
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: ssm_deploy_verify_back empties ssm_deploy_verify_names, which ssm_deploy_shown_command "
+    "masks with: after a switch back, a process of the failed release is printed with a secret from its "
+    "command line in full",
+)
+def test_after_a_switch_back_a_secret_in_the_failed_releases_command_line_is_masked(box: Box) -> None:
+    assert WORKER_THEN_FAIL != ACTIVATE
+    box.store_parameter(PARAMETER, SECRET)
+    code, output = _install(box, A, WORKER_THEN_FAIL)
+    assert code == 0, output
+
+    code, output = _install(box, B, WORKER_THEN_FAIL, artifact=box.release_artifact(B, **{"fail-activation": ""}))
+
+    assert code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED, output
+    assert f"runs release {B}, not {A}" in output  # the check named B's worker
+    assert "--token=" in output
+    assert SECRET_CORE not in output, output
