@@ -38,11 +38,12 @@ def box() -> Iterator[Box]:
             _stop_services(made)
 
 
-def _install(box: Box, release: str, activate: str, **changes: object) -> tuple[int, str]:
+def _install(
+    box: Box, release: str, activate: str, artifact: Artifact | None = None, **changes: object
+) -> tuple[int, str]:
     changes.setdefault("verify_grace", GRACE)
     changes.setdefault("env_names", ("DB_PASSWORD", "OUT"))
-    artifact = changes.pop("artifact", None) or box.release_artifact(release)
-    plan = box.plan(release, artifact, activate_commands=activate, **changes)
+    plan = box.plan(release, artifact or box.release_artifact(release), activate_commands=activate, **changes)
     run = box.run(install_body(plan), SHELLS[0], secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
     return run.code, run.stdout + run.stderr
 
@@ -104,7 +105,8 @@ def test_a_server_that_resolves_current_per_request_is_not_condemned(box: Box) -
     box.store_parameter(PARAMETER, SECRET)
 
     def artifact(release: str) -> Artifact:
-        return box.release_artifact(release, **{"public": None, "public/version.txt": release})
+        files = {"app.txt": release, "bin": None, "bin/start.sh": "echo start", "public": None}
+        return box.artifact({**files, "public/version.txt": release})
 
     code, output = _install(box, A, RESTARTED, artifact=artifact(A))
     assert code == 0, output
