@@ -107,7 +107,7 @@ def test_status_prints_both_releases_and_no_drift_without_the_lock(deployed: Dep
     assert calls["ssm:SendCommand"] == 1 and calls["ssm:GetParameterHistory"] >= 1
     assert not {"ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter", "s3:PutObject"} & set(calls)
     assert not ssm.describe_parameters(
-        ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": ["/deploy-lock/"]}]
+        ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [f"/deploy-lock/{deployed.service}/"]}]
     )["Parameters"]
     assert [item["Version"] for item in ssm.get_parameter_history(Name=ledger)["Parameters"]] == [1, 2]
     result = deployed.result()

@@ -552,6 +552,11 @@ ssm_deploy_judge() {
   fi
   if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
+    # a command with a controlling terminal (an operator's `tail -f app.log` or `less` in a release over
+    # ssh) is no service: its directory and words condemn nothing (a server among them still does)
+    if [ "$(sed 's/.*) //' "/proc/$ssm_deploy_pid/stat" 2>/dev/null | cut -d ' ' -f 5)" != 0 ]; then
+      ssm_deploy_words=
+    fi
     for ssm_deploy_word in $ssm_deploy_words; do
       case $ssm_deploy_word in
         "$ssm_deploy_app_dir"/* | "$ssm_deploy_physical"/*) ;;
@@ -588,6 +593,10 @@ ssm_deploy_judge() {
   ssm_deploy_command=$(ssm_deploy_shown_command "$ssm_deploy_pid")
   if [ "$ssm_deploy_from" != "$ssm_deploy_release" ]; then
     printf 'process %s (%s) runs release %s, not %s\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_release"
+    return 0
+  fi
+  if [ -n "$ssm_deploy_back" ]; then  # after a switch back: the release's processes hold what they were started with
+    echo "ok $ssm_deploy_pid"
     return 0
   fi
   ssm_deploy_bad=
@@ -643,8 +652,11 @@ ssm_deploy_through_current() {
       "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ;;
       *) continue ;;
     esac
-    # the same file in the process's own mount namespace: this APP_DIR, not a container's with that path
-    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && ssm_deploy_through=1 && break
+    # the same file in the process's own mount namespace (this APP_DIR, not a container's with that
+    # path), and a file: the code it loaded when it started; a directory it serves (--directory,
+    # --root) it may look up again on every request
+    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && [ -f "/proc/$1/root$ssm_deploy_word" ] \
+      && ssm_deploy_through=1 && break
   done
   [ -n "$ssm_deploy_through" ] && ssm_deploy_listens "$1" || return 1
   ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
@@ -757,7 +769,7 @@ process "*) ;;
         ssm_deploy_serving=$(printf '%s\n' "$ssm_deploy_found" | sed -n 's/^ok //p' | tr '\n' ' ' | sed 's/ $//')
         if [ -z "$ssm_deploy_serving" ]; then
           ssm_deploy_serving="none runs release $ssm_deploy_release"
-        elif [ -n "$ssm_deploy_verify_names" ]; then
+        elif [ -n "$ssm_deploy_verify_names" ] && [ -z "$ssm_deploy_back" ]; then
           ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release with this deploy's values of $ssm_deploy_verify_names"
         else
           ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release"
@@ -779,17 +791,15 @@ process "*) ;;
 ssm_deploy_verify_back() {
   # after a switch back to release $1: no process may still run another release (the one that failed,
   # e.g. a worker only it had, which the activation of $1 does not stop). Values are not compared (the
-  # processes of $1 hold what they were started with), nor servers started through current (which
-  # release they resolved depends on switches before this one)
+  # processes of $1 hold what they were started with; ssm_deploy_back), nor servers started through
+  # current (which release they resolved depends on switches before this one); the values are still
+  # masked in the command lines a message names
   ssm_deploy_failed_release=$ssm_deploy_release
-  ssm_deploy_compared_names=$ssm_deploy_verify_names
   ssm_deploy_release=$1
-  ssm_deploy_verify_names=
   ssm_deploy_back=1
   ssm_deploy_verify_processes
   ssm_deploy_back_rc=$?
   ssm_deploy_release=$ssm_deploy_failed_release
-  ssm_deploy_verify_names=$ssm_deploy_compared_names
   ssm_deploy_back=
   return "$ssm_deploy_back_rc"
 }

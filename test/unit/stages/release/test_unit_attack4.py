@@ -1,7 +1,7 @@
 """The fourth outside attack on VERIFY_PROCESSES (issue #17, "Done when"), in the box harness of
 test_unit_release_verify.py: the release script runs for real against a temp APP_DIR and reads /proc.
 
-Each test asserts what SHOULD hold; the ones marked xfail(strict) are defects the attack found:
+Each test asserts what SHOULD hold; each failed on the code the attack found it in, and is fixed:
 - an operator's ``tail -f`` started in ``current`` before the deploy fails a healthy deploy;
 - a server that resolves ``current`` per request (a static file server rooted in current) is condemned
   as "started through current before the switch" although it serves the new release;
@@ -63,19 +63,14 @@ def _foreign(box: Box, command: list[str], cwd: str) -> int:
     return process.pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an operator's `tail -f log/...` started in APP_DIR/current before the deploy is judged a "
-    "process of the replaced release (cwd in releases/<old> and a relative path argument): the healthy deploy "
-    "waits the grace, fails with 90 and is switched back",
-)
 def test_an_operators_tail_in_current_started_before_the_deploy_does_not_fail_it(box: Box) -> None:
     box.store_parameter(PARAMETER, SECRET)
     code, output = _install(box, A, RESTARTED)
     assert code == 0, output
     # `ssh instance; cd /srv/web-api/current; tail -f app.txt` (a log file): the kernel keeps the
-    # physical directory, releases/A
-    _foreign(box, ["tail", "-f", "app.txt"], str(box.app_dir / "current"))
+    # physical directory, releases/A; over ssh, tail has the session's terminal (here a pty of its own)
+    spawn = "import pty; pty.spawn(['tail', '-f', 'app.txt'])"
+    _foreign(box, ["python3", "-c", spawn], str(box.app_dir / "current"))
 
     code, output = _install(box, B, RESTARTED)
 
@@ -95,12 +90,6 @@ def _get(port: int, path: str) -> str:
         return str(response.read().decode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a server that re-resolves APP_DIR/current per request (a static file server rooted in "
-    "current: python3 -m http.server --directory, caddy file-server --root) is condemned as started through "
-    "current before the switch, though it serves the new release: the healthy deploy fails with 90",
-)
 def test_a_server_that_resolves_current_per_request_is_not_condemned(box: Box) -> None:
     box.store_parameter(PARAMETER, SECRET)
 
@@ -144,12 +133,6 @@ WORKER_THEN_FAIL = ACTIVATE.replace(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: ssm_deploy_verify_back empties ssm_deploy_verify_names, which ssm_deploy_shown_command "
-    "masks with: after a switch back, a process of the failed release is printed with a secret from its "
-    "command line in full",
-)
 def test_after_a_switch_back_a_secret_in_the_failed_releases_command_line_is_masked(box: Box) -> None:
     assert WORKER_THEN_FAIL != ACTIVATE
     box.store_parameter(PARAMETER, SECRET)
