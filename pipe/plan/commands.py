@@ -26,7 +26,7 @@ from pipe.stages.release.remote import (
     switch_back_body,
     verified_after,
 )
-from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body
+from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body, script_bytes
 
 STAGE, DEPLOY, HEALTH_CHECK, ROLLBACK, READ = "stage", "deploy", "health check", "rollback", "read"
 EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failure never skips another
@@ -146,7 +146,7 @@ def refuse_scripts_too_big(plan: DeployPlan) -> None:
     shrink: the deploy (COMMANDS, in release mode with ACTIVATE_COMMANDS and the release steps, and
     with every name PARAMETERS_PATH exports), the health check and the rollback."""
     for subject, problem, spec in _sendable(plan):
-        size = len("\n".join(spec.script).encode())
+        size = script_bytes(spec.script)
         if size > MAX_SCRIPT_BYTES:
             raise NothingSent(
                 subject,

@@ -104,9 +104,14 @@ def ps_quote(value: str) -> str:
     return "'" + "".join(c + c if c in POWERSHELL_SINGLE_QUOTES else c for c in value) + "'"
 
 
+def script_bytes(lines: Sequence[str]) -> int:
+    """The size of a script as SendCommand carries it: its lines joined, in UTF-8 (MAX_SCRIPT_BYTES)."""
+    return len("\n".join(lines).encode())
+
+
 def script_size_problem(settings: DeploySettings) -> str | None:
     """The whole script (exports, secret reads and COMMANDS) must stay within MAX_SCRIPT_BYTES."""
-    size = len("\n".join(build_script(settings)).encode())
+    size = script_bytes(build_script(settings))
     if size <= MAX_SCRIPT_BYTES:
         return None
     extras = [name for name, used in (("SECRETS", settings.secrets), ("VARIABLES", settings.variables)) if used]

@@ -42,7 +42,7 @@ from pipe.limits import MAX_SCRIPT_BYTES
 from pipe.model import SecretRef
 from pipe.stages.release.remote import install_body
 from pipe.stages.release.stage import Release
-from pipe.stages.script import build_script, healthcheck_body
+from pipe.stages.script import build_script, healthcheck_body, script_bytes
 from pipe.traffic import RolloutScope
 from pipe.traffic.auto_scaling.groups import VARIABLE, AutoScalingError, call
 from pipe.traffic.auto_scaling.hold import ScalingHold
@@ -133,7 +133,7 @@ def plan_new_instances(
         bound,
         release.plan.release_id,
     )
-    size = len("\n".join(new.commands).encode())
+    size = script_bytes(new.commands)
     if size > MAX_SCRIPT_BYTES:
         raise NothingSent(
             VARIABLE,
