@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unit.unit_support import make_settings
-
 from pipe.model import SecretRef
 from pipe.stages.release.remote import ReleasePlan
 from pipe.stages.script import build_script
+from unit.unit_support import make_settings
 
 A, B, C, D = "000001-aaaaaaa", "000002-bbbbbbb", "000003-ccccccc", "000004-ddddddd"
 BUCKET = "acme-artifacts"
