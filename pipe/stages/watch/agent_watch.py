@@ -16,9 +16,12 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import is_access_denied
 from pipe.aws.instances import ping_statuses
+from pipe.model import UNDELIVERED_STATUSES
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
+
+    from pipe.stages.watch.tracker import InvocationTracker
 
 MAX_CHECK_INTERVAL = 30.0
 log = logging.getLogger("ssm-deploy")
@@ -68,3 +71,29 @@ class AgentWatch:
                 self._enabled = False  # preflight already warned about the missing permission
                 return None
             raise
+
+
+def give_up_lost_agents(watch: AgentWatch, tracker: InvocationTracker) -> None:
+    """When the agent check is due: give up the unfinished invocations of instances whose agent is lost
+    (listed once more first: an instance may have finished since), so the wait ends for them."""
+    if not watch.due():
+        return
+    open_commands = tracker.open_commands()
+    unknown = [c for c in open_commands if not c.instance_ids and not tracker.detailed()]
+    tracker.refresh(unknown)  # a TARGETS fleet: its instances are known only from a listing
+    candidates = [
+        inv.instance_id
+        for command in open_commands
+        for inv in tracker.of(command)
+        if not inv.finished and not tracker.command_complete(command)
+    ]
+    lost = watch.lost(candidates)
+    if not lost:
+        return
+    tracker.refresh(c for c in open_commands if any(inv.instance_id in lost for inv in tracker.of(c)))
+    for instance_id, reason in lost.items():
+        invocation = tracker.invocations[instance_id]
+        if not invocation.finished:
+            invocation.lost = reason
+            invocation.lost_undelivered = invocation.status in UNDELIVERED_STATUSES
+            log.error(f"{instance_id}: giving up, {reason}")

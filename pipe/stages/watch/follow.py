@@ -21,7 +21,7 @@ from pipe.stages.watch.agent_watch import AgentWatch
 from pipe.stages.watch.closing import show_results
 from pipe.stages.watch.live_tail import log_group_arn
 from pipe.stages.watch.log_tail import LogTail
-from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut
+from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut, wait_until_final
 
 CANCEL_GRACE_SECONDS = 30
 log = logging.getLogger("ssm-deploy")
@@ -62,7 +62,9 @@ def _follow(
     tracker = _tracker(run, commands, record, tail)
     limit = spec.delivery_timeout + spec.execution_timeout + run.plan.bounds.wait_margin
     try:
-        invocations = tracker.wait(limit, on_poll, run.stops.raise_if_requested if spec.stoppable else _no_stop)
+        invocations = wait_until_final(
+            tracker, limit, on_poll, run.stops.raise_if_requested if spec.stoppable else _no_stop
+        )
     except (Interrupted, WaitTimedOut) as stop:
         unconfirmed = _cancel(run, tracker, stop, on_poll)
         tracker.read_results()
@@ -110,7 +112,7 @@ def _cancel(run: Run, tracker: InvocationTracker, stop: Exception, on_poll: Call
     if not all([cancel_command(run.clients.ssm, command.command_id) for command in sent]):
         return "SSM refused to cancel the command (see above)"
     try:
-        tracker.wait(CANCEL_GRACE_SECONDS, on_poll)
+        wait_until_final(tracker, CANCEL_GRACE_SECONDS, on_poll)
     except WaitTimedOut:
         return f"Cancellation was requested but not confirmed within {CANCEL_GRACE_SECONDS} s"
     return ""

@@ -32,9 +32,9 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code
 from pipe.errors import PipeError
 from pipe.limits import LIST_COMMANDS_PAGE, LIST_INVOCATIONS_PAGE
-from pipe.model import ACTIVE_STATUSES, UNDELIVERED_STATUSES, Invocation, SentCommand
+from pipe.model import ACTIVE_STATUSES, Invocation, SentCommand
 from pipe.stages.send import ChunkQueue
-from pipe.stages.watch.agent_watch import AgentWatch
+from pipe.stages.watch.agent_watch import AgentWatch, give_up_lost_agents
 from pipe.stages.watch.pacing import ChunkPacer
 from pipe.stages.watch.progress import progress_line
 from pipe.stages.watch.results import apply_result, apply_status, list_invocations
@@ -141,11 +141,11 @@ class InvocationTracker:
         """``instance_count``: how many instances the commands target, when known before (TARGETS
         resolved by the pipe); ``rest``: chunks MAX_CONCURRENCY holds back, sent (and passed to
         ``on_sent``) as earlier commands end (whose ids go to ``on_ended``)."""
-        self._agent_watch = agent_watch
+        self.agent_watch = agent_watch
         self._ssm = ssm
         self._commands = list(commands)
-        self._clock = clock
-        self._sleep = sleep
+        self.clock = clock
+        self.sleep = sleep
         self._document_name = document_name
         self._rest = rest
         self._pacer = ChunkPacer(rest, on_sent, on_ended) if rest is not None else None
@@ -180,38 +180,6 @@ class InvocationTracker:
     def ssm(self) -> SSMClient:
         return self._ssm
 
-    def wait(
-        self,
-        limit_seconds: float,
-        on_poll: Callable[[], object] = lambda: None,
-        check_stop: Callable[[], None] = lambda: None,
-    ) -> dict[str, Invocation]:
-        """Poll until all invocations are final; raise WaitTimedOut after ``limit_seconds``.
-
-        ``check_stop`` runs before every poll and may raise to end the wait (a stopped pipeline).
-        """
-        deadline = self._clock() + limit_seconds
-        interval = FIRST_POLL_SECONDS
-        while True:
-            check_stop()
-            changes = self.poll()
-            on_poll()  # print output that arrived before announcing the statuses it led to
-            for change in changes:
-                log.info(change)
-            self._give_up_lost_agents()
-            if self.finished:
-                return self.invocations
-            if self._clock() >= deadline:
-                self._refresh(self.open_commands())
-                pending = [i for i, inv in self.invocations.items() if not inv.finished]
-                commands = ", ".join(c.command_id for c in self._commands)
-                raise WaitTimedOut(
-                    f"Command {commands} did not finish within {int(limit_seconds)} s "
-                    f"(delivery + execution timeout + margin); still running on {', '.join(pending) or 'targets'}."
-                )
-            self._sleep(interval)
-            interval = min(interval * 1.5, MAX_POLL_SECONDS)
-
     @property
     def finished(self) -> bool:
         if self._rest is not None and self._rest.waiting:
@@ -235,7 +203,7 @@ class InvocationTracker:
         open_commands = [c for c in self._commands if c.command_id not in self._settled]
         counts = command_counts(self._ssm, open_commands, self._document_name) if open_commands else {}
         changed: list[Invocation] = []
-        detailed = self._detailed()
+        detailed = self.detailed()
         for command in open_commands:
             now = counts.get(command.command_id)
             if now is None:
@@ -264,7 +232,8 @@ class InvocationTracker:
         """Per status once every command is read; before that, from the commands' counts."""
         return progress_line(self._counts, self.invocations, self._instance_count, self.finished)
 
-    def _detailed(self) -> bool:
+    def detailed(self) -> bool:
+        """A fleet small enough for a line per instance (its invocations are listed every poll)."""
         return self._instance_count <= PER_INSTANCE_LINES and all(
             c.target <= PER_INSTANCE_LINES for c in self._counts.values()
         )
@@ -317,7 +286,8 @@ class InvocationTracker:
             return self.list_statuses(command)  # one page
         return self.list_statuses(command, "Failed") + self.list_statuses(command, "TimedOut")
 
-    def _refresh(self, commands: Iterable[SentCommand]) -> None:
+    def refresh(self, commands: Iterable[SentCommand]) -> None:
+        """List the statuses of ``commands``' invocations now."""
         for command in commands:
             self.list_statuses(command)
 
@@ -332,31 +302,8 @@ class InvocationTracker:
         return invocation
 
     # --- lost agents ---------------------------------------------------------------------------------
-    def _give_up_lost_agents(self) -> None:
-        watch = self._agent_watch
-        if watch is None or not watch.due():
-            return
-        open_commands = self.open_commands()
-        unknown = [c for c in open_commands if not c.instance_ids and not self._detailed()]
-        self._refresh(unknown)  # a TARGETS fleet: its instances are known only from a listing
-        candidates = [
-            inv.instance_id
-            for command in open_commands
-            for inv in self.of(command)
-            if not inv.finished and not self._command_complete(command)
-        ]
-        lost = watch.lost(candidates)
-        if not lost:
-            return
-        self._refresh(c for c in open_commands if any(inv.instance_id in lost for inv in self.of(c)))
-        for instance_id, reason in lost.items():
-            invocation = self.invocations[instance_id]
-            if not invocation.finished:
-                invocation.lost = reason
-                invocation.lost_undelivered = invocation.status in UNDELIVERED_STATUSES
-                log.error(f"{instance_id}: giving up, {reason}")
-
-    def _command_complete(self, command: SentCommand) -> bool:
+    def command_complete(self, command: SentCommand) -> bool:
+        """Every target of the command completed, by its counts."""
         counts = self._counts.get(command.command_id)
         return counts is not None and counts.target > 0 and counts.completed >= counts.target
 
@@ -364,3 +311,37 @@ class InvocationTracker:
 def _more_failures(before: CommandCounts | None, now: CommandCounts) -> bool:
     errors, timed_out = (before.errors, before.delivery_timed_out) if before else (0, 0)
     return now.errors > errors or now.delivery_timed_out > timed_out
+
+
+def wait_until_final(
+    tracker: InvocationTracker,
+    limit_seconds: float,
+    on_poll: Callable[[], object] = lambda: None,
+    check_stop: Callable[[], None] = lambda: None,
+) -> dict[str, Invocation]:
+    """Poll until all invocations are final; raise WaitTimedOut after ``limit_seconds``.
+
+    ``check_stop`` runs before every poll and may raise to end the wait (a stopped pipeline).
+    """
+    deadline = tracker.clock() + limit_seconds
+    interval = FIRST_POLL_SECONDS
+    while True:
+        check_stop()
+        changes = tracker.poll()
+        on_poll()  # print output that arrived before announcing the statuses it led to
+        for change in changes:
+            log.info(change)
+        if tracker.agent_watch is not None:
+            give_up_lost_agents(tracker.agent_watch, tracker)
+        if tracker.finished:
+            return tracker.invocations
+        if tracker.clock() >= deadline:
+            tracker.refresh(tracker.open_commands())
+            pending = [i for i, inv in tracker.invocations.items() if not inv.finished]
+            commands = ", ".join(c.command_id for c in tracker.commands)
+            raise WaitTimedOut(
+                f"Command {commands} did not finish within {int(limit_seconds)} s "
+                f"(delivery + execution timeout + margin); still running on {', '.join(pending) or 'targets'}."
+            )
+        tracker.sleep(interval)
+        interval = min(interval * 1.5, MAX_POLL_SECONDS)

@@ -16,6 +16,7 @@ from pipe.stages.watch.tracker import (
     MAX_POLL_SECONDS,
     InvocationTracker,
     WaitTimedOut,
+    wait_until_final,
 )
 from unit.fake_ssm import Command, FakeSSM, Row
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock, make_settings
@@ -77,7 +78,7 @@ def test_a_small_fleet_gets_a_line_per_instance_and_status(caplog: pytest.LogCap
     steps = [a_done_b_runs, lambda: command.set(INSTANCE_B, "Failed", code=3)]
     tracker, clock = tracker_for(ssm, [command], steps)
     with caplog.at_level(logging.INFO, logger="ssm-deploy"):
-        result = tracker.wait(600)
+        result = wait_until_final(tracker, 600)
 
     assert [r.getMessage() for r in caplog.records] == [
         f"{INSTANCE_A}: InProgress",
@@ -111,7 +112,7 @@ def test_instances_not_asked_for_are_ignored() -> None:
     command = ssm.add([INSTANCE_A, INSTANCE_B])
     tracker = InvocationTracker(ssm, [SentCommand(command.command_id, (INSTANCE_A,))])  # type: ignore[arg-type]
     finish_all([command])()
-    tracker.wait(10)
+    wait_until_final(tracker, 10)
 
     assert set(tracker.invocations) == {INSTANCE_A}
 
@@ -125,7 +126,7 @@ def test_a_fleet_costs_one_call_per_poll_and_its_results_a_page_of_fifty(
     running = [lambda: None] * 10  # ten polls while everything runs
     tracker, _ = tracker_for(ssm, commands, [*running, finish_all(commands)])
     with caplog.at_level(logging.INFO, logger="ssm-deploy"):
-        tracker.wait(600)
+        wait_until_final(tracker, 600)
 
     polls = ssm.calls["ListCommands"]
     assert polls == 12  # one per poll: the deploy's commands in one filtered page
@@ -174,7 +175,7 @@ def test_times_out_naming_instances_still_running() -> None:
     command.set(INSTANCE_B, "InProgress")
     tracker, clock = tracker_for(ssm, [command], [])
     with pytest.raises(WaitTimedOut) as error:
-        tracker.wait(2)
+        wait_until_final(tracker, 2)
 
     message = str(error.value)
     assert f"Command {command.command_id} did not finish within 2 s" in message
@@ -187,7 +188,7 @@ def test_the_poll_interval_grows_to_its_cap() -> None:
     command = ssm.add([INSTANCE_A])
     command.set(INSTANCE_A, "InProgress")
     tracker, clock = tracker_for(ssm, [command], [lambda: None] * 7 + [finish_all([command])])
-    tracker.wait(3600)
+    wait_until_final(tracker, 3600)
 
     assert len(clock.sleeps) == 8
     assert clock.sleeps == sorted(clock.sleeps)
@@ -209,7 +210,7 @@ def test_a_command_is_seen_ended_at_most_half_a_second_after_it_ended(ended_afte
             command.set(INSTANCE_A, "Success")
 
     tracker = InvocationTracker(ssm, [sent(command)], clock=clock, sleep=sleep)  # type: ignore[arg-type]
-    tracker.wait(600)
+    wait_until_final(tracker, 600)
 
     assert clock.now - began - ended_after <= 0.5
 
@@ -221,7 +222,7 @@ def test_results_come_from_the_listing_and_a_cut_head_is_marked() -> None:
     command.rows[INSTANCE_A].output = "short\n\n----------ERROR-------\noops\n"
     command.rows[INSTANCE_B].output = "x" * 2378 + "\n---Output truncated---"
     tracker, _ = tracker_for(ssm, [command], [])
-    result = tracker.wait(10)
+    result = wait_until_final(tracker, 10)
 
     a, b = result[INSTANCE_A], result[INSTANCE_B]
     assert (a.stdout, a.stderr, a.cut, a.head_only, a.elapsed) == ("short\n", "oops\n", frozenset(), False, "PT2.000S")
