@@ -27,13 +27,13 @@ from pipe.plan import DeployPlan
 from pipe.plan.bounds import deploy_bounds
 from pipe.plan.build import build_plan
 from pipe.plan.commands import deploy_spec
+from pipe.release.stage import upload_line
 from pipe.report import plan as words
 from pipe.report.sinks import sinks
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import Identity, authenticate
 from pipe.stages.lock import LockRequest, check_lock, deploy_lock
-from pipe.stages.release.stage import upload_line
 
 log = logging.getLogger("ssm-deploy")
 DRY_RUN_DONE = "Dry run: all checks passed; nothing was sent."

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
 from pipe.plan import DeployPlan
+from pipe.release.stage import Release
 from pipe.stages.authenticate import Identity
-from pipe.stages.release.stage import Release
 
 
 @dataclass(kw_only=True)

@@ -24,6 +24,9 @@ from pipe.model import UNKNOWN_RELEASE
 from pipe.plan import DeployPlan
 from pipe.plan.bounds import WAIT_MARGIN_SECONDS, Bounds
 from pipe.plan.commands import READ_DELIVERY_TIMEOUT, READ_EXECUTION_TIMEOUT
+from pipe.release.ledger import ledger_name
+from pipe.release.ledger_archive import Archive
+from pipe.release.ledger_store import History, read_history
 from pipe.report.instances import named
 from pipe.report.sinks import status_sinks
 from pipe.report.status import (
@@ -39,9 +42,6 @@ from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.stages.authenticate import authenticate
 from pipe.stages.phases import read_current
-from pipe.stages.release.ledger import ledger_name
-from pipe.stages.release.ledger_archive import Archive
-from pipe.stages.release.ledger_store import History, read_history
 from pipe.stages.resolve import label_instances, resolve
 
 log = logging.getLogger("ssm-deploy")

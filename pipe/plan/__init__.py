@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pipe.config.settings import DeploySettings
 from pipe.model import Batch, SecretRef
 from pipe.plan.bounds import Bounds
+from pipe.release.stage import Release
 from pipe.stages.authenticate import Identity
-from pipe.stages.release.stage import Release
 from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
 from pipe.traffic.auto_scaling.new_instances import NewInstances
 

@@ -12,10 +12,10 @@ from pipe.plan.batches import plan_batches
 from pipe.plan.bounds import Bounds
 from pipe.plan.commands import refuse_scripts_too_big
 from pipe.plan.rollout import prepare_rollout
+from pipe.release.sources import release_source
+from pipe.release.stage import plan_release
 from pipe.stages.authenticate import Identity
 from pipe.stages.preflight import preflight
-from pipe.stages.release.sources import release_source
-from pipe.stages.release.stage import plan_release
 from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.traffic.auto_scaling.new_instances import plan_new_instances
 from pipe.traffic.auto_scaling.plan import deployable

@@ -17,7 +17,7 @@ from pipe.errors import NothingSent
 from pipe.limits import COMMENT_LIMIT, MAX_SCRIPT_BYTES
 from pipe.model import Batch, CommandSpec
 from pipe.plan import DeployPlan
-from pipe.stages.release.remote import (
+from pipe.release.remote import (
     READ_LOCK_SECONDS,
     ReleasePlan,
     install_body,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipe.model import Invocation
-from pipe.stages.release.remote import release_exit_meaning
+from pipe.release.remote import release_exit_meaning
 
 LISTED = 20
 

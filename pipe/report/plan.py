@@ -11,7 +11,7 @@ from pipe.config.rollout import count_of
 from pipe.config.settings import DeploySettings
 from pipe.plan import DeployPlan
 from pipe.plan.commands import stages
-from pipe.stages.release.stage import install_lines, release_lines
+from pipe.release.stage import install_lines, release_lines
 
 SHOWN_IDS = 10  # instance ids named in the opening line; the dry run names them all
 SHOWN_SIZES = 8  # batch sizes named in the rollout line when they differ

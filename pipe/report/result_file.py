@@ -29,7 +29,7 @@ SHARED_VARIABLES = "BITBUCKET_PIPELINES_VARIABLES_PATH"  # Bitbucket's variable 
 log = logging.getLogger("ssm-deploy")
 
 if TYPE_CHECKING:
-    from pipe.stages.release.stage import Release
+    from pipe.release.stage import Release
 
 
 def write_result(

@@ -16,10 +16,10 @@ from enum import StrEnum
 from pipe.config.settings import DeploySettings
 from pipe.errors import sentence
 from pipe.model import NO_RELEASE, UNKNOWN_RELEASE
+from pipe.release.ledger_archive import Recorded
 from pipe.report.durations import format_seconds
 from pipe.report.instances import named
 from pipe.report.result_file import where_it_ran
-from pipe.stages.release.ledger_archive import Recorded
 
 HISTORY_SHOWN = 10  # the last releases the status prints and writes
 SHORT_COMMIT = 7

@@ -27,10 +27,10 @@ from pipe.model import (
     command_ids,
 )
 from pipe.plan.commands import read_spec
+from pipe.release.remote import current_report
 from pipe.report.instances import LISTED, named
 from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
-from pipe.stages.release.remote import current_report
 from pipe.stages.send import cancel_command, send_commands
 from pipe.stages.watch.follow import follow
 from pipe.stages.watch.results import ensure_full_copy

@@ -21,13 +21,13 @@ import time
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
 from pipe.plan.commands import DEPLOY, HEALTH_CHECK, STAGE, deploy_spec, healthcheck_spec, rollback_spec, stages
+from pipe.release.fleet_state import fleet_at_end
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
 from pipe.report.instances import LISTED, listed, named, release_meanings
 from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.phases import run_phase
-from pipe.stages.release.fleet_state import fleet_at_end
 from pipe.stages.staging import stage_release
 from pipe.traffic import BatchHook, departed, no_hook
 

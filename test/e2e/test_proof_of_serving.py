@@ -18,7 +18,7 @@ from e2e.test_node_pm2 import APP_DIR, ELB_TIME_SCALE, NodeFleet
 from standin import StandIn
 from support import PipeRun, run_pipe
 
-from pipe.stages.release.remote import ReleaseExit
+from pipe.release.remote import ReleaseExit
 
 README_ECOSYSTEM = (FIXTURE_DIR / "ecosystem.config.js").read_text(encoding="utf-8")
 CWD_LINE = "      cwd: '/srv/web-api/current',\n"

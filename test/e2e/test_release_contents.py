@@ -19,7 +19,7 @@ from standin import StandIn
 from support import run_pipe
 from unit.release_support import Member, tar_member, write_tgz
 
-from pipe.stages.release.remote import ReleaseExit
+from pipe.release.remote import ReleaseExit
 
 FIRST, OLD_BUILD = "000001-0123456", "000002-0123456"
 

@@ -20,11 +20,7 @@ from pipe.plan import DeployPlan
 from pipe.plan.batches import plan_batches
 from pipe.plan.bounds import deploy_bounds
 from pipe.plan.build import build_plan
-from pipe.run import Run
-from pipe.runtime.interruption import StopRequests
-from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import Identity
-from pipe.stages.release.ledger import (
+from pipe.release.ledger import (
     EntryStatus,
     Groups,
     LedgerEntry,
@@ -33,6 +29,10 @@ from pipe.stages.release.ledger import (
     ledger_name,
     utc_timestamp,
 )
+from pipe.run import Run
+from pipe.runtime.interruption import StopRequests
+from pipe.runtime.redaction import Redactor
+from pipe.stages.authenticate import Identity
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/deploy/ssm-deploy"
 IDENTITY = Identity(ROLE, "123456789012")

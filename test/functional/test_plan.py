@@ -17,8 +17,8 @@ from pipe.errors import PipeError
 from pipe.limits import MAX_SCRIPT_BYTES
 from pipe.model import SecretRef, Target
 from pipe.plan.bounds import deploy_bounds
+from pipe.release.ledger import Action
 from pipe.runtime.redaction import MASK
-from pipe.stages.release.ledger import Action
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from standin import StandIn
 
 from pipe.config.release import release_id
 from pipe.errors import NothingSent
-from pipe.stages.release.artifact import prepare_artifact, sha256_base64, upload_once
-from pipe.stages.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo, ledger_name, utc_timestamp
-from pipe.stages.release.ledger_archive import Archive, Recorded, Version
-from pipe.stages.release.ledger_store import read_history, record
+from pipe.release.artifact import prepare_artifact, sha256_base64, upload_once
+from pipe.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo, ledger_name, utc_timestamp
+from pipe.release.ledger_archive import Archive, Recorded, Version
+from pipe.release.ledger_store import read_history, record
 
 SECRET = "s3cr3t-Db-Passw0rd-7f1c"
 SMALL_PARTS = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)

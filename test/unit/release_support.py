@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipe.model import SecretRef
-from pipe.stages.release.remote import ReleasePlan
+from pipe.release.remote import ReleasePlan
 from pipe.stages.script import build_script
 from unit.unit_support import make_settings
 

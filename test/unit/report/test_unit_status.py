@@ -8,6 +8,8 @@ import pytest
 from pipe.actions import ACTIONS
 from pipe.config.actions import ACTION_NAMES
 from pipe.model import NO_RELEASE, UNKNOWN_RELEASE
+from pipe.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo
+from pipe.release.ledger_archive import Recorded
 from pipe.report.status import (
     HISTORY_SHOWN,
     FleetStatus,
@@ -19,8 +21,6 @@ from pipe.report.status import (
     release_line,
     verdict_message,
 )
-from pipe.stages.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo
-from pipe.stages.release.ledger_archive import Recorded
 
 A, B, C = "000001-aaaaaaa", "000002-bbbbbbb", "000003-ccccccc"
 URL = "https://bitbucket.org/acme/web-api/pipelines/results/{}"

@@ -1,4 +1,4 @@
-"""pipe.stages.release.remote: the release scripts, run for real (sh and bash, tar, sha256sum, a fake
+"""pipe.release.remote: the release scripts, run for real (sh and bash, tar, sha256sum, a fake
 ``aws``) against an APP_DIR in a temp dir; RUN_AS with a real second user (tests run as root in CI)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from pipe.config.release import app_dir_problem, release_id, release_id_problem, run_as_problem, shared_path_problem
 from pipe.model import NO_RELEASE, SecretRef
-from pipe.stages.release.remote import (
+from pipe.release.remote import (
     CURRENT_REPORT,
     HISTORY_LIMIT,
     ReleaseExit,

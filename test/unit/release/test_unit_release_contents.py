@@ -1,4 +1,4 @@
-"""pipe.stages.release.contents: the one rule set of what a release may hold, applied to real archives
+"""pipe.release.contents: the one rule set of what a release may hold, applied to real archives
 (tar.gz and zip, built with tarfile, zipfile, GNU tar and Info-ZIP zip) and to directories; the unpacker
 that creates only what the rules allow, even when they are bypassed; and the same text run as the
 instances run it, on every python3 at hand down to 3.6."""
@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pipe.stages.release import contents
-from pipe.stages.release.artifact import check_artifact_path
-from pipe.stages.release.contents import (
+from pipe.release import contents
+from pipe.release.artifact import check_artifact_path
+from pipe.release.contents import (
     DIRECTORY,
     FILE,
     REFUSED,
@@ -35,7 +35,7 @@ from pipe.stages.release.contents import (
     problems,
     unpack,
 )
-from pipe.stages.release.remote import UNPACK_PROGRAM
+from pipe.release.remote import UNPACK_PROGRAM
 from unit.release_support import Member, tar_member, write_tgz, write_zip
 
 # --- reading archives -----------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from pipe.config.release import RELEASE_ID_MAX, ledger_archive_folder
 from pipe.config.settings import DeploySettings
 from pipe.errors import PipeError
 from pipe.model import DeployOutcome, SecretRef
-from pipe.stages.release.artifact import Artifact, already_uploaded, upload_once
-from pipe.stages.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
-from pipe.stages.release.ledger import (
+from pipe.release.artifact import Artifact, already_uploaded, upload_once
+from pipe.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
+from pipe.release.ledger import (
     FLEET_GROUPS_MAX,
     Action,
     EntryStatus,
@@ -30,10 +30,10 @@ from pipe.stages.release.ledger import (
     ledger_name,
     utc_timestamp,
 )
-from pipe.stages.release.ledger_archive import Archive, Version
-from pipe.stages.release.ledger_store import History, read_history, record
-from pipe.stages.release.remote import ReleasePlan, install_steps, prepare_steps
-from pipe.stages.release.sources import ReleaseSource
+from pipe.release.ledger_archive import Archive, Version
+from pipe.release.ledger_store import History, read_history, record
+from pipe.release.remote import ReleasePlan, install_steps, prepare_steps
+from pipe.release.sources import ReleaseSource
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipe.model import SecretRef
-from pipe.stages.release.remote import ReleaseExit, current_report, install_body, verified_after
+from pipe.release.remote import ReleaseExit, current_report, install_body, verified_after
 from unit.release_support import ACTIVATE, SHELLS, A, B, Box, is_root, open_temp_dir
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.model import SecretRef
-from pipe.stages.release.remote import ReleaseExit, install_body
+from pipe.release.remote import ReleaseExit, install_body
+from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
 from unit.release_support import ACTIVATE, SHELLS, A, Artifact, B, Box, C, is_root, open_temp_dir
-from unit.stages.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 

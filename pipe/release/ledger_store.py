@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.errors import PipeError
 from pipe.limits import PARAMETER_HISTORY_PAGE
-from pipe.stages.release.ledger import LedgerEntry
-from pipe.stages.release.ledger_archive import Archive, Recorded, Version, parse
+from pipe.release.ledger import LedgerEntry
+from pipe.release.ledger_archive import Archive, Recorded, Version, parse
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient

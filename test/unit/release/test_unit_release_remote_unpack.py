@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipe.stages.release.remote import ReleaseExit, install_body, install_steps
+from pipe.release.remote import ReleaseExit, install_body, install_steps
 from unit.release_support import (
     SHELLS,
     A,

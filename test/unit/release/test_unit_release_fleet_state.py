@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from pipe.model import UNKNOWN_RELEASE, DeployOutcome, Invocation, PhaseOutcome, Status
-from pipe.stages.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
-from pipe.stages.release.ledger import EntryStatus
-from pipe.stages.release.remote import ReleaseExit
+from pipe.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
+from pipe.release.ledger import EntryStatus
+from pipe.release.remote import ReleaseExit
 
 NEW, OLD = "000043-89abcde", "000042-0123456"
 I1, I2, I3 = "i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c"

@@ -1,4 +1,4 @@
-"""pipe.stages.release.artifact without AWS: every ARTIFACT refusal, deterministic packing, the key;
+"""pipe.release.artifact without AWS: every ARTIFACT refusal, deterministic packing, the key;
 and the upload's AWS refusals with a stubbed S3 client."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mypy_boto3_s3 import S3Client
 
 from pipe.config.release import check_artifact_prefix
 from pipe.errors import NothingSent
-from pipe.stages.release.artifact import (
+from pipe.release.artifact import (
     FIXED_MTIME,
     MAX_ARTIFACT_BYTES,
     Artifact,

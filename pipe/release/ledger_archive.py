@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message
-from pipe.stages.release.ledger import LedgerEntry
+from pipe.release.ledger import LedgerEntry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -13,7 +13,7 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.stub import ANY, Stubber
 from mypy_boto3_s3 import S3Client
 
-from pipe.stages.release.ledger_archive import Archive, Version
+from pipe.release.ledger_archive import Archive, Version
 
 BUCKET, FOLDER = "acme-deploy-artifacts", "web-api/ledger/web-api/prod/"
 

@@ -21,10 +21,10 @@ from pipe.config.build_context import BuildContext
 from pipe.config.release import PREVIOUS, release_id
 from pipe.config.settings import ReleaseSettings
 from pipe.errors import NothingSent
-from pipe.stages.release.artifact import Artifact, prepare_artifact
-from pipe.stages.release.ledger import Action, ReleaseInfo
-from pipe.stages.release.ledger_archive import Recorded
-from pipe.stages.release.ledger_store import History, same_content
+from pipe.release.artifact import Artifact, prepare_artifact
+from pipe.release.ledger import Action, ReleaseInfo
+from pipe.release.ledger_archive import Recorded
+from pipe.release.ledger_store import History, same_content
 
 log = logging.getLogger("ssm-deploy")
 

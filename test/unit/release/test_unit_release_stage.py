@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipe.model import NO_RELEASE
-from pipe.stages.release.remote import ReleaseExit, current_report, install_body, stage_body, switch_back_body
+from pipe.release.remote import ReleaseExit, current_report, install_body, stage_body, switch_back_body
 from unit.release_support import SHELLS, A, Artifact, B, Box, C, ensure_app_user, is_root, open_temp_dir, owners
 
 

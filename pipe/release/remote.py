@@ -38,8 +38,8 @@ from pipe.config.release import (
     shared_path_problem,
 )
 from pipe.model import NO_RELEASE
+from pipe.release import contents
 from pipe.runtime.redaction import MIN_LENGTH
-from pipe.stages.release import contents
 
 
 class ReleaseExit(IntEnum):
@@ -403,7 +403,7 @@ ssm_deploy_prepare() {
   ssm_deploy_actual=${ssm_deploy_actual%% *}
   [ "$ssm_deploy_actual" = "$ssm_deploy_sha256" ] \
     || ssm_deploy_fail 82 "the artifact downloaded from $ssm_deploy_url has SHA-256 $ssm_deploy_actual, expected $ssm_deploy_sha256: it was changed or corrupted after the upload; nothing was unpacked or switched. Deploy the build again"
-  # The unpack program (the pipe's pipe/stages/release/contents.py) inspects every entry before it
+  # The unpack program (the pipe's pipe/release/contents.py) inspects every entry before it
   # creates anything, with the rules the pipe applied before the upload, then creates release/ and
   # only what it allowed, symlinks last. Run isolated (-I): nothing from the environment or the
   # current directory is imported.

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pipe.model import UNKNOWN_RELEASE, DeployOutcome, Invocation, PhaseStatus, Status
-from pipe.stages.release.ledger import EntryStatus
-from pipe.stages.release.remote import ReleaseExit
+from pipe.release.ledger import EntryStatus
+from pipe.release.remote import ReleaseExit
 
 # Release script exits after which ``current`` still (or again) points to the release live before
 NOT_SWITCHED = frozenset(

@@ -21,7 +21,7 @@ from mypy_boto3_ssm.client import SSMClient
 from pipe.config.release import RELEASE_ID_MAX, check_ledger_name, ledger_archive_folder, release_id
 from pipe.limits import S3_KEY_MAX_BYTES
 from pipe.model import UNKNOWN_RELEASE
-from pipe.stages.release.ledger import (
+from pipe.release.ledger import (
     ENTRY_BUDGET,
     FIELD_CAPS,
     FLEET_GROUPS_MAX,
@@ -34,8 +34,8 @@ from pipe.stages.release.ledger import (
     ledger_name,
     utc_timestamp,
 )
-from pipe.stages.release.ledger_archive import Recorded, Version
-from pipe.stages.release.ledger_store import (
+from pipe.release.ledger_archive import Recorded, Version
+from pipe.release.ledger_store import (
     History,
     LedgerError,
     live_in,
@@ -450,7 +450,7 @@ def test_record_overwrites_a_string_and_returns_the_version(stubbed: tuple[SSMCl
 
 
 def test_the_readme_example_is_an_entry_written_as_the_pipe_writes_it() -> None:
-    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     block = readme.split("### The release ledger", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
     example = LedgerEntry.from_json(block)
 

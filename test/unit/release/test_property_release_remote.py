@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipe.config.release import RELEASE_ID, app_dir_problem, shared_path_problem
-from pipe.stages.release.remote import as_user, install_body
+from pipe.release.remote import as_user, install_body
 from unit.release_support import APP_USER, SHELLS, Box, ensure_app_user, is_root, open_temp_dir
 
 # characters a shell would act on, and a few a careless quote would mangle

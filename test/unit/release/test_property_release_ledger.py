@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipe.stages.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo
-from pipe.stages.release.ledger_archive import Version, parse
+from pipe.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo
+from pipe.release.ledger_archive import Version, parse
 
 NAME = "/release-ledger/web-api/prod/release"
 SHA = "ab" * 32

@@ -35,7 +35,7 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.release import check_artifact_prefix
 from pipe.errors import NothingSent
 from pipe.limits import S3_MAX_PARTS, S3_PART_MIN_BYTES, S3_PUT_OBJECT_MAX_BYTES
-from pipe.stages.release.contents import Archive, Entry, Problem, kind_of, problems, summary
+from pipe.release.contents import Archive, Entry, Problem, kind_of, problems, summary
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -164,7 +164,7 @@ def _directory_problem(path_text: str, directory: Path) -> str | None:
 
 
 def _refusal(path_text: str, found: list[Problem]) -> str | None:
-    """ARTIFACT's entries a release may not hold (pipe/stages/release/contents.py), named with their fixes."""
+    """ARTIFACT's entries a release may not hold (pipe/release/contents.py), named with their fixes."""
     if not found:
         return None
     count = "an entry" if len(found) == 1 else f"{len(found)} entries"
