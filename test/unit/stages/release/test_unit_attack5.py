@@ -1,0 +1,142 @@
+"""The fifth outside attack on VERIFY_PROCESSES, KEEP_RELEASES pruning and staging (issue #17, "Done
+when"), in the box harness of test_unit_release_verify.py: the release scripts run for real against a
+temp APP_DIR and read /proc.
+
+Each test asserts what SHOULD hold; an ``xfail(strict=True)`` names a defect found on this code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from pipe.model import SecretRef
+from pipe.stages.release.remote import ReleaseExit, install_body, stage_body
+from unit.release_support import (
+    ACTIVATE,
+    COMMANDS,
+    SHELLS,
+    A,
+    Artifact,
+    B,
+    Box,
+    C,
+    D,
+    ensure_app_user,
+    is_root,
+    open_temp_dir,
+)
+from unit.stages.release.test_unit_release_verify import (
+    GRACE,
+    PARAMETER,
+    RESTARTED,
+    SERVER_ONCE,
+    _service_pids,
+    _stop_services,
+)
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
+
+SECRET = "att5ck-Secret-3f1a-value"
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    for root in open_temp_dir():
+        made = Box(root)
+        made.store_parameter(PARAMETER, SECRET)
+        try:
+            yield made
+        finally:
+            _stop_services(made)
+
+
+def _install(
+    box: Box, release: str, activate: str, artifact: Artifact | None = None, staged: bool = False, **changes: object
+) -> tuple[int, str]:
+    changes.setdefault("verify_grace", GRACE)
+    changes.setdefault("env_names", ("DB_PASSWORD", "OUT"))
+    plan = box.plan(release, artifact or box.release_artifact(release), activate_commands=activate, **changes)
+    run = box.run(install_body(plan, staged=staged), SHELLS[0], secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
+    return run.code, run.stdout + run.stderr
+
+
+# pm2's daemon as test_unit_release_verify.py models it: started once (by the first `pm2 start` in
+# current, so its cwd is the first release's physical directory), titled as pm2 titles it, and in
+# cluster mode holding the app's listening socket
+PM2_DAEMON = SERVER_ONCE.format(title="PM2 v5.4.3: God Daemon (/root/.pm2)")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: pm2's God Daemon keeps the cwd of the release pm2 was first run in; once KEEP_RELEASES "
+    "prunes that release, ssm_deploy_deleted_release condemns the daemon (it runs before the daemon's "
+    "exemption in ssm_deploy_judge): every later deploy fails with 90 and its switch back with 86",
+)
+def test_pm2s_daemon_whose_first_release_was_pruned_does_not_fail_later_deploys(box: Box) -> None:
+    for release in (A, B, C):  # C's install prunes A (KEEP_RELEASES=2)
+        code, output = _install(box, release, PM2_DAEMON, keep_releases=2)
+        assert code == 0, output
+    assert A not in box.releases()
+    [pid] = _service_pids(box)
+    assert os.readlink(f"/proc/{pid}/cwd").endswith(f"/releases/{A} (deleted)")  # the daemon's cwd: A, gone
+
+    code, output = _install(box, D, PM2_DAEMON, keep_releases=2)
+
+    assert code == 0, output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: an operator's interactive shell (a controlling terminal) left in a release directory that "
+    "KEEP_RELEASES pruned since is condemned by ssm_deploy_deleted_release before the terminal exemption: "
+    "a healthy deploy fails with 90, and its switch back with 86",
+)
+def test_an_operators_shell_in_a_pruned_release_does_not_fail_a_healthy_deploy(box: Box) -> None:
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    # `cd /srv/web-api/current` over ssh, then left open for the night: a shell with a terminal
+    shell = f"cd {box.app_dir}/current && exec sleep 600"
+    process = subprocess.Popen(
+        ["script", "-q", "-c", shell, "/dev/null"],
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    with (box.out / "foreign-pids").open("a") as pids:
+        pids.write(f"{process.pid}\n")
+    for release in (B, C):  # C's install prunes A (KEEP_RELEASES=2)
+        code, output = _install(box, release, RESTARTED, keep_releases=2)
+        assert code == 0, output
+    assert A not in box.releases()
+
+    code, output = _install(box, D, RESTARTED, keep_releases=2)
+
+    assert code == 0, output
+
+
+@pytest.mark.skipif(not is_root(), reason="RUN_AS needs root to create and become a second user")
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: the staging manifest (_MANIFEST_SCRIPT) ignores find's failures (`find | sort || exit 1` "
+    "takes sort's status): a directory its owner may enter but not list (mode 0311) is left out, so a file "
+    "changed in it between staging and the switch is not refused with 92",
+)
+def test_a_file_changed_after_staging_in_a_directory_its_owner_cannot_list_is_refused_with_92(box: Box) -> None:
+    user = ensure_app_user()
+    code, output = _install(box, A, ACTIVATE)  # no service: only the manifest is looked at
+    assert code == 0, output
+    release = {"private": None, "private/config.js": "module.exports = 'staged'"}
+    commands = COMMANDS + "chmod 0311 private\n"  # the app reads private/config.js by name
+    plan = box.plan(B, box.release_artifact(B, **release), run_as=user.pw_name, commands=commands)
+    assert box.run(stage_body(plan)).code == 0
+    (box.app_dir / "releases" / B / "private" / "config.js").write_text("module.exports = 'changed'")
+
+    run = box.run(install_body(plan, staged=True))
+
+    assert run.code == ReleaseExit.STAGED_RELEASE_CHANGED, run.stdout + run.stderr
+    assert box.current() == f"releases/{A}"
