@@ -130,9 +130,9 @@ def test_a_file_changed_after_staging_in_a_directory_its_owner_cannot_list_is_re
     user = ensure_app_user()
     code, output = _install(box, A, ACTIVATE)  # no service: only the manifest is looked at
     assert code == 0, output
-    release = {"private": None, "private/config.js": "module.exports = 'staged'"}
+    files: dict[str, str | None] = {"app.txt": B, "private": None, "private/config.js": "module.exports = 'staged'"}
     commands = COMMANDS + "chmod 0311 private\n"  # the app reads private/config.js by name
-    plan = box.plan(B, box.release_artifact(B, **release), run_as=user.pw_name, commands=commands)
+    plan = box.plan(B, box.artifact(files), run_as=user.pw_name, commands=commands)
     assert box.run(stage_body(plan)).code == 0
     (box.app_dir / "releases" / B / "private" / "config.js").write_text("module.exports = 'changed'")
 
