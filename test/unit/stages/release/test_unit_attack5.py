@@ -140,3 +140,38 @@ def test_a_file_changed_after_staging_in_a_directory_its_owner_cannot_list_is_re
 
     assert run.code == ReleaseExit.STAGED_RELEASE_CHANGED, run.stdout + run.stderr
     assert box.current() == f"releases/{A}"
+
+
+def _foreign(box: Box, command: list[str], cwd: str) -> int:
+    """Start a process that is not ACTIVATE_COMMANDS' service (killed after the test), no terminal."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    with (box.out / "foreign-pids").open("a") as pids:
+        pids.write(f"{process.pid}\n")
+    return process.pid
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: ssm_deploy_through_current condemns a process started through current before the switch "
+    "only when it listens; a worker (systemd ExecStart=/usr/bin/node /srv/app/current/worker.js, no "
+    "WorkingDirectory=) that ACTIVATE_COMMANDS never restarts keeps running the replaced release and the "
+    "deploy says 'none runs a replaced release'",
+)
+def test_a_worker_started_through_current_before_the_switch_and_left_running_fails_the_deploy(box: Box) -> None:
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    worker = f"{box.app_dir}/current/bin/start.sh"  # the kernel resolves current now: release A's file
+    pid = _foreign(box, ["sh", "-c", "while :; do sleep 1; done", worker], "/")
+
+    code, output = _install(box, B, RESTARTED)
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"process {pid} " in output
+    assert box.current() == f"releases/{A}"
