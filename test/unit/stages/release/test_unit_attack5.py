@@ -2,7 +2,15 @@
 when"), in the box harness of test_unit_release_verify.py: the release scripts run for real against a
 temp APP_DIR and read /proc.
 
-Each test asserts what SHOULD hold; an ``xfail(strict=True)`` names a defect found on this code."""
+Each test asserts what SHOULD hold; an ``xfail(strict=True)`` names a defect found on this code:
+- a release KEEP_RELEASES pruned condemns every process whose cwd was in it, pm2's God Daemon and an
+  operator's terminal included (ssm_deploy_deleted_release runs before their exemptions): 90, then 86;
+- the staging manifest leaves out a directory its owner cannot list: a change there is not refused (92);
+- a worker started through current before the switch (it does not listen) is never condemned;
+- the process check's masking is not longest first: a secret holding another is printed in part;
+- after a reboot .ssm-deploy/switched (seconds since boot) condemns a server restarted through current
+  on a redeploy of the live release.
+Held: the same redeploy without a reboot passes."""
 
 from __future__ import annotations
 
@@ -227,15 +235,20 @@ THROUGH_CURRENT_SERVER = (
 LISTENING = "until ls -l /proc/{pid}/fd 2>/dev/null | grep -q socket; do sleep 0.2; done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: .ssm-deploy/switched holds seconds since boot; after a reboot it is larger than any "
+REBOOT_DEFECT = (
+    "defect: .ssm-deploy/switched holds seconds since boot; after a reboot it is larger than any "
     "process's start time, so a redeploy of the live release (no switch, the file not rewritten) condemns "
     "the server the activation just restarted through current as 'started before the switch': 90 on a "
-    "healthy instance",
+    "healthy instance"
 )
-def test_after_a_reboot_a_redeploy_of_the_live_release_passes_with_a_server_restarted_through_current(
-    box: Box,
+
+
+@pytest.mark.parametrize(
+    "rebooted",
+    [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=REBOOT_DEFECT))],
+)
+def test_a_redeploy_of_the_live_release_passes_with_a_server_restarted_through_current_even_after_a_reboot(
+    box: Box, rebooted: bool
 ) -> None:
     artifact_b = box.release_artifact(B)
     for release, artifact in ((A, box.release_artifact(A)), (B, artifact_b)):
@@ -245,7 +258,8 @@ def test_after_a_reboot_a_redeploy_of_the_live_release_passes_with_a_server_rest
     # the instance rebooted since B went live: the switch's time (seconds since boot) is from before it
     switched = box.app_dir / ".ssm-deploy" / "switched"
     uptime = float(Path("/proc/uptime").read_text().split()[0])
-    switched.write_text(f"{uptime + 864000:.2f}\n")  # ten days of uptime before the reboot
+    if rebooted:
+        switched.write_text(f"{uptime + 864000:.2f}\n")  # ten days of uptime before the reboot
 
     # B again (say, to hand the service a rotated secret): activated again, its server restarted
     code, output = _install(box, B, THROUGH_CURRENT_SERVER, artifact_b)
