@@ -296,7 +296,8 @@ done
 _MANIFEST_SCRIPT = r"""cd -- "$1" || exit 1
 LC_ALL=C
 export LC_ALL
-find . -printf '%y %m %U:%G %p -> %l\n' | sort || exit 1
+entries=$(find . -printf '%y %m %U:%G %p -> %l\n') || exit 1  # an entry it cannot list fails it
+printf '%s\n' "$entries" | sort || exit 1
 find . -type f -print0 | sort -z | xargs -0 -r sha256sum -- || exit 1
 """
 
@@ -482,7 +483,7 @@ ssm_deploy_record() {
   printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
-    && awk '{ print $1 }' /proc/uptime > "$ssm_deploy_state/switched"
+    && { cat /proc/sys/kernel/random/boot_id 2>/dev/null; awk '{ print $1 }' /proc/uptime; } > "$ssm_deploy_state/switched"
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0
@@ -629,6 +630,14 @@ ssm_deploy_deleted_release() {
     esac
     # this APP_DIR's releases in the process's own mount namespace (not a container's, another host's)
     [ "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] || continue
+    # a directory alone condemns neither pm2's daemon (pm2's own code, in the directory pm2 was first
+    # run in) nor a command with a terminal (an operator's shell), as for a directory that exists
+    if [ "$ssm_deploy_link" = cwd ]; then
+      case $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline") in
+        "PM2 v"*": God Daemon "*) continue ;;
+      esac
+      [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 5)" = 0 ] || ssm_deploy_listens "$1" || continue
+    fi
     ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
     ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
     printf 'process %s (%s) runs a copy of release %s that was deleted since it started, not the %s installed now\n' \
@@ -661,7 +670,10 @@ ssm_deploy_through_current() {
   [ -n "$ssm_deploy_through" ] && ssm_deploy_listens "$1" || return 1
   ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
   [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
-  ssm_deploy_switch_time=$(cat -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
+  # the switch's time in seconds since boot, if it was this boot (its first line is the boot's id)
+  [ "$(head -n 1 -- "$ssm_deploy_state/switched" 2>/dev/null)" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] \
+    || return 1
+  ssm_deploy_switch_time=$(sed -n 2p -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
   ssm_deploy_started=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 20)
   [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
     && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
@@ -677,8 +689,16 @@ ssm_deploy_shown_command() {
       line = $0
       count = split(ENVIRON["ssm_deploy_names"], names, " ")
       for (i = 1; i <= count; i++) {
-        value = ENVIRON[names[i]]
-        gsub(/\n/, " ", value)
+        values[i] = ENVIRON[names[i]]
+        gsub(/\n/, " ", values[i])
+      }
+      for (done = 0; done < count; done++) {  # the longest first: a value inside another masks no part of it
+        longest = 0
+        for (i = 1; i <= count; i++) {
+          if (!(i in taken) && (longest == 0 || length(values[i]) > length(values[longest]))) longest = i
+        }
+        taken[longest] = 1
+        value = values[longest]
         if (length(value) < ENVIRON["ssm_deploy_mask_min"] + 0) continue
         masked = ""
         while ((at = index(line, value)) > 0) {
