@@ -144,10 +144,13 @@ def test_what_a_dead_stand_in_left_is_removed_by_the_next_one(owner: str) -> Non
         wait_until(lambda: Path(f"/proc/{dead.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", "a zombie")
     tag = f"dead0{owner[0]}"
     bridge, namespace = f"{hosts.NAME_PREFIX}{tag}", f"{hosts.NAME_PREFIX}{tag}-0"
-    hosts.STATE_DIR.mkdir(parents=True, exist_ok=True)
-    (hosts.STATE_DIR / f"{tag}.owner").write_text(f"{dead.pid} 172.31.255.0/24\n")
+    # what it left first, its owner file last: another worker's stand-in starting meanwhile removes
+    # all of it or none of it (with the owner file first, it could remove the file before the
+    # namespace existed, and leave the namespace nobody owns)
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     subprocess.run(["ip", "netns", "add", namespace], check=True)
+    hosts.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    (hosts.STATE_DIR / f"{tag}.owner").write_text(f"{dead.pid} 172.31.255.0/24\n")
 
     network = hosts.PrivateNetwork().start()
     try:
