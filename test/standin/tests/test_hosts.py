@@ -147,6 +147,8 @@ def test_what_a_dead_stand_in_left_is_removed_by_the_next_one(owner: str) -> Non
     # what it left first, its owner file last: another worker's stand-in starting meanwhile removes
     # all of it or none of it (with the owner file first, it could remove the file before the
     # namespace existed, and leave the namespace nobody owns)
+    for leftover in (["ip", "link", "del", bridge], ["ip", "netns", "del", namespace]):  # of a run that died
+        subprocess.run(leftover, capture_output=True, check=False)
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     hosts.STATE_DIR.mkdir(parents=True, exist_ok=True)
