@@ -550,39 +550,30 @@ ssm_deploy_judge() {
       *) return 0 ;;
     esac
     [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
-  fi
-  if [ -z "$ssm_deploy_from" ]; then
+    ssm_deploy_here=${ssm_deploy_path#"$ssm_deploy_releases"/}
+    ssm_deploy_here=${ssm_deploy_here%%/*}  # the release its working directory is in
     ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
     # a command with a controlling terminal (an operator's `tail -f app.log` or `less` in a release over
     # ssh) is no service: its directory and words condemn nothing (a server among them still does)
-    if [ "$(sed 's/.*) //' "/proc/$ssm_deploy_pid/stat" 2>/dev/null | cut -d ' ' -f 5)" != 0 ]; then
-      ssm_deploy_words=
-    fi
+    ssm_deploy_has_terminal "$ssm_deploy_pid" && ssm_deploy_words=
     for ssm_deploy_word in $ssm_deploy_words; do
       case $ssm_deploy_word in
         "$ssm_deploy_app_dir"/* | "$ssm_deploy_physical"/*) ;;
         /* | .. | ../* | */../* | */..) continue ;;
         *) [ -e "/proc/$ssm_deploy_pid/cwd/$ssm_deploy_word" ] || continue ;;
       esac
-      ssm_deploy_from=${ssm_deploy_path#"$ssm_deploy_releases"/}
-      ssm_deploy_from=${ssm_deploy_from%%/*}
+      ssm_deploy_from=$ssm_deploy_here
       break
     done
-    case $ssm_deploy_words in
-      "PM2 v"*": God Daemon "*) ;;
-      *)
-        if [ -z "$ssm_deploy_from" ] && ssm_deploy_listens "$ssm_deploy_pid"; then
-          ssm_deploy_from=${ssm_deploy_path#"$ssm_deploy_releases"/}
-          ssm_deploy_from=${ssm_deploy_from%%/*}
-        fi
-        ;;
-    esac
+    if [ -z "$ssm_deploy_from" ] && ! ssm_deploy_pm2_daemon "$ssm_deploy_pid" && ssm_deploy_listens "$ssm_deploy_pid"; then
+      ssm_deploy_from=$ssm_deploy_here
+    fi
     if [ -z "$ssm_deploy_from" ]; then
       # a process ACTIVATE_COMMANDS started a moment ago may not have its final command line yet (pm2
       # sets the title after the fork): one without a path under APP_DIR is looked at again until it
       # is older; one born after the check began (a service's own short-lived child) is not waited for
       if [ -n "$2" ]; then
-        ssm_deploy_started=$(sed 's/.*) //' "/proc/$ssm_deploy_pid/stat" 2>/dev/null | cut -d ' ' -f 20)
+        ssm_deploy_started=$(ssm_deploy_stat "$ssm_deploy_pid" 20)
         if [ -n "$ssm_deploy_started" ] && [ "$ssm_deploy_started" -le "$ssm_deploy_began" ] \
           && [ $((ssm_deploy_now - ssm_deploy_started)) -lt "$ssm_deploy_settle_ticks" ]; then
           echo "settling $ssm_deploy_pid"
@@ -618,6 +609,21 @@ ssm_deploy_judge() {
   done
   [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
 }
+ssm_deploy_stat() {
+  # field $2 of /proc/$1/stat, counted from the state after the command name (5: the controlling
+  # terminal, 20: the start time in clock ticks since boot)
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f "$2"
+}
+ssm_deploy_has_terminal() {
+  [ "$(ssm_deploy_stat "$1" 5)" != 0 ]
+}
+ssm_deploy_pm2_daemon() {
+  # pm2's God Daemon, known by the title pm2 gives it: it runs pm2's own code wherever its directory is
+  case $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline") in
+    "PM2 v"*": God Daemon "*) return 0 ;;
+  esac
+  return 1
+}
 ssm_deploy_deleted_release() {
   # a process whose executable or working directory is in a release directory deleted since it started
   # (the release was installed again under the same id, or pruned) runs code that is no longer on disk:
@@ -633,10 +639,8 @@ ssm_deploy_deleted_release() {
     # a directory alone condemns neither pm2's daemon (pm2's own code, in the directory pm2 was first
     # run in) nor a command with a terminal (an operator's shell), as for a directory that exists
     if [ "$ssm_deploy_link" = cwd ]; then
-      case $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline") in
-        "PM2 v"*": God Daemon "*) continue ;;
-      esac
-      [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 5)" = 0 ] || ssm_deploy_listens "$1" || continue
+      ! ssm_deploy_pm2_daemon "$1" || continue
+      ! ssm_deploy_has_terminal "$1" || ssm_deploy_listens "$1" || continue
     fi
     ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
     ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
@@ -674,7 +678,7 @@ ssm_deploy_through_current() {
   [ "$(head -n 1 -- "$ssm_deploy_state/switched" 2>/dev/null)" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] \
     || return 1
   ssm_deploy_switch_time=$(sed -n 2p -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
-  ssm_deploy_started=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 20)
+  ssm_deploy_started=$(ssm_deploy_stat "$1" 20)
   [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
     && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
       'BEGIN { exit !(started / hz < switched) }'
