@@ -13,7 +13,7 @@ from pipe.config.settings import DeploySettings
 from pipe.model import Batch
 from pipe.plan.batches import batch_lines
 from pipe.stages.alarms import check_before_start
-from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
+from pipe.traffic import RolloutScope, TrafficManager
 from pipe.traffic.managers import PLANNERS
 
 
@@ -25,10 +25,6 @@ class RolloutPlan:
     traffic: Sequence[TrafficManager] = ()
     lines: list[str] = field(default_factory=list)
     scopes: Sequence[RolloutScope] = ()  # held around the whole rollout
-
-    @property
-    def hook(self) -> BatchHook:
-        return around_each(self.traffic)
 
 
 def prepare_rollout(settings: DeploySettings, clients: Clients, batches: list[Batch]) -> RolloutPlan:

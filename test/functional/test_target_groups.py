@@ -22,6 +22,7 @@ from pipe.errors import DeployFailed, NothingSent
 from pipe.plan.rollout import RolloutPlan, prepare_rollout
 from pipe.run import Run
 from pipe.stages.rollout import roll_out
+from pipe.traffic import around_each
 from pipe.traffic.target_groups.waits import POLL_SECONDS, poll_seconds
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
@@ -80,7 +81,7 @@ def test_each_batch_leaves_and_rejoins_every_group_it_is_in_on_the_ports_it_was_
 
     rollout = plan(run)
     with caplog.at_level(logging.INFO, logger="ssm-deploy"):
-        roll_out(run, rollout.batches, rollout.hook)
+        roll_out(run, rollout.batches, around_each(rollout.traffic))
 
     lines = "\n".join(rollout.lines)
     assert "target group web: 3 healthy of 3 registered, 3 of them deployed here" in lines
@@ -172,7 +173,7 @@ def test_a_group_the_role_may_not_leave_fails_the_batch_and_the_groups_already_l
     rollout = plan(run)
 
     with pytest.raises(DeployFailed) as failed:
-        roll_out(run, rollout.batches, rollout.hook)
+        roll_out(run, rollout.batches, around_each(rollout.traffic))
 
     message = str(failed.value)
     assert "batch 1/3 (1 instance(s)) could not be taken out of the load balancer: admin:" in message
