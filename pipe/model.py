@@ -74,9 +74,18 @@ class Batch:
     count: int  # how many batches the rollout has
     instance_ids: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()
+    # going back (ROLLBACK_BATCH_SIZE): the numbers of the deploy's batches this one switches back together
+    joins: tuple[int, ...] = ()
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        """The deploy's batches this batch stands for: itself, or those it joins."""
+        return self.joins or (self.number,)
 
     def __str__(self) -> str:
         size = f"{len(self.instance_ids)} instance(s)" if self.instance_ids else "the TARGETS"
+        if self.joins:
+            return f"batches {', '.join(map(str, self.joins))} of {self.count} ({size})"
         return f"batch {self.number}/{self.count} ({size})"
 
 
@@ -271,6 +280,12 @@ class DeployOutcome:
     def seconds(self) -> float:
         """How long the deploy took (so far, before ``end``)."""
         return max(0.0, (self.ended if self.ended is not None else time.monotonic()) - self.started)
+
+    def records_of(self, batch: Batch) -> list[BatchRecord]:
+        """The records of the deploy's batches ``batch`` stands for (several when it joins them)."""
+        if not batch.joins:
+            return [self.batch_record(batch.number, batch.instance_ids)]
+        return [record for record in self.batches if record.number in batch.joins]
 
     def batch_record(self, number: int, instance_ids: tuple[str, ...]) -> BatchRecord:
         """Batch ``number``'s record, added the first time it is asked for."""

@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from pipe.config.parsers import RATE, shown
+from pipe.config.parsers import RATE, parse_rate, shown
 
 AUTO = "auto"  # TARGET_GROUPS: no names, only the groups the instances are registered in; LOCK: on with TARGET_GROUPS
 # ELBv2 target group names: 1-32 letters, digits and hyphens, not starting or ending with a hyphen
@@ -33,6 +33,7 @@ BAKE_TIME_RANGE = (0, 86400)
 CANARY_RANGE = (1, 10000)
 DEFAULT_MIN_HEALTHY = "1"  # a batch never takes the last healthy target of a group out
 DRAIN_MARGIN_SECONDS = 30  # DRAIN_TIMEOUT's default: the longest deregistration delay plus this
+LARGEST = "max"  # ROLLBACK_BATCH_SIZE: the largest batches MIN_HEALTHY allows
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class RolloutSettings:
     target_groups: TargetGroupChoice | None = None
     auto_scaling_groups: AutoScalingChoice | None = None
     batch_size: str | None = None  # a count or a percentage; None: one batch (or one at a time behind a load balancer)
+    # going back (the automatic rollback, RELEASE after staging): a count, a percentage or LARGEST; None: the deploy's
+    rollback_batch_size: str | None = None
     canary: int | None = None
     min_healthy: str = DEFAULT_MIN_HEALTHY
     drain_timeout: int | None = None  # None: the longest deregistration delay + DRAIN_MARGIN_SECONDS
@@ -178,6 +181,23 @@ def batch_sizes(total: int, batch_size: str | None, canary: int | None, one_at_a
         sizes.append(min(step, left))
         left -= sizes[-1]
     return sizes
+
+
+def parse_rollback_batch_size(text: str) -> str | None:
+    """ROLLBACK_BATCH_SIZE: LARGEST, a count or a percentage; None when not given."""
+    if not text.strip():
+        return None
+    if text.strip().lower() == LARGEST:
+        return LARGEST
+    return parse_rate(text, minimum=1)
+
+
+def rollback_size(rollback_batch_size: str, total: int, room: int | None) -> int:
+    """How many instances one batch going back may hold: ROLLBACK_BATCH_SIZE of ``total``, or with LARGEST
+    the ``room`` MIN_HEALTHY leaves (every one of them without a bound); at least 1."""
+    if rollback_batch_size == LARGEST:
+        return max(1, total if room is None else room)
+    return max(1, count_of(rollback_batch_size, total))
 
 
 def healthy_floor(min_healthy: str, registered: int) -> int:

@@ -48,6 +48,7 @@ from pipe.config.variables import (
     RELEASE,
     RESULT_FILE,
     ROLE_ARN,
+    ROLLBACK_BATCH_SIZE,
     ROLLBACK_COMMANDS,
     RUN_AS,
     SCRIPT,
@@ -56,6 +57,7 @@ from pipe.config.variables import (
     SERVICE,
     SESSION_TOKEN,
     SHARED_PATHS,
+    STAGE_FIRST,
     STREAM_OUTPUT,
     TABLE,
     TARGET_GROUPS,
@@ -227,6 +229,7 @@ RELEASE_ONLY: tuple[Variable[Any], ...] = (
     SHARED_PATHS,
     ACTIVATE_COMMANDS,
     KEEP_RELEASES,
+    STAGE_FIRST,
     VERIFY_PROCESSES,
 )
 # what only a rollout behind a load balancer uses; and what makes the pipe roll out batch by batch itself
@@ -298,6 +301,12 @@ def ignored_without_a_load_balancer(values: Values) -> tuple[str, ...]:
 def rollouts_have_what_they_need(values: Values) -> Iterator[Problem]:
     """Batches the pipe sends itself need it to wait."""
     driving = [variable.name for variable in PIPE_DRIVEN if values.is_set(variable)]
+    if values.is_set(ROLLBACK_BATCH_SIZE) and not driving:
+        yield (
+            ROLLBACK_BATCH_SIZE.name,
+            "sizes the batches going back when the pipe rolls out batch by batch, which it does with "
+            f"{listed((variable.name for variable in PIPE_DRIVEN), quote=False)}: set one of them, or remove this",
+        )
     if driving and values.ok(WAIT) and not values[WAIT]:
         yield (
             WAIT.name,

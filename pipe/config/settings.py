@@ -65,6 +65,7 @@ from pipe.config.variables import (
     RELEASE,
     RESULT_FILE,
     ROLE_ARN,
+    ROLLBACK_BATCH_SIZE,
     ROLLBACK_COMMANDS,
     RUN_AS,
     SCRIPT,
@@ -73,6 +74,7 @@ from pipe.config.variables import (
     SERVICE,
     SESSION_TOKEN,
     SHARED_PATHS,
+    STAGE_FIRST,
     STREAM_OUTPUT,
     TABLE,
     TARGET_GROUPS,
@@ -119,6 +121,7 @@ class ReleaseSettings:
     activate_commands: str = ""
     keep_releases: int = int(KEEP_RELEASES.default)
     verify_processes: bool = True
+    stage_first: bool = True  # STAGE_FIRST: staged on every instance before the first batch (a rollout the pipe drives)
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,7 @@ def _rollout(values: Values) -> RolloutSettings:
         target_groups=target_groups,
         auto_scaling_groups=values[AUTO_SCALING_GROUPS],
         batch_size=values[BATCH_SIZE],
+        rollback_batch_size=values[ROLLBACK_BATCH_SIZE],
         canary=values[CANARY],
         min_healthy=values[MIN_HEALTHY],
         drain_timeout=values[DRAIN_TIMEOUT],
@@ -404,6 +408,7 @@ def _release(values: Values, build: BuildContext) -> ReleaseSettings | None:
         activate_commands=values[ACTIVATE_COMMANDS],
         keep_releases=values[KEEP_RELEASES],
         verify_processes=values[VERIFY_PROCESSES],
+        stage_first=values[STAGE_FIRST],
     )
 
 

@@ -59,10 +59,12 @@ from pipe.config.rollout import (
     DRAIN_MARGIN_SECONDS,
     DRAIN_TIMEOUT_RANGE,
     HEALTHY_TIMEOUT_RANGE,
+    LARGEST,
     AutoScalingChoice,
     TargetGroupChoice,
     parse_alarm_names,
     parse_auto_scaling_groups,
+    parse_rollback_batch_size,
     parse_target_groups,
 )
 from pipe.config.script_file import read_script
@@ -682,6 +684,17 @@ BATCH_SIZE = Variable(
     plain(lambda text: parse_rate(text, minimum=1) if text else None),
     group=Group.ROLLOUT,
 )
+ROLLBACK_BATCH_SIZE = Variable(
+    "ROLLBACK_BATCH_SIZE",
+    "Going back faster, if you accept the risk: instances per batch when the pipe switches back, a number, a "
+    f"percentage or `{LARGEST}` (the largest batches `MIN_HEALTHY` allows at that moment). It sizes the automatic "
+    "rollback of the batches deployed before a failed one (whole batches joined, never split) and, after staging, "
+    "the batches of a `RELEASE` deploy (each one only a switch then). It trades capacity for time: more instances "
+    "are out of service at once while they switch back. Default: the deploy's batches. See "
+    "[Going back faster](#going-back-faster-rollback_batch_size).",
+    plain(parse_rollback_batch_size),
+    group=Group.ROLLOUT,
+)
 CANARY = Variable(
     "CANARY",
     "A first batch of this many instances, deployed and baked (`BAKE_TIME`, `ALARMS`) before the rest, "
@@ -835,6 +848,18 @@ KEEP_RELEASES = Variable(
     kind="integer",
     group=Group.RELEASE,
 )
+STAGE_FIRST = Variable(
+    "STAGE_FIRST",
+    "Release mode, in a rollout the pipe drives: stage the release (download, verify, unpack, `COMMANDS`) on "
+    "every instance while all of them serve, before the first batch is drained, so each batch is out of service "
+    "only for its switch. `false` installs the release in each batch's window instead, as before staging: no "
+    "`COMMANDS` run on instances that serve (their CPU and disk), at the price of a longer time out of service. "
+    "See [Releases](#releases).",
+    plain(parse_bool),
+    default="true",
+    kind="boolean",
+    group=Group.RELEASE,
+)
 VERIFY_PROCESSES = Variable(
     "VERIFY_PROCESSES",
     "Release mode: after `ACTIVATE_COMMANDS`, read each instance's processes (`/proc`, as root) and fail the "
@@ -948,6 +973,7 @@ TABLE: tuple[Variable[Any], ...] = (
     TARGET_GROUPS,
     AUTO_SCALING_GROUPS,
     BATCH_SIZE,
+    ROLLBACK_BATCH_SIZE,
     CANARY,
     MIN_HEALTHY,
     DRAIN_TIMEOUT,
@@ -964,6 +990,7 @@ TABLE: tuple[Variable[Any], ...] = (
     ACTIVATE_COMMANDS,
     RELEASE,
     KEEP_RELEASES,
+    STAGE_FIRST,
     VERIFY_PROCESSES,
     SERVICE,
     ACTION,

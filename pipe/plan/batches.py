@@ -4,7 +4,7 @@ in the plan."""
 
 from __future__ import annotations
 
-from pipe.config.rollout import batch_sizes
+from pipe.config.rollout import LARGEST, batch_sizes
 from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
@@ -29,8 +29,26 @@ def plan_batches(settings: DeploySettings, targeted: list[str] | None) -> list[B
 
 
 def batches_of(settings: DeploySettings, instance_ids: list[str], one_at_a_time: bool) -> list[Batch]:
-    rollout = settings.rollout
-    sizes = batch_sizes(len(instance_ids), rollout.batch_size, rollout.canary, one_at_a_time)
+    rollout, back = settings.rollout, switching_back(settings)
+    if back is not None:  # no canary: going back to a release the ledger knows, staged first
+        sizes = batch_sizes(len(instance_ids), None if back == LARGEST else back, None, one_at_a_time=False)
+    else:
+        sizes = batch_sizes(len(instance_ids), rollout.batch_size, rollout.canary, one_at_a_time)
+    return sized(instance_ids, sizes)
+
+
+def switching_back(settings: DeploySettings) -> str | None:
+    """ROLLBACK_BATCH_SIZE when it sizes this deploy's batches: RELEASE (a release the ledger knows) in a
+    rollout the pipe drives, staged first (STAGE_FIRST), so that each batch only switches. None otherwise:
+    the deploy's own batches (without staging a batch would install in its window, more of them at once)."""
+    release, rollout = settings.release, settings.rollout
+    if release is None or release.release is None or not release.stage_first or not rollout.pipe_driven:
+        return None
+    return rollout.rollback_batch_size
+
+
+def sized(instance_ids: list[str], sizes: list[int]) -> list[Batch]:
+    """``instance_ids`` in order, cut into batches of ``sizes``."""
     batches, start = [], 0
     for number, size in enumerate(sizes, 1):
         batches.append(Batch(number, len(sizes), tuple(instance_ids[start : start + size])))

@@ -38,7 +38,13 @@ READ_EXECUTION_TIMEOUT = READ_LOCK_SECONDS + 30
 
 def stages(plan: DeployPlan) -> bool:
     """Whether the plan stages its release on every instance before the first batch: release mode, in a
-    rollout the pipe drives batch by batch (one command SSM paces has no batch to stage ahead of)."""
+    rollout the pipe drives batch by batch (one command SSM paces has no batch to stage ahead of),
+    unless STAGE_FIRST is off."""
+    return rolls_release(plan) and plan.settings.release is not None and plan.settings.release.stage_first
+
+
+def rolls_release(plan: DeployPlan) -> bool:
+    """A release rolled out batch by batch by the pipe: where staging can come first (STAGE_FIRST)."""
     return plan.release is not None and plan.settings.rollout.pipe_driven and bool(plan.instances)
 
 

@@ -7,10 +7,11 @@ import logging
 from collections.abc import Sequence
 
 from pipe.config.parsers import former_separator_hints
-from pipe.config.rollout import count_of
+from pipe.config.rollout import LARGEST, count_of
 from pipe.config.settings import DeploySettings
 from pipe.plan import DeployPlan
-from pipe.plan.commands import stages
+from pipe.plan.batches import switching_back
+from pipe.plan.commands import rolls_release, stages
 from pipe.release.stage import install_lines, release_lines
 
 SHOWN_IDS = 10  # instance ids named in the opening line; the dry run names them all
@@ -88,9 +89,40 @@ def dry_run(plan: DeployPlan, script: Sequence[str], lock: Sequence[str]) -> Non
 
 
 def staging_lines(plan: DeployPlan) -> list[str]:
-    """The staging phase of a rolling release deploy, before its first batch; [] without one."""
-    if plan.release is None or not stages(plan):
+    """The staging phase of a rolling release deploy, before its first batch, and how the rollout goes
+    back (ROLLBACK_BATCH_SIZE); [] without either."""
+    return _stage_lines(plan) + _going_back_lines(plan)
+
+
+def _going_back_lines(plan: DeployPlan) -> list[str]:
+    size = plan.settings.rollout.rollback_batch_size
+    if size is None or not plan.settings.rollout.pipe_driven:
         return []
+    shown = "the largest batches MIN_HEALTHY allows" if size == LARGEST else f"{size} of the instances per batch"
+    lines = [
+        f"  going back: ROLLBACK_BATCH_SIZE {size}: a rollback switches the batches deployed before a failed one "
+        f"back {shown} (whole batches joined), more instances out of service at once"
+    ]
+    release = plan.settings.release
+    if release is not None and release.release is not None:
+        if switching_back(plan.settings) is not None:
+            lines.append(f"             this RELEASE deploy too: {shown}, each batch only a switch after staging")
+        else:
+            lines.append(
+                "             not this RELEASE deploy's batches: without staging (STAGE_FIRST: 'false') each batch "
+                "installs in its window"
+            )
+    return lines
+
+
+def _stage_lines(plan: DeployPlan) -> list[str]:
+    if plan.release is None or not rolls_release(plan):
+        return []
+    if not stages(plan):
+        return [
+            "  staging:   off (STAGE_FIRST: 'false'): each batch downloads, verifies, unpacks and runs COMMANDS while "
+            "it is out of service"
+        ]
     release, count = plan.release.plan, len(plan.instances or ())
     commands = ", run COMMANDS" if release.commands else ""
     return [

@@ -10,14 +10,17 @@ per batch and gates the next one on the bake and the alarms.
 
 A batch that fails is rolled back while it is still out of the load balancer; then every batch
 deployed before it, last first, each through the hook again (drained, rolled back, registered,
-healthy), so the rollback keeps the service up too.
+healthy), so the rollback keeps the service up too. ROLLBACK_BATCH_SIZE joins those batches into
+fewer, larger ones (``_batches_back``): faster, with more instances out of service at once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Sequence
 
+from pipe.config.rollout import LARGEST, rollback_size
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
 from pipe.plan.commands import DEPLOY, HEALTH_CHECK, STAGE, deploy_spec, healthcheck_spec, rollback_spec, stages
@@ -29,7 +32,7 @@ from pipe.run import Run
 from pipe.stages.alarms import AlarmsUnreadable, firing
 from pipe.stages.phases import run_phase
 from pipe.stages.staging import stage_release
-from pipe.traffic import BatchHook, departed, no_hook
+from pipe.traffic import BatchHook, departed, no_hook, room
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 # what failed, besides the commands' phases (the result file's failed_phase)
@@ -66,8 +69,8 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
         except DeployStopped as stopped:
             raise _amended(stopped, _standing(run, records, {})) from None
         if failure is not None:
-            for batch in reversed(done):
-                rollback.batch(run, batch, hook, records.get(batch.number), failure)
+            for batch in _batches_back(run, done):
+                rollback.batch(run, batch, hook, _records(records, batch), failure)
             raise rollback.verdict(run, failure, _standing(run, records, rollback.notes()))
     finally:
         if driven:
@@ -124,7 +127,7 @@ def _run_batch(
                 failure = _with_alarms(run, failure)
                 if record is not None:
                     record.outcome = BatchOutcome.FAILED
-                rolled_back = rollback.batch(run, batch, no_hook, record, failure)
+                rolled_back = rollback.batch(run, batch, no_hook, [record] if record is not None else [], failure)
     except DeployStopped as stopped:
         if record is not None and record.outcome in (BatchOutcome.NOT_STARTED, BatchOutcome.FAILED):
             record.outcome = BatchOutcome.STOPPED
@@ -296,17 +299,20 @@ class _Rollback:
         fleet = run.outcome.fleet
         return [i for i in deployed if i in ids and fleet.get(i, NO_RELEASE) not in (self.live_before, NO_RELEASE)]
 
-    def batch(self, run: Run, batch: Batch, hook: BatchHook, record: BatchRecord | None, failure: DeployFailed) -> bool:
-        """Roll ``batch`` back (through ``hook``); whether nothing more can be done for it here."""
+    def batch(
+        self, run: Run, batch: Batch, hook: BatchHook, records: Sequence[BatchRecord], failure: DeployFailed
+    ) -> bool:
+        """Roll ``batch`` back (through ``hook``); whether nothing more can be done for it here.
+        ``records``: of the deploy's batches it stands for (several when ROLLBACK_BATCH_SIZE joins them)."""
         if not self.wanted:
             return False
         targets = self.targets(run, batch)
         if self.stopped is not None:
-            if batch.number in self.tried:
+            if self.tried.intersection(batch.numbers):
                 return False  # its own rollback was the one stopped
             self.unreached += targets
-            if record is not None and targets:
-                record.outcome = BatchOutcome.LEFT_ON_NEW
+            if targets:
+                _mark(records, BatchOutcome.LEFT_ON_NEW)
             return False
         if not targets:
             return True
@@ -314,11 +320,10 @@ class _Rollback:
             log.error(f"{failure}")
         if self.release_mode and not self.live_before:
             self.left += targets
-            if record is not None:
-                record.outcome = BatchOutcome.LEFT_ON_NEW
+            _mark(records, BatchOutcome.LEFT_ON_NEW)
             return True
         self.targeted += targets
-        self.tried.add(batch.number)
+        self.tried.update(batch.numbers)
         plan = run.release.plan if run.release is not None else None
         if plan is not None:
             log.info(
@@ -336,23 +341,19 @@ class _Rollback:
         except DeployStopped as stopped:
             self.stopped = stopped
             self.cut += targets
-            if record is not None:
-                record.outcome = BatchOutcome.ROLLBACK_STOPPED
+            _mark(records, BatchOutcome.ROLLBACK_STOPPED)
             return False
         except PipeError as error:
             if rolled_back:  # rolled back, but not healthy in the load balancer again
                 self.not_back.append(str(error))
-                if record is not None:
-                    record.outcome = BatchOutcome.ROLLED_BACK_NOT_HEALTHY
+                _mark(records, BatchOutcome.ROLLED_BACK_NOT_HEALTHY)
                 return True
             # the hook refused before the rollback was sent (drain, capacity), or the send failed
             self.not_run += targets
             self.not_run_why.append(str(error))
-            if record is not None:
-                record.outcome = BatchOutcome.ROLLBACK_NOT_RUN
+            _mark(records, BatchOutcome.ROLLBACK_NOT_RUN)
             return False
-        if record is not None:
-            record.outcome = BatchOutcome.ROLLBACK_FAILED if broken else BatchOutcome.ROLLED_BACK
+        _mark(records, BatchOutcome.ROLLBACK_FAILED if broken else BatchOutcome.ROLLED_BACK)
         return True
 
     def notes(self) -> dict[str, str]:
@@ -404,6 +405,39 @@ class _Rollback:
             f"{listed(self.broken)}; they need attention. Rollback command id: {command_ids(self.record.commands)}."
             f"{release_meanings(self.broken) if self.release_mode else ''}{not_back}{suffix}"
         )
+
+
+def _batches_back(run: Run, done: list[Batch]) -> Iterator[Batch]:
+    """The batches deployed before a failed one, last first, as the rollback takes them: each alone, or
+    with ROLLBACK_BATCH_SIZE whole batches joined up to that many instances (never split). ``max`` asks
+    the traffic managers how many may be out of service right before each one (MIN_HEALTHY with the
+    targets' health then), and the hook still waits for that capacity as for any batch."""
+    size = run.settings.rollout.rollback_batch_size
+    left = list(reversed(done))
+    if size is None or not all(batch.instance_ids for batch in left):
+        yield from left
+        return
+    total = sum(len(batch.instance_ids) for batch in run.plan.batches)
+    while left:
+        pending = [i for batch in left for i in batch.instance_ids]
+        limit = rollback_size(size, total, room(run.plan.traffic, run, pending) if size == LARGEST else None)
+        joined = [left.pop(0)]
+        while left and sum(len(b.instance_ids) for b in joined) + len(left[0].instance_ids) <= limit:
+            joined.append(left.pop(0))
+        if len(joined) == 1:
+            yield joined[0]
+            continue
+        ids = tuple(i for batch in joined for i in batch.instance_ids)
+        yield Batch(joined[0].number, joined[0].count, ids, joins=tuple(batch.number for batch in joined))
+
+
+def _records(records: dict[int, BatchRecord], batch: Batch) -> list[BatchRecord]:
+    return [records[number] for number in batch.numbers if number in records]
+
+
+def _mark(records: Sequence[BatchRecord], outcome: BatchOutcome) -> None:
+    for record in records:
+        record.outcome = outcome
 
 
 def _failed_in(run: Run, phase: str) -> None:

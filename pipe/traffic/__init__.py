@@ -28,6 +28,11 @@ class TrafficManager(Protocol):
         """Out of service before the batch's deploy, back in service after it, on every path."""
         ...
 
+    def room(self, run: Execution, instance_ids: Sequence[str]) -> int | None:
+        """How many of ``instance_ids`` may be out of service at once now (None: no bound of this
+        manager's); how ROLLBACK_BATCH_SIZE's largest batches are sized."""
+        ...
+
 
 class RolloutScope(Protocol):
     def holding(self, run: Execution) -> AbstractContextManager[None]:
@@ -68,6 +73,12 @@ def around_each(managers: Sequence[TrafficManager]) -> BatchHook:
             yield
 
     return hook
+
+
+def room(managers: Sequence[TrafficManager], run: Execution, instance_ids: Sequence[str]) -> int | None:
+    """The fewest instances any manager lets out of service at once now; None when none bounds it."""
+    bounds = [bound for manager in managers if (bound := manager.room(run, instance_ids)) is not None]
+    return min(bounds, default=None)
 
 
 @contextmanager

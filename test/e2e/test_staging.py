@@ -186,3 +186,33 @@ def test_a_stop_during_staging_leaves_every_instance_on_the_old_release_and_in_s
     assert calls[DEREGISTER] == 0
     assert every_target_in_service(standin, fleet)
     assert [live(standin, instance_id) for instance_id in fleet.ids] == ["A", "A"]
+
+
+def test_with_stage_first_off_each_batch_installs_the_release_while_it_is_out_of_service(
+    standin: StandIn, rollout: Rollout, tmp_path: Path
+) -> None:
+    fleet, result = rollout.fleet, tmp_path / "result.json"
+    first, second = fleet.ids
+    commands = f"{RECORDING}\ntouch /srv/staging\nwhile [ ! -e /srv/go ]; do sleep 0.1; done"
+    env = rollout.env("A", "1", COMMANDS=commands, STAGE_FIRST="false", RESULT_FILE=str(result))
+    with killed_on_failure(LivePipe(env)) as pipe:
+        installing = [standin.instance_path(i, "/srv/staging") for i in fleet.ids]
+        wait_until(lambda: any(path.exists() for path in installing), "COMMANDS on an instance", 120)
+        during = standin.target_states(fleet.group_arn)
+        started = [i for i, path in zip(fleet.ids, installing, strict=True) if path.exists()]
+        for instance_id in fleet.ids:
+            standin.instance_path(instance_id, "/srv/go").touch()
+        run = pipe.finish(timeout=300)
+
+    assert started == [first]  # only the first batch's instance, not every one at once
+    assert during.get(first, "gone") != "healthy"  # drained: COMMANDS run out of service
+    assert during[second] == "healthy"
+    assert run.returncode == 0, run.output
+    assert "Staging release" not in run.output
+    assert "staging:   off (STAGE_FIRST: 'false')" in run.output
+    for instance_id in fleet.ids:
+        assert live(standin, instance_id) == "A"
+        assert commands_run(standin, instance_id) == [A]  # once, in its batch
+    document = json.loads(result.read_text())
+    assert document["stage"] == "not run"
+    assert sorted(document["out_of_service_seconds"]) == sorted(fleet.ids)

@@ -12,7 +12,7 @@ import pytest
 from functional.plans import World
 from pipe.config.rollout import RolloutSettings, TargetGroupChoice
 from pipe.plan import DeployPlan
-from pipe.plan.commands import deploy_spec
+from pipe.plan.commands import deploy_spec, stages
 from pipe.report import plan as words
 
 
@@ -75,3 +75,28 @@ def test_the_generated_script_is_printed_only_with_debug_and_the_commands_always
     assert "    echo deploying\n    ./deploy.sh" in quiet  # the user's COMMANDS, as given
     assert "DEBUG: 'true'" in quiet  # where the script is
     assert len(quiet.splitlines()) < 30
+
+
+def test_a_rolling_release_stages_first_and_with_stage_first_off_the_dry_run_says_each_batch_installs(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.release_mode()
+    world.change(dry_run=True, rollout=RolloutSettings(target_groups=TargetGroupChoice(refs=("web",))))
+    staged = world.plan()
+    world.release_mode(stage_first=False)
+    unstaged = world.plan()
+
+    with_staging, without = dry_run_log(staged, caplog), dry_run_log(unstaged, caplog)
+
+    assert stages(staged) and not stages(unstaged)  # no staging phase is sent without it
+    assert "staging:   first, release" in with_staging
+    assert "on each instance, staging (before the first batch):" in with_staging
+    assert "staging:   first" not in without and "staging (before the first batch)" not in without
+    assert (
+        "staging:   off (STAGE_FIRST: 'false'): each batch downloads, verifies, unpacks and runs COMMANDS while it "
+        "is out of service"
+    ) in without
+    assert "  on each instance:\n" in without  # every step, in the batch's window
+    # the batch's install does not look for a copy this deploy staged: it installs
+    assert "ssm_deploy_staged=1" in deploy_spec(staged, staged.batches[0]).script
+    assert "ssm_deploy_staged=1" not in deploy_spec(unstaged, unstaged.batches[0]).script

@@ -829,6 +829,7 @@ BAD: dict[str, Inject] = {
     "RELEASE": one_of_words("RELEASE", ["latest", "42", "v1.2", "000042"]),
     "KEEP_RELEASES": one_of_words("KEEP_RELEASES", ["1", "0", "101", "five"]),
     "VERIFY_PROCESSES": bad_bool("VERIFY_PROCESSES"),
+    "STAGE_FIRST": bad_bool("STAGE_FIRST"),
     "SERVICE": one_of_words("SERVICE", ["has space", "a/b", "x" * 200, "é"]),
     # the rollout: each refused by its own check, or as "only used with TARGET_GROUPS"
     "TARGET_GROUPS": one_of_words(
@@ -837,6 +838,7 @@ BAD: dict[str, Inject] = {
     ),
     "AUTO_SCALING_GROUPS": one_of_words("AUTO_SCALING_GROUPS", ["auto web", "web AUTO", "x" * 256]),
     "BATCH_SIZE": one_of_words("BATCH_SIZE", ["0", "0%", "101%", "a quarter", "-1"]),
+    "ROLLBACK_BATCH_SIZE": one_of_words("ROLLBACK_BATCH_SIZE", ["0", "0%", "101%", "maximum", "all", "-1"]),
     "CANARY": one_of_words("CANARY", ["0", "one", "10001", "1.5", "10%"]),
     "MIN_HEALTHY": one_of_words("MIN_HEALTHY", ["101%", "most", "-1", "75 %"]),
     "DRAIN_TIMEOUT": one_of_words("DRAIN_TIMEOUT", ["0", "4201", "5m", "-1"]),

@@ -52,7 +52,7 @@ def impossible_batch(groups: Sequence[TargetGroup], batches: Sequence[Batch], mi
     for batch in batches:
         problem = shortfall(groups, batch.instance_ids, min_healthy)
         if problem:
-            largest = _largest_batch(groups, min_healthy)
+            largest = largest_batch(groups, min_healthy)
             return (
                 f"{batch} cannot start: {problem}. With this fleet a batch may hold at most {largest} instance(s) "
                 "of each group"
@@ -60,7 +60,9 @@ def impossible_batch(groups: Sequence[TargetGroup], batches: Sequence[Batch], mi
     return None
 
 
-def _largest_batch(groups: Sequence[TargetGroup], min_healthy: str) -> int:
+def largest_batch(groups: Sequence[TargetGroup], min_healthy: str) -> int:
+    """The most instances a batch may take out of ``groups`` with their health as last read: the fewest
+    healthy targets above MIN_HEALTHY's floor in any of them."""
     return min(
         (len(g.healthy) - healthy_floor(min_healthy, len(g.registered)) for g in groups),
         default=0,

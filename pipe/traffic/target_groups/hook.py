@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pipe.errors import DeployFailed
 from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
-from pipe.traffic.target_groups.capacity import shortfall
+from pipe.traffic.target_groups.capacity import largest_batch, shortfall
 from pipe.traffic.target_groups.groups import TargetGroup, TargetState
 from pipe.traffic.target_groups.waits import (
     LoadBalancerError,
@@ -61,7 +61,7 @@ class LoadBalancer:
     def around(self, run: Execution, batch: Batch) -> Iterator[None]:
         """The BatchHook: out of the load balancer before the deploy, back in after it."""
         registrations = self.registrations(batch.instance_ids)
-        record = run.outcome.batch_record(batch.number, batch.instance_ids)
+        records = run.outcome.records_of(batch)
         if not registrations:
             log.info(f"{batch}: in none of the target groups, deployed without draining")
             yield
@@ -80,7 +80,7 @@ class LoadBalancer:
             raise DeployFailed(f"{batch} could not be taken out of the load balancer: {error}.") from None
         try:
             try:
-                self._wait_drained(run, batch, registrations, record)
+                self._wait_drained(run, batch, registrations, records)
             except LoadBalancerError as error:
                 raise DeployFailed(
                     f"{batch}: its drain could not be followed: {error}. Nothing was deployed on it."
@@ -90,9 +90,22 @@ class LoadBalancer:
             self._put_back(run, batch, registrations, wait=False)
             raise
         try:
-            self._put_back(run, batch, registrations, wait=True, record=record, left=left)
+            self._put_back(run, batch, registrations, wait=True, records=records, left=left)
         except LoadBalancerError as error:
             raise NotBackInService(f"{batch}: its health in the load balancer could not be read: {error}.") from None
+
+    def room(self, run: Execution, instance_ids: Sequence[str]) -> int | None:
+        """How many instances may be out of service at once now, in the groups ``instance_ids`` are in:
+        the fewest healthy targets above MIN_HEALTHY's floor (read now; None when they are in none)."""
+        leaving = [group for group, _ in self.registrations(instance_ids).values()]
+        if not leaving:
+            return None
+        for group in leaving:
+            try:
+                group.targets = read_states(run.clients.elbv2, group.arn, [])
+            except LoadBalancerError:
+                return 0  # unreadable: no room known, so one batch at a time (the hook reads it again)
+        return largest_batch(leaving, self.min_healthy)
 
     def _wait_for_capacity(self, run: Execution, batch: Batch, leaving: Sequence[TargetGroup]) -> None:
         """Never start a batch that would leave one of the groups it leaves below MIN_HEALTHY: wait
@@ -113,7 +126,9 @@ class LoadBalancer:
             run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
             time.sleep(poll_seconds(len(leaving)))
 
-    def _wait_drained(self, run: Execution, batch: Batch, registrations: Registrations, record: BatchRecord) -> None:
+    def _wait_drained(
+        self, run: Execution, batch: Batch, registrations: Registrations, records: Sequence[BatchRecord]
+    ) -> None:
         waited, pending = wait_for(
             run.clients.elbv2,
             registrations,
@@ -127,7 +142,8 @@ class LoadBalancer:
                 f"{_states(pending)}. Nothing was deployed on it. Fix: raise "
                 "DRAIN_TIMEOUT above the target group's deregistration_delay.timeout_seconds, or lower that delay."
             )
-        record.drain = record.drain if record.drain is not None else round(waited, 1)
+        for record in records:
+            record.drain = record.drain if record.drain is not None else round(waited, 1)
         log.info(f"{batch}: drained after {waited:.0f} s")
 
     def _put_back(
@@ -136,7 +152,7 @@ class LoadBalancer:
         batch: Batch,
         registrations: Registrations,
         wait: bool,
-        record: BatchRecord | None = None,
+        records: Sequence[BatchRecord] = (),
         left: float | None = None,
     ) -> None:
         registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
@@ -164,10 +180,11 @@ class LoadBalancer:
                 f"{_states(pending)}. Check the target group's health check (path, port, matcher) against the "
                 "app, or raise HEALTHY_TIMEOUT."
             )
-        if record is not None and record.healthy is None:
-            record.healthy = round(waited, 1)
-        if record is not None and left is not None:
-            record.out_of_service_for(time.monotonic() - left)
+        for record in records:
+            if record.healthy is None:
+                record.healthy = round(waited, 1)
+            if left is not None:
+                record.out_of_service_for(time.monotonic() - left)
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 
 from pipe.aws.clients import Clients
-from pipe.config.rollout import DRAIN_MARGIN_SECONDS
+from pipe.config.rollout import DRAIN_MARGIN_SECONDS, LARGEST, batch_sizes
 from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
-from pipe.plan.batches import batches_of
+from pipe.plan.batches import batches_of, sized, switching_back
 from pipe.traffic import Planned
-from pipe.traffic.target_groups.capacity import below_floor, impossible_batch
+from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch
 from pipe.traffic.target_groups.groups import Discovery, TargetGroup, find_target_groups
 from pipe.traffic.target_groups.hook import LoadBalancer
 
@@ -38,6 +38,10 @@ def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list
         # the batches as they would be without TARGET_GROUPS: BATCH_SIZE and CANARY if given, else one
         return Planned(None, batches_of(settings, instance_ids, one_at_a_time=False))
     leaving = [group for group in groups if group.registrations(ours)]
+    if switching_back(settings) == LARGEST:  # RELEASE after staging, ROLLBACK_BATCH_SIZE max
+        largest = largest_batch(leaving, rollout.min_healthy)
+        if largest > 0:
+            batches = sized(instance_ids, batch_sizes(len(instance_ids), str(largest), None, one_at_a_time=False))
     _refuse_below_min_healthy(leaving, batches, rollout.min_healthy)
     delay = max(group.deregistration_delay for group in leaving or groups)
     drain_timeout = rollout.drain_timeout or delay + DRAIN_MARGIN_SECONDS

@@ -945,3 +945,20 @@ def test_status_needs_the_app_dir_the_environment_and_the_instances() -> None:
 
 def test_an_unknown_action_is_refused_naming_the_ones_there_are() -> None:
     assert problems_of({"ACTION": "rollback"})["ACTION"] == ["must be one of deploy, status, got 'rollback'"]
+
+
+def test_stage_first_is_on_by_default_and_false_turns_staging_off() -> None:
+    assert _release(load(RELEASE_MODE)).stage_first is True
+    assert _release(load({**RELEASE_MODE, "STAGE_FIRST": "false"})).stage_first is False
+    assert "is only used in release mode" in problems_of({"STAGE_FIRST": "false"})["STAGE_FIRST"][0]
+
+
+def test_rollback_batch_size_takes_max_a_count_or_a_percentage_in_a_rollout_the_pipe_drives() -> None:
+    driven = {"BATCH_SIZE": "25%"}
+    assert load(driven).rollout.rollback_batch_size is None
+    assert load({**driven, "ROLLBACK_BATCH_SIZE": "MAX"}).rollout.rollback_batch_size == "max"
+    assert load({**driven, "ROLLBACK_BATCH_SIZE": "50%"}).rollout.rollback_batch_size == "50%"
+    assert load({**driven, "ROLLBACK_BATCH_SIZE": "3"}).rollout.rollback_batch_size == "3"
+    assert "must be" in problems_of({**driven, "ROLLBACK_BATCH_SIZE": "all"})["ROLLBACK_BATCH_SIZE"][0]
+    (alone,) = problems_of({"ROLLBACK_BATCH_SIZE": "max"})["ROLLBACK_BATCH_SIZE"]
+    assert "when the pipe rolls out batch by batch" in alone and "TARGET_GROUPS" in alone
