@@ -20,6 +20,11 @@ Measured, each in the same run as its baseline:
   previous release is live again" on every instance (the automatic switch back), against a new pipe
   run that deploys a release the instances still have (``RELEASE: <id>``, what a person would start).
 
+- stage, then roll: rolling release deploys of 8 instances behind the load balancer with traffic, one
+  at a time and in 25 % batches, staged and with ``STAGE_FIRST: 'false'`` (wall time, each
+  instance's time out of service, failed requests), and going back (``RELEASE: previous``, and
+  ``ROLLBACK_BATCH_SIZE: max``) against a fresh deploy (``staging.py``, which also runs alone).
+
 Zero-downtime rollouts behind a load balancer (failed requests with and without draining, seconds
 per batch) are measured by ``bench/load_balancer.py``.
 """
@@ -246,6 +251,9 @@ def main() -> int:
         from control_plane import rows as control_plane_rows  # it imports this module's helpers
 
         rows.extend(control_plane_rows(aws, clone, args.sizes or [1, 50], 5.0))
+        from staging import rows as staging_rows
+
+        rows.extend(staging_rows(aws, Path(clone), 1 if args.quick else 3))
     print_table(rows)
     return 0
 
