@@ -1,7 +1,7 @@
 """The plan: everything one deploy will do, read and checked before anything is sent or changed.
 
 ``build_plan`` (``plan/build.py``) makes it with read-only calls; every refusal happens there. The
-dry run prints it and stops; otherwise ``apply`` (``pipe/apply.py``) carries it out, and the sinks
+dry run prints it and stops; otherwise ``apply`` (``pipe/apply/__init__.py``) carries it out, and the sinks
 (``report/sinks.py``) read it next to the outcome. It is frozen: no stage changes it afterwards, and
 the validated settings in it are the ones every stage sees."""
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
 from pipe.model import Batch, SecretRef
 from pipe.plan.bounds import Bounds
 from pipe.release.stage import Release
-from pipe.stages.authenticate import Identity
 from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
 from pipe.traffic.auto_scaling.new_instances import NewInstances
 

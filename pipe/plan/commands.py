@@ -4,7 +4,7 @@ the spec: what runs, on which instances, with which bounds.
 
 The plan step (``plan/build.py``) checks here that every script it may send fits in one SendCommand,
 so a health check or rollback too big to send is refused before anything is sent, not found after a
-switch; the apply step (``stages/phases.py``) sends them."""
+switch; the apply step (``apply/phases.py``) sends them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pipe.errors import NothingSent
 from pipe.limits import COMMENT_LIMIT, MAX_SCRIPT_BYTES
 from pipe.model import Batch, CommandSpec
 from pipe.plan import DeployPlan
+from pipe.plan.script import build_script, command_lines, header_line, healthcheck_body, script_bytes
 from pipe.release.remote import (
     READ_LOCK_SECONDS,
     ReleasePlan,
@@ -26,7 +27,6 @@ from pipe.release.remote import (
     switch_back_body,
     verified_after,
 )
-from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body, script_bytes
 
 STAGE, DEPLOY, HEALTH_CHECK, ROLLBACK, READ = "stage", "deploy", "health check", "rollback", "read"
 EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failure never skips another

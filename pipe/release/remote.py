@@ -1,6 +1,6 @@
 """The on-instance half of release mode: POSIX sh that installs, switches and rolls back releases.
 
-Rendering only (no AWS calls). The text is placed after the pipe's prelude (pipe/stages/script.py
+Rendering only (no AWS calls). The text is placed after the pipe's prelude (pipe/plan/script.py
 ``build_script(settings, body)``), which has already read SECRETS and exported them with VARIABLES.
 AWS-RunShellScript runs the script with ``sh`` (dash on Debian/Ubuntu), so everything here is POSIX
 sh; only the user's COMMANDS and ACTIVATE_COMMANDS run in bash, in their own process, so a syntax

@@ -16,6 +16,9 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 
 from functional.fake_aws import FakeSSM
 from functional.plans import applying, planned
+from pipe.apply.phases import send_only
+from pipe.apply.rollout import roll_out
+from pipe.apply.run import Run
 from pipe.aws.clients import Clients
 from pipe.config.rollout import RolloutSettings
 from pipe.errors import DeployFailed, DeployStopped, SendOutcomeUnknown
@@ -23,10 +26,7 @@ from pipe.execution import Execution
 from pipe.model import Batch, PhaseStatus, Status
 from pipe.plan.commands import deploy_spec
 from pipe.report.result_file import write_result
-from pipe.run import Run
 from pipe.runtime.interruption import StopRequests
-from pipe.stages.phases import send_only
-from pipe.stages.rollout import roll_out
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
 

@@ -40,9 +40,9 @@ from pipe.config.settings import DeploySettings
 from pipe.errors import DeployFailed, NothingSent
 from pipe.limits import MAX_SCRIPT_BYTES
 from pipe.model import SecretRef
+from pipe.plan.script import build_script, healthcheck_body, script_bytes
 from pipe.release.remote import install_body
 from pipe.release.stage import Release
-from pipe.stages.script import build_script, healthcheck_body, script_bytes
 from pipe.traffic import RolloutScope
 from pipe.traffic.auto_scaling.groups import VARIABLE, AutoScalingError, call
 from pipe.traffic.auto_scaling.hold import ScalingHold

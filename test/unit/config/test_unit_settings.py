@@ -22,7 +22,7 @@ from pipe.config.variables import (
 )
 from pipe.errors import ValidationFailed
 from pipe.model import SecretRef, Target
-from pipe.stages.script import script_size_problem
+from pipe.plan.script import script_size_problem
 
 ID_A = "i-0123456789abcdef0"
 ID_B = "i-0fedcba9876543210"

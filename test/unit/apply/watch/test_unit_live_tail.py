@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from pipe.limits import LIVE_TAIL_MAX_PREFIXES
-from pipe.report.console import OutputPrinter
-from pipe.runtime.redaction import Redactor
-from pipe.stages.watch.live_starts import (
+from pipe.apply.watch.live_starts import (
     LIVE_TAIL_RETRY_SECONDS,
     THROTTLED_RETRY_MAX_SECONDS,
     THROTTLED_RETRY_SECONDS,
     throttled_retry_seconds,
 )
-from pipe.stages.watch.live_tail import LiveTailSession, log_group_arn
-from pipe.stages.watch.log_tail import LogTail
-from pipe.stages.watch.streams import Captured, Gap
+from pipe.apply.watch.live_tail import LiveTailSession, log_group_arn
+from pipe.apply.watch.log_tail import LogTail
+from pipe.apply.watch.streams import Captured, Gap
+from pipe.limits import LIVE_TAIL_MAX_PREFIXES
+from pipe.report.console import OutputPrinter
+from pipe.runtime.redaction import Redactor
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock
 
 GROUP = "/aws/ssm/ssm-deploy"

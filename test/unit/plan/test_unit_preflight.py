@@ -1,4 +1,4 @@
-"""pipe.stages.preflight with a stubbed SSM client: agent status and readable SECRETS before anything is sent."""
+"""pipe.plan.preflight with a stubbed SSM client: agent status and readable SECRETS before anything is sent."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from mypy_boto3_ssm.client import SSMClient
 
 from pipe.errors import PipeError
 from pipe.model import SecretRef
+from pipe.plan.preflight import check_instances, check_parameters, preflight
 from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import MASK, Redactor
-from pipe.stages.preflight import check_instances, check_parameters, preflight
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_settings, ssm_client
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/deploy-production/ssm-deploy-app-42"

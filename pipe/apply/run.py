@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
 from pipe.plan import DeployPlan
 from pipe.release.stage import Release
-from pipe.stages.authenticate import Identity
 
 
 @dataclass(kw_only=True)

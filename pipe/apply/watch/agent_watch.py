@@ -21,7 +21,7 @@ from pipe.model import UNDELIVERED_STATUSES
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
-    from pipe.stages.watch.tracker import InvocationTracker
+    from pipe.apply.watch.tracker import InvocationTracker
 
 MAX_CHECK_INTERVAL = 30.0
 log = logging.getLogger("ssm-deploy")

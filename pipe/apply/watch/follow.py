@@ -8,20 +8,20 @@ from contextlib import contextmanager
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.apply.run import Run
+from pipe.apply.send import SentCommands, cancel_command
+from pipe.apply.watch.agent_watch import AgentWatch
+from pipe.apply.watch.closing import show_results
+from pipe.apply.watch.live_tail import log_group_arn
+from pipe.apply.watch.log_tail import LogTail
+from pipe.apply.watch.tracker import InvocationTracker, WaitTimedOut, wait_until_final
+from pipe.aws.authenticate import CredentialsExpired, session_ended
 from pipe.aws.console import console_urls
 from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.errors import DeployStopped, StillRunning, sentence
 from pipe.model import CommandSpec, Invocation, PhaseOutcome, SentCommand, command_ids
 from pipe.report.console import OutputPrinter
-from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
-from pipe.stages.authenticate import CredentialsExpired, session_ended
-from pipe.stages.send import SentCommands, cancel_command
-from pipe.stages.watch.agent_watch import AgentWatch
-from pipe.stages.watch.closing import show_results
-from pipe.stages.watch.live_tail import log_group_arn
-from pipe.stages.watch.log_tail import LogTail
-from pipe.stages.watch.tracker import InvocationTracker, WaitTimedOut, wait_until_final
 
 CANCEL_GRACE_SECONDS = 30
 log = logging.getLogger("ssm-deploy")

@@ -1,4 +1,4 @@
-"""pipe.stages.send: SendCommand runs at most once, even when its answer is lost.
+"""pipe.apply.send: SendCommand runs at most once, even when its answer is lost.
 
 A fake SSM client scripts what SendCommand and ListCommands answer; the botocore tests use a real
 client whose HTTP layer is replaced through botocore's ``before-send`` event."""
@@ -16,11 +16,8 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
-from pipe.aws.clients import client_config
-from pipe.errors import PipeError
-from pipe.limits import COMMENT_LIMIT
-from pipe.stages import send
-from pipe.stages.send import (
+from pipe.apply import send
+from pipe.apply.send import (
     RECONCILE_DELAYS,
     RECONCILE_PAGES,
     forbid_unsafe_retries,
@@ -29,6 +26,9 @@ from pipe.stages.send import (
     send_command,
     send_commands,
 )
+from pipe.aws.clients import client_config
+from pipe.errors import PipeError
+from pipe.limits import COMMENT_LIMIT
 from unit.unit_support import COMMAND_ID, INSTANCE_A, REGION, make_settings, spec_for, ssm_client
 
 SCRIPT = ["echo deploying"]

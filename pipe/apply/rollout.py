@@ -18,6 +18,10 @@ from __future__ import annotations
 import logging
 import time
 
+from pipe.apply.phases import run_phase
+from pipe.apply.run import Run
+from pipe.apply.staging import stage_release
+from pipe.aws.alarms import AlarmsUnreadable, firing
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
 from pipe.plan.commands import DEPLOY, HEALTH_CHECK, STAGE, deploy_spec, healthcheck_spec, rollback_spec, stages
@@ -25,10 +29,6 @@ from pipe.release.fleet_state import fleet_at_end
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
 from pipe.report.instances import LISTED, listed, named, release_meanings
-from pipe.run import Run
-from pipe.stages.alarms import AlarmsUnreadable, firing
-from pipe.stages.phases import run_phase
-from pipe.stages.staging import stage_release
 from pipe.traffic import BatchHook, departed, no_hook
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake

@@ -20,9 +20,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.apply.watch.live_tail import LiveTailSession
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.limits import LIVE_TAIL_MAX_PREFIXES
-from pipe.stages.watch.live_tail import LiveTailSession
 
 LIVE_TAIL_RETRY_SECONDS = 2.0  # StartLiveTail again while the log group does not exist yet
 # After the n-th throttled StartLiveTail in a row, try again after a random 1 to min(8, 2**n) s: never

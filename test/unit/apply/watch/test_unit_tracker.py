@@ -1,4 +1,4 @@
-"""pipe.stages.watch.tracker: the poll strategy against an in-memory SSM that counts every call."""
+"""pipe.apply.watch.tracker: the poll strategy against an in-memory SSM that counts every call."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from pipe.model import CommandSpec, SentCommand
-from pipe.stages.send import ChunkQueue, plan_chunks
-from pipe.stages.watch.tracker import (
+from pipe.apply.send import ChunkQueue, plan_chunks
+from pipe.apply.watch.tracker import (
     FIRST_POLL_SECONDS,
     MAX_POLL_SECONDS,
     InvocationTracker,
     WaitTimedOut,
     wait_until_final,
 )
+from pipe.model import CommandSpec, SentCommand
 from unit.fake_ssm import Command, FakeSSM, Row
 from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, FakeClock, make_settings
 

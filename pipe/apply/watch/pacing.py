@@ -8,11 +8,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pipe.apply.send import ChunkQueue, cancel_command
 from pipe.model import SentCommand
-from pipe.stages.send import ChunkQueue, cancel_command
 
 if TYPE_CHECKING:
-    from pipe.stages.watch.tracker import InvocationTracker
+    from pipe.apply.watch.tracker import InvocationTracker
 
 log = logging.getLogger("ssm-deploy")
 

@@ -11,11 +11,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from pipe.apply.watch.filter_reads import PAGE_EVENTS
+from pipe.apply.watch.log_tail import DRAIN_POLL_SECONDS, FILTER_POLL_SECONDS, LogTail
+from pipe.apply.watch.streams import LOOKBACK_MS, QUIET_SECONDS, Captured, Gap, after_streamed
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
-from pipe.stages.watch.filter_reads import PAGE_EVENTS
-from pipe.stages.watch.log_tail import DRAIN_POLL_SECONDS, FILTER_POLL_SECONDS, LogTail
-from pipe.stages.watch.streams import LOOKBACK_MS, QUIET_SECONDS, Captured, Gap, after_streamed
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
 
 GROUP = "/aws/ssm/ssm-deploy"

@@ -5,15 +5,15 @@ Everything here acts; everything it acts on was read and checked by ``build_plan
 
 from __future__ import annotations
 
+from pipe.apply.phases import send_only
+from pipe.apply.rollout import roll_out
+from pipe.apply.run import Run
 from pipe.errors import DeployStopped
 from pipe.execution import Execution
 from pipe.model import Status
 from pipe.plan import DeployPlan
 from pipe.plan.commands import deploy_spec
 from pipe.release.stage import done_message, record_release, upload_release
-from pipe.run import Run
-from pipe.stages.phases import send_only
-from pipe.stages.rollout import roll_out
 from pipe.traffic import holding_all
 from pipe.traffic.auto_scaling.new_instances import converge_new_instances
 

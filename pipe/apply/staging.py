@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 
+from pipe.apply.phases import run_phase
+from pipe.apply.run import Run
 from pipe.errors import DeployFailed
 from pipe.model import PhaseStatus, command_ids
 from pipe.plan.commands import stage_spec
 from pipe.report.durations import format_duration
 from pipe.report.instances import listed, release_meanings
-from pipe.run import Run
-from pipe.stages.phases import run_phase
 
 log = logging.getLogger("ssm-deploy")
 

@@ -1,4 +1,4 @@
-"""pipe.stages.script: the script the instances run, checked by running it with a fake ``aws``."""
+"""pipe.plan.script: the script the instances run, checked by running it with a fake ``aws``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pipe.config.build_context import BuildContext
 from pipe.config.documents import POWERSHELL
 from pipe.config.settings import DeploySettings
 from pipe.model import SecretRef
-from pipe.stages.script import (
+from pipe.plan.script import (
     AWS_CLI_MISSING,
     PARAMETER_READ_FAILED,
     build_script,

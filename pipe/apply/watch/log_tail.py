@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pipe.apply.watch.filter_reads import FilterReads
+from pipe.apply.watch.live_starts import SessionStarts
+from pipe.apply.watch.live_tail import LiveTailSession, StreamEnd
+from pipe.apply.watch.streams import Captured, Gap, ReadCounts, StreamBook, StreamKey, Verdict
 from pipe.report.console import OutputPrinter
-from pipe.stages.watch.filter_reads import FilterReads
-from pipe.stages.watch.live_starts import SessionStarts
-from pipe.stages.watch.live_tail import LiveTailSession, StreamEnd
-from pipe.stages.watch.streams import Captured, Gap, ReadCounts, StreamBook, StreamKey, Verdict
 
 DRAIN_POLL_SECONDS = 0.25
 FILTER_POLL_SECONDS = 1.0  # FilterLogEvents at most once a second per command, however often polled

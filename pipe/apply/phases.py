@@ -14,6 +14,10 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipe.apply.run import Run
+from pipe.apply.send import cancel_command, send_commands
+from pipe.apply.watch.follow import follow
+from pipe.apply.watch.results import ensure_full_copy
 from pipe.aws.console import console_url
 from pipe.errors import DeployStopped, PipeError, SendOutcomeUnknown, StillRunning
 from pipe.model import (
@@ -29,11 +33,7 @@ from pipe.model import (
 from pipe.plan.commands import read_spec
 from pipe.release.remote import current_report
 from pipe.report.instances import LISTED, named
-from pipe.run import Run
 from pipe.runtime.interruption import Interrupted
-from pipe.stages.send import cancel_command, send_commands
-from pipe.stages.watch.follow import follow
-from pipe.stages.watch.results import ensure_full_copy
 
 log = logging.getLogger("ssm-deploy")
 

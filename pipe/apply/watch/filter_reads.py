@@ -8,9 +8,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from pipe.apply.watch.streams import StreamBook
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.limits import FILTER_PAGE_MAX_EVENTS
-from pipe.stages.watch.streams import StreamBook
 
 PAGE_EVENTS = FILTER_PAGE_MAX_EVENTS  # as few calls as AWS allows: the quota counts calls, not events
 

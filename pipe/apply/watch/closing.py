@@ -17,6 +17,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from pipe.apply.watch.log_tail import LogTail
+from pipe.apply.watch.results import ensure_full_copy
+from pipe.apply.watch.streams import Captured, Gap, StreamKey
 from pipe.config.documents import plugin_folder
 from pipe.config.settings import DeploySettings
 from pipe.limits import LOG_LOOKBACK_SECONDS, STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
@@ -24,9 +27,6 @@ from pipe.model import Invocation, SentCommand
 from pipe.report.console import OutputPrinter, cut_notice
 from pipe.report.s3_output import output_key, read_lines
 from pipe.report.summary import print_summary
-from pipe.stages.watch.log_tail import LogTail
-from pipe.stages.watch.results import ensure_full_copy
-from pipe.stages.watch.streams import Captured, Gap, StreamKey
 
 DRAIN_SECONDS = float(LOG_LOOKBACK_SECONDS)  # the SSM Agent uploads output to CloudWatch at least every 30 s
 LIVE_OUTPUT_MISSING = "live output missing"  # a notice given once per run

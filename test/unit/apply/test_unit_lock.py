@@ -20,10 +20,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 from support import undated_times, wait_until
 
-from pipe.config.lock import lock_name
-from pipe.errors import NothingSent
-from pipe.runtime.interruption import Interrupted
-from pipe.stages.lock import (
+from pipe.apply.lock import (
     MARKER_TTL_SECONDS,
     Heartbeat,
     LockHeld,
@@ -33,6 +30,9 @@ from pipe.stages.lock import (
     check_lock,
     deploy_lock,
 )
+from pipe.config.lock import lock_name
+from pipe.errors import NothingSent
+from pipe.runtime.interruption import Interrupted
 from unit.unit_support import BUILD, REGION
 
 NAME = "/deploy-lock/web/prod"

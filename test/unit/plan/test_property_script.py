@@ -8,7 +8,7 @@
 * PARAMETERS_PATH names: always an identifier, refused exactly when reserved;
 * a health check attempt exits as the check would on its own, ``set -e`` and ``exit`` included.
 
-The expectations are written from the shells' and PowerShell's rules, not from pipe/stages/script.py.
+The expectations are written from the shells' and PowerShell's rules, not from pipe/plan/script.py.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pipe.config.documents import POWERSHELL
 from pipe.config.env_names import RESERVED, reserved_reason
 from pipe.config.parsers import list_pairs, split_pairs
 from pipe.errors import PipeError
+from pipe.plan.parameter_path import env_name, resolve_path
+from pipe.plan.script import build_script, healthcheck_body, ps_quote
 from pipe.runtime.redaction import Redactor
-from pipe.stages.parameter_path import env_name, resolve_path
-from pipe.stages.script import build_script, healthcheck_body, ps_quote
 from unit.unit_support import BUILD, make_settings
 
 SHELLS = [shell for shell in ("bash", "dash") if shutil.which(shell)]

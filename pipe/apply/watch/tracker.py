@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from pipe.apply.send import ChunkQueue
+from pipe.apply.watch.agent_watch import AgentWatch, give_up_lost_agents
+from pipe.apply.watch.pacing import ChunkPacer
+from pipe.apply.watch.progress import progress_line
+from pipe.apply.watch.results import apply_result, apply_status, list_invocations
 from pipe.aws.errors import error_code
 from pipe.errors import PipeError
 from pipe.limits import LIST_COMMANDS_PAGE, LIST_INVOCATIONS_PAGE
 from pipe.model import ACTIVE_STATUSES, Invocation, SentCommand
-from pipe.stages.send import ChunkQueue
-from pipe.stages.watch.agent_watch import AgentWatch, give_up_lost_agents
-from pipe.stages.watch.pacing import ChunkPacer
-from pipe.stages.watch.progress import progress_line
-from pipe.stages.watch.results import apply_result, apply_status, list_invocations
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient

@@ -13,8 +13,8 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import SecretRef, Target
+from pipe.plan.parameter_path import resolve_path
 from pipe.runtime.redaction import Redactor
-from pipe.stages.parameter_path import resolve_path
 
 log = logging.getLogger("ssm-deploy")
 HYBRID_PREFIX = "mi-"  # hybrid (on-premises) managed nodes: SSM knows them, EC2 does not

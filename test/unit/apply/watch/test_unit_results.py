@@ -1,4 +1,4 @@
-"""pipe.stages.watch.results.fetch_result and pipe.stages.send with a stubbed SSM client."""
+"""pipe.apply.watch.results.fetch_result and pipe.apply.send with a stubbed SSM client."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from mypy_boto3_ssm.client import SSMClient
 
-from pipe.config.settings import DeploySettings
-from pipe.errors import PipeError
-from pipe.model import Invocation, SentCommand, Target
-from pipe.stages.send import (
+from pipe.apply.send import (
     cancel_command,
     send_command,
     send_commands,
     send_parameters,
 )
-from pipe.stages.watch.results import NOT_YET_ATTEMPTS, fetch_result
+from pipe.apply.watch.results import NOT_YET_ATTEMPTS, fetch_result
+from pipe.config.settings import DeploySettings
+from pipe.errors import PipeError
+from pipe.model import Invocation, SentCommand, Target
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, REGION, make_settings, spec_for, ssm_client
 
 GET_PARAMS = {"CommandId": COMMAND_ID, "InstanceId": INSTANCE_A}

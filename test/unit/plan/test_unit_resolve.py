@@ -1,4 +1,4 @@
-"""pipe.stages.resolve with stubbed EC2, SSM and Resource Groups clients: which nodes TARGETS select.
+"""pipe.plan.resolve with stubbed EC2, SSM and Resource Groups clients: which nodes TARGETS select.
 
 EC2 knows EC2 instances only; hybrid (mi-) nodes are known to SSM alone, which DescribeInstanceInformation
 lists with ``tag:<key>`` / ``tag-key`` filters (never combined with other filter types)."""
@@ -15,7 +15,7 @@ import pytest
 from botocore.stub import Stubber
 
 from pipe.model import Target
-from pipe.stages.resolve import resolve_targets
+from pipe.plan.resolve import resolve_targets
 from unit.unit_support import INSTANCE_A, INSTANCE_B, REGION
 
 HYBRID = "mi-0123456789abcdef0"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pipe.model import ACTIVE_STATUSES, Invocation
 
 if TYPE_CHECKING:
-    from pipe.stages.watch.tracker import CommandCounts
+    from pipe.apply.watch.tracker import CommandCounts
 
 
 def progress_line(

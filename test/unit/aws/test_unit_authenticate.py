@@ -1,4 +1,4 @@
-"""pipe.stages.authenticate: sessions renewed while they can be, and said up front when they cannot last."""
+"""pipe.aws.authenticate: sessions renewed while they can be, and said up front when they cannot last."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from pipe.errors import PipeError
-from pipe.runtime.redaction import Redactor
-from pipe.stages import authenticate as auth
-from pipe.stages.authenticate import (
+from pipe.aws import authenticate as auth
+from pipe.aws.authenticate import (
     DEFAULT_WEB_IDENTITY_SECONDS,
     FOREVER,
     MANDATORY_REFRESH_SECONDS,
@@ -25,6 +23,8 @@ from pipe.stages.authenticate import (
     session_ended,
     token_expiry,
 )
+from pipe.errors import PipeError
+from pipe.runtime.redaction import Redactor
 from unit.unit_support import REGION, FakeClock
 
 EPOCH = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
