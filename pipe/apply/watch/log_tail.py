@@ -31,6 +31,7 @@ from enum import Enum
 from typing import Any
 
 from pipe.apply.watch.filter_reads import FilterReads
+from pipe.apply.watch.live_sessions import LiveSessions
 from pipe.apply.watch.live_starts import SessionStarts
 from pipe.apply.watch.live_tail import LiveTailSession, StreamEnd
 from pipe.apply.watch.streams import Captured, Gap, ReadCounts, StreamBook, StreamKey, Verdict
@@ -80,11 +81,9 @@ class LogTail:
         self._book = StreamBook(command_ids, printer)
         self._reads = FilterReads(logs, group, self._book, clock)
         live = live_logs if live_logs is not None else logs
-        self._starts = SessionStarts(live, group, group_arn, clock, jitter) if group_arn else None
+        starts = SessionStarts(live, group, group_arn, clock, jitter) if group_arn else None
+        self._live = LiveSessions(starts, self._book.counts) if starts else None
         self._mode = _Mode.LIVE if group_arn else _Mode.FILTER
-        self._sessions: list[LiveTailSession] = []
-        self._not_live: set[str] = set()  # commands no session could be started for: read at the end
-        self._caught_up: set[str] = set()  # commands read once with FilterLogEvents since their session started
         self._next_read: dict[str, float] = {}
         self._sampled = False  # Live Tail dropped events: no stream can be taken as complete
         self._ended: set[str] = set()  # commands that ended while others still run (command_ended)
@@ -133,17 +132,15 @@ class LogTail:
         """A command of the phase ended: close a Live Tail session whose commands all ended (each
         holds one of the account's concurrent sessions), after printing what it delivered."""
         self._ended.add(command_id)
-        for session in list(self._sessions):
-            if all(prefix.rstrip("/") in self._ended for prefix in session.prefixes):
-                if session.ready.is_set():
-                    self._book.print_pushed(session.take(), self._clock())
-                self._drop(session)
+        for session in self._live.finished(self._ended) if self._live else []:
+            if session.ready.is_set():
+                self._book.print_pushed(session.take(), self._clock())
+            self._drop(session)
 
     def close(self) -> None:
         """End the Live Tail sessions (they are billed while open) and log what live output cost."""
-        for session in self._sessions:
-            session.close()
-        self._sessions = []
+        if self._live:
+            self._live.close_all()
         log.debug(f"Live output from {self._group}: {self.counts.describe()}")
 
     def drain(
@@ -187,17 +184,16 @@ class LogTail:
 
     # --- Live Tail ------------------------------------------------------------------------------------
     def _poll_live(self) -> int:
-        waiting = self._uncovered()
-        if waiting and self._starts is not None and self._starts.due:
-            self._start_sessions(waiting)
+        assert self._live is not None  # LIVE mode: a log group ARN was given
+        unusable = self._live.start(self._live.uncovered(self._command_ids, self._ended))
+        if unusable is not None:
+            self._fall_back(unusable)
         printed = 0
-        for session in list(self._sessions):
+        for session in list(self._live.open):
             if not session.ready.is_set():
                 continue
-            for command_id in (prefix.rstrip("/") for prefix in session.prefixes):
-                if command_id not in self._caught_up and self._mode is _Mode.LIVE:
-                    self._caught_up.add(command_id)
-                    printed += self._read(command_id, self._book.restart_window(command_id))
+            for command_id in self._live.uncaught(session) if self._mode is _Mode.LIVE else []:
+                printed += self._read(command_id, self._book.restart_window(command_id))
             printed += self._book.print_pushed(session.take(), self._clock())
             if session.sampled and not self._sampled:
                 self._sampled = True
@@ -210,23 +206,6 @@ class LogTail:
                 self._session_ended(session, session.end)
         return printed
 
-    def _uncovered(self) -> list[str]:
-        """The commands still running that no session follows: not started yet, started while the
-        others ran (``add_command``), or whose session timed out. Once every command ended, what is
-        left is read once at the end (``_read_unread``)."""
-        covered = {prefix.rstrip("/") for session in self._sessions for prefix in session.prefixes}
-        skip = covered | self._ended | self._not_live
-        return [command_id for command_id in self._command_ids if command_id not in skip]
-
-    def _start_sessions(self, command_ids: list[str]) -> None:
-        assert self._starts is not None
-        started = self._starts.start(command_ids, others_run=bool(self._sessions))
-        self._sessions += started.sessions
-        self.counts.live_sessions += len(started.sessions)
-        self._not_live.update(started.read_at_end)
-        if started.unusable is not None:
-            self._fall_back(started.unusable)
-
     def _session_ended(self, session: LiveTailSession, end: StreamEnd) -> None:
         """A session stopped: after three hours, start a new one (and read what fell between them);
         after a failure, read with FilterLogEvents from now on."""
@@ -235,15 +214,12 @@ class LogTail:
             self._fall_back(f"the Live Tail stream broke ({end.code}: {end.message})")
 
     def _drop(self, session: LiveTailSession) -> None:
-        """Close a session; its commands are uncovered again (a command that has not ended gets a new one)."""
-        session.close()
-        self._sessions.remove(session)
-        self._caught_up.difference_update(prefix.rstrip("/") for prefix in session.prefixes)
+        assert self._live is not None
+        self._live.drop(session)
 
     def _fall_back(self, why: str) -> None:
-        for session in self._sessions:
-            session.close()
-        self._sessions = []
+        if self._live:
+            self._live.close_all()
         if self._mode is not _Mode.LIVE:
             return
         self._mode = _Mode.FILTER
@@ -264,8 +240,8 @@ class LogTail:
         ended before a session could start; or no session could be started for it); return them."""
         read = set()
         for command_id in self._command_ids:
-            if command_id not in self._caught_up and self._mode is _Mode.LIVE:
-                self._caught_up.add(command_id)
+            if self._live and command_id not in self._live.caught_up and self._mode is _Mode.LIVE:
+                self._live.caught_up.add(command_id)
                 self._read(command_id, None)
                 read.add(command_id)
         return read
