@@ -2,7 +2,7 @@
 and hand the plan and the outcome to the sinks.
 
 Building the plan (``plan/build.py``) only reads, and every refusal happens there; applying it
-(``apply.py``) is the only step that sends or changes anything. The lock comes right after
+(``apply/``) is the only step that sends or changes anything. The lock comes right after
 authentication, before anything of the fleet is read: a deploy started during another one is told
 that the other holds the lock, not what that deploy's drained batch does to MIN_HEALTHY.
 """
