@@ -143,7 +143,7 @@ def _run_batch(
 
 def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     outcome = run.outcome.deploy
-    plan = run.release.plan if run.release is not None else None
+    plan = run.plan.release_plan
     before, sent_before = set(outcome.invocations), len(outcome.commands)
     failed = run_phase(run, deploy_spec(run.plan, batch), outcome)
     invocations = {i: inv for i, inv in outcome.invocations.items() if i not in before}
@@ -319,7 +319,7 @@ class _Rollback:
             return True
         self.targeted += targets
         self.tried.add(batch.number)
-        plan = run.release.plan if run.release is not None else None
+        plan = run.plan.release_plan
         if plan is not None:
             log.info(
                 f"---- Switching {len(targets)} instance(s) back to the release that was live before, "

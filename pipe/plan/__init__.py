@@ -14,6 +14,7 @@ from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
 from pipe.model import Batch, SecretRef
 from pipe.plan.bounds import Bounds
+from pipe.release.remote import ReleasePlan
 from pipe.release.stage import Release
 from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
 from pipe.traffic.auto_scaling.new_instances import NewInstances
@@ -34,6 +35,11 @@ class DeployPlan:
     lines: tuple[str, ...] = ()  # the rollout in words: batches, alarms, target groups and bounds
     # release mode with Auto Scaling groups: what new instances of the groups install once the deploy succeeded
     new_instances: NewInstances | None = None
+
+    @property
+    def release_plan(self) -> ReleasePlan | None:
+        """Release mode: what each instance follows to install and switch; None in command mode."""
+        return self.release.plan if self.release is not None else None
 
     @property
     def hook(self) -> BatchHook:

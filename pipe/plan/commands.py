@@ -20,7 +20,6 @@ from pipe.plan import DeployPlan
 from pipe.plan.script import build_script, command_lines, header_line, healthcheck_body, script_bytes
 from pipe.release.remote import (
     READ_LOCK_SECONDS,
-    ReleasePlan,
     install_body,
     read_current_body,
     stage_body,
@@ -46,7 +45,7 @@ def stage_spec(plan: DeployPlan) -> CommandSpec:
     """Staging: every targeted instance prepares the release (download, verify, unpack, COMMANDS) while
     it still serves the live one, MAX_CONCURRENCY at a time; every instance tries (one failure stops
     the deploy after this phase, nothing drained or switched). No alarm: nothing changes what serves."""
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     assert release is not None and plan.instances  # stages(plan)
     return CommandSpec(
         label=STAGE,
@@ -64,7 +63,7 @@ def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
     """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
     COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS. After staging, the install
     compares the staged copy before its switch (and stages where it was not staged)."""
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     body = install_body(release, staged=stages(plan)) if release is not None else None
     return CommandSpec(
         label=DEPLOY,
@@ -85,7 +84,7 @@ def healthcheck_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
     with the release id as SSM_DEPLOY_RELEASE and, once the check passed, VERIFY_PROCESSES again: a
     process that went stale since the activation fails the instance with exit 90."""
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     body = healthcheck_body(settings, release.release_id if release is not None else None)
     if release is not None:
         body = verified_after(body, release)
@@ -137,10 +136,6 @@ def _follow_up(plan: DeployPlan, label: str, body: str, instance_ids: list[str],
     )
 
 
-def _release_plan(plan: DeployPlan) -> ReleasePlan | None:
-    return plan.release.plan if plan.release is not None else None
-
-
 def refuse_scripts_too_big(plan: DeployPlan) -> None:
     """NothingSent when a script ``plan`` may send is over MAX_SCRIPT_BYTES, naming the variable to
     shrink: the deploy (COMMANDS, in release mode with ACTIVATE_COMMANDS and the release steps, and
@@ -156,7 +151,7 @@ def refuse_scripts_too_big(plan: DeployPlan) -> None:
 
 
 def _sendable(plan: DeployPlan) -> Iterator[tuple[str, str, CommandSpec]]:
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     if stages(plan):
         yield "COMMANDS", "with the release's staging steps they make", stage_spec(plan)
     if plan.batches:
