@@ -542,7 +542,11 @@ ssm_deploy_judge() {
       fi
       ;;
   esac
-  [ -n "$ssm_deploy_from" ] || ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
+  # a command with a controlling terminal (an operator's `less /srv/app/releases/<id>/config.js`) is
+  # judged only as a server: the paths among its words condemn it only when it listens
+  if [ -z "$ssm_deploy_from" ] && { ! ssm_deploy_has_terminal "$ssm_deploy_pid" || ssm_deploy_listens "$ssm_deploy_pid"; }; then
+    ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
+  fi
   if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
     case $ssm_deploy_path in
@@ -684,18 +688,34 @@ ssm_deploy_through_current() {
       'BEGIN { exit !(started / hz < switched) }'
 }
 ssm_deploy_shown_command() {
-  # process $1's command line for a message, cut to 120 characters once every value this deploy
-  # exported (the names in ssm_deploy_verify_names, read by awk from its environment, never from an
-  # argument) is masked as ****: a value passed as an argument (--token=...) never shows, even in part
+  # process $1's command line for a message, cut to 120 characters once every value of the names in
+  # ssm_deploy_verify_names is masked as ****: this deploy's (read by awk from its environment, never
+  # from an argument) and the process's own (its environment: the value an earlier deploy exported,
+  # before a rotation), so a value passed as an argument (--token=...) never shows, even in part
   tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
-    ssm_deploy_mask_min=$ssm_deploy_mask_min awk '
+    ssm_deploy_mask_min=$ssm_deploy_mask_min ssm_deploy_environ="/proc/$1/environ" awk '
     {
       line = $0
       count = split(ENVIRON["ssm_deploy_names"], names, " ")
       for (i = 1; i <= count; i++) {
         values[i] = ENVIRON[names[i]]
-        gsub(/\n/, " ", values[i])
+        wanted[names[i]] = 1
       }
+      held = "tr \"\\000\" \"\\012\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
+      last = 0
+      while ((held | getline entry) > 0) {  # NAME=value, a value with newlines goes on over the next lines
+        if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
+          last = 0
+          if (substr(entry, 1, RLENGTH - 1) in wanted) {
+            last = ++count
+            values[last] = substr(entry, RLENGTH + 1)
+          }
+        } else if (last) {
+          values[last] = values[last] "\n" entry
+        }
+      }
+      close(held)
+      for (i = 1; i <= count; i++) gsub(/\n/, " ", values[i])
       for (done = 0; done < count; done++) {  # the longest first: a value inside another masks no part of it
         longest = 0
         for (i = 1; i <= count; i++) {

@@ -95,11 +95,6 @@ def test_a_server_started_through_current_by_a_relative_path_and_left_running_fa
     assert box.current() == f"releases/{A}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a command with a controlling terminal that names a file of an older release by its absolute "
-    "path (an operator's less or tail over ssh) condemns the instance: a healthy deploy fails with 90",
-)
 def test_an_operators_command_naming_an_older_releases_file_does_not_fail_a_healthy_deploy(box: Box) -> None:
     code, output = _install(box, A, RESTARTED)
     assert code == 0, output
@@ -125,11 +120,6 @@ WORKER_ONCE = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the process check masks only this deploy's values: a stale worker started with the value a "
-    "secret had before its rotation is named with that old value in the message",
-)
 def test_a_stale_worker_holding_a_secrets_value_from_before_its_rotation_is_named_with_it_masked(box: Box) -> None:
     box.store_parameter(PARAMETER, OLD_SECRET)
     code, output = _install(box, A, WORKER_ONCE)
