@@ -152,13 +152,6 @@ def _foreign(box: Box, command: list[str], cwd: str) -> int:
     return process.pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: ssm_deploy_through_current condemns a process started through current before the switch "
-    "only when it listens; a worker (systemd ExecStart=/usr/bin/node /srv/app/current/worker.js, no "
-    "WorkingDirectory=) that ACTIVATE_COMMANDS never restarts keeps running the replaced release and the "
-    "deploy says 'none runs a replaced release'",
-)
 def test_a_worker_started_through_current_before_the_switch_and_left_running_fails_the_deploy(box: Box) -> None:
     code, output = _install(box, A, RESTARTED)
     assert code == 0, output

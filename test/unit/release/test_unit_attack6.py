@@ -73,12 +73,6 @@ def _listening(pid: int) -> None:
     subprocess.run(["sh", "-c", check], check=True, timeout=60)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a server started from APP_DIR with a path relative to it (node current/server.js) is never "
-    "read: its cwd is APP_DIR, its command line holds no absolute path under APP_DIR; it serves the replaced "
-    "release and the deploy passes",
-)
 def test_a_server_started_through_current_by_a_relative_path_and_left_running_fails_the_deploy(box: Box) -> None:
     code, output = _install(box, A, RESTARTED)
     assert code == 0, output
@@ -133,3 +127,27 @@ def test_a_stale_worker_holding_a_secrets_value_from_before_its_rotation_is_name
     assert f"process {worker} " in output
     assert OLD_SECRET not in output
     assert OLD_SECRET[:12] not in output  # not in part either
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_log_shippers_tail_through_current_started_before_the_switch_does_not_fail_a_healthy_deploy(
+    box: Box, shared: bool
+) -> None:
+    """The other side of the worker of test_unit_attack5.py: a reader that follows a file through current
+    (started before the switch, no terminal, not listening) holds the file open, and is no release's code."""
+    paths = ("logs/",) if shared else ()
+
+    def artifact(release: str) -> Artifact:
+        return box.release_artifact(release, logs=None, **{"logs/app.log": f"{release} started"})
+
+    code, output = _install(box, A, RESTARTED, artifact(A), shared_paths=paths)
+    assert code == 0, output
+    log = f"{box.app_dir}/current/logs/app.log"
+    pid = _foreign(box, ["tail", "-f", log], "/")
+    opened = f"until ls -l /proc/{pid}/fd 2>/dev/null | grep -q app.log; do sleep 0.2; done"
+    subprocess.run(["sh", "-c", opened], check=True, timeout=60)
+
+    code, output = _install(box, B, RESTARTED, artifact(B), shared_paths=paths)
+
+    assert code == 0, output
+    assert box.current() == f"releases/{B}"
