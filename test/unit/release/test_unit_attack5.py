@@ -11,9 +11,9 @@ Each test asserts what SHOULD hold; each failed on the code the attack found it 
 - after a reboot, .ssm-deploy/switched (seconds since boot) condemned a server restarted through
   current on a redeploy of the live release: the switch's time now counts only in the boot it was
   recorded in (its boot id).
-Still open (xfail strict): a worker started through current before the switch that does not listen
-is never condemned (the through-current rule needs a listening socket to stay clear of readers
-such as a log shipper's `tail -f current/logs/...`).
+- a worker started through current before the switch that does not listen was never condemned (the
+  through-current rule needed a listening socket to stay clear of readers such as a log shipper's
+  `tail -f current/logs/...`): fixed in the sixth attack, a reader is told by the file it holds open.
 Held: the same redeploy without a reboot passes."""
 
 from __future__ import annotations
