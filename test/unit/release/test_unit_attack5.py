@@ -55,15 +55,20 @@ pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' 
 SECRET = "att5ck-Secret-3f1a-value"
 
 
-@pytest.fixture
-def box() -> Iterator[Box]:
+def box_with_secret(secret: str) -> Iterator[Box]:
+    """A box whose PARAMETER holds ``secret``; the services its tests started are stopped after."""
     for root in open_temp_dir():
         made = Box(root)
-        made.store_parameter(PARAMETER, SECRET)
+        made.store_parameter(PARAMETER, secret)
         try:
             yield made
         finally:
             _stop_services(made)
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    yield from box_with_secret(SECRET)
 
 
 def _install(

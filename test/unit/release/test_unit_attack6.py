@@ -23,9 +23,9 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack5 import _foreign, _install
-from unit.release.test_unit_release_verify import PARAMETER, RESTARTED, _stop_services
-from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root, open_temp_dir
+from unit.release.test_unit_attack5 import _foreign, _install, box_with_secret
+from unit.release.test_unit_release_verify import PARAMETER, RESTARTED
+from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 
@@ -35,13 +35,7 @@ OLD_SECRET = "att6ck-Rotated-91c0-old"
 
 @pytest.fixture
 def box() -> Iterator[Box]:
-    for root in open_temp_dir():
-        made = Box(root)
-        made.store_parameter(PARAMETER, SECRET)
-        try:
-            yield made
-        finally:
-            _stop_services(made)
+    yield from box_with_secret(SECRET)
 
 
 def _listening(pid: int) -> None:
