@@ -6,6 +6,7 @@ hook, real pm2 and Node.js, and the State Manager association the pipe writes af
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,11 +26,13 @@ DEADLINE = 180.0
 
 
 class GroupFleet(NodeFleet):
-    def ship_to_group(self, release: str, build: int, *, broken: bool = False) -> PipeRun:
+    def ship_to_group(self, release: str, build: int, *, broken: bool = False, rolling: bool = False) -> PipeRun:
+        """Deploy ``release`` to the group's instances: at once, or (``rolling``) one at a time behind its
+        target group."""
         artifact = pack_release(self.clone, release, broken=broken)
         env = self.env(
             build,
-            rolling=False,
+            rolling=rolling,
             ARTIFACT=os.path.relpath(artifact, self.clone),
             INSTANCE_IDS="",
             TARGETS=f"tag:aws:autoscaling:groupName={self.group_name}",
@@ -126,3 +129,42 @@ def test_a_new_instance_installs_the_live_release_before_it_enters_service_and_a
     document = answer(f"http://{standin.instance(new).address}:3000/")
     assert document["release"] == "A"
     assert new in standin.target_states(fleet.group_arn)  # registered once InService
+
+
+def test_an_instance_launched_during_the_rollout_is_brought_to_the_new_release_before_success(
+    group_fleet: Callable[[bool], GroupFleet],
+) -> None:
+    """Issue #20 item 5: the group scales out once the first batch runs B; the new instance installs A (the
+    live release: the association is updated only after a success), enters service, and the pipe deploys B
+    to it, drained like the others, before it declares success. No request fails meanwhile."""
+    fleet = group_fleet(True)
+    standin = fleet.standin
+    first = fleet.ship_to_group("A", 1)
+    assert first.returncode == 0, first.output
+    standin.wait_target_states(fleet.group_arn, fleet.ids, "healthy", timeout=60)
+    on_b = standin.instance_path(fleet.ids[0], f"{APP_DIR}/current")
+
+    def scale_out_once_the_first_batch_runs_b() -> None:
+        _until(lambda: os.readlink(on_b).startswith("releases/000002-"), "the first batch switched to B")
+        standin.client("autoscaling").set_desired_capacity(AutoScalingGroupName=fleet.group_name, DesiredCapacity=3)
+
+    scaler = threading.Thread(target=scale_out_once_the_first_batch_runs_b, daemon=True)
+    scaler.start()
+    with standin.traffic(fleet.group_arn) as traffic:
+        run = fleet.ship_to_group("B", 2, rolling=True)
+    scaler.join(DEADLINE)
+
+    assert run.returncode == 0, run.output
+    states = _states(standin, fleet.group_name)
+    (new,) = set(states) - set(fleet.ids)
+    assert set(states.values()) == {"InService"}
+    assert f"{new} joined the fleet, launched by the Auto Scaling group {fleet.group_name} during the rollout" in (
+        run.output
+    )
+    assert f"Deployed to 3 instance(s) ({new} launched during the rollout)" in run.output
+    for instance_id in states:  # the verdict covers every instance in service at the end
+        current = standin.instance_path(instance_id, f"{APP_DIR}/current")
+        assert os.readlink(current).startswith("releases/000002-"), instance_id
+        assert answer(f"http://{standin.instance(instance_id).address}:3000/")["release"] == "B", instance_id
+    assert traffic.failures == [], traffic.failures[:5]  # the new instance too was drained before its switch
+    assert standin.target_states(fleet.group_arn) == dict.fromkeys(states, "healthy")
