@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from standin import StandIn
 from standin.instance_app import RESTART
-from support import LivePipe, run_pipe
+from support import LivePipe, run_pipe, wait_until
 
 ELB_TIME_SCALE = 0.05
 HELD = {"AZRebalance", "HealthCheck", "ReplaceUnhealthy", "InstanceRefresh"}
@@ -125,3 +125,23 @@ def test_a_stop_during_the_rollout_resumes_every_process_it_suspended_and_only_t
     assert standin.suspended_processes(group.name) == {"Launch"}  # the team's suspension stays
     states = standin.target_states(group.target_group_arn)
     assert all(states[i] in ("healthy", "initial") for i in group.ids), states  # the stopped batch is back
+
+
+def test_an_instance_in_standby_is_deployed_now_and_left_in_standby_out_of_the_load_balancer(standin: StandIn) -> None:
+    """Standby is running and goes back into service with ExitStandby, without a lifecycle hook: the pipe
+    deploys it with the others, and leaves it as the team put it (Standby, in no target group)."""
+    group = make_group(standin, 3)
+    resting = group.ids[2]
+    standin.client("autoscaling").enter_standby(
+        AutoScalingGroupName=group.name, InstanceIds=[resting], ShouldDecrementDesiredCapacity=True
+    )
+    wait_until(lambda: resting not in standin.target_states(group.target_group_arn), "Standby left the target group")
+    run = run_pipe(group_env(standin, group, COMMANDS=f"echo deployed > /tmp/deployed\n{RESTART}"), timeout=300)
+
+    assert run.returncode == 0, run.output
+    assert all(standin.instance_path(i, "/tmp/deployed").exists() for i in group.ids)
+    states = standin.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[group.name])
+    assert {i["InstanceId"]: i["LifecycleState"] for i in states["AutoScalingGroups"][0]["Instances"]}[resting] == (
+        "Standby"
+    )
+    assert resting not in standin.target_states(group.target_group_arn)  # not put into service by the deploy
