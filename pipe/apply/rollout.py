@@ -8,6 +8,9 @@ path, a failure or a stop included. Without TARGET_GROUPS, BATCH_SIZE, CANARY, B
 the plan is one batch, which SSM paces with MaxConcurrency; with them the pipe sends one command
 per batch and gates the next one on the bake and the alarms.
 
+After the planned batches, instances that joined the fleet meanwhile (launched by their Auto Scaling
+group) get batches of their own (``joined.py``) before the deploy can succeed.
+
 A batch that fails is rolled back while it is still out of the load balancer; then every batch
 deployed before it, last first, each through the hook again (drained, rolled back, registered,
 healthy), so the rollback keeps the service up too.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 
+from pipe.apply.joined import Joiners
 from pipe.apply.phases import run_phase
 from pipe.apply.run import Run
 from pipe.apply.staging import stage_release
@@ -34,6 +38,7 @@ from pipe.traffic import BatchHook, departed, no_hook
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 # what failed, besides the commands' phases (the result file's failed_phase)
 BAKE, ALARMS_GATE, LOAD_BALANCER = "bake", "alarms before a batch", "load balancer"
+SCALE_OUT = "scale-out"  # instances launched during the rollout could not all get it
 log = logging.getLogger("ssm-deploy")
 
 
@@ -57,10 +62,15 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
                 if staged is not None:
                     _failed_in(run, STAGE)
                     raise staged
-            for batch in batches:
+            queue, ran, joiners = list(batches), [], Joiners(batches)  # ran: every batch begun, joined ones last
+            while queue:
+                batch = queue.pop(0)
+                ran.append(batch)
                 failure, rolled_back = _next_batch(run, batch, hook, rollback, records.get(batch.number), done)
                 if not rolled_back:
                     done.append(batch)
+                if failure is None and not queue:  # instances launched meanwhile get the deploy too
+                    queue, failure = _joined(run, joiners, ran, records)
                 if failure is not None:
                     break
         except DeployStopped as stopped:
@@ -76,7 +86,23 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     checked = " and passed the health check" if run.settings.healthcheck_commands else ""
     bake = run.settings.rollout.bake_time
     baked = f", baked {bake} s after each of {len(batches)} batch(es)" if bake else ""
-    return f"Deployed to {deployed} instance(s){checked}{baked}."
+    joined = run.outcome.joined
+    launched = f" ({named(list(joined))} launched during the rollout)" if joined else ""
+    return f"Deployed to {deployed} instance(s){launched}{checked}{baked}."
+
+
+def _joined(
+    run: Run, joiners: Joiners, ran: list[Batch], records: dict[int, BatchRecord]
+) -> tuple[list[Batch], DeployFailed | None]:
+    """The batches for the instances that joined the fleet during the rollout, or the failure to find them."""
+    try:
+        more = joiners.batches(run, ran)
+    except DeployFailed as failure:
+        _failed_in(run, SCALE_OUT)
+        return [], failure
+    if run.settings.rollout.pipe_driven:
+        records.update({batch.number: run.outcome.batch_record(batch.number, batch.instance_ids) for batch in more})
+    return more, None
 
 
 def _next_batch(

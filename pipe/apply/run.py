@@ -44,8 +44,9 @@ class Run(Execution):
 
     @property
     def targeted(self) -> list[str] | None:
-        """The instances, when known before sending (None: SSM resolves TARGETS)."""
-        return None if self.plan.instances is None else list(self.plan.instances)
+        """The instances, when known before sending (None: SSM resolves TARGETS), then those that joined the
+        fleet during the rollout."""
+        return None if self.plan.instances is None else [*self.plan.instances, *self.outcome.joined]
 
     @property
     def names(self) -> dict[str, str]:
@@ -59,4 +60,4 @@ class Run(Execution):
     @property
     def order(self) -> list[str]:
         """The targeted instances in order: each keeps its colour in every phase."""
-        return list(self.plan.instances or ())
+        return [*(self.plan.instances or ()), *self.outcome.joined]

@@ -682,10 +682,11 @@ AUTO_SCALING_GROUPS = Variable(
     "separated by spaces or newlines (or a YAML list). The pipe then rolls out itself, batch by batch, and holds "
     "for the whole rollout the group processes that fight it (`AZRebalance`, `HealthCheck`, `ReplaceUnhealthy`, "
     "`InstanceRefresh`), resuming on every exit path exactly those it suspended; instances that are not "
-    "`InService` (`Pending`, `Terminating`, `Standby`, a warm pool's) are reported by state, and an instance the "
+    "`InService` or `Standby` (`Pending`, `Terminating`, a warm pool's) are reported by state, and an instance the "
     "group terminates during the deploy is reported as gone, not failed, unless fewer than `MIN_HEALTHY` remain. "
-    "Scaling in and out goes on. See [Auto Scaling groups](#auto-scaling-groups). Needs the instances known before "
-    "sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
+    "Scaling in and out goes on: an instance the group launches during the deploy gets it too, in a batch of its "
+    "own, before the deploy succeeds. See [Auto Scaling groups](#auto-scaling-groups). Needs the instances known "
+    "before sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
     plain(_auto_scaling_groups),
     expand=Expand.STRICT,
     parse_items=each(lambda items: parse_auto_scaling_groups([item.strip() for item in items if item.strip()])),

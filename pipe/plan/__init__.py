@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
@@ -17,7 +18,9 @@ from pipe.plan.bounds import Bounds
 from pipe.release.remote import ReleasePlan
 from pipe.release.stage import Release
 from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
-from pipe.traffic.auto_scaling.new_instances import NewInstances
+
+if TYPE_CHECKING:  # new_instances renders its script with plan/script.py, which loads this package first
+    from pipe.traffic.auto_scaling.new_instances import NewInstances
 
 
 @dataclass(frozen=True)

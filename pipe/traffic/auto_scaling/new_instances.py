@@ -46,6 +46,7 @@ from pipe.release.stage import Release
 from pipe.traffic import RolloutScope
 from pipe.traffic.auto_scaling.groups import VARIABLE, AutoScalingError, call
 from pipe.traffic.auto_scaling.hold import ScalingHold
+from pipe.traffic.auto_scaling.launch_bounds import AGENT_MARGIN_SECONDS, install_bound, launch_bound
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -55,7 +56,6 @@ LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 ABANDON, CONTINUE = "ABANDON", "CONTINUE"
 SUGGESTED_HOOK_NAME = "ssm-deploy-launch"
 HEARTBEAT_MAX = 7200  # PutLifecycleHook HeartbeatTimeout: 30 to 7200 seconds
-AGENT_MARGIN_SECONDS = 300  # a new instance boots and its agent registers before the association runs
 DOCUMENT = "AWS-RunShellScript"
 GROUP_TAG = "tag:aws:autoscaling:groupName"
 _ASSOCIATION_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")  # AssociationName: ^[a-zA-Z0-9_\-.]{3,128}$
@@ -90,11 +90,6 @@ def association_name(service: str, environment: str) -> str:
     return _ASSOCIATION_NAME_UNSAFE.sub("_", name)[:128]
 
 
-def install_bound(settings: DeploySettings) -> int:
-    """How long the association's run may take: the install, then the whole health check."""
-    return settings.execution_timeout + (settings.healthcheck_timeout if settings.healthcheck_commands else 0)
-
-
 def hook_command(group: str, heartbeat: int) -> str:
     return (
         f"aws autoscaling put-lifecycle-hook --auto-scaling-group-name {shlex.quote(group)} "
@@ -115,8 +110,7 @@ def plan_new_instances(
     groups = [g.name for scope in scopes if isinstance(scope, ScalingHold) for g in scope.groups]
     if release is None or not groups:
         return None
-    bound = install_bound(settings)
-    needed = bound + AGENT_MARGIN_SECONDS
+    bound, needed = install_bound(settings), launch_bound(settings)
     if needed > HEARTBEAT_MAX:
         raise NothingSent(
             "EXECUTION_TIMEOUT",
