@@ -108,6 +108,21 @@ def test_a_group_without_a_launch_hook_is_refused_with_the_command_that_adds_it(
     assert not any(fleet.standin.instance_path(i, f"{APP_DIR}/current").exists() for i in fleet.ids)  # nothing sent
 
 
+def test_a_group_with_a_warm_pool_is_refused_in_release_mode_with_what_to_do(
+    group_fleet: Callable[..., GroupFleet],
+) -> None:
+    # a warm instance is held by the launch hook again when it moves into the group, and nothing the
+    # pipe sets up runs then: the group would abandon it, so the deploy is refused before anything is sent
+    fleet = group_fleet(True)
+    fleet.standin.client("autoscaling").put_warm_pool(AutoScalingGroupName=fleet.group_name, MinSize=1)
+    run = fleet.ship_to_group("A", 1)
+    assert run.returncode != 0, run.output
+    assert f"the Auto Scaling group {fleet.group_name} keeps a warm pool" in run.output
+    assert f"aws autoscaling delete-warm-pool --auto-scaling-group-name {fleet.group_name}" in run.output
+    assert "Traceback" not in run.output
+    assert not any(fleet.standin.instance_path(i, f"{APP_DIR}/current").exists() for i in fleet.ids)  # nothing sent
+
+
 def test_a_new_instance_installs_the_live_release_before_it_enters_service_and_a_failed_deploy_changes_nothing(
     group_fleet: Callable[..., GroupFleet],
 ) -> None:

@@ -107,9 +107,20 @@ def plan_new_instances(
 ) -> NewInstances | None:
     """In release mode with Auto Scaling groups: each group's launch hook checked (reads only), and the
     association's run for this release. NothingSent when a hook is missing or cannot be read."""
-    groups = [g.name for scope in scopes if isinstance(scope, ScalingHold) for g in scope.groups]
-    if release is None or not groups:
+    read = [g for scope in scopes if isinstance(scope, ScalingHold) for g in scope.groups]
+    if release is None or not read:
         return None
+    groups = [g.name for g in read]
+    warm = next((g.name for g in read if g.warm_pool), None)
+    if warm is not None:
+        raise NothingSent(
+            VARIABLE,
+            f"the Auto Scaling group {warm} keeps a warm pool, whose instances a release deploy cannot bring "
+            "to the live release before they enter service: the launch hook holds them a second time when they "
+            "move into the group, and nothing the pipe sets up runs then, so the group would abandon them",
+            f"remove the warm pool (aws autoscaling delete-warm-pool --auto-scaling-group-name {shlex.quote(warm)}) "
+            "or deploy this group in command mode (COMMANDS without ARTIFACT or RELEASE)",
+        )
     bound, needed = install_bound(settings), launch_bound(settings)
     if needed > HEARTBEAT_MAX:
         raise NothingSent(
