@@ -2,7 +2,7 @@
 and hand the plan and the outcome to the sinks.
 
 Building the plan (``plan/build.py``) only reads, and every refusal happens there; applying it
-(``apply.py``) is the only step that sends or changes anything. The lock comes right after
+(``apply/``) is the only step that sends or changes anything. The lock comes right after
 authentication, before anything of the fleet is read: a deploy started during another one is told
 that the other holds the lock, not what that deploy's drained batch does to MIN_HEALTHY.
 """
@@ -16,6 +16,8 @@ from contextlib import contextmanager
 import boto3
 
 from pipe.apply import apply
+from pipe.apply.lock import LockRequest, check_lock, deploy_lock
+from pipe.aws.authenticate import Identity, authenticate
 from pipe.aws.clients import Clients
 from pipe.config.build_context import clone_dir
 from pipe.config.lock import lock_name
@@ -32,8 +34,6 @@ from pipe.report import plan as words
 from pipe.report.sinks import sinks
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import Identity, authenticate
-from pipe.stages.lock import LockRequest, check_lock, deploy_lock
 
 log = logging.getLogger("ssm-deploy")
 DRY_RUN_DONE = "Dry run: all checks passed; nothing was sent."

@@ -20,10 +20,10 @@ from pipe.config.build_context import cut
 from pipe.config.settings import load_settings
 from pipe.config.variables import SCHEMA
 from pipe.errors import PipeError, ValidationFailed
+from pipe.plan.script import script_size_problem
 from pipe.runtime.interruption import Interrupted, stop_requests
 from pipe.runtime.logging_setup import configure_logging
 from pipe.runtime.redaction import Redactor
-from pipe.stages.script import script_size_problem
 
 log = logging.getLogger("ssm-deploy")
 METADATA_FILES = (Path(__file__).resolve().parent.parent / "pipe.yml", Path("/pipe.yml"))

@@ -271,6 +271,8 @@ class DeployOutcome:
     fleet: dict[str, str] = field(default_factory=dict)
     # instance id -> how it left the fleet during the deploy (its Auto Scaling group terminated it): not a failure
     departed: dict[str, str] = field(default_factory=dict)
+    # instance id -> how it joined the fleet during the deploy (its group launched it): deployed in a batch of its own
+    joined: dict[str, str] = field(default_factory=dict)
 
     def end(self) -> None:
         """The deploy is over: its duration stops here, the same for every sink."""

@@ -16,9 +16,9 @@ import yaml
 
 from pipe.config.lock import LOCK_EXPIRY_SECONDS, LOCK_RENEW_SECONDS
 from pipe.config.variables import DOCUMENTED_REQUIRED, EXPANDED, SCHEMA, TABLE, Group
+from pipe.plan.script import AWS_CLI_MISSING, PARAMETER_READ_FAILED
 from pipe.release.artifact import check_artifact_path
 from pipe.release.remote import ReleaseExit
-from pipe.stages.script import AWS_CLI_MISSING, PARAMETER_READ_FAILED
 from scripts import variable_docs
 
 ROOT = Path(__file__).resolve().parent.parent

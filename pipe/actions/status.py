@@ -13,6 +13,9 @@ from collections.abc import Mapping
 
 from botocore.exceptions import ClientError
 
+from pipe.apply.phases import read_current
+from pipe.apply.run import Run
+from pipe.aws.authenticate import authenticate
 from pipe.aws.clients import Clients
 from pipe.aws.errors import error_message, explain, is_access_denied
 from pipe.aws.instances import ping_statuses
@@ -24,6 +27,7 @@ from pipe.model import UNKNOWN_RELEASE
 from pipe.plan import DeployPlan
 from pipe.plan.bounds import WAIT_MARGIN_SECONDS, Bounds
 from pipe.plan.commands import READ_DELIVERY_TIMEOUT, READ_EXECUTION_TIMEOUT
+from pipe.plan.resolve import label_instances, resolve
 from pipe.release.ledger import ledger_name
 from pipe.release.ledger_archive import Archive
 from pipe.release.ledger_store import History, read_history
@@ -37,12 +41,8 @@ from pipe.report.status import (
     problem_lines,
     verdict_message,
 )
-from pipe.run import Run
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import authenticate
-from pipe.stages.phases import read_current
-from pipe.stages.resolve import label_instances, resolve
 
 log = logging.getLogger("ssm-deploy")
 ONLINE = "Online"

@@ -30,7 +30,7 @@ def client_config() -> Config:
 
     boto3's standard AWS_MAX_ATTEMPTS (attempts in all, the first included) and AWS_RETRY_MODE
     environment variables tune them. SendCommand is retried only when it cannot have run: see
-    ``pipe.stages.send.forbid_unsafe_retries``.
+    ``pipe.apply.send.forbid_unsafe_retries``.
     """
     attempts_text = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
     attempts = DEFAULT_MAX_ATTEMPTS

@@ -12,7 +12,6 @@ from pipe.config.variables import (
     ACCESS_KEY_ID,
     ACTION,
     ACTIVATE_COMMANDS,
-    AGENT_LOST_TIMEOUT,
     ALARMS,
     APP_DIR,
     ARTIFACT,
@@ -22,10 +21,7 @@ from pipe.config.variables import (
     BAKE_TIME,
     BATCH_SIZE,
     CANARY,
-    CLOUDWATCH_LOG_GROUP,
     COMMANDS,
-    COMMENT,
-    DEBUG,
     DOCUMENT_NAME,
     DOCUMENT_PARAMETERS,
     DRAIN_TIMEOUT,
@@ -40,13 +36,10 @@ from pipe.config.variables import (
     KEEP_RELEASES,
     LOCK,
     MIN_HEALTHY,
-    OIDC_ROLE_ARN,
     OUTPUT_S3_BUCKET,
     OUTPUT_S3_PREFIX,
     PARAMETERS_PATH,
-    REGION,
     RELEASE,
-    RESULT_FILE,
     ROLE_ARN,
     ROLLBACK_BATCH_SIZE,
     ROLLBACK_COMMANDS,
@@ -55,10 +48,8 @@ from pipe.config.variables import (
     SECRET_ACCESS_KEY,
     SECRETS,
     SERVICE,
-    SESSION_TOKEN,
     SHARED_PATHS,
     STAGE_FIRST,
-    STREAM_OUTPUT,
     TABLE,
     TARGET_GROUPS,
     TARGETS,
@@ -85,34 +76,6 @@ SCRIPT_ONLY: tuple[Variable[Any], ...] = (
 )
 
 
-# what ACTION: status reads; every other variable only a deploy uses: status ignores it (``not_for_status``)
-STATUS_USES: tuple[Variable[Any], ...] = (
-    REGION,
-    ACCESS_KEY_ID,
-    SECRET_ACCESS_KEY,
-    SESSION_TOKEN,
-    OIDC_ROLE_ARN,
-    ENVIRONMENT,
-    ROLE_ARN,
-    EXTERNAL_ID,
-    INSTANCE_IDS,
-    TARGETS,
-    COMMENT,
-    STREAM_OUTPUT,
-    CLOUDWATCH_LOG_GROUP,
-    AGENT_LOST_TIMEOUT,
-    RESULT_FILE,
-    OUTPUT_S3_BUCKET,
-    OUTPUT_S3_PREFIX,
-    ARTIFACT_BUCKET,
-    ARTIFACT_PREFIX,
-    APP_DIR,
-    SERVICE,
-    ACTION,
-    DEBUG,
-)
-
-
 def check(values: Values) -> list[Problem]:
     return [problem for rule in RULES for problem in rule(values)]
 
@@ -126,7 +89,7 @@ def not_for_status(values: Values) -> tuple[str, ...]:
     deploy and a scheduled status), and a line names them."""
     if not status_action(values):
         return ()
-    return tuple(variable.name for variable in TABLE if variable not in STATUS_USES and values.is_set(variable))
+    return tuple(variable.name for variable in TABLE if not variable.status and values.is_set(variable))
 
 
 def static_keys_go_together(values: Values) -> Iterator[Problem]:

@@ -203,7 +203,7 @@ def load_settings(
 ) -> DeploySettings:
     """Settings from toolkit-validated ``variables``; ``env`` is the raw process environment (YAML lists,
     Bitbucket's build variables). ``script_size`` judges the script the settings make (the renderer
-    lives in pipe.stages.script: validation does not import it), reported with every other problem."""
+    lives in pipe.plan.script: validation does not import it), reported with every other problem."""
     problems = Problems()
     given = read_given(variables, env)
     for name, reason in unprintable(given):

@@ -129,6 +129,7 @@ class Variable(Generic[T]):
     snippet: str = "# Optional"  # its comment there; "" = an uncommented line
     fallback: Any = None  # the value when it is refused and ``default`` does not parse either
     group: Group = field(kw_only=True)  # the README's table it is listed in
+    status: bool = field(default=False, kw_only=True)  # ACTION: status reads it too; it ignores the others
 
     @property
     def forbidden_controls(self) -> re.Pattern[str]:
@@ -327,6 +328,7 @@ REGION = Variable(
     snippet="",
     fallback="",
     group=Group.REQUIRED,
+    status=True,
 )
 ACCESS_KEY_ID = Variable(
     "AWS_ACCESS_KEY_ID",
@@ -335,6 +337,7 @@ ACCESS_KEY_ID = Variable(
     plain(_header_value("an access key id")),
     snippet="# Optional if using OIDC",
     group=Group.REQUIRED,
+    status=True,
 )
 SECRET_ACCESS_KEY = Variable(
     "AWS_SECRET_ACCESS_KEY",
@@ -343,6 +346,7 @@ SECRET_ACCESS_KEY = Variable(
     plain(_secret_key),
     snippet="# Optional if using OIDC",
     group=Group.REQUIRED,
+    status=True,
 )
 SESSION_TOKEN = Variable(
     "AWS_SESSION_TOKEN",
@@ -350,6 +354,7 @@ SESSION_TOKEN = Variable(
     "[Authentication](#authentication).",
     plain(_header_value("a session token")),
     group=Group.REQUIRED,
+    status=True,
 )
 OIDC_ROLE_ARN = Variable(
     "AWS_OIDC_ROLE_ARN",
@@ -357,6 +362,7 @@ OIDC_ROLE_ARN = Variable(
     matching(ROLE_ARN_PATTERN, ROLE_ARN_EXAMPLE),
     expand=Expand.STRICT,
     group=Group.REQUIRED,
+    status=True,
 )
 ENVIRONMENT = Variable(
     "ENVIRONMENT",
@@ -365,6 +371,7 @@ ENVIRONMENT = Variable(
     _environment,
     fallback=None,
     group=Group.REQUIRED,
+    status=True,
 )
 ROLE_ARN = Variable(
     "ROLE_ARN",
@@ -374,12 +381,14 @@ ROLE_ARN = Variable(
     matching(ROLE_ARN_PATTERN, ROLE_ARN_EXAMPLE),
     expand=Expand.STRICT,
     group=Group.REQUIRED,
+    status=True,
 )
 EXTERNAL_ID = Variable(
     "EXTERNAL_ID",
     "External ID required by the deploy role's trust policy. Only with `ROLE_ARN`.",
     matching(r"[\w+=,.@:/-]{2,1224}", "2 to 1224 of the characters A-Z a-z 0-9 + = , . @ : / _ -"),
     group=Group.REQUIRED,
+    status=True,
 )
 INSTANCE_IDS = Variable(
     "INSTANCE_IDS",
@@ -391,6 +400,7 @@ INSTANCE_IDS = Variable(
     parse_items=each(parse_instance_ids),
     snippet="# or TARGETS",
     group=Group.TARGETS,
+    status=True,
 )
 TARGETS = Variable(
     "TARGETS",
@@ -406,6 +416,7 @@ TARGETS = Variable(
     parse_items=each(parse_targets),
     snippet="# Optional, instead of INSTANCE_IDS",
     group=Group.TARGETS,
+    status=True,
 )
 MAX_CONCURRENCY = Variable(
     "MAX_CONCURRENCY",
@@ -544,6 +555,7 @@ COMMENT = Variable(
     _comment,
     expand=Expand.KEEP_OTHER_BRACES,
     group=Group.ADVANCED,
+    status=True,
 )
 STREAM_OUTPUT = Variable(
     "STREAM_OUTPUT",
@@ -553,6 +565,7 @@ STREAM_OUTPUT = Variable(
     default="true",
     kind="boolean",
     group=Group.OUTPUT,
+    status=True,
 )
 CLOUDWATCH_LOG_GROUP = Variable(
     "CLOUDWATCH_LOG_GROUP",
@@ -561,6 +574,7 @@ CLOUDWATCH_LOG_GROUP = Variable(
     default="/aws/ssm/ssm-deploy",
     expand=Expand.STRICT,
     group=Group.OUTPUT,
+    status=True,
 )
 AGENT_LOST_TIMEOUT = Variable(
     "AGENT_LOST_TIMEOUT",
@@ -571,6 +585,7 @@ AGENT_LOST_TIMEOUT = Variable(
     default="120",
     kind="integer",
     group=Group.ADVANCED,
+    status=True,
 )
 RESULT_FILE = Variable(
     "RESULT_FILE",
@@ -581,6 +596,7 @@ RESULT_FILE = Variable(
     f"`{RESULT_FILE_NAME}` in the clone directory.",
     _result_file,
     group=Group.OUTPUT,
+    status=True,
 )
 OUTPUT_S3_BUCKET = Variable(
     "OUTPUT_S3_BUCKET",
@@ -589,6 +605,7 @@ OUTPUT_S3_BUCKET = Variable(
     "of SSM's capped fields.",
     matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (3-63 of a-z 0-9 . -)"),
     group=Group.OUTPUT,
+    status=True,
 )
 OUTPUT_S3_PREFIX = Variable(
     "OUTPUT_S3_PREFIX",
@@ -596,6 +613,7 @@ OUTPUT_S3_PREFIX = Variable(
     plain(lambda text: text),
     expand=Expand.STRICT,
     group=Group.OUTPUT,
+    status=True,
 )
 HEALTHCHECK_COMMANDS = Variable(
     "HEALTHCHECK_COMMANDS",
@@ -666,10 +684,11 @@ AUTO_SCALING_GROUPS = Variable(
     "separated by spaces or newlines (or a YAML list). The pipe then rolls out itself, batch by batch, and holds "
     "for the whole rollout the group processes that fight it (`AZRebalance`, `HealthCheck`, `ReplaceUnhealthy`, "
     "`InstanceRefresh`), resuming on every exit path exactly those it suspended; instances that are not "
-    "`InService` (`Pending`, `Terminating`, `Standby`, a warm pool's) are reported by state, and an instance the "
+    "`InService` or `Standby` (`Pending`, `Terminating`, a warm pool's) are reported by state, and an instance the "
     "group terminates during the deploy is reported as gone, not failed, unless fewer than `MIN_HEALTHY` remain. "
-    "Scaling in and out goes on. See [Auto Scaling groups](#auto-scaling-groups). Needs the instances known before "
-    "sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
+    "Scaling in and out goes on: an instance the group launches during the deploy gets it too, in a batch of its "
+    "own, before the deploy succeeds. See [Auto Scaling groups](#auto-scaling-groups). Needs the instances known "
+    "before sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
     plain(_auto_scaling_groups),
     expand=Expand.STRICT,
     parse_items=each(lambda items: parse_auto_scaling_groups([item.strip() for item in items if item.strip()])),
@@ -786,6 +805,7 @@ ARTIFACT_BUCKET = Variable(
     "it from with their instance role.",
     matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (3-63 of a-z 0-9 . -)"),
     group=Group.RELEASE,
+    status=True,
 )
 ARTIFACT_PREFIX = Variable(
     "ARTIFACT_PREFIX",
@@ -794,6 +814,7 @@ ARTIFACT_PREFIX = Variable(
     plain(_artifact_prefix),
     expand=Expand.STRICT,
     group=Group.RELEASE,
+    status=True,
 )
 APP_DIR = Variable(
     "APP_DIR",
@@ -801,6 +822,7 @@ APP_DIR = Variable(
     "`shared/` and the `current` symlink. `ACTION: status` reads `current` there.",
     plain(_checked(app_dir_problem)),
     group=Group.RELEASE,
+    status=True,
 )
 RUN_AS = Variable(
     "RUN_AS",
@@ -878,6 +900,7 @@ SERVICE = Variable(
     "reads), and in the deploy lock (`LOCK`). Default: the repository's slug.",
     plain(_service),
     group=Group.RELEASE,
+    status=True,
 )
 ACTION = Variable(
     "ACTION",
@@ -891,6 +914,7 @@ ACTION = Variable(
     default=DEPLOY,
     fallback=DEPLOY,
     group=Group.ADVANCED,
+    status=True,
 )
 DRY_RUN = Variable(
     "DRY_RUN",
@@ -932,6 +956,7 @@ DEBUG = Variable(
     default="false",
     kind="boolean",
     group=Group.OUTPUT,
+    status=True,
 )
 
 TABLE: tuple[Variable[Any], ...] = (

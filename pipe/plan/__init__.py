@@ -1,7 +1,7 @@
 """The plan: everything one deploy will do, read and checked before anything is sent or changed.
 
 ``build_plan`` (``plan/build.py``) makes it with read-only calls; every refusal happens there. The
-dry run prints it and stops; otherwise ``apply`` (``pipe/apply.py``) carries it out, and the sinks
+dry run prints it and stops; otherwise ``apply`` (``pipe/apply/__init__.py``) carries it out, and the sinks
 (``report/sinks.py``) read it next to the outcome. It is frozen: no stage changes it afterwards, and
 the validated settings in it are the ones every stage sees."""
 
@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
 from pipe.model import Batch, SecretRef
 from pipe.plan.bounds import Bounds
+from pipe.release.remote import ReleasePlan
 from pipe.release.stage import Release
-from pipe.stages.authenticate import Identity
 from pipe.traffic import BatchHook, RolloutScope, TrafficManager, around_each
-from pipe.traffic.auto_scaling.new_instances import NewInstances
+
+if TYPE_CHECKING:  # new_instances renders its script with plan/script.py, which loads this package first
+    from pipe.traffic.auto_scaling.new_instances import NewInstances
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class DeployPlan:
     lines: tuple[str, ...] = ()  # the rollout in words: batches, alarms, target groups and bounds
     # release mode with Auto Scaling groups: what new instances of the groups install once the deploy succeeded
     new_instances: NewInstances | None = None
+
+    @property
+    def release_plan(self) -> ReleasePlan | None:
+        """Release mode: what each instance follows to install and switch; None in command mode."""
+        return self.release.plan if self.release is not None else None
 
     @property
     def hook(self) -> BatchHook:

@@ -5,18 +5,18 @@ see to the masking (the execution's ``Redactor``) and honour a stop between them
 
 from __future__ import annotations
 
+from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
 from pipe.plan import DeployPlan
 from pipe.plan.batches import plan_batches
 from pipe.plan.bounds import Bounds
 from pipe.plan.commands import refuse_scripts_too_big
+from pipe.plan.preflight import preflight
+from pipe.plan.resolve import label_instances, resolve, resolve_parameters
 from pipe.plan.rollout import prepare_rollout
 from pipe.release.sources import release_source
 from pipe.release.stage import plan_release
-from pipe.stages.authenticate import Identity
-from pipe.stages.preflight import preflight
-from pipe.stages.resolve import label_instances, resolve, resolve_parameters
 from pipe.traffic.auto_scaling.new_instances import plan_new_instances
 from pipe.traffic.auto_scaling.plan import deployable
 

@@ -4,7 +4,7 @@ the spec: what runs, on which instances, with which bounds.
 
 The plan step (``plan/build.py``) checks here that every script it may send fits in one SendCommand,
 so a health check or rollback too big to send is refused before anything is sent, not found after a
-switch; the apply step (``stages/phases.py``) sends them."""
+switch; the apply step (``apply/phases.py``) sends them."""
 
 from __future__ import annotations
 
@@ -17,16 +17,15 @@ from pipe.errors import NothingSent
 from pipe.limits import COMMENT_LIMIT, MAX_SCRIPT_BYTES
 from pipe.model import Batch, CommandSpec
 from pipe.plan import DeployPlan
+from pipe.plan.script import build_script, command_lines, header_line, healthcheck_body, script_bytes
 from pipe.release.remote import (
     READ_LOCK_SECONDS,
-    ReleasePlan,
     install_body,
     read_current_body,
     stage_body,
     switch_back_body,
     verified_after,
 )
-from pipe.stages.script import build_script, command_lines, header_line, healthcheck_body, script_bytes
 
 STAGE, DEPLOY, HEALTH_CHECK, ROLLBACK, READ = "stage", "deploy", "health check", "rollback", "read"
 EVERY_INSTANCE = "100%"  # MaxErrors of a follow-up phase: one instance's failure never skips another
@@ -52,7 +51,7 @@ def stage_spec(plan: DeployPlan) -> CommandSpec:
     """Staging: every targeted instance prepares the release (download, verify, unpack, COMMANDS) while
     it still serves the live one, MAX_CONCURRENCY at a time; every instance tries (one failure stops
     the deploy after this phase, nothing drained or switched). No alarm: nothing changes what serves."""
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     assert release is not None and plan.instances  # stages(plan)
     return CommandSpec(
         label=STAGE,
@@ -70,7 +69,7 @@ def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
     """The deploy itself: COMMANDS (or SCRIPT), or in release mode the release's install steps with
     COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS. After staging, the install
     compares the staged copy before its switch (and stages where it was not staged)."""
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     body = install_body(release, staged=stages(plan)) if release is not None else None
     return CommandSpec(
         label=DEPLOY,
@@ -91,7 +90,7 @@ def healthcheck_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     """HEALTHCHECK_COMMANDS, retried on each instance, bounded by HEALTHCHECK_TIMEOUT; in release mode
     with the release id as SSM_DEPLOY_RELEASE and, once the check passed, VERIFY_PROCESSES again: a
     process that went stale since the activation fails the instance with exit 90."""
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     body = healthcheck_body(settings, release.release_id if release is not None else None)
     if release is not None:
         body = verified_after(body, release)
@@ -143,10 +142,6 @@ def _follow_up(plan: DeployPlan, label: str, body: str, instance_ids: list[str],
     )
 
 
-def _release_plan(plan: DeployPlan) -> ReleasePlan | None:
-    return plan.release.plan if plan.release is not None else None
-
-
 def refuse_scripts_too_big(plan: DeployPlan) -> None:
     """NothingSent when a script ``plan`` may send is over MAX_SCRIPT_BYTES, naming the variable to
     shrink: the deploy (COMMANDS, in release mode with ACTIVATE_COMMANDS and the release steps, and
@@ -162,7 +157,7 @@ def refuse_scripts_too_big(plan: DeployPlan) -> None:
 
 
 def _sendable(plan: DeployPlan) -> Iterator[tuple[str, str, CommandSpec]]:
-    settings, release = plan.settings, _release_plan(plan)
+    settings, release = plan.settings, plan.release_plan
     if stages(plan):
         yield "COMMANDS", "with the release's staging steps they make", stage_spec(plan)
     if plan.batches:

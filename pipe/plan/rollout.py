@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pipe.aws.alarms import check_before_start
 from pipe.aws.clients import Clients
 from pipe.config.settings import DeploySettings
 from pipe.model import Batch
 from pipe.plan.batches import batch_lines
-from pipe.stages.alarms import check_before_start
 from pipe.traffic import RolloutScope, TrafficManager
 from pipe.traffic.managers import PLANNERS
 

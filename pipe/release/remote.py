@@ -1,6 +1,6 @@
 """The on-instance half of release mode: POSIX sh that installs, switches and rolls back releases.
 
-Rendering only (no AWS calls). The text is placed after the pipe's prelude (pipe/stages/script.py
+Rendering only (no AWS calls). The text is placed after the pipe's prelude (pipe/plan/script.py
 ``build_script(settings, body)``), which has already read SECRETS and exported them with VARIABLES.
 AWS-RunShellScript runs the script with ``sh`` (dash on Debian/Ubuntu), so everything here is POSIX
 sh; only the user's COMMANDS and ACTIVATE_COMMANDS run in bash, in their own process, so a syntax
@@ -542,7 +542,11 @@ ssm_deploy_judge() {
       fi
       ;;
   esac
-  [ -n "$ssm_deploy_from" ] || ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
+  # a command with a controlling terminal (an operator's `less /srv/app/releases/<id>/config.js`) is
+  # judged only as a server: the paths among its words condemn it only when it listens
+  if [ -z "$ssm_deploy_from" ] && { ! ssm_deploy_has_terminal "$ssm_deploy_pid" || ssm_deploy_listens "$ssm_deploy_pid"; }; then
+    ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
+  fi
   if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
     case $ssm_deploy_path in
@@ -651,15 +655,25 @@ ssm_deploy_deleted_release() {
   return 1
 }
 ssm_deploy_through_current() {
-  # whether process $1 is a server started through APP_DIR/current before current last changed to
-  # another release: a word of its command line is a path under APP_DIR/current, it listens on a
-  # socket, and it started before the switch (both in seconds since boot: the process's start time and
-  # what the switch wrote to .ssm-deploy/switched), so the kernel resolved current to the release
-  # before (systemd's ExecStart=/usr/bin/node /srv/app/current/server.js with no WorkingDirectory=)
+  # whether process $1 was started through APP_DIR/current before current last changed to another
+  # release (systemd's ExecStart=/usr/bin/node /srv/app/current/server.js with no WorkingDirectory=,
+  # or WorkingDirectory=/srv/app with ExecStart=... current/server.js), so the kernel resolved current
+  # to the release before: a word of its command line is a file under APP_DIR/current (absolute, or
+  # relative to a working directory that is APP_DIR itself), and it started before the switch (both in
+  # seconds since boot: the process's start time and what the switch wrote to .ssm-deploy/switched).
+  # Then a server (a listening socket) runs the release before; so does any other process unless it
+  # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
+  # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
+  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration
   ssm_deploy_through=
+  ssm_deploy_cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || ssm_deploy_cwd=
   for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
+      current/?* | ./current/?*)
+        [ "$ssm_deploy_cwd" = "$ssm_deploy_physical" ] && [ "/proc/$1/cwd" -ef "$ssm_deploy_physical" ] || continue
+        ssm_deploy_word=$ssm_deploy_physical/${ssm_deploy_word#./}
+        ;;
     esac
     case $ssm_deploy_word in
       "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ;;
@@ -671,7 +685,7 @@ ssm_deploy_through_current() {
     [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && [ -f "/proc/$1/root$ssm_deploy_word" ] \
       && ssm_deploy_through=1 && break
   done
-  [ -n "$ssm_deploy_through" ] && ssm_deploy_listens "$1" || return 1
+  [ -n "$ssm_deploy_through" ] || return 1
   ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
   [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
   # the switch's time in seconds since boot, if it was this boot (its first line is the boot's id)
@@ -681,21 +695,50 @@ ssm_deploy_through_current() {
   ssm_deploy_started=$(ssm_deploy_stat "$1" 20)
   [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
     && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
-      'BEGIN { exit !(started / hz < switched) }'
+      'BEGIN { exit !(started / hz < switched) }' || return 1
+  ! ssm_deploy_listens "$1" || return 0
+  ! ssm_deploy_has_terminal "$1" || return 1
+  ssm_deploy_named=$(readlink -f -- "$ssm_deploy_word" 2>/dev/null) || return 1
+  case $ssm_deploy_named in
+    "$ssm_deploy_releases"/?*/?*) ;;
+    *) return 1 ;;
+  esac
+  # held open: a descriptor of it is the same path in a release (the one current pointed to then)
+  ! find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null \
+    | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_rest=/${ssm_deploy_named#"$ssm_deploy_releases"/*/} awk '
+      { sub(/ \(deleted\)$/, "") }
+      index($0, ENVIRON["ssm_deploy_prefix"]) == 1 && substr($0, length($0) - length(ENVIRON["ssm_deploy_rest"]) + 1) == ENVIRON["ssm_deploy_rest"] { found = 1 }
+      END { exit !found }'
 }
 ssm_deploy_shown_command() {
-  # process $1's command line for a message, cut to 120 characters once every value this deploy
-  # exported (the names in ssm_deploy_verify_names, read by awk from its environment, never from an
-  # argument) is masked as ****: a value passed as an argument (--token=...) never shows, even in part
+  # process $1's command line for a message, cut to 120 characters once every value of the names in
+  # ssm_deploy_verify_names is masked as ****: this deploy's (read by awk from its environment, never
+  # from an argument) and the process's own (its environment: the value an earlier deploy exported,
+  # before a rotation), so a value passed as an argument (--token=...) never shows, even in part
   tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
-    ssm_deploy_mask_min=$ssm_deploy_mask_min awk '
+    ssm_deploy_mask_min=$ssm_deploy_mask_min ssm_deploy_environ="/proc/$1/environ" awk '
     {
       line = $0
       count = split(ENVIRON["ssm_deploy_names"], names, " ")
       for (i = 1; i <= count; i++) {
         values[i] = ENVIRON[names[i]]
-        gsub(/\n/, " ", values[i])
+        wanted[names[i]] = 1
       }
+      held = "tr \"\\000\" \"\\012\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
+      last = 0
+      while ((held | getline entry) > 0) {  # NAME=value, a value with newlines goes on over the next lines
+        if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
+          last = 0
+          if (substr(entry, 1, RLENGTH - 1) in wanted) {
+            last = ++count
+            values[last] = substr(entry, RLENGTH + 1)
+          }
+        } else if (last) {
+          values[last] = values[last] "\n" entry
+        }
+      }
+      close(held)
+      for (i = 1; i <= count; i++) gsub(/\n/, " ", values[i])
       for (done = 0; done < count; done++) {  # the longest first: a value inside another masks no part of it
         longest = 0
         for (i = 1; i <= count; i++) {
@@ -757,7 +800,8 @@ ssm_deploy_scan() {
   ssm_deploy_releases=$ssm_deploy_physical/releases
   for ssm_deploy_pid in $( {
     find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
-      | ssm_deploy_prefix=$ssm_deploy_releases/ awk -F '\t' 'index($2, ENVIRON["ssm_deploy_prefix"]) == 1 { sub(/^\/proc\//, "", $1); print $1 }'
+      | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_home=$ssm_deploy_physical awk -F '\t' '
+        index($2, ENVIRON["ssm_deploy_prefix"]) == 1 || $2 == ENVIRON["ssm_deploy_home"] { sub(/^\/proc\//, "", $1); print $1 }'
     grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" -e "$ssm_deploy_app_dir/current/" \
       -e "$ssm_deploy_physical/current/" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
   } | awk '!seen[$0]++'); do

@@ -4,9 +4,10 @@ A manager is planned first, with reads only (``Planner``: it finds what it manag
 cannot work, and may reshape the batches), then wraps each batch of the rollout (``around``), left
 on every path, a failure or a stop included. A planner may also hand over a ``RolloutScope``: entered
 once around the whole rollout (what must hold from the first batch to the last, as an Auto Scaling
-group's processes), and asked which instances left the fleet while a batch ran. The managers are ELBv2
-target groups (``target_groups/``) and Auto Scaling groups (``auto_scaling/``); another is a package
-with its planner and one line in ``managers.py``."""
+group's processes), asked which instances left the fleet while a batch ran, and, once the planned
+batches are done, which joined it (launched by their group during the rollout) and still need the
+deploy. The managers are ELBv2 target groups (``target_groups/``) and Auto Scaling groups
+(``auto_scaling/``); another is a package with its planner and one line in ``managers.py``."""
 
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ class RolloutScope(Protocol):
     def departed(self, run: Execution, instance_ids: Sequence[str]) -> dict[str, str]:
         """Which of ``instance_ids`` left the fleet on purpose (terminated by their group), and how: not
         failures of the deploy, unless the scope says too few are left (DeployFailed)."""
+        ...
+
+    def joined(self, run: Execution, covered: Sequence[str]) -> dict[str, str]:
+        """The instances in service now that joined the fleet during the rollout and are not in ``covered``
+        (the instances the rollout deployed or planned), and how; it first waits, up to its bound, for
+        those still being launched. DeployFailed naming those still launching at the bound."""
         ...
 
 
@@ -95,6 +102,14 @@ def departed(scopes: Sequence[RolloutScope], run: Execution, instance_ids: Seque
     found: dict[str, str] = {}
     for scope in scopes:
         found |= scope.departed(run, instance_ids)
+    return found
+
+
+def joined(scopes: Sequence[RolloutScope], run: Execution, covered: Sequence[str]) -> dict[str, str]:
+    """The instances that some scope says joined the fleet during the rollout and are not ``covered``."""
+    found: dict[str, str] = {}
+    for scope in scopes:
+        found |= scope.joined(run, [*covered, *found])
     return found
 
 

@@ -5,12 +5,13 @@ the group terminates while it is being deployed to is reported as gone, not fail
 
 from __future__ import annotations
 
+import signal
 import uuid
 from dataclasses import dataclass
 
 from standin import StandIn
 from standin.instance_app import RESTART
-from support import run_pipe
+from support import LivePipe, run_pipe, wait_until
 
 ELB_TIME_SCALE = 0.05
 HELD = {"AZRebalance", "HealthCheck", "ReplaceUnhealthy", "InstanceRefresh"}
@@ -100,3 +101,47 @@ def test_an_instance_the_group_scales_in_while_it_is_deployed_is_gone_not_failed
     states = standin.target_states(group.target_group_arn)
     assert doomed not in states  # not registered again: it is gone
     assert all(states[i] == "healthy" for i in group.ids if i != doomed), states
+
+
+def test_a_stop_during_the_rollout_resumes_every_process_it_suspended_and_only_those(standin: StandIn) -> None:
+    """SIGTERM to the pipe while the first batch's command runs: the command is cancelled, the batch
+    registered again, and the group's processes are back as the team left them."""
+    group = make_group(standin, 2)
+    standin.client("autoscaling").suspend_processes(AutoScalingGroupName=group.name, ScalingProcesses=["Launch"])
+    env = group_env(standin, group, COMMANDS=f"{_record_held(group)}\necho deploy-is-running\nsleep 600")
+    pipe = LivePipe(env)
+    try:
+        pipe.wait_for_line("deploy-is-running", timeout=180)
+        assert standin.suspended_processes(group.name) == HELD | {"Launch"}  # held while the batch runs
+    finally:
+        pipe.signal(signal.SIGTERM)
+    run = pipe.finish(timeout=300)
+
+    assert run.returncode != 0, run.output
+    assert "Received SIGTERM: the pipeline was stopped" in run.output
+    assert f"Auto Scaling group {group.name}: AZRebalance, HealthCheck, ReplaceUnhealthy, InstanceRefresh resumed" in (
+        run.output
+    )
+    assert standin.suspended_processes(group.name) == {"Launch"}  # the team's suspension stays
+    states = standin.target_states(group.target_group_arn)
+    assert all(states[i] in ("healthy", "initial") for i in group.ids), states  # the stopped batch is back
+
+
+def test_an_instance_in_standby_is_deployed_now_and_left_in_standby_out_of_the_load_balancer(standin: StandIn) -> None:
+    """Standby is running and goes back into service with ExitStandby, without a lifecycle hook: the pipe
+    deploys it with the others, and leaves it as the team put it (Standby, in no target group)."""
+    group = make_group(standin, 3)
+    resting = group.ids[2]
+    standin.client("autoscaling").enter_standby(
+        AutoScalingGroupName=group.name, InstanceIds=[resting], ShouldDecrementDesiredCapacity=True
+    )
+    wait_until(lambda: resting not in standin.target_states(group.target_group_arn), "Standby left the target group")
+    run = run_pipe(group_env(standin, group, COMMANDS=f"echo deployed > /tmp/deployed\n{RESTART}"), timeout=300)
+
+    assert run.returncode == 0, run.output
+    assert all(standin.instance_path(i, "/tmp/deployed").exists() for i in group.ids)
+    states = standin.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[group.name])
+    assert {i["InstanceId"]: i["LifecycleState"] for i in states["AutoScalingGroups"][0]["Instances"]}[resting] == (
+        "Standby"
+    )
+    assert resting not in standin.target_states(group.target_group_arn)  # not put into service by the deploy

@@ -16,7 +16,7 @@ from standin import StandIn
 from standin.live_tail import LogsReads, StartAttempt
 from support import PipeRun, run_pipe
 
-from pipe.stages.watch.live_starts import THROTTLED_RETRY_SECONDS
+from pipe.apply.watch.live_starts import THROTTLED_RETRY_SECONDS
 
 CHATTY = 'for n in $(seq 1 {lines}); do echo "line $n of $(hostname)-{tag}"; sleep {pause}; done'
 # 80 lines 0.125 s apart: 10 s, longer than a session start throttled twice may wait (2 + 4 s at most,

@@ -12,6 +12,8 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 
 from functional.fake_elb import FakeELB, FakeGroup
 from functional.fake_fleet import FakeFleet, FakeInstance
+from pipe.apply.run import Run
+from pipe.aws.authenticate import Identity
 from pipe.aws.clients import Clients
 from pipe.config.settings import DeploySettings, ReleaseSettings
 from pipe.execution import Execution
@@ -29,10 +31,8 @@ from pipe.release.ledger import (
     ledger_name,
     utc_timestamp,
 )
-from pipe.run import Run
 from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import Redactor
-from pipe.stages.authenticate import Identity
 
 ROLE = "arn:aws:sts::123456789012:assumed-role/deploy/ssm-deploy"
 IDENTITY = Identity(ROLE, "123456789012")

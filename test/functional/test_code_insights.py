@@ -24,13 +24,13 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 
 from functional.fake_aws import FakeSSM
 from functional.plans import World, applying, planned
+from pipe.apply.rollout import roll_out
 from pipe.aws.clients import Clients
 from pipe.errors import DeployFailed
 from pipe.model import BatchOutcome, DeployOutcome, Invocation, Status
 from pipe.plan import DeployPlan
 from pipe.report.sinks import sinks
 from pipe.runtime.redaction import MASK, Redactor
-from pipe.stages.rollout import roll_out
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
 REPO = "acme/web-api"

@@ -18,14 +18,14 @@ from unit.unit_support import REGION, make_settings
 from functional.fake_aws import FakeSSM
 from functional.fake_elb import FakeELB, FakeGroup
 from functional.plans import SHIPPED, World, applying, planned, shipped
+from pipe.apply.rollout import roll_out
+from pipe.apply.run import Run
 from pipe.aws.clients import Clients
 from pipe.config.rollout import RolloutSettings, TargetGroupChoice
 from pipe.errors import DeployFailed
 from pipe.plan.rollout import prepare_rollout
 from pipe.report import plan as words
 from pipe.report.result_file import write_result
-from pipe.run import Run
-from pipe.stages.rollout import roll_out
 
 IDS = [f"i-0{n:016x}" for n in range(1, 9)]  # 8 instances: BATCH_SIZE 25 % is 4 batches of 2
 OTHER = "i-0ffffffffffffffff"  # another service's target in the same group

@@ -16,10 +16,10 @@ import pytest
 from standin import StandIn
 from support import wait_until
 
+from pipe.apply.lock import Heartbeat, LockHeld, LockHolding, LockRecord, LockRequest, deploy_lock
 from pipe.config.build_context import BuildContext
 from pipe.config.lock import lock_name
 from pipe.runtime.interruption import Interrupted, StopRequests, stop_between_attempts
-from pipe.stages.lock import Heartbeat, LockHeld, LockHolding, LockRecord, LockRequest, deploy_lock
 
 BUILD = BuildContext(
     repo="acme/web-api",

@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 from standin.listings import truncate_output
-from unit.stages.watch.test_unit_live_tail import ARN, poll_until, pushed
-from unit.stages.watch.test_unit_live_tail import FakeLogs as LiveLogs
+from unit.apply.watch.test_unit_live_tail import ARN, poll_until, pushed
+from unit.apply.watch.test_unit_live_tail import FakeLogs as LiveLogs
 from unit.unit_support import COMMAND_ID, INSTANCE_A, FakeClock, make_settings
 
+from pipe.apply.watch.closing import DRAIN_SECONDS, show_results
+from pipe.apply.watch.log_tail import LogTail
+from pipe.apply.watch.results import apply_result
 from pipe.model import Invocation, SentCommand
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
-from pipe.stages.watch.closing import DRAIN_SECONDS, show_results
-from pipe.stages.watch.log_tail import LogTail
-from pipe.stages.watch.results import apply_result
 
 GROUP = "/aws/ssm/ssm-deploy"
 STREAM = f"{COMMAND_ID}/{INSTANCE_A}/aws-runShellScript/stdout"

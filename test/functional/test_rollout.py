@@ -4,7 +4,7 @@ and what the result file says, with a fake SSM client (no stand-in, no subproces
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,9 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 
 from functional.fake_aws import FakeSSM
 from functional.plans import applying, planned
+from pipe.apply.phases import send_only
+from pipe.apply.rollout import roll_out
+from pipe.apply.run import Run
 from pipe.aws.clients import Clients
 from pipe.config.rollout import RolloutSettings
 from pipe.errors import DeployFailed, DeployStopped, SendOutcomeUnknown
@@ -23,10 +26,7 @@ from pipe.execution import Execution
 from pipe.model import Batch, PhaseStatus, Status
 from pipe.plan.commands import deploy_spec
 from pipe.report.result_file import write_result
-from pipe.run import Run
 from pipe.runtime.interruption import StopRequests
-from pipe.stages.phases import send_only
-from pipe.stages.rollout import roll_out
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
 
@@ -284,3 +284,83 @@ def test_a_stop_during_the_failing_batchs_rollback_keeps_it_stopped_and_the_batc
     document, dotenv = result(run)
     assert document["failed_phase"] == "deploy"
     assert "SSM_DEPLOY_ROLLBACK='interrupted'" in dotenv
+
+
+class GrowingGroup:
+    """A RolloutScope whose group launches ``launched`` while the planned batches run (a scale-out), or
+    cannot be read again when ``unreadable``."""
+
+    def __init__(self, launched: list[str], unreadable: str = "") -> None:
+        self.launched = launched
+        self.unreadable = unreadable
+        self.asked: list[list[str]] = []
+
+    @contextmanager
+    def holding(self, run: Execution) -> Iterator[None]:
+        yield
+
+    def departed(self, run: Execution, instance_ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def joined(self, run: Execution, covered: Sequence[str]) -> dict[str, str]:
+        self.asked.append(list(covered))
+        if self.unreadable:
+            raise DeployFailed(self.unreadable)
+        return {i: "launched by the group during the rollout" for i in self.launched if i not in covered}
+
+
+def scaled_run(ssm: FakeSSM, tmp_path: Path, scope: GrowingGroup) -> Run:
+    settings = make_settings(
+        instance_ids=[INSTANCE_A, INSTANCE_B],
+        stream_output=False,
+        result_file=str(tmp_path / "result.json"),
+        rollback_commands="./undo.sh",
+        rollout=RolloutSettings(batch_size="1"),
+    )
+    clients = Clients(boto3.Session(region_name=REGION), REGION)
+    clients.ssm = ssm  # type: ignore[assignment]
+    return applying(planned(settings, scopes=(scope,)), clients, ssm.stops)
+
+
+def test_an_instance_launched_during_the_rollout_gets_a_batch_of_its_own_through_the_hook(tmp_path: Path) -> None:
+    ssm = FakeSSM()
+    scope = GrowingGroup([INSTANCE_C])
+    run = scaled_run(ssm, tmp_path, scope)
+    entered: list[tuple[int, tuple[str, ...]]] = []
+
+    @contextmanager
+    def hook(_: Execution, batch: Batch) -> Iterator[None]:
+        entered.append((batch.number, batch.instance_ids))
+        yield
+
+    message = roll_out(run, list(run.plan.batches), hook)
+
+    assert entered == [(1, (INSTANCE_A,)), (2, (INSTANCE_B,)), (3, (INSTANCE_C,))]  # drained like the others
+    assert [sent.instance_ids for sent in ssm.phase("deploy")] == [[INSTANCE_A], [INSTANCE_B], [INSTANCE_C]]
+    assert scope.asked == [[INSTANCE_A, INSTANCE_B], [INSTANCE_A, INSTANCE_B, INSTANCE_C]]  # asked again after
+    assert message == f"Deployed to 3 instance(s) ({INSTANCE_C} launched during the rollout)."
+    assert run.targeted == [INSTANCE_A, INSTANCE_B, INSTANCE_C]  # the ledger's fleet covers it
+    assert [record.instance_ids for record in run.outcome.batches][-1] == (INSTANCE_C,)
+
+
+def test_a_failed_deploy_on_an_instance_launched_during_the_rollout_rolls_back_every_batch(tmp_path: Path) -> None:
+    ssm = failing_on("deploy", INSTANCE_C)
+    run = scaled_run(ssm, tmp_path, GrowingGroup([INSTANCE_C]))
+
+    with pytest.raises(DeployFailed) as failure:
+        roll_out(run, list(run.plan.batches))
+
+    assert str(failure.value).startswith("Batch 3/3 (1 instance(s)): Deploy failed on 1 of 1 instance(s)")
+    assert sorted(i for sent in ssm.phase("rollback") for i in sent.instance_ids) == sorted(IDS)
+
+
+def test_a_group_that_cannot_tell_what_it_launched_fails_the_deploy_and_rolls_it_back(tmp_path: Path) -> None:
+    ssm = FakeSSM()
+    run = scaled_run(ssm, tmp_path, GrowingGroup([], unreadable="i-0launching is still being launched"))
+
+    with pytest.raises(DeployFailed) as failure:
+        roll_out(run, list(run.plan.batches))
+
+    assert str(failure.value).startswith("i-0launching is still being launched")
+    assert "Rollback succeeded on all 2 instance(s)" in str(failure.value)
+    assert run.outcome.failed_phase == "scale-out"

@@ -16,12 +16,12 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 from functional.fake_aws import FakeSSM
 from functional.fake_elb import FakeELB, FakeGroup
 from functional.plans import applying, planned
+from pipe.apply.rollout import roll_out
+from pipe.apply.run import Run
 from pipe.aws.clients import Clients
 from pipe.config.rollout import RolloutSettings, TargetGroupChoice
 from pipe.errors import DeployFailed, NothingSent
 from pipe.plan.rollout import RolloutPlan, prepare_rollout
-from pipe.run import Run
-from pipe.stages.rollout import roll_out
 from pipe.traffic import around_each
 from pipe.traffic.target_groups.waits import POLL_SECONDS, poll_seconds
 

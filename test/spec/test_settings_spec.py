@@ -40,7 +40,7 @@ from pipe.config.settings import DeploySettings
 from pipe.config.settings import load_settings as load_variables
 from pipe.config.variables import VARIABLE_NAMES
 from pipe.errors import ValidationFailed
-from pipe.stages.script import build_script, script_size_problem
+from pipe.plan.script import build_script, script_size_problem
 
 
 def load_settings(variables: Mapping[str, str | None], env: Mapping[str, str]) -> DeploySettings:

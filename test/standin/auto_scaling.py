@@ -23,6 +23,10 @@ and what the deploy relies on (pinned to moto 5.2.5, like ``moto_bridge``, the o
   Auto Scaling lifecycle hooks", CompleteLifecycleAction, RecordLifecycleActionHeartbeat; both actions are
   missing in moto). Completing an instance that no hook holds is a ValidationError, as in AWS. Instances
   still launching count toward the desired capacity. ``hook_time_scale`` shortens the heartbeat timeout.
+- Standby (EnterStandby, ExitStandby): "Instances that are on standby are still part of the Auto Scaling group,
+  but they do not actively handle load balancer traffic" (User Guide, "Temporarily remove instances from your
+  Auto Scaling group"): entering Standby deregisters the instance from the group's target groups, leaving it
+  registers it again. moto changed the state only.
 - Every launched instance is handed to ``on_online`` callbacks once it is a managed instance (the State
   Manager associations in ``associations.py`` run there)."""
 
@@ -171,6 +175,13 @@ class AutoScalingModel:
             if new:
                 self._load_balancer.register(str(arn), [(i, None) for i in new])
 
+    def standing_by(self, group: FakeAutoScalingGroup, instance_ids: list[str]) -> None:
+        """Out of the group's target groups while in Standby (registered again with ExitStandby)."""
+        for arn in group.target_group_arns:
+            self._load_balancer.deregister(str(arn), [(i, None) for i in instance_ids])
+        with self._lock:
+            self._registered.get(str(group.name), set()).difference_update(instance_ids)
+
     def terminating(self, instance: Any) -> None:
         """Deregistered from its group's target groups, then gone."""
         group = getattr(instance, "autoscaling_group", None)
@@ -283,6 +294,22 @@ def _resume_processes(self: AutoScalingBackend, group_name: str, scaling_process
         group.set_desired_capacity(group.desired_capacity)  # Launch resumed: launches what it could not
 
 
+def _enter_standby(self: AutoScalingBackend, group_name: str, instance_ids: list[str], should_decrement: bool) -> Any:
+    activities = _originals["enter_standby"](self, group_name, instance_ids, should_decrement)
+    model = _model()
+    if model is not None:
+        model.standing_by(self.autoscaling_groups[group_name], instance_ids)
+    return activities
+
+
+def _exit_standby(self: AutoScalingBackend, group_name: str, instance_ids: list[str]) -> Any:
+    activities = _originals["exit_standby"](self, group_name, instance_ids)
+    model = _model()
+    if model is not None:
+        model.register_in_service(self.autoscaling_groups[group_name])
+    return activities
+
+
 def _active_instances(self: FakeAutoScalingGroup) -> list[Any]:
     """InService and still launching: both count toward the desired capacity."""
     return [s for s in self.instance_states if s.lifecycle_state == IN_SERVICE or s.lifecycle_state in LAUNCHING]
@@ -320,11 +347,15 @@ def install(model: AutoScalingModel) -> None:
     _originals["set_desired_capacity"] = FakeAutoScalingGroup.set_desired_capacity
     _originals["terminate_instances"] = EC2Backend.terminate_instances
     _originals["resume_processes"] = AutoScalingBackend.resume_processes
+    _originals["enter_standby"] = AutoScalingBackend.enter_standby_instances
+    _originals["exit_standby"] = AutoScalingBackend.exit_standby_instances
     setattr(FakeAutoScalingGroup, "replace_autoscaling_group_instances", _replace_instances)  # noqa: B010
     setattr(FakeAutoScalingGroup, "set_desired_capacity", _set_desired_capacity)  # noqa: B010
     setattr(AutoScalingBackend, "update_attached_target_groups", _update_attached_target_groups)  # noqa: B010
     setattr(AutoScalingBackend, "attach_load_balancer_target_groups", _attach_target_groups)  # noqa: B010
     setattr(AutoScalingBackend, "resume_processes", _resume_processes)  # noqa: B010
+    setattr(AutoScalingBackend, "enter_standby_instances", _enter_standby)  # noqa: B010
+    setattr(AutoScalingBackend, "exit_standby_instances", _exit_standby)  # noqa: B010
     setattr(EC2Backend, "terminate_instances", _terminate_instances)  # noqa: B010
     setattr(FakeAutoScalingGroup, "active_instances", _active_instances)  # noqa: B010
     setattr(AutoScalingResponse, "complete_lifecycle_action", _complete_lifecycle_action)  # noqa: B010

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipe.model import SecretRef
+from pipe.plan.script import build_script
 from pipe.release.remote import ReleasePlan
-from pipe.stages.script import build_script
 from unit.unit_support import make_settings
 
 A, B, C, D = "000001-aaaaaaa", "000002-bbbbbbb", "000003-ccccccc", "000004-ddddddd"

@@ -44,6 +44,7 @@ class Group:
     instances: dict[str, str]  # instance id -> lifecycle state
     suspended: frozenset[str]  # processes suspended now, by anyone
     target_group_arns: tuple[str, ...] = ()
+    warm_pool: bool = False  # DescribeAutoScalingGroups' WarmPoolConfiguration: the group keeps a warm pool
 
     @property
     def in_service(self) -> list[str]:
@@ -75,6 +76,7 @@ def read_groups(autoscaling: AutoScalingClient, names: Sequence[str]) -> dict[st
                 instances={str(i["InstanceId"]): str(i["LifecycleState"]) for i in row.get("Instances", [])},
                 suspended=frozenset(str(p["ProcessName"]) for p in row.get("SuspendedProcesses", [])),
                 target_group_arns=tuple(str(arn) for arn in row.get("TargetGroupARNs", [])),
+                warm_pool=row.get("WarmPoolConfiguration") is not None,
             )
             groups[group.name] = group
     return groups

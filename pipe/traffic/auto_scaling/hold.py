@@ -14,7 +14,8 @@ or disturb the rollout while it runs (Amazon EC2 Auto Scaling User Guide, "Types
 Left running on purpose: ``Launch`` and ``Terminate`` (suspending either stops all scaling, out and in,
 for as long as the deploy runs), ``AlarmNotification`` and ``ScheduledActions`` (the group keeps scaling
 with its load), ``AddToLoadBalancer`` (a new instance must still enter its target groups). An instance the
-group terminates during the deploy is reported as gone (``departed``), not as a failure.
+group terminates during the deploy is reported as gone (``departed``), not as a failure; one it launches
+during the deploy is deployed before the deploy declares success (``joined``, ``joined.py``).
 
 Resumed on every exit path, and only what this deploy suspended: processes suspended before the deploy
 (by anyone) stay suspended. Where resuming fails, the message names the group and the command to run."""
@@ -29,6 +30,7 @@ from pipe.config.rollout import healthy_floor
 from pipe.errors import DeployFailed
 from pipe.execution import Execution
 from pipe.traffic.auto_scaling.groups import (
+    LAUNCHING_STATES,
     LEAVING_STATES,
     AutoScalingError,
     Group,
@@ -36,6 +38,7 @@ from pipe.traffic.auto_scaling.groups import (
     memberships,
     read_groups,
 )
+from pipe.traffic.auto_scaling.joined import joined_in_service
 
 log = logging.getLogger("ssm-deploy")
 HELD_PROCESSES = ("AZRebalance", "HealthCheck", "ReplaceUnhealthy", "InstanceRefresh")
@@ -50,13 +53,19 @@ def resume_command(group: str, processes: Sequence[str]) -> str:
 class ScalingHold:
     """The RolloutScope of the Auto Scaling groups of a deploy."""
 
-    def __init__(self, groups: Sequence[Group], deployed: Sequence[str], min_healthy: str) -> None:
+    def __init__(
+        self, groups: Sequence[Group], deployed: Sequence[str], min_healthy: str, launch_wait: int = 0
+    ) -> None:
         self.groups = list(groups)
         self.min_healthy = min_healthy
+        self.launch_wait = launch_wait  # how long a launch may take: the wait for instances still launching
         ours = set(deployed)
         # per group, the instances of this deploy in it and how many were InService when it was planned
         self.members = {g.name: [i for i in g.instances if i in ours] for g in self.groups}
         self.planned_in_service = {g.name: len(g.in_service) for g in self.groups}
+        # in the groups and launched when the plan read them: deployed, or left out on purpose (not targeted,
+        # leaving); never taken for instances that joined during the rollout
+        self.settled = {i for g in self.groups for i, state in g.instances.items() if state not in LAUNCHING_STATES}
 
     @contextmanager
     def holding(self, run: Execution) -> Iterator[None]:
@@ -121,6 +130,15 @@ class ScalingHold:
                 continue
             log.info(f"Auto Scaling group {name}: {', '.join(processes)} resumed")
         return problems
+
+    def joined(self, run: Execution, covered: Sequence[str]) -> dict[str, str]:
+        """The groups' InService instances launched during the rollout (or still launching when it was
+        planned) that ``covered`` lacks, once none is still being launched (``joined.py``)."""
+        known = self.settled | set(covered) | set(run.outcome.departed)
+        found = joined_in_service(run, [g.name for g in self.groups], known, self.launch_wait)
+        for instance_id, name in found.items():
+            self.members[name].append(instance_id)  # may leave the group in turn: ``departed`` tells
+        return {i: f"launched by the Auto Scaling group {name} during the rollout" for i, name in found.items()}
 
     def departed(self, run: Execution, instance_ids: Sequence[str]) -> dict[str, str]:
         """Those of ``instance_ids`` their group terminated (or that were detached) during the deploy;

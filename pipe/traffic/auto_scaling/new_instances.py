@@ -40,12 +40,13 @@ from pipe.config.settings import DeploySettings
 from pipe.errors import DeployFailed, NothingSent
 from pipe.limits import MAX_SCRIPT_BYTES
 from pipe.model import SecretRef
+from pipe.plan.script import build_script, healthcheck_body, script_bytes
 from pipe.release.remote import install_body
 from pipe.release.stage import Release
-from pipe.stages.script import build_script, healthcheck_body, script_bytes
 from pipe.traffic import RolloutScope
 from pipe.traffic.auto_scaling.groups import VARIABLE, AutoScalingError, call
 from pipe.traffic.auto_scaling.hold import ScalingHold
+from pipe.traffic.auto_scaling.launch_bounds import AGENT_MARGIN_SECONDS, install_bound, launch_bound
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -55,7 +56,6 @@ LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 ABANDON, CONTINUE = "ABANDON", "CONTINUE"
 SUGGESTED_HOOK_NAME = "ssm-deploy-launch"
 HEARTBEAT_MAX = 7200  # PutLifecycleHook HeartbeatTimeout: 30 to 7200 seconds
-AGENT_MARGIN_SECONDS = 300  # a new instance boots and its agent registers before the association runs
 DOCUMENT = "AWS-RunShellScript"
 GROUP_TAG = "tag:aws:autoscaling:groupName"
 _ASSOCIATION_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")  # AssociationName: ^[a-zA-Z0-9_\-.]{3,128}$
@@ -90,11 +90,6 @@ def association_name(service: str, environment: str) -> str:
     return _ASSOCIATION_NAME_UNSAFE.sub("_", name)[:128]
 
 
-def install_bound(settings: DeploySettings) -> int:
-    """How long the association's run may take: the install, then the whole health check."""
-    return settings.execution_timeout + (settings.healthcheck_timeout if settings.healthcheck_commands else 0)
-
-
 def hook_command(group: str, heartbeat: int) -> str:
     return (
         f"aws autoscaling put-lifecycle-hook --auto-scaling-group-name {shlex.quote(group)} "
@@ -112,11 +107,21 @@ def plan_new_instances(
 ) -> NewInstances | None:
     """In release mode with Auto Scaling groups: each group's launch hook checked (reads only), and the
     association's run for this release. NothingSent when a hook is missing or cannot be read."""
-    groups = [g.name for scope in scopes if isinstance(scope, ScalingHold) for g in scope.groups]
-    if release is None or not groups:
+    read = [g for scope in scopes if isinstance(scope, ScalingHold) for g in scope.groups]
+    if release is None or not read:
         return None
-    bound = install_bound(settings)
-    needed = bound + AGENT_MARGIN_SECONDS
+    groups = [g.name for g in read]
+    warm = next((g.name for g in read if g.warm_pool), None)
+    if warm is not None:
+        raise NothingSent(
+            VARIABLE,
+            f"the Auto Scaling group {warm} keeps a warm pool, whose instances a release deploy cannot bring "
+            "to the live release before they enter service: the launch hook holds them a second time when they "
+            "move into the group, and nothing the pipe sets up runs then, so the group would abandon them",
+            f"remove the warm pool (aws autoscaling delete-warm-pool --auto-scaling-group-name {shlex.quote(warm)}) "
+            "or deploy this group in command mode (COMMANDS without ARTIFACT or RELEASE)",
+        )
+    bound, needed = install_bound(settings), launch_bound(settings)
     if needed > HEARTBEAT_MAX:
         raise NothingSent(
             "EXECUTION_TIMEOUT",

@@ -22,6 +22,7 @@ from pipe.traffic.auto_scaling.groups import (
     read_groups,
 )
 from pipe.traffic.auto_scaling.hold import HELD_PROCESSES, ScalingHold
+from pipe.traffic.auto_scaling.launch_bounds import launch_bound
 
 log = logging.getLogger("ssm-deploy")
 LISTED = 8
@@ -85,9 +86,8 @@ def plan_auto_scaling(settings: DeploySettings, clients: Clients, batches: list[
     lines = [_group_line(group, ours) for group in groups.values()]
     if outside:
         lines.append(f"  outside:   {len(outside)} instance(s) in none of these groups: {_listed(outside)}")
-    return Planned(
-        None, batches, lines, scope=ScalingHold(list(groups.values()), instance_ids, settings.rollout.min_healthy)
-    )
+    hold = ScalingHold(list(groups.values()), instance_ids, settings.rollout.min_healthy, launch_bound(settings))
+    return Planned(None, batches, lines, scope=hold)
 
 
 def _group_line(group: Group, ours: set[str]) -> str:

@@ -1,5 +1,6 @@
 """The batch hook behind a load balancer: take the batch out of every target group it is in (named in
-TARGET_GROUPS or found registered there when the rollout was planned) and wait until it is drained;
+TARGET_GROUPS or found registered there when the rollout was planned; an instance launched since is
+looked up again) and wait until it is drained;
 after the deploy, put it back in each of them, on the ports it was registered with, and wait until
 every group reports it healthy. The time from its deregistration until then is the batch's time out
 of service (``BatchRecord.out_of_service``).
@@ -60,6 +61,7 @@ class LoadBalancer:
     @contextmanager
     def around(self, run: Execution, batch: Batch) -> Iterator[None]:
         """The BatchHook: out of the load balancer before the deploy, back in after it."""
+        self._read_if_new(run, batch)
         registrations = self.registrations(batch.instance_ids)
         records = run.outcome.records_of(batch)
         if not registrations:
@@ -106,6 +108,18 @@ class LoadBalancer:
             except LoadBalancerError:
                 return 0  # unreadable: no room known, so one batch at a time (the hook reads it again)
         return largest_batch(leaving, self.min_healthy)
+
+    def _read_if_new(self, run: Execution, batch: Batch) -> None:
+        """A batch with an instance that no group listed when last read (one its Auto Scaling group launched
+        during the rollout, registered since): every group's targets read again, so it is drained too."""
+        listed = {target.instance_id for group in self.groups for target in group.targets}
+        if listed.issuperset(batch.instance_ids):
+            return
+        for group in self.groups:
+            try:
+                group.targets = read_states(run.clients.elbv2, group.arn, [])
+            except LoadBalancerError as error:
+                raise DeployFailed(f"{batch} was not started: {group.name}: {error}.") from None
 
     def _wait_for_capacity(self, run: Execution, batch: Batch, leaving: Sequence[TargetGroup]) -> None:
         """Never start a batch that would leave one of the groups it leaves below MIN_HEALTHY: wait

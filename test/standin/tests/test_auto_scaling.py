@@ -99,3 +99,27 @@ def test_launch_and_terminate_suspended_hold_the_group_at_its_size(standin: Stan
     assert sorted(standin.group_instances(name)) == sorted(ids)  # no scale-out
     autoscaling.resume_processes(AutoScalingGroupName=name, ScalingProcesses=["Launch"])
     assert len(standin.group_instances(name)) == 3  # Launch resumed: it launches what it could not
+
+
+def test_standby_takes_an_instance_out_of_the_target_groups_and_exit_standby_puts_it_back(standin: StandIn) -> None:
+    arn = standin.create_target_group(_name("tg-standby"), [], deregistration_delay=0)
+    name = _name("asg-standby")
+    ids = standin.create_auto_scaling_group(name, 2, target_group_arns=[arn])
+    resting, serving = ids
+    autoscaling = standin.client("autoscaling")
+    assert set(standin.target_states(arn)) == set(ids)
+
+    autoscaling.enter_standby(AutoScalingGroupName=name, InstanceIds=[resting], ShouldDecrementDesiredCapacity=True)
+    instances = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+    assert {i["InstanceId"]: i["LifecycleState"] for i in instances["Instances"]} == {
+        resting: "Standby",
+        serving: "InService",
+    }
+    deadline = time.monotonic() + DEADLINE
+    while resting in standin.target_states(arn) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(standin.target_states(arn)) == {serving}  # no load balancer traffic while in Standby
+    assert standin.run_on_instance(resting, "true").returncode == 0  # still running and managed
+
+    autoscaling.exit_standby(AutoScalingGroupName=name, InstanceIds=[resting])
+    assert set(standin.target_states(arn)) == set(ids)

@@ -22,7 +22,7 @@ from pipe.config.variables import (
 )
 from pipe.errors import ValidationFailed
 from pipe.model import SecretRef, Target
-from pipe.stages.script import script_size_problem
+from pipe.plan.script import script_size_problem
 
 ID_A = "i-0123456789abcdef0"
 ID_B = "i-0fedcba9876543210"
@@ -863,15 +863,15 @@ def test_no_reason_quotes_a_value_in_full(overrides: dict[str, str | None]) -> N
 # --- dependencies point one way ----------------------------------------------------------------------
 
 
-def test_validation_imports_nothing_from_the_stages() -> None:
+def test_validation_imports_neither_step_nor_the_reports() -> None:
     """config/ is pure: the script-size check is passed in, not imported (once settings <-> script)."""
     config = Path(__file__).resolve().parents[3] / "pipe" / "config"
     for path in config.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
-                assert not node.module.startswith(("pipe.stages", "pipe.report", "pipe.deploy", "pipe.aws")), (
-                    f"{path.name} imports {node.module}"
-                )
+                assert not node.module.startswith(
+                    ("pipe.plan", "pipe.apply", "pipe.report", "pipe.deploy", "pipe.aws")
+                ), f"{path.name} imports {node.module}"
 
 
 def test_a_bad_environment_is_not_replaced_by_the_deployments() -> None:

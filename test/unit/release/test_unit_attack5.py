@@ -11,9 +11,9 @@ Each test asserts what SHOULD hold; each failed on the code the attack found it 
 - after a reboot, .ssm-deploy/switched (seconds since boot) condemned a server restarted through
   current on a redeploy of the live release: the switch's time now counts only in the boot it was
   recorded in (its boot id).
-Still open (xfail strict): a worker started through current before the switch that does not listen
-is never condemned (the through-current rule needs a listening socket to stay clear of readers
-such as a log shipper's `tail -f current/logs/...`).
+- a worker started through current before the switch that does not listen was never condemned (the
+  through-current rule needed a listening socket to stay clear of readers such as a log shipper's
+  `tail -f current/logs/...`): fixed in the sixth attack, a reader is told by the file it holds open.
 Held: the same redeploy without a reboot passes."""
 
 from __future__ import annotations
@@ -55,15 +55,20 @@ pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' 
 SECRET = "att5ck-Secret-3f1a-value"
 
 
-@pytest.fixture
-def box() -> Iterator[Box]:
+def box_with_secret(secret: str) -> Iterator[Box]:
+    """A box whose PARAMETER holds ``secret``; the services its tests started are stopped after."""
     for root in open_temp_dir():
         made = Box(root)
-        made.store_parameter(PARAMETER, SECRET)
+        made.store_parameter(PARAMETER, secret)
         try:
             yield made
         finally:
             _stop_services(made)
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    yield from box_with_secret(SECRET)
 
 
 def _install(
@@ -152,13 +157,6 @@ def _foreign(box: Box, command: list[str], cwd: str) -> int:
     return process.pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: ssm_deploy_through_current condemns a process started through current before the switch "
-    "only when it listens; a worker (systemd ExecStart=/usr/bin/node /srv/app/current/worker.js, no "
-    "WorkingDirectory=) that ACTIVATE_COMMANDS never restarts keeps running the replaced release and the "
-    "deploy says 'none runs a replaced release'",
-)
 def test_a_worker_started_through_current_before_the_switch_and_left_running_fails_the_deploy(box: Box) -> None:
     code, output = _install(box, A, RESTARTED)
     assert code == 0, output

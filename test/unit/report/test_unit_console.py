@@ -281,7 +281,7 @@ def test_s3_line_without_a_newline_comes_in_bounded_pieces(monkeypatch: pytest.M
 
 
 def test_the_cut_notice_asks_for_what_is_missing_not_for_streaming_that_is_on() -> None:
-    from pipe.stages.watch.closing import _remedy
+    from pipe.apply.watch.closing import _remedy
     from unit.unit_support import make_settings
 
     streaming = _remedy(make_settings(stream_output=True, log_group="/aws/ssm/ssm-deploy"))

@@ -1,0 +1,63 @@
+"""A plan being applied: the execution state (``Execution``) and the plan it carries out, read-only.
+
+The rollout, its phases and the followers take one ``Run``. What the plan found is read through it
+(``run.settings``, ``run.release``, ``run.targeted``); only execution state is ever changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipe.aws.authenticate import Identity
+from pipe.config.settings import DeploySettings
+from pipe.execution import Execution
+from pipe.plan import DeployPlan
+from pipe.release.stage import Release
+
+
+@dataclass(kw_only=True)
+class Run(Execution):
+    plan: DeployPlan
+
+    @classmethod
+    def applying(cls, plan: DeployPlan, ctx: Execution) -> Run:
+        """The run that applies ``plan`` with ``ctx``'s execution state (the same outcome, stops...)."""
+        return cls(
+            clients=ctx.clients,
+            stops=ctx.stops,
+            redactor=ctx.redactor,
+            outcome=ctx.outcome,
+            build_log=ctx.build_log,
+            plan=plan,
+        )
+
+    @property
+    def settings(self) -> DeploySettings:
+        return self.plan.settings
+
+    @property
+    def identity(self) -> Identity:
+        return self.plan.identity
+
+    @property
+    def release(self) -> Release | None:
+        return self.plan.release
+
+    @property
+    def targeted(self) -> list[str] | None:
+        """The instances, when known before sending (None: SSM resolves TARGETS), then those that joined the
+        fleet during the rollout."""
+        return None if self.plan.instances is None else [*self.plan.instances, *self.outcome.joined]
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Name tags that label output lines."""
+        return dict(self.plan.names)
+
+    @property
+    def region(self) -> str:
+        return self.plan.settings.region
+
+    @property
+    def order(self) -> list[str]:
+        """The targeted instances in order: each keeps its colour in every phase."""
+        return [*(self.plan.instances or ()), *self.outcome.joined]

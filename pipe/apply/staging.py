@@ -1,0 +1,61 @@
+"""Staging: in a rolling release deploy, before the first batch is drained, every targeted instance
+prepares the release (download, verify, unpack, SHARED_PATHS, COMMANDS, a checksum manifest) while
+it still serves the live one, all at once within MAX_CONCURRENCY. Each batch then only drains,
+checks the staged copy against its manifest, switches, activates, passes the health check and is
+registered again: the install is no longer time out of service.
+
+A release that fails to stage anywhere stops the deploy here: nothing was drained or switched. The
+copies staged on the other instances are left in ``APP_DIR/releases``: a deploy of the same release
+uses them again (after checking them), and KEEP_RELEASES prunes them otherwise."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pipe.apply.phases import run_phase
+from pipe.apply.run import Run
+from pipe.errors import DeployFailed
+from pipe.model import PhaseStatus, command_ids
+from pipe.plan.commands import stage_spec
+from pipe.report.durations import format_duration
+from pipe.report.instances import listed, release_meanings
+
+log = logging.getLogger("ssm-deploy")
+
+
+def stage_release(run: Run) -> DeployFailed | None:
+    """Stage the plan's release on every targeted instance; the failure, if any (nothing drained or
+    switched then). A stop raises DeployStopped (the phase marked interrupted)."""
+    release = run.release
+    assert release is not None  # plan/commands.py stages(): release mode only
+    spec, record = stage_spec(run.plan), run.outcome.stage
+    steps = "download, verify, unpack" + (", COMMANDS" if release.plan.commands else "")
+    log.info(
+        f"---- Staging release {release.plan.release_id} on {len(spec.instance_ids)} instance(s) while they serve "
+        f"({steps}), {spec.max_concurrency} at a time; nothing is drained or switched ----"
+    )
+    started = time.monotonic()
+    try:
+        failed = run_phase(run, spec, record)
+    finally:
+        run.outcome.stage_seconds = round(time.monotonic() - started, 1)
+    for instance_id, invocation in record.invocations.items():
+        how = "staged" if invocation.succeeded else invocation.describe()
+        log.info(f"{instance_id}: {how} in {format_duration(invocation.elapsed)}")
+    before = release.live_before or "what it ran before"
+    if failed:
+        record.status = PhaseStatus.FAILED
+        return DeployFailed(
+            f"Staging release {release.plan.release_id} failed on {len(failed)} of {len(spec.instance_ids)} "
+            f"instance(s): {listed(failed)}.{release_meanings(failed)} Nothing was drained or switched: every "
+            f"instance still serves {before}. The copies staged elsewhere stay in {release.plan.app_dir}/releases, "
+            f"used again by a deploy of this release and pruned by KEEP_RELEASES otherwise. "
+            f"Command id: {command_ids(record.commands)}."
+        )
+    record.status = PhaseStatus.SUCCEEDED
+    log.info(
+        f"Staged release {release.plan.release_id} on {len(spec.instance_ids)} instance(s) in "
+        f"{run.outcome.stage_seconds:.0f} s; every one still serves {before}"
+    )
+    return None

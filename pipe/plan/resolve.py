@@ -1,0 +1,176 @@
+"""What the pipe learns about the target instances: which ones TARGETS match (EC2, and SSM for hybrid
+nodes), and their names."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipe.aws.clients import Clients
+from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.config.settings import DeploySettings
+from pipe.errors import NothingSent
+from pipe.model import SecretRef, Target
+from pipe.plan.parameter_path import resolve_path
+from pipe.runtime.redaction import Redactor
+
+log = logging.getLogger("ssm-deploy")
+HYBRID_PREFIX = "mi-"  # hybrid (on-premises) managed nodes: SSM knows them, EC2 does not
+
+
+def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target], ssm: Any) -> list[str] | None:
+    """Managed nodes matched by ``targets`` (SSM's rules: keys AND'ed, values OR'ed): running EC2
+    instances through EC2, hybrid (``mi-``) nodes through SSM's own inventory, which alone knows them.
+
+    None when they cannot be resolved here (no permission, or a key EC2 cannot filter on): SSM
+    still resolves them when the command is sent, and the agent check is then skipped.
+    """
+    tag_filters: list[dict[str, Any]] = []
+    instance_ids: set[str] | None = None
+    try:
+        for target in targets:
+            if target.key.startswith("tag:") or target.key == "tag-key":
+                tag_filters.append({"Name": target.key, "Values": list(target.values)})
+            elif target.key == "InstanceIds":
+                instance_ids = _intersect(instance_ids, set(target.values))
+            elif target.key == "resource-groups:Name":
+                instance_ids = _intersect(instance_ids, _group_instances(resource_groups, target.values))
+        if instance_ids is not None and not instance_ids:
+            return []
+        found = _ec2_instances(ec2, tag_filters, instance_ids)
+    except ClientError as error:
+        reason = error_message(error) if is_access_denied(error) else str(error)
+        log.warning(f"Could not resolve TARGETS before sending ({reason}); the agent check is skipped.")
+        return None
+    except BotoCoreError as error:
+        log.warning(f"Could not resolve TARGETS before sending ({error}); the agent check is skipped.")
+        return None
+    hybrid = _hybrid_nodes(ssm, tag_filters, instance_ids)
+    if hybrid is None:  # not allowed to ask SSM: what EC2 found stands, if anything
+        return sorted(set(found)) or None
+    return sorted(set(found) | set(hybrid))
+
+
+def _ec2_instances(ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str]:
+    filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": ["running"]}, *tag_filters]
+    if instance_ids is not None:
+        ec2_ids = sorted(i for i in instance_ids if not i.startswith(HYBRID_PREFIX))
+        if not ec2_ids:
+            return []
+        filters.append({"Name": "instance-id", "Values": ec2_ids})
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page.get("Reservations", []):
+            found += [instance["InstanceId"] for instance in reservation.get("Instances", [])]
+    return found
+
+
+def _hybrid_nodes(ssm: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str] | None:
+    """The hybrid nodes the targets select; None when SSM refuses to say.
+
+    DescribeInstanceInformation takes ``tag:<key>`` and ``tag-key`` filters, but "tag filters can't
+    be combined with other filter types": the rows are narrowed to hybrid nodes (ResourceType
+    ManagedInstance) here, not by a ResourceType filter."""
+    listed = None if instance_ids is None else {i for i in instance_ids if i.startswith(HYBRID_PREFIX)}
+    if listed is not None and not (listed and tag_filters):
+        return sorted(listed or [])  # no tag to check: the agent check then asks SSM about each of them
+    filters = [{"Key": f["Name"], "Values": f["Values"]} for f in tag_filters] or [
+        {"Key": "ResourceType", "Values": ["ManagedInstance"]}
+    ]
+    found: list[str] = []
+    try:
+        for page in ssm.get_paginator("describe_instance_information").paginate(Filters=filters):
+            found += [
+                row["InstanceId"]
+                for row in page.get("InstanceInformationList", [])
+                if row.get("ResourceType") == "ManagedInstance"
+            ]
+    except ClientError as error:
+        why = "the deploy role lacks ssm:DescribeInstanceInformation" if is_access_denied(error) else "SSM refused"
+        log.warning(f"Hybrid (mi-) nodes in TARGETS are not resolved before sending: {why} ({error_message(error)}).")
+        return None
+    except BotoCoreError as error:
+        log.warning(f"Hybrid (mi-) nodes in TARGETS are not resolved before sending ({error}).")
+        return None
+    return [i for i in found if listed is None or i in listed]
+
+
+def instance_names(ec2: Any, instance_ids: list[str]) -> dict[str, str]:
+    """Name tags, used to label output lines when every name is unique; {} when unavailable."""
+    names: dict[str, str] = {}
+    try:
+        for start in range(0, len(instance_ids), 200):
+            batch = instance_ids[start : start + 200]
+            pages = ec2.get_paginator("describe_instances").paginate(Filters=[{"Name": "instance-id", "Values": batch}])
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    for instance in reservation.get("Instances", []):
+                        tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+                        if tags.get("Name"):
+                            names[instance["InstanceId"]] = tags["Name"]
+    except ClientError as error:
+        if is_access_denied(error):
+            log.warning("Output is labelled with instance ids: the deploy role lacks ec2:DescribeInstances.")
+            return {}
+        raise
+    unique = len(set(names.values())) == len(names) == len(instance_ids)
+    return names if unique else {}
+
+
+def _intersect(current: set[str] | None, new: set[str]) -> set[str]:
+    return new if current is None else current & new
+
+
+def _group_instances(resource_groups: Any, names: tuple[str, ...]) -> set[str]:
+    found: set[str] = set()
+    for name in names:
+        pages = resource_groups.get_paginator("list_group_resources").paginate(Group=name)
+        try:
+            listed = list(pages)
+        except ClientError as error:
+            if "NotFound" in error_code(error):
+                raise NothingSent(
+                    "TARGETS", f"There is no resource group {name!r} here", "check its name and region"
+                ) from None
+            raise
+        for page in listed:
+            for item in page.get("ResourceIdentifiers", []):
+                arn = str(item.get("ResourceArn", ""))
+                if ":instance/" in arn or ":managed-instance/" in arn:  # EC2 instances, hybrid nodes
+                    found.add(arn.rsplit("/", 1)[-1])
+    return found
+
+
+def resolve(settings: DeploySettings, clients: Clients) -> list[str] | None:
+    """The instances the deploy targets, in order: INSTANCE_IDS, or the ones TARGETS match now (None
+    when they cannot be resolved here: SSM then resolves TARGETS when the command is sent)."""
+    if not settings.targets:
+        return list(settings.instance_ids)
+    found = resolve_targets(clients.ec2, clients.resource_groups, settings.targets, clients.ssm)
+    if found is None:
+        return None
+    if not found:
+        raise NothingSent(
+            "TARGETS",
+            f"{'; '.join(map(str, settings.targets))} match no running instance or hybrid node in {settings.region}",
+            "check the tag names and values (they are case-sensitive)",
+        )
+    log.info(f"TARGETS match {len(found)} running instance(s)")
+    return found
+
+
+def resolve_parameters(settings: DeploySettings, ssm: Any, redactor: Redactor, role: str) -> list[SecretRef]:
+    """PARAMETERS_PATH: every parameter under it, as a secret read on the instances (none without it)."""
+    if not settings.parameters_path:
+        return []
+    taken = {ref.env_name for ref in settings.secrets} | {name for name, _ in settings.variables}
+    return resolve_path(ssm, settings.parameters_path, taken, redactor, role)
+
+
+def label_instances(ec2: Any, targeted: list[str] | None) -> dict[str, str]:
+    """Name tags label the output lines of a fleet (one instance needs no label)."""
+    if targeted and len(targeted) > 1:
+        return instance_names(ec2, targeted)
+    return {}
