@@ -2,7 +2,7 @@
 test_unit_release_verify.py: the release scripts run for real against a temp APP_DIR and read /proc.
 
 Each test asserts what SHOULD hold. Findings (false positives: a healthy deploy failed with exit 90 and
-switched back):
+switched back), each failed on the code the attack found it in:
 - a server of the new release that set its title over its environment's memory (puma's cluster workers,
   gunicorn with setproctitle, nginx, unicorn, sidekiq, perl's $0) reads as an empty /proc/<pid>/environ
   and was condemned "without DB_PASSWORD, which this deploy exported", on every deploy;
@@ -13,6 +13,9 @@ switched back):
   daemon's, with the app's values applied from the pm2_env JSON at start (ProcessContainer.js), so after
   a rotation it serves the new secret while /proc/<pid>/environ shows the daemon's old value: condemned
   "with an old value of DB_PASSWORD".
+Fixed: the values are compared in awk against the environment a process runs with (a cluster worker's
+pm2_env values over the daemon's), and a process whose environment holds no entry is not compared (said
+so in the verified line). A cluster worker whose env block does not list the secret still fails.
 Held: a node server started with --require through current, restarted by every activation, after a
 rotation (the last test).
 """
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipe.release.remote import ReleaseExit
 from unit.release.test_unit_attack5 import _foreign, _install
 from unit.release.test_unit_release_verify import PARAMETER, _service_pids, _stop_services
 from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root, open_temp_dir
@@ -60,11 +64,6 @@ TITLED_SERVER = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 7: a healthy server of the new release whose title overwrote its environment (puma, "
-    "gunicorn+setproctitle, nginx, perl $0) is condemned 'without DB_PASSWORD, which this deploy exported'",
-)
 def test_a_server_whose_title_overwrote_its_environment_does_not_fail_a_healthy_deploy(box: Box) -> None:
     code, output = _install(box, A, TITLED_SERVER)
     assert code == 0, output
@@ -148,11 +147,12 @@ http.createServer((req, res) => res.end(req.url === '/secret' ? holds() : releas
 """
 
 
-def _ecosystem(app_dir: str, port: int) -> str:
+def _ecosystem(app_dir: str, port: int, listed: bool = True) -> str:
+    secret = "DB_PASSWORD: process.env.DB_PASSWORD, " if listed else ""
     return (
         "module.exports = { apps: [{ name: 'web-api', script: 'server.js', exec_mode: 'cluster', instances: 2,\n"
         f"  cwd: '{app_dir}/current',\n"
-        f"  env_prod: {{ PORT: '{port}', DB_PASSWORD: process.env.DB_PASSWORD, WANTED: process.env.WANTED }} }}] }};\n"
+        f"  env_prod: {{ PORT: '{port}', {secret}WANTED: process.env.WANTED }} }}] }};\n"
     )
 
 
@@ -165,12 +165,6 @@ PM2_CLUSTER = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 7: pm2 cluster workers get the app's env from the pm2_env JSON at start (ProcessContainer.js), "
-    "over the daemon's env in /proc/<pid>/environ: after a rotation they serve the new secret, yet are condemned "
-    "'with an old value of DB_PASSWORD' (the README's recipe in cluster mode)",
-)
 @pytest.mark.skipif(not shutil.which("pm2", path=PM2_BIN) or not shutil.which("curl"), reason="needs pm2 and curl")
 def test_pm2_in_cluster_mode_reloaded_with_a_rotated_secret_passes(box: Box) -> None:
     port = _free_port()
@@ -183,7 +177,7 @@ def test_pm2_in_cluster_mode_reloaded_with_a_rotated_secret_passes(box: Box) -> 
     try:
         code, output = _install(box, A, PM2_CLUSTER, artifact(A))
         assert code == 0, output
-        box.store_parameter(PARAMETER, SECRET + "-rotated")
+        box.store_parameter(PARAMETER, SECRET + '-rot"at\\ed')  # escaped in pm2_env's JSON: \" and \\
 
         code, output = _install(box, B, PM2_CLUSTER, artifact(B))
 
@@ -228,3 +222,29 @@ def test_a_node_server_with_a_required_module_restarted_after_a_rotation_passes(
 
     assert code == 0, output
     assert box.current() == f"releases/{B}"
+
+
+@pytest.mark.skipif(not shutil.which("pm2", path=PM2_BIN) or not shutil.which("curl"), reason="needs pm2 and curl")
+def test_pm2_in_cluster_mode_without_the_secret_in_its_env_block_still_fails_after_a_rotation(box: Box) -> None:
+    """The other side of the cluster fix: pm2 keeps the first start's value of a secret its env block
+    does not list (the README's pm2 trap), in the pm2_env JSON too: still condemned."""
+    port = _free_port()
+    (box.out / "port").write_text(str(port))
+
+    def artifact(release: str) -> Artifact:
+        files = {"server.js": SERVER_JS, "ecosystem.config.js": _ecosystem(str(box.app_dir), port, listed=False)}
+        return box.release_artifact(release, **files)
+
+    try:
+        code, output = _install(box, A, PM2_CLUSTER, artifact(A))
+        assert code == 0, output
+        box.store_parameter(PARAMETER, SECRET + "-rotated")
+
+        code, output = _install(box, B, PM2_CLUSTER, artifact(B))
+
+        assert code == ReleaseExit.STALE_PROCESS, output
+        assert "with an old value of DB_PASSWORD" in output
+        assert box.current() == f"releases/{A}"
+    finally:
+        env = {"PATH": f"{PM2_BIN}:/usr/bin:/bin", "PM2_HOME": str(box.out / "pm2")}
+        subprocess.run(["pm2", "kill"], env=env, capture_output=True, timeout=60, check=False)
