@@ -802,6 +802,7 @@ ssm_deploy_through_current() {
   [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
     && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
       'BEGIN { exit !(started / hz < switched) }' || return 1
+  ! ssm_deploy_reloaded "$1" || return 1
   ! ssm_deploy_listens "$1" || return 0
   ! ssm_deploy_has_terminal "$1" || return 1
   ssm_deploy_named=$(readlink -f -- "$ssm_deploy_word" 2>/dev/null) || return 1
@@ -815,6 +816,20 @@ ssm_deploy_through_current() {
       { sub(/ \(deleted\)$/, "") }
       index($0, ENVIRON["ssm_deploy_prefix"]) == 1 && substr($0, length($0) - length(ENVIRON["ssm_deploy_rest"]) + 1) == ENVIRON["ssm_deploy_rest"] { found = 1 }
       END { exit !found }'
+}
+ssm_deploy_reloaded() {
+  # whether process $1, started before the switch, was reloaded in place since (systemctl reload,
+  # nginx -s reload, haproxy's USR2, a gunicorn HUP): such a server keeps its pid and start time,
+  # reads its configuration again through current and forks new workers, so a child running its
+  # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
+  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" '
+    { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
+    field[2] == parent && field[20] / hz >= switched { print pid }' | {
+    while read -r ssm_deploy_child; do
+      [ "/proc/$ssm_deploy_child/exe" -ef "/proc/$1/exe" ] && return 0
+    done
+    return 1
+  }
 }
 ssm_deploy_shown_command() {
   # process $1's command line for a message, cut to 120 characters once every value of the names in
