@@ -522,7 +522,7 @@ ssm_deploy_roll_back() {
 # process's title (`node /srv/web-api/current/server.js` as one string), so arguments are the words
 # of the command line. Paths are judged by the file they are (-ef), not by their name: a process of
 # another mount namespace (a container) with the same path is not this APP_DIR's. Values are compared
-# here, with shell builtins (printf, [): never in an argument, a file or the output.
+# on the instance, in awk (ssm_deploy_compare): never in an argument, a file or the output.
 ssm_deploy_judge() {
   ssm_deploy_pid=$1
   ssm_deploy_from=
@@ -596,22 +596,128 @@ ssm_deploy_judge() {
     return 0
   fi
   ssm_deploy_bad=
-  for ssm_deploy_name in $ssm_deploy_verify_names; do
-    eval "ssm_deploy_isset=\${$ssm_deploy_name+x}"
-    [ -n "$ssm_deploy_isset" ] || continue
-    eval "ssm_deploy_value=\$$ssm_deploy_name"
-    ssm_deploy_got=$(grep -z -m 1 "^$ssm_deploy_name=" "/proc/$ssm_deploy_pid/environ" 2>/dev/null | tr -d '\0')
-    ssm_deploy_want=$(printf '%s=%s' "$ssm_deploy_name" "$ssm_deploy_value")
-    [ "$ssm_deploy_got" != "$ssm_deploy_want" ] || continue
-    [ -d "/proc/$ssm_deploy_pid" ] || return 0
+  ssm_deploy_differs=$(ssm_deploy_compare "$ssm_deploy_pid")
+  [ -d "/proc/$ssm_deploy_pid" ] || return 0
+  case $ssm_deploy_differs in
+    unreadable)
+      echo "unread $ssm_deploy_pid"
+      return 0
+      ;;
+  esac
+  for ssm_deploy_name in $ssm_deploy_differs; do
     ssm_deploy_bad=1
-    if [ -z "$ssm_deploy_got" ]; then
-      printf 'process %s (%s) runs release %s without %s, which this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
-    else
-      printf 'process %s (%s) runs release %s with an old value of %s, not the one this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
-    fi
+    case $ssm_deploy_name in
+      -*)
+        printf 'process %s (%s) runs release %s without %s, which this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "${ssm_deploy_name#-}"
+        ;;
+      *)
+        printf 'process %s (%s) runs release %s with an old value of %s, not the one this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
+        ;;
+    esac
   done
   [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
+}
+ssm_deploy_compare() {
+  # the names of ssm_deploy_verify_names this deploy exported whose value process $1 does not hold:
+  # NAME for another value, -NAME for none; "unreadable" when its environment holds no NAME=value entry
+  # at all (a title written over its memory: puma, gunicorn with setproctitle, nginx, perl's $0), as
+  # nothing can be compared. The values are compared in awk, read from its own environment (this
+  # deploy's) and from /proc/$1/environ: never an argument, a file or the output. The environment is
+  # the one the process runs with: pm2's cluster workers (ProcessContainer.js) set every top-level
+  # string of the pm2_env JSON they were started with into process.env, over the daemon's environment
+  # they inherited, so those values count
+  tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ" | ssm_deploy_names=$ssm_deploy_verify_names awk '
+    function json_string(   out, c, code) {  # the JSON string at text[at] (a quote); at: after it
+      out = ""
+      for (at++; at <= size; at++) {
+        c = substr(text, at, 1)
+        if (c == "\"") { at++; return out }
+        if (c != "\\") { out = out c; continue }
+        c = substr(text, ++at, 1)
+        if (c == "n") out = out "\001"
+        else if (c == "t") out = out "\t"
+        else if (c == "r") out = out "\r"
+        else if (c == "b") out = out "\b"
+        else if (c == "f") out = out "\f"
+        else if (c == "u") {
+          code = hex(substr(text, at + 1, 4))
+          at += 4
+          if (code < 1 || code > 127) undecidable = 1
+          else out = out (code == 10 ? "\001" : sprintf("%c", code))
+        } else out = out c  # \" \\ \/
+      }
+      undecidable = 1
+      return out
+    }
+    function hex(digits,   i, n) {
+      n = 0
+      for (i = 1; i <= 4; i++) n = n * 16 + index("0123456789abcdef", tolower(substr(digits, i, 1))) - 1
+      return n
+    }
+    function skip_value(   depth, c) {  # past the object or array at text[at]
+      depth = 0
+      while (at <= size) {
+        c = substr(text, at, 1)
+        if (c == "\"") { json_string(); continue }
+        at++
+        if (c == "{" || c == "[") depth++
+        else if ((c == "}" || c == "]") && --depth == 0) return
+      }
+    }
+    function blanks() { while (at <= size && substr(text, at, 1) ~ /[ \t\r\001]/) at++ }
+    function pm2(json,   key, c, start, literal) {  # the top-level strings and literals of the pm2_env JSON
+      text = json; size = length(text); at = 1
+      blanks()
+      if (substr(text, at, 1) != "{") return
+      at++
+      for (;;) {
+        blanks()
+        if (substr(text, at, 1) != "\"") return
+        key = json_string()
+        blanks()
+        if (substr(text, at, 1) != ":") return
+        at++
+        blanks()
+        c = substr(text, at, 1)
+        undecidable = 0
+        if (c == "\"") {
+          held[key] = json_string()
+          if (undecidable) unknown[key] = 1
+        } else if (c == "{" || c == "[") {
+          skip_value()
+          unknown[key] = 1  # "[object Object]", a joined array: not compared
+        } else {
+          start = at
+          while (at <= size && substr(text, at, 1) !~ /[,} \t\r\001]/) at++
+          held[key] = substr(text, start, at - start)  # a number, true, false, null: process.env holds its text
+        }
+        blanks()
+        if (substr(text, at, 1) != ",") return
+        at++
+      }
+    }
+    match($0, /^[A-Za-z_][A-Za-z0-9_]*=/) {
+      entries++
+      name = substr($0, 1, RLENGTH - 1)
+      if (!(name in held)) held[name] = substr($0, RLENGTH + 1)
+      if (name == "pm2_env") json = substr($0, RLENGTH + 1)
+    }
+    END {
+      if (!entries) { print "unreadable"; exit }
+      if (json != "") {
+        delete held["pm2_env"]
+        pm2(json)
+      }
+      count = split(ENVIRON["ssm_deploy_names"], names, " ")
+      for (i = 1; i <= count; i++) {
+        name = names[i]
+        if (!(name in ENVIRON) || (name in unknown)) continue
+        want = ENVIRON[name]
+        gsub(/\n/, "\001", want)
+        if (!(name in held)) print "-" name
+        else if (held[name] != want) print name
+      }
+    }'
 }
 ssm_deploy_stat() {
   # field $2 of /proc/$1/stat, counted from the state after the command name (5: the controlling
@@ -696,6 +802,7 @@ ssm_deploy_through_current() {
   [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
     && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
       'BEGIN { exit !(started / hz < switched) }' || return 1
+  ! ssm_deploy_reloaded "$1" || return 1
   ! ssm_deploy_listens "$1" || return 0
   ! ssm_deploy_has_terminal "$1" || return 1
   ssm_deploy_named=$(readlink -f -- "$ssm_deploy_word" 2>/dev/null) || return 1
@@ -709,6 +816,20 @@ ssm_deploy_through_current() {
       { sub(/ \(deleted\)$/, "") }
       index($0, ENVIRON["ssm_deploy_prefix"]) == 1 && substr($0, length($0) - length(ENVIRON["ssm_deploy_rest"]) + 1) == ENVIRON["ssm_deploy_rest"] { found = 1 }
       END { exit !found }'
+}
+ssm_deploy_reloaded() {
+  # whether process $1, started before the switch, was reloaded in place since (systemctl reload,
+  # nginx -s reload, haproxy's USR2, a gunicorn HUP): such a server keeps its pid and start time,
+  # reads its configuration again through current and forks new workers, so a child running its
+  # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
+  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" '
+    { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
+    field[2] == parent && field[20] / hz >= switched { print pid }' | {
+    while read -r ssm_deploy_child; do
+      [ "/proc/$ssm_deploy_child/exe" -ef "/proc/$1/exe" ] && return 0
+    done
+    return 1
+  }
 }
 ssm_deploy_shown_command() {
   # process $1's command line for a message, cut to 120 characters once every value of the names in
@@ -813,6 +934,10 @@ ssm_deploy_scan() {
 ssm_deploy_ticks() {
   awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime
 }
+ssm_deploy_pids() {
+  # the pids of the scan's lines that start with $1 (ok, unread), on one line
+  printf '%s\n' "$ssm_deploy_found" | sed -n "s/^$1 //p" | tr '\n' ' ' | sed 's/ $//'
+}
 ssm_deploy_verify_processes() {
   [ -n "$ssm_deploy_verify" ] || return 0
   ssm_deploy_hz=$(getconf CLK_TCK 2>/dev/null) || ssm_deploy_hz=100
@@ -834,14 +959,17 @@ $ssm_deploy_found" in
 settling "* | *"
 process "*) ;;
       *)
-        ssm_deploy_serving=$(printf '%s\n' "$ssm_deploy_found" | sed -n 's/^ok //p' | tr '\n' ' ' | sed 's/ $//')
-        if [ -z "$ssm_deploy_serving" ]; then
+        ssm_deploy_serving=$(ssm_deploy_pids ok)
+        ssm_deploy_unread=$(ssm_deploy_pids unread)
+        if [ -z "$ssm_deploy_serving$ssm_deploy_unread" ]; then
           ssm_deploy_serving="none runs release $ssm_deploy_release"
-        elif [ -n "$ssm_deploy_verify_names" ] && [ -z "$ssm_deploy_back" ]; then
+        elif [ -n "$ssm_deploy_serving" ] && [ -n "$ssm_deploy_verify_names" ] && [ -z "$ssm_deploy_back" ]; then
           ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release with this deploy's values of $ssm_deploy_verify_names"
-        else
+        elif [ -n "$ssm_deploy_serving" ]; then
           ssm_deploy_serving="process(es) $ssm_deploy_serving run release $ssm_deploy_release"
         fi
+        [ -z "$ssm_deploy_unread" ] \
+          || ssm_deploy_serving="${ssm_deploy_serving:+$ssm_deploy_serving; }process(es) $ssm_deploy_unread run release $ssm_deploy_release, values not compared: a process title was written over their environment (puma, nginx, setproctitle), which holds nothing to read"
         echo "ssm-deploy: processes verified: none runs a replaced release; $ssm_deploy_serving"
         return 0
         ;;
