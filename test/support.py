@@ -48,13 +48,14 @@ def run_pipe(env: dict[str, str], timeout: float = 120, colour: bool = False) ->
     return PipeRun(completed.returncode, completed.stdout)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30, every: float = 0.02) -> None:
+    """Poll ``condition`` every ``every`` seconds (longer when each poll calls the stand-in) until it
+    holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every)
 
 
 TIME_OF_DAY = re.compile(r"\d{2}:\d{2}:\d{2}")

@@ -7,17 +7,23 @@ dropped; resource scoping is checked on the document's shape instead.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import tarfile
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from standin import StandIn
-from support import PipeRun, run_pipe
+from support import PipeRun, run_pipe, wait_until
+
+from pipe.traffic.auto_scaling.hold import HELD_PROCESSES
+from pipe.traffic.auto_scaling.new_instances import HEARTBEAT_MAX, association_name
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -172,10 +178,8 @@ RELEASE_WITHOUT = {
 }
 
 
-def release_with(standin: StandIn, role_policy: dict[str, Any], tmp_path: Path) -> PipeRun:
-    suffix = uuid.uuid4().hex[:6]
-    (instance_id,) = standin.launch(1)
-    environment = f"lpr{suffix}"
+def small_release(standin: StandIn, suffix: str, tmp_path: Path) -> dict[str, str]:
+    """A bucket and a one-file build (version.txt: "release") in the clone: the release mode variables."""
     bucket = f"lp-artifacts-{suffix}"
     standin.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": standin.region})
     data = b"release\n"
@@ -183,6 +187,20 @@ def release_with(standin: StandIn, role_policy: dict[str, Any], tmp_path: Path) 
         info = tarfile.TarInfo("version.txt")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
+    return {
+        "ARTIFACT": "app.tgz",
+        "ARTIFACT_BUCKET": bucket,
+        "APP_DIR": "/srv/lp-app",
+        "ACTIVATE_COMMANDS": "cat version.txt",
+        "BITBUCKET_CLONE_DIR": str(tmp_path),
+    }
+
+
+def release_with(standin: StandIn, role_policy: dict[str, Any], tmp_path: Path) -> PipeRun:
+    suffix = uuid.uuid4().hex[:6]
+    (instance_id,) = standin.launch(1)
+    environment = f"lpr{suffix}"
+    release = small_release(standin, suffix, tmp_path)
     ci_keys = ci_user_and_deploy_role(standin, suffix, environment, role_policy)
     with standin.iam_enforced():
         env = standin.pipe_env(
@@ -190,11 +208,7 @@ def release_with(standin: StandIn, role_policy: dict[str, Any], tmp_path: Path) 
             ENVIRONMENT=environment,
             ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
             INSTANCE_IDS=instance_id,
-            ARTIFACT="app.tgz",
-            ARTIFACT_BUCKET=bucket,
-            APP_DIR="/srv/lp-app",
-            ACTIVATE_COMMANDS="cat version.txt",
-            BITBUCKET_CLONE_DIR=str(tmp_path),
+            **release,
         )
         return run_pipe(env)
 
@@ -320,3 +334,225 @@ def test_each_load_balancer_action_is_needed_and_named_when_missing(standin: Sta
 
 def test_load_balancer_additions_are_each_checked_above() -> None:
     assert set(actions_of(LOAD_BALANCER_ADDITIONS)) == set(LOAD_BALANCER_WITHOUT)
+
+
+# --- Auto Scaling groups: the README's additions for both roles, each needed -----------------------
+
+AUTO_SCALING_SECTION = README.split("### For Auto Scaling groups", 1)[1].split("\n### ", 1)[0]
+AUTO_SCALING_ADDITIONS, LAUNCH_HOOK_STATEMENT = (
+    json.loads(block) for block in re.findall(r"```json\n(.*?)```", AUTO_SCALING_SECTION, flags=re.DOTALL)
+)
+INSTANCE_ROLE_POLICY = documented_policy("### The instance role")
+RELEASE_MODE_ROW = next(line for line in README.splitlines() if line.startswith("| Release mode"))
+# The instance role in release mode: its policy, `s3:GetObject` on the artifacts (the IAM table's release
+# mode row says so in words), and the launch hook's statement for the association's run on a new instance.
+ARTIFACT_READ = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
+GROUP_HOOK = "lp-launch"
+DEADLINE = 180.0  # a new instance launched, its install run: generous, the machine is shared
+# What a release deploy to a group does without each added action of the deploy role. The reads refuse
+# before anything is sent; SuspendProcesses fails before the first batch, having suspended nothing;
+# ResumeProcesses leaves the deploy done and the processes suspended, with the command that resumes them;
+# the association's writes come after the deploy succeeded and say that new instances still install the
+# release live before it.
+AUTO_SCALING_WITHOUT = {
+    "autoscaling:DescribeAutoScalingInstances": (1, "AUTO_SCALING_GROUPS: nothing was sent"),
+    "autoscaling:DescribeAutoScalingGroups": (1, "AUTO_SCALING_GROUPS: nothing was sent"),
+    "autoscaling:SuspendProcesses": (1, "Scaling could not be held before the rollout"),
+    "autoscaling:ResumeProcesses": (1, "resume them with: aws autoscaling resume-processes --auto-scaling-group-name"),
+    "autoscaling:DescribeLifecycleHooks": (1, "AUTO_SCALING_GROUPS: nothing was sent"),
+    "ssm:ListAssociations": (1, "AUTO_SCALING_GROUPS: nothing was sent. ListAssociations refused"),
+    "ssm:CreateAssociation": (1, "could not be written"),
+    "ssm:UpdateAssociation": (1, "could not be written"),
+}
+NOTHING_SENT = {  # refused before the rollout: no command sent, nothing suspended
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeLifecycleHooks",
+    "ssm:ListAssociations",
+    "autoscaling:SuspendProcesses",
+}
+
+
+@dataclass
+class GroupRelease:
+    run: PipeRun
+    group: str
+    instance_id: str
+    association: str
+
+
+@contextlib.contextmanager
+def release_to_group(
+    standin: StandIn,
+    role_policy: dict[str, Any],
+    tmp_path: Path,
+    instance_role_policy: dict[str, Any] | None = None,
+    association_exists: bool = False,
+) -> Iterator[GroupRelease]:
+    """A release deploy to an Auto Scaling group of one instance with a launch hook, with IAM enforced
+    (for the instances too with ``instance_role_policy``) until the block ends."""
+    suffix = uuid.uuid4().hex[:6]
+    group, environment, service = f"lpa-{suffix}", f"lpa{suffix}", f"lpa-{suffix}"
+    (instance_id,) = standin.create_auto_scaling_group(group, 1)
+    standin.client("autoscaling").put_lifecycle_hook(
+        AutoScalingGroupName=group,
+        LifecycleHookName=GROUP_HOOK,
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+        HeartbeatTimeout=HEARTBEAT_MAX,
+        DefaultResult="ABANDON",
+    )
+    release = small_release(standin, suffix, tmp_path)
+    association = association_name(service, environment)
+    if association_exists:  # an earlier deploy's, targeting nothing now
+        standin.client("ssm").create_association(
+            Name="AWS-RunShellScript",
+            AssociationName=association,
+            Targets=[{"Key": "tag:lp-nothing", "Values": [suffix]}],
+            Parameters={"commands": ["true"]},
+        )
+    ci_keys = ci_user_and_deploy_role(standin, suffix, environment, role_policy)
+    with standin.iam_enforced(instance_role_policy):
+        env = standin.pipe_env(
+            **ci_keys,
+            ENVIRONMENT=environment,
+            SERVICE=service,
+            ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
+            INSTANCE_IDS=instance_id,
+            AUTO_SCALING_GROUPS=group,
+            **release,
+        )
+        yield GroupRelease(run_pipe(env, timeout=200), group, instance_id, association)
+
+
+def with_auto_scaling(without: str | None = None) -> dict[str, Any]:
+    joined = DEPLOY_ROLE_POLICY["Statement"] + RELEASE_ADDITIONS["Statement"] + AUTO_SCALING_ADDITIONS["Statement"]
+    return runnable_in_moto({"Statement": joined}, without)
+
+
+def instance_role(without: str | None = None) -> dict[str, Any]:
+    joined = INSTANCE_ROLE_POLICY["Statement"] + [ARTIFACT_READ, LAUNCH_HOOK_STATEMENT]
+    return runnable_in_moto({"Statement": joined}, without)
+
+
+def associations_named(standin: StandIn, name: str) -> list[dict[str, Any]]:
+    listed = standin.client("ssm").list_associations(AssociationFilterList=[{"key": "AssociationName", "value": name}])
+    return list(listed["Associations"])
+
+
+def test_documented_auto_scaling_additions_are_enough(standin: StandIn, tmp_path: Path) -> None:
+    with release_to_group(standin, with_auto_scaling(), tmp_path) as deployed:
+        pass
+    run = deployed.run
+
+    assert run.returncode == 0, run.output
+    assert "WARNING" not in run.output
+    assert (
+        f"Auto Scaling group {deployed.group}: AZRebalance, HealthCheck, ReplaceUnhealthy, InstanceRefresh resumed"
+        in (run.output)
+    )
+    assert f"New instances of {deployed.group} (hook {GROUP_HOOK}) install release" in run.output
+    assert standin.suspended_processes(deployed.group) == set()
+    assert len(associations_named(standin, deployed.association)) == 1
+
+
+@pytest.mark.parametrize("action", sorted(AUTO_SCALING_WITHOUT))
+def test_each_auto_scaling_action_is_needed_and_named_when_missing(
+    standin: StandIn, tmp_path: Path, action: str
+) -> None:
+    expected_code, expected_text = AUTO_SCALING_WITHOUT[action]
+    updating = action == "ssm:UpdateAssociation"
+    with release_to_group(
+        standin, with_auto_scaling(without=action), tmp_path, association_exists=updating
+    ) as deployed:
+        pass
+    run = deployed.run
+
+    assert run.returncode == expected_code, run.output
+    assert expected_text in run.output
+    assert action in run.output
+    assert "Traceback" not in run.output
+    sent = standin.client("ssm").list_commands(InstanceId=deployed.instance_id)["Commands"]
+    if action in NOTHING_SENT:
+        assert sent == [], "sent anyway"
+        assert standin.suspended_processes(deployed.group) == set()
+    elif action == "autoscaling:ResumeProcesses":  # left suspended, and the command given resumes them
+        resume = re.search(r"resume them with: (aws autoscaling resume-processes [^\n]*)", run.output)
+        assert resume and standin.suspended_processes(deployed.group) == set(HELD_PROCESSES)
+    else:  # deployed, and the association left as it was: new instances are told nothing new
+        assert sent != []
+        if updating:
+            (row,) = associations_named(standin, deployed.association)
+            assert row.get("AssociationVersion") == "1"
+        else:
+            assert associations_named(standin, deployed.association) == []
+
+
+def test_auto_scaling_additions_are_each_checked_above() -> None:
+    assert set(actions_of(AUTO_SCALING_ADDITIONS)) == set(AUTO_SCALING_WITHOUT)
+
+
+# The instance role's addition: the association's run on a new instance asks whether a launch hook holds it
+# (RecordLifecycleActionHeartbeat) and completes the hook (CompleteLifecycleAction). Without either the
+# instance never enters service, and the run fails naming the action.
+INSTANCE_ROLE_WITHOUT = {
+    "autoscaling:RecordLifecycleActionHeartbeat": "could not tell whether a launch lifecycle hook holds this instance",
+    "autoscaling:CompleteLifecycleAction": "when calling the CompleteLifecycleAction operation",
+}
+
+
+def scaled_out_run(standin: StandIn, deployed: GroupRelease) -> tuple[str, dict[str, Any]]:
+    """Scale the group out by one; the new instance and its association run's final invocation."""
+    standin.client("autoscaling").set_desired_capacity(AutoScalingGroupName=deployed.group, DesiredCapacity=2)
+    (new,) = set(standin.group_instances(deployed.group)) - {deployed.instance_id}
+    ssm = standin.client("ssm")
+
+    def finished() -> dict[str, Any] | None:
+        runs = [r for r in standin.associations.runs if r.instance_id == new]
+        if not runs:
+            return None
+        answer = ssm.get_command_invocation(CommandId=runs[-1].command_id, InstanceId=new)
+        return dict(answer) if answer["Status"] in {"Success", "Failed", "TimedOut", "Cancelled"} else None
+
+    wait_until(lambda: finished() is not None, "the association's run on the new instance", DEADLINE, every=0.5)
+    invocation = finished()
+    assert invocation is not None
+    return new, invocation
+
+
+def group_states(standin: StandIn, group: str) -> dict[str, str]:
+    answer = standin.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+    return {i["InstanceId"]: i["LifecycleState"] for i in answer["AutoScalingGroups"][0]["Instances"]}
+
+
+def test_documented_instance_role_is_enough_for_a_new_instance(standin: StandIn, tmp_path: Path) -> None:
+    assert "`s3:GetObject` on the artifacts" in RELEASE_MODE_ROW
+    with release_to_group(standin, with_auto_scaling(), tmp_path, instance_role()) as deployed:
+        assert deployed.run.returncode == 0, deployed.run.output  # the deploy too ran under the instance role
+        new, invocation = scaled_out_run(standin, deployed)
+        wait_until(
+            lambda: group_states(standin, deployed.group).get(new) == "InService", "InService", DEADLINE, every=0.5
+        )
+
+    assert invocation["Status"] == "Success", invocation["StandardOutputContent"] + invocation["StandardErrorContent"]
+    assert "lifecycle action completed: CONTINUE" in invocation["StandardOutputContent"]
+    assert standin.instance_path(new, "/srv/lp-app/current/version.txt").read_text() == "release\n"
+
+
+@pytest.mark.parametrize("action", sorted(INSTANCE_ROLE_WITHOUT))
+def test_each_instance_role_action_is_needed_and_named_when_missing(
+    standin: StandIn, tmp_path: Path, action: str
+) -> None:
+    with release_to_group(standin, with_auto_scaling(), tmp_path, instance_role(without=action)) as deployed:
+        assert deployed.run.returncode == 0, deployed.run.output
+        new, invocation = scaled_out_run(standin, deployed)
+        state = group_states(standin, deployed.group).get(new)
+    said = invocation["StandardOutputContent"] + invocation["StandardErrorContent"]
+
+    assert invocation["Status"] == "Failed", said
+    assert INSTANCE_ROLE_WITHOUT[action] in said
+    assert action in said
+    assert state == "Pending:Wait"  # never in service; the hook's DefaultResult abandons it in time
+
+
+def test_instance_role_addition_is_each_checked_above() -> None:
+    assert set(actions_of({"Statement": [LAUNCH_HOOK_STATEMENT]})) == set(INSTANCE_ROLE_WITHOUT)

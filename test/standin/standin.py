@@ -408,15 +408,22 @@ class StandIn:
         return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
 
     @contextlib.contextmanager
-    def iam_enforced(self) -> Iterator[None]:
+    def iam_enforced(self, instance_role_policy: dict[str, Any] | None = None) -> Iterator[None]:
         """Check signatures and IAM policies on every request while inside; the stand-in's own
-        clients (tests, agent, instances) switch to an administrator user for the time."""
+        clients (tests, agent, instances) switch to an administrator user for the time. With
+        ``instance_role_policy``, the instances (their commands and the agent's output uploads) get
+        credentials of their own held to that policy instead: the instance role under test."""
         admin = self.create_user(
             f"standin-admin-{uuid.uuid4().hex[:6]}",
             {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
         )
+        instances = (
+            self.create_user(f"standin-instance-role-{uuid.uuid4().hex[:6]}", instance_role_policy)
+            if instance_role_policy is not None
+            else admin
+        )
         saved = dict(self.admin_keys), dict(self.agent_keys)
-        self.admin_keys, self.agent_keys = dict(admin), dict(admin)
+        self.admin_keys, self.agent_keys = dict(admin), dict(instances)
         moto_bridge.set_iam_enforcement(True)
         try:
             yield

@@ -59,6 +59,11 @@ HEARTBEAT_MAX = 7200  # PutLifecycleHook HeartbeatTimeout: 30 to 7200 seconds
 DOCUMENT = "AWS-RunShellScript"
 GROUP_TAG = "tag:aws:autoscaling:groupName"
 _ASSOCIATION_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")  # AssociationName: ^[a-zA-Z0-9_\-.]{3,128}$
+INSTANCE_ROLE_DENIED = (
+    "ssm-deploy: could not tell whether a launch lifecycle hook holds this instance: the instance role may not call "
+    "autoscaling:RecordLifecycleActionHeartbeat; allow it and autoscaling:CompleteLifecycleAction on the group in "
+    "the instance role's policy (see the README's IAM section). AWS said:"
+)
 DEPLOY_ROLE_FIX = (
     "allow autoscaling:DescribeLifecycleHooks, ssm:ListAssociations, ssm:CreateAssociation and "
     "ssm:UpdateAssociation in the deploy role's policy (see the README's IAM section)"
@@ -195,13 +200,23 @@ def _run_body(settings: DeploySettings, release: Release, hooks: Sequence[tuple[
     the health check, and the hook's result."""
     plan = release.plan
     region = shlex.quote(settings.region)
-    lines = ["ssm_deploy_hold=''"]
+    # a hook that does not hold the instance answers ValidationError; a refusal (AccessDenied) says nothing
+    # about the hook, and taking it for "in service" would leave a held instance to be abandoned in silence
+    lines = ["ssm_deploy_hold=''", "ssm_deploy_denied=''"]
     for group, hook in hooks:
         args = f"--auto-scaling-group-name {shlex.quote(group)} --lifecycle-hook-name {shlex.quote(hook)}"
         lines += [
-            f'[ -n "$ssm_deploy_hold" ] || ! aws autoscaling record-lifecycle-action-heartbeat --region {region} '
-            f'{args} --instance-id "$AWS_SSM_INSTANCE_ID" >/dev/null 2>&1 || ssm_deploy_hold={shlex.quote(args)}',
+            '[ -n "$ssm_deploy_hold" ] || if ssm_deploy_said=$(aws autoscaling record-lifecycle-action-heartbeat '
+            f'--region {region} {args} --instance-id "$AWS_SSM_INSTANCE_ID" 2>&1 >/dev/null); then '
+            f'ssm_deploy_hold={shlex.quote(args)}; else case "$ssm_deploy_said" in *AccessDenied*) '
+            'ssm_deploy_denied="$ssm_deploy_said" ;; esac; fi',
         ]
+    lines += [
+        'if [ -z "$ssm_deploy_hold" ] && [ -n "$ssm_deploy_denied" ]; then',
+        f'  echo {shlex.quote(INSTANCE_ROLE_DENIED)} "$ssm_deploy_denied" >&2',
+        "  exit 1",
+        "fi",
+    ]
     # the install already read the processes (VERIFY_PROCESSES) after ACTIVATE_COMMANDS; the second read the
     # pipe makes after the health check would repeat the release functions, over the script's bound
     check = healthcheck_body(settings, plan.release_id) if settings.healthcheck_commands else ""

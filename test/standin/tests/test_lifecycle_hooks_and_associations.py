@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -128,3 +129,43 @@ def test_an_association_runs_on_a_new_instance_of_its_group_and_again_when_updat
     described = ssm.describe_association(AssociationId=created["AssociationId"])["AssociationDescription"]
     assert described["AssociationVersion"] == "2"
     assert described["Parameters"] == {"commands": ["echo v2 >> /tmp/association-runs"]}
+
+
+def test_auto_scaling_and_association_actions_are_held_to_iam_policies_and_so_are_the_instances(
+    standin: StandIn,
+) -> None:
+    """Under ``iam_enforced`` each Auto Scaling and State Manager association action is checked against the
+    caller's policy (AccessDenied naming the action), and with ``instance_role_policy`` a command on an
+    instance runs with credentials held to that policy, not the administrator's."""
+    name, first = _group_with_hook(standin, standin.create_target_group(_name("tg"), [], deregistration_delay=0))
+    new = _scale_out(standin, name, [first])
+    allowed = ["autoscaling:DescribeAutoScalingGroups", "ssm:ListAssociations"]
+    instance_role = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "autoscaling:RecordLifecycleActionHeartbeat", "Resource": "*"}],
+    }
+    hook = f"--auto-scaling-group-name {name} --lifecycle-hook-name launch --instance-id {new}"
+    with standin.iam_enforced(instance_role_policy=instance_role):
+        keys = standin.create_user(
+            _name("deployer"),
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": allowed, "Resource": "*"}]},
+        )
+        autoscaling = boto3.client("autoscaling", endpoint_url=standin.endpoint, region_name=standin.region, **keys)  # type: ignore[call-overload]
+        ssm = boto3.client("ssm", endpoint_url=standin.endpoint, region_name=standin.region, **keys)  # type: ignore[call-overload]
+        autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        ssm.list_associations()
+        with pytest.raises(ClientError) as suspend:
+            autoscaling.suspend_processes(AutoScalingGroupName=name, ScalingProcesses=["AZRebalance"])
+        with pytest.raises(ClientError) as create:
+            ssm.create_association(Name="AWS-RunShellScript", AssociationName=_name("a"), Targets=[])
+        heartbeat = standin.run_on_instance(first, f"aws autoscaling record-lifecycle-action-heartbeat {hook}")
+        complete = standin.run_on_instance(
+            first, f"aws autoscaling complete-lifecycle-action {hook} --lifecycle-action-result CONTINUE"
+        )
+
+    assert "autoscaling:SuspendProcesses" in suspend.value.response["Error"]["Message"]
+    assert "ssm:CreateAssociation" in create.value.response["Error"]["Message"]
+    assert standin.suspended_processes(name) == set()
+    assert heartbeat.returncode == 0, heartbeat.stderr  # the instance role's one action
+    assert complete.returncode != 0 and "autoscaling:CompleteLifecycleAction" in complete.stderr
+    assert _states(standin, name)[new] == "Pending:Wait"
