@@ -440,11 +440,14 @@ def test_traffic_fails_when_a_healthy_instance_stops_answering(
     summary = generator.summary()
 
     assert generator.failures
-    assert {(f.kind, f.detail) for f in generator.failures} <= {
+    # a connection failure by its exception's name: IncompleteRead's byte counts vary
+    assert {(f.kind, f.detail if f.kind == STATUS else f.detail.split(":")[0]) for f in generator.failures} <= {
         (STATUS, "503 Service Unavailable"),  # HAProxy: the connection to the stopped app was refused
         (STATUS, "502 Bad Gateway"),  # HAProxy: the app went away during the first request of a connection
         # ... or during a later request of a keep-alive connection: HAProxy closes it without an answer
-        (CONNECTION, "RemoteDisconnected: Remote end closed connection without response"),
+        (CONNECTION, "RemoteDisconnected"),
+        # ... or after its headers went through and before its body did (killed while answering)
+        (CONNECTION, "IncompleteRead"),
     }
     assert summary.timeouts == 0
     assert summary.ok > len(generator.failures)
