@@ -1075,6 +1075,13 @@ ssm_deploy_switch_back() {
 """  # noqa: E501 (each message is one line on the instance)
 
 
+def _sent(functions: str) -> str:
+    """Shell functions as sent: without their comment lines (a line whose first character that is not a
+    blank is ``#``: a comment to the shell, and to the awk and python3 programs quoted inside), which the
+    script's bound (MAX_SCRIPT_BYTES) cannot spare; the text in the pipe is the commented one."""
+    return "\n".join(line for line in functions.strip().splitlines() if not line.lstrip().startswith("#"))
+
+
 def _quote(value: str) -> str:
     return shlex.quote(value)  # POSIX single quotes: nothing inside is expanded by sh, dash or bash
 
@@ -1129,13 +1136,16 @@ def _read_assignments() -> list[str]:
 
 
 def _program_text(source: str) -> str:
-    """The unpack program as sent: contents.py without its docstrings and comments, which the script's
-    bound (MAX_SCRIPT_BYTES) cannot spare; the file in the pipe is the commented text."""
+    """The unpack program as sent: contents.py without its docstrings and comments, indented by one space
+    a level instead of four, which the script's bound (MAX_SCRIPT_BYTES) cannot spare; the file in the
+    pipe is the commented text. ``ast.unparse`` writes every string on one line (a newline as ``\\n``), so
+    each line's leading blanks are indentation, never part of a string."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and ast.get_docstring(node) is not None:
             node.body = node.body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+    lines = ast.unparse(tree).splitlines()
+    return "\n".join(" " * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
 
 
 UNPACK_PROGRAM = _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
@@ -1159,7 +1169,7 @@ def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = 
     (``ssm_deploy_fail`` reports it on every failure path too)."""
     header = f"# --- ssm-deploy: {title} in {plan.app_dir} ---"
     extra = [f"ssm_deploy_{name}={_quote(value)}" for name, value in more.items()]
-    functions = [_RUN_FUNCTIONS.strip(), _READ_FUNCTIONS.strip(), _RELEASE_FUNCTIONS.strip()]
+    functions = [_sent(_RUN_FUNCTIONS), _sent(_READ_FUNCTIONS), _sent(_RELEASE_FUNCTIONS)]
     ending = ["ssm_deploy_rc=$?", "ssm_deploy_report", 'exit "$ssm_deploy_rc"']
     return "\n".join([header, *_assignments(plan), *extra, *(program or []), *functions, call, *ending])
 
@@ -1240,7 +1250,7 @@ def read_current_body(app_dir: str) -> str:
             f"# --- ssm-deploy: read which release {app_dir}/current points to (changes nothing) ---",
             f"ssm_deploy_app_dir={_quote(app_dir)}",
             *_read_assignments(),
-            _READ_FUNCTIONS.strip(),
+            _sent(_READ_FUNCTIONS),
             f"if [ -f {_quote(lock)} ] && command -v flock >/dev/null 2>&1; then",
             f"  exec 9<{_quote(lock)} || exit 1",
             f"  flock -s -w {READ_LOCK_SECONDS} 9 || {{ echo {_quote(_BUSY)} >&2; exit 1; }}",
@@ -1279,7 +1289,7 @@ def as_user(run_as: str | None, commands: str, cwd: str, env_names: Iterable[str
     return "\n".join(
         [
             f"ssm_deploy_env_names={_quote(_forwarded(names))}",
-            _RUN_FUNCTIONS.strip(),
+            _sent(_RUN_FUNCTIONS),
             f"ssm_deploy_run {_quote(run_as or '')} {_quote(cwd)} {_quote(commands)}",
         ]
     )
