@@ -28,17 +28,23 @@ def standin() -> Iterator[StandIn]:
         yield running
 
 
+ASSOCIATION_RUNS_TIMEOUT = 120  # seconds: an association applied to every managed instance of a worker
+
+
 @pytest.fixture(autouse=True)
 def _retire_instances(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test that uses the stand-in, retire the instances it launched (its own fixtures'
     included; those of module- or session-scoped fixtures, set up before this one, are left):
-    their apps and pm2 daemons would otherwise run, and be health-checked, until the session ends."""
+    their apps and pm2 daemons would otherwise run, and be health-checked, until the session ends.
+    The State Manager runs the test started end first: an association updated near a test's end
+    otherwise sent its document during the next test, which counted a SendCommand it never made."""
     if "standin" not in request.fixturenames:
         yield
         return
     running: StandIn = request.getfixturevalue("standin")
     before = set(running.fleet.ids())
     yield
+    running.associations.wait_idle(ASSOCIATION_RUNS_TIMEOUT)
     running.retire([instance_id for instance_id in running.fleet.ids() if instance_id not in before])
 
 
