@@ -708,6 +708,10 @@ ssm_deploy_compare() {
         delete held["pm2_env"]
         pm2(json)
       }
+      # pm2 gives each further instance of an app its own value of the name its increment_var names
+      # (PORT + 1, + 2: God.js), over the one it was handed: that value is set by pm2, not compared. A
+      # fork-mode process has the top-level keys of pm2_env as its environment, a cluster worker in the JSON
+      if ("pm_id" in held && "increment_var" in held) unknown[held["increment_var"]] = 1
       count = split(ENVIRON["ssm_deploy_names"], names, " ")
       for (i = 1; i <= count; i++) {
         name = names[i]
