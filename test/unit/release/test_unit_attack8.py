@@ -9,7 +9,10 @@ Each test asserts what SHOULD hold. Findings:
   naming a Python module in its directory (worker.py, tasks.py, app/worker.py) counts as a path;
 - a prefork server started through current and never reloaded passes as "reloaded" as soon as it
   forks a worker after the switch (php-fpm's pm = ondemand, Apache prefork under load, gunicorn/uwsgi
-  recycling a worker on --max-requests): the fork runs the master's old code (exit 0, stale);
+  recycling a worker on --max-requests): the fork runs the master's old code (exit 0, stale). Not
+  fixed: /proc does not tell such a fork from a reload's (same executable, a child started after the
+  switch); the README states the limit and the remedies (restart such a server, or a health check
+  asking for $SSM_DEPLOY_RELEASE);
 - pm2's cluster recipe with increment_var: 'PORT' (pm2's documentation) fails every deploy, the first
   included: worker 1 holds PORT + 1 and is condemned "with an old value of PORT" (exit 90). Fixed:
   the name a pm2 process's increment_var names is not compared (cluster and fork mode).
