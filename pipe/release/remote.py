@@ -515,7 +515,8 @@ ssm_deploy_roll_back() {
 }
 # VERIFY_PROCESSES. A process runs from release X (a directory in releases/) when its executable is
 # in releases/X, or its working directory is releases/X (or below) and one of its arguments is a path
-# under APP_DIR (absolute, or relative to that directory) or it listens on a socket (a server started
+# under APP_DIR (absolute, or relative to that directory) or a Python module there (`python3 -m worker`:
+# ssm_deploy_module_file), or it listens on a socket (a server started
 # there: `python3 -m http.server`, `gunicorn app:app`). pm2's daemon keeps the directory pm2 was first
 # run in but runs pm2's own code (and holds an app's port in cluster mode), so a directory alone
 # condemns nothing and the daemon, known by its title, is never judged by it. pm2 rewrites a
@@ -564,7 +565,10 @@ ssm_deploy_judge() {
       case $ssm_deploy_word in
         "$ssm_deploy_app_dir"/* | "$ssm_deploy_physical"/*) ;;
         /* | .. | ../* | */../* | */..) continue ;;
-        *) [ -e "/proc/$ssm_deploy_pid/cwd/$ssm_deploy_word" ] || continue ;;
+        *)
+          [ -e "/proc/$ssm_deploy_pid/cwd/$ssm_deploy_word" ] \
+            || ssm_deploy_module_file "/proc/$ssm_deploy_pid/cwd" "$ssm_deploy_word" || continue
+          ;;
       esac
       ssm_deploy_from=$ssm_deploy_here
       break
@@ -616,6 +620,26 @@ ssm_deploy_judge() {
     esac
   done
   [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
+}
+ssm_deploy_module_file() {
+  # whether word $2 names a Python module or package in directory $1, as a worker run from its release
+  # names its code (`python3 -m worker`, `celery -A tasks worker`, `huey_consumer tasks.huey`,
+  # `--app=app.worker:main`): worker.py, tasks.py, app/worker.py or app/worker/__init__.py
+  ssm_deploy_module=${2#-*=}
+  ssm_deploy_module=${ssm_deploy_module%%:*}
+  case $ssm_deploy_module in
+    '' | [!A-Za-z_]* | *[!A-Za-z0-9_.]* | *..* | *.) return 1 ;;
+  esac
+  ssm_deploy_module=$(printf '%s' "$ssm_deploy_module" | tr . /)
+  while :; do
+    if [ -f "$1/$ssm_deploy_module.py" ] || [ -f "$1/$ssm_deploy_module/__init__.py" ]; then
+      return 0
+    fi
+    case $ssm_deploy_module in
+      */*) ssm_deploy_module=${ssm_deploy_module%/*} ;;  # tasks.huey: an attribute of tasks.py
+      *) return 1 ;;
+    esac
+  done
 }
 ssm_deploy_compare() {
   # the names of ssm_deploy_verify_names this deploy exported whose value process $1 does not hold:
@@ -708,6 +732,10 @@ ssm_deploy_compare() {
         delete held["pm2_env"]
         pm2(json)
       }
+      # pm2 gives each further instance of an app its own value of the name its increment_var names
+      # (PORT + 1, + 2: God.js), over the one it was handed: that value is set by pm2, not compared. A
+      # fork-mode process has the top-level keys of pm2_env as its environment, a cluster worker in the JSON
+      if ("pm_id" in held && "increment_var" in held) unknown[held["increment_var"]] = 1
       count = split(ENVIRON["ssm_deploy_names"], names, " ")
       for (i = 1; i <= count; i++) {
         name = names[i]

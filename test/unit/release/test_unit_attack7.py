@@ -140,6 +140,14 @@ def test_a_proxy_reloaded_in_place_through_current_does_not_fail_a_healthy_deplo
 
 
 PM2_BIN = "/usr/local/lib/ssm-deploy-standin/bin"  # the stand-in's real pm2 and node 20
+
+
+def kill_pm2(box: Box) -> None:
+    """Stop the pm2 daemon a test's activations started (PM2_HOME in the box), with its apps."""
+    env = {"PATH": f"{PM2_BIN}:/usr/bin:/bin", "PM2_HOME": str(box.out / "pm2")}
+    subprocess.run(["pm2", "kill"], env=env, capture_output=True, timeout=60, check=False)
+
+
 # answers its release, and on /secret whether it holds the value the test expects (never the value)
 SERVER_JS = """\
 const http = require('http');
@@ -194,8 +202,7 @@ def test_pm2_in_cluster_mode_reloaded_with_a_rotated_secret_passes(box: Box) -> 
         assert served == [B, "true"]
         assert box.current() == f"releases/{B}"
     finally:
-        env = {"PATH": f"{PM2_BIN}:/usr/bin:/bin", "PM2_HOME": str(box.out / "pm2")}
-        subprocess.run(["pm2", "kill"], env=env, capture_output=True, timeout=60, check=False)
+        kill_pm2(box)
 
 
 # held: `node --require ./tracing.js current/...` restarted by every activation, a rotated secret
@@ -249,5 +256,4 @@ def test_pm2_in_cluster_mode_without_the_secret_in_its_env_block_still_fails_aft
         assert "with an old value of DB_PASSWORD" in output
         assert box.current() == f"releases/{A}"
     finally:
-        env = {"PATH": f"{PM2_BIN}:/usr/bin:/bin", "PM2_HOME": str(box.out / "pm2")}
-        subprocess.run(["pm2", "kill"], env=env, capture_output=True, timeout=60, check=False)
+        kill_pm2(box)
