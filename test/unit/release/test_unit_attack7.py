@@ -33,9 +33,9 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack5 import _foreign, _install
-from unit.release.test_unit_release_verify import PARAMETER, _service_pids, _stop_services
-from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root, open_temp_dir
+from unit.release.test_unit_attack5 import _foreign, _install, box_with_secret
+from unit.release.test_unit_release_verify import PARAMETER, _service_pids
+from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 
@@ -44,13 +44,7 @@ SECRET = "att7ck-Secret-0c4d-value"
 
 @pytest.fixture
 def box() -> Iterator[Box]:
-    for root in open_temp_dir():
-        made = Box(root)
-        made.store_parameter(PARAMETER, SECRET)
-        try:
-            yield made
-        finally:
-            _stop_services(made)
+    yield from box_with_secret(SECRET)
 
 
 # A server restarted from current by every activation, started with this deploy's environment, that
