@@ -20,7 +20,9 @@ Each test asserts what SHOULD hold. Findings:
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -134,12 +136,29 @@ def _incremented_ecosystem(app_dir: str, mode: str) -> str:
     )
 
 
+def _free_port_pair() -> int:
+    """A port that is free with the one after it, below the kernel's ephemeral range (32768 and up on
+    Linux by default), where no outgoing connection of a parallel test takes either meanwhile."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as first, socket.socket() as second:
+            try:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 PM2_INCREMENTED = (
     ACTIVATE
     + f'export PATH="{PM2_BIN}:$PATH" PM2_HOME="$OUT/pm2" WANTED="$DB_PASSWORD"\n'
     + "pm2 startOrReload ecosystem.config.js --env prod >/dev/null\n"
     + 'for port in "$PORT" "$((PORT + 1))"; do\n'
-    + '  until [ "$(curl -fsS "http://127.0.0.1:$port/")" = "$SSM_DEPLOY_RELEASE" ]; do sleep 0.2; done\n'
+    + "  tries=0\n"
+    + '  until [ "$(curl -fsS "http://127.0.0.1:$port/")" = "$SSM_DEPLOY_RELEASE" ]; do\n'
+    + '    tries=$((tries + 1)); [ "$tries" -lt 300 ] || { echo "nothing serves on $port" >&2; exit 1; }; sleep 0.2\n'
+    + "  done\n"
     + "done\n"
 )
 
@@ -148,7 +167,7 @@ PM2_INCREMENTED = (
 @pytest.mark.parametrize("mode", ["cluster", "fork"])
 def test_pm2_instances_with_an_incremented_port_do_not_fail_a_healthy_deploy(box: Box, mode: str) -> None:
     """In fork mode the process's environment is pm2_env's top level, increment_var included."""
-    port = _free_port()
+    port = _free_port_pair()
     files = {"server.js": SERVER_JS, "ecosystem.config.js": _incremented_ecosystem(str(box.app_dir), mode)}
     plan = box.plan(
         A,
