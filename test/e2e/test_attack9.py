@@ -9,16 +9,19 @@ import io
 import tarfile
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_releases import APP_DIR, live, release_env
+from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from standin import StandIn
 from support import run_pipe, wait_until
 
 A, B = "000001-0123456", "000002-0123456"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the stand-in's BITBUCKET_COMMIT
 HOLD = "/srv/hold-rollback"  # on an instance: its switch back to A hangs in the activation
 # the activation says what it activates; the switch back to A hangs where HOLD exists
 ACTIVATE = (
@@ -201,3 +204,44 @@ def test_a_hostile_archive_without_staging_is_refused_before_anything_is_sent(
         releases = standin.instance_path(instance_id, f"{APP_DIR}/releases")
         assert sorted(p.name for p in releases.iterdir()) == [A]
     assert every_target_in_service(standin, fleet)
+
+
+def test_no_secret_leaks_from_a_failed_release_previous_in_joined_batches_with_debug_and_code_insights(
+    standin: StandIn, a_live: Fleet, tmp_path: Path, bucket: str, service: str
+) -> None:
+    fleet = a_live
+    first, second, third = fleet.ids
+    secret = "att9-Pa55-" + uuid.uuid4().hex[:10]
+    path = f"/attack9/{uuid.uuid4().hex[:8]}/db_password"
+    standin.put_secret(path, secret, standin.create_key("attack 9"))
+    leak = 'echo "pw $DB_PASSWORD"; printf "%s\\n" "$DB_PASSWORD" >&2'
+    with_secret = {"SECRETS": f"DB_PASSWORD={path}", "ACTIVATE_COMMANDS": f"{ACTIVATE}\n{leak}"}
+    env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "B"), BITBUCKET_BUILD_NUMBER="2")
+    assert run_pipe(env | with_secret, timeout=300).returncode == 0
+    with fake_bitbucket() as bitbucket:
+        env = b_failing_on(standin, fleet, tmp_path, bucket, service, third)
+        del env["ARTIFACT"]
+        env |= with_secret | {
+            "BITBUCKET_BUILD_NUMBER": "3",
+            "RELEASE": "previous",
+            "DEBUG": "true",
+            "CODE_INSIGHTS": "true",
+        }
+        env["HEALTHCHECK_COMMANDS"] = f"{leak}\n{env['HEALTHCHECK_COMMANDS']}"
+        run = run_pipe(env | proxy_env(bitbucket, str(urlsplit(standin.endpoint).hostname)), timeout=400)
+
+    assert run.returncode == 1, run.output
+    assert "DEBUG:" in run.output and "pw ****" in run.output  # debug was on, the commands echoed it
+    assert [live(standin, i) for i in fleet.ids] == ["B", "B", "B"], run.output
+    assert f"RELEASE: previous is {A}" in run.output
+    assert bitbucket.report("acme/web-api", COMMIT).body["result"] == "FAILED"
+    emitted = {
+        "output": run.output,
+        "result file": (tmp_path / "ssm-deploy-result.json").read_text(),
+        "result .env": (tmp_path / "ssm-deploy-result.json.env").read_text(),
+        "Code Insights": str(bitbucket.requests),
+        "ledger": str(ledger_entries(standin, service)),
+        "sent commands": str([sent.request for sent in standin.sent_commands()]),
+    }
+    assert [where for where, text in emitted.items() if secret in text] == []
+    assert {first, second} <= set(result(tmp_path)["fleet"])
