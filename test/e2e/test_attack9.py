@@ -245,3 +245,27 @@ def test_no_secret_leaks_from_a_failed_release_previous_in_joined_batches_with_d
     }
     assert [where for where, text in emitted.items() if secret in text] == []
     assert {first, second} <= set(result(tmp_path)["fleet"])
+
+
+def test_a_stop_while_a_joined_rollback_batch_drains_leaves_it_on_the_new_release_and_says_so(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    fleet = make_fleet(standin, 3, deregistration_delay=600)  # 30 s of draining at the stand-in's scale
+    first, second, third = fleet.ids
+    env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1")
+    assert run_pipe(env | {"BATCH_SIZE": "3", "DRAIN_TIMEOUT": "120"}, timeout=300).returncode == 0
+    env = b_failing_on(standin, fleet, tmp_path, bucket, service, third, DRAIN_TIMEOUT="120")
+    code, output = stop_at(env, "batches 2, 1 of 3 (2 instance(s)): draining from")
+
+    disk = fleet_on_disk(standin, fleet.ids)
+    assert code == 1, output
+    assert disk == {first: B, second: B, third: A}, output
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (B, "stopped"), entry
+    assert ledger_fleet(entry) == disk
+    document = result(tmp_path)
+    assert document["fleet"] == disk
+    assert [batch["outcome"] for batch in document["batches"]][:2] != ["rolled back", "rolled back"]
+    now = output.rsplit("Now ", 1)[1]
+    assert f"{first}, {second} run {B}" in now or f"{second}, {first} run {B}" in now, now
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
