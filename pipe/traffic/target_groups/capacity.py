@@ -60,10 +60,15 @@ def impossible_batch(groups: Sequence[TargetGroup], batches: Sequence[Batch], mi
     return None
 
 
-def largest_batch(groups: Sequence[TargetGroup], min_healthy: str) -> int:
+def largest_batch(groups: Sequence[TargetGroup], min_healthy: str, among: Sequence[str] = ()) -> int:
     """The most instances a batch may take out of ``groups`` with their health as last read: the fewest
-    healthy targets above MIN_HEALTHY's floor in any of them."""
-    return min(
-        (len(g.healthy) - healthy_floor(min_healthy, len(g.registered)) for g in groups),
-        default=0,
-    )
+    healthy targets above MIN_HEALTHY's floor in any of them. With ``among`` (the instances the batches
+    are made of, in any grouping): a group that holds no more of them than its room does not bound the
+    batch, since no batch of them can take more of its targets out."""
+    going = set(among)
+    rooms = []
+    for group in groups:
+        room = len(group.healthy) - healthy_floor(min_healthy, len(group.registered))
+        held = len(group.registrations(going))  # targets: an instance may be registered on several ports
+        rooms.append(len(going) if going and held <= room else room)
+    return min(rooms, default=0)

@@ -107,7 +107,7 @@ class LoadBalancer:
                 group.targets = read_states(run.clients.elbv2, group.arn, [])
             except LoadBalancerError:
                 return 0  # unreadable: no room known, so one batch at a time (the hook reads it again)
-        return largest_batch(leaving, self.min_healthy)
+        return largest_batch(leaving, self.min_healthy, instance_ids)
 
     def _read_if_new(self, run: Execution, batch: Batch) -> None:
         """A batch with an instance that no group listed when last read (one its Auto Scaling group launched

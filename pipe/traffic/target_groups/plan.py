@@ -39,7 +39,7 @@ def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list
         return Planned(None, batches_of(settings, instance_ids, one_at_a_time=False))
     leaving = [group for group in groups if group.registrations(ours)]
     if switching_back(settings) == LARGEST:  # RELEASE after staging, ROLLBACK_BATCH_SIZE max
-        largest = largest_batch(leaving, rollout.min_healthy)
+        largest = largest_batch(leaving, rollout.min_healthy, instance_ids)
         if largest > 0:
             batches = sized(instance_ids, batch_sizes(len(instance_ids), str(largest), None, one_at_a_time=False))
     _refuse_below_min_healthy(leaving, batches, rollout.min_healthy)

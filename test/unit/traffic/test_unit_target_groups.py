@@ -6,7 +6,7 @@ from typing import Any
 
 from pipe.model import Batch, BatchOutcome, BatchRecord
 from pipe.report.batches import batch_table
-from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, shortfall
+from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch, shortfall
 from pipe.traffic.target_groups.groups import TargetGroup, TargetState
 from pipe.traffic.target_groups.waits import drained, register_command, wait_for
 
@@ -56,6 +56,17 @@ def test_only_the_groups_a_batch_leaves_limit_it() -> None:
     other = group({IDS[6]: "healthy", IDS[7]: "unhealthy"}, "other")  # below 100% already, but not ours
     assert shortfall([web, other], IDS[:1], "75%") is None
     assert shortfall([web, other], IDS[7:8], "100%") is not None  # the batch leaves it
+
+
+def test_a_small_group_bounds_the_largest_batch_only_when_it_holds_more_of_the_instances_than_it_can_spare() -> None:
+    web = group({i: "healthy" for i in IDS[:3]}, "web")
+    admin = group({IDS[0]: "healthy"}, "admin")  # one of the instances is also in a group of one
+    assert largest_batch([web, admin], "0") == 1  # the group's own room, as the plan's message says
+    assert largest_batch([web, admin], "0", IDS[:2]) == 2  # no batch of these takes 2 of admin's targets out
+    assert largest_batch([web, admin], "1", IDS[:2]) == 0  # admin may lose none, and one of them is in it
+    two = group({IDS[0]: "healthy", IDS[1]: "healthy"}, "two")
+    assert largest_batch([web, two], "1", IDS[:3]) == 1  # both of its targets go: one at a time
+    assert largest_batch([web, two], "1", IDS[1:3]) == 2  # only one of its targets goes
 
 
 def test_min_healthy_zero_accepts_downtime() -> None:
