@@ -27,6 +27,7 @@ import pytest
 
 from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body, stage_body, verified_after
+from unit.release.test_unit_attack4 import _foreign
 from unit.release.test_unit_release_verify import (
     GRACE,
     PARAMETER,
@@ -140,21 +141,6 @@ def test_a_release_with_a_directory_its_owner_cannot_list_is_refused_at_staging(
     assert staged.code == ReleaseExit.UNPACK_FAILED, staged.stdout + staged.stderr
     assert "cannot record the checksums" in staged.stdout + staged.stderr
     assert box.current() == f"releases/{A}"
-
-
-def _foreign(box: Box, command: list[str], cwd: str) -> int:
-    """Start a process that is not ACTIVATE_COMMANDS' service (killed after the test), no terminal."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    with (box.out / "foreign-pids").open("a") as pids:
-        pids.write(f"{process.pid}\n")
-    return process.pid
 
 
 def test_a_worker_started_through_current_before_the_switch_and_left_running_fails_the_deploy(box: Box) -> None:

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack5 import _foreign, _install, box_with_secret
+from unit.release.test_unit_attack4 import _foreign
+from unit.release.test_unit_attack5 import _install, box_with_secret
 from unit.release.test_unit_release_verify import PARAMETER, RESTARTED
 from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack5 import _foreign, _install, box_with_secret
+from unit.release.test_unit_attack4 import _foreign, _free_port
+from unit.release.test_unit_attack5 import _install, box_with_secret
 from unit.release.test_unit_release_verify import PARAMETER, _service_pids
 from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 
@@ -73,13 +73,6 @@ def test_a_server_whose_title_overwrote_its_environment_does_not_fail_a_healthy_
     # and the message does not claim it holds values that could not be read
     claim = rf"process\(es\) [0-9 ]*\b{server}\b[0-9 ]* run release {B} with this deploy's values"
     assert not re.search(claim, output), output
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _haproxy_config(release: str, port: int) -> str:

@@ -30,8 +30,9 @@ import pytest
 
 from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body
-from unit.release.test_unit_attack5 import _foreign, _install, box_with_secret
-from unit.release.test_unit_attack7 import PM2_BIN, SERVER_JS, _free_port, kill_pm2
+from unit.release.test_unit_attack4 import _foreign, _free_port
+from unit.release.test_unit_attack5 import _install, box_with_secret
+from unit.release.test_unit_attack7 import PM2_BIN, SERVER_JS, kill_pm2
 from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED
 from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 
