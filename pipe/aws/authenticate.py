@@ -355,13 +355,13 @@ def _renewing_session(first: dict[str, str], renewal: _Renewal, region: str, sou
         mandatory_timeout=MANDATORY_REFRESH_SECONDS,
     )
     core = get_session()
-    core.register_component("data_loader", data_loader(source))
+    core.register_component("data_loader", _data_loader(source))
     # botocore has no public setter for a session's credentials: this is what get_credentials() returns
     core._credentials = credentials  # type: ignore[attr-defined]
     return boto3.Session(botocore_session=core, region_name=region)
 
 
-def data_loader(session: boto3.Session) -> Any:
+def _data_loader(session: boto3.Session) -> Any:
     """The botocore loader a boto3 session reads its service models with."""
     core: CoreSession = session._session  # boto3 has no public accessor for its botocore session
     return core.get_component("data_loader")
