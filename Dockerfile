@@ -10,6 +10,9 @@ COPY requirements.txt /requirements.txt
 RUN python3 -m pip install --no-cache-dir -r /requirements.txt
 
 COPY pipe /pipe
+# Each run is a new container, and PYTHONDONTWRITEBYTECODE keeps it from writing bytecode: compiled
+# once here, every run loads /pipe's bytecode instead of compiling its modules again (~0.1 s of CPU).
+RUN python3 -m compileall -q /pipe
 COPY pipe.yml README.md LICENSE.txt /
 
 # Runs as root like Bitbucket's own pipes: it writes RESULT_FILE into the clone directory,

@@ -19,13 +19,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.session import Session as CoreSession
 from botocore.session import get_session
 
 from pipe.aws.clients import client_config
@@ -34,6 +35,9 @@ from pipe.config.settings import DeploySettings
 from pipe.errors import PipeError
 from pipe.limits import ROLE_DURATION_SECONDS
 from pipe.runtime.redaction import Redactor
+
+if TYPE_CHECKING:
+    from mypy_boto3_sts import STSClient
 
 DEFAULT_WEB_IDENTITY_SECONDS = 3600  # AssumeRoleWithWebIdentity's default DurationSeconds
 MAX_SESSION_SECONDS = 43200  # the longest maximum session duration a role can have (12 h)
@@ -80,14 +84,15 @@ def authenticate(
     ``needed_seconds``: how long the deploy may need AWS; the log says up front if the session may not
     last that long."""
     base, life = _base_session(settings, env, redactor, needed_seconds)
-    caller = _identity(base, settings.region, "the pipe's credentials")
+    base_sts = _sts(base, settings.region)
+    caller = _identity(base_sts, "the pipe's credentials")
     if settings.role_arn is None:
         log.info(f"Authenticated as {caller.arn} (account {caller.account})")
         _warn_if_too_short(life, needed_seconds)
         return base, caller
     log.info(f"Assuming deploy role {settings.role_arn} from {caller.arn}")
-    session = _assumed_role_session(base, settings, caller, redactor, life)
-    identity = _identity(session, settings.region, "the deploy role")
+    session = _assumed_role_session(base, base_sts, settings, caller, redactor, life)
+    identity = _identity(_sts(session, settings.region), "the deploy role")
     log.info(f"Deploying as {identity.arn} (account {identity.account})")
     _warn_if_too_short(life, needed_seconds)  # the role's session is renewed for as long as the base lasts
     return session, identity
@@ -148,7 +153,8 @@ def _oidc_session(
 ) -> tuple[boto3.Session, SessionLife]:
     redactor.add(token)
     log.info("Authenticating with a OpenID Connect (OIDC) Web Identity Provider")
-    sts = boto3.Session().client(
+    exchange_session = boto3.Session()
+    sts = exchange_session.client(
         "sts", region_name=settings.region, config=client_config().merge(Config(signature_version=UNSIGNED))
     )
     token_ends = token_expiry(token)
@@ -172,7 +178,9 @@ def _oidc_session(
             f"Fix: {_oidc_fix(role, needed_seconds)}"
         )
 
-    session = _renewing_session(first, _Renewal(lambda: exchange(duration), explain, first), settings.region)
+    session = _renewing_session(
+        first, _Renewal(lambda: exchange(duration), explain, first), settings.region, exchange_session
+    )
     ends = _expiry(first)
     why = f"the OIDC session lasts until {_clock(ends)}"
     if token_ends is None:
@@ -246,9 +254,14 @@ def token_expiry(token: str) -> datetime.datetime | None:
 
 
 def _assumed_role_session(
-    base: boto3.Session, settings: DeploySettings, caller: Identity, redactor: Redactor, base_life: SessionLife
+    base: boto3.Session,
+    sts: STSClient,
+    settings: DeploySettings,
+    caller: Identity,
+    redactor: Redactor,
+    base_life: SessionLife,
 ) -> boto3.Session:
-    sts = base.client("sts", region_name=settings.region, config=client_config())
+    """The deploy role's session, renewed with ``sts``, the base session's STS client."""
     request: dict[str, Any] = {
         "RoleArn": settings.role_arn,
         "RoleSessionName": settings.build.session_name(),
@@ -281,7 +294,7 @@ def _assumed_role_session(
             return reason + (f". Fix: {base_life.fix}" if base_life.fix else "")
         return f"{reason} ({_describe(error)})"
 
-    return _renewing_session(first, _Renewal(assume, explain, first), settings.region)
+    return _renewing_session(first, _Renewal(assume, explain, first), settings.region, base)
 
 
 # --- renewing sessions ----------------------------------------------------------------------------
@@ -328,7 +341,11 @@ class _Renewal:
         return self._current
 
 
-def _renewing_session(first: dict[str, str], renewal: _Renewal, region: str) -> boto3.Session:
+def _renewing_session(first: dict[str, str], renewal: _Renewal, region: str, source: boto3.Session) -> boto3.Session:
+    """A session with credentials renewed by ``renewal``. It reads service models and endpoints.json
+    through ``source``'s loader, which keeps what it has read: the STS model and endpoints.json are
+    parsed once per run, not once per session. Only files are shared; credentials, config and clients
+    are the new session's own."""
     _quiet_botocore_refresh_failures()
     credentials = RefreshableCredentials.create_from_metadata(
         metadata=first,
@@ -338,9 +355,16 @@ def _renewing_session(first: dict[str, str], renewal: _Renewal, region: str) -> 
         mandatory_timeout=MANDATORY_REFRESH_SECONDS,
     )
     core = get_session()
+    core.register_component("data_loader", _data_loader(source))
     # botocore has no public setter for a session's credentials: this is what get_credentials() returns
     core._credentials = credentials  # type: ignore[attr-defined]
     return boto3.Session(botocore_session=core, region_name=region)
+
+
+def _data_loader(session: boto3.Session) -> Any:
+    """The botocore loader a boto3 session reads its service models with."""
+    core: CoreSession = session._session  # boto3 has no public accessor for its botocore session
+    return core.get_component("data_loader")
 
 
 def _drop_refresh_failure(record: logging.LogRecord) -> bool:
@@ -387,9 +411,13 @@ def _warn_if_too_short(life: SessionLife, needed_seconds: int | None) -> None:
 # --- who we are -----------------------------------------------------------------------------------
 
 
-def _identity(session: boto3.Session, region: str, whose: str) -> Identity:
+def _sts(session: boto3.Session, region: str) -> STSClient:
+    return session.client("sts", region_name=region, config=client_config())
+
+
+def _identity(sts: STSClient, whose: str) -> Identity:
     try:
-        response = session.client("sts", region_name=region, config=client_config()).get_caller_identity()
+        response = sts.get_caller_identity()
     except ClientError as error:
         if error_code(error) in {"InvalidClientTokenId", "SignatureDoesNotMatch", *EXPIRED_CODES} or (
             is_access_denied(error)

@@ -25,6 +25,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cache
 from pathlib import Path
 
 from pipe.config.env_names import ENV_NAME
@@ -1176,17 +1177,24 @@ def _program_text(source: str) -> str:
     return "\n".join(" " * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
 
 
-UNPACK_PROGRAM = _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
 _PROGRAM_END = "SSM_DEPLOY_UNPACK_PROGRAM"  # a quoted here-document: the text reaches python3 verbatim
-assert _PROGRAM_END not in UNPACK_PROGRAM
 
 
-def _unpack_program() -> list[str]:
+@cache
+def unpack_program() -> str:
+    """contents.py as the install sends it; made when a release script is first built, not when the
+    pipe starts: most runs send none, and parsing contents.py costs ~10 ms of CPU."""
+    program = _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
+    assert _PROGRAM_END not in program
+    return program
+
+
+def _unpack_definition() -> list[str]:
     """``ssm_deploy_unpack``: the program the install runs with python3 to inspect and unpack the artifact."""
     return [
         f"ssm_deploy_refused={contents.REFUSED}",
         f"ssm_deploy_unpack=$(cat <<'{_PROGRAM_END}'",
-        UNPACK_PROGRAM,
+        unpack_program(),
         _PROGRAM_END,
         ")",
     ]
@@ -1216,7 +1224,7 @@ def install_body(plan: ReleasePlan, staged: bool = False) -> str:
     longer matches its manifest is refused (92, nothing switched) instead of installed again; an
     instance where it was never staged (launched since) installs it here."""
     call = " ".join(["ssm_deploy_install", *_shared_arguments(plan)])
-    return _body(plan, f"install release {plan.release_id}", call, _unpack_program(), staged="1" if staged else "")
+    return _body(plan, f"install release {plan.release_id}", call, _unpack_definition(), staged="1" if staged else "")
 
 
 def stage_body(plan: ReleasePlan) -> str:
@@ -1226,7 +1234,7 @@ def stage_body(plan: ReleasePlan) -> str:
     since it was prepared is installed again from the artifact. Nothing is pruned: KEEP_RELEASES
     counts the releases that went live."""
     call = " ".join(["ssm_deploy_stage", *_shared_arguments(plan)])
-    return _body(plan, f"stage release {plan.release_id}", call, _unpack_program())
+    return _body(plan, f"stage release {plan.release_id}", call, _unpack_definition())
 
 
 def _shared_arguments(plan: ReleasePlan) -> list[str]:

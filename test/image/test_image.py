@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 import uuid
@@ -81,6 +82,28 @@ def test_image_deploys_to_two_instances(image: str, standin: StandIn) -> None:
         assert f"{instance_id} | release on {instance_id} with 18-char password" in run.output
     assert "image-secret-value" not in run.output
     assert "/deploy-image/" in standin.sent_commands()[-1].caller_arn
+
+
+def test_image_runs_the_pipe_from_bytecode_compiled_when_it_was_built(image: str) -> None:
+    """Each run is a new container and the image sets PYTHONDONTWRITEBYTECODE: without bytecode made
+    at build time, every run compiles every module of /pipe again."""
+    done = _run(
+        "docker",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python3",
+        image,
+        "-v",
+        "-c",
+        "import sys; sys.path[0] = '/'; import pipe.main",
+    )
+
+    assert done.returncode == 0, done.stderr
+    modules = re.findall(r"^import '(pipe(?:\.\w+)*)' # <\S*SourceFileLoader", done.stderr, re.MULTILINE)
+    from_bytecode = re.findall(r"^# code object from '/pipe/\S+\.pyc'$", done.stderr, re.MULTILINE)
+    assert "pipe.main" in modules and "pipe.aws.authenticate" in modules
+    assert len(from_bytecode) == len(modules)
 
 
 def test_image_fails_the_step_when_an_instance_fails(image: str, standin: StandIn) -> None:

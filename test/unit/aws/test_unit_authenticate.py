@@ -6,10 +6,17 @@ import base64
 import datetime
 import json
 import logging
+import re
+from collections import Counter
 from typing import Any
+from urllib.parse import parse_qs
 
+import boto3
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.endpoint import Endpoint
 from botocore.exceptions import ClientError
+from botocore.loaders import JSONFileLoader
 
 from pipe.aws import authenticate as auth
 from pipe.aws.authenticate import (
@@ -23,9 +30,10 @@ from pipe.aws.authenticate import (
     session_ended,
     token_expiry,
 )
+from pipe.config.settings import StaticKeys
 from pipe.errors import PipeError
 from pipe.runtime.redaction import Redactor
-from unit.unit_support import REGION, FakeClock
+from unit.unit_support import REGION, FakeClock, make_settings
 
 EPOCH = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 EXPIRED = ClientError(
@@ -206,7 +214,7 @@ def test_a_session_about_to_end_that_cannot_be_renewed_raises_credentials_expire
 def test_botocore_raises_the_renewal_failure_without_a_traceback_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock(EPOCH.timestamp())
     first = metadata(-5, FakeClock())  # already over: botocore must renew before signing
-    session = auth._renewing_session(first, renewal(Fetches(EXPIRED), clock, first), REGION)
+    session = auth._renewing_session(first, renewal(Fetches(EXPIRED), clock, first), REGION, boto3.Session())
     sts = session.client("sts", region_name=REGION)
     with caplog.at_level(logging.DEBUG), pytest.raises(CredentialsExpired):
         sts.get_caller_identity()
@@ -231,3 +239,69 @@ def test_the_renewed_credentials_are_masked() -> None:
         redactor,
     )
     assert redactor.redact("renewed-secret renewed-token") == "**** ****"
+
+
+# --- the deploy role's session -------------------------------------------------------------------
+
+STS_XML = 'xmlns="https://sts.amazonaws.com/doc/2011-06-15/"'
+CI_KEY, ROLE_KEY = "AKIACIUSER", "ASIADEPLOYROLE"
+WHO = {CI_KEY: "arn:aws:iam::123456789012:user/ci", ROLE_KEY: "arn:aws:sts::123456789012:assumed-role/deploy/b42"}
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body
+
+
+class FakeSts:
+    """STS over HTTP: answers AssumeRole with the role's keys and GetCallerIdentity with whoever's key
+    signed the request, so a session that signs with the wrong credentials shows in its identity."""
+
+    def __init__(self) -> None:
+        self.signed_by: list[tuple[str, str]] = []
+
+    def send(self, request: Any) -> AWSResponse:
+        action = parse_qs(request.body.decode() if isinstance(request.body, bytes) else request.body)["Action"][0]
+        key = re.search(r"Credential=([A-Z0-9]+)/", request.headers["Authorization"].decode())
+        assert key is not None
+        self.signed_by.append((action, key.group(1)))
+        if action == "AssumeRole":
+            result = (
+                f"<Credentials><AccessKeyId>{ROLE_KEY}</AccessKeyId><SecretAccessKey>role-secret</SecretAccessKey>"
+                "<SessionToken>role-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>"
+                f"<AssumedRoleUser><Arn>{WHO[ROLE_KEY]}</Arn><AssumedRoleId>AROA:b42</AssumedRoleId></AssumedRoleUser>"
+            )
+        else:
+            result = f"<Arn>{WHO[key.group(1)]}</Arn><UserId>u</UserId><Account>123456789012</Account>"
+        body = f"<{action}Response {STS_XML}><{action}Result>{result}</{action}Result></{action}Response>"
+        return AWSResponse(request.url, 200, HTTPHeaders(), _Raw(body.encode()))
+
+
+def test_the_role_session_signs_with_the_role_and_shares_the_base_sessions_model_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sts = FakeSts()
+    monkeypatch.setattr(Endpoint, "_send", lambda _endpoint, request: sts.send(request))
+    read: list[str] = []
+    load_file = JSONFileLoader.load_file
+
+    def counted(loader: JSONFileLoader, path: str) -> Any:
+        read.append(path)
+        return load_file(loader, path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counted)
+    settings = make_settings(
+        static_keys=StaticKeys(CI_KEY, "ci-secret"), role_arn="arn:aws:iam::123456789012:role/deploy"
+    )
+
+    session, identity = auth.authenticate(settings, {}, Redactor())
+
+    assert identity.arn == WHO[ROLE_KEY]
+    assert sts.signed_by == [("GetCallerIdentity", CI_KEY), ("AssumeRole", CI_KEY), ("GetCallerIdentity", ROLE_KEY)]
+    assert session.get_credentials().get_frozen_credentials().access_key == ROLE_KEY  # type: ignore[union-attr]
+    twice = sorted(path for path, times in Counter(read).items() if times > 1)
+    assert twice == []  # the STS model and endpoints.json are read once, for both sessions
+    assert any("/sts/" in path for path in read)

@@ -35,7 +35,7 @@ from pipe.release.contents import (
     problems,
     unpack,
 )
-from pipe.release.remote import UNPACK_PROGRAM
+from pipe.release.remote import unpack_program
 from unit.release_support import Member, tar_member, write_tgz, write_zip
 
 # --- reading archives -----------------------------------------------------------------------------------
@@ -463,7 +463,7 @@ PYTHONS = sorted(
 
 def run_program(python: str, archive_format: str, archive: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [python, "-I", "-c", UNPACK_PROGRAM, archive_format, str(archive), str(out)],
+        [python, "-I", "-c", unpack_program(), archive_format, str(archive), str(out)],
         capture_output=True,
         text=True,
         env={"PATH": os.environ.get("PATH", ""), "LANG": "C"},  # a C locale, as a bare Run Command shell may have
@@ -492,6 +492,6 @@ def test_the_sent_program_runs_on_each_python3(tmp_path: Path, python: str) -> N
 
 def test_the_sent_program_is_the_rule_set_without_its_comments() -> None:
     source = Path(contents.__file__).read_text()
-    assert "def problems(" in UNPACK_PROGRAM and "def leads_outside(" in UNPACK_PROGRAM
-    assert not [line for line in UNPACK_PROGRAM.splitlines() if line.lstrip().startswith("#")]
-    assert len(UNPACK_PROGRAM) < len(source) * 0.8  # the comments stay in the pipe, not in the script's bound
+    assert "def problems(" in unpack_program() and "def leads_outside(" in unpack_program()
+    assert not [line for line in unpack_program().splitlines() if line.lstrip().startswith("#")]
+    assert len(unpack_program()) < len(source) * 0.8  # the comments stay in the pipe, not in the script's bound

@@ -9,7 +9,7 @@ from pathlib import Path
 from pipe.limits import MAX_SCRIPT_BYTES
 from pipe.plan.script import build_script, script_bytes
 from pipe.release import contents
-from pipe.release.remote import UNPACK_PROGRAM, ReleasePlan, install_body, stage_body
+from pipe.release.remote import ReleasePlan, install_body, stage_body, unpack_program
 from unit.unit_support import make_settings
 
 ROOM_FOR_THE_TEAM = 8 * 1024  # COMMANDS, ACTIVATE_COMMANDS and the exported names, together
@@ -40,4 +40,4 @@ def test_the_unpack_program_as_sent_is_contents_py_without_its_docstrings() -> N
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and ast.get_docstring(node) is not None:
             node.body = node.body[1:] or [ast.Pass()]
-    assert ast.dump(ast.parse(UNPACK_PROGRAM)) == ast.dump(tree)
+    assert ast.dump(ast.parse(unpack_program())) == ast.dump(tree)
