@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/staging.py            # 3 runs
     .venv/bin/python bench/staging.py --runs 1   # also bench/bench.py's --quick form
+    .venv/bin/python bench/staging.py --runs 3 --real-clock-runs 2   # and going back at ELB clock 1.0
 
 Each run launches 8 instances, each running the users' Node.js app (``instance_app.py``) behind a
 target group (the real HAProxy, 4 HTTP clients, half on keep-alive connections), and ships one
@@ -20,7 +21,12 @@ again, from the result file); failed requests (non-2xx answers, connection error
 clients saw them); the staging phase's seconds; and each deploy's wall time against the staging
 plus the batches' time out of service, a rollback's against its batches' drain-plus-health windows.
 The stand-in's ELB clock runs at 0.1: the group's 20-s deregistration delay lasts 2 s and a 5-s
-health-check interval 0.5 s.
+health-check interval 0.5 s, while the switch and the app's restart run in real time, so at 0.1 the
+switch weighs ten times what it weighs against AWS's windows. ``--real-clock-runs N`` also measures
+going back (``RELEASE: previous``, 25 % batches) N times at ELB clock 1.0 with the settings of an
+AWS group (``REAL_CLOCK_GROUP``: a 30-s deregistration delay, the issue's example; health checks
+every 5 s, healthy after 2 in a row, unhealthy after 2, as the 0.1 group has them): about 40 s a
+batch, so the fleet's two releases are shipped at 0.1 and only the way back runs at 1.0.
 """
 
 from __future__ import annotations
@@ -51,6 +57,22 @@ FLEET = 8
 INSTALL = "sleep 5"  # COMMANDS: an install of about 5 s (npm ci stands here)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RUNS = ("1", "25%")  # BATCH_SIZE: one at a time, a quarter of the fleet
+SCALED_CLOCK = 0.1  # the stand-in's ELB clock for every deploy but --real-clock-runs' rollbacks
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """The bench group's: health checks every ``interval`` s, healthy after ``healthy_threshold`` in
+    a row, unhealthy after ``unhealthy_threshold`` (create_target_group's defaults)."""
+
+    deregistration_delay: int
+    interval: int = 5
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+
+
+SCALED_GROUP = GroupSettings(deregistration_delay=20)
+REAL_CLOCK_GROUP = GroupSettings(deregistration_delay=30)  # at ELB clock 1.0: the issue's 30-s delay
 STEPS = ("drain", "deploy", "healthy")  # of each batch, from the result file
 
 
@@ -79,13 +101,20 @@ class Deploy:
 class Service:
     """8 instances behind one target group, one ledger, one bucket: each ``deploy`` a pipe run."""
 
-    def __init__(self, aws: StandIn, clone: Path, bucket: str) -> None:
+    def __init__(self, aws: StandIn, clone: Path, bucket: str, group: GroupSettings = SCALED_GROUP) -> None:
         self.aws, self.clone, self.bucket = aws, clone, bucket
         self.ids = aws.launch(FLEET)
         for instance_id in self.ids:
             aws.app_up(instance_id)
         self.name = f"stage-{uuid.uuid4().hex[:8]}"
-        self.arn = aws.create_target_group(self.name, self.ids, deregistration_delay=20)
+        self.arn = aws.create_target_group(
+            self.name,
+            self.ids,
+            deregistration_delay=group.deregistration_delay,
+            interval=group.interval,
+            healthy_threshold=group.healthy_threshold,
+            unhealthy_threshold=group.unhealthy_threshold,
+        )
         aws.wait_target_states(self.arn, self.ids, "healthy", timeout=60)
         self.build = 0
 
@@ -165,22 +194,37 @@ def one_round(aws: StandIn, clone: Path, bucket: str) -> Round:
     return Round(deploys, back, back_largest)
 
 
+def real_clock_round(aws: StandIn, clone: Path, bucket: str) -> Deploy:
+    """Going back once at ELB clock 1.0, in a group with an AWS group's settings: the two releases
+    shipped at the scaled clock (not measured), then ``RELEASE: previous`` in 25 % batches."""
+    service = Service(aws, clone, bucket, REAL_CLOCK_GROUP)
+    service.deploy(BATCH_SIZE="25%")
+    service.deploy(BATCH_SIZE="25%")
+    aws.elb_time_scale = 1.0
+    try:
+        return service.deploy(RELEASE="previous", BATCH_SIZE="25%")
+    finally:
+        aws.elb_time_scale = SCALED_CLOCK
+
+
 def spread(values: Iterable[float], unit: str = " s", digits: int = 1) -> str:
     items = list(values)
     return "/".join(f"{v:.{digits}f}" for v in (min(items), statistics.median(items), max(items))) + unit
 
 
-def rows(aws: StandIn, clone: Path, runs: int) -> list[tuple[str, str, str, str]]:
-    """The figures of ``runs`` rounds, as table rows (measure, staging, baseline, target)."""
-    scale, aws.elb_time_scale = aws.elb_time_scale, 0.1
+def rows(aws: StandIn, clone: Path, runs: int, real_clock_runs: int = 0) -> list[tuple[str, str, str, str]]:
+    """The figures of ``runs`` rounds (and of ``real_clock_runs`` rollbacks at ELB clock 1.0), as
+    table rows (measure, staging, baseline, target)."""
+    scale, aws.elb_time_scale = aws.elb_time_scale, SCALED_CLOCK
     bucket = f"stage-{uuid.uuid4().hex[:8]}"
     aws.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": aws.region})
     try:
         rounds = [one_round(aws, clone, bucket) for _ in range(runs)]
+        real = [real_clock_round(aws, clone, bucket) for _ in range(real_clock_runs)]
     finally:
         aws.elb_time_scale = scale
     table: list[tuple[str, str, str, str]] = []
-    every = [d for r in rounds for d in (*r.deploys.values(), r.back, r.back_largest)]
+    every = [d for r in rounds for d in (*r.deploys.values(), r.back, r.back_largest)] + real
     staged_all = [d for r in rounds for (_, staged), d in r.deploys.items() if staged]
     for size in RUNS:
         how = "one at a time" if size == "1" else "25 % batches"
@@ -240,6 +284,10 @@ def rows(aws: StandIn, clone: Path, runs: int) -> list[tuple[str, str, str, str]
             spread(r.back.wall for r in rounds) + " (25 % batches)",
             "-",
         ),
+    ]
+    if real:
+        table += real_clock_rows(real)
+    table += [
         (
             f"failed requests, all {len(every)} deploys",
             spread((float(d.failed) for d in every), "", 0)
@@ -252,14 +300,50 @@ def rows(aws: StandIn, clone: Path, runs: int) -> list[tuple[str, str, str, str]
     return table
 
 
+def real_clock_rows(real: list[Deploy]) -> list[tuple[str, str, str, str]]:
+    group = REAL_CLOCK_GROUP
+    how = (
+        f"at ELB clock 1.0 ({group.deregistration_delay}-s deregistration delay, checks every "
+        f"{group.interval} s, healthy after {group.healthy_threshold}; {len(real)} runs)"
+    )
+    return [
+        (f"rollback (RELEASE: previous, 25 %) {how}: wall time", spread(d.wall for d in real), "-", "-"),
+        (
+            "the same: wall / its batches' drain + health",
+            spread((d.wall / d.drain_and_health for d in real), "", 2),
+            "-",
+            "<= 1.2",
+        ),
+        (
+            "the same, per batch: drain / deploy (switch) / healthy",
+            " ".join(spread(b.get(step) or 0.0 for d in real for b in d.batches) for step in STEPS),
+            "-",
+            "-",
+        ),
+        (
+            "the same: staging (already there) / batches out of service / the rest",
+            " ".join(
+                (
+                    spread(d.stage for d in real),
+                    spread(d.windows for d in real),
+                    spread(d.wall - d.stage - d.windows for d in real),
+                )
+            ),
+            "-",
+            "-",
+        ),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--real-clock-runs", type=int, default=0, help="rollbacks at ELB clock 1.0 (~3 min each)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, StandIn() as aws:
         clone = Path(folder) / "clone"
         clone.mkdir()
-        table = rows(aws, clone, args.runs)
+        table = rows(aws, clone, args.runs, args.real_clock_runs)
     print_table(table, ("measure", "staging (STAGE_FIRST default)", "baseline (same run)", "target"))
     return 0
 

@@ -9,7 +9,10 @@ the instance with a control script, ``APP_CTL``:
 * ``APP_CTL start``: start ``node server.js`` (the pinned Node.js 20) on ``0.0.0.0:3000`` in the
   background and wait until it answers ``/health`` (at most 30 s);
 * ``APP_CTL stop``: SIGTERM, then wait until the process is gone: the app finishes what is in
-  flight and exits, and from then on the instance refuses connections on the port;
+  flight and exits, and from then on the instance refuses connections on the port. Gone means
+  exited, reaped or not: the app started by an earlier invocation is an orphan whose parent is this
+  machine's PID 1, and a container's init may reap it seconds later (this machine's every ~2 s),
+  where an EC2 instance's systemd reaps at once; ``kill -0`` alone would wait for that reap;
 * ``APP_CTL restart``: stop, one second down, start (``RESTART``): what a plain restart costs.
 
 Deploys that use pm2 as the README says install the app as a release instead (``app_fixture.py``).
@@ -45,11 +48,15 @@ start() {{
   echo "web-api does not answer on port {PORT} after 30 s" >&2
   return 1
 }}
+running() {{  # an exited app not yet reaped (a zombie) has stopped: kill -0 would still find it
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 1)" != Z ]
+}}
 stop() {{
   [ -s pid ] || return 0
   pid=$(cat pid)
   kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 300); do running "$pid" || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null
   rm -f pid
 }}

@@ -22,7 +22,10 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.traffic.target_groups.groups import HEALTHY, UNUSED, TargetGroup, TargetState, target_states
 
 log = logging.getLogger("ssm-deploy")
-POLL_SECONDS = 2.0  # between two polls of the batch's targets while it drains or comes back (at least)
+# Between two polls of the batch's targets while it drains or comes back (at least): the state turns
+# when the delay ends or a health check passes, and the pipe sees it at the next poll, so every
+# wait (two a batch, each batch out of service meanwhile) ends on average half a period late.
+POLL_SECONDS = 0.5
 # ELBv2's Describe* calls share a bucket per account and Region that refills at 10 tokens a second
 # ("Request throttling for the Elastic Load Balancing API"); the polls take at most half of it.
 DESCRIBE_CALLS_PER_SECOND = 5.0

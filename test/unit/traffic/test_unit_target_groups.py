@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pipe.model import Batch, BatchOutcome, BatchRecord
 from pipe.report.batches import batch_table
+from pipe.traffic.target_groups import waits
 from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch, shortfall
 from pipe.traffic.target_groups.groups import TargetGroup, TargetState
-from pipe.traffic.target_groups.waits import drained, register_command, wait_for
+from pipe.traffic.target_groups.waits import drained, healthy, register_command, wait_for
 
 IDS = [f"i-{n:017x}" for n in range(1, 9)]
 
@@ -123,3 +126,35 @@ def test_each_port_of_an_instance_is_waited_for_until_it_is_no_longer_registered
     assert wait_for(still_healthy, registrations, drained, 0, lambda: None)[1]
     gone = FakeELB({(IDS[0], 80): "unused", (IDS[0], 8080): "unused"})
     assert wait_for(gone, registrations, drained, 0, lambda: None)[1] == []
+
+
+class TurningHealthy:
+    """A fake clock and DescribeTargetHealth of one target that turns healthy ``at`` seconds in."""
+
+    def __init__(self, at: float) -> None:
+        self.at, self.now = at, 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def describe_target_health(self, TargetGroupArn: str, Targets: list[dict[str, Any]]) -> dict[str, object]:
+        state = "healthy" if self.now >= self.at else "initial"
+        rows = [{"Target": {"Id": t["Id"], "Port": t["Port"]}, "TargetHealth": {"State": state}} for t in Targets]
+        return {"TargetHealthDescriptions": rows}
+
+
+@pytest.mark.parametrize("at", [0.6, 10.1, 30.05])  # a scaled check, 2 checks 5 s apart, a 30-s delay
+def test_a_wait_ends_within_half_a_second_of_the_change(monkeypatch: pytest.MonkeyPatch, at: float) -> None:
+    """Each batch is out of service until the pipe sees its targets healthy again (and waits for
+    the drain before it): every second the poll comes after the change is a second out of service."""
+    elb = TurningHealthy(at)
+    monkeypatch.setattr(waits, "time", elb)  # the fake clock: no real time passes
+    web = group({})
+    waited, pending = wait_for(
+        elb, {web.arn: (web, [TargetState(IDS[0], 3000, "initial")])}, healthy, 300, lambda: None
+    )
+    assert pending == []
+    assert at <= waited <= at + 0.5
