@@ -1,0 +1,196 @@
+"""The tenth outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end against
+the stand-in, on what earlier attacks left untried: a health check that times out and a deploy cancelled
+after its switch inside the STAGE_FIRST batches, ``RELEASE: <id>`` naming a release pruned from some
+instances only, and ledger versions of valid JSON but the wrong shape under ``RELEASE: <id>`` and
+``ACTION: status``. Each test asserts what should hold; the disk (``current``), the ledger, the result file
+and the load balancer must agree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from e2e.test_attack9 import ACTIVATE, rolling
+from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
+from e2e.test_releases import APP_DIR, live, release_env
+from standin import StandIn
+from support import LivePipe, run_pipe, wait_until
+
+A, B = "000001-0123456", "000002-0123456"
+HOLD_B = "/srv/hold-deploy"  # on an instance: the activation of B hangs there
+
+
+def ship(env: dict[str, str]) -> str:
+    done = run_pipe(env, timeout=300)
+    assert done.returncode == 0, done.output
+    assert "Traceback" not in done.output
+    return done.output
+
+
+def a_then_b_env(
+    standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str, **extra: str
+) -> dict[str, str]:
+    """A shipped to the 2 instances of ``fleet``; the environment of B, one instance per batch, staged first."""
+    ship(rolling(standin, fleet, clone, bucket, service, ARTIFACT=build(clone, "A"), BITBUCKET_BUILD_NUMBER="1"))
+    variables = {"ARTIFACT": build(clone, "B"), "BITBUCKET_BUILD_NUMBER": "2", "BATCH_SIZE": "1"} | extra
+    return rolling(standin, fleet, clone, bucket, service, **variables)
+
+
+def dotenv(clone: Path) -> str:
+    return (clone / "ssm-deploy-result.json.env").read_text()
+
+
+def assert_all_back_on_a(standin: StandIn, fleet: Fleet, clone: Path, service: str, output: str, sick: str) -> None:
+    disk = fleet_on_disk(standin, fleet.ids)
+    assert disk == dict.fromkeys(fleet.ids, A), output
+    assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (B, "rolled back"), entry
+    assert ledger_fleet(entry) == disk
+    assert result(clone)["fleet"] == disk
+    env_file = dotenv(clone)
+    assert f"SSM_DEPLOY_FAILED_INSTANCES='{sick}'" in env_file, env_file
+    assert "SSM_DEPLOY_FAILED='1'" in env_file, env_file
+    assert "Traceback" not in output
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
+
+
+def test_a_health_check_that_times_out_in_a_staged_batch_rolls_every_instance_back_and_counts_it_failed(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    fleet = make_fleet(standin, 2)
+    _first, second = fleet.ids
+    env = a_then_b_env(
+        standin,
+        fleet,
+        tmp_path,
+        bucket,
+        service,
+        HEALTHCHECK_COMMANDS=f'if [ "$AWS_SSM_INSTANCE_ID" = "{second}" ]; then echo checking-forever; sleep 600; fi',
+        HEALTHCHECK_RETRIES="1",
+        HEALTHCHECK_TIMEOUT="15",
+    )
+    run = run_pipe(env, timeout=400)
+
+    assert run.returncode == 1, run.output
+    assert "Staging release" in run.output
+    assert_all_back_on_a(standin, fleet, tmp_path, service, run.output, second)
+
+
+def test_a_deploy_cancelled_after_its_switch_in_a_staged_batch_is_switched_back(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    fleet = make_fleet(standin, 2)
+    _first, second = fleet.ids
+    hold = f'if [ "$(cat version.txt)" = B ] && [ -e {HOLD_B} ]; then echo holding-deploy; sleep 600; fi'
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, ACTIVATE_COMMANDS=f"{ACTIVATE}\n{hold}")
+    standin.instance_path(second, HOLD_B).touch()
+    pipe = LivePipe(env)
+    pipe.wait_for_line(f"{second} | holding-deploy", timeout=240)
+    command_id = standin.sent_commands()[-1].command_id
+    standin.client("ssm").cancel_command(CommandId=command_id, InstanceIds=[second])
+    run = pipe.finish(timeout=400)
+
+    assert run.returncode == 1, run.output
+    assert "Cancelled" in run.output, run.output
+    assert_all_back_on_a(standin, fleet, tmp_path, service, run.output, second)
+
+
+def prune(standin: StandIn, instance_id: str, release: str) -> None:
+    """What KEEP_RELEASES does to a release on an instance: its directory, readiness mark and manifest go."""
+    for path in ("releases", ".ssm-deploy/ready", ".ssm-deploy/files"):
+        target = standin.instance_path(instance_id, f"{APP_DIR}/{path}/{release}")
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+@pytest.mark.parametrize("staged", [True, False], ids=["staged", "not-staged"])
+def test_release_by_id_pruned_from_one_instance_only_goes_live_on_both(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, staged: bool
+) -> None:
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    ship(a_then_b_env(standin, fleet, tmp_path, bucket, service))
+    prune(standin, second, A)
+    env = rolling(standin, fleet, tmp_path, bucket, service, RELEASE=A, BITBUCKET_BUILD_NUMBER="3", BATCH_SIZE="1")
+    if not staged:
+        env["STAGE_FIRST"] = "false"
+    output = ship(env)
+
+    assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}
+    assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"], entry["action"]) == (A, "succeeded", "rollback"), entry
+    assert ledger_fleet(entry) == {first: A, second: A}
+    assert f"Rollback to {A}" in output
+    assert every_target_in_service(standin, fleet)
+
+
+def _shape(**changes: object) -> str:
+    """A schema-2 entry of a failed deploy of 000009-0123456, with ``changes`` applied (None deletes a key):
+    read or skipped, it never changes what is live."""
+    document: dict[str, object] = {
+        "v": 2,
+        "action": "deploy",
+        "status": "failed",
+        "release": "000009-0123456",
+        "commit": "0123456",
+        "build": "9",
+        "artifact": "x/" + "a" * 64 + ".tar.gz",
+        "sha256": "a" * 64,
+        "previous": A,
+        "run": {"build": "9", "commit": "0123456", "build_url": "", "triggered_by": ""},
+        "time": "2026-12-01T21:50:33Z",
+        "fleet": {"000009-0123456": {"count": 1, "ids": []}},
+        "instances": {"succeeded": {"count": 1, "ids": []}},
+    }
+    for key, value in changes.items():
+        if value is None:
+            del document[key]
+        else:
+            document[key] = value
+    return json.dumps(document)
+
+
+WRONG_SHAPES = {
+    "list": json.dumps([_shape()]),
+    "run-list": _shape(run=[]),
+    "no-fleet": _shape(fleet=None),
+    "count-huge": _shape(fleet={"000009-0123456": {"count": 10**300, "ids": []}}),
+    "count-float": _shape(instances={"succeeded": {"count": 1.0, "ids": []}}),
+    "build-number": _shape(build=9),
+    "v-huge": _shape(v=10**300),
+    "v-true": _shape(v=True),
+    "null": "null",
+}
+
+
+def test_wrong_shaped_ledger_versions_are_skipped_by_release_by_id_and_by_status(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    ids = standin.launch(1)
+    name = f"/release-ledger/{service}/prod/release"
+    ship(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1"))
+    ship(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "B"), BITBUCKET_BUILD_NUMBER="2"))
+    written = [
+        standin.client("ssm").put_parameter(Name=name, Value=junk, Type="String", Overwrite=True)["Version"]
+        for junk in WRONG_SHAPES.values()
+    ]
+    status = run_pipe(release_env(standin, ids, tmp_path, bucket, service, ACTION="status"))
+    assert "Traceback" not in status.output
+    assert status.returncode == 0, status.output  # the instance runs B, the live release: no drift
+    for shape, version in zip(WRONG_SHAPES, written, strict=True):
+        if shape != "count-huge":  # a whole number, however large, is a count
+            assert f"version {version} skipped" in status.output, (shape, version, status.output)
+
+    output = ship(release_env(standin, ids, tmp_path, bucket, service, RELEASE=A, BITBUCKET_BUILD_NUMBER="3"))
+    assert f"live before: {B}" in output
+    assert live(standin, ids[0]) == "A"
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"], entry["action"]) == (A, "succeeded", "rollback"), entry
