@@ -8,20 +8,36 @@ and the load balancer must agree."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from app_fixture import ACTIVATE as PM2_ACTIVATE
+from app_fixture import pack_release
+from e2e import test_auto_scaling_new_instances as scaling
+from e2e import test_node_pm2 as pm2
+from e2e import test_proof_of_serving as serving
 from e2e.test_attack9 import ACTIVATE, rolling
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_auto_scaling_new_instances import GroupFleet
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
+from e2e.test_node_pm2 import NodeFleet, sha16
+from e2e.test_proof_of_serving import FIRST, README_ECOSYSTEM, ROTATED, WITHOUT_CWD, RecipeFleet
 from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
 A, B = "000001-0123456", "000002-0123456"
 HOLD_B = "/srv/hold-deploy"  # on an instance: the activation of B hangs there
+# the fixtures: an Auto Scaling group in a target group; two instances running A under pm2 (the README's
+# recipe; or a recipe of the test's own)
+group_fleet, node_fleet, fleet_with = scaling.group_fleet, pm2.node_fleet, serving.fleet_with
+KNOWN = "/srv/known-instance"  # on the group's first instances: elsewhere the launch install hangs
 
 
 def ship(env: dict[str, str]) -> str:
@@ -176,8 +192,12 @@ def test_wrong_shaped_ledger_versions_are_skipped_by_release_by_id_and_by_status
 ) -> None:
     ids = standin.launch(1)
     name = f"/release-ledger/{service}/prod/release"
-    ship(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1"))
-    ship(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "B"), BITBUCKET_BUILD_NUMBER="2"))
+    ship(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1")
+    )
+    ship(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "B"), BITBUCKET_BUILD_NUMBER="2")
+    )
     written = [
         standin.client("ssm").put_parameter(Name=name, Value=junk, Type="String", Overwrite=True)["Version"]
         for junk in WRONG_SHAPES.values()
@@ -194,3 +214,141 @@ def test_wrong_shaped_ledger_versions_are_skipped_by_release_by_id_and_by_status
     assert live(standin, ids[0]) == "A"
     entry = ledger_entries(standin, service)[-1]
     assert (entry["release"], entry["status"], entry["action"]) == (A, "succeeded", "rollback"), entry
+
+
+def test_an_artifact_replaced_in_s3_before_a_later_batch_installs_it_is_refused_and_the_first_batch_goes_back(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """STAGE_FIRST 'false': each batch downloads the artifact in its own window. Replaced in S3 once the
+    first batch runs B, it fails the second batch's checksum (82) and the first batch is switched back."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, STAGE_FIRST="false")
+    s3 = standin.client("s3")
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    pipe = LivePipe(env)
+    pipe.wait_for_line(f"{first} | activated B", timeout=240)
+    (key,) = (
+        {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+        - before
+        - {k for k in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} if "/ledger/" in k}
+    )
+    s3.put_object(Bucket=bucket, Key=key, Body=(tmp_path / build(tmp_path, "C")).read_bytes())
+    run = pipe.finish(timeout=400)
+
+    assert run.returncode == 1, run.output
+    assert "82" in run.output, run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output
+    assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (B, "rolled back"), entry
+    assert not standin.instance_path(second, f"{APP_DIR}/releases/{B}").exists()
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
+
+
+def test_a_stop_while_the_pipe_waits_for_an_instance_the_group_launches_records_it_and_resumes_the_group(
+    group_fleet: Callable[..., GroupFleet],
+) -> None:
+    """The group scales out once the first batch runs B; the new instance's launch install (release A,
+    the live one) hangs, so after its planned batches the pipe waits for it; a stop then."""
+    fleet = group_fleet(True)
+    standin = fleet.standin
+    for instance_id in fleet.ids:  # the launch install of A hangs on any other instance
+        standin.instance_path(instance_id, KNOWN).touch()
+    activate = f"[ -e {KNOWN} ] || {{ echo launch-held; sleep 900; }}\n{PM2_ACTIVATE}"
+
+    def ship_group(release: str, build_number: int, *, rolling: bool) -> LivePipe:
+        artifact = pack_release(fleet.clone, release)
+        env = fleet.env(
+            build_number,
+            rolling=rolling,
+            ARTIFACT=os.path.relpath(artifact, fleet.clone),
+            TARGETS=f"tag:aws:autoscaling:groupName={fleet.group_name}",
+            AUTO_SCALING_GROUPS="auto",
+            ACTIVATE_COMMANDS=activate,
+        )
+        env.pop("INSTANCE_IDS", None)
+        return LivePipe(env)
+
+    first = ship_group("A", 1, rolling=False).finish(timeout=300)
+    assert first.returncode == 0, first.output
+    standin.wait_target_states(fleet.group_arn, fleet.ids, "healthy", timeout=60)
+    on_b = standin.instance_path(fleet.ids[0], f"{APP_DIR}/current")
+
+    def scale_out_once_the_first_batch_runs_b() -> None:
+        wait_until(lambda: os.readlink(on_b).startswith(f"releases/{B}"), "the first batch switched to B", 180)
+        standin.client("autoscaling").set_desired_capacity(AutoScalingGroupName=fleet.group_name, DesiredCapacity=3)
+
+    scaler = threading.Thread(target=scale_out_once_the_first_batch_runs_b, daemon=True)
+    scaler.start()
+    pipe = ship_group("B", 2, rolling=True)
+    pipe.wait_for_line("for instances the group is still launching", timeout=300)
+    pipe.signal(signal.SIGTERM)
+    run = pipe.finish(timeout=300)
+    scaler.join(60)
+
+    assert run.returncode != 0, run.output
+    assert "Traceback" not in run.output
+    disk = fleet_on_disk(standin, fleet.ids)
+    assert disk == dict.fromkeys(fleet.ids, B), run.output
+    entry = ledger_entries(standin, fleet.service)[-1]
+    assert entry["release"] == B and entry["status"] == "stopped", entry
+    assert {i: r for i, r in ledger_fleet(entry).items() if i in fleet.ids} == disk
+    document = result(fleet.clone)
+    assert {i: r for i, r in document["fleet"].items() if i in fleet.ids} == disk
+    assert standin.suspended_processes(fleet.group_name) == set(), run.output  # resumed
+    standin.wait_target_states(fleet.group_arn, fleet.ids, "healthy", timeout=60)
+
+
+# --- real pm2, the README's recipe (test_node_pm2.py, test_proof_of_serving.py) ---
+
+
+def served_on_disk(fleet: NodeFleet) -> dict[str, tuple[str, str]]:
+    """{instance: (the release directory its app runs in, the one current points to)}."""
+    return {i: (document["cwd"], fleet.live_release_dir(i)) for i, document in fleet.served().items()}
+
+
+def test_release_previous_after_a_secret_rotation_brings_the_old_release_back_with_the_current_secret(
+    node_fleet: NodeFleet,
+) -> None:
+    second = node_fleet.ship("B", 2)
+    assert second.returncode == 0, second.output
+    node_fleet.standin.put_secret(node_fleet.secret, ROTATED, node_fleet.key_id)
+    run = run_pipe(node_fleet.env(3, RELEASE="previous"), timeout=300)
+
+    assert run.returncode == 0, run.output
+    assert ROTATED not in run.output and FIRST not in run.output
+    for document in node_fleet.served().values():
+        assert (document["release"], document["db_password_sha256"]) == ("A", sha16(ROTATED))
+    assert all(cwd == on_disk for cwd, on_disk in served_on_disk(node_fleet).values())
+
+
+@pytest.mark.parametrize("how", ["release-previous", "automatic-rollback"])
+def test_b_started_without_cwd_then_going_back_to_a_never_reports_a_while_b_serves(
+    fleet_with: Callable[[str], RecipeFleet], how: str
+) -> None:
+    """A runs with the README's recipe; B's ecosystem file drops ``cwd`` (pm2 then takes the physical
+    directory of the reload, releases/B). Going back to A, by RELEASE: previous or by the rollback of a
+    failed health check, either brings A's code back or fails saying what still runs B."""
+    fleet = fleet_with(README_ECOSYSTEM)
+    fleet.ecosystem = WITHOUT_CWD
+    if how == "release-previous":
+        second = fleet.ship("B", 2)
+        assert second.returncode == 0, second.output
+        fleet.ecosystem = README_ECOSYSTEM
+        run = run_pipe(fleet.env(3, RELEASE="previous"), timeout=300)
+    else:
+        run = fleet.ship("B", 2, broken=True)
+
+    entry = ledger_entries(fleet.standin, fleet.service)[-1]
+    where = served_on_disk(fleet)
+    if run.returncode == 0 or entry["status"] in ("succeeded", "rolled back"):
+        # the verdict says every instance runs A: A's code must serve everywhere
+        assert all(cwd == on_disk == f"{APP_DIR}/releases/{A}" for cwd, on_disk in where.values()), (
+            where,
+            entry,
+            run.output,
+        )
+    else:
+        stale = [i for i, (cwd, on_disk) in where.items() if cwd != on_disk]
+        assert all(f"runs release {B}" in run.output and i in run.output for i in stale), (where, run.output)
