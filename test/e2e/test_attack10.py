@@ -318,11 +318,6 @@ def test_a_stop_while_the_pipe_waits_for_an_instance_the_group_launches_records_
     fleet.standin.wait_target_states(fleet.group_arn, fleet.ids, "healthy", timeout=60)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stop whose cancellation SSM does not confirm within 30 s (RUN_AS's commands outlive the killed "
-    "script) skips the read of current, says 'AWS is out of reach' and records the instance unknown",
-)
 def test_a_stop_while_the_batch_of_an_instance_the_group_launched_runs_reads_it_and_puts_it_back(
     group_fleet: Callable[..., GroupFleet],
 ) -> None:
