@@ -22,7 +22,7 @@ from e2e import test_auto_scaling_new_instances as scaling
 from e2e import test_node_pm2 as pm2
 from e2e import test_proof_of_serving as serving
 from e2e.test_attack9 import ACTIVATE, rolling
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_auto_scaling_new_instances import GroupFleet
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
@@ -114,6 +114,42 @@ def test_a_deploy_cancelled_after_its_switch_in_a_staged_batch_is_switched_back(
     assert run.returncode == 1, run.output
     assert "Cancelled" in run.output, run.output
     assert_all_back_on_a(standin, fleet, tmp_path, service, run.output, second)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="after a stopped deploy left B on some instances, RELEASE: previous goes to the release live before A "
+    "(or is refused when there is none) instead of back to A, the live release",
+)
+def test_release_previous_after_a_stopped_deploy_brings_back_the_live_release_not_the_one_before_it(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Z, then A live on 2 instances; B stopped during its first batch's bake (the first instance on B, the
+    second on A: the ledger says so). RELEASE: previous must go back to what served before B, A, on both;
+    not to Z, a release older than anything the fleet ran before the stopped deploy."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    z = "000000-0123456"
+    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "Z"), BITBUCKET_BUILD_NUMBER="0"))
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600")
+    code, output = stop_at(env, "baking 600 s")
+    assert code == 1, output
+    assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}
+    stopped = ledger_entries(standin, service)[-1]
+    assert (stopped["release"], stopped["status"]) == (B, "stopped")
+
+    env = rolling(
+        standin, fleet, tmp_path, bucket, service, RELEASE="previous", BITBUCKET_BUILD_NUMBER="3", BATCH_SIZE="1"
+    )
+    run = run_pipe(env, timeout=300)
+
+    assert run.returncode == 0, run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output  # not Z
+    assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (A, "succeeded"), entry
+    assert z not in run.output.rsplit("Now ", 1)[-1]
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
 
 
 def prune(standin: StandIn, instance_id: str, release: str) -> None:
