@@ -116,11 +116,6 @@ def test_a_deploy_cancelled_after_its_switch_in_a_staged_batch_is_switched_back(
     assert_all_back_on_a(standin, fleet, tmp_path, service, run.output, second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a stopped deploy left B on some instances, RELEASE: previous goes to the release live before A "
-    "(or is refused when there is none) instead of back to A, the live release",
-)
 def test_release_previous_after_a_stopped_deploy_brings_back_the_live_release_not_the_one_before_it(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:

@@ -297,7 +297,9 @@ def newest_first(found: tuple[Recorded, ...]) -> list[Recorded]:
 
 
 def test_live_is_the_newest_success_and_previous_the_success_before_it_with_other_content() -> None:
-    found = history(entry(A), entry(B), entry(C, "rolled back"), entry(B), entry(C, "partial"), entry(C, "stopped"))
+    on_b = Groups.of({"i-0123456789abcdef0": B})  # C stopped or partial where no instance switched
+    c_partial, c_stopped = entry(C, "partial", fleet=on_b), entry(C, "stopped", fleet=on_b)
+    found = history(entry(A), entry(B), entry(C, "rolled back", fleet=on_b), entry(B), c_partial, c_stopped)
 
     assert live_in(newest_first(found)) == found[3]  # B, redeployed: C never ran on every instance
     chosen = previous_in(newest_first(found))
@@ -317,6 +319,19 @@ def test_previous_after_going_back_is_the_release_that_was_left() -> None:
     found = history(entry(A), entry(B), entry(A, previous_release=B, action="rollback"))
     chosen = previous_in(newest_first(found))
     assert (chosen.live, chosen.found) == (found[2], found[1])
+
+
+@pytest.mark.parametrize("status", ["stopped", "partial"])
+def test_previous_after_a_deploy_that_left_instances_on_its_release_is_the_live_one(status: str) -> None:
+    # C went live on one instance of two before it was stopped (or failed): going back means B again, not A
+    mixed = Groups.of({"i-0123456789abcdef0": C, "i-0123456789abcdef1": B})
+    deploys = [entry(A), entry(B), entry(C, status, fleet=mixed)]
+    found = history(*deploys)
+    chosen = previous_in(newest_first(found))
+    assert (chosen.live, chosen.found, chosen.left_off) == (found[1], found[1], found[2])
+    # once a later version records the fleet back on B, previous is the release before B again
+    back = history(*deploys, entry(B, action="redeploy"))
+    assert previous_in(newest_first(back)).found == found[0]
 
 
 def test_nothing_live_or_nothing_before_it() -> None:
