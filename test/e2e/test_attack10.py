@@ -97,16 +97,24 @@ def test_a_health_check_that_times_out_in_a_staged_batch_rolls_every_instance_ba
     assert_all_back_on_a(standin, fleet, tmp_path, service, run.output, second)
 
 
+@pytest.mark.parametrize("where", ["activation", "health check"])
 def test_a_deploy_cancelled_after_its_switch_in_a_staged_batch_is_switched_back(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, where: str
 ) -> None:
+    """Someone cancels the second batch's command in the console (CancelCommand) while its activation, or
+    its health check, hangs: that instance fails, and both go back to A."""
     fleet = make_fleet(standin, 2)
     _first, second = fleet.ids
-    hold = f'if [ "$(cat version.txt)" = B ] && [ -e {HOLD_B} ]; then echo holding-deploy; sleep 600; fi'
-    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, ACTIVATE_COMMANDS=f"{ACTIVATE}\n{hold}")
+    hold = f'if [ "$SSM_DEPLOY_RELEASE" = {B} ] && [ -e {HOLD_B} ]; then echo holding; sleep 600; fi'
+    commands = (
+        {"ACTIVATE_COMMANDS": f"{ACTIVATE}\n{hold}"}
+        if where == "activation"
+        else {"HEALTHCHECK_COMMANDS": hold, "HEALTHCHECK_RETRIES": "1"}
+    )
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, **commands)
     standin.instance_path(second, HOLD_B).touch()
     pipe = LivePipe(env)
-    pipe.wait_for_line(f"{second} | holding-deploy", timeout=240)
+    pipe.wait_for_line(f"{second} | holding", timeout=240)
     command_id = standin.sent_commands()[-1].command_id
     standin.client("ssm").cancel_command(CommandId=command_id, InstanceIds=[second])
     run = pipe.finish(timeout=400)
