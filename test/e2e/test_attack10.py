@@ -426,3 +426,37 @@ def test_b_started_without_cwd_then_going_back_to_a_never_reports_a_while_b_serv
     else:
         stale = [i for i, (cwd, on_disk) in where.items() if cwd != on_disk]
         assert all(f"runs release {B}" in run.output and i in run.output for i in stale), (where, run.output)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with 100 ledger versions and a label on the oldest, B goes live, the ledger write is refused with a "
+    "warning that does not name the label, and the step ends '✔ Deployed' (exit 0) while the ledger names A live",
+)
+def test_a_deploy_the_ledger_cannot_record_does_not_end_as_a_plain_success(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live; the ledger parameter holds 100 versions and its oldest has a label, so Parameter Store refuses
+    the next version (ParameterMaxVersionLimitExceeded). B then goes live on the instance but the ledger still
+    names A live: the next deploy's failure would go back to A, RELEASE: previous would skip B. The step must
+    not end as a plain success."""
+    ids = standin.launch(1)
+    name = f"/release-ledger/{service}/prod/release"
+    ship(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1")
+    )
+    ssm = standin.client("ssm")
+    ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=["first"])
+    value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    for _ in range(99):
+        ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+    env = release_env(
+        standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "B"), BITBUCKET_BUILD_NUMBER="2"
+    )
+    run = run_pipe(env, timeout=300)
+
+    assert "Traceback" not in run.output
+    assert "first" in run.output and name in run.output, run.output  # the label to move, the parameter
+    if live(standin, ids[0]) == "B":  # deployed, and the ledger does not say so
+        assert run.returncode != 0, run.output
+        assert "✔" not in run.output, run.output
