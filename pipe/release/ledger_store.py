@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.errors import PipeError
-from pipe.limits import PARAMETER_HISTORY_PAGE
+from pipe.limits import PARAMETER_HISTORY_PAGE, PARAMETER_VERSIONS_KEPT
 from pipe.release.ledger import EntryStatus, LedgerEntry
 from pipe.release.ledger_archive import Archive, Recorded, Version, parse
 
@@ -64,7 +64,8 @@ def read_versions(ssm: SSMClient, name: str) -> tuple[Version, ...]:
                 number = version.get("Version")
                 if isinstance(number, int):
                     value, user = version.get("Value", ""), version.get("LastModifiedUser", "")
-                    found.append(Version(number, str(value), str(user)))
+                    labels = tuple(str(label) for label in version.get("Labels", []) or [])
+                    found.append(Version(number, str(value), str(user), labels))
     except ClientError as error:
         if error_code(error) == "ParameterNotFound":
             return ()
@@ -104,6 +105,25 @@ class History:
 
     def release(self, wanted: str) -> Recorded | None:
         return release_in(self.newest_first(), wanted)
+
+
+def check_room(history: History) -> None:
+    """LedgerError when Parameter Store would refuse this deploy's version: it keeps
+    PARAMETER_VERSIONS_KEPT versions, and when the oldest has a label it refuses a new one instead of
+    deleting it (PutParameter, ParameterMaxVersionLimitExceeded). Checked before anything is sent, so a
+    deploy never goes live without the ledger recording it."""
+    versions = history.versions
+    if len(versions) < PARAMETER_VERSIONS_KEPT or not versions[0].labels:
+        return
+    oldest, labels = versions[0].number, " ".join(versions[0].labels)
+    raise LedgerError(
+        history.name,
+        f"it holds {len(versions)} versions, the most Parameter Store keeps, and the oldest, version {oldest}, has "
+        f"the label {labels}: Parameter Store would refuse this deploy's version rather than delete it, so nothing "
+        "was sent (the deploy would have gone live without the ledger recording it)",
+        f"move the label to a newer version: aws ssm unlabel-parameter-version --name {history.name} "
+        f"--parameter-version {oldest} --labels {labels}, then label-parameter-version the version you mean",
+    )
 
 
 def read_history(ssm: SSMClient, name: str, archive: Archive | None = None) -> History:

@@ -38,6 +38,7 @@ from pipe.release.ledger_archive import Recorded, Version
 from pipe.release.ledger_store import (
     History,
     LedgerError,
+    check_room,
     live_in,
     previous_in,
     read_history,
@@ -375,6 +376,14 @@ def test_the_archive_is_read_only_when_a_question_goes_beyond_the_parameters_ver
     chosen = kept.previous()
     assert chosen.found == Recorded(1, entry(A))
     assert kept.release(C) is not None and kept.release("000001-zzzzzzz") is None
+
+
+def test_a_full_ledger_whose_oldest_version_has_a_label_is_refused_before_anything_is_sent() -> None:
+    full = [Version(n, entry(A).to_json(), labels=("first",) if n == 1 else ()) for n in range(1, 101)]
+    with pytest.raises(LedgerError, match=r"version 1, has the label first.*--parameter-version 1 --labels first"):
+        check_room(History(NAME, tuple(full)))
+    check_room(History(NAME, tuple(full[1:])))  # 99 versions: room for one more
+    check_room(History(NAME, (Version(0, entry(A).to_json()), *full[1:])))  # no label: the oldest goes
 
 
 def test_a_history_from_version_1_never_reads_the_archive() -> None:
