@@ -46,10 +46,13 @@ class DeployStopped(DeployFailed):
 
 
 class StillRunning(DeployStopped):
-    """Following stopped after SendCommand while the command may still run: names it and its links."""
+    """Following stopped after SendCommand while the command may still run: names it and its links.
+    ``aws_answered``: SSM still answers (a cancellation it did not confirm in time), so the instances
+    can be asked where ``current`` points; False when AWS is out of reach or refused a call."""
 
-    def __init__(self, problem: str, command_ids: Sequence[str], where: str) -> None:
+    def __init__(self, problem: str, command_ids: Sequence[str], where: str, *, aws_answered: bool = False) -> None:
         self.command_ids = tuple(command_ids)
+        self.aws_answered = aws_answered
         super().__init__(f"{sentence(problem)} The command may still be running on the instances: see {where}")
 
 

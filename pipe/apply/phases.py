@@ -59,7 +59,8 @@ def run_phase(run: Run, spec: CommandSpec, record: PhaseOutcome) -> list[Invocat
         if record.status is PhaseStatus.NOT_RUN:
             record.status = PhaseStatus.INTERRUPTED
         if spec.switches_in:
-            _learn_fleet(run, spec.switches_in, _sent_since(record, sent_before), not isinstance(stopped, StillRunning))
+            reachable = not isinstance(stopped, StillRunning) or stopped.aws_answered
+            _learn_fleet(run, spec.switches_in, _sent_since(record, sent_before), reachable)
         raise
     if spec.switches_in:
         _learn_fleet(run, spec.switches_in, _sent_since(record, sent_before))

@@ -44,6 +44,7 @@ class Version:
     number: int
     value: str
     written_by: str = ""
+    labels: tuple[str, ...] = ()  # Parameter Store's labels of the version (the archive keeps none)
 
 
 @dataclass(frozen=True)

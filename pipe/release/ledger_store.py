@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.errors import PipeError
-from pipe.limits import PARAMETER_HISTORY_PAGE
-from pipe.release.ledger import LedgerEntry
+from pipe.limits import PARAMETER_HISTORY_PAGE, PARAMETER_VERSIONS_KEPT
+from pipe.release.ledger import EntryStatus, LedgerEntry
 from pipe.release.ledger_archive import Archive, Recorded, Version, parse
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ def read_versions(ssm: SSMClient, name: str) -> tuple[Version, ...]:
                 number = version.get("Version")
                 if isinstance(number, int):
                     value, user = version.get("Value", ""), version.get("LastModifiedUser", "")
-                    found.append(Version(number, str(value), str(user)))
+                    labels = tuple(str(label) for label in version.get("Labels", []) or [])
+                    found.append(Version(number, str(value), str(user), labels))
     except ClientError as error:
         if error_code(error) == "ParameterNotFound":
             return ()
@@ -106,6 +107,25 @@ class History:
         return release_in(self.newest_first(), wanted)
 
 
+def check_room(history: History) -> None:
+    """LedgerError when Parameter Store would refuse this deploy's version: it keeps
+    PARAMETER_VERSIONS_KEPT versions, and when the oldest has a label it refuses a new one instead of
+    deleting it (PutParameter, ParameterMaxVersionLimitExceeded). Checked before anything is sent, so a
+    deploy never goes live without the ledger recording it."""
+    versions = history.versions
+    if len(versions) < PARAMETER_VERSIONS_KEPT or not versions[0].labels:
+        return
+    oldest, labels = versions[0].number, " ".join(versions[0].labels)
+    raise LedgerError(
+        history.name,
+        f"it holds {len(versions)} versions, the most Parameter Store keeps, and the oldest, version {oldest}, has "
+        f"the label {labels}: Parameter Store would refuse this deploy's version rather than delete it, so nothing "
+        "was sent (the deploy would have gone live without the ledger recording it)",
+        f"move the label to a newer version: aws ssm unlabel-parameter-version --name {history.name} "
+        f"--parameter-version {oldest} --labels {labels}, then label-parameter-version the version you mean",
+    )
+
+
 def read_history(ssm: SSMClient, name: str, archive: Archive | None = None) -> History:
     return History(name, read_versions(ssm, name), archive)
 
@@ -121,6 +141,9 @@ class Previous:
     live: Recorded | None
     found: Recorded | None
     skipped: tuple[Recorded, ...] = ()
+    # the newest version, when it left instances off the live release (stopped, partial): the fleet no
+    # longer runs the live one everywhere, so going back means the live release itself (``found``)
+    left_off: Recorded | None = None
 
 
 def live_in(newest_first: Iterable[Recorded]) -> Recorded | None:
@@ -129,11 +152,21 @@ def live_in(newest_first: Iterable[Recorded]) -> Recorded | None:
 
 
 def previous_in(newest_first: Iterable[Recorded]) -> Previous:
-    """The newest version live before the live one whose artifact differs from the live one's."""
+    """The newest version live before the live one whose artifact differs from the live one's; the live
+    one itself when the newest version left instances on another release (a deploy stopped or partial
+    after some switched): what served before that deploy is the live release, not the one before it."""
     versions = iter(newest_first)
-    live = live_in(versions)
+    newer = []  # the versions after the live one, newest first
+    live = None
+    for item in versions:
+        if item.entry.live:
+            live = item
+            break
+        newer.append(item)
     if live is None:
         return Previous(None, None)
+    if newer and off_release(newer[0].entry, live.entry.release.id):
+        return Previous(live, live, left_off=newer[0])
     skipped = []
     for item in versions:
         if not item.entry.live:
@@ -143,6 +176,14 @@ def previous_in(newest_first: Iterable[Recorded]) -> Previous:
             continue
         return Previous(live, item, tuple(skipped))
     return Previous(live, None, tuple(skipped))
+
+
+def off_release(entry: LedgerEntry, release: str) -> bool:
+    """Whether ``entry`` is a deploy that ended stopped or partial with an instance on anything but
+    ``release`` (its own release, another one, unknown)."""
+    if entry.status not in (EntryStatus.STOPPED, EntryStatus.PARTIAL):
+        return False
+    return any(name != release and count for name, count in entry.fleet.counts.items())
 
 
 def release_in(newest_first: Iterable[Recorded], wanted: str) -> Recorded | None:

@@ -92,7 +92,8 @@ def release_source(chosen: ReleaseSettings, build: BuildContext, clone_dir: str)
 
 def _previous(history: History) -> Choice:
     """RELEASE: previous: the release live before the live one, passing over the versions that
-    deployed the live release's content again."""
+    deployed the live release's content again; the live one itself when the last deploy left instances
+    on another release."""
     previous = history.previous()
     live = previous.live
     for item in previous.skipped:
@@ -110,6 +111,14 @@ def _previous(history: History) -> Choice:
             "deploy a build with ARTIFACT, or give RELEASE a release id from the ledger",
         )
     found = previous.found
+    if previous.left_off is not None:
+        left = previous.left_off
+        log.info(
+            f"RELEASE: previous is {found.entry.release.id} (ledger version {found.version}), the live release: "
+            f"the last deploy (ledger version {left.version}, {left.entry.release.id} {left.entry.status}) left "
+            f"{left.entry.fleet.describe()}, so going back brings every instance to the release that served before it"
+        )
+        return Choice(found.entry.release, Action.REDEPLOY, live)
     log.info(
         f"RELEASE: previous is {found.entry.release.id} (ledger version {found.version}), the release live "
         f"before {live.entry.release.id}"

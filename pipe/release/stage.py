@@ -31,7 +31,7 @@ from pipe.release.ledger import (
     utc_timestamp,
 )
 from pipe.release.ledger_archive import Archive, Version
-from pipe.release.ledger_store import History, read_history, record
+from pipe.release.ledger_store import History, check_room, read_history, record
 from pipe.release.remote import ReleasePlan, install_steps, prepare_steps
 from pipe.release.sources import ReleaseSource
 
@@ -74,6 +74,7 @@ def plan_release(
     name = ledger_name(settings.service, environment)
     folder = ledger_archive_folder(chosen.prefix, settings.service, environment)
     history = read_history(clients.ssm, name, Archive(clients.s3, chosen.bucket, folder))
+    check_room(history)
     choice = source.choose(history)
     info = choice.info
     live = choice.live

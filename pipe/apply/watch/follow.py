@@ -121,7 +121,7 @@ def _cancel(run: Run, tracker: InvocationTracker, stop: Exception, on_poll: Call
 def _stopped(run: Run, sent: list[SentCommand], stop: Exception, unconfirmed: str) -> DeployStopped | StillRunning:
     if not unconfirmed:
         return DeployStopped(f"{sentence(str(stop))} The command was cancelled. Command id: {command_ids(sent)}.")
-    return StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, sent))
+    return StillRunning(f"{sentence(str(stop))} {unconfirmed}", *_links(run.region, sent), aws_answered=True)
 
 
 def _instance_count(run: Run, commands: list[SentCommand]) -> int:

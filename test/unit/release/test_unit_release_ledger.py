@@ -38,6 +38,7 @@ from pipe.release.ledger_archive import Recorded, Version
 from pipe.release.ledger_store import (
     History,
     LedgerError,
+    check_room,
     live_in,
     previous_in,
     read_history,
@@ -297,7 +298,9 @@ def newest_first(found: tuple[Recorded, ...]) -> list[Recorded]:
 
 
 def test_live_is_the_newest_success_and_previous_the_success_before_it_with_other_content() -> None:
-    found = history(entry(A), entry(B), entry(C, "rolled back"), entry(B), entry(C, "partial"), entry(C, "stopped"))
+    on_b = Groups.of({"i-0123456789abcdef0": B})  # C stopped or partial where no instance switched
+    c_partial, c_stopped = entry(C, "partial", fleet=on_b), entry(C, "stopped", fleet=on_b)
+    found = history(entry(A), entry(B), entry(C, "rolled back", fleet=on_b), entry(B), c_partial, c_stopped)
 
     assert live_in(newest_first(found)) == found[3]  # B, redeployed: C never ran on every instance
     chosen = previous_in(newest_first(found))
@@ -317,6 +320,19 @@ def test_previous_after_going_back_is_the_release_that_was_left() -> None:
     found = history(entry(A), entry(B), entry(A, previous_release=B, action="rollback"))
     chosen = previous_in(newest_first(found))
     assert (chosen.live, chosen.found) == (found[2], found[1])
+
+
+@pytest.mark.parametrize("status", ["stopped", "partial"])
+def test_previous_after_a_deploy_that_left_instances_on_its_release_is_the_live_one(status: str) -> None:
+    # C went live on one instance of two before it was stopped (or failed): going back means B again, not A
+    mixed = Groups.of({"i-0123456789abcdef0": C, "i-0123456789abcdef1": B})
+    deploys = [entry(A), entry(B), entry(C, status, fleet=mixed)]
+    found = history(*deploys)
+    chosen = previous_in(newest_first(found))
+    assert (chosen.live, chosen.found, chosen.left_off) == (found[1], found[1], found[2])
+    # once a later version records the fleet back on B, previous is the release before B again
+    back = history(*deploys, entry(B, action="redeploy"))
+    assert previous_in(newest_first(back)).found == found[0]
 
 
 def test_nothing_live_or_nothing_before_it() -> None:
@@ -360,6 +376,14 @@ def test_the_archive_is_read_only_when_a_question_goes_beyond_the_parameters_ver
     chosen = kept.previous()
     assert chosen.found == Recorded(1, entry(A))
     assert kept.release(C) is not None and kept.release("000001-zzzzzzz") is None
+
+
+def test_a_full_ledger_whose_oldest_version_has_a_label_is_refused_before_anything_is_sent() -> None:
+    full = [Version(n, entry(A).to_json(), labels=("first",) if n == 1 else ()) for n in range(1, 101)]
+    with pytest.raises(LedgerError, match=r"version 1, has the label first.*--parameter-version 1 --labels first"):
+        check_room(History(NAME, tuple(full)))
+    check_room(History(NAME, tuple(full[1:])))  # 99 versions: room for one more
+    check_room(History(NAME, (Version(0, entry(A).to_json()), *full[1:])))  # no label: the oldest goes
 
 
 def test_a_history_from_version_1_never_reads_the_archive() -> None:
