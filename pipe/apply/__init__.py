@@ -13,7 +13,7 @@ from pipe.execution import Execution
 from pipe.model import Status
 from pipe.plan import DeployPlan
 from pipe.plan.commands import deploy_spec
-from pipe.release.stage import done_message, record_release, upload_release
+from pipe.release.stage import LEDGER, done_message, record_release, unrecorded_failure, upload_release
 from pipe.traffic import holding_all
 from pipe.traffic.auto_scaling.new_instances import converge_new_instances
 
@@ -29,7 +29,7 @@ def apply(plan: DeployPlan, ctx: Execution) -> str:
         message = send_only(run, deploy_spec(plan, plan.batches[0]))
         run.outcome.status = Status.SENT
         return message
-    stopped = False
+    stopped, unrecorded = False, None
     try:
         with holding_all(plan.scopes, run):  # e.g. an Auto Scaling group's processes, from first batch to last
             message = roll_out(run, list(plan.batches), plan.hook)
@@ -39,7 +39,10 @@ def apply(plan: DeployPlan, ctx: Execution) -> str:
         raise
     finally:
         if release is not None:
-            record_release(run.clients.ssm, release, settings.build, run.targeted, run.outcome, stopped)
+            unrecorded = record_release(run.clients.ssm, release, settings.build, run.targeted, run.outcome, stopped)
     if plan.new_instances is not None:  # only after success: a failed deploy never changes what new instances install
         converge_new_instances(run.clients.ssm, plan.new_instances)
+    if release is not None and unrecorded is not None:  # live everywhere, but not on record
+        run.outcome.failed_phase = LEDGER
+        raise unrecorded_failure(release, done_message(release, message), unrecorded)
     return done_message(release, message)

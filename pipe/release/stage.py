@@ -15,7 +15,7 @@ from pipe.aws.clients import Clients
 from pipe.config.build_context import BuildContext
 from pipe.config.release import RELEASE_ID_MAX, ledger_archive_folder
 from pipe.config.settings import DeploySettings
-from pipe.errors import PipeError
+from pipe.errors import DeployFailed, PipeError, sentence
 from pipe.model import DeployOutcome, SecretRef
 from pipe.release.artifact import Artifact, already_uploaded, upload_once
 from pipe.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
 log = logging.getLogger("ssm-deploy")
+LEDGER = "release ledger"  # the result file's failed_phase of a deploy the ledger could not record
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,13 @@ def record_release(
     targeted: list[str] | None,
     outcome: DeployOutcome,
     stopped: bool = False,
-) -> None:
-    """Append how the deploy ended to the ledger, and copy it to the archive (a failure to write warns:
-    the verdict stays the deploy's). ``stopped``: the rollout ended on a stop (DeployStopped)."""
+) -> str | None:
+    """Append how the deploy ended to the ledger, and copy it to the archive. Returns why the ledger
+    could not record it (the caller decides what that does to the verdict; a warning says it either
+    way), or None. A copy the archive could not take only warns: the next deploy copies it.
+    ``stopped``: the rollout ended on a stop (DeployStopped)."""
     if not outcome.deploy.commands:
-        return
+        return None
     fleet = fleet_at_end(targeted, outcome, release.plan.release_id, release.live_before)
     status = entry_status(outcome, stopped, fleet, release.plan.release_id, release.live_before)
     try:
@@ -178,20 +181,37 @@ def record_release(
             time=utc_timestamp(),
             previous_release=release.live_before,
         )
-    except ValueError as error:  # a bug of ours: the verdict stays the deploy's
-        log.warning(f"The release ledger was not updated: the entry could not be made ({error})")
-        return
+    except ValueError as error:  # a bug of ours
+        return _not_recorded(f"the entry could not be made ({error})")
     value = entry.to_json()
     try:
         version = record(ssm, release.ledger, value)
     except (PipeError, BotoCoreError) as error:
-        log.warning(f"The release ledger was not updated: {error}")
-        return
+        return _not_recorded(str(error))
     where = "" if status is EntryStatus.SUCCEEDED else f": {entry.fleet.describe()}"
     log.info(f"Release ledger {release.ledger}: version {version} records {release.headline} as {status.value}{where}")
     archive = release.history.archive
     if archive is not None:
         archive.keep([*release.history.versions, Version(version, value)], newest=version)
+    return None
+
+
+def _not_recorded(reason: str) -> str:
+    log.warning(f"The release ledger was not updated: {reason}")
+    return reason
+
+
+def unrecorded_failure(release: Release, done: str, reason: str) -> DeployFailed:
+    """The verdict of a deploy that went live everywhere but that the ledger could not record: the
+    ledger still names the release before it live, which the next deploy's rollback, ``RELEASE:
+    previous`` and new instances trust, so the step must not end as a plain success."""
+    before = release.live_before or "no release"
+    return DeployFailed(
+        f"{done}, but the release ledger {release.ledger} did not record it: {sentence(reason)} Until a version "
+        f"records {release.plan.release_id}, the ledger names {before} live, which the next deploy's rollback, "
+        "RELEASE: previous and new instances go by. Fix the cause, then run this step again: it finds "
+        f"{release.plan.release_id} on every instance and records it."
+    )
 
 
 def done_message(release: Release | None, message: str) -> str:

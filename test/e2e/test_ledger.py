@@ -265,3 +265,37 @@ def test_the_readme_user_data_installs_the_live_release_past_a_garbled_version(
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "activated A" in done.stdout and live(standin, fresh) == "A"
+
+
+def test_a_deploy_live_everywhere_that_the_ledger_cannot_record_fails_the_step_and_a_rerun_records_it(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Parameter Store throttles every write of the ledger (PutParameter) when B's deploy ends: B runs on
+    the instance, but the ledger still names A live, which the next deploy's rollback, RELEASE: previous
+    and new instances trust. The step fails saying so; run again once the ledger takes writes, it records
+    B live."""
+    (instance,) = standin.launch(1)
+    ship = Ship(standin, [instance], tmp_path, bucket, service)
+    artifact = build(tmp_path, "A")
+    ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
+    build(tmp_path, "B")
+    b_env = ship.env(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", AWS_MAX_ATTEMPTS="2")
+    standin.service.throttle(1, 1, 600, actions={"PutParameter"})
+    try:
+        run = run_pipe(b_env)
+    finally:
+        standin.service.clear_faults()
+
+    assert run.returncode == 1, run.output
+    assert "Traceback" not in run.output and "✔" not in run.output, run.output
+    assert live(standin, instance) == "B"
+    assert [entry["release"] for entry in entries(standin, service)] == ["000001-0123456"]
+    assert f"the release ledger {ledger_name(service)} did not record it" in run.output, run.output
+    assert "the ledger names 000001-0123456 live" in run.output, run.output
+    result = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
+    assert (result["status"], result["failed_phase"]) == ("failed", "release ledger"), result
+
+    again = run_pipe(b_env)
+    assert again.returncode == 0, again.output
+    entry = entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == ("000002-0123456", "succeeded"), entry

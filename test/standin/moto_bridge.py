@@ -825,8 +825,10 @@ def _put_parameter(self: SimpleSystemManagerResponse) -> Any:
     others get ParameterAlreadyExists (moto's threaded server would let two through). It refuses a
     value longer than its tier allows: 4 KB standard, 8 KB advanced
     (Intelligent-Tiering picks advanced for a larger value). Without Tier, an existing parameter
-    keeps its tier and a new one gets the account's default."""
+    keeps its tier and a new one gets the account's default. Faults a test sets (throttling) apply to it
+    as to any call."""
     request = _request(self)
+    _hooks_or_fail().before_request("PutParameter", caller_arn(self), request)
     name = str(request.get("Name") or "")
     existing = self.ssm_backend.get_parameter(name) if name in self.ssm_backend._parameters else None
     tier = request.get("Tier") or (existing.tier if existing else None) or self.ssm_backend.default_parameter_tier

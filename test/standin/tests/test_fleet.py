@@ -426,6 +426,29 @@ def test_throttle_answers_rate_exceeded_until_its_limit(standin: StandIn) -> Non
     assert answers == ["ThrottlingException", "ThrottlingException", "ok"]
 
 
+def test_throttle_applies_to_parameter_writes_too(standin: StandIn) -> None:
+    """PutParameter goes through the stand-in's own handler (atomic creates, value sizes): a test's
+    throttling reaches it as it reaches every call on AWS."""
+    ssm = boto3.client(
+        "ssm",
+        endpoint_url=standin.endpoint,
+        region_name=standin.region,
+        config=Config(retries={"total_max_attempts": 1}),
+        aws_access_key_id=standin.admin_keys["aws_access_key_id"],
+        aws_secret_access_key=standin.admin_keys["aws_secret_access_key"],
+    )
+    name = f"/throttled/{uuid.uuid4().hex[:8]}"
+    standin.service.throttle(failures=1, out_of=1, seconds=60, actions={"PutParameter"}, limit=1)
+    try:
+        with pytest.raises(ClientError, match="ThrottlingException"):
+            ssm.put_parameter(Name=name, Value="one", Type="String")
+        ssm.put_parameter(Name=name, Value="one", Type="String")
+    finally:
+        standin.service.clear_faults()
+
+    assert ssm.get_parameter(Name=name)["Parameter"]["Version"] == 1
+
+
 def test_flaky_proxy_resets_from_the_first_connection_then_forwards(standin: StandIn) -> None:
     proxy = standin.flaky_proxy()
     try:
