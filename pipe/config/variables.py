@@ -886,7 +886,8 @@ VERIFY_PROCESSES = Variable(
     "VERIFY_PROCESSES",
     "Release mode: after `ACTIVATE_COMMANDS`, read each instance's processes (`/proc`, as root) and fail the "
     "instance, switched back with exit `90`, when one still runs a replaced release or one of the new release "
-    "lacks a value this deploy exported (SECRETS, PARAMETERS_PATH, VARIABLES); see [Releases](#releases). "
+    "lacks a value this deploy exported (SECRETS, PARAMETERS_PATH, VARIABLES); see "
+    "[Proof of what serves](#proof-of-what-serves-verify_processes). "
     "`false` for a service that is no long-running process, giving up that proof.",
     plain(parse_bool),
     default="true",
