@@ -15,7 +15,7 @@ from app_fixture import pack_release
 from e2e import test_node_pm2 as pm2
 from e2e.test_attack9 import ACTIVATE, rolling
 from e2e.test_attack10 import HOLD_B, A, B, a_then_b_env, assert_all_back_on_a
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_node_pm2 import NodeFleet, sha16
@@ -120,4 +120,39 @@ def test_a_redeploy_of_the_live_release_failing_its_health_check_in_a_later_batc
     back = run_pipe(env, timeout=300)
     assert back.returncode == 0, back.output
     assert fleet_on_disk(standin, fleet.ids) == {first: z, second: z}, back.output
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RELEASE: previous after a stopped RELEASE: previous treats the stopped rollback like a stopped "
+    "deploy: it redeploys the live release A, moving the instances already back on Z forward again",
+)
+def test_release_previous_run_again_after_it_was_stopped_finishes_going_back(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Z, then A live on 2 instances. RELEASE: previous (back to Z) is stopped during its first batch's
+    bake: the first instance on Z, the second on A. The step run again must finish going back, to Z on
+    both, not bring the first instance forward to A, the release the rollback was leaving."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    z = "000000-0123456"
+    for version, number in (("Z", "0"), ("A", "1")):
+        env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version))
+        done = run_pipe(env | {"BITBUCKET_BUILD_NUMBER": number}, timeout=300)
+        assert done.returncode == 0, done.output
+    back = {"RELEASE": "previous", "BITBUCKET_BUILD_NUMBER": "3", "BATCH_SIZE": "1"}
+    code, output = stop_at(rolling(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600", **back), "baking 600 s")
+    assert code == 1, output
+    assert fleet_on_disk(standin, fleet.ids) == {first: z, second: A}
+    stopped = ledger_entries(standin, service)[-1]
+    assert (stopped["release"], stopped["status"], stopped["action"]) == (z, "stopped", "rollback"), stopped
+
+    run = run_pipe(rolling(standin, fleet, tmp_path, bucket, service, **back), timeout=300)
+
+    assert run.returncode == 0, run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: z, second: z}, run.output
+    assert [live(standin, i) for i in fleet.ids] == ["Z", "Z"]
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (z, "succeeded"), entry
     wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
