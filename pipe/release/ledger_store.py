@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.errors import PipeError
 from pipe.limits import PARAMETER_HISTORY_PAGE, PARAMETER_VERSIONS_KEPT
-from pipe.release.ledger import EntryStatus, LedgerEntry
+from pipe.release.ledger import Action, EntryStatus, LedgerEntry
 from pipe.release.ledger_archive import Archive, Recorded, Version, parse
 
 if TYPE_CHECKING:
@@ -180,8 +180,10 @@ def previous_in(newest_first: Iterable[Recorded]) -> Previous:
 
 def off_release(entry: LedgerEntry, release: str) -> bool:
     """Whether ``entry`` is a deploy that ended stopped or partial with an instance on anything but
-    ``release`` (its own release, another one, unknown)."""
-    if entry.status not in (EntryStatus.STOPPED, EntryStatus.PARTIAL):
+    ``release`` (its own release, another one, unknown). A rollback that ended so is not: it was going
+    back, so going back again finishes it, to the release live before ``release``, rather than bringing
+    the instances it had switched back forward to ``release``."""
+    if entry.status not in (EntryStatus.STOPPED, EntryStatus.PARTIAL) or entry.action == Action.ROLLBACK:
         return False
     return any(name != release and count for name, count in entry.fleet.counts.items())
 

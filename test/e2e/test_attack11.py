@@ -123,11 +123,6 @@ def test_a_redeploy_of_the_live_release_failing_its_health_check_in_a_later_batc
     wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RELEASE: previous after a stopped RELEASE: previous treats the stopped rollback like a stopped "
-    "deploy: it redeploys the live release A, moving the instances already back on Z forward again",
-)
 def test_release_previous_run_again_after_it_was_stopped_finishes_going_back(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
