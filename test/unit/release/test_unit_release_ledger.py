@@ -343,6 +343,13 @@ def test_previous_after_a_rollback_that_left_instances_on_its_release_finishes_g
     found = history(entry(A), entry(B), entry(A, status, fleet=mixed, previous_release=B, action="rollback"))
     chosen = previous_in(newest_first(found))
     assert (chosen.live, chosen.found, chosen.left_off) == (found[1], found[0], None)
+    # RELEASE: <id> of C, a release rolled back earlier (recorded as a rollback: another artifact than the
+    # live one's), stopped half-way: it was going to no release live before B, so going back is B
+    ahead = Groups.of({"i-0123456789abcdef0": C, "i-0123456789abcdef1": B})
+    rolled_back = entry(C, "rolled back", fleet=Groups.of({"i-0123456789abcdef0": B}))
+    forward = history(entry(A), entry(B), rolled_back, entry(C, status, fleet=ahead, action="rollback"))
+    chosen = previous_in(newest_first(forward))
+    assert (chosen.live, chosen.found, chosen.left_off) == (forward[1], forward[1], forward[3])
 
 
 def test_nothing_live_or_nothing_before_it() -> None:
