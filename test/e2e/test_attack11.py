@@ -151,3 +151,47 @@ def test_release_previous_run_again_after_it_was_stopped_finishes_going_back(
     entry = ledger_entries(standin, service)[-1]
     assert (entry["release"], entry["status"]) == (z, "succeeded"), entry
     wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
+
+
+HOLD_Z = "/srv/hold-z"  # on an instance: the activation of Z hangs there
+
+
+@pytest.mark.parametrize("line", ["draining from", "holding-z", "baking 600 s"])
+def test_a_stop_at_each_stage_of_a_release_previous_in_one_joined_batch_is_recorded_as_on_disk_and_finished_by_a_rerun(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, line: str
+) -> None:
+    """Z, then A live on 2 instances; RELEASE: previous with ROLLBACK_BATCH_SIZE max (one batch of both,
+    MIN_HEALTHY 0), stopped (SIGTERM) while it drains, while the activation of Z hangs, or during the bake.
+    The ledger, the result file and the disk agree; every target serves again; the step run again ends
+    with Z on both."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    z = "000000-0123456"
+    for version, number in (("Z", "0"), ("A", "1")):
+        env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version))
+        done = run_pipe(env | {"BITBUCKET_BUILD_NUMBER": number}, timeout=300)
+        assert done.returncode == 0, done.output
+    hold = f'if [ "$(cat version.txt)" = Z ] && [ -e {HOLD_Z} ]; then echo holding-z; sleep 600; fi'
+    back = {"RELEASE": "previous", "BITBUCKET_BUILD_NUMBER": "3", "ROLLBACK_BATCH_SIZE": "max", "BATCH_SIZE": "1"}
+    standin.instance_path(second, HOLD_Z).touch()
+    env = rolling(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600", **back)
+    env["ACTIVATE_COMMANDS"] = f"{ACTIVATE}\n{hold if line == 'holding-z' else ''}"
+    code, output = stop_at(env, line)
+
+    assert code == 1, output
+    assert "Traceback" not in output
+    disk = fleet_on_disk(standin, fleet.ids)
+    entry = ledger_entries(standin, service)[-1]
+    if entry["release"] == A:  # stopped before any deploy command was sent: no version, nothing switched
+        assert (entry["status"], disk) == ("succeeded", dict.fromkeys(fleet.ids, A)), (entry, disk, output)
+    else:
+        assert entry["release"] == z and entry["status"] != "succeeded", entry
+        assert ledger_fleet(entry) == disk, (entry, disk, output)
+        assert result(tmp_path)["fleet"] == disk, output
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 180)
+
+    standin.instance_path(second, HOLD_Z).unlink()
+    run = run_pipe(rolling(standin, fleet, tmp_path, bucket, service, **back), timeout=300)
+    assert run.returncode == 0, run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: z, second: z}, run.output
+    assert [live(standin, i) for i in fleet.ids] == ["Z", "Z"]
