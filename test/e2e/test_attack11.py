@@ -7,7 +7,9 @@ must agree."""
 
 from __future__ import annotations
 
+import io
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_node_pm2 import NodeFleet, sha16
 from e2e.test_proof_of_serving import FIRST, ROTATED
-from e2e.test_releases import live
+from e2e.test_releases import APP_DIR, live
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
@@ -195,3 +197,37 @@ def test_a_stop_at_each_stage_of_a_release_previous_in_one_joined_batch_is_recor
     assert run.returncode == 0, run.output
     assert fleet_on_disk(standin, fleet.ids) == {first: z, second: z}, run.output
     assert [live(standin, i) for i in fleet.ids] == ["Z", "Z"]
+
+
+ODD_NAMES = ("new\nline.txt", "back\\slash.txt", " lead and trail ", "tab\there.txt", "-dash.txt", "ünï.txt")
+
+
+def test_a_release_with_odd_file_names_is_staged_checked_and_switched_whole_or_refused_by_name(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """File names Linux allows but line-based tools trip on (a newline, a backslash, a tab, spaces, a
+    leading dash, non-ASCII) in a release staged first behind a target group: either every file arrives
+    as it was and the release goes live, or the deploy is refused naming the entry; never a failure
+    that names neither, nor a release missing a file."""
+    fleet = make_fleet(standin, 2)
+    ship_env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"))
+    assert run_pipe(ship_env | {"BITBUCKET_BUILD_NUMBER": "1"}, timeout=300).returncode == 0
+    with tarfile.open(tmp_path / "odd.tgz", "w:gz") as archive:
+        for name, text in (("version.txt", "B\n"), ("index.html", "<p>B</p>\n"), *((n, n) for n in ODD_NAMES)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT="odd.tgz", BITBUCKET_BUILD_NUMBER="2")
+    run = run_pipe(env | {"BATCH_SIZE": "1"}, timeout=300)
+
+    assert "Traceback" not in run.output
+    if run.returncode == 0:
+        for instance_id in fleet.ids:
+            for name in ODD_NAMES:
+                path = standin.instance_path(instance_id, f"{APP_DIR}/releases/{B}/{name}")
+                assert path.read_text() == name, (instance_id, name)
+        assert fleet_on_disk(standin, fleet.ids) == dict.fromkeys(fleet.ids, B)
+    else:
+        assert "refused" in run.output.lower() or "may not hold" in run.output, run.output
+        assert fleet_on_disk(standin, fleet.ids) == dict.fromkeys(fleet.ids, A), run.output
