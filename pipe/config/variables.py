@@ -489,7 +489,9 @@ SECRETS = Variable(
     "label (`/deploy/prod/db_password:live`). Each instance reads the SecureString with its own instance role "
     "and exports it as `NAME` before `COMMANDS`: the value never travels through the pipe, SendCommand or the "
     "command history. The pipe checks beforehand that every parameter exists and that the deploy role can "
-    "decrypt it.",
+    "decrypt it, and sends each as the version it read then (`/deploy/prod/db_password:7`; a label becomes the "
+    "version it named): every instance of one deploy, in every batch, reads the same value, so a parameter "
+    "rotated during a rolling deploy reaches the next deploy, never half the fleet.",
     plain(_secrets),
     expand=Expand.KEEP_OTHER_BRACES,
     parse_items=each(lambda items: parse_secret_refs(list_pairs(items))),
@@ -520,7 +522,7 @@ PARAMETERS_PATH = Variable(
     "last path segment upper-cased with other characters as `_` (`/deploy/prod/db-password` -> `DB_PASSWORD`). "
     "Names that collide with each other or with `SECRETS`/`VARIABLES` are refused, and so are the "
     "[reserved names](#reserved-names), interpreter options included (whoever may write parameters under the "
-    "path chooses these names).",
+    "path chooses these names). Each is read at the version the pipe listed, as for `SECRETS`.",
     plain(_parameters_path),
     expand=Expand.STRICT,
     group=Group.COMMANDS,

@@ -5,6 +5,8 @@ see to the masking (the execution's ``Redactor``) and honour a stop between them
 
 from __future__ import annotations
 
+import logging
+
 from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
@@ -12,6 +14,7 @@ from pipe.plan import DeployPlan
 from pipe.plan.batches import plan_batches
 from pipe.plan.bounds import Bounds
 from pipe.plan.commands import refuse_scripts_too_big
+from pipe.plan.pinned import pinned
 from pipe.plan.preflight import preflight
 from pipe.plan.resolve import label_instances, resolve, resolve_parameters
 from pipe.plan.rollout import prepare_rollout
@@ -19,6 +22,8 @@ from pipe.release.sources import release_source
 from pipe.release.stage import plan_release
 from pipe.traffic.auto_scaling.new_instances import plan_new_instances
 from pipe.traffic.auto_scaling.plan import deployable
+
+log = logging.getLogger("ssm-deploy")
 
 
 def build_plan(
@@ -31,8 +36,11 @@ def build_plan(
     cannot work; nothing is sent, uploaded or changed."""
     clients, role = ctx.clients, identity.arn
     instances = deployable(settings, clients, resolve(settings, clients))  # Pending, Terminating...: left out
-    preflight(settings, instances, role, ctx)
-    secrets = (*settings.secrets, *resolve_parameters(settings, clients.ssm, ctx.redactor, role))
+    pins = preflight(settings, instances, role, ctx)
+    secrets = (*pinned(settings.secrets, pins), *resolve_parameters(settings, clients.ssm, ctx.redactor, role))
+    if secrets:
+        listed = ", ".join(f"{ref.env_name} <- {ref.parameter}" for ref in secrets)
+        log.info(f"Every instance reads the secrets at the version read now, whatever changes later: {listed}")
     names = label_instances(clients.ec2, instances)
     rollout = prepare_rollout(settings, clients, plan_batches(settings, instances))
     release = None

@@ -20,6 +20,7 @@ from pipe.aws.errors import error_message, is_access_denied
 from pipe.config.env_names import reserved_reason
 from pipe.errors import NothingSent
 from pipe.model import SecretRef
+from pipe.plan.pinned import pinned, pins_of
 from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")
@@ -34,12 +35,14 @@ def env_name(parameter: str) -> str:
 def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role: str) -> list[SecretRef]:
     """SecretRefs for the parameters directly under ``path``; refuses name collisions."""
     refs: list[SecretRef] = []
+    listed: list[dict[str, Any]] = []
     try:
         pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, WithDecryption=True)
         for page in pages:
             for parameter in page.get("Parameters", []):
                 redactor.add(parameter.get("Value"), name=f"PARAMETERS_PATH parameter {parameter.get('Name')}")
                 refs.append(SecretRef(env_name(parameter["Name"]), parameter["Name"]))
+                listed.append(parameter)
     except ClientError as error:
         what = (
             "decrypt them (kms:Decrypt in the key policy)"
@@ -65,7 +68,7 @@ def resolve_path(ssm: Any, path: str, taken: set[str], redactor: Redactor, role:
     if problems:
         raise NothingSent("PARAMETERS_PATH", f"Names collide: {'; '.join(problems)}", "rename one of them")
     log.info(f"PARAMETERS_PATH {path}: {', '.join(f'{r.env_name} <- {r.parameter}' for r in refs)}")
-    return refs
+    return pinned(refs, pins_of(listed))  # each read at the version listed now, on every instance
 
 
 def _reserved_problems(refs: list[SecretRef]) -> list[str]:

@@ -15,6 +15,7 @@ from pipe.errors import NothingSent, PipeError
 from pipe.execution import Execution
 from pipe.limits import DESCRIBE_FILTER_BATCH, GET_PARAMETERS_BATCH
 from pipe.model import SecretRef
+from pipe.plan.pinned import pins_of
 from pipe.runtime.redaction import Redactor
 
 PREFLIGHT_THREADS = 8  # concurrent reads before sending: round trips overlap, within SSM's rate limits
@@ -97,10 +98,11 @@ def _judge_probes(answers: list[ClientError | None], role: str) -> None:
         # any other answer (no such command or invocation) proves the permission
 
 
-def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, role: str) -> None:
-    """Read every SECRETS parameter with decryption; keep values only to mask them in output."""
+def check_parameters(ssm: Any, secrets: list[SecretRef], redactor: Redactor, role: str) -> dict[str, str]:
+    """Read every SECRETS parameter with decryption; keep values only to mask them in output. Returns
+    each reference pinned to the version read (``pinned.pins_of``)."""
     batches = parameter_batches(secrets)
-    _judge_parameters([_read_parameters(ssm, batch) for batch in batches], batches, secrets, redactor, role)
+    return _judge_parameters([_read_parameters(ssm, batch) for batch in batches], batches, secrets, redactor, role)
 
 
 def parameter_batches(secrets: list[SecretRef]) -> list[list[str]]:
@@ -122,13 +124,16 @@ def _judge_parameters(
     secrets: list[SecretRef],
     redactor: Redactor,
     role: str,
-) -> None:
+) -> dict[str, str]:
+    """Refuses a parameter missing or unreadable; otherwise each reference pinned to the version read."""
     missing: list[str] = []
+    pins: dict[str, str] = {}
     for batch, response in zip(batches, answers, strict=True):
         if isinstance(response, ClientError):
             raise PipeError(_parameter_access_message(response, batch, role))
         for parameter in response.get("Parameters", []):
             redactor.add(parameter.get("Value"), name=f"SECRETS parameter {parameter.get('Name')}")
+        pins |= pins_of(response.get("Parameters", []))
         missing.extend(response.get("InvalidParameters", []))
     if missing:
         owners = [ref.env_name for ref in secrets if ref.parameter in missing]
@@ -140,6 +145,7 @@ def _judge_parameters(
     if batches:
         count = sum(len(batch) for batch in batches)
         log.info(f"Checked {count} parameter(s): they exist and the deploy role can decrypt them")
+    return pins
 
 
 def _not_found_hints(missing: list[str]) -> str:
@@ -182,9 +188,10 @@ def _parameter_access_message(error: ClientError, names: list[str], role: str) -
     return f"SECRETS: could not read {listed} ({error_code(error)}: {message})."
 
 
-def preflight(settings: DeploySettings, targeted: list[str] | None, role: str, ctx: Execution) -> None:
+def preflight(settings: DeploySettings, targeted: list[str] | None, role: str, ctx: Execution) -> dict[str, str]:
     """Before sending: the agents are online, the deploy role can follow what it sends, and it can
-    read (and decrypt) every SECRETS parameter, whose values are kept only to mask them.
+    read (and decrypt) every SECRETS parameter, whose values are kept only to mask them. Returns each
+    SECRETS reference pinned to the version read (``pinned.pins_of``).
 
     The reads do not depend on each other, so they all go out at once (boto3 clients are
     thread-safe; sessions are not, and none is made here); their answers are then judged in this
@@ -206,7 +213,7 @@ def preflight(settings: DeploySettings, targeted: list[str] | None, role: str, c
         _judge_probes([future.result() for future in probes], role)
         ctx.stops.raise_if_requested()
         answers = [future.result() for future in parameters]
-        _judge_parameters(answers, secret_batches, settings.secrets, ctx.redactor, role)
+        return _judge_parameters(answers, secret_batches, settings.secrets, ctx.redactor, role)
 
 
 def _merged(answers: list[dict[str, str] | ClientError]) -> dict[str, str] | ClientError:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.errors import PipeError
 from pipe.limits import PARAMETER_HISTORY_PAGE, PARAMETER_VERSIONS_KEPT
-from pipe.release.ledger import EntryStatus, LedgerEntry
+from pipe.release.ledger import Action, EntryStatus, LedgerEntry
 from pipe.release.ledger_archive import Archive, Recorded, Version, parse
 
 if TYPE_CHECKING:
@@ -154,7 +154,9 @@ def live_in(newest_first: Iterable[Recorded]) -> Recorded | None:
 def previous_in(newest_first: Iterable[Recorded]) -> Previous:
     """The newest version live before the live one whose artifact differs from the live one's; the live
     one itself when the newest version left instances on another release (a deploy stopped or partial
-    after some switched): what served before that deploy is the live release, not the one before it."""
+    after some switched): what served before that deploy is the live release, not the one before it;
+    unless that version was going back to the very release chosen (a rollback stopped half-way), which
+    going back again finishes rather than bringing its instances forward to the live release."""
     versions = iter(newest_first)
     newer = []  # the versions after the live one, newest first
     live = None
@@ -165,17 +167,25 @@ def previous_in(newest_first: Iterable[Recorded]) -> Previous:
         newer.append(item)
     if live is None:
         return Previous(None, None)
-    if newer and off_release(newer[0].entry, live.entry.release.id):
-        return Previous(live, live, left_off=newer[0])
+    left_off = newer[0] if newer and off_release(newer[0].entry, live.entry.release.id) else None
     skipped = []
+    found = None
     for item in versions:
         if not item.entry.live:
             continue
         if same_content(item.entry, live.entry):
             skipped.append(item)
             continue
-        return Previous(live, item, tuple(skipped))
-    return Previous(live, None, tuple(skipped))
+        found = item
+        break
+    if left_off is not None and not _going_back_to(left_off.entry, found):
+        return Previous(live, live, left_off=left_off)
+    return Previous(live, found, tuple(skipped))
+
+
+def _going_back_to(entry: LedgerEntry, found: Recorded | None) -> bool:
+    """Whether ``entry`` is a rollback to the content of ``found``."""
+    return entry.action == Action.ROLLBACK and found is not None and same_content(entry, found.entry)
 
 
 def off_release(entry: LedgerEntry, release: str) -> bool:

@@ -319,7 +319,8 @@ def test_powershell_commands_are_wrapped_for_windows(standin: StandIn) -> None:
     assert sent["DocumentName"] == "AWS-RunPowerShellScript"
     script = "\n".join(sent["Parameters"]["commands"])
     assert (
-        "$ssm_deploy_secret_1 = (Get-SSMParameter -Name '/deploy/win/db_password' -WithDecryption $true "
+        # pinned to the version the pipe read before sending (one value for every instance of the deploy)
+        "$ssm_deploy_secret_1 = (Get-SSMParameter -Name '/deploy/win/db_password:1' -WithDecryption $true "
         "-Region 'eu-west-1' -ErrorAction Stop).Value"
     ) in script
     assert "$env:DB_PASSWORD = $ssm_deploy_secret_1" in script

@@ -335,6 +335,23 @@ def test_previous_after_a_deploy_that_left_instances_on_its_release_is_the_live_
     assert previous_in(newest_first(back)).found == found[0]
 
 
+@pytest.mark.parametrize("status", ["stopped", "partial"])
+def test_previous_after_a_rollback_that_left_instances_on_its_release_finishes_going_back(status: str) -> None:
+    # RELEASE: previous (B back to A) stopped with one instance of two on A: run again, it goes on to A,
+    # never forward to B, the release it was leaving (attack 11)
+    mixed = Groups.of({"i-0123456789abcdef0": A, "i-0123456789abcdef1": B})
+    found = history(entry(A), entry(B), entry(A, status, fleet=mixed, previous_release=B, action="rollback"))
+    chosen = previous_in(newest_first(found))
+    assert (chosen.live, chosen.found, chosen.left_off) == (found[1], found[0], None)
+    # RELEASE: <id> of C, a release rolled back earlier (recorded as a rollback: another artifact than the
+    # live one's), stopped half-way: it was going to no release live before B, so going back is B
+    ahead = Groups.of({"i-0123456789abcdef0": C, "i-0123456789abcdef1": B})
+    rolled_back = entry(C, "rolled back", fleet=Groups.of({"i-0123456789abcdef0": B}))
+    forward = history(entry(A), entry(B), rolled_back, entry(C, status, fleet=ahead, action="rollback"))
+    chosen = previous_in(newest_first(forward))
+    assert (chosen.live, chosen.found, chosen.left_off) == (forward[1], forward[1], forward[3])
+
+
 def test_nothing_live_or_nothing_before_it() -> None:
     assert live_in([]) is None and previous_in([]).found is None
     assert live_in(history(entry(A, "failed"))) is None
