@@ -205,11 +205,12 @@ def unrecorded_failure(release: Release, done: str, reason: str) -> DeployFailed
     """The verdict of a deploy that went live everywhere but that the ledger could not record: the
     ledger still names the release before it live, which the next deploy's rollback, ``RELEASE:
     previous`` and new instances trust, so the step must not end as a plain success."""
+    why = reason if release.ledger in reason else f"the release ledger {release.ledger} was not written: {reason}"
     before = release.live_before or "no release"
     return DeployFailed(
-        f"{done}, but the release ledger {release.ledger} did not record it: {sentence(reason)} Until a version "
-        f"records {release.plan.release_id}, the ledger names {before} live, which the next deploy's rollback, "
-        "RELEASE: previous and new instances go by. Fix the cause, then run this step again: it finds "
+        f"{done.rstrip('.')}, but the release ledger did not record it. {sentence(why)} Until a version records "
+        f"{release.plan.release_id}, the ledger names {before} live, which the next deploy's rollback, "
+        "RELEASE: previous and new instances go by: fix the cause, then run this step again, which finds "
         f"{release.plan.release_id} on every instance and records it."
     )
 

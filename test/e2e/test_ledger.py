@@ -290,7 +290,8 @@ def test_a_deploy_live_everywhere_that_the_ledger_cannot_record_fails_the_step_a
     assert "Traceback" not in run.output and "✔" not in run.output, run.output
     assert live(standin, instance) == "B"
     assert [entry["release"] for entry in entries(standin, service)] == ["000001-0123456"]
-    assert f"the release ledger {ledger_name(service)} did not record it" in run.output, run.output
+    assert "Deployed to 1 instance(s), but the release ledger did not record it." in run.output, run.output
+    assert f"Release ledger {ledger_name(service)}: Parameter Store refused PutParameter" in run.output, run.output
     assert "the ledger names 000001-0123456 live" in run.output, run.output
     result = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
     assert (result["status"], result["failed_phase"]) == ("failed", "release ledger"), result

@@ -7,10 +7,12 @@ from support import wait_until
 from standin import StandIn
 from standin.instance_app import APP_CTL, APP_DIR
 
-# A process that has exited and that no one reaps: ``sleep 0``'s parent becomes ``sleep 600``
-# (exec), which never waits for it, so it stays a zombie until its holder ends.
+# A process that has exited and that no one reaps: the subshell's parent becomes ``sleep 600`` (exec),
+# which never waits for it. It exits only once the test has seen the exec done (``go``): had it exited
+# before, bash would have reaped it itself.
 HOLD_A_ZOMBIE = f"""
-bash -c 'sleep 0 & echo $! > {APP_DIR}/pid; exec sleep 600' >/dev/null 2>&1 &
+rm -f {APP_DIR}/go
+bash -c '(until [ -e {APP_DIR}/go ]; do sleep 0.05; done) & echo $! > {APP_DIR}/pid; exec sleep 600' >/dev/null 2>&1 &
 echo $!
 """
 
@@ -27,6 +29,9 @@ def test_stop_counts_an_exited_app_not_yet_reaped_as_stopped(standin: StandIn) -
         pid_file = standin.instance_path(instance_id, f"{APP_DIR}/pid")
         wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the pid file")
         zombie = pid_file.read_text().strip()
+        exec_done = f"cat /proc/{holder}/comm"
+        wait_until(lambda: standin.run_on_instance(instance_id, exec_done).stdout.strip() == "sleep", "the exec")
+        standin.instance_path(instance_id, f"{APP_DIR}/go").touch()
         is_zombie = f"sed 's/.*) //' /proc/{zombie}/stat | cut -d ' ' -f 1"
         wait_until(lambda: standin.run_on_instance(instance_id, is_zombie).stdout.strip() == "Z", "the zombie")
         done = standin.run_on_instance(instance_id, f"bash -x {APP_CTL} stop")
