@@ -17,6 +17,8 @@ from support import LivePipe, run_pipe
 
 from pipe.config.lock import LOCK_EXPIRY_SECONDS
 
+BUILDS = "https://bitbucket.org/acme/web-api/pipelines/results/"
+
 
 def _age_the_lock(standin: StandIn, name: str) -> None:
     """The lock as Parameter Store shows it once the killed build's last renewal is long past (as
@@ -33,13 +35,6 @@ def _age_the_lock(standin: StandIn, name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 12: a killed build leaves its batch deregistered and the group's processes suspended; the "
-    "next deploy takes its lock over, calls the batch 'in none of the target groups' and the processes "
-    "'already suspended before it: left as they are', and ends Deployed with the fleet short of an instance "
-    "and Auto Scaling's health checks off for good",
-)
 def test_the_deploy_that_takes_over_a_killed_builds_lock_puts_back_what_the_killed_build_took_out(
     standin: StandIn,
 ) -> None:
@@ -55,8 +50,9 @@ def test_the_deploy_that_takes_over_a_killed_builds_lock_puts_back_what_the_kill
     killed.finish(timeout=60)
     for command in standin.sent_commands():  # its command dies with the runner's session, as on AWS after a while
         standin.client("ssm").cancel_command(CommandId=command.command_id)
-    taken_out = [i for i, state in standin.target_states(group.target_group_arn).items() if state == "healthy"]
-    assert len(taken_out) == 1, standin.target_states(group.target_group_arn)  # the killed batch is out of service
+    serving = [i for i, state in standin.target_states(group.target_group_arn).items() if state == "healthy"]
+    assert len(serving) == 1, standin.target_states(group.target_group_arn)  # the killed batch is out of service
+    (out,) = set(group.ids) - set(serving)
     assert standin.suspended_processes(group.name) == HELD  # and scaling is held
     _age_the_lock(standin, name)
 
@@ -68,3 +64,7 @@ def test_the_deploy_that_takes_over_a_killed_builds_lock_puts_back_what_the_kill
     states = standin.target_states(group.target_group_arn)
     assert all(states.get(i) in ("healthy", "initial") for i in group.ids), (states, run.output)
     assert standin.suspended_processes(group.name) == set(), run.output
+    # and the log says what the killed build had left out
+    assert f"Build {BUILDS}41 took {out} out of {group.name} and never put them back" in run.output
+    assert f"Build {BUILDS}41 suspended {', '.join(sorted(HELD))} of the Auto Scaling group {group.name}" in run.output
+    assert standin.client("ssm").get_parameters(Names=[f"{name}/out-of-service"])["Parameters"] == []
