@@ -8,9 +8,16 @@ from __future__ import annotations
 import datetime
 import json
 import signal
+from pathlib import Path
 
 import pytest
+from e2e.test_attack9 import rolling
+from e2e.test_attack10 import A, B, a_then_b_env, ship
+from e2e.test_attack_held import build, fleet_on_disk
 from e2e.test_auto_scaling import HELD, group_env, make_group
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_load_balancer import make_fleet
+from e2e.test_releases import live
 from standin import StandIn
 from standin.instance_app import RESTART
 from support import LivePipe, run_pipe
@@ -68,3 +75,47 @@ def test_the_deploy_that_takes_over_a_killed_builds_lock_puts_back_what_the_kill
     assert f"Build {BUILDS}41 took {out} out of {group.name} and never put them back" in run.output
     assert f"Build {BUILDS}41 suspended {', '.join(sorted(HELD))} of the Auto Scaling group {group.name}" in run.output
     assert standin.client("ssm").get_parameters(Names=[f"{name}/out-of-service"])["Parameters"] == []
+
+
+def _kill_at(env: dict[str, str], line: str) -> None:
+    pipe = LivePipe(env)
+    try:
+        pipe.wait_for_line(line, timeout=240)
+    finally:
+        pipe.signal(signal.SIGKILL)  # the build is killed: no ledger version, nothing cleaned up
+    pipe.finish(timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack 12: a killed deploy writes no ledger version, so RELEASE: previous takes the release before "
+    "the live one (Z) although the fleet runs the live one (A) and the killed deploy's B",
+)
+def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not_the_one_before_it(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Z, then A live on 2 instances; the build of B is killed while its first batch bakes (first instance on
+    B, second on A; the ledger knows nothing of B). RELEASE: previous must bring back what served before B,
+    A, as after a stopped deploy (test_attack10), not Z, older than anything the fleet ran before."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    z = "000000-0123456"
+    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "Z"), BITBUCKET_BUILD_NUMBER="0"))
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600")
+    _kill_at(env, "baking 600 s")
+    for command in standin.sent_commands():
+        standin.client("ssm").cancel_command(CommandId=command.command_id)
+    assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}
+    assert ledger_entries(standin, service)[-1]["release"] == A  # nothing recorded of B
+    _age_the_lock(standin, f"/deploy-lock/{service}/prod")
+
+    back = rolling(
+        standin, fleet, tmp_path, bucket, service, RELEASE="previous", BITBUCKET_BUILD_NUMBER="3", BATCH_SIZE="1"
+    )
+    run = run_pipe(back, timeout=300)
+
+    assert run.returncode == 0, run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output  # not Z
+    assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
+    assert z not in fleet_on_disk(standin, fleet.ids).values()
