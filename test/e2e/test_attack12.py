@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from e2e.test_attack9 import rolling
 from e2e.test_attack10 import A, B, a_then_b_env, ship
-from e2e.test_attack_held import build, fleet_on_disk
+from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet
 from e2e.test_auto_scaling import HELD, group_env, make_group
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import make_fleet
@@ -119,3 +119,41 @@ def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not
     assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output  # not Z
     assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
     assert z not in fleet_on_disk(standin, fleet.ids).values()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack 12: the pinned version is gone (ParameterNotFound), but every read failure says 'the instance "
+    "role needs ssm:GetParameter on it and kms:Decrypt on its key', sending the team after IAM",
+)
+def test_a_secret_deleted_between_two_batches_is_named_as_gone_and_the_ledger_says_where_each_instance_is(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """B rolls out one instance at a time with SECRETS pinned to the version the pipe read; while the first
+    batch bakes, the parameter is deleted (as Parameter Store also drops a version 100 rotations later). The
+    second batch cannot read it, nor can the switch back of the first (it reads the same pinned version): the
+    deploy fails, the ledger and the message say which instance runs which release, the value never shows,
+    and the failure names the missing parameter as what it is, not as a permission to add."""
+    fleet = make_fleet(standin, 2)
+    _first, second = fleet.ids
+    secret = f"/deploy/prod/{service}-db"
+    value = "s3cr3t-value-attack12"
+    standin.put_secret(secret, value, standin.create_key("attack 12"))
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="20", SECRETS=f"DB_PASSWORD={secret}")
+    pipe = LivePipe(env)
+    pipe.wait_for_line("baking 20 s", timeout=240)
+    standin.client("ssm").delete_parameter(Name=secret)
+    run = pipe.finish(timeout=400)
+
+    assert run.returncode != 0, run.output
+    assert value not in run.output
+    assert "Traceback" not in run.output
+    disk = fleet_on_disk(standin, fleet.ids)
+    entry = ledger_entries(standin, service)[-1]
+    assert entry["release"] == B and entry["status"] != "succeeded", entry
+    assert ledger_fleet(entry) == disk, (entry, disk)  # the audit trail is the disk, whatever it is
+    assert disk[second] == A
+    lines = [line for line in run.output.splitlines() if f"cannot read {secret}:1" in line]
+    assert lines, run.output
+    assert all("no longer exists" in line for line in lines), lines
