@@ -122,11 +122,6 @@ def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 12: the pinned version is gone (ParameterNotFound), but every read failure says 'the instance "
-    "role needs ssm:GetParameter on it and kms:Decrypt on its key', sending the team after IAM",
-)
 def test_a_secret_deleted_between_two_batches_is_named_as_gone_and_the_ledger_says_where_each_instance_is(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
