@@ -18,6 +18,7 @@ from pipe.apply.run import Run
 from pipe.errors import DeployFailed
 from pipe.model import PhaseStatus, command_ids
 from pipe.plan.commands import stage_spec
+from pipe.release.remote import current_report
 from pipe.report.durations import format_duration
 from pipe.report.instances import listed, release_meanings
 
@@ -54,8 +55,20 @@ def stage_release(run: Run) -> DeployFailed | None:
             f"Command id: {command_ids(record.commands)}."
         )
     record.status = PhaseStatus.SUCCEEDED
+    elsewhere = {
+        instance_id: reported
+        for instance_id, invocation in record.invocations.items()
+        if (reported := current_report(invocation.stdout)) is not None and reported != release.live_before
+    }
+    serving = f"every one still serves {before}" if not elsewhere else "nothing was switched"
     log.info(
         f"Staged release {release.plan.release_id} on {len(spec.instance_ids)} instance(s) in "
-        f"{run.outcome.stage_seconds:.0f} s; every one still serves {before}"
+        f"{run.outcome.stage_seconds:.0f} s; {serving}"
     )
+    if elsewhere and release.live_before:
+        log.warning(
+            f"{'; '.join(f'{i} runs {r}' for i, r in sorted(elsewhere.items()))}, not the live release "
+            f"{release.live_before}: a deploy the release ledger does not record (a killed build?) switched "
+            f"{'it' if len(elsewhere) == 1 else 'them'}"
+        )
     return None

@@ -115,6 +115,9 @@ def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not
     )
     run = run_pipe(back, timeout=300)
 
+    # the staging, which reads each instance's current, says what the ledger does not know
+    assert f"{first} runs {B}, not the live release {A}: a deploy the release ledger does not record" in run.output
+    assert "every one still serves" not in run.output
     assert run.returncode == 0, run.output
     assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output  # not Z
     assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
