@@ -87,17 +87,14 @@ def _kill_at(env: dict[str, str], line: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 12: a killed deploy writes no ledger version, so RELEASE: previous takes the release before "
-    "the live one (Z) although the fleet runs the live one (A) and the killed deploy's B",
-)
 def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not_the_one_before_it(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     """Z, then A live on 2 instances; the build of B is killed while its first batch bakes (first instance on
-    B, second on A; the ledger knows nothing of B). RELEASE: previous must bring back what served before B,
-    A, as after a stopped deploy (test_attack10), not Z, older than anything the fleet ran before."""
+    B, second on A; the ledger knows nothing of B). RELEASE: previous must not take the fleet past what served
+    before B (A) to Z on the ledger's word alone: its staging reads each instance's current, and it is refused
+    before anything is drained or switched, naming the instance on B and RELEASE: 'A' as the way back (which
+    then brings both to A). Before the fix it went to Z and ended Deployed."""
     fleet = make_fleet(standin, 2)
     first, second = fleet.ids
     z = "000000-0123456"
@@ -115,13 +112,21 @@ def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not
     )
     run = run_pipe(back, timeout=300)
 
-    # the staging, which reads each instance's current, says what the ledger does not know
-    assert f"{first} runs {B}, not the live release {A}: a deploy the release ledger does not record" in run.output
+    assert run.returncode == 1, run.output
+    assert f"{first} runs {B}: a deploy the release ledger does not record" in run.output
+    assert f"run the step with RELEASE: '{A}'; RELEASE: previous then goes to {z}" in run.output
     assert "every one still serves" not in run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}, run.output  # nothing switched, none to Z
+    newest = ledger_entries(standin, service)[-1]
+    assert (newest["release"], newest["status"]) == (A, "succeeded"), newest  # the refusal records no release live
+
+    again = rolling(standin, fleet, tmp_path, bucket, service, RELEASE=A, BITBUCKET_BUILD_NUMBER="4", BATCH_SIZE="1")
+    run = run_pipe(again, timeout=300)
     assert run.returncode == 0, run.output
-    assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output  # not Z
+    assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output
     assert [live(standin, i) for i in fleet.ids] == ["A", "A"]
-    assert z not in fleet_on_disk(standin, fleet.ids).values()
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (A, "succeeded"), entry
 
 
 @pytest.mark.slow
