@@ -1,7 +1,9 @@
 """The twelfth outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end
 against the stand-in, on what earlier attacks left untried: a build killed (SIGKILL: no cleanup at all)
 while a batch is out of its target group and the Auto Scaling group's processes are held, then the next
-deploy, which takes the stale lock over. Each test asserts what should hold."""
+deploy, which takes the stale lock over; RELEASE: previous after a release deploy killed mid-rollout
+(the ledger has no version for it); a secret deleted between two batches (its pinned version gone).
+Each test asserts what should hold."""
 
 from __future__ import annotations
 
