@@ -34,6 +34,7 @@ from pipe.report import plan as words
 from pipe.report.sinks import sinks
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
+from pipe.traffic.left_out import LeftOut, put_back_what_a_killed_deploy_left
 
 log = logging.getLogger("ssm-deploy")
 DRY_RUN_DONE = "Dry run: all checks passed; nothing was sent."
@@ -105,4 +106,8 @@ class Deploy:
             return
         own = Clients(session, settings.region).ssm
         with deploy_lock(ctx.clients.ssm, request, release_ssm=own, on_lost=ctx.stops.stop):
+            put_back_what_a_killed_deploy_left(
+                own, ctx.clients.elbv2, ctx.clients.autoscaling, request.name, settings.rollout.healthy_timeout
+            )
+            ctx.left_out = LeftOut(own, request.name, settings.build.url or settings.build.build_number)
             yield []

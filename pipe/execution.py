@@ -7,12 +7,16 @@ batches) is the plan (``pipe/plan``), a frozen value next to it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipe.aws.clients import Clients
 from pipe.model import DeployOutcome
 from pipe.report.console import BuildLog
 from pipe.runtime.interruption import StopRequests
 from pipe.runtime.redaction import Redactor
+
+if TYPE_CHECKING:
+    from pipe.traffic.left_out import LeftOut
 
 
 @dataclass
@@ -22,3 +26,4 @@ class Execution:
     redactor: Redactor
     outcome: DeployOutcome = field(default_factory=DeployOutcome)
     build_log: BuildLog = field(default_factory=BuildLog)  # the output budget and once-only notices, all phases
+    left_out: LeftOut | None = None  # with LOCK: the record of what this deploy took out of service

@@ -27,6 +27,7 @@ class Run(Execution):
             redactor=ctx.redactor,
             outcome=ctx.outcome,
             build_log=ctx.build_log,
+            left_out=ctx.left_out,
             plan=plan,
         )
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from pipe.apply.phases import run_phase
 from pipe.apply.run import Run
+from pipe.config.release import PREVIOUS
 from pipe.errors import DeployFailed
-from pipe.model import PhaseStatus, command_ids
+from pipe.model import Invocation, PhaseStatus, command_ids
 from pipe.plan.commands import stage_spec
+from pipe.release.ledger import Action
+from pipe.release.remote import current_report
 from pipe.report.durations import format_duration
 from pipe.report.instances import listed, release_meanings
 
@@ -54,8 +58,49 @@ def stage_release(run: Run) -> DeployFailed | None:
             f"Command id: {command_ids(record.commands)}."
         )
     record.status = PhaseStatus.SUCCEEDED
+    elsewhere = {
+        instance_id: reported
+        for instance_id, invocation in record.invocations.items()
+        if (reported := current_report(invocation.stdout)) is not None and reported != release.live_before
+    }
+    serving = f"every one still serves {before}" if not elsewhere else "nothing was switched"
     log.info(
         f"Staged release {release.plan.release_id} on {len(spec.instance_ids)} instance(s) in "
-        f"{run.outcome.stage_seconds:.0f} s; every one still serves {before}"
+        f"{run.outcome.stage_seconds:.0f} s; {serving}"
     )
+    going_past = _past_the_live_release(run, elsewhere)
+    if going_past is not None:
+        run.outcome.fleet.update(_reported_fleet(record.invocations, release.live_before) | elsewhere)
+        return going_past
+    if elsewhere and release.live_before:
+        log.warning(
+            f"{'; '.join(f'{i} runs {r}' for i, r in sorted(elsewhere.items()))}, not the live release "
+            f"{release.live_before}: a deploy the release ledger does not record (a killed build?) switched "
+            f"{'it' if len(elsewhere) == 1 else 'them'}"
+        )
     return None
+
+
+def _past_the_live_release(run: Run, elsewhere: dict[str, str]) -> DeployFailed | None:
+    """RELEASE: previous chose the release before the live one, but instances run a release the ledger never
+    recorded (a killed build switched them): going on would take every instance past what served before that
+    build. Refused here, before anything is drained or switched, with the id that brings back the live one."""
+    release = run.release
+    assert release is not None
+    chosen = run.settings.release
+    target = release.plan.release_id
+    unrecorded = {i: r for i, r in elsewhere.items() if r != target}
+    if not unrecorded or chosen is None or chosen.release != PREVIOUS or release.action is not Action.ROLLBACK:
+        return None
+    return DeployFailed(
+        f"RELEASE: previous chose {target}, the release live before {release.live_before}, but "
+        f"{'; '.join(f'{i} runs {r}' for i, r in sorted(unrecorded.items()))}: a deploy the release ledger does not "
+        f"record (a killed build?) switched {'it' if len(unrecorded) == 1 else 'them'}, so {release.live_before} is "
+        f"what served before it. Nothing was drained or switched. To bring every instance back to "
+        f"{release.live_before}, run the step with RELEASE: '{release.live_before}'; RELEASE: previous then goes "
+        f"to {target}."
+    )
+
+
+def _reported_fleet(invocations: Mapping[str, Invocation], live_before: str) -> dict[str, str]:
+    return {i: current_report(invocation.stdout) or live_before for i, invocation in invocations.items()}

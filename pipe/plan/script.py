@@ -124,8 +124,9 @@ def script_size_problem(settings: DeploySettings) -> str | None:
 
 def _read_hint(ref: SecretRef) -> str:
     return (
-        f"ssm-deploy: cannot read {ref.parameter} for {ref.env_name}: the instance role needs "
-        "ssm:GetParameter on it and kms:Decrypt on its key"
+        f"ssm-deploy: cannot read {ref.parameter} for {ref.env_name}: it no longer exists (deleted, or a version "
+        "older than the last 100 that Parameter Store keeps: deploy again to read the current one), or the instance "
+        "role needs ssm:GetParameter on it and kms:Decrypt on its key; the AWS error above says which"
     )
 
 

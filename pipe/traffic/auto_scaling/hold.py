@@ -96,6 +96,8 @@ class ScalingHold:
         already = sorted(now.suspended.intersection(HELD_PROCESSES))
         held = [p for p in HELD_PROCESSES if p not in now.suspended]
         if held:
+            if run.left_out is not None:  # recorded first: a build killed from here on leaves a record to resume
+                run.left_out.suspending(name, held)
             call(
                 "SuspendProcesses",
                 run.clients.autoscaling.suspend_processes,
@@ -129,6 +131,8 @@ class ScalingHold:
                 problems.append(problem)
                 continue
             log.info(f"Auto Scaling group {name}: {', '.join(processes)} resumed")
+            if run.left_out is not None:
+                run.left_out.resumed(name)
         return problems
 
     def joined(self, run: Execution, covered: Sequence[str]) -> dict[str, str]:

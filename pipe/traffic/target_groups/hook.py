@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pipe.errors import DeployFailed
 from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
+from pipe.traffic.left_out import Target
 from pipe.traffic.target_groups.capacity import largest_batch, shortfall
 from pipe.traffic.target_groups.groups import TargetGroup, TargetState
 from pipe.traffic.target_groups.waits import (
@@ -74,6 +75,8 @@ class LoadBalancer:
         delay = max(group.deregistration_delay for group in leaving)
         log.info(f"{batch}: draining from {names} (deregistration delay {delay} s)...")
         left = time.monotonic()
+        if run.left_out is not None:  # recorded first: a build killed from here on leaves a record to put back
+            run.left_out.taking_out(_targets(registrations))
         try:
             deregister(run.clients.elbv2, registrations)
         except NotDeregistered as error:
@@ -169,6 +172,7 @@ class LoadBalancer:
         records: Sequence[BatchRecord] = (),
         left: float | None = None,
     ) -> None:
+        taken_out = registrations
         registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
         problems = register(run.clients.elbv2, registrations)
         for problem in problems:
@@ -177,6 +181,8 @@ class LoadBalancer:
             raise NotBackInService(f"{batch} could not be registered again: {' '.join(problems)}")
         if not problems:
             log.info(f"{batch}: registered again in {', '.join(g.name for g, _ in registrations.values())}")
+            if run.left_out is not None:
+                run.left_out.put_back(_targets(taken_out))
         if not wait:
             return
         waited, pending = wait_for(
@@ -200,6 +206,12 @@ class LoadBalancer:
             if left is not None:
                 record.out_of_service_for(time.monotonic() - left)
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
+
+
+def _targets(registrations: Registrations) -> list[Target]:
+    return [
+        (arn, group.name, t.instance_id, t.port) for arn, (group, targets) in registrations.items() for t in targets
+    ]
 
 
 def _without(registrations: Registrations, gone: Mapping[str, str]) -> Registrations:
