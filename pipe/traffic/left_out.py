@@ -76,10 +76,7 @@ class LeftOut:
     def _write(self) -> None:
         try:
             if self.targets or self.suspended:
-                value = json.dumps(
-                    {"build": self.build, "targets": sorted(self.targets, key=str), "suspended": self.suspended},
-                    separators=(",", ":"),
-                )
+                value = encode(self.build, self.targets, self.suspended)
                 self.ssm.put_parameter(
                     Name=self.name, Value=value, Type="String", Overwrite=True, Description=DESCRIPTION
                 )
@@ -94,6 +91,29 @@ class LeftOut:
                 f"{self.name} could not be written ({error}): if this build is killed now, the next deploy cannot "
                 "put back what it took out of service"
             )
+
+
+def encode(build: str, targets: Iterable[Target], suspended: dict[str, list[str]]) -> str:
+    """The record as Parameter Store keeps it: each group's ARN and name once, then its targets as
+    ``instance`` or ``instance:port``, so a batch of a hundred instances fits a standard parameter's 4 KB."""
+    groups: dict[str, dict[str, Any]] = {}
+    for arn, name, instance, port in sorted(targets, key=str):
+        group = groups.setdefault(arn, {"name": name, "targets": []})
+        group["targets"].append(instance if port is None else f"{instance}:{port}")
+    return json.dumps({"build": build, "groups": groups, "suspended": suspended}, separators=(",", ":"))
+
+
+def decode(value: str) -> tuple[str, list[Target], dict[str, list[str]]]:
+    """``encode``'s build, targets and suspended processes; ValueError, TypeError or AttributeError for
+    a value it did not write."""
+    record = json.loads(value)
+    targets: list[Target] = []
+    for arn, group in dict(record.get("groups", {})).items():
+        for target in group["targets"]:
+            instance, _, port = str(target).partition(":")
+            targets.append((str(arn), str(group["name"]), instance, int(port) if port else None))
+    suspended = {str(g): [str(p) for p in ps] for g, ps in dict(record.get("suspended", {})).items()}
+    return str(record.get("build", "?")), targets, suspended
 
 
 def put_back_what_a_killed_deploy_left(
@@ -112,10 +132,7 @@ def put_back_what_a_killed_deploy_left(
         log.warning(f"{name} could not be read ({error}): what a killed deploy left out of service is not checked")
         return
     try:
-        record = json.loads(value)
-        targets = [(str(a), str(n), str(i), None if p is None else int(p)) for a, n, i, p in record.get("targets", [])]
-        suspended = {str(g): [str(p) for p in ps] for g, ps in dict(record.get("suspended", {})).items()}
-        build = str(record.get("build", "?"))
+        build, targets, suspended = decode(value)
     except (ValueError, TypeError, AttributeError):
         log.warning(f"{name} is not a record ssm-deploy wrote: ignored and deleted")
         ssm.delete_parameter(Name=name)
