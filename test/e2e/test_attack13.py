@@ -1,0 +1,78 @@
+"""The thirteenth outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end
+against the stand-in, on what earlier attacks left untried: the out-of-service record of a build killed
+(SIGKILL) while a batch of two was out of its target group, one of which was terminated since; the next
+deploy that takes the lock over must put back the other. Each test asserts what should hold."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from e2e.test_attack12 import BUILDS, _age_the_lock
+from e2e.test_load_balancer import make_fleet, rolling_env
+from standin import StandIn
+from standin.instance_app import RESTART
+from support import LivePipe, run_pipe
+
+SERVING = ("healthy", "initial")
+
+
+def _kill_a_batch_of_two_out_of_service(standin: StandIn, env: dict[str, str]) -> None:
+    killed = LivePipe(env)
+    try:
+        killed.wait_for_line("deploy-is-running", timeout=240)
+    finally:
+        killed.signal(signal.SIGKILL)  # the build is killed: nothing is cleaned up
+    killed.finish(timeout=60)
+    for command in standin.sent_commands():  # its command dies with the runner's session, as on AWS after a while
+        standin.client("ssm").cancel_command(CommandId=command.command_id)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the put-back registers a group's targets in one call, which InvalidTarget fails whole: the survivor "
+    "stays out, HEALTHY_TIMEOUT is waited for targets never registered, and the deploy is refused for MIN_HEALTHY",
+)
+def test_a_killed_builds_batch_is_put_back_although_one_of_its_instances_was_terminated_since(
+    standin: StandIn,
+) -> None:
+    """RegisterTargets is all or nothing: one target that is not running fails the call (InvalidTarget, API
+    reference). The put-back must not leave the batch's running instance out of service with it."""
+    fleet = make_fleet(standin, 3)
+    env = rolling_env(
+        standin,
+        fleet,
+        COMMANDS="echo deploy-is-running\nsleep 600",
+        BATCH_SIZE="2",
+        MIN_HEALTHY="1",
+        BITBUCKET_BUILD_NUMBER="41",
+    )
+    _kill_a_batch_of_two_out_of_service(standin, env)
+    states = standin.target_states(fleet.group_arn)
+    out = sorted(i for i in fleet.ids if states.get(i) not in SERVING)
+    assert len(out) == 2, states
+    gone, survivor = out
+    standin.client("ec2").terminate_instances(InstanceIds=[gone])
+    _age_the_lock(standin, f"/deploy-lock/{fleet.group_name}/_")
+    left = [i for i in fleet.ids if i != gone]
+
+    run = run_pipe(
+        rolling_env(
+            standin,
+            fleet,
+            INSTANCE_IDS=" ".join(left),
+            COMMANDS=RESTART,
+            BITBUCKET_BUILD_NUMBER="42",
+            HEALTHY_TIMEOUT="60",
+        ),
+        timeout=400,
+    )
+
+    assert "was stale" in run.output, run.output
+    states = standin.target_states(fleet.group_arn)
+    # what should hold: every running instance of the fleet serves again, the survivor of the killed batch too
+    assert all(states.get(i) in SERVING for i in left), (states, run.output)
+    assert f"Build {BUILDS}41 took" in run.output and survivor in run.output, run.output
+    assert "were not healthy after HEALTHY_TIMEOUT" not in run.output, run.output  # none waited for in vain
+    assert run.returncode == 0, run.output
