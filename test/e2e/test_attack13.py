@@ -5,25 +5,18 @@ deploy that takes the lock over must put back the other. Each test asserts what 
 
 from __future__ import annotations
 
-import signal
-
 import pytest
-from e2e.test_attack12 import BUILDS, _age_the_lock
+from e2e.test_attack12 import BUILDS, _age_the_lock, _kill_at
 from e2e.test_load_balancer import make_fleet, rolling_env
 from standin import StandIn
 from standin.instance_app import RESTART
-from support import LivePipe, run_pipe
+from support import run_pipe
 
 SERVING = ("healthy", "initial")
 
 
 def _kill_a_batch_of_two_out_of_service(standin: StandIn, env: dict[str, str]) -> None:
-    killed = LivePipe(env)
-    try:
-        killed.wait_for_line("deploy-is-running", timeout=240)
-    finally:
-        killed.signal(signal.SIGKILL)  # the build is killed: nothing is cleaned up
-    killed.finish(timeout=60)
+    _kill_at(env, "deploy-is-running")
     for command in standin.sent_commands():  # its command dies with the runner's session, as on AWS after a while
         standin.client("ssm").cancel_command(CommandId=command.command_id)
 
