@@ -117,6 +117,16 @@ def decode(value: str) -> tuple[str, list[Target], dict[str, list[str]]]:
     return str(record.get("build", "?")), targets, suspended
 
 
+def what_a_killed_deploy_left(ssm: SSMClient, lock: str) -> tuple[str, list[Target]] | None:
+    """For a dry run, which changes nothing: the build and the targets the record names, which the deploy
+    would register again before it reads the fleet; None without a (readable) record."""
+    try:
+        build, targets, _ = decode(ssm.get_parameter(Name=record_name(lock))["Parameter"]["Value"])
+    except (ClientError, BotoCoreError, ValueError, TypeError, AttributeError):
+        return None
+    return build, targets
+
+
 def put_back_what_a_killed_deploy_left(
     ssm: SSMClient, elbv2: Any, autoscaling: Any, lock: str, healthy_timeout: int
 ) -> None:

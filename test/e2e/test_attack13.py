@@ -68,11 +68,6 @@ def test_a_killed_builds_batch_is_put_back_although_one_of_its_instances_was_ter
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dry run reads the fleet as the killed build left it (it does not read the out-of-service record): "
-    "it refuses for MIN_HEALTHY (exit 1) while the deploy right after it puts the batch back and succeeds",
-)
 def test_a_dry_run_after_a_killed_build_gives_the_verdict_the_deploy_then_gives(standin: StandIn) -> None:
     """DRY_RUN runs every check and exits 0 when it "found nothing to refuse" (README, Exit codes). After a
     killed build left two of three instances out of the group, the deploy that takes the lock over puts
