@@ -7,9 +7,10 @@ suspend, before the call, and forgets them once they are registered again or res
 deleted when nothing is left out. The deploy that takes the lock next (a killed build's lock, once
 stale) finds the record, registers those targets again, resumes those processes, says so in a warning
 naming the build that left them (an error for what it could not put back, e.g. an instance terminated
-since), and deletes it; only then does it read the fleet. A record that
-cannot be written is a warning (the deploy goes on: on its exit paths it puts everything back itself).
-The parameter lives under ``/deploy-lock/``, which the lock's IAM statement already covers."""
+since: its group's other targets are then registered one by one), and deletes it; only then does it
+read the fleet. A record that cannot be written is a warning (the deploy goes on: on its exit paths it
+puts everything back itself). The parameter lives under ``/deploy-lock/``, which the lock's IAM statement
+already covers."""
 
 from __future__ import annotations
 
@@ -116,6 +117,16 @@ def decode(value: str) -> tuple[str, list[Target], dict[str, list[str]]]:
     return str(record.get("build", "?")), targets, suspended
 
 
+def what_a_killed_deploy_left(ssm: SSMClient, lock: str) -> tuple[str, list[Target]] | None:
+    """For a dry run, which changes nothing: the build and the targets the record names, which the deploy
+    would register again before it reads the fleet; None without a (readable) record."""
+    try:
+        build, targets, _ = decode(ssm.get_parameter(Name=record_name(lock))["Parameter"]["Value"])
+    except (ClientError, BotoCoreError, ValueError, TypeError, AttributeError):
+        return None
+    return build, targets
+
+
 def put_back_what_a_killed_deploy_left(
     ssm: SSMClient, elbv2: Any, autoscaling: Any, lock: str, healthy_timeout: int
 ) -> None:
@@ -141,15 +152,16 @@ def put_back_what_a_killed_deploy_left(
     by_group: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for arn, group, instance, port in targets:
         by_group.setdefault((arn, group), []).append({"Id": instance} | ({"Port": port} if port is not None else {}))
+    registered: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (arn, group), ids in by_group.items():
-        listed = ", ".join(t["Id"] for t in ids)
-        _put_back(
-            problems,
-            partial(elbv2.register_targets, TargetGroupArn=arn, Targets=ids),
-            f"Build {build} took {listed} out of {group} and never put them back (it was killed?): registered again",
-            f"{listed} could not be registered again in {group}",
-        )
-    _wait_healthy(elbv2, by_group, healthy_timeout)
+        back = _register_again(problems, elbv2, arn, group, ids)
+        if back:
+            registered[(arn, group)] = back
+            listed = ", ".join(t["Id"] for t in back)
+            log.warning(
+                f"Build {build} took {listed} out of {group} and never put them back (it was killed?): registered again"
+            )
+    _wait_healthy(elbv2, registered, healthy_timeout)
     for group, processes in suspended.items():
         listed = ", ".join(processes)
         _put_back(
@@ -162,6 +174,25 @@ def put_back_what_a_killed_deploy_left(
     if problems:  # an instance terminated since cannot be registered: said once, not at every deploy
         log.error(f"What build {build} left out of service is not all back: " + "; ".join(problems))
     ssm.delete_parameter(Name=name)
+
+
+def _register_again(
+    problems: list[str], elbv2: Any, arn: str, group: str, targets: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The targets of ``group`` registered again. RegisterTargets is all or nothing: one target it refuses
+    (an instance terminated since: InvalidTarget) fails the call, so after a refusal each target is
+    registered on its own, and only those it refuses stay out."""
+    try:
+        elbv2.register_targets(TargetGroupArn=arn, Targets=targets)
+        return targets
+    except (ClientError, BotoCoreError) as error:
+        if len(targets) == 1:
+            problems.append(f"{targets[0]['Id']} could not be registered again in {group} ({error})")
+            return []
+    back: list[dict[str, Any]] = []
+    for target in targets:
+        back += _register_again(problems, elbv2, arn, group, [target])
+    return back
 
 
 def _wait_healthy(elbv2: Any, by_group: dict[tuple[str, str], list[dict[str, Any]]], timeout: int) -> None:

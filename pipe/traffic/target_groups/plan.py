@@ -7,14 +7,16 @@ from __future__ import annotations
 import logging
 
 from pipe.aws.clients import Clients
+from pipe.config.lock import lock_name
 from pipe.config.rollout import DRAIN_MARGIN_SECONDS, LARGEST, batch_sizes
 from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
 from pipe.plan.batches import batches_of, sized, switching_back
 from pipe.traffic import Planned
+from pipe.traffic.left_out import what_a_killed_deploy_left
 from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch
-from pipe.traffic.target_groups.groups import Discovery, TargetGroup, find_target_groups
+from pipe.traffic.target_groups.groups import HEALTHY, Discovery, TargetGroup, TargetState, find_target_groups
 from pipe.traffic.target_groups.hook import LoadBalancer
 
 log = logging.getLogger("ssm-deploy")
@@ -30,6 +32,8 @@ def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list
     ours = set(instance_ids)
     found = find_target_groups(clients.elbv2, rollout.target_groups, instance_ids)
     groups = found.groups
+    if settings.dry_run and rollout.lock:
+        _as_the_deploy_finds_them(clients, lock_name(settings.service, settings.environment), groups)
     if not groups:  # 'auto' on instances in no target group: an environment without a load balancer
         log.info(
             f"TARGET_GROUPS 'auto': none of the {len(ours)} instance(s) is registered in an ELBv2 target group, so "
@@ -70,6 +74,30 @@ def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list
             "Node.js API rarely need that long: lower it on the target group to speed up deploys"
         )
     return Planned(LoadBalancer(groups, drain_timeout, rollout.healthy_timeout, rollout.min_healthy), batches, lines)
+
+
+def _as_the_deploy_finds_them(clients: Clients, lock: str, groups: list[TargetGroup]) -> None:
+    """A dry run after a killed build: the deploy that takes the lock registers again what the killed
+    build took out before it reads the fleet, so the dry run's checks count those targets as back
+    (healthy, as the deploy waits for them to be), and a line says so."""
+    left = what_a_killed_deploy_left(clients.ssm, lock)
+    if left is None:
+        return
+    build, targets = left
+    by_arn = {group.arn: group for group in groups}
+    back: list[str] = []
+    for arn, _, instance, port in targets:
+        group = by_arn.get(arn)
+        if group is None or any(t.instance_id == instance and t.port == port for t in group.registered):
+            continue
+        group.targets = [t for t in group.targets if (t.instance_id, t.port) != (instance, port)]
+        group.targets.append(TargetState(instance, port, HEALTHY))
+        back.append(f"{instance} ({group.name})")
+    if back:
+        log.info(
+            f"Build {build} took {', '.join(back)} out of service and never put them back ({lock}/out-of-service): "
+            "the deploy registers them again before it reads the fleet, so this dry run counts them as healthy"
+        )
 
 
 def _refuse_below_min_healthy(leaving: list[TargetGroup], batches: list[Batch], min_healthy: str) -> None:
