@@ -19,7 +19,7 @@ from e2e.test_attack9 import ACTIVATE, rolling
 from e2e.test_attack10 import HOLD_B, A, B, a_then_b_env, assert_all_back_on_a
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
-from e2e.test_load_balancer import every_target_in_service, make_fleet
+from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_node_pm2 import NodeFleet, sha16
 from e2e.test_proof_of_serving import FIRST, ROTATED
 from e2e.test_releases import APP_DIR, live
@@ -125,6 +125,14 @@ def test_a_redeploy_of_the_live_release_failing_its_health_check_in_a_later_batc
     wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
 
 
+def z_then_a_live(standin: StandIn, fleet: Fleet, tmp_path: Path, bucket: str, service: str) -> None:
+    """Release Z (build 0), then A (build 1), each a rolling deploy that must succeed."""
+    for version, number in (("Z", "0"), ("A", "1")):
+        env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version))
+        done = run_pipe(env | {"BITBUCKET_BUILD_NUMBER": number}, timeout=300)
+        assert done.returncode == 0, done.output
+
+
 def test_release_previous_run_again_after_it_was_stopped_finishes_going_back(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -134,10 +142,7 @@ def test_release_previous_run_again_after_it_was_stopped_finishes_going_back(
     fleet = make_fleet(standin, 2)
     first, second = fleet.ids
     z = "000000-0123456"
-    for version, number in (("Z", "0"), ("A", "1")):
-        env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version))
-        done = run_pipe(env | {"BITBUCKET_BUILD_NUMBER": number}, timeout=300)
-        assert done.returncode == 0, done.output
+    z_then_a_live(standin, fleet, tmp_path, bucket, service)
     back = {"RELEASE": "previous", "BITBUCKET_BUILD_NUMBER": "3", "BATCH_SIZE": "1"}
     code, output = stop_at(rolling(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600", **back), "baking 600 s")
     assert code == 1, output
@@ -169,10 +174,7 @@ def test_a_stop_at_each_stage_of_a_release_previous_in_one_joined_batch_is_recor
     fleet = make_fleet(standin, 2)
     first, second = fleet.ids
     z = "000000-0123456"
-    for version, number in (("Z", "0"), ("A", "1")):
-        env = rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version))
-        done = run_pipe(env | {"BITBUCKET_BUILD_NUMBER": number}, timeout=300)
-        assert done.returncode == 0, done.output
+    z_then_a_live(standin, fleet, tmp_path, bucket, service)
     hold = f'if [ "$(cat version.txt)" = Z ] && [ -e {HOLD_Z} ]; then echo holding-z; sleep 600; fi'
     back = {"RELEASE": "previous", "BITBUCKET_BUILD_NUMBER": "3", "ROLLBACK_BATCH_SIZE": "max", "BATCH_SIZE": "1"}
     standin.instance_path(second, HOLD_Z).touch()
