@@ -13,7 +13,7 @@ from e2e.test_attack9 import B
 from e2e.test_attack12 import BUILDS, _age_the_lock, _kill_at
 from e2e.test_attack_held import build, fleet_on_disk
 from e2e.test_ledger import entries as ledger_entries
-from e2e.test_load_balancer import make_fleet, rolling_env
+from e2e.test_load_balancer import Fleet, make_fleet, rolling_env
 from e2e.test_releases import release_env
 from standin import StandIn
 from standin.instance_app import RESTART
@@ -28,12 +28,9 @@ def _kill_a_batch_of_two_out_of_service(standin: StandIn, env: dict[str, str]) -
         standin.client("ssm").cancel_command(CommandId=command.command_id)
 
 
-@pytest.mark.slow
-def test_a_killed_builds_batch_is_put_back_although_one_of_its_instances_was_terminated_since(
-    standin: StandIn,
-) -> None:
-    """RegisterTargets is all or nothing: one target that is not running fails the call (InvalidTarget, API
-    reference). The put-back must not leave the batch's running instance out of service with it."""
+def _killed_with_a_batch_of_two_out_of_service(standin: StandIn) -> Fleet:
+    """Three instances behind a group; a deploy in batches of two (build 41) killed while its first batch is
+    deregistered and its COMMANDS run."""
     fleet = make_fleet(standin, 3)
     env = rolling_env(
         standin,
@@ -44,6 +41,16 @@ def test_a_killed_builds_batch_is_put_back_although_one_of_its_instances_was_ter
         BITBUCKET_BUILD_NUMBER="41",
     )
     _kill_a_batch_of_two_out_of_service(standin, env)
+    return fleet
+
+
+@pytest.mark.slow
+def test_a_killed_builds_batch_is_put_back_although_one_of_its_instances_was_terminated_since(
+    standin: StandIn,
+) -> None:
+    """RegisterTargets is all or nothing: one target that is not running fails the call (InvalidTarget, API
+    reference). The put-back must not leave the batch's running instance out of service with it."""
+    fleet = _killed_with_a_batch_of_two_out_of_service(standin)
     states = standin.target_states(fleet.group_arn)
     out = sorted(i for i in fleet.ids if states.get(i) not in SERVING)
     assert len(out) == 2, states
@@ -80,16 +87,7 @@ def test_a_dry_run_after_a_killed_build_gives_the_verdict_the_deploy_then_gives(
     killed build left two of three instances out of the group, the deploy that takes the lock over puts
     them back before it reads the fleet, and goes through; the dry run before it must not refuse it for a
     MIN_HEALTHY shortfall that the deploy would not meet, and says what the deploy would put back."""
-    fleet = make_fleet(standin, 3)
-    env = rolling_env(
-        standin,
-        fleet,
-        COMMANDS="echo deploy-is-running\nsleep 600",
-        BATCH_SIZE="2",
-        MIN_HEALTHY="1",
-        BITBUCKET_BUILD_NUMBER="41",
-    )
-    _kill_a_batch_of_two_out_of_service(standin, env)
+    fleet = _killed_with_a_batch_of_two_out_of_service(standin)
     _age_the_lock(standin, f"/deploy-lock/{fleet.group_name}/_")
     variables = {"COMMANDS": RESTART, "BATCH_SIZE": "1", "BITBUCKET_BUILD_NUMBER": "42"}
 
