@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code
-from pipe.traffic.target_groups.groups import HEALTHY
-from pipe.traffic.target_groups.waits import poll_seconds
+from pipe.traffic.target_groups.waits import LoadBalancerError, healthy, poll_seconds, read_states
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -203,11 +202,11 @@ def _wait_healthy(elbv2: Any, by_group: dict[tuple[str, str], list[dict[str, Any
     while pending and time.monotonic() < deadline:
         for (arn, group), targets in list(pending.items()):
             try:
-                states = elbv2.describe_target_health(TargetGroupArn=arn, Targets=targets)["TargetHealthDescriptions"]
-            except (ClientError, BotoCoreError):
+                states = read_states(elbv2, arn, targets)
+            except LoadBalancerError:
                 pending.pop((arn, group))  # unreadable: the plan reads it again and says so
                 continue
-            if all(state["TargetHealth"]["State"] == HEALTHY for state in states):
+            if all(healthy(state) for state in states):
                 pending.pop((arn, group))
         if pending:
             time.sleep(poll_seconds(len(pending)))
