@@ -246,9 +246,13 @@ def _status_has_what_it_needs(values: Values) -> Iterator[Problem]:
 
 
 def lock_is_on(values: Values) -> bool:
-    """LOCK: ``auto`` (None) means on with TARGET_GROUPS."""
+    """LOCK: ``auto`` (None) means on wherever two deploys at once could leave the fleet or its record
+    wrong: in release mode (the ledger and the rollback's "live before" assume one deploy at a time), with
+    TARGET_GROUPS or with AUTO_SCALING_GROUPS (what one deploy takes out of service, the other counts)."""
     lock = values[LOCK]
-    return values.is_set(TARGET_GROUPS) if lock is None else bool(lock)
+    if lock is not None:
+        return bool(lock)
+    return release_mode(values) or values.is_set(TARGET_GROUPS) or values.is_set(AUTO_SCALING_GROUPS)
 
 
 def ignored_without_a_load_balancer(values: Values) -> tuple[str, ...]:

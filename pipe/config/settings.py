@@ -53,7 +53,6 @@ from pipe.config.variables import (
     HEALTHY_TIMEOUT,
     INSTANCE_IDS,
     KEEP_RELEASES,
-    LOCK,
     MAX_CONCURRENCY,
     MAX_ERRORS,
     MIN_HEALTHY,
@@ -376,10 +375,8 @@ def _status(values: Values, build: BuildContext) -> StatusSettings | None:
 
 
 def _rollout(values: Values) -> RolloutSettings:
-    target_groups = values[TARGET_GROUPS]
-    lock = values[LOCK]
     return RolloutSettings(
-        target_groups=target_groups,
+        target_groups=values[TARGET_GROUPS],
         auto_scaling_groups=values[AUTO_SCALING_GROUPS],
         batch_size=values[BATCH_SIZE],
         rollback_batch_size=values[ROLLBACK_BATCH_SIZE],
@@ -389,7 +386,7 @@ def _rollout(values: Values) -> RolloutSettings:
         healthy_timeout=values[HEALTHY_TIMEOUT],
         bake_time=values[BAKE_TIME],
         alarms=values[ALARMS],
-        lock=(target_groups is not None) if lock is None else lock,
+        lock=rules.lock_is_on(values),
         ignored=rules.ignored_without_a_load_balancer(values),
     )
 

@@ -780,7 +780,9 @@ LOCK = Variable(
     "LOCK",
     "One deploy at a time per `SERVICE` and environment, across repositories and manual runs: a Parameter "
     "Store parameter `/deploy-lock/<service>/<environment>` names the build holding it until it ends. `auto` "
-    "turns it on with `TARGET_GROUPS`; `true` or `false`. Taken before anything of the fleet is read: a held "
+    "turns it on in release mode (`ARTIFACT`, `RELEASE`) and with `TARGET_GROUPS` or `AUTO_SCALING_GROUPS`; "
+    "`true` or `false` (`false` there lets two deploys overlap: each one's rollback and ledger version then "
+    "assume the fleet it saw at its start). Taken before anything of the fleet is read: a held "
     "lock fails the step at once, naming the holder's build. The running deploy renews it every "
     f"{LOCK_RENEW_SECONDS} s; the lock of a killed build expires {LOCK_EXPIRY_SECONDS // 60} min after its last "
     "renewal and is then taken over with a warning (see "

@@ -103,18 +103,14 @@ GATE = "/srv/hold-activation"  # on the instance: the activation of B waits whil
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="without a lock, C's failed deploy switches the instance back to A, the release live when C started, "
-    "although B went live (and was recorded succeeded) meanwhile: the disk runs A, the ledger names B live",
-)
-def test_two_release_deploys_at_once_without_a_lock_leave_a_ledger_that_names_what_runs(
+def test_two_release_deploys_at_once_leave_a_ledger_that_names_what_runs(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
-    """Without TARGET_GROUPS, LOCK is off: two deploys of the service may run at once. B's activation is
-    held on the instance while C's deploy starts (its script queues behind B's on the instance's lock); C's
-    activation fails. Whatever each deploy then does, the disk, the ledger's live release and ACTION: status
-    must agree at the end."""
+    """Two release deploys of the service at once, without TARGET_GROUPS: B's activation is held on the
+    instance while C's deploy starts; C's activation would fail. Found by attack 13: with LOCK off (its
+    default without TARGET_GROUPS then), C's rollback went back to A, the release live when C started,
+    past B: the disk ran A, the ledger named B live. LOCK is now on by default in release mode: C hears
+    that B's deploy holds the lock and sends nothing; the disk, the ledger and ACTION: status agree."""
     (instance,) = standin.launch(1)
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
@@ -158,6 +154,8 @@ def test_two_release_deploys_at_once_without_a_lock_leave_a_ledger_that_names_wh
     disk = fleet_on_disk(standin, [instance])[instance]
     newest_live = next(e for e in reversed(ledger_entries(standin, service)) if e["status"] == "succeeded")
     status = run_pipe(release_env(standin, [instance], tmp_path / "a", bucket, service, ACTION="status"), timeout=300)
-    # what should hold: the ledger's live release is the one the instance runs, and status finds no drift
-    assert newest_live["release"] == disk, (disk, ledger_entries(standin, service), x_run.output, y_run.output)
+    assert y_run.returncode == 1 and "LOCK: nothing was sent. Another deploy holds the lock" in y_run.output
+    assert "Sent command" not in y_run.output
+    assert x_run.returncode == 0, x_run.output
+    assert disk == B and newest_live["release"] == B, (disk, ledger_entries(standin, service))
     assert status.returncode == 0, status.output

@@ -77,6 +77,27 @@ def test_settings_carry_the_rollout() -> None:
     assert not load({"TARGET_GROUPS": "auto", "LOCK": "false"}).rollout.lock
 
 
+RELEASE = {"ARTIFACT": "app.tgz", "ARTIFACT_BUCKET": "acme-artifacts", "APP_DIR": "/srv/app"}
+
+
+@pytest.mark.parametrize(
+    ("variables", "locked"),
+    [
+        ({}, False),  # a command deploy alone: nothing of the fleet's record to keep right
+        (RELEASE, True),  # the ledger and the rollback's "live before" assume one deploy at a time
+        ({"RELEASE": "previous", "APP_DIR": "/srv/app", "ARTIFACT_BUCKET": "acme-artifacts"}, True),
+        ({"AUTO_SCALING_GROUPS": "web"}, True),  # what one deploy suspends, the other counts
+        ({"TARGET_GROUPS": "auto"}, True),
+        ({**RELEASE, "LOCK": "false"}, False),  # said, so allowed
+        ({"LOCK": "true"}, True),
+    ],
+)
+def test_lock_auto_is_on_in_release_mode_and_with_a_load_balancer_or_groups(
+    variables: dict[str, str], locked: bool
+) -> None:
+    assert load(variables).rollout.lock is locked
+
+
 @pytest.mark.parametrize("name", ["MIN_HEALTHY", "DRAIN_TIMEOUT", "HEALTHY_TIMEOUT"])
 def test_load_balancer_bounds_without_target_groups_are_accepted_and_listed_as_ignored(name: str) -> None:
     # one step definition for every environment: prod's bounds do not break dev, which has no load balancer
