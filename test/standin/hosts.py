@@ -25,8 +25,14 @@ Choices, and why:
   removed while the stand-in runs, so its processes (a pm2 daemon, the app) live on between
   commands, as on a real host.
 * **Removed on stop, and after a crash.** ``stop`` kills every process in the namespaces, deletes
-  them and the bridge. A session that died without ``stop`` leaves its owner's pid in
-  ``STATE_DIR``; the next stand-in that starts removes what a dead owner left.
+  them and the bridge; a process that entered one while ``stop`` ran is killed after the deletion.
+  (``ip netns del`` unmounts a namespace's file, then unlinks it, and ``ip netns add`` creates it
+  empty before mounting the namespace on it: an ``nsenter`` opening it in between fails with
+  "reassociate to namespace 'ns/net' failed: Invalid argument". Only this stand-in adds or deletes
+  its namespaces, so that happens only to a process entering while it stops. Other stand-ins'
+  ``ip netns`` never touch its files, and the one step they share, making /run/netns a shared mount
+  point, iproute2 takes under a lock on the folder.) A session that died without ``stop`` leaves
+  its owner's pid in ``STATE_DIR``; the next stand-in that starts removes what a dead owner left.
 
 Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN on this machine): ``require_root`` says so, and the
 stand-in never falls back to a shared network.
@@ -54,6 +60,7 @@ NETNS_DIR = Path("/run/netns")
 NAME_PREFIX = "ssmsi"  # bridges ssmsi<tag>, namespaces ssmsi<tag>-<n>, host-side veths ssv<tag><n>
 MAX_NAMESPACES = 1000  # a Linux bridge takes at most 1024 ports (BR_MAX_PORTS)
 COMMAND_TIMEOUT = 30
+MAX_KILL_PASSES = 100  # kill passes over /proc; each one after the first only for processes new since
 
 
 class NetworkUnavailable(RuntimeError):
@@ -142,35 +149,65 @@ def _namespaces(tag: str) -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(f"{NAME_PREFIX}{tag}-"))
 
 
-def kill_processes(namespaces: list[str]) -> None:
-    """SIGKILL every process whose network namespace is one of ``namespaces`` (the instances' pm2
-    daemons, apps, anything their commands left running), as stopping the instances would. One pass
-    over /proc for all of them, matching as ``ip netns pids`` does: the namespace file and a
-    process's ``ns/net`` are the same (device, inode)."""
+Identity = tuple[int, int]  # a network namespace's (device, inode), as its file and a process's ns/net show it
+
+
+def _identities(namespaces: list[str]) -> set[Identity]:
     wanted = set()
     for namespace in namespaces:
         with contextlib.suppress(OSError):
             found = os.stat(NETNS_DIR / namespace)
             wanted.add((found.st_dev, found.st_ino))
-    if not wanted:
-        return
+    return wanted
+
+
+def _members(wanted: set[Identity]) -> set[int]:
+    """The processes whose network namespace is one of ``wanted``: one pass over /proc, matching as
+    ``ip netns pids`` does (a zombie has no namespace left, so it is not one)."""
+    found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            found = os.stat(f"/proc/{entry}/ns/net")
+            namespace = os.stat(f"/proc/{entry}/ns/net")
         except OSError:  # gone, or a kernel thread
             continue
-        if (found.st_dev, found.st_ino) in wanted:
+        if (namespace.st_dev, namespace.st_ino) in wanted:
+            found.add(int(entry))
+    return found
+
+
+def _kill_members(wanted: set[Identity]) -> None:
+    """SIGKILL every process in the namespaces ``wanted``, passing over /proc again until a pass finds
+    none it has not killed: a child forked (a pm2 daemon restarting its app) or a process that entered
+    while a pass ran is caught by the next one. A killed process forks no more, so this ends."""
+    killed: set[int] = set()
+    for _ in range(MAX_KILL_PASSES):
+        found = _members(wanted) - killed
+        if not found:
+            return
+        for pid in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+        killed |= found
+
+
+def kill_processes(namespaces: list[str]) -> None:
+    """SIGKILL every process whose network namespace is one of ``namespaces`` (the instances' pm2
+    daemons, apps, anything their commands left running), as stopping the instances would."""
+    _kill_members(_identities(namespaces))
 
 
 def _remove(tag: str) -> None:
     namespaces = _namespaces(tag)
-    kill_processes(namespaces)
+    identities = _identities(namespaces)
+    _kill_members(identities)
     for namespace in namespaces:
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+    # Once its file is gone nothing can enter a namespace by name, but a process could enter between
+    # the pass above and ``ip netns del`` (an nsenter started before stop): it would outlive the stop
+    # and keep the namespace alive. Killed here, by the identities taken before the files went.
+    _kill_members(identities)
     subprocess.run(
         ["ip", "link", "del", f"{NAME_PREFIX}{tag}"], capture_output=True, timeout=COMMAND_TIMEOUT, check=False
     )

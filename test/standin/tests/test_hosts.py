@@ -8,10 +8,12 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 import threading
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import wait_until
@@ -116,15 +118,31 @@ def test_a_retired_instance_runs_nothing_more_and_is_no_longer_checked(standin: 
     assert get(f"http://{standin.instance(kept).address}:3000/") == f"{kept}\n"  # the other one runs on
 
 
+def enter(namespace: str) -> subprocess.Popen[bytes]:
+    """A process that enters the instance's network namespace and sleeps there, as a daemon would live."""
+    return subprocess.Popen(["nsenter", f"--net={hosts.NETNS_DIR}/{namespace}", "sleep", "600"], start_new_session=True)
+
+
+def inside(pid: int, namespace: str) -> bool:
+    """Whether process ``pid`` is in the network namespace (the same device and inode, as ``ip netns pids``)."""
+    try:
+        process, instance = os.stat(f"/proc/{pid}/ns/net"), os.stat(hosts.NETNS_DIR / namespace)
+    except OSError:
+        return False
+    return (process.st_dev, process.st_ino) == (instance.st_dev, instance.st_ino)
+
+
 def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:
     # a network of its own (a second StandIn in this process would take over the first's moto patches)
     network = hosts.PrivateNetwork().start()
     address = str(network.subnet.network_address + 4)
     namespace = network.namespace("i-0123456789abcdef0", address)
-    sleeper = subprocess.Popen(
-        ["nsenter", f"--net={hosts.NETNS_DIR}/{namespace}", "sleep", "600"], start_new_session=True
-    )
+    sleeper = enter(namespace)
     reached = subprocess.run(["ip", "-n", namespace, "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    # in the instance before the stop: nsenter opening the namespace's file while ``ip netns del``
+    # removes it fails ("reassociate to namespace 'ns/net' failed: Invalid argument"); the next test
+    # is about a process entering during the stop
+    wait_until(lambda: inside(sleeper.pid, namespace), "the sleeper to be in the instance's namespace")
     network.stop()
 
     assert f"{address}/{network.subnet.prefixlen}" in reached
@@ -133,6 +151,55 @@ def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert network.bridge not in links and f"ssv{network.tag}" not in links
     assert not (hosts.STATE_DIR / f"{network.tag}.owner").exists()
+
+
+def test_a_process_that_enters_an_instance_while_the_network_stops_does_not_outlive_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    network = hosts.PrivateNetwork().start()
+    namespace = network.namespace("i-0123456789abcdef0", str(network.subnet.network_address + 4))
+    entrants: list[subprocess.Popen[bytes]] = []
+    run = subprocess.run
+
+    def enter_then_run(args: list[str], *rest: Any, **options: Any) -> Any:
+        # the worst moment to enter: the instance's processes are killed, its namespace not yet deleted
+        if args[:3] == ["ip", "netns", "del"] and not entrants:
+            entrants.append(enter(namespace))
+            wait_until(lambda: inside(entrants[0].pid, namespace), "the entrant to be in the instance's namespace")
+        return run(args, *rest, **options)
+
+    monkeypatch.setattr(subprocess, "run", enter_then_run)  # the one hosts.py calls
+    try:
+        network.stop()
+    finally:
+        monkeypatch.undo()
+    (entrant,) = entrants
+    try:
+        wait_until(lambda: entrant.poll() is not None, "the entrant to end with the instance", timeout=30)
+        assert entrant.returncode == -9
+        assert not [name for name in os.listdir(hosts.NETNS_DIR) if name.startswith(network.bridge)]
+    finally:
+        entrant.kill()
+        entrant.wait()
+
+
+def test_stand_ins_starting_and_stopping_side_by_side_never_break_entering_a_live_instance() -> None:
+    # parallel test workers each run a stand-in: their ip netns add/del must not touch another's
+    # namespaces (a failed nsenter there was once suspected of the flake the test above explains)
+    churners = [
+        subprocess.Popen(
+            [sys.executable, "-m", "standin.tests.netns_churn", "3", "4"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        )
+        for _ in range(3)
+    ]
+    outputs = [churner.communicate(timeout=120)[0] for churner in churners]
+
+    assert [churner.returncode for churner in churners] == [0, 0, 0], outputs
+    assert outputs == ["", "", ""]  # every entry into a live namespace succeeded
 
 
 @pytest.mark.parametrize("owner", ["reaped", "zombie"])  # a worker killed while its parent lives on is a zombie
