@@ -50,6 +50,7 @@ def stage_release(run: Run) -> DeployFailed | None:
     before = release.live_before or "what it ran before"
     if failed:
         record.status = PhaseStatus.FAILED
+        run.outcome.fleet.update(_reported_fleet(record.invocations, release.live_before))
         return DeployFailed(
             f"Staging release {release.plan.release_id} failed on {len(failed)} of {len(spec.instance_ids)} "
             f"instance(s): {listed(failed)}.{release_meanings(failed)} Nothing was drained or switched: every "

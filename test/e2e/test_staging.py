@@ -135,6 +135,7 @@ def test_a_release_that_fails_to_stage_on_one_instance_drains_and_switches_nothi
     assert document["failed_instances"] == [{"instance_id": bad, "phases": ["stage"]}]
     assert [batch["outcome"] for batch in document["batches"]] == ["not started", "not started"]
     assert document["instances"] == []  # no deploy command was sent
+    assert document["fleet"] == {good: A, bad: A}  # what each instance runs, as after every other failure
 
 
 def test_a_staged_release_changed_before_its_batch_is_refused_and_the_rollback_only_switches(
