@@ -16,7 +16,7 @@ from pipe.config.build_context import BuildContext
 from pipe.config.release import RELEASE_ID_MAX, ledger_archive_folder
 from pipe.config.settings import DeploySettings
 from pipe.errors import DeployFailed, PipeError, sentence
-from pipe.model import DeployOutcome, SecretRef
+from pipe.model import BatchOutcome, DeployOutcome, SecretRef
 from pipe.release.artifact import Artifact, already_uploaded, upload_once
 from pipe.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
 from pipe.release.ledger import (
@@ -166,7 +166,7 @@ def record_release(
     could not record it (the caller decides what that does to the verdict; a warning says it either
     way), or None. A copy the archive could not take only warns: the next deploy copies it.
     ``stopped``: the rollout ended on a stop (DeployStopped)."""
-    if not outcome.deploy.commands:
+    if not reached_the_fleet(outcome):
         return None
     fleet = fleet_at_end(targeted, outcome, release.plan.release_id, release.live_before)
     status = entry_status(outcome, stopped, fleet, release.plan.release_id, release.live_before)
@@ -194,6 +194,14 @@ def record_release(
     if archive is not None:
         archive.keep([*release.history.versions, Version(version, value)], newest=version)
     return None
+
+
+def reached_the_fleet(outcome: DeployOutcome) -> bool:
+    """Something of this deploy reached an instance or the load balancer: a staging or deploy command was
+    sent, or a batch was drained. Such a deploy is on the record however it ended (a release that failed
+    to stage, a stop during the first drain); one refused before (bad input, the lock, MIN_HEALTHY) is not."""
+    sent = outcome.stage.commands or outcome.deploy.commands
+    return bool(sent) or any(record.outcome is not BatchOutcome.NOT_STARTED for record in outcome.batches)
 
 
 def _not_recorded(reason: str) -> str:

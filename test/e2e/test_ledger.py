@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from e2e.test_releases import build, live, release_env
 from standin import StandIn
-from support import LivePipe, run_pipe
+from support import LivePipe, run_pipe, wait_until
 
 COMMIT_A, COMMIT_B, COMMIT_C = "a" * 40, "b" * 40, "c" * 40
 
@@ -300,3 +300,33 @@ def test_a_deploy_live_everywhere_that_the_ledger_cannot_record_fails_the_step_a
     assert again.returncode == 0, again.output
     entry = entries(standin, service)[-1]
     assert (entry["release"], entry["status"]) == ("000002-0123456", "succeeded"), entry
+
+
+def test_a_release_that_fails_to_stage_and_a_stop_during_staging_are_on_the_record(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Staging reaches every instance before anything is drained: a deploy that ends there (a release that
+    fails to stage on one instance, a stop while the instances stage) is in the audit trail, recorded
+    with every instance on the release live before, which stays the live one."""
+    first, second = standin.launch(2)
+    ship = Ship(standin, [first, second], tmp_path, bucket, service)
+    artifact = build(tmp_path, "A")
+    ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
+    build(tmp_path, "B")
+    broken = f'if [ "$AWS_SSM_INSTANCE_ID" = "{second}" ]; then exit 3; fi'
+    failed = run_pipe(ship.env(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", BATCH_SIZE="1", COMMANDS=broken))
+    build(tmp_path, "C")
+    staging = "touch /srv/staging\nsleep 600"
+    pipe = LivePipe(ship.env(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="3", BATCH_SIZE="1", COMMANDS=staging))
+    on_each = [standin.instance_path(instance_id, "/srv/staging") for instance_id in (first, second)]
+    wait_until(lambda: all(path.exists() for path in on_each), "COMMANDS staging on each instance", 120)
+    pipe.signal(signal.SIGTERM)
+    stopped = pipe.finish(timeout=120)
+
+    assert failed.returncode == 1 and "Staging release 000002-0123456 failed" in failed.output, failed.output
+    assert stopped.returncode == 1, stopped.output
+    assert (live(standin, first), live(standin, second)) == ("A", "A")
+    on_a = {"000001-0123456": {"count": 2, "ids": sorted([first, second])}}
+    recorded = [(e["release"], e["status"], e["fleet"]) for e in entries(standin, service)[1:]]
+    assert recorded == [("000002-0123456", "failed", on_a), ("000003-0123456", "stopped", on_a)]
+    assert "live before: 000001-0123456" in ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="4")
