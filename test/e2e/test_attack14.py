@@ -51,11 +51,6 @@ def _lock(fleet: Fleet) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dry run counts every target of the record as healthy, the terminated instance too, and exits 0; "
-    "the deploy cannot register it again and refuses for MIN_HEALTHY (exit 1)",
-)
 def test_a_dry_run_after_a_killed_build_whose_instance_was_terminated_gives_the_deploys_verdict(
     standin: StandIn,
 ) -> None:
@@ -83,14 +78,10 @@ def test_a_dry_run_after_a_killed_build_whose_instance_was_terminated_gives_the_
 
     # what should hold: the dry run's verdict is the deploy's
     assert dry.returncode == run.returncode, (dry.output, run.output)
+    assert f"{gone} (" in dry.output and "no longer running" in dry.output, dry.output
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="with LOCK 'false' the record is never read: the killed build's batch is deployed as 'in none of the "
-    "target groups' and stays out of service, '✔ Deployed to 3 instance(s)', exit 0, the killed build unnamed",
-)
 def test_a_deploy_with_the_lock_off_after_a_killed_build_says_what_the_killed_build_left_out(
     standin: StandIn,
 ) -> None:
