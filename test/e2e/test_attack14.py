@@ -7,13 +7,14 @@ it puts back, then a third deploy. Each test asserts what should hold."""
 from __future__ import annotations
 
 import signal
+import uuid
 
 import pytest
 from e2e.test_attack12 import BUILDS, _age_the_lock, _kill_at
-from e2e.test_load_balancer import Fleet, make_fleet, rolling_env
+from e2e.test_load_balancer import ELB_TIME_SCALE, Fleet, make_fleet, rolling_env
 from standin import StandIn
 from standin.instance_app import RESTART
-from support import LivePipe, run_pipe
+from support import LivePipe, run_pipe, wait_until
 
 SERVING = ("healthy", "initial")
 SLUG_LOCK = "/deploy-lock/web-api/_"  # the lock without SERVICE: the repository's slug (acme/web-api)
@@ -134,3 +135,62 @@ def test_the_next_holder_killed_while_it_puts_back_leaves_it_to_the_third_deploy
     assert f"Build {BUILDS}41 took" in run.output, run.output
     assert all(states.get(i) in SERVING for i in fleet.ids), (states, run.output)
     assert standin.client("ssm").get_parameters(Names=[f"{_lock(fleet)}/out-of-service"])["Parameters"] == []
+
+
+def _fleet_on_two_ports(standin: StandIn) -> tuple[Fleet, list[tuple[str, int]]]:
+    """Two instances each registered twice in one group, on ports 3000 and 3001 (health checked on 3000, where
+    the app listens): every (instance, port) target."""
+    standin.elb_time_scale = ELB_TIME_SCALE
+    ids = standin.launch(2)
+    for instance in ids:
+        standin.app_up(instance)
+    name = f"web-{uuid.uuid4().hex[:8]}"
+    arn = standin.create_target_group(name, ids, deregistration_delay=20, health_check_port=3000)
+    standin.client("elbv2").register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 3001} for i in ids])
+    targets = [(i, port) for i in ids for port in (3000, 3001)]
+    wait_until(lambda: all(standin.port_states(arn).get(t) == "healthy" for t in targets), "healthy", timeout=60)
+    return Fleet(ids, arn, name), targets
+
+
+@pytest.mark.slow
+def test_a_killed_builds_instance_registered_on_two_ports_is_put_back_on_both(standin: StandIn) -> None:
+    """A build killed while its first instance, registered twice in the group (two ports), is out: the record
+    names both registrations, and the deploy that takes the lock over registers both again; at the end every
+    (instance, port) target serves."""
+    fleet, targets = _fleet_on_two_ports(standin)
+    _kill_at(
+        rolling_env(
+            standin, fleet, COMMANDS="echo deploy-is-running\nsleep 600", LOCK="true", BITBUCKET_BUILD_NUMBER="41"
+        ),
+        "deploy-is-running",
+    )
+    for command in standin.sent_commands():
+        standin.client("ssm").cancel_command(CommandId=command.command_id)
+    ports = standin.port_states(fleet.group_arn)
+    out = [t for t in targets if ports.get(t) not in SERVING]
+    assert len(out) == 2 and out[0][0] == out[1][0], ports  # one instance, both its ports
+    _age_the_lock(standin, _lock(fleet))
+
+    run = run_pipe(rolling_env(standin, fleet, COMMANDS=RESTART, LOCK="true", BITBUCKET_BUILD_NUMBER="42"), timeout=400)
+
+    ports = standin.port_states(fleet.group_arn)
+    assert run.returncode == 0, run.output
+    assert all(ports.get(t) in SERVING for t in targets), (ports, run.output)
+    assert f"Build {BUILDS}41 took {out[0][0]}" in run.output, run.output
+
+
+@pytest.mark.slow
+def test_a_record_left_by_another_service_is_not_touched(standin: StandIn) -> None:
+    """A killed build of one SERVICE left its record; a deploy of another SERVICE (its own lock) to a fleet of
+    its own neither reads nor changes it: the record is the first service's to put back."""
+    fleet, _ = _killed_with_a_batch_of_two_out_of_service(standin)
+    record = f"{_lock(fleet)}/out-of-service"
+    before = standin.client("ssm").get_parameter(Name=record)["Parameter"]
+    other = make_fleet(standin, 1)
+
+    run = run_pipe(rolling_env(standin, other, COMMANDS=RESTART, LOCK="true", MIN_HEALTHY="0"), timeout=300)
+
+    after = standin.client("ssm").get_parameter(Name=record)["Parameter"]
+    assert run.returncode == 0, run.output
+    assert (after["Value"], after["Version"]) == (before["Value"], before["Version"])
+    assert "never put them back" not in run.output, run.output
