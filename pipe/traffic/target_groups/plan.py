@@ -5,9 +5,12 @@ now, the drain bound, and the plan's lines. Reads only; a refusal leaves nothing
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.clients import Clients
-from pipe.config.lock import lock_name
+from pipe.config.lock import lock_name, lock_name_problem, lock_path
 from pipe.config.rollout import DRAIN_MARGIN_SECONDS, LARGEST, batch_sizes
 from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
@@ -34,6 +37,8 @@ def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list
     groups = found.groups
     if settings.dry_run and rollout.lock:
         _as_the_deploy_finds_them(clients, lock_name(settings.service, settings.environment), groups)
+    elif not rollout.lock and not lock_name_problem(settings.service, settings.environment):
+        _left_out_with_the_lock_off(clients, lock_path(settings.service, settings.environment))
     if not groups:  # 'auto' on instances in no target group: an environment without a load balancer
         log.info(
             f"TARGET_GROUPS 'auto': none of the {len(ours)} instance(s) is registered in an ELBv2 target group, so "
@@ -79,16 +84,23 @@ def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list
 def _as_the_deploy_finds_them(clients: Clients, lock: str, groups: list[TargetGroup]) -> None:
     """A dry run after a killed build: the deploy that takes the lock registers again what the killed
     build took out before it reads the fleet, so the dry run's checks count those targets as back
-    (healthy, as the deploy waits for them to be), and a line says so."""
+    (healthy, as the deploy waits for them to be), and a line says so. An instance that is not running
+    (terminated since) cannot be registered again (RegisterTargets: InvalidTarget): it stays out, as the
+    deploy leaves it, and the line names it."""
     left = what_a_killed_deploy_left(clients.ssm, lock)
     if left is None:
         return
     build, targets = left
+    running = _running(clients.ec2, sorted({instance for _, _, instance, _ in targets}))
     by_arn = {group.arn: group for group in groups}
     back: list[str] = []
+    stay_out: list[str] = []
     for arn, _, instance, port in targets:
         group = by_arn.get(arn)
         if group is None or any(t.instance_id == instance and t.port == port for t in group.registered):
+            continue
+        if running is not None and instance not in running:
+            stay_out.append(f"{instance} ({group.name})")
             continue
         group.targets = [t for t in group.targets if (t.instance_id, t.port) != (instance, port)]
         group.targets.append(TargetState(instance, port, HEALTHY))
@@ -98,6 +110,37 @@ def _as_the_deploy_finds_them(clients: Clients, lock: str, groups: list[TargetGr
             f"Build {build} took {', '.join(back)} out of service and never put them back ({lock}/out-of-service): "
             "the deploy registers them again before it reads the fleet, so this dry run counts them as healthy"
         )
+    if stay_out:
+        log.info(
+            f"Build {build} also took {', '.join(stay_out)} out of service ({lock}/out-of-service), no longer "
+            "running: the deploy cannot register them again, so this dry run counts them out, as the deploy will"
+        )
+
+
+def _left_out_with_the_lock_off(clients: Clients, lock: str) -> None:
+    """LOCK 'false': this deploy neither takes the lock nor puts back what a deploy holding it (killed, or
+    running now) took out of service; the targets its record names stay out, and a warning says so."""
+    left = what_a_killed_deploy_left(clients.ssm, lock)  # None without the record or the right to read it
+    if left is None:
+        return
+    build, targets = left
+    listed = ", ".join(f"{instance} ({group})" for _, group, instance, _ in targets)
+    log.warning(
+        f"Build {build} took {listed} out of service and has not put them back ({lock}/out-of-service): with "
+        "LOCK 'false' this deploy neither puts them back nor waits for them, so they stay out of service. If "
+        f"build {build} was killed, run the deploy with LOCK 'true': it registers them again before anything else"
+    )
+
+
+def _running(ec2: Any, instance_ids: list[str]) -> set[str] | None:
+    """Which of ``instance_ids`` are running (ec2:DescribeInstances, as the plan's TARGETS), None when it
+    cannot be read (every target is then counted as back)."""
+    filters = [{"Name": "instance-id", "Values": instance_ids}, {"Name": "instance-state-name", "Values": ["running"]}]
+    try:
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+        return {i["InstanceId"] for page in pages for r in page.get("Reservations", []) for i in r.get("Instances", [])}
+    except (ClientError, BotoCoreError):
+        return None
 
 
 def _refuse_below_min_healthy(leaving: list[TargetGroup], batches: list[Batch], min_healthy: str) -> None:
