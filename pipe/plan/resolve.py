@@ -39,7 +39,7 @@ def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target], ssm: 
                 instance_ids = _intersect(instance_ids, _group_instances(resource_groups, target.values))
         if instance_ids is not None and not instance_ids:
             return []
-        found = _ec2_instances(ec2, tag_filters, instance_ids)
+        found = running_instances(ec2, tag_filters, instance_ids)
     except ClientError as error:
         reason = error_message(error) if is_access_denied(error) else str(error)
         log.warning(f"Could not resolve TARGETS before sending ({reason}); the agent check is skipped.")
@@ -53,7 +53,9 @@ def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target], ssm: 
     return sorted(set(found) | set(hybrid))
 
 
-def _ec2_instances(ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str]:
+def running_instances(ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str]:
+    """The running EC2 instances among ``instance_ids`` (all of them when None) with the tags; hybrid nodes
+    are never EC2's."""
     filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": ["running"]}, *tag_filters]
     if instance_ids is not None:
         ec2_ids = sorted(i for i in instance_ids if not i.startswith(HYBRID_PREFIX))

@@ -16,6 +16,7 @@ from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.model import Batch
 from pipe.plan.batches import batches_of, sized, switching_back
+from pipe.plan.resolve import running_instances
 from pipe.traffic import Planned
 from pipe.traffic.left_out import what_a_killed_deploy_left
 from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch
@@ -135,10 +136,8 @@ def _left_out_with_the_lock_off(clients: Clients, lock: str) -> None:
 def _running(ec2: Any, instance_ids: list[str]) -> set[str] | None:
     """Which of ``instance_ids`` are running (ec2:DescribeInstances, as the plan's TARGETS), None when it
     cannot be read (every target is then counted as back)."""
-    filters = [{"Name": "instance-id", "Values": instance_ids}, {"Name": "instance-state-name", "Values": ["running"]}]
     try:
-        pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-        return {i["InstanceId"] for page in pages for r in page.get("Reservations", []) for i in r.get("Instances", [])}
+        return set(running_instances(ec2, [], set(instance_ids)))
     except (ClientError, BotoCoreError):
         return None
 
