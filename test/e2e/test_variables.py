@@ -3,6 +3,7 @@ and each class of bad input is refused by name, in one clear message, with nothi
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from standin import StandIn
 from standin.standin import ACCOUNT
-from support import CLONE_DIR, run_pipe
+from support import CLONE_DIR, LivePipe, run_pipe
 
 
 def yaml_list(name: str, items: list[str]) -> dict[str, str]:
@@ -78,6 +79,35 @@ def test_secrets_by_version_label_and_arn_are_read_on_the_instance(standin: Stan
     assert "Checked 4 parameter(s)" in run.output
     for value in ("first-v4lue", "second-v4lue", "third-v4lue"):
         assert value not in run.output
+
+
+def test_a_label_moved_between_two_batches_reaches_neither_batch(standin: StandIn) -> None:
+    """SECRETS by label, in a rollout of one instance at a time: while the first batch bakes, the label is
+    moved to a newer version. The deploy ships one configuration: both instances read the version the label
+    named when the pipe read it (AWS answers a label with its Selector, and the pipe pins it)."""
+    first, second = standin.launch(2)
+    name = f"/deploy/lbl{uuid.uuid4().hex[:6]}/db_password"
+    key = standin.create_key("a moving label")
+    for value in ("old-v4lue", "new-v4lue"):
+        standin.put_secret(name, value, key)
+    ssm = standin.client("ssm")
+    ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=["live"])
+    env = standin.pipe_env(
+        INSTANCE_IDS=f"{first} {second}",
+        SECRETS=f"DB_PASSWORD={name}:live",
+        COMMANDS='printf %s "$DB_PASSWORD" | sha256sum | cut -c1-64 > /srv/db.sha256',
+        BATCH_SIZE="1",
+        BAKE_TIME="20",
+    )
+    pipe = LivePipe(env)
+    pipe.wait_for_line("batch 1/2 (1 instance(s)): baking", timeout=120)
+    ssm.label_parameter_version(Name=name, ParameterVersion=2, Labels=["live"])  # moves the label
+    run = pipe.finish(timeout=200)
+
+    assert run.returncode == 0, run.output
+    read = {i: standin.instance_path(i, "/srv/db.sha256").read_text().strip() for i in (first, second)}
+    assert read == {i: hashlib.sha256(b"old-v4lue").hexdigest() for i in (first, second)}
+    assert "v4lue" not in run.output
 
 
 def test_a_missing_version_is_refused_before_anything_is_sent(standin: StandIn) -> None:

@@ -630,13 +630,43 @@ def _get_command_invocation(self: SimpleSystemManagerResponse) -> Any:
 def _guarded(action: str, name: str) -> Any:
     def method(self: SimpleSystemManagerResponse) -> Any:
         request = _request(self)
+        names = request.get("Names") or [request.get("Name")]
         if action in ("GetParameter", "GetParameters") and request.get("WithDecryption"):
-            names = request.get("Names") or [request.get("Name")]
             request["KmsKeyIds"] = [k for k in (parameter_key_id(self, n) for n in names) if k]
         _hooks_or_fail().before_request(action, caller_arn(self), request)
-        return _originals[name](self)
+        answer = _originals[name](self)
+        if isinstance(answer, ActionResult) and isinstance(answer.result, dict):
+            _name_selectors(answer.result, [str(n) for n in names if n], self.ssm_backend.get_parameter)
+        return answer
 
     return method
+
+
+def _selector(reference: str) -> tuple[str, str] | None:
+    """``(name or ARN, selector)`` of a reference asked as ``name:version`` or ``name:label``; None without
+    one (a parameter name holds no colon; an ARN's own colons come before ``parameter/``)."""
+    own = reference.split(":parameter/", 1)[1] if reference.startswith("arn:") else reference
+    if ":" not in own:
+        return None
+    base, selector = reference.rsplit(":", 1)
+    return base, selector
+
+
+def _name_selectors(result: dict[str, Any], references: list[str], resolve: Callable[[str], Any]) -> None:
+    """AWS answers a parameter asked with a version or a label with ``Selector`` (``:7``, ``:live``):
+    "Either the version number or the label used to retrieve the parameter value" (API Reference,
+    Parameter). moto leaves it out; it is added here to the answer of the version the reference names
+    (``resolve``: moto's own lookup of ``name:selector``)."""
+    answers = result.get("Parameters") or ([result["Parameter"]] if result.get("Parameter") else [])
+    for reference in references:
+        selected = _selector(reference)
+        found = resolve(reference) if selected is not None else None
+        if selected is None or found is None:
+            continue
+        for answer in answers:
+            if answer.get("Name") == found.name and answer.get("Version") == found.version and "Selector" not in answer:
+                answer["Selector"] = f":{selected[1]}"
+                break
 
 
 def _filter_log_events(self: LogsResponse) -> str:

@@ -139,3 +139,21 @@ def test_parameter_history_keeps_the_newest_100_versions_in_pages_of_at_most_50(
     versions = [p["Version"] for page in pages for p in page["Parameters"]]
     assert sorted(versions) == list(range(21, 121))
     assert refused.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_a_parameter_asked_by_version_or_label_is_answered_with_its_selector(standin: StandIn) -> None:
+    """API Reference, Parameter: ``Selector`` is "either the version number or the label used to retrieve
+    the parameter value"; a name asked without one is answered without it."""
+    ssm = standin.client("ssm")
+    name = f"/fidelity/{uuid.uuid4().hex[:8]}/db_password"
+    ssm.put_parameter(Name=name, Value="one", Type="SecureString")
+    ssm.put_parameter(Name=name, Value="two", Type="SecureString", Overwrite=True)
+    ssm.label_parameter_version(Name=name, ParameterVersion=1, Labels=["live"])
+    arn = ssm.get_parameter(Name=name)["Parameter"]["ARN"]
+
+    answers = ssm.get_parameters(Names=[f"{name}:2", f"{name}:live", f"{arn}:live"], WithDecryption=True)["Parameters"]
+    plain = ssm.get_parameter(Name=name)["Parameter"]
+
+    assert sorted((a["Version"], a["Selector"]) for a in answers) == [(1, ":live"), (1, ":live"), (2, ":2")]
+    assert ssm.get_parameter(Name=f"{name}:live")["Parameter"]["Selector"] == ":live"
+    assert "Selector" not in plain
