@@ -290,6 +290,12 @@ class StandIn:
         path outside the mapped roots (shared by every instance, so never per instance)."""
         return self.instance(instance_id).path(path)
 
+    def host_pid(self, instance_id: str, pid: int) -> int | None:
+        """This machine's pid of the process ``pid`` on the instance (each instance has its own PID
+        namespace: its pid files and ``$$`` hold its own numbers), or None when the instance runs no
+        such process. Tests look processes up in this machine's /proc, or signal them, through it."""
+        return self.network.host_pid(instance_id, pid)
+
     def run_on_instance(
         self, instance_id: str, script: str, timeout: float = 120, cwd: str = "/"
     ) -> subprocess.CompletedProcess[str]:
