@@ -147,6 +147,7 @@ def test_a_rollback_that_leaves_a_process_of_the_failed_release_running_does_not
         )
         worker = instance_process(standin, instance_id, "/srv/worker.pid")
         cwd = os.readlink(f"/proc/{worker}/cwd") if worker else ""
+        on_instance = standin.instance_path(instance_id, "/srv/worker.pid").read_text().strip()  # its pid there
     finally:
         kill_instance_processes(standin, instance_id, "/srv/worker.pid")
 
@@ -157,7 +158,7 @@ def test_a_rollback_that_leaves_a_process_of_the_failed_release_running_does_not
     # what should hold: a rollback that leaves B's code running is not recorded as a clean rollback,
     # and the log names the process
     assert entry["status"] != "rolled back", entry
-    assert str(worker) in failed.output, failed.output
+    assert f"process {on_instance} (" in failed.output, failed.output
 
 
 # --- KEEP_RELEASES prunes the release the rollback needs --------------------------------------------------

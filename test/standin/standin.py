@@ -54,7 +54,8 @@ STATE_PARENT = Path("/var/tmp")  # the stand-in's folders: not under a root each
 
 class StandIn:
     """moto on 127.0.0.1 with Run Command executed by local processes, each instance a host of its
-    own: its own network namespace and address (``hosts.py``) and file system (``isolation.py``).
+    own: its own network namespace and address (``hosts.py``), processes (``pid_namespace.py``) and
+    file system (``isolation.py``).
 
     ``root`` holds the instances' folders; by default a new folder under /var/tmp, removed on stop."""
 
