@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,6 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from standin import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPE = ROOT / "pipe" / "pipe.py"
@@ -56,6 +61,24 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30, ev
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(every)
+
+
+def instance_process(standin: StandIn, instance_id: str, pid_file: str) -> int | None:
+    """This machine's pid of the process whose pid (the instance's own number: each instance has its
+    own PID namespace) ``pid_file`` on the instance holds, or None when the file is missing or that
+    process no longer runs there."""
+    path = standin.instance_path(instance_id, pid_file)
+    text = path.read_text().strip() if path.exists() else ""
+    return standin.host_pid(instance_id, int(text)) if text.isdigit() else None
+
+
+def kill_instance_processes(standin: StandIn, instance_id: str, *pid_files: str) -> None:
+    """SIGKILL the instance's processes whose pids ``pid_files`` on the instance hold, where they run."""
+    for pid_file in pid_files:
+        pid = instance_process(standin, instance_id, pid_file)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 TIME_OF_DAY = re.compile(r"\d{2}:\d{2}:\d{2}")

@@ -6,9 +6,6 @@ app is asked over HTTP."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_releases import live, release_env
 from standin import StandIn
-from support import run_pipe, wait_until
+from support import kill_instance_processes, run_pipe, wait_until
 
 A, B = "000001-0123456", "000002-0123456"
 
@@ -32,12 +29,6 @@ def served(standin: StandIn, instance_id: str, port: int) -> str:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip()
-
-
-def kill_from(pid_file: Path) -> None:
-    if pid_file.exists():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 # A static site served by python3's http.server, started by ACTIVATE_COMMANDS when it does not run
@@ -59,7 +50,6 @@ def test_a_server_left_serving_the_replaced_release_fails_the_deploy(
 ) -> None:
     (instance_id,) = standin.launch(1)
     port = 18080 + list(SERVERS).index(how)
-    pid_file = standin.instance_path(instance_id, "/srv/static.pid")
     start = SERVERS[how].format(port=port)
     activate = (
         'echo "activated $(cat version.txt)"\n'
@@ -91,7 +81,7 @@ def test_a_server_left_serving_the_replaced_release_fails_the_deploy(
         second = run_pipe(env("B", "2"), timeout=300)
         what_serves = served(standin, instance_id, port)
     finally:
-        kill_from(pid_file)
+        kill_instance_processes(standin, instance_id, "/srv/static.pid")
 
     # the verdict may not say Deployed while the app serves the release it replaced
     assert (second.returncode, what_serves) != (0, "A"), second.output

@@ -7,7 +7,6 @@ stand-in maps /srv), so ``current`` is checked on disk."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from e2e.test_releases import build, live, release_env
 from standin import StandIn
-from support import LivePipe, run_pipe
+from support import LivePipe, kill_instance_processes, run_pipe
 
 A, B = "000001-0123456", "000002-0123456"
 
@@ -155,7 +154,6 @@ def test_a_process_gone_stale_after_the_activation_fails_the_health_check_and_is
     it does not: exit 90, and the rollback switches the instance back with the others."""
     good, stale = standin.launch(2)
     shop.ship([good, stale], "A", "1")
-    pid_file = standin.instance_path(stale, "/srv/stale.pid")
     start_stale = (
         f'if [ "$AWS_SSM_INSTANCE_ID" = "{stale}" ] && [ ! -e /srv/stale.pid ]; then\n'
         f"  (cd /srv/web-api/releases/{A} && exec tail -f version.txt) </dev/null >/dev/null 2>&1 &\n"
@@ -172,8 +170,7 @@ def test_a_process_gone_stale_after_the_activation_fails_the_health_check_and_is
     try:
         run = run_pipe(env, timeout=300)
     finally:
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        kill_instance_processes(standin, stale, "/srv/stale.pid")
 
     assert run.returncode == 1, run.output
     assert f"the health check failed on 1 of 2 instance(s): {stale}: Failed (exit 90)" in run.output

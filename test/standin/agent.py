@@ -2,8 +2,9 @@
 
 The process runs as the agent does on AWS: as root, with the agent's environment
 (``StandIn.instance_environment``: the instance role, the AWS CLI), on the instance: in its network
-namespace (``hosts.py``) and a mount namespace where the instance's folder holds /home, /root, /tmp,
-/srv and /opt (``isolation.py``).
+namespace (``hosts.py``), its PID namespace (``pid_namespace.py``) and a mount namespace where the
+instance's folder holds /home, /root, /tmp, /srv and /opt and /proc is its PID namespace's
+(``isolation.py``).
 """
 
 from __future__ import annotations

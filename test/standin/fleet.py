@@ -48,8 +48,11 @@ class FakeInstance:
         return isolation.host_path(self.home, path)
 
     def launch_command(self, script: Path, cwd: str) -> list[str]:
-        """argv that runs ``bash script`` in ``cwd`` on this instance (its network and file system)."""
-        return isolation.launch_command(self.network.namespace(self.instance_id, self.address), self.home, script, cwd)
+        """argv that runs ``bash script`` in ``cwd`` on this instance (its network, processes and file
+        system)."""
+        network = self.network.namespace(self.instance_id, self.address)
+        processes = self.network.pid_namespace(self.instance_id, self.address)
+        return isolation.launch_command(network, processes, self.home, script, cwd)
 
     @property
     def network_up(self) -> bool:

@@ -24,7 +24,11 @@ Choices, and why:
   (most instances of a test session never listen on anything); an instance's namespace is not
   removed while the stand-in runs, so its processes (a pm2 daemon, the app) live on between
   commands, as on a real host.
-* **Removed on stop, and after a crash.** ``stop`` kills every process in the namespaces, deletes
+* **Its own processes.** Each instance also has a PID namespace of its own (``pid_namespace.py``),
+  made with its network namespace and again after ``kill``: /proc on an instance lists only its
+  processes, as on EC2.
+* **Removed on stop, and after a crash.** ``stop`` ends the instances' PID namespaces, kills every
+  process left in the network namespaces (one that entered the network only), deletes
   them and the bridge; a process that entered one while ``stop`` ran is killed after the deletion.
   (``ip netns del`` unmounts a namespace's file, then unlinks it, and ``ip netns add`` creates it
   empty before mounting the namespace on it: an ``nsenter`` opening it in between fails with
@@ -52,6 +56,8 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from standin.pid_namespace import PidNamespace
 
 VPC_RANGE = ipaddress.ip_network("172.31.128.0/17")
 SUBNET_PREFIX = 22
@@ -236,6 +242,7 @@ class PrivateNetwork:
         self.bridge = f"{NAME_PREFIX}{self.tag}"
         self._subnet: ipaddress.IPv4Network | None = None
         self._namespaces: dict[str, str] = {}  # instance id -> namespace
+        self._processes: dict[str, PidNamespace] = {}  # instance id -> its PID namespace, while it has one
         self._lock = threading.Lock()
         self._creating: dict[str, threading.Lock] = {}  # one per instance: its namespace is made once
         self._made = 0  # namespaces made or being made: the next one's number (names never repeat)
@@ -264,6 +271,10 @@ class PrivateNetwork:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            held, self._processes = list(self._processes.values()), {}
+        for processes in held:
+            processes.kill()
         with _machine_lock():
             _remove(self.tag)
         self._namespaces.clear()
@@ -292,11 +303,37 @@ class PrivateNetwork:
                 self._namespaces[instance_id] = name
             return name
 
+    def pid_namespace(self, instance_id: str, address: str) -> str:
+        """The path of the instance's PID namespace (``nsenter --pid=``), made with its network
+        namespace on first use and again after ``kill``."""
+        network = self.namespace(instance_id, address)
+        with self._lock:
+            creating = self._creating[instance_id]
+        with creating:
+            with self._lock:
+                processes = self._processes.get(instance_id)
+            if processes is None or not processes.alive():
+                processes = PidNamespace(str(NETNS_DIR / network))
+                with self._lock:
+                    self._processes[instance_id] = processes
+            return processes.path
+
+    def host_pid(self, instance_id: str, pid: int) -> int | None:
+        """This machine's pid of the process ``pid`` on the instance (as its pid files and ``$$``
+        there say), or None when the instance runs no such process."""
+        with self._lock:
+            processes = self._processes.get(instance_id)
+        return processes.host_pid(pid) if processes is not None else None
+
     def kill(self, instance_ids: list[str]) -> None:
-        """SIGKILL every process in these instances' namespaces (``kill_processes``); the namespaces
-        stay, so a later command on one of them runs as on a rebooted host."""
+        """End every process of these instances: their PID namespaces, then whatever else is left in
+        their network namespaces (``kill_processes``). The network namespaces stay, so a later command
+        on one of them runs as on a rebooted host."""
         with self._lock:
             namespaces = [self._namespaces[i] for i in instance_ids if i in self._namespaces]
+            held = [self._processes.pop(i) for i in instance_ids if i in self._processes]
+        for processes in held:
+            processes.kill()
         kill_processes(namespaces)
 
     def is_up(self, instance_id: str) -> bool:

@@ -3,10 +3,11 @@
 The pipe sends real absolute paths (``APP_DIR: /srv/web-api``), the app user's pm2 keeps its daemon
 under ``~/.pm2``, programs write to /tmp. On AWS every instance has its own of each; here every
 instance is a folder on one machine. So each invocation's process runs in a mount namespace of its
-own (util-linux ``unshare --mount``), entered from the instance's network namespace (``hosts.py``),
-in which ``<instance folder>/root/home`` is bind-mounted on /home, ``.../root/root`` on /root, and so
-on. Inside, the commands see and change /srv/web-api or ~ec2-user as on an instance; outside, tests
-read the same files at ``<instance folder>/root/srv/web-api`` (``StandIn.instance_path``). The rest
+own (util-linux ``unshare --mount``), entered from the instance's network and PID namespaces
+(``hosts.py``, ``pid_namespace.py``), with a /proc of the instance's PID namespace, and in which
+``<instance folder>/root/home`` is bind-mounted on /home, ``.../root/root`` on /root, and so on.
+Inside, the commands see and change /srv/web-api or ~ec2-user as on an instance; outside, tests read
+the same files at ``<instance folder>/root/srv/web-api`` (``StandIn.instance_path``). The rest
 (/usr, /etc, /var, the tools in /usr/local/lib/ssm-deploy-standin) is the machine's, shared by every
 instance the way an AMI's system files are the same on every instance.
 
@@ -33,14 +34,17 @@ INSTANCE_ROOT = "root"  # the instance's own part of the file system: <instance 
 PROBE_TIMEOUT = 10
 NETNS_DIR = "/run/netns"
 
-# unshare(1) execs its program in the new namespace, so the invocation's pid (and process group,
-# which the agent kills on cancel and timeout) stays the one the agent started; nsenter(1) likewise.
+# unshare(1) execs its program in the new namespace. nsenter(1) entering a PID namespace forks (only
+# its child is in it) and passes back the child's exit status or signal; the child stays in the
+# process group the agent started, which the agent kills on cancel and timeout.
 MOUNT_NAMESPACE = ("unshare", "--mount", "--propagation", "private", "--")
 
-# Runs inside the namespace: map the roots, enter the working directory the way the agent does
-# (its message when the directory is missing), then become the script (same pid, same environment).
+# Runs inside the namespaces: a /proc of the instance's PID namespace (only its processes), map the
+# roots, enter the working directory the way the agent does (its message when the directory is
+# missing), then become the script (same pid, same environment).
 LAUNCH = r"""
 script=$1 cwd=$2; shift 2
+mount -t proc proc /proc || { echo "stand-in: cannot mount the instance's /proc" >&2; exit 1; }
 while [ "$#" -gt 1 ]; do
   mount --bind "$1" "$2" || { echo "stand-in: cannot map $1 on $2" >&2; exit 1; }
   shift 2
@@ -100,16 +104,18 @@ def mounts(home: Path) -> list[tuple[str, str]]:
     return [(str(instance_root(home) / root.lstrip("/")), root) for root in MAPPED_ROOTS]
 
 
-def launch_command(net_namespace: str, home: Path, script: Path, cwd: str) -> list[str]:
-    """argv that runs ``bash script`` in ``cwd`` on the instance: in its network namespace, in a
-    mount namespace of its own where the instance's roots are mapped."""
+def launch_command(net_namespace: str, pid_namespace: str, home: Path, script: Path, cwd: str) -> list[str]:
+    """argv that runs ``bash script`` in ``cwd`` on the instance: in its network and PID namespaces
+    (``pid_namespace``, a path as ``/proc/<pid>/ns/pid``), in a mount namespace of its own where the
+    instance's roots and its /proc are mapped."""
     pairs = [part for pair in mounts(home) for part in pair]
-    enter = ("nsenter", f"--net={NETNS_DIR}/{net_namespace}", "--")
+    enter = ("nsenter", f"--net={NETNS_DIR}/{net_namespace}", f"--pid={pid_namespace}", "--")
     return [*enter, *MOUNT_NAMESPACE, "bash", "-c", LAUNCH, "standin-agent", str(script), cwd, *pairs]
 
 
 def probe() -> None:
-    """Check once that a mount namespace with bind mounts works here, or IsolationUnavailable."""
+    """Check once that a PID namespace with its /proc and a mount namespace with bind mounts work here,
+    or IsolationUnavailable."""
     if os.geteuid() != 0:
         raise IsolationUnavailable(
             "the stand-in gives each instance its own /home, /root, /tmp, /srv and /opt (mount namespaces) "
@@ -122,14 +128,15 @@ def probe() -> None:
         )
     for mount_point in MAPPED_ROOTS:  # mount points must exist; creating one is harmless
         Path(mount_point).mkdir(exist_ok=True)
-    check = [*MOUNT_NAMESPACE, "bash", "-c", " && ".join(f"mount --bind {r} {r}" for r in MAPPED_ROOTS)]
+    binds = " && ".join(["mount -t proc proc /proc", *(f"mount --bind {r} {r}" for r in MAPPED_ROOTS)])
+    check = ["unshare", "--pid", "--fork", "--kill-child", "--", *MOUNT_NAMESPACE, "bash", "-c", binds]
     try:
         done = subprocess.run(check, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise IsolationUnavailable(f"the stand-in cannot create a mount namespace here: {error}") from error
     if done.returncode != 0:
         raise IsolationUnavailable(
-            "the stand-in runs each invocation in a mount namespace of its own and cannot here "
+            "the stand-in runs each invocation in PID and mount namespaces of its own and cannot here "
             f"({done.stderr.strip() or f'exit {done.returncode}'}). Run the tests as root with CAP_SYS_ADMIN and "
             "CAP_NET_ADMIN (in Docker: --privileged)"
         )

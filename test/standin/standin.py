@@ -54,7 +54,8 @@ STATE_PARENT = Path("/var/tmp")  # the stand-in's folders: not under a root each
 
 class StandIn:
     """moto on 127.0.0.1 with Run Command executed by local processes, each instance a host of its
-    own: its own network namespace and address (``hosts.py``) and file system (``isolation.py``).
+    own: its own network namespace and address (``hosts.py``), processes (``pid_namespace.py``) and
+    file system (``isolation.py``).
 
     ``root`` holds the instances' folders; by default a new folder under /var/tmp, removed on stop."""
 
@@ -289,6 +290,12 @@ class StandIn:
         ``<instance folder>/root/srv/web-api/current`` (see ``isolation.py``). ValueError for a
         path outside the mapped roots (shared by every instance, so never per instance)."""
         return self.instance(instance_id).path(path)
+
+    def host_pid(self, instance_id: str, pid: int) -> int | None:
+        """This machine's pid of the process ``pid`` on the instance (each instance has its own PID
+        namespace: its pid files and ``$$`` hold its own numbers), or None when the instance runs no
+        such process. Tests look processes up in this machine's /proc, or signal them, through it."""
+        return self.network.host_pid(instance_id, pid)
 
     def run_on_instance(
         self, instance_id: str, script: str, timeout: float = 120, cwd: str = "/"

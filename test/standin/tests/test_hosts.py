@@ -82,6 +82,23 @@ def test_an_instances_loopback_is_its_own(standin: StandIn) -> None:
     assert answer["StandardOutputContent"] == "refused\n"  # the stand-in's 127.0.0.1 is not the instance's
 
 
+def test_an_instance_sees_its_own_processes_only(standin: StandIn) -> None:
+    # on EC2 /proc lists the instance's processes; a check that scans it (VERIFY_PROCESSES) must not
+    # see, nor judge, another instance's processes or the machine's
+    first, second = standin.launch(2)
+    marker = f"standin-marker-{uuid.uuid4().hex[:8]}"
+    listing = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done"
+    started = run_one(standin, first, f"setsid bash -c 'exec -a {marker} sleep 600' >/dev/null 2>&1 < /dev/null &")
+    wait_until(
+        lambda: marker in run_one(standin, first, listing)["StandardOutputContent"], "the marker on its instance"
+    )
+    seen = run_one(standin, second, listing)
+
+    assert started["Status"] == seen["Status"] == "Success", (started, seen)
+    assert marker not in seen["StandardOutputContent"]  # another instance's process
+    assert "pytest" not in seen["StandardOutputContent"]  # the machine's (the test runner's)
+
+
 def test_each_instances_app_user_has_its_own_home_and_pm2_daemon(standin: StandIn) -> None:
     first, second = standin.launch(2)
     ping = f"runuser -l {APP_USER} -c 'pm2 ping >/dev/null && cat ~/.pm2/pm2.pid && echo; echo $HOME'"
@@ -90,11 +107,35 @@ def test_each_instances_app_user_has_its_own_home_and_pm2_daemon(standin: StandI
     assert [a["Status"] for a in answers] == ["Success", "Success"], answers
     (pid_1, home_1), (pid_2, home_2) = (a["StandardOutputContent"].split() for a in answers)
     assert home_1 == home_2 == f"/home/{APP_USER}"
-    assert pid_1 != pid_2  # two daemons, one per instance
+    daemons = []
     for instance_id, pid in ((first, pid_1), (second, pid_2)):
         pm2_home = standin.instance_path(instance_id, f"/home/{APP_USER}/.pm2")
         assert (pm2_home / "pm2.pid").read_text().strip() == pid
-        assert Path(f"/proc/{pid}").exists()
+        daemon = standin.host_pid(instance_id, int(pid))
+        assert daemon is not None  # it runs on its instance
+        assert "PM2" in Path(f"/proc/{daemon}/cmdline").read_text()
+        daemons.append(daemon)
+    assert daemons[0] != daemons[1]  # two daemons, one per instance
+    again = run(standin, [first, second], ping)  # a later command finds the same daemon running
+    assert [a["StandardOutputContent"].split()[0] for a in again] == [pid_1, pid_2]
+    assert [standin.host_pid(i, int(p)) for i, p in ((first, pid_1), (second, pid_2))] == daemons
+
+
+def test_a_killed_instance_ends_its_processes_and_its_next_command_runs_as_on_a_fresh_boot(
+    standin: StandIn,
+) -> None:
+    (instance_id,) = standin.launch(1)
+    started = run_one(standin, instance_id, "setsid sleep 600 >/dev/null 2>&1 < /dev/null & echo $!")
+    sleeper = standin.host_pid(instance_id, int(started["StandardOutputContent"]))
+    assert sleeper is not None
+
+    standin.network.kill([instance_id])
+    after = run_one(standin, instance_id, "cat /proc/[0-9]*/comm")
+
+    assert not Path(f"/proc/{sleeper}").exists()  # ended with the instance, and reaped
+    assert after["Status"] == "Success", after
+    # a fresh PID 1 (the holder, python) and this command's own bash, nothing left from before
+    assert set(after["StandardOutputContent"].split()) == {"bash", Path(sys.executable).name}, after
 
 
 def test_a_retired_instance_runs_nothing_more_and_is_no_longer_checked(standin: StandIn) -> None:
@@ -132,21 +173,43 @@ def inside(pid: int, namespace: str) -> bool:
     return (process.st_dev, process.st_ino) == (instance.st_dev, instance.st_ino)
 
 
+def members(init: int) -> list[int]:
+    """The processes in the PID namespace whose PID 1 is ``init`` (this machine's pids)."""
+    wanted = os.stat(f"/proc/{init}/ns/pid")
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            namespace = os.stat(f"/proc/{entry}/ns/pid")
+        except OSError:
+            continue
+        if (namespace.st_dev, namespace.st_ino) == (wanted.st_dev, wanted.st_ino):
+            found.append(int(entry))
+    return found
+
+
 def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:
     # a network of its own (a second StandIn in this process would take over the first's moto patches)
     network = hosts.PrivateNetwork().start()
     address = str(network.subnet.network_address + 4)
     namespace = network.namespace("i-0123456789abcdef0", address)
     sleeper = enter(namespace)
+    processes = network.pid_namespace("i-0123456789abcdef0", address)
+    entered = subprocess.Popen(
+        ["nsenter", f"--net={hosts.NETNS_DIR}/{namespace}", f"--pid={processes}", "sleep", "600"],
+        start_new_session=True,
+    )
     reached = subprocess.run(["ip", "-n", namespace, "-4", "-o", "addr"], capture_output=True, text=True).stdout
     # in the instance before the stop: nsenter opening the namespace's file while ``ip netns del``
     # removes it fails ("reassociate to namespace 'ns/net' failed: Invalid argument"); the next test
     # is about a process entering during the stop
     wait_until(lambda: inside(sleeper.pid, namespace), "the sleeper to be in the instance's namespace")
+    holder = int(processes.split("/")[2])
+    wait_until(lambda: len(members(holder)) == 2, "the entered sleeper to be in the instance's PID namespace")
     network.stop()
 
     assert f"{address}/{network.subnet.prefixlen}" in reached
     assert sleeper.wait(timeout=10) == -9  # killed with the instance
+    assert entered.wait(timeout=10) == -9  # and the one in its PID namespace
     assert not [name for name in os.listdir(hosts.NETNS_DIR) if name.startswith(network.bridge)]
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert network.bridge not in links and f"ssv{network.tag}" not in links

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from support import wait_until
 
 from standin import StandIn
 from standin.fleet import NEVER, UNDELIVERABLE
@@ -115,6 +116,27 @@ def test_cancel_command_kills_the_running_process(standin: StandIn) -> None:
     assert item["Status"] == "Cancelled"
     assert not marker.exists()
     assert standin.sent_command(command_id).runs[instance_id].killed
+
+
+@pytest.mark.parametrize("end", ["cancel", "timeout"])
+def test_an_ended_invocations_child_processes_end_with_it(standin: StandIn, end: str) -> None:
+    # the agent kills the invocation's process group; the invocation runs in its instance's PID
+    # namespace, entered by a forking nsenter whose child must stay in that group
+    (instance_id,) = standin.launch(1)
+    script = "sleep 600 &\necho $! > /tmp/child.new && mv /tmp/child.new /tmp/child.pid\nwait"
+    timeout = {"executionTimeout": ["3"]} if end == "timeout" else {}
+    command_id = send(standin, [instance_id], script, parameters=timeout)
+    pid_file = standin.instance_path(instance_id, "/tmp/child.pid")
+    if end == "cancel":
+        wait_until(pid_file.exists, "the child to start")
+        standin.client("ssm").cancel_command(CommandId=command_id)
+    item = wait_final(standin, command_id, instance_id)
+    # a timeout can come before the child started on a loaded machine: then nothing can outlive it
+    child = int(pid_file.read_text()) if pid_file.exists() else None
+
+    assert item["Status"] == {"cancel": "Cancelled", "timeout": "TimedOut"}[end]
+    if child is not None:
+        wait_until(lambda: standin.host_pid(instance_id, child) is None, "the invocation's child to end")
 
 
 def test_offline_agent_gives_undeliverable(standin: StandIn) -> None:
