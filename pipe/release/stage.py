@@ -169,6 +169,7 @@ def record_release(
     if not reached_the_fleet(outcome):
         return None
     fleet = fleet_at_end(targeted, outcome, release.plan.release_id, release.live_before)
+    outcome.fleet.update(fleet)  # the result file names the fleet the ledger records
     status = entry_status(outcome, stopped, fleet, release.plan.release_id, release.live_before)
     try:
         entry = LedgerEntry(

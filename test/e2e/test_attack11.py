@@ -186,7 +186,7 @@ def test_a_stop_at_each_stage_of_a_release_previous_in_one_joined_batch_is_recor
     assert "Traceback" not in output
     disk = fleet_on_disk(standin, fleet.ids)
     entry = ledger_entries(standin, service)[-1]
-    if entry["release"] == A:  # stopped before any deploy command was sent: no version, nothing switched
+    if entry["release"] == A:  # stopped before anything reached the instances: no version, nothing switched
         assert (entry["status"], disk) == ("succeeded", dict.fromkeys(fleet.ids, A)), (entry, disk, output)
     else:
         assert entry["release"] == z and entry["status"] != "succeeded", entry

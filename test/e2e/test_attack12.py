@@ -119,8 +119,10 @@ def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not
     assert f"run the step with RELEASE: '{A}'; RELEASE: previous then goes to {z}" in run.output
     assert "every one still serves" not in run.output
     assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}, run.output  # nothing switched, none to Z
+    # the refused attempt is on the record (it staged Z), naming no release live and the fleet as it is
     newest = ledger_entries(standin, service)[-1]
-    assert (newest["release"], newest["status"]) == (A, "succeeded"), newest  # the refusal records no release live
+    assert (newest["release"], newest["action"], newest["status"]) == (z, "rollback", "partial"), newest
+    assert ledger_fleet(newest) == {first: B, second: A}
 
     again = rolling(standin, fleet, tmp_path, bucket, service, RELEASE=A, BITBUCKET_BUILD_NUMBER="4", BATCH_SIZE="1")
     run = run_pipe(again, timeout=300)
