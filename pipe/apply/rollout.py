@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pipe.apply.joined import Joiners
 from pipe.apply.phases import run_phase
 from pipe.apply.run import Run
-from pipe.apply.staging import stage_release
+from pipe.apply.staging import check_before_going_back, stage_release
 from pipe.aws.alarms import AlarmsUnreadable, firing
 from pipe.config.rollout import LARGEST, rollback_size
 from pipe.errors import DeployFailed, DeployStopped, PipeError
@@ -65,6 +65,10 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
                 if staged is not None:
                     _failed_in(run, STAGE)
                     raise staged
+            else:
+                refused = check_before_going_back(run, [i for batch in batches for i in batch.instance_ids])
+                if refused is not None:
+                    raise refused
             queue, ran, joiners = list(batches), [], Joiners(batches)  # ran: every batch begun, joined ones last
             while queue:
                 batch = queue.pop(0)

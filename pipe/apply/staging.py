@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Mapping
 
-from pipe.apply.phases import run_phase
+from pipe.apply.phases import read_current, run_phase
 from pipe.apply.run import Run
 from pipe.config.release import PREVIOUS
 from pipe.errors import DeployFailed
-from pipe.model import Invocation, PhaseStatus, command_ids
+from pipe.model import NO_RELEASE, UNKNOWN_RELEASE, Invocation, PhaseStatus, command_ids
 from pipe.plan.commands import stage_spec
 from pipe.release.ledger import Action
 from pipe.release.remote import current_report
@@ -80,6 +80,30 @@ def stage_release(run: Run) -> DeployFailed | None:
             f"{'it' if len(elsewhere) == 1 else 'them'}"
         )
     return None
+
+
+def check_before_going_back(run: Run, instance_ids: list[str]) -> DeployFailed | None:
+    """RELEASE: previous without staging (which would read it): read each instance's ``current`` first, so
+    that a release a killed build left on some instance, which the ledger never recorded, is found before
+    anything is drained or switched, as staging finds it. Only the instances' answers count: one that
+    cannot say (no answer, no release) is not taken for a killed build's."""
+    release, chosen = run.release, run.settings.release
+    if release is None or chosen is None or chosen.release != PREVIOUS or release.action is not Action.ROLLBACK:
+        return None
+    if not instance_ids:  # SSM resolves TARGETS at send time: nothing to ask before
+        return None
+    app_dir = release.plan.app_dir
+    log.info(
+        f"---- Reading {app_dir}/current on {len(instance_ids)} instance(s) before going back to "
+        f"{release.plan.release_id}: a killed build may have switched some to a release the ledger does not "
+        "record ----"
+    )
+    found = read_current(run, app_dir, instance_ids)
+    elsewhere = {i: r for i, r in found.items() if r not in (release.live_before, UNKNOWN_RELEASE, NO_RELEASE)}
+    refused = _past_the_live_release(run, elsewhere)
+    if refused is not None:
+        run.outcome.fleet.update(found)
+    return refused
 
 
 def _past_the_live_release(run: Run, elsewhere: dict[str, str]) -> DeployFailed | None:

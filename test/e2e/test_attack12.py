@@ -89,14 +89,16 @@ def _kill_at(env: dict[str, str], line: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stage_first", ["true", "false"])
 def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not_the_one_before_it(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, stage_first: str
 ) -> None:
     """Z, then A live on 2 instances; the build of B is killed while its first batch bakes (first instance on
     B, second on A; the ledger knows nothing of B). RELEASE: previous must not take the fleet past what served
     before B (A) to Z on the ledger's word alone: its staging reads each instance's current, and it is refused
     before anything is drained or switched, naming the instance on B and RELEASE: 'A' as the way back (which
-    then brings both to A). Before the fix it went to Z and ended Deployed."""
+    then brings both to A). Before the fix it went to Z and ended Deployed. Without staging (STAGE_FIRST
+    'false') a read of each instance's current comes first instead: before that fix too, it went to Z."""
     fleet = make_fleet(standin, 2)
     first, second = fleet.ids
     z = "000000-0123456"
@@ -110,7 +112,15 @@ def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not
     _age_the_lock(standin, f"/deploy-lock/{service}/prod")
 
     back = rolling(
-        standin, fleet, tmp_path, bucket, service, RELEASE="previous", BITBUCKET_BUILD_NUMBER="3", BATCH_SIZE="1"
+        standin,
+        fleet,
+        tmp_path,
+        bucket,
+        service,
+        RELEASE="previous",
+        BITBUCKET_BUILD_NUMBER="3",
+        BATCH_SIZE="1",
+        STAGE_FIRST=stage_first,
     )
     run = run_pipe(back, timeout=300)
 
@@ -119,10 +129,12 @@ def test_release_previous_after_a_killed_deploy_brings_back_the_live_release_not
     assert f"run the step with RELEASE: '{A}'; RELEASE: previous then goes to {z}" in run.output
     assert "every one still serves" not in run.output
     assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}, run.output  # nothing switched, none to Z
-    # the refused attempt is on the record (it staged Z), naming no release live and the fleet as it is
     newest = ledger_entries(standin, service)[-1]
-    assert (newest["release"], newest["action"], newest["status"]) == (z, "rollback", "partial"), newest
-    assert ledger_fleet(newest) == {first: B, second: A}
+    if stage_first == "true":  # the refused attempt staged Z: on the record, naming no release live
+        assert (newest["release"], newest["action"], newest["status"]) == (z, "rollback", "partial"), newest
+        assert ledger_fleet(newest) == {first: B, second: A}
+    else:  # only read: nothing reached the fleet, no version
+        assert (newest["release"], newest["status"]) == (A, "succeeded"), newest
 
     again = rolling(standin, fleet, tmp_path, bucket, service, RELEASE=A, BITBUCKET_BUILD_NUMBER="4", BATCH_SIZE="1")
     run = run_pipe(again, timeout=300)
