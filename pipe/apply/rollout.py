@@ -77,6 +77,7 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
                 if failure is not None:
                     break
         except DeployStopped as stopped:
+            rollback.record_stop()
             raise _amended(stopped, _standing(run, records, {})) from None
         if failure is not None:
             for batch in _batches_back(run, done):
@@ -391,11 +392,15 @@ class _Rollback:
         found |= {inv.instance_id: f"rollback {inv.describe()}" for inv in self.broken}
         return found
 
+    def record_stop(self) -> None:
+        """A stop ended the rollout, inside the rollback or outside it (e.g. while a batch switched back in
+        its own window came back into service): a rollback that began is ``interrupted``, never ``not run``."""
+        self.record.status = PhaseStatus.INTERRUPTED if self.record.commands else PhaseStatus.NOT_RUN
+
     def verdict(self, run: Run, failure: DeployFailed, standing: str) -> DeployFailed:
         suffix = f" {standing}" if standing else ""
         if self.stopped is not None:
-            # a rollback that ran stays on record even when a stop came later
-            self.record.status = PhaseStatus.INTERRUPTED if self.record.commands else PhaseStatus.NOT_RUN
+            self.record_stop()
             return _amended(self.stopped, suffix.strip(), before=f"{failure} The rollback did not finish:")
         if not self.wanted:
             return DeployFailed(f"{failure}{suffix}")
