@@ -130,6 +130,8 @@ def test_an_execution_timeout_during_activation_in_one_command_switches_every_in
     )
     assert [live(standin, i) for i in ids] == ["A", "A"]
     assert f"SSM_DEPLOY_FAILED_INSTANCES='{second}'" in entry["dotenv"], entry["dotenv"]
+    assert entry["result"]["rollback"] == "succeeded", entry["result"]
+    assert f"Now {', '.join(ids)} run {A} (the release live before)" in run.output, run.output
 
 
 def test_a_healthcheck_timeout_in_one_command_switches_every_instance_back(
@@ -159,6 +161,7 @@ def test_a_healthcheck_timeout_in_one_command_switches_every_instance_back(
         standin, ids, tmp_path, bucket, service, run, runs=A, recorded=(B, "rolled back"), live_release=A
     )["dotenv"]
     assert f"SSM_DEPLOY_FAILED_INSTANCES='{second}'" in dotenv and "SSM_DEPLOY_FAILED='1'" in dotenv, dotenv
+    assert "SSM_DEPLOY_ROLLBACK='succeeded'" in dotenv, dotenv
 
 
 # --- stops ---
@@ -408,6 +411,7 @@ def test_an_execution_timeout_during_the_switch_back_too_is_recorded_as_on_disk(
     assert run.returncode == 1, run.output
     entry = _back_on_a_not_live(standin, ids, tmp_path, bucket, service, run, B)
     assert second in entry["dotenv"].split("SSM_DEPLOY_FAILED_INSTANCES=", 1)[1].split("\n", 1)[0], entry["dotenv"]
+    assert entry["result"]["rollback"] == "failed", (entry["result"]["rollback"], run.output)
 
 
 def test_a_redeploy_by_live_id_that_times_out_after_its_switch_stays_on_the_live_release(
@@ -455,16 +459,24 @@ def test_a_redeploy_by_live_id_that_times_out_after_its_switch_stays_on_the_live
     assert fleet_on_disk(standin, ids) == dict.fromkeys(ids, Z), back.output
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: a stop while a rolled-back batch comes back into service leaves interrupted_phase "
+    "(SSM_DEPLOY_INTERRUPTED) empty while SSM_DEPLOY_ROLLBACK says 'interrupted'",
+)
+@pytest.mark.parametrize("failing", [0, 1])
 def test_a_stop_while_a_rolled_back_batch_waits_to_be_healthy_again_is_recorded_as_on_disk(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, failing: int
 ) -> None:
-    """A live on two instances behind a group, one per batch. B's health check fails in the first batch,
-    which is switched back to A and registered again; its app is down, so the pipe waits for the load
-    balancer to call it healthy, and the pipeline is stopped there. Both run A: the ledger must not call B
-    live, its fleet and the result file's are the disk, the result says a rollback ran, every target serves
-    again once the app is up, and ACTION: status finds no drift."""
+    """A live on two instances behind a group, one per batch. B's health check fails in the first batch
+    (``failing`` 0: switched back in its own window) or in the second (1: then the first, deployed, is
+    drained and switched back too). The first batch's instance is registered again after its switch back;
+    its app is down, so the pipe waits for the load balancer to call it healthy, and the pipeline is
+    stopped there. Both run A: the ledger must not call B live, its fleet and the result file's are the
+    disk, the result says the rollback was interrupted, every target serves again once the app is up, and
+    ACTION: status finds no drift."""
     fleet = make_fleet(standin, 2)
-    first, _second = fleet.ids
+    first = fleet.ids[0]
     ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1"))
     env = rolling(
         standin,
@@ -475,13 +487,14 @@ def test_a_stop_while_a_rolled_back_batch_waits_to_be_healthy_again_is_recorded_
         ARTIFACT=build(tmp_path, "B"),
         BITBUCKET_BUILD_NUMBER="2",
         BATCH_SIZE="1",
-        HEALTHCHECK_COMMANDS="false",
+        HEALTHCHECK_COMMANDS=f'[ "$AWS_SSM_INSTANCE_ID" != "{fleet.ids[failing]}" ]',
         HEALTHCHECK_RETRIES="1",
     )
     pipe = LivePipe(env)
-    pipe.wait_for_line("instance(s) back to the release that was live before", timeout=240)
+    pipe.wait_for_line("1 instance(s) back to the release that was live before, 000001-0123456 (batch 1/2", 240)
     standin.app_up(first, up=False)
-    pipe.wait_for_line("registered again", timeout=240)
+    back = "batch 1/2 (1 instance(s)): registered again"
+    wait_until(lambda: pipe.output.count(back) == 1 + failing, "the first batch registered after its switch back", 240)
     pipe.signal(signal.SIGTERM)
     stopped = pipe.finish(timeout=300)
     standin.app_up(first, release="A")
@@ -491,4 +504,5 @@ def test_a_stop_while_a_rolled_back_batch_waits_to_be_healthy_again_is_recorded_
     # README, result file: "SSM_DEPLOY_ROLLBACK is interrupted when a rollback had begun" (never 'not run')
     assert entry["result"]["rollback"] == "interrupted", (entry["result"], stopped.output)
     assert "SSM_DEPLOY_ROLLBACK='interrupted'" in entry["dotenv"], entry["dotenv"]
+    assert entry["result"]["interrupted_phase"] == "rollback", (entry["result"], stopped.output)
     wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
