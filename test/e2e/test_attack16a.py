@@ -459,11 +459,6 @@ def test_a_redeploy_by_live_id_that_times_out_after_its_switch_stays_on_the_live
     assert fleet_on_disk(standin, ids) == dict.fromkeys(ids, Z), back.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a stop while a rolled-back batch comes back into service leaves interrupted_phase "
-    "(SSM_DEPLOY_INTERRUPTED) empty while SSM_DEPLOY_ROLLBACK says 'interrupted'",
-)
 @pytest.mark.parametrize("failing", [0, 1])
 def test_a_stop_while_a_rolled_back_batch_waits_to_be_healthy_again_is_recorded_as_on_disk(
     standin: StandIn, tmp_path: Path, bucket: str, service: str, failing: int
