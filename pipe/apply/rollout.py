@@ -31,7 +31,16 @@ from pipe.aws.alarms import AlarmsUnreadable, firing
 from pipe.config.rollout import LARGEST, rollback_size
 from pipe.errors import DeployFailed, DeployStopped, PipeError
 from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
-from pipe.plan.commands import DEPLOY, HEALTH_CHECK, STAGE, deploy_spec, healthcheck_spec, rollback_spec, stages
+from pipe.plan.commands import (
+    DEPLOY,
+    HEALTH_CHECK,
+    ROLLBACK,
+    STAGE,
+    deploy_spec,
+    healthcheck_spec,
+    rollback_spec,
+    stages,
+)
 from pipe.release.fleet_state import fleet_at_end
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
@@ -81,6 +90,7 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
                 if failure is not None:
                     break
         except DeployStopped as stopped:
+            rollback.record_stop()
             raise _amended(stopped, _standing(run, records, {})) from None
         if failure is not None:
             for batch in _batches_back(run, done):
@@ -317,6 +327,7 @@ class _Rollback:
         self.tried: set[int] = set()  # the batches whose rollback began
         self.stopped: DeployStopped | None = None
         self.record = run.outcome.rollback
+        self.outcome = run.outcome
 
     def targets(self, run: Run, batch: Batch) -> list[str]:
         """The batch's instances the rollback is for: in release mode those whose ``current`` points
@@ -395,11 +406,18 @@ class _Rollback:
         found |= {inv.instance_id: f"rollback {inv.describe()}" for inv in self.broken}
         return found
 
+    def record_stop(self) -> None:
+        """A stop ended the rollout, inside the rollback or outside it (e.g. while a batch switched back
+        came back into service): a rollback that began is ``interrupted``, never ``not run``, and is the
+        phase the stop cut short unless a command's phase was."""
+        self.record.status = PhaseStatus.INTERRUPTED if self.record.commands else PhaseStatus.NOT_RUN
+        if self.record.commands and not self.outcome.interrupted:
+            self.outcome.interrupted = ROLLBACK
+
     def verdict(self, run: Run, failure: DeployFailed, standing: str) -> DeployFailed:
         suffix = f" {standing}" if standing else ""
         if self.stopped is not None:
-            # a rollback that ran stays on record even when a stop came later
-            self.record.status = PhaseStatus.INTERRUPTED if self.record.commands else PhaseStatus.NOT_RUN
+            self.record_stop()
             return _amended(self.stopped, suffix.strip(), before=f"{failure} The rollback did not finish:")
         if not self.wanted:
             return DeployFailed(f"{failure}{suffix}")
