@@ -204,16 +204,35 @@ def kill_processes(namespaces: list[str]) -> None:
     _kill_members(_identities(namespaces))
 
 
+@contextlib.contextmanager
+def _held(namespaces: list[str]) -> Iterator[None]:
+    """Keep the namespaces alive while the block runs, by an open descriptor of each (a namespace lives
+    as long as something refers to it). Without it, a namespace deleted and left by its last process is
+    freed, and the kernel gives its inode number to the next namespace made on the machine (another
+    stand-in's instance): a pass matching by identity would then kill that instance's processes."""
+    descriptors = []
+    try:
+        for namespace in namespaces:
+            with contextlib.suppress(OSError):
+                descriptors.append(os.open(NETNS_DIR / namespace, os.O_RDONLY))
+        yield
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+
+
 def _remove(tag: str) -> None:
     namespaces = _namespaces(tag)
     identities = _identities(namespaces)
     _kill_members(identities)
-    for namespace in namespaces:
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
-    # Once its file is gone nothing can enter a namespace by name, but a process could enter between
-    # the pass above and ``ip netns del`` (an nsenter started before stop): it would outlive the stop
-    # and keep the namespace alive. Killed here, by the identities taken before the files went.
-    _kill_members(identities)
+    with _held(namespaces):
+        for namespace in namespaces:
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+        # Once its file is gone nothing can enter a namespace by name, but a process could enter between
+        # the pass above and ``ip netns del`` (an nsenter started before stop): it would outlive the stop
+        # and keep the namespace alive. Killed here, by the identities taken before the files went, while
+        # the namespaces are still held, so that no other namespace can have taken their identity.
+        _kill_members(identities)
     subprocess.run(
         ["ip", "link", "del", f"{NAME_PREFIX}{tag}"], capture_output=True, timeout=COMMAND_TIMEOUT, check=False
     )

@@ -246,6 +246,49 @@ def test_a_process_that_enters_an_instance_while_the_network_stops_does_not_outl
         entrant.wait()
 
 
+def test_a_stopping_network_never_kills_a_process_of_a_namespace_made_meanwhile_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel gives a freed namespace's inode number to the next namespace made on the machine. Once
+    the instance's namespace is deleted, namespaces other stand-ins make meanwhile must keep their
+    processes: the stop's last pass, which matches by the deleted namespace's identity, must not find them."""
+    network = hosts.PrivateNetwork().start()
+    namespace = network.namespace("i-0123456789abcdef0", str(network.subnet.network_address + 4))
+    gone = os.stat(hosts.NETNS_DIR / namespace)
+    others: list[str] = []  # namespaces made as another stand-in would, right after the deletion
+    sleepers: list[subprocess.Popen[bytes]] = []
+    run = subprocess.run
+
+    def make_others_after_the_deletion(args: list[str], *rest: Any, **options: Any) -> Any:
+        answer = run(args, *rest, **options)
+        if args[:3] == ["ip", "netns", "del"] and not others:
+            for number in range(8):  # until one takes the deleted namespace's identity, if it is free
+                other = f"ssdtest{os.getpid()}-{number}"
+                run(["ip", "netns", "add", other], check=True)
+                others.append(other)
+                sleeper = enter(other)
+                sleepers.append(sleeper)
+                wait_until(lambda: inside(sleeper.pid, other), "the sleeper to be in the other namespace")  # noqa: B023
+                if os.stat(hosts.NETNS_DIR / other).st_ino == gone.st_ino:
+                    break
+        return answer
+
+    monkeypatch.setattr(subprocess, "run", make_others_after_the_deletion)  # the one hosts.py calls
+    try:
+        network.stop()
+    finally:
+        monkeypatch.undo()
+        try:
+            alive = [sleeper.poll() is None for sleeper in sleepers]
+        finally:
+            for sleeper in sleepers:
+                sleeper.kill()
+                sleeper.wait()
+            for other in others:
+                subprocess.run(["ip", "netns", "del", other], capture_output=True, check=False)
+    assert others and all(alive), alive
+
+
 def test_stand_ins_starting_and_stopping_side_by_side_never_break_entering_a_live_instance() -> None:
     # parallel test workers each run a stand-in: their ip netns add/del must not touch another's
     # namespaces (a failed nsenter there was once suspected of the flake the test above explains)
