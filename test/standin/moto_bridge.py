@@ -660,7 +660,10 @@ def _name_selectors(result: dict[str, Any], references: list[str], resolve: Call
     answers = result.get("Parameters") or ([result["Parameter"]] if result.get("Parameter") else [])
     for reference in references:
         selected = _selector(reference)
-        found = resolve(reference) if selected is not None else None
+        try:
+            found = resolve(reference) if selected is not None else None
+        except ServiceException:  # a version or label that does not exist: answered as InvalidParameters
+            found = None
         if selected is None or found is None:
             continue
         for answer in answers:

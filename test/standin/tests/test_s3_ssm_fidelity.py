@@ -157,3 +157,5 @@ def test_a_parameter_asked_by_version_or_label_is_answered_with_its_selector(sta
     assert sorted((a["Version"], a["Selector"]) for a in answers) == [(1, ":live"), (1, ":live"), (2, ":2")]
     assert ssm.get_parameter(Name=f"{name}:live")["Parameter"]["Selector"] == ":live"
     assert "Selector" not in plain
+    missing = [f"{name}:9", f"{name}:gone"]  # a version or label that does not exist: invalid, not an error
+    assert ssm.get_parameters(Names=missing)["InvalidParameters"] == missing
