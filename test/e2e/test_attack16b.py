@@ -1,0 +1,165 @@
+"""The sixteenth outside attack (b) on the verdict and the audit trail (issue #17, "Done when"), end to end
+against the stand-in: hostile zip archives (symlinks in the entries' Unix attributes, duplicate names,
+backslashes, a NUL in a name, a huge declared size), and after each, the three truths compared: what the
+instances run (APP_DIR/current), what the ledger says, what the step said (exit code, result file), and
+ACTION: status."""
+
+from __future__ import annotations
+
+import stat
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+from e2e.test_attack10 import A, ship
+from e2e.test_attack15 import _status
+from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_releases import APP_DIR, release_env
+from standin import StandIn
+from support import run_pipe
+
+FILE, LINK, DIRECTORY = stat.S_IFREG | 0o644, stat.S_IFLNK | 0o777, stat.S_IFDIR | 0o755
+DECLARED = 3 * 1024**3  # what each file of the "huge" zip says it unpacks to: two of them, 6 GiB in all
+
+
+def zipped(clone: Path, entries: list[tuple[str, bytes, int]], name: str = "web-api.zip") -> str:
+    """A zip made on Unix (create_system 3) holding ``entries`` (name, bytes, st_mode), deflated."""
+    with zipfile.ZipFile(clone / name, "w") as archive:
+        for entry_name, data, mode in entries:
+            info = zipfile.ZipInfo(entry_name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.create_system, info.external_attr, info.compress_type = 3, mode << 16, zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return name
+
+
+def declare_size(path: Path, size: int) -> None:
+    """Rewrite every entry's uncompressed size, in its local header and in the central directory, to ``size``
+    (what a zip bomb declares; python's zipfile writes no more than an entry declares)."""
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = raw.find(signature)
+        while at >= 0:
+            struct.pack_into("<I", raw, at + offset, size)
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+
+
+def uploaded(standin: StandIn, bucket: str) -> list[str]:
+    listed = standin.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    return [item["Key"] for item in listed if item["Key"].endswith(".zip")]
+
+
+def _assert_a_still_live(standin: StandIn, ids: list[str], clone: Path, bucket: str, service: str) -> None:
+    """Every instance runs A, the ledger's newest version is A live on all of them, status finds no drift."""
+    disk = fleet_on_disk(standin, ids)
+    assert disk == dict.fromkeys(ids, A), disk
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (A, "succeeded"), entry
+    assert ledger_fleet(entry) == disk, entry
+    check = _status(standin, ids, clone, bucket, service)
+    assert check.returncode == 0, check.output
+    assert f"No drift: {len(ids)} instance(s) run {A}, the live release" in check.output, check.output
+
+
+def _ship_a(standin: StandIn, ids: list[str], clone: Path, bucket: str, service: str) -> None:
+    ship(release_env(standin, ids, clone, bucket, service, ARTIFACT=build(clone, "A"), BITBUCKET_BUILD_NUMBER="1"))
+
+
+@pytest.mark.slow
+def test_a_zip_with_a_symlink_out_a_duplicate_and_a_backslash_is_refused_before_upload_and_a_stays_live(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on one instance. B is a zip whose entries are a symlink leaving the release (its type only in
+    the entry's Unix attributes), a name stored twice, a name with backslashes and a directory symlink with a
+    file below it: the pipe refuses it naming each entry, uploads nothing, switches nothing; the ledger
+    still calls A live, the result file says the deploy failed, and ACTION: status finds no drift."""
+    ids = standin.launch(1)
+    _ship_a(standin, ids, tmp_path, bucket, service)
+    hostile = zipped(
+        tmp_path,
+        [
+            ("version.txt", b"B\n", FILE),
+            ("etc", b"../../../etc", LINK),
+            ("version.txt", b"B2\n", FILE),
+            ("..\\..\\root\\x", b"x", FILE),
+            ("s/", b".", LINK),
+            ("s/y", b"y", FILE),
+        ],
+    )
+
+    run = run_pipe(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=hostile, BITBUCKET_BUILD_NUMBER="2"), timeout=300
+    )
+
+    assert run.returncode == 1, run.output
+    assert "Traceback" not in run.output
+    for named in ("etc is a symlink to ../../../etc", "version.txt appears twice", "backslash", "s/y is inside s"):
+        assert named in run.output, (named, run.output)
+    assert uploaded(standin, bucket) == [], uploaded(standin, bucket)
+    assert result(tmp_path)["status"] != "succeeded", result(tmp_path)
+    _assert_a_still_live(standin, ids, tmp_path, bucket, service)
+
+
+@pytest.mark.slow
+def test_a_zip_with_an_inside_symlink_and_a_nul_in_a_name_goes_live_as_python_reads_it(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A zip with a symlink inside the release (its type in the Unix attributes) and a name holding a NUL
+    (python's zipfile, on both sides, stops the name there: "tail\\0../../x" is "tail") deploys: current
+    points at B, the link is a link, nothing is written outside the release; ledger, result and status agree."""
+    ids = standin.launch(1)
+    name = zipped(
+        tmp_path,
+        [
+            ("version.txt", b"000002-0123456\n", FILE),
+            ("assets/", b"", DIRECTORY),
+            ("assets/app.js", b"1", FILE),
+            ("app.js", b"assets/app.js", LINK),
+            ("tail\0../../escaped", b"t", FILE),
+        ],
+    )
+
+    run = run_pipe(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=name, BITBUCKET_BUILD_NUMBER="2"), timeout=300
+    )
+
+    assert run.returncode == 0, run.output
+    release = fleet_on_disk(standin, ids)[ids[0]]
+    root = standin.instance_path(ids[0], f"{APP_DIR}/releases/{release}")
+    assert (root / "app.js").is_symlink() and (root / "app.js").read_text() == "1"
+    assert (root / "tail").read_text() == "t"
+    assert not standin.instance_path(ids[0], f"{APP_DIR}/escaped").exists()
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (release, "succeeded"), entry
+    assert result(tmp_path)["status"] == "succeeded", result(tmp_path)
+    assert _status(standin, ids, tmp_path, bucket, service).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a zip's declared unpacked sizes are never checked: an archive that unpacks to more than the 5 GiB "
+    "bound a directory ARTIFACT is held to (a zip bomb) is uploaded and unpacked on every instance while it serves",
+)
+def test_a_zip_declaring_more_than_five_gib_unpacked_is_refused_before_upload(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on one instance. B is a small zip whose two files declare 3 GiB each unpacked (a zip bomb's
+    header; the real bytes stay small so the stand-in's shared disk is never filled): the pipe refuses it
+    before uploading, naming the entry and the bound, and A stays live in every truth."""
+    ids = standin.launch(1)
+    _ship_a(standin, ids, tmp_path, bucket, service)
+    name = zipped(tmp_path, [("version.txt", b"B\n", FILE), ("big.bin", b"\0" * 4096, FILE)])
+    declare_size(tmp_path / name, DECLARED)
+
+    run = run_pipe(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=name, BITBUCKET_BUILD_NUMBER="2"), timeout=300
+    )
+
+    assert run.returncode == 1, run.output
+    assert "Traceback" not in run.output
+    assert "6.0 GiB" in run.output and "5.0 GiB" in run.output, run.output
+    assert uploaded(standin, bucket) == [], uploaded(standin, bucket)
+    _assert_a_still_live(standin, ids, tmp_path, bucket, service)
