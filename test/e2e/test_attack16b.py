@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from e2e.test_attack10 import A, ship
 from e2e.test_attack15 import _status
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
+from e2e.test_node_pm2 import sha16
+from e2e.test_proof_of_serving import README_ECOSYSTEM, RELEASE_A, RELEASE_B, ROTATED, RecipeFleet
+from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
 from support import run_pipe
@@ -147,3 +151,76 @@ def test_a_zip_declaring_more_than_five_gib_unpacked_is_refused_before_upload(
     assert "6.0 GiB" in run.output and "5.0 GiB" in run.output, run.output
     assert uploaded(standin, bucket) == [], uploaded(standin, bucket)
     _assert_a_still_live(standin, ids, tmp_path, bucket, service)
+
+
+# --- pm2 with stale values ---
+
+
+def held_value(standin: StandIn, pid: int, name: str) -> str | None:
+    """``name``'s value in the environment of process ``pid`` (the instances are processes of this host)."""
+    for pair in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        key, _, value = pair.partition(b"=")
+        if key.decode(errors="replace") == name:
+            return value.decode(errors="replace")
+    return None
+
+
+WITH_FEATURE = README_ECOSYSTEM.replace(
+    "env_prod: { NODE_ENV: 'production', DB_PASSWORD: process.env.DB_PASSWORD }",
+    "env_prod: { NODE_ENV: 'production', DB_PASSWORD: process.env.DB_PASSWORD, FEATURE: process.env.FEATURE }",
+)
+
+
+def _status_agrees(fleet: RecipeFleet, build: int) -> None:
+    check = run_pipe(fleet.env(build, ACTION="status"), timeout=300)
+    assert check.returncode == 0, check.output
+
+
+@pytest.mark.slow
+def test_a_secret_rotated_and_a_variables_value_changed_in_one_pm2_deploy_both_reach_the_app(
+    fleet_with: Callable[[str], RecipeFleet],
+) -> None:
+    """The README's pm2 recipe with FEATURE listed in env_prod too. B introduces VARIABLES FEATURE=one; then C
+    rotates DB_PASSWORD and changes FEATURE to two in the same deploy: Deployed, and every app of C holds the
+    rotated secret and FEATURE=two (read from its /proc environ); the ledger calls C live; status agrees."""
+    fleet = fleet_with(WITH_FEATURE)
+    b = fleet.ship_with("B", 3, VARIABLES="FEATURE=one-value")
+    assert b.returncode == 0, b.output
+    fleet.standin.put_secret(fleet.secret, ROTATED, fleet.key_id)
+
+    run = fleet.ship_with("C", 4, VARIABLES="FEATURE=two-value")
+
+    assert run.returncode == 0, run.output
+    assert "one-value" not in run.output and "two-value" not in run.output and ROTATED not in run.output
+    for document in fleet.served().values():
+        assert document["release"] == "C", document
+        assert document["db_password_sha256"] == sha16(ROTATED), document
+        assert held_value(fleet.standin, document["pid"], "FEATURE") == "two-value", document
+    c = "000004-0123456"
+    assert {fleet.live_release_dir(i) for i in fleet.ids} == {f"{APP_DIR}/releases/{c}"}
+    entry = ledger_entries(fleet.standin, fleet.service)[-1]
+    assert (entry["release"], entry["status"]) == (c, "succeeded"), entry
+    _status_agrees(fleet, 5)
+
+
+@pytest.mark.slow
+def test_a_variables_name_the_readme_ecosystem_does_not_list_fails_the_pm2_deploy_and_a_stays_live(
+    fleet_with: Callable[[str], RecipeFleet],
+) -> None:
+    """The README's pm2 recipe as is (its env block lists secrets, not VARIABLES); B adds VARIABLES FEATURE and
+    rotates DB_PASSWORD. pm2 keeps the first start's environment: the deploy fails (exit 90) naming FEATURE,
+    never a value; every instance runs and serves A; the ledger does not call B live; status agrees."""
+    fleet = fleet_with(README_ECOSYSTEM)
+    fleet.standin.put_secret(fleet.secret, ROTATED, fleet.key_id)
+
+    run = fleet.ship_with("B", 2, VARIABLES="FEATURE=two-value")
+
+    assert run.returncode == 1, run.output
+    assert "without FEATURE, which this deploy exported" in run.output, run.output
+    assert "two-value" not in run.output and ROTATED not in run.output
+    assert {document["release"] for document in fleet.served().values()} == {"A"}
+    assert {fleet.live_release_dir(i) for i in fleet.ids} == {f"{APP_DIR}/releases/{RELEASE_A}"}
+    entry = ledger_entries(fleet.standin, fleet.service)[-1]
+    assert entry["release"] == RELEASE_B and entry["status"] != "succeeded", entry
+    assert ledger_fleet(entry) == dict.fromkeys(fleet.ids, RELEASE_A), entry
+    _status_agrees(fleet, 3)
