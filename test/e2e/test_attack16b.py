@@ -8,21 +8,24 @@ unpacked on every instance while it served."""
 from __future__ import annotations
 
 import stat
+import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e.test_attack10 import A, ship
+from e2e.test_attack9 import rolling
+from e2e.test_attack10 import A, B, ship
 from e2e.test_attack15 import _status
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
+from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_node_pm2 import sha16
 from e2e.test_proof_of_serving import README_ECOSYSTEM, RELEASE_A, RELEASE_B, ROTATED, RecipeFleet
 from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
-from support import run_pipe
+from support import run_pipe, wait_until
 from unit.release_support import declare_size
 
 FILE, LINK, DIRECTORY = stat.S_IFREG | 0o644, stat.S_IFLNK | 0o777, stat.S_IFDIR | 0o755
@@ -224,3 +227,56 @@ def test_a_variables_name_the_readme_ecosystem_does_not_list_fails_the_pm2_deplo
     assert entry["release"] == RELEASE_B and entry["status"] != "succeeded", entry
     assert ledger_fleet(entry) == dict.fromkeys(fleet.ids, RELEASE_A), entry
     _status_agrees(fleet, 3)
+
+
+# --- other target groups ---
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a target already unhealthy in a group TARGET_GROUPS does not name (its own health check path) is "
+    "waited for until HEALTHY_TIMEOUT after the switch: every release fails there and is rolled back, blamed",
+)
+def test_a_group_not_named_whose_health_check_never_passed_neither_blocks_nor_fails_a_good_release(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on two instances behind the named group. Both are also registered in a group TARGET_GROUPS does
+    not name, whose health check path the app does not serve (404: unhealthy since long before the deploy).
+    B is a good release: it goes live (drained from and registered back in both groups, a warning naming the
+    other group's unhealthy targets), or the deploy is refused before anything is drained naming that group.
+    Never: B switched, then rolled back as if it had made the targets unhealthy. Every truth agrees."""
+    fleet = make_fleet(standin, 2)
+    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1"))
+    other = f"admin-{uuid.uuid4().hex[:8]}"
+    other_arn = standin.create_target_group(other, fleet.ids, deregistration_delay=20, health_check_path="/nope")
+    standin.wait_target_states(other_arn, fleet.ids, "unhealthy", timeout=60)
+    env = rolling(
+        standin,
+        fleet,
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=build(tmp_path, "B"),
+        BITBUCKET_BUILD_NUMBER="2",
+        BATCH_SIZE="1",
+        HEALTHY_TIMEOUT="20",
+    )
+
+    run = run_pipe(env, timeout=600)
+
+    assert "Traceback" not in run.output
+    assert other in run.output, run.output
+    disk = fleet_on_disk(standin, fleet.ids)
+    entry = ledger_entries(standin, service)[-1]
+    if run.returncode == 0:
+        assert disk == dict.fromkeys(fleet.ids, B), disk
+        assert (entry["release"], entry["status"]) == (B, "succeeded"), entry
+    else:
+        assert "draining" not in run.output, run.output
+        assert disk == dict.fromkeys(fleet.ids, A), disk
+    assert ledger_fleet(entry) == disk, entry
+    assert result(tmp_path)["fleet"] == disk
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
+    check = _status(standin, fleet.ids, tmp_path, bucket, service)
+    assert check.returncode == 0, check.output
