@@ -798,7 +798,8 @@ ARTIFACT = Variable(
     "`ARTIFACT_BUCKET`, unpacked on each instance into `APP_DIR/releases/<release id>`, made live by switching "
     "`APP_DIR/current` atomically; see [Releases](#releases). Refused when missing, empty, outside the clone "
     "directory (symlinks too), over 5 GiB, or holding an entry a release may not hold (a device node, FIFO, "
-    "socket, setuid/setgid/sticky bit, a path or link leading outside the release, or files declaring more than 5 GiB unpacked; see "
+    "socket, setuid/setgid/sticky bit, a path or link leading outside the release, or files declaring more "
+    "than 5 GiB unpacked; see "
     "[What a release may hold](#what-a-release-may-hold)).",
     plain(optional),
     group=Group.RELEASE,
