@@ -222,15 +222,25 @@ def _targets(registrations: Registrations) -> list[Target]:
 
 
 def _unhealthy_in_groups_not_named(registrations: Registrations) -> list[tuple[TargetGroup, TargetState]]:
-    """The batch's targets already unhealthy, as last read, in groups TARGET_GROUPS does not name: what a release
-    did not cause and a wait after its switch would blame it for. In a named group every target is waited for."""
-    return [
+    """The batch's targets already unhealthy, as last read, in groups TARGET_GROUPS does not name (with ``auto``:
+    any group), whose instance has another registration that is waited for: what a release did not cause and a
+    wait after its switch would blame it for. A target in a named group is always waited for, and so is an
+    instance's every target when none of them is waited for otherwise: each instance proves itself somewhere."""
+    ill = [
         (group, state)
         for group, targets in registrations.values()
         if not group.named
         for state in targets
         if state.state == UNHEALTHY
     ]
+    skipped = {(group.arn, state.target_key) for group, state in ill}
+    proven = {
+        state.instance_id
+        for arn, (_, targets) in registrations.items()
+        for state in targets
+        if (arn, state.target_key) not in skipped
+    }
+    return [(group, state) for group, state in ill if state.instance_id in proven]
 
 
 def _without_targets(
