@@ -278,3 +278,28 @@ def test_a_group_not_named_whose_health_check_never_passed_neither_blocks_nor_fa
     wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 120)
     check = _status(standin, fleet.ids, tmp_path, bucket, service)
     assert check.returncode == 0, check.output
+
+
+@pytest.mark.slow
+def test_an_app_renamed_in_the_ecosystem_file_fails_naming_the_old_app_and_leaves_only_a_serving(
+    fleet_with: Callable[[str], RecipeFleet],
+) -> None:
+    """A runs as pm2 app web-api (the README's file). B's ecosystem file renames it api: pm2 starts api next to
+    web-api, which keeps running release A's code. The deploy must fail (exit 90) naming the process that runs
+    A; every instance is switched back and serves A, no process runs B; ledger and status agree."""
+    fleet = fleet_with(README_ECOSYSTEM)
+    fleet.ecosystem = README_ECOSYSTEM.replace("name: 'web-api'", "name: 'api'")
+
+    run = fleet.ship("B", 2)
+
+    assert run.returncode == 1, run.output
+    assert f"runs release {RELEASE_A}, not {RELEASE_B}" in run.output, run.output
+    assert {document["release"] for document in fleet.served().values()} == {"A"}
+    assert {fleet.live_release_dir(i) for i in fleet.ids} == {f"{APP_DIR}/releases/{RELEASE_A}"}
+    for instance in fleet.ids:
+        listed = fleet.standin.run_on_instance(instance, f"ls -l /proc/*/cwd 2>/dev/null | grep {RELEASE_B} || true")
+        assert listed.stdout.strip() == "", listed.stdout
+    entry = ledger_entries(fleet.standin, fleet.service)[-1]
+    assert entry["release"] == RELEASE_B and entry["status"] != "succeeded", entry
+    assert ledger_fleet(entry) == dict.fromkeys(fleet.ids, RELEASE_A), entry
+    _status_agrees(fleet, 3)
