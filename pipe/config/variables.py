@@ -672,7 +672,8 @@ TARGET_GROUPS = Variable(
     "left too, named or not (the plan lists it). The pipe then rolls out itself, batch by batch: it "
     "deregisters the batch from every target group it is in, waits until it is drained, deploys, runs the "
     "health check, registers it "
-    "again, waits until every group reports it `healthy`, bakes (`BAKE_TIME`, watching `ALARMS`), then goes "
+    "again, waits until every group reports it `healthy` (not where it was `unhealthy` before, in a group not "
+    "named), bakes (`BAKE_TIME`, watching `ALARMS`), then goes "
     "on; see [Zero-downtime deploys behind a load balancer](#zero-downtime-deploys-behind-a-load-balancer). "
     "Needs the instances known before sending (`INSTANCE_IDS`, or `TARGETS` the deploy role can resolve).",
     plain(_target_groups),
@@ -798,7 +799,8 @@ ARTIFACT = Variable(
     "`ARTIFACT_BUCKET`, unpacked on each instance into `APP_DIR/releases/<release id>`, made live by switching "
     "`APP_DIR/current` atomically; see [Releases](#releases). Refused when missing, empty, outside the clone "
     "directory (symlinks too), over 5 GiB, or holding an entry a release may not hold (a device node, FIFO, "
-    "socket, setuid/setgid/sticky bit, or a path or link leading outside the release; see "
+    "socket, setuid/setgid/sticky bit, a path or link leading outside the release, or files declaring more "
+    "than 5 GiB unpacked; see "
     "[What a release may hold](#what-a-release-may-hold)).",
     plain(optional),
     group=Group.RELEASE,

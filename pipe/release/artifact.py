@@ -35,7 +35,17 @@ from pipe.aws.errors import error_code, error_message, is_access_denied
 from pipe.config.release import check_artifact_prefix
 from pipe.errors import NothingSent
 from pipe.limits import S3_MAX_PARTS, S3_PART_MIN_BYTES, S3_PUT_OBJECT_MAX_BYTES
-from pipe.release.contents import Archive, Entry, Problem, kind_of, problems, summary
+from pipe.release.contents import (
+    MAX_UNPACKED_BYTES,
+    SIZE_FIX,
+    Archive,
+    Entry,
+    Problem,
+    human,
+    kind_of,
+    problems,
+    summary,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -45,6 +55,7 @@ if TYPE_CHECKING:
 # is far below this. 5 GiB is also the largest object S3 takes in one PutObject, a size every S3
 # tool handles. Anything bigger belongs in a machine image or a container image, not a release.
 MAX_ARTIFACT_BYTES = S3_PUT_OBJECT_MAX_BYTES
+assert MAX_UNPACKED_BYTES == MAX_ARTIFACT_BYTES  # one bound for the archive and for what it unpacks to
 
 # Multipart above 16 MiB, in 16 MiB parts: a failed part is retried alone, and the largest
 # artifact takes 320 parts, far from S3's 10,000.
@@ -173,17 +184,9 @@ def _refusal(path_text: str, found: list[Problem]) -> str | None:
 
 def _too_big(path_text: str, size: int) -> str:
     return (
-        f"{path_text} is {_human(size)}, above the pipe's bound of {_human(MAX_ARTIFACT_BYTES)} (every instance "
-        "downloads it and keeps KEEP_RELEASES unpacked copies): ship only what runs (e.g. install "
-        "dependencies with COMMANDS on the instance) and put large assets in the machine image"
+        f"{path_text} is {human(size)}, above the pipe's bound of {human(MAX_ARTIFACT_BYTES)} (every instance "
+        f"downloads it and keeps KEEP_RELEASES unpacked copies): {SIZE_FIX}"
     )
-
-
-def _human(size: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
 
 
 # --- packing and hashing -----------------------------------------------------------------------------

@@ -15,6 +15,9 @@ The rules (README, Releases):
   that the archive stores as a symlink or a file, no path stored twice (directories excepted);
 - it keeps rwx permissions only: setuid, setgid and the sticky bit are refused, not dropped, so what
   goes live is exactly what was checked;
+- its files declare (tar: their size; zip: their uncompressed size) at most MAX_UNPACKED_BYTES in all,
+  and unpacking writes no more of a file than it declares, so a zip bomb is refused before it fills
+  a disk;
 - a symlink's target resolves inside the release, following the archive's own symlinks the way the
   kernel would (``s -> .`` then ``t -> s/../x`` leaves the release although ``s/../x`` reads as
   ``x``): absolute targets and targets that climb out with ``..`` are refused.
@@ -54,6 +57,9 @@ MAX_LINK_BYTES = 4095  # PATH_MAX - 1: no symlink target is longer
 LISTED = 5  # refused entries named one by one
 REFUSED = 3  # the program's exit status when an entry is refused (1: it could not read or unpack)
 FORMATS = ("tar.gz", "zip")
+# What a release's files may declare in all once unpacked: the same bound as an ARTIFACT's own size
+# (artifact.MAX_ARTIFACT_BYTES holds them equal), since every instance keeps KEEP_RELEASES unpacked copies.
+MAX_UNPACKED_BYTES = 5 * 1024**3
 
 OUTSIDE_FIX = "pack paths relative to the release's root, e.g. tar -czf web-api.tgz -C dist ."
 KIND_FIX = "leave it out of the build: the app or the system makes FIFOs, sockets and devices at run time"
@@ -65,6 +71,10 @@ SYMLINK_FIX = (
 )
 HARD_LINK_FIX = "store the file itself, with tar --hard-dereference, or link to a file stored before the link"
 ZIP_FIX = "zip it again with zip -r: deflate, no password, / between folders"
+SIZE_FIX = (
+    "ship only what runs (e.g. install dependencies with COMMANDS on the instance) and put large assets in "
+    "the machine image"
+)
 
 
 class Entry(NamedTuple):
@@ -75,6 +85,7 @@ class Entry(NamedTuple):
     mode: Optional[int] = None  # permission and special bits; None when the archive records none
     link: str = ""  # a symlink's target, or the name a hard link links to
     mtime: Optional[float] = None
+    size: Optional[int] = None  # a file's declared size once unpacked; None when not read from an archive
 
 
 class Problem(NamedTuple):
@@ -121,6 +132,9 @@ def problems(entries: Iterable[Entry]) -> List[Problem]:
         wrong = _placement_problem(entry, path, kinds, links)
         if wrong is not None:
             found.append((index, Problem(entry.name, wrong[0], wrong[1])))
+    too_big = _size_problem([(index, entry) for index, entry, _ in kept if entry.kind == FILE])
+    if too_big is not None:
+        found.append(too_big)
     return [problem for _, problem in sorted(found, key=lambda pair: pair[0])]
 
 
@@ -180,6 +194,26 @@ def _placement_problem(
     if "\0" in entry.link or leads_outside(path, entry.link, links):
         return "is a symlink to {}, outside the release".format(shown(entry.link)), SYMLINK_FIX
     return None
+
+
+def _size_problem(files: List[Tuple[int, Entry]]) -> Optional[Tuple[int, Problem]]:
+    """The largest file, when the files declare more than MAX_UNPACKED_BYTES in all (a zip bomb's header)."""
+    total = sum(entry.size or 0 for _, entry in files)
+    if total <= MAX_UNPACKED_BYTES:
+        return None
+    index, largest = max(files, key=lambda pair: pair[1].size or 0)
+    problem = "declares {} unpacked, and the archive's files {} in all, above the bound of {}".format(
+        human(largest.size or 0), human(total), human(MAX_UNPACKED_BYTES)
+    )
+    return index, Problem(largest.name, problem, SIZE_FIX)
+
+
+def human(size: int) -> str:
+    """A byte count for a message: 6.0 GiB, 12.5 MiB, 300 bytes."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return "{:.1f} {}".format(size / scale, unit)
+    return "{} bytes".format(size)
 
 
 def leads_outside(path: str, target: str, links: Dict[str, str]) -> bool:
@@ -304,7 +338,7 @@ class Archive:
         if wrong is not None:
             self.format_problems.append(Problem(info.filename, wrong, ZIP_FIX))
         mtime = time.mktime((*info.date_time, 0, 0, -1))
-        return Entry(info.filename, kind, stat.S_IMODE(unix) if unix else None, link, mtime)
+        return Entry(info.filename, kind, stat.S_IMODE(unix) if unix else None, link, mtime, info.file_size)
 
 
 def kind_of(mode: int) -> str:
@@ -328,7 +362,8 @@ def _tar_entry(member: tarfile.TarInfo) -> Entry:
     kind = next((name for test, name in _TAR_KINDS if test(member)), None)
     if kind is None:
         kind = "tar entry of type {!r}".format(member.type.decode("latin-1"))
-    return Entry(member.name, kind, member.mode, member.linkname, float(member.mtime))
+    size = member.size if kind == FILE else None
+    return Entry(member.name, kind, member.mode, member.linkname, float(member.mtime), size)
 
 
 # --- unpacking ----------------------------------------------------------------------------------------
@@ -417,10 +452,26 @@ class _Unpacker:
     def _file(self, target: bytes, entry: Entry, data: IO[bytes]) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with os.fdopen(os.open(target, flags, 0o600), "wb") as out:
-            shutil.copyfileobj(data, out, 1024 * 1024)
+            if entry.size is None:
+                shutil.copyfileobj(data, out, 1024 * 1024)
+            else:
+                _copy_declared(data, out, entry)
             os.fchmod(out.fileno(), _mode(entry, FILE))
         if entry.mtime is not None:
             os.utime(target, (entry.mtime, entry.mtime), follow_symlinks=False)
+
+
+def _copy_declared(data: IO[bytes], out: IO[bytes], entry: Entry) -> None:
+    """Copy no more than the entry declares (its size is what the rules checked), whatever the archive holds."""
+    left = entry.size or 0
+    while True:
+        chunk = data.read(min(1024 * 1024, left + 1))
+        if not chunk:
+            return
+        if len(chunk) > left:
+            raise ValueError("{} holds more than the {} it declares".format(shown(entry.name), human(left)))
+        out.write(chunk)
+        left -= len(chunk)
 
 
 def _parts(path: str) -> List[bytes]:

@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import stat
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -269,6 +270,19 @@ def write_zip(path: Path, members: list[tuple[str, int, str]]) -> Path:
             info.create_system = 3
             info.external_attr = mode << 16
             archive.writestr(info, data)
+    return path
+
+
+def declare_size(path: Path, size: int) -> Path:
+    """Rewrite every zip entry's uncompressed size, in its local header and in the central directory, to
+    ``size`` (what a zip bomb declares; the bytes stay as they are)."""
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = raw.find(signature)
+        while at >= 0:
+            struct.pack_into("<I", raw, at + offset, size)
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
     return path
 
 

@@ -32,7 +32,7 @@ from pipe.errors import NothingSent
 log = logging.getLogger("ssm-deploy")
 PAGE_SIZE = 400  # DescribeTargetGroups' largest PageSize
 DEFAULT_DEREGISTRATION_DELAY = 300  # deregistration_delay.timeout_seconds unless changed
-HEALTHY, DRAINING, UNUSED = "healthy", "draining", "unused"
+HEALTHY, UNHEALTHY, DRAINING, UNUSED = "healthy", "unhealthy", "draining", "unused"
 INSTANCE = "instance"  # TargetType of groups whose targets are instance ids
 # What each read is for, in the refusal when the deploy role may not make it
 NEEDED_FOR = {
@@ -54,6 +54,10 @@ class TargetState:
     def target(self) -> dict[str, Any]:
         """As RegisterTargets and DeregisterTargets take it: the id and the port it was registered with."""
         return {"Id": self.instance_id} if self.port is None else {"Id": self.instance_id, "Port": self.port}
+
+    @property
+    def target_key(self) -> tuple[str, int | None]:
+        return self.instance_id, self.port
 
     def describe(self) -> str:
         why = f" ({self.reason}: {self.description})" if self.reason and self.description else ""

@@ -22,7 +22,7 @@ from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
 from pipe.traffic.left_out import Target
 from pipe.traffic.target_groups.capacity import largest_batch, shortfall
-from pipe.traffic.target_groups.groups import TargetGroup, TargetState
+from pipe.traffic.target_groups.groups import UNHEALTHY, TargetGroup, TargetState
 from pipe.traffic.target_groups.waits import (
     LoadBalancerError,
     NotDeregistered,
@@ -71,6 +71,12 @@ class LoadBalancer:
             return
         leaving = [group for group, _ in registrations.values()]
         self._wait_for_capacity(run, batch, leaving)
+        ill_before = _unhealthy_in_groups_not_named(self.registrations(batch.instance_ids))
+        for group, state in ill_before:
+            log.warning(
+                f"{batch}: {state.instance_id} is {state.describe()} in {group.name}, which TARGET_GROUPS does not "
+                "name, before anything of this deploy: drained from it and registered again, but not waited for there"
+            )
         names = ", ".join(group.name for group in leaving)
         delay = max(group.deregistration_delay for group in leaving)
         log.info(f"{batch}: draining from {names} (deregistration delay {delay} s)...")
@@ -95,7 +101,7 @@ class LoadBalancer:
             self._put_back(run, batch, registrations, wait=False)
             raise
         try:
-            self._put_back(run, batch, registrations, wait=True, records=records, left=left)
+            self._put_back(run, batch, registrations, wait=True, records=records, left=left, unawaited=ill_before)
         except LoadBalancerError as error:
             raise NotBackInService(f"{batch}: its health in the load balancer could not be read: {error}.") from None
 
@@ -171,6 +177,7 @@ class LoadBalancer:
         wait: bool,
         records: Sequence[BatchRecord] = (),
         left: float | None = None,
+        unawaited: Sequence[tuple[TargetGroup, TargetState]] = (),
     ) -> None:
         taken_out = registrations
         registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
@@ -187,7 +194,7 @@ class LoadBalancer:
             return
         waited, pending = wait_for(
             run.clients.elbv2,
-            registrations,
+            _without_targets(registrations, unawaited),
             healthy,
             self.healthy_timeout,
             lambda: run.stops.raise_stopped_if_requested(
@@ -212,6 +219,39 @@ def _targets(registrations: Registrations) -> list[Target]:
     return [
         (arn, group.name, t.instance_id, t.port) for arn, (group, targets) in registrations.items() for t in targets
     ]
+
+
+def _unhealthy_in_groups_not_named(registrations: Registrations) -> list[tuple[TargetGroup, TargetState]]:
+    """The batch's targets already unhealthy, as last read, in groups TARGET_GROUPS does not name (with ``auto``:
+    any group), whose instance has another registration that is waited for: what a release did not cause and a
+    wait after its switch would blame it for. A target in a named group is always waited for, and so is an
+    instance's every target when none of them is waited for otherwise: each instance proves itself somewhere."""
+    ill = [
+        (group, state)
+        for group, targets in registrations.values()
+        if not group.named
+        for state in targets
+        if state.state == UNHEALTHY
+    ]
+    skipped = {(group.arn, state.target_key) for group, state in ill}
+    proven = {
+        state.instance_id
+        for arn, (_, targets) in registrations.items()
+        for state in targets
+        if (arn, state.target_key) not in skipped
+    }
+    return [(group, state) for group, state in ill if state.instance_id in proven]
+
+
+def _without_targets(
+    registrations: Registrations, unawaited: Sequence[tuple[TargetGroup, TargetState]]
+) -> Registrations:
+    skipped = {(group.arn, state.target_key) for group, state in unawaited}
+    kept = {
+        arn: (group, [t for t in targets if (arn, t.target_key) not in skipped])
+        for arn, (group, targets) in registrations.items()
+    }
+    return {arn: (group, targets) for arn, (group, targets) in kept.items() if targets}
 
 
 def _without(registrations: Registrations, gone: Mapping[str, str]) -> Registrations:

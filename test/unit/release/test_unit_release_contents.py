@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import shutil
 import stat
@@ -36,7 +37,7 @@ from pipe.release.contents import (
     unpack,
 )
 from pipe.release.remote import unpack_program
-from unit.release_support import Member, tar_member, write_tgz, write_zip
+from unit.release_support import Member, declare_size, tar_member, write_tgz, write_zip
 
 # --- reading archives -----------------------------------------------------------------------------------
 
@@ -216,6 +217,33 @@ def test_zip_entries_refused_by_type_bits_and_by_what_only_zip_can_hold(tmp_path
         "out": "is a symlink to ../../etc, outside the release",
         "win\\path.txt": "has a backslash in its name (zip archives separate folders with /)",
     }
+
+
+def test_a_zip_whose_files_declare_more_than_the_bound_unpacked_is_refused_naming_the_largest(tmp_path: Path) -> None:
+    """A zip bomb's header: two files declaring 3 GiB each (the bytes stay small). The pipe refuses it before
+    upload, naming the largest file, the total and the bound; below the bound the same files pass."""
+    members = [("big.bin", stat.S_IFREG | 0o644, "0" * 4096), ("small", stat.S_IFREG | 0o644, "x")]
+    path = declare_size(write_zip(tmp_path / "bomb.zip", members), 3 * 1024**3)
+
+    message = check_artifact_path("bomb.zip", str(tmp_path))
+
+    assert message is not None
+    assert "big.bin declares 3.0 GiB unpacked, and the archive's files 6.0 GiB in all, above the bound of 5.0 GiB" in (
+        message
+    )
+    assert contents.SIZE_FIX in message
+    assert refused(declare_size(path, 2 * 1024**3), "zip") == []
+
+
+def test_the_unpacker_writes_no_more_of_a_file_than_it_declares() -> None:
+    """What the size rule counted is what is written: an entry holding more than it declares fails the unpack."""
+    out = io.BytesIO()
+    with pytest.raises(ValueError, match="holds more than the 10 bytes it declares"):
+        contents._copy_declared(io.BytesIO(b"x" * 100), out, Entry("a", FILE, size=10))
+    assert len(out.getvalue()) <= 10
+    exact = io.BytesIO()
+    contents._copy_declared(io.BytesIO(b"x" * 10), exact, Entry("a", FILE, size=10))
+    assert exact.getvalue() == b"x" * 10
 
 
 def test_a_name_with_control_characters_is_shown_escaped() -> None:
@@ -488,6 +516,18 @@ def test_the_sent_program_runs_on_each_python3(tmp_path: Path, python: str) -> N
         f"{contents.KIND_FIX})"
     ]
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_sent_program_refuses_a_zip_declaring_more_than_the_bound(tmp_path: Path, python: str) -> None:
+    members = [("a", stat.S_IFREG | 0o644, "x"), ("b", stat.S_IFREG | 0o644, "y")]
+    bomb = declare_size(write_zip(tmp_path / "bomb.zip", members), 3 * 1024**3)
+
+    refusal = run_program(python, "zip", bomb, tmp_path / "out")
+
+    assert refusal.returncode == REFUSED, refusal.stderr
+    assert "declares 3.0 GiB unpacked, and the archive's files 6.0 GiB in all" in refusal.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_sent_program_is_the_rule_set_without_its_comments() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from pipe.model import Batch, BatchOutcome, BatchRecord
 from pipe.report.batches import batch_table
-from pipe.traffic.target_groups import waits
+from pipe.traffic.target_groups import hook, waits
 from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch, shortfall
 from pipe.traffic.target_groups.groups import TargetGroup, TargetState
 from pipe.traffic.target_groups.waits import drained, healthy, register_command, wait_for
@@ -158,3 +158,24 @@ def test_a_wait_ends_within_half_a_second_of_the_change(monkeypatch: pytest.Monk
     )
     assert pending == []
     assert at <= waited <= at + 0.5
+
+
+def test_only_targets_already_unhealthy_in_a_group_not_named_go_unawaited_after_the_switch() -> None:
+    """A release is waited for in every group it left, except where a target was unhealthy before it, in a group
+    TARGET_GROUPS does not name, while the instance is waited for elsewhere (attack 16b): in a named group an
+    unhealthy target is always waited for."""
+    sick, well = TargetState("i-1", 3000, "unhealthy"), TargetState("i-1", 8080, "healthy")
+    named = TargetGroup("arn:named", "web", targets=[sick], named=True)
+    other = TargetGroup("arn:other", "admin", targets=[sick, well], named=False)
+    registrations = {"arn:named": (named, [sick]), "arn:other": (other, [sick, well])}
+
+    unawaited = hook._unhealthy_in_groups_not_named(registrations)
+
+    assert unawaited == [(other, sick)]
+    assert hook._without_targets(registrations, unawaited) == {
+        "arn:named": (named, [sick]),
+        "arn:other": (other, [well]),
+    }
+    # TARGET_GROUPS: auto (no group named), unhealthy in its only group: still waited for, it proves itself there
+    alone = TargetGroup("arn:auto", "web", targets=[sick], named=False)
+    assert hook._unhealthy_in_groups_not_named({"arn:auto": (alone, [sick])}) == []
