@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, ship
+from e2e.test_attack10 import A, B, a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock, _kill_at
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, stop_at
 from e2e.test_ledger import entries as ledger_entries
@@ -94,18 +94,7 @@ def test_a_drain_longer_than_drain_timeout_fails_the_first_batch_and_leaves_the_
     every target is registered again, nothing switched; the ledger records B 'failed' with the fleet on A
     and ACTION: status finds no drift."""
     fleet = make_fleet(standin, 2, deregistration_delay=200)
-    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1"))
-    env = rolling(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
-        DRAIN_TIMEOUT="2",
-    )
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, DRAIN_TIMEOUT="2")
 
     run = run_pipe(env, timeout=400)
 
@@ -123,17 +112,7 @@ def test_a_stop_right_after_staging_leaves_the_fleet_serving_the_live_release_an
     says the staging ended, before (or as) the first batch drains: every target serves again, nothing
     switched, the ledger records B 'stopped' with the fleet on A, and ACTION: status finds no drift."""
     fleet: Fleet = make_fleet(standin, 2)
-    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1"))
-    env = rolling(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
-    )
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service)
 
     code, output = stop_at(env, f"Staged release {B}")
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, ship
+from e2e.test_attack10 import A, B, a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock
 from e2e.test_attack14 import SERVING, _killed_with_a_batch_of_two_out_of_service, _lock
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
@@ -472,16 +471,12 @@ def test_a_stop_while_a_rolled_back_batch_waits_to_be_healthy_again_is_recorded_
     ACTION: status finds no drift."""
     fleet = make_fleet(standin, 2)
     first = fleet.ids[0]
-    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1"))
-    env = rolling(
+    env = a_then_b_env(
         standin,
         fleet,
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
         HEALTHCHECK_COMMANDS=f'[ "$AWS_SSM_INSTANCE_ID" != "{fleet.ids[failing]}" ]',
         HEALTHCHECK_RETRIES="1",
     )
