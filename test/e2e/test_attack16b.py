@@ -162,9 +162,12 @@ def test_a_zip_declaring_more_than_five_gib_unpacked_is_refused_before_upload(
 # --- pm2 with stale values ---
 
 
-def held_value(standin: StandIn, pid: int, name: str) -> str | None:
-    """``name``'s value in the environment of process ``pid`` (the instances are processes of this host)."""
-    for pair in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+def held_value(standin: StandIn, instance_id: str, pid: int, name: str) -> str | None:
+    """``name``'s value in the environment of the instance's process ``pid`` (its own number: each instance
+    has its own PID namespace; the process is one of this machine's)."""
+    host_pid = standin.host_pid(instance_id, pid)
+    assert host_pid is not None, f"{instance_id} runs no process {pid}"
+    for pair in Path(f"/proc/{host_pid}/environ").read_bytes().split(b"\0"):
         key, _, value = pair.partition(b"=")
         if key.decode(errors="replace") == name:
             return value.decode(errors="replace")
@@ -198,10 +201,10 @@ def test_a_secret_rotated_and_a_variables_value_changed_in_one_pm2_deploy_both_r
 
     assert run.returncode == 0, run.output
     assert "one-value" not in run.output and "two-value" not in run.output and ROTATED not in run.output
-    for document in fleet.served().values():
+    for instance_id, document in fleet.served().items():
         assert document["release"] == "C", document
         assert document["db_password_sha256"] == sha16(ROTATED), document
-        assert held_value(fleet.standin, document["pid"], "FEATURE") == "two-value", document
+        assert held_value(fleet.standin, instance_id, document["pid"], "FEATURE") == "two-value", document
     c = "000004-0123456"
     assert {fleet.live_release_dir(i) for i in fleet.ids} == {f"{APP_DIR}/releases/{c}"}
     entry = ledger_entries(fleet.standin, fleet.service)[-1]
