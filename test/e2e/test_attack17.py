@@ -1,0 +1,147 @@
+"""The seventeenth outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end
+against the stand-in, on what changed last and what attack 16 left untried: a stop while a baked batch
+drains for its rollback (before any rollback command), two SERVICEs sharing one APP_DIR, RELEASE:
+previous with TARGETS by tag after a killed build. Each test ends with the three truths compared: what
+the instances run, what the ledger says, what the step said, and ACTION: status."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from e2e.test_attack9 import rolling
+from e2e.test_attack10 import A, B, a_then_b_env, ship
+from e2e.test_attack12 import _age_the_lock, _kill_at
+from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_load_balancer import every_target_in_service, make_fleet
+from e2e.test_releases import release_env
+from standin import StandIn
+from support import LivePipe, run_pipe, wait_until
+
+LONG_DRAIN = "2000"  # deregistration_delay.timeout_seconds: 100 s at the stand-in's ELB time scale
+
+
+def _status(standin: StandIn, ids: list[str], clone: Path, bucket: str, service: str, **extra: str) -> tuple[int, str]:
+    env = release_env(standin, ids, clone, bucket, service, ACTION="status", BITBUCKET_BUILD_NUMBER="99", **extra)
+    done = run_pipe(env, timeout=300)
+    return done.returncode, done.output
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack 17: a stop while a baked batch drains for its rollback (no rollback command yet) leaves "
+    "rollback 'not run' and interrupted_phase None, though the message says the rollback was stopped",
+)
+def test_a_stop_while_a_baked_batch_drains_for_its_rollback_records_the_rollback_as_interrupted(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on two instances behind a group, one per batch. An alarm fires while batch 1 (on B) bakes: its
+    rollback begins by draining it again, and the pipeline is stopped during that drain, before any rollback
+    command. The first instance still runs B, the second A. The README: SSM_DEPLOY_ROLLBACK is `interrupted`
+    when a rollback had begun (never `not run`); the ledger and the result file name the fleet as on disk;
+    ACTION: status names the drift."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    alarm = f"web-5xx-{uuid.uuid4().hex[:6]}"
+    standin.create_alarm(alarm)
+    env = a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600", ALARMS=alarm)
+    pipe = LivePipe(env)
+    pipe.wait_for_line("batch 1/2 (1 instance(s)): baking", timeout=240)
+    standin.client("elbv2").modify_target_group_attributes(
+        TargetGroupArn=fleet.group_arn,
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": LONG_DRAIN}],
+    )
+    standin.set_alarm(alarm, "ALARM", "5xx above 1%")
+    draining = "batch 1/2 (1 instance(s)): draining from"
+    wait_until(lambda: pipe.output.count(draining) == 2, "batch 1 draining for its rollback", 240)
+    pipe.signal(signal.SIGTERM)
+    stopped = pipe.finish(timeout=300)
+
+    assert stopped.returncode == 1, stopped.output
+    assert "Traceback" not in stopped.output
+    disk = fleet_on_disk(standin, fleet.ids)
+    assert disk == {first: B, second: A}, stopped.output
+    entry = ledger_entries(standin, service)[-1]
+    assert entry["release"] == B and entry["status"] != "succeeded", entry
+    assert ledger_fleet(entry) == disk, (entry, stopped.output)
+    document = result(tmp_path)
+    assert document["fleet"] == disk, stopped.output
+    dotenv = (tmp_path / "ssm-deploy-result.json.env").read_text()
+    rollback = (document["rollback"], document["interrupted_phase"], "SSM_DEPLOY_ROLLBACK='interrupted'" in dotenv)
+    assert rollback == ("interrupted", "rollback", True), (rollback, stopped.output)
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 240)
+    code, output = _status(standin, fleet.ids, tmp_path, bucket, service)
+    assert code != 0, output
+    assert first in output and B in output, output
+
+
+@pytest.mark.slow
+def test_two_services_sharing_one_app_dir_leave_no_ledger_calling_a_release_live_that_no_instance_runs(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """SERVICE api ships A to APP_DIR on one instance; SERVICE worker (another ledger, another lock) then ships
+    B to the same APP_DIR on the same instance. api's ledger still calls A live; the instance runs B. Either
+    the second service is refused (the directory holds another service's releases) or api's ACTION: status
+    names the drift: never exit 0 with 'No drift' while the instance runs another service's release."""
+    (instance,) = ids = standin.launch(1)
+    worker = f"{service}-worker"
+    ship(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1")
+    )
+    other = release_env(
+        standin, ids, tmp_path, bucket, worker, ARTIFACT=build(tmp_path, "B"), BITBUCKET_BUILD_NUMBER="2"
+    )
+    second = run_pipe(other, timeout=300)
+    assert "Traceback" not in second.output
+    disk = fleet_on_disk(standin, ids)
+    api = ledger_entries(standin, service)[-1]
+    if second.returncode == 0:
+        assert disk == {instance: B}, second.output
+        code, output = _status(standin, ids, tmp_path, bucket, service)
+        assert code != 0, output
+        assert "No drift" not in output, output
+    else:  # refused: api's release untouched
+        assert disk == {instance: A}, second.output
+        assert (api["release"], ledger_fleet(api)) == (A, disk), api
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack 17: RELEASE: previous sent as one command to TARGETS skips the read of each current "
+    "(no instance ids in its batch) and takes the fleet past the live release to the one before",
+)
+def test_release_previous_with_targets_by_tag_after_a_killed_deploy_is_refused_before_switching(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Z, then A live on 2 instances; the build of B is killed while its first batch bakes (first on B, second
+    on A). RELEASE: previous without a rollout, the instances named by TARGETS (a tag) rather than INSTANCE_IDS:
+    it must read each instance's current first, as the README says, and be refused before switching anything
+    (not take the fleet to Z)."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    tag = f"svc-{uuid.uuid4().hex[:8]}"
+    standin.client("ec2").create_tags(Resources=fleet.ids, Tags=[{"Key": "Service", "Value": tag}])
+    z = "000000-0123456"
+    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "Z"), BITBUCKET_BUILD_NUMBER="0"))
+    _kill_at(a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600"), "baking 600 s")
+    for command in standin.sent_commands():
+        standin.client("ssm").cancel_command(CommandId=command.command_id)
+    assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}
+    _age_the_lock(standin, f"/deploy-lock/{service}/prod")
+
+    back = release_env(standin, fleet.ids, tmp_path, bucket, service, RELEASE="previous", BITBUCKET_BUILD_NUMBER="3")
+    back.pop("INSTANCE_IDS")
+    back["TARGETS"] = f"tag:Service={tag}"
+    run = run_pipe(back, timeout=300)
+
+    assert "Traceback" not in run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}, run.output  # nothing switched, none to Z
+    assert run.returncode == 1, run.output
+    assert f"{first} runs {B}: a deploy the release ledger does not record" in run.output
+    newest = ledger_entries(standin, service)[-1]
+    assert newest["release"] != z or newest["status"] != "succeeded", newest
