@@ -90,7 +90,7 @@ def check_before_going_back(run: Run, instance_ids: list[str]) -> DeployFailed |
     release, chosen = run.release, run.settings.release
     if release is None or chosen is None or chosen.release != PREVIOUS or release.action is not Action.ROLLBACK:
         return None
-    if not instance_ids:  # SSM resolves TARGETS at send time: nothing to ask before
+    if not instance_ids:  # TARGETS could not be resolved before sending: nothing to ask
         return None
     app_dir = release.plan.app_dir
     log.info(

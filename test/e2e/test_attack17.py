@@ -110,18 +110,14 @@ def test_two_services_sharing_one_app_dir_leave_no_ledger_calling_a_release_live
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 17: RELEASE: previous sent as one command to TARGETS skips the read of each current "
-    "(no instance ids in its batch) and takes the fleet past the live release to the one before",
-)
 def test_release_previous_with_targets_by_tag_after_a_killed_deploy_is_refused_before_switching(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     """Z, then A live on 2 instances; the build of B is killed while its first batch bakes (first on B, second
     on A). RELEASE: previous without a rollout, the instances named by TARGETS (a tag) rather than INSTANCE_IDS:
     it must read each instance's current first, as the README says, and be refused before switching anything
-    (not take the fleet to Z)."""
+    (not take the fleet to Z). Before the fix the one command to the TARGETS named no instance, the read was
+    skipped, and both went to Z."""
     fleet = make_fleet(standin, 2)
     first, second = fleet.ids
     tag = f"svc-{uuid.uuid4().hex[:8]}"
