@@ -409,9 +409,11 @@ class _Rollback:
     def record_stop(self) -> None:
         """A stop ended the rollout, inside the rollback or outside it (e.g. while a batch switched back
         came back into service): a rollback that began is ``interrupted``, never ``not run``, and is the
-        phase the stop cut short unless a command's phase was."""
-        self.record.status = PhaseStatus.INTERRUPTED if self.record.commands else PhaseStatus.NOT_RUN
-        if self.record.commands and not self.outcome.interrupted:
+        phase the stop cut short unless a command's phase was. It began with its first batch, before any
+        rollback command: a stop while that batch drains again cuts the rollback short too."""
+        began = bool(self.record.commands or self.tried)
+        self.record.status = PhaseStatus.INTERRUPTED if began else PhaseStatus.NOT_RUN
+        if began and not self.outcome.interrupted:
             self.outcome.interrupted = ROLLBACK
 
     def verdict(self, run: Run, failure: DeployFailed, standing: str) -> DeployFailed:

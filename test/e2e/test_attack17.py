@@ -31,11 +31,6 @@ def _status(standin: StandIn, ids: list[str], clone: Path, bucket: str, service:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 17: a stop while a baked batch drains for its rollback (no rollback command yet) leaves "
-    "rollback 'not run' and interrupted_phase None, though the message says the rollback was stopped",
-)
 def test_a_stop_while_a_baked_batch_drains_for_its_rollback_records_the_rollback_as_interrupted(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -43,7 +38,8 @@ def test_a_stop_while_a_baked_batch_drains_for_its_rollback_records_the_rollback
     rollback begins by draining it again, and the pipeline is stopped during that drain, before any rollback
     command. The first instance still runs B, the second A. The README: SSM_DEPLOY_ROLLBACK is `interrupted`
     when a rollback had begun (never `not run`); the ledger and the result file name the fleet as on disk;
-    ACTION: status names the drift."""
+    ACTION: status names the drift. Before the fix the result said rollback 'not run', interrupted_phase
+    None, while its message said the pipeline was stopped during the rollback."""
     fleet = make_fleet(standin, 2)
     first, second = fleet.ids
     alarm = f"web-5xx-{uuid.uuid4().hex[:6]}"
