@@ -137,3 +137,56 @@ def test_release_previous_with_targets_by_tag_after_a_killed_deploy_is_refused_b
     assert f"{first} runs {B}: a deploy the release ledger does not record" in run.output
     newest = ledger_entries(standin, service)[-1]
     assert newest["release"] != z or newest["status"] != "succeeded", newest
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack 17: RELEASE: previous without staging takes an instance whose read of current timed out "
+    "(a killed build's command still holds its lock) for one that cannot say, and goes past the live release",
+)
+def test_release_previous_while_a_killed_builds_command_still_runs_does_not_go_past_the_live_release(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Z, then A live on one instance, no rollout. The build of B is killed while B's activation runs on the
+    instance (its `current` already on B); its SSM command goes on, as on AWS, holding the instance's release
+    lock past the read's 30 s. RELEASE: previous must not take the instance to Z, past A (what served before
+    the killed build): staging would wait for the lock and find B; the read gives up and is taken for 'cannot
+    say'."""
+    (instance,) = ids = standin.launch(1)
+    z = "000000-0123456"
+    for version, number in (("Z", "0"), ("A", "1")):
+        ship(
+            release_env(
+                standin,
+                ids,
+                tmp_path,
+                bucket,
+                service,
+                ARTIFACT=build(tmp_path, version),
+                BITBUCKET_BUILD_NUMBER=number,
+            )
+        )
+    activate = 'echo "activated $(cat version.txt)"\nif [ "$(cat version.txt)" = B ]; then echo holding-b; sleep 75; fi'
+    killed = release_env(
+        standin,
+        ids,
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=build(tmp_path, "B"),
+        BITBUCKET_BUILD_NUMBER="2",
+        ACTIVATE_COMMANDS=activate,
+    )
+    _kill_at(killed, f"{instance} | holding-b")
+    assert fleet_on_disk(standin, ids) == {instance: B}
+    _age_the_lock(standin, f"/deploy-lock/{service}/prod")
+
+    back = release_env(standin, ids, tmp_path, bucket, service, RELEASE="previous", BITBUCKET_BUILD_NUMBER="3")
+    run = run_pipe(back, timeout=400)
+
+    assert "Traceback" not in run.output
+    disk = fleet_on_disk(standin, ids)
+    assert disk[instance] != z, (disk, run.output)
+    newest = ledger_entries(standin, service)[-1]
+    assert ledger_fleet(newest) == disk or newest["release"] == A, (newest, disk)
