@@ -140,19 +140,14 @@ def test_release_previous_with_targets_by_tag_after_a_killed_deploy_is_refused_b
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 17: RELEASE: previous without staging takes an instance whose read of current timed out "
-    "(a killed build's command still holds its lock) for one that cannot say, and goes past the live release",
-)
 def test_release_previous_while_a_killed_builds_command_still_runs_does_not_go_past_the_live_release(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     """Z, then A live on one instance, no rollout. The build of B is killed while B's activation runs on the
     instance (its `current` already on B); its SSM command goes on, as on AWS, holding the instance's release
     lock past the read's 30 s. RELEASE: previous must not take the instance to Z, past A (what served before
-    the killed build): staging would wait for the lock and find B; the read gives up and is taken for 'cannot
-    say'."""
+    the killed build): staging would wait for the lock and find B; the read gives up after 30 s, and before
+    the fix that was taken for 'cannot say': ✔ Rollback to Z. Now refused, naming the instance."""
     (instance,) = ids = standin.launch(1)
     z = "000000-0123456"
     for version, number in (("Z", "0"), ("A", "1")):
@@ -188,5 +183,8 @@ def test_release_previous_while_a_killed_builds_command_still_runs_does_not_go_p
     assert "Traceback" not in run.output
     disk = fleet_on_disk(standin, ids)
     assert disk[instance] != z, (disk, run.output)
+    assert run.returncode == 1, run.output
+    assert f"{instance} did not say which release" in run.output, run.output
+    assert f"RELEASE: '{A}' brings every instance back to the live release" in run.output, run.output
     newest = ledger_entries(standin, service)[-1]
     assert ledger_fleet(newest) == disk or newest["release"] == A, (newest, disk)
