@@ -188,3 +188,49 @@ def test_release_previous_while_a_killed_builds_command_still_runs_does_not_go_p
     assert f"RELEASE: '{A}' brings every instance back to the live release" in run.output, run.output
     newest = ledger_entries(standin, service)[-1]
     assert ledger_fleet(newest) == disk or newest["release"] == A, (newest, disk)
+
+
+@pytest.mark.slow
+def test_a_stop_while_an_earlier_batch_activates_its_switch_back_is_recorded_as_on_disk(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on two instances behind a group, one per batch. B's health check fails in batch 2 (switched back
+    in its own window); batch 1 is then drained and switched back, and its activation of A hangs there: the
+    pipeline is stopped. Both run A: the ledger must not call B live, the ledger's and the result file's fleet
+    are the disk, the rollback is 'interrupted' in the rollback phase, and ACTION: status finds no drift."""
+    fleet = make_fleet(standin, 2)
+    first, second = fleet.ids
+    hold = "/srv/hold"
+    held = f'if [ "$(cat version.txt)" = A ] && [ -e {hold} ]; then echo holding-a; sleep 600; fi'
+    activate = f'echo "activated $(cat version.txt)"\n{held}'
+    env = a_then_b_env(
+        standin,
+        fleet,
+        tmp_path,
+        bucket,
+        service,
+        ACTIVATE_COMMANDS=activate,
+        HEALTHCHECK_COMMANDS=f'[ "$AWS_SSM_INSTANCE_ID" != "{second}" ]',
+        HEALTHCHECK_RETRIES="1",
+    )
+    standin.instance_path(first, hold).touch()
+    pipe = LivePipe(env)
+    pipe.wait_for_line(f"{first} | holding-a", timeout=300)
+    pipe.signal(signal.SIGTERM)
+    stopped = pipe.finish(timeout=300)
+    standin.instance_path(first, hold).unlink()
+
+    assert stopped.returncode == 1, stopped.output
+    assert "Traceback" not in stopped.output
+    disk = fleet_on_disk(standin, fleet.ids)
+    assert disk == {first: A, second: A}, stopped.output
+    entry = ledger_entries(standin, service)[-1]
+    assert entry["release"] == B and entry["status"] != "succeeded", entry
+    assert ledger_fleet(entry) == disk, (entry, stopped.output)
+    document = result(tmp_path)
+    assert document["fleet"] == disk, stopped.output
+    assert (document["rollback"], document["interrupted_phase"]) == ("interrupted", "rollback"), document
+    wait_until(lambda: every_target_in_service(standin, fleet), "every target back in service", 240)
+    code, output = _status(standin, fleet.ids, tmp_path, bucket, service)
+    assert code == 0, output
+    assert f"No drift: 2 instance(s) run {A}, the live release" in output, output
