@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from e2e.test_attack12 import _age_the_lock, _kill_at
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
-from e2e.test_releases import release_env
+from e2e.test_proof_of_serving import README_ECOSYSTEM, RELEASE_A, RELEASE_B, RecipeFleet
+from e2e.test_proof_of_serving import fleet_with as fleet_with
+from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
@@ -234,3 +237,45 @@ def test_a_stop_while_an_earlier_batch_activates_its_switch_back_is_recorded_as_
     code, output = _status(standin, fleet.ids, tmp_path, bucket, service)
     assert code == 0, output
     assert f"No drift: 2 instance(s) run {A}, the live release" in output, output
+
+
+WORKER_APP = """    {
+      name: 'worker',
+      script: 'server.js',
+      cwd: '/srv/web-api/current',
+      env_prod: { NODE_ENV: 'production', PORT: '3001', DB_PASSWORD: process.env.DB_PASSWORD },
+    },
+  ],
+};"""
+WITH_A_WORKER = README_ECOSYSTEM.replace("  ],\n};", WORKER_APP)
+
+
+@pytest.mark.slow
+def test_a_pm2_app_added_by_a_release_that_is_rolled_back_leaves_no_process_on_the_new_release(
+    fleet_with: Callable[[str], RecipeFleet],
+) -> None:
+    """A runs as pm2 app web-api (the README's file). B's ecosystem file adds a second app, worker (same
+    server on port 3001, cwd current), and B's /health fails: B is switched back to A. A's ecosystem file
+    does not list worker, so `pm2 startOrReload` of A leaves it running B's code. What must hold (issue #17,
+    1-3): after the rollback no process runs from releases/B, or the step says so naming it (held: the switch
+    back's own check finds worker on B, exit 86, ROLLBACK FAILED, the process named in the instance's output)."""
+    fleet = fleet_with(README_ECOSYSTEM)
+    assert WITH_A_WORKER != README_ECOSYSTEM
+    fleet.ecosystem = WITH_A_WORKER
+
+    run = fleet.ship("B", 2, broken=True)
+
+    assert run.returncode == 1, run.output
+    assert "Traceback" not in run.output
+    assert {fleet.live_release_dir(i) for i in fleet.ids} == {f"{APP_DIR}/releases/{RELEASE_A}"}
+    on_b = {}
+    for instance in fleet.ids:
+        listed = fleet.standin.run_on_instance(instance, f"ls -l /proc/*/cwd 2>/dev/null | grep {RELEASE_B} || true")
+        if listed.stdout.strip():
+            on_b[instance] = listed.stdout.strip()
+    entry = ledger_entries(fleet.standin, fleet.service)[-1]
+    assert entry["release"] == RELEASE_B and entry["status"] != "succeeded", entry
+    if on_b:  # a process still runs B: the step says so, naming it, and does not call the rollback a success
+        assert f"runs release {RELEASE_B}, not {RELEASE_A}: this instance needs attention" in run.output, run.output
+        assert "ROLLBACK FAILED on 1 of 1 instance(s)" in run.output, run.output
+        assert "Rollback succeeded on all" not in run.output, (on_b, run.output)
