@@ -75,7 +75,7 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
                     _failed_in(run, STAGE)
                     raise staged
             else:
-                refused = check_before_going_back(run, [i for batch in batches for i in batch.instance_ids])
+                refused = check_before_going_back(run, _known_instances(run, batches))
                 if refused is not None:
                     raise refused
             queue, ran, joiners = list(batches), [], Joiners(batches)  # ran: every batch begun, joined ones last
@@ -409,9 +409,11 @@ class _Rollback:
     def record_stop(self) -> None:
         """A stop ended the rollout, inside the rollback or outside it (e.g. while a batch switched back
         came back into service): a rollback that began is ``interrupted``, never ``not run``, and is the
-        phase the stop cut short unless a command's phase was."""
-        self.record.status = PhaseStatus.INTERRUPTED if self.record.commands else PhaseStatus.NOT_RUN
-        if self.record.commands and not self.outcome.interrupted:
+        phase the stop cut short unless a command's phase was. It began with its first batch, before any
+        rollback command: a stop while that batch drains again cuts the rollback short too."""
+        began = bool(self.record.commands or self.tried)
+        self.record.status = PhaseStatus.INTERRUPTED if began else PhaseStatus.NOT_RUN
+        if began and not self.outcome.interrupted:
             self.outcome.interrupted = ROLLBACK
 
     def verdict(self, run: Run, failure: DeployFailed, standing: str) -> DeployFailed:
@@ -453,6 +455,13 @@ class _Rollback:
             f"{listed(self.broken)}; they need attention. Rollback command id: {command_ids(self.record.commands)}."
             f"{release_meanings(self.broken) if self.release_mode else ''}{not_back}{suffix}"
         )
+
+
+def _known_instances(run: Run, batches: Sequence[Batch]) -> list[str]:
+    """The instances the batches name, or for one command to TARGETS (SSM resolves its instances) the ones
+    TARGETS matched when the plan was made; none when they could not be resolved."""
+    named = [i for batch in batches for i in batch.instance_ids]
+    return named or list(run.plan.instances or ())
 
 
 def _batches_back(run: Run, done: list[Batch]) -> Iterator[Batch]:

@@ -23,7 +23,7 @@ from pipe.plan.commands import stage_spec
 from pipe.release.ledger import Action
 from pipe.release.remote import current_report
 from pipe.report.durations import format_duration
-from pipe.report.instances import listed, release_meanings
+from pipe.report.instances import listed, named, release_meanings
 
 log = logging.getLogger("ssm-deploy")
 
@@ -85,12 +85,13 @@ def stage_release(run: Run) -> DeployFailed | None:
 def check_before_going_back(run: Run, instance_ids: list[str]) -> DeployFailed | None:
     """RELEASE: previous without staging (which would read it): read each instance's ``current`` first, so
     that a release a killed build left on some instance, which the ledger never recorded, is found before
-    anything is drained or switched, as staging finds it. Only the instances' answers count: one that
-    cannot say (no answer, no release) is not taken for a killed build's."""
+    anything is drained or switched, as staging finds it. An instance on no release is no killed build's;
+    one that did not answer (a release script still holds its lock past the read's wait: the killed build's
+    own command, still running) may be: refused too, where staging would have waited for it."""
     release, chosen = run.release, run.settings.release
     if release is None or chosen is None or chosen.release != PREVIOUS or release.action is not Action.ROLLBACK:
         return None
-    if not instance_ids:  # SSM resolves TARGETS at send time: nothing to ask before
+    if not instance_ids:  # TARGETS could not be resolved before sending: nothing to ask
         return None
     app_dir = release.plan.app_dir
     log.info(
@@ -100,7 +101,9 @@ def check_before_going_back(run: Run, instance_ids: list[str]) -> DeployFailed |
     )
     found = read_current(run, app_dir, instance_ids)
     elsewhere = {i: r for i, r in found.items() if r not in (release.live_before, UNKNOWN_RELEASE, NO_RELEASE)}
-    refused = _past_the_live_release(run, elsewhere)
+    refused = _past_the_live_release(run, elsewhere) or _unread(
+        run, [i for i, r in found.items() if r == UNKNOWN_RELEASE]
+    )
     if refused is not None:
         run.outcome.fleet.update(found)
     return refused
@@ -124,6 +127,23 @@ def _past_the_live_release(run: Run, elsewhere: dict[str, str]) -> DeployFailed 
         f"what served before it. Nothing was drained or switched. To bring every instance back to "
         f"{release.live_before}, run the step with RELEASE: '{release.live_before}'; RELEASE: previous then goes "
         f"to {target}."
+    )
+
+
+def _unread(run: Run, unread: list[str]) -> DeployFailed | None:
+    """RELEASE: previous when some instances did not say where ``current`` points: going on could take them
+    past the release a killed build left them on (its command may still run there). Refused, naming them."""
+    release = run.release
+    if not unread or release is None:
+        return None
+    return DeployFailed(
+        f"RELEASE: previous chose {release.plan.release_id}, the release live before {release.live_before}, but "
+        f"{named(sorted(unread))} did not say which release {release.plan.app_dir}/current points to (a release "
+        "script still held the instance's lock, or the read failed: see above), so a deploy the release ledger "
+        "does not record (a killed build whose command still runs?) may have switched it. Nothing was drained "
+        f"or switched. Run the step again once that command ended (ACTION: status shows what each instance "
+        f"runs), or name the release: RELEASE: '{release.live_before}' brings every instance back to the live "
+        f"release, RELEASE: '{release.plan.release_id}' goes to the one before it."
     )
 
 
