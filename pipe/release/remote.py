@@ -115,8 +115,9 @@ VERIFY_GRACE_SECONDS = 10
 # its title after the fork
 VERIFY_SETTLE_SECONDS = 3
 PM2_FIX = (
-    "for pm2: set cwd: '{app_dir}/current' in the ecosystem file and list every secret from process.env in its "
-    "env_<environment> block; an app first started without cwd needs `pm2 delete <name>` once"
+    "for pm2: set cwd: '{app_dir}/current' in the ecosystem file and list every variable the app reads "
+    "(SECRETS, PARAMETERS_PATH, VARIABLES) from process.env in its env_<environment> block; an app first started "
+    "without cwd, or renamed or removed in the file, needs `pm2 delete <name>` once"
 )
 # Set by the SSM Agent for every Run Command script; forwarded to RUN_AS with the pipe's names.
 AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
@@ -1098,7 +1099,7 @@ ssm_deploy_switch_back() {
   [ "$ssm_deploy_rc" -eq 0 ] \
     || ssm_deploy_fail 86 "switched back to release $ssm_deploy_to but ACTIVATE_COMMANDS failed there (exit $ssm_deploy_rc): this instance needs attention"
   ssm_deploy_verify_back "$ssm_deploy_to" \
-    || ssm_deploy_fail 86 "switched back to release $ssm_deploy_to, but $ssm_deploy_stale: this instance needs attention (stop that process)"
+    || ssm_deploy_fail 86 "switched back to release $ssm_deploy_to, but $ssm_deploy_stale: this instance needs attention (stop that process)$ssm_deploy_fix"
   echo "ssm-deploy: release $ssm_deploy_to is live again on this instance"
 }
 """  # noqa: E501 (each message is one line on the instance)

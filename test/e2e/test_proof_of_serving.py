@@ -30,7 +30,7 @@ WITHOUT_SECRET = README_ECOSYSTEM.replace(
 )
 RELEASE_A, RELEASE_B = "000001-0123456", "000002-0123456"
 FIRST, ROTATED = "first-Pa55word", "rotated-Pa55word"
-PM2_FIX = f"set cwd: '{APP_DIR}/current' in the ecosystem file and list every secret from process.env"
+PM2_FIX = f"set cwd: '{APP_DIR}/current' in the ecosystem file and list every variable the app reads"
 
 
 class RecipeFleet(NodeFleet):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipe.model import SecretRef
-from pipe.release.remote import ReleaseExit, current_report, install_body, verified_after
+from pipe.release.remote import ReleaseExit, current_report, install_body, switch_back_body, verified_after
 from unit.release_support import ACTIVATE, SHELLS, A, B, Box, is_root, open_temp_dir
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -87,12 +87,31 @@ def test_a_process_left_on_the_replaced_release_fails_with_90_and_switches_back(
     assert f"process {pid} (sh -c " in output  # the process, with its command
     assert f"runs release {A}, not {B}" in output
     assert f"rolled back to {A}, whose activation ran again and succeeded" in output
-    assert f"set cwd: '{box.app_dir}/current' in the ecosystem file" in output
+    assert f"set cwd: '{box.app_dir}/current' in the ecosystem file and list every variable the app reads" in output
     assert "`pm2 delete <name>` once" in output
     assert box.current() == f"releases/{A}"
     assert box.observed("activations") == [A, B, A]  # activated again after the switch back
     assert box.history() == [A, B, A]
     assert SECRET_CORE not in output
+
+
+def test_a_process_only_the_failed_release_started_fails_the_switch_back_with_86_and_the_pm2_fix(box: Box) -> None:
+    """B's activation starts a process A's does not stop (a pm2 app only B's ecosystem file lists): the
+    switch back to A leaves it on B, exits 86 and says how to get rid of it."""
+    box.store_parameter(PARAMETER, SECRET)
+    code, output = _install(box, A, ACTIVATE)
+    assert code == 0, output
+    code, output = _install(box, B, STARTED_ONCE)
+    assert code == 0, output
+    [pid] = _service_pids(box)
+
+    run = box.run(switch_back_body(box.plan(B, box.release_artifact(B), verify_grace=GRACE), A))
+
+    assert run.code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED, run.stdout + run.stderr
+    assert f"process {pid} (sh -c " in run.stderr and f"runs release {B}, not {A}" in run.stderr
+    assert "this instance needs attention (stop that process); for pm2:" in run.stderr
+    assert "renamed or removed in the file, needs `pm2 delete <name>` once" in run.stderr
+    assert box.current() == f"releases/{A}"
 
 
 def test_processes_that_follow_current_pass(box: Box) -> None:
