@@ -114,6 +114,9 @@ def _joined(
     """The batches for the instances that joined the fleet during the rollout, or the failure to find them."""
     try:
         more = joiners.batches(run, ran)
+    except DeployStopped:
+        _stopped_in(run, SCALE_OUT)
+        raise
     except DeployFailed as failure:
         _failed_in(run, SCALE_OUT)
         return [], failure
@@ -169,6 +172,8 @@ def _run_batch(
                     record.outcome = BatchOutcome.FAILED
                 rolled_back = rollback.batch(run, batch, no_hook, [record] if record is not None else [], failure)
     except DeployStopped as stopped:
+        if not rollback.began:  # a stop while a batch switched back comes back in is the rollback's
+            _stopped_in(run, LOAD_BALANCER)  # the drain or the return to service, unless a command was cut short
         if record is not None and record.outcome in (BatchOutcome.NOT_STARTED, BatchOutcome.FAILED):
             record.outcome = BatchOutcome.STOPPED
         if failure is not None:  # the batch had failed: say so, not only that the pipe was stopped
@@ -276,6 +281,7 @@ def _bake(run: Run, batch: Batch, record: BatchRecord | None) -> DeployFailed | 
         try:
             run.stops.raise_stopped_if_requested(f"during the bake of {batch}: nothing more was sent.")
         except DeployStopped:
+            _stopped_in(run, BAKE)
             if record is not None:
                 record.bake = round(time.monotonic() - started, 1)
                 record.outcome = BatchOutcome.BAKE_STOPPED
@@ -411,10 +417,13 @@ class _Rollback:
         came back into service): a rollback that began is ``interrupted``, never ``not run``, and is the
         phase the stop cut short unless a command's phase was. It began with its first batch, before any
         rollback command: a stop while that batch drains again cuts the rollback short too."""
-        began = bool(self.record.commands or self.tried)
-        self.record.status = PhaseStatus.INTERRUPTED if began else PhaseStatus.NOT_RUN
-        if began and not self.outcome.interrupted:
+        self.record.status = PhaseStatus.INTERRUPTED if self.began else PhaseStatus.NOT_RUN
+        if self.began and not self.outcome.interrupted:
             self.outcome.interrupted = ROLLBACK
+
+    @property
+    def began(self) -> bool:
+        return bool(self.record.commands or self.tried)
 
     def verdict(self, run: Run, failure: DeployFailed, standing: str) -> DeployFailed:
         suffix = f" {standing}" if standing else ""
@@ -501,6 +510,13 @@ def _failed_in(run: Run, phase: str) -> None:
     """The first failure decides the verdict: the result file names its phase."""
     if not run.outcome.failed_phase:
         run.outcome.failed_phase = phase
+
+
+def _stopped_in(run: Run, phase: str) -> None:
+    """A stop outside any command (a drain, a bake, a wait for launches): the result file names its phase.
+    A command's phase, set where the command was cut short, comes first."""
+    if not run.outcome.interrupted:
+        run.outcome.interrupted = phase
 
 
 def _of(batch: Batch) -> str:

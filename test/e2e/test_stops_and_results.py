@@ -66,4 +66,5 @@ def test_a_stop_during_a_bake_records_the_batch_as_deployed_not_as_not_started(
     document = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
     assert [batch["outcome"] for batch in document["batches"]] == ["deployed, bake stopped", "not started"]
     assert document["batches"][0]["seconds"]["bake"] is not None
+    assert (document["interrupted_phase"], document["failed_phase"]) == ("bake", "bake")
     assert (document["succeeded"], document["failed"]) == (1, 0)

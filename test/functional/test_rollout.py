@@ -364,3 +364,48 @@ def test_a_group_that_cannot_tell_what_it_launched_fails_the_deploy_and_rolls_it
     assert str(failure.value).startswith("i-0launching is still being launched")
     assert "Rollback succeeded on all 2 instance(s)" in str(failure.value)
     assert run.outcome.failed_phase == "scale-out"
+
+
+def test_a_stop_while_a_batch_drains_names_the_load_balancer_as_the_phase_it_cut_short(tmp_path: Path) -> None:
+    ssm = FakeSSM()
+    run = make_run(ssm, tmp_path, rollback_commands="./undo.sh", rollout=RolloutSettings(batch_size="1"))
+
+    @contextmanager
+    def hook(_: Execution, batch: Batch) -> Iterator[None]:
+        if batch.number == 2:
+            run.stops.signal_name = "SIGTERM"
+            run.stops.raise_stopped_if_requested(f"while {batch} was draining.")
+        yield
+
+    batches = [Batch(1, 2, (INSTANCE_A,)), Batch(2, 2, (INSTANCE_B, INSTANCE_C))]
+    with pytest.raises(DeployStopped):
+        roll_out(run, batches, hook)
+
+    assert ssm.labels() == ["deploy"]  # batch 1 only; nothing after the stop
+    document, dotenv = result(run)
+    assert (document["interrupted_phase"], document["failed_phase"]) == ("load balancer", "load balancer")
+    assert "SSM_DEPLOY_INTERRUPTED='load balancer'" in dotenv
+    assert [batch["outcome"] for batch in document["batches"]] == ["deployed", "stopped"]
+
+
+class StoppedWhileWaiting(GrowingGroup):
+    """The pipeline is stopped while the rollout waits for instances the group is launching."""
+
+    def joined(self, run: Execution, covered: Sequence[str]) -> dict[str, str]:
+        run.stops.signal_name = "SIGTERM"
+        run.stops.raise_stopped_if_requested("while waiting for i-0launching to be launched; nothing more was sent.")
+        return {}
+
+
+def test_a_stop_while_waiting_for_launched_instances_is_a_stop_not_a_failure_rolled_back(tmp_path: Path) -> None:
+    ssm = FakeSSM()
+    run = scaled_run(ssm, tmp_path, StoppedWhileWaiting([]))
+
+    with pytest.raises(DeployStopped) as stopped:
+        roll_out(run, list(run.plan.batches))
+
+    assert "The rollback did not finish" not in str(stopped.value)
+    assert ssm.phase("rollback") == []
+    assert run.outcome.rollback.status is PhaseStatus.NOT_RUN
+    document, _ = result(run)
+    assert (document["interrupted_phase"], document["failed_phase"]) == ("scale-out", "scale-out")
