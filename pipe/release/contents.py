@@ -18,6 +18,9 @@ The rules (README, Releases):
 - its files declare (tar: their size; zip: their uncompressed size) at most MAX_UNPACKED_BYTES in all,
   and unpacking writes no more of a file than it declares, so a zip bomb is refused before it fills
   a disk;
+- it holds at most MAX_ENTRIES entries (files, directories and links): an archive of millions of empty
+  entries declares no bytes, yet exhausts an instance's inodes and the memory that reads it; reading
+  stops one entry past the bound;
 - a symlink's target resolves inside the release, following the archive's own symlinks the way the
   kernel would (``s -> .`` then ``t -> s/../x`` leaves the release although ``s/../x`` reads as
   ``x``): absolute targets and targets that climb out with ``..`` are refused.
@@ -28,6 +31,7 @@ creates each entry itself rather than trusting an archiver's options: directorie
 so no write can pass through a link the archive holds, even one these rules let through.
 """
 
+import itertools
 import os
 import shutil
 import stat
@@ -60,6 +64,8 @@ FORMATS = ("tar.gz", "zip")
 # What a release's files may declare in all once unpacked: the same bound as an ARTIFACT's own size
 # (artifact.MAX_ARTIFACT_BYTES holds them equal), since every instance keeps KEEP_RELEASES unpacked copies.
 MAX_UNPACKED_BYTES = 5 * 1024**3
+# How many entries a release may hold: a large node_modules has a few hundred thousand
+MAX_ENTRIES = 1000000
 
 OUTSIDE_FIX = "pack paths relative to the release's root, e.g. tar -czf web-api.tgz -C dist ."
 KIND_FIX = "leave it out of the build: the app or the system makes FIFOs, sockets and devices at run time"
@@ -70,6 +76,7 @@ SYMLINK_FIX = (
     "COMMANDS, e.g. ln -s /usr/bin/node bin/node; SHARED_PATHS keeps data outside the release"
 )
 HARD_LINK_FIX = "store the file itself, with tar --hard-dereference, or link to a file stored before the link"
+COUNT_FIX = "ship only what runs (e.g. install dependencies with COMMANDS on the instance)"
 ZIP_FIX = "zip it again with zip -r: deflate, no password, / between folders"
 SIZE_FIX = (
     "ship only what runs (e.g. install dependencies with COMMANDS on the instance) and put large assets in "
@@ -117,6 +124,9 @@ def problems(entries: Iterable[Entry]) -> List[Problem]:
     links: Dict[str, str] = {}
     kept: List[Tuple[int, Entry, str]] = []
     for index, entry in enumerate(entries):
+        if index == MAX_ENTRIES:
+            found.append((index, Problem(entry.name, _COUNT_PROBLEM.format(index + 1, MAX_ENTRIES), COUNT_FIX)))
+            break  # the entries past the bound are not read
         path, wrong = normal_path(entry.name)
         if wrong is None:
             wrong = _own_problem(entry, path, kinds)
@@ -194,6 +204,9 @@ def _placement_problem(
     if "\0" in entry.link or leads_outside(path, entry.link, links):
         return "is a symlink to {}, outside the release".format(shown(entry.link)), SYMLINK_FIX
     return None
+
+
+_COUNT_PROBLEM = "is entry {:,} of the archive, above the bound of {:,} entries (files, directories and links)"
 
 
 def _size_problem(files: List[Tuple[int, Entry]]) -> Optional[Tuple[int, Problem]]:
@@ -286,11 +299,11 @@ class Archive:
         try:
             if archive_format == "tar.gz":
                 self._tar = tarfile.open(path, "r:gz", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-                self._members = self._tar.getmembers()
+                self._members = list(itertools.islice(self._tar, MAX_ENTRIES + 1))  # the rules refuse more
                 self.entries = [_tar_entry(member) for member in self._members]
             else:
                 self._zip = zipfile.ZipFile(path)
-                self._infos = self._zip.infolist()
+                self._infos = self._zip.infolist()[: MAX_ENTRIES + 1]
                 self.entries = [self._zip_entry(info) for info in self._infos]
         except BaseException:
             self.__exit__()

@@ -235,6 +235,50 @@ def test_a_zip_whose_files_declare_more_than_the_bound_unpacked_is_refused_namin
     assert refused(declare_size(path, 2 * 1024**3), "zip") == []
 
 
+MANY = [tar_member(f"empty-{n}") for n in range(12)]  # an archive of many empty files: no bytes declared
+
+
+@pytest.mark.parametrize("archive_format", ["tar.gz", "zip"])
+def test_an_archive_of_more_entries_than_the_bound_is_refused_and_read_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive_format: str
+) -> None:
+    """Millions of empty entries declare no bytes: the entry bound refuses them (here lowered to 5), naming the
+    first entry past it, and the archive is read no further than that entry."""
+    monkeypatch.setattr(contents, "MAX_ENTRIES", 5)
+    if archive_format == "zip":
+        path = write_zip(tmp_path / "many.zip", [(name, stat.S_IFREG | 0o644, "") for name, *_ in MANY])
+    else:
+        path = write_tgz(tmp_path / "many.tgz", MANY)
+
+    with Archive(str(path), archive_format) as archive:
+        found = archive.problems()
+        read = len(archive.entries)
+
+    assert found == [
+        Problem(
+            "empty-5",
+            "is entry 6 of the archive, above the bound of 5 entries (files, directories and links)",
+            contents.COUNT_FIX,
+        )
+    ]
+    assert read == 6
+    assert problems([Entry(name, FILE, 0o644, size=0) for name, *_ in MANY[:5]]) == []  # at the bound: fine
+
+
+def test_a_directory_artifact_of_more_entries_than_the_bound_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(contents, "MAX_ENTRIES", 5)
+    build = tmp_path / "dist"
+    build.mkdir()
+    for n in range(6):
+        (build / f"f{n}").write_text("x")
+
+    message = check_artifact_path("dist", str(tmp_path))
+
+    assert message is not None and "above the bound of 5 entries" in message, message
+
+
 def test_the_unpacker_writes_no_more_of_a_file_than_it_declares() -> None:
     """What the size rule counted is what is written: an entry holding more than it declares fails the unpack."""
     out = io.BytesIO()
@@ -527,6 +571,23 @@ def test_the_sent_program_refuses_a_zip_declaring_more_than_the_bound(tmp_path: 
 
     assert refusal.returncode == REFUSED, refusal.stderr
     assert "declares 3.0 GiB unpacked, and the archive's files 6.0 GiB in all" in refusal.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_sent_program_refuses_more_entries_than_the_bound(tmp_path: Path) -> None:
+    program = unpack_program()
+    assert f"MAX_ENTRIES = {contents.MAX_ENTRIES}\n" in program
+    lowered = program.replace(f"MAX_ENTRIES = {contents.MAX_ENTRIES}\n", "MAX_ENTRIES = 5\n")
+
+    refusal = subprocess.run(
+        ["python3", "-I", "-c", lowered, "tar.gz", str(write_tgz(tmp_path / "many.tgz", MANY)), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert refusal.returncode == REFUSED, refusal.stderr
+    assert "empty-5 is entry 6 of the archive, above the bound of 5 entries" in refusal.stderr
     assert not (tmp_path / "out").exists()
 
 
