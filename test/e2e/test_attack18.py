@@ -26,11 +26,6 @@ from support import run_pipe
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 18: without ec2:DescribeInstances (optional per the README) TARGETS are not resolved "
-    "before sending, so RELEASE: previous skips the read of current and takes the fleet past the live release",
-)
 def test_release_previous_by_tag_without_describe_instances_after_a_killed_build_does_not_go_past_the_live_release(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
