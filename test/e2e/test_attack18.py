@@ -79,13 +79,6 @@ WITH_WORKER = README_ECOSYSTEM.replace(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 18: the stale worker is caught (exit 90, all on A) but named only as 'process 99 (node "
-    "/srv/web-api/current/server.js)', the same command as web-api's, and the advice (set cwd; pm2 delete an app "
-    "first started without cwd) does not fit an app dropped from the ecosystem file: every deploy fails until "
-    "the user finds it",
-)
 def test_a_pm2_worker_dropped_from_the_ecosystem_file_is_named_with_the_fix_and_a_stays_live(
     fleet_with: Callable[[str], RecipeFleet],
 ) -> None:
