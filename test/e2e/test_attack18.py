@@ -9,18 +9,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from e2e.test_attack9 import rolling
 from e2e.test_attack10 import A, B, a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock, _kill_at
 from e2e.test_attack_held import build, fleet_on_disk
+from e2e.test_code_insights import COMMIT
 from e2e.test_least_privilege import ci_user_and_deploy_role, with_release
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import make_fleet
 from e2e.test_proof_of_serving import README_ECOSYSTEM, RELEASE_A, RELEASE_B, RecipeFleet, assert_everyone_on_a
 from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import release_env
+from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from standin import StandIn
 from support import run_pipe
 
@@ -103,3 +106,41 @@ def test_a_pm2_worker_dropped_from_the_ecosystem_file_is_named_with_the_fix_and_
     assert entry["status"] != "succeeded" or entry["release"] == RELEASE_A, entry
     check = run_pipe(fleet.env(3, ACTION="status"), timeout=300)
     assert check.returncode == 0, check.output
+
+
+@pytest.mark.slow
+def test_the_code_insights_report_of_a_rolled_back_release_says_failed_and_names_both_releases(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on one instance; B fails its health check and is switched back. The Code Insights report on the
+    commit says FAILED (never PASSED), names B as the release and A as the previous one, one failed instance;
+    the step, the ledger and the instance agree that A runs."""
+    ids = standin.launch(1)
+    ship(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1")
+    )
+    a = ledger_entries(standin, service)[-1]["release"]
+    with fake_bitbucket() as bitbucket:
+        env = release_env(
+            standin,
+            ids,
+            tmp_path,
+            bucket,
+            service,
+            ARTIFACT=build(tmp_path, "B"),
+            BITBUCKET_BUILD_NUMBER="2",
+            HEALTHCHECK_COMMANDS='test "$(cat version.txt)" = A',
+            CODE_INSIGHTS="true",
+            **proxy_env(bitbucket, str(urlsplit(standin.endpoint).hostname)),
+        )
+        run = run_pipe(env, timeout=300)
+
+    assert run.returncode == 1, run.output
+    assert fleet_on_disk(standin, ids) == {ids[0]: A}, run.output
+    entry = ledger_entries(standin, service)[-1]
+    assert entry["status"] != "succeeded" or entry["release"] == a, entry
+    body = bitbucket.report("acme/web-api", COMMIT).body
+    data = {field["title"]: field["value"] for field in body["data"]}
+    assert body["result"] == "FAILED", body
+    assert (data["Previous release"], data["Instances failed"]) == (a, 1), data
+    assert data["Release"] != a and "succeeded" not in body["title"], body
