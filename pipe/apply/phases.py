@@ -28,6 +28,7 @@ from pipe.model import (
     PhaseStatus,
     SentCommand,
     Status,
+    Target,
     command_ids,
 )
 from pipe.plan.commands import read_spec
@@ -126,11 +127,11 @@ def read_fleet(run: Run, app_dir: str, silent: list[Invocation]) -> None:
         )
 
 
-def read_current(run: Run, app_dir: str, instance_ids: list[str]) -> dict[str, str]:
-    """Where ``APP_DIR/current`` points on each of ``instance_ids``, by the read-only read command,
-    followed to its end whatever a stop says: a release id, NO_RELEASE, or UNKNOWN_RELEASE where the
-    read got no answer."""
-    record, spec = PhaseOutcome(), read_spec(run.settings, app_dir, instance_ids)
+def read_current(run: Run, app_dir: str, instance_ids: list[str], targets: tuple[Target, ...] = ()) -> dict[str, str]:
+    """Where ``APP_DIR/current`` points on each of ``instance_ids`` (none named: on each instance SSM found
+    for ``targets``), by the read-only read command, followed to its end whatever a stop says: a release id,
+    NO_RELEASE, or UNKNOWN_RELEASE where the read got no answer."""
+    record, spec = PhaseOutcome(), read_spec(run.settings, app_dir, instance_ids, targets)
     try:
         commands = _send(run, spec, record)
         _log_sent(run, commands)
@@ -138,7 +139,7 @@ def read_current(run: Run, app_dir: str, instance_ids: list[str]) -> dict[str, s
     except (PipeError, ClientError, BotoCoreError) as error:
         log.warning(f"Reading {app_dir}/current did not finish: {error}")
     found = {}
-    for instance_id in instance_ids:
+    for instance_id in instance_ids or sorted(record.invocations):
         answer = record.invocations.get(instance_id)
         release = current_report(answer.stdout) if answer is not None and answer.succeeded else None
         found[instance_id] = release if release is not None else UNKNOWN_RELEASE

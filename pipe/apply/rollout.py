@@ -75,7 +75,8 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
                     _failed_in(run, STAGE)
                     raise staged
             else:
-                refused = check_before_going_back(run, _known_instances(run, batches))
+                known = _known_instances(run, batches)
+                refused = check_before_going_back(run, known, () if known or not batches else batches[0].targets)
                 if refused is not None:
                     raise refused
             queue, ran, joiners = list(batches), [], Joiners(batches)  # ran: every batch begun, joined ones last

@@ -18,7 +18,7 @@ from pipe.apply.phases import read_current, run_phase
 from pipe.apply.run import Run
 from pipe.config.release import PREVIOUS
 from pipe.errors import DeployFailed
-from pipe.model import NO_RELEASE, UNKNOWN_RELEASE, Invocation, PhaseStatus, command_ids
+from pipe.model import NO_RELEASE, UNKNOWN_RELEASE, Invocation, PhaseStatus, Target, command_ids
 from pipe.plan.commands import stage_spec
 from pipe.release.ledger import Action
 from pipe.release.remote import current_report
@@ -82,24 +82,27 @@ def stage_release(run: Run) -> DeployFailed | None:
     return None
 
 
-def check_before_going_back(run: Run, instance_ids: list[str]) -> DeployFailed | None:
+def check_before_going_back(run: Run, instance_ids: list[str], targets: tuple[Target, ...] = ()) -> DeployFailed | None:
     """RELEASE: previous without staging (which would read it): read each instance's ``current`` first, so
     that a release a killed build left on some instance, which the ledger never recorded, is found before
     anything is drained or switched, as staging finds it. An instance on no release is no killed build's;
     one that did not answer (a release script still holds its lock past the read's wait: the killed build's
-    own command, still running) may be: refused too, where staging would have waited for it."""
+    own command, still running) may be: refused too, where staging would have waited for it. With TARGETS
+    that could not be resolved before sending (no ec2:DescribeInstances), the read goes to the TARGETS and
+    SSM resolves them, as it does for the deploy."""
     release, chosen = run.release, run.settings.release
     if release is None or chosen is None or chosen.release != PREVIOUS or release.action is not Action.ROLLBACK:
         return None
-    if not instance_ids:  # TARGETS could not be resolved before sending: nothing to ask
+    if not instance_ids and not targets:
         return None
     app_dir = release.plan.app_dir
+    on = f"{len(instance_ids)} instance(s)" if instance_ids else "the TARGETS"
     log.info(
-        f"---- Reading {app_dir}/current on {len(instance_ids)} instance(s) before going back to "
+        f"---- Reading {app_dir}/current on {on} before going back to "
         f"{release.plan.release_id}: a killed build may have switched some to a release the ledger does not "
         "record ----"
     )
-    found = read_current(run, app_dir, instance_ids)
+    found = read_current(run, app_dir, instance_ids, targets)
     elsewhere = {i: r for i, r in found.items() if r not in (release.live_before, UNKNOWN_RELEASE, NO_RELEASE)}
     refused = _past_the_live_release(run, elsewhere) or _unread(
         run, [i for i, r in found.items() if r == UNKNOWN_RELEASE]

@@ -15,7 +15,7 @@ from pipe.config.build_context import cut
 from pipe.config.settings import DeploySettings
 from pipe.errors import NothingSent
 from pipe.limits import COMMENT_LIMIT, MAX_SCRIPT_BYTES
-from pipe.model import Batch, CommandSpec
+from pipe.model import Batch, CommandSpec, Target
 from pipe.plan import DeployPlan
 from pipe.plan.script import build_script, command_lines, header_line, healthcheck_body, script_bytes
 from pipe.release.remote import (
@@ -111,14 +111,17 @@ def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     return replace(spec, switches_in=release.app_dir)
 
 
-def read_spec(settings: DeploySettings, app_dir: str, instance_ids: list[str]) -> CommandSpec:
-    """Read where ``APP_DIR/current`` points on ``instance_ids``; changes nothing, reads no SECRETS
-    (no prelude), and runs even once the pipeline was stopped."""
+def read_spec(
+    settings: DeploySettings, app_dir: str, instance_ids: list[str], targets: tuple[Target, ...] = ()
+) -> CommandSpec:
+    """Read where ``APP_DIR/current`` points on ``instance_ids`` (or on what ``targets`` match, SSM resolving
+    them); changes nothing, reads no SECRETS (no prelude), and runs even once the pipeline was stopped."""
     script = (header_line(settings.build), *command_lines(read_current_body(app_dir)))
     return CommandSpec(
         label=READ,
         script=script,
         instance_ids=tuple(instance_ids),
+        targets=() if instance_ids else targets,
         execution_timeout=READ_EXECUTION_TIMEOUT,
         delivery_timeout=READ_DELIVERY_TIMEOUT,
         max_concurrency=EVERY_INSTANCE,

@@ -117,7 +117,8 @@ VERIFY_SETTLE_SECONDS = 3
 PM2_FIX = (
     "for pm2: set cwd: '{app_dir}/current' in the ecosystem file and list every variable the app reads "
     "(SECRETS, PARAMETERS_PATH, VARIABLES) from process.env in its env_<environment> block; an app first started "
-    "without cwd, or renamed or removed in the file, needs `pm2 delete <name>` once"
+    "without cwd, renamed, or no longer in the ecosystem file (it keeps running from the release it last started "
+    "in) needs `pm2 delete <name>` once"
 )
 # Set by the SSM Agent for every Run Command script; forwarded to RUN_AS with the pipe's names.
 AGENT_VARIABLES = ("AWS_SSM_INSTANCE_ID", "AWS_SSM_REGION_NAME")
@@ -865,7 +866,8 @@ ssm_deploy_shown_command() {
   # process $1's command line for a message, cut to 120 characters once every value of the names in
   # ssm_deploy_verify_names is masked as ****: this deploy's (read by awk from its environment, never
   # from an argument) and the process's own (its environment: the value an earlier deploy exported,
-  # before a rotation), so a value passed as an argument (--token=...) never shows, even in part
+  # before a rotation), so a value passed as an argument (--token=...) never shows, even in part; a pm2
+  # app's name (pm2 puts name and pm_id in its apps' environment) follows: apps share a command line
   tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
     ssm_deploy_mask_min=$ssm_deploy_mask_min ssm_deploy_environ="/proc/$1/environ" awk '
     {
@@ -880,6 +882,8 @@ ssm_deploy_shown_command() {
       while ((held | getline entry) > 0) {  # NAME=value, a value with newlines goes on over the next lines
         if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
           last = 0
+          if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
+          if (substr(entry, 1, RLENGTH - 1) == "pm_id") pm2 = 1
           if (substr(entry, 1, RLENGTH - 1) in wanted) {
             last = ++count
             values[last] = substr(entry, RLENGTH + 1)
@@ -907,6 +911,12 @@ ssm_deploy_shown_command() {
       }
       line = substr(line, 1, 120)
       sub(/ +$/, "", line)
+      if (pm2 && app ~ /^[A-Za-z0-9._:@-]+$/ && length(app) <= 64) {
+        for (i = 1; i <= count; i++) {
+          if (length(values[i]) >= ENVIRON["ssm_deploy_mask_min"] + 0 && index(app, values[i])) app = "****"
+        }
+        line = line "; pm2 app " app
+      }
       print line
     }'
 }

@@ -95,7 +95,10 @@ def test_the_stale_recipe_fails_naming_the_process_and_release_a_and_every_insta
     assert f"Failed (exit {int(ReleaseExit.STALE_PROCESS)})" in run.output
     assert f"Exit 90 on {fleet.ids[0]}: {ReleaseExit.STALE_PROCESS.meaning}." in run.output  # the failure line
     # the process, with its command (pm2's title: node and the physical path of the first start)
-    assert f"(node {APP_DIR}/releases/{RELEASE_A}/server.js) runs release {RELEASE_A}, not {RELEASE_B}" in run.output
+    assert (
+        f"(node {APP_DIR}/releases/{RELEASE_A}/server.js; pm2 app web-api) runs release {RELEASE_A}, not {RELEASE_B}"
+        in run.output
+    )
     assert PM2_FIX in run.output and "`pm2 delete <name>` once" in run.output
     assert f"rolled back to {RELEASE_A}" in run.output
     assert_everyone_on_a(fleet)

@@ -110,7 +110,7 @@ def test_a_process_only_the_failed_release_started_fails_the_switch_back_with_86
     assert run.code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED, run.stdout + run.stderr
     assert f"process {pid} (sh -c " in run.stderr and f"runs release {B}, not {A}" in run.stderr
     assert "this instance needs attention (stop that process); for pm2:" in run.stderr
-    assert "renamed or removed in the file, needs `pm2 delete <name>` once" in run.stderr
+    assert "renamed, or no longer in the ecosystem file" in run.stderr
     assert box.current() == f"releases/{A}"
 
 
