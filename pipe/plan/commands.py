@@ -111,10 +111,11 @@ def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     return replace(spec, switches_in=release.app_dir)
 
 
-def read_spec(settings: DeploySettings, app_dir: str, instance_ids: list[str]) -> CommandSpec:
-    """Read where ``APP_DIR/current`` points on ``instance_ids``; changes nothing, reads no SECRETS
-    (no prelude), and runs even once the pipeline was stopped."""
-    script = (header_line(settings.build), *command_lines(read_current_body(app_dir)))
+def read_spec(settings: DeploySettings, app_dir: str, instance_ids: list[str], processes: bool = False) -> CommandSpec:
+    """Read where ``APP_DIR/current`` points on ``instance_ids`` (with ``processes``, ACTION: status: and
+    which processes run from another release); changes nothing, reads no SECRETS (no prelude), and runs
+    even once the pipeline was stopped."""
+    script = (header_line(settings.build), *command_lines(read_current_body(app_dir, processes)))
     return CommandSpec(
         label=READ,
         script=script,
