@@ -2,14 +2,10 @@
 processes running from another release, found by the deploy's own scan (VERIFY_PROCESSES) by their paths
 only, listed as ``PID RELEASE running|deleted USER COMMAND`` after a count, and read back by
 ``other_processes``. The "service" is test_unit_release_verify.py's shell loop, started once from the
-release it was activated in and never restarted (the stale recipe)."""
+release it was activated in and never restarted (the stale recipe), and its box."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,26 +22,9 @@ from pipe.release.remote import (
     other_processes,
     read_current_body,
 )
-from unit.release_support import SHELLS, A, B, Box, is_root, open_temp_dir
-
-START = """\
-sh -c 'echo $$ >> "$OUT/pids"; while :; do sleep 1; done' "$PWD/bin/start.sh" </dev/null >/dev/null 2>&1 &
-"""
-STARTED_ONCE = 'if ! [ -f "$OUT/pids" ] || ! kill -0 "$(tail -n 1 "$OUT/pids")" 2>/dev/null; then\n' + START + "fi\n"
-RESTARTED = 'if [ -f "$OUT/pids" ]; then kill "$(tail -n 1 "$OUT/pids")" 2>/dev/null; fi\n' + START
-
-
-@pytest.fixture
-def box() -> Iterator[Box]:
-    for root in open_temp_dir():
-        made = Box(root)
-        try:
-            yield made
-        finally:
-            pids = made.out / "pids"
-            for pid in pids.read_text().split() if pids.exists() else []:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+from unit.release.test_unit_release_verify import RESTARTED, STARTED_ONCE
+from unit.release.test_unit_release_verify import box as box
+from unit.release_support import SHELLS, A, B, Box, is_root
 
 
 def _install(box: Box, release: str, activate: str) -> None:
