@@ -1,8 +1,10 @@
 """ACTION: status: what runs where. Read-only and without the lock: authenticate as a deploy does, read
 the release ledger's history, resolve the instances as a deploy does, ask each one where
-``APP_DIR/current`` points (the deploy's own read command, ``phases.read_current``), and print where
-the fleet differs from the ledger. Drift, or an instance that could not be asked, fails the step
-(``DriftFound``) so a scheduled pipeline alarms; the sinks get the findings however it ended.
+``APP_DIR/current`` points and which processes run from another release (the deploy's own read
+command with the deploy's own process scan, ``phases.read_serving``), and print where the fleet differs
+from the ledger, or serves another release than its ``current``. Drift, or an instance that could not be
+asked, fails the step (``DriftFound``) so a scheduled pipeline alarms; the sinks get the findings however
+it ended.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 
 from botocore.exceptions import ClientError
 
-from pipe.apply.phases import read_current
+from pipe.apply.phases import read_serving
 from pipe.apply.run import Run
 from pipe.aws.authenticate import authenticate
 from pipe.aws.clients import Clients
@@ -94,12 +96,13 @@ def _show(
             "TARGETS: ACTION: status asks each instance, so it must know them: the deploy role could not resolve "
             "TARGETS (see the warning above). Fix: allow ec2:DescribeInstances, or give INSTANCE_IDS."
         )
-    status.names = label_instances(clients.ec2, instances)
+    status.names, status.app_dir = label_instances(clients.ec2, instances), chosen.app_dir
     online = _online(clients, instances, status)
     if online:
         ctx = Execution(clients, stops, redactor)
         plan = DeployPlan(settings, identity, STATUS_BOUNDS, tuple(online), batches=(), names=status.names)
-        status.fleet.update(read_current(Run.applying(plan, ctx), chosen.app_dir, online))
+        for instance, (runs, listed) in read_serving(Run.applying(plan, ctx), chosen.app_dir, online).items():
+            status.fleet[instance], status.processes[instance] = runs, listed
     status.fleet = {instance: status.fleet.get(instance, UNKNOWN_RELEASE) for instance in instances}
     return _verdict(status, chosen.app_dir)
 
@@ -108,7 +111,8 @@ def _announce(settings: DeploySettings, chosen: StatusSettings) -> None:
     build = settings.build
     log.info(
         f"Status of {settings.service} in {settings.environment} ({settings.region}): which release runs where, "
-        f"read from the release ledger and {chosen.app_dir}/current; read-only, no lock "
+        f"read from the release ledger, {chosen.app_dir}/current and the processes running from its releases; "
+        "read-only, no lock "
         f"({build.repo} build #{build.build_number})"
     )
     if settings.ignored:

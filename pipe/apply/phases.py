@@ -32,7 +32,7 @@ from pipe.model import (
     command_ids,
 )
 from pipe.plan.commands import read_spec
-from pipe.release.remote import current_report
+from pipe.release.remote import OtherProcesses, current_report, other_processes
 from pipe.report.instances import LISTED, named
 from pipe.runtime.interruption import Interrupted
 
@@ -131,18 +131,35 @@ def read_current(run: Run, app_dir: str, instance_ids: list[str], targets: tuple
     """Where ``APP_DIR/current`` points on each of ``instance_ids`` (none named: on each instance SSM found
     for ``targets``), by the read-only read command, followed to its end whatever a stop says: a release id,
     NO_RELEASE, or UNKNOWN_RELEASE where the read got no answer."""
-    record, spec = PhaseOutcome(), read_spec(run.settings, app_dir, instance_ids, targets)
+    found = _read(run, app_dir, instance_ids, targets, processes=False)
+    return {instance_id: release for instance_id, (release, _) in found.items()}
+
+
+def read_serving(run: Run, app_dir: str, instance_ids: list[str]) -> dict[str, tuple[str, OtherProcesses | None]]:
+    """ACTION: status: ``read_current`` with, on each instance, the processes running from another release
+    than the one ``current`` points to (None where the read got no answer or its list was cut)."""
+    return _read(run, app_dir, instance_ids, (), processes=True)
+
+
+def _read(
+    run: Run, app_dir: str, instance_ids: list[str], targets: tuple[Target, ...], processes: bool
+) -> dict[str, tuple[str, OtherProcesses | None]]:
+    record, spec = PhaseOutcome(), read_spec(run.settings, app_dir, instance_ids, targets, processes)
     try:
         commands = _send(run, spec, record)
         _log_sent(run, commands)
         follow(run, spec, commands, record)
     except (PipeError, ClientError, BotoCoreError) as error:
         log.warning(f"Reading {app_dir}/current did not finish: {error}")
-    found = {}
+    found: dict[str, tuple[str, OtherProcesses | None]] = {}
     for instance_id in instance_ids or sorted(record.invocations):
         answer = record.invocations.get(instance_id)
-        release = current_report(answer.stdout) if answer is not None and answer.succeeded else None
-        found[instance_id] = release if release is not None else UNKNOWN_RELEASE
+        release, listed = None, None
+        if answer is not None and answer.succeeded:
+            release = current_report(answer.stdout)
+            if processes and "stdout" not in answer.cut:
+                listed = other_processes(answer.stdout)
+        found[instance_id] = (release if release is not None else UNKNOWN_RELEASE, listed)
     return found
 
 

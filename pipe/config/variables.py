@@ -913,8 +913,9 @@ ACTION = Variable(
     "ACTION",
     "What the step does: `deploy`, or `status`: read-only and without the lock, it prints the release "
     "ledger's live release and last releases, asks every targeted instance which release `APP_DIR/current` "
-    "points to, and fails the step when an instance runs another release than the live one (drift) or could "
-    "not be asked; see [What runs where: ACTION: status](#what-runs-where-action-status). `status` needs "
+    "points to and which processes run from another release, and fails the step when an instance runs another "
+    "release than the live one, or a process runs another release than `current` (drift), or could not be "
+    "asked; see [What runs where: ACTION: status](#what-runs-where-action-status). `status` needs "
     "`APP_DIR`, `ENVIRONMENT` and the instances (`INSTANCE_IDS` or `TARGETS`); the variables only a deploy "
     "uses (`COMMANDS`, `ARTIFACT`, `DRY_RUN`...) are ignored, and a line names them.",
     plain(_action),

@@ -112,11 +112,16 @@ def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
 
 
 def read_spec(
-    settings: DeploySettings, app_dir: str, instance_ids: list[str], targets: tuple[Target, ...] = ()
+    settings: DeploySettings,
+    app_dir: str,
+    instance_ids: list[str],
+    targets: tuple[Target, ...] = (),
+    processes: bool = False,
 ) -> CommandSpec:
     """Read where ``APP_DIR/current`` points on ``instance_ids`` (or on what ``targets`` match, SSM resolving
-    them); changes nothing, reads no SECRETS (no prelude), and runs even once the pipeline was stopped."""
-    script = (header_line(settings.build), *command_lines(read_current_body(app_dir)))
+    them; with ``processes``, ACTION: status: and which processes run from another release); changes
+    nothing, reads no SECRETS (no prelude), and runs even once the pipeline was stopped."""
+    script = (header_line(settings.build), *command_lines(read_current_body(app_dir, processes)))
     return CommandSpec(
         label=READ,
         script=script,

@@ -128,7 +128,14 @@ RELEASE_VARIABLE = "SSM_DEPLOY_RELEASE"
 CURRENT_REPORT = "ssm-deploy: current release: "
 NO_RELEASE_REPORTED = "(none)"  # current points to no release (missing, or not into releases/)
 READ_LOCK_SECONDS = 30  # the read command waits this long for a release script still running
+# The status read's processes of another release than current's: a count, then one line per process
+# for the first PROCESSES_SHOWN of them (a Run Command's output shown by GetCommandInvocation is bounded)
+PROCESSES_REPORT = "ssm-deploy: processes of other releases: "
+PROCESS_REPORT = "ssm-deploy: process of another release: "
+PROCESSES_NOT_READ = "not read: "
+PROCESSES_SHOWN = 20
 _REPORTED_ID = re.compile(r"[0-9a-z-]+", re.ASCII)  # what ssm_deploy_release_of prints
+_SHOWN_RELEASE = re.compile(r"[0-9a-z?-]+", re.ASCII)  # a release directory's name as the list shows it
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
@@ -325,6 +332,509 @@ ssm_deploy_report() {
 }
 """
 
+# The process scan (VERIFY_PROCESSES): the deploy and the switch back run it after ACTIVATE_COMMANDS and
+# after the health check; the status read (read_current_body with processes) runs it to list the processes
+# of another release than the one current points to. One scanner for both: nothing here reads a value.
+_SCAN_FUNCTIONS = r"""
+# VERIFY_PROCESSES. A process runs from release X (a directory in releases/) when its executable is
+# in releases/X, or its working directory is releases/X (or below) and one of its arguments is a path
+# under APP_DIR (absolute, or relative to that directory) or a Python module there (`python3 -m worker`:
+# ssm_deploy_module_file), or it listens on a socket (a server started
+# there: `python3 -m http.server`, `gunicorn app:app`). pm2's daemon keeps the directory pm2 was first
+# run in but runs pm2's own code (and holds an app's port in cluster mode), so a directory alone
+# condemns nothing and the daemon, known by its title, is never judged by it. pm2 rewrites a
+# process's title (`node /srv/web-api/current/server.js` as one string), so arguments are the words
+# of the command line. Paths are judged by the file they are (-ef), not by their name: a process of
+# another mount namespace (a container) with the same path is not this APP_DIR's. Values are compared
+# on the instance, in awk (ssm_deploy_compare): never in an argument, a file or the output.
+ssm_deploy_judge() {
+  ssm_deploy_pid=$1
+  ssm_deploy_from=
+  ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
+  if [ -z "$ssm_deploy_back" ] && ssm_deploy_through_current "$ssm_deploy_pid"; then
+    printf 'process %s (%s) runs release %s, not %s: it was started through %s/current before the switch\n' \
+      "$ssm_deploy_pid" "$(ssm_deploy_shown_command "$ssm_deploy_pid")" "$ssm_deploy_before" "$ssm_deploy_release" \
+      "$ssm_deploy_app_dir"
+    return 0
+  fi
+  ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/exe" 2>/dev/null) || ssm_deploy_path=
+  case $ssm_deploy_path in
+    "$ssm_deploy_releases"/?*/?*)
+      if [ "/proc/$ssm_deploy_pid/exe" -ef "$ssm_deploy_path" ]; then
+        ssm_deploy_from=${ssm_deploy_path#"$ssm_deploy_releases"/}
+        ssm_deploy_from=${ssm_deploy_from%%/*}
+      fi
+      ;;
+  esac
+  # a command with a controlling terminal (an operator's `less /srv/app/releases/<id>/config.js`) is
+  # judged only as a server: the paths among its words condemn it only when it listens
+  if [ -z "$ssm_deploy_from" ] && { ! ssm_deploy_has_terminal "$ssm_deploy_pid" || ssm_deploy_listens "$ssm_deploy_pid"; }; then
+    ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
+  fi
+  if [ -z "$ssm_deploy_from" ]; then
+    ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
+    case $ssm_deploy_path in
+      "$ssm_deploy_releases"/?*) ;;
+      *) return 0 ;;
+    esac
+    [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
+    ssm_deploy_here=${ssm_deploy_path#"$ssm_deploy_releases"/}
+    ssm_deploy_here=${ssm_deploy_here%%/*}  # the release its working directory is in
+    ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
+    # a command with a controlling terminal (an operator's `tail -f app.log` or `less` in a release over
+    # ssh) is no service: its directory and words condemn nothing (a server among them still does)
+    ssm_deploy_has_terminal "$ssm_deploy_pid" && ssm_deploy_words=
+    for ssm_deploy_word in $ssm_deploy_words; do
+      case $ssm_deploy_word in
+        "$ssm_deploy_app_dir"/* | "$ssm_deploy_physical"/*) ;;
+        /* | .. | ../* | */../* | */..) continue ;;
+        *)
+          [ -e "/proc/$ssm_deploy_pid/cwd/$ssm_deploy_word" ] \
+            || ssm_deploy_module_file "/proc/$ssm_deploy_pid/cwd" "$ssm_deploy_word" || continue
+          ;;
+      esac
+      ssm_deploy_from=$ssm_deploy_here
+      break
+    done
+    if [ -z "$ssm_deploy_from" ] && ! ssm_deploy_pm2_daemon "$ssm_deploy_pid" && ssm_deploy_listens "$ssm_deploy_pid"; then
+      ssm_deploy_from=$ssm_deploy_here
+    fi
+    if [ -z "$ssm_deploy_from" ]; then
+      # a process ACTIVATE_COMMANDS started a moment ago may not have its final command line yet (pm2
+      # sets the title after the fork): one without a path under APP_DIR is looked at again until it
+      # is older; one born after the check began (a service's own short-lived child) is not waited for
+      if [ -n "$2" ]; then
+        ssm_deploy_started=$(ssm_deploy_stat "$ssm_deploy_pid" 20)
+        if [ -n "$ssm_deploy_started" ] && [ "$ssm_deploy_started" -le "$ssm_deploy_began" ] \
+          && [ $((ssm_deploy_now - ssm_deploy_started)) -lt "$ssm_deploy_settle_ticks" ]; then
+          echo "settling $ssm_deploy_pid"
+        fi
+      fi
+      return 0
+    fi
+  fi
+  if [ "$ssm_deploy_from" != "$ssm_deploy_release" ]; then
+    ssm_deploy_stale "$ssm_deploy_pid" "$ssm_deploy_from" running "release $ssm_deploy_from, not $ssm_deploy_release"
+    return 0
+  fi
+  if [ -n "$ssm_deploy_back" ]; then  # after a switch back: the release's processes hold what they were started with
+    echo "ok $ssm_deploy_pid"
+    return 0
+  fi
+  ssm_deploy_command=$(ssm_deploy_shown_command "$ssm_deploy_pid")
+  ssm_deploy_bad=
+  ssm_deploy_differs=$(ssm_deploy_compare "$ssm_deploy_pid")
+  [ -d "/proc/$ssm_deploy_pid" ] || return 0
+  case $ssm_deploy_differs in
+    unreadable)
+      echo "unread $ssm_deploy_pid"
+      return 0
+      ;;
+  esac
+  for ssm_deploy_name in $ssm_deploy_differs; do
+    ssm_deploy_bad=1
+    case $ssm_deploy_name in
+      -*)
+        printf 'process %s (%s) runs release %s without %s, which this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "${ssm_deploy_name#-}"
+        ;;
+      *)
+        printf 'process %s (%s) runs release %s with an old value of %s, not the one this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
+        ;;
+    esac
+  done
+  [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
+}
+ssm_deploy_stale() {
+  # process $1 runs release $2 ($3: running, or deleted: a copy deleted since it started), not the one
+  # judged: the deploy's line says "process PID (its command) runs $4". The status read (ssm_deploy_listing)
+  # gets "stale PID running|deleted RELEASE" alone: it knows no value to mask a command line with
+  if [ -n "$ssm_deploy_listing" ]; then
+    printf 'stale %s %s %s\n' "$1" "$3" "$2"
+  else
+    printf 'process %s (%s) runs %s\n' "$1" "$(ssm_deploy_shown_command "$1")" "$4"
+  fi
+}
+ssm_deploy_module_file() {
+  # whether word $2 names a Python module or package in directory $1, as a worker run from its release
+  # names its code (`python3 -m worker`, `celery -A tasks worker`, `huey_consumer tasks.huey`,
+  # `--app=app.worker:main`): worker.py, tasks.py, app/worker.py or app/worker/__init__.py
+  ssm_deploy_module=${2#-*=}
+  ssm_deploy_module=${ssm_deploy_module%%:*}
+  case $ssm_deploy_module in
+    '' | [!A-Za-z_]* | *[!A-Za-z0-9_.]* | *..* | *.) return 1 ;;
+  esac
+  ssm_deploy_module=$(printf '%s' "$ssm_deploy_module" | tr . /)
+  while :; do
+    if [ -f "$1/$ssm_deploy_module.py" ] || [ -f "$1/$ssm_deploy_module/__init__.py" ]; then
+      return 0
+    fi
+    case $ssm_deploy_module in
+      */*) ssm_deploy_module=${ssm_deploy_module%/*} ;;  # tasks.huey: an attribute of tasks.py
+      *) return 1 ;;
+    esac
+  done
+}
+ssm_deploy_compare() {
+  # the names of ssm_deploy_verify_names this deploy exported whose value process $1 does not hold:
+  # NAME for another value, -NAME for none; "unreadable" when its environment holds no NAME=value entry
+  # at all (a title written over its memory: puma, gunicorn with setproctitle, nginx, perl's $0), as
+  # nothing can be compared. The values are compared in awk, read from its own environment (this
+  # deploy's) and from /proc/$1/environ: never an argument, a file or the output. The environment is
+  # the one the process runs with: pm2's cluster workers (ProcessContainer.js) set every top-level
+  # string of the pm2_env JSON they were started with into process.env, over the daemon's environment
+  # they inherited, so those values count
+  tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ" | ssm_deploy_names=$ssm_deploy_verify_names awk '
+    function json_string(   out, c, code) {  # the JSON string at text[at] (a quote); at: after it
+      out = ""
+      for (at++; at <= size; at++) {
+        c = substr(text, at, 1)
+        if (c == "\"") { at++; return out }
+        if (c != "\\") { out = out c; continue }
+        c = substr(text, ++at, 1)
+        if (c == "n") out = out "\001"
+        else if (c == "t") out = out "\t"
+        else if (c == "r") out = out "\r"
+        else if (c == "b") out = out "\b"
+        else if (c == "f") out = out "\f"
+        else if (c == "u") {
+          code = hex(substr(text, at + 1, 4))
+          at += 4
+          if (code < 1 || code > 127) undecidable = 1
+          else out = out (code == 10 ? "\001" : sprintf("%c", code))
+        } else out = out c  # \" \\ \/
+      }
+      undecidable = 1
+      return out
+    }
+    function hex(digits,   i, n) {
+      n = 0
+      for (i = 1; i <= 4; i++) n = n * 16 + index("0123456789abcdef", tolower(substr(digits, i, 1))) - 1
+      return n
+    }
+    function skip_value(   depth, c) {  # past the object or array at text[at]
+      depth = 0
+      while (at <= size) {
+        c = substr(text, at, 1)
+        if (c == "\"") { json_string(); continue }
+        at++
+        if (c == "{" || c == "[") depth++
+        else if ((c == "}" || c == "]") && --depth == 0) return
+      }
+    }
+    function blanks() { while (at <= size && substr(text, at, 1) ~ /[ \t\r\001]/) at++ }
+    function pm2(json,   key, c, start, literal) {  # the top-level strings and literals of the pm2_env JSON
+      text = json; size = length(text); at = 1
+      blanks()
+      if (substr(text, at, 1) != "{") return
+      at++
+      for (;;) {
+        blanks()
+        if (substr(text, at, 1) != "\"") return
+        key = json_string()
+        blanks()
+        if (substr(text, at, 1) != ":") return
+        at++
+        blanks()
+        c = substr(text, at, 1)
+        undecidable = 0
+        if (c == "\"") {
+          held[key] = json_string()
+          if (undecidable) unknown[key] = 1
+        } else if (c == "{" || c == "[") {
+          skip_value()
+          unknown[key] = 1  # "[object Object]", a joined array: not compared
+        } else {
+          start = at
+          while (at <= size && substr(text, at, 1) !~ /[,} \t\r\001]/) at++
+          held[key] = substr(text, start, at - start)  # a number, true, false, null: process.env holds its text
+        }
+        blanks()
+        if (substr(text, at, 1) != ",") return
+        at++
+      }
+    }
+    match($0, /^[A-Za-z_][A-Za-z0-9_]*=/) {
+      entries++
+      name = substr($0, 1, RLENGTH - 1)
+      if (!(name in held)) held[name] = substr($0, RLENGTH + 1)
+      if (name == "pm2_env") json = substr($0, RLENGTH + 1)
+    }
+    END {
+      if (!entries) { print "unreadable"; exit }
+      if (json != "") {
+        delete held["pm2_env"]
+        pm2(json)
+      }
+      # pm2 gives each further instance of an app its own value of the name its increment_var names
+      # (PORT + 1, + 2: God.js), over the one it was handed: that value is set by pm2, not compared. A
+      # fork-mode process has the top-level keys of pm2_env as its environment, a cluster worker in the JSON
+      if ("pm_id" in held && "increment_var" in held) unknown[held["increment_var"]] = 1
+      count = split(ENVIRON["ssm_deploy_names"], names, " ")
+      for (i = 1; i <= count; i++) {
+        name = names[i]
+        if (!(name in ENVIRON) || (name in unknown)) continue
+        want = ENVIRON[name]
+        gsub(/\n/, "\001", want)
+        if (!(name in held)) print "-" name
+        else if (held[name] != want) print name
+      }
+    }'
+}
+ssm_deploy_stat() {
+  # field $2 of /proc/$1/stat, counted from the state after the command name (5: the controlling
+  # terminal, 20: the start time in clock ticks since boot)
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f "$2"
+}
+ssm_deploy_has_terminal() {
+  [ "$(ssm_deploy_stat "$1" 5)" != 0 ]
+}
+ssm_deploy_pm2_daemon() {
+  # pm2's God Daemon, known by the title pm2 gives it: it runs pm2's own code wherever its directory is
+  case $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline") in
+    "PM2 v"*": God Daemon "*) return 0 ;;
+  esac
+  return 1
+}
+ssm_deploy_deleted_release() {
+  # a process whose executable or working directory is in a release directory deleted since it started
+  # (the release was installed again under the same id, or pruned) runs code that is no longer on disk:
+  # never the new release. Prints its line; false for any other process
+  for ssm_deploy_link in exe cwd; do
+    ssm_deploy_path=$(readlink "/proc/$1/$ssm_deploy_link" 2>/dev/null) || continue
+    case $ssm_deploy_path in
+      "$ssm_deploy_releases"/?*" (deleted)") ;;
+      *) continue ;;
+    esac
+    # this APP_DIR's releases in the process's own mount namespace (not a container's, another host's)
+    [ "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] || continue
+    # a directory alone condemns neither pm2's daemon (pm2's own code, in the directory pm2 was first
+    # run in) nor a command with a terminal (an operator's shell), as for a directory that exists
+    if [ "$ssm_deploy_link" = cwd ]; then
+      ! ssm_deploy_pm2_daemon "$1" || continue
+      ! ssm_deploy_has_terminal "$1" || ssm_deploy_listens "$1" || continue
+    fi
+    ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
+    ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
+    ssm_deploy_stale "$1" "${ssm_deploy_path%%/*}" deleted \
+      "a copy of release ${ssm_deploy_path%%/*} that was deleted since it started, not the $ssm_deploy_release installed now"
+    return 0
+  done
+  return 1
+}
+ssm_deploy_through_current() {
+  # whether process $1 was started through APP_DIR/current before current last changed to another
+  # release (systemd's ExecStart=/usr/bin/node /srv/app/current/server.js with no WorkingDirectory=,
+  # or WorkingDirectory=/srv/app with ExecStart=... current/server.js), so the kernel resolved current
+  # to the release before: a word of its command line is a file under APP_DIR/current (absolute, or
+  # relative to a working directory that is APP_DIR itself), and it started before the switch (both in
+  # seconds since boot: the process's start time and what the switch wrote to .ssm-deploy/switched).
+  # Then a server (a listening socket) runs the release before; so does any other process unless it
+  # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
+  # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
+  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration
+  ssm_deploy_through=
+  ssm_deploy_cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || ssm_deploy_cwd=
+  for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
+    case $ssm_deploy_word in
+      *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
+      current/?* | ./current/?*)
+        [ "$ssm_deploy_cwd" = "$ssm_deploy_physical" ] && [ "/proc/$1/cwd" -ef "$ssm_deploy_physical" ] || continue
+        ssm_deploy_word=$ssm_deploy_physical/${ssm_deploy_word#./}
+        ;;
+    esac
+    case $ssm_deploy_word in
+      "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ;;
+      *) continue ;;
+    esac
+    # the same file in the process's own mount namespace (this APP_DIR, not a container's with that
+    # path), and a file: the code it loaded when it started; a directory it serves (--directory,
+    # --root) it may look up again on every request
+    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && [ -f "/proc/$1/root$ssm_deploy_word" ] \
+      && ssm_deploy_through=1 && break
+  done
+  [ -n "$ssm_deploy_through" ] || return 1
+  ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
+  [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
+  # the switch's time in seconds since boot, if it was this boot (its first line is the boot's id)
+  [ "$(head -n 1 -- "$ssm_deploy_state/switched" 2>/dev/null)" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] \
+    || return 1
+  ssm_deploy_switch_time=$(sed -n 2p -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
+  ssm_deploy_started=$(ssm_deploy_stat "$1" 20)
+  [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
+    && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
+      'BEGIN { exit !(started / hz < switched) }' || return 1
+  ! ssm_deploy_reloaded "$1" || return 1
+  ! ssm_deploy_listens "$1" || return 0
+  ! ssm_deploy_has_terminal "$1" || return 1
+  ssm_deploy_named=$(readlink -f -- "$ssm_deploy_word" 2>/dev/null) || return 1
+  case $ssm_deploy_named in
+    "$ssm_deploy_releases"/?*/?*) ;;
+    *) return 1 ;;
+  esac
+  # held open: a descriptor of it is the same path in a release (the one current pointed to then)
+  ! find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null \
+    | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_rest=/${ssm_deploy_named#"$ssm_deploy_releases"/*/} awk '
+      { sub(/ \(deleted\)$/, "") }
+      index($0, ENVIRON["ssm_deploy_prefix"]) == 1 && substr($0, length($0) - length(ENVIRON["ssm_deploy_rest"]) + 1) == ENVIRON["ssm_deploy_rest"] { found = 1 }
+      END { exit !found }'
+}
+ssm_deploy_reloaded() {
+  # whether process $1, started before the switch, was reloaded in place since (systemctl reload,
+  # nginx -s reload, haproxy's USR2, a gunicorn HUP): such a server keeps its pid and start time,
+  # reads its configuration again through current and forks new workers, so a child running its
+  # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
+  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" '
+    { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
+    field[2] == parent && field[20] / hz >= switched { print pid }' | {
+    while read -r ssm_deploy_child; do
+      [ "/proc/$ssm_deploy_child/exe" -ef "/proc/$1/exe" ] && return 0
+    done
+    return 1
+  }
+}
+ssm_deploy_shown_command() {
+  # process $1's command line for a message, cut to 120 characters once every value of the names in
+  # ssm_deploy_verify_names is masked as ****: this deploy's (read by awk from its environment, never
+  # from an argument) and the process's own (its environment: the value an earlier deploy exported,
+  # before a rotation), so a value passed as an argument (--token=...) never shows, even in part; a pm2
+  # app's name (pm2 puts name and pm_id in its apps' environment) follows: apps share a command line
+  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
+    ssm_deploy_mask_min=$ssm_deploy_mask_min ssm_deploy_environ="/proc/$1/environ" awk '
+    {
+      line = $0
+      count = split(ENVIRON["ssm_deploy_names"], names, " ")
+      for (i = 1; i <= count; i++) {
+        values[i] = ENVIRON[names[i]]
+        wanted[names[i]] = 1
+      }
+      held = "tr \"\\000\" \"\\012\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
+      last = 0
+      while ((held | getline entry) > 0) {  # NAME=value, a value with newlines goes on over the next lines
+        if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
+          last = 0
+          if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
+          if (substr(entry, 1, RLENGTH - 1) == "pm_id") pm2 = 1
+          if (substr(entry, 1, RLENGTH - 1) in wanted) {
+            last = ++count
+            values[last] = substr(entry, RLENGTH + 1)
+          }
+        } else if (last) {
+          values[last] = values[last] "\n" entry
+        }
+      }
+      close(held)
+      for (i = 1; i <= count; i++) gsub(/\n/, " ", values[i])
+      for (done = 0; done < count; done++) {  # the longest first: a value inside another masks no part of it
+        longest = 0
+        for (i = 1; i <= count; i++) {
+          if (!(i in taken) && (longest == 0 || length(values[i]) > length(values[longest]))) longest = i
+        }
+        taken[longest] = 1
+        value = values[longest]
+        if (length(value) < ENVIRON["ssm_deploy_mask_min"] + 0) continue
+        masked = ""
+        while ((at = index(line, value)) > 0) {
+          masked = masked substr(line, 1, at - 1) "****"
+          line = substr(line, at + length(value))
+        }
+        line = masked line
+      }
+      line = substr(line, 1, 120)
+      sub(/ +$/, "", line)
+      if (pm2 && app ~ /^[A-Za-z0-9._:@-]+$/ && length(app) <= 64) {
+        for (i = 1; i <= count; i++) {
+          if (length(values[i]) >= ENVIRON["ssm_deploy_mask_min"] + 0 && index(app, values[i])) app = "****"
+        }
+        line = line "; pm2 app " app
+      }
+      print line
+    }'
+}
+ssm_deploy_listens() {
+  # whether process $1 holds a listening socket: a descriptor of it is a TCP socket in state LISTEN
+  # (0A) of its own network namespace, or a Unix socket accepting connections (flag 00010000)
+  find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null | awk -v net="/proc/$1/net" '
+    function listening(file, state_field, state, inode_field,   line, word) {
+      while ((getline line < file) > 0) {
+        split(line, word, " ")
+        if (word[state_field] == state) held["socket:[" word[inode_field] "]"] = 1
+      }
+    }
+    BEGIN { listening(net "/tcp", 4, "0A", 10); listening(net "/tcp6", 4, "0A", 10); listening(net "/unix", 4, "00010000", 7) }
+    ($0 in held) { found = 1 }
+    END { exit !found }'
+}
+ssm_deploy_release_in_words() {
+  # the release of a path inside APP_DIR/releases among the words of a process's command line (the
+  # script it runs, the directory it serves; also after `=`), wherever its working directory is; the
+  # path must be the same file in the process's own mount namespace
+  for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
+    case $ssm_deploy_word in
+      *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
+    esac
+    case $ssm_deploy_word in
+      "$ssm_deploy_releases"/?* | "$ssm_deploy_app_dir"/releases/?*) ;;
+      *) continue ;;
+    esac
+    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] || continue
+    ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_releases"/}
+    ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_app_dir"/releases/}
+    printf '%s\n' "${ssm_deploy_word%%/*}"
+    return 0
+  done
+}
+ssm_deploy_scan() {
+  cd / || return 0
+  ssm_deploy_now=$(ssm_deploy_ticks)
+  ssm_deploy_settle_ticks=$((ssm_deploy_hz * ssm_deploy_verify_settle))
+  ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
+  ssm_deploy_releases=$ssm_deploy_physical/releases
+  for ssm_deploy_pid in $( {
+    find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
+      | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_home=$ssm_deploy_physical awk -F '\t' '
+        index($2, ENVIRON["ssm_deploy_prefix"]) == 1 || $2 == ENVIRON["ssm_deploy_home"] { sub(/^\/proc\//, "", $1); print $1 }'
+    grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" -e "$ssm_deploy_app_dir/current/" \
+      -e "$ssm_deploy_physical/current/" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
+  } | awk '!seen[$0]++'); do
+    set -f
+    [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"
+    set +f
+  done
+}
+ssm_deploy_ticks() {
+  awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime
+}
+"""  # noqa: E501 (each message is one line on the instance)
+
+
+# The status read's list of the processes of another release than the one current points to, judged by
+# the scan as after a switch back (ssm_deploy_back: paths only, no value compared, none known to mask a
+# command line with): a count, then the first ssm_deploy_shown with pid, release (running or a deleted
+# copy), owner and command name (/proc/PID/comm: at most 15 characters, never the arguments)
+_LIST_FUNCTIONS = r"""
+ssm_deploy_list_processes() {
+  if [ "$(id -u)" != 0 ]; then
+    printf '%s%s%s\n' "$ssm_deploy_processes_report" "$ssm_deploy_not_read" "the read does not run as root"
+    return 0
+  fi
+  ssm_deploy_hz=$(getconf CLK_TCK 2>/dev/null) || ssm_deploy_hz=100
+  ssm_deploy_release=$(ssm_deploy_release_of "$(readlink -- "$ssm_deploy_app_dir/current" 2>/dev/null)")
+  ssm_deploy_back=1
+  ssm_deploy_listing=1
+  ssm_deploy_found=$(ssm_deploy_scan | grep '^stale ')
+  printf '%s%s\n' "$ssm_deploy_processes_report" "$(printf '%s' "$ssm_deploy_found" | grep -c '^stale ')"
+  printf '%s\n' "$ssm_deploy_found" | head -n "$ssm_deploy_shown" \
+    | while read -r ssm_deploy_word ssm_deploy_pid ssm_deploy_copy ssm_deploy_from; do
+    [ -n "$ssm_deploy_pid" ] || continue
+    ssm_deploy_from=$(printf '%s' "$ssm_deploy_from" | tr -c '0-9a-z-' '?')
+    ssm_deploy_owner=$(stat -c %U -- "/proc/$ssm_deploy_pid" 2>/dev/null) || ssm_deploy_owner=
+    ssm_deploy_name=$(tr '\n' ' ' < "/proc/$ssm_deploy_pid/comm" 2>/dev/null) || ssm_deploy_name=
+    printf '%s%s %s %s %s %s\n' "$ssm_deploy_process_report" "$ssm_deploy_pid" "${ssm_deploy_from:-?}" \
+      "$ssm_deploy_copy" "${ssm_deploy_owner:-?}" "${ssm_deploy_name:-?}"
+  done
+}
+"""
+
 _RELEASE_FUNCTIONS = r"""
 ssm_deploy_state=$ssm_deploy_app_dir/$ssm_deploy_state_dir
 ssm_deploy_back=  # set while checking the processes after a switch back (ssm_deploy_verify_back)
@@ -515,464 +1025,6 @@ ssm_deploy_roll_back() {
   ssm_deploy_verify_back "$(ssm_deploy_release_of "$ssm_deploy_old_target")" \
     || ssm_deploy_fail 86 "$2 for release $ssm_deploy_release: rolled back to ${ssm_deploy_old:-$ssm_deploy_old_target}, but $ssm_deploy_stale: this instance needs attention (stop that process)$ssm_deploy_fix"
   ssm_deploy_fail "$1" "$2 for release $ssm_deploy_release: rolled back to ${ssm_deploy_old:-$ssm_deploy_old_target}, whose activation ran again and succeeded$ssm_deploy_fix"
-}
-# VERIFY_PROCESSES. A process runs from release X (a directory in releases/) when its executable is
-# in releases/X, or its working directory is releases/X (or below) and one of its arguments is a path
-# under APP_DIR (absolute, or relative to that directory) or a Python module there (`python3 -m worker`:
-# ssm_deploy_module_file), or it listens on a socket (a server started
-# there: `python3 -m http.server`, `gunicorn app:app`). pm2's daemon keeps the directory pm2 was first
-# run in but runs pm2's own code (and holds an app's port in cluster mode), so a directory alone
-# condemns nothing and the daemon, known by its title, is never judged by it. pm2 rewrites a
-# process's title (`node /srv/web-api/current/server.js` as one string), so arguments are the words
-# of the command line. Paths are judged by the file they are (-ef), not by their name: a process of
-# another mount namespace (a container) with the same path is not this APP_DIR's. Values are compared
-# on the instance, in awk (ssm_deploy_compare): never in an argument, a file or the output.
-ssm_deploy_judge() {
-  ssm_deploy_pid=$1
-  ssm_deploy_from=
-  ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
-  if [ -z "$ssm_deploy_back" ] && ssm_deploy_through_current "$ssm_deploy_pid"; then
-    printf 'process %s (%s) runs release %s, not %s: it was started through %s/current before the switch\n' \
-      "$ssm_deploy_pid" "$(ssm_deploy_shown_command "$ssm_deploy_pid")" "$ssm_deploy_before" "$ssm_deploy_release" \
-      "$ssm_deploy_app_dir"
-    return 0
-  fi
-  ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/exe" 2>/dev/null) || ssm_deploy_path=
-  case $ssm_deploy_path in
-    "$ssm_deploy_releases"/?*/?*)
-      if [ "/proc/$ssm_deploy_pid/exe" -ef "$ssm_deploy_path" ]; then
-        ssm_deploy_from=${ssm_deploy_path#"$ssm_deploy_releases"/}
-        ssm_deploy_from=${ssm_deploy_from%%/*}
-      fi
-      ;;
-  esac
-  # a command with a controlling terminal (an operator's `less /srv/app/releases/<id>/config.js`) is
-  # judged only as a server: the paths among its words condemn it only when it listens
-  if [ -z "$ssm_deploy_from" ] && { ! ssm_deploy_has_terminal "$ssm_deploy_pid" || ssm_deploy_listens "$ssm_deploy_pid"; }; then
-    ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
-  fi
-  if [ -z "$ssm_deploy_from" ]; then
-    ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
-    case $ssm_deploy_path in
-      "$ssm_deploy_releases"/?*) ;;
-      *) return 0 ;;
-    esac
-    [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
-    ssm_deploy_here=${ssm_deploy_path#"$ssm_deploy_releases"/}
-    ssm_deploy_here=${ssm_deploy_here%%/*}  # the release its working directory is in
-    ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
-    # a command with a controlling terminal (an operator's `tail -f app.log` or `less` in a release over
-    # ssh) is no service: its directory and words condemn nothing (a server among them still does)
-    ssm_deploy_has_terminal "$ssm_deploy_pid" && ssm_deploy_words=
-    for ssm_deploy_word in $ssm_deploy_words; do
-      case $ssm_deploy_word in
-        "$ssm_deploy_app_dir"/* | "$ssm_deploy_physical"/*) ;;
-        /* | .. | ../* | */../* | */..) continue ;;
-        *)
-          [ -e "/proc/$ssm_deploy_pid/cwd/$ssm_deploy_word" ] \
-            || ssm_deploy_module_file "/proc/$ssm_deploy_pid/cwd" "$ssm_deploy_word" || continue
-          ;;
-      esac
-      ssm_deploy_from=$ssm_deploy_here
-      break
-    done
-    if [ -z "$ssm_deploy_from" ] && ! ssm_deploy_pm2_daemon "$ssm_deploy_pid" && ssm_deploy_listens "$ssm_deploy_pid"; then
-      ssm_deploy_from=$ssm_deploy_here
-    fi
-    if [ -z "$ssm_deploy_from" ]; then
-      # a process ACTIVATE_COMMANDS started a moment ago may not have its final command line yet (pm2
-      # sets the title after the fork): one without a path under APP_DIR is looked at again until it
-      # is older; one born after the check began (a service's own short-lived child) is not waited for
-      if [ -n "$2" ]; then
-        ssm_deploy_started=$(ssm_deploy_stat "$ssm_deploy_pid" 20)
-        if [ -n "$ssm_deploy_started" ] && [ "$ssm_deploy_started" -le "$ssm_deploy_began" ] \
-          && [ $((ssm_deploy_now - ssm_deploy_started)) -lt "$ssm_deploy_settle_ticks" ]; then
-          echo "settling $ssm_deploy_pid"
-        fi
-      fi
-      return 0
-    fi
-  fi
-  ssm_deploy_command=$(ssm_deploy_shown_command "$ssm_deploy_pid")
-  if [ "$ssm_deploy_from" != "$ssm_deploy_release" ]; then
-    printf 'process %s (%s) runs release %s, not %s\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_release"
-    return 0
-  fi
-  if [ -n "$ssm_deploy_back" ]; then  # after a switch back: the release's processes hold what they were started with
-    echo "ok $ssm_deploy_pid"
-    return 0
-  fi
-  ssm_deploy_bad=
-  ssm_deploy_differs=$(ssm_deploy_compare "$ssm_deploy_pid")
-  [ -d "/proc/$ssm_deploy_pid" ] || return 0
-  case $ssm_deploy_differs in
-    unreadable)
-      echo "unread $ssm_deploy_pid"
-      return 0
-      ;;
-  esac
-  for ssm_deploy_name in $ssm_deploy_differs; do
-    ssm_deploy_bad=1
-    case $ssm_deploy_name in
-      -*)
-        printf 'process %s (%s) runs release %s without %s, which this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "${ssm_deploy_name#-}"
-        ;;
-      *)
-        printf 'process %s (%s) runs release %s with an old value of %s, not the one this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "$ssm_deploy_name"
-        ;;
-    esac
-  done
-  [ -n "$ssm_deploy_bad" ] || echo "ok $ssm_deploy_pid"
-}
-ssm_deploy_module_file() {
-  # whether word $2 names a Python module or package in directory $1, as a worker run from its release
-  # names its code (`python3 -m worker`, `celery -A tasks worker`, `huey_consumer tasks.huey`,
-  # `--app=app.worker:main`): worker.py, tasks.py, app/worker.py or app/worker/__init__.py
-  ssm_deploy_module=${2#-*=}
-  ssm_deploy_module=${ssm_deploy_module%%:*}
-  case $ssm_deploy_module in
-    '' | [!A-Za-z_]* | *[!A-Za-z0-9_.]* | *..* | *.) return 1 ;;
-  esac
-  ssm_deploy_module=$(printf '%s' "$ssm_deploy_module" | tr . /)
-  while :; do
-    if [ -f "$1/$ssm_deploy_module.py" ] || [ -f "$1/$ssm_deploy_module/__init__.py" ]; then
-      return 0
-    fi
-    case $ssm_deploy_module in
-      */*) ssm_deploy_module=${ssm_deploy_module%/*} ;;  # tasks.huey: an attribute of tasks.py
-      *) return 1 ;;
-    esac
-  done
-}
-ssm_deploy_compare() {
-  # the names of ssm_deploy_verify_names this deploy exported whose value process $1 does not hold:
-  # NAME for another value, -NAME for none; "unreadable" when its environment holds no NAME=value entry
-  # at all (a title written over its memory: puma, gunicorn with setproctitle, nginx, perl's $0), as
-  # nothing can be compared. The values are compared in awk, read from its own environment (this
-  # deploy's) and from /proc/$1/environ: never an argument, a file or the output. The environment is
-  # the one the process runs with: pm2's cluster workers (ProcessContainer.js) set every top-level
-  # string of the pm2_env JSON they were started with into process.env, over the daemon's environment
-  # they inherited, so those values count
-  tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ" | ssm_deploy_names=$ssm_deploy_verify_names awk '
-    function json_string(   out, c, code) {  # the JSON string at text[at] (a quote); at: after it
-      out = ""
-      for (at++; at <= size; at++) {
-        c = substr(text, at, 1)
-        if (c == "\"") { at++; return out }
-        if (c != "\\") { out = out c; continue }
-        c = substr(text, ++at, 1)
-        if (c == "n") out = out "\001"
-        else if (c == "t") out = out "\t"
-        else if (c == "r") out = out "\r"
-        else if (c == "b") out = out "\b"
-        else if (c == "f") out = out "\f"
-        else if (c == "u") {
-          code = hex(substr(text, at + 1, 4))
-          at += 4
-          if (code < 1 || code > 127) undecidable = 1
-          else out = out (code == 10 ? "\001" : sprintf("%c", code))
-        } else out = out c  # \" \\ \/
-      }
-      undecidable = 1
-      return out
-    }
-    function hex(digits,   i, n) {
-      n = 0
-      for (i = 1; i <= 4; i++) n = n * 16 + index("0123456789abcdef", tolower(substr(digits, i, 1))) - 1
-      return n
-    }
-    function skip_value(   depth, c) {  # past the object or array at text[at]
-      depth = 0
-      while (at <= size) {
-        c = substr(text, at, 1)
-        if (c == "\"") { json_string(); continue }
-        at++
-        if (c == "{" || c == "[") depth++
-        else if ((c == "}" || c == "]") && --depth == 0) return
-      }
-    }
-    function blanks() { while (at <= size && substr(text, at, 1) ~ /[ \t\r\001]/) at++ }
-    function pm2(json,   key, c, start, literal) {  # the top-level strings and literals of the pm2_env JSON
-      text = json; size = length(text); at = 1
-      blanks()
-      if (substr(text, at, 1) != "{") return
-      at++
-      for (;;) {
-        blanks()
-        if (substr(text, at, 1) != "\"") return
-        key = json_string()
-        blanks()
-        if (substr(text, at, 1) != ":") return
-        at++
-        blanks()
-        c = substr(text, at, 1)
-        undecidable = 0
-        if (c == "\"") {
-          held[key] = json_string()
-          if (undecidable) unknown[key] = 1
-        } else if (c == "{" || c == "[") {
-          skip_value()
-          unknown[key] = 1  # "[object Object]", a joined array: not compared
-        } else {
-          start = at
-          while (at <= size && substr(text, at, 1) !~ /[,} \t\r\001]/) at++
-          held[key] = substr(text, start, at - start)  # a number, true, false, null: process.env holds its text
-        }
-        blanks()
-        if (substr(text, at, 1) != ",") return
-        at++
-      }
-    }
-    match($0, /^[A-Za-z_][A-Za-z0-9_]*=/) {
-      entries++
-      name = substr($0, 1, RLENGTH - 1)
-      if (!(name in held)) held[name] = substr($0, RLENGTH + 1)
-      if (name == "pm2_env") json = substr($0, RLENGTH + 1)
-    }
-    END {
-      if (!entries) { print "unreadable"; exit }
-      if (json != "") {
-        delete held["pm2_env"]
-        pm2(json)
-      }
-      # pm2 gives each further instance of an app its own value of the name its increment_var names
-      # (PORT + 1, + 2: God.js), over the one it was handed: that value is set by pm2, not compared. A
-      # fork-mode process has the top-level keys of pm2_env as its environment, a cluster worker in the JSON
-      if ("pm_id" in held && "increment_var" in held) unknown[held["increment_var"]] = 1
-      count = split(ENVIRON["ssm_deploy_names"], names, " ")
-      for (i = 1; i <= count; i++) {
-        name = names[i]
-        if (!(name in ENVIRON) || (name in unknown)) continue
-        want = ENVIRON[name]
-        gsub(/\n/, "\001", want)
-        if (!(name in held)) print "-" name
-        else if (held[name] != want) print name
-      }
-    }'
-}
-ssm_deploy_stat() {
-  # field $2 of /proc/$1/stat, counted from the state after the command name (5: the controlling
-  # terminal, 20: the start time in clock ticks since boot)
-  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f "$2"
-}
-ssm_deploy_has_terminal() {
-  [ "$(ssm_deploy_stat "$1" 5)" != 0 ]
-}
-ssm_deploy_pm2_daemon() {
-  # pm2's God Daemon, known by the title pm2 gives it: it runs pm2's own code wherever its directory is
-  case $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline") in
-    "PM2 v"*": God Daemon "*) return 0 ;;
-  esac
-  return 1
-}
-ssm_deploy_deleted_release() {
-  # a process whose executable or working directory is in a release directory deleted since it started
-  # (the release was installed again under the same id, or pruned) runs code that is no longer on disk:
-  # never the new release. Prints its line; false for any other process
-  for ssm_deploy_link in exe cwd; do
-    ssm_deploy_path=$(readlink "/proc/$1/$ssm_deploy_link" 2>/dev/null) || continue
-    case $ssm_deploy_path in
-      "$ssm_deploy_releases"/?*" (deleted)") ;;
-      *) continue ;;
-    esac
-    # this APP_DIR's releases in the process's own mount namespace (not a container's, another host's)
-    [ "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] || continue
-    # a directory alone condemns neither pm2's daemon (pm2's own code, in the directory pm2 was first
-    # run in) nor a command with a terminal (an operator's shell), as for a directory that exists
-    if [ "$ssm_deploy_link" = cwd ]; then
-      ! ssm_deploy_pm2_daemon "$1" || continue
-      ! ssm_deploy_has_terminal "$1" || ssm_deploy_listens "$1" || continue
-    fi
-    ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
-    ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
-    printf 'process %s (%s) runs a copy of release %s that was deleted since it started, not the %s installed now\n' \
-      "$1" "$(ssm_deploy_shown_command "$1")" "${ssm_deploy_path%%/*}" "$ssm_deploy_release"
-    return 0
-  done
-  return 1
-}
-ssm_deploy_through_current() {
-  # whether process $1 was started through APP_DIR/current before current last changed to another
-  # release (systemd's ExecStart=/usr/bin/node /srv/app/current/server.js with no WorkingDirectory=,
-  # or WorkingDirectory=/srv/app with ExecStart=... current/server.js), so the kernel resolved current
-  # to the release before: a word of its command line is a file under APP_DIR/current (absolute, or
-  # relative to a working directory that is APP_DIR itself), and it started before the switch (both in
-  # seconds since boot: the process's start time and what the switch wrote to .ssm-deploy/switched).
-  # Then a server (a listening socket) runs the release before; so does any other process unless it
-  # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
-  # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
-  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration
-  ssm_deploy_through=
-  ssm_deploy_cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || ssm_deploy_cwd=
-  for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
-    case $ssm_deploy_word in
-      *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
-      current/?* | ./current/?*)
-        [ "$ssm_deploy_cwd" = "$ssm_deploy_physical" ] && [ "/proc/$1/cwd" -ef "$ssm_deploy_physical" ] || continue
-        ssm_deploy_word=$ssm_deploy_physical/${ssm_deploy_word#./}
-        ;;
-    esac
-    case $ssm_deploy_word in
-      "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ;;
-      *) continue ;;
-    esac
-    # the same file in the process's own mount namespace (this APP_DIR, not a container's with that
-    # path), and a file: the code it loaded when it started; a directory it serves (--directory,
-    # --root) it may look up again on every request
-    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && [ -f "/proc/$1/root$ssm_deploy_word" ] \
-      && ssm_deploy_through=1 && break
-  done
-  [ -n "$ssm_deploy_through" ] || return 1
-  ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
-  [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
-  # the switch's time in seconds since boot, if it was this boot (its first line is the boot's id)
-  [ "$(head -n 1 -- "$ssm_deploy_state/switched" 2>/dev/null)" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] \
-    || return 1
-  ssm_deploy_switch_time=$(sed -n 2p -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
-  ssm_deploy_started=$(ssm_deploy_stat "$1" 20)
-  [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
-    && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
-      'BEGIN { exit !(started / hz < switched) }' || return 1
-  ! ssm_deploy_reloaded "$1" || return 1
-  ! ssm_deploy_listens "$1" || return 0
-  ! ssm_deploy_has_terminal "$1" || return 1
-  ssm_deploy_named=$(readlink -f -- "$ssm_deploy_word" 2>/dev/null) || return 1
-  case $ssm_deploy_named in
-    "$ssm_deploy_releases"/?*/?*) ;;
-    *) return 1 ;;
-  esac
-  # held open: a descriptor of it is the same path in a release (the one current pointed to then)
-  ! find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null \
-    | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_rest=/${ssm_deploy_named#"$ssm_deploy_releases"/*/} awk '
-      { sub(/ \(deleted\)$/, "") }
-      index($0, ENVIRON["ssm_deploy_prefix"]) == 1 && substr($0, length($0) - length(ENVIRON["ssm_deploy_rest"]) + 1) == ENVIRON["ssm_deploy_rest"] { found = 1 }
-      END { exit !found }'
-}
-ssm_deploy_reloaded() {
-  # whether process $1, started before the switch, was reloaded in place since (systemctl reload,
-  # nginx -s reload, haproxy's USR2, a gunicorn HUP): such a server keeps its pid and start time,
-  # reads its configuration again through current and forks new workers, so a child running its
-  # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
-  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" '
-    { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
-    field[2] == parent && field[20] / hz >= switched { print pid }' | {
-    while read -r ssm_deploy_child; do
-      [ "/proc/$ssm_deploy_child/exe" -ef "/proc/$1/exe" ] && return 0
-    done
-    return 1
-  }
-}
-ssm_deploy_shown_command() {
-  # process $1's command line for a message, cut to 120 characters once every value of the names in
-  # ssm_deploy_verify_names is masked as ****: this deploy's (read by awk from its environment, never
-  # from an argument) and the process's own (its environment: the value an earlier deploy exported,
-  # before a rotation), so a value passed as an argument (--token=...) never shows, even in part; a pm2
-  # app's name (pm2 puts name and pm_id in its apps' environment) follows: apps share a command line
-  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
-    ssm_deploy_mask_min=$ssm_deploy_mask_min ssm_deploy_environ="/proc/$1/environ" awk '
-    {
-      line = $0
-      count = split(ENVIRON["ssm_deploy_names"], names, " ")
-      for (i = 1; i <= count; i++) {
-        values[i] = ENVIRON[names[i]]
-        wanted[names[i]] = 1
-      }
-      held = "tr \"\\000\" \"\\012\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
-      last = 0
-      while ((held | getline entry) > 0) {  # NAME=value, a value with newlines goes on over the next lines
-        if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
-          last = 0
-          if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
-          if (substr(entry, 1, RLENGTH - 1) == "pm_id") pm2 = 1
-          if (substr(entry, 1, RLENGTH - 1) in wanted) {
-            last = ++count
-            values[last] = substr(entry, RLENGTH + 1)
-          }
-        } else if (last) {
-          values[last] = values[last] "\n" entry
-        }
-      }
-      close(held)
-      for (i = 1; i <= count; i++) gsub(/\n/, " ", values[i])
-      for (done = 0; done < count; done++) {  # the longest first: a value inside another masks no part of it
-        longest = 0
-        for (i = 1; i <= count; i++) {
-          if (!(i in taken) && (longest == 0 || length(values[i]) > length(values[longest]))) longest = i
-        }
-        taken[longest] = 1
-        value = values[longest]
-        if (length(value) < ENVIRON["ssm_deploy_mask_min"] + 0) continue
-        masked = ""
-        while ((at = index(line, value)) > 0) {
-          masked = masked substr(line, 1, at - 1) "****"
-          line = substr(line, at + length(value))
-        }
-        line = masked line
-      }
-      line = substr(line, 1, 120)
-      sub(/ +$/, "", line)
-      if (pm2 && app ~ /^[A-Za-z0-9._:@-]+$/ && length(app) <= 64) {
-        for (i = 1; i <= count; i++) {
-          if (length(values[i]) >= ENVIRON["ssm_deploy_mask_min"] + 0 && index(app, values[i])) app = "****"
-        }
-        line = line "; pm2 app " app
-      }
-      print line
-    }'
-}
-ssm_deploy_listens() {
-  # whether process $1 holds a listening socket: a descriptor of it is a TCP socket in state LISTEN
-  # (0A) of its own network namespace, or a Unix socket accepting connections (flag 00010000)
-  find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null | awk -v net="/proc/$1/net" '
-    function listening(file, state_field, state, inode_field,   line, word) {
-      while ((getline line < file) > 0) {
-        split(line, word, " ")
-        if (word[state_field] == state) held["socket:[" word[inode_field] "]"] = 1
-      }
-    }
-    BEGIN { listening(net "/tcp", 4, "0A", 10); listening(net "/tcp6", 4, "0A", 10); listening(net "/unix", 4, "00010000", 7) }
-    ($0 in held) { found = 1 }
-    END { exit !found }'
-}
-ssm_deploy_release_in_words() {
-  # the release of a path inside APP_DIR/releases among the words of a process's command line (the
-  # script it runs, the directory it serves; also after `=`), wherever its working directory is; the
-  # path must be the same file in the process's own mount namespace
-  for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
-    case $ssm_deploy_word in
-      *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
-    esac
-    case $ssm_deploy_word in
-      "$ssm_deploy_releases"/?* | "$ssm_deploy_app_dir"/releases/?*) ;;
-      *) continue ;;
-    esac
-    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] || continue
-    ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_releases"/}
-    ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_app_dir"/releases/}
-    printf '%s\n' "${ssm_deploy_word%%/*}"
-    return 0
-  done
-}
-ssm_deploy_scan() {
-  cd / || return 0
-  ssm_deploy_now=$(ssm_deploy_ticks)
-  ssm_deploy_settle_ticks=$((ssm_deploy_hz * ssm_deploy_verify_settle))
-  ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
-  ssm_deploy_releases=$ssm_deploy_physical/releases
-  for ssm_deploy_pid in $( {
-    find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
-      | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_home=$ssm_deploy_physical awk -F '\t' '
-        index($2, ENVIRON["ssm_deploy_prefix"]) == 1 || $2 == ENVIRON["ssm_deploy_home"] { sub(/^\/proc\//, "", $1); print $1 }'
-    grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" -e "$ssm_deploy_app_dir/current/" \
-      -e "$ssm_deploy_physical/current/" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
-  } | awk '!seen[$0]++'); do
-    set -f
-    [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"
-    set +f
-  done
-}
-ssm_deploy_ticks() {
-  awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime
 }
 ssm_deploy_pids() {
   # the pids of the scan's lines that start with $1 (ok, unread), on one line
@@ -1216,7 +1268,7 @@ def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = 
     (``ssm_deploy_fail`` reports it on every failure path too)."""
     header = f"# --- ssm-deploy: {title} in {plan.app_dir} ---"
     extra = [f"ssm_deploy_{name}={_quote(value)}" for name, value in more.items()]
-    functions = [_sent(_RUN_FUNCTIONS), _sent(_READ_FUNCTIONS), _sent(_RELEASE_FUNCTIONS)]
+    functions = [_sent(_RUN_FUNCTIONS), _sent(_READ_FUNCTIONS), _sent(_SCAN_FUNCTIONS), _sent(_RELEASE_FUNCTIONS)]
     ending = ["ssm_deploy_rc=$?", "ssm_deploy_report", 'exit "$ssm_deploy_rc"']
     return "\n".join([header, *_assignments(plan), *extra, *(program or []), *functions, call, *ending])
 
@@ -1284,25 +1336,45 @@ def verified_after(check: str, plan: ReleasePlan) -> str:
     )
 
 
-def read_current_body(app_dir: str) -> str:
+def read_current_body(app_dir: str, processes: bool = False) -> str:
     """Read where ``APP_DIR/current`` points and print it as the release scripts do; changes nothing.
     Waits (READ_LOCK_SECONDS at most) for a release script still running on the instance, and exits 1
-    without a report when one still holds the lock."""
+    without a report when one still holds the lock.
+
+    ``processes`` (ACTION: status): then list the processes running from another release than the one
+    ``current`` points to, found by the deploy's own scan (VERIFY_PROCESSES) as after a switch back: by
+    their paths only, never a value (the read has no prelude and knows no secret); read by
+    ``other_processes``."""
     problem = app_dir_problem(app_dir)
     if problem:
         raise ValueError(problem)
     lock = f"{app_dir}/{STATE_DIR}/lock"
+    listing = [_sent(_SCAN_FUNCTIONS), _sent(_LIST_FUNCTIONS), "ssm_deploy_list_processes"] if processes else []
+    more = (
+        {
+            "processes_report": PROCESSES_REPORT,
+            "process_report": PROCESS_REPORT,
+            "not_read": PROCESSES_NOT_READ,
+            "shown": str(PROCESSES_SHOWN),
+            "verify_settle": "0",
+        }
+        if processes
+        else {}
+    )
+    what = " and the processes of other releases" if processes else ""
     return "\n".join(
         [
-            f"# --- ssm-deploy: read which release {app_dir}/current points to (changes nothing) ---",
+            f"# --- ssm-deploy: read which release {app_dir}/current points to{what} (changes nothing) ---",
             f"ssm_deploy_app_dir={_quote(app_dir)}",
             *_read_assignments(),
+            *(f"ssm_deploy_{name}={_quote(value)}" for name, value in more.items()),
             _sent(_READ_FUNCTIONS),
             f"if [ -f {_quote(lock)} ] && command -v flock >/dev/null 2>&1; then",
             f"  exec 9<{_quote(lock)} || exit 1",
             f"  flock -s -w {READ_LOCK_SECONDS} 9 || {{ echo {_quote(_BUSY)} >&2; exit 1; }}",
             "fi",
             "ssm_deploy_report",
+            *listing,
         ]
     )
 
@@ -1320,6 +1392,59 @@ def current_report(stdout: str) -> str | None:
                 return NO_RELEASE
             return value if _REPORTED_ID.fullmatch(value) else None
     return None
+
+
+@dataclass(frozen=True)
+class OtherProcess:
+    """A process the status read found running from another release than the one ``current`` points to."""
+
+    pid: int
+    release: str  # the release directory it runs from ("?" for a name that is no release id)
+    deleted: bool  # it runs a copy of that release deleted since it started
+    user: str
+    command: str  # its command name (/proc/PID/comm), never its arguments
+
+
+@dataclass(frozen=True)
+class OtherProcesses:
+    """What the status read says of one instance's processes: how many run another release than
+    ``current``'s, the first PROCESSES_SHOWN of them, or why they were not read."""
+
+    count: int = 0
+    shown: tuple[OtherProcess, ...] = ()
+    not_read: str = ""
+
+
+def other_processes(stdout: str) -> OtherProcesses | None:
+    """The processes of other releases the status read listed (``read_current_body`` with processes);
+    None when its output holds no count (the output was cut, or the list never ran)."""
+    lines = stdout.splitlines()
+    reports = [line.removeprefix(PROCESSES_REPORT) for line in lines if line.startswith(PROCESSES_REPORT)]
+    if not reports:
+        return None
+    said = reports[-1].strip()
+    if said.startswith(PROCESSES_NOT_READ):
+        return OtherProcesses(not_read=_CONTROL.sub("?", said.removeprefix(PROCESSES_NOT_READ)))
+    if not said.isdigit():
+        return None
+    shown = tuple(
+        process
+        for line in lines
+        if line.startswith(PROCESS_REPORT) and (process := _other_process(line.removeprefix(PROCESS_REPORT)))
+    )
+    return OtherProcesses(count=max(int(said), len(shown)), shown=shown[:PROCESSES_SHOWN])
+
+
+def _other_process(text: str) -> OtherProcess | None:
+    """``PID RELEASE running|deleted USER COMMAND`` (the command name may hold blanks)."""
+    words = text.split(" ", 4)
+    if len(words) != 5 or not words[0].isdigit() or words[2] not in ("running", "deleted"):
+        return None
+    pid, release, copy, user, command = words
+    release = release if _SHOWN_RELEASE.fullmatch(release) else "?"
+    return OtherProcess(
+        int(pid), release, copy == "deleted", _CONTROL.sub("?", user), _CONTROL.sub("?", command.strip())
+    )
 
 
 def as_user(run_as: str | None, commands: str, cwd: str, env_names: Iterable[str] = ()) -> str:

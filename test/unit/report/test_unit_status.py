@@ -10,6 +10,7 @@ from pipe.config.actions import ACTION_NAMES
 from pipe.model import NO_RELEASE, UNKNOWN_RELEASE
 from pipe.release.ledger import Groups, LedgerEntry, ReleaseInfo, RunInfo
 from pipe.release.ledger_archive import Recorded
+from pipe.release.remote import OtherProcess, OtherProcesses
 from pipe.report.status import (
     HISTORY_SHOWN,
     FleetStatus,
@@ -19,8 +20,11 @@ from pipe.report.status import (
     history_lines,
     problem_lines,
     release_line,
+    status_document,
+    status_dotenv,
     verdict_message,
 )
+from unit.unit_support import make_settings
 
 A, B, C = "000001-aaaaaaa", "000002-bbbbbbb", "000003-ccccccc"
 URL = "https://bitbucket.org/acme/web-api/pipelines/results/{}"
@@ -131,3 +135,67 @@ def test_no_drift_names_the_count_and_the_live_release() -> None:
 
 def test_every_action_name_has_one_entry_point() -> None:
     assert tuple(ACTIONS) == ACTION_NAMES
+
+
+def test_a_process_of_another_release_than_current_is_drift_naming_it_and_the_fix() -> None:
+    stale = OtherProcesses(3, (OtherProcess(4242, C, False, "web", "node"), OtherProcess(4243, B, True, "web", "x")))
+    status = status_of(
+        {"i-1": B, "i-2": B},
+        recorded(2, B),
+        processes={"i-1": OtherProcesses(), "i-2": stale},
+        app_dir="/srv/web-api",
+        names={"i-2": "web-2"},
+    )
+
+    assert status.verdict is Verdict.DRIFT
+    assert status.drifted == {}  # current is where the ledger says
+    lines = problem_lines(status)
+    assert lines[0].startswith(
+        f"Drift: on i-2 (web-2) process 4242 (node, user web) runs release {C}, while current points to {B}; "
+        "fix: stop that process (for pm2: set cwd: '/srv/web-api/current' in the ecosystem file"
+    )
+    assert f"process 4243 (x, user web) runs a deleted copy of release {B}" in lines[1]
+    assert (
+        lines[2]
+        == f"Drift: on i-2 (web-2) 1 more process(es) run from another release than {B} (the first 2 are named above)"
+    )
+    assert verdict_message(status) == (
+        f"Drift on 1 of 2 instance(s) (i-2); 3 process(es) run from another release than current on i-2; "
+        f"the ledger says {B} is live"
+    )
+    settings = make_settings()
+    document = status_document(settings, status)
+    assert document["status"] == "drift"
+    assert document["processes_of_other_releases"] == [
+        {
+            "instance_id": "i-2",
+            "current": B,
+            "count": 3,
+            "processes": [
+                {"pid": 4242, "user": "web", "command": "node", "release": C, "deleted_copy": False},
+                {"pid": 4243, "user": "web", "command": "x", "release": B, "deleted_copy": True},
+            ],
+        }
+    ]
+    assert status_dotenv(settings, status)["SSM_DEPLOY_DRIFTED_INSTANCES"] == "i-2"
+
+
+def test_processes_that_could_not_be_read_leave_the_status_unknown() -> None:
+    status = status_of(
+        {"i-1": B, "i-2": B, "i-3": UNKNOWN_RELEASE},
+        recorded(2, B),
+        processes={"i-1": OtherProcesses(not_read="the read does not run as root"), "i-2": None, "i-3": None},
+    )
+
+    assert status.verdict is Verdict.UNKNOWN
+    assert problem_lines(status)[-2:] == [
+        "Unknown: the processes of i-1 could not be read (the read does not run as root)",
+        "Unknown: the processes of i-2 could not be read (the read's list of processes is missing from its output)",
+    ]
+    assert "the processes of 2 instance(s) could not be read (i-1, i-2)" in verdict_message(status)
+
+
+def test_a_clean_fleet_with_its_processes_read_has_no_drift() -> None:
+    status = status_of({"i-1": B}, recorded(2, B), processes={"i-1": OtherProcesses()})
+    assert status.verdict is Verdict.NO_DRIFT
+    assert problem_lines(status) == []

@@ -1,0 +1,105 @@
+"""ACTION: status's read (``read_current_body`` with processes): besides where ``current`` points, the
+processes running from another release, found by the deploy's own scan (VERIFY_PROCESSES) by their paths
+only, listed as ``PID RELEASE running|deleted USER COMMAND`` after a count, and read back by
+``other_processes``. The "service" is test_unit_release_verify.py's shell loop, started once from the
+release it was activated in and never restarted (the stale recipe), and its box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipe.release.remote import (
+    PROCESS_REPORT,
+    PROCESSES_NOT_READ,
+    PROCESSES_REPORT,
+    PROCESSES_SHOWN,
+    OtherProcess,
+    OtherProcesses,
+    current_report,
+    install_body,
+    other_processes,
+    read_current_body,
+)
+from unit.release.test_unit_release_verify import RESTARTED, STARTED_ONCE
+from unit.release.test_unit_release_verify import box as box
+from unit.release_support import SHELLS, A, B, Box, is_root
+
+
+def _install(box: Box, release: str, activate: str) -> None:
+    # VERIFY_PROCESSES off: the deploy lets the stale process through, as a switch back that failed does
+    plan = box.plan(release, box.release_artifact(release), activate_commands=activate, verify_processes=False)
+    run = box.run(install_body(plan))
+    assert run.code == 0, run.stdout + run.stderr
+
+
+@pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_read_lists_a_process_of_another_release_than_current(box: Box, shell: str) -> None:
+    _install(box, A, STARTED_ONCE)
+    _install(box, B, STARTED_ONCE)
+    [pid] = [int(line) for line in (box.out / "pids").read_text().split()]
+    assert Path(f"/proc/{pid}/cwd").resolve() == box.app_dir / "releases" / A
+
+    run = box.run(read_current_body(str(box.app_dir), processes=True), shell)
+
+    assert run.code == 0, run.stderr
+    assert current_report(run.stdout) == B
+    assert other_processes(run.stdout) == OtherProcesses(count=1, shown=(OtherProcess(pid, A, False, "root", "sh"),))
+    assert "start.sh" not in run.stdout  # the command name only, never the arguments
+
+
+@pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
+def test_the_read_lists_nothing_when_the_processes_follow_current(box: Box) -> None:
+    _install(box, A, RESTARTED)
+    _install(box, B, RESTARTED)
+
+    run = box.run(read_current_body(str(box.app_dir), processes=True))
+
+    assert run.code == 0, run.stderr
+    assert current_report(run.stdout) == B
+    assert other_processes(run.stdout) == OtherProcesses(count=0)
+
+
+def test_the_deploys_read_does_not_scan_the_processes(box: Box) -> None:
+    body = read_current_body(str(box.app_dir))
+    assert "ssm_deploy_scan" not in body and PROCESSES_REPORT not in body
+    assert other_processes(box.run(body).stdout) is None
+
+
+def test_the_list_is_parsed_bounded_and_cleaned() -> None:
+    lines = [f"{PROCESS_REPORT}{100 + n} {A} running web node /srv/web-a" for n in range(PROCESSES_SHOWN + 3)]
+    stdout = "\n".join(["ssm-deploy: current release: " + B, f"{PROCESSES_REPORT}42", *lines])
+
+    listed = other_processes(stdout)
+
+    assert listed is not None
+    assert listed.count == 42
+    assert len(listed.shown) == PROCESSES_SHOWN
+    assert listed.shown[0] == OtherProcess(100, A, False, "web", "node /srv/web-a")
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        ("no list at all", None),
+        (f"{PROCESSES_REPORT}many", None),
+        (f"{PROCESSES_REPORT}0", OtherProcesses()),
+        (f"{PROCESSES_REPORT}{PROCESSES_NOT_READ}not root", OtherProcesses(not_read="not root")),
+        # a line that is no process line is not one; the count still says how many there are
+        (f"{PROCESSES_REPORT}1\n{PROCESS_REPORT}x {A} running root sh", OtherProcesses(count=1)),
+        (f"{PROCESSES_REPORT}1\n{PROCESS_REPORT}7 {A} asleep root sh", OtherProcesses(count=1)),
+        # a deleted copy; a release directory whose name is no release id; control characters
+        (
+            f"{PROCESSES_REPORT}1\n{PROCESS_REPORT}7 old?copy deleted root a\x1bb",
+            OtherProcesses(1, (OtherProcess(7, "old?copy", True, "root", "a?b"),)),
+        ),
+        (
+            f"{PROCESSES_REPORT}0\n{PROCESS_REPORT}7 ../x running root sh",
+            OtherProcesses(1, (OtherProcess(7, "?", False, "root", "sh"),)),
+        ),
+    ],
+)
+def test_what_the_list_says_is_read_strictly(stdout: str, expected: OtherProcesses | None) -> None:
+    assert other_processes(stdout) == expected
