@@ -1149,6 +1149,9 @@ ssm_deploy_switch_back() {
   ssm_deploy_to=$ssm_deploy_live_before
   if [ "$ssm_deploy_old" = "$ssm_deploy_to" ]; then
     echo "ssm-deploy: $ssm_deploy_app_dir/current is on release $ssm_deploy_to, the release live before this deploy: nothing to switch back"
+    # a deploy script cut short after its own switch back may have left a process of the failed release
+    ssm_deploy_verify_back "$ssm_deploy_to" \
+      || ssm_deploy_fail 86 "current is on release $ssm_deploy_to, but $ssm_deploy_stale: this instance needs attention (stop that process)$ssm_deploy_fix"
     return 0
   fi
   [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_to" ] \

@@ -114,6 +114,25 @@ def test_a_process_only_the_failed_release_started_fails_the_switch_back_with_86
     assert box.current() == f"releases/{A}"
 
 
+def test_a_switch_back_with_nothing_to_switch_still_finds_a_process_of_the_failed_release(box: Box) -> None:
+    """A deploy script cut short (EXECUTION_TIMEOUT) after its own switch back to A, before its check: current
+    is on A, a process of B still runs. The pipe's switch back has nothing to switch, and must not call the
+    instance back on A."""
+    box.store_parameter(PARAMETER, SECRET)
+    assert _install(box, A, ACTIVATE)[0] == 0
+    assert _install(box, B, STARTED_ONCE)[0] == 0
+    [pid] = _service_pids(box)
+    (box.app_dir / "current.tmp").symlink_to(f"releases/{A}")
+    (box.app_dir / "current.tmp").replace(box.app_dir / "current")  # the script's own switch back, then killed
+
+    run = box.run(switch_back_body(box.plan(B, box.release_artifact(B), verify_grace=GRACE), A))
+
+    assert run.code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED, run.stdout + run.stderr
+    assert "nothing to switch back" in run.stdout
+    assert f"process {pid} (sh -c " in run.stderr and f"runs release {B}, not {A}" in run.stderr
+    assert box.current() == f"releases/{A}"
+
+
 def test_processes_that_follow_current_pass(box: Box) -> None:
     box.store_parameter(PARAMETER, SECRET)
     for release in (A, B):
