@@ -17,7 +17,7 @@ from e2e.test_attack10 import A, B, a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock, _kill_at
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
-from e2e.test_load_balancer import every_target_in_service, make_fleet
+from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_proof_of_serving import README_ECOSYSTEM, RELEASE_A, RELEASE_B, RecipeFleet
 from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import APP_DIR, release_env
@@ -108,6 +108,24 @@ def test_two_services_sharing_one_app_dir_leave_no_ledger_calling_a_release_live
         assert (api["release"], ledger_fleet(api)) == (A, disk), api
 
 
+Z = "000000-0123456"
+
+
+def killed_build_on_a_tagged_fleet(standin: StandIn, tmp_path: Path, bucket: str, service: str) -> tuple[Fleet, str]:
+    """Z, then A live on 2 instances tagged Service=<the tag returned>; the build of B is killed while its
+    first batch bakes: the first instance runs B, the second A, and the killed build's lock has expired."""
+    fleet = make_fleet(standin, 2)
+    tag = f"svc-{uuid.uuid4().hex[:8]}"
+    standin.client("ec2").create_tags(Resources=fleet.ids, Tags=[{"Key": "Service", "Value": tag}])
+    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "Z"), BITBUCKET_BUILD_NUMBER="0"))
+    _kill_at(a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600"), "baking 600 s")
+    for command in standin.sent_commands():
+        standin.client("ssm").cancel_command(CommandId=command.command_id)
+    assert fleet_on_disk(standin, fleet.ids) == dict(zip(fleet.ids, (B, A), strict=True))
+    _age_the_lock(standin, f"/deploy-lock/{service}/prod")
+    return fleet, tag
+
+
 @pytest.mark.slow
 def test_release_previous_with_targets_by_tag_after_a_killed_deploy_is_refused_before_switching(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
@@ -117,17 +135,8 @@ def test_release_previous_with_targets_by_tag_after_a_killed_deploy_is_refused_b
     it must read each instance's current first, as the README says, and be refused before switching anything
     (not take the fleet to Z). Before the fix the one command to the TARGETS named no instance, the read was
     skipped, and both went to Z."""
-    fleet = make_fleet(standin, 2)
+    fleet, tag = killed_build_on_a_tagged_fleet(standin, tmp_path, bucket, service)
     first, second = fleet.ids
-    tag = f"svc-{uuid.uuid4().hex[:8]}"
-    standin.client("ec2").create_tags(Resources=fleet.ids, Tags=[{"Key": "Service", "Value": tag}])
-    z = "000000-0123456"
-    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "Z"), BITBUCKET_BUILD_NUMBER="0"))
-    _kill_at(a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600"), "baking 600 s")
-    for command in standin.sent_commands():
-        standin.client("ssm").cancel_command(CommandId=command.command_id)
-    assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}
-    _age_the_lock(standin, f"/deploy-lock/{service}/prod")
 
     back = release_env(standin, fleet.ids, tmp_path, bucket, service, RELEASE="previous", BITBUCKET_BUILD_NUMBER="3")
     back.pop("INSTANCE_IDS")
@@ -139,7 +148,7 @@ def test_release_previous_with_targets_by_tag_after_a_killed_deploy_is_refused_b
     assert run.returncode == 1, run.output
     assert f"{first} runs {B}: a deploy the release ledger does not record" in run.output
     newest = ledger_entries(standin, service)[-1]
-    assert newest["release"] != z or newest["status"] != "succeeded", newest
+    assert newest["release"] != Z or newest["status"] != "succeeded", newest
 
 
 @pytest.mark.slow
@@ -152,7 +161,6 @@ def test_release_previous_while_a_killed_builds_command_still_runs_does_not_go_p
     the killed build): staging would wait for the lock and find B; the read gives up after 30 s, and before
     the fix that was taken for 'cannot say': ✔ Rollback to Z. Now refused, naming the instance."""
     (instance,) = ids = standin.launch(1)
-    z = "000000-0123456"
     for version, number in (("Z", "0"), ("A", "1")):
         ship(
             release_env(
@@ -185,7 +193,7 @@ def test_release_previous_while_a_killed_builds_command_still_runs_does_not_go_p
 
     assert "Traceback" not in run.output
     disk = fleet_on_disk(standin, ids)
-    assert disk[instance] != z, (disk, run.output)
+    assert disk[instance] != Z, (disk, run.output)
     assert run.returncode == 1, run.output
     assert f"{instance} did not say which release" in run.output, run.output
     assert f"RELEASE: '{A}' brings every instance back to the live release" in run.output, run.output

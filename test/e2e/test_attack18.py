@@ -12,14 +12,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, a_then_b_env, ship
-from e2e.test_attack12 import _age_the_lock, _kill_at
+from e2e.test_attack10 import A, ship
+from e2e.test_attack17 import Z, killed_build_on_a_tagged_fleet
 from e2e.test_attack_held import build, fleet_on_disk
 from e2e.test_code_insights import COMMIT
 from e2e.test_least_privilege import ci_user_and_deploy_role, with_release
 from e2e.test_ledger import entries as ledger_entries
-from e2e.test_load_balancer import make_fleet
 from e2e.test_proof_of_serving import README_ECOSYSTEM, RELEASE_A, RELEASE_B, RecipeFleet, assert_everyone_on_a
 from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import release_env
@@ -36,18 +34,7 @@ def test_release_previous_by_tag_without_describe_instances_after_a_killed_build
     on A). RELEASE: previous, TARGETS by tag, by a deploy role without ec2:DescribeInstances (the README: a
     warning, the agent check skipped; the deploy goes on). It must not take the fleet to Z, past A (what served
     before the killed build): the README says it reads each instance's current first."""
-    fleet = make_fleet(standin, 2)
-    first, second = fleet.ids
-    tag = f"svc-{uuid.uuid4().hex[:8]}"
-    standin.client("ec2").create_tags(Resources=fleet.ids, Tags=[{"Key": "Service", "Value": tag}])
-    z = "000000-0123456"
-    ship(rolling(standin, fleet, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "Z"), BITBUCKET_BUILD_NUMBER="0"))
-    _kill_at(a_then_b_env(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600"), "baking 600 s")
-    for command in standin.sent_commands():
-        standin.client("ssm").cancel_command(CommandId=command.command_id)
-    assert fleet_on_disk(standin, fleet.ids) == {first: B, second: A}
-    _age_the_lock(standin, f"/deploy-lock/{service}/prod")
-
+    fleet, tag = killed_build_on_a_tagged_fleet(standin, tmp_path, bucket, service)
     keys = ci_user_and_deploy_role(standin, uuid.uuid4().hex[:6], "prod", with_release("ec2:DescribeInstances"))
     with standin.iam_enforced():
         back = release_env(
@@ -67,10 +54,10 @@ def test_release_previous_by_tag_without_describe_instances_after_a_killed_build
 
     assert "Traceback" not in run.output
     disk = fleet_on_disk(standin, fleet.ids)
-    assert z not in disk.values(), (disk, run.output)
+    assert Z not in disk.values(), (disk, run.output)
     assert run.returncode == 1, run.output
     newest = ledger_entries(standin, service)[-1]
-    assert newest["release"] != z or newest["status"] != "succeeded", newest
+    assert newest["release"] != Z or newest["status"] != "succeeded", newest
 
 
 WITH_WORKER = README_ECOSYSTEM.replace(
