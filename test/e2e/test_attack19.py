@@ -8,12 +8,14 @@ instances run, what the ledger says, what the step said, and ACTION: status."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from app_fixture import pack_release
 from e2e.test_attack10 import A, B, ship
 from e2e.test_attack17 import WITH_A_WORKER
 from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
@@ -91,7 +93,9 @@ def test_the_code_insights_report_after_an_exit_86_says_the_rollback_failed(
     fleet.ecosystem = WITH_A_WORKER
     host = str(urlsplit(fleet.standin.endpoint).hostname)
     with fake_bitbucket() as bitbucket:
-        run = fleet.ship_with("B", 2, broken=True, CODE_INSIGHTS="true", **proxy_env(bitbucket, host))
+        artifact = os.path.relpath(pack_release(fleet.clone, "B", broken=True, ecosystem=fleet.ecosystem), fleet.clone)
+        env = fleet.env(2, ARTIFACT=artifact) | {"CODE_INSIGHTS": "true", **proxy_env(bitbucket, host)}
+        run = run_pipe(env, timeout=300)
 
     assert run.returncode == 1, run.output
     assert "Traceback" not in run.output
