@@ -265,3 +265,40 @@ def test_two_services_deploying_into_one_app_dir_at_once_leave_no_ledger_calling
             assert code != 0 and "No drift" not in output, (said, output)
         if done.returncode == 0:
             assert entry["status"] == "succeeded", said
+
+
+@pytest.mark.slow
+def test_a_failed_first_deploy_of_a_second_service_in_the_same_app_dir_leaves_the_first_services_release(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """SERVICE api runs A in APP_DIR; SERVICE worker (its first deploy: its ledger names no live release) ships B
+    to the same APP_DIR and fails its health check. Whatever worker's switch back does, the three truths agree:
+    the instance runs what worker's result and ledger say, and api's ACTION: status says No drift only if the
+    instance is back on A."""
+    (instance,) = ids = standin.launch(1)
+    worker = f"{service}-worker"
+    ship(
+        release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, "A"), BITBUCKET_BUILD_NUMBER="1")
+    )
+    failing = release_env(
+        standin,
+        ids,
+        tmp_path,
+        bucket,
+        worker,
+        ARTIFACT=build(tmp_path, "B"),
+        BITBUCKET_BUILD_NUMBER="2",
+        HEALTHCHECK_COMMANDS='test "$(cat version.txt)" = A',
+    )
+    run = run_pipe(failing, timeout=300)
+
+    assert run.returncode == 1, run.output
+    assert "Traceback" not in run.output
+    current = standin.instance_path(instance, f"{APP_DIR}/current")
+    disk = fleet_on_disk(standin, ids) if current.is_symlink() else {}
+    entry = ledger_entries(standin, worker)[-1]
+    assert entry["status"] != "succeeded", entry
+    assert ledger_fleet(entry) == disk, (entry, disk, run.output)
+    assert result(tmp_path)["fleet"] == disk, run.output
+    code, output = _status(standin, ids, tmp_path, bucket, service)
+    assert (code == 0) == (disk == {instance: A}), (disk, output)
