@@ -39,7 +39,7 @@ from pipe.limits import (
 from pipe.model import DeployOutcome, Invocation, PhaseOutcome, Status
 from pipe.plan import DeployPlan
 from pipe.report.batches import batch_table
-from pipe.report.result_file import failed_instances, failed_phase, summary
+from pipe.report.result_file import failed_instances, failed_phase, rollback_note, summary
 from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")
@@ -168,7 +168,7 @@ def verdict(outcome: DeployOutcome) -> str:
     if outcome.status is Status.NOT_SENT:
         return "refused: nothing was sent" if not outcome.interrupted else "stopped: nothing was sent"
     phase = failed_phase(outcome)
-    return outcome.status.value + (f" in the {phase}" if phase else "")
+    return outcome.status.value + (f" in the {phase}" if phase else "") + rollback_note(outcome)
 
 
 def _post(

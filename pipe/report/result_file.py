@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pipe.aws.console import console_url
 from pipe.config.settings import DeploySettings
-from pipe.model import DeployOutcome, Invocation, PhaseOutcome, Status
+from pipe.model import DeployOutcome, Invocation, PhaseOutcome, PhaseStatus, Status
 from pipe.report.durations import format_duration, format_seconds
 from pipe.report.instances import named
 
@@ -109,6 +109,18 @@ def failed_phase(outcome: DeployOutcome) -> str:
     return "before sending" if outcome.status is Status.NOT_SENT and outcome.message else ""
 
 
+def rollback_note(outcome: DeployOutcome) -> str:
+    """What the verdict's phase leaves out when the switch back did not end well: ``; the rollback failed``
+    (an instance may still serve the new release) or ``; stopped during the rollback``; "" otherwise."""
+    if failed_phase(outcome) == "rollback":
+        return ""
+    if outcome.rollback.status is PhaseStatus.FAILED:
+        return "; the rollback failed"
+    if outcome.rollback.status is PhaseStatus.INTERRUPTED:
+        return "; stopped during the rollback"
+    return ""
+
+
 def summary(
     settings: DeploySettings, outcome: DeployOutcome, release: Release | None = None, seconds: float = 0.0
 ) -> str:
@@ -116,7 +128,7 @@ def summary(
     long it took, the release and the one before it, the failed instances, and the final message."""
     where = ", ".join(part for part in (settings.environment, f"build {settings.build.build_number}") if part)
     phase = failed_phase(outcome) if outcome.status is not Status.NOT_SENT else ""
-    verdict = outcome.status.value.upper() + (f" in the {phase}" if phase else "")
+    verdict = outcome.status.value.upper() + (f" in the {phase}" if phase else "") + rollback_note(outcome)
     lines = [f"ssm-deploy: {verdict} after {format_seconds(seconds)} ({where})."]
     if release is not None:
         before = release.live_before or "none"

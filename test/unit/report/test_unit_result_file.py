@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from pipe.model import DeployOutcome, Invocation, PhaseOutcome, Status
+from pipe.model import DeployOutcome, Invocation, PhaseOutcome, PhaseStatus, Status
 from pipe.report.durations import format_seconds
 from pipe.report.result_file import write_result
 from unit.unit_support import make_settings
@@ -114,3 +114,20 @@ def test_durations_read_as_hours_minutes_seconds() -> None:
         "1 min 15 s",
         "1 h 2 min 5 s",
     ]
+
+
+def test_a_failed_or_interrupted_switch_back_is_in_the_summarys_verdict(tmp_path: Path) -> None:
+    """The phase that decided the verdict (the health check) is not all: a switch back that failed (exit 86,
+    a process of the new release left running) or that a stop cut short is said on the verdict line too,
+    which the Code Insights report's title and Status repeat (test_attack19.py)."""
+    for rollback, interrupted, words in (
+        (PhaseStatus.FAILED, "", "FAILED in the health check; the rollback failed after "),
+        (PhaseStatus.INTERRUPTED, "rollback", "FAILED in the health check; stopped during the rollback after "),
+        (PhaseStatus.SUCCEEDED, "", "FAILED in the health check after "),
+    ):
+        outcome = DeployOutcome(Status.FAILED, failed_phase="health check", interrupted=interrupted)
+        outcome.rollback.status = rollback
+        write_result(make_settings(result_file=str(tmp_path / "r.json")), outcome, env={})
+
+        first = json.loads((tmp_path / "r.json").read_text())["summary"].split("\n")[0]
+        assert first.startswith(f"ssm-deploy: {words}"), first
