@@ -1,0 +1,81 @@
+"""The twentieth outside attack on the verdict and the audit trail (issue #17, "Done when"), aimed at
+what changed last: ACTION: status reading the processes too. Each test compares the three truths: what
+the instance runs (``current`` on disk, the app asked over HTTP, /proc), what the ledger says is live,
+and what the step said (exit code, last line, result file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from e2e.test_attack3 import build, wait_for_port
+from e2e.test_attack_found import served
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_releases import APP_DIR, live, release_env
+from standin import StandIn
+from support import kill_instance_processes, run_pipe
+
+A, B = "000001-0123456", "000002-0123456"
+
+
+# --- status: a server started through `current` before the switch, which no deploy restarted ------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="status scans as after a switch back (paths only): a process started through APP_DIR/current "
+    "(systemd's ExecStart=... /srv/app/current/server.py, WorkingDirectory=/) before the switch runs the "
+    "release before, and status says No drift",
+)
+def test_status_names_a_server_started_through_current_before_the_switch(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    (instance_id,) = standin.launch(1)
+    port = 18120
+    # `systemctl start web-api` (ExecStart=/usr/bin/python3 /srv/web-api/current/server.py, no
+    # WorkingDirectory=): starts the service when it does not run, does nothing when it does. The step
+    # gives up the deploy's own proof (VERIFY_PROCESSES: false); status is the check left.
+    activate = (
+        'echo "activated $(cat version.txt)"\n'
+        "if [ ! -e /srv/web.pid ]; then\n"
+        f"  (cd / && exec python3 {APP_DIR}/current/server.py {port}) </dev/null >/dev/null 2>&1 &\n"
+        "  echo $! > /srv/web.pid\n"
+        f"  {wait_for_port(port)}\n"
+        "fi"
+    )
+
+    def env(version: str, number: str, **extra: str) -> dict[str, str]:
+        return release_env(
+            standin,
+            [instance_id],
+            tmp_path,
+            bucket,
+            service,
+            ARTIFACT=build(tmp_path, version),
+            BITBUCKET_BUILD_NUMBER=number,
+            ACTIVATE_COMMANDS=activate,
+            VERIFY_PROCESSES="false",
+            **extra,
+        )
+
+    try:
+        assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+        second = run_pipe(env("B", "2"), timeout=300)
+        assert second.returncode == 0, second.output
+        status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
+        what_serves = served(standin, instance_id, port)
+        pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    # the three truths: current and the ledger say B, the only server serves A
+    assert live(standin, instance_id) == "B"
+    assert ledger_entries(standin, service)[-1]["status"] == "succeeded"
+    assert what_serves == "A"
+    # status must not say No drift while the replaced release serves
+    assert "No drift" not in status.output, status.output
+    assert status.returncode == 1, status.output
+    assert f"process {pid} (" in status.output and f"runs release {A}" in status.output, status.output
+    result = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
+    assert result["status"] == "drift"
