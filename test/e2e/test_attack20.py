@@ -6,17 +6,24 @@ and what the step said (exit code, last line, result file)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from e2e.test_attack3 import build, wait_for_port
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
+from e2e.test_proof_of_serving import README_ECOSYSTEM, RecipeFleet
+from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import kill_instance_processes, run_pipe
 
-A, B = "000001-0123456", "000002-0123456"
+A, B, C = "000001-0123456", "000002-0123456", "000003-0123456"
+# pm2 cluster mode: pm2's daemon holds the app's port and keeps the directory of its first start
+CLUSTER = README_ECOSYSTEM.replace(
+    "      script: 'server.js',\n", "      script: 'server.js',\n      exec_mode: 'cluster',\n      instances: 2,\n"
+)
 
 
 # --- status: a server started through `current` before the switch, which no deploy restarted ------------
@@ -131,3 +138,30 @@ def test_status_does_not_name_an_operators_tmux_started_in_current_as_drift(
     assert "tmux" not in status.output, status.output
     assert status.returncode == 0, status.output
     assert f"No drift: 1 instance(s) run {B}, the live release" in status.output
+
+
+# --- held: status on a healthy pm2 fleet in cluster mode, its first release pruned -----------------------
+
+
+@pytest.mark.slow
+def test_status_finds_no_drift_on_a_healthy_pm2_cluster_whose_daemon_started_in_a_pruned_release(
+    fleet_with: Callable[[str], RecipeFleet],
+) -> None:
+    assert "exec_mode: 'cluster'" in CLUSTER
+    fleet = fleet_with(CLUSTER)  # A, first started by pm2 in releases/A: the daemon's directory
+    assert fleet.ship("B", 2, rolling=False).returncode == 0
+    third = fleet.ship_with("C", 3, rolling=False, KEEP_RELEASES="2")  # A is pruned: the daemon's cwd is deleted
+    assert third.returncode == 0, third.output
+
+    status = run_pipe(fleet.env(4, rolling=False, ACTION="status"), timeout=300)
+
+    for instance in fleet.ids:
+        assert fleet.live_release_dir(instance) == f"{APP_DIR}/releases/{C}"
+        daemon = fleet.standin.run_on_instance(
+            instance, "for p in /proc/[0-9]*; do grep -qa 'God Daemon' $p/cmdline && readlink $p/cwd; done"
+        )
+        assert f"releases/{A} (deleted)" in daemon.stdout, daemon.stdout
+    assert {document["release"] for document in fleet.served().values()} == {"C"}
+    assert ledger_entries(fleet.standin, fleet.service)[-1]["status"] == "succeeded"
+    assert status.returncode == 0, status.output
+    assert f"No drift: 2 instance(s) run {C}, the live release" in status.output
