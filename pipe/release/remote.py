@@ -671,12 +671,13 @@ ssm_deploy_through_current() {
 }
 ssm_deploy_switch_before() {
   # the first switch this boot after process $1, started through current, started: the release it left
-  # is the one the process runs (ssm_deploy_before; it must not be the release judged), whichever
-  # switches came after. .ssm-deploy/switches has a line per switch (boot id, seconds since boot, the
-  # release it left); a process started after this boot's last switch runs the release current points to
+  # is the one the process runs (ssm_deploy_before; it must not be the release judged), unless it was
+  # reloaded since the last switch (ssm_deploy_switch_time; ssm_deploy_reloaded). .ssm-deploy/switches has
+  # a line per switch (boot id, seconds since boot, the release it left); a process started after this
+  # boot's last switch runs the release current points to
   ssm_deploy_before=$(awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" -v hz="$ssm_deploy_hz" \
-    -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && $2 * hz > started { print $2, $3; exit }' \
-    "$ssm_deploy_state/switches" 2>/dev/null)
+    -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && $2 * hz > started { if (left == "") left = $3; last = $2 }
+      END { if (left != "") print last, left }' "$ssm_deploy_state/switches" 2>/dev/null)
   ssm_deploy_switch_time=${ssm_deploy_before%% *}
   ssm_deploy_before=${ssm_deploy_before#* }
   [ -n "$ssm_deploy_switch_time" ] && [ "$ssm_deploy_before" != - ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ]
