@@ -351,10 +351,10 @@ ssm_deploy_judge() {
   ssm_deploy_pid=$1
   ssm_deploy_from=
   ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
-  if [ -z "$ssm_deploy_back" ] && ssm_deploy_through_current "$ssm_deploy_pid"; then
-    printf 'process %s (%s) runs release %s, not %s: it was started through %s/current before the switch\n' \
-      "$ssm_deploy_pid" "$(ssm_deploy_shown_command "$ssm_deploy_pid")" "$ssm_deploy_before" "$ssm_deploy_release" \
-      "$ssm_deploy_app_dir"
+  # not after a switch back (the switch it would compare with is the one back); status finds its own switch
+  if [ -z "$ssm_deploy_back" ] || [ -n "$ssm_deploy_listing" ] && ssm_deploy_through_current "$ssm_deploy_pid"; then
+    ssm_deploy_stale "$ssm_deploy_pid" "$ssm_deploy_before" running \
+      "release $ssm_deploy_before, not $ssm_deploy_release: it was started through $ssm_deploy_app_dir/current before the switch"
     return 0
   fi
   ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/exe" 2>/dev/null) || ssm_deploy_path=
@@ -627,7 +627,7 @@ ssm_deploy_through_current() {
   # or WorkingDirectory=/srv/app with ExecStart=... current/server.js), so the kernel resolved current
   # to the release before: a word of its command line is a file under APP_DIR/current (absolute, or
   # relative to a working directory that is APP_DIR itself), and it started before the switch (both in
-  # seconds since boot: the process's start time and what the switch wrote to .ssm-deploy/switched).
+  # seconds since boot: the process's start time and what the switch wrote to .ssm-deploy/switches).
   # Then a server (a listening socket) runs the release before; so does any other process unless it
   # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
   # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
@@ -653,16 +653,7 @@ ssm_deploy_through_current() {
       && ssm_deploy_through=1 && break
   done
   [ -n "$ssm_deploy_through" ] || return 1
-  ssm_deploy_before=$(cat -- "$ssm_deploy_state/previous" 2>/dev/null) || return 1
-  [ -n "$ssm_deploy_before" ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ] || return 1
-  # the switch's time in seconds since boot, if it was this boot (its first line is the boot's id)
-  [ "$(head -n 1 -- "$ssm_deploy_state/switched" 2>/dev/null)" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] \
-    || return 1
-  ssm_deploy_switch_time=$(sed -n 2p -- "$ssm_deploy_state/switched" 2>/dev/null) || return 1
-  ssm_deploy_started=$(ssm_deploy_stat "$1" 20)
-  [ -n "$ssm_deploy_started" ] && [ -n "$ssm_deploy_switch_time" ] \
-    && awk -v started="$ssm_deploy_started" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" \
-      'BEGIN { exit !(started / hz < switched) }' || return 1
+  ssm_deploy_switch_before "$1" || return 1
   ! ssm_deploy_reloaded "$1" || return 1
   ! ssm_deploy_listens "$1" || return 0
   ! ssm_deploy_has_terminal "$1" || return 1
@@ -677,6 +668,19 @@ ssm_deploy_through_current() {
       { sub(/ \(deleted\)$/, "") }
       index($0, ENVIRON["ssm_deploy_prefix"]) == 1 && substr($0, length($0) - length(ENVIRON["ssm_deploy_rest"]) + 1) == ENVIRON["ssm_deploy_rest"] { found = 1 }
       END { exit !found }'
+}
+ssm_deploy_switch_before() {
+  # the first switch this boot after process $1, started through current, started: the release it left
+  # is the one the process runs (ssm_deploy_before; it must not be the release judged), unless it was
+  # reloaded since the last switch (ssm_deploy_switch_time; ssm_deploy_reloaded). .ssm-deploy/switches has
+  # a line per switch (boot id, seconds since boot, the release it left); a process started after this
+  # boot's last switch runs the release current points to
+  ssm_deploy_before=$(awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" -v hz="$ssm_deploy_hz" \
+    -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && $2 * hz > started { if (left == "") left = $3; last = $2 }
+      END { if (left != "") print last, left }' "$ssm_deploy_state/switches" 2>/dev/null)
+  ssm_deploy_switch_time=${ssm_deploy_before%% *}
+  ssm_deploy_before=${ssm_deploy_before#* }
+  [ -n "$ssm_deploy_switch_time" ] && [ "$ssm_deploy_before" != - ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ]
 }
 ssm_deploy_reloaded() {
   # whether process $1, started before the switch, was reloaded in place since (systemctl reload,
@@ -991,12 +995,14 @@ ssm_deploy_point() {
   ln -sfn -- "$1" "$ssm_deploy_link" && mv -T -- "$ssm_deploy_link" "$ssm_deploy_app_dir/current"
 }
 ssm_deploy_record() {
-  # before a switch: the release it leaves, the one it goes to, and when (seconds since boot, for
-  # VERIFY_PROCESSES: a server started through current before it is the release it left)
+  # before a switch: the release it leaves, the one it goes to, and a line in switches: this boot, when
+  # (seconds since boot) and the release it leaves (VERIFY_PROCESSES and ACTION: status: a server started
+  # through current before it runs the release it left; ssm_deploy_switch_before)
   printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
-    && { cat /proc/sys/kernel/random/boot_id 2>/dev/null; awk '{ print $1 }' /proc/uptime; } > "$ssm_deploy_state/switched"
+    && echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) ${1:--}" \
+      >> "$ssm_deploy_state/switches"
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0
@@ -1360,6 +1366,7 @@ def read_current_body(app_dir: str, processes: bool = False) -> str:
             "not_read": PROCESSES_NOT_READ,
             "shown": str(PROCESSES_SHOWN),
             "verify_settle": "0",
+            "state": f"{app_dir}/{STATE_DIR}",
         }
         if processes
         else {}

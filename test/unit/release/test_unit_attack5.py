@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,10 +213,12 @@ def test_a_redeploy_of_the_live_release_passes_with_a_server_restarted_through_c
         assert code == 0, output
     assert "/srv/web-api/current/app.txt" in Path(f"/proc/{_service_pids(box)[-1]}/cmdline").read_text()
     # the instance rebooted since B went live: the switch's time (seconds since boot) is from before it
-    switched = box.app_dir / ".ssm-deploy" / "switched"
+    switches = box.app_dir / ".ssm-deploy" / "switches"  # a line per switch: boot id, seconds since boot, from
     uptime = float(Path("/proc/uptime").read_text().split()[0])
-    if rebooted:
-        switched.write_text(f"{uptime + 864000:.2f}\n")  # ten days of uptime before the reboot
+    if rebooted:  # the switches were in the boot before, ten days of uptime into it
+        lines = [line.split(" ") for line in switches.read_text().splitlines()]
+        assert lines and all(len(words) == 3 for words in lines)
+        switches.write_text("".join(f"{uuid.uuid4()} {uptime + 864000:.2f} {words[2]}\n" for words in lines))
 
     # B again (say, to hand the service a rotated secret): activated again, its server restarted
     code, output = _install(box, B, THROUGH_CURRENT_SERVER, artifact_b)
