@@ -19,8 +19,8 @@ The rules (README, Releases):
   and unpacking writes no more of a file than it declares, so a zip bomb is refused before it fills
   a disk;
 - it holds at most MAX_ENTRIES entries (files, directories and links): an archive of millions of empty
-  entries declares no bytes, yet exhausts an instance's inodes and the memory that reads it; reading
-  stops one entry past the bound;
+  entries declares no bytes, yet exhausts an instance's inodes and the memory that reads it; a tar is
+  read one entry past the bound and no further (a zip's central directory is read whole first);
 - a symlink's target resolves inside the release, following the archive's own symlinks the way the
   kernel would (``s -> .`` then ``t -> s/../x`` leaves the release although ``s/../x`` reads as
   ``x``): absolute targets and targets that climb out with ``..`` are refused.

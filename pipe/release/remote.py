@@ -107,7 +107,7 @@ def release_exit_meaning(code: int | None) -> str | None:
 
 ARCHIVE_FORMATS = contents.FORMATS
 STATE_DIR = ".ssm-deploy"
-HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history kept on the instance
+HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history and .ssm-deploy/switches kept on the instance
 # VERIFY_PROCESSES: how long a process of a replaced release (or one with an old value) may take to go
 # away after ACTIVATE_COMMANDS returned (a graceful stop) before the instance fails
 VERIFY_GRACE_SECONDS = 10
@@ -1114,11 +1114,13 @@ ssm_deploy_prune() {
       echo "ssm-deploy: warning: could not remove release $ssm_deploy_id" >&2
     fi
   done
-  if [ -f "$ssm_deploy_state/history" ] \
-    && [ "$(wc -l < "$ssm_deploy_state/history")" -gt "$ssm_deploy_history_limit" ]; then
-    tail -n "$ssm_deploy_history_limit" -- "$ssm_deploy_state/history" > "$ssm_deploy_state/history.tmp" \
-      && mv -f -- "$ssm_deploy_state/history.tmp" "$ssm_deploy_state/history"
-  fi
+  for ssm_deploy_log in history switches; do  # one line per switch each: the newest kept
+    if [ -f "$ssm_deploy_state/$ssm_deploy_log" ] \
+      && [ "$(wc -l < "$ssm_deploy_state/$ssm_deploy_log")" -gt "$ssm_deploy_history_limit" ]; then
+      tail -n "$ssm_deploy_history_limit" -- "$ssm_deploy_state/$ssm_deploy_log" > "$ssm_deploy_state/$ssm_deploy_log.tmp" \
+        && mv -f -- "$ssm_deploy_state/$ssm_deploy_log.tmp" "$ssm_deploy_state/$ssm_deploy_log"
+    fi
+  done
 }
 ssm_deploy_install() {
   ssm_deploy_fix=

@@ -582,14 +582,15 @@ def test_pruning_leaves_what_is_not_a_release_alone(box: Box) -> None:
     assert box.releases() == [B, C, "notes"]
 
 
-def test_history_is_bounded(box: Box) -> None:
+@pytest.mark.parametrize(("log", "line"), [("history", f"{A}\n"), ("switches", f"boot 1.00 {A}\n")])
+def test_the_switch_logs_are_bounded(box: Box, log: str, line: str) -> None:
     install(box, A)
-    history = box.app_dir / ".ssm-deploy" / "history"
-    history.write_text(f"{A}\n" * (HISTORY_LIMIT + 50))
+    kept = box.app_dir / ".ssm-deploy" / log
+    kept.write_text(line * (HISTORY_LIMIT + 50))
     install(box, B)
-    lines = history.read_text().splitlines()
+    lines = kept.read_text().splitlines()
     assert len(lines) == HISTORY_LIMIT
-    assert lines[-1] == B
+    assert lines[-1].split()[-1] == (B if log == "history" else A)  # switches names the release it left
 
 
 # --- the switch is atomic; deploys to one instance queue --------------------------------------------
