@@ -351,8 +351,7 @@ ssm_deploy_judge() {
   ssm_deploy_pid=$1
   ssm_deploy_from=
   ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
-  # not after a switch back (the switch it would compare with is the one back); status finds its own switch
-  if [ -z "$ssm_deploy_back" ] || [ -n "$ssm_deploy_listing" ] && ssm_deploy_through_current "$ssm_deploy_pid"; then
+  if ssm_deploy_through_current "$ssm_deploy_pid"; then
     ssm_deploy_stale "$ssm_deploy_pid" "$ssm_deploy_before" running \
       "release $ssm_deploy_before, not $ssm_deploy_release: it was started through $ssm_deploy_app_dir/current before the switch"
     return 0
@@ -670,17 +669,21 @@ ssm_deploy_through_current() {
       END { exit !found }'
 }
 ssm_deploy_switch_before() {
-  # the first switch this boot after process $1, started through current, started: the release it left
-  # is the one the process runs (ssm_deploy_before; it must not be the release judged), unless it was
-  # reloaded since the last switch (ssm_deploy_switch_time; ssm_deploy_reloaded). .ssm-deploy/switches has
-  # a line per switch (boot id, seconds since boot, the release it left); a process started after this
-  # boot's last switch runs the release current points to
-  ssm_deploy_before=$(awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" -v hz="$ssm_deploy_hz" \
-    -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && $2 * hz > started { if (left == "") left = $3; last = $2 }
-      END { if (left != "") print last, left }' "$ssm_deploy_state/switches" 2>/dev/null)
+  # the first switch this boot after process $1 (started through current) started: the release it left
+  # is the one the process runs (ssm_deploy_before, not the release judged); switches has a line per
+  # switch (boot id, seconds since boot, the release it left); reloads: ssm_deploy_switch_time
+  ssm_deploy_before=$(ssm_deploy_switches | awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" \
+    -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && $2 * hz > started { if (left == "") left = $3; last = $2 }
+      END { if (left != "") print last, left }')
   ssm_deploy_switch_time=${ssm_deploy_before%% *}
   ssm_deploy_before=${ssm_deploy_before#* }
   [ -n "$ssm_deploy_switch_time" ] && [ "$ssm_deploy_before" != - ] && [ "$ssm_deploy_before" != "$ssm_deploy_release" ]
+}
+ssm_deploy_switches() {
+  # its lines; else the one switch 2.0.0 recorded (switched: boot id, time; previous: the release left)
+  cat -- "$ssm_deploy_state/switches" 2>/dev/null && return 0
+  [ ! -f "$ssm_deploy_state/switched" ] || { head -n 2 -- "$ssm_deploy_state/switched"
+    grep . -- "$ssm_deploy_state/previous" 2>/dev/null || echo -; } | paste -sd ' ' -
 }
 ssm_deploy_reloaded() {
   # whether process $1, started before the switch, was reloaded in place since (systemctl reload,
@@ -995,10 +998,9 @@ ssm_deploy_point() {
   ln -sfn -- "$1" "$ssm_deploy_link" && mv -T -- "$ssm_deploy_link" "$ssm_deploy_app_dir/current"
 }
 ssm_deploy_record() {
-  # before a switch: the release it leaves, the one it goes to, and a line in switches: this boot, when
-  # (seconds since boot) and the release it leaves (VERIFY_PROCESSES and ACTION: status: a server started
-  # through current before it runs the release it left; ssm_deploy_switch_before)
-  printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
+  # before a switch: the release it leaves, the one it goes to, a line in switches (ssm_deploy_switch_before)
+  { [ -f "$ssm_deploy_state/switches" ] || ssm_deploy_switches > "$ssm_deploy_state/switches"; } \
+    && printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
     && echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) ${1:--}" \
@@ -1085,9 +1087,8 @@ process "*) ;;
 ssm_deploy_verify_back() {
   # after a switch back to release $1: no process may still run another release (the one that failed,
   # e.g. a worker only it had, which the activation of $1 does not stop). Values are not compared (the
-  # processes of $1 hold what they were started with; ssm_deploy_back), nor servers started through
-  # current (which release they resolved depends on switches before this one); the values are still
-  # masked in the command lines a message names
+  # processes of $1 hold what they were started with; ssm_deploy_back); the values are still masked in the
+  # command lines a message names
   ssm_deploy_failed_release=$ssm_deploy_release
   ssm_deploy_release=$1
   ssm_deploy_back=1
@@ -1152,6 +1153,10 @@ ssm_deploy_verify_after_check() {
   ssm_deploy_verify_processes \
     || ssm_deploy_fail 90 "a process still runs a replaced release or holds an old value after the health check passed ($ssm_deploy_stale): the pipe switches this instance back$ssm_deploy_fix"
 }
+"""  # noqa: E501 (each message is one line on the instance)
+
+# sent only by the switch back (switch_back_body): the install and the staging leave its room to COMMANDS
+_SWITCH_BACK_FUNCTION = r"""
 ssm_deploy_switch_back() {
   ssm_deploy_begin
   ssm_deploy_to=$ssm_deploy_live_before
@@ -1324,7 +1329,7 @@ def switch_back_body(plan: ReleasePlan, live_before: str) -> str:
     if problem:
         raise ValueError(f"the release to switch back to: {problem}")
     title = f"switch back from release {plan.release_id} to release {live_before}"
-    return _body(plan, title, "ssm_deploy_switch_back", live_before=live_before)
+    return _body(plan, title, "ssm_deploy_switch_back", [_sent(_SWITCH_BACK_FUNCTION)], live_before=live_before)
 
 
 def verified_after(check: str, plan: ReleasePlan) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from e2e.test_attack20 import A, B, one_instance, systemd_style
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
@@ -19,13 +18,6 @@ from support import kill_instance_processes, run_pipe
 # --- the switch back: a server the failed release started through `current` ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the switch back's process check skips servers started through current: a server the failed "
-    "release's activation started (through current, so it runs B), which the activation of A leaves "
-    "running, is not named: the step says rolled back to A (not exit 86) and the ledger 'rolled back' "
-    "while B serves",
-)
 def test_a_switch_back_names_a_server_the_failed_release_started_through_current(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -44,6 +36,7 @@ def test_a_switch_back_names_a_server_the_failed_release_started_through_current
             timeout=300,
         )
         what_serves = served(standin, instance_id, port)
+        result = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
         status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
     finally:
         kill_instance_processes(standin, instance_id, "/srv/web.pid")
@@ -57,20 +50,12 @@ def test_a_switch_back_names_a_server_the_failed_release_started_through_current
     # the step must not say the rollback ended well while B serves: exit 86, the rollback failed
     assert "exit 86" in second.output or "exit code 86" in second.output, second.output
     assert ledger_entries(standin, service)[-1]["status"] != "rolled back"
-    result = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
     assert "the rollback failed" in result["summary"], result["summary"]
 
 
 # --- an instance upgraded from a pipe that wrote .ssm-deploy/switched only ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="2.0.0 recorded the last switch in .ssm-deploy/switched (boot id, seconds since boot) and the "
-    "release it left in .ssm-deploy/previous; the pipe now reads only .ssm-deploy/switches, so on an "
-    "instance last switched by 2.0.0 status says No drift while a server started through current before "
-    "that switch serves the release before",
-)
 def test_status_names_a_server_started_before_a_switch_made_by_the_previous_pipe_version(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
