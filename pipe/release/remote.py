@@ -999,7 +999,8 @@ ssm_deploy_point() {
 }
 ssm_deploy_record() {
   # before a switch: the release it leaves, the one it goes to, a line in switches (ssm_deploy_switch_before)
-  { [ -f "$ssm_deploy_state/switches" ] || ssm_deploy_switches > "$ssm_deploy_state/switches"; } \
+  { [ -f "$ssm_deploy_state/switches" ] || { ssm_deploy_switches > "$ssm_deploy_state/switches.tmp" \
+    && mv -f -- "$ssm_deploy_state/switches.tmp" "$ssm_deploy_state/switches"; }; } \
     && printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \

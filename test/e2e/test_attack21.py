@@ -88,3 +88,34 @@ def test_status_names_a_server_started_before_a_switch_made_by_the_previous_pipe
     assert what_serves == "A"
     assert "No drift" not in status.output, status.output
     assert status.returncode == 1 and f"runs release {A}" in status.output, status.output
+
+
+def test_going_back_on_an_instance_last_switched_by_the_previous_pipe_version_finds_its_server_current(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    port = 18132
+    instance_id, env = one_instance(standin, tmp_path, bucket, service, ACTIVATE_COMMANDS=systemd_style(port))
+    state = f"{APP_DIR}/.ssm-deploy"
+    try:
+        assert run_pipe(env("A", "1", VERIFY_PROCESSES="false"), timeout=300).returncode == 0
+        assert run_pipe(env("B", "2", VERIFY_PROCESSES="false"), timeout=300).returncode == 0
+        standin.run_on_instance(  # as 2.0.0 left it (above)
+            instance_id,
+            f"tail -n 1 {state}/switches | awk '{{ print $1; print $2 }}' > {state}/switched && rm -f {state}/switches",
+        )
+        # back to A, whose server (started before 2.0.0's switch to B) never stopped: it runs A, current again
+        going_back = env("A", "3", RELEASE="previous")
+        del going_back["ARTIFACT"]
+        back = run_pipe(going_back, timeout=300)
+        what_serves = served(standin, instance_id, port)
+        status = run_pipe(env("A", "4", ACTION="status"), timeout=300)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+        standin.run_on_instance(instance_id, "rm -f /srv/web.pid")
+
+    # the three truths: current, the ledger and the server all say A; no false stale, no false drift
+    assert back.returncode == 0, back.output
+    assert live(standin, instance_id) == "A" and what_serves == "A"
+    assert ledger_entries(standin, service)[-1]["status"] == "succeeded"
+    assert status.returncode == 0, status.output
+    assert f"No drift: 1 instance(s) run {A}, the live release" in status.output
