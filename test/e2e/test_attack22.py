@@ -1,0 +1,60 @@
+"""The twenty-second outside attack on the verdict and the audit trail (issue #17, "Done when"), end to end
+against the stand-in: a target group TARGET_GROUPS does not name, in which an instance is already unhealthy
+on another port than the app's. Each test asserts what should hold: the disk (``current``), the ledger, the
+result file and the load balancer must agree."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from e2e.test_attack9 import b_failing_on, ship_a
+from e2e.test_attack_held import fleet_on_disk, result
+from e2e.test_load_balancer import make_fleet
+from standin import StandIn
+from support import run_pipe, wait_until
+
+A = "000001-0123456"
+DEAD_PORT = 3999  # nothing listens there: every target of the unnamed group fails its health check
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack 22: the rule 'already unhealthy in a group TARGET_GROUPS does not name: drained, registered "
+    "again, not waited for' is judged again for the rollback of an earlier batch, after the pipe's own "
+    "registration made that target 'initial' (not 'unhealthy'): the rollback waits HEALTHY_TIMEOUT for it and "
+    "reports the batch switched back as not healthy in the load balancer",
+)
+def test_the_rollback_of_an_earlier_batch_does_not_wait_for_a_target_the_deploy_found_unhealthy_in_an_unnamed_group(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Two instances behind the named group (port 3000, healthy), also in a group TARGET_GROUPS does not name on
+    port 3999, where nothing listens (unhealthy before the deploy; a slow health check there, as a real
+    300-s interval: its targets stay 'initial' for a while after they are registered again). B passes on the
+    first batch and fails its health check on the second: batch 1 is switched back. The target the deploy
+    found unhealthy there was not waited for after batch 1's deploy; it must not be waited for after its
+    switch back either: the verdict says the rollback succeeded, not that batch 1 never came back."""
+    fleet = make_fleet(standin, 2)
+    ship_a(standin, fleet, tmp_path, bucket, service)
+    elbv2 = standin.client("elbv2")
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    arn = standin.create_target_group(name, fleet.ids, deregistration_delay=5, port=DEAD_PORT, interval=20)
+    wait_until(
+        lambda: set(standin.port_states(arn).values()) == {"unhealthy"}, "the unnamed group's targets unhealthy", 120
+    )
+    # from now on a target registered again stays 'initial' (failing its checks) for a long while, as with
+    # ELB's defaults (30-s interval, up to 10 failures before 'unhealthy')
+    elbv2.modify_target_group(TargetGroupArn=arn, UnhealthyThresholdCount=10, HealthCheckIntervalSeconds=300)
+
+    first, second = fleet.ids
+    env = b_failing_on(standin, fleet, tmp_path, bucket, service, second, HEALTHY_TIMEOUT="60")
+    run = run_pipe(env, timeout=600)
+
+    assert run.returncode != 0, run.output
+    assert "drained from it and registered again, but not waited for there" in run.output, run.output
+    assert fleet_on_disk(standin, fleet.ids) == {first: A, second: A}, run.output
+    document = result(tmp_path)
+    assert document["rollback"] == "succeeded", (document["rollback"], run.output)
+    assert "not healthy in the load balancer" not in run.output, run.output
+    assert "Rollback succeeded" in document["message"], document["message"]
