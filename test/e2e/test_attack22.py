@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pytest
 from e2e.test_attack9 import b_failing_on, ship_a
 from e2e.test_attack_held import fleet_on_disk, result
 from e2e.test_load_balancer import make_fleet
@@ -19,13 +18,6 @@ A = "000001-0123456"
 DEAD_PORT = 3999  # nothing listens there: every target of the unnamed group fails its health check
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack 22: the rule 'already unhealthy in a group TARGET_GROUPS does not name: drained, registered "
-    "again, not waited for' is judged again for the rollback of an earlier batch, after the pipe's own "
-    "registration made that target 'initial' (not 'unhealthy'): the rollback waits HEALTHY_TIMEOUT for it and "
-    "reports the batch switched back as not healthy in the load balancer",
-)
 def test_the_rollback_of_an_earlier_batch_does_not_wait_for_a_target_the_deploy_found_unhealthy_in_an_unnamed_group(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:

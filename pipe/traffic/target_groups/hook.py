@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 
 from pipe.errors import DeployFailed
@@ -22,7 +22,7 @@ from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
 from pipe.traffic.left_out import Target
 from pipe.traffic.target_groups.capacity import largest_batch, shortfall
-from pipe.traffic.target_groups.groups import UNHEALTHY, TargetGroup, TargetState
+from pipe.traffic.target_groups.groups import HEALTHY, UNHEALTHY, TargetGroup, TargetState
 from pipe.traffic.target_groups.waits import (
     LoadBalancerError,
     NotDeregistered,
@@ -53,6 +53,9 @@ class LoadBalancer:
         self.drain_timeout = drain_timeout
         self.healthy_timeout = healthy_timeout
         self.min_healthy = min_healthy
+        # the targets found unhealthy, before anything of this deploy, in groups TARGET_GROUPS does not name:
+        # once registered again they are 'initial' until their checks fail again, and are still not waited for
+        self.ill_before: set[tuple[str, tuple[str, int | None]]] = set()
 
     def registrations(self, instance_ids: Sequence[str]) -> Registrations:
         ours = set(instance_ids)
@@ -71,12 +74,14 @@ class LoadBalancer:
             return
         leaving = [group for group, _ in registrations.values()]
         self._wait_for_capacity(run, batch, leaving)
-        ill_before = _unhealthy_in_groups_not_named(self.registrations(batch.instance_ids))
+        ill_before = _unhealthy_in_groups_not_named(self.registrations(batch.instance_ids), self.ill_before)
         for group, state in ill_before:
+            when = "before anything of this deploy" if state.state == UNHEALTHY else "as it was before this deploy"
             log.warning(
                 f"{batch}: {state.instance_id} is {state.describe()} in {group.name}, which TARGET_GROUPS does not "
-                "name, before anything of this deploy: drained from it and registered again, but not waited for there"
+                f"name, {when}: drained from it and registered again, but not waited for there"
             )
+        self.ill_before |= {(group.arn, state.target_key) for group, state in ill_before}
         names = ", ".join(group.name for group in leaving)
         delay = max(group.deregistration_delay for group in leaving)
         log.info(f"{batch}: draining from {names} (deregistration delay {delay} s)...")
@@ -221,17 +226,22 @@ def _targets(registrations: Registrations) -> list[Target]:
     ]
 
 
-def _unhealthy_in_groups_not_named(registrations: Registrations) -> list[tuple[TargetGroup, TargetState]]:
+def _unhealthy_in_groups_not_named(
+    registrations: Registrations, ill_before: Set[tuple[str, tuple[str, int | None]]] = frozenset()
+) -> list[tuple[TargetGroup, TargetState]]:
     """The batch's targets already unhealthy, as last read, in groups TARGET_GROUPS does not name (with ``auto``:
     any group), whose instance has another registration that is waited for: what a release did not cause and a
-    wait after its switch would blame it for. A target in a named group is always waited for, and so is an
-    instance's every target when none of them is waited for otherwise: each instance proves itself somewhere."""
+    wait after its switch would blame it for. So are the targets of ``ill_before`` (found so earlier in this
+    deploy) that are not healthy now: registered again by the pipe, they are ``initial`` until their checks fail
+    again (the switch back of a batch deployed before a failed one). A target in a named group is always waited
+    for, and so is an instance's every target when none of them is waited for otherwise: each instance proves
+    itself somewhere."""
     ill = [
         (group, state)
-        for group, targets in registrations.values()
+        for arn, (group, targets) in registrations.items()
         if not group.named
         for state in targets
-        if state.state == UNHEALTHY
+        if state.state == UNHEALTHY or (state.state != HEALTHY and (arn, state.target_key) in ill_before)
     ]
     skipped = {(group.arn, state.target_key) for group, state in ill}
     proven = {

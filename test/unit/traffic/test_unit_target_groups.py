@@ -179,3 +179,22 @@ def test_only_targets_already_unhealthy_in_a_group_not_named_go_unawaited_after_
     # TARGET_GROUPS: auto (no group named), unhealthy in its only group: still waited for, it proves itself there
     alone = TargetGroup("arn:auto", "web", targets=[sick], named=False)
     assert hook._unhealthy_in_groups_not_named({"arn:auto": (alone, [sick])}) == []
+
+
+def test_a_target_found_unhealthy_in_a_group_not_named_stays_unawaited_while_initial_after_the_pipe_put_it_back() -> (
+    None
+):
+    """Registered again by the pipe, a target found unhealthy before the deploy is ``initial`` until its checks fail
+    again: the switch back of its batch (deployed before a failed one) does not wait for it either (attack 22);
+    a target never found unhealthy, or healthy now, is waited for."""
+    app = TargetState("i-1", 3000, "healthy")
+    initial, fresh = TargetState("i-1", 3999, "initial"), TargetState("i-1", 4000, "initial")
+    named = TargetGroup("arn:named", "web", targets=[app], named=True)
+    other = TargetGroup("arn:other", "admin", targets=[initial, fresh], named=False)
+    registrations = {"arn:named": (named, [app]), "arn:other": (other, [initial, fresh])}
+
+    assert hook._unhealthy_in_groups_not_named(registrations) == []
+    assert hook._unhealthy_in_groups_not_named(registrations, {("arn:other", ("i-1", 3999))}) == [(other, initial)]
+    back = TargetState("i-1", 3999, "healthy")
+    healed = {"arn:named": (named, [app]), "arn:other": (other, [back])}
+    assert hook._unhealthy_in_groups_not_named(healed, {("arn:other", ("i-1", 3999))}) == []
