@@ -9,8 +9,9 @@ import uuid
 from pathlib import Path
 
 from e2e.test_attack9 import b_failing_on, ship_a
-from e2e.test_attack_held import fleet_on_disk, result
-from e2e.test_load_balancer import make_fleet
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_load_balancer import every_target_in_service, make_fleet
 from standin import StandIn
 from support import run_pipe, wait_until
 
@@ -50,3 +51,12 @@ def test_the_rollback_of_an_earlier_batch_does_not_wait_for_a_target_the_deploy_
     assert document["rollback"] == "succeeded", (document["rollback"], run.output)
     assert "not healthy in the load balancer" not in run.output, run.output
     assert "Rollback succeeded" in document["message"], document["message"]
+    disk = fleet_on_disk(standin, fleet.ids)
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["status"], ledger_fleet(entry)) == ("rolled back", disk), entry
+    assert document["fleet"] == disk, document["fleet"]
+    wait_until(lambda: every_target_in_service(standin, fleet), "the named group serving again", 120)
+    status = run_pipe({**env, "ACTION": "status"}, timeout=300)
+    assert status.returncode == 0 and f"No drift: 2 instance(s) run {A}, the live release" in status.output, (
+        status.output
+    )
