@@ -5,15 +5,19 @@ result file and the load balancer must agree."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 from e2e.test_attack9 import b_failing_on, ship_a
+from e2e.test_attack20 import B as B_ID
+from e2e.test_attack20 import one_instance
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
+from e2e.test_releases import APP_DIR, live
 from standin import StandIn
-from support import run_pipe, wait_until
+from support import kill_instance_processes, run_pipe, wait_until
 
 A = "000001-0123456"
 DEAD_PORT = 3999  # nothing listens there: every target of the unnamed group fails its health check
@@ -60,3 +64,37 @@ def test_the_rollback_of_an_earlier_batch_does_not_wait_for_a_target_the_deploy_
     assert status.returncode == 0 and f"No drift: 2 instance(s) run {A}, the live release" in status.output, (
         status.output
     )
+
+
+def test_status_counts_every_process_of_another_release_beyond_the_twenty_it_names(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """25 followers of a file of release A (`tail -f releases/A/version.txt`, no terminal) still run once current
+    points to B: ACTION: status names the first 20, counts all 25 (in the log, the verdict line and the result
+    file) and fails the step as drift."""
+    many = 25
+    instance_id, env = one_instance(standin, tmp_path, bucket, service)
+    pid_files = [f"/srv/follower-{n}.pid" for n in range(many)]
+    try:
+        assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+        assert run_pipe(env("B", "2"), timeout=300).returncode == 0
+        for pid_file in pid_files:
+            standin.run_on_instance(
+                instance_id,
+                f"setsid nohup tail -f {APP_DIR}/releases/{A}/version.txt </dev/null >/dev/null 2>&1 & "
+                f"echo $! > {pid_file}",
+            )
+        status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
+    finally:
+        kill_instance_processes(standin, instance_id, *pid_files)
+
+    assert live(standin, instance_id) == "B"
+    assert status.returncode == 1, status.output
+    named = [line for line in status.output.splitlines() if "runs release " + A in line and "Drift: on" in line]
+    assert len(named) == 20, status.output
+    assert f"{many - 20} more process(es) run from another release than {B_ID}" in status.output, status.output
+    assert f"{many} process(es) run from another release than current on {instance_id}" in status.output
+    document = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
+    assert document["status"] == "drift", document
+    (listed,) = document["processes_of_other_releases"]
+    assert (listed["count"], len(listed["processes"])) == (many, 20), listed
