@@ -21,6 +21,13 @@ NO_RELEASE = "none"
 yet, or it points outside ``releases/``). Neither word can be a release id (``config.release.RELEASE_ID``)."""
 
 
+# phases outside any command, as the result file names them (failed_phase, interrupted_phase); a stop there is
+# always the pipeline's (a command's phase is also cut short by the pipe's own wait bound or AWS out of reach)
+BAKE, LOAD_BALANCER = "bake", "load balancer"
+SCALE_OUT = "scale-out"  # instances launched during the rollout could not all get it
+OUTSIDE_COMMANDS = (LOAD_BALANCER, BAKE, SCALE_OUT)
+
+
 class Status(StrEnum):
     """``SSM_DEPLOY_STATUS``: how far the deploy got (a public contract: later steps branch on it)."""
 

@@ -30,7 +30,18 @@ from pipe.apply.staging import check_before_going_back, stage_release
 from pipe.aws.alarms import AlarmsUnreadable, firing
 from pipe.config.rollout import LARGEST, rollback_size
 from pipe.errors import DeployFailed, DeployStopped, PipeError
-from pipe.model import NO_RELEASE, Batch, BatchOutcome, BatchRecord, Invocation, PhaseStatus, command_ids
+from pipe.model import (
+    BAKE,
+    LOAD_BALANCER,
+    NO_RELEASE,
+    SCALE_OUT,
+    Batch,
+    BatchOutcome,
+    BatchRecord,
+    Invocation,
+    PhaseStatus,
+    command_ids,
+)
 from pipe.plan.commands import (
     DEPLOY,
     HEALTH_CHECK,
@@ -49,8 +60,7 @@ from pipe.traffic import BatchHook, departed, no_hook, room
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 # what failed, besides the commands' phases (the result file's failed_phase)
-BAKE, ALARMS_GATE, LOAD_BALANCER = "bake", "alarms before a batch", "load balancer"
-SCALE_OUT = "scale-out"  # instances launched during the rollout could not all get it
+ALARMS_GATE = "alarms before a batch"
 log = logging.getLogger("ssm-deploy")
 
 

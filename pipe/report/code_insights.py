@@ -39,7 +39,7 @@ from pipe.limits import (
 from pipe.model import DeployOutcome, Invocation, PhaseOutcome, Status
 from pipe.plan import DeployPlan
 from pipe.report.batches import batch_table
-from pipe.report.result_file import failed_instances, failed_phase, rollback_note, summary
+from pipe.report.result_file import failed_instances, summary, verdict_words
 from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")
@@ -167,8 +167,7 @@ def verdict(outcome: DeployOutcome) -> str:
     """``succeeded``, ``failed in the health check``, ``refused: nothing was sent`` ..."""
     if outcome.status is Status.NOT_SENT:
         return "refused: nothing was sent" if not outcome.interrupted else "stopped: nothing was sent"
-    phase = failed_phase(outcome)
-    return outcome.status.value + (f" in the {phase}" if phase else "") + rollback_note(outcome)
+    return verdict_words(outcome)
 
 
 def _post(

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from pipe.aws.console import console_url
 from pipe.config.settings import DeploySettings
-from pipe.model import DeployOutcome, Invocation, PhaseOutcome, PhaseStatus, Status
+from pipe.model import OUTSIDE_COMMANDS, DeployOutcome, Invocation, PhaseOutcome, PhaseStatus, Status
 from pipe.report.durations import format_duration, format_seconds
 from pipe.report.instances import named
 
 ENV_SUFFIX = ".env"  # added to RESULT_FILE's name, never replacing its suffix: config.json must not hit config.env
+STOPPED = "stopped"  # the verdict's words for a stop outside any command
 SHARED_VARIABLES = "BITBUCKET_PIPELINES_VARIABLES_PATH"  # Bitbucket's variable sharing between steps
 log = logging.getLogger("ssm-deploy")
 
@@ -121,14 +122,24 @@ def rollback_note(outcome: DeployOutcome) -> str:
     return ""
 
 
+def verdict_words(outcome: DeployOutcome) -> str:
+    """The verdict in words, for the summary's first line and Code Insights: ``failed in the health check``,
+    ``stopped in the bake`` (the pipeline stopped outside any command with no failure before it: not a failure
+    of that phase, such as an alarm during the bake), with :func:`rollback_note`."""
+    phase = failed_phase(outcome) if outcome.status is not Status.NOT_SENT else ""
+    stopped = not outcome.failed_phase and outcome.interrupted in OUTSIDE_COMMANDS
+    head = STOPPED if stopped else outcome.status.value
+    return head + (f" in the {phase}" if phase else "") + rollback_note(outcome)
+
+
 def summary(
     settings: DeploySettings, outcome: DeployOutcome, release: Release | None = None, seconds: float = 0.0
 ) -> str:
     """A few sentences a notifier can print as they are: the verdict, the phase that failed, how
     long it took, the release and the one before it, the failed instances, and the final message."""
     where = ", ".join(part for part in (settings.environment, f"build {settings.build.build_number}") if part)
-    phase = failed_phase(outcome) if outcome.status is not Status.NOT_SENT else ""
-    verdict = outcome.status.value.upper() + (f" in the {phase}" if phase else "") + rollback_note(outcome)
+    head, _, rest = verdict_words(outcome).partition(" in the ")
+    verdict = head.upper() + (f" in the {rest}" if rest else "")
     lines = [f"ssm-deploy: {verdict} after {format_seconds(seconds)} ({where})."]
     if release is not None:
         before = release.live_before or "none"

@@ -131,3 +131,21 @@ def test_a_failed_or_interrupted_switch_back_is_in_the_summarys_verdict(tmp_path
 
         first = json.loads((tmp_path / "r.json").read_text())["summary"].split("\n")[0]
         assert first.startswith(f"ssm-deploy: {words}"), first
+
+
+def test_a_stop_outside_any_command_is_said_as_a_stop_on_the_verdict_line(tmp_path: Path) -> None:
+    """A stop during a bake, a drain or a return to service, or a wait for launched instances is not a failure of
+    that phase (an alarm, a target never healthy): the verdict line says stopped (attack 22). A command's phase
+    cut short keeps 'failed' (the pipe's own wait bound or AWS out of reach end it the same way), and so does a
+    failure the stop came after."""
+    for failed, interrupted, words in (
+        ("", "bake", "STOPPED in the bake after "),
+        ("", "load balancer", "STOPPED in the load balancer after "),
+        ("", "scale-out", "STOPPED in the scale-out after "),
+        ("", "deploy", "FAILED in the deploy after "),
+        ("bake", "load balancer", "FAILED in the bake after "),
+    ):
+        outcome = DeployOutcome(Status.FAILED, failed_phase=failed, interrupted=interrupted)
+        write_result(make_settings(result_file=str(tmp_path / "r.json")), outcome, env={})
+        summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+        assert summary.startswith(f"ssm-deploy: {words}"), summary
