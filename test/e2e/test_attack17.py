@@ -284,7 +284,9 @@ def test_a_pm2_app_added_by_a_release_that_is_rolled_back_leaves_no_process_on_t
     entry = ledger_entries(fleet.standin, fleet.service)[-1]
     assert entry["release"] == RELEASE_B and entry["status"] != "succeeded", entry
     if on_b:  # a process still runs B: the step says so, naming it, and does not call the rollback a success
-        assert f"runs release {RELEASE_B}, not {RELEASE_A}: this instance needs attention" in run.output, run.output
+        assert f"runs release {RELEASE_B}, not {RELEASE_A}" in run.output, run.output
+        assert f"switched back to release {RELEASE_A}, but process " in run.output, run.output
+        assert "this instance needs attention (stop that process)" in run.output, run.output
         assert "ROLLBACK FAILED on 1 of 1 instance(s)" in run.output, run.output
         assert "renamed, or no longer in the ecosystem file" in run.output, run.output
         assert "Rollback succeeded on all" not in run.output, (on_b, run.output)
