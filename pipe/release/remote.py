@@ -1280,14 +1280,15 @@ def _unpack_definition() -> list[str]:
     ]
 
 
-def _body(plan: ReleasePlan, title: str, call: str, program: list[str] | None = None, **more: str) -> str:
+def _body(plan: ReleasePlan, title: str, call: str, definitions: list[str] | None = None, **more: str) -> str:
     """The release functions, then ``call``; the script ends by reporting where ``current`` points
-    (``ssm_deploy_fail`` reports it on every failure path too)."""
+    (``ssm_deploy_fail`` reports it on every failure path too). ``definitions``: what only this script
+    sends (the unpack program, the switch back's function)."""
     header = f"# --- ssm-deploy: {title} in {plan.app_dir} ---"
     extra = [f"ssm_deploy_{name}={_quote(value)}" for name, value in more.items()]
     functions = [_sent(_RUN_FUNCTIONS), _sent(_READ_FUNCTIONS), _sent(_SCAN_FUNCTIONS), _sent(_RELEASE_FUNCTIONS)]
     ending = ["ssm_deploy_rc=$?", "ssm_deploy_report", 'exit "$ssm_deploy_rc"']
-    return "\n".join([header, *_assignments(plan), *extra, *(program or []), *functions, call, *ending])
+    return "\n".join([header, *_assignments(plan), *extra, *(definitions or []), *functions, call, *ending])
 
 
 def install_body(plan: ReleasePlan, staged: bool = False) -> str:
