@@ -342,7 +342,8 @@ _SCAN_FUNCTIONS = r"""
 # ssm_deploy_module_file), or it listens on a socket (a server started
 # there: `python3 -m http.server`, `gunicorn app:app`). pm2's daemon keeps the directory pm2 was first
 # run in but runs pm2's own code (and holds an app's port in cluster mode), so a directory alone
-# condemns nothing and the daemon, known by its title, is never judged by it. pm2 rewrites a
+# condemns nothing and the daemon, known by its title, is never judged by it; nor is a terminal
+# multiplexer's server (ssm_deploy_holder). pm2 rewrites a
 # process's title (`node /srv/web-api/current/server.js` as one string), so arguments are the words
 # of the command line. Paths are judged by the file they are (-ef), not by their name: a process of
 # another mount namespace (a container) with the same path is not this APP_DIR's. Values are compared
@@ -395,7 +396,7 @@ ssm_deploy_judge() {
       ssm_deploy_from=$ssm_deploy_here
       break
     done
-    if [ -z "$ssm_deploy_from" ] && ! ssm_deploy_pm2_daemon "$ssm_deploy_pid" && ssm_deploy_listens "$ssm_deploy_pid"; then
+    if [ -z "$ssm_deploy_from" ] && ! ssm_deploy_holder "$ssm_deploy_pid" && ssm_deploy_listens "$ssm_deploy_pid"; then
       ssm_deploy_from=$ssm_deploy_here
     fi
     if [ -z "$ssm_deploy_from" ]; then
@@ -587,10 +588,16 @@ ssm_deploy_stat() {
 ssm_deploy_has_terminal() {
   [ "$(ssm_deploy_stat "$1" 5)" != 0 ]
 }
-ssm_deploy_pm2_daemon() {
-  # pm2's God Daemon, known by the title pm2 gives it: it runs pm2's own code wherever its directory is
+ssm_deploy_holder() {
+  # a process that holds others and runs its own code wherever its directory is, so neither its
+  # directory nor its socket make it a server of a release: pm2's God Daemon, known by the title pm2
+  # gives it, and a terminal multiplexer's server (an operator's detached tmux or GNU screen session,
+  # listening on its Unix socket), known by its executable; what runs inside either is judged for itself
   case $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline") in
     "PM2 v"*": God Daemon "*) return 0 ;;
+  esac
+  case $(readlink "/proc/$1/exe" 2>/dev/null) in
+    */bin/tmux | */bin/screen | */bin/screen-[0-9]*) return 0 ;;
   esac
   return 1
 }
@@ -606,10 +613,10 @@ ssm_deploy_deleted_release() {
     esac
     # this APP_DIR's releases in the process's own mount namespace (not a container's, another host's)
     [ "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] || continue
-    # a directory alone condemns neither pm2's daemon (pm2's own code, in the directory pm2 was first
-    # run in) nor a command with a terminal (an operator's shell), as for a directory that exists
+    # a directory alone condemns neither a holder (pm2's daemon, an operator's tmux: ssm_deploy_holder)
+    # nor a command with a terminal (an operator's shell), as for a directory that exists
     if [ "$ssm_deploy_link" = cwd ]; then
-      ! ssm_deploy_pm2_daemon "$1" || continue
+      ! ssm_deploy_holder "$1" || continue
       ! ssm_deploy_has_terminal "$1" || ssm_deploy_listens "$1" || continue
     fi
     ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}

@@ -119,17 +119,13 @@ def test_status_finds_no_drift_for_a_server_started_through_current_of_the_relea
 # --- status and the deploy: an operator's tmux started in the live release ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the scan condemns a process whose working directory is in a release when it listens on any socket: "
-    "tmux's server (a Unix socket, no terminal) started by an operator in current is named drift by status, "
-    "and fails every deploy with exit 90 under VERIFY_PROCESSES",
-)
 def test_status_does_not_name_an_operators_tmux_started_in_current_as_drift(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
-    # the deploy's own check fails B with exit 90 for the same reason (seen): status alone is attacked
-    instance_id, env = one_instance(standin, tmp_path, bucket, service, VERIFY_PROCESSES="false")
+    # before the fix, the scan condemned tmux's server (no terminal, listening on its Unix socket, its
+    # working directory in release A): status named it drift and the deploy of B failed with exit 90.
+    # The deploy here checks the processes (the default); status reads them too
+    instance_id, env = one_instance(standin, tmp_path, bucket, service)
     socket = f"/tmp/ops-{instance_id}.sock"
     try:
         assert run_pipe(env("A", "1"), timeout=300).returncode == 0
@@ -152,6 +148,32 @@ def test_status_does_not_name_an_operators_tmux_started_in_current_as_drift(
     assert "tmux" not in status.output, status.output
     assert status.returncode == 0, status.output
     assert f"No drift: 1 instance(s) run {B}, the live release" in status.output
+
+
+def test_a_server_run_by_hand_inside_an_operators_tmux_still_fails_the_deploy(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    # the tmux server is no server of a release, but what runs inside it is judged for itself: a server
+    # an operator started by hand in release A's directory (it has the session's terminal) still serves A
+    instance_id, env = one_instance(standin, tmp_path, bucket, service)
+    socket = f"/tmp/ops-{instance_id}.sock"
+    try:
+        assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+        started = standin.run_on_instance(
+            instance_id,
+            f"cd {APP_DIR}/current && tmux -S {socket} new-session -d -s ops 'python3 -m http.server 18123' "
+            f"&& {wait_for_port(18123)} && echo started",
+        )
+        assert "started" in started.stdout, started.stdout + started.stderr
+        second = run_pipe(env("B", "2"), timeout=300)
+    finally:
+        standin.run_on_instance(instance_id, f"tmux -S {socket} kill-server")
+
+    assert second.returncode == 1, second.output
+    assert "Failed (exit 90)" in second.output
+    assert "http.server" in second.output and f"release {A}" in second.output, second.output
+    assert "tmux" not in second.output, second.output  # the session's own process is not named
+    assert live(standin, instance_id) == "A"  # switched back
 
 
 # --- held: status on a healthy pm2 fleet in cluster mode, its first release pruned -----------------------
