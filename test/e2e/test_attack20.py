@@ -5,8 +5,10 @@ and what the step said (exit code, last line, result file)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import shlex
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,23 @@ def test_status_finds_no_drift_for_a_server_started_through_current_of_the_relea
 # --- status and the deploy: an operator's tmux started in the live release ------------------------------
 
 
+@contextlib.contextmanager
+def operators_tmux(standin: StandIn, instance_id: str, command: str = "", ready: str = "true") -> Iterator[str]:
+    """An operator, over ssh: `cd /srv/web-api/current && tmux` (running ``command`` in its window when
+    given, ``ready`` telling when it started), then detaches and leaves it. Yields the session's socket."""
+    socket = f"/tmp/ops-{instance_id}.sock"
+    window = f" {shlex.quote(command)}" if command else ""
+    try:
+        started = standin.run_on_instance(
+            instance_id,
+            f"cd {APP_DIR}/current && tmux -S {socket} new-session -d -s ops{window} && {ready} && echo started",
+        )
+        assert "started" in started.stdout, started.stdout + started.stderr
+        yield socket
+    finally:
+        standin.run_on_instance(instance_id, f"tmux -S {socket} kill-server")
+
+
 def test_status_does_not_name_an_operators_tmux_started_in_current_as_drift(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -126,19 +145,11 @@ def test_status_does_not_name_an_operators_tmux_started_in_current_as_drift(
     # working directory in release A): status named it drift and the deploy of B failed with exit 90.
     # The deploy here checks the processes (the default); status reads them too
     instance_id, env = one_instance(standin, tmp_path, bucket, service)
-    socket = f"/tmp/ops-{instance_id}.sock"
-    try:
-        assert run_pipe(env("A", "1"), timeout=300).returncode == 0
-        # an operator, over ssh: `cd /srv/web-api/current && tmux`, then detaches and leaves it
-        started = standin.run_on_instance(
-            instance_id, f"cd {APP_DIR}/current && tmux -S {socket} new-session -d -s ops && echo started"
-        )
-        assert "started" in started.stdout, started.stdout + started.stderr
+    assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+    with operators_tmux(standin, instance_id) as socket:
         second = run_pipe(env("B", "2"), timeout=300)
         status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
         held = standin.run_on_instance(instance_id, f"tmux -S {socket} ls")
-    finally:
-        standin.run_on_instance(instance_id, f"tmux -S {socket} kill-server")
 
     assert "ops" in held.stdout  # the operator's session was there throughout
     # the three truths: nothing of A serves (no app runs at all); current, the ledger and the steps say B
@@ -156,18 +167,9 @@ def test_a_server_run_by_hand_inside_an_operators_tmux_still_fails_the_deploy(
     # the tmux server is no server of a release, but what runs inside it is judged for itself: a server
     # an operator started by hand in release A's directory (it has the session's terminal) still serves A
     instance_id, env = one_instance(standin, tmp_path, bucket, service)
-    socket = f"/tmp/ops-{instance_id}.sock"
-    try:
-        assert run_pipe(env("A", "1"), timeout=300).returncode == 0
-        started = standin.run_on_instance(
-            instance_id,
-            f"cd {APP_DIR}/current && tmux -S {socket} new-session -d -s ops 'python3 -m http.server 18123' "
-            f"&& {wait_for_port(18123)} && echo started",
-        )
-        assert "started" in started.stdout, started.stdout + started.stderr
+    assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+    with operators_tmux(standin, instance_id, "python3 -m http.server 18123", ready=wait_for_port(18123)):
         second = run_pipe(env("B", "2"), timeout=300)
-    finally:
-        standin.run_on_instance(instance_id, f"tmux -S {socket} kill-server")
 
     assert second.returncode == 1, second.output
     assert "Failed (exit 90)" in second.output
