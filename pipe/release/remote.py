@@ -351,11 +351,19 @@ _SCAN_FUNCTIONS = r"""
 ssm_deploy_judge() {
   ssm_deploy_pid=$1
   ssm_deploy_from=
+  ssm_deploy_since=
   ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
   if ssm_deploy_through_current "$ssm_deploy_pid"; then
-    ssm_deploy_stale "$ssm_deploy_pid" "$ssm_deploy_before" running \
-      "release $ssm_deploy_before, not $ssm_deploy_release: it was started through $ssm_deploy_app_dir/current before the switch"
-    return 0
+    if [ -z "$ssm_deploy_after" ]; then
+      ssm_deploy_stale "$ssm_deploy_pid" "$ssm_deploy_before" running \
+        "release $ssm_deploy_before, not $ssm_deploy_release: it was started through $ssm_deploy_app_dir/current before the switch"
+      return 0
+    fi
+    # started since the switch: the release current points to, where its directory does not say
+    case $(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) in
+      "$ssm_deploy_releases"/?*) ;;
+      *) ssm_deploy_since=1 ;;
+    esac
   fi
   ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/exe" 2>/dev/null) || ssm_deploy_path=
   case $ssm_deploy_path in
@@ -371,6 +379,7 @@ ssm_deploy_judge() {
   if [ -z "$ssm_deploy_from" ] && { ! ssm_deploy_has_terminal "$ssm_deploy_pid" || ssm_deploy_listens "$ssm_deploy_pid"; }; then
     ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
   fi
+  [ -z "$ssm_deploy_from$ssm_deploy_since" ] || ssm_deploy_from=${ssm_deploy_from:-$ssm_deploy_release}
   if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
     case $ssm_deploy_path in
@@ -435,6 +444,9 @@ ssm_deploy_judge() {
     ssm_deploy_bad=1
     case $ssm_deploy_name in
       -*)
+        # a process its own manager started through current since the switch (a proxy, a systemd unit)
+        # has its manager's environment: a name it lacks is one it does not read, only an old value condemns
+        [ -z "$ssm_deploy_since" ] || continue
         printf 'process %s (%s) runs release %s without %s, which this deploy exported\n' "$ssm_deploy_pid" "$ssm_deploy_command" "$ssm_deploy_from" "${ssm_deploy_name#-}"
         ;;
       *)
@@ -628,13 +640,17 @@ ssm_deploy_deleted_release() {
   return 1
 }
 ssm_deploy_through_current() {
-  # whether process $1 was started through APP_DIR/current before current last changed to another
-  # release (systemd's ExecStart=/usr/bin/node /srv/app/current/server.js with no WorkingDirectory=,
-  # or WorkingDirectory=/srv/app with ExecStart=... current/server.js), so the kernel resolved current
-  # to the release before: a word of its command line is a file under APP_DIR/current (absolute, or
-  # relative to a working directory that is APP_DIR itself), and it started before the switch (both in
-  # seconds since boot: the process's start time and what the switch wrote to .ssm-deploy/switches).
-  # Then a server (a listening socket) runs the release before; so does any other process unless it
+  # whether process $1 was started through APP_DIR/current (systemd's ExecStart=/usr/bin/node
+  # /srv/app/current/server.js with no WorkingDirectory=, or WorkingDirectory=/srv/app with
+  # ExecStart=... current/server.js), so the kernel resolved current to the release it pointed to then:
+  # a word of its command line is a file under APP_DIR/current (absolute, or relative to a working
+  # directory that is APP_DIR itself). Started before current last changed to another release (both in
+  # seconds since boot: the process's start time and what the switch wrote to .ssm-deploy/switches), it
+  # runs the release before; started since (ssm_deploy_after: `systemctl restart` in ACTIVATE_COMMANDS),
+  # the release current points to, and a value it holds is compared (ssm_deploy_since, in the judge: an
+  # EnvironmentFile= written by the first deploy only holds a rotated secret's old value); reloaded in
+  # place since the switch, it is not judged (it keeps the environment it started with).
+  # Then a server (a listening socket) runs that release; so does any other process unless it
   # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
   # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
   # a log shipper): an interpreter reads its script and closes it, as does a program its configuration
@@ -659,8 +675,12 @@ ssm_deploy_through_current() {
       && ssm_deploy_through=1 && break
   done
   [ -n "$ssm_deploy_through" ] || return 1
-  ssm_deploy_switch_before "$1" || return 1
-  ! ssm_deploy_reloaded "$1" || return 1
+  ssm_deploy_after=
+  if ! ssm_deploy_switch_before "$1"; then
+    ssm_deploy_after=1
+  elif ssm_deploy_reloaded "$1"; then
+    return 1
+  fi
   ! ssm_deploy_listens "$1" || return 0
   ! ssm_deploy_has_terminal "$1" || return 1
   ssm_deploy_named=$(readlink -f -- "$ssm_deploy_word" 2>/dev/null) || return 1
