@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from e2e.test_auto_scaling import group_env, make_group
 from e2e.test_load_balancer import Fleet, make_fleet, rolling_env
 from standin import StandIn
 from standin.instance_app import RESTART
-from support import LivePipe, PipeRun, wait_until
+from support import LivePipe, PipeRun, run_pipe, wait_until
 
 GATE = "/srv/attack24-go"  # on the second instance: its deploy waits until the test creates it
 
@@ -103,3 +104,26 @@ def set_delay(standin: StandIn, fleet: Fleet, seconds: int) -> None:
         Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": str(seconds)}],
     )
 
+
+def test_an_instance_the_group_scales_in_during_its_health_check_is_gone_not_failed(standin: StandIn) -> None:
+    """Three instances of an Auto Scaling group behind its target group, one at a time. The group scales in
+    the second instance while its batch runs HEALTHCHECK_COMMANDS (after its deploy succeeded): the README says
+    an instance the group terminates during the deploy is reported as gone, not failed, unless fewer than
+    MIN_HEALTHY remain (two are left here)."""
+    group = make_group(standin, 3)
+    doomed = group.ids[1]
+    scale_in = (
+        f'if [ "$AWS_SSM_INSTANCE_ID" = {doomed} ]; then aws autoscaling terminate-instance-in-auto-scaling-group '
+        f"--instance-id {doomed} --should-decrement-desired-capacity >/dev/null; sleep 600; fi"
+    )
+    env = group_env(
+        standin, group, COMMANDS=RESTART, HEALTHCHECK_COMMANDS=scale_in, HEALTHCHECK_RETRIES="1", AGENT_LOST_TIMEOUT="1"
+    )
+    run = run_pipe(env, timeout=300)
+
+    assert doomed not in standin.group_instances(group.name)
+    assert standin.suspended_processes(group.name) == set()
+    assert f"{doomed} is gone, no longer in the Auto Scaling group {group.name}" in run.output, run.output
+    assert run.returncode == 0, run.output
+    assert "Health check passed on all 0 instance(s) still in the fleet (1 gone)" in run.output, run.output
+    assert "every instance of it left the fleet: nothing to register again" in run.output, run.output

@@ -181,6 +181,11 @@ class LoadBalancer:
     ) -> None:
         taken_out = registrations
         registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
+        if not registrations:
+            if run.left_out is not None:
+                run.left_out.put_back(_targets(taken_out))
+            log.info(f"{batch}: every instance of it left the fleet: nothing to register again")
+            return
         problems = register(run.clients.elbv2, registrations)
         for problem in problems:
             log.error(f"{batch}: {problem}")
