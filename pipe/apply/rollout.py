@@ -246,10 +246,18 @@ def _health_check(run: Run, instance_ids: list[str]) -> DeployFailed | None:
         f"attempt(s), {settings.healthcheck_interval} s apart ----"
     )
     unhealthy = run_phase(run, healthcheck_spec(run.plan, instance_ids), record)
+    try:  # an instance its group terminated during the check is gone, not unhealthy (as during the deploy)
+        unhealthy = _without_departed(run, unhealthy)
+    except DeployFailed as too_few:
+        record.status = PhaseStatus.FAILED
+        _failed_in(run, HEALTH_CHECK)
+        return too_few
     if unhealthy or record.status is not PhaseStatus.FAILED:
         record.status = PhaseStatus.FAILED if unhealthy else PhaseStatus.PASSED
     if not unhealthy:
-        log.info(f"Health check passed on all {len(instance_ids)} instance(s)")
+        gone = len([i for i in instance_ids if i in run.outcome.departed])
+        left = f" still in the fleet ({gone} gone)" if gone else ""
+        log.info(f"Health check passed on all {len(instance_ids) - gone} instance(s){left}")
         return None
     _failed_in(run, HEALTH_CHECK)
     return DeployFailed(

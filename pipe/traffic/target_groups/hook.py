@@ -1,6 +1,7 @@
 """The batch hook behind a load balancer: take the batch out of every target group it is in (named in
-TARGET_GROUPS or found registered there when the rollout was planned; an instance launched since is
-looked up again) and wait until it is drained;
+TARGET_GROUPS or found registered there when the rollout was planned), as the groups' targets are when
+the batch starts (read again then: an operator may have registered or deregistered one since, or an Auto
+Scaling group launched an instance), and wait until it is drained;
 after the deploy, put it back in each of them, on the ports it was registered with, and wait until
 every group reports it healthy. The time from its deregistration until then is the batch's time out
 of service (``BatchRecord.out_of_service``).
@@ -65,16 +66,20 @@ class LoadBalancer:
     @contextmanager
     def around(self, run: Execution, batch: Batch) -> Iterator[None]:
         """The BatchHook: out of the load balancer before the deploy, back in after it."""
-        self._read_if_new(run, batch)
-        registrations = self.registrations(batch.instance_ids)
+        # the targets as they are now, not as the plan or the batch before read them: an operator (or a group's
+        # scale-out) may have registered or deregistered one since, and the batch leaves and rejoins what it is in
+        self._read(run, batch, self.groups)
         records = run.outcome.records_of(batch)
+        leaving = [group for group, _ in self.registrations(batch.instance_ids).values()]
+        if leaving:
+            self._wait_for_capacity(run, batch, leaving)  # reads them again while it waits
+        registrations = self.registrations(batch.instance_ids)
         if not registrations:
             log.info(f"{batch}: in none of the target groups, deployed without draining")
             yield
             return
         leaving = [group for group, _ in registrations.values()]
-        self._wait_for_capacity(run, batch, leaving)
-        ill_before = _unhealthy_in_groups_not_named(self.registrations(batch.instance_ids), self.ill_before)
+        ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before)
         for group, state in ill_before:
             when = "before anything of this deploy" if state.state == UNHEALTHY else "as it was before this deploy"
             log.warning(
@@ -123,13 +128,10 @@ class LoadBalancer:
                 return 0  # unreadable: no room known, so one batch at a time (the hook reads it again)
         return largest_batch(leaving, self.min_healthy, instance_ids)
 
-    def _read_if_new(self, run: Execution, batch: Batch) -> None:
-        """A batch with an instance that no group listed when last read (one its Auto Scaling group launched
-        during the rollout, registered since): every group's targets read again, so it is drained too."""
-        listed = {target.instance_id for group in self.groups for target in group.targets}
-        if listed.issuperset(batch.instance_ids):
-            return
-        for group in self.groups:
+    def _read(self, run: Execution, batch: Batch, groups: Sequence[TargetGroup]) -> None:
+        """Every target of ``groups`` as ELBv2 reports it now; DeployFailed, before anything of the batch is
+        deregistered, when one cannot be read."""
+        for group in groups:
             try:
                 group.targets = read_states(run.clients.elbv2, group.arn, [])
             except LoadBalancerError as error:
@@ -140,19 +142,12 @@ class LoadBalancer:
         (up to HEALTHY_TIMEOUT) for targets to recover, then fail before anything of this batch is
         deregistered."""
         started = time.monotonic()
-        while True:
-            for group in leaving:
-                try:
-                    group.targets = read_states(run.clients.elbv2, group.arn, [])
-                except LoadBalancerError as error:
-                    raise DeployFailed(f"{batch} was not started: {group.name}: {error}.") from None
-            problem = shortfall(leaving, batch.instance_ids, self.min_healthy)
-            if problem is None:
-                return
+        while (problem := shortfall(leaving, batch.instance_ids, self.min_healthy)) is not None:
             if time.monotonic() - started >= self.healthy_timeout:
                 raise DeployFailed(f"{batch} was not started: {problem} (waited {self.healthy_timeout} s).")
             run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
             time.sleep(poll_seconds(len(leaving)))
+            self._read(run, batch, leaving)
 
     def _wait_drained(
         self, run: Execution, batch: Batch, registrations: Registrations, records: Sequence[BatchRecord]
@@ -186,6 +181,11 @@ class LoadBalancer:
     ) -> None:
         taken_out = registrations
         registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
+        if not registrations:
+            if run.left_out is not None:
+                run.left_out.put_back(_targets(taken_out))
+            log.info(f"{batch}: every instance of it left the fleet: nothing to register again")
+            return
         problems = register(run.clients.elbv2, registrations)
         for problem in problems:
             log.error(f"{batch}: {problem}")
