@@ -630,8 +630,12 @@ ssm_deploy_through_current() {
   # Then a server (a listening socket) runs the release before; so does any other process unless it
   # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
   # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
-  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration
+  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration.
+  # A file the release current points to no longer has (an entry point renamed or removed: server.js
+  # became dist/server.js, a unit's ExecStart= changed but not restarted) is judged as the file it was in
+  # the release current pointed to when the process started (the first switch after it): what it runs
   ssm_deploy_through=
+  ssm_deploy_gone=
   ssm_deploy_cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || ssm_deploy_cwd=
   for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
@@ -650,7 +654,14 @@ ssm_deploy_through_current() {
     # --root) it may look up again on every request
     [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && [ -f "/proc/$1/root$ssm_deploy_word" ] \
       && ssm_deploy_through=1 && break
+    # the first word gone from current, with this APP_DIR in the process's own mount namespace
+    [ -e "/proc/$1/root$ssm_deploy_word" ] || [ -n "$ssm_deploy_gone" ] || ! [ "/proc/$1/root$ssm_deploy_releases" -ef \
+      "$ssm_deploy_releases" ] || ssm_deploy_gone=${ssm_deploy_word#"$ssm_deploy_app_dir"/current/}
   done
+  if [ -z "$ssm_deploy_through" ] && [ -n "$ssm_deploy_gone" ] && ssm_deploy_switch_before "$1"; then
+    ssm_deploy_word=$ssm_deploy_releases/$ssm_deploy_before/${ssm_deploy_gone#"$ssm_deploy_physical"/current/}
+    [ ! -f "$ssm_deploy_word" ] || ssm_deploy_through=1
+  fi
   [ -n "$ssm_deploy_through" ] || return 1
   ssm_deploy_switch_before "$1" || return 1
   ! ssm_deploy_reloaded "$1" || return 1

@@ -1,0 +1,106 @@
+"""The twenty-third outside attack on the verdict, the ledger and ACTION: status (issue #17, "Done when"):
+pm2 cluster mode, apps removed or renamed between releases, KEEP_RELEASES pruning the release a process
+still runs from, and servers started through ``current`` whose entry point a later release no longer has.
+Each test compares the three truths: what the instance runs (``current`` on disk, the app asked over HTTP,
+/proc), what the ledger says is live, and what the step said (exit code, last line, result file)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from e2e.test_attack3 import SERVER, wait_for_port
+from e2e.test_attack20 import A, B, one_instance
+from e2e.test_attack_found import served
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_releases import APP_DIR, live
+from standin import StandIn
+from support import kill_instance_processes, run_pipe
+
+
+def build_with_entry(clone: Path, version: str, entry: str) -> str:
+    """A .tgz holding version.txt and the server as ``entry`` (B renames A's server.py to main.py)."""
+    files = {"version.txt": f"{version}\n", entry: SERVER.format(version=version)}
+    with tarfile.open(clone / "web-api.tgz", "w:gz") as archive:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return "web-api.tgz"
+
+
+def start_unless_running(port: int) -> str:
+    """`systemctl start web-api` with ExecStart=/usr/bin/python3 /srv/web-api/current/<entry> (the unit the
+    release ships: server.py in A, main.py in B), no WorkingDirectory=: it starts the service when it does
+    not run and does nothing when it does (a `daemon-reload` does not restart it either)."""
+    return (
+        'echo "activated $(cat version.txt)"\n'
+        "entry=server.py; [ -f main.py ] && entry=main.py\n"
+        "if [ ! -e /srv/web.pid ]; then\n"
+        f'  (cd / && exec python3 {APP_DIR}/current/"$entry" {port}) </dev/null >/dev/null 2>&1 &\n'
+        "  echo $! > /srv/web.pid\n"
+        f"  {wait_for_port(port)}\n"
+        "fi"
+    )
+
+
+# --- a server started through current whose entry point the new release renamed ------------------------
+
+
+def test_a_server_started_through_current_whose_script_the_new_release_renamed_fails_the_deploy(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A's server runs `python3 /srv/web-api/current/server.py` (systemd-style, started before the switch);
+    B renames its entry point to main.py and its activation does not restart the running service, so A
+    keeps serving. The process check named no process (the file is not in current any more): `✔ Deployed`,
+    the ledger said B live while A served. Now the deploy fails with exit 90 naming A's server and goes back."""
+    port = 18230
+    instance_id, env = one_instance(standin, tmp_path, bucket, service, ACTIVATE_COMMANDS=start_unless_running(port))
+    try:
+        assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+        pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
+        second = run_pipe({**env("B", "2"), "ARTIFACT": build_with_entry(tmp_path, "B", "main.py")}, timeout=300)
+        what_serves = served(standin, instance_id, port)
+        status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    assert what_serves == "A"  # the server started for A still runs A's code
+    assert second.returncode == 1, second.output
+    assert f"process {pid} (python3 {APP_DIR}/current/server.py {port}) runs release {A}, not {B}" in second.output
+    assert "it was started through /srv/web-api/current before the switch" in second.output, second.output
+    # the three truths agree: A on disk, A served, the ledger's B rolled back, status No drift on A
+    assert live(standin, instance_id) == "A"
+    assert ledger_entries(standin, service)[-1]["status"] == "rolled back"
+    assert status.returncode == 0 and f"No drift: 1 instance(s) run {A}, the live release" in status.output
+
+
+def test_status_names_a_server_started_through_current_whose_script_the_live_release_renamed(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """As above with VERIFY_PROCESSES: 'false' (the deploy's own proof given up, the README's trade-off): B
+    goes live while A's server serves. ACTION: status said No drift; it must name A's server."""
+    port = 18231
+    instance_id, env = one_instance(
+        standin, tmp_path, bucket, service, ACTIVATE_COMMANDS=start_unless_running(port), VERIFY_PROCESSES="false"
+    )
+    try:
+        assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+        second = run_pipe({**env("B", "2"), "ARTIFACT": build_with_entry(tmp_path, "B", "main.py")}, timeout=300)
+        what_serves = served(standin, instance_id, port)
+        pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
+        status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    assert second.returncode == 0, second.output
+    assert live(standin, instance_id) == "B" and what_serves == "A"
+    assert ledger_entries(standin, service)[-1]["status"] == "succeeded"
+    assert status.returncode == 1, status.output
+    assert f"process {pid} (" in status.output and f"runs release {A}" in status.output, status.output
+    result = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
+    assert result["status"] == "drift", result
