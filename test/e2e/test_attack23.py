@@ -9,12 +9,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from e2e.test_attack3 import SERVER, wait_for_port
-from e2e.test_attack20 import A, B, one_instance
+from e2e.test_attack20 import CLUSTER, A, B, one_instance
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
+from e2e.test_proof_of_serving import RELEASE_B, RecipeFleet
+from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import APP_DIR, live
 from standin import StandIn
 from support import kill_instance_processes, run_pipe
@@ -104,3 +108,38 @@ def test_status_names_a_server_started_through_current_whose_script_the_live_rel
     assert f"process {pid} (" in status.output and f"runs release {A}" in status.output, status.output
     result = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
     assert result["status"] == "drift", result
+
+
+# --- held: pm2 cluster mode, an app renamed in B's ecosystem file ------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_app_renamed_in_cluster_mode_fails_the_switch_back_and_status_names_the_new_apps_workers(
+    fleet_with: Callable[[str], RecipeFleet],
+) -> None:
+    """Held. A runs as pm2 app web-api in cluster mode (2 workers). B's ecosystem file renames it api: pm2 starts
+    api's workers next to web-api's, and in cluster mode both apps' workers take connections from the one
+    socket the daemon holds (node's cluster shares a listening handle by address and port), so A and B serve
+    side by side. The check finds web-api's workers (exit 90), the switch back reloads web-api in A and leaves
+    api's workers of B: exit 86 on both, the ledger says failed (not rolled back), status names api's workers."""
+    fleet = fleet_with(CLUSTER)
+    fleet.ecosystem = CLUSTER.replace("name: 'web-api'", "name: 'api'")
+
+    run = fleet.ship("B", 2, rolling=False)
+    status = run_pipe(fleet.env(3, rolling=False, ACTION="status"), timeout=300)
+
+    assert run.returncode == 1, run.output
+    assert run.output.count("Failed (exit 86)") >= 2, run.output
+    assert f"runs release {RELEASE_B}, not {A}: it was started through {APP_DIR}/current before the switch" in (
+        run.output
+    )
+    for instance in fleet.ids:
+        assert fleet.live_release_dir(instance) == f"{APP_DIR}/releases/{A}"
+    assert {document["release"] for document in fleet.served().values()} <= {"A", "B"}
+    entry = ledger_entries(fleet.standin, fleet.service)[-1]
+    assert (entry["release"], entry["status"]) == (RELEASE_B, "failed"), entry
+    assert status.returncode == 1, status.output
+    assert f"4 process(es) run from another release than current on {', '.join(fleet.ids)}" in status.output
+    document = json.loads((fleet.clone / "ssm-deploy-result.json").read_text())
+    assert document["status"] == "drift"
+    assert {listed["count"] for listed in document["processes_of_other_releases"]} == {2}, document
