@@ -19,7 +19,7 @@ from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_proof_of_serving import RELEASE_B, RecipeFleet
 from e2e.test_proof_of_serving import fleet_with as fleet_with
-from e2e.test_releases import APP_DIR, live
+from e2e.test_releases import APP_DIR, live, releases
 from standin import StandIn
 from support import kill_instance_processes, run_pipe
 
@@ -186,3 +186,29 @@ def test_status_names_a_worker_whose_release_keep_releases_pruned_as_a_deleted_c
     document = json.loads((tmp_path / "ssm-deploy-result.json").read_text())
     (listed,) = document["processes_of_other_releases"]
     assert [(p["pid"], p["release"], p["deleted_copy"]) for p in listed["processes"]] == [(int(pid), A, True)], listed
+
+
+def test_keep_releases_after_a_redeploy_of_the_live_build_keeps_the_release_release_previous_goes_back_to(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A, B, C, then C's very build promoted again as build 4 (a redeploy: a new release id, the same artifact)
+    with KEEP_RELEASES: 2. RELEASE: previous then passes over 4 and C (the same artifact) to B: the release
+    "before the live one" that pruning must keep. It pruned B (kept only 4 and C): going back downloaded and
+    unpacked B again, and would fail (exit 81) once the bucket's lifecycle expired B's artifact."""
+    instance_id, env = one_instance(standin, tmp_path, bucket, service)
+    for version, number in (("A", "1"), ("B", "2"), ("C", "3")):
+        assert run_pipe(env(version, number), timeout=300).returncode == 0
+    build_c = (tmp_path / "web-api.tgz").read_bytes()
+    promoted = env("C", "4", KEEP_RELEASES="2")
+    (tmp_path / "web-api.tgz").write_bytes(build_c)  # C's bytes again, as build 4
+    again = run_pipe(promoted, timeout=300)
+    on_disk = releases(standin, instance_id)
+    back = run_pipe({k: v for k, v in env("C", "5", RELEASE="previous").items() if k != "ARTIFACT"}, timeout=300)
+
+    assert again.returncode == 0 and "Redeploy of 000004-0123456" in again.output, again.output
+    assert on_disk == [B, C, "000004-0123456"], again.output
+    assert back.returncode == 0 and f"Rollback to {B}" in back.output, back.output
+    assert "downloading" not in back.output, back.output  # going back is a switch, not a download
+    assert live(standin, instance_id) == "B"
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["action"], entry["status"]) == (B, "rollback", "succeeded"), entry
