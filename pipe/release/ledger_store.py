@@ -183,6 +183,12 @@ def previous_in(newest_first: Iterable[Recorded]) -> Previous:
     return Previous(live, found, tuple(skipped))
 
 
+def back_to_after(newest_first: Iterable[Recorded], sha256: str) -> Recorded | None:
+    """The version RELEASE: previous chooses once a deploy of the artifact ``sha256`` succeeds: the newest live
+    one with another artifact (the live release, unless the deploy only ships the live one's bytes again)."""
+    return next((item for item in newest_first if item.entry.live and item.entry.release.sha256 != sha256), None)
+
+
 def _going_back_to(entry: LedgerEntry, found: Recorded | None) -> bool:
     """Whether ``entry`` is a rollback to the content of ``found``."""
     return entry.action == Action.ROLLBACK and found is not None and same_content(entry, found.entry)

@@ -160,6 +160,9 @@ class ReleasePlan:
     # the release the ledger says is live before this deploy: never pruned, whatever an instance's own
     # history says (a stopped deploy can leave an instance ahead of the ledger), as a rollback goes back to it
     live_release: str = ""
+    # the release RELEASE: previous goes back to once this deploy succeeds, where it is not the live one (a
+    # redeploy of the live build under a new id: RELEASE: previous passes over both): never pruned either
+    back_to: str = ""
     # names the prelude exported (SECRETS, PARAMETERS_PATH, VARIABLES) that must reach RUN_AS's commands
     env_names: tuple[str, ...] = ()
     # VERIFY_PROCESSES: after ACTIVATE_COMMANDS, no process may run a replaced release, and those running
@@ -180,6 +183,7 @@ def plan_problems(plan: ReleasePlan) -> list[str]:
         app_dir_problem(plan.app_dir),
         release_id_problem(plan.release_id),
         release_id_problem(plan.live_release) if plan.live_release else None,
+        release_id_problem(plan.back_to) if plan.back_to else None,
         run_as_problem(plan.run_as) if plan.run_as is not None else None,
         *(shared_path_problem(path) for path in plan.shared_paths),
         *(_env_name_problem(name) for name in plan.env_names),
@@ -653,8 +657,12 @@ ssm_deploy_through_current() {
   # Then a server (a listening socket) runs that release; so does any other process unless it
   # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
   # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
-  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration
+  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration.
+  # A file the release current points to no longer has (an entry point renamed or removed: server.js
+  # became dist/server.js, a unit's ExecStart= changed but not restarted) is judged as the file it was in
+  # the release current pointed to when the process started (the first switch after it): what it runs
   ssm_deploy_through=
+  ssm_deploy_gone=
   ssm_deploy_cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || ssm_deploy_cwd=
   for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
@@ -673,7 +681,14 @@ ssm_deploy_through_current() {
     # --root) it may look up again on every request
     [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && [ -f "/proc/$1/root$ssm_deploy_word" ] \
       && ssm_deploy_through=1 && break
+    # the first word gone from current, with this APP_DIR in the process's own mount namespace
+    [ -e "/proc/$1/root$ssm_deploy_word" ] || [ -n "$ssm_deploy_gone" ] || ! [ "/proc/$1/root$ssm_deploy_releases" -ef \
+      "$ssm_deploy_releases" ] || ssm_deploy_gone=${ssm_deploy_word#"$ssm_deploy_app_dir"/current/}
   done
+  if [ -z "$ssm_deploy_through" ] && [ -n "$ssm_deploy_gone" ] && ssm_deploy_switch_before "$1"; then
+    ssm_deploy_word=$ssm_deploy_releases/$ssm_deploy_before/${ssm_deploy_gone#"$ssm_deploy_physical"/current/}
+    [ ! -f "$ssm_deploy_word" ] || ssm_deploy_through=1
+  fi
   [ -n "$ssm_deploy_through" ] || return 1
   ssm_deploy_after=
   if ! ssm_deploy_switch_before "$1"; then
@@ -1131,10 +1146,11 @@ ssm_deploy_prune() {
   ssm_deploy_kept=0
   for ssm_deploy_id in $({ tac -- "$ssm_deploy_state/history" 2>/dev/null; ls -1 -- "$ssm_deploy_app_dir/releases" | sort -r; } | awk '!seen[$0]++' | grep -E -x "$ssm_deploy_id_pattern"); do
     [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_id" ] || continue
-    # kept: this release, the one before it, the ledger's live one (a rollback goes back to it), and
-    # the newest others up to KEEP_RELEASES in all
+    # kept: this release, the one before it, the ledger's live one (a rollback goes back to it), the one
+    # RELEASE: previous goes back to after this deploy (back_to), and the newest others up to KEEP_RELEASES in all
     if [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
-      || [ "$ssm_deploy_id" = "$ssm_deploy_live" ] || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
+      || [ "$ssm_deploy_id" = "$ssm_deploy_live" ] || [ "$ssm_deploy_id" = "$ssm_deploy_back_to" ] \
+      || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
       ssm_deploy_kept=$((ssm_deploy_kept + 1))
     elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id" \
       "$ssm_deploy_state/files/$ssm_deploy_id"; then
@@ -1247,6 +1263,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "user": plan.run_as or "",
         "keep": str(plan.keep_releases),
         "live": plan.live_release,
+        "back_to": plan.back_to,
         "history_limit": str(HISTORY_LIMIT),
         "state_dir": STATE_DIR,
         "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids

@@ -31,7 +31,7 @@ from pipe.release.ledger import (
     utc_timestamp,
 )
 from pipe.release.ledger_archive import Archive, Version
-from pipe.release.ledger_store import History, check_room, read_history, record
+from pipe.release.ledger_store import History, back_to_after, check_room, read_history, record
 from pipe.release.remote import ReleasePlan, install_steps, prepare_steps
 from pipe.release.sources import ReleaseSource
 
@@ -80,6 +80,7 @@ def plan_release(
     info = choice.info
     live = choice.live
     live_id, live_commit = (live.entry.release.id, live.entry.release.commit) if live else ("", "")
+    back_to = back_to_after(history.newest_first(), info.sha256) if choice.action == Action.REDEPLOY else None
     plan = ReleasePlan(
         app_dir=chosen.app_dir,
         release_id=info.id,
@@ -93,6 +94,7 @@ def plan_release(
         activate_commands=chosen.activate_commands,
         keep_releases=chosen.keep_releases,
         live_release=live_id,
+        back_to=back_to.entry.release.id if back_to else "",
         verify_processes=chosen.verify_processes,
         env_names=tuple([ref.env_name for ref in secrets] + [name for name, _ in settings.variables]),
     )

@@ -38,6 +38,7 @@ from pipe.release.ledger_archive import Recorded, Version
 from pipe.release.ledger_store import (
     History,
     LedgerError,
+    back_to_after,
     check_room,
     live_in,
     previous_in,
@@ -314,6 +315,18 @@ def test_previous_skips_a_release_with_the_live_ones_artifact_whatever_its_id() 
 
     chosen = previous_in(newest_first(found))
     assert chosen.found == found[0] and chosen.skipped == (found[1],)
+
+
+def test_back_to_after_a_redeploy_of_the_live_build_is_what_release_previous_chooses_once_it_succeeded() -> None:
+    """KEEP_RELEASES keeps it (test_attack23.py): A, B live; B's bytes again as a new build: then RELEASE: previous
+    passes over the new id and B (the same artifact) to A."""
+    found = history(entry(A), entry(B))
+    chosen = back_to_after(newest_first(found), DIGESTS[B])
+    assert chosen == found[0]
+    redeployed = history(entry(A), entry(B), entry("000043-bbbbbbb", sha256=DIGESTS[B], action="redeploy"))
+    assert previous_in(newest_first(redeployed)).found.entry.release.id == chosen.entry.release.id  # type: ignore[union-attr]
+    assert back_to_after(newest_first(found), DIGESTS[C]) == found[1]  # a new build: the live release
+    assert back_to_after(newest_first(history(entry(B))), DIGESTS[B]) is None
 
 
 def test_previous_after_going_back_is_the_release_that_was_left() -> None:
