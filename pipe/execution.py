@@ -6,6 +6,7 @@ batches) is the plan (``pipe/plan``), a frozen value next to it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,3 +28,8 @@ class Execution:
     outcome: DeployOutcome = field(default_factory=DeployOutcome)
     build_log: BuildLog = field(default_factory=BuildLog)  # the output budget and once-only notices, all phases
     left_out: LeftOut | None = None  # with LOCK: the record of what this deploy took out of service
+
+    def left_the_fleet(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``instance_ids`` left the fleet on purpose during the deploy (terminated by their Auto
+        Scaling group), and how: gone, not failed. Nothing here knows a group; a ``Run`` asks its plan's."""
+        return {}

@@ -56,7 +56,7 @@ from pipe.release.fleet_state import fleet_at_end
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
 from pipe.report.instances import LISTED, listed, named, release_meanings
-from pipe.traffic import BatchHook, departed, no_hook, room
+from pipe.traffic import BatchHook, no_hook, room
 
 ALARM_POLL_SECONDS = 2.0  # between DescribeAlarms calls during the bake
 # what failed, besides the commands' phases (the result file's failed_phase)
@@ -229,13 +229,7 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
 def _without_departed(run: Run, failed: list[Invocation]) -> list[Invocation]:
     """``failed`` without the instances that left the fleet on purpose (their Auto Scaling group
     terminated them): each is named as gone, not failed. DeployFailed when too few are left."""
-    if not failed or not run.plan.scopes:
-        return failed
-    gone = departed(run.plan.scopes, run, [inv.instance_id for inv in failed])
-    for instance_id, how in gone.items():
-        if instance_id not in run.outcome.departed:
-            log.warning(f"{instance_id} is gone, {how}: not a failure of the deploy")
-    run.outcome.departed.update(gone)
+    gone = run.left_the_fleet([inv.instance_id for inv in failed])
     return [inv for inv in failed if inv.instance_id not in gone]
 
 

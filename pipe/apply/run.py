@@ -5,6 +5,8 @@ The rollout, its phases and the followers take one ``Run``. What the plan found 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipe.aws.authenticate import Identity
@@ -12,6 +14,9 @@ from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
 from pipe.plan import DeployPlan
 from pipe.release.stage import Release
+from pipe.traffic import departed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -62,3 +67,15 @@ class Run(Execution):
     def order(self) -> list[str]:
         """The targeted instances in order: each keeps its colour in every phase."""
         return [*(self.plan.instances or ()), *self.outcome.joined]
+
+    def left_the_fleet(self, instance_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``instance_ids`` the plan's scopes (an Auto Scaling group's hold) say left the fleet, each
+        named once as gone and kept in the outcome; DeployFailed when too few are left (the scope's MIN_HEALTHY)."""
+        if not instance_ids or not self.plan.scopes:
+            return {}
+        gone = departed(self.plan.scopes, self, instance_ids)
+        for instance_id, how in gone.items():
+            if instance_id not in self.outcome.departed:
+                log.warning(f"{instance_id} is gone, {how}: not a failure of the deploy")
+        self.outcome.departed.update(gone)
+        return gone

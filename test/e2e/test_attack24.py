@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from e2e.test_auto_scaling import group_env, make_group
 from e2e.test_load_balancer import Fleet, make_fleet, rolling_env
 from standin import StandIn
@@ -131,27 +130,20 @@ def test_an_instance_the_group_scales_in_during_its_health_check_is_gone_not_fai
     assert "every instance of it left the fleet: nothing to register again" in run.output, run.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the wait for the batch to be healthy in the load balancer (LoadBalancer._put_back) does not ask the "
-    "Auto Scaling scopes whether a pending target's instance left the fleet: an instance its group terminates after "
-    "its health check passed and before it turns healthy is waited for until HEALTHY_TIMEOUT, then the batch is "
-    "'not healthy in the load balancer' and the deploy fails, though the README calls a scale-in during the deploy "
-    "gone, not failed. A fix needs the hook to see the rollout's scopes (RolloutScope.departed)",
-)
 def test_an_instance_the_group_scales_in_while_its_batch_comes_back_into_service_is_gone_not_failed(
     standin: StandIn,
 ) -> None:
-    """Two instances of an Auto Scaling group behind its target group, one at a time; the group's health check
+    """Three instances of an Auto Scaling group behind its target group, one at a time; the group's health check
     runs every 60 s (3 s at the stand-in's ELB clock), so a target registered again is 'initial' for a while.
-    The group scales in the first batch's instance right after the pipe registered it again."""
-    group = make_group(standin, 2)
+    The group scales in the first batch's instance right after the pipe registered it again. Before the fix the
+    wait for it to turn healthy did not ask the group: it waited until HEALTHY_TIMEOUT and failed the deploy."""
+    group = make_group(standin, 3)
     standin.client("elbv2").modify_target_group(
         TargetGroupArn=group.target_group_arn, HealthCheckIntervalSeconds=60, HealthCheckTimeoutSeconds=5
     )
     pipe = LivePipe(group_env(standin, group, COMMANDS=RESTART, HEALTHY_TIMEOUT="30"))
-    pipe.wait_for_line("batch 1/2 (1 instance(s)): registered again in", timeout=120)
-    (doomed,) = re.findall(r"batch 1/2 \(1 instance\(s\)\): (i-[0-9a-f]+)", pipe.output)
+    pipe.wait_for_line("batch 1/3 (1 instance(s)): registered again in", timeout=120)
+    (doomed,) = re.findall(r"batch 1/3 \(1 instance\(s\)\): (i-[0-9a-f]+)", pipe.output)
     standin.client("autoscaling").terminate_instance_in_auto_scaling_group(
         InstanceId=doomed, ShouldDecrementDesiredCapacity=True
     )
@@ -161,6 +153,9 @@ def test_an_instance_the_group_scales_in_while_its_batch_comes_back_into_service
     assert standin.suspended_processes(group.name) == set()
     assert run.returncode == 0, run.output
     assert f"{doomed} is gone, no longer in the Auto Scaling group {group.name}" in run.output, run.output
+    assert (
+        "batch 1/3 (1 instance(s)): every instance of it left the fleet while it came back into service" in run.output
+    )
 
 
 def test_a_target_draining_before_the_deploy_is_deployed_without_draining_and_left_out(standin: StandIn) -> None:

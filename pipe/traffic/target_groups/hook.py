@@ -205,6 +205,7 @@ class LoadBalancer:
             lambda: run.stops.raise_stopped_if_requested(
                 f"while {batch} was coming back into service; {REGISTERED_AGAIN}"
             ),
+            run.left_the_fleet,  # a scale-in while it comes back: gone, not unhealthy
         )
         if pending:
             raise NotBackInService(
@@ -217,6 +218,10 @@ class LoadBalancer:
                 record.healthy = round(waited, 1)
             if left is not None:
                 record.out_of_service_for(time.monotonic() - left)
+        back = [i for i in batch.instance_ids if i not in run.outcome.departed]
+        if not back:
+            log.info(f"{batch}: every instance of it left the fleet while it came back into service")
+            return
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code, error_message, is_access_denied
-from pipe.traffic.target_groups.groups import HEALTHY, UNUSED, TargetGroup, TargetState, target_states
+from pipe.traffic.target_groups.groups import DRAINING, HEALTHY, UNUSED, TargetGroup, TargetState, target_states
 
 log = logging.getLogger("ssm-deploy")
 # Between two polls of the batch's targets while it drains or comes back (at least): the state turns
@@ -90,21 +90,31 @@ def wait_for(
     done: Callable[[TargetState], bool],
     bound: float,
     check_stop: Callable[[], None],
+    left_the_fleet: Callable[[Sequence[str]], Mapping[str, str]] = lambda _: {},
 ) -> tuple[float, list[tuple[TargetGroup, TargetState]]]:
     """Poll the batch's targets until ``done`` holds for every one, or ``bound`` seconds passed;
-    returns the seconds waited and the targets not done (empty on success)."""
+    returns the seconds waited and the targets not done (empty on success). A target whose instance
+    left the fleet on purpose (``left_the_fleet``: its Auto Scaling group terminated it) is no longer
+    waited for: asked when a pending target turns ``draining`` or ``unused`` (what ELBv2 reports for an
+    instance deregistered by its group or terminated, Target.InvalidState) and once more at the bound."""
     started = time.monotonic()
+    gone: set[str] = set()
     while True:
         pending = []
         for arn, (group, targets) in registrations.items():
             # an instance may be registered on several ports: each registration is waited for
-            states = {(s.instance_id, s.port): s for s in read_states(elbv2, arn, [t.target for t in targets])}
+            asked = [t.target for t in targets if t.instance_id not in gone]
+            states = {(s.instance_id, s.port): s for s in read_states(elbv2, arn, asked)} if asked else {}
             for target in targets:
                 key = (target.instance_id, target.port)
                 state = states.get(key, TargetState(target.instance_id, target.port, UNUSED))
-                if not done(state):
+                if target.instance_id not in gone and not done(state):
                     pending.append((group, state))
         waited = time.monotonic() - started
+        leaving = [s.instance_id for _, s in pending if waited >= bound or s.state in (DRAINING, UNUSED)]
+        if leaving:
+            gone |= set(left_the_fleet(sorted(set(leaving))))
+            pending = [(group, state) for group, state in pending if state.instance_id not in gone]
         if not pending or waited >= bound:
             return waited, pending
         check_stop()

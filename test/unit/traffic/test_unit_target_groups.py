@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -158,6 +159,29 @@ def test_a_wait_ends_within_half_a_second_of_the_change(monkeypatch: pytest.Monk
     )
     assert pending == []
     assert at <= waited <= at + 0.5
+
+
+def test_a_target_whose_instance_left_the_fleet_is_no_longer_waited_for_and_asked_about_only_when_leaving() -> None:
+    """A batch coming back into service: the group terminated one instance (ELBv2 reports it draining, then
+    unused), the other turns healthy. The wait asks who left only about targets in those states, stops waiting
+    for the one that left, and ends without waiting out its bound (300 s here: a real wait would show)."""
+    web = group({})
+    targets = [TargetState(IDS[0], 3000, "initial"), TargetState(IDS[1], 3000, "initial")]
+    elb = FakeELB({(IDS[0], 3000): "draining", (IDS[1], 3000): "healthy"})
+    asked: list[list[str]] = []
+
+    def left_the_fleet(instance_ids: Sequence[str]) -> dict[str, str]:
+        asked.append(list(instance_ids))
+        return {IDS[0]: "terminated by its group"}
+
+    waited, pending = wait_for(elb, {web.arn: (web, targets)}, healthy, 300, lambda: None, left_the_fleet)
+
+    assert pending == [] and waited < 60
+    assert asked == [[IDS[0]]]
+    # an instance still in the fleet stays pending at the bound, asked about once more there
+    stuck = FakeELB({(IDS[0], 3000): "unhealthy", (IDS[1], 3000): "healthy"})
+    _, pending = wait_for(stuck, {web.arn: (web, targets)}, healthy, 0, lambda: None, lambda ids: {})
+    assert [state.instance_id for _, state in pending] == [IDS[0]]
 
 
 def test_only_targets_already_unhealthy_in_a_group_not_named_go_unawaited_after_the_switch() -> None:
