@@ -3,11 +3,12 @@ for every group the batch leaves (named in TARGET_GROUPS or not)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from pipe.config.rollout import healthy_floor
 from pipe.model import Batch
-from pipe.traffic.target_groups.groups import TargetGroup
+from pipe.traffic.target_groups.groups import HEALTHY, INITIAL, TargetGroup
 
 
 def shortfall(groups: Sequence[TargetGroup], batch_ids: Sequence[str], min_healthy: str) -> str | None:
@@ -72,3 +73,20 @@ def largest_batch(groups: Sequence[TargetGroup], min_healthy: str, among: Sequen
         held = len(group.registrations(going))  # targets: an instance may be registered on several ports
         rooms.append(len(going) if going and held <= room else room)
     return min(rooms, default=0)
+
+
+def once_checked(groups: Sequence[TargetGroup]) -> list[TargetGroup]:
+    """``groups`` as they will be once their ``initial`` targets (registered a moment ago: by an operator, a
+    group's scale-out, a deploy stopped after it registered its batch again) pass their first health checks:
+    what the plan weighs MIN_HEALTHY against, since each batch waits for its capacity before it starts."""
+    return [
+        dataclasses.replace(
+            group, targets=[dataclasses.replace(t, state=HEALTHY) if t.state == INITIAL else t for t in group.targets]
+        )
+        for group in groups
+    ]
+
+
+def still_checked(groups: Sequence[TargetGroup]) -> list[str]:
+    """The ``initial`` targets of ``groups``, as ``<instance> (<group>)``."""
+    return [f"{t.instance_id} ({group.name})" for group in groups for t in group.targets if t.state == INITIAL]

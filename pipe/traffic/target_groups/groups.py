@@ -33,6 +33,8 @@ log = logging.getLogger("ssm-deploy")
 PAGE_SIZE = 400  # DescribeTargetGroups' largest PageSize
 DEFAULT_DEREGISTRATION_DELAY = 300  # deregistration_delay.timeout_seconds unless changed
 HEALTHY, UNHEALTHY, DRAINING, UNUSED = "healthy", "unhealthy", "draining", "unused"
+# registered, its first health checks not yet done (Elb.RegistrationInProgress, Elb.InitialHealthChecking)
+INITIAL = "initial"
 INSTANCE = "instance"  # TargetType of groups whose targets are instance ids
 # What each read is for, in the refusal when the deploy role may not make it
 NEEDED_FOR = {

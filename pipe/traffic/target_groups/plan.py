@@ -19,7 +19,13 @@ from pipe.plan.batches import batches_of, sized, switching_back
 from pipe.plan.resolve import running_instances
 from pipe.traffic import Planned
 from pipe.traffic.left_out import what_a_killed_deploy_left
-from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch
+from pipe.traffic.target_groups.capacity import (
+    below_floor,
+    impossible_batch,
+    largest_batch,
+    once_checked,
+    still_checked,
+)
 from pipe.traffic.target_groups.groups import HEALTHY, Discovery, TargetGroup, TargetState, find_target_groups
 from pipe.traffic.target_groups.hook import LoadBalancer
 
@@ -146,13 +152,25 @@ def _refuse_below_min_healthy(leaving: list[TargetGroup], batches: list[Batch], 
     """MIN_HEALTHY must hold in every group the batches leave, before and while each batch is out."""
     if min_healthy != "0":
         _refuse_if_nothing_serves(leaving)
-    problem = below_floor(leaving, min_healthy) or impossible_batch(leaving, batches, min_healthy)
-    if problem:
-        raise NothingSent(
-            "MIN_HEALTHY",
-            problem,
-            "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
+    problem = _short_of(leaving, batches, min_healthy)
+    if problem is None:
+        return
+    if _short_of(once_checked(leaving), batches, min_healthy) is None:  # each batch waits for its capacity
+        log.info(
+            f"Target(s) still in their first health checks (initial): {', '.join(still_checked(leaving)[:10])}; "
+            f"MIN_HEALTHY {min_healthy} holds once they pass, and each batch waits for them before it starts "
+            "(up to HEALTHY_TIMEOUT)"
         )
+        return
+    raise NothingSent(
+        "MIN_HEALTHY",
+        problem,
+        "lower BATCH_SIZE (or CANARY), add instances, or lower MIN_HEALTHY ('0' accepts downtime)",
+    )
+
+
+def _short_of(leaving: list[TargetGroup], batches: list[Batch], min_healthy: str) -> str | None:
+    return below_floor(leaving, min_healthy) or impossible_batch(leaving, batches, min_healthy)
 
 
 def _refuse_if_nothing_serves(leaving: list[TargetGroup]) -> None:

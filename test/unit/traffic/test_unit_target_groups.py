@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
+from pipe.errors import NothingSent
 from pipe.model import Batch, BatchOutcome, BatchRecord
 from pipe.report.batches import batch_table
 from pipe.traffic.target_groups import hook, waits
 from pipe.traffic.target_groups.capacity import below_floor, impossible_batch, largest_batch, shortfall
 from pipe.traffic.target_groups.groups import TargetGroup, TargetState
+from pipe.traffic.target_groups.plan import _refuse_below_min_healthy
 from pipe.traffic.target_groups.waits import drained, healthy, register_command, wait_for
 
 IDS = [f"i-{n:017x}" for n in range(1, 9)]
@@ -53,6 +55,23 @@ def test_every_group_is_checked_and_the_plan_names_the_largest_batch() -> None:
     assert problem.startswith("batch 1/2 (2 instance(s)) cannot start: api has 2 healthy")
     assert "at most 1 instance(s)" in problem
     assert impossible_batch([web, api], [Batch(n + 1, 4, (i,)) for n, i in enumerate(IDS[:4])], "1") is None
+
+
+def test_targets_in_their_first_health_checks_do_not_refuse_the_plan_but_unhealthy_ones_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A target left 'initial' (a stopped deploy registered its batch again, an operator, a scale-out) will be
+    healthy in a few checks: the plan lets each batch wait for its capacity instead of refusing with advice
+    that cannot help (lower BATCH_SIZE: 'at most 0 instance(s)'). An unhealthy one still refuses it."""
+    batches = [Batch(1, 2, (IDS[0],)), Batch(2, 2, (IDS[1],))]
+    coming = group({IDS[0]: "healthy", IDS[1]: "initial"})
+    with caplog.at_level("INFO"):
+        _refuse_below_min_healthy([coming], batches, "1")
+    assert f"still in their first health checks (initial): {IDS[1]} (web)" in caplog.text
+    sick = group({IDS[0]: "healthy", IDS[1]: "unhealthy"})
+    with pytest.raises(NothingSent) as refused:
+        _refuse_below_min_healthy([sick], batches, "1")
+    assert "web has 1 healthy of 2 registered target(s)" in str(refused.value)
 
 
 def test_only_the_groups_a_batch_leaves_limit_it() -> None:
