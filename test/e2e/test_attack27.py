@@ -139,3 +139,41 @@ def test_lost_replies_to_the_stage_the_batches_and_the_rollback_run_each_command
     entry = ledger_entries(standin, service)[-1]
     assert (entry["status"], ledger_fleet(entry)) == ("rolled back", disk), entry
     assert result(tmp_path)["fleet"] == disk
+
+
+# --- one APP_DIR, two ledgers: an ENVIRONMENT that differs only in case -------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a deploy whose ledger records no live release (ENVIRONMENT 'Prod' after 'prod', a new SERVICE, a "
+    "renamed repository's default SERVICE) plans no release to go back to, so a failed health check leaves the "
+    "broken B serving where current pointed at A, says 'no release was live before this one', and the ledger "
+    "records 'failed' (went live nowhere) with B in its fleet. A fix needs the instance's own current as the "
+    "rollback target (remote.py, the plan's live_before per instance) or a refusal once staging reads it",
+)
+def test_a_failed_deploy_under_an_environment_differing_only_in_case_goes_back_to_what_the_instance_ran(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live through ENVIRONMENT 'prod'; B through 'Prod' (another ledger and lock: Parameter Store names are
+    case-sensitive) to the same instance and APP_DIR fails its health check. The instance ran A: it must run A
+    again (or B must never be switched to), and no record may say no release was live there before. (attack 19's
+    second SERVICE in one APP_DIR only asks that the records agree with the disk: they do, on B.)"""
+    (instance,) = ids = a_live(standin, tmp_path, bucket, service, 1)
+    env = release_env(
+        standin,
+        ids,
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=build(tmp_path, "B"),
+        BITBUCKET_BUILD_NUMBER="2",
+        ENVIRONMENT="Prod",
+        HEALTHCHECK_COMMANDS="false",
+        HEALTHCHECK_RETRIES="1",
+    )
+    run = run_pipe(env, timeout=300)
+
+    assert run.returncode == 1, run.output
+    assert fleet_on_disk(standin, ids) == {instance: A}, run.output
+    assert "no release was live before" not in run.output, run.output
