@@ -98,7 +98,7 @@ def report_body(
     seconds = outcome.seconds()
     release = plan.release if plan is not None else None
     failed = failed_instances(outcome)
-    deployed = sum(1 for instance_id in outcome.deploy.invocations if instance_id not in failed)
+    deployed = instances_deployed(outcome, release.plan.release_id if release is not None else None)
     data: list[dict[str, Any]] = [{"title": "Status", "type": "TEXT", "value": verdict(outcome)}]
     if settings.environment:
         data.append({"title": "Environment", "type": "TEXT", "value": settings.environment})
@@ -161,6 +161,22 @@ def annotation_bodies(plan: DeployPlan | None, outcome: DeployOutcome, redactor:
             }
         )
     return bodies
+
+
+def instances_deployed(outcome: DeployOutcome, release_id: str | None) -> int:
+    """The instances the deploy left on what it deployed: those that succeeded in every phase they ran and
+    were not switched back. In release mode an instance whose ``current`` was read counts when it points
+    to the release; elsewhere one the rollback ran on does not count (it went back)."""
+    failed = failed_instances(outcome)
+
+    def on_it(instance_id: str) -> bool:
+        if instance_id in failed:
+            return False
+        if release_id is not None and instance_id in outcome.fleet:
+            return outcome.fleet[instance_id] == release_id
+        return instance_id not in outcome.rollback.invocations
+
+    return sum(1 for instance_id in outcome.deploy.invocations if on_it(instance_id))
 
 
 def verdict(outcome: DeployOutcome) -> str:

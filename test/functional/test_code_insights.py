@@ -135,6 +135,26 @@ def test_a_failed_instance_gets_an_annotation_with_its_phase_exit_code_and_maske
     assert SECRET not in str(bitbucket.requests) and f"connecting with {MASK}" in details
 
 
+def test_instances_switched_back_by_rollback_commands_are_not_counted_deployed(
+    bitbucket: FakeBitbucket, tmp_path: Path
+) -> None:
+    """Command mode: the deploy succeeded on A and B, B's health check failed, ROLLBACK_COMMANDS succeeded on
+    both: no instance is left on what was deployed (attack 27 found 'Instances deployed: 1')."""
+    outcome = DeployOutcome(Status.FAILED, failed_phase="health check")
+    pair = [INSTANCE_A, INSTANCE_B]
+    outcome.deploy.track({i: Invocation(i, "c-1", "Success", "Success", 0) for i in pair})
+    outcome.health_check.track({INSTANCE_A: Invocation(INSTANCE_A, "c-2", "Success", "Success", 0)})
+    outcome.health_check.track({INSTANCE_B: Invocation(INSTANCE_B, "c-3", "Failed", "Failed", 1)})
+    outcome.rollback.track({i: Invocation(i, "c-4", "Success", "Success", 0) for i in pair})
+
+    write_sinks(None, outcome, tmp_path)
+
+    assert (
+        fields(bitbucket.report(REPO, COMMIT))["Instances deployed"],
+        fields(bitbucket.report(REPO, COMMIT))["Instances failed"],
+    ) == (0, 1)
+
+
 def test_a_refusal_posts_a_failed_report_saying_nothing_was_sent(bitbucket: FakeBitbucket, tmp_path: Path) -> None:
     outcome = DeployOutcome(Status.NOT_SENT, message="LOCK: nothing was sent. Held by build 41.")
 
