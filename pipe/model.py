@@ -276,6 +276,9 @@ class DeployOutcome:
     # the instance itself (its script's report, or a read command when an invocation ended without
     # telling). UNKNOWN_RELEASE when even asking failed; an instance not in it was never touched.
     fleet: dict[str, str] = field(default_factory=dict)
+    # release mode: instance id -> the release its own deploy script switched ``current`` from (what it ran
+    # before this deploy): where a failed deploy goes back to when the release ledger names no live release
+    ran_before: dict[str, str] = field(default_factory=dict)
     # instance id -> how it left the fleet during the deploy (its Auto Scaling group terminated it): not a failure
     departed: dict[str, str] = field(default_factory=dict)
     # instance id -> how it joined the fleet during the deploy (its group launched it): deployed in a batch of its own

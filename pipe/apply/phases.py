@@ -32,7 +32,7 @@ from pipe.model import (
     command_ids,
 )
 from pipe.plan.commands import read_spec
-from pipe.release.remote import OtherProcesses, current_report, other_processes
+from pipe.release.remote import OtherProcesses, current_report, other_processes, switched_from
 from pipe.report.instances import LISTED, named
 from pipe.runtime.interruption import Interrupted
 
@@ -79,9 +79,12 @@ def _learn_fleet(run: Run, app_dir: str, invocations: list[Invocation], reachabl
     report, else a read command; UNKNOWN_RELEASE when AWS is out of reach (``reachable``: False),
     since the command may still be running there."""
     silent = []
+    release_id = run.release.plan.release_id if run.release is not None else ""
     for invocation in invocations:
         if not invocation.may_have_run:
             continue
+        if release_id and (before := switched_from(invocation.stdout, release_id)) is not None:
+            run.outcome.ran_before.setdefault(invocation.instance_id, before)
         reported = _reported(run, invocation) if invocation.ended_by_script else None
         if reported is not None:
             run.outcome.fleet[invocation.instance_id] = reported

@@ -378,25 +378,36 @@ class _Rollback:
             return True
         if not (self.targeted or self.left):
             log.error(f"{failure}")
-        if self.release_mode and not self.live_before:
+        back_to = self._back_to(run, targets)
+        if not back_to:
             self.left += targets
             _mark(records, BatchOutcome.LEFT_ON_NEW)
             return True
+        going = {i for ids in back_to.values() for i in ids}
+        self.left += [i for i in targets if i not in going]
+        targets = [i for i in targets if i in going]
         self.targeted += targets
         self.tried.update(batch.numbers)
         plan = run.plan.release_plan
-        if plan is not None:
+        if plan is not None and self.live_before:
             log.info(
                 f"---- Switching {len(targets)} instance(s) back to the release that was live before, "
                 f"{self.live_before}{_of(batch)} ----"
+            )
+        elif plan is not None:
+            ran = "; ".join(f"{release} on {named(ids)}" for release, ids in back_to.items())
+            log.info(
+                f"---- Switching {len(targets)} instance(s) back to the release each ran before this deploy "
+                f"(the release ledger names no live release): {ran}{_of(batch)} ----"
             )
         else:
             log.info(f"---- Rollback on the {len(targets)} instance(s) that received the deploy{_of(batch)} ----")
         rolled_back = False
         try:
             with hook(run, batch):
-                broken = run_phase(run, rollback_spec(run.plan, targets), self.record)
-                self.broken += broken
+                for release, ids in back_to.items():
+                    broken = run_phase(run, rollback_spec(run.plan, ids, release), self.record)
+                    self.broken += broken
                 rolled_back = True
         except DeployStopped as stopped:
             self.stopped = stopped
@@ -415,6 +426,20 @@ class _Rollback:
             return False
         _mark(records, BatchOutcome.ROLLBACK_FAILED if broken else BatchOutcome.ROLLED_BACK)
         return True
+
+    def _back_to(self, run: Run, targets: list[str]) -> dict[str, list[str]]:
+        """The release to go back to, and the targets that go back to it: the one live before this deploy; in
+        release mode with none in the release ledger (a first deploy of this SERVICE and ENVIRONMENT into an
+        APP_DIR another one deployed), the one each instance's own deploy script switched from; an instance
+        that ran none (its first release) is left out."""
+        if not self.release_mode or self.live_before:
+            return {"": targets} if targets else {}
+        grouped: dict[str, list[str]] = {}
+        for instance_id in targets:
+            release = run.outcome.ran_before.get(instance_id)
+            if release:
+                grouped.setdefault(release, []).append(instance_id)
+        return grouped
 
     def notes(self) -> dict[str, str]:
         """Why an instance is not on the release live before, for the fleet sentence."""

@@ -98,15 +98,16 @@ def healthcheck_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
     return replace(spec, alarm=settings.rollout.alarms[0] if settings.rollout.alarms else None)
 
 
-def rollback_spec(plan: DeployPlan, instance_ids: list[str]) -> CommandSpec:
+def rollback_spec(plan: DeployPlan, instance_ids: list[str], back_to: str = "") -> CommandSpec:
     """ROLLBACK_COMMANDS on the instances that received the deploy; in release mode, switching
-    ``current`` to the release that was live before. Never with the alarm: an alarm in ALARM is what
-    often calls for the rollback."""
+    ``current`` to the release that was live before (``back_to``: the one these instances ran before, where
+    the release ledger names none). Never with the alarm: an alarm in ALARM is what often calls for the
+    rollback."""
     settings = plan.settings
     if plan.release is None:
         return _follow_up(plan, ROLLBACK, settings.rollback_commands, instance_ids, settings.execution_timeout)
     release = plan.release.plan
-    body = switch_back_body(release, plan.release.live_before)
+    body = switch_back_body(release, back_to or plan.release.live_before)
     spec = _follow_up(plan, ROLLBACK, body, instance_ids, settings.execution_timeout)
     return replace(spec, switches_in=release.app_dir)
 

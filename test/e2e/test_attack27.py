@@ -144,14 +144,6 @@ def test_lost_replies_to_the_stage_the_batches_and_the_rollback_run_each_command
 # --- one APP_DIR, two ledgers: an ENVIRONMENT that differs only in case -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a deploy whose ledger records no live release (ENVIRONMENT 'Prod' after 'prod', a new SERVICE, a "
-    "renamed repository's default SERVICE) plans no release to go back to, so a failed health check leaves the "
-    "broken B serving where current pointed at A, says 'no release was live before this one', and the ledger "
-    "records 'failed' (went live nowhere) with B in its fleet. A fix needs the instance's own current as the "
-    "rollback target (remote.py, the plan's live_before per instance) or a refusal once staging reads it",
-)
 def test_a_failed_deploy_under_an_environment_differing_only_in_case_goes_back_to_what_the_instance_ran(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -177,3 +169,5 @@ def test_a_failed_deploy_under_an_environment_differing_only_in_case_goes_back_t
     assert run.returncode == 1, run.output
     assert fleet_on_disk(standin, ids) == {instance: A}, run.output
     assert "no release was live before" not in run.output, run.output
+    assert "back to the release each ran before this deploy (the release ledger names no live release)" in run.output
+    assert "Rollback succeeded on all 1 instance(s)" in run.output, run.output
