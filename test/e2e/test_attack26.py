@@ -17,12 +17,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from e2e.test_attack3 import wait_for_port
+from e2e.test_attack20 import one_instance
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, release_env
 from e2e.test_variables import yaml_list
 from standin import StandIn
 from standin.users import APP_USER
-from support import run_pipe
+from support import kill_instance_processes, run_pipe
 
 PORT = 18260
 RELEASE = "000001-0123456"
@@ -140,3 +142,29 @@ def test_hard_to_carry_values_reach_a_pm2_app_exactly_and_the_verdict_agrees(
     assert f"run release {RELEASE} with this deploy's values of" in run.output, run.output
     assert not standin.instance_path(instance_id, "/tmp/a26-pwned").exists()
     assert leaked(run.output) == []
+
+
+def test_a_server_started_with_an_empty_environment_holds_none_of_the_values_and_fails_the_deploy(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """ACTIVATE_COMMANDS start the release's server with `env -i` (a "clean" start): it holds none of the
+    values this deploy exported. An empty environment is not a title written over it (puma, nginx): there
+    is nothing to compare because there is nothing, and the process lacks every name."""
+    port = PORT + 1
+    activate = (
+        f"(exec env -i /usr/bin/python3 -m http.server {port} --bind 127.0.0.1) </dev/null >/dev/null 2>&1 &\n"
+        f"echo $! > /srv/web.pid\n{wait_for_port(port)}"
+    )
+    instance_id, env = one_instance(
+        standin, tmp_path, bucket, service, ACTIVATE_COMMANDS=activate, VARIABLES="FEATURE=on-value-26"
+    )
+    try:
+        run = run_pipe(env("A", "1"), timeout=300)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    assert run.returncode == 1, run.output
+    assert "Failed (exit 90)" in run.output, run.output
+    assert "without FEATURE, which this deploy exported" in run.output, run.output
+    assert "values not compared" not in run.output
+    assert ledger_entries(standin, service)[-1]["status"] != "succeeded"
