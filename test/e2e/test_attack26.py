@@ -168,3 +168,27 @@ def test_a_server_started_with_an_empty_environment_holds_none_of_the_values_and
     assert "without FEATURE, which this deploy exported" in run.output, run.output
     assert "values not compared" not in run.output
     assert ledger_entries(standin, service)[-1]["status"] != "succeeded"
+
+
+def test_parameters_path_over_several_pages_exports_each_parameter_directly_under_it(standin: StandIn) -> None:
+    # held: GetParametersByPath answers at most 10 a page; 55 parameters make 6 pages, all exported, each
+    # at its value; one a level deeper is not directly under the path and is not exported
+    (instance_id,) = standin.launch(1)
+    key = standin.create_key("attack 26 path")
+    path = f"/attack26/{uuid.uuid4().hex[:8]}/"
+    values = {f"P{i:02d}": f"value-{i:02d}-{uuid.uuid4().hex[:6]}" for i in range(55)}
+    for name, value in values.items():
+        standin.put_secret(f"{path}{name.lower()}", value, key)
+    standin.put_secret(f"{path}nested/deeper", "nested-value-26", key)
+    joined = "".join(f"{name}={value}\n" for name, value in sorted(values.items()))
+    env = standin.pipe_env(
+        INSTANCE_IDS=instance_id,
+        PARAMETERS_PATH=path,
+        COMMANDS='env | grep -E "^(P[0-9]{2}|DEEPER)=" | sort | sha256sum | cut -c1-64 > /srv/path.sha256',
+    )
+
+    run = run_pipe(env)
+
+    assert run.returncode == 0, run.output
+    assert standin.instance_path(instance_id, "/srv/path.sha256").read_text().strip() == sha(joined)
+    assert not any(value in run.output for value in values.values())
