@@ -487,8 +487,9 @@ SECRETS = Variable(
     "A parameter is a name, an ARN (`arn:aws:ssm:<region>:<account>:parameter/<name>`, the way to read a "
     "parameter shared from another account), or either with a version (`/deploy/prod/db_password:3`) or a "
     "label (`/deploy/prod/db_password:live`). Each instance reads the SecureString with its own instance role "
-    "and exports it as `NAME` before `COMMANDS`: the value never travels through the pipe, SendCommand or the "
-    "command history. The pipe checks beforehand that every parameter exists and that the deploy role can "
+    "and exports it as `NAME` before `COMMANDS`, exactly as stored (a PEM key keeps its trailing newline): "
+    "the value never travels through the pipe, SendCommand or the command history. The pipe checks "
+    "beforehand that every parameter exists and that the deploy role can "
     "decrypt it, and sends each as the version it read then (`/deploy/prod/db_password:7`; a label becomes the "
     "version it named): every instance of one deploy, in every batch, reads the same value, so a parameter "
     "rotated during a rolling deploy reaches the next deploy, never half the fleet.",

@@ -138,17 +138,24 @@ def _secret_lines(secrets: Sequence[SecretRef], region: str) -> list[str]:
         "fi",
     ]
     # every secret is read into a variable of the pipe's own before any is exported, so no name
-    # (PATH, AWS_CONFIG_FILE, ...) can change how the next read runs or what its failure says
+    # (PATH, AWS_CONFIG_FILE, ...) can change how the next read runs or what its failure says.
+    # `$(...)` drops every trailing newline of what it captures, a value's own too (a PEM key ends
+    # with one): a `.` after the CLI's output keeps them, and the export takes off the `.` and the
+    # one newline the CLI's text output puts after the value (awscli/text.py: the value, then "\n")
     for number, ref in enumerate(secrets, 1):
         lines.append(
             f'ssm_deploy_secret_{number}="$(aws ssm get-parameter --region {shlex.quote(region)} '
-            f'--name {shlex.quote(ref.parameter)} --with-decryption --query Parameter.Value --output text)" '
+            f'--name {shlex.quote(ref.parameter)} --with-decryption --query Parameter.Value --output text && echo .)" '
             f"|| {{ echo {shlex.quote(_read_hint(ref))} >&2; exit {PARAMETER_READ_FAILED}; }}"
         )
     for number, ref in enumerate(secrets, 1):
         name = _checked(ref.env_name)
         # a plain assignment, then export: `export NAME=$x` splits $x in older dash
-        lines += [f'{name}="$ssm_deploy_secret_{number}"', f"export {name}", f"unset ssm_deploy_secret_{number}"]
+        lines += [
+            f'{name}="${{ssm_deploy_secret_{number}%?.}}"',
+            f"export {name}",
+            f"unset ssm_deploy_secret_{number}",
+        ]
     return lines
 
 

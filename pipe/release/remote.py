@@ -498,7 +498,10 @@ ssm_deploy_compare() {
   # deploy's) and from /proc/$1/environ: never an argument, a file or the output. The environment is
   # the one the process runs with: pm2's cluster workers (ProcessContainer.js) set every top-level
   # string of the pm2_env JSON they were started with into process.env, over the daemon's environment
-  # they inherited, so those values count
+  # they inherited, so those values count. An environ root cannot open (ptrace restricted) is
+  # "unreadable" too; an empty one is no title written over it: a process started with an empty
+  # environment (`env -i`) holds none of the names, and lacks each (attack 26)
+  true 2>/dev/null < "/proc/$1/environ" || { echo unreadable; return; }
   tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ" | ssm_deploy_names=$ssm_deploy_verify_names awk '
     function json_string(   out, c, code) {  # the JSON string at text[at] (a quote); at: after it
       out = ""
@@ -576,7 +579,7 @@ ssm_deploy_compare() {
       if (name == "pm2_env") json = substr($0, RLENGTH + 1)
     }
     END {
-      if (!entries) { print "unreadable"; exit }
+      if (NR && !entries) { print "unreadable"; exit }
       if (json != "") {
         delete held["pm2_env"]
         pm2(json)

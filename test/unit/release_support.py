@@ -54,7 +54,8 @@ if [ "$1" = ssm ] && [ "$2" = get-parameter ]; then
     echo "An error occurred (ParameterNotFound) when calling the GetParameter operation:" >&2
     exit 254
   fi
-  exec cat "$file"
+  cat "$file" && echo  # the text output: the value, then a newline (awscli/text.py)
+  exit
 fi
 echo "fake aws: unsupported call" >&2
 exit 2

@@ -31,8 +31,9 @@ API_PARAMETER = "/deploy/production/api-token"
 API_VALUE = "tok-123456"
 TRICKY_VARIABLE = 'it\'s $HOME "quoted" `date` $(id) ; & | * ~ \\'
 
-# the fake CLI logs its arguments, then prints the value kept in $PARAMS/<name with / as _>,
-# or fails like the real one when there is no such file (ParameterNotFound exits 254)
+# the fake CLI logs its arguments, then prints the value kept in $PARAMS/<name with / as _> and a
+# newline, as the real one's text output does (awscli/text.py), or fails like the real one when there
+# is no such file (ParameterNotFound exits 254)
 FAKE_AWS = r"""#!/bin/sh
 echo "aws $*" >> "$LOG"
 name=""
@@ -45,7 +46,7 @@ if [ ! -f "$file" ]; then
   echo "An error occurred (ParameterNotFound) when calling the GetParameter operation:" >&2
   exit 254
 fi
-cat "$file"
+cat "$file" && echo
 """
 
 # runs in a child process, so it only sees variables the script exported
@@ -149,8 +150,8 @@ def test_variables_are_shell_quoted() -> None:
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_script_exports_secrets_and_variables_before_user_commands(workdir: Path, shell: str) -> None:
-    store_parameter(workdir, DB_PARAMETER, SECRET_VALUE + "\n")  # the CLI's text output ends in a newline
-    store_parameter(workdir, API_PARAMETER, API_VALUE + "\n")
+    store_parameter(workdir, DB_PARAMETER, SECRET_VALUE)
+    store_parameter(workdir, API_PARAMETER, API_VALUE)
 
     run = run_script(workdir, build_script(deploy_settings()), shell)
 
@@ -167,6 +168,21 @@ def test_script_exports_secrets_and_variables_before_user_commands(workdir: Path
         "user-commands-start",
         "user-commands-end",
     ]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "value", ["-----BEGIN KEY-----\nAbC=\n-----END KEY-----\n", "two\n\n", "\n", "ends-with-dot.", " spaced\t"]
+)
+def test_a_secret_is_exported_exactly_trailing_newlines_included(workdir: Path, shell: str, value: str) -> None:
+    # attack 26: `$(...)` drops every trailing newline it captures, a PEM key's own one too
+    store_parameter(workdir, DB_PARAMETER, value)
+    store_parameter(workdir, API_PARAMETER, API_VALUE)
+
+    run = run_script(workdir, build_script(deploy_settings()), shell)
+
+    assert run.code == 0, run.stderr
+    assert (run.exported("DB_PASSWORD"), run.exported("API_TOKEN")) == (value, API_VALUE)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -226,8 +242,8 @@ def test_parameter_name_is_quoted_for_the_shell(workdir: Path) -> None:
 def test_a_secret_exported_as_path_cannot_break_the_next_secret_read(workdir: Path, shell: str) -> None:
     # config refuses PATH (pipe/config/env_names.py); the script must not depend on that either:
     # every read runs before any name is exported, so its failure message never blames IAM wrongly
-    store_parameter(workdir, DB_PARAMETER, "/nowhere\n")
-    store_parameter(workdir, API_PARAMETER, API_VALUE + "\n")
+    store_parameter(workdir, DB_PARAMETER, "/nowhere")
+    store_parameter(workdir, API_PARAMETER, API_VALUE)
     settings = deploy_settings(
         secrets=[SecretRef("PATH", DB_PARAMETER), SecretRef("API_TOKEN", API_PARAMETER)],
         variables=[],

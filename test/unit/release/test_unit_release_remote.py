@@ -716,7 +716,7 @@ echo written-by-commands > made-by-commands
 
 @needs_root
 def test_run_as_owns_the_release_and_runs_with_its_login_environment(box: Box, app_user: pwd.struct_passwd) -> None:
-    box.store_parameter(SECRET_PARAMETER, SECRET + "\n")
+    box.store_parameter(SECRET_PARAMETER, SECRET)
     artifact = box.release_artifact(A)
     plan = box.plan(
         A,
@@ -750,7 +750,7 @@ def test_run_as_owns_the_release_and_runs_with_its_login_environment(box: Box, a
 
 @needs_root
 def test_run_as_secret_never_appears_in_any_command_line_or_file(box: Box, app_user: pwd.struct_passwd) -> None:
-    box.store_parameter(SECRET_PARAMETER, SECRET + "\n")
+    box.store_parameter(SECRET_PARAMETER, SECRET)
     go = box.out / "go"
     # the commands wait until the watcher has seen them running as the user, so the scan
     # covers the runuser/bash chain while it is alive (no timing assumption)
@@ -817,7 +817,7 @@ printf '%s' "$DB_PASSWORD" | sha256sum > "$OUT/sha"
 def test_run_as_secret_is_in_no_program_arguments(box: Box, app_user: pwd.struct_passwd) -> None:
     # the /proc scan above only sees processes alive while it looks; strace records every execve,
     # however short-lived (argv in full, the environment left out: that is where the value belongs)
-    box.store_parameter(SECRET_PARAMETER, SECRET + "\n")
+    box.store_parameter(SECRET_PARAMETER, SECRET)
     plan = box.plan(
         A,
         box.release_artifact(A),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -179,6 +180,38 @@ def test_a_process_of_the_new_release_without_the_exported_value_fails_naming_on
     assert f"rolled back to {A}" in output
     assert box.current() == f"releases/{A}"
     assert SECRET_CORE not in output and OLD_CORE not in output
+
+
+# attack 26: a process started with an empty environment (`env -i`) holds none of the values; one whose
+# title was written over its environment (perl's $0, puma, nginx) holds nothing that can be compared
+EMPTY_ENVIRONMENT = (
+    'sh -c \'echo $$ >> "$OUT/pids"; exec env -i sh -c "while :; do /bin/sleep 1; done" "$0"\''
+    ' "$PWD/bin/start.sh" </dev/null >/dev/null 2>&1 &\n'
+)
+# perl listens (a server of the release by its directory), then writes a long $0 over argv and environ
+PERL_SERVER = (
+    '$s = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0") or die; '
+    '$0 = "worker " . ("x" x 3000); sleep 1 while 1'
+)
+TITLE_OVER_ENVIRONMENT = (
+    f'sh -c \'echo $$ >> "$OUT/pids"; exec perl -MIO::Socket::INET -e "$0"\' {shlex.quote(PERL_SERVER)}'
+    " </dev/null >/dev/null 2>&1 &\n"
+)
+
+
+@pytest.mark.skipif(shutil.which("perl") is None, reason="perl writes its title over its environment")
+def test_an_empty_environment_lacks_every_value_and_a_title_written_over_it_is_not_compared(box: Box) -> None:
+    box.store_parameter(PARAMETER, SECRET)
+    code, output = _install(box, A, ACTIVATE + EMPTY_ENVIRONMENT, env_names=("DB_PASSWORD",))
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"runs release {A} without DB_PASSWORD, which this deploy exported" in output
+    _stop_services(box)
+
+    code, output = _install(box, B, ACTIVATE + TITLE_OVER_ENVIRONMENT, env_names=("DB_PASSWORD",))
+
+    assert code == 0, output
+    assert f"run release {B}, values not compared: a process title was written over their environment" in output
 
 
 @pytest.mark.parametrize("verify", [True, False])
