@@ -388,20 +388,7 @@ class _Rollback:
         targets = [i for i in targets if i in going]
         self.targeted += targets
         self.tried.update(batch.numbers)
-        plan = run.plan.release_plan
-        if plan is not None and self.live_before:
-            log.info(
-                f"---- Switching {len(targets)} instance(s) back to the release that was live before, "
-                f"{self.live_before}{_of(batch)} ----"
-            )
-        elif plan is not None:
-            ran = "; ".join(f"{release} on {named(ids)}" for release, ids in back_to.items())
-            log.info(
-                f"---- Switching {len(targets)} instance(s) back to the release each ran before this deploy "
-                f"(the release ledger names no live release): {ran}{_of(batch)} ----"
-            )
-        else:
-            log.info(f"---- Rollback on the {len(targets)} instance(s) that received the deploy{_of(batch)} ----")
+        self._announce(run, batch, targets, back_to)
         rolled_back = False
         try:
             with hook(run, batch):
@@ -426,6 +413,21 @@ class _Rollback:
             return False
         _mark(records, BatchOutcome.ROLLBACK_FAILED if broken else BatchOutcome.ROLLED_BACK)
         return True
+
+    def _announce(self, run: Run, batch: Batch, targets: list[str], back_to: dict[str, list[str]]) -> None:
+        if run.plan.release_plan is None:
+            log.info(f"---- Rollback on the {len(targets)} instance(s) that received the deploy{_of(batch)} ----")
+        elif self.live_before:
+            log.info(
+                f"---- Switching {len(targets)} instance(s) back to the release that was live before, "
+                f"{self.live_before}{_of(batch)} ----"
+            )
+        else:
+            ran = "; ".join(f"{release} on {named(ids)}" for release, ids in back_to.items())
+            log.info(
+                f"---- Switching {len(targets)} instance(s) back to the release each ran before this deploy "
+                f"(the release ledger names no live release): {ran}{_of(batch)} ----"
+            )
 
     def _back_to(self, run: Run, targets: list[str]) -> dict[str, list[str]]:
         """The release to go back to, and the targets that go back to it: the one live before this deploy; in
