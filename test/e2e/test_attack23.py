@@ -6,14 +6,12 @@ Each test compares the three truths: what the instance runs (``current`` on disk
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e.test_attack3 import SERVER, WORKER, build, wait_for_port
+from e2e.test_attack3 import WORKER, build, wait_for_port
 from e2e.test_attack20 import CLUSTER, A, B, C, one_instance
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
@@ -22,19 +20,6 @@ from e2e.test_proof_of_serving import fleet_with as fleet_with
 from e2e.test_releases import APP_DIR, live, releases
 from standin import StandIn
 from support import kill_instance_processes, run_pipe
-
-
-def build_with_entry(clone: Path, version: str, entry: str) -> str:
-    """A .tgz holding version.txt and the server as ``entry`` (B renames A's server.py to main.py)."""
-    files = {"version.txt": f"{version}\n", entry: SERVER.format(version=version)}
-    with tarfile.open(clone / "web-api.tgz", "w:gz") as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    return "web-api.tgz"
 
 
 def start_unless_running(port: int) -> str:
@@ -67,7 +52,7 @@ def test_a_server_started_through_current_whose_script_the_new_release_renamed_f
     try:
         assert run_pipe(env("A", "1"), timeout=300).returncode == 0
         pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
-        second = run_pipe({**env("B", "2"), "ARTIFACT": build_with_entry(tmp_path, "B", "main.py")}, timeout=300)
+        second = run_pipe({**env("B", "2"), "ARTIFACT": build(tmp_path, "B", "main.py")}, timeout=300)
         what_serves = served(standin, instance_id, port)
         status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
     finally:
@@ -94,7 +79,7 @@ def test_status_names_a_server_started_through_current_whose_script_the_live_rel
     )
     try:
         assert run_pipe(env("A", "1"), timeout=300).returncode == 0
-        second = run_pipe({**env("B", "2"), "ARTIFACT": build_with_entry(tmp_path, "B", "main.py")}, timeout=300)
+        second = run_pipe({**env("B", "2"), "ARTIFACT": build(tmp_path, "B", "main.py")}, timeout=300)
         what_serves = served(standin, instance_id, port)
         pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
         status = run_pipe(env("B", "3", ACTION="status"), timeout=300)

@@ -42,9 +42,9 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 WORKER = "import time\nwhile True:\n    time.sleep(1)\n"
 
 
-def build(clone: Path, version: str, **more: str) -> str:
-    """A .tgz holding version.txt, server.py (serving ``version``) and ``more`` files."""
-    files = {"version.txt": f"{version}\n", "server.py": SERVER.format(version=version), **more}
+def build(clone: Path, version: str, entry: str = "server.py", **more: str) -> str:
+    """A .tgz holding version.txt, the server as ``entry`` (serving ``version``) and ``more`` files."""
+    files = {"version.txt": f"{version}\n", entry: SERVER.format(version=version), **more}
     with tarfile.open(clone / "web-api.tgz", "w:gz") as archive:
         for name, text in files.items():
             data = text.encode()
