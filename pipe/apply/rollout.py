@@ -496,9 +496,8 @@ class _Rollback:
             )
         if not self.broken:
             done = len(self.targeted) - len(self.not_run)
-            return DeployFailed(
-                f"{failure} Rollback succeeded on {done} of {len(self.targeted)} instance(s).{not_back}{suffix}"
-            )
+            succeeded = f" Rollback succeeded on {done} of {len(self.targeted)} instance(s)." if done else ""
+            return DeployFailed(f"{failure}{succeeded}{not_back}{suffix}")
         return DeployFailed(
             f"{failure} ROLLBACK FAILED on {len(self.broken)} of {len(self.targeted)} instance(s): "
             f"{listed(self.broken)}; they need attention. Rollback command id: {command_ids(self.record.commands)}."

@@ -18,7 +18,8 @@ group terminates during the deploy is reported as gone (``departed``), not as a 
 during the deploy is deployed before the deploy declares success (``joined``, ``joined.py``).
 
 Resumed on every exit path, and only what this deploy suspended: processes suspended before the deploy
-(by anyone) stay suspended. Where resuming fails, the message names the group and the command to run."""
+(by anyone) stay suspended. Where resuming fails, the step's message (a failed deploy's too, after its own
+failure) names the group and the command to run."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from pipe.config.rollout import healthy_floor
-from pipe.errors import DeployFailed
+from pipe.errors import DeployFailed, PipeError, sentence
 from pipe.execution import Execution
 from pipe.traffic.auto_scaling.groups import (
     LAUNCHING_STATES,
@@ -76,14 +77,16 @@ class ScalingHold:
                 if held:
                     suspended[group.name] = held
         except AutoScalingError as error:
-            self._resume(run, suspended)  # whatever the failure left held, released before saying why
+            left = self._resume(run, suspended)  # whatever the failure left held, released before saying why
             raise DeployFailed(
-                f"Scaling could not be held before the rollout: {error}. Nothing was deployed."
+                " ".join([f"Scaling could not be held before the rollout: {error}. Nothing was deployed.", *left])
             ) from None
         try:
             yield
-        except BaseException:
-            self._resume(run, suspended)
+        except BaseException as ending:
+            left = self._resume(run, suspended)
+            if left and isinstance(ending, PipeError):  # the verdict names what stays suspended, not the log alone
+                ending.args = (" ".join([sentence(str(ending)), *left]),)
             raise
         problems = self._resume(run, suspended)
         if problems:

@@ -8,7 +8,10 @@ of service (``BatchRecord.out_of_service``).
 
 Whatever ends the batch (a failure, a stop, an AWS error, the pipe's own wait bound), every target
 the pipe deregistered is registered again before the hook is left; when that is impossible the
-message names the instances and the command that registers them.
+message names the instances and the command that registers them. Once a registration failed (the
+deploy role lost RegisterTargets mid-deploy, a throttle past the SDK's retries), no more targets are
+taken out in that deploy: the rollback of a batch deployed before would leave it out of service too,
+so that batch is not drained, stays in service on the release it runs and is named.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 
-from pipe.errors import DeployFailed
+from pipe.errors import DeployFailed, PipeError, sentence
 from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
 from pipe.traffic.left_out import Target
@@ -57,6 +60,8 @@ class LoadBalancer:
         # the targets found unhealthy, before anything of this deploy, in groups TARGET_GROUPS does not name:
         # once registered again they are 'initial' until their checks fail again, and are still not waited for
         self.ill_before: set[tuple[str, tuple[str, int | None]]] = set()
+        # the first batch this deploy could not register again: nothing more is taken out after it
+        self.not_registered: str | None = None
 
     def registrations(self, instance_ids: Sequence[str]) -> Registrations:
         ours = set(instance_ids)
@@ -71,6 +76,11 @@ class LoadBalancer:
         self._read(run, batch, self.groups)
         records = run.outcome.records_of(batch)
         leaving = [group for group, _ in self.registrations(batch.instance_ids).values()]
+        if leaving and self.not_registered is not None:
+            raise DeployFailed(
+                f"{batch} was not taken out of the load balancer: {self.not_registered} could not be registered "
+                "again earlier in this deploy, and it would stay out of service too; it is still in service"
+            )
         if leaving:
             self._wait_for_capacity(run, batch, leaving)  # reads them again while it waits
         registrations = self.registrations(batch.instance_ids)
@@ -96,9 +106,10 @@ class LoadBalancer:
         try:
             deregister(run.clients.elbv2, registrations)
         except NotDeregistered as error:
-            if error.done:
-                self._put_back(run, batch, error.done, wait=False)
-            raise DeployFailed(f"{batch} could not be taken out of the load balancer: {error}.") from None
+            left_out = self._put_back(run, batch, error.done, wait=False) if error.done else []
+            raise DeployFailed(
+                " ".join([f"{batch} could not be taken out of the load balancer: {error}.", *left_out])
+            ) from None
         try:
             try:
                 self._wait_drained(run, batch, registrations, records)
@@ -107,8 +118,10 @@ class LoadBalancer:
                     f"{batch}: its drain could not be followed: {error}. Nothing was deployed on it."
                 ) from None
             yield
-        except BaseException:
-            self._put_back(run, batch, registrations, wait=False)
+        except BaseException as ending:
+            left_out = self._put_back(run, batch, registrations, wait=False)
+            if left_out and isinstance(ending, PipeError):  # the verdict names what is left out, not the log alone
+                ending.args = (" ".join([sentence(str(ending)), *(f"{batch}: {p}" for p in left_out)]),)
             raise
         try:
             self._put_back(run, batch, registrations, wait=True, records=records, left=left, unawaited=ill_before)
@@ -178,17 +191,21 @@ class LoadBalancer:
         records: Sequence[BatchRecord] = (),
         left: float | None = None,
         unawaited: Sequence[tuple[TargetGroup, TargetState]] = (),
-    ) -> None:
+    ) -> list[str]:
+        """Register the batch again (and with ``wait``, wait until it is healthy: NotBackInService when it
+        cannot be registered or is not); without ``wait``, the registrations that failed, each with its command."""
         taken_out = registrations
         registrations = _without(registrations, run.outcome.departed)  # gone: nothing to register again
         if not registrations:
             if run.left_out is not None:
                 run.left_out.put_back(_targets(taken_out))
             log.info(f"{batch}: every instance of it left the fleet: nothing to register again")
-            return
+            return []
         problems = register(run.clients.elbv2, registrations)
         for problem in problems:
             log.error(f"{batch}: {problem}")
+        if problems and self.not_registered is None:
+            self.not_registered = str(batch)
         if problems and wait:
             raise NotBackInService(f"{batch} could not be registered again: {' '.join(problems)}")
         if not problems:
@@ -196,7 +213,7 @@ class LoadBalancer:
             if run.left_out is not None:
                 run.left_out.put_back(_targets(taken_out))
         if not wait:
-            return
+            return problems
         waited, pending = wait_for(
             run.clients.elbv2,
             _without_targets(registrations, unawaited),
@@ -221,8 +238,9 @@ class LoadBalancer:
         back = [i for i in batch.instance_ids if i not in run.outcome.departed]
         if not back:
             log.info(f"{batch}: every instance of it left the fleet while it came back into service")
-            return
+            return []
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
+        return []
 
 
 def _targets(registrations: Registrations) -> list[Target]:
