@@ -35,6 +35,7 @@ from pipe.model import (
     LOAD_BALANCER,
     NO_RELEASE,
     SCALE_OUT,
+    UNKNOWN_RELEASE,
     Batch,
     BatchOutcome,
     BatchRecord,
@@ -357,7 +358,22 @@ class _Rollback:
         if not self.release_mode:
             return [i for i, inv in deployed.items() if i in ids and inv.received_deploy]
         fleet = run.outcome.fleet
-        return [i for i in deployed if i in ids and fleet.get(i, NO_RELEASE) not in (self.live_before, NO_RELEASE)]
+        return [
+            i
+            for i in deployed
+            if i in ids and fleet.get(i, NO_RELEASE) not in (self.live_before, NO_RELEASE) and self._switched(run, i)
+        ]
+
+    def _switched(self, run: Run, instance_id: str) -> bool:
+        """Whether this deploy may have switched the instance: always when the ledger names a live release (the
+        switch back is to it, wherever ``current`` points); with none, when ``current`` is on the new release
+        (or could not be read) or its own deploy script said it switched from another: one still on another
+        release its script never left (it failed before its switch) has nothing to go back to, nor stayed on
+        the new release."""
+        if self.live_before or instance_id in run.outcome.ran_before:
+            return True
+        new = run.release.plan.release_id if run.release is not None else ""
+        return run.outcome.fleet.get(instance_id) in (new, UNKNOWN_RELEASE)
 
     def batch(
         self, run: Run, batch: Batch, hook: BatchHook, records: Sequence[BatchRecord], failure: DeployFailed
@@ -388,20 +404,7 @@ class _Rollback:
         targets = [i for i in targets if i in going]
         self.targeted += targets
         self.tried.update(batch.numbers)
-        plan = run.plan.release_plan
-        if plan is not None and self.live_before:
-            log.info(
-                f"---- Switching {len(targets)} instance(s) back to the release that was live before, "
-                f"{self.live_before}{_of(batch)} ----"
-            )
-        elif plan is not None:
-            ran = "; ".join(f"{release} on {named(ids)}" for release, ids in back_to.items())
-            log.info(
-                f"---- Switching {len(targets)} instance(s) back to the release each ran before this deploy "
-                f"(the release ledger names no live release): {ran}{_of(batch)} ----"
-            )
-        else:
-            log.info(f"---- Rollback on the {len(targets)} instance(s) that received the deploy{_of(batch)} ----")
+        self._announce(run, batch, targets, back_to)
         rolled_back = False
         try:
             with hook(run, batch):
@@ -426,6 +429,21 @@ class _Rollback:
             return False
         _mark(records, BatchOutcome.ROLLBACK_FAILED if broken else BatchOutcome.ROLLED_BACK)
         return True
+
+    def _announce(self, run: Run, batch: Batch, targets: list[str], back_to: dict[str, list[str]]) -> None:
+        if run.plan.release_plan is not None and self.live_before:
+            log.info(
+                f"---- Switching {len(targets)} instance(s) back to the release that was live before, "
+                f"{self.live_before}{_of(batch)} ----"
+            )
+        elif run.plan.release_plan is not None:
+            ran = "; ".join(f"{release} on {named(ids)}" for release, ids in back_to.items())
+            log.info(
+                f"---- Switching {len(targets)} instance(s) back to the release each ran before this deploy "
+                f"(the release ledger names no live release): {ran}{_of(batch)} ----"
+            )
+        else:
+            log.info(f"---- Rollback on the {len(targets)} instance(s) that received the deploy{_of(batch)} ----")
 
     def _back_to(self, run: Run, targets: list[str]) -> dict[str, list[str]]:
         """The release to go back to, and the targets that go back to it: the one live before this deploy; in
@@ -474,8 +492,10 @@ class _Rollback:
             self.record.status = PhaseStatus.NOT_RUN if self.left else PhaseStatus.NOT_NEEDED
             if self.left:
                 nothing = f"no release was live before this one, so {named(self.left)} stayed on it"
-            elif self.release_mode:
+            elif self.release_mode and self.live_before:
                 nothing = "no instance runs anything but the release that was live before"
+            elif self.release_mode:
+                nothing = "no instance's current was switched by this deploy"
             else:
                 nothing = "no instance received the deploy"
             return DeployFailed(f"{failure} Nothing was rolled back: {nothing}.{suffix}")
