@@ -453,8 +453,12 @@ class _Rollback:
         if not self.release_mode or self.live_before:
             return {"": targets} if targets else {}
         grouped: dict[str, list[str]] = {}
+        new = run.release.plan.release_id if run.release is not None else ""
+        outcome = run.outcome
         for instance_id in targets:
-            release = run.outcome.ran_before.get(instance_id)
+            release = outcome.ran_before.get(instance_id)
+            if not release and outcome.fleet.get(instance_id) in (new, UNKNOWN_RELEASE):
+                release = outcome.at_start.get(instance_id)  # its switch's line past what SSM keeps of its output
             if release:
                 grouped.setdefault(release, []).append(instance_id)
         return grouped

@@ -74,3 +74,33 @@ def test_an_instance_whose_install_failed_before_its_switch_is_not_said_to_stay_
     entry = staging_entry(standin, service)
     assert ledger_fleet(entry) == disk, entry
     assert result(tmp_path)["fleet"] == disk
+
+
+def test_a_build_that_prints_much_before_the_switch_still_goes_back_to_what_the_instance_ran(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live through 'prod'; B through 'staging' (no live release in its ledger), whose COMMANDS (run in the
+    release before the switch: `npm ci`, a webpack build) print 30,000 characters, fails its health check.
+    SSM keeps the first 24,000 characters of the output: the line that says which release the switch left
+    comes after them. The instance ran A: it must run A again."""
+    (instance,) = ids = standin.launch(1)
+    a_live_on(standin, ids, tmp_path, bucket, service)
+    env = b_through_staging(
+        standin,
+        ids,
+        tmp_path,
+        bucket,
+        service,
+        COMMANDS="seq 100000 106000",
+        HEALTHCHECK_COMMANDS="false",
+        HEALTHCHECK_RETRIES="1",
+    )
+    run = run_pipe(env, timeout=300)
+
+    assert run.returncode == 1, run.output
+    assert fleet_on_disk(standin, ids) == {instance: A}, run.output[-3000:]
+    assert "no release was live before" not in run.output, run.output[-3000:]
+    assert "Rollback succeeded on all 1 instance(s)" in run.output, run.output[-3000:]
+    entry = staging_entry(standin, service)
+    assert (entry["status"], ledger_fleet(entry)) == ("failed", {instance: A}), entry  # B was live nowhere
+    assert result(tmp_path)["fleet"] == {instance: A}
