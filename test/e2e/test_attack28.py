@@ -104,3 +104,32 @@ def test_a_build_that_prints_much_before_the_switch_still_goes_back_to_what_the_
     entry = staging_entry(standin, service)
     assert (entry["status"], ledger_fleet(entry)) == ("failed", {instance: A}), entry  # B was live nowhere
     assert result(tmp_path)["fleet"] == {instance: A}
+
+
+def test_a_rolling_deploy_over_a_fresh_instance_and_one_that_ran_a_sends_each_where_it_was(  # held
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live through 'prod' on the second instance; the first is new. B through 'staging', one instance a
+    batch: batch 1 (the new one) passes, batch 2 fails its health check. The second goes back to A; the first,
+    which ran nothing before, stays on B and is named; the ledger and the result file say the disk."""
+    fresh, ran_a = ids = standin.launch(2)
+    a_live_on(standin, [ran_a], tmp_path, bucket, service)
+    env = b_through_staging(
+        standin,
+        ids,
+        tmp_path,
+        bucket,
+        service,
+        BATCH_SIZE="1",
+        HEALTHCHECK_COMMANDS=f'[ "$AWS_SSM_INSTANCE_ID" != "{ran_a}" ]',
+        HEALTHCHECK_RETRIES="1",
+    )
+    run = run_pipe(env, timeout=300)
+
+    disk = fleet_on_disk(standin, ids)
+    assert run.returncode == 1, run.output
+    assert disk == {fresh: B, ran_a: A}, run.output
+    assert f"{fresh} runs {B} (the new release: no release was live before it)" in run.output, run.output
+    entry = staging_entry(standin, service)
+    assert ledger_fleet(entry) == disk, entry
+    assert result(tmp_path)["fleet"] == disk
