@@ -32,7 +32,13 @@ from pipe.model import (
     command_ids,
 )
 from pipe.plan.commands import read_spec
-from pipe.release.remote import OtherProcesses, current_report, other_processes, switched_from
+from pipe.release.remote import (
+    OtherProcesses,
+    current_at_start,
+    current_report,
+    other_processes,
+    switched_from,
+)
 from pipe.report.instances import LISTED, named
 from pipe.runtime.interruption import Interrupted
 
@@ -83,9 +89,11 @@ def _learn_fleet(run: Run, app_dir: str, invocations: list[Invocation], reachabl
     for invocation in invocations:
         if not invocation.may_have_run:
             continue
+        reported = _reported(run, invocation) if invocation.ended_by_script else None
         if release_id and (before := switched_from(invocation.stdout, release_id)) is not None:
             run.outcome.ran_before.setdefault(invocation.instance_id, before)
-        reported = _reported(run, invocation) if invocation.ended_by_script else None
+        if release_id and (began := current_at_start(invocation.stdout)) not in (None, release_id):
+            run.outcome.at_start.setdefault(invocation.instance_id, began)
         if reported is not None:
             run.outcome.fleet[invocation.instance_id] = reported
         else:

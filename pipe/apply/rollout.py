@@ -35,6 +35,7 @@ from pipe.model import (
     LOAD_BALANCER,
     NO_RELEASE,
     SCALE_OUT,
+    UNKNOWN_RELEASE,
     Batch,
     BatchOutcome,
     BatchRecord,
@@ -357,7 +358,22 @@ class _Rollback:
         if not self.release_mode:
             return [i for i, inv in deployed.items() if i in ids and inv.received_deploy]
         fleet = run.outcome.fleet
-        return [i for i in deployed if i in ids and fleet.get(i, NO_RELEASE) not in (self.live_before, NO_RELEASE)]
+        return [
+            i
+            for i in deployed
+            if i in ids and fleet.get(i, NO_RELEASE) not in (self.live_before, NO_RELEASE) and self._switched(run, i)
+        ]
+
+    def _switched(self, run: Run, instance_id: str) -> bool:
+        """Whether this deploy may have switched the instance: always when the ledger names a live release (the
+        switch back is to it, wherever ``current`` points); with none, when ``current`` is on the new release
+        (or could not be read) or its own deploy script said it switched from another: one still on another
+        release its script never left (it failed before its switch) has nothing to go back to, nor stayed on
+        the new release."""
+        if self.live_before or instance_id in run.outcome.ran_before:
+            return True
+        new = run.release.plan.release_id if run.release is not None else ""
+        return run.outcome.fleet.get(instance_id) in (new, UNKNOWN_RELEASE)
 
     def batch(
         self, run: Run, batch: Batch, hook: BatchHook, records: Sequence[BatchRecord], failure: DeployFailed
@@ -437,8 +453,12 @@ class _Rollback:
         if not self.release_mode or self.live_before:
             return {"": targets} if targets else {}
         grouped: dict[str, list[str]] = {}
+        new = run.release.plan.release_id if run.release is not None else ""
+        outcome = run.outcome
         for instance_id in targets:
-            release = run.outcome.ran_before.get(instance_id)
+            release = outcome.ran_before.get(instance_id)
+            if not release and outcome.fleet.get(instance_id) in (new, UNKNOWN_RELEASE):
+                release = outcome.at_start.get(instance_id)  # its switch's line past what SSM keeps of its output
             if release:
                 grouped.setdefault(release, []).append(instance_id)
         return grouped
@@ -476,8 +496,10 @@ class _Rollback:
             self.record.status = PhaseStatus.NOT_RUN if self.left else PhaseStatus.NOT_NEEDED
             if self.left:
                 nothing = f"no release was live before this one, so {named(self.left)} stayed on it"
-            elif self.release_mode:
+            elif self.release_mode and self.live_before:
                 nothing = "no instance runs anything but the release that was live before"
+            elif self.release_mode:
+                nothing = "no instance's current was switched by this deploy"
             else:
                 nothing = "no instance received the deploy"
             return DeployFailed(f"{failure} Nothing was rolled back: {nothing}.{suffix}")

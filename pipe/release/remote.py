@@ -392,7 +392,8 @@ ssm_deploy_judge() {
     esac
     [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
     ssm_deploy_here=${ssm_deploy_path#"$ssm_deploy_releases"/}
-    ssm_deploy_here=${ssm_deploy_here%%/*}  # the release its working directory is in
+    # the release its working directory is in
+    ssm_deploy_here=${ssm_deploy_here%%/*}
     ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
     # a command with a controlling terminal (an operator's `tail -f app.log` or `less` in a release over
     # ssh) is no service: its directory and words condemn nothing (a server among them still does)
@@ -485,7 +486,8 @@ ssm_deploy_module_file() {
       return 0
     fi
     case $ssm_deploy_module in
-      */*) ssm_deploy_module=${ssm_deploy_module%/*} ;;  # tasks.huey: an attribute of tasks.py
+      # tasks.huey: an attribute of tasks.py
+      */*) ssm_deploy_module=${ssm_deploy_module%/*} ;;
       *) return 1 ;;
     esac
   done
@@ -565,7 +567,8 @@ ssm_deploy_compare() {
         } else {
           start = at
           while (at <= size && substr(text, at, 1) !~ /[,} \t\r\001]/) at++
-          held[key] = substr(text, start, at - start)  # a number, true, false, null: process.env holds its text
+          # a number, true, false, null: process.env holds its text
+          held[key] = substr(text, start, at - start)
         }
         blanks()
         if (substr(text, at, 1) != ",") return
@@ -761,7 +764,8 @@ ssm_deploy_shown_command() {
       }
       held = "tr \"\\000\" \"\\012\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
       last = 0
-      while ((held | getline entry) > 0) {  # NAME=value, a value with newlines goes on over the next lines
+      # NAME=value, a value with newlines goes on over the next lines
+      while ((held | getline entry) > 0) {
         if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
           last = 0
           if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
@@ -776,7 +780,8 @@ ssm_deploy_shown_command() {
       }
       close(held)
       for (i = 1; i <= count; i++) gsub(/\n/, " ", values[i])
-      for (done = 0; done < count; done++) {  # the longest first: a value inside another masks no part of it
+      # the longest first: a value inside another masks no part of it
+      for (done = 0; done < count; done++) {
         longest = 0
         for (i = 1; i <= count; i++) {
           if (!(i in taken) && (longest == 0 || length(values[i]) > length(values[longest]))) longest = i
@@ -889,7 +894,8 @@ ssm_deploy_list_processes() {
 
 _RELEASE_FUNCTIONS = r"""
 ssm_deploy_state=$ssm_deploy_app_dir/$ssm_deploy_state_dir
-ssm_deploy_back=  # set while checking the processes after a switch back (ssm_deploy_verify_back)
+# set while checking the processes after a switch back (ssm_deploy_verify_back)
+ssm_deploy_back=
 ssm_deploy_at_exit() { ssm_deploy_report; }
 ssm_deploy_as_owner() {
   if [ -z "$ssm_deploy_user" ]; then
@@ -1097,7 +1103,8 @@ ssm_deploy_verify_processes() {
     if [ "$ssm_deploy_waited" -lt "$ssm_deploy_verify_wait" ]; then
       ssm_deploy_found=$(ssm_deploy_scan settle)
     else
-      ssm_deploy_found=$(ssm_deploy_scan)  # the last look judges every process, however young
+      # the last look judges every process, however young
+      ssm_deploy_found=$(ssm_deploy_scan)
     fi
     case "
 $ssm_deploy_found" in
@@ -1162,7 +1169,8 @@ ssm_deploy_prune() {
       echo "ssm-deploy: warning: could not remove release $ssm_deploy_id" >&2
     fi
   done
-  for ssm_deploy_log in history switches; do  # one line per switch each: the newest kept
+  # one line per switch each: the newest kept
+  for ssm_deploy_log in history switches; do
     if [ -f "$ssm_deploy_state/$ssm_deploy_log" ] \
       && [ "$(wc -l < "$ssm_deploy_state/$ssm_deploy_log")" -gt "$ssm_deploy_history_limit" ]; then
       tail -n "$ssm_deploy_history_limit" -- "$ssm_deploy_state/$ssm_deploy_log" > "$ssm_deploy_state/$ssm_deploy_log.tmp" \
@@ -1173,6 +1181,9 @@ ssm_deploy_prune() {
 ssm_deploy_install() {
   ssm_deploy_fix=
   ssm_deploy_begin
+  # before COMMANDS, whose output may push the switch's line past the 24,000 characters SSM keeps
+  # (current_at_start): where the switch went from, as this run holds the lock
+  echo "ssm-deploy: $ssm_deploy_app_dir/current points at ${ssm_deploy_old_target:-nothing} as this run begins"
   ssm_deploy_prepare "$@"
   ssm_deploy_switched=
   if [ "$ssm_deploy_release" = "$ssm_deploy_old" ]; then
@@ -1469,6 +1480,20 @@ def switched_from(stdout: str, release_id: str) -> str | None:
             value = line.rsplit("(was releases/", 1)[1][:-1]
             return value if _REPORTED_ID.fullmatch(value) else None
     return None
+
+
+def current_at_start(stdout: str) -> str | None:
+    """The release ``current`` pointed to as an install script began, held its lock and before it ran
+    COMMANDS (``points at releases/<id> as this run begins``): within the first 24,000 characters of its
+    output SSM keeps, where the switch's own line may not be. None without it, or with no release."""
+    for line in stdout.splitlines():
+        if line.startswith("ssm-deploy: ") and line.endswith(_AT_START):
+            value = line.removesuffix(_AT_START).rpartition("/current points at releases/")[2]
+            return value if _REPORTED_ID.fullmatch(value) else None
+    return None
+
+
+_AT_START = " as this run begins"
 
 
 @dataclass(frozen=True)

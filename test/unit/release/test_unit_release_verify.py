@@ -21,6 +21,7 @@ import pytest
 from pipe.model import SecretRef
 from pipe.release.remote import (
     ReleaseExit,
+    current_at_start,
     current_report,
     install_body,
     switch_back_body,
@@ -462,3 +463,16 @@ def test_the_release_an_install_switched_from_is_read_from_its_own_output(box: B
     assert switched_from(second, B) == A
     assert switched_from(second, A) is None
     assert switched_from(f"ssm-deploy: {box.app_dir}/current -> releases/{B} (was /elsewhere/{A})", B) is None
+
+
+def test_the_release_current_pointed_to_as_an_install_began_comes_before_its_commands_output(box: Box) -> None:
+    """Where the switch's own line is past the 24,000 characters SSM keeps (COMMANDS printed much: attack 28),
+    the release the install began on, said before COMMANDS run."""
+    code, first = _install(box, A, "true")
+    assert code == 0, first
+    assert current_at_start(first) is None  # nothing was live
+    code, second = _install(box, B, "true")
+    assert code == 0, second
+    assert current_at_start(second) == A
+    assert second.index("as this run begins") < second.index("(was releases/")
+    assert current_at_start(f"ssm-deploy: {box.app_dir}/current points at /elsewhere/{A} as this run begins") is None
