@@ -779,7 +779,9 @@ ssm_deploy_shown_command() {
         }
       }
       close(held)
-      for (i = 1; i <= count; i++) gsub(/\n/, " ", values[i])
+      # a newline is a space in the line; one a value ends with (a PEM key) is none where an argument
+      # holds the value trimmed (--url=...:value@host): the value masked is the one without them
+      for (i = 1; i <= count; i++) { gsub(/\n/, " ", values[i]); sub(/ +$/, "", values[i]) }
       # the longest first: a value inside another masks no part of it
       for (done = 0; done < count; done++) {
         longest = 0

@@ -476,3 +476,29 @@ def test_the_release_current_pointed_to_as_an_install_began_comes_before_its_com
     assert current_at_start(second) == A
     assert second.index("as this run begins") < second.index("(was releases/")
     assert current_at_start(f"ssm-deploy: {box.app_dir}/current points at /elsewhere/{A} as this run begins") is None
+
+
+def test_an_old_value_ending_with_a_newline_is_masked_in_a_stale_process_command_line(box: Box) -> None:
+    """A process of A holds a rotated secret's old value, which ends with a newline (a PEM key, kept since
+    attack 26), in its environment, and the same value, trimmed, inside an argument (`--url=...:old@db`):
+    the command line the exit 90 names masks it (attack 28's note: the newline turned into a space, so the
+    trimmed value in the argument did not match and showed)."""
+    assert _install(box, A, ACTIVATE)[0] == 0
+    script = box.app_dir / "releases" / A / "bin" / "start.sh"
+    stale = subprocess.Popen(
+        ["sh", "-c", "while :; do sleep 1; done", f"--url=postgres://app:{OLD_CORE}@db", str(script)],
+        cwd=box.app_dir / "releases" / A,
+        env={"PATH": os.environ["PATH"], "DB_PASSWORD": OLD_CORE + "\n"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        code, output = _install(box, B, ACTIVATE, env_names=("DB_PASSWORD",))
+    finally:
+        stale.kill()
+        stale.wait()
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"process {stale.pid} (" in output and "--url=postgres://app:****@db" in output, output
+    assert OLD_CORE not in output
