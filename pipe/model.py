@@ -276,12 +276,10 @@ class DeployOutcome:
     # the instance itself (its script's report, or a read command when an invocation ended without
     # telling). UNKNOWN_RELEASE when even asking failed; an instance not in it was never touched.
     fleet: dict[str, str] = field(default_factory=dict)
-    # release mode: instance id -> the release its own deploy script switched ``current`` from (what it ran
-    # before this deploy): where a failed deploy goes back to when the release ledger names no live release
-    ran_before: dict[str, str] = field(default_factory=dict)
-    # release mode: instance id -> the release ``current`` pointed to as its install script began (said before
-    # COMMANDS, whose output may push the switch's own line out of what SSM keeps): what it ran before this
-    # deploy when it is on the new release now
+    # release mode: instance id -> the release ``current`` pointed to as its install script began, under the
+    # instance's lock (said before COMMANDS, whose output may push the switch's own line out of what SSM
+    # keeps): what it ran before this deploy, where a failed deploy goes back to when the release ledger names
+    # no live release
     at_start: dict[str, str] = field(default_factory=dict)
     # instance id -> how it left the fleet during the deploy (its Auto Scaling group terminated it): not a failure
     departed: dict[str, str] = field(default_factory=dict)

@@ -37,7 +37,6 @@ from pipe.release.remote import (
     current_at_start,
     current_report,
     other_processes,
-    switched_from,
 )
 from pipe.report.instances import LISTED, named
 from pipe.runtime.interruption import Interrupted
@@ -90,8 +89,6 @@ def _learn_fleet(run: Run, app_dir: str, invocations: list[Invocation], reachabl
         if not invocation.may_have_run:
             continue
         reported = _reported(run, invocation) if invocation.ended_by_script else None
-        if release_id and (before := switched_from(invocation.stdout, release_id)) is not None:
-            run.outcome.ran_before.setdefault(invocation.instance_id, before)
         if release_id and (began := current_at_start(invocation.stdout)) not in (None, release_id):
             run.outcome.at_start.setdefault(invocation.instance_id, began)
         if reported is not None:

@@ -367,10 +367,9 @@ class _Rollback:
     def _switched(self, run: Run, instance_id: str) -> bool:
         """Whether this deploy may have switched the instance: always when the ledger names a live release (the
         switch back is to it, wherever ``current`` points); with none, when ``current`` is on the new release
-        (or could not be read) or its own deploy script said it switched from another: one still on another
-        release its script never left (it failed before its switch) has nothing to go back to, nor stayed on
-        the new release."""
-        if self.live_before or instance_id in run.outcome.ran_before:
+        (or could not be read): one still on another release its script never left (it failed before its
+        switch, or switched back itself) has nothing to go back to, nor stayed on the new release."""
+        if self.live_before:
             return True
         new = run.release.plan.release_id if run.release is not None else ""
         return run.outcome.fleet.get(instance_id) in (new, UNKNOWN_RELEASE)
@@ -448,17 +447,13 @@ class _Rollback:
     def _back_to(self, run: Run, targets: list[str]) -> dict[str, list[str]]:
         """The release to go back to, and the targets that go back to it: the one live before this deploy; in
         release mode with none in the release ledger (a first deploy of this SERVICE and ENVIRONMENT into an
-        APP_DIR another one deployed), the one each instance's own deploy script switched from; an instance
-        that ran none (its first release) is left out."""
+        APP_DIR another one deployed), the one ``current`` pointed to on each instance as its deploy script began
+        (``outcome.at_start``); an instance that ran none (its first release) is left out."""
         if not self.release_mode or self.live_before:
             return {"": targets} if targets else {}
         grouped: dict[str, list[str]] = {}
-        new = run.release.plan.release_id if run.release is not None else ""
-        outcome = run.outcome
         for instance_id in targets:
-            release = outcome.ran_before.get(instance_id)
-            if not release and outcome.fleet.get(instance_id) in (new, UNKNOWN_RELEASE):
-                release = outcome.at_start.get(instance_id)  # its switch's line past what SSM keeps of its output
+            release = run.outcome.at_start.get(instance_id)
             if release:
                 grouped.setdefault(release, []).append(instance_id)
         return grouped

@@ -1473,17 +1473,6 @@ def current_report(stdout: str) -> str | None:
     return None
 
 
-def switched_from(stdout: str, release_id: str) -> str | None:
-    """The release ``current`` pointed to before a release script switched it to ``release_id``, from its
-    ``(was releases/<id>)``; None when it did not switch (already live, a first release) or did not say."""
-    marker = f"/current -> releases/{release_id} (was releases/"
-    for line in stdout.splitlines():
-        if line.startswith("ssm-deploy: ") and marker in line and line.endswith(")"):
-            value = line.rsplit("(was releases/", 1)[1][:-1]
-            return value if _REPORTED_ID.fullmatch(value) else None
-    return None
-
-
 def current_at_start(stdout: str) -> str | None:
     """The release ``current`` pointed to as an install script began, held its lock and before it ran
     COMMANDS (``points at releases/<id> as this run begins``): within the first 24,000 characters of its

@@ -25,7 +25,6 @@ from pipe.release.remote import (
     current_report,
     install_body,
     switch_back_body,
-    switched_from,
     verified_after,
 )
 from unit.release_support import ACTIVATE, SHELLS, A, B, Box, is_root, open_temp_dir
@@ -450,19 +449,6 @@ def test_comparing_the_values_puts_none_in_any_program_argument(box: Box) -> Non
             path = Path(folder, name)
             if path.is_file() and not path.is_symlink() and path.parent != box.root / "params":
                 assert SECRET_CORE.encode() not in path.read_bytes(), path
-
-
-def test_the_release_an_install_switched_from_is_read_from_its_own_output(box: Box) -> None:
-    """What a failed deploy goes back to where the release ledger names no live release (attack 27): the
-    install's `(was releases/<id>)`, for the release it switched to only (never a switch back's line)."""
-    code, first = _install(box, A, "true")
-    assert code == 0, first
-    assert switched_from(first, A) is None  # a first release: it switched from nothing
-    code, second = _install(box, B, "true")
-    assert code == 0, second
-    assert switched_from(second, B) == A
-    assert switched_from(second, A) is None
-    assert switched_from(f"ssm-deploy: {box.app_dir}/current -> releases/{B} (was /elsewhere/{A})", B) is None
 
 
 def test_the_release_current_pointed_to_as_an_install_began_comes_before_its_commands_output(box: Box) -> None:
