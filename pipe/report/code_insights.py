@@ -234,7 +234,8 @@ def _last_lines(invocation: Invocation, redactor: Redactor) -> list[str]:
     """The last lines the instance printed (stdout, then stderr), masked."""
     shown: list[str] = []
     for stream, text in (("stdout", invocation.stdout), ("stderr", invocation.stderr)):
-        lines = redactor.redact_output(text).rstrip("\n").splitlines()[-LAST_LINES:]
+        copy = redactor.mask_cut_end(text) if stream in invocation.cut else text  # a value the cut split in two
+        lines = redactor.redact_output(copy).rstrip("\n").splitlines()[-LAST_LINES:]
         if not lines:
             continue
         cut = " (SSM kept only the beginning; the end is in the build log)" if stream in invocation.cut else ""

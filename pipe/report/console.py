@@ -119,6 +119,10 @@ class OutputPrinter:
             self._stream.write("".join(out))
             self._stream.flush()
 
+    def cut_end_masked(self, text: str) -> str:
+        """SSM's copy of a stream it cut at its field limit, a value it split in two masked (Redactor.mask_cut_end)."""
+        return self._redactor.mask_cut_end(text)
+
     def print_header(self, text: str) -> None:
         self._stream.write(f"{text}\n")
         self._stream.flush()

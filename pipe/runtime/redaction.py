@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 MASK = "****"
 MIN_LENGTH = 4
+CUT_CHARACTER = "\ufffd"  # what a character cut in two becomes in SSM's JSON answer
 PLAIN_WORD = re.compile(r"[A-Za-z]+|[0-9]+")
 _SIGNIFICANT = re.compile(r"[^\W_]")  # a line of only punctuation ("-----", "},") is no secret
 # bash's printf %q puts a backslash before these (sh_backslash_quote in bash's lib/sh/shquote.c)
@@ -78,6 +79,26 @@ class Redactor:
         if self._output is None:
             self._output = _longest_first(self._values)
         return _mask(text, self._output)
+
+    def mask_cut_end(self, text: str) -> str:
+        """``text`` cut short (SSM keeps the first 24,000 characters of stdout, 8,000 of stderr) with its end
+        masked when it is the beginning of a value (MIN_LENGTH characters or more): a value the cut split in
+        two leaves a piece no mask of the whole matches. The rest is left to :meth:`redact_output`."""
+        body = text.rstrip(CUT_CHARACTER)
+        if self._output is None:
+            self._output = _longest_first(self._values)
+        piece = max((_cut_piece(body, form) for form in self._output), default=0)
+        return body[: len(body) - piece] + MASK if piece else text
+
+
+def _cut_piece(body: str, form: str) -> int:
+    """How many of the last characters of ``body`` begin ``form`` (the most, MIN_LENGTH or more), else 0."""
+    start = max(0, len(body) - len(form))
+    while (at := body.find(form[0], start)) != -1 and len(body) - at >= MIN_LENGTH:
+        if form.startswith(body[at:]):
+            return len(body) - at
+        start = at + 1
+    return 0
 
 
 def masked_forms(value: str) -> set[str]:

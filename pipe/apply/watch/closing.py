@@ -106,7 +106,14 @@ def _print_rest(
     if not behind and s3 is not None and _print_from_s3(s3, invocation, gaps, printer, settings, title):
         return
     ensure_full_copy(ssm, invocation)
-    rests = {stream: list(gaps[stream].rest([_text(invocation, stream)])) for stream in gaps}
+    # a value SSM's cut split in two: its first characters end the copy, and no mask of the whole matches them
+    copies = {
+        stream: printer.cut_end_masked(_text(invocation, stream))
+        if stream in invocation.cut
+        else _text(invocation, stream)
+        for stream in gaps
+    }
+    rests = {stream: list(gaps[stream].rest([copies[stream]])) for stream in gaps}
     if any(rests.values()) and not behind:
         printer.print_header(f"---- {title} ----")
     for stream, limit, what in STREAMS:

@@ -28,6 +28,7 @@ from typing import Any
 
 from pipe.limits import LOG_LOOKBACK_SECONDS, STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
 from pipe.report.console import OutputPrinter
+from pipe.runtime.redaction import CUT_CHARACTER
 
 LOOKBACK_MS = LOG_LOOKBACK_SECONDS * 1000  # the SSM Agent uploads at least every 30 s
 # The agent waits for its CloudWatch upload to finish (up to a minute) before it reports a command's
@@ -35,7 +36,6 @@ LOOKBACK_MS = LOG_LOOKBACK_SECONDS * 1000  # the SSM Agent uploads at least ever
 # ingestion: a stream that covers SSM's cut copy and got nothing new for this long is taken as complete.
 QUIET_SECONDS = 3.0
 FIELD_LIMITS = {"stdout": STDOUT_FIELD_LIMIT, "stderr": STDERR_FIELD_LIMIT}
-CUT_CHARACTER = "\ufffd"  # what a character cut in two becomes in SSM's JSON answer
 
 StreamKey = tuple[str, str]  # (instance id, "stdout" or "stderr")
 

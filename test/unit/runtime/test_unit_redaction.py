@@ -247,3 +247,14 @@ def test_a_secret_that_is_a_plain_word_does_not_garble_the_pipes_own_lines(
     assert redactor.redact(status) == status
     assert redactor.redact_output(f"echo {word}") == f"echo {MASK}"  # the instances' output is masked
     assert "SECRETS parameter /deploy/prod/word: its value is a plain word or number" in caplog.text
+
+
+def test_a_copy_cut_in_the_middle_of_a_value_has_its_first_characters_masked() -> None:
+    # attack 32: SSM keeps the first 24,000 characters; a value the cut splits leaves a piece of it at the end
+    redactor = Redactor()
+    redactor.add("Zq8v-Kd3w-0123456789")
+    assert redactor.mask_cut_end("0000\nZq8v-Kd3") == "0000\n****"
+    assert redactor.mask_cut_end("0000\nZq8v-K\ufffd") == "0000\n****"  # a character cut in two
+    assert redactor.mask_cut_end("0000\nZq8") == "0000\nZq8"  # under MIN_LENGTH: ordinary text
+    assert redactor.mask_cut_end("Zq8v-Kd3w ends here") == "Zq8v-Kd3w ends here"  # not at the end
+    assert redactor.mask_cut_end("ZZq8v-Kd") == "Z****"  # the longest end that begins it

