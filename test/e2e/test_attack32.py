@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from e2e.test_load_balancer import make_fleet, rolling_env
 from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from standin import StandIn
 from support import run_pipe
@@ -56,3 +57,20 @@ def test_a_secret_that_ssm_cuts_at_its_24000_character_limit_shows_no_piece_of_i
     assert pieces(CUT_SECRET, run.output) == []
     assert pieces(CUT_SECRET, json.dumps(bitbucket.requests, default=str)) == []
     assert pieces(CUT_SECRET, result_file.read_text()) == []
+
+
+def test_a_target_group_arn_of_another_region_is_refused_by_name_before_anything_is_sent(standin: StandIn) -> None:
+    # held: the group's ARN copied with another Region (a typo, or the staging Region's group) is named as not
+    # found in this account and Region, with the fix; nothing is sent and no target leaves the load balancer
+    fleet = make_fleet(standin, 2)
+    other_region = "eu-west-1" if standin.region != "eu-west-1" else "us-east-1"
+    typo = fleet.group_arn.replace(f":{standin.region}:", f":{other_region}:")
+    before = len(standin.sent_commands())
+
+    run = run_pipe(rolling_env(standin, fleet, TARGET_GROUPS=typo, COMMANDS="true"))
+
+    assert run.returncode == 1, run.output
+    assert f"there is no target group '{typo}' in this account and Region" in run.output, run.output
+    assert "AWS_DEFAULT_REGION" in run.output and "Traceback" not in run.output
+    assert len(standin.sent_commands()) == before
+    assert set(standin.target_states(fleet.group_arn).values()) == {"healthy"}
