@@ -670,6 +670,9 @@ ssm_deploy_through_current() {
   ssm_deploy_through=
   ssm_deploy_gone=
   ssm_deploy_cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || ssm_deploy_cwd=
+  # a directory as the program of node or python (`node /srv/app/current`, `python3 /srv/app/current`:
+  # their first argument) is its __main__.py or package.json, read once at start (attack 30)
+  ssm_deploy_n=0
   for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
@@ -677,6 +680,13 @@ ssm_deploy_through_current() {
         [ "$ssm_deploy_cwd" = "$ssm_deploy_physical" ] && [ "/proc/$1/cwd" -ef "$ssm_deploy_physical" ] || continue
         ssm_deploy_word=$ssm_deploy_physical/${ssm_deploy_word#./}
         ;;
+    esac
+    ssm_deploy_n=$((ssm_deploy_n + 1))
+    case $ssm_deploy_n$(readlink "/proc/$1/exe") in
+      2/*/node* | 2/*/python*)
+        for ssm_deploy_f in __main__.py package.json; do
+          [ -f "$ssm_deploy_word/$ssm_deploy_f" ] && ssm_deploy_word=$ssm_deploy_word/$ssm_deploy_f && break
+        done ;;
     esac
     case $ssm_deploy_word in
       "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ;;
@@ -852,8 +862,8 @@ ssm_deploy_scan() {
     find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
       | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_home=$ssm_deploy_physical awk -F '\t' '
         index($2, ENVIRON["ssm_deploy_prefix"]) == 1 || $2 == ENVIRON["ssm_deploy_home"] { sub(/^\/proc\//, "", $1); print $1 }'
-    grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" -e "$ssm_deploy_app_dir/current/" \
-      -e "$ssm_deploy_physical/current/" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
+    grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" -e "$ssm_deploy_app_dir/current" \
+      -e "$ssm_deploy_physical/current" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
   } | awk '!seen[$0]++'); do
     set -f
     [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"

@@ -1,0 +1,105 @@
+"""The thirtieth outside attack on the verdict (issue #17), aimed at what changed last, part two: servers
+judged through ``current`` (VERIFY_PROCESSES), the load balancer's ``initial`` targets, and secrets that
+end with a newline. Each test compares the three truths: what the instance runs (``current`` on disk, the
+app asked over HTTP, /proc), what the ledger says is live, and what the step said."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from e2e.test_attack3 import build, wait_for_port
+from e2e.test_attack_found import served
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_releases import APP_DIR, live, release_env
+from standin import StandIn
+from support import kill_instance_processes, run_pipe
+
+
+def instance_with_entry(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str, entry: str, **fixed: str
+) -> tuple[str, Callable[[str, str], dict[str, str]]]:
+    """A fresh instance, and the step's environment for a release whose server is ``entry``."""
+    (instance_id,) = standin.launch(1)
+
+    def env(version: str, number: str) -> dict[str, str]:
+        artifact = build(tmp_path, version, entry=entry)
+        return release_env(
+            standin, [instance_id], tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER=number, **fixed
+        )
+
+    return instance_id, env
+
+
+# --- VERIFY_PROCESSES: a server whose program is a directory under current ------------------------------
+
+
+def test_a_server_run_as_the_directory_current_points_to_and_left_running_fails_the_deploy(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    # `systemctl start web-api` with ExecStart=/usr/bin/python3 /srv/web-api/current 18140 (a directory with
+    # a __main__.py is a program, as `node /srv/web-api/current` runs its package.json's main): started
+    # when it does not run, left running when it does. B's activation leaves A's server serving A.
+    port = 18140
+    activate = (
+        "if [ ! -e /srv/web.pid ]; then\n"
+        f"  (cd / && exec python3 {APP_DIR}/current {port}) </dev/null >/dev/null 2>&1 &\n"
+        "  echo $! > /srv/web.pid\n"
+        f"  {wait_for_port(port)}\n"
+        "fi"
+    )
+    instance_id, env = instance_with_entry(
+        standin, tmp_path, bucket, service, "__main__.py", ACTIVATE_COMMANDS=activate
+    )
+    try:
+        first = run_pipe(env("A", "1"), timeout=300)
+        assert first.returncode == 0, first.output
+        second = run_pipe(env("B", "2"), timeout=300)
+        what_serves = served(standin, instance_id, port)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    # the only server serves A: the step must not say Deployed (nor the ledger succeeded) on B
+    assert what_serves == "A"
+    assert second.returncode != 0, second.output
+    assert "Failed (exit 90)" in second.output, second.output
+    assert live(standin, instance_id) == "A"
+    assert ledger_entries(standin, service)[-1]["status"] == "rolled back"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a server in a container (its own mount namespace) whose volume is APP_DIR/current "
+    "(`docker run -v /srv/web-api/current:/app`, bound to the release current pointed to as it started) "
+    "shows /proc paths of its own namespace (/app/server.py, cwd /app): no path names APP_DIR, so the scan "
+    "never judges it; telling it would mean comparing every process's cwd and files with each release "
+    "directory by inode (-ef), which the script has no room for. Deployed while it serves A",
+)
+def test_a_server_in_a_container_whose_volume_is_current_and_left_running_fails_the_deploy(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    # `docker compose up -d` (volumes: /srv/web-api/current:/app), which leaves a running container alone:
+    # a mount namespace of its own where /app is the release current pointed to when it started
+    port = 18141
+    activate = (
+        "if [ ! -e /srv/web.pid ]; then\n"
+        "  mkdir -p /srv/container-app\n"
+        f"  unshare -m sh -c 'mount --bind {APP_DIR}/current /srv/container-app && cd /srv/container-app"
+        f" && exec python3 /srv/container-app/server.py {port}' </dev/null >/dev/null 2>&1 &\n"
+        "  echo $! > /srv/web.pid\n"
+        f"  {wait_for_port(port)}\n"
+        "fi"
+    )
+    instance_id, env = instance_with_entry(standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate)
+    try:
+        first = run_pipe(env("A", "1"), timeout=300)
+        assert first.returncode == 0, first.output
+        second = run_pipe(env("B", "2"), timeout=300)
+        what_serves = served(standin, instance_id, port)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    assert what_serves == "A"
+    assert second.returncode != 0, second.output
+    assert live(standin, instance_id) == "A"
