@@ -103,3 +103,34 @@ def test_a_server_in_a_container_whose_volume_is_current_and_left_running_fails_
     assert what_serves == "A"
     assert second.returncode != 0, second.output
     assert live(standin, instance_id) == "A"
+
+
+def test_a_server_its_manager_restarts_through_current_with_an_empty_environment_passes(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    # held: `systemctl restart web-api` (ExecStart through current, from /, no EnvironmentFile=: systemd's
+    # own environment, here none at all) after the switch runs B and lacks every exported name, which
+    # condemns nothing (a process started since the switch by its own manager): no false exit 90
+    port = 18142
+    activate = (
+        "[ ! -e /srv/web.pid ] || { kill $(cat /srv/web.pid); while kill -0 $(cat /srv/web.pid) 2>/dev/null; do"
+        " sleep 0.1; done; }\n"
+        f"(cd / && exec env -i /usr/bin/python3 {APP_DIR}/current/server.py {port}) </dev/null >/dev/null 2>&1 &\n"
+        "echo $! > /srv/web.pid\n"
+        f"{wait_for_port(port)}"
+    )
+    instance_id, env = instance_with_entry(
+        standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate, VARIABLES="FEATURE=one-value"
+    )
+    try:
+        first = run_pipe(env("A", "1"), timeout=300)
+        assert first.returncode == 0, first.output
+        second = run_pipe(env("B", "2"), timeout=300)
+        what_serves = served(standin, instance_id, port)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    assert second.returncode == 0, second.output
+    assert "processes verified" in second.output and "without FEATURE" not in second.output, second.output
+    assert what_serves == "B" and live(standin, instance_id) == "B"
+    assert ledger_entries(standin, service)[-1]["status"] == "succeeded"
