@@ -20,8 +20,10 @@ Layout of APP_DIR on an instance (absolute):
 from __future__ import annotations
 
 import ast
+import base64
 import re
 import shlex
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -980,8 +982,9 @@ ssm_deploy_prepare() {
   # The unpack program (the pipe's pipe/release/contents.py) inspects every entry before it
   # creates anything, with the rules the pipe applied before the upload, then creates release/ and
   # only what it allowed, symlinks last. Run isolated (-I): nothing from the environment or the
-  # current directory is imported.
-  (cd -- "$ssm_deploy_tmp" && python3 -I -c "$ssm_deploy_unpack" "$ssm_deploy_format" "./artifact.$ssm_deploy_format" ./release </dev/null)
+  # current directory is imported. It is sent compressed (zlib, base64: packed_unpack_program).
+  (cd -- "$ssm_deploy_tmp" && python3 -I -c "import base64,zlib;exec(zlib.decompress(base64.b64decode('$ssm_deploy_unpack')))" \
+    "$ssm_deploy_format" "./artifact.$ssm_deploy_format" ./release </dev/null)
   ssm_deploy_rc=$?
   [ "$ssm_deploy_rc" -ne "$ssm_deploy_refused" ] \
     || ssm_deploy_fail 91 "the artifact downloaded from $ssm_deploy_url holds entries a release may not hold (above); nothing was unpacked or switched. The pipe checks every build before it uploads it: an older version of the pipe uploaded this one, or the object and the ledger's SHA-256 were replaced. Fix the build and deploy it with ARTIFACT as a new release"
@@ -1317,26 +1320,27 @@ def _program_text(source: str) -> str:
     return "\n".join(" " * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
 
 
-_PROGRAM_END = "SSM_DEPLOY_UNPACK_PROGRAM"  # a quoted here-document: the text reaches python3 verbatim
+@cache
+def unpack_program() -> str:
+    """contents.py as the install runs it; made when a release script is first built, not when the
+    pipe starts: most runs send none, and parsing contents.py costs ~10 ms of CPU."""
+    return _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
 
 
 @cache
-def unpack_program() -> str:
-    """contents.py as the install sends it; made when a release script is first built, not when the
-    pipe starts: most runs send none, and parsing contents.py costs ~10 ms of CPU."""
-    program = _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
-    assert _PROGRAM_END not in program
-    return program
+def packed_unpack_program() -> str:
+    """unpack_program as the script carries it: zlib-compressed, in base64 (no character the shell or a
+    Python string literal treats specially), about 40 % of the text's bytes, which the script's bound
+    (MAX_SCRIPT_BYTES) leaves to the team's commands; the instance's python3 decompresses it with its
+    own zlib and runs it."""
+    return base64.b64encode(zlib.compress(unpack_program().encode(), 9)).decode("ascii")
 
 
 def _unpack_definition() -> list[str]:
     """``ssm_deploy_unpack``: the program the install runs with python3 to inspect and unpack the artifact."""
     return [
         f"ssm_deploy_refused={contents.REFUSED}",
-        f"ssm_deploy_unpack=$(cat <<'{_PROGRAM_END}'",
-        unpack_program(),
-        _PROGRAM_END,
-        ")",
+        f"ssm_deploy_unpack={packed_unpack_program()}",
     ]
 
 
