@@ -165,6 +165,9 @@ class ReleasePlan:
     # the release RELEASE: previous goes back to once this deploy succeeds, where it is not the live one (a
     # redeploy of the live build under a new id: RELEASE: previous passes over both): never pruned either
     back_to: str = ""
+    # the release RELEASE: previous goes back to before this deploy, and still after it where it fails (the
+    # ledger's live release stays live): never pruned by this deploy, which prunes before it knows the outcome
+    back_now: str = ""
     # names the prelude exported (SECRETS, PARAMETERS_PATH, VARIABLES) that must reach RUN_AS's commands
     env_names: tuple[str, ...] = ()
     # VERIFY_PROCESSES: after ACTIVATE_COMMANDS, no process may run a replaced release, and those running
@@ -186,6 +189,7 @@ def plan_problems(plan: ReleasePlan) -> list[str]:
         release_id_problem(plan.release_id),
         release_id_problem(plan.live_release) if plan.live_release else None,
         release_id_problem(plan.back_to) if plan.back_to else None,
+        release_id_problem(plan.back_now) if plan.back_now else None,
         run_as_problem(plan.run_as) if plan.run_as is not None else None,
         *(shared_path_problem(path) for path in plan.shared_paths),
         *(_env_name_problem(name) for name in plan.env_names),
@@ -1162,9 +1166,11 @@ ssm_deploy_prune() {
   for ssm_deploy_id in $({ tac -- "$ssm_deploy_state/history" 2>/dev/null; ls -1 -- "$ssm_deploy_app_dir/releases" | sort -r; } | awk '!seen[$0]++' | grep -E -x "$ssm_deploy_id_pattern"); do
     [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_id" ] || continue
     # kept: this release, the one before it, the ledger's live one (a rollback goes back to it), the one
-    # RELEASE: previous goes back to after this deploy (back_to), and the newest others up to KEEP_RELEASES in all
+    # RELEASE: previous goes back to after this deploy (back_to) and should it fail (back_now: this instance
+    # prunes before the health check and the later batches), and the newest others up to KEEP_RELEASES in all
     if [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
       || [ "$ssm_deploy_id" = "$ssm_deploy_live" ] || [ "$ssm_deploy_id" = "$ssm_deploy_back_to" ] \
+      || [ "$ssm_deploy_id" = "$ssm_deploy_back_now" ] \
       || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
       ssm_deploy_kept=$((ssm_deploy_kept + 1))
     elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id" \
@@ -1283,6 +1289,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "keep": str(plan.keep_releases),
         "live": plan.live_release,
         "back_to": plan.back_to,
+        "back_now": plan.back_now,
         "history_limit": str(HISTORY_LIMIT),
         "state_dir": STATE_DIR,
         "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
