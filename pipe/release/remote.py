@@ -15,6 +15,8 @@ Layout of APP_DIR on an instance (absolute):
   .ssm-deploy/ready/<id>   the SHA-256 of the artifact a fully prepared release came from
   .ssm-deploy/files/<id>   its checksum manifest, recorded once it was prepared, compared before a switch to it
   .ssm-deploy/lock         held (flock) while a release script runs: deploys to one instance queue
+  .ssm-deploy/run          the pipe run (and script) that last began an install or a staging here, under the
+                           lock: the SSM Agent starting that script again after a reboot is refused (79)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pipe.runtime.redaction import MIN_LENGTH
 class ReleaseExit(IntEnum):
     """Exit codes of the release scripts: the pipe reads an instance's outcome from them."""
 
+    STARTED_AGAIN = 79
     APP_DIR_UNUSABLE = 80
     ARTIFACT_DOWNLOAD_FAILED = 81
     CHECKSUM_MISMATCH = 82
@@ -70,6 +73,10 @@ class ReleaseExit(IntEnum):
 
 
 _MEANINGS = {
+    ReleaseExit.STARTED_AGAIN: "the SSM Agent started this deploy's script again on the instance (after a reboot or an "
+    "agent restart it runs again, from the start, a command it had begun and not finished): refused, so it did not "
+    "run twice; the first run was cut short where it was (COMMANDS, the switch or the activation may have run "
+    "there): check what the instance runs with `ACTION: status`",
     ReleaseExit.APP_DIR_UNUSABLE: "APP_DIR cannot be used as it is (not writable, `current` is not a symlink, "
     "or the live release came from another artifact); nothing was switched",
     ReleaseExit.ARTIFACT_DOWNLOAD_FAILED: "the artifact could not be downloaded; nothing was switched",
@@ -142,6 +149,7 @@ _SHOWN_RELEASE = re.compile(r"[0-9a-z?-]+", re.ASCII)  # a release directory's n
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RUN_ID = re.compile(r"[0-9A-Za-z-]{1,64}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -938,6 +946,20 @@ ssm_deploy_begin() {
   rm -rf -- "$ssm_deploy_state"/tmp.* "$ssm_deploy_app_dir"/current.tmp.*
   ssm_deploy_old_target=$(readlink -- "$ssm_deploy_app_dir/current" 2>/dev/null) || ssm_deploy_old_target=
   ssm_deploy_old=$(ssm_deploy_release_of "$ssm_deploy_old_target")
+  ssm_deploy_once
+}
+ssm_deploy_once() {
+  # "the deploy ran once": after a reboot or its own restart, the SSM Agent runs again, from the start, each
+  # command it had begun and not finished (a CancelCommand sent meanwhile does not stop it). The install and
+  # the staging carry the pipe run's id and their own name (ssm_deploy_run; the Auto Scaling association's
+  # install carries none: AWS applies it again on purpose) and record it, under the lock, before anything
+  # else: a start that finds its own record is that second run, refused. The lock serialises the deploys,
+  # so the last record is enough; it is synced so a crash right after it does not forget it
+  [ -n "$ssm_deploy_run" ] || return 0
+  [ "$(cat -- "$ssm_deploy_state/run" 2>/dev/null)" != "$ssm_deploy_run" ] \
+    || ssm_deploy_fail 79 "the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): refused, it did not run twice; current points at ${ssm_deploy_old_target:-nothing}. Check what the first run did: ACTION: status"
+  echo "$ssm_deploy_run" >"$ssm_deploy_state/run" && sync \
+    || ssm_deploy_fail 80 "cannot write $ssm_deploy_state/run; nothing was switched"
 }
 ssm_deploy_prepare() {
   ssm_deploy_dir=$ssm_deploy_app_dir/releases/$ssm_deploy_release
@@ -1305,6 +1327,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "shared_script": _SHARED_SCRIPT,
         "manifest_script": _MANIFEST_SCRIPT,
         "staged": "",
+        "run": "",  # the pipe run this script belongs to (install, staging): ssm_deploy_once
     }
     return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()] + _read_assignments()
 
@@ -1362,7 +1385,7 @@ def _body(plan: ReleasePlan, title: str, call: str, definitions: list[str] | Non
     return "\n".join([header, *_assignments(plan), *extra, *(definitions or []), *functions, call, *ending])
 
 
-def install_body(plan: ReleasePlan, staged: bool = False) -> str:
+def install_body(plan: ReleasePlan, staged: bool = False, run_id: str = "") -> str:
     """Install ``plan`` and make it live: download and verify the artifact unless releases/<id> is
     already prepared and unchanged since (its checksum manifest), inspect every entry (91 and nothing
     unpacked when one is refused), unpack, link SHARED_PATHS, run COMMANDS (84 and nothing switched on
@@ -1374,19 +1397,31 @@ def install_body(plan: ReleasePlan, staged: bool = False) -> str:
 
     ``staged``: this deploy staged the release (``stage_body``) before: a prepared release that no
     longer matches its manifest is refused (92, nothing switched) instead of installed again; an
-    instance where it was never staged (launched since) installs it here."""
+    instance where it was never staged (launched since) installs it here.
+
+    ``run_id``: the pipe run's (``once``): the SSM Agent starting this script again on an instance (after a
+    reboot) is refused there with 79. None for the Auto Scaling association, which AWS applies again on purpose."""
     call = " ".join(["ssm_deploy_install", *_shared_arguments(plan)])
-    return _body(plan, f"install release {plan.release_id}", call, _unpack_definition(), staged="1" if staged else "")
+    title = f"install release {plan.release_id}"
+    return _body(plan, title, call, _unpack_definition(), staged="1" if staged else "", run=once(run_id, "install"))
 
 
-def stage_body(plan: ReleasePlan) -> str:
+def stage_body(plan: ReleasePlan, run_id: str = "") -> str:
     """Stage ``plan`` without switching: what ``install_body`` does before its switch (download,
     verify, inspect, unpack, SHARED_PATHS, COMMANDS, the checksum manifest), while the instance still
     serves the live release. A release already prepared and unchanged is left as it is; one changed
     since it was prepared is installed again from the artifact. Nothing is pruned: KEEP_RELEASES
-    counts the releases that went live."""
+    counts the releases that went live. ``run_id``: as for ``install_body``."""
     call = " ".join(["ssm_deploy_stage", *_shared_arguments(plan)])
-    return _body(plan, f"stage release {plan.release_id}", call, _unpack_definition())
+    return _body(plan, f"stage release {plan.release_id}", call, _unpack_definition(), run=once(run_id, "stage"))
+
+
+def once(run_id: str, script: str) -> str:
+    """What an instance records as ``script`` of pipe run ``run_id`` begins (``.ssm-deploy/run``): the same
+    record found there as it begins is the SSM Agent running it again. Empty (nothing recorded) without a run."""
+    if run_id and not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {run_id!r} must be letters, digits and dashes")
+    return f"{run_id} {script}" if run_id else ""
 
 
 def _shared_arguments(plan: ReleasePlan) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import uuid
 import zlib
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def _plan(commands: str, activate: str) -> ReleasePlan:
 
 def test_a_release_leaves_8_kib_of_the_script_for_the_teams_commands() -> None:
     half = "x" * (ROOM_FOR_THE_TEAM // 2)
-    for body in (install_body(_plan(half, half)), stage_body(_plan(half, half))):
+    run_id = str(uuid.uuid4())  # as the plan makes it
+    for body in (install_body(_plan(half, half), True, run_id), stage_body(_plan(half, half), run_id)):
         assert script_bytes(build_script(make_settings(), body)) <= MAX_SCRIPT_BYTES
 
 
