@@ -871,7 +871,8 @@ RELEASE = Variable(
 KEEP_RELEASES = Variable(
     "KEEP_RELEASES",
     "Release mode: releases kept on each instance after a successful deploy, 2 to 100; the live one and the "
-    "one before it are never removed.",
+    "one before it are never removed, nor the one before that while a deploy could still fail back to it (so `2` "
+    "leaves three releases).",
     plain(lambda text: parse_int(text, MIN_KEEP_RELEASES, MAX_KEEP_RELEASES, unit="")),
     default=str(DEFAULT_KEEP_RELEASES),
     kind="integer",

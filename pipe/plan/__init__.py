@@ -7,6 +7,7 @@ the validated settings in it are the ones every stage sees."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -38,6 +39,9 @@ class DeployPlan:
     lines: tuple[str, ...] = ()  # the rollout in words: batches, alarms, target groups and bounds
     # release mode with Auto Scaling groups: what new instances of the groups install once the deploy succeeded
     new_instances: NewInstances | None = None
+    # this pipe run's: the release install and staging carry it, and an instance refuses to run either twice
+    # for one run (the SSM Agent starts a command a reboot cut short again: release/remote.py ssm_deploy_once)
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @property
     def release_plan(self) -> ReleasePlan | None:

@@ -55,7 +55,7 @@ def stage_spec(plan: DeployPlan) -> CommandSpec:
     assert release is not None and plan.instances  # stages(plan)
     return CommandSpec(
         label=STAGE,
-        script=tuple(build_script(settings, stage_body(release), plan.secrets)),
+        script=tuple(build_script(settings, stage_body(release, plan.run_id), plan.secrets)),
         instance_ids=plan.instances,
         execution_timeout=settings.execution_timeout,
         delivery_timeout=settings.delivery_timeout,
@@ -70,7 +70,7 @@ def deploy_spec(plan: DeployPlan, batch: Batch) -> CommandSpec:
     COMMANDS inside them, at the rate MAX_CONCURRENCY / MAX_ERRORS. After staging, the install
     compares the staged copy before its switch (and stages where it was not staged)."""
     settings, release = plan.settings, plan.release_plan
-    body = install_body(release, staged=stages(plan)) if release is not None else None
+    body = install_body(release, stages(plan), plan.run_id) if release is not None else None
     return CommandSpec(
         label=DEPLOY,
         switches_in=release.app_dir if release is not None else "",

@@ -15,13 +15,17 @@ Layout of APP_DIR on an instance (absolute):
   .ssm-deploy/ready/<id>   the SHA-256 of the artifact a fully prepared release came from
   .ssm-deploy/files/<id>   its checksum manifest, recorded once it was prepared, compared before a switch to it
   .ssm-deploy/lock         held (flock) while a release script runs: deploys to one instance queue
+  .ssm-deploy/run          the pipe run (and script) that last began an install or a staging here, under the
+                           lock: the SSM Agent starting that script again after a reboot is refused (79)
 """
 
 from __future__ import annotations
 
 import ast
+import base64
 import re
 import shlex
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -46,6 +50,7 @@ from pipe.runtime.redaction import MIN_LENGTH
 class ReleaseExit(IntEnum):
     """Exit codes of the release scripts: the pipe reads an instance's outcome from them."""
 
+    STARTED_AGAIN = 79
     APP_DIR_UNUSABLE = 80
     ARTIFACT_DOWNLOAD_FAILED = 81
     CHECKSUM_MISMATCH = 82
@@ -68,6 +73,10 @@ class ReleaseExit(IntEnum):
 
 
 _MEANINGS = {
+    ReleaseExit.STARTED_AGAIN: "the SSM Agent started this deploy's script again on the instance (after a reboot or an "
+    "agent restart it runs again, from the start, a command it had begun and not finished): refused, so it did not "
+    "run twice; the first run was cut short where it was (COMMANDS, the switch or the activation may have run "
+    "there): check what the instance runs with `ACTION: status`",
     ReleaseExit.APP_DIR_UNUSABLE: "APP_DIR cannot be used as it is (not writable, `current` is not a symlink, "
     "or the live release came from another artifact); nothing was switched",
     ReleaseExit.ARTIFACT_DOWNLOAD_FAILED: "the artifact could not be downloaded; nothing was switched",
@@ -140,6 +149,7 @@ _SHOWN_RELEASE = re.compile(r"[0-9a-z?-]+", re.ASCII)  # a release directory's n
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _REGION = re.compile(r"[a-z0-9-]{1,32}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RUN_ID = re.compile(r"[0-9A-Za-z-]{1,64}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,9 @@ class ReleasePlan:
     # the release RELEASE: previous goes back to once this deploy succeeds, where it is not the live one (a
     # redeploy of the live build under a new id: RELEASE: previous passes over both): never pruned either
     back_to: str = ""
+    # the release RELEASE: previous goes back to before this deploy, and still after it where it fails (the
+    # ledger's live release stays live): never pruned by this deploy, which prunes before it knows the outcome
+    back_now: str = ""
     # names the prelude exported (SECRETS, PARAMETERS_PATH, VARIABLES) that must reach RUN_AS's commands
     env_names: tuple[str, ...] = ()
     # VERIFY_PROCESSES: after ACTIVATE_COMMANDS, no process may run a replaced release, and those running
@@ -184,6 +197,7 @@ def plan_problems(plan: ReleasePlan) -> list[str]:
         release_id_problem(plan.release_id),
         release_id_problem(plan.live_release) if plan.live_release else None,
         release_id_problem(plan.back_to) if plan.back_to else None,
+        release_id_problem(plan.back_now) if plan.back_now else None,
         run_as_problem(plan.run_as) if plan.run_as is not None else None,
         *(shared_path_problem(path) for path in plan.shared_paths),
         *(_env_name_problem(name) for name in plan.env_names),
@@ -942,6 +956,20 @@ ssm_deploy_begin() {
   rm -rf -- "$ssm_deploy_state"/tmp.* "$ssm_deploy_app_dir"/current.tmp.*
   ssm_deploy_old_target=$(readlink -- "$ssm_deploy_app_dir/current" 2>/dev/null) || ssm_deploy_old_target=
   ssm_deploy_old=$(ssm_deploy_release_of "$ssm_deploy_old_target")
+  ssm_deploy_once
+}
+ssm_deploy_once() {
+  # "the deploy ran once": after a reboot or its own restart, the SSM Agent runs again, from the start, each
+  # command it had begun and not finished (a CancelCommand sent meanwhile does not stop it). The install and
+  # the staging carry the pipe run's id and their own name (ssm_deploy_run; the Auto Scaling association's
+  # install carries none: AWS applies it again on purpose) and record it, under the lock, before anything
+  # else: a start that finds its own record is that second run, refused. The lock serialises the deploys,
+  # so the last record is enough; it is synced so a crash right after it does not forget it
+  [ -n "$ssm_deploy_run" ] || return 0
+  [ "$(cat -- "$ssm_deploy_state/run" 2>/dev/null)" != "$ssm_deploy_run" ] \
+    || ssm_deploy_fail 79 "the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): refused, it did not run twice; current points at ${ssm_deploy_old_target:-nothing}. Check what the first run did: ACTION: status"
+  echo "$ssm_deploy_run" >"$ssm_deploy_state/run" && sync \
+    || ssm_deploy_fail 80 "cannot write $ssm_deploy_state/run; nothing was switched"
 }
 ssm_deploy_prepare() {
   ssm_deploy_dir=$ssm_deploy_app_dir/releases/$ssm_deploy_release
@@ -990,8 +1018,9 @@ ssm_deploy_prepare() {
   # The unpack program (the pipe's pipe/release/contents.py) inspects every entry before it
   # creates anything, with the rules the pipe applied before the upload, then creates release/ and
   # only what it allowed, symlinks last. Run isolated (-I): nothing from the environment or the
-  # current directory is imported.
-  (cd -- "$ssm_deploy_tmp" && python3 -I -c "$ssm_deploy_unpack" "$ssm_deploy_format" "./artifact.$ssm_deploy_format" ./release </dev/null)
+  # current directory is imported. It is sent compressed (zlib, base64: packed_unpack_program).
+  (cd -- "$ssm_deploy_tmp" && python3 -I -c "import base64,zlib;exec(zlib.decompress(base64.b64decode('$ssm_deploy_unpack')))" \
+    "$ssm_deploy_format" "./artifact.$ssm_deploy_format" ./release </dev/null)
   ssm_deploy_rc=$?
   [ "$ssm_deploy_rc" -ne "$ssm_deploy_refused" ] \
     || ssm_deploy_fail 91 "the artifact downloaded from $ssm_deploy_url holds entries a release may not hold (above); nothing was unpacked or switched. The pipe checks every build before it uploads it: an older version of the pipe uploaded this one, or the object and the ledger's SHA-256 were replaced. Fix the build and deploy it with ARTIFACT as a new release"
@@ -1169,9 +1198,11 @@ ssm_deploy_prune() {
   for ssm_deploy_id in $({ tac -- "$ssm_deploy_state/history" 2>/dev/null; ls -1 -- "$ssm_deploy_app_dir/releases" | sort -r; } | awk '!seen[$0]++' | grep -E -x "$ssm_deploy_id_pattern"); do
     [ -d "$ssm_deploy_app_dir/releases/$ssm_deploy_id" ] || continue
     # kept: this release, the one before it, the ledger's live one (a rollback goes back to it), the one
-    # RELEASE: previous goes back to after this deploy (back_to), and the newest others up to KEEP_RELEASES in all
+    # RELEASE: previous goes back to after this deploy (back_to) and should it fail (back_now: this instance
+    # prunes before the health check and the later batches), and the newest others up to KEEP_RELEASES in all
     if [ "$ssm_deploy_id" = "$ssm_deploy_release" ] || [ "$ssm_deploy_id" = "$ssm_deploy_previous" ] \
       || [ "$ssm_deploy_id" = "$ssm_deploy_live" ] || [ "$ssm_deploy_id" = "$ssm_deploy_back_to" ] \
+      || [ "$ssm_deploy_id" = "$ssm_deploy_back_now" ] \
       || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
       ssm_deploy_kept=$((ssm_deploy_kept + 1))
     elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id" \
@@ -1290,6 +1321,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "keep": str(plan.keep_releases),
         "live": plan.live_release,
         "back_to": plan.back_to,
+        "back_now": plan.back_now,
         "history_limit": str(HISTORY_LIMIT),
         "state_dir": STATE_DIR,
         "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
@@ -1305,6 +1337,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "shared_script": _SHARED_SCRIPT,
         "manifest_script": _MANIFEST_SCRIPT,
         "staged": "",
+        "run": "",  # the pipe run this script belongs to (install, staging): ssm_deploy_once
     }
     return [f"ssm_deploy_{name}={_quote(value)}" for name, value in values.items()] + _read_assignments()
 
@@ -1327,26 +1360,27 @@ def _program_text(source: str) -> str:
     return "\n".join(" " * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
 
 
-_PROGRAM_END = "SSM_DEPLOY_UNPACK_PROGRAM"  # a quoted here-document: the text reaches python3 verbatim
+@cache
+def unpack_program() -> str:
+    """contents.py as the install runs it; made when a release script is first built, not when the
+    pipe starts: most runs send none, and parsing contents.py costs ~10 ms of CPU."""
+    return _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
 
 
 @cache
-def unpack_program() -> str:
-    """contents.py as the install sends it; made when a release script is first built, not when the
-    pipe starts: most runs send none, and parsing contents.py costs ~10 ms of CPU."""
-    program = _program_text(Path(contents.__file__).read_text(encoding="utf-8"))
-    assert _PROGRAM_END not in program
-    return program
+def packed_unpack_program() -> str:
+    """unpack_program as the script carries it: zlib-compressed, in base64 (no character the shell or a
+    Python string literal treats specially), about 40 % of the text's bytes, which the script's bound
+    (MAX_SCRIPT_BYTES) leaves to the team's commands; the instance's python3 decompresses it with its
+    own zlib and runs it."""
+    return base64.b64encode(zlib.compress(unpack_program().encode(), 9)).decode("ascii")
 
 
 def _unpack_definition() -> list[str]:
     """``ssm_deploy_unpack``: the program the install runs with python3 to inspect and unpack the artifact."""
     return [
         f"ssm_deploy_refused={contents.REFUSED}",
-        f"ssm_deploy_unpack=$(cat <<'{_PROGRAM_END}'",
-        unpack_program(),
-        _PROGRAM_END,
-        ")",
+        f"ssm_deploy_unpack={packed_unpack_program()}",
     ]
 
 
@@ -1361,7 +1395,7 @@ def _body(plan: ReleasePlan, title: str, call: str, definitions: list[str] | Non
     return "\n".join([header, *_assignments(plan), *extra, *(definitions or []), *functions, call, *ending])
 
 
-def install_body(plan: ReleasePlan, staged: bool = False) -> str:
+def install_body(plan: ReleasePlan, staged: bool = False, run_id: str = "") -> str:
     """Install ``plan`` and make it live: download and verify the artifact unless releases/<id> is
     already prepared and unchanged since (its checksum manifest), inspect every entry (91 and nothing
     unpacked when one is refused), unpack, link SHARED_PATHS, run COMMANDS (84 and nothing switched on
@@ -1373,19 +1407,31 @@ def install_body(plan: ReleasePlan, staged: bool = False) -> str:
 
     ``staged``: this deploy staged the release (``stage_body``) before: a prepared release that no
     longer matches its manifest is refused (92, nothing switched) instead of installed again; an
-    instance where it was never staged (launched since) installs it here."""
+    instance where it was never staged (launched since) installs it here.
+
+    ``run_id``: the pipe run's (``once``): the SSM Agent starting this script again on an instance (after a
+    reboot) is refused there with 79. None for the Auto Scaling association, which AWS applies again on purpose."""
     call = " ".join(["ssm_deploy_install", *_shared_arguments(plan)])
-    return _body(plan, f"install release {plan.release_id}", call, _unpack_definition(), staged="1" if staged else "")
+    title = f"install release {plan.release_id}"
+    return _body(plan, title, call, _unpack_definition(), staged="1" if staged else "", run=once(run_id, "install"))
 
 
-def stage_body(plan: ReleasePlan) -> str:
+def stage_body(plan: ReleasePlan, run_id: str = "") -> str:
     """Stage ``plan`` without switching: what ``install_body`` does before its switch (download,
     verify, inspect, unpack, SHARED_PATHS, COMMANDS, the checksum manifest), while the instance still
     serves the live release. A release already prepared and unchanged is left as it is; one changed
     since it was prepared is installed again from the artifact. Nothing is pruned: KEEP_RELEASES
-    counts the releases that went live."""
+    counts the releases that went live. ``run_id``: as for ``install_body``."""
     call = " ".join(["ssm_deploy_stage", *_shared_arguments(plan)])
-    return _body(plan, f"stage release {plan.release_id}", call, _unpack_definition())
+    return _body(plan, f"stage release {plan.release_id}", call, _unpack_definition(), run=once(run_id, "stage"))
+
+
+def once(run_id: str, script: str) -> str:
+    """What an instance records as ``script`` of pipe run ``run_id`` begins (``.ssm-deploy/run``): the same
+    record found there as it begins is the SSM Agent running it again. Empty (nothing recorded) without a run."""
+    if run_id and not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {run_id!r} must be letters, digits and dashes")
+    return f"{run_id} {script}" if run_id else ""
 
 
 def _shared_arguments(plan: ReleasePlan) -> list[str]:

@@ -81,6 +81,7 @@ def plan_release(
     live = choice.live
     live_id, live_commit = (live.entry.release.id, live.entry.release.commit) if live else ("", "")
     back_to = back_to_after(history.newest_first(), info.sha256) if choice.action == Action.REDEPLOY else None
+    back_now = history.previous().found
     plan = ReleasePlan(
         app_dir=chosen.app_dir,
         release_id=info.id,
@@ -95,6 +96,7 @@ def plan_release(
         keep_releases=chosen.keep_releases,
         live_release=live_id,
         back_to=back_to.entry.release.id if back_to else "",
+        back_now=back_now.entry.release.id if back_now else "",
         verify_processes=chosen.verify_processes,
         env_names=tuple([ref.env_name for ref in secrets] + [name for name, _ in settings.variables]),
     )

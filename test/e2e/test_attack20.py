@@ -21,7 +21,7 @@ from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import kill_instance_processes, run_pipe
 
-A, B, C = "000001-0123456", "000002-0123456", "000003-0123456"
+A, B, C, D = "000001-0123456", "000002-0123456", "000003-0123456", "000004-0123456"
 # pm2 cluster mode: pm2's daemon holds the app's port and keeps the directory of its first start
 CLUSTER = README_ECOSYSTEM.replace(
     "      script: 'server.js',\n", "      script: 'server.js',\n      exec_mode: 'cluster',\n      instances: 2,\n"
@@ -188,18 +188,20 @@ def test_status_finds_no_drift_on_a_healthy_pm2_cluster_whose_daemon_started_in_
     assert "exec_mode: 'cluster'" in CLUSTER
     fleet = fleet_with(CLUSTER)  # A, first started by pm2 in releases/A: the daemon's directory
     assert fleet.ship("B", 2, rolling=False).returncode == 0
-    third = fleet.ship_with("C", 3, rolling=False, KEEP_RELEASES="2")  # A is pruned: the daemon's cwd is deleted
-    assert third.returncode == 0, third.output
+    assert fleet.ship("C", 3, rolling=False).returncode == 0
+    # A is pruned (C's deploy kept it: had it failed, RELEASE: previous went to A): the daemon's cwd is deleted
+    fourth = fleet.ship_with("D", 4, rolling=False, KEEP_RELEASES="2")
+    assert fourth.returncode == 0, fourth.output
 
-    status = run_pipe(fleet.env(4, rolling=False, ACTION="status"), timeout=300)
+    status = run_pipe(fleet.env(5, rolling=False, ACTION="status"), timeout=300)
 
     for instance in fleet.ids:
-        assert fleet.live_release_dir(instance) == f"{APP_DIR}/releases/{C}"
+        assert fleet.live_release_dir(instance) == f"{APP_DIR}/releases/{D}"
         daemon = fleet.standin.run_on_instance(
             instance, "for p in /proc/[0-9]*; do grep -qa 'God Daemon' $p/cmdline && readlink $p/cwd; done"
         )
         assert f"releases/{A} (deleted)" in daemon.stdout, daemon.stdout
-    assert {document["release"] for document in fleet.served().values()} == {"C"}
+    assert {document["release"] for document in fleet.served().values()} == {"D"}
     assert ledger_entries(fleet.standin, fleet.service)[-1]["status"] == "succeeded"
     assert status.returncode == 0, status.output
-    assert f"No drift: 2 instance(s) run {C}, the live release" in status.output
+    assert f"No drift: 2 instance(s) run {D}, the live release" in status.output

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from e2e.test_attack3 import WORKER, build, wait_for_port
-from e2e.test_attack20 import CLUSTER, A, B, C, one_instance
+from e2e.test_attack20 import CLUSTER, A, B, C, D, one_instance
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_proof_of_serving import RELEASE_B, RecipeFleet
@@ -137,8 +137,9 @@ def test_status_names_a_worker_whose_release_keep_releases_pruned_as_a_deleted_c
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     """Held. A's activation starts a worker in its release (python3 worker.py, as a Procfile's `worker:` line); B and
-    C no longer have it and nothing stops it (VERIFY_PROCESSES: 'false'). C's deploy with KEEP_RELEASES: 2
-    prunes A: the worker runs code no longer on disk. Status must name it, as a deleted copy of A."""
+    C no longer have it and nothing stops it (VERIFY_PROCESSES: 'false'). D's deploy with KEEP_RELEASES: 2
+    prunes A (C's kept it, where RELEASE: previous went had C failed): the worker runs code no longer on disk.
+    Status must name it, as a deleted copy of A."""
     activate = (
         'echo "activated $(cat version.txt)"\n'
         "if [ -f worker.py ] && [ ! -e /srv/worker23.pid ]; then\n"
@@ -153,19 +154,20 @@ def test_status_names_a_worker_whose_release_keep_releases_pruned_as_a_deleted_c
         first = run_pipe({**env("A", "1"), "ARTIFACT": build(tmp_path, "A", **{"worker.py": WORKER})}, timeout=300)
         assert first.returncode == 0, first.output
         assert run_pipe(env("B", "2"), timeout=300).returncode == 0
-        third = run_pipe(env("C", "3", KEEP_RELEASES="2"), timeout=300)
+        assert run_pipe(env("C", "3"), timeout=300).returncode == 0
+        fourth = run_pipe(env("D", "4", KEEP_RELEASES="2"), timeout=300)
         pid = standin.run_on_instance(instance_id, "cat /srv/worker23.pid").stdout.strip()
         cwd = standin.run_on_instance(instance_id, f"readlink /proc/{pid}/cwd").stdout.strip()
-        status = run_pipe(env("C", "4", ACTION="status"), timeout=300)
+        status = run_pipe(env("D", "5", ACTION="status"), timeout=300)
     finally:
         kill_instance_processes(standin, instance_id, "/srv/worker23.pid")
 
-    assert third.returncode == 0, third.output
-    assert f"removed release {A}" in third.output, third.output
+    assert fourth.returncode == 0, fourth.output
+    assert f"removed release {A}" in fourth.output, fourth.output
     assert cwd == f"{APP_DIR}/releases/{A} (deleted)", cwd
-    assert live(standin, instance_id) == "C"
+    assert live(standin, instance_id) == "D"
     assert status.returncode == 1, status.output
-    assert f"process {pid} (python3, user root) runs a deleted copy of release {A}, while current points to {C}" in (
+    assert f"process {pid} (python3, user root) runs a deleted copy of release {A}, while current points to {D}" in (
         status.output
     ), status.output
     document = json.loads((tmp_path / "ssm-deploy-result.json").read_text())

@@ -11,6 +11,9 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from e2e.test_attack3 import build
+from e2e.test_attack9 import rolling, ship_a
+from e2e.test_attack22 import DEAD_PORT
 from e2e.test_load_balancer import make_fleet, rolling_env
 from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from standin import StandIn
@@ -74,3 +77,36 @@ def test_a_target_group_arn_of_another_region_is_refused_by_name_before_anything
     assert "AWS_DEFAULT_REGION" in run.output and "Traceback" not in run.output
     assert len(standin.sent_commands()) == before
     assert set(standin.target_states(fleet.group_arn).values()) == {"healthy"}
+
+
+def test_a_target_unhealthy_before_the_deploy_that_stays_so_is_named_as_such_in_the_verdict(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Attack 32's note, fixed: one instance behind the app's group and behind a second named group on a port
+    where nothing listens (unhealthy before the deploy, as a target whose app an operator stopped). Its
+    batch cannot come back healthy there: the verdict fails, and says the target was already unhealthy before
+    this deploy took it out, so the reader does not blame the release alone."""
+    fleet = make_fleet(standin, 1)
+    ship_a(standin, fleet, tmp_path, bucket, service)
+    name = f"side-{uuid.uuid4().hex[:8]}"
+    arn = standin.create_target_group(name, fleet.ids, deregistration_delay=2, port=DEAD_PORT)
+    standin.wait_target_states(arn, fleet.ids, "unhealthy", timeout=60)
+    env = rolling(
+        standin,
+        fleet,
+        tmp_path,
+        bucket,
+        service,
+        ARTIFACT=build(tmp_path, "B"),
+        BITBUCKET_BUILD_NUMBER="2",
+        TARGET_GROUPS=f"{fleet.group_name},{name}",
+        HEALTHY_TIMEOUT="8",
+    )
+    run = run_pipe(env, timeout=300)
+
+    assert run.returncode != 0, run.output
+    (instance_id,) = fleet.ids
+    assert f"{instance_id} in {name}: unhealthy" in run.output, run.output
+    assert "already unhealthy in it before this deploy took it out" in run.output, run.output
+    # the app's own group was never a problem: its target is not called unhealthy before
+    assert f"{instance_id} in {fleet.group_name}: unhealthy" not in run.output, run.output

@@ -175,7 +175,7 @@ def test_release_previous_goes_back_without_uploading_and_fetches_what_an_instan
     assert f"{ids[1]} | ssm-deploy: downloading" in run.output
 
 
-def test_keep_releases_two_after_four_deploys_leaves_the_live_one_and_the_one_before(
+def test_keep_releases_two_after_four_deploys_leaves_the_live_one_the_one_before_and_the_one_before_that(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     (instance_id,) = standin.launch(1)
@@ -193,7 +193,8 @@ def test_keep_releases_two_after_four_deploys_leaves_the_live_one_and_the_one_be
         )
         assert run_pipe(env).returncode == 0
 
-    assert releases(standin, instance_id) == ["000003-0123456", "000004-0123456"]
+    # and the one before that: where RELEASE: previous went as D's deploy began, and still goes had it failed
+    assert releases(standin, instance_id) == ["000002-0123456", "000003-0123456", "000004-0123456"]
     assert live(standin, instance_id) == "D"
 
 

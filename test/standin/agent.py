@@ -73,6 +73,7 @@ class InvocationRun:
         self._lost = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
         self.killed = False
+        self.interrupted = False  # lost while its process ran: ``resume`` runs it again
         self.stdout = ""
         self.stderr = ""
         self.cloudwatch_refused = False
@@ -91,14 +92,38 @@ class InvocationRun:
         """The agent dies with the instance: the process is killed and nothing more is reported."""
         self._lost.set()
 
+    def resume(self) -> None:
+        """The agent is back after the instance rebooted (or the agent restarted) with this invocation
+        begun and not finished: AWS's agent resubmits, as it starts, the documents of its ``current`` folder
+        (``EngineProcessor.InitialProcessing`` -> ``processInProgressDocuments``: each begun and unfinished
+        document less than 48 hours old, up to ``CommandRetryLimit`` runs), before it reads new messages,
+        so the command runs again from the start, with the same command id (``SSM_COMMAND_ID``). A
+        CancelCommand sent while the agent was away reaches it only after that ("There is no guarantee that
+        the command will be terminated", CancelCommand): the stand-in lets the run go on (the worst case).
+        Nothing happens for an invocation that was not lost running."""
+        if not self._lost.is_set():
+            return
+        self.thread.join()  # the agent that was lost has let go of its process
+        if not self.interrupted or self.instance is None:
+            return
+        self.interrupted = False
+        self._lost.clear()
+        self._cancel.clear()
+        self.killed = False
+        instance = self.instance
+        self.thread = threading.Thread(
+            target=self._run, args=(lambda: self._execute(instance),), name=f"agent-{self.instance_id}", daemon=True
+        )
+        self.thread.start()
+
     def _update(self, **fields: Any) -> None:
         self._report(self.instance_id, fields)
         if fields.get("Status") in FINAL:
             self.final_details = str(fields.get("StatusDetails", fields["Status"]))
 
-    def _run(self) -> None:
+    def _run(self, step: Callable[[], None] | None = None) -> None:
         try:
-            self._deliver()
+            (step or self._deliver)()
         except Exception as error:  # a harness bug must not hold a MaxConcurrency slot forever
             if self.final_details is None:
                 self._update(
@@ -203,6 +228,7 @@ class InvocationRun:
         if outcome == "lost":
             for uploader in uploaders.values():
                 uploader.close()
+            self.interrupted = True
             return  # a dead agent reports nothing: the invocation stays InProgress
         if outcome == "cancelled":
             self._finish(started, begin, "Cancelled", "Cancelled", -1, uploaders)

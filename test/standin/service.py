@@ -257,12 +257,19 @@ class RunCommandService:
             if run is not None:
                 run.lose()
 
-    def restore_instance(self, instance_id: str) -> None:
+    def restore_instance(self, instance_id: str, resume: bool = False) -> None:
         """The instance's agent is back (Online): it picks up the commands that waited for it. What it
-        ran before it was lost stays killed."""
+        ran before it was lost stays killed, unless ``resume``: then, as AWS's agent does after a reboot
+        (``InvocationRun.resume``), each command it was running when it was lost runs again from the start."""
         instance = self.fleet.get(instance_id)
-        if instance is not None:
-            instance.ping_status = "Online"
+        if instance is None:
+            return
+        if resume:
+            for sent in list(self.sent.values()):
+                run = sent.runs.get(instance_id)
+                if run is not None:
+                    run.resume()
+        instance.ping_status = "Online"
 
     def cancel_all(self) -> None:
         """Cancel every command: nothing more starts, running processes are killed."""

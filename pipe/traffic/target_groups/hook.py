@@ -42,6 +42,7 @@ from pipe.traffic.target_groups.waits import (
 
 log = logging.getLogger("ssm-deploy")
 LISTED = 10
+GroupTarget = tuple[str, tuple[str, int | None]]  # a target group's ARN and a target's key in it
 REGISTERED_AGAIN = "it is registered again (see above)."
 
 
@@ -59,7 +60,7 @@ class LoadBalancer:
         self.min_healthy = min_healthy
         # the targets found unhealthy, before anything of this deploy, in groups TARGET_GROUPS does not name:
         # once registered again they are 'initial' until their checks fail again, and are still not waited for
-        self.ill_before: set[tuple[str, tuple[str, int | None]]] = set()
+        self.ill_before: set[GroupTarget] = set()
         # the first batch this deploy could not register again: nothing more is taken out after it
         self.not_registered: str | None = None
 
@@ -89,6 +90,13 @@ class LoadBalancer:
             yield
             return
         leaving = [group for group, _ in registrations.values()]
+        # what was unhealthy before this batch left: a wait that ends with it still so does not blame the release alone
+        ill_at_start = {
+            (arn, state.target_key)
+            for arn, (_, targets) in registrations.items()
+            for state in targets
+            if state.state == UNHEALTHY
+        }
         ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before)
         for group, state in ill_before:
             when = "before anything of this deploy" if state.state == UNHEALTHY else "as it was before this deploy"
@@ -124,7 +132,9 @@ class LoadBalancer:
                 ending.args = (" ".join([sentence(str(ending)), *(f"{batch}: {p}" for p in left_out)]),)
             raise
         try:
-            self._put_back(run, batch, registrations, wait=True, records=records, left=left, unawaited=ill_before)
+            self._put_back(
+                run, batch, registrations, wait=True, records=records, left=left, unawaited=ill_before, ill=ill_at_start
+            )
         except LoadBalancerError as error:
             raise NotBackInService(f"{batch}: its health in the load balancer could not be read: {error}.") from None
 
@@ -191,6 +201,7 @@ class LoadBalancer:
         records: Sequence[BatchRecord] = (),
         left: float | None = None,
         unawaited: Sequence[tuple[TargetGroup, TargetState]] = (),
+        ill: Set[GroupTarget] = frozenset(),
     ) -> list[str]:
         """Register the batch again (and with ``wait``, wait until it is healthy: NotBackInService when it
         cannot be registered or is not); without ``wait``, the registrations that failed, each with its command."""
@@ -227,7 +238,7 @@ class LoadBalancer:
         if pending:
             raise NotBackInService(
                 f"{batch} was not healthy in the load balancer after HEALTHY_TIMEOUT {self.healthy_timeout} s: "
-                f"{_states(pending)}. Check the target group's health check (path, port, matcher) against the "
+                f"{_states(pending, ill)}. Check the target group's health check (path, port, matcher) against the "
                 "app, or raise HEALTHY_TIMEOUT."
             )
         for record in records:
@@ -250,7 +261,7 @@ def _targets(registrations: Registrations) -> list[Target]:
 
 
 def _unhealthy_in_groups_not_named(
-    registrations: Registrations, ill_before: Set[tuple[str, tuple[str, int | None]]] = frozenset()
+    registrations: Registrations, ill_before: Set[GroupTarget] = frozenset()
 ) -> list[tuple[TargetGroup, TargetState]]:
     """The batch's targets already unhealthy, as last read, in groups TARGET_GROUPS does not name (with ``auto``:
     any group), whose instance has another registration that is waited for: what a release did not cause and a
@@ -296,6 +307,11 @@ def _without(registrations: Registrations, gone: Mapping[str, str]) -> Registrat
     return {arn: (group, targets) for arn, (group, targets) in kept.items() if targets}
 
 
-def _states(pending: list[tuple[TargetGroup, TargetState]]) -> str:
-    shown = "; ".join(f"{state.instance_id} in {group.name}: {state.describe()}" for group, state in pending[:LISTED])
+def _states(pending: list[tuple[TargetGroup, TargetState]], ill: Set[GroupTarget] = frozenset()) -> str:
+    """Each target with its state; ``ill``: those unhealthy before the batch was taken out, said so."""
+    shown = "; ".join(
+        f"{state.instance_id} in {group.name}: {state.describe()}"
+        + (" (already unhealthy in it before this deploy took it out)" if (group.arn, state.target_key) in ill else "")
+        for group, state in pending[:LISTED]
+    )
     return shown + (f"; and {len(pending) - LISTED} more" if len(pending) > LISTED else "")

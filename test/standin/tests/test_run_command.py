@@ -198,6 +198,24 @@ def test_an_offline_agent_picks_a_command_up_only_once_it_is_back(standin: Stand
     assert (item["Status"], item["StandardOutputContent"]) == ("Success", "ran-here\n")
 
 
+def test_a_command_cut_short_by_a_reboot_runs_again_from_the_start_once_the_agent_is_back(standin: StandIn) -> None:
+    """AWS's agent resubmits the documents it began and did not finish as it starts again (after a reboot),
+    a CancelCommand sent meanwhile notwithstanding: the script runs again, with the same command id."""
+    (instance_id,) = standin.launch(1)
+    script = 'echo "run $SSM_COMMAND_ID" >> /tmp/runs\n[ -e /tmp/go ] || sleep 60\necho finished'
+    command_id = send(standin, [instance_id], script)
+    runs = standin.instance_path(instance_id, "/tmp/runs")
+    wait_until(lambda: runs.exists(), "the first run")
+    standin.service.lose_instance(instance_id)
+    standin.client("ssm").cancel_command(CommandId=command_id)
+    standin.instance_path(instance_id, "/tmp/go").touch()
+    standin.service.restore_instance(instance_id, resume=True)
+    item = wait_final(standin, command_id, instance_id)
+
+    assert (item["Status"], item["StandardOutputContent"]) == ("Success", "finished\n")
+    assert runs.read_text() == f"run {command_id}\nrun {command_id}\n"
+
+
 def test_an_offline_agent_that_never_comes_back_gives_delivery_timed_out(standin: StandIn) -> None:
     (instance_id,) = standin.launch(1, delivery_time_scale=0.01)
     standin.service.lose_instance(instance_id)

@@ -29,6 +29,7 @@ from pipe.release.remote import (
     install_steps,
     read_current_body,
     release_exit_meaning,
+    stage_body,
     switch_back_body,
 )
 from unit.release_support import (
@@ -101,6 +102,48 @@ def test_download_uses_the_region_and_the_url(box: Box) -> None:
     assert run.code == 0, run.stderr
     [download] = box.downloads()
     assert download.startswith(f"aws s3 cp --region ap-northeast-2 --only-show-errors {artifact.url} ")
+
+
+RUN = "5f0c6a7e-1d2b-4c3d-8e9f-0a1b2c3d4e5f"  # a pipe run's id (DeployPlan.run_id)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_same_runs_install_started_again_by_the_agent_is_refused_and_nothing_runs_twice(
+    box: Box, shell: str
+) -> None:
+    """After a reboot the SSM Agent runs a command it had begun again, from the start: the install finds its
+    own run's record (.ssm-deploy/run) and refuses (79) before COMMANDS, the switch or the activation."""
+    install(box, A)
+    body = install_body(box.plan(B, box.release_artifact(B)), run_id=RUN)
+    assert box.run(body, shell).code == 0
+
+    again = box.run(body, shell)
+
+    assert again.code == ReleaseExit.STARTED_AGAIN, again.stderr
+    assert again.messages == [
+        "ssm-deploy: the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): "
+        f"refused, it did not run twice; current points at releases/{B}. Check what the first run did: ACTION: status"
+    ]
+    assert box.observed("commands") == [A, B] and box.observed("activations") == [A, B]  # each once
+    assert box.history() == [A, B] and box.current() == f"releases/{B}"
+    assert current_report(again.stdout) == B  # the pipe reads where current points, as on every failure
+    assert box.state("run") == f"{RUN} install\n"
+
+
+def test_a_new_run_installs_again_and_the_same_runs_staging_then_install_both_run(box: Box) -> None:
+    """Another pipe run (a re-run of the step) is no second start; nor is the install after its own run's
+    staging. The staging started again is refused as the install is. The Auto Scaling association's
+    install carries no run (AWS applies it again on purpose): test_rerun_of_the_live_release_... ."""
+    artifact = box.release_artifact(A)
+    plan = box.plan(A, artifact)
+    assert box.run(stage_body(plan, RUN)).code == 0
+    assert box.run(stage_body(plan, RUN)).code == ReleaseExit.STARTED_AGAIN
+    assert box.run(install_body(plan, staged=True, run_id=RUN)).code == 0
+    assert box.run(install_body(plan, run_id="another-run")).code == 0
+
+    assert box.observed("commands") == [A]  # staged once; the install used the staged copy
+    assert box.observed("activations") == [A, A]
+    assert box.state("run") == "another-run install\n"
 
 
 def test_rerun_of_the_live_release_downloads_nothing_and_activates_again(box: Box) -> None:
@@ -1006,6 +1049,7 @@ def test_install_steps_describe_the_plan() -> None:
 def test_exit_codes_are_the_documented_contract() -> None:
     # the pipe and users' scripts branch on these numbers: changing one is a breaking change
     assert {code.name: int(code) for code in ReleaseExit} == {
+        "STARTED_AGAIN": 79,
         "APP_DIR_UNUSABLE": 80,
         "ARTIFACT_DOWNLOAD_FAILED": 81,
         "CHECKSUM_MISMATCH": 82,
