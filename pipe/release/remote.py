@@ -1643,7 +1643,13 @@ def install_steps(plan: ReleasePlan, staged: bool = False) -> tuple[str, ...]:
             "release and run ACTIVATE_COMMANDS there (exit 90)"
         )
     steps.append(
-        f"keep the {plan.keep_releases} most recently activated releases (never the live one nor the one before it)"
+        "a second start of this script on an instance (the SSM Agent runs a command again after a reboot) stops "
+        "before anything (exit 79): nothing runs twice"
+    )
+    kept = f", nor {plan.back_now}, where RELEASE: previous goes should this deploy fail" if plan.back_now else ""
+    steps.append(
+        f"keep the {plan.keep_releases} most recently activated releases (never the live one nor the one before "
+        f"it{kept})"
     )
     return tuple(steps)
 

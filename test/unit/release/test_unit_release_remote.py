@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -1040,6 +1041,10 @@ def test_install_steps_describe_the_plan() -> None:
     assert f"switch /srv/web-api/current -> releases/{B} (atomic rename)" in steps
     assert any(step.startswith("run ACTIVATE_COMMANDS in /srv/web-api/current as ec2-user") for step in steps)
     assert steps[-1].startswith("keep the 3 most recently activated releases")
+    assert "(exit 79): nothing runs twice" in steps[-2]
+    assert steps[-1].endswith("the one before it)")  # no release was live before this one: nothing more kept
+    kept = install_steps(dataclasses.replace(plan, back_now=A))
+    assert kept[-1].endswith(f"nor {A}, where RELEASE: previous goes should this deploy fail)")
     staged = install_steps(plan, staged=True)
     assert staged[0].startswith(f"compare {release} with the checksums recorded when it was staged")
     assert "(exit 92, nothing switched)" in staged[0]
