@@ -61,6 +61,16 @@ class BuildSource:
         number, commit = self.build.build_number, self.build.commit
         info = ReleaseInfo(release_id(number, commit), commit, number, artifact.key, artifact.sha256)
         live = history.live()
+        if live and live.entry.release.id == info.id and live.entry.release.sha256 != artifact.sha256:
+            raise NothingSent(
+                "ARTIFACT",
+                f"Release {info.id} is live, built from another artifact (SHA-256 {live.entry.release.sha256[:12]}..., "
+                f"this one {artifact.sha256[:12]}...): build {number} of commit {commit} was built again with other "
+                "bytes, as a Rerun of a step that builds does (Bitbucket keeps the build number), and one release "
+                "id cannot name two builds",
+                "run the pipeline again (a new build number gives the new build its own release id); to deploy the "
+                f"live build again, use RELEASE: {info.id}",
+            )
         action = Action.REDEPLOY if live and live.entry.release.sha256 == artifact.sha256 else Action.DEPLOY
         return Choice(info, action, live, artifact)
 

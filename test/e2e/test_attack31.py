@@ -7,10 +7,12 @@ the step ended."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_release_fleet import A, Shop, shop
-from e2e.test_releases import build
+from e2e.test_releases import build, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
@@ -100,3 +102,34 @@ def test_an_install_the_agent_starts_again_after_a_reboot_once_the_step_ended_is
     assert status.returncode == 0, status.output
     assert f"  {rebooted}: {A}\n" in status.output, status.output
     assert f"No drift: 2 instance(s) run {A}, the live release" in status.output.splitlines()[-1], status.output
+
+
+def test_a_rerun_that_rebuilds_the_live_release_with_other_bytes_is_refused_before_anything_is_sent(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Attack 31's note, fixed: a Rerun of a build-and-deploy step keeps BITBUCKET_BUILD_NUMBER, so a build that
+    is not byte-for-byte reproducible gives the live release's id to other bytes. Each instance refused it
+    (exit 80, "give the new build its own release id (a new build number)", which a Rerun cannot): the pipe
+    refuses before anything is uploaded or sent, naming the Rerun and the two ways out."""
+    (instance_id,) = standin.launch(1)
+
+    def env(version: str) -> dict[str, str]:
+        return release_env(
+            standin,
+            [instance_id],
+            tmp_path,
+            bucket,
+            service,
+            ARTIFACT=build(tmp_path, version),
+            BITBUCKET_BUILD_NUMBER="7",
+        )
+
+    first = run_pipe(env("A"), timeout=300)
+    assert first.returncode == 0, first.output
+    rerun = run_pipe(env("A, built again"), timeout=300)
+
+    assert rerun.returncode == 1, rerun.output
+    assert "ARTIFACT: nothing was sent. Release 000007-0123456 is live, built from another artifact" in rerun.output
+    assert "use RELEASE: 000007-0123456" in rerun.output, rerun.output
+    assert "Sent command" not in rerun.output and "Uploaded" not in rerun.output, rerun.output
+    assert [entry["status"] for entry in ledger_entries(standin, service)] == ["succeeded"]
