@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from e2e.test_attack20 import one_instance
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_release_fleet import A, Shop, shop
-from e2e.test_releases import build, release_env
+from e2e.test_releases import build
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
@@ -111,22 +112,11 @@ def test_a_rerun_that_rebuilds_the_live_release_with_other_bytes_is_refused_befo
     is not byte-for-byte reproducible gives the live release's id to other bytes. Each instance refused it
     (exit 80, "give the new build its own release id (a new build number)", which a Rerun cannot): the pipe
     refuses before anything is uploaded or sent, naming the Rerun and the two ways out."""
-    (instance_id,) = standin.launch(1)
+    _, env = one_instance(standin, tmp_path, bucket, service)
 
-    def env(version: str) -> dict[str, str]:
-        return release_env(
-            standin,
-            [instance_id],
-            tmp_path,
-            bucket,
-            service,
-            ARTIFACT=build(tmp_path, version),
-            BITBUCKET_BUILD_NUMBER="7",
-        )
-
-    first = run_pipe(env("A"), timeout=300)
+    first = run_pipe(env("A", "7"), timeout=300)
     assert first.returncode == 0, first.output
-    rerun = run_pipe(env("A, built again"), timeout=300)
+    rerun = run_pipe(env("A, built again", "7"), timeout=300)
 
     assert rerun.returncode == 1, rerun.output
     assert "ARTIFACT: nothing was sent. Release 000007-0123456 is live, built from another artifact" in rerun.output
