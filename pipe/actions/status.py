@@ -148,9 +148,12 @@ def _online(clients: Clients, instances: list[str], status: FleetStatus) -> list
             status.why_unknown[instance] = "not managed by SSM in this region"
         elif seen[instance] != ONLINE:
             status.why_unknown[instance] = f"SSM Agent not online: {seen[instance]}"
-    offline = [instance for instance in instances if instance in status.why_unknown]
-    if offline:
-        log.warning(f"Not asked, their SSM Agent is not online: {named(offline)}")
+    by_reason: dict[str, list[str]] = {}
+    for instance in instances:
+        if instance in status.why_unknown:
+            by_reason.setdefault(status.why_unknown[instance], []).append(instance)
+    for reason, unasked in by_reason.items():  # each with its own reason: not managed is no offline agent
+        log.warning(f"Not asked, {reason}: {named(unasked)}")
     return [instance for instance in instances if instance not in status.why_unknown]
 
 

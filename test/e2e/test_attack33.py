@@ -215,4 +215,7 @@ def test_status_on_currents_an_operator_mangled_fails_naming_each_and_the_instan
     assert sorted(d["instance_id"] for d in said["drifted_instances"]) == sorted([dangling, directory]), said
     assert [u["instance_id"] for u in said["unknown_instances"]] == [unmanaged], said
     assert all(i in last_line(seen) for i in (dangling, directory, unmanaged)), last_line(seen)
+    # attack 33's note, fixed: one reason per instance, not "its SSM Agent is not online" first
+    assert f"Not asked, not managed by SSM in this region: {unmanaged}" in seen.output, seen.output
+    assert "Agent is not online" not in seen.output, seen.output
     assert clean not in last_line(seen) and absolute not in last_line(seen), last_line(seen)
