@@ -90,20 +90,9 @@ class LoadBalancer:
             yield
             return
         leaving = [group for group, _ in registrations.values()]
-        # what was unhealthy before this batch left: a wait that ends with it still so does not blame the release alone
-        ill_at_start = {
-            (arn, state.target_key)
-            for arn, (_, targets) in registrations.items()
-            for state in targets
-            if state.state == UNHEALTHY
-        }
+        ill_at_start = _unhealthy(registrations)  # a wait that ends with them still so does not blame the release alone
         ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before)
-        for group, state in ill_before:
-            when = "before anything of this deploy" if state.state == UNHEALTHY else "as it was before this deploy"
-            log.warning(
-                f"{batch}: {state.instance_id} is {state.describe()} in {group.name}, which TARGET_GROUPS does not "
-                f"name, {when}: drained from it and registered again, but not waited for there"
-            )
+        _warn_not_waited_for(batch, ill_before)
         self.ill_before |= {(group.arn, state.target_key) for group, state in ill_before}
         names = ", ".join(group.name for group in leaving)
         delay = max(group.deregistration_delay for group in leaving)
@@ -258,6 +247,25 @@ def _targets(registrations: Registrations) -> list[Target]:
     return [
         (arn, group.name, t.instance_id, t.port) for arn, (group, targets) in registrations.items() for t in targets
     ]
+
+
+def _unhealthy(registrations: Registrations) -> set[GroupTarget]:
+    """The targets unhealthy as last read: before the batch leaves, what it did not cause."""
+    return {
+        (arn, state.target_key)
+        for arn, (_, targets) in registrations.items()
+        for state in targets
+        if state.state == UNHEALTHY
+    }
+
+
+def _warn_not_waited_for(batch: Batch, unawaited: Sequence[tuple[TargetGroup, TargetState]]) -> None:
+    for group, state in unawaited:
+        when = "before anything of this deploy" if state.state == UNHEALTHY else "as it was before this deploy"
+        log.warning(
+            f"{batch}: {state.instance_id} is {state.describe()} in {group.name}, which TARGET_GROUPS does not "
+            f"name, {when}: drained from it and registered again, but not waited for there"
+        )
 
 
 def _unhealthy_in_groups_not_named(
