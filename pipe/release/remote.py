@@ -964,11 +964,15 @@ ssm_deploy_once() {
   # the staging carry the pipe run's id and their own name (ssm_deploy_run; the Auto Scaling association's
   # install carries none: AWS applies it again on purpose) and record it, under the lock, before anything
   # else: a start that finds its own record is that second run, refused. The lock serialises the deploys,
-  # so the last record is enough; it is synced so a crash right after it does not forget it
+  # so the last record is enough; it is synced so a crash right after it does not forget it. Its second line:
+  # where current pointed as that first run began, said again by the refused start (current_at_start): the
+  # output SSM keeps is the refused start's, and with no live release in the ledger the rollback goes there
   [ -n "$ssm_deploy_run" ] || return 0
-  [ "$(cat -- "$ssm_deploy_state/run" 2>/dev/null)" != "$ssm_deploy_run" ] \
-    || ssm_deploy_fail 79 "the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): refused, it did not run twice; current points at ${ssm_deploy_old_target:-nothing}. Check what the first run did: ACTION: status"
-  echo "$ssm_deploy_run" >"$ssm_deploy_state/run" && sync \
+  if [ "$(sed -n 1p -- "$ssm_deploy_state/run" 2>/dev/null)" = "$ssm_deploy_run" ]; then
+    echo "ssm-deploy: $ssm_deploy_app_dir/current pointed at $(sed -n 2p -- "$ssm_deploy_state/run") as this deploy's first run here began"
+    ssm_deploy_fail 79 "the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): refused, it did not run twice; current points at ${ssm_deploy_old_target:-nothing}. Check what the first run did: ACTION: status"
+  fi
+  printf '%s\n%s\n' "$ssm_deploy_run" "${ssm_deploy_old_target:-nothing}" >"$ssm_deploy_state/run" && sync \
     || ssm_deploy_fail 80 "cannot write $ssm_deploy_state/run; nothing was switched"
 }
 ssm_deploy_prepare() {
@@ -1532,15 +1536,18 @@ def current_report(stdout: str) -> str | None:
 def current_at_start(stdout: str) -> str | None:
     """The release ``current`` pointed to as an install script began, held its lock and before it ran
     COMMANDS (``points at releases/<id> as this run begins``): within the first 24,000 characters of its
-    output SSM keeps, where the switch's own line may not be. None without it, or with no release."""
+    output SSM keeps, where the switch's own line may not be. A start the SSM Agent made again (79) says
+    where its pipe run's first start found it (``pointed at ... as this deploy's first run here began``):
+    SSM keeps only the refused start's output. None without it, or with no release."""
     for line in stdout.splitlines():
-        if line.startswith("ssm-deploy: ") and line.endswith(_AT_START):
-            value = line.removesuffix(_AT_START).rpartition("/current points at releases/")[2]
-            return value if _REPORTED_ID.fullmatch(value) else None
+        for said, ending in _AT_START:
+            if line.startswith("ssm-deploy: ") and line.endswith(ending):
+                value = line.removesuffix(ending).rpartition(f"/current {said} at releases/")[2]
+                return value if _REPORTED_ID.fullmatch(value) else None
     return None
 
 
-_AT_START = " as this run begins"
+_AT_START = (("points", " as this run begins"), ("pointed", " as this deploy's first run here began"))
 
 
 @dataclass(frozen=True)

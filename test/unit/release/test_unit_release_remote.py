@@ -25,6 +25,7 @@ from pipe.release.remote import (
     ReleaseExit,
     ReleasePlan,
     as_user,
+    current_at_start,
     current_report,
     install_body,
     install_steps,
@@ -128,7 +129,8 @@ def test_the_same_runs_install_started_again_by_the_agent_is_refused_and_nothing
     assert box.observed("commands") == [A, B] and box.observed("activations") == [A, B]  # each once
     assert box.history() == [A, B] and box.current() == f"releases/{B}"
     assert current_report(again.stdout) == B  # the pipe reads where current points, as on every failure
-    assert box.state("run") == f"{RUN} install\n"
+    assert current_at_start(again.stdout) == A  # where the first start found it: the rollback's, without a ledger
+    assert box.state("run") == f"{RUN} install\nreleases/{A}\n"
 
 
 def test_a_new_run_installs_again_and_the_same_runs_staging_then_install_both_run(box: Box) -> None:
@@ -144,7 +146,7 @@ def test_a_new_run_installs_again_and_the_same_runs_staging_then_install_both_ru
 
     assert box.observed("commands") == [A]  # staged once; the install used the staged copy
     assert box.observed("activations") == [A, A]
-    assert box.state("run") == "another-run install\n"
+    assert box.state("run") == f"another-run install\nreleases/{A}\n"
 
 
 def test_rerun_of_the_live_release_downloads_nothing_and_activates_again(box: Box) -> None:
