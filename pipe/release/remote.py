@@ -370,6 +370,8 @@ ssm_deploy_judge() {
   ssm_deploy_pid=$1
   ssm_deploy_from=
   ssm_deploy_since=
+  ssm_deploy_other_ns=
+  [ "$(readlink "/proc/$ssm_deploy_pid/ns/mnt" 2>/dev/null)" = "$ssm_deploy_mnt" ] || ssm_deploy_other_ns=1
   ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
   if ssm_deploy_through_current "$ssm_deploy_pid"; then
     if [ -z "$ssm_deploy_after" ]; then
@@ -396,18 +398,31 @@ ssm_deploy_judge() {
   # judged only as a server: the paths among its words condemn it only when it listens
   if [ -z "$ssm_deploy_from" ] && { ! ssm_deploy_has_terminal "$ssm_deploy_pid" || ssm_deploy_listens "$ssm_deploy_pid"; }; then
     ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
+    # a container's files (attack 30: `docker run -v /srv/app/current:/app ... node /app/server.js`)
+    if [ -z "$ssm_deploy_from" ] && [ -n "$ssm_deploy_other_ns" ]; then
+      ssm_deploy_from=$(ssm_deploy_words_of "$ssm_deploy_pid" | ssm_deploy_in_releases | awk '{ print $2; exit }')
+      [ -z "$ssm_deploy_from" ] || ssm_deploy_since=1
+    fi
   fi
   [ -z "$ssm_deploy_from$ssm_deploy_since" ] || ssm_deploy_from=${ssm_deploy_from:-$ssm_deploy_release}
   if [ -z "$ssm_deploy_from" ]; then
     ssm_deploy_path=$(readlink "/proc/$ssm_deploy_pid/cwd" 2>/dev/null) || return 0
-    case $ssm_deploy_path in
-      "$ssm_deploy_releases"/?*) ;;
-      *) return 0 ;;
-    esac
-    [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ] || return 0
-    ssm_deploy_here=${ssm_deploy_path#"$ssm_deploy_releases"/}
     # the release its working directory is in
-    ssm_deploy_here=${ssm_deploy_here%%/*}
+    ssm_deploy_here=
+    case $ssm_deploy_path in
+      "$ssm_deploy_releases"/?*)
+        if [ "/proc/$ssm_deploy_pid/cwd" -ef "$ssm_deploy_path" ]; then
+          ssm_deploy_here=${ssm_deploy_path#"$ssm_deploy_releases"/}
+          ssm_deploy_here=${ssm_deploy_here%%/*}
+        fi
+        ;;
+    esac
+    # a container's working directory (/app, a volume that is a release directory, or one in it)
+    if [ -z "$ssm_deploy_here" ] && [ -n "$ssm_deploy_other_ns" ]; then
+      ssm_deploy_here=$(printf '/proc/%s %s\n' "$ssm_deploy_pid" "$ssm_deploy_path" | ssm_deploy_in_releases | awk '{ print $2; exit }')
+      [ -z "$ssm_deploy_here" ] || ssm_deploy_since=1
+    fi
+    [ -n "$ssm_deploy_here" ] || return 0
     ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
     # a command with a controlling terminal (an operator's `tail -f app.log` or `less` in a release over
     # ssh) is no service: its directory and words condemn nothing (a server among them still does)
@@ -866,18 +881,55 @@ ssm_deploy_release_in_words() {
     return 0
   done
 }
+ssm_deploy_words_of() {
+  # "/proc/PID word..." for each process $@: the words of its command line
+  for ssm_deploy_p in "$@"; do
+    printf '/proc/%s ' "$ssm_deploy_p"
+    tr '\0\n' '  ' 2>/dev/null < "/proc/$ssm_deploy_p/cmdline"
+    echo
+  done
+}
+ssm_deploy_in_releases() {
+  # lines "/proc/PID path..." in, "PID RELEASE" out for each path of PID's own mount namespace
+  # (absolute, also after `=`) that is a release directory (ssm_deploy_inodes: device:inode and id of
+  # each in releases/) or is in one, by device and inode: a container's volume bound to a release
+  # directory (`docker run -v /srv/app/current:/app`: the release current pointed to as it started)
+  # shows paths of its own (/app/server.js, cwd /app) that name no APP_DIR; a directory at the same
+  # path that is another (another host's APP_DIR) is none. One stat for every path of every process
+  awk '{ for (i = 2; i <= NF; i++) { path = $i; sub(/^[^\/=]*=\//, "/", path)
+      if (path ~ /^\// && path !~ /(^|\/)\.\.?(\/|$)/) for (; path ~ /^\/./; sub(/\/[^\/]*$/, "", path)) print $1 "/root" path } }' \
+    | xargs -r -d '\n' stat -L -c '%d:%i %n' -- 2>/dev/null | ssm_deploy_inodes=$ssm_deploy_inodes awk '
+    BEGIN { count = split(ENVIRON["ssm_deploy_inodes"], line, "\n"); for (i = 1; i <= count; i++) { split(line[i], word, " "); id[word[1]] = word[2] } }
+    ($1 in id) { pid = $2; sub(/^\/proc\//, "", pid); sub(/\/.*/, "", pid); print pid, id[$1] }'
+}
+ssm_deploy_contained() {
+  # the processes in another mount namespace than the script's (a container) whose working directory
+  # or a path among its words is, or is in, a release directory (ssm_deploy_in_releases); one there
+  # whose paths name APP_DIR (a systemd unit with PrivateTmp=) the scan finds by its paths
+  ssm_deploy_others=$(find /proc/[0-9]*/ns/mnt /proc/[0-9]*/cwd -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
+    | ssm_deploy_mnt=$ssm_deploy_mnt awk -F '\t' '
+      sub(/\/ns$/, "", $1) { if ($2 != ENVIRON["ssm_deploy_mnt"]) other[$1] = 1; next }
+      ($1 in other) { print $1 " " $2 }')
+  # shellcheck disable=SC2046 # pids
+  { printf '%s\n' "$ssm_deploy_others"; ssm_deploy_words_of $(printf '%s\n' "$ssm_deploy_others" | cut -d / -f 3 | cut -d ' ' -f 1); } \
+    | ssm_deploy_in_releases | cut -d ' ' -f 1
+}
 ssm_deploy_scan() {
   cd / || return 0
   ssm_deploy_now=$(ssm_deploy_ticks)
   ssm_deploy_settle_ticks=$((ssm_deploy_hz * ssm_deploy_verify_settle))
   ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
   ssm_deploy_releases=$ssm_deploy_physical/releases
+  ssm_deploy_mnt=$(readlink "/proc/$$/ns/mnt" 2>/dev/null)
+  ssm_deploy_inodes=$(stat -c '%d:%i %n' -- "$ssm_deploy_releases"/*/ 2>/dev/null | sed 's|/$||; s|^\([^ ]*\) .*/|\1 |')
+  # and the processes of a container whose paths are its own (ssm_deploy_contained)
   for ssm_deploy_pid in $( {
     find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
       | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_home=$ssm_deploy_physical awk -F '\t' '
         index($2, ENVIRON["ssm_deploy_prefix"]) == 1 || $2 == ENVIRON["ssm_deploy_home"] { sub(/^\/proc\//, "", $1); print $1 }'
     grep -l -s -F -e "$ssm_deploy_releases/" -e "$ssm_deploy_app_dir/releases/" -e "$ssm_deploy_app_dir/current" \
       -e "$ssm_deploy_physical/current" /proc/[0-9]*/cmdline | sed 's|^/proc/||; s|/cmdline$||'
+    ssm_deploy_contained
   } | awk '!seen[$0]++'); do
     set -f
     [ "$ssm_deploy_pid" = "$$" ] || ssm_deploy_judge "$ssm_deploy_pid" "$1"

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from e2e.test_attack3 import build, wait_for_port
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
@@ -75,14 +74,6 @@ def test_a_server_run_as_the_directory_current_points_to_and_left_running_fails_
     assert ledger_entries(standin, service)[-1]["status"] == "rolled back"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a server in a container (its own mount namespace) whose volume is APP_DIR/current "
-    "(`docker run -v /srv/web-api/current:/app`, bound to the release current pointed to as it started) "
-    "shows /proc paths of its own namespace (/app/server.py, cwd /app): no path names APP_DIR, so the scan "
-    "never judges it; telling it would mean comparing every process's cwd and files with each release "
-    "directory by inode (-ef), which the script has no room for. Deployed while it serves A",
-)
 def test_a_server_in_a_container_whose_volume_is_current_and_left_running_fails_the_deploy(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
@@ -107,9 +98,41 @@ def test_a_server_in_a_container_whose_volume_is_current_and_left_running_fails_
     finally:
         kill_instance_processes(standin, instance_id, "/srv/web.pid")
 
+    # the container serves A: its paths name no APP_DIR, its working directory and program are A's
+    # directory by device and inode
     assert what_serves == "A"
     assert second.returncode != 0, second.output
+    assert "Failed (exit 90)" in second.output, second.output
+    assert "runs release 000001-" in second.output, second.output
     assert live(standin, instance_id) == "A"
+    assert ledger_entries(standin, service)[-1]["status"] == "rolled back"
+
+
+def test_a_server_in_a_container_whose_volume_is_another_directory_at_the_same_paths_passes(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    # held: a container whose volume is a copy of the release at the same path names (another host's
+    # APP_DIR, an image's own copy) runs none of this APP_DIR's releases: no false exit 90
+    port = 18143
+    activate = (
+        "if [ ! -e /srv/web.pid ]; then\n"
+        f"  rm -rf /srv/copy && cp -a {APP_DIR}/current/. /srv/copy && mkdir -p /srv/container-app\n"
+        "  unshare -m sh -c 'mount --bind /srv/copy /srv/container-app && cd /srv/container-app"
+        f" && exec python3 /srv/container-app/server.py {port}' </dev/null >/dev/null 2>&1 &\n"
+        "  echo $! > /srv/web.pid\n"
+        f"  {wait_for_port(port)}\n"
+        "fi"
+    )
+    instance_id, env = instance_with_entry(standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate)
+    try:
+        first = run_pipe(env("A", "1"), timeout=300)
+        assert first.returncode == 0, first.output
+        second = run_pipe(env("B", "2"), timeout=300)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+    assert second.returncode == 0, second.output
+    assert live(standin, instance_id) == "B"
 
 
 def test_a_server_its_manager_restarts_through_current_with_an_empty_environment_passes(

@@ -6,6 +6,7 @@ release it was activated in and never restarted (the stale recipe), and its box.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from pipe.release.remote import (
     other_processes,
     read_current_body,
 )
-from unit.release.test_unit_release_verify import RESTARTED, STARTED_ONCE
+from unit.release.test_unit_release_verify import RESTARTED, STARTED_ONCE, _in_another_mount_namespace
 from unit.release.test_unit_release_verify import box as box
 from unit.release_support import SHELLS, A, B, Box, is_root
 
@@ -60,6 +61,27 @@ def test_the_read_lists_nothing_when_the_processes_follow_current(box: Box) -> N
     assert run.code == 0, run.stderr
     assert current_report(run.stdout) == B
     assert other_processes(run.stdout) == OtherProcesses(count=0)
+
+
+@pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")
+def test_the_read_lists_a_container_whose_volume_is_the_replaced_release(box: Box) -> None:
+    # `docker run -v /srv/web-api/current:/app` left running: its paths are its own (cwd /app)
+    _install(box, A, RESTARTED)
+    volume = box.root / "container-app"
+    volume.mkdir()
+    inside = (
+        f'mount --bind "{box.app_dir}/current" "{volume}" && cd "{volume}" && echo $$ > "{box.out}/foreign-pids"'
+        " && exec sh -c 'while :; do sleep 1; done' bin/start.sh"
+    )
+    foreign = _in_another_mount_namespace(box, inside)
+    _install(box, B, RESTARTED)
+
+    run = box.run(read_current_body(str(box.app_dir), processes=True))
+
+    assert run.code == 0, run.stderr
+    listed = OtherProcesses(count=1, shown=(OtherProcess(foreign, A, False, "root", "sh"),))
+    assert other_processes(run.stdout) == listed
 
 
 def test_the_deploys_read_does_not_scan_the_processes(box: Box) -> None:

@@ -415,6 +415,52 @@ def test_a_process_in_another_namespaces_deleted_release_directory_is_not_this_a
     assert f"process {foreign} " not in output
 
 
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")
+@pytest.mark.parametrize("through", ["working directory", "word"])
+def test_a_container_whose_volume_is_current_and_left_running_runs_the_release_it_was_bound_to(
+    box: Box, through: str
+) -> None:
+    # `docker run -v /srv/web-api/current:/app`: bound to the release current pointed to as it started;
+    # its paths (/app, /app/bin/start.sh) name no APP_DIR
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    volume = box.root / "container-app"
+    volume.mkdir()
+    start = "bin/start.sh" if through == "working directory" else f"{volume}/bin/start.sh"
+    inside = (
+        f'mount --bind "{box.app_dir}/current" "{volume}" && cd "{volume if through == "working directory" else "/"}"'
+        f' && echo $$ > "{box.out}/foreign-pids" && exec sh -c \'while :; do sleep 1; done\' "{start}"'
+    )
+    foreign = _in_another_mount_namespace(box, inside)
+
+    code, output = _install(box, B, RESTARTED)
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"process {foreign} (sh -c " in output
+    assert f"runs release {A}, not {B}" in output
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a second mount namespace")
+def test_a_container_whose_volume_is_a_copy_of_a_release_at_the_same_paths_is_not_this_app_dirs(box: Box) -> None:
+    # held: a container (another host's APP_DIR) bound to a directory with the same path names
+    code, output = _install(box, A, RESTARTED)
+    assert code == 0, output
+    volume = box.root / "container-app"
+    copy = box.root / "copy"
+    shutil.copytree(box.app_dir / "releases" / A, copy)
+    volume.mkdir()
+    inside = (
+        f'mount --bind "{copy}" "{volume}" && cd "{volume}" && echo $$ > "{box.out}/foreign-pids"'
+        f" && exec sh -c 'while :; do sleep 1; done' \"{volume}/bin/start.sh\""
+    )
+    foreign = _in_another_mount_namespace(box, inside)
+
+    code, output = _install(box, B, RESTARTED)
+
+    assert code == 0, output
+    assert f"process {foreign} " not in output
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record every execve")
 def test_comparing_the_values_puts_none_in_any_program_argument(box: Box) -> None:
     box.store_parameter(PARAMETER, SECRET)
