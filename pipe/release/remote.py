@@ -895,10 +895,12 @@ ssm_deploy_in_releases() {
   # each in releases/) or is in one, by device and inode: a container's volume bound to a release
   # directory (`docker run -v /srv/app/current:/app`: the release current pointed to as it started)
   # shows paths of its own (/app/server.js, cwd /app) that name no APP_DIR; a directory at the same
-  # path that is another (another host's APP_DIR) is none. One stat for every path of every process
+  # path that is another (another host's APP_DIR) is none. One stat for every path of every process;
+  # a symlink is not followed (`current` resolves to the release it points to now, not as the process
+  # started: a path through it is the path rules' business, ssm_deploy_through_current)
   awk '{ for (i = 2; i <= NF; i++) { path = $i; sub(/^[^\/=]*=\//, "/", path)
       if (path ~ /^\// && path !~ /(^|\/)\.\.?(\/|$)/) for (; path ~ /^\/./; sub(/\/[^\/]*$/, "", path)) print $1 "/root" path } }' \
-    | xargs -r -d '\n' stat -L -c '%d:%i %n' -- 2>/dev/null | ssm_deploy_inodes=$ssm_deploy_inodes awk '
+    | xargs -r -d '\n' stat -c '%d:%i %n' -- 2>/dev/null | ssm_deploy_inodes=$ssm_deploy_inodes awk '
     BEGIN { count = split(ENVIRON["ssm_deploy_inodes"], line, "\n"); for (i = 1; i <= count; i++) { split(line[i], word, " "); id[word[1]] = word[2] } }
     ($1 in id) { pid = $2; sub(/^\/proc\//, "", pid); sub(/\/.*/, "", pid); print pid, id[$1] }'
 }
