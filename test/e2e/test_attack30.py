@@ -13,7 +13,7 @@ from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
-from support import kill_instance_processes, run_pipe
+from support import PipeRun, kill_instance_processes, run_pipe
 
 
 def instance_with_entry(
@@ -31,6 +31,33 @@ def instance_with_entry(
     return instance_id, env
 
 
+def started_once(start: str, port: int, prepare: str = "") -> str:
+    """ACTIVATE_COMMANDS that run ``start`` (one command that becomes the server on ``port``, in the
+    background), after ``prepare``, when /srv/web.pid names none yet, and leave a running one alone:
+    `systemctl start`, `docker compose up -d`."""
+    return (
+        "if [ ! -e /srv/web.pid ]; then\n"
+        f"  {prepare or ':'}\n"
+        f"  {start} </dev/null >/dev/null 2>&1 &\n"
+        "  echo $! > /srv/web.pid\n"
+        f"  {wait_for_port(port)}\n"
+        "fi"
+    )
+
+
+def a_then_b(
+    standin: StandIn, instance_id: str, env: Callable[[str, str], dict[str, str]], port: int
+) -> tuple[PipeRun, str]:
+    """A deployed (it must pass), then B: B's run, and what the server on ``port`` serves after it."""
+    try:
+        first = run_pipe(env("A", "1"), timeout=300)
+        assert first.returncode == 0, first.output
+        second = run_pipe(env("B", "2"), timeout=300)
+        return second, served(standin, instance_id, port)
+    finally:
+        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+
+
 # --- VERIFY_PROCESSES: a server whose program is a directory under current ------------------------------
 
 
@@ -41,13 +68,7 @@ def test_a_server_run_as_the_directory_current_points_to_and_left_running_fails_
     # a __main__.py is a program, as `node /srv/web-api/current` runs its package.json's main): started
     # when it does not run, left running when it does. B's activation leaves A's server serving A.
     port = 18140
-    activate = (
-        "if [ ! -e /srv/web.pid ]; then\n"
-        f"  (cd / && exec python3 {APP_DIR}/current {port}) </dev/null >/dev/null 2>&1 &\n"
-        "  echo $! > /srv/web.pid\n"
-        f"  {wait_for_port(port)}\n"
-        "fi"
-    )
+    activate = started_once(f"(cd / && exec python3 {APP_DIR}/current {port})", port)
     instance_id, env = instance_with_entry(
         standin, tmp_path, bucket, service, "__main__.py", ACTIVATE_COMMANDS=activate
     )
@@ -80,23 +101,14 @@ def test_a_server_in_a_container_whose_volume_is_current_and_left_running_fails_
     # `docker compose up -d` (volumes: /srv/web-api/current:/app), which leaves a running container alone:
     # a mount namespace of its own where /app is the release current pointed to when it started
     port = 18141
-    activate = (
-        "if [ ! -e /srv/web.pid ]; then\n"
-        "  mkdir -p /srv/container-app\n"
-        f"  unshare -m sh -c 'mount --bind {APP_DIR}/current /srv/container-app && cd /srv/container-app"
-        f" && exec python3 /srv/container-app/server.py {port}' </dev/null >/dev/null 2>&1 &\n"
-        "  echo $! > /srv/web.pid\n"
-        f"  {wait_for_port(port)}\n"
-        "fi"
+    activate = started_once(
+        f"unshare -m sh -c 'mount --bind {APP_DIR}/current /srv/container-app && cd /srv/container-app && exec "
+        f"python3 /srv/container-app/server.py {port}'",
+        port,
+        prepare="mkdir -p /srv/container-app",
     )
     instance_id, env = instance_with_entry(standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate)
-    try:
-        first = run_pipe(env("A", "1"), timeout=300)
-        assert first.returncode == 0, first.output
-        second = run_pipe(env("B", "2"), timeout=300)
-        what_serves = served(standin, instance_id, port)
-    finally:
-        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+    second, what_serves = a_then_b(standin, instance_id, env, port)
 
     # the container serves A: its paths name no APP_DIR, its working directory and program are A's
     # directory by device and inode
@@ -114,25 +126,17 @@ def test_a_server_in_a_container_whose_volume_is_another_directory_at_the_same_p
     # held: a container whose volume is a copy of the release at the same path names (another host's
     # APP_DIR, an image's own copy) runs none of this APP_DIR's releases: no false exit 90
     port = 18143
-    activate = (
-        "if [ ! -e /srv/web.pid ]; then\n"
-        f"  rm -rf /srv/copy && cp -a {APP_DIR}/current/. /srv/copy && mkdir -p /srv/container-app\n"
-        "  unshare -m sh -c 'mount --bind /srv/copy /srv/container-app && cd /srv/container-app"
-        f" && exec python3 /srv/container-app/server.py {port}' </dev/null >/dev/null 2>&1 &\n"
-        "  echo $! > /srv/web.pid\n"
-        f"  {wait_for_port(port)}\n"
-        "fi"
+    activate = started_once(
+        "unshare -m sh -c 'mount --bind /srv/copy /srv/container-app && cd /srv/container-app && exec python3 "
+        f"/srv/container-app/server.py {port}'",
+        port,
+        prepare=f"rm -rf /srv/copy && cp -a {APP_DIR}/current/. /srv/copy && mkdir -p /srv/container-app",
     )
     instance_id, env = instance_with_entry(standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate)
-    try:
-        first = run_pipe(env("A", "1"), timeout=300)
-        assert first.returncode == 0, first.output
-        second = run_pipe(env("B", "2"), timeout=300)
-    finally:
-        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+    second, what_serves = a_then_b(standin, instance_id, env, port)
 
     assert second.returncode == 0, second.output
-    assert live(standin, instance_id) == "B"
+    assert what_serves == "A" and live(standin, instance_id) == "B"  # the copy serves its own files
 
 
 def test_a_server_its_manager_restarts_through_current_with_an_empty_environment_passes(
@@ -152,13 +156,7 @@ def test_a_server_its_manager_restarts_through_current_with_an_empty_environment
     instance_id, env = instance_with_entry(
         standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate, VARIABLES="FEATURE=one-value"
     )
-    try:
-        first = run_pipe(env("A", "1"), timeout=300)
-        assert first.returncode == 0, first.output
-        second = run_pipe(env("B", "2"), timeout=300)
-        what_serves = served(standin, instance_id, port)
-    finally:
-        kill_instance_processes(standin, instance_id, "/srv/web.pid")
+    second, what_serves = a_then_b(standin, instance_id, env, port)
 
     assert second.returncode == 0, second.output
     assert "processes verified" in second.output and "without FEATURE" not in second.output, second.output
