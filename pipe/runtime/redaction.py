@@ -76,19 +76,21 @@ class Redactor:
 
     def redact_output(self, text: str) -> str:
         """For what the instances printed: every form of every value."""
-        if self._output is None:
-            self._output = _longest_first(self._values)
-        return _mask(text, self._output)
+        return _mask(text, self._output_forms())
 
     def mask_cut_end(self, text: str) -> str:
         """``text`` cut short (SSM keeps the first 24,000 characters of stdout, 8,000 of stderr) with its end
         masked when it is the beginning of a value (MIN_LENGTH characters or more): a value the cut split in
         two leaves a piece no mask of the whole matches. The rest is left to :meth:`redact_output`."""
         body = text.rstrip(CUT_CHARACTER)
+        piece = max((_cut_piece(body, form) for form in self._output_forms()), default=0)
+        return body[: len(body) - piece] + MASK if piece else text
+
+    def _output_forms(self) -> list[str]:
+        """Every form of every value, longest first (made once per set of values)."""
         if self._output is None:
             self._output = _longest_first(self._values)
-        piece = max((_cut_piece(body, form) for form in self._output), default=0)
-        return body[: len(body) - piece] + MASK if piece else text
+        return self._output
 
 
 def _cut_piece(body: str, form: str) -> int:
