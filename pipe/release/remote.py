@@ -757,10 +757,13 @@ ssm_deploy_through_current() {
 }
 ssm_deploy_switch_before() {
   # the first switch this boot after process $1 (started through current) started: the release it left
-  # is the one the process runs (ssm_deploy_before, not the release judged); switches has a line per
-  # switch (boot id, seconds since boot, the release it left); reloads: ssm_deploy_switch_time
+  # is the one the process runs (ssm_deploy_before, not the release judged); switches has lines per
+  # switch (boot id, seconds since boot, the release it left: one read before current moves, one after,
+  # ssm_deploy_point); reloads: ssm_deploy_switch_time. Both times in whole clock ticks (2 decimals
+  # times hz in floating point can land a hair above the tick): a process started in the tick of a
+  # switch's line counts as started before it (when in doubt, the release it left)
   ssm_deploy_before=$(ssm_deploy_switches | awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" \
-    -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && $2 * hz > started { if (left == "") left = $3; last = $2 }
+    -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && int($2 * hz + 0.5) >= started + 0 { if (left == "") left = $3; last = $2 }
       END { if (left != "") print last, left }')
   ssm_deploy_switch_time=${ssm_deploy_before%% *}
   ssm_deploy_before=${ssm_deploy_before#* }
@@ -779,7 +782,7 @@ ssm_deploy_reloaded() {
   # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
   find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" '
     { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
-    field[2] == parent && field[20] / hz >= switched { print pid }' | {
+    field[2] == parent && field[20] + 0 > int(switched * hz + 0.5) { print pid }' | {
     while read -r ssm_deploy_child; do
       [ "/proc/$ssm_deploy_child/exe" -ef "/proc/$1/exe" ] && return 0
     done
@@ -939,7 +942,7 @@ ssm_deploy_scan() {
   done
 }
 ssm_deploy_ticks() {
-  awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz }' /proc/uptime
+  awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz + 0.5 }' /proc/uptime
 }
 """  # noqa: E501 (each message is one line on the instance)
 
@@ -1145,7 +1148,14 @@ ssm_deploy_unchanged() {
 }
 ssm_deploy_point() {
   ssm_deploy_link=$ssm_deploy_app_dir/current.tmp.$$
-  ln -sfn -- "$1" "$ssm_deploy_link" && mv -T -- "$ssm_deploy_link" "$ssm_deploy_app_dir/current"
+  ln -sfn -- "$1" "$ssm_deploy_link" && mv -T -- "$ssm_deploy_link" "$ssm_deploy_app_dir/current" || return 1
+  # the switch's line again, its time read now that current has moved (a process started up to this
+  # tick, before the move or after it, counts as started before the switch: ssm_deploy_switch_before),
+  # then a wait for the next tick, so that what ACTIVATE_COMMANDS starts counts as started after it
+  ssm_deploy_moved=$(awk '{ print $1 }' /proc/uptime)
+  echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $ssm_deploy_moved $ssm_deploy_left" >> "$ssm_deploy_state/switches"
+  until awk -v moved="$ssm_deploy_moved" '{ exit !($1 > moved + 0) }' /proc/uptime; do sleep 0.01; done
+  return 0
 }
 ssm_deploy_record() {
   # before a switch: the release it leaves, the one it goes to, a line in switches (ssm_deploy_switch_before)
@@ -1154,7 +1164,8 @@ ssm_deploy_record() {
     && printf '%s\n' "$1" > "$ssm_deploy_state/previous.tmp" \
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
-    && echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) ${1:--}" \
+    && ssm_deploy_left=${1:--} \
+    && echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) $ssm_deploy_left" \
       >> "$ssm_deploy_state/switches"
 }
 ssm_deploy_activate_current() {
@@ -1270,7 +1281,7 @@ ssm_deploy_prune() {
       echo "ssm-deploy: warning: could not remove release $ssm_deploy_id" >&2
     fi
   done
-  # one line per switch each: the newest kept
+  # history: a line per switch, switches: two; the newest kept
   for ssm_deploy_log in history switches; do
     if [ -f "$ssm_deploy_state/$ssm_deploy_log" ] \
       && [ "$(wc -l < "$ssm_deploy_state/$ssm_deploy_log")" -gt "$ssm_deploy_history_limit" ]; then
