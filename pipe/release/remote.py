@@ -400,7 +400,7 @@ ssm_deploy_judge() {
     ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
     # a container's files (attack 30: `docker run -v /srv/app/current:/app ... node /app/server.js`)
     if [ -z "$ssm_deploy_from" ] && [ -n "$ssm_deploy_other_ns" ]; then
-      ssm_deploy_from=$(ssm_deploy_words_of "$ssm_deploy_pid" | ssm_deploy_in_releases | awk '{ print $2; exit }')
+      ssm_deploy_from=$(ssm_deploy_words_of "$ssm_deploy_pid" | ssm_deploy_in_releases | awk '$2 != "-" { print $2; exit }')
       [ -z "$ssm_deploy_from" ] || ssm_deploy_since=1
     fi
   fi
@@ -419,7 +419,7 @@ ssm_deploy_judge() {
     esac
     # a container's working directory (/app, a volume that is a release directory, or one in it)
     if [ -z "$ssm_deploy_here" ] && [ -n "$ssm_deploy_other_ns" ]; then
-      ssm_deploy_here=$(printf '/proc/%s %s\n' "$ssm_deploy_pid" "$ssm_deploy_path" | ssm_deploy_in_releases | awk '{ print $2; exit }')
+      ssm_deploy_here=$(printf '/proc/%s %s\n' "$ssm_deploy_pid" "$ssm_deploy_path" | ssm_deploy_in_releases | awk '$2 != "-" { print $2; exit }')
       [ -z "$ssm_deploy_here" ] || ssm_deploy_since=1
     fi
     [ -n "$ssm_deploy_here" ] || return 0
@@ -698,40 +698,48 @@ ssm_deploy_through_current() {
   # the release current pointed to when the process started (the first switch after it): what it runs
   ssm_deploy_through=
   ssm_deploy_gone=
-  ssm_deploy_cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) || ssm_deploy_cwd=
-  # a directory as the program of node or python (`node /srv/app/current`, `python3 /srv/app/current`:
-  # their first argument) is its __main__.py or package.json, read once at start (attack 30)
   ssm_deploy_n=0
   for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
+    ssm_deploy_n=$((ssm_deploy_n + 1))
+    # the word as the process sees it: under its root (ssm_deploy_seen), or its working directory
+    ssm_deploy_seen=/proc/$1/root
     case $ssm_deploy_word in
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
-      current/?* | ./current/?*)
-        [ "$ssm_deploy_cwd" = "$ssm_deploy_physical" ] && [ "/proc/$1/cwd" -ef "$ssm_deploy_physical" ] || continue
-        ssm_deploy_word=$ssm_deploy_physical/${ssm_deploy_word#./}
+      current | current/?* | ./current | ./current/?*)
+        ssm_deploy_seen=/proc/$1/cwd
+        ssm_deploy_word=/${ssm_deploy_word#./}
         ;;
     esac
-    ssm_deploy_n=$((ssm_deploy_n + 1))
+    # a directory as the program of node or python (`node /srv/app/current`, `python3 /srv/app/current`:
+    # their first argument) is its __main__.py or package.json, read once at start (attack 30)
     case $ssm_deploy_n$(readlink "/proc/$1/exe") in
       2/*/node* | 2/*/python*)
         for ssm_deploy_f in __main__.py package.json; do
-          [ -f "$ssm_deploy_word/$ssm_deploy_f" ] && ssm_deploy_word=$ssm_deploy_word/$ssm_deploy_f && break
+          [ -f "$ssm_deploy_seen$ssm_deploy_word/$ssm_deploy_f" ] && ssm_deploy_word=$ssm_deploy_word/$ssm_deploy_f && break
         done ;;
     esac
+    # a path under current of a directory (ssm_deploy_p) that is this APP_DIR by device and inode in the
+    # process's own mount namespace: APP_DIR, or a container's volume that is APP_DIR (`docker run -v
+    # /srv/app:/app ... node /app/current/server.js`, or `node current/server.js` in /app: attack 35), not
+    # a container's own directory at the same path
     case $ssm_deploy_word in
-      "$ssm_deploy_app_dir"/current/?* | "$ssm_deploy_physical"/current/?*) ;;
+      "$ssm_deploy_app_dir"/current/?*) ssm_deploy_p=$ssm_deploy_app_dir ;;
+      "$ssm_deploy_physical"/current/?*) ssm_deploy_p=$ssm_deploy_physical ;;
+      /current/?*) ssm_deploy_p= ;;
+      /*/current/?*) ssm_deploy_p=${ssm_deploy_word%%/current/*} ;;
       *) continue ;;
     esac
-    # the same file in the process's own mount namespace (this APP_DIR, not a container's with that
-    # path), and a file: the code it loaded when it started; a directory it serves (--directory,
-    # --root) it may look up again on every request
-    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] && [ -f "/proc/$1/root$ssm_deploy_word" ] \
-      && ssm_deploy_through=1 && break
-    # the first word gone from current, with this APP_DIR in the process's own mount namespace
-    [ -e "/proc/$1/root$ssm_deploy_word" ] || [ -n "$ssm_deploy_gone" ] || ! [ "/proc/$1/root$ssm_deploy_releases" -ef \
-      "$ssm_deploy_releases" ] || ssm_deploy_gone=${ssm_deploy_word#"$ssm_deploy_app_dir"/current/}
+    [ "$ssm_deploy_seen$ssm_deploy_p" -ef "$ssm_deploy_physical" ] || continue
+    ssm_deploy_seen=$ssm_deploy_seen$ssm_deploy_word
+    ssm_deploy_word=$ssm_deploy_physical${ssm_deploy_word#"$ssm_deploy_p"}
+    # a file: the code it loaded when it started; a directory it serves (--directory, --root) it may
+    # look up again on every request
+    [ -f "$ssm_deploy_seen" ] && ssm_deploy_through=1 && break
+    # the first word gone from current
+    [ -e "$ssm_deploy_seen" ] || [ -n "$ssm_deploy_gone" ] || ssm_deploy_gone=${ssm_deploy_word#"$ssm_deploy_physical"/current/}
   done
   if [ -z "$ssm_deploy_through" ] && [ -n "$ssm_deploy_gone" ] && ssm_deploy_switch_before "$1"; then
-    ssm_deploy_word=$ssm_deploy_releases/$ssm_deploy_before/${ssm_deploy_gone#"$ssm_deploy_physical"/current/}
+    ssm_deploy_word=$ssm_deploy_releases/$ssm_deploy_before/$ssm_deploy_gone
     [ ! -f "$ssm_deploy_word" ] || ssm_deploy_through=1
   fi
   [ -n "$ssm_deploy_through" ] || return 1
@@ -926,7 +934,9 @@ ssm_deploy_scan() {
   ssm_deploy_physical=$(cd -P -- "$ssm_deploy_app_dir" 2>/dev/null && pwd -P) || return 0
   ssm_deploy_releases=$ssm_deploy_physical/releases
   ssm_deploy_mnt=$(readlink "/proc/$$/ns/mnt" 2>/dev/null)
-  ssm_deploy_inodes=$(stat -c '%d:%i %n' -- "$ssm_deploy_releases"/*/ 2>/dev/null | sed 's|/$||; s|^\([^ ]*\) .*/|\1 |')
+  # and APP_DIR's as "-": a container's volume that is APP_DIR is found, its paths judged through current
+  ssm_deploy_inodes=$(stat -c '%d:%i %n' -- "$ssm_deploy_releases"/*/ 2>/dev/null | sed 's|/$||; s|^\([^ ]*\) .*/|\1 |'
+    stat -c '%d:%i -' -- "$ssm_deploy_physical")
   # and the processes of a container whose paths are its own (ssm_deploy_contained)
   for ssm_deploy_pid in $( {
     find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
