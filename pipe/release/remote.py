@@ -801,20 +801,17 @@ ssm_deploy_shown_command() {
         values[i] = ENVIRON[names[i]]
         wanted[names[i]] = 1
       }
-      held = "tr \"\\000\" \"\\012\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
-      last = 0
-      # NAME=value, a value with newlines goes on over the next lines
+      # one NAME=value a line, the newlines of a value as \001: a line of it (the last base64 line of a PEM
+      # key, "Q2ZJ=") that looks like NAME= is no new name, so the whole value is masked (attack 36)
+      held = "tr \"\\000\\012\" \"\\012\\001\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
       while ((held | getline entry) > 0) {
         if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
-          last = 0
           if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
           if (substr(entry, 1, RLENGTH - 1) == "pm_id") pm2 = 1
           if (substr(entry, 1, RLENGTH - 1) in wanted) {
-            last = ++count
-            values[last] = substr(entry, RLENGTH + 1)
+            values[++count] = substr(entry, RLENGTH + 1)
+            gsub(/\001/, "\n", values[count])
           }
-        } else if (last) {
-          values[last] = values[last] "\n" entry
         }
       }
       close(held)
