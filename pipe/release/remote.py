@@ -15,8 +15,8 @@ Layout of APP_DIR on an instance (absolute):
   .ssm-deploy/ready/<id>   the SHA-256 of the artifact a fully prepared release came from
   .ssm-deploy/files/<id>   its checksum manifest, recorded once it was prepared, compared before a switch to it
   .ssm-deploy/lock         held (flock) while a release script runs: deploys to one instance queue
-  .ssm-deploy/run          the pipe run (and script) that last began an install or a staging here, under the
-                           lock: the SSM Agent starting that script again after a reboot is refused (79)
+  .ssm-deploy/run          the pipe runs (and scripts) that last began an install or a staging here (64, newest
+                           first), under the lock: the SSM Agent starting one again after a reboot is refused (79)
 """
 
 from __future__ import annotations
@@ -812,20 +812,17 @@ ssm_deploy_shown_command() {
         values[i] = ENVIRON[names[i]]
         wanted[names[i]] = 1
       }
-      held = "tr \"\\000\" \"\\012\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
-      last = 0
-      # NAME=value, a value with newlines goes on over the next lines
+      # one NAME=value a line, the newlines of a value as \001: a line of it (the last base64 line of a PEM
+      # key, "Q2ZJ=") that looks like NAME= is no new name, so the whole value is masked (attack 36)
+      held = "tr \"\\000\\012\" \"\\012\\001\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
       while ((held | getline entry) > 0) {
         if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
-          last = 0
           if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
           if (substr(entry, 1, RLENGTH - 1) == "pm_id") pm2 = 1
           if (substr(entry, 1, RLENGTH - 1) in wanted) {
-            last = ++count
-            values[last] = substr(entry, RLENGTH + 1)
+            values[++count] = substr(entry, RLENGTH + 1)
+            gsub(/\001/, "\n", values[count])
           }
-        } else if (last) {
-          values[last] = values[last] "\n" entry
         }
       }
       close(held)
@@ -1030,16 +1027,20 @@ ssm_deploy_once() {
   # command it had begun and not finished (a CancelCommand sent meanwhile does not stop it). The install and
   # the staging carry the pipe run's id and their own name (ssm_deploy_run; the Auto Scaling association's
   # install carries none: AWS applies it again on purpose) and record it, under the lock, before anything
-  # else: a start that finds its own record is that second run, refused. The lock serialises the deploys,
-  # so the last record is enough; it is synced so a crash right after it does not forget it. Its second line:
-  # where current pointed as that first run began, said again by the refused start (current_at_start): the
-  # output SSM keeps is the refused start's, and with no live release in the ledger the rollback goes there
+  # else: a start that finds its own record is that second run, refused. The last record is not enough
+  # (attack 36): deploys that overlap (LOCK: false) wait for the lock, and after a reboot the agent starts
+  # them all again in no set order, so one that waited may record itself before the one that ran is
+  # started again. The file keeps the last 64 records, newest first, two lines each: the run, and where
+  # current pointed as that first run began, said again by the refused start (current_at_start): the
+  # output SSM keeps is the refused start's, and with no live release in the ledger the rollback goes there.
+  # It is replaced whole (tmp.run, then mv) and synced so a crash right after it does not forget it
   [ -n "$ssm_deploy_run" ] || return 0
-  if [ "$(sed -n 1p -- "$ssm_deploy_state/run" 2>/dev/null)" = "$ssm_deploy_run" ]; then
-    echo "ssm-deploy: $ssm_deploy_app_dir/current pointed at $(sed -n 2p -- "$ssm_deploy_state/run") as this deploy's first run here began"
+  if ssm_deploy_began=$(awk -v run="$ssm_deploy_run" 'NR % 2 && $0 == run { getline; print; found = 1; exit } END { exit !found }' "$ssm_deploy_state/run" 2>/dev/null); then
+    echo "ssm-deploy: $ssm_deploy_app_dir/current pointed at $ssm_deploy_began as this deploy's first run here began"
     ssm_deploy_fail 79 "the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): refused, it did not run twice; current points at ${ssm_deploy_old_target:-nothing}. Check what the first run did: ACTION: status"
   fi
-  printf '%s\n%s\n' "$ssm_deploy_run" "${ssm_deploy_old_target:-nothing}" >"$ssm_deploy_state/run" && sync \
+  { printf '%s\n%s\n' "$ssm_deploy_run" "${ssm_deploy_old_target:-nothing}" && { [ ! -e "$ssm_deploy_state/run" ] || head -n 126 -- "$ssm_deploy_state/run"; }; } >"$ssm_deploy_state/tmp.run" \
+    && mv -f -- "$ssm_deploy_state/tmp.run" "$ssm_deploy_state/run" && sync \
     || ssm_deploy_fail 80 "cannot write $ssm_deploy_state/run; nothing was switched"
 }
 ssm_deploy_prepare() {

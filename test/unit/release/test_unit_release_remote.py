@@ -146,7 +146,35 @@ def test_a_new_run_installs_again_and_the_same_runs_staging_then_install_both_ru
 
     assert box.observed("commands") == [A]  # staged once; the install used the staged copy
     assert box.observed("activations") == [A, A]
-    assert box.state("run") == f"another-run install\nreleases/{A}\n"
+    assert box.state("run") == (  # newest first: each run, and where current pointed as it began
+        f"another-run install\nreleases/{A}\n{RUN} install\nnothing\n{RUN} stage\nnothing\n"
+    )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_run_started_again_after_another_run_recorded_itself_is_still_refused(box: Box, shell: str) -> None:
+    """Attack 36: deploys that overlap (LOCK: false) queue for the instance's lock; after a reboot the agent
+    starts them all again in no set order. The one that waited may record itself first: the one that ran
+    is still refused, and says where current pointed as its own first start began."""
+    install(box, A)
+    first = install_body(box.plan(B, box.release_artifact(B)), run_id=RUN)
+    assert box.run(first, shell).code == 0  # the first start (its COMMANDS ran; the reboot cut it after)
+    assert box.run(install_body(box.plan(C, box.release_artifact(C)), run_id="waited"), shell).code == 0
+
+    again = box.run(first, shell)
+
+    assert again.code == ReleaseExit.STARTED_AGAIN, again.stderr
+    assert box.observed("commands") == [A, B, C]
+    assert current_at_start(again.stdout) == A
+    assert box.current() == f"releases/{C}"
+
+
+def test_the_run_record_keeps_the_last_64_runs(box: Box) -> None:
+    artifact = box.release_artifact(A)
+    for number in range(70):
+        assert box.run(install_body(box.plan(A, artifact), run_id=f"run-{number}")).code == 0
+    records = box.state("run").split("\n")[:-1]
+    assert records[0::2] == [f"run-{number} install" for number in range(69, 5, -1)]
 
 
 def test_rerun_of_the_live_release_downloads_nothing_and_activates_again(box: Box) -> None:

@@ -534,3 +534,37 @@ def test_an_old_value_ending_with_a_newline_is_masked_in_a_stale_process_command
     assert code == ReleaseExit.STALE_PROCESS, output
     assert f"process {stale.pid} (" in output and "--url=postgres://app:****@db" in output, output
     assert OLD_CORE not in output
+
+
+def test_an_old_pem_value_with_a_line_that_looks_like_a_name_is_masked_whole_in_a_stale_process_command_line(
+    box: Box,
+) -> None:
+    """Attack 36: the old value is a PEM key whose last base64 line (`Q2ZJqwXYZ9ab=`) looks like `NAME=`.
+    The command line's mask read the process's environment a line at a time and took that line for a new
+    variable, so only the value's first lines were masked and the rest showed (the old key, which the pipe
+    does not know to mask)."""
+    old = (
+        "-----BEGIN PRIVATE KEY-----\n"
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
+        "Q2ZJqwXYZ9ab=\n"
+        "-----END PRIVATE KEY-----\n"
+    )
+    assert _install(box, A, ACTIVATE)[0] == 0
+    script = box.app_dir / "releases" / A / "bin" / "start.sh"
+    stale = subprocess.Popen(
+        ["sh", "-c", "while :; do sleep 1; done", f"--key={old}", str(script)],
+        cwd=box.app_dir / "releases" / A,
+        env={"PATH": os.environ["PATH"], "DB_PASSWORD": old},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        code, output = _install(box, B, ACTIVATE, env_names=("DB_PASSWORD",))
+    finally:
+        stale.kill()
+        stale.wait()
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"process {stale.pid} (" in output and "--key=****" in output, output
+    assert [line for line in old.splitlines() if line.strip("-") and line in output] == [], output
