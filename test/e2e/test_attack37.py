@@ -5,15 +5,19 @@ runs (``current`` on disk), what the ledger says and what the step said."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 from e2e.test_attack9 import ACTIVATE, rolling, ship_a
 from e2e.test_attack_held import build, fleet_on_disk
 from e2e.test_load_balancer import make_fleet
+from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
-from support import LivePipe
+from support import LivePipe, run_pipe
 
-A = "000001-0123456"
+A, B = "000001-0123456", "000002-0123456"
 GO = "/srv/go-on"  # on an instance: its held activation of B goes on (and fails)
 
 
@@ -55,3 +59,42 @@ def test_a_target_that_fell_ill_after_its_batch_came_back_is_not_said_to_be_ill_
     assert f"{first} in {fleet.group_name}: unhealthy" in run.output, run.output
     assert "already unhealthy in it before this deploy took it out" not in run.output, run.output
     assert "it fell ill after this deploy put it back healthy" in run.output, run.output
+
+
+def _point(link: Path, target: str) -> None:
+    temporary = link.with_name(".current-by-hand")
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
+def test_status_says_an_instance_whose_current_names_a_deleted_release_runs_none_and_a_trailing_slash_runs_it(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """B live on three instances; then by hand: B's directory deleted on the first (``current`` dangles), the
+    second's ``current`` pointed again with ``ln -sfn /srv/web-api/releases/B/ current`` (absolute, the slash a
+    shell's completion adds), the third's ``current`` replaced by a copy of B (a directory, no symlink).
+    The first runs nothing (a restart fails): drift, said so. The second runs B: no drift. The third's
+    ``current`` names no release (a deploy refuses it, exit 80): drift, as no release (held)."""
+    ids = standin.launch(3)
+    for number, version in (("1", "A"), ("2", "B")):
+        env = release_env(
+            standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version), BITBUCKET_BUILD_NUMBER=number
+        )
+        assert run_pipe(env).returncode == 0
+    dangling, slashed, directory = ids
+    shutil.rmtree(standin.instance_path(dangling, f"{APP_DIR}/releases/{B}"))
+    _point(standin.instance_path(slashed, f"{APP_DIR}/current"), f"{APP_DIR}/releases/{B}/")
+    current = standin.instance_path(directory, f"{APP_DIR}/current")
+    current.unlink()
+    shutil.copytree(standin.instance_path(directory, f"{APP_DIR}/releases/{B}"), current)
+    env = release_env(standin, ids, tmp_path, bucket, service, ACTION="status", BITBUCKET_BUILD_NUMBER="3")
+    run = run_pipe(env)
+
+    assert run.returncode == 1, run.output
+    assert f"{dangling} | ssm-deploy: {APP_DIR}/current points at releases/{B}, which is missing" in run.output
+    assert f"Drift: {dangling} runs no release; the ledger says {B} is live" in run.output, run.output
+    assert f"Drift: {slashed}" not in run.output, run.output
+    assert f"Drift: {directory} runs no release" in run.output, run.output
+    assert f"✖ Drift on 2 of 3 instance(s) ({dangling}, {directory})" in run.output, run.output
+    fleet = json.loads((tmp_path / "ssm-deploy-result.json").read_text())["fleet"]
+    assert fleet == {dangling: "none", slashed: B, directory: "none"}, fleet
