@@ -10,14 +10,18 @@ import os
 import shutil
 from pathlib import Path
 
+from e2e.test_attack3 import build as build3
+from e2e.test_attack3 import wait_for_port
 from e2e.test_attack9 import ACTIVATE, rolling, ship_a
+from e2e.test_attack_found import served
 from e2e.test_attack_held import build, fleet_on_disk
 from e2e.test_load_balancer import make_fleet
 from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
-from support import LivePipe, run_pipe
+from support import LivePipe, instance_process, kill_instance_processes, run_pipe
 
 A, B = "000001-0123456", "000002-0123456"
+WEB_PORT, ADMIN_PORT = 18371, 18372
 GO = "/srv/go-on"  # on an instance: its held activation of B goes on (and fails)
 
 
@@ -98,3 +102,73 @@ def test_status_says_an_instance_whose_current_names_a_deleted_release_runs_none
     assert f"✖ Drift on 2 of 3 instance(s) ({dangling}, {directory})" in run.output, run.output
     fleet = json.loads((tmp_path / "ssm-deploy-result.json").read_text())["fleet"]
     assert fleet == {dangling: "none", slashed: B, directory: "none"}, fleet
+
+
+def _serving(app_dir: str, pid_file: str, port: int, fail_b_on: str = "") -> str:
+    """ACTIVATE_COMMANDS: restart the release's server (its working directory the release, listening on
+    ``port``); with ``fail_b_on``, the activation of B fails on that instance after the restart."""
+    fail = (
+        f'if [ "$(cat version.txt)" = B ] && [ "$AWS_SSM_INSTANCE_ID" = "{fail_b_on}" ]; then exit 3; fi\n'
+        if fail_b_on
+        else ""
+    )
+    return (
+        f"if [ -s {pid_file} ]; then kill $(cat {pid_file}) 2>/dev/null; sleep 0.3; fi\n"
+        f"(cd {app_dir}/current && exec python3 server.py {port}) </dev/null >/dev/null 2>&1 &\n"
+        f"echo $! > {pid_file}\n{wait_for_port(port)}\n{fail}"
+    )
+
+
+def test_one_services_rollback_leaves_the_other_service_in_an_app_dir_named_like_it_alone(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """Two services on the same two instances, APP_DIR /srv/web-api and /srv/web-api-admin (the one's path a
+    prefix of the other's name), each with a server started from its release. web-api's B fails its activation
+    on the second instance (batch 2): batch 1 switches back to A. The admin service's ``current``, its server
+    (same process, same release) and its status stay as they were (held)."""
+    ids = standin.launch(2)
+    _first, second = ids
+    admin_dir, admin_service = f"{APP_DIR}-admin", f"{service}-admin"
+    admin = release_env(
+        standin,
+        ids,
+        tmp_path,
+        bucket,
+        admin_service,
+        APP_DIR=admin_dir,
+        ARTIFACT=build3(tmp_path, "X"),
+        BITBUCKET_BUILD_NUMBER="7",
+        ACTIVATE_COMMANDS=_serving(admin_dir, "/srv/admin.pid", ADMIN_PORT),
+    )
+    try:
+        assert run_pipe(admin, timeout=300).returncode == 0
+        pids = {i: instance_process(standin, i, "/srv/admin.pid") for i in ids}
+        for number, version in (("1", "A"), ("2", "B")):
+            env = release_env(
+                standin,
+                ids,
+                tmp_path,
+                bucket,
+                service,
+                ARTIFACT=build3(tmp_path, version),
+                BITBUCKET_BUILD_NUMBER=number,
+                BATCH_SIZE="1",
+                ACTIVATE_COMMANDS=_serving(APP_DIR, "/srv/web.pid", WEB_PORT, fail_b_on=second),
+            )
+            run = run_pipe(env, timeout=300)
+        admin_disk = {i: os.readlink(standin.instance_path(i, f"{admin_dir}/current")) for i in ids}
+        served_now = {i: (served(standin, i, WEB_PORT), served(standin, i, ADMIN_PORT)) for i in ids}
+        admin_pids = {i: instance_process(standin, i, "/srv/admin.pid") for i in ids}
+        status = run_pipe(admin | {"ACTION": "status", "BITBUCKET_BUILD_NUMBER": "8"})
+    finally:
+        for i in ids:
+            kill_instance_processes(standin, i, "/srv/web.pid", "/srv/admin.pid")
+
+    assert run.returncode == 1, run.output
+    assert "Rollback succeeded on all 1 instance(s)" in run.output, run.output
+    assert fleet_on_disk(standin, ids) == dict.fromkeys(ids, A), run.output
+    assert served_now == dict.fromkeys(ids, ("A", "X")), run.output
+    assert admin_disk == dict.fromkeys(ids, "releases/000007-0123456")
+    assert admin_pids == pids  # never restarted, never killed
+    assert status.returncode == 0, status.output
+    assert "✔ No drift: 2 instance(s) run 000007-0123456" in status.output, status.output
