@@ -338,6 +338,8 @@ ssm_deploy_release_of() {
     "$ssm_deploy_app_dir"/releases/*) ssm_deploy_id=${1#"$ssm_deploy_app_dir"/releases/} ;;
     *) return 0 ;;
   esac
+  # `ln -sfn releases/X/ current` (a shell's completion adds the slash) points at release X too
+  ssm_deploy_id=${ssm_deploy_id%/}
   case $ssm_deploy_id in
     '' | */* | *[!0-9a-z-]*) ;;
     *) printf '%s' "$ssm_deploy_id" ;;
@@ -346,6 +348,11 @@ ssm_deploy_release_of() {
 ssm_deploy_report() {
   ssm_deploy_reported=$(readlink -- "$ssm_deploy_app_dir/current" 2>/dev/null) || ssm_deploy_reported=
   ssm_deploy_reported=$(ssm_deploy_release_of "$ssm_deploy_reported")
+  # current on a release directory that is gone (deleted by hand): the instance runs no release, whatever it names
+  if [ -n "$ssm_deploy_reported" ] && [ ! -d "$ssm_deploy_app_dir/releases/$ssm_deploy_reported" ]; then
+    echo "ssm-deploy: $ssm_deploy_app_dir/current points at releases/$ssm_deploy_reported, which is missing"
+    ssm_deploy_reported=
+  fi
   printf '%s%s\n' "$ssm_deploy_current_report" "${ssm_deploy_reported:-$ssm_deploy_no_release}"
 }
 """

@@ -44,6 +44,10 @@ log = logging.getLogger("ssm-deploy")
 LISTED = 10
 GroupTarget = tuple[str, tuple[str, int | None]]  # a target group's ARN and a target's key in it
 REGISTERED_AGAIN = "it is registered again (see above)."
+# why a target not healthy at the end of HEALTHY_TIMEOUT may not be the release's fault: it was unhealthy as its
+# batch left, before this deploy touched it, or after this deploy had put it back healthy (a switch back)
+ILL_BEFORE = " (already unhealthy in it before this deploy took it out)"
+ILL_SINCE_BACK = " (already unhealthy in it when taken out again: it fell ill after this deploy put it back healthy)"
 
 
 class NotBackInService(DeployFailed):
@@ -63,6 +67,9 @@ class LoadBalancer:
         self.ill_before: set[GroupTarget] = set()
         # the first batch this deploy could not register again: nothing more is taken out after it
         self.not_registered: str | None = None
+        # the targets this deploy put back and saw healthy: one unhealthy when its batch leaves again (the switch
+        # back of a batch deployed before a failed one) fell ill during this deploy, not before it
+        self.back_healthy: set[GroupTarget] = set()
 
     def registrations(self, instance_ids: Sequence[str]) -> Registrations:
         ours = set(instance_ids)
@@ -90,7 +97,8 @@ class LoadBalancer:
             yield
             return
         leaving = [group for group, _ in registrations.values()]
-        ill_at_start = _unhealthy(registrations)  # a wait that ends with them still so does not blame the release alone
+        # a wait that ends with them still so does not blame the release alone
+        ill_at_start = {t: ILL_SINCE_BACK if t in self.back_healthy else ILL_BEFORE for t in _unhealthy(registrations)}
         ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before)
         _warn_not_waited_for(batch, ill_before)
         self.ill_before |= {(group.arn, state.target_key) for group, state in ill_before}
@@ -190,7 +198,7 @@ class LoadBalancer:
         records: Sequence[BatchRecord] = (),
         left: float | None = None,
         unawaited: Sequence[tuple[TargetGroup, TargetState]] = (),
-        ill: Set[GroupTarget] = frozenset(),
+        ill: Mapping[GroupTarget, str] | None = None,
     ) -> list[str]:
         """Register the batch again (and with ``wait``, wait until it is healthy: NotBackInService when it
         cannot be registered or is not); without ``wait``, the registrations that failed, each with its command."""
@@ -230,6 +238,7 @@ class LoadBalancer:
                 f"{_states(pending, ill)}. Check the target group's health check (path, port, matcher) against the "
                 "app, or raise HEALTHY_TIMEOUT."
             )
+        self.back_healthy |= {(arn, t.target_key) for arn, (_, targets) in registrations.items() for t in targets}
         for record in records:
             if record.healthy is None:
                 record.healthy = round(waited, 1)
@@ -315,11 +324,10 @@ def _without(registrations: Registrations, gone: Mapping[str, str]) -> Registrat
     return {arn: (group, targets) for arn, (group, targets) in kept.items() if targets}
 
 
-def _states(pending: list[tuple[TargetGroup, TargetState]], ill: Set[GroupTarget] = frozenset()) -> str:
-    """Each target with its state; ``ill``: those unhealthy before the batch was taken out, said so."""
+def _states(pending: list[tuple[TargetGroup, TargetState]], ill: Mapping[GroupTarget, str] | None = None) -> str:
+    """Each target with its state; ``ill``: those unhealthy before the batch was taken out, each with its note."""
     shown = "; ".join(
-        f"{state.instance_id} in {group.name}: {state.describe()}"
-        + (" (already unhealthy in it before this deploy took it out)" if (group.arn, state.target_key) in ill else "")
+        f"{state.instance_id} in {group.name}: {state.describe()}{(ill or {}).get((group.arn, state.target_key), '')}"
         for group, state in pending[:LISTED]
     )
     return shown + (f"; and {len(pending) - LISTED} more" if len(pending) > LISTED else "")
