@@ -239,11 +239,7 @@ class LoadBalancer:
                 "app, or raise HEALTHY_TIMEOUT."
             )
         self.back_healthy |= {(arn, t.target_key) for arn, (_, targets) in registrations.items() for t in targets}
-        for record in records:
-            if record.healthy is None:
-                record.healthy = round(waited, 1)
-            if left is not None:
-                record.out_of_service_for(time.monotonic() - left)
+        _note_healthy(records, waited, left)
         back = [i for i in batch.instance_ids if i not in run.outcome.departed]
         if not back:
             log.info(f"{batch}: every instance of it left the fleet while it came back into service")
@@ -331,3 +327,12 @@ def _states(pending: list[tuple[TargetGroup, TargetState]], ill: Mapping[GroupTa
         for group, state in pending[:LISTED]
     )
     return shown + (f"; and {len(pending) - LISTED} more" if len(pending) > LISTED else "")
+
+
+def _note_healthy(records: Sequence[BatchRecord], waited: float, left: float | None) -> None:
+    """The batch's records: healthy after ``waited`` seconds (the first time), out of service since ``left``."""
+    for record in records:
+        if record.healthy is None:
+            record.healthy = round(waited, 1)
+        if left is not None:
+            record.out_of_service_for(time.monotonic() - left)
