@@ -407,7 +407,7 @@ ssm_deploy_judge() {
     ssm_deploy_from=$(ssm_deploy_release_in_words "$ssm_deploy_pid")
     # a container's files (attack 30: `docker run -v /srv/app/current:/app ... node /app/server.js`)
     if [ -z "$ssm_deploy_from" ] && [ -n "$ssm_deploy_other_ns" ]; then
-      ssm_deploy_from=$(ssm_deploy_words_of "$ssm_deploy_pid" | ssm_deploy_in_releases | awk '$2 != "-" { print $2; exit }')
+      ssm_deploy_from=$(ssm_deploy_words_of "$ssm_deploy_pid" | ssm_deploy_in_releases | awk '$2 != "-" && NF == 2 { print $2; exit }')
       [ -z "$ssm_deploy_from" ] || ssm_deploy_since=1
     fi
   fi
@@ -426,7 +426,7 @@ ssm_deploy_judge() {
     esac
     # a container's working directory (/app, a volume that is a release directory, or one in it)
     if [ -z "$ssm_deploy_here" ] && [ -n "$ssm_deploy_other_ns" ]; then
-      ssm_deploy_here=$(printf '/proc/%s %s\n' "$ssm_deploy_pid" "$ssm_deploy_path" | ssm_deploy_in_releases | awk '$2 != "-" { print $2; exit }')
+      ssm_deploy_here=$(printf '/proc/%s %s\n' "$ssm_deploy_pid" "$ssm_deploy_path" | ssm_deploy_in_releases | awk '$2 != "-" && NF == 2 { print $2; exit }')
       [ -z "$ssm_deploy_here" ] || ssm_deploy_since=1
     fi
     [ -n "$ssm_deploy_here" ] || return 0
@@ -663,6 +663,7 @@ ssm_deploy_deleted_release() {
   # a process whose executable or working directory is in a release directory deleted since it started
   # (the release was installed again under the same id, or pruned) runs code that is no longer on disk:
   # never the new release. Prints its line; false for any other process
+  ssm_deploy_pruned=
   for ssm_deploy_link in exe cwd; do
     ssm_deploy_path=$(readlink "/proc/$1/$ssm_deploy_link" 2>/dev/null) || continue
     case $ssm_deploy_path in
@@ -679,11 +680,21 @@ ssm_deploy_deleted_release() {
     fi
     ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
     ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
-    ssm_deploy_stale "$1" "${ssm_deploy_path%%/*}" deleted \
-      "a copy of release ${ssm_deploy_path%%/*} that was deleted since it started, not the $ssm_deploy_release installed now"
-    return 0
+    ssm_deploy_pruned=${ssm_deploy_path%%/*}
+    break
   done
-  return 1
+  # a container's (ssm_deploy_other_ns): its working directory or a path among its words in a release
+  # bound to it (a volume, a single file) that was deleted since (ssm_deploy_in_releases: its mountinfo),
+  # its own paths that name no release (`/app (deleted)`); neither a holder nor a command with a
+  # terminal that does not listen, as above
+  if [ -z "$ssm_deploy_pruned" ] && [ -n "$ssm_deploy_other_ns" ] && ! ssm_deploy_holder "$1" \
+    && { ! ssm_deploy_has_terminal "$1" || ssm_deploy_listens "$1"; }; then
+    ssm_deploy_pruned=$( { printf '/proc/%s %s\n' "$1" "$(readlink "/proc/$1/cwd")"; ssm_deploy_words_of "$1"; } 2>/dev/null \
+      | ssm_deploy_in_releases | awk '$3 == "deleted" { print $2; exit }')
+  fi
+  [ -n "$ssm_deploy_pruned" ] || return 1
+  ssm_deploy_stale "$1" "$ssm_deploy_pruned" deleted \
+    "a copy of release $ssm_deploy_pruned that was deleted since it started, not the $ssm_deploy_release installed now"
 }
 ssm_deploy_through_current() {
   # whether process $1 was started through APP_DIR/current (systemd's ExecStart=/usr/bin/node
@@ -912,16 +923,47 @@ ssm_deploy_in_releases() {
   # shows paths of its own (/app/server.js, cwd /app) that name no APP_DIR; a directory at the same
   # path that is another (another host's APP_DIR) is none. One stat for every path of every process;
   # a symlink is not followed (`current` resolves to the release it points to now, not as the process
-  # started: a path through it is the path rules' business, ssm_deploy_through_current)
+  # started: a path through it is the path rules' business, ssm_deploy_through_current).
+  # A path that is a mount point of PID's (or under one, as the directories above each path are looked
+  # up too) whose mount is a release's file or directory bound there is in that release too: a single
+  # file (`-v /srv/app/current/server.js:/app/server.js`) is no release directory, and a release deleted
+  # since (pruned) is in releases/ no more: "PID RELEASE deleted" then. Its /proc/PID/mountinfo (proc(5):
+  # field 3 major:minor, 4 the root of the mount within its file system, "//deleted" appended once that
+  # is unlinked, 5 the mount point) maps to a path of the script's own through the mount releases/ is on
+  # here (the deepest mount point above it, the last listed of equal ones: the one on top), when it is
+  # the same file system and its root is within that mount's root: one under releases/X is release X
   awk '{ for (i = 2; i <= NF; i++) { path = $i; sub(/^[^\/=]*=\//, "/", path)
       if (path ~ /^\// && path !~ /(^|\/)\.\.?(\/|$)/) for (; path ~ /^\/./; sub(/\/[^\/]*$/, "", path)) print $1 "/root" path } }' \
-    | xargs -r -d '\n' stat -c '%d:%i %n' -- 2>/dev/null | ssm_deploy_inodes=$ssm_deploy_inodes awk '
-    BEGIN { count = split(ENVIRON["ssm_deploy_inodes"], line, "\n"); for (i = 1; i <= count; i++) { split(line[i], word, " "); id[word[1]] = word[2] } }
-    ($1 in id) { pid = $2; sub(/^\/proc\//, "", pid); sub(/\/.*/, "", pid); print pid, id[$1] }'
+    | xargs -r -d '\n' stat -c '%d:%i %n' -- 2>/dev/null | ssm_deploy_inodes=$ssm_deploy_inodes ssm_deploy_prefix=$ssm_deploy_releases/ awk '
+    BEGIN { count = split(ENVIRON["ssm_deploy_inodes"], line, "\n"); for (i = 1; i <= count; i++) { split(line[i], word, " "); id[word[1]] = word[2] }
+      prefix = ENVIRON["ssm_deploy_prefix"]
+      while ((getline mount < "/proc/self/mountinfo") > 0) {
+        split(mount, field, " ")
+        if (index(prefix, (field[5] == "/" ? "" : field[5]) "/") == 1 && length(field[5]) >= length(at)) { dev = field[3]; root = field[4]; at = field[5] }
+      } }
+    { pid = $2; sub(/^\/proc\//, "", pid); sub(/\/.*/, "", pid); path = $0; sub(/^[^ ]* \/proc\/[0-9]+\/root/, "", path) }
+    ($1 in id) { print pid, id[$1] }
+    !(pid in seen) {
+      seen[pid] = 1
+      file = "/proc/" pid "/mountinfo"
+      while ((getline mount < file) > 0) {
+        split(mount, field, " ")
+        gone = sub(/\/\/deleted$/, "", field[4])
+        if (field[3] != dev || (root != "/" && field[4] != root && index(field[4], root "/") != 1)) continue
+        mapped = (at == "/" ? "" : at) substr(field[4], root == "/" ? 1 : length(root) + 1)
+        if (index(mapped, prefix) != 1) continue
+        mapped = substr(mapped, length(prefix) + 1)
+        sub(/\/.*/, "", mapped)
+        if (mapped != "") bound[pid, field[5]] = mapped (gone ? " deleted" : "")
+      }
+      close(file)
+    }
+    ((pid, path) in bound) { print pid, bound[pid, path] }'
 }
 ssm_deploy_contained() {
   # the processes in another mount namespace than the script's (a container) whose working directory
-  # or a path among its words is, or is in, a release directory (ssm_deploy_in_releases); one there
+  # or a path among its words is, or is in, a release directory, or a release's file or directory bound
+  # there, deleted since or not (ssm_deploy_in_releases: by its mountinfo); one there
   # whose paths name APP_DIR (a systemd unit with PrivateTmp=) the scan finds by its paths
   ssm_deploy_others=$(find /proc/[0-9]*/ns/mnt /proc/[0-9]*/cwd -maxdepth 0 -printf '%h\t%l\n' 2>/dev/null \
     | ssm_deploy_mnt=$ssm_deploy_mnt awk -F '\t' '
