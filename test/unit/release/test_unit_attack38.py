@@ -94,12 +94,12 @@ def test_a_script_worker_started_through_current_before_the_switch_and_left_runn
 
 
 def test_the_status_read_lists_a_script_worker_started_through_current_before_the_switch(box: Box) -> None:
-    plan_changes = {"commands": COMMANDS, "verify_processes": False}  # the deploy lets it through
-    code, output = _install(box, A, RESTARTED, _artifact(box, A), **plan_changes)
+    # VERIFY_PROCESSES off: the deploy lets the stale worker through
+    code, output = _install(box, A, RESTARTED, _artifact(box, A), verify_processes=False)
     assert code == 0, output
     pid = _foreign(box, ["sh", f"{box.app_dir}/current/{WORKER}"], "/")
     _holding(pid, "worker.sh")
-    code, output = _install(box, B, RESTARTED, _artifact(box, B), **plan_changes)
+    code, output = _install(box, B, RESTARTED, _artifact(box, B), verify_processes=False)
     assert code == 0, output
 
     run = box.run(read_current_body(str(box.app_dir), processes=True))
@@ -109,9 +109,10 @@ def test_the_status_read_lists_a_script_worker_started_through_current_before_th
 
 
 # held: readers holding the file through current open, which run no release's code
+FOLLOW = 'exec 3<"$0"; while :; do sleep 1; done'
 READERS = {
-    "a script elsewhere following the log": (["sh", "{root}/follow.sh", "{app}/current/" + LOG]),
-    "sh -c with the log as an argument": (["sh", "-c", 'exec 3<"$0"; while :; do sleep 1; done', "{app}/current/" + LOG]),
+    "a script elsewhere following the log": ["sh", "{root}/follow.sh", "{app}/current/" + LOG],
+    "sh -c with the log as an argument": ["sh", "-c", FOLLOW, "{app}/current/" + LOG],
 }
 
 
