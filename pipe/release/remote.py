@@ -710,7 +710,9 @@ ssm_deploy_through_current() {
   # Then a server (a listening socket) runs that release; so does any other process unless it
   # has a terminal (an operator's), the file is not a release's own (SHARED_PATHS: the same file for
   # every release), or it holds that file open, a reader following it (`tail -f current/logs/app.log`,
-  # a log shipper): an interpreter reads its script and closes it, as does a program its configuration.
+  # a log shipper), unless it is the script the process runs (ssm_deploy_script: a shell keeps it open
+  # while it runs, perl for __DATA__); node or python read their script and close it, as does a
+  # program its configuration.
   # A file the release current points to no longer has (an entry point renamed or removed: server.js
   # became dist/server.js, a unit's ExecStart= changed but not restarted) is judged as the file it was in
   # the release current pointed to when the process started (the first switch after it): what it runs
@@ -754,9 +756,13 @@ ssm_deploy_through_current() {
     # look up again on every request
     [ -f "$ssm_deploy_seen" ] && ssm_deploy_through=1 && break
     # the first word gone from current
-    [ -e "$ssm_deploy_seen" ] || [ -n "$ssm_deploy_gone" ] || ssm_deploy_gone=${ssm_deploy_word#"$ssm_deploy_physical"/current/}
+    [ -e "$ssm_deploy_seen" ] || [ -n "$ssm_deploy_gone" ] || {
+      ssm_deploy_gone=${ssm_deploy_word#"$ssm_deploy_physical"/current/}
+      ssm_deploy_at=$ssm_deploy_n
+    }
   done
   if [ -z "$ssm_deploy_through" ] && [ -n "$ssm_deploy_gone" ] && ssm_deploy_switch_before "$1"; then
+    ssm_deploy_n=$ssm_deploy_at
     ssm_deploy_word=$ssm_deploy_releases/$ssm_deploy_before/$ssm_deploy_gone
     [ ! -f "$ssm_deploy_word" ] || ssm_deploy_through=1
   fi
@@ -774,12 +780,30 @@ ssm_deploy_through_current() {
     "$ssm_deploy_releases"/?*/?*) ;;
     *) return 1 ;;
   esac
+  ! ssm_deploy_script "$1" "$ssm_deploy_n" || return 0
   # held open: a descriptor of it is the same path in a release (the one current pointed to then)
   ! find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null \
     | ssm_deploy_prefix=$ssm_deploy_releases/ ssm_deploy_rest=/${ssm_deploy_named#"$ssm_deploy_releases"/*/} awk '
       { sub(/ \(deleted\)$/, "") }
       index($0, ENVIRON["ssm_deploy_prefix"]) == 1 && substr($0, length($0) - length(ENVIRON["ssm_deploy_rest"]) + 1) == ENVIRON["ssm_deploy_rest"] { found = 1 }
       END { exit !found }'
+}
+ssm_deploy_script() {
+  # whether word $2 of process $1's command line is the script it runs, which it holds open: the
+  # process is a shell (dash, bash, busybox's sh: known by its first word) or perl, and the word is the
+  # first after it and its options (`sh -e -o nounset script`, or the kernel's `/bin/sh script` for an
+  # executable script run directly). After a shell's -c or perl's -e (`-lne`) the code is a word and a
+  # file an argument (`sh -c '... < "$0"' current/logs/app.log` follows it); an option's argument in a
+  # word of its own, but a shell's -o or -O name (`perl -I lib script`, `bash --rcfile f script`), ends
+  # the options: such a script passes for a reader
+  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | awk -v n="$2" -v exe="$(readlink "/proc/$1/exe" 2>/dev/null)" '
+    { if (exe ~ /\/busybox$/) exe = $1
+      sub(/.*\//, "", exe)
+      code = exe ~ /^perl/ ? "^-[a-z0-9]*[eE]" : "^-[a-zA-Z]*c"
+      if (exe !~ /^((a|ba|da|mk|z)?sh|ksh.*|perl.*)$/) exit 1
+      for (i = 2; i < n; i++) if ($i ~ code || ($i !~ /^[-+]/ && $(i - 1) !~ /^[-+][oO]$/)) exit 1
+      found = 1 }
+    END { exit !found }'
 }
 ssm_deploy_switch_before() {
   # the first switch this boot after process $1 (started through current) started: the release it left
