@@ -86,7 +86,7 @@ _MEANINGS = {
     ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK: "ACTIVATE_COMMANDS failed; switched back to the previous release, "
     "whose activation ran again and succeeded",
     ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED: "ACTIVATE_COMMANDS failed and the switch back to the previous "
-    "release (or its activation) failed too, or a process of the failed release still ran after the switch back",
+    "release (or its activation) failed too, or a process of another release than the one switched back to still ran after it",
     ReleaseExit.NO_PREVIOUS_RELEASE: "the release that was live before is not on the instance to switch back to",
     ReleaseExit.RUN_AS_USER_MISSING: "the RUN_AS user does not exist on the instance (or the script is not root)",
     ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK: "ACTIVATE_COMMANDS failed and there was no other release to go "
@@ -1238,7 +1238,10 @@ ssm_deploy_point() {
   # then a wait for the next tick, so that what ACTIVATE_COMMANDS starts counts as started after it
   ssm_deploy_moved=$(awk '{ print $1 }' /proc/uptime)
   echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $ssm_deploy_moved $ssm_deploy_left" >> "$ssm_deploy_state/switches"
-  until awk -v moved="$ssm_deploy_moved" '{ exit !($1 > moved + 0) }' /proc/uptime; do sleep 0.01; done
+  ssm_deploy_n=0
+  until awk -v moved="$ssm_deploy_moved" '{ exit !($1 > moved + 0) }' /proc/uptime || [ "$ssm_deploy_n" -ge 100 ]; do
+    sleep 0.01; ssm_deploy_n=$((ssm_deploy_n + 1))
+  done
   return 0
 }
 ssm_deploy_record() {
