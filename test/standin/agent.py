@@ -2,9 +2,9 @@
 
 The process runs as the agent does on AWS: as root, with the agent's environment
 (``StandIn.instance_environment``: the instance role, the AWS CLI), on the instance: in its network
-namespace (``hosts.py``), its PID namespace (``pid_namespace.py``) and a mount namespace where the
-instance's folder holds /home, /root, /tmp, /srv and /opt and /proc is its PID namespace's
-(``isolation.py``).
+namespace (``hosts.py``), its PID namespace and its one mount namespace, shared by all its commands
+as the host's is on AWS (``pid_namespace.py``), where the instance's folder holds /home, /root, /tmp,
+/srv and /opt and /proc is its PID namespace's (``isolation.py``).
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ class FakeInstance:
         """argv that runs ``bash script`` in ``cwd`` on this instance (its network, processes and file
         system)."""
         network = self.network.namespace(self.instance_id, self.address)
-        processes = self.network.pid_namespace(self.instance_id, self.address)
-        return isolation.launch_command(network, processes, self.home, script, cwd)
+        held = self.network.processes(self.instance_id, self.address, isolation.mount_setup(self.home))
+        return isolation.launch_command(network, held.path, held.mount_path, script, cwd)
 
     @property
     def network_up(self) -> bool:

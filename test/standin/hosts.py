@@ -24,10 +24,10 @@ Choices, and why:
   (most instances of a test session never listen on anything); an instance's namespace is not
   removed while the stand-in runs, so its processes (a pm2 daemon, the app) live on between
   commands, as on a real host.
-* **Its own processes.** Each instance also has a PID namespace of its own (``pid_namespace.py``),
-  made with its network namespace and again after ``kill``: /proc on an instance lists only its
-  processes, as on EC2.
-* **Removed on stop, and after a crash.** ``stop`` ends the instances' PID namespaces, kills every
+* **Its own processes and file system.** Each instance also has a PID namespace and a mount namespace
+  of its own (``pid_namespace.py``), made with its network namespace and again after ``kill``: /proc
+  on an instance lists only its processes, and every command on it shares its mounts, as on EC2.
+* **Removed on stop, and after a crash.** ``stop`` ends the instances' PID (and mount) namespaces, kills every
   process left in the network namespaces (one that entered the network only), deletes
   them and the bridge; a process that entered one while ``stop`` ran is killed after the deletion.
   (``ip netns del`` unmounts a namespace's file, then unlinks it, and ``ip netns add`` creates it
@@ -54,7 +54,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from standin.pid_namespace import PidNamespace
@@ -261,7 +261,7 @@ class PrivateNetwork:
         self.bridge = f"{NAME_PREFIX}{self.tag}"
         self._subnet: ipaddress.IPv4Network | None = None
         self._namespaces: dict[str, str] = {}  # instance id -> namespace
-        self._processes: dict[str, PidNamespace] = {}  # instance id -> its PID namespace, while it has one
+        self._processes: dict[str, PidNamespace] = {}  # instance id -> its PID and mount namespaces, while held
         self._lock = threading.Lock()
         self._creating: dict[str, threading.Lock] = {}  # one per instance: its namespace is made once
         self._made = 0  # namespaces made or being made: the next one's number (names never repeat)
@@ -322,9 +322,10 @@ class PrivateNetwork:
                 self._namespaces[instance_id] = name
             return name
 
-    def pid_namespace(self, instance_id: str, address: str) -> str:
-        """The path of the instance's PID namespace (``nsenter --pid=``), made with its network
-        namespace on first use and again after ``kill``."""
+    def processes(self, instance_id: str, address: str, setup: Sequence[str]) -> PidNamespace:
+        """The instance's PID and mount namespaces (their paths for ``nsenter --pid= --mount=``), made
+        with its network namespace on first use and again after ``kill``; ``setup`` (an argv) runs in
+        them once, as they are made (the instance's mounts)."""
         network = self.namespace(instance_id, address)
         with self._lock:
             creating = self._creating[instance_id]
@@ -332,10 +333,10 @@ class PrivateNetwork:
             with self._lock:
                 processes = self._processes.get(instance_id)
             if processes is None or not processes.alive():
-                processes = PidNamespace(str(NETNS_DIR / network))
+                processes = PidNamespace(str(NETNS_DIR / network), setup)
                 with self._lock:
                     self._processes[instance_id] = processes
-            return processes.path
+            return processes
 
     def host_pid(self, instance_id: str, pid: int) -> int | None:
         """This machine's pid of the process ``pid`` on the instance (as its pid files and ``$$``

@@ -2,19 +2,23 @@
 
 The pipe sends real absolute paths (``APP_DIR: /srv/web-api``), the app user's pm2 keeps its daemon
 under ``~/.pm2``, programs write to /tmp. On AWS every instance has its own of each; here every
-instance is a folder on one machine. So each invocation's process runs in a mount namespace of its
-own (util-linux ``unshare --mount``), entered from the instance's network and PID namespaces
-(``hosts.py``, ``pid_namespace.py``), with a /proc of the instance's PID namespace, and in which
-``<instance folder>/root/home`` is bind-mounted on /home, ``.../root/root`` on /root, and so on.
+instance is a folder on one machine. So each instance has a mount namespace of its own, made once
+with its PID namespace by the instance's holder (``pid_namespace.py``: ``unshare --mount``), in which
+``MOUNT_SETUP`` mounts a /proc of the instance's PID namespace and binds ``<instance folder>/root/home``
+on /home, ``.../root/root`` on /root, and so on. Every invocation on the instance enters that one
+namespace with its network and PID namespaces (``launch_command``: ``nsenter --net --pid --mount``),
+as the SSM Agent runs every command in the host's one mount namespace on AWS: what a command mounts
+the next one sees, and a process an earlier command left running (pm2's daemon, a server) is in the
+script's own mount namespace; only a container (``unshare --mount``, ``docker run``) is in another.
 Inside, the commands see and change /srv/web-api or ~ec2-user as on an instance; outside, tests read
 the same files at ``<instance folder>/root/srv/web-api`` (``StandIn.instance_path``). The rest
 (/usr, /etc, /var, the tools in /usr/local/lib/ssm-deploy-standin) is the machine's, shared by every
 instance the way an AMI's system files are the same on every instance.
 
 The instance folders themselves must not be under a mapped root (``check_root``): inside the
-namespace they would be hidden by the mounts. The propagation is private: nothing mounted inside an
-invocation is seen by the machine or another instance; a process that outlives its command (a pm2
-daemon) keeps its namespace, which maps the same folders.
+namespace they would be hidden by the mounts. The propagation is private: nothing mounted on an
+instance is seen by the machine or another instance. A stopped instance's namespace goes with its
+processes; the next command gets a fresh one (mounts made by commands are gone, as after a reboot).
 
 Needs root (CAP_SYS_ADMIN, and CAP_NET_ADMIN for the network): ``probe`` checks once per stand-in
 and refuses to start with what to change; the stand-in never runs an invocation unmapped, which
@@ -28,27 +32,31 @@ import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 
+from standin.pid_namespace import UNSHARE
+
 # mode of each root on a fresh instance: /tmp is world-writable with the sticky bit, /root private
 MAPPED_ROOTS = {"/home": 0o755, "/root": 0o700, "/tmp": 0o1777, "/srv": 0o755, "/opt": 0o755}
 INSTANCE_ROOT = "root"  # the instance's own part of the file system: <instance folder>/root/srv, ...
 PROBE_TIMEOUT = 10
 NETNS_DIR = "/run/netns"
 
-# unshare(1) execs its program in the new namespace. nsenter(1) entering a PID namespace forks (only
-# its child is in it) and passes back the child's exit status or signal; the child stays in the
-# process group the agent started, which the agent kills on cancel and timeout.
-MOUNT_NAMESPACE = ("unshare", "--mount", "--propagation", "private", "--")
-
-# Runs inside the namespaces: a /proc of the instance's PID namespace (only its processes), map the
-# roots, enter the working directory the way the agent does (its message when the directory is
-# missing), then become the script (same pid, same environment).
-LAUNCH = r"""
-script=$1 cwd=$2; shift 2
+# Runs once in the instance's new mount namespace (the holder's setup, ``pid_namespace.py``): a /proc of
+# its PID namespace (only its processes), then map the roots, given as pairs of arguments.
+MOUNT_SETUP = r"""
 mount -t proc proc /proc || { echo "stand-in: cannot mount the instance's /proc" >&2; exit 1; }
 while [ "$#" -gt 1 ]; do
   mount --bind "$1" "$2" || { echo "stand-in: cannot map $1 on $2" >&2; exit 1; }
   shift 2
 done
+"""
+
+# Runs in the instance's namespaces: enter the working directory the way the agent does (its message
+# when the directory is missing), then become the script (same pid, same environment). nsenter(1)
+# entering a PID namespace forks (only its child is in it) and passes back the child's exit status or
+# signal; the child stays in the process group the agent started, which the agent kills on cancel and
+# timeout.
+LAUNCH = r"""
+script=$1 cwd=$2
 if ! cd -- "$cwd" 2>/dev/null; then
   if [ -e "$cwd" ]; then why="not a directory"; else why="no such file or directory"; fi
   echo "failed to run commands: chdir $cwd: $why" >&2
@@ -104,13 +112,18 @@ def mounts(home: Path) -> list[tuple[str, str]]:
     return [(str(instance_root(home) / root.lstrip("/")), root) for root in MAPPED_ROOTS]
 
 
-def launch_command(net_namespace: str, pid_namespace: str, home: Path, script: Path, cwd: str) -> list[str]:
-    """argv that runs ``bash script`` in ``cwd`` on the instance: in its network and PID namespaces
-    (``pid_namespace``, a path as ``/proc/<pid>/ns/pid``), in a mount namespace of its own where the
-    instance's roots and its /proc are mapped."""
+def mount_setup(home: Path) -> list[str]:
+    """argv that makes the instance's file system in its new mount namespace (run once per namespace:
+    ``PrivateNetwork.processes``)."""
     pairs = [part for pair in mounts(home) for part in pair]
-    enter = ("nsenter", f"--net={NETNS_DIR}/{net_namespace}", f"--pid={pid_namespace}", "--")
-    return [*enter, *MOUNT_NAMESPACE, "bash", "-c", LAUNCH, "standin-agent", str(script), cwd, *pairs]
+    return ["bash", "-c", MOUNT_SETUP, "standin-mounts", *pairs]
+
+
+def launch_command(net_namespace: str, pid_namespace: str, mount_namespace: str, script: Path, cwd: str) -> list[str]:
+    """argv that runs ``bash script`` in ``cwd`` on the instance: in its network, PID and mount
+    namespaces (``pid_namespace`` and ``mount_namespace`` are paths as ``/proc/<pid>/ns/pid``)."""
+    enter = ("nsenter", f"--net={NETNS_DIR}/{net_namespace}", f"--pid={pid_namespace}", f"--mount={mount_namespace}")
+    return [*enter, "--", "bash", "-c", LAUNCH, "standin-agent", str(script), cwd]
 
 
 def probe() -> None:
@@ -123,20 +136,20 @@ def probe() -> None:
         )
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         raise IsolationUnavailable(
-            "the stand-in runs each invocation in namespaces of its own and needs util-linux's `unshare` and "
+            "the stand-in runs each instance in namespaces of its own and needs util-linux's `unshare` and "
             "`nsenter` on PATH (apt-get install util-linux)"
         )
     for mount_point in MAPPED_ROOTS:  # mount points must exist; creating one is harmless
         Path(mount_point).mkdir(exist_ok=True)
-    binds = " && ".join(["mount -t proc proc /proc", *(f"mount --bind {r} {r}" for r in MAPPED_ROOTS)])
-    check = ["unshare", "--pid", "--fork", "--kill-child", "--", *MOUNT_NAMESPACE, "bash", "-c", binds]
+    pairs = [root for root in MAPPED_ROOTS for _ in range(2)]  # each on itself
+    check = [*UNSHARE, "bash", "-c", MOUNT_SETUP, "standin-probe", *pairs]
     try:
         done = subprocess.run(check, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise IsolationUnavailable(f"the stand-in cannot create a mount namespace here: {error}") from error
     if done.returncode != 0:
         raise IsolationUnavailable(
-            "the stand-in runs each invocation in PID and mount namespaces of its own and cannot here "
+            "the stand-in runs each instance in PID and mount namespaces of its own and cannot here "
             f"({done.stderr.strip() or f'exit {done.returncode}'}). Run the tests as root with CAP_SYS_ADMIN and "
             "CAP_NET_ADMIN (in Docker: --privileged)"
         )

@@ -193,9 +193,9 @@ def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:
     address = str(network.subnet.network_address + 4)
     namespace = network.namespace("i-0123456789abcdef0", address)
     sleeper = enter(namespace)
-    processes = network.pid_namespace("i-0123456789abcdef0", address)
+    processes = network.processes("i-0123456789abcdef0", address, ["true"])
     entered = subprocess.Popen(
-        ["nsenter", f"--net={hosts.NETNS_DIR}/{namespace}", f"--pid={processes}", "sleep", "600"],
+        ["nsenter", f"--net={hosts.NETNS_DIR}/{namespace}", f"--pid={processes.path}", "sleep", "600"],
         start_new_session=True,
     )
     reached = subprocess.run(["ip", "-n", namespace, "-4", "-o", "addr"], capture_output=True, text=True).stdout
@@ -203,7 +203,7 @@ def test_stopping_the_network_removes_it_and_the_instances_processes() -> None:
     # removes it fails ("reassociate to namespace 'ns/net' failed: Invalid argument"); the next test
     # is about a process entering during the stop
     wait_until(lambda: inside(sleeper.pid, namespace), "the sleeper to be in the instance's namespace")
-    holder = int(processes.split("/")[2])
+    holder = processes.init_pid
     wait_until(lambda: len(members(holder)) == 2, "the entered sleeper to be in the instance's PID namespace")
     network.stop()
 

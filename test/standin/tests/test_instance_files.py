@@ -1,6 +1,6 @@
-"""Each instance's own /home, /root, /tmp, /srv and /opt: every invocation runs in a mount namespace of
-its own where the instance's folder is mapped on them (isolation.py), as root with the agent's
-environment."""
+"""Each instance's own /home, /root, /tmp, /srv and /opt: every invocation runs in the instance's one
+mount namespace, where the instance's folder is mapped on them (isolation.py), as root with the
+agent's environment."""
 
 from __future__ import annotations
 
@@ -106,3 +106,47 @@ def test_without_nsenter_the_stand_in_says_what_it_needs(monkeypatch: pytest.Mon
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(isolation.IsolationUnavailable, match="needs util-linux's `unshare` and `nsenter`"):
         isolation.probe()
+
+
+def test_every_command_on_an_instance_shares_its_one_mount_namespace(standin: StandIn) -> None:
+    # as the SSM Agent's commands share the host's (its systemd unit asks for no namespace of its own):
+    # a process an earlier command left running is in the next command's mount namespace, and what a
+    # command mounts the next one sees
+    app = unique_dir()
+    (instance_id,) = standin.launch(1)
+    started = run_one(
+        standin,
+        instance_id,
+        f"mkdir -p {app} && mount -t tmpfs scratch {app}\nsetsid sleep 600 </dev/null >/dev/null 2>&1 &\n"
+        f"echo $! > /srv/sleeper-{uuid.uuid4().hex[:4]}.pid\nreadlink /proc/$$/ns/mnt",
+    )
+    try:
+        later = run_one(
+            standin,
+            instance_id,
+            f"readlink /proc/$(cat /srv/sleeper-*.pid)/ns/mnt /proc/$$/ns/mnt\nfindmnt -n -o FSTYPE {app}",
+        )
+    finally:
+        run_one(standin, instance_id, "kill $(cat /srv/sleeper-*.pid)")
+
+    assert started["Status"] == "Success", started
+    sleeper, own, fstype = later["StandardOutputContent"].splitlines()
+    assert sleeper == own == started["StandardOutputContent"].strip()
+    assert fstype == "tmpfs"
+
+
+def test_each_instance_has_a_mount_namespace_of_its_own_and_a_fresh_one_after_a_stop(standin: StandIn) -> None:
+    app = unique_dir()
+    first, second = standin.launch(2)
+    mounted = run(
+        standin, [first, second], f"mkdir -p {app} && mount -t tmpfs scratch {app} && readlink /proc/$$/ns/mnt"
+    )
+    standin.retire([first])  # its processes end, as a stopped instance's do
+    after = run_one(standin, first, f"findmnt -n -o FSTYPE {app} || echo unmounted")
+
+    assert [answer["Status"] for answer in mounted] == ["Success", "Success"], mounted
+    spaces = [answer["StandardOutputContent"] for answer in mounted]
+    assert spaces[0] != spaces[1]
+    assert not os.path.ismount(app)  # the machine's own /srv has none of the instances' mounts
+    # a fresh namespace: a rebooted host's mounts are its own again (the kernel may give it the same number)
+    assert after["StandardOutputContent"] == "unmounted\n"
