@@ -86,7 +86,8 @@ _MEANINGS = {
     ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK: "ACTIVATE_COMMANDS failed; switched back to the previous release, "
     "whose activation ran again and succeeded",
     ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED: "ACTIVATE_COMMANDS failed and the switch back to the previous "
-    "release (or its activation) failed too, or a process of another release than the one switched back to still ran after it",
+    "release (or its activation) failed too, or a process of another release than the one switched back to "
+    "still ran after it",
     ReleaseExit.NO_PREVIOUS_RELEASE: "the release that was live before is not on the instance to switch back to",
     ReleaseExit.RUN_AS_USER_MISSING: "the RUN_AS user does not exist on the instance (or the script is not root)",
     ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK: "ACTIVATE_COMMANDS failed and there was no other release to go "
