@@ -78,7 +78,7 @@ def test_status_says_an_instance_whose_current_names_a_deleted_release_runs_none
     second's ``current`` pointed again with ``ln -sfn /srv/web-api/releases/B/ current`` (absolute, the slash a
     shell's completion adds), the third's ``current`` replaced by a copy of B (a directory, no symlink).
     The first runs nothing (a restart fails): drift, said so. The second runs B: no drift. The third's
-    ``current`` names no release (a deploy refuses it, exit 80): drift, as no release (held)."""
+    ``current`` names no release (a deploy refuses it, exit 80): drift, as no release, and why."""
     ids = standin.launch(3)
     for number, version in (("1", "A"), ("2", "B")):
         env = release_env(
@@ -99,6 +99,7 @@ def test_status_says_an_instance_whose_current_names_a_deleted_release_runs_none
     assert f"Drift: {dangling} runs no release; the ledger says {B} is live" in run.output, run.output
     assert f"Drift: {slashed}" not in run.output, run.output
     assert f"Drift: {directory} runs no release" in run.output, run.output
+    assert f"{directory} | ssm-deploy: {APP_DIR}/current exists and is not a symlink" in run.output, run.output
     assert f"✖ Drift on 2 of 3 instance(s) ({dangling}, {directory})" in run.output, run.output
     fleet = json.loads((tmp_path / "ssm-deploy-result.json").read_text())["fleet"]
     assert fleet == {dangling: "none", slashed: B, directory: "none"}, fleet
