@@ -208,7 +208,7 @@ def test_status_on_currents_an_operator_mangled_fails_naming_each_and_the_instan
     assert said["fleet"] == {
         clean: A,
         absolute: A,
-        dangling: "000009-0123456",
+        dangling: "none",  # a release directory that does not exist runs nothing (attack 37)
         directory: "none",
         unmanaged: "unknown",
     }, said
@@ -218,4 +218,5 @@ def test_status_on_currents_an_operator_mangled_fails_naming_each_and_the_instan
     # attack 33's note, fixed: one reason per instance, not "its SSM Agent is not online" first
     assert f"Not asked, not managed by SSM in this region: {unmanaged}" in seen.output, seen.output
     assert "Agent is not online" not in seen.output, seen.output
+    assert "current points at releases/000009-0123456, which is missing" in seen.output, seen.output
     assert clean not in last_line(seen) and absolute not in last_line(seen), last_line(seen)
