@@ -42,6 +42,11 @@ ROLE_DURATION_SECONDS = 3600
 # "Configuring Amazon CloudWatch Logs for Run Command"); the pipe reads back a little further.
 AGENT_UPLOAD_SECONDS = 30
 LOG_LOOKBACK_SECONDS = AGENT_UPLOAD_SECONDS + 5
+# It reads each stdout/stderr file with a 200,000-byte buffer (bufio ReadSlice): a longer line reaches
+# CloudWatch cut in events of exactly this many bytes, the line's rest starting the next event of the
+# stream (amazon-ssm-agent, agent/agentlogstocloudwatch/cloudwatchlogspublisher/cloudwatchlogsservice.go:
+# MessageLengthThresholdInBytes, getNextMessage). A character the cut splits arrives as U+FFFD.
+AGENT_EVENT_BYTES = 200 * 1000
 
 # --- CloudWatch Logs reads (API Reference: FilterLogEvents, StartLiveTail; User Guide, "CloudWatch Logs
 # quotas") -------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ TAIL_LINES = 100
 TAIL_BYTES = 64 * 1024  # per instance
 TAIL_LINE_BYTES = 4 * 1024  # a longer line is cut in the tail
 TAIL_BUDGET_BYTES = 4 * 1024 * 1024  # all tails of the run: with LOG_BUDGET_BYTES, well under 50 MB
+HELD_CHARS = 4 * 1024 * 1024  # the most of a line printed in pieces held back for its next piece, per stream
 PALETTE = ("cyan", "green", "yellow", "purple", "blue", "light_cyan", "light_green", "light_yellow", "light_purple")
 # C0 and C1 controls (but tab), DEL, lone surrogates, and the line, paragraph and bidirectional
 # controls a viewer could act on (U+2028/2029, U+202A-202E, U+2066-2069, U+200E/200F, U+061C)
@@ -98,8 +99,16 @@ class OutputPrinter:
         self._instances: dict[str, _InstanceLog] = {}
         self._order = {instance_id: index for index, instance_id in enumerate(order or [])}
         self.build_log = build_log or BuildLog()
+        self._held: dict[tuple[str, bool], str] = {}  # the start of a line whose next piece is to come
+        self._after_cut: set[tuple[str, bool]] = set()  # streams whose next text continues a line printed cut
 
-    def print_lines(self, instance_id: str, text: str, is_stderr: bool = False) -> None:
+    def print_lines(self, instance_id: str, text: str, is_stderr: bool = False, continues: bool = False) -> None:
+        """``continues``: ``text`` may end inside a line whose next piece is the next text of the stream
+        (the SSM Agent cuts a line over 200,000 bytes in CloudWatch events, S3 lines come in pieces). Its
+        last line is then held back and printed with that piece, so a secret the cut split is masked whole;
+        past HELD_CHARS it is printed with an end that begins a value masked, and the next piece with a
+        start that ends one masked (``Redactor.mask_cut_end``, ``mask_cut_start``)."""
+        text = self._joined((instance_id, is_stderr), text, continues)
         if not text:
             return
         state = self._state(instance_id)
@@ -118,6 +127,29 @@ class OutputPrinter:
         if out:
             self._stream.write("".join(out))
             self._stream.flush()
+
+    def flush_held(self) -> None:
+        """Print the lines held back for a next piece that did not come (the command ended)."""
+        for (instance_id, is_stderr), text in list(self._held.items()):
+            self._held.pop((instance_id, is_stderr), None)
+            self.print_lines(instance_id, text, is_stderr)
+
+    def _joined(self, key: tuple[str, bool], text: str, continues: bool) -> str:
+        """``text`` after what was held back of its stream, without the end held back now (``print_lines``)."""
+        if key in self._after_cut and text:
+            self._after_cut.discard(key)
+            text = self._redactor.mask_cut_start(text)
+        text = self._held.pop(key, "") + text
+        if not continues:
+            return text
+        end = text.rfind("\n") + 1
+        text, rest = text[:end], text[end:]
+        if len(rest) > HELD_CHARS:
+            self._after_cut.add(key)
+            return text + self._redactor.mask_cut_end(rest)
+        if rest:
+            self._held[key] = rest
+        return text
 
     def cut_end_masked(self, text: str) -> str:
         """SSM's copy of a stream it cut at its field limit, a value it split in two masked (Redactor.mask_cut_end)."""

@@ -86,6 +86,14 @@ class Redactor:
         piece = max((_cut_piece(body, form) for form in self._output_forms()), default=0)
         return body[: len(body) - piece] + MASK if piece else text
 
+    def mask_cut_start(self, text: str) -> str:
+        """``text`` with its start masked when it is the end of a value (MIN_LENGTH characters or more): the
+        first characters after a cut that may have split one (a line printed in pieces, OutputPrinter)."""
+        body = text.lstrip(CUT_CHARACTER)
+        head = body[: max(map(len, self._output_forms()), default=0)][::-1]  # the end of a value, read backwards
+        piece = max((_cut_piece(head, form[::-1]) for form in self._output_forms()), default=0)
+        return MASK + body[piece:] if piece else text
+
     def _output_forms(self) -> list[str]:
         """Every form of every value, longest first (made once per set of values)."""
         if self._output is None:

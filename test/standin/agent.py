@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader
+from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader, line_events
 from standin.fleet import DELIVER, NEVER, FakeInstance
 from standin.moto_bridge import MotoCommand
 
@@ -278,11 +278,10 @@ class InvocationRun:
     def _read(self, stream: IO[bytes], name: str, uploaders: dict[str, StreamUploader]) -> None:
         chunks: list[str] = []
         for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace")
-            chunks.append(line)
-            message = line.removesuffix("\n").removesuffix("\r")  # the agent turns CRLF into LF
-            if name in uploaders and message:  # PutLogEvents takes no empty message: a blank line is not sent
-                uploaders[name].add(message)
+            chunks.append(raw.decode("utf-8", errors="replace"))
+            if name in uploaders:  # a line longer than 200,000 bytes goes in pieces, no blank line (line_events)
+                for message in line_events(raw):
+                    uploaders[name].add(message)
         stream.close()
         text = "".join(chunks)
         if name == "stdout":

@@ -19,8 +19,25 @@ import boto3
 from botocore.config import Config
 
 DEFAULT_LOG_GROUP = "/aws/ssm/AWS-RunShellScript"
+# The agent reads its stdout/stderr file with a bufio.Reader of this size and ReadSlice('\n'): a longer line
+# comes back in pieces of exactly this many bytes (bufio.ErrBufferFull), each its own event, the line's
+# rest starting the next one (amazon-ssm-agent, agent/agentlogstocloudwatch/cloudwatchlogspublisher/
+# cloudwatchlogsservice.go: MessageLengthThresholdInBytes, getNextMessage)
+AGENT_PIECE_BYTES = 200 * 1000
+MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_BYTES = 1_048_576
+BATCH_EVENT_OVERHEAD = 26
 INSTANCE_APP_ID = "standin-instance"  # User-Agent marker of calls made from "instances"
 POOL_CONNECTIONS = 128
+
+
+def line_events(raw: bytes) -> list[str]:
+    """The messages the agent uploads for one line of output (``raw``, its line break included): the line
+    in pieces of AGENT_PIECE_BYTES bytes (a piece may end inside a character: its bytes decode as U+FFFD),
+    CRLF turned into LF, without the line break, and no empty message (PutLogEvents takes none)."""
+    pieces = [raw[start : start + AGENT_PIECE_BYTES] for start in range(0, len(raw), AGENT_PIECE_BYTES)]
+    messages = [piece.decode("utf-8", errors="replace").replace("\r\n", "\n").removesuffix("\n") for piece in pieces]
+    return [message for message in messages if message]
 
 
 class LogsSink:
@@ -118,10 +135,23 @@ class StreamUploader:
             self._sink.ensure_stream(self._group, self._stream)
             self._created = True
         now = int((time.time() + self._clock_skew) * 1000)
-        # CloudWatch takes at most 10,000 events or 1 MB a call
-        for start in range(0, len(lines), 5000):
-            events = [{"timestamp": now, "message": line} for line in lines[start : start + 5000]]
-            self._sink.put(self._group, self._stream, events)
+        for batch in batches(lines):
+            self._sink.put(self._group, self._stream, [{"timestamp": now, "message": line} for line in batch])
+
+
+def batches(messages: list[str]) -> list[list[str]]:
+    """``messages`` in PutLogEvents calls: at most 10,000 events and 1,048,576 bytes a call (the messages in
+    UTF-8 plus 26 bytes an event; API Reference, PutLogEvents)."""
+    out: list[list[str]] = [[]]
+    size = 0
+    for message in messages:
+        cost = len(message.encode()) + BATCH_EVENT_OVERHEAD
+        if out[-1] and (len(out[-1]) >= MAX_BATCH_EVENTS or size + cost > MAX_BATCH_BYTES):
+            out.append([])
+            size = 0
+        out[-1].append(message)
+        size += cost
+    return [batch for batch in out if batch]
 
 
 def instance_config() -> Config:

@@ -59,6 +59,7 @@ def show_results(
         }
         if gaps:
             _print_rest(ssm, invocation, gaps, printer, settings, s3)
+    printer.flush_held()
     printer.flush_elided(
         f"CloudWatch Logs group {settings.log_group}, streams <command id>/<instance id>/<step>/stdout"
         if settings.stream_output
@@ -158,8 +159,15 @@ def _text(invocation: Invocation, stream: str) -> str:
 
 
 def _print_chunks(printer: OutputPrinter, instance_id: str, stream: str, chunks: Iterable[str]) -> None:
+    """``chunks``: lines, or pieces of a line (S3 hands on a line over MAX_PIECE_CHARS in pieces): a chunk
+    followed by another and ending inside a line continues in it."""
+    before: str | None = None
     for chunk in chunks:
-        printer.print_lines(instance_id, chunk, is_stderr=stream == "stderr")
+        if before is not None:
+            printer.print_lines(instance_id, before, stream == "stderr", continues=not before.endswith("\n"))
+        before = chunk
+    if before is not None:
+        printer.print_lines(instance_id, before, is_stderr=stream == "stderr")
 
 
 def _remedy(settings: DeploySettings) -> str:

@@ -45,6 +45,7 @@ def follow(run: Run, spec: CommandSpec, commands: list[SentCommand], record: Pha
         try:
             return _follow(run, spec, commands, record, printer, tail)
         finally:
+            printer.flush_held()  # a stop: what was held back for a next piece that will not come
             if tail is not None:
                 tail.close()
 

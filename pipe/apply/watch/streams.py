@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from pipe.limits import LOG_LOOKBACK_SECONDS, STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
+from pipe.limits import AGENT_EVENT_BYTES, LOG_LOOKBACK_SECONDS, STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import CUT_CHARACTER
 
@@ -43,6 +43,12 @@ StreamKey = tuple[str, str]  # (instance id, "stdout" or "stderr")
 def visible(text: str) -> str:
     """``text`` without line breaks: what SSM's copy and a CloudWatch stream must agree on."""
     return text.replace("\r", "").replace("\n", "")
+
+
+def cut_by_agent(message: str) -> bool:
+    """Whether the event may end inside a line the SSM Agent cut at AGENT_EVENT_BYTES: it ends with no line
+    break and is that long (less the bytes of a character the cut split, if CloudWatch dropped them)."""
+    return not message.endswith("\n") and len(message.encode()) >= AGENT_EVENT_BYTES - 3
 
 
 def after_streamed(chunks: Iterable[str], streamed: int) -> Iterator[str]:
@@ -253,7 +259,7 @@ class StreamBook:
     def _print(self, key: StreamKey, stream: Stream, at: tuple[int, int, str | None], message: str, now: float) -> int:
         """``at``: the event's ingestion time, timestamp and eventId (None when pushed)."""
         stream.advance(*at, message, now)
-        self._printer.print_lines(key[0], message, is_stderr=key[1] == "stderr")
+        self._printer.print_lines(key[0], message, is_stderr=key[1] == "stderr", continues=cut_by_agent(message))
         self.counts.events_printed += 1
         self.counts.bytes_printed += len(message.encode())
         return 1

@@ -367,3 +367,28 @@ def test_an_instance_role_that_may_not_write_logs_streams_nothing_and_still_runs
     assert (item["Status"], item["StandardOutputContent"]) == ("Success", "still-ran\n")
     assert cloudwatch_messages(standin, group, f"{command_id}/{instance_id}/aws-runShellScript/stdout") == []
     assert standin.sent_command(command_id).runs[instance_id].cloudwatch_refused
+
+
+def test_a_line_longer_than_200000_bytes_reaches_cloudwatch_in_pieces_of_200000_bytes(standin: StandIn) -> None:
+    """The agent reads its output file 200,000 bytes at most per ReadSlice: a longer line is cut there, each
+    piece its own event, the rest of the line starting the next (amazon-ssm-agent cloudwatchlogsservice.go)."""
+    (instance_id,) = standin.launch(1)
+    group = "/ssm-deploy/standin-long-line"
+    command_id = send_streamed(
+        standin, instance_id, "printf 'a%.0s' $(seq 450000); printf 'b\\r\\n'; echo short", group
+    )
+    item = wait_final(standin, command_id, instance_id, timeout=60)
+    stream = f"{command_id}/{instance_id}/aws-runShellScript/stdout"
+    messages = [e["message"] for e in cloudwatch_messages(standin, group, stream)]
+
+    assert item["Status"] == "Success"
+    assert [len(message) for message in messages] == [200_000, 200_000, 50_001, 5]
+    assert messages[2].endswith("ab") and messages[3] == "short"
+
+
+def test_a_character_the_200000_byte_cut_splits_reaches_cloudwatch_as_replacement_characters() -> None:
+    from standin.cloudwatch import line_events
+
+    line = ("x" * 199_999 + "é" + "y\n").encode()
+
+    assert line_events(line) == ["x" * 199_999 + "\ufffd", "\ufffdy"]

@@ -11,6 +11,7 @@ import pytest
 
 from pipe.limits import STDERR_FIELD_LIMIT, STDOUT_FIELD_LIMIT
 from pipe.model import ACTIVE_STATUSES, Invocation
+from pipe.report import console
 from pipe.report.console import OutputPrinter, cut_notice, neutralise
 from pipe.report.s3_output import split_lines
 from pipe.runtime.logging_setup import QUIET_LOGGERS, configure_logging
@@ -288,3 +289,29 @@ def test_the_cut_notice_asks_for_what_is_missing_not_for_streaming_that_is_on() 
     assert "STREAM_OUTPUT" not in streaming
     assert "CloudWatch Logs group /aws/ssm/ssm-deploy" in streaming and "OUTPUT_S3_BUCKET" in streaming
     assert "STREAM_OUTPUT: 'true'" in _remedy(make_settings(stream_output=False))
+
+
+def test_a_line_printed_in_pieces_shows_once_whole_with_a_value_the_cut_split_masked() -> None:
+    # attack 40: the SSM Agent cuts a line over 200,000 bytes in CloudWatch events; S3 lines come in pieces
+    stream = io.StringIO()
+    printer = OutputPrinter(redactor(), stream=stream, colour=False)
+    printer.print_lines("i-a", "before\n0000 hunter2-", continues=True)
+    printer.print_lines("i-a", "other stream", is_stderr=True)
+    assert stream.getvalue() == "i-a | before\ni-a | [stderr] other stream\n"
+    printer.print_lines("i-a", "secret 1111\nnext", continues=True)
+    printer.print_lines("i-a", "end\n")
+    printer.print_lines("i-a", "last", continues=True)
+    printer.flush_held()  # the command ended: no next piece
+    printer.flush_held()
+    assert stream.getvalue().splitlines()[2:] == ["i-a | 0000 **** 1111", "i-a | nextend", "i-a | last"]
+
+
+def test_a_line_too_long_to_hold_is_printed_cut_with_both_sides_of_the_cut_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(console, "HELD_CHARS", 10)
+    stream = io.StringIO()
+    printer = OutputPrinter(redactor(), stream=stream, colour=False)
+    printer.print_lines("i-a", "0123456789 hunter2-", continues=True)
+    printer.print_lines("i-a", "secret tail\n")
+    assert stream.getvalue() == f"i-a | 0123456789 {MASK}\ni-a | {MASK} tail\n"

@@ -258,3 +258,13 @@ def test_a_copy_cut_in_the_middle_of_a_value_has_its_first_characters_masked() -
     assert redactor.mask_cut_end("0000\nZq8") == "0000\nZq8"  # under MIN_LENGTH: ordinary text
     assert redactor.mask_cut_end("Zq8v-Kd3w ends here") == "Zq8v-Kd3w ends here"  # not at the end
     assert redactor.mask_cut_end("ZZq8v-Kd") == "Z****"  # the longest end that begins it
+
+
+def test_a_piece_that_begins_in_the_middle_of_a_value_has_its_last_characters_masked() -> None:
+    # attack 40: the start of a line's next piece, when what came before was printed cut
+    redactor = Redactor()
+    redactor.add("Zq8v-Kd3w-0123456789")
+    assert redactor.mask_cut_start("456789 tail") == "**** tail"
+    assert redactor.mask_cut_start("\ufffd456789 tail") == "**** tail"  # a character cut in two
+    assert redactor.mask_cut_start("789 tail") == "789 tail"  # under MIN_LENGTH: ordinary text
+    assert redactor.mask_cut_start("tail 456789") == "tail 456789"  # not at the start

@@ -13,7 +13,8 @@ from botocore.stub import Stubber
 
 from pipe.apply.watch.filter_reads import PAGE_EVENTS
 from pipe.apply.watch.log_tail import DRAIN_POLL_SECONDS, FILTER_POLL_SECONDS, LogTail
-from pipe.apply.watch.streams import LOOKBACK_MS, QUIET_SECONDS, Captured, Gap, after_streamed
+from pipe.apply.watch.streams import LOOKBACK_MS, QUIET_SECONDS, Captured, Gap, StreamBook, after_streamed, cut_by_agent
+from pipe.limits import AGENT_EVENT_BYTES
 from pipe.report.console import OutputPrinter
 from pipe.runtime.redaction import Redactor
 from unit.unit_support import COMMAND_ID, INSTANCE_A, INSTANCE_B, FakeClock
@@ -240,3 +241,20 @@ def test_filter_log_events_is_read_at_most_once_a_second_per_command_however_oft
         clock.sleep(DRAIN_POLL_SECONDS)
 
     assert logs.calls == 8 * DRAIN_POLL_SECONDS / FILTER_POLL_SECONDS
+
+
+def test_an_event_the_agent_cut_at_200000_bytes_is_printed_with_the_next_one_and_a_value_across_the_cut_masked() -> (
+    None
+):
+    # attack 40: the agent reads 200,000 bytes at most per line (AGENT_EVENT_BYTES): a longer line is in two events
+    out = io.StringIO()
+    redactor = Redactor()
+    redactor.add("Wj4r-Hx7q-0123456789")
+    printer = OutputPrinter(redactor, stream=out, colour=False)
+    book = StreamBook([COMMAND_ID], printer)
+    head = "0" * (AGENT_EVENT_BYTES - 8) + "Wj4r-Hx7"
+    book.print_read([event(INSTANCE_A, "stdout", START, "1", head)], 0.0)
+    assert out.getvalue() == ""  # held for the line's next piece
+    book.print_read([event(INSTANCE_A, "stdout", START + 1, "2", "q-0123456789 tail\nnext\n")], 0.0)
+    assert out.getvalue() == f"{INSTANCE_A} | {'0' * (AGENT_EVENT_BYTES - 8)}**** tail\n{INSTANCE_A} | next\n"
+    assert cut_by_agent(head) and not cut_by_agent(head[4:]) and not cut_by_agent(head + "\n")
