@@ -356,7 +356,8 @@ ssm_deploy_report() {
   fi
   # a current that is no symlink (a copy, a directory made by hand): a deploy refuses it (exit 80)
   [ -L "$ssm_deploy_app_dir/current" ] || [ ! -e "$ssm_deploy_app_dir/current" ] \
-    || echo "ssm-deploy: $ssm_deploy_app_dir/current exists and is not a symlink (it was not made by ssm-deploy): a deploy refuses it until it is moved away"
+    || printf '%s%s\n' "ssm-deploy: $ssm_deploy_app_dir/current exists and is not a symlink (it was not made by " \
+      "ssm-deploy): a deploy refuses it until it is moved away"
   printf '%s%s\n' "$ssm_deploy_current_report" "${ssm_deploy_reported:-$ssm_deploy_no_release}"
 }
 """
