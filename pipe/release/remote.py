@@ -688,14 +688,18 @@ ssm_deploy_deleted_release() {
     ssm_deploy_pruned=${ssm_deploy_path%%/*}
     break
   done
-  # a container's (ssm_deploy_other_ns): its working directory or a path among its words in a release
-  # bound to it (a volume, a single file) that was deleted since (ssm_deploy_in_releases: its mountinfo),
-  # its own paths that name no release (`/app (deleted)`); neither a holder nor a command with a
-  # terminal that does not listen, as above
-  if [ -z "$ssm_deploy_pruned" ] && [ -n "$ssm_deploy_other_ns" ] && ! ssm_deploy_holder "$1" \
+  # neither a holder nor a command with a terminal that does not listen, as above: a path among its
+  # words in a release directory gone since, where it sees this APP_DIR's releases (ssm_deploy_release_in_words
+  # gone: `python3 /srv/app/releases/<id>/server.py` started from /); a container's (ssm_deploy_other_ns):
+  # its working directory or a path among its words in a release bound to it (a volume, a single file)
+  # that was deleted since (ssm_deploy_in_releases: its mountinfo), its own paths that name no release (`/app (deleted)`)
+  if [ -z "$ssm_deploy_pruned" ] && ! ssm_deploy_holder "$1" \
     && { ! ssm_deploy_has_terminal "$1" || ssm_deploy_listens "$1"; }; then
-    ssm_deploy_pruned=$( { printf '/proc/%s %s\n' "$1" "$(readlink "/proc/$1/cwd")"; ssm_deploy_words_of "$1"; } 2>/dev/null \
-      | ssm_deploy_in_releases | awk '$3 == "deleted" { print $2; exit }')
+    [ ! "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] \
+      || ssm_deploy_pruned=$(ssm_deploy_release_in_words "$1" gone)
+    [ -n "$ssm_deploy_pruned" ] || [ -z "$ssm_deploy_other_ns" ] \
+      || ssm_deploy_pruned=$( { printf '/proc/%s %s\n' "$1" "$(readlink "/proc/$1/cwd")"; ssm_deploy_words_of "$1"; } 2>/dev/null \
+        | ssm_deploy_in_releases | awk '$3 == "deleted" { print $2; exit }')
   fi
   [ -n "$ssm_deploy_pruned" ] || return 1
   ssm_deploy_stale "$1" "$ssm_deploy_pruned" deleted \
@@ -920,7 +924,12 @@ ssm_deploy_listens() {
 ssm_deploy_release_in_words() {
   # the release of a path inside APP_DIR/releases among the words of a process's command line (the
   # script it runs, the directory it serves; also after `=`), wherever its working directory is; the
-  # path must be the same file in the process's own mount namespace
+  # path must be the same file in the process's own mount namespace.
+  # $2 (gone: ssm_deploy_deleted_release, attack 41): instead, the first path whose release directory
+  # is gone, pruned (KEEP_RELEASES) or deleted since the process started from it, as `python3
+  # /srv/app/releases/<id>/server.py` or a systemd unit's ExecStart= with a release path does from /,
+  # where neither its executable nor its working directory says so; only a release id (RELEASE_ID: it
+  # is printed), never releases/ itself nor a path with .. in it
   for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
@@ -929,10 +938,17 @@ ssm_deploy_release_in_words() {
       "$ssm_deploy_releases"/?* | "$ssm_deploy_app_dir"/releases/?*) ;;
       *) continue ;;
     esac
-    [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] || continue
+    case $2$ssm_deploy_word/ in
+      gone*/../*) continue ;;
+      gone*) ;;
+      *) [ "/proc/$1/root$ssm_deploy_word" -ef "$ssm_deploy_word" ] || continue ;;
+    esac
     ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_releases"/}
     ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_app_dir"/releases/}
-    printf '%s\n' "${ssm_deploy_word%%/*}"
+    ssm_deploy_word=${ssm_deploy_word%%/*}
+    [ -z "$2" ] || { [ ! -e "$ssm_deploy_releases/$ssm_deploy_word" ] \
+      && printf '%s\n' "$ssm_deploy_word" | grep -E -x -q -e "$ssm_deploy_id_pattern"; } || continue
+    printf '%s\n' "$ssm_deploy_word"
     return 0
   done
 }
@@ -1653,6 +1669,7 @@ def read_current_body(app_dir: str, processes: bool = False) -> str:
             "shown": str(PROCESSES_SHOWN),
             "verify_settle": "0",
             "state": f"{app_dir}/{STATE_DIR}",
+            "id_pattern": RELEASE_ID.pattern,  # a word's release gone since (ssm_deploy_release_in_words)
         }
         if processes
         else {}
