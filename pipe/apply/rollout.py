@@ -492,7 +492,7 @@ class _Rollback:
             if self.left:
                 nothing = f"no release was live before this one, so {named(self.left)} stayed on it"
             elif self.release_mode and self.live_before:
-                nothing = "every instance's current is on the release that was live before"
+                nothing = "no instance's current points at a release other than the one that was live before"
             elif self.release_mode:
                 nothing = "no instance's current was switched by this deploy"
             else:

@@ -811,7 +811,7 @@ ssm_deploy_script() {
       code = exe ~ /^perl/ ? "^-[a-z0-9]*[eE]" : "^-[a-zA-Z]*c"
       if (exe !~ /^((a|ba|da|mk|z)?sh|ksh.*|perl.*)$/) exit 1
       for (i = 2; i < n; i++) if ($i ~ code || ($i !~ /^[-+]/ && $(i - 1) !~ /^[-+][oO]$/)) exit 1
-      found = 1 }
+      found = n >= 2 }
     END { exit !found }'
 }
 ssm_deploy_switch_before() {
@@ -1261,7 +1261,7 @@ ssm_deploy_point() {
   echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $ssm_deploy_moved $ssm_deploy_left" >> "$ssm_deploy_state/switches"
   ssm_deploy_n=0
   until awk -v moved="$ssm_deploy_moved" '{ exit !($1 > moved + 0) }' /proc/uptime || [ "$ssm_deploy_n" -ge 100 ]; do
-    sleep 0.01; ssm_deploy_n=$((ssm_deploy_n + 1))
+    sleep 0.01 2>/dev/null || sleep 1; ssm_deploy_n=$((ssm_deploy_n + 1))
   done
   return 0
 }

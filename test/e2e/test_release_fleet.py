@@ -104,7 +104,10 @@ def test_a_redeploy_of_the_live_release_that_fails_its_health_check_stays_on_it(
     assert run.returncode == 1, run.output
     assert [live(standin, instance_id) for instance_id in ids] == ["B", "B"]  # never back to A
     assert "the health check failed on 2 of 2 instance(s)" in run.output
-    assert "Nothing was rolled back: every instance's current is on the release that was live before." in run.output
+    assert (
+        "Nothing was rolled back: no instance's current points at a release other than the one that was live before."
+        in run.output
+    )
     assert f"Now {ids[0]}, {ids[1]} run {B} (the release live before, deployed again)." in run.output
 
 

@@ -258,3 +258,15 @@ def test_an_event_the_agent_cut_at_200000_bytes_is_printed_with_the_next_one_and
     book.print_read([event(INSTANCE_A, "stdout", START + 1, "2", "q-0123456789 tail\nnext\n")], 0.0)
     assert out.getvalue() == f"{INSTANCE_A} | {'0' * (AGENT_EVENT_BYTES - 8)}**** tail\n{INSTANCE_A} | next\n"
     assert cut_by_agent(head) and not cut_by_agent(head[4:]) and not cut_by_agent(head + "\n")
+
+
+def test_a_whole_line_a_few_bytes_under_the_agents_cut_is_printed_alone() -> None:
+    # review: a line of 199,999 bytes arrives whole (its line break dropped): not held, not joined to the next
+    out = io.StringIO()
+    book = StreamBook([COMMAND_ID], OutputPrinter(Redactor(), stream=out, colour=False))
+    whole = "1" * (AGENT_EVENT_BYTES - 1)
+    book.print_read([event(INSTANCE_A, "stdout", START, "1", whole)], 0.0)
+    book.print_read([event(INSTANCE_A, "stdout", START + 1, "2", "next")], 0.0)
+    assert out.getvalue() == f"{INSTANCE_A} | {whole}\n{INSTANCE_A} | next\n"
+    split = "1" * (AGENT_EVENT_BYTES - 2) + "\ufffd"  # a 3-byte character cut after its first 2 bytes
+    assert cut_by_agent(split) and not cut_by_agent("1" * (AGENT_EVENT_BYTES - 3)) and not cut_by_agent(whole)
