@@ -801,14 +801,15 @@ ssm_deploy_script() {
   # whether word $2 of process $1's command line is the script it runs, which it holds open: the
   # process is a shell (dash, bash, busybox's sh: known by its first word) or perl, and the word is the
   # first after it and its options (`sh -e -o nounset script`, or the kernel's `/bin/sh script` for an
-  # executable script run directly). After a shell's -c or perl's -e (`-lne`) the code is a word and a
-  # file an argument (`sh -c '... < "$0"' current/logs/app.log` follows it); an option's argument in a
+  # executable script run directly). After a shell's -c or perl's -e (`-lne`) the code is a word, after a
+  # shell's -s it comes on stdin, and a file is an argument (`sh -c '... < "$0"' current/logs/app.log`,
+  # `... | sh -s current/logs/app.log` follow it: attack 42); an option's argument in a
   # word of its own, but a shell's -o or -O name (`perl -I lib script`, `bash --rcfile f script`), ends
   # the options: such a script passes for a reader
   tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | awk -v n="$2" -v exe="$(readlink "/proc/$1/exe" 2>/dev/null)" '
     { if (exe ~ /\/busybox$/) exe = $1
       sub(/.*\//, "", exe)
-      code = exe ~ /^perl/ ? "^-[a-z0-9]*[eE]" : "^-[a-zA-Z]*c"
+      code = exe ~ /^perl/ ? "^-[a-z0-9]*[eE]" : "^-[a-zA-Z]*[cs]"
       if (exe !~ /^((a|ba|da|mk|z)?sh|ksh.*|perl.*)$/) exit 1
       for (i = 2; i < n; i++) if ($i ~ code || ($i !~ /^[-+]/ && $(i - 1) !~ /^[-+][oO]$/)) exit 1
       found = n >= 2 }

@@ -46,15 +46,11 @@ def visible(text: str) -> str:
 
 
 def cut_by_agent(message: str) -> bool:
-    """Whether the event may end inside a line the SSM Agent cut at AGENT_EVENT_BYTES: it ends with no line
-    break and is exactly that long, or a character the cut split ends it as U+FFFD (its 1-3 bytes read as
-    one). A whole line a few bytes shorter is no piece (held, it would be joined to the next line); a line
-    of exactly AGENT_EVENT_BYTES bytes cannot be told from a piece, and is printed with the next one."""
-    if message.endswith("\n"):
-        return False
-    size = len(message.encode())
-    split = message.endswith("\ufffd") and AGENT_EVENT_BYTES - 3 <= size <= AGENT_EVENT_BYTES + 6
-    return size == AGENT_EVENT_BYTES or split
+    """Whether the event may end inside a line the SSM Agent cut at AGENT_EVENT_BYTES: it is one piece of a
+    line (no line break in it) that long, or longer (CloudWatch turns the bytes of a character the cut split
+    into U+FFFD). An event of whole lines has a line break in it, or is one line shorter than that: the agent
+    packs lines in an event up to that size and drops its last line break once the command ended."""
+    return "\n" not in message and len(message.encode()) >= AGENT_EVENT_BYTES
 
 
 def after_streamed(chunks: Iterable[str], streamed: int) -> Iterator[str]:

@@ -260,13 +260,18 @@ def test_an_event_the_agent_cut_at_200000_bytes_is_printed_with_the_next_one_and
     assert cut_by_agent(head) and not cut_by_agent(head[4:]) and not cut_by_agent(head + "\n")
 
 
-def test_a_whole_line_a_few_bytes_under_the_agents_cut_is_printed_alone() -> None:
-    # review: a line of 199,999 bytes arrives whole (its line break dropped): not held, not joined to the next
+def test_an_event_of_whole_lines_near_200000_bytes_sent_after_the_command_ended_is_not_joined_to_the_next() -> None:
+    # attack 42: the agent packs whole lines in an event up to 200,000 bytes and, once the command ended, drops the
+    # event's last line break (cloudwatchlogsservice.go, getNextMessage and buildEventInfo); 2,000 lines of 99
+    # characters make an event of 199,999 bytes with no line break at its end: no cut, its last line is whole
     out = io.StringIO()
     book = StreamBook([COMMAND_ID], OutputPrinter(Redactor(), stream=out, colour=False))
-    whole = "1" * (AGENT_EVENT_BYTES - 1)
-    book.print_read([event(INSTANCE_A, "stdout", START, "1", whole)], 0.0)
+    packed = "\n".join(f"{n:099d}" for n in range(2000))
+    book.print_read([event(INSTANCE_A, "stdout", START, "1", packed)], 0.0)
     book.print_read([event(INSTANCE_A, "stdout", START + 1, "2", "next")], 0.0)
-    assert out.getvalue() == f"{INSTANCE_A} | {whole}\n{INSTANCE_A} | next\n"
-    split = "1" * (AGENT_EVENT_BYTES - 2) + "\ufffd"  # a 3-byte character cut after its first 2 bytes
-    assert cut_by_agent(split) and not cut_by_agent("1" * (AGENT_EVENT_BYTES - 3)) and not cut_by_agent(whole)
+    printed = out.getvalue().splitlines()
+    assert printed[-2:] == [f"{INSTANCE_A} | {1999:099d}", f"{INSTANCE_A} | next"]
+    # one line of 199,998 characters (its line break dropped too) is no cut either: a cut piece is 200,000 bytes
+    # (a character it splits arrives as U+FFFD, 3 bytes, no shorter), one ReadSlice, no line break in it
+    assert not cut_by_agent(packed) and not cut_by_agent("x" * (AGENT_EVENT_BYTES - 2))
+    assert cut_by_agent("x" * (AGENT_EVENT_BYTES - 1) + "\ufffd")
