@@ -58,6 +58,18 @@ def a_then_b(
         kill_instance_processes(standin, instance_id, "/srv/web.pid")
 
 
+def a_then_pruned(standin: StandIn, instance_id: str, env: Callable[[str, str], dict[str, str]]) -> None:
+    """A deployed (it must pass), then B, C and D by deploys that do not verify the processes
+    (VERIFY_PROCESSES: 'false'), which prune A with KEEP_RELEASES 2 (the caller's ``env`` sets it)."""
+    first = run_pipe(env("A", "1"), timeout=300)
+    assert first.returncode == 0, first.output
+    for version, number in (("B", "2"), ("C", "3"), ("D", "4")):
+        unverified = run_pipe(env(version, number) | {"VERIFY_PROCESSES": "false"}, timeout=300)
+        assert unverified.returncode == 0, unverified.output
+    releases = standin.instance_path(instance_id, f"{APP_DIR}/releases")
+    assert not any(path.name.startswith("000001-") for path in releases.iterdir())  # A was pruned
+
+
 # --- VERIFY_PROCESSES: a server whose program is a directory under current ------------------------------
 
 

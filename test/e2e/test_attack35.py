@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e.test_attack30 import a_then_b, instance_with_entry, started_once
+from e2e.test_attack30 import a_then_b, a_then_pruned, instance_with_entry, started_once
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live
 from standin import StandIn
@@ -136,13 +136,7 @@ def test_a_container_whose_release_was_pruned_fails_the_deploy_and_status_names_
         standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate, KEEP_RELEASES="2"
     )
     try:
-        first = run_pipe(env("A", "1"), timeout=300)
-        assert first.returncode == 0, first.output
-        for version, number in (("B", "2"), ("C", "3"), ("D", "4")):
-            unverified = run_pipe(env(version, number) | {"VERIFY_PROCESSES": "false"}, timeout=300)
-            assert unverified.returncode == 0, unverified.output
-        releases = standin.instance_path(instance_id, f"{APP_DIR}/releases")
-        assert not any(path.name.startswith("000001-") for path in releases.iterdir())  # A was pruned
+        a_then_pruned(standin, instance_id, env)
         status = run_pipe(env("D", "4") | {"ACTION": "status"}, timeout=300)
         last = run_pipe(env("E", "5"), timeout=300)
         pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()

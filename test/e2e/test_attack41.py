@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e.test_attack30 import instance_with_entry, started_once
+from e2e.test_attack30 import a_then_pruned, instance_with_entry, started_once
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live
@@ -30,13 +30,7 @@ def test_a_process_named_by_a_word_in_a_pruned_release_fails_the_deploy_and_stat
         standin, tmp_path, bucket, service, "server.py", ACTIVATE_COMMANDS=activate, KEEP_RELEASES="2"
     )
     try:
-        first = run_pipe(env("A", "1"), timeout=300)
-        assert first.returncode == 0, first.output
-        for version, number in (("B", "2"), ("C", "3"), ("D", "4")):
-            unverified = run_pipe(env(version, number) | {"VERIFY_PROCESSES": "false"}, timeout=300)
-            assert unverified.returncode == 0, unverified.output
-        releases = standin.instance_path(instance_id, f"{APP_DIR}/releases")
-        assert not any(path.name.startswith("000001-") for path in releases.iterdir())  # A was pruned
+        a_then_pruned(standin, instance_id, env)
         pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
         process = standin.run_on_instance(instance_id, f"readlink /proc/{pid}/cwd; tr '\\0' ' ' < /proc/{pid}/cmdline")
         assert process.stdout.startswith("/\n"), process.stdout  # started from /: its cwd is in no release
