@@ -510,17 +510,15 @@ def test_the_release_current_pointed_to_as_an_install_began_comes_before_its_com
     assert current_at_start(f"ssm-deploy: {box.app_dir}/current points at /elsewhere/{A} as this run begins") is None
 
 
-def test_an_old_value_ending_with_a_newline_is_masked_in_a_stale_process_command_line(box: Box) -> None:
-    """A process of A holds a rotated secret's old value, which ends with a newline (a PEM key, kept since
-    attack 26), in its environment, and the same value, trimmed, inside an argument (`--url=...:old@db`):
-    the command line the exit 90 names masks it (attack 28's note: the newline turned into a space, so the
-    trimmed value in the argument did not match and showed)."""
+def _b_beside_a_stale_process_of_a(box: Box, argument: str, old_value: str) -> tuple[int, str, int]:
+    """A deployed, then B while a process of A runs with ``argument`` on its command line and ``old_value``
+    (a rotated secret's) as its DB_PASSWORD: B's exit code and output, and that process's pid."""
     assert _install(box, A, ACTIVATE)[0] == 0
     script = box.app_dir / "releases" / A / "bin" / "start.sh"
     stale = subprocess.Popen(
-        ["sh", "-c", "while :; do sleep 1; done", f"--url=postgres://app:{OLD_CORE}@db", str(script)],
+        ["sh", "-c", "while :; do sleep 1; done", argument, str(script)],
         cwd=box.app_dir / "releases" / A,
-        env={"PATH": os.environ["PATH"], "DB_PASSWORD": OLD_CORE + "\n"},
+        env={"PATH": os.environ["PATH"], "DB_PASSWORD": old_value},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -530,9 +528,18 @@ def test_an_old_value_ending_with_a_newline_is_masked_in_a_stale_process_command
     finally:
         stale.kill()
         stale.wait()
+    return code, output, stale.pid
+
+
+def test_an_old_value_ending_with_a_newline_is_masked_in_a_stale_process_command_line(box: Box) -> None:
+    """A process of A holds a rotated secret's old value, which ends with a newline (a PEM key, kept since
+    attack 26), in its environment, and the same value, trimmed, inside an argument (`--url=...:old@db`):
+    the command line the exit 90 names masks it (attack 28's note: the newline turned into a space, so the
+    trimmed value in the argument did not match and showed)."""
+    code, output, pid = _b_beside_a_stale_process_of_a(box, f"--url=postgres://app:{OLD_CORE}@db", OLD_CORE + "\n")
 
     assert code == ReleaseExit.STALE_PROCESS, output
-    assert f"process {stale.pid} (" in output and "--url=postgres://app:****@db" in output, output
+    assert f"process {pid} (" in output and "--url=postgres://app:****@db" in output, output
     assert OLD_CORE not in output
 
 
@@ -549,22 +556,8 @@ def test_an_old_pem_value_with_a_line_that_looks_like_a_name_is_masked_whole_in_
         "Q2ZJqwXYZ9ab=\n"
         "-----END PRIVATE KEY-----\n"
     )
-    assert _install(box, A, ACTIVATE)[0] == 0
-    script = box.app_dir / "releases" / A / "bin" / "start.sh"
-    stale = subprocess.Popen(
-        ["sh", "-c", "while :; do sleep 1; done", f"--key={old}", str(script)],
-        cwd=box.app_dir / "releases" / A,
-        env={"PATH": os.environ["PATH"], "DB_PASSWORD": old},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        code, output = _install(box, B, ACTIVATE, env_names=("DB_PASSWORD",))
-    finally:
-        stale.kill()
-        stale.wait()
+    code, output, pid = _b_beside_a_stale_process_of_a(box, f"--key={old}", old)
 
     assert code == ReleaseExit.STALE_PROCESS, output
-    assert f"process {stale.pid} (" in output and "--key=****" in output, output
+    assert f"process {pid} (" in output and "--key=****" in output, output
     assert [line for line in old.splitlines() if line.strip("-") and line in output] == [], output
