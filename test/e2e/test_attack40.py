@@ -1,7 +1,7 @@
 """The fortieth outside attack (issue #17), aimed at live output's CloudWatch events: the SSM Agent uploads
 what an instance prints in events that are not lines. It reads its stdout and stderr files with a 200,000-byte
 buffer (amazon-ssm-agent, cloudwatchlogsservice.go, getNextMessage): a longer line reaches CloudWatch cut in
-pieces of 200,000 bytes, each its own event, and the stand-in now does the same (``line_events``). A secret
+pieces of 200,000 bytes, each its own event, and the stand-in now does the same (``AgentOutputFile``). A secret
 the cut falls inside is in two events, neither of which holds the whole value."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader, line_events
+from standin.cloudwatch import DEFAULT_LOG_GROUP, LogsSink, StreamUploader
 from standin.fleet import DELIVER, NEVER, FakeInstance
 from standin.moto_bridge import MotoCommand
 
@@ -191,7 +191,7 @@ class InvocationRun:
             self.stderr = f"stand-in: {self.command.document_name} cannot run here (only shell documents do)\n"
             uploaders = self._uploaders()
             if "stderr" in uploaders:
-                uploaders["stderr"].add(self.stderr.rstrip("\n"))
+                uploaders["stderr"].write(self.stderr.encode())
             self._finish(started, begin, "Failed", "Failed", 1, uploaders)
             return
         script.write_text(body + "\n")
@@ -211,7 +211,7 @@ class InvocationRun:
         except (OSError, RuntimeError) as error:  # e.g. unshare is gone, the network could not be made
             self.stderr = f"failed to run commands: {error}\n"
             if "stderr" in uploaders:
-                uploaders["stderr"].add(self.stderr.rstrip("\n"))
+                uploaders["stderr"].write(self.stderr.encode())
             self._finish(started, begin, "Failed", "Failed", 1, uploaders)
             return
         out_stream, err_stream = self.process.stdout, self.process.stderr
@@ -227,7 +227,7 @@ class InvocationRun:
             reader.join()
         if outcome == "lost":
             for uploader in uploaders.values():
-                uploader.close()
+                uploader.stop()
             self.interrupted = True
             return  # a dead agent reports nothing: the invocation stays InProgress
         if outcome == "cancelled":
@@ -276,14 +276,14 @@ class InvocationRun:
         self.killed = True
 
     def _read(self, stream: IO[bytes], name: str, uploaders: dict[str, StreamUploader]) -> None:
-        chunks: list[str] = []
-        for raw in iter(stream.readline, b""):
-            chunks.append(raw.decode("utf-8", errors="replace"))
-            if name in uploaders:  # a line longer than 200,000 bytes goes in pieces, no blank line (line_events)
-                for message in line_events(raw):
-                    uploaders[name].add(message)
+        """Copy the stream as the process writes it (the agent's output file; ``StreamUploader`` uploads it)."""
+        chunks: list[bytes] = []
+        for raw in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+            chunks.append(raw)
+            if name in uploaders:
+                uploaders[name].write(raw)
         stream.close()
-        text = "".join(chunks)
+        text = b"".join(chunks).decode("utf-8", errors="replace")
         if name == "stdout":
             self.stdout = text
         else:
@@ -315,7 +315,9 @@ class InvocationRun:
         uploaders: dict[str, StreamUploader],
     ) -> None:
         for uploader in uploaders.values():
-            uploader.close()  # output reaches CloudWatch before the status turns final
+            uploader.end()
+        for uploader in uploaders.values():
+            uploader.wait()  # the agent waits for its upload (up to 60 ticks) before the status turns final
         bucket, prefix = self.command.s3_output
         if bucket:  # the agent's S3 layout: <prefix>/<command>/<instance>/<plugin>/<step>/stdout|stderr
             folder = "/".join(

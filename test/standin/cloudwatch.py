@@ -17,27 +17,95 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 DEFAULT_LOG_GROUP = "/aws/ssm/AWS-RunShellScript"
-# The agent reads its stdout/stderr file with a bufio.Reader of this size and ReadSlice('\n'): a longer line
-# comes back in pieces of exactly this many bytes (bufio.ErrBufferFull), each its own event, the line's
-# rest starting the next one (amazon-ssm-agent, agent/agentlogstocloudwatch/cloudwatchlogspublisher/
-# cloudwatchlogsservice.go: MessageLengthThresholdInBytes, getNextMessage)
+# How the SSM Agent uploads Run Command output to CloudWatch Logs (CloudWatchOutputConfig), from
+# amazon-ssm-agent 3.3.1142.0 (commit 1c217c89b42de51d4f4063363d8ec1f2eef56055):
+# - agent/framework/processor/executer/iohandler/iomodule/fileS3.go, File.Read: the plugin's stdout and stderr
+#   are each copied byte by byte into a file, which a goroutine (StreamData) uploads as it grows; when the
+#   output ends the file is marked complete and Read waits for the upload to finish, one tick at a time, at
+#   most maxCloudWatchUploadRetry (60) ticks, before the plugin's result is reported (the goroutine goes on).
+# - agent/agentlogstocloudwatch/cloudwatchlogspublisher/cloudwatchlogsservice.go:
+#   StreamData: every UploadFrequency (1 s) tick, getNextMessage reads the file on from the last line uploaded
+#   and one PutLogEvents call sends its events; after a failed call the same lines are read again next tick.
+#   getNextMessage: bufio.NewReaderSize(file, MessageLengthThresholdInBytes) and ReadSlice('\n'): each line,
+#   its line break kept, is packed in the current message unless message + line would pass 200,000 bytes,
+#   then the message is an event and the line starts the next; a line longer than the buffer comes in pieces
+#   of exactly 200,000 bytes (bufio.ErrBufferFull), each then an event of its own. At most
+#   maxNumberOfEventsPerCall (4) events a tick. A last line without its line break waits for the file's end.
+#   buildEventInfo: CRLF becomes LF; the message's last line break is dropped only once the file is complete
+#   (events uploaded while the command runs end with one). Timestamp: the instance's time.Now().
+# The SDK's validation refuses an empty message (InputLogEvent.Message, min length 1): a lone blank line
+# left for an event once the file is complete fails its whole call, every tick, and never lands.
 AGENT_PIECE_BYTES = 200 * 1000
-MAX_BATCH_EVENTS = 10_000
-MAX_BATCH_BYTES = 1_048_576
-BATCH_EVENT_OVERHEAD = 26
+AGENT_EVENTS_PER_TICK = 4
+AGENT_FINAL_TICKS = 60
 INSTANCE_APP_ID = "standin-instance"  # User-Agent marker of calls made from "instances"
 POOL_CONNECTIONS = 128
 
 
-def line_events(raw: bytes) -> list[str]:
-    """The messages the agent uploads for one line of output (``raw``, its line break included): the line
-    in pieces of AGENT_PIECE_BYTES bytes (a piece may end inside a character: its bytes decode as U+FFFD),
-    CRLF turned into LF, without the line break, and no empty message (PutLogEvents takes none)."""
-    pieces = [raw[start : start + AGENT_PIECE_BYTES] for start in range(0, len(raw), AGENT_PIECE_BYTES)]
-    messages = [piece.decode("utf-8", errors="replace").replace("\r\n", "\n").removesuffix("\n") for piece in pieces]
-    return [message for message in messages if message]
+def _read_slice(data: bytes | bytearray, at: int) -> tuple[int, bool]:
+    """Where bufio's ReadSlice('\n') from ``at`` ends, and whether it reached the end of ``data`` without a line
+    break (io.EOF) rather than ending a line or filling the 200,000-byte buffer (bufio.ErrBufferFull)."""
+    newline = data.find(b"\n", at, at + AGENT_PIECE_BYTES)
+    if newline >= 0:
+        return newline + 1, False
+    if len(data) - at >= AGENT_PIECE_BYTES:
+        return at + AGENT_PIECE_BYTES, False
+    return len(data), True
+
+
+class AgentOutputFile:
+    """One stream's output file as the agent uploads it: bytes appended as the process writes them, and
+    each tick's events (getNextMessage); ``uploaded`` moves on only once a tick's events landed."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self.uploaded = 0
+        self.complete = False
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._data += data
+
+    def text(self) -> str:
+        with self._lock:
+            return self._data.decode("utf-8", errors="replace")
+
+    @property
+    def done(self) -> bool:
+        """The file is complete and all of it was uploaded (getNextMessage's eof)."""
+        with self._lock:
+            return self.complete and self.uploaded == len(self._data)
+
+    def next_events(self) -> tuple[list[str], int]:
+        """The messages of the next tick (at most AGENT_EVENTS_PER_TICK) and where they take ``uploaded``."""
+        with self._lock:
+            data, complete = bytes(self._data), self.complete
+        events: list[str] = []
+        start = at = self.uploaded
+        while True:
+            end, at_eof = _read_slice(data, at)
+            if at_eof and (end == at or not complete):
+                break
+            if end - start > AGENT_PIECE_BYTES:
+                events.append(_event_message(data[start:at], complete))
+                if len(events) >= AGENT_EVENTS_PER_TICK:
+                    return events, at
+                start = at
+            at = end
+        if at > start:
+            events.append(_event_message(data[start:at], complete))
+        return events, at
+
+
+def _event_message(raw: bytes, complete: bool) -> str:
+    """buildEventInfo: CRLF as LF, the last line break dropped once the file is complete (a character a
+    200,000-byte cut split decodes as U+FFFD)."""
+    message = raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    return message[:-1] if complete and message.endswith("\n") else message
 
 
 class LogsSink:
@@ -96,7 +164,8 @@ class LogsSinks:
 
 
 class StreamUploader:
-    """Collects lines of one stream and puts them to ``<group>/<stream>`` every ``interval`` seconds."""
+    """Uploads one stream's ``AgentOutputFile`` to ``<group>/<stream>`` a tick (``interval`` seconds) at a time,
+    as the agent's StreamData does."""
 
     def __init__(self, sink: LogsSink, group: str, stream: str, interval: float, clock_skew: float = 0.0) -> None:
         """``clock_skew``: seconds the instance's clock is off; events carry its time, as the agent's do."""
@@ -105,53 +174,51 @@ class StreamUploader:
         self._group = group
         self._stream = stream
         self._interval = interval
-        self._pending: list[str] = []
-        self._lock = threading.Lock()
+        self.file = AgentOutputFile()
         self._created = False
         self._stop = threading.Event()
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def add(self, line: str) -> None:
-        with self._lock:
-            self._pending.append(line)
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
 
-    def close(self) -> None:
-        """Stop and upload whatever is left."""
+    def end(self) -> None:
+        """The output ended: the file is complete (SetIsFileComplete)."""
+        self.file.complete = True
+
+    def wait(self) -> None:
+        """Wait for the upload, at most AGENT_FINAL_TICKS ticks (it goes on after that)."""
+        self._finished.wait(self._interval * AGENT_FINAL_TICKS)
+
+    def stop(self) -> None:
+        """The agent died: nothing more is uploaded."""
         self._stop.set()
         self._thread.join()
-        self._flush()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self._flush()
+            if self.file.done:
+                break
+            self._tick()
+        self._finished.set()
 
-    def _flush(self) -> None:
-        with self._lock:
-            lines, self._pending = self._pending, []
-        if not lines:
+    def _tick(self) -> None:
+        messages, end = self.file.next_events()
+        if not messages:
             return
         if not self._created:
             self._sink.ensure_stream(self._group, self._stream)
             self._created = True
+        if not all(messages):
+            return  # the SDK refuses the call: the same lines are read again next tick
         now = int((time.time() + self._clock_skew) * 1000)
-        for batch in batches(lines):
-            self._sink.put(self._group, self._stream, [{"timestamp": now, "message": line} for line in batch])
-
-
-def batches(messages: list[str]) -> list[list[str]]:
-    """``messages`` in PutLogEvents calls: at most 10,000 events and 1,048,576 bytes a call (the messages in
-    UTF-8 plus 26 bytes an event; API Reference, PutLogEvents)."""
-    out: list[list[str]] = [[]]
-    size = 0
-    for message in messages:
-        cost = len(message.encode()) + BATCH_EVENT_OVERHEAD
-        if out[-1] and (len(out[-1]) >= MAX_BATCH_EVENTS or size + cost > MAX_BATCH_BYTES):
-            out.append([])
-            size = 0
-        out[-1].append(message)
-        size += cost
-    return [batch for batch in out if batch]
+        try:
+            self._sink.put(self._group, self._stream, [{"timestamp": now, "message": text} for text in messages])
+        except (BotoCoreError, ClientError):
+            return  # the agent logs it and reads the same lines again next tick
+        self.file.uploaded = end
 
 
 def instance_config() -> Config:

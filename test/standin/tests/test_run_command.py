@@ -261,10 +261,10 @@ def test_cloudwatch_output_is_written_while_the_command_runs(standin: StandIn) -
     final = [e["message"] for e in logs.get_log_events(logGroupName=group, logStreamName=stream)["events"]]
     errors = logs.get_log_events(logGroupName=group, logStreamName=stream.replace("stdout", "stderr"))
 
-    assert early == ["first"]
+    assert early == ["first\n"]  # uploaded while the command runs: its line break kept
     assert status_when_seen["Status"] == "InProgress"
-    assert final == ["first", "second"]
-    assert [e["message"] for e in errors["events"]] == ["oops"]
+    assert final[0] == "first\n" and [message.removesuffix("\n") for message in final[1:]] == ["second"]
+    assert [e["message"].removesuffix("\n") for e in errors["events"]] == ["oops"]
 
 
 def test_instances_read_parameters_with_the_aws_cli(standin: StandIn) -> None:
@@ -335,16 +335,18 @@ def send_streamed(standin: StandIn, instance_id: str, script: str, group: str) -
     )
 
 
-def test_blank_lines_reach_ssm_but_not_cloudwatch(standin: StandIn) -> None:
-    """PutLogEvents takes no empty message (minimum length 1), and the agent turns CRLF into LF."""
+def test_lines_reach_cloudwatch_packed_in_events_crlf_as_lf(standin: StandIn) -> None:
+    """The agent packs the lines of a tick in one event, line breaks kept (CRLF as LF), and drops an event's
+    last line break only once the output ended (standin.cloudwatch; test_agent_output_file.py)."""
     (instance_id,) = standin.launch(1)
     group = "/ssm-deploy/standin-blank"
-    command_id = send_streamed(standin, instance_id, "echo one\necho\nprintf 'two\\r\\n\\n'", group)
+    command_id = send_streamed(standin, instance_id, "echo one\necho\nsleep 1\nprintf 'two\\r\\n\\n'", group)
     item = wait_final(standin, command_id, instance_id)
     stream = f"{command_id}/{instance_id}/aws-runShellScript/stdout"
 
     assert (item["Status"], item["StandardOutputContent"]) == ("Success", "one\n\ntwo\r\n\n")
-    assert [e["message"] for e in cloudwatch_messages(standin, group, stream)] == ["one", "two"]
+    first, last = [e["message"] for e in cloudwatch_messages(standin, group, stream)]
+    assert first == "one\n\n" and last in ("two\n\n", "two\n")  # "two" came as the command ended, or just before
 
 
 def test_an_instance_clock_off_by_minutes_stamps_its_events_with_its_own_time(standin: StandIn) -> None:
@@ -375,20 +377,12 @@ def test_a_line_longer_than_200000_bytes_reaches_cloudwatch_in_pieces_of_200000_
     (instance_id,) = standin.launch(1)
     group = "/ssm-deploy/standin-long-line"
     command_id = send_streamed(
-        standin, instance_id, "printf 'a%.0s' $(seq 450000); printf 'b\\r\\n'; echo short", group
+        standin, instance_id, "printf 'a%.0s' $(seq 450000); printf 'b\\r\\n'; sleep 1; echo short", group
     )
     item = wait_final(standin, command_id, instance_id, timeout=60)
     stream = f"{command_id}/{instance_id}/aws-runShellScript/stdout"
     messages = [e["message"] for e in cloudwatch_messages(standin, group, stream)]
 
     assert item["Status"] == "Success"
-    assert [len(message) for message in messages] == [200_000, 200_000, 50_001, 5]
-    assert messages[2].endswith("ab") and messages[3] == "short"
-
-
-def test_a_character_the_200000_byte_cut_splits_reaches_cloudwatch_as_replacement_characters() -> None:
-    from standin.cloudwatch import line_events
-
-    line = ("x" * 199_999 + "é" + "y\n").encode()
-
-    assert line_events(line) == ["x" * 199_999 + "\ufffd", "\ufffdy"]
+    assert [len(message) for message in messages[:3]] == [200_000, 200_000, 50_002]
+    assert messages[2].endswith("ab\n") and [message.removesuffix("\n") for message in messages[3:]] == ["short"]
