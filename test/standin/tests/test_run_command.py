@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
 from support import wait_until
 
 from standin import StandIn
+from standin.cloudwatch import AGENT_FINAL_TICKS
 from standin.fleet import NEVER, UNDELIVERABLE
 
 FINAL = {"Success", "Failed", "TimedOut", "Cancelled"}
@@ -386,3 +388,22 @@ def test_a_line_longer_than_200000_bytes_reaches_cloudwatch_in_pieces_of_200000_
     assert item["Status"] == "Success"
     assert [len(message) for message in messages[:3]] == [200_000, 200_000, 50_002]
     assert messages[2].endswith("ab\n") and [message.removesuffix("\n") for message in messages[3:]] == ["short"]
+
+
+def test_a_lone_blank_line_that_ends_the_output_never_reaches_cloudwatch_and_the_agent_waits_60_ticks(
+    standin: StandIn,
+) -> None:
+    """Its event is empty once the output ended: the SDK refuses the call every tick (test_agent_output_file.py)."""
+    (instance_id,) = standin.launch(1)
+    group = "/ssm-deploy/standin-lone-blank"
+    command_id = send_streamed(standin, instance_id, "echo first\nsleep 1\necho", group)
+    item = wait_final(standin, command_id, instance_id)
+    stream = f"{command_id}/{instance_id}/aws-runShellScript/stdout"
+    started, ended = (
+        datetime.fromisoformat(item[field]) for field in ("ExecutionStartDateTime", "ExecutionEndDateTime")
+    )
+
+    assert (item["Status"], item["StandardOutputContent"]) == ("Success", "first\n\n")
+    assert [e["message"] for e in cloudwatch_messages(standin, group, stream)] == ["first\n"]
+    # the status turned final only once the agent gave up waiting for its upload
+    assert (ended - started).total_seconds() >= 1 + AGENT_FINAL_TICKS * standin.service.upload_interval
