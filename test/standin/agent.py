@@ -71,6 +71,9 @@ class InvocationRun:
         self.final_details: str | None = None
         self._cancel = threading.Event()
         self._lost = threading.Event()
+        # set whenever the running process may have to stop waiting: it exited, it was cancelled, the
+        # agent was lost (``_wait`` sleeps on it instead of polling)
+        self._stirred = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
         self.killed = False
         self.interrupted = False  # lost while its process ran: ``resume`` runs it again
@@ -87,10 +90,12 @@ class InvocationRun:
 
     def cancel(self) -> None:
         self._cancel.set()
+        self._stirred.set()
 
     def lose(self) -> None:
         """The agent dies with the instance: the process is killed and nothing more is reported."""
         self._lost.set()
+        self._stirred.set()
 
     def resume(self) -> None:
         """The agent is back after the instance rebooted (or the agent restarted) with this invocation
@@ -109,6 +114,7 @@ class InvocationRun:
         self.interrupted = False
         self._lost.clear()
         self._cancel.clear()
+        self._stirred.clear()
         self.killed = False
         instance = self.instance
         self.thread = threading.Thread(
@@ -250,23 +256,37 @@ class InvocationRun:
         }
 
     def _wait(self, timeout: int) -> str:
-        assert self.process is not None
+        """How the process ended: "exited", or killed here once "lost", "cancelled" or at "timeout".
+
+        A thread blocks in ``wait()`` for the exit and stirs this one, which sleeps until something
+        happens or the deadline passes: ``Popen.wait(timeout=...)`` polls waitpid every 0.5-50 ms, about
+        5 ms of CPU per second of each running invocation (measured 2026-12-07)."""
+        process = self.process
+        assert process is not None
         deadline = time.monotonic() + timeout
+        exited = threading.Event()
+
+        def reap() -> None:
+            process.wait()
+            exited.set()
+            self._stirred.set()
+
+        threading.Thread(target=reap, name=f"reap-{self.instance_id}", daemon=True).start()
         while True:
-            try:
-                self.process.wait(timeout=POLL)
+            self._stirred.clear()  # each event is read below after the clear: none is missed
+            if exited.is_set():
                 return "exited"
-            except subprocess.TimeoutExpired:
-                pass
             if self._lost.is_set():
                 self._kill()
                 return "lost"
             if self._cancel.is_set():
                 self._kill()
                 return "cancelled"
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 self._kill()
                 return "timeout"
+            self._stirred.wait(remaining)
 
     def _kill(self) -> None:
         assert self.process is not None
