@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from pipe.apply.joined import Joiners
 from pipe.apply.phases import run_phase
@@ -220,11 +220,27 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
     if not invocations:
         _failed_in(run, DEPLOY)
         return DeployFailed(f"TARGETS matched no managed instance: nothing ran. Command id: {mine}.")
+    missed = _left_out_by_ssm(run, batch, invocations)
+    if missed:
+        _failed_in(run, DEPLOY)
+        return DeployFailed(
+            f"TARGETS matched {len(run.plan.instances or ())} instance(s) when the deploy was planned, but SSM's own "
+            f"resolution of them, as it took the command, left out {named(missed)} (a tag or resource group "
+            f"changed in between): they did not get the deploy. Command id: {mine}."
+        )
     if run.settings.healthcheck_commands:
         instance_ids = [i for i in batch.instance_ids or invocations if i not in run.outcome.departed]
         failure = _health_check(run, instance_ids) if instance_ids else None
         return DeployFailed(_prefixed(batch, str(failure))) if failure is not None else None
     return None
+
+
+def _left_out_by_ssm(run: Run, batch: Batch, reached: Mapping[str, Invocation]) -> list[str]:
+    """One command to TARGETS, which SSM resolves again as it takes it: the instances they matched when the
+    plan was made (and counted as the fleet) that SSM's resolution left out. They did not get the deploy."""
+    if not batch.targets or not run.plan.instances:
+        return []
+    return [i for i in run.plan.instances if i not in reached and i not in run.outcome.departed]
 
 
 def _without_departed(run: Run, failed: list[Invocation]) -> list[Invocation]:

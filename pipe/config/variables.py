@@ -410,7 +410,9 @@ TARGETS = Variable(
     "numbers and spaces of any script and `_ . : / - @` (SSM's target key pattern has no `+`, and `=` ends "
     "the key). The pipe "
     "resolves them before sending, EC2 instances through EC2 and hybrid (`mi-`) nodes through SSM's own "
-    "inventory, to check the agents and say how many instances will run the deploy.",
+    "inventory, to check the agents and say how many instances will run the deploy. Sent as one command "
+    "(no rollout), they are resolved again by SSM as it takes it: an instance they matched before that SSM "
+    "leaves out (a tag removed in between) fails the deploy, which goes back as any failed deploy does.",
     plain(_targets),
     expand=Expand.STRICT,
     parse_items=each(parse_targets),

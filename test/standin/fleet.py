@@ -119,6 +119,11 @@ class Fleet:
         with self._lock:
             return self._instances.get(instance_id)
 
+    def by_address(self, address: str) -> FakeInstance | None:
+        """The instance whose private IP is ``address`` (a target of an ``ip`` target group), if any."""
+        with self._lock:
+            return next((inst for inst in self._instances.values() if inst.address == address), None)
+
     def information(self, filters: list[dict[str, Any]], ec2_tags: TagReader) -> list[dict[str, Any]]:
         """DescribeInstanceInformation rows matching every filter (values OR'ed within one)."""
         with self._lock:

@@ -958,23 +958,31 @@ def _targets(targets: list[dict[str, Any]]) -> list[tuple[str, int | None]]:
     return [(str(t["Id"]), int(t["Port"]) if t.get("Port") else None) for t in targets]
 
 
+def _by_instance(response: ELBV2Response, arn: str) -> bool:
+    """Whether the group's targets are instance ids (TargetType ``instance``); an ``ip`` group's are
+    IP addresses, which EC2 does not check here."""
+    return str(getattr(response.elbv2_backend.target_groups[arn], "target_type", "instance")) == "instance"
+
+
 def _register_targets(self: ELBV2Response) -> ActionResult:
     arn, targets = _elb_request(self, "RegisterTargets")
-    _check_instances(self, targets, running=True)
+    if _by_instance(self, arn):
+        _check_instances(self, targets, running=True)
     _model().register(arn, _targets(targets))
     return ActionResult({})
 
 
 def _deregister_targets(self: ELBV2Response) -> ActionResult:
     arn, targets = _elb_request(self, "DeregisterTargets")
-    _check_instances(self, targets, running=False)
+    if _by_instance(self, arn):
+        _check_instances(self, targets, running=False)
     _model().deregister(arn, _targets(targets))
     return ActionResult({})
 
 
 def _describe_target_health(self: ELBV2Response) -> ActionResult:
     arn, targets = _elb_request(self, "DescribeTargetHealth")
-    if targets:
+    if targets and _by_instance(self, arn):
         _check_instances(self, targets, running=False)
     return ActionResult({"TargetHealthDescriptions": _model().describe(arn, _targets(targets) if targets else None)})
 

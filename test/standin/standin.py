@@ -489,10 +489,12 @@ class StandIn:
         health_check_path: str = "/health",
         health_check_port: int | None = None,
         load_balancer: str | None = None,
+        target_type: str = "instance",
     ) -> str:
         """An HTTP target group (instance targets) in the default VPC, forwarded to by a listener of
         the Application Load Balancer ``load_balancer`` (created when missing; default: named after
-        the group), with ``instance_ids`` registered through RegisterTargets (on the group's port).
+        the group), with ``instance_ids`` registered through RegisterTargets (on the group's port; by their
+        private IP address when ``target_type`` is ``ip``).
         Returns its ARN. Health checks: ``GET <health_check_path>`` on ``health_check_port`` (default:
         the traffic port), 200 expected (the ALB default)."""
         ec2, elbv2 = self.client("ec2"), self.client("elbv2")
@@ -502,7 +504,7 @@ class StandIn:
             Protocol="HTTP",
             Port=port,
             VpcId=vpc,
-            TargetType="instance",
+            TargetType=target_type,
             HealthCheckIntervalSeconds=interval,
             HealthCheckTimeoutSeconds=max(2, min(5, interval - 1)),  # ALB: the timeout must be under the interval
             HealthyThresholdCount=healthy_threshold,
@@ -524,7 +526,8 @@ class StandIn:
             DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}],
         )
         if instance_ids:
-            elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": i} for i in instance_ids])
+            ids = [self._address(i) for i in instance_ids] if target_type == "ip" else instance_ids
+            elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": i} for i in ids])
         return arn
 
     def _load_balancer_arn(self, name: str, vpc: str) -> str:
@@ -560,10 +563,16 @@ class StandIn:
                 raise AssertionError(f"targets not {state} after {timeout} s: {states}")
             time.sleep(0.02)
 
+    def _address(self, instance_id: str) -> str:
+        instance = self.fleet.get(instance_id)
+        if instance is None:
+            raise KeyError(instance_id)
+        return instance.address
+
     def address_of(self, instance_id: str) -> str | None:
         """The instance's private IP once its network exists (before its first command nothing can
         listen there), else None: what the load balancer's health checks and requests go to."""
-        instance = self.fleet.get(instance_id)
+        instance = self.fleet.get(instance_id) or self.fleet.by_address(instance_id)  # an ip group's target
         return instance.address if instance is not None and instance.network_up else None
 
     def app_up(self, instance_id: str, up: bool = True, release: str = "v1") -> None:

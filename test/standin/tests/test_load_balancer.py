@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from standin import StandIn, moto_bridge
 from standin.haproxy import HaproxyDataPlane
+from standin.instance_app import PORT
 from standin.load_balancer import DRAIN, MAINT, READY, TIMEOUT_FLOOR, LoadBalancerModel, server_name
 from standin.load_generator import CONNECTION, STATUS, LoadGenerator
 from standin.tests.test_haproxy import DEADLINE, Targets, get, in_background, plane, targets, wait_for
@@ -634,3 +635,22 @@ def clients(standin: StandIn, user: str, actions: list[str]) -> dict[str, Any]:
 
 def test_server_names_are_the_instance_and_its_port() -> None:
     assert server_name("i-0123456789abcdef0", 3000) == "i-0123456789abcdef0_3000"
+
+
+def test_an_ip_target_group_checks_and_drains_an_instance_registered_by_its_private_address(standin: StandIn) -> None:
+    """TargetType ``ip``: a target's Id is an IP address (RegisterTargets: "If the target type is ip,
+    specify an IP address"), checked and routed at that address, with no EC2 instance check."""
+    scale, standin.elb_time_scale = standin.elb_time_scale, SCALE
+    try:
+        (instance_id,) = standin.launch(1)
+        standin.app_up(instance_id)
+        arn = standin.create_target_group(name(), [instance_id], deregistration_delay=300, target_type="ip")
+        address = standin.address_of(instance_id)
+        assert address is not None
+        wait_for(lambda: standin.port_states(arn) == {(address, PORT): "healthy"}, "the ip target healthy")
+
+        standin.client("elbv2").deregister_targets(TargetGroupArn=arn, Targets=[{"Id": address}])
+
+        assert standin.port_states(arn) == {(address, PORT): "draining"}
+    finally:
+        standin.elb_time_scale = scale

@@ -1,0 +1,153 @@
+"""The forty-sixth outside attack (issue #17), on fleets that change under a deploy: TARGETS by tag
+whose tags change between the plan and SSM's resolution (found, fixed), a target registered by IP
+address in a target group of target type ``ip`` (found, xfail). Each test compares what the instances
+run (``current`` on disk) or what the load balancer routes, what the ledger says, and what the step
+said (exit code, last line, result file, ``ACTION: status``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_ledger import entries as ledger_entries
+from e2e.test_load_balancer import make_fleet, rolling_env
+from e2e.test_releases import release_env
+from moto.ec2.models import ec2_backends
+from standin import StandIn
+from standin.instance_app import PORT
+from support import run_pipe, wait_until
+
+ACCOUNT = "123456789012"
+A, B = "000001-0123456", "000002-0123456"
+
+
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@contextmanager
+def on_send_command(standin: StandIn, act: Any) -> Iterator[list[dict[str, Any]]]:
+    """Call ``act(request)`` as each SendCommand reaches AWS, before SSM resolves its targets (what
+    happens to tags in the moment between the pipe's plan and SSM's own look-up)."""
+    service, seen = standin.service, []
+    original = type(service).before_request
+
+    def before_request(action: str, caller: str, request: dict[str, Any]) -> None:
+        if action == "SendCommand":
+            seen.append(request)
+            act(request)
+        original(service, action, caller, request)
+
+    service.before_request = before_request  # type: ignore[method-assign,assignment]
+    try:
+        yield seen
+    finally:
+        del service.before_request
+
+
+def untag(standin: StandIn, instance_id: str, key: str) -> None:
+    """DeleteTags, straight in EC2's model (the request thread must not call the stand-in over HTTP)."""
+    backend = ec2_backends[ACCOUNT][standin.region]
+    value = backend.tags[instance_id][key]
+    backend.delete_tags([instance_id], {key: value})
+
+
+def status(standin: StandIn, clone: Path, bucket: str, service: str, **extra: str) -> tuple[int, str]:
+    env = release_env(standin, [], clone, bucket, service, ACTION="status", BITBUCKET_BUILD_NUMBER="99", **extra)
+    env.pop("INSTANCE_IDS")
+    done = run_pipe(env, timeout=300)
+    return done.returncode, done.output
+
+
+# --- TARGETS by tag: an instance untagged between the plan and SSM's resolution ---------------------------
+
+
+def test_an_instance_untagged_between_the_plan_and_the_send_is_not_called_deployed(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on two instances tagged Service=<tag>, no rollout (one SSM command to TARGETS, which SSM
+    resolves when it receives it). B: the pipe resolves the tag (both), then, as the deploy's SendCommand
+    reaches AWS, the second instance loses its tag: SSM sends B to the first only. The second still runs A.
+    The step must not say every instance runs B, and the ledger must not call B live on the second."""
+    ids = standin.launch(2)
+    first, second = ids
+    tag = f"svc-{uuid.uuid4().hex[:8]}"
+    standin.client("ec2").create_tags(Resources=ids, Tags=[{"Key": "Service", "Value": tag}])
+
+    def env(version: str, number: str) -> dict[str, str]:
+        variables = release_env(
+            standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version), BITBUCKET_BUILD_NUMBER=number
+        )
+        variables.pop("INSTANCE_IDS")
+        variables["TARGETS"] = f"tag:Service={tag}"
+        return variables
+
+    assert run_pipe(env("A", "1"), timeout=300).returncode == 0
+    assert fleet_on_disk(standin, ids) == {first: A, second: A}
+
+    def untag_second_at_the_deploy(request: dict[str, Any]) -> None:
+        if "Targets" in request:
+            untag(standin, second, "Service")
+
+    with on_send_command(standin, untag_second_at_the_deploy) as sent:
+        run = run_pipe(env("B", "2"), timeout=300)
+    assert any("Targets" in request for request in sent), sent
+
+    assert "Traceback" not in run.output
+    # found (fixed): exit 0 "Deployed to 1 instance(s)" while the ledger recorded B partial, A on the second
+    assert run.returncode != 0, run.output
+    assert f"left out {second}" in run.output, run.output
+    disk = fleet_on_disk(standin, ids)
+    assert disk == {first: A, second: A}, run.output  # the one SSM reached went back: one release everywhere
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (B, "rolled back"), entry
+    assert ledger_fleet(entry) == disk, entry
+    assert result(tmp_path)["fleet"] == disk, result(tmp_path)
+    code, said = status(standin, tmp_path, bucket, service, TARGETS=f"tag:Service={tag}")
+    assert code == 0 and A in said, said  # A live on what TARGETS matches now (the first)
+
+
+# --- a target registered by IP address in a group of target type `ip` -------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "pipe/traffic/target_groups/groups.py reads only target groups of target type 'instance' "
+        "(_routes_to_instances; TARGET_GROUPS refuses an 'ip' group by name): an instance registered by its "
+        "private IP in an 'ip' group behind a load balancer is never drained, so that load balancer sends it "
+        "requests while its app restarts, and its health there is never waited for. A fix needs the "
+        "instances' private IPs (DescribeInstances, which the README calls optional with INSTANCE_IDS) to "
+        "match an 'ip' group's targets, and each target kept by the Id it was registered with (the IP) "
+        "while the hook, capacity, waits and the out-of-service record (left_out.py) speak of instances"
+    ),
+)
+def test_each_batch_leaves_an_ip_target_group_its_instance_is_registered_in_by_address(standin: StandIn) -> None:
+    """Two instances behind a named group (instance targets) and, by their private IP on the app's port, in
+    a group of target type ``ip`` behind another load balancer (an ECS-style or cross-VPC set-up). Each batch
+    must leave that group too, as it leaves every group it is registered in, or that load balancer keeps
+    sending the instance requests while its app restarts."""
+    fleet = make_fleet(standin, 2)
+    by_ip = f"ip-{uuid.uuid4().hex[:8]}"
+    ip_arn = standin.create_target_group(by_ip, fleet.ids, deregistration_delay=20, target_type="ip")
+    addresses = [standin.address_of(i) for i in fleet.ids]
+    wait_until(
+        lambda: standin.port_states(ip_arn) == {(a, PORT): "healthy" for a in addresses if a}, "ip targets healthy", 30
+    )
+    journal = len(standin.load_balancer.changes(ip_arn))
+
+    run = run_pipe(rolling_env(standin, fleet, COMMANDS="true"), timeout=200)
+
+    assert run.returncode == 0, run.output
+    first, second = addresses
+    assert standin.load_balancer.changes(ip_arn)[journal:] == [
+        ("deregister", [(first, PORT)]),
+        ("register", [(first, PORT)]),
+        ("deregister", [(second, PORT)]),
+        ("register", [(second, PORT)]),
+    ], run.output
