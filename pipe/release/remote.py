@@ -1259,7 +1259,7 @@ ssm_deploy_point() {
   # tick, before the move or after it, counts as started before the switch: ssm_deploy_switch_before),
   # then a wait for the next tick, so that what ACTIVATE_COMMANDS starts counts as started after it
   ssm_deploy_moved=$(awk '{ print $1 }' /proc/uptime)
-  echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $ssm_deploy_moved $ssm_deploy_left" >> "$ssm_deploy_state/switches"
+  ssm_deploy_switch_line "$ssm_deploy_moved"
   ssm_deploy_n=0
   until awk -v moved="$ssm_deploy_moved" '{ exit !($1 > moved + 0) }' /proc/uptime || [ "$ssm_deploy_n" -ge 100 ]; do
     sleep 0.01 2>/dev/null || sleep 1; ssm_deploy_n=$((ssm_deploy_n + 1))
@@ -1274,8 +1274,12 @@ ssm_deploy_record() {
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
     && ssm_deploy_left=${1:--} \
-    && echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) $ssm_deploy_left" \
-      >> "$ssm_deploy_state/switches"
+    && ssm_deploy_switch_line "$(awk '{ print $1 }' /proc/uptime)"
+}
+ssm_deploy_switch_line() {
+  # a line of switches (ssm_deploy_switch_before reads them): boot id, $1 (seconds since boot), the
+  # release the switch leaves (ssm_deploy_left, set by ssm_deploy_record)
+  echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $1 $ssm_deploy_left" >> "$ssm_deploy_state/switches"
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0
