@@ -823,7 +823,8 @@ ssm_deploy_switch_before() {
   # times hz in floating point can land a hair above the tick): a process started in the tick of a
   # switch's line counts as started before it (when in doubt, the release it left)
   ssm_deploy_before=$(ssm_deploy_switches | awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" \
-    -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && int($2 * hz + 0.5) >= started + 0 { if (left == "") left = $3; last = $2 }
+    -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" "$ssm_deploy_in_ticks"'
+      $1 == boot && started != "" && ticks($2) >= started + 0 { if (left == "") left = $3; last = $2 }
       END { if (left != "") print last, left }')
   ssm_deploy_switch_time=${ssm_deploy_before%% *}
   ssm_deploy_before=${ssm_deploy_before#* }
@@ -840,9 +841,9 @@ ssm_deploy_reloaded() {
   # nginx -s reload, haproxy's USR2, a gunicorn HUP): such a server keeps its pid and start time,
   # reads its configuration again through current and forks new workers, so a child running its
   # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
-  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" '
+  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" "$ssm_deploy_in_ticks"'
     { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
-    field[2] == parent && field[20] + 0 > int(switched * hz + 0.5) { print pid }' | {
+    field[2] == parent && field[20] + 0 > ticks(switched) { print pid }' | {
     while read -r ssm_deploy_child; do
       [ "/proc/$ssm_deploy_child/exe" -ef "/proc/$1/exe" ] && return 0
     done
@@ -1043,8 +1044,12 @@ ssm_deploy_scan() {
     set +f
   done
 }
+# clock ticks (whole, hz a second) from seconds since boot (2 decimals, /proc/uptime's or switches'):
+# the one conversion every awk program that compares them with a process's start time (/proc/PID/stat) uses
+ssm_deploy_in_ticks='function ticks(seconds) { return int(seconds * hz + 0.5) }'
 ssm_deploy_ticks() {
-  awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz + 0.5 }' /proc/uptime
+  awk -v hz="$ssm_deploy_hz" "$ssm_deploy_in_ticks"'
+    { printf "%d", ticks($1) }' /proc/uptime
 }
 """  # noqa: E501 (each message is one line on the instance)
 
