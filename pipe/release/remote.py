@@ -15,8 +15,9 @@ Layout of APP_DIR on an instance (absolute):
   .ssm-deploy/ready/<id>   the SHA-256 of the artifact a fully prepared release came from
   .ssm-deploy/files/<id>   its checksum manifest, recorded once it was prepared, compared before a switch to it
   .ssm-deploy/lock         held (flock) while a release script runs: deploys to one instance queue
-  .ssm-deploy/run          the pipe runs (and scripts) that last began an install or a staging here (64, newest
-                           first), under the lock: the SSM Agent starting one again after a reboot is refused (79)
+  .ssm-deploy/run          the pipe runs (and scripts) that last began an install or a staging here
+                           (RUNS_KEPT, newest first), under the lock: the SSM Agent starting one again after a reboot
+                           is refused (79)
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def release_exit_meaning(code: int | None) -> str | None:
 ARCHIVE_FORMATS = contents.FORMATS
 STATE_DIR = ".ssm-deploy"
 HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history and .ssm-deploy/switches kept on the instance
+RUNS_KEPT = 64  # the pipe runs .ssm-deploy/run remembers (ssm_deploy_once), the newest
 # VERIFY_PROCESSES: how long a process of a replaced release (or one with an old value) may take to go
 # away after ACTIVATE_COMMANDS returned (a graceful stop) before the instance fails
 VERIFY_GRACE_SECONDS = 10
@@ -1130,7 +1132,7 @@ ssm_deploy_once() {
   # else: a start that finds its own record is that second run, refused. The last record is not enough
   # (attack 36): deploys that overlap (LOCK: false) wait for the lock, and after a reboot the agent starts
   # them all again in no set order, so one that waited may record itself before the one that ran is
-  # started again. The file keeps the last 64 records, newest first, two lines each: the run, and where
+  # started again. The file keeps the last RUNS_KEPT records, newest first, two lines each: the run, and where
   # current pointed as that first run began, said again by the refused start (current_at_start): the
   # output SSM keeps is the refused start's, and with no live release in the ledger the rollback goes there.
   # It is replaced whole (tmp.run, then mv) and synced so a crash right after it does not forget it
@@ -1139,7 +1141,7 @@ ssm_deploy_once() {
     echo "ssm-deploy: $ssm_deploy_app_dir/current pointed at $ssm_deploy_began as this deploy's first run here began"
     ssm_deploy_fail 79 "the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): refused, it did not run twice; current points at ${ssm_deploy_old_target:-nothing}. Check what the first run did: ACTION: status"
   fi
-  { printf '%s\n%s\n' "$ssm_deploy_run" "${ssm_deploy_old_target:-nothing}" && { [ ! -e "$ssm_deploy_state/run" ] || head -n 126 -- "$ssm_deploy_state/run"; }; } >"$ssm_deploy_state/tmp.run" \
+  { printf '%s\n%s\n' "$ssm_deploy_run" "${ssm_deploy_old_target:-nothing}" && { [ ! -e "$ssm_deploy_state/run" ] || head -n "$ssm_deploy_runs_before" -- "$ssm_deploy_state/run"; }; } >"$ssm_deploy_state/tmp.run" \
     && mv -f -- "$ssm_deploy_state/tmp.run" "$ssm_deploy_state/run" && sync \
     || ssm_deploy_fail 80 "cannot write $ssm_deploy_state/run; nothing was switched"
 }
@@ -1510,6 +1512,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "back_to": plan.back_to,
         "back_now": plan.back_now,
         "history_limit": str(HISTORY_LIMIT),
+        "runs_before": str(2 * (RUNS_KEPT - 1)),  # the lines of .ssm-deploy/run kept after a new record (two)
         "state_dir": STATE_DIR,
         "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
         "commands": plan.commands,
