@@ -547,7 +547,7 @@ ssm_deploy_compare() {
   # "unreadable" too; an empty one is no title written over it: a process started with an empty
   # environment (`env -i`) holds none of the names, and lacks each (attack 26)
   true 2>/dev/null < "/proc/$1/environ" || { echo unreadable; return; }
-  tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ" | ssm_deploy_names=$ssm_deploy_verify_names awk '
+  ssm_deploy_environ "$1" | ssm_deploy_names=$ssm_deploy_verify_names awk '
     function json_string(   out, c, code) {  # the JSON string at text[at] (a quote); at: after it
       out = ""
       for (at++; at <= size; at++) {
@@ -644,6 +644,11 @@ ssm_deploy_compare() {
         else if (held[name] != want) print name
       }
     }'
+}
+ssm_deploy_environ() {
+  # process $1's environment, one NAME=value a line, a newline inside a value as \001 (for awk: the
+  # values are compared or masked there, never an argument or a file)
+  tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ"
 }
 ssm_deploy_stat() {
   # field $2 of /proc/$1/stat, counted from the state after the command name (5: the controlling
@@ -857,10 +862,11 @@ ssm_deploy_shown_command() {
   # ssm_deploy_verify_names is masked as ****: this deploy's (read by awk from its environment, never
   # from an argument) and the process's own (its environment: the value an earlier deploy exported,
   # before a rotation), so a value passed as an argument (--token=...) never shows, even in part; a pm2
-  # app's name (pm2 puts name and pm_id in its apps' environment) follows: apps share a command line
-  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
-    ssm_deploy_mask_min=$ssm_deploy_mask_min ssm_deploy_environ="/proc/$1/environ" awk '
-    {
+  # app's name (pm2 puts name and pm_id in its apps' environment) follows: apps share a command line.
+  # Its first line, then its environment (ssm_deploy_environ); an empty command line shows nothing
+  { tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline"; echo; ssm_deploy_environ "$1"; } \
+    | ssm_deploy_names=$ssm_deploy_verify_names ssm_deploy_mask_min=$ssm_deploy_mask_min awk '
+    NR == 1 && $0 != "" {
       line = $0
       count = split(ENVIRON["ssm_deploy_names"], names, " ")
       for (i = 1; i <= count; i++) {
@@ -869,8 +875,7 @@ ssm_deploy_shown_command() {
       }
       # one NAME=value a line, the newlines of a value as \001: a line of it (the last base64 line of a PEM
       # key, "Q2ZJ=") that looks like NAME= is no new name, so the whole value is masked (attack 36)
-      held = "tr \"\\000\\012\" \"\\012\\001\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
-      while ((held | getline entry) > 0) {
+      while ((getline entry) > 0) {
         if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
           if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
           if (substr(entry, 1, RLENGTH - 1) == "pm_id") pm2 = 1
@@ -880,7 +885,6 @@ ssm_deploy_shown_command() {
           }
         }
       }
-      close(held)
       # a newline is a space in the line; one a value ends with (a PEM key) is none where an argument
       # holds the value trimmed (--url=...:value@host): the value masked is the one without them
       for (i = 1; i <= count; i++) { gsub(/\n/, " ", values[i]); sub(/ +$/, "", values[i]) }
@@ -1498,6 +1502,12 @@ def _shared_spec(path: str) -> str:
     return ("f:" if "." in path.rsplit("/", 1)[-1] else "d:") + path
 
 
+# What the process scan (_SCAN_FUNCTIONS) reads beside the plan, in the release scripts and the status read:
+# a release id's pattern, POSIX ERE too (a word's release gone since: ssm_deploy_release_in_words; pruning
+# touches only names that are release ids)
+_SCAN_VALUES = {"id_pattern": RELEASE_ID.pattern}
+
+
 def _assignments(plan: ReleasePlan) -> list[str]:
     values = {
         "app_dir": plan.app_dir,
@@ -1514,7 +1524,7 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "history_limit": str(HISTORY_LIMIT),
         "runs_before": str(2 * (RUNS_KEPT - 1)),  # the lines of .ssm-deploy/run kept after a new record (two)
         "state_dir": STATE_DIR,
-        "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
+        **_SCAN_VALUES,
         "commands": plan.commands,
         "activate": plan.activate_commands,
         "env_names": _forwarded((*plan.env_names, RELEASE_VARIABLE)),
@@ -1682,7 +1692,7 @@ def read_current_body(app_dir: str, processes: bool = False) -> str:
             "shown": str(PROCESSES_SHOWN),
             "verify_settle": "0",
             "state": f"{app_dir}/{STATE_DIR}",
-            "id_pattern": RELEASE_ID.pattern,  # a word's release gone since (ssm_deploy_release_in_words)
+            **_SCAN_VALUES,
         }
         if processes
         else {}
