@@ -356,8 +356,10 @@ ssm_deploy_report() {
     echo "ssm-deploy: $ssm_deploy_app_dir/current points at releases/$ssm_deploy_reported, which is missing"
     ssm_deploy_reported=
   fi
-  # a current that is no symlink (a copy, a directory made by hand): a deploy refuses it (exit 80)
-  [ -L "$ssm_deploy_app_dir/current" ] || [ ! -e "$ssm_deploy_app_dir/current" ] \
+  # a current that is no symlink (a copy, a directory made by hand): a deploy refuses it (exit 80), and
+  # that refusal says so itself (ssm_deploy_refused_current): the note once
+  [ -n "$ssm_deploy_refused_current" ] \
+    || [ -L "$ssm_deploy_app_dir/current" ] || [ ! -e "$ssm_deploy_app_dir/current" ] \
     || printf '%s%s\n' "ssm-deploy: $ssm_deploy_app_dir/current exists and is not a symlink (it was not made by " \
       "ssm-deploy): a deploy refuses it until it is moved away"
   printf '%s%s\n' "$ssm_deploy_current_report" "${ssm_deploy_reported:-$ssm_deploy_no_release}"
@@ -1115,6 +1117,7 @@ ssm_deploy_begin() {
   mkdir -p -- "$ssm_deploy_app_dir/releases" "$ssm_deploy_state/ready" "$ssm_deploy_state/files" \
     || ssm_deploy_fail 80 "cannot create $ssm_deploy_app_dir/releases: APP_DIR must be a directory root can write; nothing was switched"
   if [ -e "$ssm_deploy_app_dir/current" ] && [ ! -L "$ssm_deploy_app_dir/current" ]; then
+    ssm_deploy_refused_current=1
     ssm_deploy_fail 80 "$ssm_deploy_app_dir/current exists and is not a symlink (it was not made by ssm-deploy): move it away, e.g. into $ssm_deploy_app_dir/releases, and deploy again; nothing was switched"
   fi
   exec 9>>"$ssm_deploy_state/lock" || ssm_deploy_fail 80 "cannot open $ssm_deploy_state/lock; nothing was switched"
