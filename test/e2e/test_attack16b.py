@@ -17,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from e2e.release_support import A, B, build
 from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, ship
+from e2e.test_attack10 import ship
 from e2e.test_attack15 import _status
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_node_pm2 import sha16

@@ -10,10 +10,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from e2e.release_support import A, build
+from e2e.release_support import B as B_ID
 from e2e.test_attack9 import COMMIT, b_failing_on, rolling, ship_a
-from e2e.test_attack20 import B as B_ID
 from e2e.test_attack20 import one_instance
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_releases import APP_DIR, live
@@ -21,7 +22,6 @@ from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from standin import StandIn
 from support import kill_instance_processes, run_pipe, wait_until
 
-A = "000001-0123456"
 DEAD_PORT = 3999  # nothing listens there: every target of the unnamed group fails its health check
 
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from e2e.release_support import A, B, build
 from e2e.test_attack9 import rolling, ship_a
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_least_privilege import (
     DEPLOY_ROLE_POLICY,
     LOAD_BALANCER_ADDITIONS,
@@ -33,7 +34,6 @@ from support import LivePipe, PipeRun, run_pipe
 from pipe.traffic.auto_scaling.hold import HELD_PROCESSES
 from pipe.traffic.auto_scaling.new_instances import HEARTBEAT_MAX
 
-A, B = "000001-0123456", "000002-0123456"
 ACCOUNT = "123456789012"
 
 
