@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from e2e.release_support import A, B, build
-from e2e.test_attack9 import rolling
+from e2e.test_attack9 import rolling, rolling_b
 from e2e.test_attack10 import a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock, _kill_at
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, stop_at
@@ -148,15 +148,12 @@ def test_parameters_added_or_changed_under_parameters_path_between_batches_do_no
             **common,
         )
     )
-    env = rolling(
+    env = rolling_b(
         standin,
         fleet,
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
         **common,
     )
     pipe = LivePipe(env)

@@ -10,9 +10,9 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from e2e.release_support import A, build
+from e2e.release_support import A
 from e2e.release_support import B as B_ID
-from e2e.test_attack9 import COMMIT, b_failing_on, rolling, ship_a
+from e2e.test_attack9 import COMMIT, b_failing_on, rolling_b, ship_a
 from e2e.test_attack20 import one_instance
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
@@ -113,15 +113,12 @@ def test_a_stop_during_the_bake_of_a_release_is_said_alike_by_the_step_the_ledge
     ship_a(standin, fleet, tmp_path, bucket, service)
     first, second = fleet.ids
     with fake_bitbucket() as bitbucket:
-        env = rolling(
+        env = rolling_b(
             standin,
             fleet,
             tmp_path,
             bucket,
             service,
-            ARTIFACT=build(tmp_path, "B"),
-            BITBUCKET_BUILD_NUMBER="2",
-            BATCH_SIZE="1",
             BAKE_TIME="600",
             CODE_INSIGHTS="true",
         )

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from e2e.release_support import A, B, build
-from e2e.test_attack9 import rolling, ship_a
+from e2e.release_support import A, B
+from e2e.test_attack9 import rolling_b, ship_a
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_least_privilege import (
     DEPLOY_ROLE_POLICY,
@@ -85,15 +85,12 @@ def denied_after_first_batch(
 ) -> PipeRun:
     """B in batches of one; ``action`` is taken from the deploy role while batch 1 bakes."""
     with deploy_role(standin, release_behind_load_balancer()) as (role, keys):
-        env = rolling(
+        env = rolling_b(
             standin,
             fleet,
             tmp_path,
             bucket,
             service,
-            ARTIFACT=build(tmp_path, "B"),
-            BITBUCKET_BUILD_NUMBER="2",
-            BATCH_SIZE="1",
             BAKE_TIME="6",
             **keys,
             **extra,
@@ -182,15 +179,12 @@ def test_send_command_and_register_targets_throttled_after_the_first_batch_are_i
     fleet = make_fleet(standin, 3)
     ship_a(standin, fleet, tmp_path, bucket, service)
     first, second, third = fleet.ids
-    env = rolling(
+    env = rolling_b(
         standin,
         fleet,
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
         BAKE_TIME="4",
         MIN_HEALTHY="1",
         AWS_MAX_ATTEMPTS="2",

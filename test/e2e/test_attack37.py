@@ -12,7 +12,7 @@ from pathlib import Path
 
 from e2e.release_support import A, B, build, build_server
 from e2e.test_attack3 import wait_for_port
-from e2e.test_attack9 import ACTIVATE, rolling, ship_a
+from e2e.test_attack9 import ACTIVATE, rolling_b, ship_a
 from e2e.test_attack_found import served
 from e2e.test_attack_held import fleet_on_disk
 from e2e.test_load_balancer import make_fleet
@@ -38,15 +38,12 @@ def test_a_target_that_fell_ill_after_its_batch_came_back_is_not_said_to_be_ill_
         f'{ACTIVATE}\nif [ "$(cat version.txt)" = B ] && [ "$AWS_SSM_INSTANCE_ID" = "{second}" ]; then\n'
         f"  echo holding-b; while [ ! -e {GO} ]; do sleep 0.2; done; exit 3\nfi"
     )
-    env = rolling(
+    env = rolling_b(
         standin,
         fleet,
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
         ACTIVATE_COMMANDS=hold,
         HEALTHY_TIMEOUT="8",
     )

@@ -35,6 +35,12 @@ def rolling(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: s
     return release_env(standin, fleet.ids, clone, bucket, service, **variables)
 
 
+def rolling_b(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str, **extra: str) -> dict[str, str]:
+    """B (build 2) to ``fleet`` one instance a batch: the rolling deploy the attacks cut into."""
+    b = {"ARTIFACT": build(clone, "B"), "BITBUCKET_BUILD_NUMBER": "2", "BATCH_SIZE": "1"}
+    return rolling(standin, fleet, clone, bucket, service, **b, **extra)
+
+
 def ship_a(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str) -> None:
     env = rolling(standin, fleet, clone, bucket, service, ARTIFACT=build(clone, "A"), BITBUCKET_BUILD_NUMBER="1")
     done = run_pipe(env, timeout=300)
