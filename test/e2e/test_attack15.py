@@ -148,14 +148,7 @@ def test_parameters_added_or_changed_under_parameters_path_between_batches_do_no
             **common,
         )
     )
-    env = rolling_b(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        **common,
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, **common)
     pipe = LivePipe(env)
     pipe.wait_for_line("activated B", timeout=240)
     ssm.put_parameter(Name=f"{path}db_password", Value="second-value-longer", Type="SecureString", Overwrite=True)

@@ -253,14 +253,7 @@ def test_a_group_not_named_whose_health_check_never_passed_neither_blocks_nor_fa
     other = f"admin-{uuid.uuid4().hex[:8]}"
     other_arn = standin.create_target_group(other, fleet.ids, deregistration_delay=20, health_check_path="/nope")
     standin.wait_target_states(other_arn, fleet.ids, "unhealthy", timeout=60)
-    env = rolling_b(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        HEALTHY_TIMEOUT="20",
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, HEALTHY_TIMEOUT="20")
 
     run = run_pipe(env, timeout=600)
 

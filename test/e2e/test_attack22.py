@@ -113,15 +113,7 @@ def test_a_stop_during_the_bake_of_a_release_is_said_alike_by_the_step_the_ledge
     ship_a(standin, fleet, tmp_path, bucket, service)
     first, second = fleet.ids
     with fake_bitbucket() as bitbucket:
-        env = rolling_b(
-            standin,
-            fleet,
-            tmp_path,
-            bucket,
-            service,
-            BAKE_TIME="600",
-            CODE_INSIGHTS="true",
-        )
+        env = rolling_b(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600", CODE_INSIGHTS="true")
         code, output = stop_at(env | proxy_env(bitbucket, str(urlsplit(standin.endpoint).hostname)), "baking 600 s")
         report = bitbucket.report("acme/web-api", COMMIT).body
 

@@ -85,16 +85,7 @@ def denied_after_first_batch(
 ) -> PipeRun:
     """B in batches of one; ``action`` is taken from the deploy role while batch 1 bakes."""
     with deploy_role(standin, release_behind_load_balancer()) as (role, keys):
-        env = rolling_b(
-            standin,
-            fleet,
-            tmp_path,
-            bucket,
-            service,
-            BAKE_TIME="6",
-            **keys,
-            **extra,
-        )
+        env = rolling_b(standin, fleet, tmp_path, bucket, service, BAKE_TIME="6", **keys, **extra)
         pipe = LivePipe(env)
         pipe.wait_for_line(f"batch 1/{len(fleet.ids)} (1 instance(s)): baking", timeout=240)
         take_away(standin, role, action)
@@ -179,16 +170,7 @@ def test_send_command_and_register_targets_throttled_after_the_first_batch_are_i
     fleet = make_fleet(standin, 3)
     ship_a(standin, fleet, tmp_path, bucket, service)
     first, second, third = fleet.ids
-    env = rolling_b(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        BAKE_TIME="4",
-        MIN_HEALTHY="1",
-        AWS_MAX_ATTEMPTS="2",
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, BAKE_TIME="4", MIN_HEALTHY="1", AWS_MAX_ATTEMPTS="2")
     pipe = LivePipe(env)
     try:
         pipe.wait_for_line("batch 1/3 (1 instance(s)): baking", timeout=240)

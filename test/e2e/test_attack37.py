@@ -38,15 +38,7 @@ def test_a_target_that_fell_ill_after_its_batch_came_back_is_not_said_to_be_ill_
         f'{ACTIVATE}\nif [ "$(cat version.txt)" = B ] && [ "$AWS_SSM_INSTANCE_ID" = "{second}" ]; then\n'
         f"  echo holding-b; while [ ! -e {GO} ]; do sleep 0.2; done; exit 3\nfi"
     )
-    env = rolling_b(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ACTIVATE_COMMANDS=hold,
-        HEALTHY_TIMEOUT="8",
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, ACTIVATE_COMMANDS=hold, HEALTHY_TIMEOUT="8")
     pipe = LivePipe(env)
     pipe.wait_for_line(f"{second} | holding-b", timeout=240)
     standin.app_up(first, up=False)  # batch 1, healthy on B a moment ago, falls ill
