@@ -18,7 +18,7 @@ from pipe.config.lock import LOCK_EXPIRY_SECONDS, LOCK_RENEW_SECONDS
 from pipe.config.variables import DOCUMENTED_REQUIRED, EXPANDED, SCHEMA, TABLE, Group
 from pipe.plan.script import AWS_CLI_MISSING, PARAMETER_READ_FAILED
 from pipe.release.artifact import check_artifact_path
-from pipe.release.remote import ReleaseExit
+from pipe.release.remote import RUNS_KEPT, ReleaseExit
 from scripts import variable_docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,6 +172,10 @@ def test_readme_states_the_lock_timing_the_pipe_uses() -> None:
     assert f"at most {minutes} minutes after the kill" in section
     assert f"expires {minutes} minutes after it was taken or last renewed" in README
     assert f"renewed every {LOCK_RENEW_SECONDS} s while this deploy runs" in README  # the build-log sample
+
+
+def test_readme_states_how_many_runs_an_instance_remembers() -> None:
+    assert f".ssm-deploy/run` (under its deploy lock, before anything else; the last {RUNS_KEPT} runs" in README
 
 
 # --- the README a newcomer follows -------------------------------------------------------------------

@@ -15,8 +15,9 @@ Layout of APP_DIR on an instance (absolute):
   .ssm-deploy/ready/<id>   the SHA-256 of the artifact a fully prepared release came from
   .ssm-deploy/files/<id>   its checksum manifest, recorded once it was prepared, compared before a switch to it
   .ssm-deploy/lock         held (flock) while a release script runs: deploys to one instance queue
-  .ssm-deploy/run          the pipe runs (and scripts) that last began an install or a staging here (64, newest
-                           first), under the lock: the SSM Agent starting one again after a reboot is refused (79)
+  .ssm-deploy/run          the pipe runs (and scripts) that last began an install or a staging here
+                           (RUNS_KEPT, newest first), under the lock: the SSM Agent starting one again after a reboot
+                           is refused (79)
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def release_exit_meaning(code: int | None) -> str | None:
 ARCHIVE_FORMATS = contents.FORMATS
 STATE_DIR = ".ssm-deploy"
 HISTORY_LIMIT = 1000  # lines of .ssm-deploy/history and .ssm-deploy/switches kept on the instance
+RUNS_KEPT = 64  # the pipe runs .ssm-deploy/run remembers (ssm_deploy_once), the newest
 # VERIFY_PROCESSES: how long a process of a replaced release (or one with an old value) may take to go
 # away after ACTIVATE_COMMANDS returned (a graceful stop) before the instance fails
 VERIFY_GRACE_SECONDS = 10
@@ -354,8 +356,10 @@ ssm_deploy_report() {
     echo "ssm-deploy: $ssm_deploy_app_dir/current points at releases/$ssm_deploy_reported, which is missing"
     ssm_deploy_reported=
   fi
-  # a current that is no symlink (a copy, a directory made by hand): a deploy refuses it (exit 80)
-  [ -L "$ssm_deploy_app_dir/current" ] || [ ! -e "$ssm_deploy_app_dir/current" ] \
+  # a current that is no symlink (a copy, a directory made by hand): a deploy refuses it (exit 80), and
+  # that refusal says so itself (ssm_deploy_refused_current): the note once
+  [ -n "$ssm_deploy_refused_current" ] \
+    || [ -L "$ssm_deploy_app_dir/current" ] || [ ! -e "$ssm_deploy_app_dir/current" ] \
     || printf '%s%s\n' "ssm-deploy: $ssm_deploy_app_dir/current exists and is not a symlink (it was not made by " \
       "ssm-deploy): a deploy refuses it until it is moved away"
   printf '%s%s\n' "$ssm_deploy_current_report" "${ssm_deploy_reported:-$ssm_deploy_no_release}"
@@ -545,7 +549,7 @@ ssm_deploy_compare() {
   # "unreadable" too; an empty one is no title written over it: a process started with an empty
   # environment (`env -i`) holds none of the names, and lacks each (attack 26)
   true 2>/dev/null < "/proc/$1/environ" || { echo unreadable; return; }
-  tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ" | ssm_deploy_names=$ssm_deploy_verify_names awk '
+  ssm_deploy_environ "$1" | ssm_deploy_names=$ssm_deploy_verify_names awk '
     function json_string(   out, c, code) {  # the JSON string at text[at] (a quote); at: after it
       out = ""
       for (at++; at <= size; at++) {
@@ -642,6 +646,11 @@ ssm_deploy_compare() {
         else if (held[name] != want) print name
       }
     }'
+}
+ssm_deploy_environ() {
+  # process $1's environment, one NAME=value a line, a newline inside a value as \001 (for awk: the
+  # values are compared or masked there, never an argument or a file)
+  tr '\0\n' '\n\001' 2>/dev/null < "/proc/$1/environ"
 }
 ssm_deploy_stat() {
   # field $2 of /proc/$1/stat, counted from the state after the command name (5: the controlling
@@ -823,7 +832,8 @@ ssm_deploy_switch_before() {
   # times hz in floating point can land a hair above the tick): a process started in the tick of a
   # switch's line counts as started before it (when in doubt, the release it left)
   ssm_deploy_before=$(ssm_deploy_switches | awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" \
-    -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" '$1 == boot && started != "" && int($2 * hz + 0.5) >= started + 0 { if (left == "") left = $3; last = $2 }
+    -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" "$ssm_deploy_in_ticks"'
+      $1 == boot && started != "" && ticks($2) >= started + 0 { if (left == "") left = $3; last = $2 }
       END { if (left != "") print last, left }')
   ssm_deploy_switch_time=${ssm_deploy_before%% *}
   ssm_deploy_before=${ssm_deploy_before#* }
@@ -840,9 +850,9 @@ ssm_deploy_reloaded() {
   # nginx -s reload, haproxy's USR2, a gunicorn HUP): such a server keeps its pid and start time,
   # reads its configuration again through current and forks new workers, so a child running its
   # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
-  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" '
+  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" "$ssm_deploy_in_ticks"'
     { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
-    field[2] == parent && field[20] + 0 > int(switched * hz + 0.5) { print pid }' | {
+    field[2] == parent && field[20] + 0 > ticks(switched) { print pid }' | {
     while read -r ssm_deploy_child; do
       [ "/proc/$ssm_deploy_child/exe" -ef "/proc/$1/exe" ] && return 0
     done
@@ -854,10 +864,11 @@ ssm_deploy_shown_command() {
   # ssm_deploy_verify_names is masked as ****: this deploy's (read by awk from its environment, never
   # from an argument) and the process's own (its environment: the value an earlier deploy exported,
   # before a rotation), so a value passed as an argument (--token=...) never shows, even in part; a pm2
-  # app's name (pm2 puts name and pm_id in its apps' environment) follows: apps share a command line
-  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | ssm_deploy_names=$ssm_deploy_verify_names \
-    ssm_deploy_mask_min=$ssm_deploy_mask_min ssm_deploy_environ="/proc/$1/environ" awk '
-    {
+  # app's name (pm2 puts name and pm_id in its apps' environment) follows: apps share a command line.
+  # Its first line, then its environment (ssm_deploy_environ); an empty command line shows nothing
+  { tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline"; echo; ssm_deploy_environ "$1"; } \
+    | ssm_deploy_names=$ssm_deploy_verify_names ssm_deploy_mask_min=$ssm_deploy_mask_min awk '
+    NR == 1 && $0 != "" {
       line = $0
       count = split(ENVIRON["ssm_deploy_names"], names, " ")
       for (i = 1; i <= count; i++) {
@@ -866,8 +877,7 @@ ssm_deploy_shown_command() {
       }
       # one NAME=value a line, the newlines of a value as \001: a line of it (the last base64 line of a PEM
       # key, "Q2ZJ=") that looks like NAME= is no new name, so the whole value is masked (attack 36)
-      held = "tr \"\\000\\012\" \"\\012\\001\" < " ENVIRON["ssm_deploy_environ"] " 2>/dev/null"
-      while ((held | getline entry) > 0) {
+      while ((getline entry) > 0) {
         if (match(entry, /^[A-Za-z_][A-Za-z0-9_]*=/)) {
           if (substr(entry, 1, RLENGTH - 1) == "name") app = substr(entry, RLENGTH + 1)
           if (substr(entry, 1, RLENGTH - 1) == "pm_id") pm2 = 1
@@ -877,7 +887,6 @@ ssm_deploy_shown_command() {
           }
         }
       }
-      close(held)
       # a newline is a space in the line; one a value ends with (a PEM key) is none where an argument
       # holds the value trimmed (--url=...:value@host): the value masked is the one without them
       for (i = 1; i <= count; i++) { gsub(/\n/, " ", values[i]); sub(/ +$/, "", values[i]) }
@@ -1043,8 +1052,12 @@ ssm_deploy_scan() {
     set +f
   done
 }
+# clock ticks (whole, hz a second) from seconds since boot (2 decimals, /proc/uptime's or switches'):
+# the one conversion every awk program that compares them with a process's start time (/proc/PID/stat) uses
+ssm_deploy_in_ticks='function ticks(seconds) { return int(seconds * hz + 0.5) }'
 ssm_deploy_ticks() {
-  awk -v hz="$ssm_deploy_hz" '{ printf "%d", $1 * hz + 0.5 }' /proc/uptime
+  awk -v hz="$ssm_deploy_hz" "$ssm_deploy_in_ticks"'
+    { printf "%d", ticks($1) }' /proc/uptime
 }
 """  # noqa: E501 (each message is one line on the instance)
 
@@ -1104,6 +1117,7 @@ ssm_deploy_begin() {
   mkdir -p -- "$ssm_deploy_app_dir/releases" "$ssm_deploy_state/ready" "$ssm_deploy_state/files" \
     || ssm_deploy_fail 80 "cannot create $ssm_deploy_app_dir/releases: APP_DIR must be a directory root can write; nothing was switched"
   if [ -e "$ssm_deploy_app_dir/current" ] && [ ! -L "$ssm_deploy_app_dir/current" ]; then
+    ssm_deploy_refused_current=1
     ssm_deploy_fail 80 "$ssm_deploy_app_dir/current exists and is not a symlink (it was not made by ssm-deploy): move it away, e.g. into $ssm_deploy_app_dir/releases, and deploy again; nothing was switched"
   fi
   exec 9>>"$ssm_deploy_state/lock" || ssm_deploy_fail 80 "cannot open $ssm_deploy_state/lock; nothing was switched"
@@ -1125,7 +1139,7 @@ ssm_deploy_once() {
   # else: a start that finds its own record is that second run, refused. The last record is not enough
   # (attack 36): deploys that overlap (LOCK: false) wait for the lock, and after a reboot the agent starts
   # them all again in no set order, so one that waited may record itself before the one that ran is
-  # started again. The file keeps the last 64 records, newest first, two lines each: the run, and where
+  # started again. The file keeps the last RUNS_KEPT records, newest first, two lines each: the run, and where
   # current pointed as that first run began, said again by the refused start (current_at_start): the
   # output SSM keeps is the refused start's, and with no live release in the ledger the rollback goes there.
   # It is replaced whole (tmp.run, then mv) and synced so a crash right after it does not forget it
@@ -1134,7 +1148,7 @@ ssm_deploy_once() {
     echo "ssm-deploy: $ssm_deploy_app_dir/current pointed at $ssm_deploy_began as this deploy's first run here began"
     ssm_deploy_fail 79 "the SSM Agent started this deploy again on this instance (after a reboot or an agent restart): refused, it did not run twice; current points at ${ssm_deploy_old_target:-nothing}. Check what the first run did: ACTION: status"
   fi
-  { printf '%s\n%s\n' "$ssm_deploy_run" "${ssm_deploy_old_target:-nothing}" && { [ ! -e "$ssm_deploy_state/run" ] || head -n 126 -- "$ssm_deploy_state/run"; }; } >"$ssm_deploy_state/tmp.run" \
+  { printf '%s\n%s\n' "$ssm_deploy_run" "${ssm_deploy_old_target:-nothing}" && { [ ! -e "$ssm_deploy_state/run" ] || head -n "$ssm_deploy_runs_before" -- "$ssm_deploy_state/run"; }; } >"$ssm_deploy_state/tmp.run" \
     && mv -f -- "$ssm_deploy_state/tmp.run" "$ssm_deploy_state/run" && sync \
     || ssm_deploy_fail 80 "cannot write $ssm_deploy_state/run; nothing was switched"
 }
@@ -1259,7 +1273,7 @@ ssm_deploy_point() {
   # tick, before the move or after it, counts as started before the switch: ssm_deploy_switch_before),
   # then a wait for the next tick, so that what ACTIVATE_COMMANDS starts counts as started after it
   ssm_deploy_moved=$(awk '{ print $1 }' /proc/uptime)
-  echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $ssm_deploy_moved $ssm_deploy_left" >> "$ssm_deploy_state/switches"
+  ssm_deploy_switch_line "$ssm_deploy_moved"
   ssm_deploy_n=0
   until awk -v moved="$ssm_deploy_moved" '{ exit !($1 > moved + 0) }' /proc/uptime || [ "$ssm_deploy_n" -ge 100 ]; do
     sleep 0.01 2>/dev/null || sleep 1; ssm_deploy_n=$((ssm_deploy_n + 1))
@@ -1274,8 +1288,12 @@ ssm_deploy_record() {
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
     && ssm_deploy_left=${1:--} \
-    && echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) $ssm_deploy_left" \
-      >> "$ssm_deploy_state/switches"
+    && ssm_deploy_switch_line "$(awk '{ print $1 }' /proc/uptime)"
+}
+ssm_deploy_switch_line() {
+  # a line of switches (ssm_deploy_switch_before reads them): boot id, $1 (seconds since boot), the
+  # release the switch leaves (ssm_deploy_left, set by ssm_deploy_record)
+  echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $1 $ssm_deploy_left" >> "$ssm_deploy_state/switches"
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0
@@ -1487,6 +1505,12 @@ def _shared_spec(path: str) -> str:
     return ("f:" if "." in path.rsplit("/", 1)[-1] else "d:") + path
 
 
+# What the process scan (_SCAN_FUNCTIONS) reads beside the plan, in the release scripts and the status read:
+# a release id's pattern, POSIX ERE too (a word's release gone since: ssm_deploy_release_in_words; pruning
+# touches only names that are release ids)
+_SCAN_VALUES = {"id_pattern": RELEASE_ID.pattern}
+
+
 def _assignments(plan: ReleasePlan) -> list[str]:
     values = {
         "app_dir": plan.app_dir,
@@ -1501,8 +1525,9 @@ def _assignments(plan: ReleasePlan) -> list[str]:
         "back_to": plan.back_to,
         "back_now": plan.back_now,
         "history_limit": str(HISTORY_LIMIT),
+        "runs_before": str(2 * (RUNS_KEPT - 1)),  # the lines of .ssm-deploy/run kept after a new record (two)
         "state_dir": STATE_DIR,
-        "id_pattern": RELEASE_ID.pattern,  # POSIX ERE too: pruning touches only names that are release ids
+        **_SCAN_VALUES,
         "commands": plan.commands,
         "activate": plan.activate_commands,
         "env_names": _forwarded((*plan.env_names, RELEASE_VARIABLE)),
@@ -1670,7 +1695,7 @@ def read_current_body(app_dir: str, processes: bool = False) -> str:
             "shown": str(PROCESSES_SHOWN),
             "verify_settle": "0",
             "state": f"{app_dir}/{STATE_DIR}",
-            "id_pattern": RELEASE_ID.pattern,  # a word's release gone since (ssm_deploy_release_in_words)
+            **_SCAN_VALUES,
         }
         if processes
         else {}

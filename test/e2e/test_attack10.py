@@ -21,8 +21,9 @@ from app_fixture import pack_release
 from e2e import test_auto_scaling_new_instances as scaling
 from e2e import test_node_pm2 as pm2
 from e2e import test_proof_of_serving as serving
+from e2e.release_support import A, B, build
 from e2e.test_attack9 import ACTIVATE, rolling
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_auto_scaling_new_instances import GroupFleet
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
@@ -32,7 +33,6 @@ from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import LivePipe, PipeRun, run_pipe, wait_until
 
-A, B = "000001-0123456", "000002-0123456"
 HOLD_B = "/srv/hold-deploy"  # on an instance: the activation of B hangs there
 # the fixtures: an Auto Scaling group in a target group; two instances running A under pm2 (the README's
 # recipe; or a recipe of the test's own)

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from app_fixture import pack_release
 from e2e import test_node_pm2 as pm2
+from e2e.release_support import A, B, build
 from e2e.test_attack9 import ACTIVATE, rolling
-from e2e.test_attack10 import HOLD_B, A, B, a_then_b_env, assert_all_back_on_a
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
+from e2e.test_attack10 import HOLD_B, a_then_b_env, assert_all_back_on_a
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_node_pm2 import NodeFleet, sha16

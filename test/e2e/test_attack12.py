@@ -13,9 +13,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from e2e.release_support import A, B, build
 from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, a_then_b_env, ship
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet
+from e2e.test_attack10 import a_then_b_env, ship
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet
 from e2e.test_auto_scaling import HELD, group_env, make_group
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import make_fleet

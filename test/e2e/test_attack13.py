@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e.test_attack9 import B
+from e2e.release_support import B, build
 from e2e.test_attack12 import BUILDS, _age_the_lock, _kill_at
-from e2e.test_attack_held import build, fleet_on_disk
+from e2e.test_attack_held import fleet_on_disk
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, make_fleet, rolling_env
 from e2e.test_releases import release_env

@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, a_then_b_env, ship
+from e2e.release_support import A, B, build
+from e2e.test_attack9 import rolling, rolling_b
+from e2e.test_attack10 import a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock, _kill_at
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, stop_at
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_releases import release_env
@@ -147,17 +148,7 @@ def test_parameters_added_or_changed_under_parameters_path_between_batches_do_no
             **common,
         )
     )
-    env = rolling(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
-        **common,
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, **common)
     pipe = LivePipe(env)
     pipe.wait_for_line("activated B", timeout=240)
     ssm.put_parameter(Name=f"{path}db_password", Value="second-value-longer", Type="SecureString", Overwrite=True)

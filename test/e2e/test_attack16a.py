@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.test_attack10 import A, B, a_then_b_env, ship
+from e2e.release_support import A, B, build
+from e2e.test_attack10 import a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock
 from e2e.test_attack14 import SERVING, _killed_with_a_batch_of_two_out_of_service, _lock
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_ledger import ledger_name
 from e2e.test_load_balancer import every_target_in_service, make_fleet, rolling_env

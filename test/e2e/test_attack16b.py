@@ -17,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, ship
+from e2e.release_support import A, B, build
+from e2e.test_attack9 import rolling, rolling_b
+from e2e.test_attack10 import ship
 from e2e.test_attack15 import _status
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_node_pm2 import sha16
@@ -252,17 +253,7 @@ def test_a_group_not_named_whose_health_check_never_passed_neither_blocks_nor_fa
     other = f"admin-{uuid.uuid4().hex[:8]}"
     other_arn = standin.create_target_group(other, fleet.ids, deregistration_delay=20, health_check_path="/nope")
     standin.wait_target_states(other_arn, fleet.ids, "unhealthy", timeout=60)
-    env = rolling(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
-        HEALTHY_TIMEOUT="20",
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, HEALTHY_TIMEOUT="20")
 
     run = run_pipe(env, timeout=600)
 

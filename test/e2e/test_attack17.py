@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from e2e.release_support import A, B, build
 from e2e.test_attack9 import rolling
-from e2e.test_attack10 import A, B, a_then_b_env, ship
+from e2e.test_attack10 import a_then_b_env, ship
 from e2e.test_attack12 import _age_the_lock, _kill_at
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_proof_of_serving import README_ECOSYSTEM, RELEASE_A, RELEASE_B, RecipeFleet

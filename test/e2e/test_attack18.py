@@ -12,9 +12,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from e2e.test_attack10 import A, ship
+from e2e.release_support import A, build
+from e2e.test_attack10 import ship
 from e2e.test_attack17 import Z, killed_build_on_a_tagged_fleet
-from e2e.test_attack_held import build, fleet_on_disk
+from e2e.test_attack_held import fleet_on_disk
 from e2e.test_code_insights import COMMIT
 from e2e.test_least_privilege import ci_user_and_deploy_role, with_release
 from e2e.test_ledger import entries as ledger_entries

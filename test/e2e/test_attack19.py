@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from app_fixture import pack_release
-from e2e.test_attack10 import A, B, ship
+from e2e.release_support import A, B, build
+from e2e.test_attack10 import ship
 from e2e.test_attack17 import WITH_A_WORKER
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_code_insights import COMMIT
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_proof_of_serving import (

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e.test_attack3 import build, wait_for_port
+from e2e.release_support import A, B, D, build_server
+from e2e.test_attack3 import wait_for_port
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_proof_of_serving import README_ECOSYSTEM, RecipeFleet
@@ -21,7 +22,6 @@ from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import kill_instance_processes, run_pipe
 
-A, B, C, D = "000001-0123456", "000002-0123456", "000003-0123456", "000004-0123456"
 # pm2 cluster mode: pm2's daemon holds the app's port and keeps the directory of its first start
 CLUSTER = README_ECOSYSTEM.replace(
     "      script: 'server.js',\n", "      script: 'server.js',\n      exec_mode: 'cluster',\n      instances: 2,\n"
@@ -38,7 +38,7 @@ def one_instance(
     (instance_id,) = standin.launch(1)
 
     def env(version: str, number: str, **extra: str) -> dict[str, str]:
-        artifact = build(tmp_path, version)
+        artifact = build_server(tmp_path, version)
         return release_env(
             standin,
             [instance_id],

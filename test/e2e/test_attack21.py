@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from e2e.test_attack20 import A, B, one_instance, systemd_style
+from e2e.release_support import A, B
+from e2e.test_attack20 import one_instance, systemd_style
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live

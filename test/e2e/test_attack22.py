@@ -10,10 +10,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from e2e.test_attack9 import COMMIT, b_failing_on, rolling, ship_a
-from e2e.test_attack20 import B as B_ID
+from e2e.release_support import A
+from e2e.release_support import B as B_ID
+from e2e.test_attack9 import COMMIT, b_failing_on, rolling_b, ship_a
 from e2e.test_attack20 import one_instance
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_releases import APP_DIR, live
@@ -21,7 +22,6 @@ from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from standin import StandIn
 from support import kill_instance_processes, run_pipe, wait_until
 
-A = "000001-0123456"
 DEAD_PORT = 3999  # nothing listens there: every target of the unnamed group fails its health check
 
 
@@ -113,18 +113,7 @@ def test_a_stop_during_the_bake_of_a_release_is_said_alike_by_the_step_the_ledge
     ship_a(standin, fleet, tmp_path, bucket, service)
     first, second = fleet.ids
     with fake_bitbucket() as bitbucket:
-        env = rolling(
-            standin,
-            fleet,
-            tmp_path,
-            bucket,
-            service,
-            ARTIFACT=build(tmp_path, "B"),
-            BITBUCKET_BUILD_NUMBER="2",
-            BATCH_SIZE="1",
-            BAKE_TIME="600",
-            CODE_INSIGHTS="true",
-        )
+        env = rolling_b(standin, fleet, tmp_path, bucket, service, BAKE_TIME="600", CODE_INSIGHTS="true")
         code, output = stop_at(env | proxy_env(bitbucket, str(urlsplit(standin.endpoint).hostname)), "baking 600 s")
         report = bitbucket.report("acme/web-api", COMMIT).body
 

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e.test_attack3 import WORKER, build, wait_for_port
-from e2e.test_attack20 import CLUSTER, A, B, C, D, one_instance
+from e2e.release_support import A, B, C, D, build_server
+from e2e.test_attack3 import WORKER, wait_for_port
+from e2e.test_attack20 import CLUSTER, one_instance
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_proof_of_serving import RELEASE_B, RecipeFleet
@@ -52,7 +53,7 @@ def test_a_server_started_through_current_whose_script_the_new_release_renamed_f
     try:
         assert run_pipe(env("A", "1"), timeout=300).returncode == 0
         pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
-        second = run_pipe({**env("B", "2"), "ARTIFACT": build(tmp_path, "B", "main.py")}, timeout=300)
+        second = run_pipe({**env("B", "2"), "ARTIFACT": build_server(tmp_path, "B", "main.py")}, timeout=300)
         what_serves = served(standin, instance_id, port)
         status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
     finally:
@@ -79,7 +80,7 @@ def test_status_names_a_server_started_through_current_whose_script_the_live_rel
     )
     try:
         assert run_pipe(env("A", "1"), timeout=300).returncode == 0
-        second = run_pipe({**env("B", "2"), "ARTIFACT": build(tmp_path, "B", "main.py")}, timeout=300)
+        second = run_pipe({**env("B", "2"), "ARTIFACT": build_server(tmp_path, "B", "main.py")}, timeout=300)
         what_serves = served(standin, instance_id, port)
         pid = standin.run_on_instance(instance_id, "cat /srv/web.pid").stdout.strip()
         status = run_pipe(env("B", "3", ACTION="status"), timeout=300)
@@ -151,7 +152,9 @@ def test_status_names_a_worker_whose_release_keep_releases_pruned_as_a_deleted_c
         standin, tmp_path, bucket, service, ACTIVATE_COMMANDS=activate, VERIFY_PROCESSES="false"
     )
     try:
-        first = run_pipe({**env("A", "1"), "ARTIFACT": build(tmp_path, "A", **{"worker.py": WORKER})}, timeout=300)
+        first = run_pipe(
+            {**env("A", "1"), "ARTIFACT": build_server(tmp_path, "A", **{"worker.py": WORKER})}, timeout=300
+        )
         assert first.returncode == 0, first.output
         assert run_pipe(env("B", "2"), timeout=300).returncode == 0
         assert run_pipe(env("C", "3"), timeout=300).returncode == 0

@@ -17,7 +17,6 @@ from e2e.test_releases import APP_DIR, live
 from standin import StandIn
 from support import kill_instance_processes, run_pipe
 
-A, B = "000001-0123456", "000002-0123456"
 FIRST, ROTATED = "first-db-password-4f1c", "rotated-db-password-9a7e"
 
 

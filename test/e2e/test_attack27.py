@@ -10,8 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from e2e.release_support import A, B, build
 from e2e.test_attack9 import COMMIT
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import release_env
 from fakes.bitbucket_reports import fake_bitbucket, proxy_env
@@ -19,7 +20,6 @@ from standin import StandIn
 from standin.network import FlakyProxy
 from support import run_pipe
 
-A, B = "000001-0123456", "000002-0123456"
 TRIGGERER = "{5f1c2a3b-0000-4000-8000-000000000027}"
 
 

@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.release_support import A, B, build
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
 from support import run_pipe
-
-A, B = "000001-0123456", "000002-0123456"
 
 
 def staging_entry(standin: StandIn, service: str) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from e2e.test_attack9 import rolling, ship_a
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.release_support import A, B
+from e2e.test_attack9 import rolling_b, ship_a
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_least_privilege import (
     DEPLOY_ROLE_POLICY,
     LOAD_BALANCER_ADDITIONS,
@@ -33,7 +34,6 @@ from support import LivePipe, PipeRun, run_pipe
 from pipe.traffic.auto_scaling.hold import HELD_PROCESSES
 from pipe.traffic.auto_scaling.new_instances import HEARTBEAT_MAX
 
-A, B = "000001-0123456", "000002-0123456"
 ACCOUNT = "123456789012"
 
 
@@ -85,19 +85,7 @@ def denied_after_first_batch(
 ) -> PipeRun:
     """B in batches of one; ``action`` is taken from the deploy role while batch 1 bakes."""
     with deploy_role(standin, release_behind_load_balancer()) as (role, keys):
-        env = rolling(
-            standin,
-            fleet,
-            tmp_path,
-            bucket,
-            service,
-            ARTIFACT=build(tmp_path, "B"),
-            BITBUCKET_BUILD_NUMBER="2",
-            BATCH_SIZE="1",
-            BAKE_TIME="6",
-            **keys,
-            **extra,
-        )
+        env = rolling_b(standin, fleet, tmp_path, bucket, service, BAKE_TIME="6", **keys, **extra)
         pipe = LivePipe(env)
         pipe.wait_for_line(f"batch 1/{len(fleet.ids)} (1 instance(s)): baking", timeout=240)
         take_away(standin, role, action)
@@ -182,19 +170,7 @@ def test_send_command_and_register_targets_throttled_after_the_first_batch_are_i
     fleet = make_fleet(standin, 3)
     ship_a(standin, fleet, tmp_path, bucket, service)
     first, second, third = fleet.ids
-    env = rolling(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
-        BAKE_TIME="4",
-        MIN_HEALTHY="1",
-        AWS_MAX_ATTEMPTS="2",
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, BAKE_TIME="4", MIN_HEALTHY="1", AWS_MAX_ATTEMPTS="2")
     pipe = LivePipe(env)
     try:
         pipe.wait_for_line("batch 1/3 (1 instance(s)): baking", timeout=240)

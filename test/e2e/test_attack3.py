@@ -7,12 +7,12 @@ is an attack that held (a symlink leaving the release through a nested symlink's
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import uuid
 from pathlib import Path
 
+from e2e.release_support import A, B, C, build_server
 from e2e.test_attack_found import served
 from e2e.test_attack_held import ledger_fleet, stop_at
 from e2e.test_ledger import entries as ledger_entries
@@ -21,38 +21,8 @@ from standin import StandIn
 from support import instance_process, kill_instance_processes, run_pipe
 from unit.release_support import tar_member, write_tgz
 
-A, B, C = "000001-0123456", "000002-0123456", "000003-0123456"
-
-# An app whose code says which release it is: VERSION is in the code, so a process keeps serving the
-# release it was started from whatever `current` points to later (as node, python, java all do).
-SERVER = """import http.server, sys
-VERSION = {version!r}
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (VERSION + "\\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
 # A background worker (a queue consumer): no socket, no output, runs until killed.
 WORKER = "import time\nwhile True:\n    time.sleep(1)\n"
-
-
-def build(clone: Path, version: str, entry: str = "server.py", **more: str) -> str:
-    """A .tgz holding version.txt, the server as ``entry`` (serving ``version``) and ``more`` files."""
-    files = {"version.txt": f"{version}\n", entry: SERVER.format(version=version), **more}
-    with tarfile.open(clone / "web-api.tgz", "w:gz") as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    return "web-api.tgz"
 
 
 def wait_for_port(port: int) -> str:
@@ -88,7 +58,7 @@ def test_a_server_started_through_current_from_another_directory_and_left_runnin
             tmp_path,
             bucket,
             service,
-            ARTIFACT=build(tmp_path, version),
+            ARTIFACT=build_server(tmp_path, version),
             BITBUCKET_BUILD_NUMBER=number,
             ACTIVATE_COMMANDS=activate,
         )
@@ -139,10 +109,10 @@ def test_a_rollback_that_leaves_a_process_of_the_failed_release_running_does_not
         )
 
     try:
-        first = run_pipe(env(build(tmp_path, "A"), "1"), timeout=300)
+        first = run_pipe(env(build_server(tmp_path, "A"), "1"), timeout=300)
         assert first.returncode == 0, first.output
         failed = run_pipe(
-            env(build(tmp_path, "B", **{"worker.py": WORKER}), "2", HEALTHCHECK_COMMANDS="exit 1"),
+            env(build_server(tmp_path, "B", **{"worker.py": WORKER}), "2", HEALTHCHECK_COMMANDS="exit 1"),
             timeout=300,
         )
         worker = instance_process(standin, instance_id, "/srv/worker.pid")
@@ -176,7 +146,7 @@ def test_after_a_stopped_deploy_keep_releases_never_prunes_the_release_a_rollbac
             tmp_path,
             bucket,
             service,
-            ARTIFACT=build(tmp_path, version),
+            ARTIFACT=build_server(tmp_path, version),
             BITBUCKET_BUILD_NUMBER=number,
             KEEP_RELEASES="2",
             **extra,
@@ -235,7 +205,7 @@ def test_the_process_check_never_prints_part_of_a_secret_from_a_command_line(
             tmp_path,
             bucket,
             service,
-            ARTIFACT=build(tmp_path, version),
+            ARTIFACT=build_server(tmp_path, version),
             BITBUCKET_BUILD_NUMBER=number,
             ACTIVATE_COMMANDS=activate,
             SECRETS=f"API_TOKEN={parameter}",
@@ -284,15 +254,15 @@ def test_a_process_left_in_a_release_directory_that_was_installed_again_fails_th
         )
 
     try:
-        assert run_pipe(env(build(tmp_path, "A"), "1"), timeout=300).returncode == 0
+        assert run_pipe(env(build_server(tmp_path, "A"), "1"), timeout=300).returncode == 0
         failed = run_pipe(
-            env(build(tmp_path, "B", **{"worker.py": WORKER}), "2", HEALTHCHECK_COMMANDS="exit 1"), timeout=300
+            env(build_server(tmp_path, "B", **{"worker.py": WORKER}), "2", HEALTHCHECK_COMMANDS="exit 1"), timeout=300
         )
         assert failed.returncode == 1, failed.output
         first_worker = instance_process(standin, instance_id, "/srv/worker.pid")
         assert first_worker is not None
         # the step re-run: the same build number, the artifact rebuilt (other bytes, a fix in it)
-        rebuilt = build(tmp_path, "B", **{"worker.py": WORKER + "# fixed\n"})
+        rebuilt = build_server(tmp_path, "B", **{"worker.py": WORKER + "# fixed\n"})
         again = run_pipe(env(rebuilt, "2"), timeout=300)
         still = instance_process(standin, instance_id, "/srv/worker.pid")
         cwd = os.readlink(f"/proc/{still}/cwd") if still else ""

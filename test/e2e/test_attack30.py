@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e.test_attack3 import build, wait_for_port
+from e2e.release_support import build_server
+from e2e.test_attack3 import wait_for_port
 from e2e.test_attack_found import served
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live, release_env
@@ -23,7 +24,7 @@ def instance_with_entry(
     (instance_id,) = standin.launch(1)
 
     def env(version: str, number: str) -> dict[str, str]:
-        artifact = build(tmp_path, version, entry=entry)
+        artifact = build_server(tmp_path, version, entry=entry)
         return release_env(
             standin, [instance_id], tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER=number, **fixed
         )

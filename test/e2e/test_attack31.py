@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from e2e.release_support import A, build_bare
 from e2e.test_attack20 import one_instance
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
-from e2e.test_release_fleet import A, Shop, shop
-from e2e.test_releases import build
+from e2e.test_release_fleet import Shop, shop
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
@@ -26,7 +26,7 @@ RAN = "/tmp/commands-b"  # B's COMMANDS append a line to it each time they run (
 def b_held(shop: Shop, ids: list[str], **variables: str) -> dict[str, str]:
     """Release B everywhere; its COMMANDS count their runs, then hang, before the switch, where HOLD exists."""
     commands = f"echo ran >> {RAN}\nif [ -e {HOLD} ]; then echo holding; sleep 600; fi"
-    artifact = build(shop.clone, "B")
+    artifact = build_bare(shop.clone, "B")
     return shop.env(ids, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", COMMANDS=commands, **variables)
 
 

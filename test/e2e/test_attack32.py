@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from e2e.test_attack3 import build
+from e2e.release_support import build_server
 from e2e.test_attack9 import rolling, ship_a
 from e2e.test_attack22 import DEAD_PORT
 from e2e.test_load_balancer import make_fleet, rolling_env
@@ -97,7 +97,7 @@ def test_a_target_unhealthy_before_the_deploy_that_stays_so_is_named_as_such_in_
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "B"),
+        ARTIFACT=build_server(tmp_path, "B"),
         BITBUCKET_BUILD_NUMBER="2",
         TARGET_GROUPS=f"{fleet.group_name},{name}",
         HEALTHY_TIMEOUT="8",

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.release_support import A, B, C, build
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, release_env, releases
 from standin import StandIn
 from support import PipeRun, run_pipe
-
-A, B, C = "000001-0123456", "000002-0123456", "000003-0123456"
 
 
 def last_line(run: PipeRun) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e.test_attack28 import A, a_live_on, b_through_staging, staging_entry
+from e2e.release_support import A
+from e2e.test_attack28 import a_live_on, b_through_staging, staging_entry
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from standin import StandIn
 from support import LivePipe

@@ -4,9 +4,9 @@ secret's value must appear nowhere the pipe writes or sends."""
 
 from __future__ import annotations
 
+from e2e.release_support import build_bare
 from e2e.test_attack_held import fleet_on_disk
 from e2e.test_release_fleet import Shop, shop
-from e2e.test_releases import build
 from standin import StandIn
 from support import LivePipe, wait_until
 
@@ -15,7 +15,6 @@ __all__ = ["shop"]  # the fixture, used by name
 HOLD = "/tmp/hold-x"  # while it exists, deploy X's COMMANDS hang (before its switch)
 RAN_X = "/tmp/commands-x"  # X's COMMANDS append a line each time they run (a migration, say)
 RAN_Y = "/tmp/commands-y"
-C = "000003-0123456"
 
 
 def test_a_deploy_started_again_after_another_one_recorded_its_run_is_still_refused(
@@ -34,7 +33,7 @@ def test_a_deploy_started_again_after_another_one_recorded_its_run_is_still_refu
     x = LivePipe(
         shop.env(
             ids,
-            ARTIFACT=build(shop.clone, "B"),
+            ARTIFACT=build_bare(shop.clone, "B"),
             BITBUCKET_BUILD_NUMBER="2",
             COMMANDS=x_commands,
             LOCK="false",
@@ -48,7 +47,7 @@ def test_a_deploy_started_again_after_another_one_recorded_its_run_is_still_refu
         y = LivePipe(
             shop.env(
                 ids,
-                ARTIFACT=build(shop.clone, "C", "web-api-c.tgz"),
+                ARTIFACT=build_bare(shop.clone, "C", "web-api-c.tgz"),
                 BITBUCKET_BUILD_NUMBER="3",
                 COMMANDS=f"echo ran >> {RAN_Y}",
                 LOCK="false",

@@ -10,17 +10,16 @@ import os
 import shutil
 from pathlib import Path
 
-from e2e.test_attack3 import build as build3
+from e2e.release_support import A, B, build, build_server
 from e2e.test_attack3 import wait_for_port
-from e2e.test_attack9 import ACTIVATE, rolling, ship_a
+from e2e.test_attack9 import ACTIVATE, rolling_b, ship_a
 from e2e.test_attack_found import served
-from e2e.test_attack_held import build, fleet_on_disk
+from e2e.test_attack_held import fleet_on_disk
 from e2e.test_load_balancer import make_fleet
 from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
 from support import LivePipe, instance_process, kill_instance_processes, run_pipe
 
-A, B = "000001-0123456", "000002-0123456"
 WEB_PORT, ADMIN_PORT = 18371, 18372
 GO = "/srv/go-on"  # on an instance: its held activation of B goes on (and fails)
 
@@ -39,18 +38,7 @@ def test_a_target_that_fell_ill_after_its_batch_came_back_is_not_said_to_be_ill_
         f'{ACTIVATE}\nif [ "$(cat version.txt)" = B ] && [ "$AWS_SSM_INSTANCE_ID" = "{second}" ]; then\n'
         f"  echo holding-b; while [ ! -e {GO} ]; do sleep 0.2; done; exit 3\nfi"
     )
-    env = rolling(
-        standin,
-        fleet,
-        tmp_path,
-        bucket,
-        service,
-        ARTIFACT=build(tmp_path, "B"),
-        BITBUCKET_BUILD_NUMBER="2",
-        BATCH_SIZE="1",
-        ACTIVATE_COMMANDS=hold,
-        HEALTHY_TIMEOUT="8",
-    )
+    env = rolling_b(standin, fleet, tmp_path, bucket, service, ACTIVATE_COMMANDS=hold, HEALTHY_TIMEOUT="8")
     pipe = LivePipe(env)
     pipe.wait_for_line(f"{second} | holding-b", timeout=240)
     standin.app_up(first, up=False)  # batch 1, healthy on B a moment ago, falls ill
@@ -137,7 +125,7 @@ def test_one_services_rollback_leaves_the_other_service_in_an_app_dir_named_like
         bucket,
         admin_service,
         APP_DIR=admin_dir,
-        ARTIFACT=build3(tmp_path, "X"),
+        ARTIFACT=build_server(tmp_path, "X"),
         BITBUCKET_BUILD_NUMBER="7",
         ACTIVATE_COMMANDS=_serving(admin_dir, "/srv/admin.pid", ADMIN_PORT),
     )
@@ -151,7 +139,7 @@ def test_one_services_rollback_leaves_the_other_service_in_an_app_dir_named_like
                 tmp_path,
                 bucket,
                 service,
-                ARTIFACT=build3(tmp_path, version),
+                ARTIFACT=build_server(tmp_path, version),
                 BITBUCKET_BUILD_NUMBER=number,
                 BATCH_SIZE="1",
                 ACTIVATE_COMMANDS=_serving(APP_DIR, "/srv/web.pid", WEB_PORT, fail_b_on=second),

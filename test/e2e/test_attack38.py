@@ -12,8 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e.test_attack3 import build
-from e2e.test_attack20 import A, B
+from e2e.release_support import A, B, build_server
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
@@ -44,7 +43,7 @@ def instance_with_worker(
 
     def env(version: str, number: str, **extra: str) -> dict[str, str]:
         worker = f"while :; do echo {version} > {WORKER_OUT}; sleep 1; done\n"
-        artifact = build(tmp_path, version, **{"bin/worker.sh": worker})
+        artifact = build_server(tmp_path, version, **{"bin/worker.sh": worker})
         variables = {"ACTIVATE_COMMANDS": worker_started_once(start), **fixed, **extra}
         return release_env(
             standin,

@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from e2e.test_attack3 import build
+from e2e.release_support import A, B, C, build_server
 from e2e.test_attack30 import a_then_b, instance_with_entry, started_once
 from e2e.test_attack35 import container
 from e2e.test_ledger import entries as ledger_entries
@@ -17,7 +17,6 @@ from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import run_pipe
 
-A, B, C = "000001-0123456", "000002-0123456", "000003-0123456"
 # ACTIVATE_COMMANDS that fail for release C only
 FAIL_C = 'if [ "$(cat version.txt)" = C ]; then exit 3; fi'
 
@@ -27,7 +26,7 @@ def _a_and_b(standin: StandIn, tmp_path: Path, bucket: str, service: str) -> tup
     (instance,) = standin.launch(1)
     env = release_env(standin, [instance], tmp_path, bucket, service, ACTIVATE_COMMANDS=FAIL_C)
     for number, version in (("1", "A"), ("2", "B")):
-        run = run_pipe(env | {"ARTIFACT": build(tmp_path, version), "BITBUCKET_BUILD_NUMBER": number})
+        run = run_pipe(env | {"ARTIFACT": build_server(tmp_path, version), "BITBUCKET_BUILD_NUMBER": number})
         assert run.returncode == 0, run.output
     return instance, env
 
@@ -68,7 +67,7 @@ def test_a_deploy_over_a_dangling_current_that_fails_says_where_the_instance_sta
     while the instance serves neither, and status says what the instance runs."""
     instance, env = _a_and_b(standin, tmp_path, bucket, service)
     shutil.rmtree(standin.instance_path(instance, f"{APP_DIR}/releases/{B}"))
-    run = run_pipe(env | {"ARTIFACT": build(tmp_path, "C"), "BITBUCKET_BUILD_NUMBER": "3"})
+    run = run_pipe(env | {"ARTIFACT": build_server(tmp_path, "C"), "BITBUCKET_BUILD_NUMBER": "3"})
     status = run_pipe(env | {"ACTION": "status", "BITBUCKET_BUILD_NUMBER": "4"})
     on_disk = os.readlink(standin.instance_path(instance, f"{APP_DIR}/current"))
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result, stop_at
+from e2e.release_support import A, B, build
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
 from e2e.test_releases import APP_DIR, live, release_env
@@ -20,7 +21,6 @@ from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from standin import StandIn
 from support import run_pipe, wait_until
 
-A, B = "000001-0123456", "000002-0123456"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the stand-in's BITBUCKET_COMMIT
 HOLD = "/srv/hold-rollback"  # on an instance: its switch back to A hangs in the activation
 # the activation says what it activates; the switch back to A hangs where HOLD exists
@@ -33,6 +33,12 @@ ACTIVATE = (
 def rolling(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str, **extra: str) -> dict[str, str]:
     variables = {"TARGET_GROUPS": fleet.group_name, "ACTIVATE_COMMANDS": ACTIVATE, "MIN_HEALTHY": "0", **extra}
     return release_env(standin, fleet.ids, clone, bucket, service, **variables)
+
+
+def rolling_b(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str, **extra: str) -> dict[str, str]:
+    """B (build 2) to ``fleet`` one instance a batch: the rolling deploy the attacks cut into."""
+    b = {"ARTIFACT": build(clone, "B"), "BITBUCKET_BUILD_NUMBER": "2", "BATCH_SIZE": "1"}
+    return rolling(standin, fleet, clone, bucket, service, **b, **extra)
 
 
 def ship_a(standin: StandIn, fleet: Fleet, clone: Path, bucket: str, service: str) -> None:

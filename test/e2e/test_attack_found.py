@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e.test_attack_held import build, ledger_fleet, result, stop_at
+from e2e.release_support import A, B, build
+from e2e.test_attack_held import ledger_fleet, result, stop_at
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import every_target_in_service, make_fleet
 from e2e.test_releases import live, release_env
 from standin import StandIn
 from support import kill_instance_processes, run_pipe, wait_until
-
-A, B = "000001-0123456", "000002-0123456"
 
 
 def served(standin: StandIn, instance_id: str, port: int) -> str:

@@ -7,32 +7,18 @@ The helpers are shared with test_attack_found.py."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.release_support import A, B, build
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe
-
-A, B = "000001-0123456", "000002-0123456"
-
-
-def build(clone: Path, version: str) -> str:
-    """A .tgz holding version.txt (what the static server serves) and index.html."""
-    with tarfile.open(clone / "web-api.tgz", "w:gz") as archive:
-        for name, text in (("version.txt", f"{version}\n"), ("index.html", f"<p>{version}</p>\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return "web-api.tgz"
 
 
 def fleet_on_disk(standin: StandIn, ids: list[str]) -> dict[str, str]:

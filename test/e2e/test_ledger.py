@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.test_releases import build, live, release_env
+from e2e.release_support import build_bare
+from e2e.test_releases import live, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
@@ -69,11 +70,11 @@ def test_an_alarm_during_a_bake_leaves_the_release_before_it_live_in_the_ledger(
 ) -> None:
     ids = standin.launch(2)
     ship = Ship(standin, ids, tmp_path, bucket, service)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
     alarm = f"web-5xx-{uuid.uuid4().hex[:6]}"
     standin.create_alarm(alarm)
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     batched = {"BATCH_SIZE": "1", "BAKE_TIME": "600"}  # the bake ends at the alarm: the pipe reads it every 2 s
     pipe = LivePipe(ship.env(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", ALARMS=alarm, **batched))
     pipe.wait_for_line("batch 1/2 (1 instance(s)): baking", timeout=120)
@@ -87,7 +88,7 @@ def test_an_alarm_during_a_bake_leaves_the_release_before_it_live_in_the_ledger(
     assert entry["fleet"] == {"000001-0123456": {"count": 2, "ids": sorted(ids)}}
     assert "as rolled back" in run.output
 
-    build(tmp_path, "C")
+    build_bare(tmp_path, "C")
     assert "live before: 000001-0123456" in ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="3")
 
 
@@ -96,9 +97,9 @@ def test_a_stop_between_batches_is_recorded_as_stopped_with_the_instances_on_eac
 ) -> None:
     first, second = standin.launch(2)
     ship = Ship(standin, [first, second], tmp_path, bucket, service)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     pipe = LivePipe(ship.env(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", BATCH_SIZE="1", BAKE_TIME="600"))
     pipe.wait_for_line("batch 1/2 (1 instance(s)): baking", timeout=120)
     pipe.signal(signal.SIGTERM)
@@ -112,7 +113,7 @@ def test_a_stop_between_batches_is_recorded_as_stopped_with_the_instances_on_eac
         "000002-0123456": {"count": 1, "ids": [first]},
         "000001-0123456": {"count": 1, "ids": [second]},
     }
-    build(tmp_path, "C")
+    build_bare(tmp_path, "C")
     assert "live before: 000001-0123456" in ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="3")
 
 
@@ -121,9 +122,9 @@ def test_release_previous_is_recorded_as_a_rollback_with_the_release_and_the_run
 ) -> None:
     ids = standin.launch(2)
     ship = Ship(standin, ids, tmp_path, bucket, service)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1", BITBUCKET_COMMIT=COMMIT_A)
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", BITBUCKET_COMMIT=COMMIT_B)
     output = ship(RELEASE="previous", BITBUCKET_BUILD_NUMBER="3", BITBUCKET_COMMIT=COMMIT_C)
 
@@ -145,9 +146,9 @@ def test_release_previous_after_a_redeploy_of_the_same_artifact_skips_it_and_say
 ) -> None:
     ids = standin.launch(2)
     ship = Ship(standin, ids, tmp_path, bucket, service)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
-    build(tmp_path, "B")  # built once: the same bytes are deployed twice
+    build_bare(tmp_path, "B")  # built once: the same bytes are deployed twice
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2")
     again = ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="3")
     output = ship(RELEASE="previous", BITBUCKET_BUILD_NUMBER="4")
@@ -188,10 +189,10 @@ def test_a_garbled_version_is_skipped_with_a_warning_naming_it_and_the_deploy_go
     standin: StandIn, tmp_path: Path, bucket: str, service: str, junk: str
 ) -> None:
     ids = standin.launch(1)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     Ship(standin, ids, tmp_path, bucket, service)(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
     written = standin.client("ssm").put_parameter(Name=ledger_name(service), Value=junk, Type="String", Overwrite=True)
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     output = Ship(standin, ids, tmp_path, bucket, service)(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2")
 
     assert written["Version"] == 2
@@ -227,9 +228,9 @@ def test_the_history_beyond_the_100_versions_parameter_store_keeps_is_read_from_
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     ids = standin.launch(1)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     Ship(standin, ids, tmp_path, bucket, service)(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     Ship(standin, ids, tmp_path, bucket, service)(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2")
     ssm = standin.client("ssm")
     for number in range(100):  # 100 failed deploys written by hand push versions 1 and 2 out
@@ -255,7 +256,7 @@ def test_the_readme_user_data_installs_the_live_release_past_a_garbled_version(
     script = readme.split("# EC2 user data:", 1)[1].split("\n", 1)[1].split("```", 1)[0]
     script = re.sub(r"(?m)^(LEDGER|BUCKET|ACTIVATE)=.*$", "", script)
     (deployed,) = standin.launch(1)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     Ship(standin, [deployed], tmp_path, bucket, service)(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="5")
     standin.client("ssm").put_parameter(Name=ledger_name(service), Value="[" * 4000, Type="String", Overwrite=True)
 
@@ -276,9 +277,9 @@ def test_a_deploy_live_everywhere_that_the_ledger_cannot_record_fails_the_step_a
     B live."""
     (instance,) = standin.launch(1)
     ship = Ship(standin, [instance], tmp_path, bucket, service)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     # every PutParameter is throttled, and the deploy lock (on by default in release mode) is written with
     # PutParameter too: a lock that cannot be taken refuses the deploy before anything is sent
     # (test_least_privilege.py), so the lock is off here, where the ledger's write is what is tested
@@ -313,12 +314,12 @@ def test_a_release_that_fails_to_stage_and_a_stop_during_staging_are_on_the_reco
     with every instance on the release live before, which stays the live one."""
     first, second = standin.launch(2)
     ship = Ship(standin, [first, second], tmp_path, bucket, service)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     ship(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     broken = f'if [ "$AWS_SSM_INSTANCE_ID" = "{second}" ]; then exit 3; fi'
     failed = run_pipe(ship.env(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", BATCH_SIZE="1", COMMANDS=broken))
-    build(tmp_path, "C")
+    build_bare(tmp_path, "C")
     staging = "touch /srv/staging\nsleep 600"
     pipe = LivePipe(ship.env(ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="3", BATCH_SIZE="1", COMMANDS=staging))
     on_each = [standin.instance_path(instance_id, "/srv/staging") for instance_id in (first, second)]

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e.test_releases import build, live, release_env
+from e2e.release_support import A, B, build_bare
+from e2e.test_releases import live, release_env
 from standin import StandIn
 from support import LivePipe, kill_instance_processes, run_pipe
-
-A, B = "000001-0123456", "000002-0123456"
 
 
 @dataclass
@@ -33,7 +32,7 @@ class Shop:
 
     def ship(self, ids: list[str], version: str, build_number: str, **variables: str) -> str:
         """Deploy ``version`` as build ``build_number``; returns the artifact's name."""
-        artifact = build(self.clone, version)
+        artifact = build_bare(self.clone, version)
         done = run_pipe(self.env(ids, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER=build_number, **variables))
         assert done.returncode == 0, done.output
         return artifact
@@ -52,7 +51,7 @@ def b_hanging_on(shop: Shop, ids: list[str], instance_id: str, **variables: str)
         "  echo holding; sleep 600\n"
         "fi"
     )
-    artifact = build(shop.clone, "B")
+    artifact = build_bare(shop.clone, "B")
     return shop.env(ids, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2", ACTIVATE_COMMANDS=activate, **variables)
 
 
@@ -119,7 +118,7 @@ def test_a_stop_during_a_rolling_rollback_reports_it_ran_and_names_the_batch_lef
     standin.instance_path(second, "/srv/hold-rollback").touch()  # its switch back to A hangs in the activation
     env = shop.env(
         [first, second, third],
-        ARTIFACT=build(shop.clone, "B"),
+        ARTIFACT=build_bare(shop.clone, "B"),
         BITBUCKET_BUILD_NUMBER="2",
         BATCH_SIZE="1",
         HEALTHCHECK_COMMANDS=f'[ "$AWS_SSM_INSTANCE_ID" != "{third}" ]',
@@ -165,7 +164,7 @@ def test_a_process_gone_stale_after_the_activation_fails_the_health_check_and_is
     )
     env = shop.env(
         [good, stale],
-        ARTIFACT=build(shop.clone, "B"),
+        ARTIFACT=build_bare(shop.clone, "B"),
         BITBUCKET_BUILD_NUMBER="2",
         HEALTHCHECK_COMMANDS=start_stale,
         HEALTHCHECK_RETRIES="1",
@@ -211,7 +210,7 @@ def test_a_first_release_that_fails_its_health_check_is_left_live_and_the_step_s
     standin: StandIn, shop: Shop
 ) -> None:
     ids = standin.launch(2)
-    env = shop.env(ids, ARTIFACT=build(shop.clone, "A"), HEALTHCHECK_COMMANDS="exit 1", HEALTHCHECK_RETRIES="1")
+    env = shop.env(ids, ARTIFACT=build_bare(shop.clone, "A"), HEALTHCHECK_COMMANDS="exit 1", HEALTHCHECK_RETRIES="1")
     run = run_pipe(env)
 
     assert run.returncode == 1, run.output

@@ -4,29 +4,18 @@ every deploy in the ledger. The instances' APP_DIR is a real folder per instance
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import tarfile
 from pathlib import Path
 
 import pytest
+from e2e.release_support import build_bare
 from standin import StandIn
 from standin.users import AppUser
 from support import run_pipe
 
 APP_DIR = "/srv/web-api"
-
-
-def build(clone: Path, version: str, name: str = "web-api.tgz") -> str:
-    """A build step's artifact: a .tgz with the app's version in it."""
-    data = f"{version}\n".encode()
-    with tarfile.open(clone / name, "w:gz") as archive:
-        info = tarfile.TarInfo("version.txt")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return name
 
 
 def release_env(
@@ -68,12 +57,12 @@ def test_release_a_then_b_goes_live_everywhere_and_is_recorded(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     ids = standin.launch(3)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     first = run_pipe(
         release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="7")
     )
     assert first.returncode == 0, first.output
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     before, copies = standin.calls_snapshot(include_instances=False), ledger_copies(standin, bucket)
     second = run_pipe(
         release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="8")
@@ -105,10 +94,10 @@ def test_a_failed_health_check_switches_back_to_the_release_that_was_live(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     good, sick = standin.launch(2)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     env = release_env(standin, [good, sick], tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1")
     assert run_pipe(env).returncode == 0
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     env = release_env(
         standin,
         [good, sick],
@@ -135,9 +124,9 @@ def test_a_corrupted_artifact_is_refused_on_the_instances_and_nothing_switches(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     ids = standin.launch(2)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     assert run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact)).returncode == 0
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     s3 = standin.client("s3")
     env = release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="43")
     dry = run_pipe({**env, "DRY_RUN": "true"})
@@ -159,9 +148,9 @@ def test_release_previous_goes_back_without_uploading_and_fetches_what_an_instan
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     ids = standin.launch(2)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="1"))
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="2"))
     lacking = standin.instance_path(ids[1], f"{APP_DIR}/releases/000001-0123456")
     os.system(f"rm -rf '{lacking}'")
@@ -180,7 +169,7 @@ def test_keep_releases_two_after_four_deploys_leaves_the_live_one_the_one_before
 ) -> None:
     (instance_id,) = standin.launch(1)
     for number, version in enumerate("ABCD", 1):
-        artifact = build(tmp_path, version)
+        artifact = build_bare(tmp_path, version)
         env = release_env(
             standin,
             [instance_id],
@@ -208,7 +197,7 @@ def test_run_as_runs_the_commands_as_that_user_with_its_login_path(
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "A"),
+        ARTIFACT=build_bare(tmp_path, "A"),
         RUN_AS=app_user.name,
         COMMANDS='echo "prepared by $(id -un)" > prepared.txt',
         ACTIVATE_COMMANDS="standin-login-check; id -un",
@@ -240,7 +229,7 @@ def test_bad_release_input_is_refused_by_name_and_nothing_is_sent_or_uploaded(
     standin: StandIn, tmp_path: Path, bucket: str, service: str, variables: dict[str, str], named: str
 ) -> None:
     (instance_id,) = standin.launch(1)
-    build(tmp_path, "A")
+    build_bare(tmp_path, "A")
     env = release_env(standin, [instance_id], tmp_path, bucket, service)
     env.pop("APP_DIR") if "APP_DIR" in variables else None
     env.update(variables)
@@ -265,7 +254,7 @@ def test_the_readme_user_data_installs_the_live_release_on_a_new_instance(
     script = re.sub(r"(?m)^BUCKET=.*$", f"BUCKET={bucket}", script)
     script = re.sub(r"(?m)^ACTIVATE=.*$", "ACTIVATE='echo \"activated $(cat version.txt)\"'", script)
     (deployed,) = standin.launch(1)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     env = release_env(standin, [deployed], tmp_path, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER="5")
     assert run_pipe(env).returncode == 0
     failed = release_env(
@@ -274,7 +263,7 @@ def test_the_readme_user_data_installs_the_live_release_on_a_new_instance(
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "B"),
+        ARTIFACT=build_bare(tmp_path, "B"),
         BITBUCKET_BUILD_NUMBER="6",
         HEALTHCHECK_COMMANDS="exit 1",
         HEALTHCHECK_RETRIES="1",
@@ -294,9 +283,9 @@ def test_an_activation_that_fails_switches_back_and_runs_the_activation_again(
     standin: StandIn, tmp_path: Path, bucket: str, service: str
 ) -> None:
     ids = standin.launch(2)
-    artifact = build(tmp_path, "A")
+    artifact = build_bare(tmp_path, "A")
     assert run_pipe(release_env(standin, ids, tmp_path, bucket, service, ARTIFACT=artifact)).returncode == 0
-    build(tmp_path, "B")
+    build_bare(tmp_path, "B")
     env = release_env(
         standin,
         ids,
@@ -331,7 +320,7 @@ def test_no_secret_reaches_the_artifact_key_the_ledger_the_result_file_or_the_lo
         tmp_path,
         bucket,
         service,
-        ARTIFACT=build(tmp_path, "A"),
+        ARTIFACT=build_bare(tmp_path, "A"),
         SECRETS=f"DB_PASSWORD=/deploy/{service}/db_password",
         COMMANDS='echo "db password is $DB_PASSWORD"',
         ACTIVATE_COMMANDS='echo "activated with ${#DB_PASSWORD} characters"',

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from e2e.release_support import A, B, build_bare
 from e2e.test_load_balancer import Fleet, every_target_in_service, make_fleet
-from e2e.test_releases import APP_DIR, build, live, release_env
+from e2e.test_releases import APP_DIR, live, release_env
 from standin import StandIn
 from support import LivePipe, run_pipe, wait_until
 
-A, B = "000001-0123456", "000002-0123456"
 DEREGISTER = "elasticloadbalancing:DeregisterTargets"
 COMMANDS_LOG = "/srv/commands.log"
 # COMMANDS that record the release they run for, once per run, on the instance
@@ -37,7 +37,7 @@ class Rollout:
 
     def env(self, version: str, build_number: str, **variables: str) -> dict[str, str]:
         """A rolling deploy of the build of ``version`` as build ``build_number``."""
-        ids, artifact = self.fleet.ids, build(self.clone, version)
+        ids, artifact = self.fleet.ids, build_bare(self.clone, version)
         more = {"TARGET_GROUPS": self.fleet.group_name, "BITBUCKET_BUILD_NUMBER": build_number, **variables}
         return release_env(self.standin, ids, self.clone, self.bucket, self.service, ARTIFACT=artifact, **more)
 

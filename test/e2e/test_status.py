@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from e2e.release_support import build_bare
 from e2e.test_least_privilege import documented_policy, runnable_in_moto
-from e2e.test_releases import APP_DIR, build, release_env
+from e2e.test_releases import APP_DIR, release_env
 from standin import StandIn
 from support import PipeRun, run_pipe
 
@@ -51,7 +52,7 @@ def deployed(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Depl
     standin.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": standin.region})
     ids = standin.launch(2)
     for number, version in (("1", "A"), ("2", "B")):
-        artifact = build(clone, version)
+        artifact = build_bare(clone, version)
         env = release_env(standin, ids, clone, bucket, service, ARTIFACT=artifact, BITBUCKET_BUILD_NUMBER=number)
         run = run_pipe(env)
         assert run.returncode == 0, run.output

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack4 import _foreign
-from unit.release.test_unit_attack5 import _install, box_with_secret
 from unit.release.test_unit_release_verify import RESTARTED
+from unit.release.verify_support import box_with_secret, foreign, install
 from unit.release_support import A, Artifact, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -42,12 +41,12 @@ def _without_app_txt(box: Box, release: str) -> Artifact:
 
 
 def test_a_server_started_through_a_file_of_current_the_new_release_renamed_fails_the_deploy(box: Box) -> None:
-    code, output = _install(box, A, RESTARTED)
+    code, output = install(box, A, RESTARTED)
     assert code == 0, output
-    pid = _foreign(box, ["python3", "-c", SERVER, f"{box.app_dir}/current/app.txt"], "/")
+    pid = foreign(box, ["python3", "-c", SERVER, f"{box.app_dir}/current/app.txt"], "/")
     _listening(pid)
 
-    code, output = _install(box, B, RESTARTED, artifact=_without_app_txt(box, B))
+    code, output = install(box, B, RESTARTED, artifact=_without_app_txt(box, B))
 
     assert code == ReleaseExit.STALE_PROCESS, output
     assert f"process {pid} " in output and f"runs release {A}, not {B}" in output, output
@@ -57,13 +56,13 @@ def test_a_server_started_through_a_file_of_current_the_new_release_renamed_fail
 def test_a_server_of_a_directory_of_current_the_new_release_dropped_does_not_fail_the_deploy(box: Box) -> None:
     """`python3 -m http.server --directory /srv/web-api/current/bin`: a directory is looked up on every
     request, so the server serves what current has now (here: nothing), not the release before."""
-    code, output = _install(box, A, RESTARTED)
+    code, output = install(box, A, RESTARTED)
     assert code == 0, output
-    pid = _foreign(box, ["python3", "-c", SERVER, f"{box.app_dir}/current/bin"], "/")
+    pid = foreign(box, ["python3", "-c", SERVER, f"{box.app_dir}/current/bin"], "/")
     _listening(pid)
     without_bin = box.artifact({"app.txt": B})
 
-    code, output = _install(box, B, RESTARTED, artifact=without_bin)
+    code, output = install(box, B, RESTARTED, artifact=without_bin)
 
     assert code == 0, output
     assert box.current() == f"releases/{B}"

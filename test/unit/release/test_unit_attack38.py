@@ -21,9 +21,8 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.release.remote import OtherProcess, OtherProcesses, ReleaseExit, other_processes, read_current_body
-from unit.release.test_unit_attack4 import _foreign
-from unit.release.test_unit_attack5 import _install, box_with_secret
 from unit.release.test_unit_release_verify import RESTARTED
+from unit.release.verify_support import box_with_secret, foreign, install
 from unit.release_support import COMMANDS, A, Artifact, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -55,7 +54,7 @@ def _artifact(box: Box, release: str) -> Artifact:
 def _deploy(box: Box, release: str) -> tuple[int, str]:
     # the executable bit an artifact built on Windows lacks, given back by COMMANDS
     commands = COMMANDS + f"chmod +x {WORKER}\n"
-    return _install(box, release, RESTARTED, _artifact(box, release), commands=commands)
+    return install(box, release, RESTARTED, _artifact(box, release), commands=commands)
 
 
 def _holding(pid: int, name: str) -> None:
@@ -82,7 +81,7 @@ def test_a_script_worker_started_through_current_before_the_switch_and_left_runn
     code, output = _deploy(box, A)
     assert code == 0, output
     command, cwd = started
-    pid = _foreign(box, [word.format(app=box.app_dir) for word in command], cwd or str(box.app_dir))
+    pid = foreign(box, [word.format(app=box.app_dir) for word in command], cwd or str(box.app_dir))
     _holding(pid, "worker.")  # the interpreter keeps its script open: what made it pass for a reader
 
     code, output = _deploy(box, B)
@@ -95,11 +94,11 @@ def test_a_script_worker_started_through_current_before_the_switch_and_left_runn
 
 def test_the_status_read_lists_a_script_worker_started_through_current_before_the_switch(box: Box) -> None:
     # VERIFY_PROCESSES off: the deploy lets the stale worker through
-    code, output = _install(box, A, RESTARTED, _artifact(box, A), verify_processes=False)
+    code, output = install(box, A, RESTARTED, _artifact(box, A), verify_processes=False)
     assert code == 0, output
-    pid = _foreign(box, ["sh", f"{box.app_dir}/current/{WORKER}"], "/")
+    pid = foreign(box, ["sh", f"{box.app_dir}/current/{WORKER}"], "/")
     _holding(pid, "worker.sh")
-    code, output = _install(box, B, RESTARTED, _artifact(box, B), verify_processes=False)
+    code, output = install(box, B, RESTARTED, _artifact(box, B), verify_processes=False)
     assert code == 0, output
 
     run = box.run(read_current_body(str(box.app_dir), processes=True))
@@ -123,7 +122,7 @@ def test_a_shell_reader_following_a_log_through_current_does_not_fail_a_healthy_
     (box.root / "follow.sh").write_text('exec 3<"$1"\nwhile :; do sleep 1; done\n')
     code, output = _deploy(box, A)
     assert code == 0, output
-    pid = _foreign(box, [word.format(app=box.app_dir, root=box.root) for word in command], "/")
+    pid = foreign(box, [word.format(app=box.app_dir, root=box.root) for word in command], "/")
     _holding(pid, "app.log")
 
     code, output = _deploy(box, B)

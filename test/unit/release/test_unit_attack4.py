@@ -10,17 +10,16 @@ Each test asserts what SHOULD hold; each failed on the code the attack found it 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from pipe.model import SecretRef
-from pipe.release.remote import ReleaseExit, install_body
-from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
-from unit.release_support import ACTIVATE, SHELLS, A, Artifact, B, Box, C, is_root, open_temp_dir
+from pipe.release.remote import ReleaseExit
+from unit.release.test_unit_release_verify import PARAMETER, RESTARTED
+from unit.release.verify_support import box_with_secret, foreign, free_port, install
+from unit.release_support import ACTIVATE, A, Artifact, B, Box, C, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 
@@ -30,59 +29,23 @@ SECRET = SECRET_CORE + "-tail"
 
 @pytest.fixture
 def box() -> Iterator[Box]:
-    for root in open_temp_dir():
-        made = Box(root)
-        try:
-            yield made
-        finally:
-            _stop_services(made)
-
-
-def _install(
-    box: Box, release: str, activate: str, artifact: Artifact | None = None, **changes: object
-) -> tuple[int, str]:
-    changes.setdefault("verify_grace", GRACE)
-    changes.setdefault("env_names", ("DB_PASSWORD", "OUT"))
-    plan = box.plan(release, artifact or box.release_artifact(release), activate_commands=activate, **changes)
-    run = box.run(install_body(plan), SHELLS[0], secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
-    return run.code, run.stdout + run.stderr
-
-
-def _foreign(box: Box, command: list[str], cwd: str) -> int:
-    """Start a process that is not the service (killed after the test), as an operator would."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    with (box.out / "foreign-pids").open("a") as pids:
-        pids.write(f"{process.pid}\n")
-    return process.pid
+    yield from box_with_secret(None)
 
 
 def test_an_operators_tail_in_current_started_before_the_deploy_does_not_fail_it(box: Box) -> None:
     box.store_parameter(PARAMETER, SECRET)
-    code, output = _install(box, A, RESTARTED)
+    code, output = install(box, A, RESTARTED)
     assert code == 0, output
     # `ssh instance; cd /srv/web-api/current; tail -f app.txt` (a log file): the kernel keeps the
     # physical directory, releases/A; over ssh, tail has the session's terminal (here a pty of its own)
     spawn = "import pty; pty.spawn(['tail', '-f', 'app.txt'])"
-    _foreign(box, ["python3", "-c", spawn], str(box.app_dir / "current"))
+    foreign(box, ["python3", "-c", spawn], str(box.app_dir / "current"))
 
-    code, output = _install(box, B, RESTARTED)
+    code, output = install(box, B, RESTARTED)
 
     # the service was restarted on B: the deploy is healthy, whoever reads a file of A
     assert code == 0, output
     assert box.current() == f"releases/{B}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _get(port: int, path: str) -> str:
@@ -97,12 +60,12 @@ def test_a_server_that_resolves_current_per_request_is_not_condemned(box: Box) -
         files = {"app.txt": release, "bin": None, "bin/start.sh": "echo start", "public": None}
         return box.artifact({**files, "public/version.txt": release})
 
-    code, output = _install(box, A, RESTARTED, artifact=artifact(A))
+    code, output = install(box, A, RESTARTED, artifact=artifact(A))
     assert code == 0, output
-    port = _free_port()
+    port = free_port()
     # `caddy file-server --root /srv/web-api/current/public`: every request opens current/public/...
     root = str(box.app_dir / "current" / "public")
-    _foreign(box, ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", root], "/")
+    foreign(box, ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", root], "/")
     for _ in range(200):  # wait for the server, then let a clock tick pass before the switch
         try:
             assert _get(port, "version.txt") == A
@@ -110,11 +73,11 @@ def test_a_server_that_resolves_current_per_request_is_not_condemned(box: Box) -
         except OSError:
             subprocess.run(["sleep", "0.05"], check=True)
     subprocess.run(["sleep", "1.1"], check=True)
-    code, output = _install(box, B, RESTARTED, artifact=artifact(B), verify_processes=False)
+    code, output = install(box, B, RESTARTED, artifact=artifact(B), verify_processes=False)
     assert code == 0, output
     assert _get(port, "version.txt") == B  # the truth: it serves whatever current points to
 
-    code, output = _install(box, C, RESTARTED, artifact=artifact(C))
+    code, output = install(box, C, RESTARTED, artifact=artifact(C))
 
     assert _get(port, "version.txt") == box.current().removeprefix("releases/")  # type: ignore[union-attr]
     assert code == 0, output  # it serves C: nothing runs a replaced release
@@ -136,10 +99,10 @@ WORKER_THEN_FAIL = ACTIVATE.replace(
 def test_after_a_switch_back_a_secret_in_the_failed_releases_command_line_is_masked(box: Box) -> None:
     assert WORKER_THEN_FAIL != ACTIVATE
     box.store_parameter(PARAMETER, SECRET)
-    code, output = _install(box, A, WORKER_THEN_FAIL)
+    code, output = install(box, A, WORKER_THEN_FAIL)
     assert code == 0, output
 
-    code, output = _install(box, B, WORKER_THEN_FAIL, artifact=box.release_artifact(B, **{"fail-activation": ""}))
+    code, output = install(box, B, WORKER_THEN_FAIL, artifact=box.release_artifact(B, **{"fail-activation": ""}))
 
     assert code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED, output
     assert f"runs release {B}, not {A}" in output  # the check named B's worker

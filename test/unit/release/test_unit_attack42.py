@@ -15,9 +15,9 @@ import subprocess
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack4 import _foreign
 from unit.release.test_unit_attack38 import FOLLOW, LOG, WORKER, _deploy, _holding
 from unit.release.test_unit_attack38 import box as box  # the fixture
+from unit.release.verify_support import foreign
 from unit.release_support import A, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -58,7 +58,7 @@ def test_a_script_worker_run_by_a_shell_with_options_before_it_still_fails_the_d
     # the fix's other side: `bash -e -x current/bin/worker.sh` runs the script (no -s, no -c)
     code, output = _deploy(box, A)
     assert code == 0, output
-    pid = _foreign(box, ["bash", "-e", "-x", f"{box.app_dir}/current/{WORKER}"], "/")
+    pid = foreign(box, ["bash", "-e", "-x", f"{box.app_dir}/current/{WORKER}"], "/")
     _holding(pid, "worker.")
 
     code, output = _deploy(box, B)

@@ -19,7 +19,6 @@ Held: the same redeploy without a reboot passes."""
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,28 +27,23 @@ import pytest
 
 from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body, stage_body, verified_after
-from unit.release.test_unit_attack4 import _foreign
 from unit.release.test_unit_release_verify import (
     GRACE,
-    PARAMETER,
     RESTARTED,
     SERVER_ONCE,
     _service_pids,
-    _stop_services,
 )
+from unit.release.verify_support import box_with_secret, foreign, install
 from unit.release_support import (
     ACTIVATE,
     COMMANDS,
-    SHELLS,
     A,
-    Artifact,
     B,
     Box,
     C,
     D,
     ensure_app_user,
     is_root,
-    open_temp_dir,
 )
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -57,30 +51,9 @@ pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' 
 SECRET = "att5ck-Secret-3f1a-value"
 
 
-def box_with_secret(secret: str) -> Iterator[Box]:
-    """A box whose PARAMETER holds ``secret``; the services its tests started are stopped after."""
-    for root in open_temp_dir():
-        made = Box(root)
-        made.store_parameter(PARAMETER, secret)
-        try:
-            yield made
-        finally:
-            _stop_services(made)
-
-
 @pytest.fixture
 def box() -> Iterator[Box]:
     yield from box_with_secret(SECRET)
-
-
-def _install(
-    box: Box, release: str, activate: str, artifact: Artifact | None = None, staged: bool = False, **changes: object
-) -> tuple[int, str]:
-    changes.setdefault("verify_grace", GRACE)
-    changes.setdefault("env_names", ("DB_PASSWORD", "OUT"))
-    plan = box.plan(release, artifact or box.release_artifact(release), activate_commands=activate, **changes)
-    run = box.run(install_body(plan, staged=staged), SHELLS[0], secrets=(SecretRef("DB_PASSWORD", PARAMETER),))
-    return run.code, run.stdout + run.stderr
 
 
 # pm2's daemon as test_unit_release_verify.py models it: started once (by the first `pm2 start` in
@@ -91,38 +64,29 @@ PM2_DAEMON = SERVER_ONCE.format(title="PM2 v5.4.3: God Daemon (/root/.pm2)")
 
 def test_pm2s_daemon_whose_first_release_was_pruned_does_not_fail_later_deploys(box: Box) -> None:
     for release in (A, B, C):  # C's install prunes A (KEEP_RELEASES=2)
-        code, output = _install(box, release, PM2_DAEMON, keep_releases=2)
+        code, output = install(box, release, PM2_DAEMON, keep_releases=2)
         assert code == 0, output
     assert A not in box.releases()
     [pid] = _service_pids(box)
     assert os.readlink(f"/proc/{pid}/cwd").endswith(f"/releases/{A} (deleted)")  # the daemon's cwd: A, gone
 
-    code, output = _install(box, D, PM2_DAEMON, keep_releases=2)
+    code, output = install(box, D, PM2_DAEMON, keep_releases=2)
 
     assert code == 0, output
 
 
 def test_an_operators_shell_in_a_pruned_release_does_not_fail_a_healthy_deploy(box: Box) -> None:
-    code, output = _install(box, A, RESTARTED)
+    code, output = install(box, A, RESTARTED)
     assert code == 0, output
     # `cd /srv/web-api/current` over ssh, then left open for the night: a shell with a terminal
     shell = f"cd {box.app_dir}/current && exec sleep 600"
-    process = subprocess.Popen(
-        ["script", "-q", "-c", shell, "/dev/null"],
-        cwd="/",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    with (box.out / "foreign-pids").open("a") as pids:
-        pids.write(f"{process.pid}\n")
+    foreign(box, ["script", "-q", "-c", shell, "/dev/null"], "/")
     for release in (B, C):  # C's install prunes A (KEEP_RELEASES=2)
-        code, output = _install(box, release, RESTARTED, keep_releases=2)
+        code, output = install(box, release, RESTARTED, keep_releases=2)
         assert code == 0, output
     assert A not in box.releases()
 
-    code, output = _install(box, D, RESTARTED, keep_releases=2)
+    code, output = install(box, D, RESTARTED, keep_releases=2)
 
     assert code == 0, output
 
@@ -130,7 +94,7 @@ def test_an_operators_shell_in_a_pruned_release_does_not_fail_a_healthy_deploy(b
 @pytest.mark.skipif(not is_root(), reason="RUN_AS needs root to create and become a second user")
 def test_a_release_with_a_directory_its_owner_cannot_list_is_refused_at_staging(box: Box) -> None:
     user = ensure_app_user()
-    code, output = _install(box, A, ACTIVATE)  # no service: only the manifest is looked at
+    code, output = install(box, A, ACTIVATE)  # no service: only the manifest is looked at
     assert code == 0, output
     files: dict[str, str | None] = {"app.txt": B, "private": None, "private/config.js": "module.exports = 'staged'"}
     commands = COMMANDS + "chmod 0311 private\n"  # the app reads private/config.js by name
@@ -145,12 +109,12 @@ def test_a_release_with_a_directory_its_owner_cannot_list_is_refused_at_staging(
 
 
 def test_a_worker_started_through_current_before_the_switch_and_left_running_fails_the_deploy(box: Box) -> None:
-    code, output = _install(box, A, RESTARTED)
+    code, output = install(box, A, RESTARTED)
     assert code == 0, output
     worker = f"{box.app_dir}/current/bin/start.sh"  # the kernel resolves current now: release A's file
-    pid = _foreign(box, ["sh", "-c", "while :; do sleep 1; done", worker], "/")
+    pid = foreign(box, ["sh", "-c", "while :; do sleep 1; done", worker], "/")
 
-    code, output = _install(box, B, RESTARTED)
+    code, output = install(box, B, RESTARTED)
 
     assert code == ReleaseExit.STALE_PROCESS, output
     assert f"process {pid} " in output
@@ -172,7 +136,7 @@ def test_a_secret_containing_another_never_shows_in_part_in_the_process_checks_m
     assert box.run(install_body(plan_a), secrets=secrets).code == 0
     release_a = box.app_dir / "releases" / A
     # a worker of A left running, its database URL in its arguments
-    pid = _foreign(box, ["sh", "-c", "while :; do sleep 1; done", f"--db={URL}", f"{release_a}/bin/start.sh"], "/")
+    pid = foreign(box, ["sh", "-c", "while :; do sleep 1; done", f"--db={URL}", f"{release_a}/bin/start.sh"], "/")
     plan_b = box.plan(B, box.release_artifact(B), activate_commands=RESTARTED, env_names=env_names, verify_grace=GRACE)
 
     run = box.run(install_body(plan_b), secrets=secrets)
@@ -209,7 +173,7 @@ def test_a_redeploy_of_the_live_release_passes_with_a_server_restarted_through_c
 ) -> None:
     artifact_b = box.release_artifact(B)
     for release, artifact in ((A, box.release_artifact(A)), (B, artifact_b)):
-        code, output = _install(box, release, THROUGH_CURRENT_SERVER, artifact)
+        code, output = install(box, release, THROUGH_CURRENT_SERVER, artifact)
         assert code == 0, output
     assert "/srv/web-api/current/app.txt" in Path(f"/proc/{_service_pids(box)[-1]}/cmdline").read_text()
     # the instance rebooted since B went live: the switch's time (seconds since boot) is from before it
@@ -221,7 +185,7 @@ def test_a_redeploy_of_the_live_release_passes_with_a_server_restarted_through_c
         switches.write_text("".join(f"{uuid.uuid4()} {uptime + 864000:.2f} {words[2]}\n" for words in lines))
 
     # B again (say, to hand the service a rotated secret): activated again, its server restarted
-    code, output = _install(box, B, THROUGH_CURRENT_SERVER, artifact_b)
+    code, output = install(box, B, THROUGH_CURRENT_SERVER, artifact_b)
     assert code == 0, output
     plan = box.plan(B, artifact_b, activate_commands=THROUGH_CURRENT_SERVER, verify_grace=GRACE)
     health_check = LISTENING.format(pid=_service_pids(box)[-1])

@@ -23,9 +23,8 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack4 import _foreign
-from unit.release.test_unit_attack5 import _install, box_with_secret
 from unit.release.test_unit_release_verify import PARAMETER, RESTARTED
+from unit.release.verify_support import box_with_secret, foreign, install
 from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -46,15 +45,15 @@ def _listening(pid: int) -> None:
 
 
 def test_a_server_started_through_current_by_a_relative_path_and_left_running_fails_the_deploy(box: Box) -> None:
-    code, output = _install(box, A, RESTARTED)
+    code, output = install(box, A, RESTARTED)
     assert code == 0, output
     # systemd: WorkingDirectory=/srv/web-api, ExecStart=/usr/bin/python3 ... current/app.txt: the kernel
     # resolves current now, so the server loaded release A's file
     server = "import http.server as h; h.HTTPServer(('127.0.0.1', 0), h.SimpleHTTPRequestHandler).serve_forever()"
-    pid = _foreign(box, ["python3", "-c", server, "current/app.txt"], str(box.app_dir))
+    pid = foreign(box, ["python3", "-c", server, "current/app.txt"], str(box.app_dir))
     _listening(pid)
 
-    code, output = _install(box, B, RESTARTED)
+    code, output = install(box, B, RESTARTED)
 
     assert code == ReleaseExit.STALE_PROCESS, output
     assert f"process {pid} " in output
@@ -62,13 +61,13 @@ def test_a_server_started_through_current_by_a_relative_path_and_left_running_fa
 
 
 def test_an_operators_command_naming_an_older_releases_file_does_not_fail_a_healthy_deploy(box: Box) -> None:
-    code, output = _install(box, A, RESTARTED)
+    code, output = install(box, A, RESTARTED)
     assert code == 0, output
     # `ssh instance; tail -f /srv/web-api/releases/<A>/app.txt`: tail has the session's terminal
     spawn = f"import pty; pty.spawn(['tail', '-f', '{box.app_dir}/releases/{A}/app.txt'])"
-    _foreign(box, ["python3", "-c", spawn], "/")
+    foreign(box, ["python3", "-c", spawn], "/")
 
-    code, output = _install(box, B, RESTARTED)
+    code, output = install(box, B, RESTARTED)
 
     # the service was restarted on B: the deploy is healthy, whoever reads a file of A
     assert code == 0, output
@@ -88,12 +87,12 @@ WORKER_ONCE = (
 
 def test_a_stale_worker_holding_a_secrets_value_from_before_its_rotation_is_named_with_it_masked(box: Box) -> None:
     box.store_parameter(PARAMETER, OLD_SECRET)
-    code, output = _install(box, A, WORKER_ONCE)
+    code, output = install(box, A, WORKER_ONCE)
     assert code == 0, output
     worker = int((box.out / "worker").read_text())
     box.store_parameter(PARAMETER, SECRET)  # rotated: B's deploy exports the new value
 
-    code, output = _install(box, B, WORKER_ONCE)
+    code, output = install(box, B, WORKER_ONCE)
 
     assert code == ReleaseExit.STALE_PROCESS, output
     assert f"process {worker} " in output
@@ -112,14 +111,14 @@ def test_a_log_shippers_tail_through_current_started_before_the_switch_does_not_
     def artifact(release: str) -> Artifact:
         return box.release_artifact(release, logs=None, **{"logs/app.log": f"{release} started"})
 
-    code, output = _install(box, A, RESTARTED, artifact(A), shared_paths=paths)
+    code, output = install(box, A, RESTARTED, artifact(A), shared_paths=paths)
     assert code == 0, output
     log = f"{box.app_dir}/current/logs/app.log"
-    pid = _foreign(box, ["tail", "-f", log], "/")
+    pid = foreign(box, ["tail", "-f", log], "/")
     opened = f"until ls -l /proc/{pid}/fd 2>/dev/null | grep -q app.log; do sleep 0.2; done"
     subprocess.run(["sh", "-c", opened], check=True, timeout=60)
 
-    code, output = _install(box, B, RESTARTED, artifact(B), shared_paths=paths)
+    code, output = install(box, B, RESTARTED, artifact(B), shared_paths=paths)
 
     assert code == 0, output
     assert box.current() == f"releases/{B}"

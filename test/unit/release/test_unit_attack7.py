@@ -32,9 +32,8 @@ from collections.abc import Iterator
 import pytest
 
 from pipe.release.remote import ReleaseExit
-from unit.release.test_unit_attack4 import _foreign, _free_port
-from unit.release.test_unit_attack5 import _install, box_with_secret
 from unit.release.test_unit_release_verify import PARAMETER, _service_pids
+from unit.release.verify_support import box_with_secret, foreign, free_port, install
 from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -61,10 +60,10 @@ TITLED_SERVER = (
 
 
 def test_a_server_whose_title_overwrote_its_environment_does_not_fail_a_healthy_deploy(box: Box) -> None:
-    code, output = _install(box, A, TITLED_SERVER)
+    code, output = install(box, A, TITLED_SERVER)
     assert code == 0, output
 
-    code, output = _install(box, B, TITLED_SERVER)
+    code, output = install(box, B, TITLED_SERVER)
 
     # B's server was started by B's activation with B's values: the deploy is healthy
     assert code == 0, output
@@ -100,21 +99,21 @@ RELOAD = (
 @pytest.mark.parametrize("reloaded", [True, False])
 def test_a_proxy_reloaded_in_place_through_current_does_not_fail_a_healthy_deploy(box: Box, reloaded: bool) -> None:
     """And one that is not reloaded (its workers too were started before the switch) still fails."""
-    port = _free_port()
+    port = free_port()
     (box.out / "port").write_text(str(port))
 
     def artifact(release: str) -> Artifact:
         return box.release_artifact(release, **{"haproxy.cfg": _haproxy_config(release, port)})
 
-    code, output = _install(box, A, RELOAD, artifact(A))
+    code, output = install(box, A, RELOAD, artifact(A))
     assert code == 0, output
     # systemd's haproxy.service: ExecStart=/usr/sbin/haproxy -Ws -f /srv/web-api/current/haproxy.cfg
-    master = _foreign(box, ["haproxy", "-W", "-db", "-f", f"{box.app_dir}/current/haproxy.cfg"], "/")
+    master = foreign(box, ["haproxy", "-W", "-db", "-f", f"{box.app_dir}/current/haproxy.cfg"], "/")
     (box.out / "master").write_text(str(master))
     serving = f'until [ "$(curl -fsS http://127.0.0.1:{port}/)" = {A} ]; do sleep 0.2; done'
     subprocess.run(["sh", "-c", serving], check=True, timeout=60)
 
-    code, output = _install(box, B, RELOAD if reloaded else ACTIVATE, artifact(B))
+    code, output = install(box, B, RELOAD if reloaded else ACTIVATE, artifact(B))
 
     if not reloaded:
         assert code == ReleaseExit.STALE_PROCESS, output
@@ -165,7 +164,7 @@ PM2_CLUSTER = (
 
 @pytest.mark.skipif(not shutil.which("pm2", path=PM2_BIN) or not shutil.which("curl"), reason="needs pm2 and curl")
 def test_pm2_in_cluster_mode_reloaded_with_a_rotated_secret_passes(box: Box) -> None:
-    port = _free_port()
+    port = free_port()
     (box.out / "port").write_text(str(port))
 
     def artifact(release: str) -> Artifact:
@@ -173,11 +172,11 @@ def test_pm2_in_cluster_mode_reloaded_with_a_rotated_secret_passes(box: Box) -> 
         return box.release_artifact(release, **files)
 
     try:
-        code, output = _install(box, A, PM2_CLUSTER, artifact(A))
+        code, output = install(box, A, PM2_CLUSTER, artifact(A))
         assert code == 0, output
         box.store_parameter(PARAMETER, SECRET + '-rot"at\\ed')  # escaped in pm2_env's JSON: \" and \\
 
-        code, output = _install(box, B, PM2_CLUSTER, artifact(B))
+        code, output = install(box, B, PM2_CLUSTER, artifact(B))
 
         # the workers serve B and hold the rotated secret: the deploy is healthy
         url = f"http://127.0.0.1:{port}/"
@@ -205,17 +204,17 @@ NODE_REQUIRE = (
 
 @pytest.mark.skipif(not shutil.which("node", path=PM2_BIN) or not shutil.which("curl"), reason="needs node and curl")
 def test_a_node_server_with_a_required_module_restarted_after_a_rotation_passes(box: Box) -> None:
-    (box.out / "port").write_text(str(_free_port()))
+    (box.out / "port").write_text(str(free_port()))
 
-    def install(release: str) -> tuple[int, str]:
+    def deploy(release: str) -> tuple[int, str]:
         files = {"server.js": SERVER_JS, "tracing.js": "globalThis.traced = true;\n"}
-        return _install(box, release, NODE_REQUIRE, box.release_artifact(release, **files))
+        return install(box, release, NODE_REQUIRE, box.release_artifact(release, **files))
 
-    code, output = install(A)
+    code, output = deploy(A)
     assert code == 0, output
     box.store_parameter(PARAMETER, SECRET + "-rotated")
 
-    code, output = install(B)
+    code, output = deploy(B)
 
     assert code == 0, output
     assert box.current() == f"releases/{B}"
@@ -225,7 +224,7 @@ def test_a_node_server_with_a_required_module_restarted_after_a_rotation_passes(
 def test_pm2_in_cluster_mode_without_the_secret_in_its_env_block_still_fails_after_a_rotation(box: Box) -> None:
     """The other side of the cluster fix: pm2 keeps the first start's value of a secret its env block
     does not list (the README's pm2 trap), in the pm2_env JSON too: still condemned."""
-    port = _free_port()
+    port = free_port()
     (box.out / "port").write_text(str(port))
 
     def artifact(release: str) -> Artifact:
@@ -233,11 +232,11 @@ def test_pm2_in_cluster_mode_without_the_secret_in_its_env_block_still_fails_aft
         return box.release_artifact(release, **files)
 
     try:
-        code, output = _install(box, A, PM2_CLUSTER, artifact(A))
+        code, output = install(box, A, PM2_CLUSTER, artifact(A))
         assert code == 0, output
         box.store_parameter(PARAMETER, SECRET + "-rotated")
 
-        code, output = _install(box, B, PM2_CLUSTER, artifact(B))
+        code, output = install(box, B, PM2_CLUSTER, artifact(B))
 
         assert code == ReleaseExit.STALE_PROCESS, output
         assert "with an old value of DB_PASSWORD" in output

@@ -30,10 +30,9 @@ import pytest
 
 from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body
-from unit.release.test_unit_attack4 import _foreign, _free_port
-from unit.release.test_unit_attack5 import _install, box_with_secret
 from unit.release.test_unit_attack7 import PM2_BIN, SERVER_JS, kill_pm2
 from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED
+from unit.release.verify_support import box_with_secret, foreign, free_port, install
 from unit.release_support import ACTIVATE, A, Artifact, B, Box, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -57,11 +56,11 @@ def test_a_worker_run_as_a_module_in_current_and_left_running_fails_the_deploy(b
     def artifact(release: str) -> Artifact:
         return box.release_artifact(release, **{"worker.py": WORKER_PY})
 
-    code, output = _install(box, A, RESTARTED, artifact(A))
+    code, output = install(box, A, RESTARTED, artifact(A))
     assert code == 0, output
-    worker = _foreign(box, ["python3", "-m", "worker"], f"{box.app_dir}/current")  # the kernel resolves it: A
+    worker = foreign(box, ["python3", "-m", "worker"], f"{box.app_dir}/current")  # the kernel resolves it: A
 
-    code, output = _install(box, B, RESTARTED, artifact(B))
+    code, output = install(box, B, RESTARTED, artifact(B))
 
     # the worker still runs A's code: the deploy must not say "none runs a replaced release"
     assert code == ReleaseExit.STALE_PROCESS, output
@@ -107,18 +106,18 @@ WARM_UP = (
 def test_a_prefork_server_through_current_that_forks_a_worker_on_demand_is_not_taken_for_reloaded(
     box: Box,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     (box.out / "port").write_text(str(port))
 
     def artifact(release: str) -> Artifact:
         return box.release_artifact(release, **{"server.py": PREFORK_PY})
 
-    code, output = _install(box, A, RESTARTED, artifact(A))
+    code, output = install(box, A, RESTARTED, artifact(A))
     assert code == 0, output
-    master = _foreign(box, ["python3", f"{box.app_dir}/current/server.py", str(port)], "/")
+    master = foreign(box, ["python3", f"{box.app_dir}/current/server.py", str(port)], "/")
     subprocess.run(["sh", "-c", f"until ls -l /proc/{master}/fd | grep -q socket; do sleep 0.2; done"], timeout=60)
 
-    code, output = _install(box, B, WARM_UP, artifact(B))
+    code, output = install(box, B, WARM_UP, artifact(B))
 
     # nothing reloaded it: it serves A's code, in its master and in every worker it forks
     assert code == ReleaseExit.STALE_PROCESS, output
@@ -203,6 +202,6 @@ def test_a_worker_run_as_a_module_restarted_by_every_activation_passes(box: Box)
         return box.release_artifact(release, **{"worker.py": WORKER_PY})
 
     for release in (A, B):
-        code, output = _install(box, release, MODULE_WORKER, artifact(release))
+        code, output = install(box, release, MODULE_WORKER, artifact(release))
         assert code == 0, output
     assert box.current() == f"releases/{B}"

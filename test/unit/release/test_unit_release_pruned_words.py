@@ -9,28 +9,22 @@ nothing. In the box harness of test_unit_release_verify.py: the release scripts 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body
-from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
-from unit.release_support import SHELLS, A, B, Box, C, D, is_root, open_temp_dir
+from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED
+from unit.release.verify_support import box_with_secret, foreign
+from unit.release_support import SHELLS, A, B, Box, C, D, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 
 
 @pytest.fixture
 def box() -> Iterator[Box]:
-    for root in open_temp_dir():
-        made = Box(root)
-        made.store_parameter(PARAMETER, "pruned-Secret-7b1e")
-        try:
-            yield made
-        finally:
-            _stop_services(made)
+    yield from box_with_secret("pruned-Secret-7b1e")
 
 
 def _install(box: Box, release: str, **changes: object) -> tuple[int, str]:
@@ -46,18 +40,7 @@ def _started_from_root(box: Box, words: list[str], terminal: bool = False) -> in
     if terminal:  # an operator's command over ssh: `script` gives it a controlling terminal (not its own)
         loop = 'echo $$ >> \\"$PIDS\\"; while :; do sleep 1; done'  # its pid too: it outlives `script`
         command = ["script", "-q", "-c", f'exec sh -c "{loop}" $WORDS', "/dev/null"]
-    process = subprocess.Popen(
-        command,
-        cwd="/",
-        env={**os.environ, "WORDS": " ".join(words), "PIDS": str(box.out / "foreign-pids")},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    with (box.out / "foreign-pids").open("a") as pids:
-        pids.write(f"{process.pid}\n")
-    return process.pid
+    return foreign(box, command, "/", {**os.environ, "WORDS": " ".join(words), "PIDS": str(box.out / "foreign-pids")})
 
 
 def _prune_a(box: Box, **changes: object) -> None:

@@ -371,6 +371,7 @@ def test_current_that_is_a_real_directory_exits_80(box: Box) -> None:
     assert (box.app_dir / "current" / "index.html").read_text() == "deployed by hand"
     assert box.downloads() == []
     assert "is not a symlink" in run.messages[0]
+    assert (run.stdout + run.stderr).count("is not a symlink") == 1  # the refusal says it, not the report again
 
 
 # --- activation and rollback ------------------------------------------------------------------------
