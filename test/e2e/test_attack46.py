@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.test_attack_held import build, fleet_on_disk, ledger_fleet, result
+from e2e.release_support import A, B, build
+from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import make_fleet, rolling_env
 from e2e.test_releases import release_env
@@ -23,7 +24,6 @@ from standin.instance_app import PORT
 from support import run_pipe, wait_until
 
 ACCOUNT = "123456789012"
-A, B = "000001-0123456", "000002-0123456"
 
 
 def last_line(output: str) -> str:
