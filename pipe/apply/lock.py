@@ -242,7 +242,7 @@ def deploy_lock(
     the module docstring for why it should not honour stops. ``on_lost(reason)`` is called (from the
     heartbeat's thread) once the lock turns out to be someone else's."""
     releaser = release_ssm or ssm
-    acquisition = _Acquisition(ssm, request, now)
+    acquisition = _Acquisition(ssm, request, now, cleanup=releaser)
     try:
         holding = acquisition.acquire()
     except LockHeld:
@@ -401,8 +401,11 @@ class Heartbeat:
 class _Acquisition:
     """One attempt to take the lock: create it, or take a stale one over."""
 
-    def __init__(self, ssm: SSMClient, request: LockRequest, now: Clock) -> None:
+    def __init__(self, ssm: SSMClient, request: LockRequest, now: Clock, cleanup: SSMClient | None = None) -> None:
         self.ssm = ssm
+        # deletes the takeover marker: a client a stop does not cut short, or a stop during a takeover
+        # leaves the marker, and every deploy is refused as if another one were taking the lock over
+        self.cleanup = cleanup or ssm
         self.request = request
         self.now = now
         self.record = LockRecord.new(request, now())
@@ -564,7 +567,7 @@ class _Acquisition:
 
     def _quietly_delete(self, name: str) -> None:
         try:
-            _delete(self.ssm, name)
+            _delete(self.cleanup, name)
         except (ClientError, BotoCoreError) as error:
             log.warning(f"Could not delete {name}: {error}. To delete it: {delete_command(self.ssm, name)}")
 

@@ -74,8 +74,9 @@ def stop_requests() -> Iterator[StopRequests]:
 
 
 # the first calls that change something outside the pipe: from them on, a stop is handled by the
-# stage that made them (the follow loop cancels a command; the load balancer hook registers back)
-CHANGES = (".SendCommand", ".DeregisterTargets")
+# stage that made them (the follow loop cancels a command; the load balancer hook registers back; the
+# scaling hold resumes what it suspended, which a stop cut short between attempts would leave held)
+CHANGES = (".SendCommand", ".DeregisterTargets", ".SuspendProcesses")
 
 
 def stop_between_attempts(client: BaseClient, stops: StopRequests) -> None:
@@ -88,9 +89,9 @@ def stop_between_attempts(client: BaseClient, stops: StopRequests) -> None:
 
     SendCommand itself is never cut short (its command id must not be lost), and neither is any call
     after it: the stop then reaches the follow loop, which cancels what was sent. DeregisterTargets
-    starts the same way: from it on, registering the instances back must not be cut short. So an
-    ``Interrupted`` raised here always means that nothing was sent to the instances or taken out of
-    a load balancer.
+    starts the same way: from it on, registering the instances back must not be cut short; so does
+    SuspendProcesses (resuming must not be). So an ``Interrupted`` raised here always means that nothing
+    was sent to the instances, taken out of a load balancer or held in an Auto Scaling group.
     """
 
     def before_attempt(event_name: str, **_: object) -> None:

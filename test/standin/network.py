@@ -7,6 +7,9 @@ connections are refused, each for the given number of seconds. Two faults aim at
 for the stand-in's answer (so the action happened) and resets the connection instead of relaying
 it, as when a connection dies between AWS accepting a request and the reply arriving;
 ``reset_request_to`` resets the connection without forwarding the request (it never reached AWS).
+``on_request`` calls back as a request for an action arrives, before forwarding it (a test stops the
+client while that call is under way). Query-protocol actions (Auto Scaling's ``Action=SuspendProcesses``
+in the body) are matched too.
 ``reset_from_first_connection`` starts the reset period when the first connection arrives, however
 late the client starts.
 """
@@ -19,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 HEAD_END = b"\r\n\r\n"
@@ -31,6 +35,7 @@ class _Fault:
     drop_response: bool  # False: the request is not forwarded at all
     remaining: int
     spared: int  # matching requests still let through before the fault acts
+    callback: Callable[[], None] | None = None  # set: called, then the request is forwarded and answered
 
 
 @dataclass
@@ -79,6 +84,12 @@ class FlakyProxy:
         reaching the stand-in."""
         with self._lock:
             self._faults.append(_Fault(action, drop_response=False, remaining=times, spared=after))
+
+    def on_request(self, action: str, callback: Callable[[], None], after: int = 0) -> None:
+        """Call ``callback`` (in the proxy's thread) when a request for ``action`` (once ``after`` more
+        have passed) arrives, then forward it and relay its answer as usual."""
+        with self._lock:
+            self._faults.append(_Fault(action, drop_response=False, remaining=1, spared=after, callback=callback))
 
     def stop(self) -> None:
         self._stopped.set()
@@ -154,7 +165,10 @@ class FlakyProxy:
                         raise ConnectionResetError
                     buffer += data
                 request, buffer = buffer[: len(head) + length], buffer[len(head) + length :]
-                fault = self._take_fault(head)
+                fault = self._take_fault(head, request[len(head) :])
+                if fault is not None and fault.callback is not None:
+                    fault.callback()
+                    fault = None
                 if fault is not None and not fault.drop_response:
                     self.reset_requests.append(fault.action)
                     _reset(client)
@@ -179,8 +193,8 @@ class FlakyProxy:
             pass
         _close(upstream, client)
 
-    def _take_fault(self, head: bytes) -> _Fault | None:
-        action = _target_action(head)
+    def _take_fault(self, head: bytes, body: bytes) -> _Fault | None:
+        action = _target_action(head) or _query_action(body)
         with self._lock:
             for fault in self._faults:
                 if fault.remaining <= 0 or fault.action != action:
@@ -197,6 +211,12 @@ def _target_action(head: bytes) -> str:
     """The action of a JSON-protocol request (``X-Amz-Target: AmazonSSM.SendCommand``)."""
     found = re.search(rb"^x-amz-target:\s*([^\r\n]*)", head, flags=re.IGNORECASE | re.MULTILINE)
     return found.group(1).decode("latin-1").strip().rsplit(".", 1)[-1] if found else ""
+
+
+def _query_action(body: bytes) -> str:
+    """The action of a query-protocol request (``Action=SuspendProcesses&...`` in the form body)."""
+    found = re.search(rb"(?:^|&)Action=([A-Za-z0-9]+)", body)
+    return found.group(1).decode("ascii") if found else ""
 
 
 def _content_length(head: bytes) -> int | None:

@@ -81,16 +81,23 @@ class ScalingHold:
             raise DeployFailed(
                 " ".join([f"Scaling could not be held before the rollout: {error}. Nothing was deployed.", *left])
             ) from None
+        except BaseException as ending:  # a stop or an AWS error after a group was held: released too
+            self._released(run, suspended, ending)
+            raise
         try:
             yield
         except BaseException as ending:
-            left = self._resume(run, suspended)
-            if left and isinstance(ending, PipeError):  # the verdict names what stays suspended, not the log alone
-                ending.args = (" ".join([sentence(str(ending)), *left]),)
+            self._released(run, suspended, ending)
             raise
         problems = self._resume(run, suspended)
         if problems:
             raise DeployFailed("The deploy succeeded, but " + " ".join(problems))
+
+    def _released(self, run: Execution, suspended: dict[str, list[str]], ending: BaseException) -> None:
+        """Resume what was suspended as ``ending`` ends the deploy; its message names what stays suspended."""
+        left = self._resume(run, suspended)
+        if left and isinstance(ending, PipeError):  # the verdict names what stays suspended, not the log alone
+            ending.args = (" ".join([sentence(str(ending)), *left]),)
 
     def _suspend(self, run: Execution, name: str) -> list[str]:
         now = read_groups(run.clients.autoscaling, [name]).get(name)

@@ -107,3 +107,25 @@ def test_a_fault_can_spare_the_first_requests(standin: StandIn, proxy: FlakyProx
 
     assert proxy.dropped_responses == ["SendCommand"]
     assert len(commands_with(standin, "not spared")) == 1
+
+
+def test_a_callback_runs_as_the_request_arrives_before_it_is_answered(standin: StandIn, proxy: FlakyProxy) -> None:
+    """``on_request`` matches JSON-protocol actions (X-Amz-Target) and query-protocol ones (Action= in the
+    body, as Auto Scaling sends them); the request is then answered as usual."""
+    seen: list[str] = []
+    proxy.on_request("PutParameter", lambda: seen.append(f"put, stored: {stored()}"), after=1)
+    proxy.on_request("DescribeAutoScalingGroups", lambda: seen.append("describe"))
+    ssm = ssm_through(standin, proxy)
+
+    def stored() -> list[str]:
+        return [p["Name"] for p in standin.client("ssm").describe_parameters()["Parameters"] if "/proxy/" in p["Name"]]
+
+    ssm.put_parameter(Name="/proxy/first", Value="1", Type="String")
+    ssm.put_parameter(Name="/proxy/second", Value="2", Type="String")
+    autoscaling = boto3.client(  # type: ignore[call-overload]
+        "autoscaling", endpoint_url=proxy.endpoint, region_name=standin.region, config=NO_RETRY, **standin.admin_keys
+    )
+    autoscaling.describe_auto_scaling_groups()
+
+    assert seen == ["put, stored: ['/proxy/first']", "describe"]  # the second put called back before it was made
+    assert stored() == ["/proxy/first", "/proxy/second"]
