@@ -129,10 +129,11 @@ class OutputPrinter:
             self._stream.flush()
 
     def flush_held(self) -> None:
-        """Print the lines held back for a next piece that did not come (the command ended)."""
+        """Print the lines held back for a next piece that did not come (the command ended, or a stop), the
+        end masked where it is the start of a value the agent's cut may have split (Redactor.mask_cut_end)."""
         for (instance_id, is_stderr), text in list(self._held.items()):
             self._held.pop((instance_id, is_stderr), None)
-            self.print_lines(instance_id, text, is_stderr)
+            self.print_lines(instance_id, self._redactor.mask_cut_end(text), is_stderr)
 
     def _joined(self, key: tuple[str, bool], text: str, continues: bool) -> str:
         """``text`` after what was held back of its stream, without the end held back now (``print_lines``)."""

@@ -315,3 +315,14 @@ def test_a_line_too_long_to_hold_is_printed_cut_with_both_sides_of_the_cut_maske
     printer.print_lines("i-a", "0123456789 hunter2-", continues=True)
     printer.print_lines("i-a", "secret tail\n")
     assert stream.getvalue() == f"i-a | 0123456789 {MASK}\ni-a | {MASK} tail\n"
+
+
+def test_a_held_piece_whose_next_piece_never_comes_is_printed_with_a_value_it_ends_inside_masked() -> None:
+    # attack 45's note: the command ended (or the step was stopped) while a line the agent cut was held,
+    # and its next piece never came: the start of a value the cut split must not be printed
+    stream = io.StringIO()
+    printer = OutputPrinter(redactor(), stream=stream, colour=False)
+    printer.print_lines("i-a", "ok\ntoken hunter2-", continues=True)
+    printer.flush_held()
+    assert stream.getvalue() == f"i-a | ok\ni-a | token {MASK}\n"
+    assert "hunter2" not in stream.getvalue()
