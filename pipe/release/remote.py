@@ -438,7 +438,9 @@ ssm_deploy_judge() {
       ssm_deploy_here=$(printf '/proc/%s %s\n' "$ssm_deploy_pid" "$ssm_deploy_path" | ssm_deploy_in_releases | awk '$2 != "-" && NF == 2 { print $2; exit }')
       [ -z "$ssm_deploy_here" ] || ssm_deploy_since=1
     fi
-    [ -n "$ssm_deploy_here" ] || return 0
+    # nothing here: its release may have been deleted since this judge's first look (a concurrent prune:
+    # the check after the health check takes no lock), which condemns it as a deleted copy
+    [ -n "$ssm_deploy_here" ] || { ssm_deploy_deleted_release "$ssm_deploy_pid"; return 0; }
     ssm_deploy_words=$(tr '\0' ' ' 2>/dev/null < "/proc/$ssm_deploy_pid/cmdline") || return 0
     # a command with a controlling terminal (an operator's `tail -f app.log` or `less` in a release over
     # ssh) is no service: its directory and words condemn nothing (a server among them still does)
@@ -459,6 +461,7 @@ ssm_deploy_judge() {
       ssm_deploy_from=$ssm_deploy_here
     fi
     if [ -z "$ssm_deploy_from" ]; then
+      ssm_deploy_deleted_release "$ssm_deploy_pid" && return 0
       # a process ACTIVATE_COMMANDS started a moment ago may not have its final command line yet (pm2
       # sets the title after the fork): one without a path under APP_DIR is looked at again until it
       # is older; one born after the check began (a service's own short-lived child) is not waited for
@@ -939,7 +942,11 @@ ssm_deploy_release_in_words() {
   # is gone, pruned (KEEP_RELEASES) or deleted since the process started from it, as `python3
   # /srv/app/releases/<id>/server.py` or a systemd unit's ExecStart= with a release path does from /,
   # where neither its executable nor its working directory says so; only a release id (RELEASE_ID: it
-  # is printed), never releases/ itself nor a path with .. in it
+  # is printed), never releases/ itself nor a path with .. in it. The install records when it removes a
+  # release (ssm_deploy_remove): a release removed since the process started is a deleted copy, even
+  # installed again under its id since (the path exists again, another copy: attack 44); one removed
+  # before it started is no copy it ever ran (a log follower, a unit's restart loop naming a pruned
+  # path); with no record (deleted by hand), a release gone is one deleted since
   for ssm_deploy_word in $(tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline"); do
     case $ssm_deploy_word in
       *=/*) ssm_deploy_word=/${ssm_deploy_word#*=/} ;;
@@ -956,11 +963,25 @@ ssm_deploy_release_in_words() {
     ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_releases"/}
     ssm_deploy_word=${ssm_deploy_word#"$ssm_deploy_app_dir"/releases/}
     ssm_deploy_word=${ssm_deploy_word%%/*}
-    [ -z "$2" ] || { [ ! -e "$ssm_deploy_releases/$ssm_deploy_word" ] \
-      && printf '%s\n' "$ssm_deploy_word" | grep -E -x -q -e "$ssm_deploy_id_pattern"; } || continue
+    if [ -n "$2" ]; then
+      printf '%s\n' "$ssm_deploy_word" | grep -E -x -q -e "$ssm_deploy_id_pattern" || continue
+      case $(ssm_deploy_removed_since "$1" "$ssm_deploy_word") in
+        before) ;;
+        after) continue ;;
+        *) [ ! -e "$ssm_deploy_releases/$ssm_deploy_word" ] || continue ;;
+      esac
+    fi
     printf '%s\n' "$ssm_deploy_word"
     return 0
   done
+}
+ssm_deploy_removed_since() {
+  # whether release $2 was last removed (ssm_deploy_remove's record) before process $1 started (after),
+  # or since (before: this boot, up to the tick of the record, which is taken once it is gone); nothing
+  # without a record
+  awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" -v id="$2" \
+    '$3 == id { last = ($1 == boot && started != "" && int($2 * hz + 0.5) >= started + 0) ? "before" : "after" } END { print last }' \
+    "$ssm_deploy_state/removed" 2>/dev/null
 }
 ssm_deploy_words_of() {
   # "/proc/PID word..." for each process $@: the words of its command line
@@ -1178,7 +1199,7 @@ ssm_deploy_prepare() {
     return 0
   fi
   # not ready: a run stopped while preparing it; start again from the artifact
-  rm -rf -- "$ssm_deploy_dir" "$ssm_deploy_mark" "$ssm_deploy_files" \
+  ssm_deploy_remove "$ssm_deploy_release" \
     || ssm_deploy_fail 83 "cannot remove the unfinished $ssm_deploy_dir; nothing was switched"
   ssm_deploy_need aws "to download the artifact"
   ssm_deploy_need sha256sum "to verify the artifact"
@@ -1239,6 +1260,15 @@ ssm_deploy_prepare() {
     || ssm_deploy_fail 83 "cannot record the checksums of $ssm_deploy_dir in $ssm_deploy_files; nothing was switched"
   printf '%s\n' "$ssm_deploy_sha256" > "$ssm_deploy_mark" \
     || ssm_deploy_fail 83 "cannot write $ssm_deploy_mark; nothing was switched"
+}
+ssm_deploy_remove() {
+  # removes release $1 and its marks; then, when it was there, records when it went (boot id, seconds
+  # since boot, the release) in removed: a process started before then, named by a path in it, runs a
+  # copy deleted since, even once the release is installed again under its id (ssm_deploy_removed_since)
+  [ -d "$ssm_deploy_app_dir/releases/$1" ] || set -- "$1" -
+  rm -rf -- "$ssm_deploy_app_dir/releases/$1" "$ssm_deploy_state/ready/$1" "$ssm_deploy_state/files/$1" || return 1
+  [ -n "$2" ] || echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) $1" >> "$ssm_deploy_state/removed"
+  return 0
 }
 # The checksum manifest of a prepared release (every entry's type, mode, owner, path and link target,
 # then every file's SHA-256), computed as the release's owner (never root reading through links
@@ -1401,15 +1431,14 @@ ssm_deploy_prune() {
       || [ "$ssm_deploy_id" = "$ssm_deploy_back_now" ] \
       || [ "$ssm_deploy_kept" -lt "$ssm_deploy_keep" ]; then
       ssm_deploy_kept=$((ssm_deploy_kept + 1))
-    elif rm -rf -- "$ssm_deploy_app_dir/releases/$ssm_deploy_id" "$ssm_deploy_state/ready/$ssm_deploy_id" \
-      "$ssm_deploy_state/files/$ssm_deploy_id"; then
+    elif ssm_deploy_remove "$ssm_deploy_id"; then
       echo "ssm-deploy: removed release $ssm_deploy_id (KEEP_RELEASES=$ssm_deploy_keep)"
     else
       echo "ssm-deploy: warning: could not remove release $ssm_deploy_id" >&2
     fi
   done
-  # history: a line per switch, switches: two; the newest kept
-  for ssm_deploy_log in history switches; do
+  # history: a line per switch, switches: two, removed: one per release removed; the newest kept
+  for ssm_deploy_log in history switches removed; do
     if [ -f "$ssm_deploy_state/$ssm_deploy_log" ] \
       && [ "$(wc -l < "$ssm_deploy_state/$ssm_deploy_log")" -gt "$ssm_deploy_history_limit" ]; then
       tail -n "$ssm_deploy_history_limit" -- "$ssm_deploy_state/$ssm_deploy_log" > "$ssm_deploy_state/$ssm_deploy_log.tmp" \
