@@ -34,8 +34,12 @@ shared = st.lists(
 PROBE = 'printf "%s\\n" "$PWD" >> "$OUT/places"'
 
 
+# APP_DIR refuses a space (app_dir_problem: the process check splits command lines at blanks)
+app_dir_name = name.filter(lambda text: " " not in text)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(segments=st.lists(name, min_size=1, max_size=2), release=release_ids, shared_paths=shared)
+@given(segments=st.lists(app_dir_name, min_size=1, max_size=2), release=release_ids, shared_paths=shared)
 def test_generated_paths_and_ids_land_where_they_should(
     segments: list[str], release: str, shared_paths: list[str]
 ) -> None:
