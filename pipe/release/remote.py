@@ -980,7 +980,7 @@ ssm_deploy_removed_since() {
   # or since (before: this boot, up to the tick of the record, which is taken once it is gone); nothing
   # without a record
   awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" -v id="$2" \
-    '$3 == id { last = ($1 == boot && started != "" && int($2 * hz + 0.5) >= started + 0) ? "before" : "after" } END { print last }' \
+    "$ssm_deploy_in_ticks"'$3 == id { last = ($1 == boot && started != "" && ticks($2) >= started + 0) ? "before" : "after" } END { print last }' \
     "$ssm_deploy_state/removed" 2>/dev/null
 }
 ssm_deploy_words_of() {
