@@ -30,6 +30,7 @@ _SERVICE_OF = {
     "FilterLogEvents": "logs",
     "GetCallerIdentity": "sts",
     "AssumeRole": "sts",
+    "DescribeInstances": "ec2",
 }
 
 

@@ -2,15 +2,15 @@
 out of memory, the runner lost: no exit path runs) does not leave it out for good.
 
 A deploy that holds the lock records, in the String parameter ``<lock>/out-of-service``, each target it
-is about to deregister (group ARN and name, instance, port) and each Auto Scaling process it is about to
-suspend, before the call, and forgets them once they are registered again or resumed; the parameter is
-deleted when nothing is left out. The deploy that takes the lock next (a killed build's lock, once
-stale) finds the record, registers those targets again, resumes those processes, says so in a warning
-naming the build that left them (an error for what it could not put back, e.g. an instance terminated
-since: its group's other targets are then registered one by one), and deletes it; only then does it
-read the fleet. A record that cannot be written is a warning (the deploy goes on: on its exit paths it
-puts everything back itself). The parameter lives under ``/deploy-lock/``, which the lock's IAM statement
-already covers."""
+is about to deregister (group ARN and name, its Id: an instance or an address, port and zone) and each
+Auto Scaling process it is about to suspend, before the call, and forgets them once they are registered
+again or resumed; the parameter is deleted when nothing is left out. The deploy that takes the lock next
+(a killed build's lock, once stale) finds the record, registers those targets again, resumes those
+processes, says so in a warning naming the build that left them (an error for what it could not put
+back, e.g. an instance terminated since: its group's other targets are then registered one by one), and
+deletes it; only then does it read the fleet. A record that cannot be written is a warning (the deploy
+goes on: on its exit paths it puts everything back itself). The parameter lives under ``/deploy-lock/``,
+which the lock's IAM statement already covers."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipe.aws.errors import error_code
+from pipe.traffic.target_groups.groups import TargetGroup
 from pipe.traffic.target_groups.waits import LoadBalancerError, healthy, poll_seconds, read_states
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ log = logging.getLogger("ssm-deploy")
 
 SUFFIX = "/out-of-service"
 DESCRIPTION = "ssm-deploy: what the deploy holding the lock took out of service (put back by the next deploy)"
-Target = tuple[str, str, str, int | None]  # group ARN, group name, instance id, port
+Target = tuple[str, str, str, int | None, str | None]  # group ARN, group name, Id (instance or address), port, zone
 
 
 def record_name(lock: str) -> str:
@@ -95,11 +96,15 @@ class LeftOut:
 
 def encode(build: str, targets: Iterable[Target], suspended: dict[str, list[str]]) -> str:
     """The record as Parameter Store keeps it: each group's ARN and name once, then its targets as
-    ``instance`` or ``instance:port``, so a batch of a hundred instances fits a standard parameter's 4 KB."""
+    ``instance`` or ``instance:port`` (an address with a zone, or an IPv6 one: ``[id, port, zone]``), so a
+    batch of a hundred instances fits a standard parameter's 4 KB."""
     groups: dict[str, dict[str, Any]] = {}
-    for arn, name, instance, port in sorted(targets, key=str):
+    for arn, name, target_id, port, zone in sorted(targets, key=str):
         group = groups.setdefault(arn, {"name": name, "targets": []})
-        group["targets"].append(instance if port is None else f"{instance}:{port}")
+        if zone is not None or ":" in target_id:
+            group["targets"].append([target_id, port, zone])
+        else:
+            group["targets"].append(target_id if port is None else f"{target_id}:{port}")
     return json.dumps({"build": build, "groups": groups, "suspended": suspended}, separators=(",", ":"))
 
 
@@ -110,10 +115,33 @@ def decode(value: str) -> tuple[str, list[Target], dict[str, list[str]]]:
     targets: list[Target] = []
     for arn, group in dict(record.get("groups", {})).items():
         for target in group["targets"]:
-            instance, _, port = str(target).partition(":")
-            targets.append((str(arn), str(group["name"]), instance, int(port) if port else None))
+            if isinstance(target, list):
+                target_id, port, zone = target
+                targets.append((str(arn), str(group["name"]), str(target_id), _port(port), _zone(zone)))
+                continue
+            instance, _, text = str(target).partition(":")
+            targets.append((str(arn), str(group["name"]), instance, int(text) if text else None, None))
     suspended = {str(g): [str(p) for p in ps] for g, ps in dict(record.get("suspended", {})).items()}
     return str(record.get("build", "?")), targets, suspended
+
+
+def as_registered(target: Target) -> dict[str, Any]:
+    """The TargetDescription RegisterTargets takes for a recorded target."""
+    _, _, target_id, port, zone = target
+    described: dict[str, Any] = {"Id": target_id}
+    if port is not None:
+        described["Port"] = port
+    if zone is not None:
+        described["AvailabilityZone"] = zone
+    return described
+
+
+def _port(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _zone(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def what_a_killed_deploy_left(ssm: SSMClient, lock: str) -> tuple[str, list[Target]] | None:
@@ -149,8 +177,8 @@ def put_back_what_a_killed_deploy_left(
         return
     problems: list[str] = []
     by_group: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for arn, group, instance, port in targets:
-        by_group.setdefault((arn, group), []).append({"Id": instance} | ({"Port": port} if port is not None else {}))
+    for target in targets:
+        by_group.setdefault((target[0], target[1]), []).append(as_registered(target))
     registered: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (arn, group), ids in by_group.items():
         back = _register_again(problems, elbv2, arn, group, ids)
@@ -202,7 +230,7 @@ def _wait_healthy(elbv2: Any, by_group: dict[tuple[str, str], list[dict[str, Any
     while pending and time.monotonic() < deadline:
         for (arn, group), targets in list(pending.items()):
             try:
-                states = read_states(elbv2, arn, targets)
+                states = read_states(elbv2, TargetGroup(arn, group), targets)
             except LoadBalancerError:
                 pending.pop((arn, group))  # unreadable: the plan reads it again and says so
                 continue

@@ -1,18 +1,18 @@
 """The forty-sixth outside attack (issue #17), on fleets that change under a deploy: TARGETS by tag
 whose tags change between the plan and SSM's resolution (found, fixed), a target registered by IP
-address in a target group of target type ``ip`` (found, xfail). Each test compares what the instances
-run (``current`` on disk) or what the load balancer routes, what the ledger says, and what the step
-said (exit code, last line, result file, ``ACTION: status``)."""
+address in a target group of target type ``ip`` (found, fixed: ``target_groups/addresses.py``). Each
+test compares what the instances run (``current`` on disk) or what the load balancer routes, what the
+ledger says, and what the step said (exit code, last line, result file, ``ACTION: status``)."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from e2e.release_support import A, B, build
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
@@ -21,7 +21,7 @@ from e2e.test_releases import release_env
 from moto.ec2.models import ec2_backends
 from standin import StandIn
 from standin.instance_app import PORT
-from support import run_pipe, wait_until
+from support import LivePipe, run_pipe, wait_until
 
 ACCOUNT = "123456789012"
 
@@ -115,18 +115,6 @@ def test_an_instance_untagged_between_the_plan_and_the_send_is_not_called_deploy
 # --- a target registered by IP address in a group of target type `ip` -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "pipe/traffic/target_groups/groups.py reads only target groups of target type 'instance' "
-        "(_routes_to_instances; TARGET_GROUPS refuses an 'ip' group by name): an instance registered by its "
-        "private IP in an 'ip' group behind a load balancer is never drained, so that load balancer sends it "
-        "requests while its app restarts, and its health there is never waited for. A fix needs the "
-        "instances' private IPs (DescribeInstances, which the README calls optional with INSTANCE_IDS) to "
-        "match an 'ip' group's targets, and each target kept by the Id it was registered with (the IP) "
-        "while the hook, capacity, waits and the out-of-service record (left_out.py) speak of instances"
-    ),
-)
 def test_each_batch_leaves_an_ip_target_group_its_instance_is_registered_in_by_address(standin: StandIn) -> None:
     """Two instances behind a named group (instance targets) and, by their private IP on the app's port, in
     a group of target type ``ip`` behind another load balancer (an ECS-style or cross-VPC set-up). Each batch
@@ -151,3 +139,33 @@ def test_each_batch_leaves_an_ip_target_group_its_instance_is_registered_in_by_a
         ("deregister", [(second, PORT)]),
         ("register", [(second, PORT)]),
     ], run.output
+    assert f"target group {by_ip}: 2 healthy of 2 registered, 2 of them deployed here" in run.output
+    assert f"batch 1/2 (1 instance(s)): draining from {fleet.group_name}, {by_ip}" in run.output
+    assert standin.port_states(ip_arn) == {(a, PORT): "healthy" for a in addresses if a}
+
+
+def test_a_stop_while_a_batch_drains_from_a_named_ip_group_registers_its_address_again(standin: StandIn) -> None:
+    """TARGET_GROUPS names the ``ip`` group; SIGTERM while the first batch drains from it (600 s, 30 s at the
+    stand-in's scale): the address is registered again, as an instance target is, and nothing is deployed."""
+    fleet = make_fleet(standin, 2)
+    by_ip = f"ip-{uuid.uuid4().hex[:8]}"
+    ip_arn = standin.create_target_group(by_ip, fleet.ids, deregistration_delay=600, target_type="ip")
+    addresses = [standin.address_of(i) for i in fleet.ids]
+    wait_until(
+        lambda: standin.port_states(ip_arn) == {(a, PORT): "healthy" for a in addresses if a}, "ip targets healthy", 30
+    )
+    journal, sent = len(standin.load_balancer.changes(ip_arn)), len(standin.sent_commands())
+    pipe = LivePipe(rolling_env(standin, fleet, TARGET_GROUPS=by_ip, COMMANDS="true"))
+    pipe.wait_for_line("batch 1/2 (1 instance(s)): draining from", timeout=60)
+    wait_until(lambda: "draining" in standin.port_states(ip_arn).values(), "draining", 10)
+    pipe.signal(signal.SIGTERM)
+    run = pipe.finish(timeout=60)
+
+    assert run.returncode != 0 and "registered again" in run.output, run.output
+    first = addresses[0]
+    assert standin.load_balancer.changes(ip_arn)[journal:] == [
+        ("deregister", [(first, PORT)]),
+        ("register", [(first, PORT)]),
+    ], run.output
+    assert not {"draining", "unused"} & set(standin.port_states(ip_arn).values()), standin.port_states(ip_arn)
+    assert len(standin.sent_commands()) == sent  # stopped while draining: nothing was deployed

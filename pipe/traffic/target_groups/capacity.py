@@ -37,7 +37,7 @@ def below_floor(groups: Sequence[TargetGroup], min_healthy: str) -> str | None:
         registered = group.registered
         floor = healthy_floor(min_healthy, len(registered))
         if len(group.healthy) < floor:
-            unhealthy = [f"{t.instance_id}: {t.describe()}" for t in registered if t.state != "healthy"][:5]
+            unhealthy = [f"{t.label}: {t.describe()}" for t in registered if t.state != "healthy"][:5]
             return (
                 f"{group.name} has only {len(group.healthy)} healthy of {len(registered)} registered target(s), "
                 f"fewer than MIN_HEALTHY {min_healthy} ({floor}) before the deploy starts"
@@ -89,4 +89,4 @@ def once_checked(groups: Sequence[TargetGroup]) -> list[TargetGroup]:
 
 def still_checked(groups: Sequence[TargetGroup]) -> list[str]:
     """The ``initial`` targets of ``groups``, as ``<instance> (<group>)``."""
-    return [f"{t.instance_id} ({group.name})" for group in groups for t in group.targets if t.state == INITIAL]
+    return [f"{t.label} ({group.name})" for group in groups for t in group.targets if t.state == INITIAL]

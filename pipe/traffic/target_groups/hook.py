@@ -21,6 +21,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipe.aws.errors import explain
 from pipe.errors import DeployFailed, PipeError, sentence
 from pipe.execution import Execution
 from pipe.model import Batch, BatchRecord
@@ -81,6 +84,7 @@ class LoadBalancer:
         """The BatchHook: out of the load balancer before the deploy, back in after it."""
         # the targets as they are now, not as the plan or the batch before read them: an operator (or a group's
         # scale-out) may have registered or deregistered one since, and the batch leaves and rejoins what it is in
+        _learn_addresses(run, batch, self.groups)
         self._read(run, batch, self.groups)
         records = run.outcome.records_of(batch)
         leaving = [group for group, _ in self.registrations(batch.instance_ids).values()]
@@ -143,7 +147,7 @@ class LoadBalancer:
             return None
         for group in leaving:
             try:
-                group.targets = read_states(run.clients.elbv2, group.arn, [])
+                group.targets = read_states(run.clients.elbv2, group, [])
             except LoadBalancerError:
                 return 0  # unreadable: no room known, so one batch at a time (the hook reads it again)
         return largest_batch(leaving, self.min_healthy, instance_ids)
@@ -153,7 +157,7 @@ class LoadBalancer:
         deregistered, when one cannot be read."""
         for group in groups:
             try:
-                group.targets = read_states(run.clients.elbv2, group.arn, [])
+                group.targets = read_states(run.clients.elbv2, group, [])
             except LoadBalancerError as error:
                 raise DeployFailed(f"{batch} was not started: {group.name}: {error}.") from None
 
@@ -248,9 +252,29 @@ class LoadBalancer:
         return []
 
 
+def _learn_addresses(run: Execution, batch: Batch, groups: Sequence[TargetGroup]) -> None:
+    """The addresses of the batch's instances the plan did not know (launched by their Auto Scaling group
+    during the rollout), by which an ip group may hold them; DeployFailed, before anything of the batch is
+    deregistered, when EC2 refuses."""
+    addresses = next((group.addresses for group in groups if group.addresses is not None), None)
+    if addresses is None:
+        return
+    try:
+        addresses.learn(run.clients.ec2, batch.instance_ids)
+    except ClientError as error:
+        raise DeployFailed(
+            f"{batch} was not started: its addresses, by which a target group of type 'ip' may hold it, could "
+            f"not be read: {explain(error)}"
+        ) from None
+    except BotoCoreError as error:
+        raise DeployFailed(f"{batch} was not started: its addresses could not be read ({error}).") from None
+
+
 def _targets(registrations: Registrations) -> list[Target]:
     return [
-        (arn, group.name, t.instance_id, t.port) for arn, (group, targets) in registrations.items() for t in targets
+        (arn, group.name, t.target_id, t.port, t.zone)
+        for arn, (group, targets) in registrations.items()
+        for t in targets
     ]
 
 
@@ -268,7 +292,7 @@ def _warn_not_waited_for(batch: Batch, unawaited: Sequence[tuple[TargetGroup, Ta
     for group, state in unawaited:
         when = "before anything of this deploy" if state.state == UNHEALTHY else "as it was before this deploy"
         log.warning(
-            f"{batch}: {state.instance_id} is {state.describe()} in {group.name}, which TARGET_GROUPS does not "
+            f"{batch}: {state.label} is {state.describe()} in {group.name}, which TARGET_GROUPS does not "
             f"name, {when}: drained from it and registered again, but not waited for there"
         )
 
@@ -323,7 +347,7 @@ def _without(registrations: Registrations, gone: Mapping[str, str]) -> Registrat
 def _states(pending: list[tuple[TargetGroup, TargetState]], ill: Mapping[GroupTarget, str] | None = None) -> str:
     """Each target with its state; ``ill``: those unhealthy before the batch was taken out, each with its note."""
     shown = "; ".join(
-        f"{state.instance_id} in {group.name}: {state.describe()}{(ill or {}).get((group.arn, state.target_key), '')}"
+        f"{state.label} in {group.name}: {state.describe()}{(ill or {}).get((group.arn, state.target_key), '')}"
         for group, state in pending[:LISTED]
     )
     return shown + (f"; and {len(pending) - LISTED} more" if len(pending) > LISTED else "")

@@ -40,7 +40,7 @@ def plan_target_groups(settings: DeploySettings, clients: Clients, batches: list
         return None
     instance_ids = [i for batch in batches for i in batch.instance_ids]
     ours = set(instance_ids)
-    found = find_target_groups(clients.elbv2, rollout.target_groups, instance_ids)
+    found = find_target_groups(clients.elbv2, clients.ec2, rollout.target_groups, instance_ids)
     groups = found.groups
     if settings.dry_run and rollout.lock:
         _as_the_deploy_finds_them(clients, lock_name(settings.service, settings.environment), groups)
@@ -98,20 +98,22 @@ def _as_the_deploy_finds_them(clients: Clients, lock: str, groups: list[TargetGr
     if left is None:
         return
     build, targets = left
-    running = _running(clients.ec2, sorted({instance for _, _, instance, _ in targets}))
     by_arn = {group.arn: group for group in groups}
+    by_id = [t[2] for t in targets if t[0] in by_arn and by_arn[t[0]].addresses is None]  # an address: not asked
+    running = _running(clients.ec2, sorted(set(by_id)))
     back: list[str] = []
     stay_out: list[str] = []
-    for arn, _, instance, port in targets:
+    for arn, _, target_id, port, zone in targets:
         group = by_arn.get(arn)
-        if group is None or any(t.instance_id == instance and t.port == port for t in group.registered):
+        if group is None or any(t.target_key == (target_id, port) for t in group.registered):
             continue
-        if running is not None and instance not in running:
-            stay_out.append(f"{instance} ({group.name})")
+        state = _recorded(group, target_id, port, zone)
+        if running is not None and group.addresses is None and target_id not in running:
+            stay_out.append(f"{state.label} ({group.name})")
             continue
-        group.targets = [t for t in group.targets if (t.instance_id, t.port) != (instance, port)]
-        group.targets.append(TargetState(instance, port, HEALTHY))
-        back.append(f"{instance} ({group.name})")
+        group.targets = [t for t in group.targets if t.target_key != (target_id, port)]
+        group.targets.append(state)
+        back.append(f"{state.label} ({group.name})")
     if back:
         log.info(
             f"Build {build} took {', '.join(back)} out of service and never put them back ({lock}/out-of-service): "
@@ -124,6 +126,14 @@ def _as_the_deploy_finds_them(clients: Clients, lock: str, groups: list[TargetGr
         )
 
 
+def _recorded(group: TargetGroup, target_id: str, port: int | None, zone: str | None) -> TargetState:
+    """A target of the record as it will be once registered again and healthy."""
+    if group.addresses is None:
+        return TargetState(target_id, port, HEALTHY)
+    owner = group.addresses.owner(target_id) or target_id
+    return TargetState(owner, port, HEALTHY, address=target_id, zone=zone)
+
+
 def _left_out_with_the_lock_off(clients: Clients, lock: str) -> None:
     """LOCK 'false': this deploy neither takes the lock nor puts back what a deploy holding it (killed, or
     running now) took out of service; the targets its record names stay out, and a warning says so."""
@@ -131,7 +141,7 @@ def _left_out_with_the_lock_off(clients: Clients, lock: str) -> None:
     if left is None:
         return
     build, targets = left
-    listed = ", ".join(f"{instance} ({group})" for _, group, instance, _ in targets)
+    listed = ", ".join(f"{target_id} ({group})" for _, group, target_id, _, _ in targets)
     log.warning(
         f"Build {build} took {listed} out of service and has not put them back ({lock}/out-of-service): with "
         "LOCK 'false' this deploy neither puts them back nor waits for them, so they stay out of service. If "
@@ -179,7 +189,7 @@ def _refuse_if_nothing_serves(leaving: list[TargetGroup]) -> None:
     idle = [group for group in leaving if group.registered and not group.healthy]
     if not idle:
         return
-    states = "; ".join(f"{t.instance_id}: {t.describe()}" for g in idle for t in g.registered[:5])
+    states = "; ".join(f"{t.label}: {t.describe()}" for g in idle for t in g.registered[:5])
     raise NothingSent(
         "MIN_HEALTHY",
         f"No target of {', '.join(g.name for g in idle)} is healthy ({states}): nothing serves through it yet, as "

@@ -11,6 +11,7 @@ spaced to stay within a share of ELBv2's Describe* refill rate, whatever the num
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -71,7 +72,7 @@ def register(elbv2: Any, registrations: Registrations) -> list[str]:
             _call(elbv2.register_targets, TargetGroupArn=arn, Targets=[t.target for t in targets])
         except LoadBalancerError as error:
             problems.append(
-                f"{', '.join(t.instance_id for t in targets)} not registered again in {group.name} "
+                f"{', '.join(t.label for t in targets)} not registered again in {group.name} "
                 f"({error}); register them with: {register_command(arn, targets)}"
             )
     return problems
@@ -79,7 +80,7 @@ def register(elbv2: Any, registrations: Registrations) -> list[str]:
 
 def register_command(arn: str, targets: Sequence[TargetState]) -> str:
     def one(target: TargetState) -> str:
-        return f"Id={target.instance_id}" + (f",Port={target.port}" if target.port is not None else "")
+        return ",".join(f"{key}={value}" for key, value in target.target.items())
 
     return f"aws elbv2 register-targets --target-group-arn {arn} --targets {' '.join(one(t) for t in targets)}"
 
@@ -101,13 +102,13 @@ def wait_for(
     gone: set[str] = set()
     while True:
         pending = []
-        for arn, (group, targets) in registrations.items():
+        for group, targets in registrations.values():
             # an instance may be registered on several ports: each registration is waited for
             asked = [t.target for t in targets if t.instance_id not in gone]
-            states = {(s.instance_id, s.port): s for s in read_states(elbv2, arn, asked)} if asked else {}
+            states = {s.target_key: s for s in read_states(elbv2, group, asked)} if asked else {}
             for target in targets:
-                key = (target.instance_id, target.port)
-                state = states.get(key, TargetState(target.instance_id, target.port, UNUSED))
+                gone_state = dataclasses.replace(target, state=UNUSED, reason="", description="")
+                state = states.get(target.target_key, gone_state)
                 if target.instance_id not in gone and not done(state):
                     pending.append((group, state))
         waited = time.monotonic() - started
@@ -132,10 +133,10 @@ def healthy(state: TargetState) -> bool:
     return state.state == HEALTHY
 
 
-def read_states(elbv2: Any, arn: str, targets: list[dict[str, Any]]) -> list[TargetState]:
+def read_states(elbv2: Any, group: TargetGroup, targets: list[dict[str, Any]]) -> list[TargetState]:
     """DescribeTargetHealth of ``targets`` (every target when empty); LoadBalancerError when refused."""
     try:
-        return target_states(elbv2, arn, targets)
+        return target_states(elbv2, group, targets)
     except ClientError as error:
         raise LoadBalancerError(_explained("DescribeTargetHealth", error)) from None
     except BotoCoreError as error:
