@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipe.main
+from pipe.actions import ACTIONS
 from pipe.config.settings import DeploySettings
 from pipe.config.variables import TABLE, VARIABLE_NAMES
 
@@ -138,7 +139,7 @@ def run_main(variables: dict[str, str]) -> Outcome:
     with (
         clone_directory() as clone,
         mock.patch.dict(os.environ, {**BUILD, **variables, "BITBUCKET_CLONE_DIR": str(clone)}, clear=True),
-        mock.patch.dict(pipe.main.ACTIONS, dict.fromkeys(pipe.main.ACTIONS, record)),
+        mock.patch.dict(ACTIONS, dict.fromkeys(ACTIONS, record)),
         mock.patch.object(pipe.main, "configure_logging"),  # the test runner's logging stays as it is
         contextlib.redirect_stdout(buffer),
         contextlib.redirect_stderr(buffer),
