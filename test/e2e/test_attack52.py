@@ -12,20 +12,30 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import io
+import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import quote, urlsplit
 
 import pytest
+from e2e.release_support import build_bare
+from e2e.test_releases import live, release_env
+from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from standin import StandIn
+from support import run_pipe
 
 import pipe.main
 from pipe.actions import ACTIONS
@@ -295,3 +305,173 @@ def test_a_parameters_path_longer_than_a_parameter_name_may_be_is_refused() -> N
     and GetParametersByPath refused it with an AWS message that names no variable."""
     assert "PARAMETERS_PATH" in refused({"PARAMETERS_PATH": "/deploy/" + "a" * 1100})
     assert "PARAMETERS_PATH" in refused({"PARAMETERS_PATH": "a" * 1_000_000})
+
+
+# --- 2. secrets in every channel of a release deploy and of its failing successor ------------------------
+
+# characters that every encoding changes: / + " and a non-ASCII letter; no piece of it is ordinary text
+SECRET = "Rk4v/Tq8+" + uuid.uuid4().hex + '"é-Zm9w'
+OIDC_TOKEN = "eyJhbGciOiJSUzI1NiJ9.a52-" + uuid.uuid4().hex + ".c2lnbmF0dXJl"
+
+
+def encodings(value: str) -> set[str]:
+    """How ``value`` could show up besides itself: base64 (standard and URL-safe, at each of the three
+    alignments it can have inside a longer text, without the edge characters that depend on its neighbours),
+    URL-encoded, JSON-escaped, shell-quoted by printf %q's ANSI-C form."""
+    forms = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    raw = value.encode()
+    for pad in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(b"\0" * pad + raw).decode().rstrip("=")
+            forms.add(text[(pad * 4 + 2) // 3 + 1 : -2])
+    return {form for form in forms if len(form) >= PIECE}
+
+
+PIECE = 10  # characters of a value's start or end: no ordinary text when varied (the static key's 0000... is)
+
+
+def leaks(value: str, channels: dict[str, str]) -> list[str]:
+    """Where ``value`` shows, in any form: whole, or its first or last PIECE characters (a value cut) when
+    they are varied enough to be no ordinary text, also where a line break splits it."""
+    found = []
+    for channel, text in channels.items():
+        joined = re.sub(r"[\r\n]+", "", text)
+        for form in encodings(value):
+            parts = [form] + [part for part in (form[:PIECE], form[-PIECE:]) if len(set(part)) >= PIECE // 2]
+            if any(part in haystack for part in parts for haystack in (text, joined)):
+                found.append(f"{channel}: {form[:PIECE]}...")
+    return sorted(set(found))
+
+
+@contextlib.contextmanager
+def ssm_requests(standin: StandIn) -> Iterator[list[str]]:
+    """The body of every request the stand-in's SSM checks (PutParameter's ledger and lock values,
+    SendCommand, GetParameters...), as it arrives: the lock's parameter is deleted when the run ends."""
+    service, seen = standin.service, []
+    original = type(service).before_request
+
+    def before_request(action: str, caller: str, request: dict[str, Any]) -> None:
+        seen.append(f"{action} {json.dumps(request, default=str)}")
+        original(service, action, caller, request)
+
+    service.before_request = before_request  # type: ignore[method-assign,assignment]
+    try:
+        yield seen
+    finally:
+        del service.before_request
+
+
+def ssm_channels(standin: StandIn) -> dict[str, str]:
+    """Every version of every parameter but the secrets' own (/deploy/...): the ledgers and the locks."""
+    ssm = standin.client("ssm")
+    channels: dict[str, str] = {}
+    for page in ssm.get_paginator("describe_parameters").paginate():
+        for parameter in page["Parameters"]:
+            name = parameter["Name"]
+            if name.startswith("/deploy/"):
+                continue
+            history = ssm.get_parameter_history(Name=name, WithDecryption=True)["Parameters"]
+            channels[f"parameter {name}"] = json.dumps(history, default=str)
+    return channels
+
+
+def s3_channels(standin: StandIn) -> dict[str, str]:
+    s3 = standin.client("s3")
+    channels: dict[str, str] = {}
+    for bucket in s3.list_buckets()["Buckets"]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            for item in page.get("Contents", []):
+                body = s3.get_object(Bucket=bucket["Name"], Key=item["Key"])["Body"].read()
+                channels[f"s3 key {bucket['Name']}/{item['Key']}"] = item["Key"]
+                if not item["Key"].endswith((".tgz", ".tar.gz")):
+                    channels[f"s3 object {bucket['Name']}/{item['Key']}"] = body.decode(errors="replace")
+    return channels
+
+
+def log_channels(standin: StandIn) -> dict[str, str]:
+    logs = standin.client("logs")
+    channels: dict[str, str] = {}
+    for group in logs.describe_log_groups()["logGroups"]:
+        events = logs.filter_log_events(logGroupName=group["logGroupName"])["events"]
+        channels[f"log group {group['logGroupName']}"] = "\n".join(event["message"] for event in events)
+    return channels
+
+
+def test_no_secret_in_any_channel_of_a_release_deploy_and_of_its_failed_successor_with_debug_on(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """SECRETS from Parameter Store, the OIDC token, the static keys and every role session's keys, in a
+    release deploy with DEBUG on that succeeds, then one whose health check fails and is switched back."""
+    environment = "prod"
+    standin.put_secret(f"/deploy/a52/{service}/db", SECRET, standin.create_key(f"a52 {service}"))
+    (instance_id,) = standin.launch(1)
+    output_bucket = f"out-{uuid.uuid4().hex[:8]}"
+    standin.client("s3").create_bucket(
+        Bucket=output_bucket, CreateBucketConfiguration={"LocationConstraint": standin.region}
+    )
+    result_file = tmp_path / "result.json"
+    runs = []
+    with fake_bitbucket() as bitbucket, ssm_requests(standin) as requests:
+        for version, number, check in (("A", "1", "true"), ("B", "2", 'echo "check failed"; exit 3')):
+            env = release_env(
+                standin,
+                [instance_id],
+                tmp_path,
+                bucket,
+                service,
+                ARTIFACT=build_bare(tmp_path, version),
+                BITBUCKET_BUILD_NUMBER=number,
+                ENVIRONMENT=environment,
+                DEBUG="true",
+                SECRETS=f"DB_PASSWORD=/deploy/a52/{service}/db",
+                ACTIVATE_COMMANDS='printf %s "$DB_PASSWORD" | sha256sum',
+                HEALTHCHECK_COMMANDS=check,
+                HEALTHCHECK_RETRIES="1",
+                ROLE_ARN="arn:aws:iam::123456789012:role/deploy-{environment}",
+                AWS_OIDC_ROLE_ARN="arn:aws:iam::123456789012:role/bitbucket-oidc",
+                BITBUCKET_STEP_OIDC_TOKEN=OIDC_TOKEN,
+                OUTPUT_S3_BUCKET=output_bucket,
+                CODE_INSIGHTS="true",
+                RESULT_FILE=str(result_file),
+                **proxy_env(bitbucket, str(urlsplit(standin.endpoint).hostname)),
+            )
+            run = run_pipe(env, timeout=300)
+            runs.append(run)
+            channels = {"result file": result_file.read_text(), "result .env": Path(f"{result_file}.env").read_text()}
+            for name, text in channels.items():
+                assert not leaks(SECRET, {name: text}), name
+    first, second = runs
+
+    # the deploys really ran as described: A live, then B failed its check and A is back; the secret arrived
+    assert first.returncode == 0, first.output
+    assert second.returncode == 1, second.output
+    assert "check failed" in second.output and live(standin, instance_id) == "A"
+    assert "DEBUG:" in first.output and "DEBUG:" in second.output
+    digest = hashlib.sha256(SECRET.encode()).hexdigest()
+    assert digest in first.output, "the instance did not get the secret"
+
+    channels = {
+        "first run's output": first.output,
+        "second run's output": second.output,
+        "Code Insights": json.dumps(bitbucket.requests, default=str),
+        "SendCommand": "\n".join(str(sent.request) for sent in standin.sent_commands()),
+        "SSM requests": "\n".join(requests),
+        **ssm_channels(standin),
+        **s3_channels(standin),
+        **log_channels(standin),
+    }
+    assert any(name.startswith("parameter /release-ledger/") for name in channels)
+    assert any(request.startswith("PutParameter") and "/deploy-lock/" in request for request in requests)
+    assert any(name.startswith(f"s3 key {output_bucket}/") for name in channels), "no output reached S3"
+    secrets = [SECRET, OIDC_TOKEN, standin.admin_keys["aws_secret_access_key"]]
+    sessions = standin.issued_credentials()
+    assert sessions, "no role session was made"
+    secrets += [part for _, secret_key, token in sessions for part in (secret_key, token)]
+    found = {value[:6]: leaks(value, channels) for value in secrets}
+    assert not any(found.values()), found
