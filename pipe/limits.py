@@ -94,3 +94,9 @@ PARAMETER_VALUE_ADVANCED_MAX = 8192  # advanced tier: 8 KB
 PARAMETER_VERSIONS_KEPT = 100  # "Parameter Store retains the 100 most recently created versions"
 PARAMETER_HISTORY_PAGE = 50  # GetParameterHistory MaxResults: "Maximum value of 50"
 PARAMETER_NAME_MAX = 1011  # "The maximum length for a parameter name that you specify is 1011 characters"
+
+# --- IAM and STS (API References, AccessKey and Credentials data types) ----------------------------
+ACCESS_KEY_ID_MAX = 128  # AccessKeyId: "Maximum length of 128. Pattern: [\w]+"
+
+# --- Linux, where the image runs: a path's one name (NAME_MAX, <linux/limits.h>) ----------------------
+FILE_NAME_MAX_BYTES = 255

@@ -95,6 +95,8 @@ def check_ledger_name(service: str, environment: str) -> str | None:
             return (
                 f"the ledger's {what} {value!r} must be 1-128 letters, digits or _.- (a Parameter Store path segment)"
             )
+        if not value.strip("."):  # '..' in the ledger's, the lock's and the archive's names: a relative path
+            return f"the ledger's {what} {value!r} must not be only dots (a path segment of the ledger's names)"
     if len(ledger_path(service, environment)) + ARN_ALLOWANCE > PARAMETER_NAME_MAX:
         return f"the ledger name {ledger_path(service, environment)} is too long for Parameter Store"
     return None

@@ -68,7 +68,7 @@ from pipe.config.rollout import (
     parse_target_groups,
 )
 from pipe.config.script_file import read_script
-from pipe.limits import COMMENT_LIMIT
+from pipe.limits import ACCESS_KEY_ID_MAX, COMMENT_LIMIT, FILE_NAME_MAX_BYTES, PARAMETER_NAME_MAX
 from pipe.model import SecretRef, Target
 
 T = TypeVar("T")
@@ -192,9 +192,24 @@ def _header_value(what: str) -> Callable[[str], str | None]:
     return parse
 
 
+def _access_key_id(text: str) -> str | None:
+    """AWS's AccessKeyId is word characters, at most 128 (an emulator's ``test`` is one too): a secret key
+    pasted here instead (``/`` and ``+`` are not word characters) never reaches a request, nor the log."""
+    if text and not re.fullmatch(rf"\w{{1,{ACCESS_KEY_ID_MAX}}}", text, re.ASCII):
+        raise ValueError(
+            f"must be an access key id: at most {ACCESS_KEY_ID_MAX} letters, digits or _ (AWS's format). "
+            "Check the pasted value: is the secret key in AWS_ACCESS_KEY_ID?"
+        )  # never quoted: it may be the secret key
+    return text or None
+
+
 def _secret_key(text: str) -> str | None:
-    if text and re.search(r"[\s\"'`]", text):
-        raise ValueError("must have no spaces or quotes: check the pasted value")  # never quote it: it is a secret
+    """Printable ASCII: an invisible character copied with the key (a zero-width space, a direction mark, a
+    soft hyphen) would only make every signature wrong, an AWS answer that names no variable."""
+    if text and not re.fullmatch(r"[!#-&(-_a-~]+", text):  # printable ASCII but space, " ' and `
+        raise ValueError(  # never quote it: it is a secret
+            "must have no spaces, quotes, invisible or non-ASCII characters: check the pasted value"
+        )
     return text or None
 
 
@@ -207,7 +222,29 @@ def _comment(text: str, context: Context) -> str:
 
 
 def _result_file(text: str, context: Context) -> str:
+    if text:
+        problem = _unwritable(text)
+        if problem:
+            raise ValueError(f"{problem}: name a file, e.g. {RESULT_FILE_NAME} or reports/{RESULT_FILE_NAME}")
     return text or str(Path(context.clone_dir) / RESULT_FILE_NAME)
+
+
+def _unwritable(text: str) -> str | None:
+    """Why RESULT_FILE can never be written, found before the deploy rather than warned about after it: a
+    folder, a path under a file, or a name longer than Linux takes (what the writer's mkdir and open meet)."""
+    path = Path(text)
+    too_long = [part for part in path.parts if len(part.encode()) > FILE_NAME_MAX_BYTES]
+    if too_long:
+        return f"has a name of {len(too_long[0].encode()):,} bytes; a file name is at most {FILE_NAME_MAX_BYTES}"
+    try:
+        if text.endswith("/") or path.is_dir():
+            return f"{shown(text)} is a folder"
+        above = next((parent for parent in path.parents if parent.exists()), None)
+    except OSError as error:  # a path longer than PATH_MAX, or a folder we may not look into
+        return f"cannot be looked at: {error.strerror}"
+    if above is not None and not above.is_dir():
+        return f"is inside {shown(str(above))}, which is a file"
+    return None
 
 
 def _region(text: str) -> str:
@@ -234,6 +271,8 @@ def _parameters_path(text: str) -> str | None:
     path = "/" + text.strip("/") + "/"
     if not re.fullmatch(r"(/[A-Za-z0-9_.\-]+){1,15}", path.rstrip("/")):
         raise ValueError(f"must be a Parameter Store path like /deploy/prod/, got {shown(path)}")
+    if len(path) >= PARAMETER_NAME_MAX:  # a parameter under it has a longer name than Parameter Store takes
+        raise ValueError(f"is {len(path):,} characters; Parameter Store's names are at most {PARAMETER_NAME_MAX:,}")
     return path
 
 
@@ -332,17 +371,19 @@ REGION = Variable(
 )
 ACCESS_KEY_ID = Variable(
     "AWS_ACCESS_KEY_ID",
-    "Access key of the pipe's base identity. Needed unless you use OIDC. Its format is AWS's to judge "
-    "(an emulator's `test` works); spaces, quotes and non-ASCII characters are refused as a pasting slip.",
-    plain(_header_value("an access key id")),
+    "Access key of the pipe's base identity. Needed unless you use OIDC. At most 128 letters, digits or `_`, "
+    "AWS's format (an emulator's `test` works): anything else, the secret key pasted here included, is refused "
+    "as a pasting slip, without showing it.",
+    plain(_access_key_id),
     snippet="# Optional if using OIDC",
     group=Group.REQUIRED,
     status=True,
 )
 SECRET_ACCESS_KEY = Variable(
     "AWS_SECRET_ACCESS_KEY",
-    "Secret key that goes with `AWS_ACCESS_KEY_ID`. Store it as a secured variable. Spaces and quotes are "
-    "refused as a pasting slip; the value is never shown.",
+    "Secret key that goes with `AWS_ACCESS_KEY_ID`. Store it as a secured variable. Spaces, quotes and "
+    "invisible or non-ASCII characters (a zero-width space copied with it) are refused as a pasting slip; the "
+    "value is never shown.",
     plain(_secret_key),
     snippet="# Optional if using OIDC",
     group=Group.REQUIRED,
@@ -597,7 +638,8 @@ RESULT_FILE = Variable(
     "Where to write the result as JSON (status, command ids, console links, one entry per instance with status, "
     "exit code and duration); the same as `KEY=value` lines goes next to it with `.env` added to its name "
     "(`ssm-deploy-result.json.env`: `SSM_DEPLOY_STATUS`, `SSM_DEPLOY_FAILED_INSTANCES`, ...). Written on "
-    "success and on failure. Default: "
+    "success and on failure; a folder, a path under a file or a name over 255 bytes is refused before anything "
+    "runs. Default: "
     f"`{RESULT_FILE_NAME}` in the clone directory.",
     _result_file,
     group=Group.OUTPUT,
@@ -910,7 +952,8 @@ SERVICE = Variable(
     "SERVICE",
     "The service's name in the release ledger (release mode), the Parameter Store parameter "
     "`/release-ledger/<service>/<environment>/release` that records every deploy (and that `ACTION: status` "
-    "reads), and in the deploy lock (`LOCK`). Default: the repository's slug.",
+    "reads), and in the deploy lock (`LOCK`): 1-128 letters, digits or `_.-`, not only dots. Default: the "
+    "repository's slug.",
     plain(_service),
     group=Group.RELEASE,
     status=True,
