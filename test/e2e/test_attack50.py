@@ -101,7 +101,7 @@ def test_a_process_an_operator_left_in_a_pruned_release_directory_does_not_fail_
         assert first.returncode == 0, first.output
         standin.run_on_instance(
             instance_id,
-            f"cd {APP_DIR}/releases/{A} && setsid nohup sleep 100000 </dev/null >/dev/null 2>&1 & "
+            f"(cd {APP_DIR}/releases/{A} && exec setsid nohup sleep 100000) </dev/null >/dev/null 2>&1 & "
             "echo $! > /srv/left.pid",
         )
         for version, number in (("B", "2"), ("C", "3"), ("D", "4")):
