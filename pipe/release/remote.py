@@ -689,11 +689,12 @@ ssm_deploy_deleted_release() {
     esac
     # this APP_DIR's releases in the process's own mount namespace (not a container's, another host's)
     [ "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] || continue
-    # a directory alone condemns neither a holder (pm2's daemon, an operator's tmux: ssm_deploy_holder)
-    # nor a command with a terminal (an operator's shell), as for a directory that exists
+    # a directory alone condemns nothing, as one that exists (attack 50): neither a holder (pm2's daemon,
+    # an operator's tmux: ssm_deploy_holder) nor a process that neither listens nor, without a terminal,
+    # has a word that may name a file of it (ssm_deploy_may_name)
     if [ "$ssm_deploy_link" = cwd ]; then
       ! ssm_deploy_holder "$1" || continue
-      ! ssm_deploy_has_terminal "$1" || ssm_deploy_listens "$1" || continue
+      ssm_deploy_listens "$1" || { ! ssm_deploy_has_terminal "$1" && ssm_deploy_may_name "$1"; } || continue
     fi
     ssm_deploy_path=${ssm_deploy_path#"$ssm_deploy_releases"/}
     ssm_deploy_path=${ssm_deploy_path%" (deleted)"}
@@ -710,12 +711,21 @@ ssm_deploy_deleted_release() {
     [ ! "/proc/$1/root$ssm_deploy_releases" -ef "$ssm_deploy_releases" ] \
       || ssm_deploy_pruned=$(ssm_deploy_release_in_words "$1" gone)
     [ -n "$ssm_deploy_pruned" ] || [ -z "$ssm_deploy_other_ns" ] \
-      || ssm_deploy_pruned=$( { printf '/proc/%s %s\n' "$1" "$(readlink "/proc/$1/cwd")"; ssm_deploy_words_of "$1"; } 2>/dev/null \
+      || ssm_deploy_pruned=$( { ! ssm_deploy_may_name "$1" && ! ssm_deploy_listens "$1" || printf '/proc/%s %s\n' "$1" "$(readlink "/proc/$1/cwd")"; ssm_deploy_words_of "$1"; } 2>/dev/null \
         | ssm_deploy_in_releases | awk '$3 == "deleted" { print $2; exit }')
   fi
   [ -n "$ssm_deploy_pruned" ] || return 1
   ssm_deploy_stale "$1" "$ssm_deploy_pruned" deleted \
     "a copy of release $ssm_deploy_pruned that was deleted since it started, not the $ssm_deploy_release installed now"
+}
+ssm_deploy_may_name() {
+  # whether a word of process $1's command line after its program may name a file in its working
+  # directory, deleted with its entries (which cannot be looked up, so every such word counts): not an
+  # option (-x, --long), a number (a duration, a port), a word with .., an absolute path outside APP_DIR
+  # (a container's paths are judged by its mounts)
+  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | awk -v a="$ssm_deploy_app_dir/" -v p="$ssm_deploy_physical/" '
+    { for (i = 2; i <= NF; i++) if ($i !~ /^-[^=]*$|^[0-9.]+$|(^|\/)\.\.(\/|$)/ && ($i !~ /^\// || index($i, a) == 1 || index($i, p) == 1)) f = 1 }
+    END { exit !f }'
 }
 ssm_deploy_through_current() {
   # whether process $1 was started through APP_DIR/current (systemd's ExecStart=/usr/bin/node
