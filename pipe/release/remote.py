@@ -846,7 +846,7 @@ ssm_deploy_switch_before() {
   # switch's line counts as started before it (when in doubt, the release it left)
   ssm_deploy_before=$(ssm_deploy_switches | awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" \
     -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" "$ssm_deploy_in_ticks"'
-      $1 == boot && started != "" && ticks($2) >= started + 0 { if (left == "") left = $3; last = $2 }
+      since_start($1, $2) { if (left == "") left = $3; last = $2 }
       END { if (left != "") print last, left }')
   ssm_deploy_switch_time=${ssm_deploy_before%% *}
   ssm_deploy_before=${ssm_deploy_before#* }
@@ -990,7 +990,9 @@ ssm_deploy_removed_since() {
   # or since (before: this boot, up to the tick of the record, which is taken once it is gone); nothing
   # without a record
   awk -v boot="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" -v hz="$ssm_deploy_hz" -v started="$(ssm_deploy_stat "$1" 20)" -v id="$2" \
-    "$ssm_deploy_in_ticks"'$3 == id { last = ($1 == boot && started != "" && ticks($2) >= started + 0) ? "before" : "after" } END { print last }' \
+    "$ssm_deploy_in_ticks"'
+      $3 == id { last = since_start($1, $2) ? "before" : "after" }
+      END { if (started != "") print last }' \
     "$ssm_deploy_state/removed" 2>/dev/null
 }
 ssm_deploy_words_of() {
@@ -1085,7 +1087,9 @@ ssm_deploy_scan() {
 }
 # clock ticks (whole, hz a second) from seconds since boot (2 decimals, /proc/uptime's or switches'):
 # the one conversion every awk program that compares them with a process's start time (/proc/PID/stat) uses
-ssm_deploy_in_ticks='function ticks(seconds) { return int(seconds * hz + 0.5) }'
+ssm_deploy_in_ticks='function ticks(seconds) { return int(seconds * hz + 0.5) }
+function since_start(line_boot, seconds) { return line_boot == boot && started != "" && ticks(seconds) >= started + 0 }
+'
 ssm_deploy_ticks() {
   awk -v hz="$ssm_deploy_hz" "$ssm_deploy_in_ticks"'
     { printf "%d", ticks($1) }' /proc/uptime
@@ -1272,12 +1276,15 @@ ssm_deploy_prepare() {
     || ssm_deploy_fail 83 "cannot write $ssm_deploy_mark; nothing was switched"
 }
 ssm_deploy_remove() {
-  # removes release $1 and its marks; then, when it was there, records when it went (boot id, seconds
-  # since boot, the release) in removed: a process started before then, named by a path in it, runs a
-  # copy deleted since, even once the release is installed again under its id (ssm_deploy_removed_since)
+  # removes release $1 and its marks; when it was there, records when it went (boot id, seconds since
+  # boot, the release) in removed: a process started before then, named by a path in it, runs a copy
+  # deleted since, even once the release is installed again under its id (ssm_deploy_removed_since). A
+  # line before the removal, which must be written (a full disk: nothing removed, so no removal goes
+  # unrecorded and a copy installed again is never taken for the one a process runs), and one after
   [ -d "$ssm_deploy_app_dir/releases/$1" ] || set -- "$1" -
+  [ -n "$2" ] || ssm_deploy_stamp removed "$1" || return 1
   rm -rf -- "$ssm_deploy_app_dir/releases/$1" "$ssm_deploy_state/ready/$1" "$ssm_deploy_state/files/$1" || return 1
-  [ -n "$2" ] || echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $(awk '{ print $1 }' /proc/uptime) $1" >> "$ssm_deploy_state/removed"
+  [ -n "$2" ] || ssm_deploy_stamp removed "$1"
   return 0
 }
 # The checksum manifest of a prepared release (every entry's type, mode, owner, path and link target,
@@ -1313,7 +1320,7 @@ ssm_deploy_point() {
   # tick, before the move or after it, counts as started before the switch: ssm_deploy_switch_before),
   # then a wait for the next tick, so that what ACTIVATE_COMMANDS starts counts as started after it
   ssm_deploy_moved=$(awk '{ print $1 }' /proc/uptime)
-  ssm_deploy_switch_line "$ssm_deploy_moved"
+  ssm_deploy_stamp switches "$ssm_deploy_left" "$ssm_deploy_moved"
   ssm_deploy_n=0
   until awk -v moved="$ssm_deploy_moved" '{ exit !($1 > moved + 0) }' /proc/uptime || [ "$ssm_deploy_n" -ge 100 ]; do
     sleep 0.01 2>/dev/null || sleep 1; ssm_deploy_n=$((ssm_deploy_n + 1))
@@ -1328,12 +1335,12 @@ ssm_deploy_record() {
     && mv -f -- "$ssm_deploy_state/previous.tmp" "$ssm_deploy_state/previous" \
     && { [ -z "$2" ] || printf '%s\n' "$2" >> "$ssm_deploy_state/history"; } \
     && ssm_deploy_left=${1:--} \
-    && ssm_deploy_switch_line "$(awk '{ print $1 }' /proc/uptime)"
+    && ssm_deploy_stamp switches "$ssm_deploy_left"
 }
-ssm_deploy_switch_line() {
-  # a line of switches (ssm_deploy_switch_before reads them): boot id, $1 (seconds since boot), the
-  # release the switch leaves (ssm_deploy_left, set by ssm_deploy_record)
-  echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) $1 $ssm_deploy_left" >> "$ssm_deploy_state/switches"
+ssm_deploy_stamp() {
+  # a line of $ssm_deploy_state/$1 (switches: ssm_deploy_switch_before; removed: ssm_deploy_removed_since):
+  # boot id, seconds since boot ($3, or now), $2 (the release a switch leaves, or the release removed)
+  echo "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) ${3:-$(awk '{ print $1 }' /proc/uptime)} $2" >> "$ssm_deploy_state/$1"
 }
 ssm_deploy_activate_current() {
   [ -n "$ssm_deploy_activate" ] || return 0

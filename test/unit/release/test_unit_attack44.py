@@ -154,3 +154,19 @@ def test_an_app_dir_with_a_blank_is_refused_before_anything_runs() -> None:
             "process's command line as words split at blanks and could not find a process of a release there; "
             "choose a path without spaces, e.g. /srv/web-api"
         ]
+
+
+def test_a_prune_whose_record_cannot_be_written_removes_nothing(box: Box) -> None:
+    # review: a removal the record lost (a full disk) let a process of the copy it deleted pass once the
+    # release was installed again (an older line for its id said "removed before it started"): the line is
+    # written first, and a removal it cannot record does not happen
+    for release in (A, B):
+        code, output = _install(box, release, verify_processes=False, keep_releases=2)
+        assert code == 0, output
+    (box.app_dir / ".ssm-deploy" / "removed").mkdir()  # no line can be added to it
+
+    code, output = _install(box, C, verify_processes=False, keep_releases=2)
+
+    assert code == 0, output
+    assert A in box.releases()
+    assert f"could not remove release {A}" in output
