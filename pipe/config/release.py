@@ -41,14 +41,6 @@ def release_id_problem(text: str) -> str | None:
 def app_dir_problem(text: str) -> str | None:
     if _CONTROL.search(text):
         return "APP_DIR must not contain control characters (newline, tab...)"
-    if " " in text:
-        # the process check (VERIFY_PROCESSES) reads a command line as words split at blanks: a path with a
-        # space in it names nothing under APP_DIR there, so it could not find a process of a release
-        return (
-            f"APP_DIR {text!r} must not contain spaces: the process check (VERIFY_PROCESSES) reads a process's "
-            "command line as words split at blanks and could not find a process of a release there; "
-            "choose a path without spaces, e.g. /srv/web-api"
-        )
     # normpath keeps a leading // (POSIX leaves its meaning to the system): refuse it explicitly
     if not text.startswith("/") or text == "/" or "//" in text or posixpath.normpath(text) != text:
         return f"APP_DIR {text!r} must be an absolute, normalized directory path other than /, e.g. /srv/web-api"

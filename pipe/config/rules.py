@@ -226,6 +226,8 @@ def releases_have_what_they_need(values: Values) -> Iterator[Problem]:
         yield DOCUMENT_NAME.name, f"release mode runs on Linux with {SHELL}: remove DOCUMENT_NAME"
     if values.ok(WAIT) and not values[WAIT]:
         yield WAIT.name, "'false' is refused in release mode: the pipe must see each instance switch to record it"
+    if _blank_in_app_dir(values) and values.ok(VERIFY_PROCESSES) and values[VERIFY_PROCESSES]:
+        yield APP_DIR.name, f"{_BLANK_IN_APP_DIR}, or set VERIFY_PROCESSES: 'false' (giving up that proof)"
     yield from _environment_needed(values, "in release mode")
 
 
@@ -242,7 +244,25 @@ def _status_has_what_it_needs(values: Values) -> Iterator[Problem]:
     """ACTION: status reads the ledger of SERVICE in ENVIRONMENT and APP_DIR/current on each instance."""
     if not values.is_set(APP_DIR) and values.ok(APP_DIR):
         yield APP_DIR.name, "is required with ACTION: status (it reads APP_DIR/current), e.g. /srv/web-api"
+    if _blank_in_app_dir(values):
+        yield (
+            APP_DIR.name,
+            f"{_BLANK_IN_APP_DIR} with ACTION: status: it lists the processes of each release the same way",
+        )
     yield from _environment_needed(values, "with ACTION: status")
+
+
+# the process check (VERIFY_PROCESSES, and ACTION: status's list of processes) reads a command line as words
+# split at blanks: a path with a space in it names nothing under APP_DIR there (attack 44)
+_BLANK_IN_APP_DIR = (
+    "must not contain a space while the process check is on (VERIFY_PROCESSES): it reads a process's command "
+    "line as words split at blanks and could not find a process of a release there; choose a path without "
+    "spaces, e.g. /srv/web-api"
+)
+
+
+def _blank_in_app_dir(values: Values) -> bool:
+    return values.ok(APP_DIR) and " " in (values[APP_DIR] or "")
 
 
 def lock_is_on(values: Values) -> bool:

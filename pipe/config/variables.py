@@ -871,8 +871,8 @@ ARTIFACT_PREFIX = Variable(
 APP_DIR = Variable(
     "APP_DIR",
     "Release mode: the application's directory on the instances, e.g. `/srv/web-api`, holding `releases/`, "
-    "`shared/` and the `current` symlink. `ACTION: status` reads `current` there. Refused with a space in it: "
-    "`VERIFY_PROCESSES` reads command lines as words split at blanks.",
+    "`shared/` and the `current` symlink. `ACTION: status` reads `current` there. Refused with a space in it while "
+    "`VERIFY_PROCESSES` is on and with `ACTION: status`: they read command lines as words split at blanks.",
     plain(_checked(app_dir_problem)),
     group=Group.RELEASE,
     status=True,

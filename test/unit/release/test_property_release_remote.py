@@ -34,7 +34,8 @@ shared = st.lists(
 PROBE = 'printf "%s\\n" "$PWD" >> "$OUT/places"'
 
 
-# APP_DIR refuses a space (app_dir_problem: the process check splits command lines at blanks)
+# APP_DIR refuses a space while VERIFY_PROCESSES is on (config/rules.py: the process check splits command
+# lines at blanks)
 app_dir_name = name.filter(lambda text: " " not in text)
 
 

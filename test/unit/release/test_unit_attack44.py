@@ -30,7 +30,7 @@ import pytest
 
 from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body
-from unit.config.test_unit_settings import RELEASE_MODE, STATUS, problems_of
+from unit.config.test_unit_settings import RELEASE_MODE, STATUS, load, problems_of
 from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
 from unit.release_support import SHELLS, A, B, Box, C, D, is_root, open_temp_dir
 
@@ -141,19 +141,24 @@ def test_a_release_pruned_while_the_check_reads_its_process_still_condemns_it(bo
     assert f"runs a copy of release {A} that was deleted since it started, not the {C} installed now" in output
 
 
-def test_an_app_dir_with_a_blank_is_refused_before_anything_runs() -> None:
+def test_an_app_dir_with_a_blank_is_refused_before_anything_runs_while_the_process_check_is_on() -> None:
     # the scan reads a command line's words split at blanks (ssm_deploy_release_in_words,
     # ssm_deploy_through_current, ssm_deploy_in_releases): `python3 '/srv/web api/releases/<A>/server.py'`
     # started from / named no path under APP_DIR and a process of the replaced release passed (exit 0).
-    # APP_DIR refuses a space, in release mode and for ACTION: status alike, naming the fix
-    for overrides in (RELEASE_MODE, STATUS):
-        problems = problems_of({**overrides, "APP_DIR": "/srv/web api"})
+    # APP_DIR refuses a space while VERIFY_PROCESSES is on and for ACTION: status (its list of processes),
+    # naming the fix; with VERIFY_PROCESSES: 'false' nothing reads command lines, so it is accepted
+    why = (
+        "must not contain a space while the process check is on (VERIFY_PROCESSES): it reads a process's "
+        "command line as words split at blanks and could not find a process of a release there; choose a "
+        "path without spaces, e.g. /srv/web-api"
+    )
+    deploy = problems_of({**RELEASE_MODE, "APP_DIR": "/srv/web api"})
+    status = problems_of({**STATUS, "APP_DIR": "/srv/web api"})
+    unverified = load({**RELEASE_MODE, "APP_DIR": "/srv/web api", "VERIFY_PROCESSES": "false"})
 
-        assert problems["APP_DIR"] == [
-            "APP_DIR '/srv/web api' must not contain spaces: the process check (VERIFY_PROCESSES) reads a "
-            "process's command line as words split at blanks and could not find a process of a release there; "
-            "choose a path without spaces, e.g. /srv/web-api"
-        ]
+    assert deploy["APP_DIR"] == [f"{why}, or set VERIFY_PROCESSES: 'false' (giving up that proof)"]
+    assert status["APP_DIR"] == [f"{why} with ACTION: status: it lists the processes of each release the same way"]
+    assert unverified.release is not None and unverified.release.app_dir == "/srv/web api"
 
 
 def test_a_prune_whose_record_cannot_be_written_removes_nothing(box: Box) -> None:

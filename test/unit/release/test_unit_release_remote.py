@@ -989,9 +989,7 @@ def test_bad_release_ids_are_refused(text: str) -> None:
     assert release_id_problem(text) is not None
 
 
-@pytest.mark.parametrize(
-    "text", ["srv/web-api", "/", "/srv/web-api/", "/srv/../etc", "/srv/./x", "/srv/a\nb", "//srv", "/srv/web api"]
-)
+@pytest.mark.parametrize("text", ["srv/web-api", "/", "/srv/web-api/", "/srv/../etc", "/srv/./x", "/srv/a\nb", "//srv"])
 def test_bad_app_dirs_are_refused(text: str) -> None:
     assert app_dir_problem(text) is not None
 
