@@ -39,6 +39,7 @@ from pipe.config.parsers import (
     unique_pairs,
 )
 from pipe.config.release import (
+    ARN_ALLOWANCE,
     DEFAULT_KEEP_RELEASES,
     MAX_KEEP_RELEASES,
     MIN_KEEP_RELEASES,
@@ -79,6 +80,7 @@ AGENT_LOST_TIMEOUT_RANGE = (1, 86400)
 HEALTHCHECK_RETRIES_RANGE = (1, 100)
 HEALTHCHECK_INTERVAL_RANGE = (0, 3600)
 RESULT_FILE_NAME = "ssm-deploy-result.json"
+ENV_SUFFIX = ".env"  # added to RESULT_FILE's name, never replacing its suffix: config.json must not hit config.env
 
 # C0 controls and DEL; ESC stays allowed (colour codes in echo), and so do C1 characters, which
 # are printable text in some encodings' round trips
@@ -236,6 +238,11 @@ def _unwritable(text: str) -> str | None:
     too_long = [part for part in path.parts if len(part.encode()) > FILE_NAME_MAX_BYTES]
     if too_long:
         return f"has a name of {len(too_long[0].encode()):,} bytes; a file name is at most {FILE_NAME_MAX_BYTES}"
+    if len((path.name + ENV_SUFFIX).encode()) > FILE_NAME_MAX_BYTES:  # its twin, written beside it
+        return (
+            f"has a name of {len(path.name.encode()):,} bytes; the {ENV_SUFFIX} file written beside it needs "
+            f"{len(ENV_SUFFIX)} more, and a file name is at most {FILE_NAME_MAX_BYTES}"
+        )
     try:
         if text.endswith("/") or path.is_dir():
             return f"{shown(text)} is a folder"
@@ -271,8 +278,11 @@ def _parameters_path(text: str) -> str | None:
     path = "/" + text.strip("/") + "/"
     if not re.fullmatch(r"(/[A-Za-z0-9_.\-]+){1,15}", path.rstrip("/")):
         raise ValueError(f"must be a Parameter Store path like /deploy/prod/, got {shown(path)}")
-    if len(path) >= PARAMETER_NAME_MAX:  # a parameter under it has a longer name than Parameter Store takes
-        raise ValueError(f"is {len(path):,} characters; Parameter Store's names are at most {PARAMETER_NAME_MAX:,}")
+    if len(path) + 1 + ARN_ALLOWANCE > PARAMETER_NAME_MAX:  # a parameter under it has a longer name than AWS takes
+        raise ValueError(
+            f"is {len(path):,} characters; a parameter under it would have a longer name than Parameter Store takes "
+            f"({PARAMETER_NAME_MAX:,} characters, the {ARN_ALLOWANCE} of the ARN before the name included)"
+        )
     return path
 
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 from pipe.aws.console import console_url
 from pipe.config.settings import DeploySettings
+from pipe.config.variables import ENV_SUFFIX
 from pipe.model import OUTSIDE_COMMANDS, DeployOutcome, Invocation, PhaseOutcome, PhaseStatus, Status
 from pipe.report.durations import format_duration, format_seconds
 from pipe.report.instances import named
 
-ENV_SUFFIX = ".env"  # added to RESULT_FILE's name, never replacing its suffix: config.json must not hit config.env
 STOPPED = "stopped"  # the verdict's words for a stop outside any command
 SHARED_VARIABLES = "BITBUCKET_PIPELINES_VARIABLES_PATH"  # Bitbucket's variable sharing between steps
 log = logging.getLogger("ssm-deploy")

@@ -286,7 +286,9 @@ def test_a_secret_key_with_an_invisible_or_non_ascii_character_is_refused_withou
 
 
 @pytest.mark.parametrize(
-    "result_file", [".", "/", "./", "results/", "README.md/result.json", "r" * 256 + ".json"], ids=lambda v: v[:24]
+    "result_file",
+    [".", "/", "./", "results/", "README.md/result.json", "r" * 256 + ".json", "r" * 248 + ".json"],
+    ids=lambda v: f"{v[:24]}({len(v)})",
 )
 def test_a_result_file_that_cannot_be_written_is_refused_before_anything_runs(result_file: str) -> None:
     """RESULT_FILE naming a folder, a path under a file of the repository, or a name longer than a Linux file
@@ -305,6 +307,9 @@ def test_a_parameters_path_longer_than_a_parameter_name_may_be_is_refused() -> N
     and GetParametersByPath refused it with an AWS message that names no variable."""
     assert "PARAMETERS_PATH" in refused({"PARAMETERS_PATH": "/deploy/" + "a" * 1100})
     assert "PARAMETERS_PATH" in refused({"PARAMETERS_PATH": "a" * 1_000_000})
+    # review: the 1011 include the ARN before the name (arn:aws:ssm:<region>:<account>:parameter)
+    assert "PARAMETERS_PATH" in refused({"PARAMETERS_PATH": "/deploy/" + "a" * 950})
+    assert not refused({"PARAMETERS_PATH": "/deploy/" + "a" * 900})
 
 
 # --- 2. secrets in every channel of a release deploy and of its failing successor ------------------------
