@@ -34,20 +34,15 @@ def last_line(output: str) -> str:
 def on_send_command(standin: StandIn, act: Any) -> Iterator[list[dict[str, Any]]]:
     """Call ``act(request)`` as each SendCommand reaches AWS, before SSM resolves its targets (what
     happens to tags in the moment between the pipe's plan and SSM's own look-up)."""
-    service, seen = standin.service, []
-    original = type(service).before_request
+    seen: list[dict[str, Any]] = []
 
-    def before_request(action: str, caller: str, request: dict[str, Any]) -> None:
+    def on_request(action: str, request: dict[str, Any]) -> None:
         if action == "SendCommand":
             seen.append(request)
             act(request)
-        original(service, action, caller, request)
 
-    service.before_request = before_request  # type: ignore[method-assign,assignment]
-    try:
+    with standin.requests_seen(on_request):
         yield seen
-    finally:
-        del service.before_request
 
 
 def untag(standin: StandIn, instance_id: str, key: str) -> None:

@@ -358,18 +358,9 @@ def leaks(value: str, channels: dict[str, str]) -> list[str]:
 def ssm_requests(standin: StandIn) -> Iterator[list[str]]:
     """The body of every request the stand-in's SSM checks (PutParameter's ledger and lock values,
     SendCommand, GetParameters...), as it arrives: the lock's parameter is deleted when the run ends."""
-    service, seen = standin.service, []
-    original = type(service).before_request
-
-    def before_request(action: str, caller: str, request: dict[str, Any]) -> None:
-        seen.append(f"{action} {json.dumps(request, default=str)}")
-        original(service, action, caller, request)
-
-    service.before_request = before_request  # type: ignore[method-assign,assignment]
-    try:
+    seen: list[str] = []
+    with standin.requests_seen(lambda action, request: seen.append(f"{action} {json.dumps(request, default=str)}")):
         yield seen
-    finally:
-        del service.before_request
 
 
 def ssm_channels(standin: StandIn) -> dict[str, str]:

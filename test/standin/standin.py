@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -608,6 +608,23 @@ class StandIn:
         self.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue=state, StateReason=reason)
 
     # --- observations ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def requests_seen(self, callback: Callable[[str, dict[str, Any]], None]) -> Iterator[None]:
+        """``callback(action, request)`` for each request the stand-in's services check (SendCommand,
+        PutParameter, ...), as it arrives and before it is served, while the block runs."""
+        service = self.service
+        original = type(service).before_request
+
+        def before_request(action: str, caller: str, request: dict[str, Any]) -> None:
+            callback(action, request)
+            original(service, action, caller, request)
+
+        service.before_request = before_request  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            del service.before_request
+
     def sent_commands(self) -> list[SentCommand]:
         return list(self.service.sent.values())
 

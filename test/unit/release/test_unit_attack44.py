@@ -22,7 +22,6 @@ started is a deleted copy, one removed before it started is none the process eve
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -32,6 +31,7 @@ from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body
 from unit.config.test_unit_settings import RELEASE_MODE, STATUS, load, problems_of
 from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
+from unit.release.verify_support import foreign
 from unit.release_support import SHELLS, A, B, Box, C, D, is_root, open_temp_dir
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
@@ -65,18 +65,8 @@ def _install(box: Box, release: str, before_call: str = "", **changes: object) -
 def _started(box: Box, words: list[str], cwd: str = "/") -> int:
     """A process started in ``cwd`` whose command line is ``words`` (a loop that never reads them), with
     this deploy's values: only its release can condemn it."""
-    process = subprocess.Popen(
-        ["sh", "-c", "while :; do sleep 1; done", *words],
-        cwd=cwd,
-        env={**os.environ, "OUT": str(box.out), "DB_PASSWORD": VALUE},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    with (box.out / "foreign-pids").open("a") as pids:
-        pids.write(f"{process.pid}\n")
-    return process.pid
+    env = {**os.environ, "OUT": str(box.out), "DB_PASSWORD": VALUE}
+    return foreign(box, ["sh", "-c", "while :; do sleep 1; done", *words], cwd, env)
 
 
 @pytest.mark.parametrize("named_by", ["a word", "its working directory"])  # the second held before the fix
