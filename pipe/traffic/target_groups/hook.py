@@ -51,6 +51,9 @@ REGISTERED_AGAIN = "it is registered again (see above)."
 # batch left, before this deploy touched it, or after this deploy had put it back healthy (a switch back)
 ILL_BEFORE = " (already unhealthy in it before this deploy took it out)"
 ILL_SINCE_BACK = " (already unhealthy in it when taken out again: it fell ill after this deploy put it back healthy)"
+ILL_SINCE_LEFT = (
+    " (unhealthy in it since this deploy's release ran there: it was healthy when this deploy first took it out)"
+)
 
 
 class NotBackInService(DeployFailed):
@@ -73,6 +76,8 @@ class LoadBalancer:
         # the targets this deploy put back and saw healthy: one unhealthy when its batch leaves again (the switch
         # back of a batch deployed before a failed one) fell ill during this deploy, not before it
         self.back_healthy: set[GroupTarget] = set()
+        # the targets healthy when this deploy took them out: one unhealthy later fell ill during this deploy
+        self.left_healthy: set[GroupTarget] = set()
 
     def registrations(self, instance_ids: Sequence[str]) -> Registrations:
         ours = set(instance_ids)
@@ -102,8 +107,9 @@ class LoadBalancer:
             return
         leaving = [group for group, _ in registrations.values()]
         # a wait that ends with them still so does not blame the release alone
-        ill_at_start = {t: ILL_SINCE_BACK if t in self.back_healthy else ILL_BEFORE for t in _unhealthy(registrations)}
-        ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before)
+        ill_at_start = {t: _ill_note(t, self.back_healthy, self.left_healthy) for t in _unhealthy(registrations)}
+        ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before, self.left_healthy)
+        self.left_healthy |= _healthy(registrations)
         _warn_not_waited_for(batch, ill_before)
         self.ill_before |= {(group.arn, state.target_key) for group, state in ill_before}
         names = ", ".join(group.name for group in leaving)
@@ -288,6 +294,22 @@ def _unhealthy(registrations: Registrations) -> set[GroupTarget]:
     }
 
 
+def _ill_note(target: GroupTarget, back_healthy: Set[GroupTarget], left_healthy: Set[GroupTarget]) -> str:
+    """Why a target unhealthy as its batch leaves may not be the fault of the release going in."""
+    if target in back_healthy:
+        return ILL_SINCE_BACK
+    return ILL_SINCE_LEFT if target in left_healthy else ILL_BEFORE
+
+
+def _healthy(registrations: Registrations) -> set[GroupTarget]:
+    return {
+        (arn, state.target_key)
+        for arn, (_, targets) in registrations.items()
+        for state in targets
+        if state.state == HEALTHY
+    }
+
+
 def _warn_not_waited_for(batch: Batch, unawaited: Sequence[tuple[TargetGroup, TargetState]]) -> None:
     for group, state in unawaited:
         when = "before anything of this deploy" if state.state == UNHEALTHY else "as it was before this deploy"
@@ -298,21 +320,25 @@ def _warn_not_waited_for(batch: Batch, unawaited: Sequence[tuple[TargetGroup, Ta
 
 
 def _unhealthy_in_groups_not_named(
-    registrations: Registrations, ill_before: Set[GroupTarget] = frozenset()
+    registrations: Registrations,
+    ill_before: Set[GroupTarget] = frozenset(),
+    left_healthy: Set[GroupTarget] = frozenset(),
 ) -> list[tuple[TargetGroup, TargetState]]:
     """The batch's targets already unhealthy, as last read, in groups TARGET_GROUPS does not name (with ``auto``:
     any group), whose instance has another registration that is waited for: what a release did not cause and a
     wait after its switch would blame it for. So are the targets of ``ill_before`` (found so earlier in this
     deploy) that are not healthy now: registered again by the pipe, they are ``initial`` until their checks fail
-    again (the switch back of a batch deployed before a failed one). A target in a named group is always waited
-    for, and so is an instance's every target when none of them is waited for otherwise: each instance proves
-    itself somewhere."""
+    again (the switch back of a batch deployed before a failed one). Never one of ``left_healthy`` (healthy when
+    this deploy took it out: this deploy's release made it ill, and the switch back must cure it). A target in a
+    named group is always waited for, and so is an instance's every target when none of them is waited for
+    otherwise: each instance proves itself somewhere."""
     ill = [
         (group, state)
         for arn, (group, targets) in registrations.items()
         if not group.named
         for state in targets
-        if state.state == UNHEALTHY or (state.state != HEALTHY and (arn, state.target_key) in ill_before)
+        if (arn, state.target_key) not in left_healthy
+        and (state.state == UNHEALTHY or (state.state != HEALTHY and (arn, state.target_key) in ill_before))
     ]
     skipped = {(group.arn, state.target_key) for group, state in ill}
     proven = {
