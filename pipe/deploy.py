@@ -107,7 +107,12 @@ class Deploy:
         own = Clients(session, settings.region).ssm
         with deploy_lock(ctx.clients.ssm, request, release_ssm=own, on_lost=ctx.stops.stop):
             put_back_what_a_killed_deploy_left(
-                own, ctx.clients.elbv2, ctx.clients.autoscaling, request.name, settings.rollout.healthy_timeout
+                own,
+                ctx.clients.elbv2,
+                ctx.clients.ec2,
+                ctx.clients.autoscaling,
+                request.name,
+                settings.rollout.healthy_timeout,
             )
             ctx.left_out = LeftOut(own, request.name, settings.build.url or settings.build.build_number)
             yield []

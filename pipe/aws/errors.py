@@ -31,6 +31,16 @@ _SERVICE_OF = {
     "GetCallerIdentity": "sts",
     "AssumeRole": "sts",
     "DescribeInstances": "ec2",
+    **dict.fromkeys(
+        (
+            "DescribeTargetGroups",
+            "DescribeTargetHealth",
+            "DescribeTargetGroupAttributes",
+            "RegisterTargets",
+            "DeregisterTargets",
+        ),
+        "elasticloadbalancing",
+    ),
 }
 
 

@@ -4,6 +4,7 @@ nodes), and their names."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,6 +19,7 @@ from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")
 HYBRID_PREFIX = "mi-"  # hybrid (on-premises) managed nodes: SSM knows them, EC2 does not
+INSTANCE_FILTER_VALUES = 200  # instance ids one DescribeInstances 'instance-id' filter is given at once
 
 
 def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target], ssm: Any) -> list[str] | None:
@@ -103,15 +105,10 @@ def instance_names(ec2: Any, instance_ids: list[str]) -> dict[str, str]:
     """Name tags, used to label output lines when every name is unique; {} when unavailable."""
     names: dict[str, str] = {}
     try:
-        for start in range(0, len(instance_ids), 200):
-            batch = instance_ids[start : start + 200]
-            pages = ec2.get_paginator("describe_instances").paginate(Filters=[{"Name": "instance-id", "Values": batch}])
-            for page in pages:
-                for reservation in page.get("Reservations", []):
-                    for instance in reservation.get("Instances", []):
-                        tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
-                        if tags.get("Name"):
-                            names[instance["InstanceId"]] = tags["Name"]
+        for instance in described_instances(ec2, instance_ids):
+            tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+            if tags.get("Name"):
+                names[instance["InstanceId"]] = tags["Name"]
     except ClientError as error:
         if is_access_denied(error):
             log.warning("Output is labelled with instance ids: the deploy role lacks ec2:DescribeInstances.")
@@ -119,6 +116,17 @@ def instance_names(ec2: Any, instance_ids: list[str]) -> dict[str, str]:
         raise
     unique = len(set(names.values())) == len(names) == len(instance_ids)
     return names if unique else {}
+
+
+def described_instances(ec2: Any, instance_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """DescribeInstances' row of each of ``instance_ids`` EC2 knows (terminated ones for a while too),
+    INSTANCE_FILTER_VALUES ids a request; ClientError or BotoCoreError as botocore raises them."""
+    for start in range(0, len(instance_ids), INSTANCE_FILTER_VALUES):
+        chunk = list(instance_ids[start : start + INSTANCE_FILTER_VALUES])
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=[{"Name": "instance-id", "Values": chunk}])
+        for page in pages:
+            for reservation in page.get("Reservations", []):
+                yield from reservation.get("Instances", [])
 
 
 def _intersect(current: set[str] | None, new: set[str]) -> set[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.release_support import A, B, build
+from e2e.test_attack12 import _age_the_lock, _kill_at
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from e2e.test_load_balancer import make_fleet, rolling_env
@@ -164,3 +165,35 @@ def test_a_stop_while_a_batch_drains_from_a_named_ip_group_registers_its_address
     ], run.output
     assert not {"draining", "unused"} & set(standin.port_states(ip_arn).values()), standin.port_states(ip_arn)
     assert len(standin.sent_commands()) == sent  # stopped while draining: nothing was deployed
+
+
+def test_a_killed_builds_address_whose_instance_was_terminated_since_is_not_registered_again(
+    standin: StandIn,
+) -> None:
+    """Found by review (H2): a build killed while its first batch is out of an ``ip`` group leaves the address
+    in its record; its instance is terminated since. RegisterTargets refuses a terminated instance's id but
+    takes any address, so the next deploy registered the dead instance's address again (one another interface
+    may hold by then) and waited for it. The address must stay out, named, and the rest be put back."""
+    fleet = make_fleet(standin, 3)
+    by_ip = f"ip-{uuid.uuid4().hex[:8]}"
+    ip_arn = standin.create_target_group(by_ip, fleet.ids, deregistration_delay=20, target_type="ip")
+    address = {i: str(standin.address_of(i)) for i in fleet.ids}
+    wait_until(lambda: set(standin.port_states(ip_arn).values()) == {"healthy"}, "ip targets healthy", 30)
+    env = rolling_env(standin, fleet, COMMANDS="echo deploy-is-running\nsleep 600", BITBUCKET_BUILD_NUMBER="41")
+    _kill_at(env, "deploy-is-running")
+    for command in standin.sent_commands():  # its command dies with the runner's session
+        standin.client("ssm").cancel_command(CommandId=command.command_id)
+    (gone,) = [i for i in fleet.ids if standin.port_states(ip_arn).get((address[i], PORT)) != "healthy"]
+    standin.client("ec2").terminate_instances(InstanceIds=[gone])
+    _age_the_lock(standin, f"/deploy-lock/{fleet.group_name}/_")
+    left = [i for i in fleet.ids if i != gone]
+
+    run = run_pipe(
+        rolling_env(standin, fleet, INSTANCE_IDS=" ".join(left), COMMANDS="true", BITBUCKET_BUILD_NUMBER="42"),
+        timeout=300,
+    )
+
+    assert f"{address[gone]} was not registered again in {by_ip}: its instance {gone} is terminated" in run.output
+    assert (address[gone], PORT) not in standin.port_states(ip_arn), (standin.port_states(ip_arn), run.output)
+    assert {standin.port_states(ip_arn).get((address[i], PORT)) for i in left} == {"healthy"}, run.output
+    assert run.returncode == 0, run.output

@@ -36,6 +36,7 @@ class FakeGroup:
             "TargetGroupName": self.name,
             "Port": self.port,
             "TargetType": self.target_type,
+            "VpcId": "vpc-0123456789abcdef0",
         }
         if self.load_balancers:
             row["LoadBalancerArns"] = [f"arn:lb/{self.name}/{n}" for n in range(self.load_balancers)]

@@ -22,6 +22,8 @@ class FakeInstance:
     tags: dict[str, str] = field(default_factory=dict)
     ping: str | None = "Online"  # the SSM Agent's PingStatus; None: not managed by SSM
     state: str = "running"
+    address: str | None = None  # its private IPv4 address (None: none given)
+    vpc: str = "vpc-0123456789abcdef0"
 
 
 @dataclass
@@ -52,7 +54,7 @@ class FakeFleet:
 
     def _DescribeInstances(self, request: dict[str, Any]) -> dict[str, Any]:
         found = [
-            {"InstanceId": i, "Tags": [{"Key": k, "Value": v} for k, v in instance.tags.items()]}
+            _described(i, instance)
             for i, instance in self.instances.items()
             if all(_matches(i, instance, f["Name"], f["Values"]) for f in request.get("Filters", []))
         ]
@@ -133,6 +135,21 @@ class _Paginator:
     def paginate(self, **request: Any) -> Iterator[dict[str, Any]]:
         request.pop("PaginationConfig", None)
         yield getattr(self.client, self.operation)(**request)
+
+
+def _described(instance_id: str, instance: FakeInstance) -> dict[str, Any]:
+    """A DescribeInstances row: its tags, state, VPC and address (on its one network interface)."""
+    row: dict[str, Any] = {
+        "InstanceId": instance_id,
+        "Tags": [{"Key": k, "Value": v} for k, v in instance.tags.items()],
+        "State": {"Name": instance.state},
+        "VpcId": instance.vpc,
+    }
+    if instance.address:
+        row["PrivateIpAddress"] = instance.address
+        addresses = [{"PrivateIpAddress": instance.address, "Primary": True}]
+        row["NetworkInterfaces"] = [{"VpcId": instance.vpc, "PrivateIpAddresses": addresses}]
+    return row
 
 
 def _matches(instance_id: str, instance: FakeInstance, name: str, values: list[str]) -> bool:

@@ -15,6 +15,7 @@ from unit.unit_support import INSTANCE_A, INSTANCE_B, INSTANCE_C, REGION, make_s
 
 from functional.fake_aws import FakeSSM
 from functional.fake_elb import FakeELB, FakeGroup
+from functional.fake_fleet import FakeFleet, FakeInstance
 from functional.plans import applying, planned
 from pipe.apply.rollout import roll_out
 from pipe.apply.run import Run
@@ -26,6 +27,7 @@ from pipe.traffic import around_each
 from pipe.traffic.target_groups.waits import POLL_SECONDS, poll_seconds
 
 IDS = [INSTANCE_A, INSTANCE_B, INSTANCE_C]
+ADDRESSES = {i: f"10.0.1.{n}" for n, i in enumerate(IDS, 11)}  # their private IPv4 addresses, as EC2 gives them
 
 
 def make_run(elb: FakeELB, ssm: FakeSSM, tmp_path: Path, target_groups: str = "web", **rollout: Any) -> Run:
@@ -39,6 +41,8 @@ def make_run(elb: FakeELB, ssm: FakeSSM, tmp_path: Path, target_groups: str = "w
     clients = Clients(boto3.Session(region_name=REGION), REGION)
     clients.ssm = ssm  # type: ignore[assignment]
     clients.elbv2 = elb  # type: ignore[assignment]
+    fleet = FakeFleet(instances={i: FakeInstance(address=address) for i, address in ADDRESSES.items()})
+    clients.ec2 = fleet.client("ec2")  # type: ignore[assignment]
     return applying(planned(settings), clients)
 
 
@@ -71,7 +75,7 @@ def test_each_batch_leaves_and_rejoins_every_group_it_is_in_on_the_ports_it_was_
     elb = FakeELB(
         web(),
         admin(),
-        FakeGroup("by-ip", target_type="ip", targets={("10.0.0.1", 80): "healthy"}),
+        FakeGroup("by-ip", target_type="ip", targets={("10.0.0.1", 80): "healthy"}),  # no instance of ours
         FakeGroup("idle", load_balancers=0, targets={(INSTANCE_A, 3000): "unused"}),  # routes nothing
         FakeGroup("elsewhere", targets={("i-0eeeeeeeeeeeeeeee", 3000): "healthy"}),
     )
@@ -90,7 +94,8 @@ def test_each_batch_leaves_and_rejoins_every_group_it_is_in_on_the_ports_it_was_
         "(not in TARGET_GROUPS: the instances are registered in it, so each batch leaves it too)"
     ) in lines
     assert "idle" not in lines and "by-ip" not in lines and "elsewhere" not in lines
-    assert "targets read in 3 of the Region's 5 target group(s)" in lines  # web, admin, elsewhere
+    assert "targets read in 4 of the Region's 5 target group(s)" in lines  # web, admin, by-ip, elsewhere
+    assert elb.made("DeregisterTargets", "by-ip") == []
     assert [c.targets for c in elb.made("DeregisterTargets", "admin")] == [
         [(INSTANCE_A, 8080)],
         [(INSTANCE_B, 8080), (INSTANCE_B, 9090)],
@@ -134,7 +139,7 @@ def test_finding_the_groups_reads_pages_of_400_and_only_groups_that_can_send_an_
     plan(make_run(elb, FakeSSM(), tmp_path))
 
     assert [c.page_size for c in elb.made("DescribeTargetGroups")] == [400, 400, 400]  # 901 groups
-    assert len(elb.made("DescribeTargetHealth")) == 899  # web and the others, not by-ip or idle
+    assert len(elb.made("DescribeTargetHealth")) == 900  # web, by-ip and the others, not idle
     assert [c.group for c in elb.made("DescribeTargetGroupAttributes")] == ["web"]
     assert elb.made("DeregisterTargets") == []  # planning changes nothing
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.config.rollout import TargetGroupChoice
 from pipe.errors import NothingSent
 from pipe.traffic.target_groups.addresses import Addresses
@@ -70,12 +70,7 @@ class TargetState:
     @property
     def target(self) -> dict[str, Any]:
         """As RegisterTargets and DeregisterTargets take it: the Id, port and zone it was registered with."""
-        target: dict[str, Any] = {"Id": self.target_id}
-        if self.port is not None:
-            target["Port"] = self.port
-        if self.zone is not None:
-            target["AvailabilityZone"] = self.zone
-        return target
+        return target_description(self.target_id, self.port, self.zone)
 
     @property
     def target_key(self) -> tuple[str, int | None]:
@@ -91,6 +86,17 @@ class TargetState:
         return f"{self.state}{why}"
 
 
+def target_description(target_id: str, port: int | None, zone: str | None) -> dict[str, Any]:
+    """A TargetDescription (RegisterTargets, DeregisterTargets, DescribeTargetHealth): its Id, and its
+    port and zone when it has them."""
+    described: dict[str, Any] = {"Id": target_id}
+    if port is not None:
+        described["Port"] = port
+    if zone is not None:
+        described["AvailabilityZone"] = zone
+    return described
+
+
 @dataclass
 class TargetGroup:
     arn: str
@@ -100,6 +106,7 @@ class TargetGroup:
     named: bool = True  # named in TARGET_GROUPS (False: found because the instances are registered in it)
     in_use: bool = True  # some load balancer sends it requests
     addresses: Addresses | None = None  # target type ip: the instances by address (None: by instance id)
+    vpc_id: str | None = None  # the VPC its targets are in (an ip target outside it: AvailabilityZone 'all')
 
     def registrations(self, instance_ids: set[str]) -> list[TargetState]:
         """Our instances' registrations in this group (an instance may be registered on several ports)."""
@@ -176,7 +183,8 @@ def target_states(elbv2: Any, group: TargetGroup, targets: list[dict[str, Any]] 
         by_address = group.addresses is not None
         states.append(
             TargetState(
-                instance_id=(group.addresses.owner(target_id) if group.addresses else None) or target_id,
+                instance_id=(group.addresses.owner(target_id, group.vpc_id, zone) if group.addresses else None)
+                or target_id,
                 port=int(port) if port is not None else None,
                 state=str(health.get("State", "")),
                 reason=str(health.get("Reason", "")),
@@ -209,6 +217,7 @@ def _group(row: dict[str, Any], named: bool, addresses: Addresses) -> TargetGrou
         named=named,
         in_use=bool(row.get("LoadBalancerArns")),
         addresses=addresses if row.get("TargetType") == IP else None,
+        vpc_id=str(row["VpcId"]) if row.get("VpcId") else None,
     )
 
 
@@ -259,8 +268,8 @@ def _deregistration_delay(elbv2: Any, group_arn: str) -> int:
 
 
 def _refused(error: ClientError) -> NothingSent:
-    service = "ec2" if error.operation_name == "DescribeInstances" else "elasticloadbalancing"
-    action = f"{service}:{error.operation_name}"
+    action = permission_for(error.operation_name)
+    service = action.partition(":")[0]
     if is_access_denied(error):
         why = NEEDED_FOR.get(error.operation_name, "")
         return NothingSent(

@@ -277,8 +277,9 @@ def _learn_addresses(run: Execution, batch: Batch, groups: Sequence[TargetGroup]
 
 
 def _targets(registrations: Registrations) -> list[Target]:
+    """What the record keeps of each registration: an address's instance too, to check before it is put back."""
     return [
-        (arn, group.name, t.target_id, t.port, t.zone)
+        Target(arn, group.name, t.target_id, t.port, t.zone, None if t.address is None else t.instance_id)
         for arn, (group, targets) in registrations.items()
         for t in targets
     ]

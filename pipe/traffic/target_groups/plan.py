@@ -18,7 +18,7 @@ from pipe.model import Batch
 from pipe.plan.batches import batches_of, sized, switching_back
 from pipe.plan.resolve import running_instances
 from pipe.traffic import Planned
-from pipe.traffic.left_out import what_a_killed_deploy_left
+from pipe.traffic.left_out import Target, unverified, what_a_killed_deploy_left
 from pipe.traffic.target_groups.capacity import (
     below_floor,
     impossible_batch,
@@ -92,26 +92,32 @@ def _as_the_deploy_finds_them(clients: Clients, lock: str, groups: list[TargetGr
     """A dry run after a killed build: the deploy that takes the lock registers again what the killed
     build took out before it reads the fleet, so the dry run's checks count those targets as back
     (healthy, as the deploy waits for them to be), and a line says so. An instance that is not running
-    (terminated since) cannot be registered again (RegisterTargets: InvalidTarget): it stays out, as the
-    deploy leaves it, and the line names it."""
+    (terminated since) cannot be registered again (RegisterTargets: InvalidTarget), and an address whose
+    instance no longer runs or holds it is not (``unverified``): it stays out, as the deploy leaves it,
+    and the line names it."""
     left = what_a_killed_deploy_left(clients.ssm, lock)
     if left is None:
         return
     build, targets = left
     by_arn = {group.arn: group for group in groups}
-    by_id = [t[2] for t in targets if t[0] in by_arn and by_arn[t[0]].addresses is None]  # an address: not asked
+    targets = [t for t in targets if t.arn in by_arn]
+    by_id = [t.target_id for t in targets if not t.by_address]
     running = _running(clients.ec2, sorted(set(by_id)))
+    not_back = unverified(clients.ec2, targets)
     back: list[str] = []
     stay_out: list[str] = []
-    for arn, _, target_id, port, zone in targets:
-        group = by_arn.get(arn)
-        if group is None or any(t.target_key == (target_id, port) for t in group.registered):
+    for target in targets:
+        group = by_arn[target.arn]
+        if any(t.target_key == (target.target_id, target.port) for t in group.registered):
             continue
-        state = _recorded(group, target_id, port, zone)
-        if running is not None and group.addresses is None and target_id not in running:
-            stay_out.append(f"{state.label} ({group.name})")
+        state = _recorded(group, target)
+        if target in not_back:
+            stay_out.append(f"{state.label} ({group.name}: {not_back[target]})")
             continue
-        group.targets = [t for t in group.targets if t.target_key != (target_id, port)]
+        if running is not None and not target.by_address and target.target_id not in running:
+            stay_out.append(f"{state.label} ({group.name}: no longer running)")
+            continue
+        group.targets = [t for t in group.targets if t.target_key != (target.target_id, target.port)]
         group.targets.append(state)
         back.append(f"{state.label} ({group.name})")
     if back:
@@ -121,17 +127,19 @@ def _as_the_deploy_finds_them(clients: Clients, lock: str, groups: list[TargetGr
         )
     if stay_out:
         log.info(
-            f"Build {build} also took {', '.join(stay_out)} out of service ({lock}/out-of-service), no longer "
-            "running: the deploy cannot register them again, so this dry run counts them out, as the deploy will"
+            f"Build {build} also took {', '.join(stay_out)} out of service ({lock}/out-of-service): the deploy "
+            "does not register them again, so this dry run counts them out, as the deploy will"
         )
 
 
-def _recorded(group: TargetGroup, target_id: str, port: int | None, zone: str | None) -> TargetState:
+def _recorded(group: TargetGroup, target: Target) -> TargetState:
     """A target of the record as it will be once registered again and healthy."""
-    if group.addresses is None:
-        return TargetState(target_id, port, HEALTHY)
-    owner = group.addresses.owner(target_id) or target_id
-    return TargetState(owner, port, HEALTHY, address=target_id, zone=zone)
+    if not target.by_address:
+        return TargetState(target.target_id, target.port, HEALTHY)
+    owner = target.owner or (
+        group.addresses.owner(target.target_id, group.vpc_id, target.zone) if group.addresses else None
+    )
+    return TargetState(owner or target.target_id, target.port, HEALTHY, address=target.target_id, zone=target.zone)
 
 
 def _left_out_with_the_lock_off(clients: Clients, lock: str) -> None:
@@ -141,7 +149,7 @@ def _left_out_with_the_lock_off(clients: Clients, lock: str) -> None:
     if left is None:
         return
     build, targets = left
-    listed = ", ".join(f"{target_id} ({group})" for _, group, target_id, _, _ in targets)
+    listed = ", ".join(f"{target.target_id} ({target.group})" for target in targets)
     log.warning(
         f"Build {build} took {listed} out of service and has not put them back ({lock}/out-of-service): with "
         "LOCK 'false' this deploy neither puts them back nor waits for them, so they stay out of service. If "

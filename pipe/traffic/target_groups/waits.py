@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipe.aws.errors import error_code, error_message, is_access_denied
+from pipe.aws.errors import error_code, error_message, is_access_denied, permission_for
 from pipe.traffic.target_groups.groups import DRAINING, HEALTHY, UNUSED, TargetGroup, TargetState, target_states
 
 log = logging.getLogger("ssm-deploy")
@@ -155,7 +155,5 @@ def _call(method: Callable[..., Any], **request: Any) -> None:
 
 def _explained(operation: str, error: ClientError) -> str:
     if is_access_denied(error):
-        return (
-            f"the deploy role may not call {operation}: allow elasticloadbalancing:{operation} ({error_message(error)})"
-        )
+        return f"the deploy role may not call {operation}: allow {permission_for(operation)} ({error_message(error)})"
     return f"{operation} refused: {error_code(error)}: {error_message(error)}"

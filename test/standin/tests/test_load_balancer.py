@@ -652,5 +652,14 @@ def test_an_ip_target_group_checks_and_drains_an_instance_registered_by_its_priv
         standin.client("elbv2").deregister_targets(TargetGroupArn=arn, Targets=[{"Id": address}])
 
         assert standin.port_states(arn) == {(address, PORT): "draining"}
+        # the group's VPC and the instance's (and its interface's), which the pipe matches addresses within
+        (group,) = standin.client("elbv2").describe_target_groups(TargetGroupArns=[arn])["TargetGroups"]
+        (reservation,) = standin.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+        (instance,) = reservation["Instances"]
+        assert group["VpcId"] and group["VpcId"] == instance["VpcId"]
+        assert [i["VpcId"] for i in instance["NetworkInterfaces"]] == [group["VpcId"]]
+        assert address in [
+            a["PrivateIpAddress"] for i in instance["NetworkInterfaces"] for a in i["PrivateIpAddresses"]
+        ]
     finally:
         standin.elb_time_scale = scale

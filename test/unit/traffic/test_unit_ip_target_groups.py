@@ -14,7 +14,8 @@ from pipe.errors import NothingSent
 from pipe.traffic.target_groups.groups import TargetState, find_target_groups
 from pipe.traffic.target_groups.waits import deregister, register, register_command
 
-WEB, ECS = "arn:tg/web", "arn:tg/ecs"
+WEB, ECS, PEER = "arn:tg/web", "arn:tg/ecs", "arn:tg/peer"
+VPC, OTHER_VPC = "vpc-0000000000000000a", "vpc-0000000000000000b"
 ONE, TWO, OTHER = "i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c"
 
 
@@ -28,7 +29,9 @@ class Pages:
 
 class FakeELB:
     """An instance group holding ONE and an ``ip`` group holding TWO by a secondary interface's address,
-    ONE by its IPv6 address (spelled long) from every zone, and an address of no instance of the deploy."""
+    ONE by its IPv6 address (spelled long) from every zone, and an address of no instance of the deploy;
+    an ``ip`` group of another VPC holding that VPC's own 10.0.2.7 and 10.0.3.20 (addresses ours have in our
+    VPC) and, from every zone, 10.0.4.20 in the prefix of TWO's interface in a VPC peered with it."""
 
     def __init__(self) -> None:
         self.ip_group_used = True
@@ -39,6 +42,12 @@ class FakeELB:
                 {"Id": "10.0.2.7", "Port": 3000, "AvailabilityZone": "eu-west-1b"},
                 {"Id": "2001:db8:0:0:0:0:0:1", "Port": 3000, "AvailabilityZone": "all"},
                 {"Id": "10.0.9.9", "Port": 3000, "AvailabilityZone": "eu-west-1a"},
+                {"Id": "10.0.3.20", "Port": 3000, "AvailabilityZone": "eu-west-1a"},  # in ONE's prefix
+            ],
+            PEER: [
+                {"Id": "10.0.2.7", "Port": 3000, "AvailabilityZone": "eu-west-1a"},
+                {"Id": "10.0.3.20", "Port": 3000, "AvailabilityZone": "eu-west-1a"},
+                {"Id": "10.0.4.20", "Port": 3000, "AvailabilityZone": "all"},
             ],
         }
 
@@ -50,7 +59,10 @@ class FakeELB:
         assert name == "describe_target_groups"
         rows = [
             {"TargetGroupArn": WEB, "TargetGroupName": "web", "TargetType": "instance", "LoadBalancerArns": ["lb"]},
-            {"TargetGroupArn": ECS, "TargetGroupName": "ecs", "TargetType": "ip", "LoadBalancerArns": self.ip_users},
+            {"TargetGroupArn": ECS, "TargetGroupName": "ecs", "TargetType": "ip", "LoadBalancerArns": self.ip_users}
+            | {"VpcId": VPC},
+            {"TargetGroupArn": PEER, "TargetGroupName": "peer", "TargetType": "ip", "LoadBalancerArns": self.ip_users}
+            | {"VpcId": OTHER_VPC},
             {"TargetGroupArn": "arn:tg/fn", "TargetGroupName": "fn", "TargetType": "lambda", "LoadBalancerArns": ["x"]},
         ]
         return Pages([{"TargetGroups": rows}])
@@ -90,12 +102,23 @@ class FakeEC2:
 
 
 def _instance(instance_id: str, address: str) -> dict[str, Any]:
-    interfaces = [{"PrivateIpAddresses": [{"PrivateIpAddress": address}], "Ipv6Addresses": []}]
-    if instance_id == ONE:
+    interfaces: list[dict[str, Any]] = [
+        {"VpcId": VPC, "PrivateIpAddresses": [{"PrivateIpAddress": address}], "Ipv6Addresses": []}
+    ]
+    if instance_id == ONE:  # an IPv6 address, and a prefix delegated to its interface (containers)
         interfaces[0]["Ipv6Addresses"] = [{"Ipv6Address": "2001:db8::1"}]
-    else:  # a secondary interface with a secondary address
-        interfaces.append({"PrivateIpAddresses": [{"PrivateIpAddress": "10.0.2.6"}, {"PrivateIpAddress": "10.0.2.7"}]})
-    return {"InstanceId": instance_id, "PrivateIpAddress": address, "NetworkInterfaces": interfaces}
+        interfaces[0]["Ipv4Prefixes"] = [{"Ipv4Prefix": "10.0.3.16/28"}]
+    else:  # a secondary interface with a secondary address; one in another VPC with a prefix (multi-VPC ENI)
+        secondary = [{"PrivateIpAddress": "10.0.2.6"}, {"PrivateIpAddress": "10.0.2.7"}]
+        interfaces.append({"VpcId": VPC, "PrivateIpAddresses": secondary})
+        interfaces.append({"VpcId": "vpc-0000000000000000c", "Ipv4Prefixes": [{"Ipv4Prefix": "10.0.4.16/28"}]})
+    return {
+        "InstanceId": instance_id,
+        "VpcId": VPC,
+        "State": {"Name": "running"},
+        "PrivateIpAddress": address,
+        "NetworkInterfaces": interfaces,
+    }
 
 
 def test_an_ip_groups_targets_are_the_instances_with_those_addresses_kept_as_registered() -> None:
@@ -104,13 +127,16 @@ def test_an_ip_groups_targets_are_the_instances_with_those_addresses_kept_as_reg
     found = find_target_groups(elb, ec2, TargetGroupChoice(auto=True, refs=()), [ONE, TWO, "mi-0123456789abcdef0"])
 
     assert ec2.asked == [[ONE, TWO]]  # a hybrid node has no EC2 address
-    web, ecs = found.groups
+    web, ecs, peer = found.groups
     assert [(t.instance_id, t.target) for t in web.registrations({ONE, TWO})] == [(ONE, {"Id": ONE, "Port": 3000})]
     assert [(t.instance_id, t.target) for t in ecs.registrations({ONE, TWO})] == [
         (TWO, {"Id": "10.0.2.7", "Port": 3000, "AvailabilityZone": "eu-west-1b"}),
         (ONE, {"Id": "2001:db8:0:0:0:0:0:1", "Port": 3000, "AvailabilityZone": "all"}),
+        (ONE, {"Id": "10.0.3.20", "Port": 3000, "AvailabilityZone": "eu-west-1a"}),  # inside its prefix
     ]
-    assert len(ecs.healthy) == 3  # the address of no instance of the deploy counts for MIN_HEALTHY
+    assert len(ecs.healthy) == 4  # the address of no instance of the deploy counts for MIN_HEALTHY
+    # another VPC's 10.0.2.7 and 10.0.3.20 are not ours; its 'all' target is TWO's peered interface's prefix
+    assert [(t.instance_id, t.target_id) for t in peer.registrations({ONE, TWO})] == [(TWO, "10.0.4.20")]
 
     registrations = {ecs.arn: (ecs, ecs.registrations({TWO}))}
     deregister(elb, registrations)
@@ -126,6 +152,17 @@ def test_without_an_ip_group_behind_a_load_balancer_the_addresses_are_not_asked_
     found = find_target_groups(elb, ec2, TargetGroupChoice(auto=True, refs=()), [ONE])
 
     assert ec2.asked == [] and [g.name for g in found.groups] == ["web"]
+
+
+def test_a_group_in_another_vpc_holding_our_addresses_there_is_not_left() -> None:
+    """Found by review (H1): a task of another VPC at the 10.0.2.7 one of ours has in our VPC was taken for
+    ours, and the group it is in was drained of it at each batch."""
+    elb, ec2 = FakeELB(), FakeEC2()
+    elb.targets[PEER] = [{"Id": "10.0.2.7", "Port": 3000, "AvailabilityZone": "eu-west-1a"}]
+
+    found = find_target_groups(elb, ec2, TargetGroupChoice(auto=True, refs=()), [ONE, TWO])
+
+    assert "peer" not in [g.name for g in found.groups]
 
 
 def test_a_role_that_may_not_read_the_addresses_is_refused_naming_ec2_describe_instances() -> None:
