@@ -59,11 +59,17 @@ def running_instances(ec2: Any, tag_filters: list[dict[str, Any]], instance_ids:
     """The running EC2 instances among ``instance_ids`` (all of them when None) with the tags; hybrid nodes
     are never EC2's."""
     filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": ["running"]}, *tag_filters]
-    if instance_ids is not None:
-        ec2_ids = sorted(i for i in instance_ids if not i.startswith(HYBRID_PREFIX))
-        if not ec2_ids:
-            return []
-        filters.append({"Name": "instance-id", "Values": ec2_ids})
+    if instance_ids is None:
+        return _instance_ids(ec2, filters)
+    ec2_ids = sorted(i for i in instance_ids if not i.startswith(HYBRID_PREFIX))
+    found = []
+    for start in range(0, len(ec2_ids), INSTANCE_FILTER_VALUES):
+        chunk = ec2_ids[start : start + INSTANCE_FILTER_VALUES]
+        found += _instance_ids(ec2, [*filters, {"Name": "instance-id", "Values": chunk}])
+    return found
+
+
+def _instance_ids(ec2: Any, filters: list[dict[str, Any]]) -> list[str]:
     found = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page.get("Reservations", []):

@@ -15,7 +15,7 @@ import pytest
 from botocore.stub import Stubber
 
 from pipe.model import Target
-from pipe.plan.resolve import resolve_targets
+from pipe.plan.resolve import resolve_targets, running_instances
 from unit.unit_support import INSTANCE_A, INSTANCE_B, REGION
 
 HYBRID = "mi-0123456789abcdef0"
@@ -120,3 +120,18 @@ def test_hybrid_nodes_of_a_resource_group_are_selected(clients: tuple[Any, Stubb
             {"Filters": [RUNNING, {"Name": "instance-id", "Values": [INSTANCE_A]}]},
         )
         assert resolve_targets(ec2, groups, [Target("resource-groups:Name", ("web",))], ssm) == [INSTANCE_A, HYBRID]
+
+
+def test_running_instances_asks_about_at_most_200_ids_a_request(
+    clients: tuple[Any, Stubber, Any, Stubber, Any],
+) -> None:
+    # DescribeInstances takes at most 200 values in a filter: 450 listed instances are three requests
+    ec2, ec2_stub, _, _, _ = clients
+    ids = sorted(f"i-{n:017x}" for n in range(450))
+    for start in range(0, 450, 200):
+        chunk = ids[start : start + 200]
+        ec2_stub.add_response(
+            "describe_instances", ec2_found(*chunk), {"Filters": [RUNNING, {"Name": "instance-id", "Values": chunk}]}
+        )
+
+    assert running_instances(ec2, [], set(ids)) == ids
