@@ -106,8 +106,7 @@ class LoadBalancer:
         ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before)
         _warn_not_waited_for(batch, ill_before)
         self.ill_before |= {(group.arn, state.target_key) for group, state in ill_before}
-        # the last moment a stop leaves the batch in service: once an earlier change (an Auto Scaling group's
-        # SuspendProcesses) was made, the calls above are no longer cut short by it (``stop_between_attempts``)
+        # the last moment a stop leaves the batch in service (after SuspendProcesses no call above ends on a stop)
         run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
         names = ", ".join(group.name for group in leaving)
         delay = max(group.deregistration_delay for group in leaving)
