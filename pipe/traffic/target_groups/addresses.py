@@ -15,9 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipe.plan.resolve import HYBRID_PREFIX
-
-INSTANCE_FILTER_VALUES = 200  # instance ids a DescribeInstances 'instance-id' filter is given at once (as for names)
+from pipe.plan.resolve import HYBRID_PREFIX, INSTANCE_FILTER_VALUES
 
 
 @dataclass

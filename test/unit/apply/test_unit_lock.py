@@ -353,7 +353,10 @@ def test_a_stop_after_the_overwrite_of_a_lock_taken_meanwhile_gives_it_back_and_
         "PutParameter", lambda r: r["Name"] == NAME and r["Overwrite"], stale_holder_releases_and_a_new_deploy_locks
     )
     store.before(operation, when, stop)
-    with pytest.raises(LockHeld) as raised, deploy_lock(ssm(deploys), request(), now=at(), release_ssm=ssm(store)):
+    with (
+        pytest.raises(LockHeld) as raised,
+        deploy_lock(cast(Any, deploys), request(), now=at(), release_ssm=ssm(store)),
+    ):
         pytest.fail("the body must not run")
     assert "as arn:fresh" in str(raised.value)
     assert held_by(store) == fresh
