@@ -60,9 +60,11 @@ Give ``deploy_lock`` a ``release_ssm`` client on which ``stop_between_attempts``
 it makes the renewals and the release, which must go on after a stop (the rollback and the load
 balancer's registrations that follow a stop may take minutes); on the deploy's own client a stop
 ends every call before SendCommand, and the lock would stay until it expires. It also makes a takeover's
-calls from its overwrite on (the overwrite, the read of what it replaced, the write back) and deletes the
-marker: cut there by a stop, the takeover would end with the clean-up of a failed acquisition, which
-deletes a lock holding this deploy's id, although the overwrite may have replaced another deploy's.
+calls after its overwrite (the read of what it replaced, the write back) and deletes the marker: cut there
+by a stop, the takeover would end with the clean-up of a failed acquisition, which deletes a lock holding
+this deploy's id, although the overwrite may have replaced another deploy's. (A stop between the attempts
+of the overwrite itself, retried after an attempt that may have landed, still ends it that way: the
+residual race above, narrowed further by a retry.)
 
 Every time in a message carries its date (``2026-12-06 13:56:40 UTC``): a lock may be read on
 another day than it was taken.
@@ -474,11 +476,11 @@ class _Acquisition:
             found = self._parse_or_held(current[1])
             if found.lock_id != stale.lock_id:
                 raise self._held(found)
-            # from the overwrite on, through the client a stop does not cut short: a stop between its
-            # attempts, or before the check of what it replaced or the write back, would end the acquisition,
-            # and its clean-up (``_abandon``) delete the lock, which may be another deploy's it just replaced
-            version = self._write(self.name, self.value, self.cleanup)
-            # version 1: the stale lock was deleted meanwhile and nobody else created one
+            version = self._write(self.name, self.value, self.ssm)  # a stop before it: nothing written
+            # after it, through the client a stop does not cut short: a stop before the check of what it
+            # replaced or the write back would end the acquisition, and its clean-up (``_abandon``) delete the
+            # lock, which holds this deploy's id but may have replaced another deploy's. Version 1: the stale
+            # lock was deleted meanwhile and nobody else created one
             replaced = self._read(f"{self.name}:{version - 1}", self.cleanup) if version > 1 else None
             if replaced is not None and replaced[1] != current[1]:
                 self._give_back(replaced[1])
