@@ -59,7 +59,12 @@ warning naming the exact ``aws ssm delete-parameter`` command; it never changes 
 Give ``deploy_lock`` a ``release_ssm`` client on which ``stop_between_attempts`` is not registered:
 it makes the renewals and the release, which must go on after a stop (the rollback and the load
 balancer's registrations that follow a stop may take minutes); on the deploy's own client a stop
-ends every call before SendCommand, and the lock would stay until it expires.
+ends every call before SendCommand, and the lock would stay until it expires. It also makes a takeover's
+calls after its overwrite (the read of what it replaced, the write back) and deletes the marker: cut there
+by a stop, the takeover would end with the clean-up of a failed acquisition, which deletes a lock holding
+this deploy's id, although the overwrite may have replaced another deploy's. (A stop between the attempts
+of the overwrite itself, retried after an attempt that may have landed, still ends it that way: the
+residual race above, narrowed further by a retry.)
 
 Every time in a message carries its date (``2026-12-06 13:56:40 UTC``): a lock may be read on
 another day than it was taken.
@@ -471,9 +476,12 @@ class _Acquisition:
             found = self._parse_or_held(current[1])
             if found.lock_id != stale.lock_id:
                 raise self._held(found)
-            version = self._write(self.name, self.value)
-            # version 1: the stale lock was deleted meanwhile and nobody else created one
-            replaced = self._read(f"{self.name}:{version - 1}") if version > 1 else None
+            version = self._write(self.name, self.value, self.ssm)  # a stop before it: nothing written
+            # after it, through the client a stop does not cut short: a stop before the check of what it
+            # replaced or the write back would end the acquisition, and its clean-up (``_abandon``) delete the
+            # lock, which holds this deploy's id but may have replaced another deploy's. Version 1: the stale
+            # lock was deleted meanwhile and nobody else created one
+            replaced = self._read(f"{self.name}:{version - 1}", self.cleanup) if version > 1 else None
             if replaced is not None and replaced[1] != current[1]:
                 self._give_back(replaced[1])
         finally:
@@ -486,7 +494,7 @@ class _Acquisition:
 
     def _give_back(self, replaced: str) -> NoReturn:
         """The overwrite replaced a lock taken after the re-read: write it back and fail as held."""
-        self._write(self.name, replaced)
+        self._write(self.name, replaced, self.cleanup)
         raise self._held(self._parse_or_held(replaced))
 
     def _claim(self, marker: str) -> bool:
@@ -547,19 +555,20 @@ class _Acquisition:
             raise self._unreachable(error) from None
         return True
 
-    def _write(self, name: str, value: str) -> int:
-        """PutParameter with overwrite; the new version."""
+    def _write(self, name: str, value: str, ssm: SSMClient) -> int:
+        """PutParameter with overwrite, through ``ssm``; the new version."""
         try:
-            response = self.ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+            response = ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
         except ClientError as error:
             raise self._refused(error, name) from None
         except BotoCoreError as error:
             raise self._unreachable(error) from None
         return int(response["Version"])
 
-    def _read(self, name: str) -> tuple[int, str] | None:
+    def _read(self, name: str, ssm: SSMClient | None = None) -> tuple[int, str] | None:
+        """GetParameter through ``ssm`` (default: the deploy's client, which a stop cuts short)."""
         try:
-            return _read(self.ssm, name)
+            return _read(ssm or self.ssm, name)
         except ClientError as error:
             raise self._refused(error, name.split(":")[0]) from None
         except BotoCoreError as error:

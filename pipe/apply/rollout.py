@@ -111,13 +111,16 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     finally:
         if driven:
             _log_table(run)
-    deployed = len(run.outcome.deploy.invocations)
+    gone = run.outcome.departed
+    deployed = len([i for i in run.outcome.deploy.invocations if i not in gone])
     checked = " and passed the health check" if run.settings.healthcheck_commands else ""
     bake = run.settings.rollout.bake_time
     baked = f", baked {bake} s after each of {len(batches)} batch(es)" if bake else ""
     joined = run.outcome.joined
-    launched = f" ({named(list(joined))} launched during the rollout)" if joined else ""
-    return f"Deployed to {deployed} instance(s){launched}{checked}{baked}."
+    launched = f"{named(list(joined))} launched during the rollout" if joined else ""
+    left = f"{named(list(gone))} left the fleet" if gone else ""
+    changed = "; ".join(part for part in (launched, left) if part)
+    return f"Deployed to {deployed} instance(s){f' ({changed})' if changed else ''}{checked}{baked}."
 
 
 def _joined(
@@ -225,8 +228,9 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
         _failed_in(run, DEPLOY)
         return DeployFailed(
             f"TARGETS matched {len(run.plan.instances or ())} instance(s) when the deploy was planned, but SSM's own "
-            f"resolution of them, as it took the command, left out {named(missed)} (a tag or resource group "
-            f"changed in between): they did not get the deploy. Command id: {mine}."
+            f"resolution of them, as it took the command, left out {named(missed)}, still in the fleet (running and "
+            f"matched by TARGETS when resolved again, or not readable): they did not get the deploy. "
+            f"Command id: {mine}."
         )
     if run.settings.healthcheck_commands:
         instance_ids = [i for i in batch.instance_ids or invocations if i not in run.outcome.departed]
@@ -237,15 +241,18 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
 
 def _left_out_by_ssm(run: Run, batch: Batch, reached: Mapping[str, Invocation]) -> list[str]:
     """One command to TARGETS, which SSM resolves again as it takes it: the instances they matched when the
-    plan was made (and counted as the fleet) that SSM's resolution left out. They did not get the deploy."""
+    plan was made (and counted as the fleet) that SSM's resolution left out and that are still in the fleet
+    (those TARGETS no longer match left it: gone, not failed). They did not get the deploy."""
     if not batch.targets or not run.plan.instances:
         return []
-    return [i for i in run.plan.instances if i not in reached and i not in run.outcome.departed]
+    missed = [i for i in run.plan.instances if i not in reached and i not in run.outcome.departed]
+    gone = run.left_the_fleet(missed)
+    return [i for i in missed if i not in gone]
 
 
 def _without_departed(run: Run, failed: list[Invocation]) -> list[Invocation]:
-    """``failed`` without the instances that left the fleet on purpose (their Auto Scaling group
-    terminated them): each is named as gone, not failed. DeployFailed when too few are left."""
+    """``failed`` without the instances that left the fleet on purpose (their Auto Scaling group terminated
+    them; TARGETS no longer match them): each is named as gone, not failed. DeployFailed when too few are left."""
     gone = run.left_the_fleet([inv.instance_id for inv in failed])
     return [inv for inv in failed if inv.instance_id not in gone]
 

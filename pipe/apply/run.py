@@ -13,6 +13,7 @@ from pipe.aws.authenticate import Identity
 from pipe.config.settings import DeploySettings
 from pipe.execution import Execution
 from pipe.plan import DeployPlan
+from pipe.plan.resolve import no_longer_targeted
 from pipe.release.stage import Release
 from pipe.traffic import departed
 
@@ -69,11 +70,16 @@ class Run(Execution):
         return [*(self.plan.instances or ()), *self.outcome.joined]
 
     def left_the_fleet(self, instance_ids: Sequence[str]) -> dict[str, str]:
-        """Which of ``instance_ids`` the plan's scopes (an Auto Scaling group's hold) say left the fleet, each
-        named once as gone and kept in the outcome; DeployFailed when too few are left (the scope's MIN_HEALTHY)."""
-        if not instance_ids or not self.plan.scopes:
+        """Which of ``instance_ids`` left the fleet on purpose since the plan, each named once as gone and kept in
+        the outcome: those the plan's scopes (an Auto Scaling group's hold) say left it, and with TARGETS resolved
+        when the plan was made, those TARGETS no longer match (untagged, stopped, terminated: resolved again as
+        the plan did). DeployFailed when too few are left (a scope's MIN_HEALTHY)."""
+        if not instance_ids:
             return {}
-        gone = departed(self.plan.scopes, self, instance_ids)
+        gone = departed(self.plan.scopes, self, instance_ids) if self.plan.scopes else {}
+        rest = [i for i in instance_ids if i not in gone]
+        if rest and self.settings.targets and self.plan.instances is not None:
+            gone |= no_longer_targeted(self.clients, self.settings.targets, rest)
         for instance_id, how in gone.items():
             if instance_id not in self.outcome.departed:
                 log.warning(f"{instance_id} is gone, {how}: not a failure of the deploy")

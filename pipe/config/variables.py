@@ -462,8 +462,11 @@ TARGETS = Variable(
     "the key). The pipe "
     "resolves them before sending, EC2 instances through EC2 and hybrid (`mi-`) nodes through SSM's own "
     "inventory, to check the agents and say how many instances will run the deploy. Sent as one command "
-    "(no rollout), they are resolved again by SSM as it takes it: an instance they matched before that SSM "
-    "leaves out (a tag removed in between) fails the deploy, which goes back as any failed deploy does.",
+    "(no rollout), they are resolved again by SSM as it takes it. An instance they matched before that SSM "
+    "leaves out, or whose command fails, and that they no longer match when the pipe resolves them again "
+    "(untagged, stopped, terminated since) has left the fleet: named as gone, not a failure, and not in the "
+    "release ledger's fleet; one they still match that SSM left out fails the deploy, which goes back as any "
+    "failed deploy does.",
     plain(_targets),
     expand=Expand.STRICT,
     parse_items=each(parse_targets),

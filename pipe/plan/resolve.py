@@ -29,16 +29,8 @@ def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target], ssm: 
     None when they cannot be resolved here (no permission, or a key EC2 cannot filter on): SSM
     still resolves them when the command is sent, and the agent check is then skipped.
     """
-    tag_filters: list[dict[str, Any]] = []
-    instance_ids: set[str] | None = None
     try:
-        for target in targets:
-            if target.key.startswith("tag:") or target.key == "tag-key":
-                tag_filters.append({"Name": target.key, "Values": list(target.values)})
-            elif target.key == "InstanceIds":
-                instance_ids = _intersect(instance_ids, set(target.values))
-            elif target.key == "resource-groups:Name":
-                instance_ids = _intersect(instance_ids, _group_instances(resource_groups, target.values))
+        tag_filters, instance_ids = _selection(resource_groups, targets)
         if instance_ids is not None and not instance_ids:
             return []
         found = running_instances(ec2, tag_filters, instance_ids)
@@ -53,6 +45,54 @@ def resolve_targets(ec2: Any, resource_groups: Any, targets: list[Target], ssm: 
     if hybrid is None:  # not allowed to ask SSM: what EC2 found stands, if anything
         return sorted(set(found)) or None
     return sorted(set(found) | set(hybrid))
+
+
+def _selection(resource_groups: Any, targets: list[Target]) -> tuple[list[dict[str, Any]], set[str] | None]:
+    """What ``targets`` select: EC2 tag filters, and the instance ids they are limited to (None: any)."""
+    tag_filters: list[dict[str, Any]] = []
+    instance_ids: set[str] | None = None
+    for target in targets:
+        if target.key.startswith("tag:") or target.key == "tag-key":
+            tag_filters.append({"Name": target.key, "Values": list(target.values)})
+        elif target.key == "InstanceIds":
+            instance_ids = _intersect(instance_ids, set(target.values))
+        elif target.key == "resource-groups:Name":
+            instance_ids = _intersect(instance_ids, _group_instances(resource_groups, target.values))
+    return tag_filters, instance_ids
+
+
+def no_longer_targeted(clients: Clients, targets: list[Target], candidates: Sequence[str]) -> dict[str, str]:
+    """Which of ``candidates`` (instances TARGETS matched when the deploy was planned) TARGETS no longer match,
+    resolved again as the plan resolved them, and why: no longer running (stopped, terminated), or running
+    without the tags or resource group. A candidate that cannot be told apart (a call refused or failed, a
+    hybrid node SSM does not list) counts as still matched: {} when nothing can be read."""
+    try:
+        tag_filters, instance_ids = _selection(clients.resource_groups, targets)
+        matched = set(running_instances(clients.ec2, tag_filters, instance_ids))
+        unmatched = [i for i in candidates if i not in matched and not i.startswith(HYBRID_PREFIX)]
+        states = _states(clients.ec2, unmatched) if unmatched else {}
+    except (ClientError, BotoCoreError, NothingSent) as error:
+        reason = error_message(error) if isinstance(error, ClientError) else str(error)
+        log.warning(f"Could not resolve TARGETS again to tell whether instances left the fleet ({reason}).")
+        return {}
+    hybrid = [i for i in candidates if i.startswith(HYBRID_PREFIX)]
+    listed = _hybrid_nodes(clients.ssm, tag_filters, instance_ids) if hybrid else []
+    gone = {i: "" for i in hybrid if listed is not None and i not in listed}
+    gone |= {i: states.get(i, "terminated") for i in unmatched}
+    return {i: _why_not_targeted(state) for i, state in gone.items()}
+
+
+def _why_not_targeted(state: str) -> str:
+    if state and state != "running":
+        return f"no longer running ({state}) since the deploy was planned"
+    return "no longer matched by TARGETS (its tags or resource group changed since the deploy was planned)"
+
+
+def _states(ec2: Any, instance_ids: list[str]) -> dict[str, str]:
+    """{instance id: its EC2 state}; an instance EC2 no longer knows is left out."""
+    return {
+        row["InstanceId"]: str(row.get("State", {}).get("Name", "")) for row in described_instances(ec2, instance_ids)
+    }
 
 
 def running_instances(ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str]:

@@ -34,9 +34,11 @@ STAYED_ON_RELEASE = frozenset({ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK})  # no
 
 def fleet_at_end(targeted: list[str] | None, outcome: DeployOutcome, release: str, live_before: str) -> dict[str, str]:
     """{instance id: the release it runs} for every targeted instance (``None``: SSM resolved the
-    TARGETS, so the instances are those the deploy reached)."""
+    TARGETS, so the instances are those the deploy reached) still in the fleet: one that left it during
+    the deploy (``outcome.departed``) runs nothing of it."""
     deployed = outcome.deploy.invocations
     instances = list(targeted) if targeted is not None else sorted(set(deployed) | set(outcome.fleet))
+    instances = [i for i in instances if i not in outcome.departed]
     untouched = live_before or UNKNOWN_RELEASE
     if outcome.fleet:
         return {i: outcome.fleet.get(i, untouched) for i in instances}

@@ -173,6 +173,8 @@ def record_release(
     if not reached_the_fleet(outcome):
         return None
     fleet = fleet_at_end(targeted, outcome, release.plan.release_id, release.live_before)
+    for instance_id in outcome.departed:  # left the fleet: neither the ledger nor the result file names it
+        outcome.fleet.pop(instance_id, None)
     outcome.fleet.update(fleet)  # the result file names the fleet the ledger records
     status = entry_status(outcome, stopped, fleet, release.plan.release_id, release.live_before)
     try:

@@ -80,6 +80,7 @@ def test_a_stop_while_scaling_is_suspended_resumes_it_and_a_second_stop_during_t
         standin, group, AWS_ENDPOINT_URL=proxy.endpoint, COMMANDS="echo deployed", BITBUCKET_CLONE_DIR=str(tmp_path)
     )
     holder: list[LivePipe] = []
+    journal = len(standin.load_balancer.changes(group.target_group_arn))
     proxy.on_request("SuspendProcesses", _stop(holder))
     proxy.on_request("ResumeProcesses", _stop(holder))
     holder.append(LivePipe(env))
@@ -94,6 +95,10 @@ def test_a_stop_while_scaling_is_suspended_resumes_it_and_a_second_stop_during_t
     assert _parameter(standin, f"/deploy-lock/{group.name}/_") is None
     states = standin.target_states(group.target_group_arn)
     assert all(states[i] == "healthy" for i in group.ids), states
+    # review H6 (fixed): once SuspendProcesses was sent a stop no longer ended the calls before the first drain,
+    # so batch 1 was deregistered, then registered back without waiting for it to be healthy
+    assert standin.load_balancer.changes(group.target_group_arn)[journal:] == [], run.output
+    assert "before batch 1/2 (1 instance(s)) was taken out of the load balancer" in run.output, run.output
     assert _result(tmp_path)["status"] != "succeeded"
 
     again = run_pipe(group_env(standin, group, COMMANDS="echo deployed"), timeout=300)

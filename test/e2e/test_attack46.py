@@ -25,6 +25,7 @@ from standin.instance_app import PORT
 from support import LivePipe, run_pipe, wait_until
 
 ACCOUNT = "123456789012"
+SSM_POLLS = {"ListCommands", "ListCommandInvocations", "GetCommandInvocation"}
 
 
 def last_line(output: str) -> str:
@@ -32,15 +33,20 @@ def last_line(output: str) -> str:
 
 
 @contextmanager
-def on_send_command(standin: StandIn, act: Any) -> Iterator[list[dict[str, Any]]]:
+def on_send_command(standin: StandIn, act: Any, then: Any = None) -> Iterator[list[dict[str, Any]]]:
     """Call ``act(request)`` as each SendCommand reaches AWS, before SSM resolves its targets (what
-    happens to tags in the moment between the pipe's plan and SSM's own look-up)."""
+    happens to tags in the moment between the pipe's plan and SSM's own look-up); ``then()`` once, as the
+    first SSM request after a SendCommand reaches AWS (SSM has resolved its targets by then)."""
     seen: list[dict[str, Any]] = []
+    done: list[str] = []
 
     def on_request(action: str, request: dict[str, Any]) -> None:
         if action == "SendCommand":
             seen.append(request)
             act(request)
+        elif seen and then is not None and not done and action in SSM_POLLS:
+            done.append(action)
+            then()
 
     with standin.requests_seen(on_request):
         yield seen
@@ -60,31 +66,42 @@ def status(standin: StandIn, clone: Path, bucket: str, service: str, **extra: st
     return done.returncode, done.output
 
 
-# --- TARGETS by tag: an instance untagged between the plan and SSM's resolution ---------------------------
+# --- TARGETS by tag: an instance untagged (or terminated) between the plan and SSM's resolution -------------
 
 
-def test_an_instance_untagged_between_the_plan_and_the_send_is_not_called_deployed(
-    standin: StandIn, tmp_path: Path, bucket: str, service: str
-) -> None:
-    """A live on two instances tagged Service=<tag>, no rollout (one SSM command to TARGETS, which SSM
-    resolves when it receives it). B: the pipe resolves the tag (both), then, as the deploy's SendCommand
-    reaches AWS, the second instance loses its tag: SSM sends B to the first only. The second still runs A.
-    The step must not say every instance runs B, and the ledger must not call B live on the second."""
+def tagged_fleet(standin: StandIn, clone: Path, bucket: str, service: str) -> tuple[list[str], Any]:
+    """Two instances tagged Service=<tag>, A live on both through TARGETS (one SSM command, no rollout), and
+    the step's variables for a release deployed to that tag."""
     ids = standin.launch(2)
-    first, second = ids
     tag = f"svc-{uuid.uuid4().hex[:8]}"
     standin.client("ec2").create_tags(Resources=ids, Tags=[{"Key": "Service", "Value": tag}])
 
     def env(version: str, number: str) -> dict[str, str]:
         variables = release_env(
-            standin, ids, tmp_path, bucket, service, ARTIFACT=build(tmp_path, version), BITBUCKET_BUILD_NUMBER=number
+            standin, ids, clone, bucket, service, ARTIFACT=build(clone, version), BITBUCKET_BUILD_NUMBER=number
         )
         variables.pop("INSTANCE_IDS")
         variables["TARGETS"] = f"tag:Service={tag}"
         return variables
 
     assert run_pipe(env("A", "1"), timeout=300).returncode == 0
-    assert fleet_on_disk(standin, ids) == {first: A, second: A}
+    assert fleet_on_disk(standin, ids) == {ids[0]: A, ids[1]: A}
+    return ids, env
+
+
+def test_an_instance_untagged_between_the_plan_and_the_send_has_left_the_fleet(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """A live on two instances tagged Service=<tag>, no rollout (one SSM command to TARGETS, which SSM
+    resolves when it receives it). B: the pipe resolves the tag (both), then, as the deploy's SendCommand
+    reaches AWS, the second instance loses its tag for good (taken out of the service on purpose): SSM sends B
+    to the first only. The second is no longer part of what TARGETS name: it left the fleet. Attack 46 found
+    exit 0 "Deployed to 1 instance(s)" with a ledger saying partial; its fix failed the deploy and switched the
+    first back (review H4: a false failure rolling back a whole fleet for an instance removed on purpose). Now
+    the pipe resolves TARGETS again: the second is gone, not failed; the step, the ledger (B live, on the first
+    alone), the result file and ``ACTION: status`` agree."""
+    (first, second), env = tagged_fleet(standin, tmp_path, bucket, service)
+    tag = env("B", "2")["TARGETS"].split("=", 1)[1]
 
     def untag_second_at_the_deploy(request: dict[str, Any]) -> None:
         if "Targets" in request:
@@ -95,17 +112,73 @@ def test_an_instance_untagged_between_the_plan_and_the_send_is_not_called_deploy
     assert any("Targets" in request for request in sent), sent
 
     assert "Traceback" not in run.output
-    # found (fixed): exit 0 "Deployed to 1 instance(s)" while the ledger recorded B partial, A on the second
+    assert run.returncode == 0, run.output
+    assert f"{second} is gone, no longer matched by TARGETS" in run.output, run.output
+    assert f"Deployed to 1 instance(s) ({second} left the fleet)" in last_line(run.output), run.output
+    assert fleet_on_disk(standin, [first, second]) == {first: B, second: A}, run.output  # the second: untouched
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (B, "succeeded"), entry
+    assert ledger_fleet(entry) == {first: B}, entry  # what TARGETS name now: the second is no longer the service's
+    assert result(tmp_path)["fleet"] == {first: B}, result(tmp_path)
+    code, said = status(standin, tmp_path, bucket, service, TARGETS=f"tag:Service={tag}")
+    assert code == 0 and B in said, said
+
+
+def test_an_instance_untagged_for_the_send_and_tagged_back_since_fails_the_deploy(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """The same, but the second gets its tag back before the pipe resolves TARGETS again (an operator's slip,
+    undone): it still runs and TARGETS match it, yet SSM left it out. It did not get B and is still in the
+    fleet: the deploy fails (attack 46's fix) and the first goes back to A."""
+    (first, second), env = tagged_fleet(standin, tmp_path, bucket, service)
+    tag = env("B", "2")["TARGETS"].split("=", 1)[1]
+
+    def untag_second_at_the_deploy(request: dict[str, Any]) -> None:
+        if "Targets" in request:
+            untag(standin, second, "Service")
+
+    def tag_it_back() -> None:
+        ec2_backends[ACCOUNT][standin.region].create_tags([second], {"Service": tag})
+
+    with on_send_command(standin, untag_second_at_the_deploy, then=tag_it_back):
+        run = run_pipe(env("B", "2"), timeout=300)
+
+    assert "Traceback" not in run.output
     assert run.returncode != 0, run.output
-    assert f"left out {second}" in run.output, run.output
-    disk = fleet_on_disk(standin, ids)
+    assert f"left out {second}, still in the fleet" in run.output, run.output
+    disk = fleet_on_disk(standin, [first, second])
     assert disk == {first: A, second: A}, run.output  # the one SSM reached went back: one release everywhere
     entry = ledger_entries(standin, service)[-1]
     assert (entry["release"], entry["status"]) == (B, "rolled back"), entry
     assert ledger_fleet(entry) == disk, entry
     assert result(tmp_path)["fleet"] == disk, result(tmp_path)
-    code, said = status(standin, tmp_path, bucket, service, TARGETS=f"tag:Service={tag}")
-    assert code == 0 and A in said, said  # A live on what TARGETS matches now (the first)
+
+
+def test_an_instance_terminated_between_the_plan_and_the_send_has_left_the_fleet(
+    standin: StandIn, tmp_path: Path, bucket: str, service: str
+) -> None:
+    """The second instance is terminated (scaled in by hand, a Spot interruption) as the deploy's SendCommand
+    reaches AWS: its agent is gone, SSM's invocation on it ends Undeliverable. It is no longer running: it left
+    the fleet, and the deploy succeeds on the first (review H4). Before, the deploy failed and B was switched
+    back on the first."""
+    (first, second), env = tagged_fleet(standin, tmp_path, bucket, service)
+
+    def terminate_second_at_the_deploy(request: dict[str, Any]) -> None:
+        if "Targets" in request:
+            ec2_backends[ACCOUNT][standin.region].terminate_instances([second])
+
+    with on_send_command(standin, terminate_second_at_the_deploy):
+        run = run_pipe(env("B", "2"), timeout=300)
+
+    assert "Traceback" not in run.output
+    assert run.returncode == 0, run.output
+    assert f"{second} is gone, no longer running (terminated)" in run.output, run.output
+    assert f"Deployed to 1 instance(s) ({second} left the fleet)" in last_line(run.output), run.output
+    assert fleet_on_disk(standin, [first]) == {first: B}, run.output
+    entry = ledger_entries(standin, service)[-1]
+    assert (entry["release"], entry["status"]) == (B, "succeeded"), entry
+    assert ledger_fleet(entry) == {first: B}, entry
+    assert result(tmp_path)["fleet"] == {first: B}, result(tmp_path)
 
 
 # --- a target registered by IP address in a group of target type `ip` -------------------------------------

@@ -106,12 +106,13 @@ class LoadBalancer:
             yield
             return
         leaving = [group for group, _ in registrations.values()]
-        # a wait that ends with them still so does not blame the release alone
-        ill_at_start = {t: _ill_note(t, self.back_healthy, self.left_healthy) for t in _unhealthy(registrations)}
-        ill_before = _unhealthy_in_groups_not_named(registrations, self.ill_before, self.left_healthy)
+        ill_at_start, ill_before = _ill_as_it_leaves(
+            batch, registrations, self.back_healthy, self.left_healthy, self.ill_before
+        )
         self.left_healthy |= _healthy(registrations)
-        _warn_not_waited_for(batch, ill_before)
         self.ill_before |= {(group.arn, state.target_key) for group, state in ill_before}
+        # the last moment a stop leaves the batch in service (after SuspendProcesses no call above ends on a stop)
+        run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
         names = ", ".join(group.name for group in leaving)
         delay = max(group.deregistration_delay for group in leaving)
         log.info(f"{batch}: draining from {names} (deregistration delay {delay} s)...")
@@ -283,6 +284,21 @@ def _targets(registrations: Registrations) -> list[Target]:
         for arn, (group, targets) in registrations.items()
         for t in targets
     ]
+
+
+def _ill_as_it_leaves(
+    batch: Batch,
+    registrations: Registrations,
+    back_healthy: Set[GroupTarget],
+    left_healthy: Set[GroupTarget],
+    ill_before: Set[GroupTarget],
+) -> tuple[dict[GroupTarget, str], list[tuple[TargetGroup, TargetState]]]:
+    """The batch's targets unhealthy as it leaves (a wait that ends with them still so does not blame the
+    release alone), and those unhealthy from before this deploy in groups not named (not waited for: warned)."""
+    ill_at_start = {t: _ill_note(t, back_healthy, left_healthy) for t in _unhealthy(registrations)}
+    not_waited_for = _unhealthy_in_groups_not_named(registrations, ill_before, left_healthy)
+    _warn_not_waited_for(batch, not_waited_for)
+    return ill_at_start, not_waited_for
 
 
 def _unhealthy(registrations: Registrations) -> set[GroupTarget]:

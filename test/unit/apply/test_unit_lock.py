@@ -305,6 +305,65 @@ def test_a_lock_created_between_the_reread_and_the_overwrite_is_given_back() -> 
     assert [name for name in store.versions if "takeover" in name] == []
 
 
+class Stoppable:
+    """The deploy's client over ``store``: once ``stopped``, every call ends before it is made (Interrupted), as
+    ``stop_between_attempts`` ends one before SendCommand; a call under way when the stop comes completes."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store, self.stopped, self.meta = store, False, store.meta
+
+    def __getattr__(self, operation: str) -> Callable[..., dict[str, Any]]:
+        call: Callable[..., dict[str, Any]] = getattr(self.store, operation)
+
+        def attempt(**request: Any) -> dict[str, Any]:
+            if self.stopped:
+                raise Interrupted("Received SIGTERM: the pipeline was stopped")
+            return call(**request)
+
+        return attempt
+
+
+@pytest.mark.parametrize(
+    ("operation", "when"),
+    [
+        ("PutParameter", lambda r: r["Name"] == NAME and r["Overwrite"]),  # then the read of what it replaced
+        ("GetParameter", lambda r: r["Name"] == f"{NAME}:1"),  # then the write back
+    ],
+    ids=["during the overwrite", "during the read of what it replaced"],
+)
+def test_a_stop_after_the_overwrite_of_a_lock_taken_meanwhile_gives_it_back_and_never_deletes_it(
+    operation: str, when: Callable[[dict[str, Any]], bool]
+) -> None:
+    """The stale holder released and a new deploy locked between the re-read and the overwrite (as above), and
+    SIGTERM comes during the takeover's overwrite or its read of the version before. Before the fix the next call
+    went through the deploy's client and ended with the stop, and the clean-up of the failed acquisition deleted
+    the lock, which held this deploy's id: the new deploy's lock was gone. Review finding M1 (issue #17)."""
+    store, _ = stale_store()
+    fresh = record_of(OTHER_BUILD, T0, holder="arn:fresh")
+    deploys = Stoppable(store)
+
+    def stale_holder_releases_and_a_new_deploy_locks(fake: FakeStore, _: dict[str, Any]) -> None:
+        fake.versions.pop(NAME)
+        fake.write(NAME, fresh.to_json())
+
+    def stop(fake: FakeStore, request: dict[str, Any]) -> None:
+        deploys.stopped = True
+
+    store.before(
+        "PutParameter", lambda r: r["Name"] == NAME and r["Overwrite"], stale_holder_releases_and_a_new_deploy_locks
+    )
+    store.before(operation, when, stop)
+    with (
+        pytest.raises(LockHeld) as raised,
+        deploy_lock(cast(Any, deploys), request(), now=at(), release_ssm=ssm(store)),
+    ):
+        pytest.fail("the body must not run")
+    assert "as arn:fresh" in str(raised.value)
+    assert held_by(store) == fresh
+    assert ("DeleteParameter", NAME) not in store.calls
+    assert [name for name in store.versions if "takeover" in name] == []
+
+
 def test_a_stale_lock_deleted_just_before_the_overwrite_is_simply_ours() -> None:
     store, _ = stale_store()
     store.before(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -15,7 +16,7 @@ import pytest
 from botocore.stub import Stubber
 
 from pipe.model import Target
-from pipe.plan.resolve import resolve_targets, running_instances
+from pipe.plan.resolve import no_longer_targeted, resolve_targets, running_instances
 from unit.unit_support import INSTANCE_A, INSTANCE_B, REGION
 
 HYBRID = "mi-0123456789abcdef0"
@@ -135,3 +136,45 @@ def test_running_instances_asks_about_at_most_200_ids_a_request(
         )
 
     assert running_instances(ec2, [], set(ids)) == ids
+
+
+# --- resolved again after the send: which planned instances left the fleet (review H4, issue #17) ---
+
+
+def _clients(ec2: Any, ssm: Any, groups: Any) -> Any:
+    return SimpleNamespace(ec2=ec2, ssm=ssm, resource_groups=groups)
+
+
+def test_an_instance_untagged_or_stopped_since_the_plan_is_no_longer_targeted_and_says_why(
+    clients: tuple[Any, Stubber, Any, Stubber, Any],
+) -> None:
+    ec2, ec2_stub, ssm, _, groups = clients
+    tag = {"Name": "tag:Service", "Values": ["api"]}
+    ec2_stub.add_response("describe_instances", ec2_found(), {"Filters": [RUNNING, tag]})
+    found = [
+        {"InstanceId": INSTANCE_A, "State": {"Name": "running"}},
+        {"InstanceId": INSTANCE_B, "State": {"Name": "stopped"}},
+    ]
+    states = {"Reservations": [{"Instances": found}]}
+    ec2_stub.add_response(
+        "describe_instances", states, {"Filters": [{"Name": "instance-id", "Values": [INSTANCE_A, INSTANCE_B]}]}
+    )
+    gone = no_longer_targeted(_clients(ec2, ssm, groups), [Target("tag:Service", ("api",))], [INSTANCE_A, INSTANCE_B])
+    assert gone == {
+        INSTANCE_A: "no longer matched by TARGETS (its tags or resource group changed since the deploy was planned)",
+        INSTANCE_B: "no longer running (stopped) since the deploy was planned",
+    }
+
+
+def test_an_instance_still_matched_stays_and_an_unreadable_fleet_keeps_every_one(
+    clients: tuple[Any, Stubber, Any, Stubber, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only an instance known to have left counts as gone: a refused call leaves them all in the fleet."""
+    ec2, ec2_stub, ssm, _, groups = clients
+    targets = [Target("tag:Service", ("api",))]
+    ec2_stub.add_response("describe_instances", ec2_found(INSTANCE_A))
+    assert no_longer_targeted(_clients(ec2, ssm, groups), targets, [INSTANCE_A]) == {}
+    ec2_stub.add_client_error("describe_instances", "UnauthorizedOperation", "not authorized")
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        assert no_longer_targeted(_clients(ec2, ssm, groups), targets, [INSTANCE_A, INSTANCE_B]) == {}
+    assert "Could not resolve TARGETS again to tell whether instances left the fleet (not authorized)" in caplog.text
