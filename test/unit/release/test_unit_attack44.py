@@ -30,9 +30,9 @@ import pytest
 from pipe.model import SecretRef
 from pipe.release.remote import ReleaseExit, install_body
 from unit.config.test_unit_settings import RELEASE_MODE, STATUS, load, problems_of
-from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED, _stop_services
-from unit.release.verify_support import foreign
-from unit.release_support import SHELLS, A, B, Box, C, D, is_root, open_temp_dir
+from unit.release.test_unit_release_verify import GRACE, PARAMETER, RESTARTED
+from unit.release.verify_support import box_with_secret, foreign
+from unit.release_support import SHELLS, A, B, Box, C, D, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 
@@ -41,13 +41,7 @@ VALUE = "attack44-Secret-5d0c"
 
 @pytest.fixture
 def box() -> Iterator[Box]:
-    for root in open_temp_dir():
-        made = Box(root)
-        made.store_parameter(PARAMETER, VALUE)
-        try:
-            yield made
-        finally:
-            _stop_services(made)
+    yield from box_with_secret(VALUE)
 
 
 def _install(box: Box, release: str, before_call: str = "", **changes: object) -> tuple[int, str]:

@@ -20,44 +20,27 @@ code file open (`java -jar releases/<A>/app.jar`, a worker) cannot be told from 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from pipe.release.remote import ReleaseExit
 from unit.release.test_unit_attack44 import VALUE, _install
-from unit.release.test_unit_release_verify import PARAMETER, _stop_services
-from unit.release_support import A, B, Box, C, D, is_root, open_temp_dir
+from unit.release.verify_support import box_with_secret, foreign
+from unit.release_support import A, B, Box, C, D, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="reading other processes' /proc entries needs root")
 
 
 @pytest.fixture
 def box() -> Iterator[Box]:
-    for root in open_temp_dir():
-        made = Box(root)
-        made.store_parameter(PARAMETER, VALUE)
-        try:
-            yield made
-        finally:
-            _stop_services(made)
+    yield from box_with_secret(VALUE)
 
 
 def _started_in(box: Box, release: str, argv: list[str]) -> int:
     """``argv`` started in ``release``'s directory with no terminal (a session of its own)."""
-    process = subprocess.Popen(
-        argv,
-        cwd=str(box.app_dir / "releases" / release),
-        env={**os.environ, "OUT": str(box.out), "DB_PASSWORD": VALUE},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    with (box.out / "foreign-pids").open("a") as pids:
-        pids.write(f"{process.pid}\n")
-    return process.pid
+    env = {**os.environ, "OUT": str(box.out), "DB_PASSWORD": VALUE}
+    return foreign(box, argv, str(box.app_dir / "releases" / release), env)
 
 
 def _a_pruned_under(box: Box, argv: list[str]) -> int:
