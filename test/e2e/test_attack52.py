@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 from e2e.release_support import build_bare
+from e2e.test_refusals import validation_errors
 from e2e.test_releases import live, release_env
 from fakes.bitbucket_reports import fake_bitbucket, proxy_env
 from hypothesis import HealthCheck, given, settings
@@ -114,17 +115,8 @@ class Outcome:
     acted: DeploySettings | None  # what an action received: None when none ran
 
     def refusals(self) -> dict[str, list[str]]:
-        """The ``VAR:`` / ``- reason`` lines after ``Validation errors:``."""
-        found: dict[str, list[str]] = {}
-        current: str | None = None
-        for line in self.output.split("Validation errors:", 1)[-1].splitlines():
-            header = re.fullmatch(r"([A-Z][A-Z0-9_]*):", line.strip())
-            if header:
-                current = header.group(1)
-                found.setdefault(current, [])
-            elif line.startswith("- ") and current is not None:
-                found[current].append(line[2:])
-        return found
+        """The ``VAR:`` / ``- reason`` lines after ``Validation errors:`` (none when nothing was refused)."""
+        return validation_errors(self.output) if "Validation errors:" in self.output else {}
 
 
 @contextlib.contextmanager
