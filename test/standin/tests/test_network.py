@@ -117,8 +117,9 @@ def test_a_callback_runs_as_the_request_arrives_before_it_is_answered(standin: S
     proxy.on_request("DescribeAutoScalingGroups", lambda: seen.append("describe"))
     ssm = ssm_through(standin, proxy)
 
-    def stored() -> list[str]:
-        return [p["Name"] for p in standin.client("ssm").describe_parameters()["Parameters"] if "/proxy/" in p["Name"]]
+    def stored() -> list[str]:  # by name: DescribeParameters pages (10 a page) through the session's others
+        found = standin.client("ssm").get_parameters(Names=["/proxy/first", "/proxy/second"])["Parameters"]
+        return sorted(p["Name"] for p in found)
 
     ssm.put_parameter(Name="/proxy/first", Value="1", Type="String")
     ssm.put_parameter(Name="/proxy/second", Value="2", Type="String")
