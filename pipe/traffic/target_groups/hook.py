@@ -109,7 +109,7 @@ class LoadBalancer:
         ill_at_start, ill_before = _ill_as_it_leaves(
             batch, registrations, self.back_healthy, self.left_healthy, self.ill_before
         )
-        self.left_healthy |= _healthy(registrations)
+        self.left_healthy |= _in_state(registrations, HEALTHY)
         self.ill_before |= {(group.arn, state.target_key) for group, state in ill_before}
         # the last moment a stop leaves the batch in service (after SuspendProcesses no call above ends on a stop)
         run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
@@ -295,19 +295,19 @@ def _ill_as_it_leaves(
 ) -> tuple[dict[GroupTarget, str], list[tuple[TargetGroup, TargetState]]]:
     """The batch's targets unhealthy as it leaves (a wait that ends with them still so does not blame the
     release alone), and those unhealthy from before this deploy in groups not named (not waited for: warned)."""
-    ill_at_start = {t: _ill_note(t, back_healthy, left_healthy) for t in _unhealthy(registrations)}
+    ill_at_start = {t: _ill_note(t, back_healthy, left_healthy) for t in _in_state(registrations, UNHEALTHY)}
     not_waited_for = _unhealthy_in_groups_not_named(registrations, ill_before, left_healthy)
     _warn_not_waited_for(batch, not_waited_for)
     return ill_at_start, not_waited_for
 
 
-def _unhealthy(registrations: Registrations) -> set[GroupTarget]:
-    """The targets unhealthy as last read: before the batch leaves, what it did not cause."""
+def _in_state(registrations: Registrations, wanted: str) -> set[GroupTarget]:
+    """The targets in state ``wanted`` as last read (unhealthy before the batch leaves: what it did not cause)."""
     return {
         (arn, state.target_key)
         for arn, (_, targets) in registrations.items()
         for state in targets
-        if state.state == UNHEALTHY
+        if state.state == wanted
     }
 
 
@@ -316,15 +316,6 @@ def _ill_note(target: GroupTarget, back_healthy: Set[GroupTarget], left_healthy:
     if target in back_healthy:
         return ILL_SINCE_BACK
     return ILL_SINCE_LEFT if target in left_healthy else ILL_BEFORE
-
-
-def _healthy(registrations: Registrations) -> set[GroupTarget]:
-    return {
-        (arn, state.target_key)
-        for arn, (_, targets) in registrations.items()
-        for state in targets
-        if state.state == HEALTHY
-    }
 
 
 def _warn_not_waited_for(batch: Batch, unawaited: Sequence[tuple[TargetGroup, TargetState]]) -> None:
