@@ -17,7 +17,7 @@ from e2e.release_support import A, B, build
 from e2e.test_attack12 import _age_the_lock, _kill_at
 from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
-from e2e.test_load_balancer import make_fleet, rolling_env
+from e2e.test_load_balancer import Fleet, make_fleet, rolling_env
 from e2e.test_releases import release_env
 from moto.ec2.models import ec2_backends
 from standin import StandIn
@@ -184,18 +184,25 @@ def test_an_instance_terminated_between_the_plan_and_the_send_has_left_the_fleet
 # --- a target registered by IP address in a group of target type `ip` -------------------------------------
 
 
+def ip_group(standin: StandIn, fleet: Fleet, deregistration_delay: int) -> tuple[str, str, list[str | None]]:
+    """A group of target type ``ip`` behind a load balancer of its own holding the fleet's private addresses
+    on the app's port, once each is healthy: its name, its ARN and the addresses."""
+    name = f"ip-{uuid.uuid4().hex[:8]}"
+    arn = standin.create_target_group(name, fleet.ids, deregistration_delay=deregistration_delay, target_type="ip")
+    addresses = [standin.address_of(i) for i in fleet.ids]
+    wait_until(
+        lambda: standin.port_states(arn) == {(a, PORT): "healthy" for a in addresses if a}, "ip targets healthy", 30
+    )
+    return name, arn, addresses
+
+
 def test_each_batch_leaves_an_ip_target_group_its_instance_is_registered_in_by_address(standin: StandIn) -> None:
     """Two instances behind a named group (instance targets) and, by their private IP on the app's port, in
     a group of target type ``ip`` behind another load balancer (an ECS-style or cross-VPC set-up). Each batch
     must leave that group too, as it leaves every group it is registered in, or that load balancer keeps
     sending the instance requests while its app restarts."""
     fleet = make_fleet(standin, 2)
-    by_ip = f"ip-{uuid.uuid4().hex[:8]}"
-    ip_arn = standin.create_target_group(by_ip, fleet.ids, deregistration_delay=20, target_type="ip")
-    addresses = [standin.address_of(i) for i in fleet.ids]
-    wait_until(
-        lambda: standin.port_states(ip_arn) == {(a, PORT): "healthy" for a in addresses if a}, "ip targets healthy", 30
-    )
+    by_ip, ip_arn, addresses = ip_group(standin, fleet, deregistration_delay=20)
     journal = len(standin.load_balancer.changes(ip_arn))
 
     run = run_pipe(rolling_env(standin, fleet, COMMANDS="true"), timeout=200)
@@ -217,12 +224,7 @@ def test_a_stop_while_a_batch_drains_from_a_named_ip_group_registers_its_address
     """TARGET_GROUPS names the ``ip`` group; SIGTERM while the first batch drains from it (600 s, 30 s at the
     stand-in's scale): the address is registered again, as an instance target is, and nothing is deployed."""
     fleet = make_fleet(standin, 2)
-    by_ip = f"ip-{uuid.uuid4().hex[:8]}"
-    ip_arn = standin.create_target_group(by_ip, fleet.ids, deregistration_delay=600, target_type="ip")
-    addresses = [standin.address_of(i) for i in fleet.ids]
-    wait_until(
-        lambda: standin.port_states(ip_arn) == {(a, PORT): "healthy" for a in addresses if a}, "ip targets healthy", 30
-    )
+    by_ip, ip_arn, addresses = ip_group(standin, fleet, deregistration_delay=600)
     journal, sent = len(standin.load_balancer.changes(ip_arn)), len(standin.sent_commands())
     pipe = LivePipe(rolling_env(standin, fleet, TARGET_GROUPS=by_ip, COMMANDS="true"))
     pipe.wait_for_line("batch 1/2 (1 instance(s)): draining from", timeout=60)
