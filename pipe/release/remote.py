@@ -828,14 +828,21 @@ ssm_deploy_script() {
   # `... | sh -s current/logs/app.log` follow it: attack 42); an option's argument in a
   # word of its own, but a shell's -o or -O name (`perl -I lib script`, `bash --rcfile f script`), ends
   # the options: such a script passes for a reader
-  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | awk -v n="$2" -v exe="$(readlink "/proc/$1/exe" 2>/dev/null)" '
-    { if (exe ~ /\/busybox$/) exe = $1
-      sub(/.*\//, "", exe)
-      code = exe ~ /^perl/ ? "^-[a-z0-9]*[eE]" : "^-[a-zA-Z]*[cs]"
-      if (exe !~ /^((a|ba|da|mk|z)?sh|ksh.*|perl.*)$/) exit 1
+  ssm_deploy_shell=$(ssm_deploy_interpreter "$1") || return 1
+  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | awk -v n="$2" -v exe="$ssm_deploy_shell" '
+    { code = exe ~ /^perl/ ? "^-[a-z0-9]*[eE]" : "^-[a-zA-Z]*[cs]"
       for (i = 2; i < n; i++) if ($i ~ code || ($i !~ /^[-+]/ && $(i - 1) !~ /^[-+][oO]$/)) exit 1
       found = n >= 2 }
     END { exit !found }'
+}
+ssm_deploy_interpreter() {
+  # the name of process $1's program when it is a shell (dash, bash, busybox's sh: known by its first
+  # word) or perl, which run a script: neither reloads in place, and the children it forks (a subshell
+  # runs its own executable as long as it lives; a command, for the moment before it runs) are its work
+  tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | awk -v exe="$(readlink "/proc/$1/exe" 2>/dev/null)" '
+    { if (exe ~ /\/busybox$/) exe = $1
+      sub(/.*\//, "", exe)
+      if (exe ~ /^((a|ba|da|mk|z)?sh|ksh.*|perl.*)$/) print exe }' | grep .
 }
 ssm_deploy_switch_before() {
   # the first switch this boot after process $1 (started through current) started: the release it left
@@ -862,7 +869,9 @@ ssm_deploy_reloaded() {
   # whether process $1, started before the switch, was reloaded in place since (systemctl reload,
   # nginx -s reload, haproxy's USR2, a gunicorn HUP): such a server keeps its pid and start time,
   # reads its configuration again through current and forks new workers, so a child running its
-  # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did
+  # executable that started after the switch (ssm_deploy_switch_time, seconds since boot) says it did;
+  # never a shell's or perl's (ssm_deploy_interpreter)
+  ! ssm_deploy_interpreter "$1" > /dev/null || return 1
   find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/stat' -exec cat -- {} + 2>/dev/null | awk -v parent="$1" -v hz="$ssm_deploy_hz" -v switched="$ssm_deploy_switch_time" "$ssm_deploy_in_ticks"'
     { pid = $1; sub(/.*\) /, ""); split($0, field, " ") }
     field[2] == parent && field[20] + 0 > ticks(switched) { print pid }' | {
