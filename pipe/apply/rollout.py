@@ -53,7 +53,7 @@ from pipe.plan.commands import (
     rollback_spec,
     stages,
 )
-from pipe.release.fleet_state import fleet_at_end
+from pipe.release.fleet_state import failed_back, fleet_at_end
 from pipe.report.batches import batch_table
 from pipe.report.fleet import fleet_sentence
 from pipe.report.instances import LISTED, listed, named, release_meanings
@@ -636,7 +636,8 @@ def _standing(run: Run, records: dict[int, BatchRecord], notes: dict[str, str]) 
         if run.outcome.fleet:  # an instance no command reached (its batch never started): as the ledger says
             instances = [i for r in records.values() for i in r.instance_ids]
             run.outcome.fleet.update(fleet_at_end(instances, run.outcome, release.plan.release_id, release.live_before))
-        sentence = fleet_sentence(run.outcome.fleet, release.live_before, release.plan.release_id, notes)
+        back = failed_back(run.outcome)
+        sentence = fleet_sentence(run.outcome.fleet, release.live_before, release.plan.release_id, notes, back)
         parts.append(sentence)
     return " ".join(part for part in parts if part)
 

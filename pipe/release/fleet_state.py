@@ -46,6 +46,21 @@ def fleet_at_end(targeted: list[str] | None, outcome: DeployOutcome, release: st
     return {i: _derived(deployed.get(i), rolled_back.get(i), release, untouched) for i in instances}
 
 
+def failed_back(outcome: DeployOutcome) -> dict[str, str]:
+    """{instance id: how}: the instances whose switch back failed, their deploy script's own (exit 86:
+    ACTIVATE_COMMANDS failed in the release live before too, or a process still runs the failed one) or the
+    rollback's. One whose ``current`` points back at the release live before does not run it as it should."""
+    deployed = outcome.deploy.invocations.items()
+    found = {
+        i: f"its switch back {inv.describe()}"
+        for i, inv in deployed
+        if inv.response_code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED
+    }
+    return found | {
+        i: f"its rollback {inv.describe()}" for i, inv in outcome.rollback.invocations.items() if not inv.succeeded
+    }
+
+
 def _derived(deploy: Invocation | None, rollback: Invocation | None, release: str, untouched: str) -> str:
     if deploy is not None and deploy.lost:  # given up while it ran: its agent went away
         return UNKNOWN_RELEASE

@@ -122,6 +122,10 @@ def test_an_app_renamed_in_cluster_mode_fails_the_switch_back_and_status_names_t
     for instance in fleet.ids:
         assert fleet.live_release_dir(instance) == f"{APP_DIR}/releases/{A}"
     assert {document["release"] for document in fleet.served().values()} <= {"A", "B"}
+    # the last line does not say they run A: current points back at it, but api's workers still run B
+    back = f"current points back at {A} (the release live before), but its switch back Failed (exit 86)."
+    assert back in run.output.rstrip().splitlines()[-1], run.output
+    assert f"run {A} (the release live before)" not in run.output, run.output
     entry = ledger_entries(fleet.standin, fleet.service)[-1]
     assert (entry["release"], entry["status"]) == (RELEASE_B, "failed"), entry
     assert status.returncode == 1, status.output

@@ -30,3 +30,17 @@ def test_a_large_fleet_names_twenty_per_release_and_counts_the_rest() -> None:
     fleet = {f"i-{n:02d}": A for n in range(25)}
     assert fleet_sentence(fleet, A, B, {}).startswith("Now i-00, i-01,")
     assert f"i-19 and 5 more run {A} (the release live before)." in fleet_sentence(fleet, A, B, {})
+
+
+def test_an_instance_back_on_the_release_live_before_whose_switch_back_failed_is_not_said_to_run_it() -> None:
+    # exit 86: current points back at A, but ACTIVATE_COMMANDS failed there too or a process still runs B
+    fleet = {"i-1": A, "i-2": A, "i-3": A}
+    failed_back = {"i-2": "its switch back Failed (exit 86)", "i-3": "its rollback Failed (exit 86)"}
+
+    sentence = fleet_sentence(fleet, A, B, {"i-1": "the pipeline was stopped during its rollback"}, failed_back)
+
+    assert sentence == (
+        f"Now i-1 runs {A} (the release live before); "
+        f"i-3: current points back at {A} (the release live before), but its rollback Failed (exit 86); "
+        f"i-2: current points back at {A} (the release live before), but its switch back Failed (exit 86)."
+    )
