@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -382,12 +383,16 @@ def s3_channels(standin: StandIn) -> dict[str, str]:
     return channels
 
 
-def log_channels(standin: StandIn) -> dict[str, str]:
+def log_channels(standin: StandIn, since: float) -> dict[str, str]:
+    """Every log group's events since ``since`` (epoch seconds), to the last page: the session's other tests
+    add groups (50 a page) and events to the shared group, whose first page holds the session's oldest."""
     logs = standin.client("logs")
     channels: dict[str, str] = {}
-    for group in logs.describe_log_groups()["logGroups"]:
-        events = logs.filter_log_events(logGroupName=group["logGroupName"])["events"]
-        channels[f"log group {group['logGroupName']}"] = "\n".join(event["message"] for event in events)
+    for page in logs.get_paginator("describe_log_groups").paginate():
+        for group in page["logGroups"]:
+            name = group["logGroupName"]
+            pages = logs.get_paginator("filter_log_events").paginate(logGroupName=name, startTime=int(since * 1000))
+            channels[f"log group {name}"] = "\n".join(event["message"] for read in pages for event in read["events"])
     return channels
 
 
@@ -397,6 +402,7 @@ def test_no_secret_in_any_channel_of_a_release_deploy_and_of_its_failed_successo
     """SECRETS from Parameter Store, the OIDC token, the static keys and every role session's keys, in a
     release deploy with DEBUG on that succeeds, then one whose health check fails and is switched back."""
     environment = "prod"
+    began = time.time() - 60  # the events' timestamps are the instance's clock
     standin.put_secret(f"/deploy/a52/{service}/db", SECRET, standin.create_key(f"a52 {service}"))
     (instance_id,) = standin.launch(1)
     output_bucket = f"out-{uuid.uuid4().hex[:8]}"
@@ -452,11 +458,12 @@ def test_no_secret_in_any_channel_of_a_release_deploy_and_of_its_failed_successo
         "SSM requests": "\n".join(requests),
         **ssm_channels(standin),
         **s3_channels(standin),
-        **log_channels(standin),
+        **log_channels(standin, began),
     }
     assert any(name.startswith("parameter /release-ledger/") for name in channels)
     assert any(request.startswith("PutParameter") and "/deploy-lock/" in request for request in requests)
     assert any(name.startswith(f"s3 key {output_bucket}/") for name in channels), "no output reached S3"
+    assert any(digest in text for name, text in channels.items() if name.startswith("log group ")), "logs unread"
     secrets = [SECRET, OIDC_TOKEN, standin.admin_keys["aws_secret_access_key"]]
     sessions = standin.issued_credentials()
     assert sessions, "no role session was made"
