@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from standin.tests.test_run_command import send, wait_final
 from support import wait_until
 
 from standin import StandIn
+from standin.tests.test_run_command import send, wait_final
 
 
 def ping_status(standin: StandIn, instance_id: str) -> str:
