@@ -281,7 +281,8 @@ class DeployOutcome:
     # keeps): what it ran before this deploy, where a failed deploy goes back to when the release ledger names
     # no live release
     at_start: dict[str, str] = field(default_factory=dict)
-    # instance id -> how it left the fleet during the deploy (its Auto Scaling group terminated it): not a failure
+    # instance id -> how it left the fleet during the deploy (its Auto Scaling group terminated it, TARGETS no longer
+    # match it): not a failure
     departed: dict[str, str] = field(default_factory=dict)
     # instance id -> how it joined the fleet during the deploy (its group launched it): deployed in a batch of its own
     joined: dict[str, str] = field(default_factory=dict)

@@ -72,8 +72,9 @@ class Run(Execution):
     def left_the_fleet(self, instance_ids: Sequence[str]) -> dict[str, str]:
         """Which of ``instance_ids`` left the fleet on purpose since the plan, each named once as gone and kept in
         the outcome: those the plan's scopes (an Auto Scaling group's hold) say left it, and with TARGETS resolved
-        when the plan was made, those TARGETS no longer match (untagged, stopped, terminated: resolved again as
-        the plan did). DeployFailed when too few are left (a scope's MIN_HEALTHY)."""
+        when the plan was made, those TARGETS no longer match (untagged, terminated: resolved again as the plan
+        did; one stopped that they still match is still in the fleet). DeployFailed when too few are left (a
+        scope's MIN_HEALTHY)."""
         if not instance_ids:
             return {}
         gone = departed(self.plan.scopes, self, instance_ids) if self.plan.scopes else {}

@@ -464,9 +464,10 @@ TARGETS = Variable(
     "inventory, to check the agents and say how many instances will run the deploy. Sent as one command "
     "(no rollout), they are resolved again by SSM as it takes it. An instance they matched before that SSM "
     "leaves out, or whose command fails, and that they no longer match when the pipe resolves them again "
-    "(untagged, stopped, terminated since) has left the fleet: named as gone, not a failure, and not in the "
-    "release ledger's fleet; one they still match that SSM left out fails the deploy, which goes back as any "
-    "failed deploy does.",
+    "(untagged or terminated since) has left the fleet: named as gone, not a failure, and not in the "
+    "release ledger's fleet. One they still match that SSM left out, or one stopped since that they still match "
+    "but for its state (it did not get the deploy, and started again it runs the release it had), fails the "
+    "deploy, which goes back as any failed deploy does.",
     plain(_targets),
     expand=Expand.STRICT,
     parse_items=each(parse_targets),

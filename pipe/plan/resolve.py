@@ -19,6 +19,10 @@ from pipe.runtime.redaction import Redactor
 
 log = logging.getLogger("ssm-deploy")
 HYBRID_PREFIX = "mi-"  # hybrid (on-premises) managed nodes: SSM knows them, EC2 does not
+# an instance in these states is still its fleet's when TARGETS match it but for its state: it runs nothing now,
+# and started (again) it runs the release it had
+STOPPED_STATES = ("pending", "stopping", "stopped")
+GONE_STATES = ("shutting-down", "terminated")  # no longer running for good
 INSTANCE_FILTER_VALUES = 200  # instance ids one DescribeInstances 'instance-id' filter is given at once
 
 
@@ -63,27 +67,47 @@ def _selection(resource_groups: Any, targets: list[Target]) -> tuple[list[dict[s
 
 def no_longer_targeted(clients: Clients, targets: list[Target], candidates: Sequence[str]) -> dict[str, str]:
     """Which of ``candidates`` (instances TARGETS matched when the deploy was planned) TARGETS no longer match,
-    resolved again as the plan resolved them, and why: no longer running (stopped, terminated), or running
-    without the tags or resource group. A candidate that cannot be told apart (a call refused or failed, a
-    hybrid node SSM does not list) counts as still matched: {} when nothing can be read."""
+    resolved again as the plan resolved them, and why: terminated (or shutting down), or without the tags or
+    resource group. One stopped (stopping, or starting again) that TARGETS still match is still in the fleet, named
+    so: it did not get the deploy, and started again it runs what it had. A candidate that cannot be told apart
+    (a call refused or failed, a hybrid node SSM does not list) counts as still matched: {} when nothing can
+    be read."""
     try:
         tag_filters, instance_ids = _selection(clients.resource_groups, targets)
         matched = set(running_instances(clients.ec2, tag_filters, instance_ids))
         unmatched = [i for i in candidates if i not in matched and not i.startswith(HYBRID_PREFIX)]
         states = _states(clients.ec2, unmatched) if unmatched else {}
+        idle = [i for i in unmatched if states.get(i) in STOPPED_STATES]
+        stopped = _still_matched(clients.ec2, tag_filters, instance_ids, idle) if idle else []
     except (ClientError, BotoCoreError, NothingSent) as error:
         reason = error_message(error) if isinstance(error, ClientError) else str(error)
         log.warning(f"Could not resolve TARGETS again to tell whether instances left the fleet ({reason}).")
         return {}
+    for instance_id in stopped:
+        log.warning(
+            f"{instance_id} is {states[instance_id]}, still matched by TARGETS: still in the fleet, it did not get "
+            "the deploy (started again, it runs the release it had)"
+        )
     hybrid = [i for i in candidates if i.startswith(HYBRID_PREFIX)]
     listed = _hybrid_nodes(clients.ssm, tag_filters, instance_ids) if hybrid else []
     gone = {i: "" for i in hybrid if listed is not None and i not in listed}
-    gone |= {i: states.get(i, "terminated") for i in unmatched}
+    gone |= {i: states.get(i, "terminated") for i in unmatched if i not in stopped}
     return {i: _why_not_targeted(state) for i, state in gone.items()}
 
 
+def _still_matched(
+    ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None, candidates: list[str]
+) -> list[str]:
+    """Those of ``candidates`` (each stopped, stopping or pending) that TARGETS still match (tags, resource group)."""
+    limited = set(candidates) if instance_ids is None else instance_ids & set(candidates)
+    if not limited:
+        return []
+    found = set(instances_in(ec2, tag_filters, limited, STOPPED_STATES))
+    return [i for i in candidates if i in found]
+
+
 def _why_not_targeted(state: str) -> str:
-    if state and state != "running":
+    if state in GONE_STATES:
         return f"no longer running ({state}) since the deploy was planned"
     return "no longer matched by TARGETS (its tags or resource group changed since the deploy was planned)"
 
@@ -98,7 +122,14 @@ def _states(ec2: Any, instance_ids: list[str]) -> dict[str, str]:
 def running_instances(ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str]:
     """The running EC2 instances among ``instance_ids`` (all of them when None) with the tags; hybrid nodes
     are never EC2's."""
-    filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": ["running"]}, *tag_filters]
+    return instances_in(ec2, tag_filters, instance_ids, ("running",))
+
+
+def instances_in(
+    ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None, states: Sequence[str]
+) -> list[str]:
+    """The EC2 instances in one of ``states`` among ``instance_ids`` (all of them when None) with the tags."""
+    filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": list(states)}, *tag_filters]
     if instance_ids is None:
         return _instance_ids(ec2, filters)
     ec2_ids = sorted(i for i in instance_ids if not i.startswith(HYBRID_PREFIX))

@@ -77,7 +77,7 @@ def append_shared_variables(variables: dict[str, str], env: Mapping[str, str] | 
 
 def failed_instances(outcome: DeployOutcome) -> dict[str, list[str]]:
     """Every instance that did not succeed in some phase, with those phases in order: the staging, the
-    deploy, the health check, the rollback."""
+    deploy, the health check, the rollback. One that left the fleet (``departed``) is no failure."""
     phases = (
         ("stage", outcome.stage),
         ("deploy", outcome.deploy),
@@ -87,14 +87,18 @@ def failed_instances(outcome: DeployOutcome) -> dict[str, list[str]]:
     failed: dict[str, list[str]] = {}
     for name, phase in phases:
         for invocation in phase.failed:
+            if invocation.instance_id in outcome.departed:
+                continue
             failed.setdefault(invocation.instance_id, []).append(name)
     return failed
 
 
 def _counts(outcome: DeployOutcome) -> tuple[list[str], dict[str, list[str]], int]:
-    """The deploy's command ids, the failed instances (any phase) and how many succeeded in every phase."""
+    """The deploy's command ids, the failed instances (any phase) and how many succeeded in every phase (one
+    that left the fleet is neither)."""
     failed = failed_instances(outcome)
-    succeeded = sum(1 for instance_id in outcome.deploy.invocations if instance_id not in failed)
+    counted = [i for i in outcome.deploy.invocations if i not in failed and i not in outcome.departed]
+    succeeded = len(counted)
     return [command.command_id for command in outcome.deploy.commands], failed, succeeded
 
 
@@ -187,6 +191,7 @@ def document(
         ],
         "out_of_service_seconds": out_of_service(outcome),
         "fleet": dict(outcome.fleet),
+        "departed": dict(outcome.departed),
     }
 
 
@@ -222,6 +227,7 @@ def dotenv(
         "SSM_DEPLOY_FAILED": str(len(failed)),
         "SSM_DEPLOY_FAILED_INSTANCES": " ".join(failed),
         "SSM_DEPLOY_FAILED_PHASE": failed_phase(outcome),
+        "SSM_DEPLOY_DEPARTED": " ".join(outcome.departed),
         "SSM_DEPLOY_STAGE": outcome.stage.status.value,
         "SSM_DEPLOY_HEALTH_CHECK": outcome.health_check.status.value,
         "SSM_DEPLOY_ROLLBACK": outcome.rollback.status.value,

@@ -97,6 +97,13 @@ class InvocationRun:
         self._lost.set()
         self._stirred.set()
 
+    def let_go(self, timeout: float) -> None:
+        """After ``lose``: wait (up to ``timeout``) until the lost agent has killed what it ran and stopped
+        reporting, so that the rest of the instance's processes can be killed without the run seeing its
+        process exit (it would report that exit)."""
+        if self._lost.is_set() and self.process is not None:
+            self.thread.join(timeout)
+
     def resume(self) -> None:
         """The agent is back after the instance rebooted (or the agent restarted) with this invocation
         begun and not finished: AWS's agent resubmits, as it starts, the documents of its ``current`` folder
@@ -107,6 +114,9 @@ class InvocationRun:
         the command will be terminated", CancelCommand): the stand-in lets the run go on (the worst case).
         Nothing happens for an invocation that was not lost running."""
         if not self._lost.is_set():
+            return
+        if self.process is None and not self.interrupted:  # lost before it ran: it still waits to be delivered
+            self._lost.clear()
             return
         self.thread.join()  # the agent that was lost has let go of its process
         if not self.interrupted or self.instance is None:
@@ -164,9 +174,16 @@ class InvocationRun:
         """An agent that is offline (ConnectionLost) picks nothing up: the invocation stays Pending until
         the agent is back, and turns DeliveryTimedOut once the total timeout passed without it (AWS,
         "Understanding command statuses": Pending is a command "not yet sent to the managed node or not
-        received by SSM Agent"). False when it ended here (Cancelled or DeliveryTimedOut)."""
+        received by SSM Agent"). To a stopped node it is Delayed: "The system attempted to send the command to
+        the target, but the target wasn't available ... because the node was stopped ... The system will try to
+        send the command again" (GetCommandInvocation, StatusDetails); delivered if the node starts in time.
+        False when it ended here (Cancelled or DeliveryTimedOut)."""
         deadline = time.monotonic() + self._total_timeout() * instance.delivery_time_scale
+        delayed = False
         while instance.ping_status != "Online":
+            if instance.stopped and not delayed:  # SSM tried to send it; the node is stopped: it tries again
+                self._update(Status="Delayed", StatusDetails="Delayed")
+                delayed = True
             if self._cancel.wait(POLL):
                 self._update(Status="Cancelled", StatusDetails="Cancelled", ResponseCode=-1)
                 return False

@@ -37,6 +37,9 @@ class FakeInstance:
     # tags SSM itself keeps (AddTagsToResource with ResourceType ManagedInstance, or the activation's)
     resource_type: str = "EC2Instance"
     ssm_tags: dict[str, str] = field(default_factory=dict)
+    # True while EC2 has it stopped (StopInstances, until StartInstances; ``power.py``): its agent is off,
+    # and SSM reports a command sent to it Delayed until it starts again or the command expires
+    stopped: bool = False
 
     @property
     def hybrid(self) -> bool:

@@ -257,6 +257,26 @@ class RunCommandService:
             if run is not None:
                 run.lose()
 
+    def stop_instance(self, instance_id: str) -> None:
+        """EC2 stopped the instance (``power.py``): lost as above, and stopped until ``start_instance``; a
+        command sent meanwhile is Delayed. The caller kills the rest of its processes."""
+        instance = self.fleet.get(instance_id)
+        if instance is None:
+            return
+        instance.stopped = True
+        self.lose_instance(instance_id)
+        for sent in list(self.sent.values()):
+            run = sent.runs.get(instance_id)
+            if run is not None:
+                run.let_go(timeout=30)
+
+    def start_instance(self, instance_id: str) -> None:
+        """EC2 started it again: its agent is back and, as after a reboot, runs again what a stop cut short."""
+        instance = self.fleet.get(instance_id)
+        if instance is not None and instance.stopped:
+            instance.stopped = False
+            self.restore_instance(instance_id, resume=True)
+
     def restore_instance(self, instance_id: str, resume: bool = False) -> None:
         """The instance's agent is back (Online): it picks up the commands that waited for it. What it
         ran before it was lost stays killed, unless ``resume``: then, as AWS's agent does after a reboot

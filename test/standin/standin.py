@@ -21,7 +21,7 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from standin import auto_scaling, instance_app, isolation, moto_bridge, tools
+from standin import auto_scaling, instance_app, isolation, moto_bridge, power, tools
 from standin.associations import Associations
 from standin.cloudwatch import INSTANCE_APP_ID, LogsSinks
 from standin.fleet import FakeInstance, Fleet
@@ -116,6 +116,7 @@ class StandIn:
             self.load_balancer,
         )
         auto_scaling.install(self.auto_scaling)
+        power.install(self._stopped, self.service.start_instance)
         self.associations = Associations(self._association_send, self._ec2_tags, self.fleet.ids)
         moto_bridge.install_associations(self.associations)
         self.auto_scaling.on_online.append(self.associations.instance_online)
@@ -142,6 +143,12 @@ class StandIn:
         if self.app_user is None:
             raise RuntimeError("StandIn.start() was not called")
         self.app_user.install_home(instance_root)
+
+    def _stopped(self, instance_id: str) -> None:
+        """StopInstances: the agent is lost (``service.stop_instance``), then every process of the instance dies."""
+        self.service.stop_instance(instance_id)
+        if self.fleet.get(instance_id) is not None:
+            self.network.kill([instance_id])
 
     def _add_group_instance(self, instance_id: str, address: str, name: str) -> None:
         """An instance an Auto Scaling group launched: managed, with its own host, like ``launch``'s."""

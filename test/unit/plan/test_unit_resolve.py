@@ -145,7 +145,7 @@ def _clients(ec2: Any, ssm: Any, groups: Any) -> Any:
     return SimpleNamespace(ec2=ec2, ssm=ssm, resource_groups=groups)
 
 
-def test_an_instance_untagged_or_stopped_since_the_plan_is_no_longer_targeted_and_says_why(
+def test_an_instance_untagged_or_terminated_since_the_plan_is_no_longer_targeted_and_says_why(
     clients: tuple[Any, Stubber, Any, Stubber, Any],
 ) -> None:
     ec2, ec2_stub, ssm, _, groups = clients
@@ -153,7 +153,7 @@ def test_an_instance_untagged_or_stopped_since_the_plan_is_no_longer_targeted_an
     ec2_stub.add_response("describe_instances", ec2_found(), {"Filters": [RUNNING, tag]})
     found = [
         {"InstanceId": INSTANCE_A, "State": {"Name": "running"}},
-        {"InstanceId": INSTANCE_B, "State": {"Name": "stopped"}},
+        {"InstanceId": INSTANCE_B, "State": {"Name": "terminated"}},
     ]
     states = {"Reservations": [{"Instances": found}]}
     ec2_stub.add_response(
@@ -162,8 +162,36 @@ def test_an_instance_untagged_or_stopped_since_the_plan_is_no_longer_targeted_an
     gone = no_longer_targeted(_clients(ec2, ssm, groups), [Target("tag:Service", ("api",))], [INSTANCE_A, INSTANCE_B])
     assert gone == {
         INSTANCE_A: "no longer matched by TARGETS (its tags or resource group changed since the deploy was planned)",
-        INSTANCE_B: "no longer running (stopped) since the deploy was planned",
+        INSTANCE_B: "no longer running (terminated) since the deploy was planned",
     }
+
+
+def test_an_instance_stopped_since_the_plan_that_targets_still_match_is_still_in_the_fleet(
+    clients: tuple[Any, Stubber, Any, Stubber, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack 58: stopped, it runs nothing, but it is still tagged: started again it serves what it had. It
+    did not get the deploy: not gone (a failure), and said so; one stopped and untagged has left."""
+    ec2, ec2_stub, ssm, _, groups = clients
+    tag = {"Name": "tag:Service", "Values": ["api"]}
+    ec2_stub.add_response("describe_instances", ec2_found(), {"Filters": [RUNNING, tag]})
+    found = [
+        {"InstanceId": INSTANCE_A, "State": {"Name": "stopped"}},
+        {"InstanceId": INSTANCE_B, "State": {"Name": "stopped"}},
+    ]
+    ids = {"Name": "instance-id", "Values": [INSTANCE_A, INSTANCE_B]}
+    ec2_stub.add_response("describe_instances", {"Reservations": [{"Instances": found}]}, {"Filters": [ids]})
+    stopped = {"Name": "instance-state-name", "Values": ["pending", "stopping", "stopped"]}
+    ec2_stub.add_response("describe_instances", ec2_found(INSTANCE_A), {"Filters": [stopped, tag, ids]})
+    with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
+        gone = no_longer_targeted(
+            _clients(ec2, ssm, groups), [Target("tag:Service", ("api",))], [INSTANCE_A, INSTANCE_B]
+        )
+    assert gone == {
+        INSTANCE_B: "no longer matched by TARGETS (its tags or resource group changed since the deploy was planned)"
+    }
+    assert f"{INSTANCE_A} is stopped, still matched by TARGETS: still in the fleet, it did not get the deploy" in (
+        caplog.text
+    )
 
 
 def test_an_instance_still_matched_stays_and_an_unreadable_fleet_keeps_every_one(

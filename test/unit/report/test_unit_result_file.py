@@ -97,6 +97,22 @@ def test_counts_are_over_every_phase_and_the_summary_says_it_all(tmp_path: Path)
     assert "SSM_DEPLOY_FAILED_PHASE='health check'" in dotenv
 
 
+def test_an_instance_that_left_the_fleet_is_listed_as_departed_neither_failed_nor_succeeded(tmp_path: Path) -> None:
+    """Attack 58: the result file named no departed instance; its failed invocation counted it as failed
+    although the deploy succeeded without it."""
+    outcome = DeployOutcome(
+        Status.SUCCEEDED, deploy=_phase(_ran("i-1", "c-1", 0), Invocation("i-2", "c-1", status="Failed"))
+    )
+    outcome.departed["i-2"] = "no longer running (terminated) since the deploy was planned"
+    write_result(make_settings(result_file=str(tmp_path / "r.json")), outcome, env={})
+
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["departed"] == {"i-2": "no longer running (terminated) since the deploy was planned"}
+    assert (document["succeeded"], document["failed"], document["failed_instances"]) == (1, 0, [])
+    dotenv = (tmp_path / "r.json.env").read_text()
+    assert "SSM_DEPLOY_DEPARTED='i-2'" in dotenv and "SSM_DEPLOY_FAILED_INSTANCES=\n" in dotenv
+
+
 def test_a_refusal_before_sending_says_so_in_the_summary(tmp_path: Path) -> None:
     outcome = DeployOutcome(Status.NOT_SENT, message="INSTANCE_IDS: nothing was sent. Bad id.")
     write_result(make_settings(result_file=str(tmp_path / "r.json")), outcome, env={})
