@@ -437,6 +437,9 @@ class StandIn:
             else admin
         )
         saved = dict(self.admin_keys), dict(self.agent_keys)
+        # an association's run still under way (an earlier test's UpdateAssociation) signs with the keys it
+        # took; enforced under it, they fail in its thread (AuthFailure): it ends first
+        self.associations.wait_idle(30)
         self.admin_keys, self.agent_keys = dict(admin), dict(instances)
         moto_bridge.set_iam_enforcement(True)
         try:
