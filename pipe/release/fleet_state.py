@@ -47,18 +47,25 @@ def fleet_at_end(targeted: list[str] | None, outcome: DeployOutcome, release: st
 
 
 def failed_back(outcome: DeployOutcome) -> dict[str, str]:
-    """{instance id: how}: the instances whose switch back failed, their deploy script's own (exit 86:
-    ACTIVATE_COMMANDS failed in the release live before too, or a process still runs the failed one) or the
-    rollback's. One whose ``current`` points back at the release live before does not run it as it should."""
-    deployed = outcome.deploy.invocations.items()
+    """{instance id: how}: the instances whose way back failed, their deploy script's own switch back (exit 86:
+    ACTIVATE_COMMANDS failed in the release it went back to too, or a process still runs the failed one) unless
+    the rollback then succeeded there, or the rollback where it may have run. One whose ``current`` points back
+    at the release it went back to does not run it as it should."""
+    rollbacks = outcome.rollback.invocations
     found = {
-        i: f"its switch back {inv.describe()}"
-        for i, inv in deployed
-        if inv.response_code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED
+        i: f"its switch back {outcome.deploy.invocations[i].describe()}"
+        for i in _own_switch_back_failed(outcome)
+        if not (i in rollbacks and rollbacks[i].succeeded)
     }
     return found | {
-        i: f"its rollback {inv.describe()}" for i, inv in outcome.rollback.invocations.items() if not inv.succeeded
+        i: f"its rollback {inv.describe()}" for i, inv in rollbacks.items() if inv.may_have_run and not inv.succeeded
     }
+
+
+def _own_switch_back_failed(outcome: DeployOutcome) -> list[str]:
+    """The instances whose release script switched back and failed there (exit 86)."""
+    deployed = outcome.deploy.invocations.items()
+    return [i for i, inv in deployed if inv.response_code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED]
 
 
 def _derived(deploy: Invocation | None, rollback: Invocation | None, release: str, untouched: str) -> str:
@@ -119,11 +126,7 @@ def _rolled_back_cleanly(outcome: DeployOutcome) -> bool:
     """Some instance went to the release and back, and every way back succeeded: no rollback failed
     (a switch back that left a process of the failed release running fails with 86 too)."""
     rollbacks_failed = any(not inv.succeeded for inv in outcome.rollback.invocations.values())
-    switch_back_failed = any(
-        inv.response_code == ReleaseExit.ACTIVATION_FAILED_ROLLBACK_FAILED
-        for inv in outcome.deploy.invocations.values()
-    )
-    return _switched_back(outcome) and not rollbacks_failed and not switch_back_failed
+    return _switched_back(outcome) and not rollbacks_failed and not _own_switch_back_failed(outcome)
 
 
 def _switched_back(outcome: DeployOutcome) -> bool:

@@ -838,9 +838,11 @@ ssm_deploy_script() {
 ssm_deploy_interpreter() {
   # the name of process $1's program when it is a shell (dash, bash, busybox's sh: known by its first
   # word) or perl, which run a script: neither reloads in place, and the children it forks (a subshell
-  # runs its own executable as long as it lives; a command, for the moment before it runs) are its work
+  # runs its own executable as long as it lives; a command, for the moment before it runs) are its work.
+  # Its executable replaced by a package upgrade since it started reads "/usr/bin/bash (deleted)"
   tr '\0\n' '  ' 2>/dev/null < "/proc/$1/cmdline" | awk -v exe="$(readlink "/proc/$1/exe" 2>/dev/null)" '
-    { if (exe ~ /\/busybox$/) exe = $1
+    { sub(/ \(deleted\)$/, "", exe)
+      if (exe ~ /\/busybox$/) exe = $1
       sub(/.*\//, "", exe)
       if (exe ~ /^((a|ba|da|mk|z)?sh|ksh.*|perl.*)$/) print exe }' | grep .
 }

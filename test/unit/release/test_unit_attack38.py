@@ -15,6 +15,8 @@ log, and `sh -c '...' current/logs/app.log`, whose file is an argument, not the 
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -89,6 +91,28 @@ def test_a_script_worker_started_through_current_before_the_switch_and_left_runn
     assert code == ReleaseExit.STALE_PROCESS, output
     assert f"process {pid} " in output
     assert f"runs release {A}" in output
+    assert box.current() == f"releases/{A}"
+
+
+def test_a_script_worker_whose_shell_a_package_upgrade_replaced_since_it_started_still_fails_the_deploy(
+    box: Box,
+) -> None:
+    # unattended-upgrades replaced bash under a running worker: its executable reads "/usr/bin/bash (deleted)",
+    # which took it for no shell, so the script it holds open passed it for a reader
+    code, output = _deploy(box, A)
+    assert code == 0, output
+    shell = box.root / "upgraded" / "bash"
+    shell.parent.mkdir()
+    shutil.copy2(shutil.which("bash") or "/bin/bash", shell)
+    pid = foreign(box, [str(shell), f"{box.app_dir}/current/{WORKER}"], "/")
+    _holding(pid, "worker.sh")
+    shell.unlink()
+    assert os.readlink(f"/proc/{pid}/exe").endswith("bash (deleted)")
+
+    code, output = _deploy(box, B)
+
+    assert code == ReleaseExit.STALE_PROCESS, output
+    assert f"process {pid} " in output and f"runs release {A}" in output, output
     assert box.current() == f"releases/{A}"
 
 

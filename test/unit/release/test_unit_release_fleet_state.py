@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pipe.model import UNKNOWN_RELEASE, DeployOutcome, Invocation, PhaseOutcome, Status
-from pipe.release.fleet_state import entry_status, fleet_at_end, instance_outcomes
+from pipe.release.fleet_state import entry_status, failed_back, fleet_at_end, instance_outcomes
 from pipe.release.ledger import EntryStatus
 from pipe.release.remote import ReleaseExit
 
@@ -150,3 +150,16 @@ def test_a_succeeded_deploy_with_an_instance_off_the_release_is_not_live() -> No
 
     assert fleet == {I1: NEW, I2: OLD}
     assert entry_status(outcome, False, fleet, NEW, OLD) is EntryStatus.PARTIAL
+
+
+def test_a_failed_way_back_is_named_unless_the_rollback_then_succeeded_or_never_ran() -> None:
+    # I1: its own switch back failed (86), nothing after; I2: 86, then the pipe's rollback succeeded there;
+    # I3: the rollback failed there; I4: the rollback was never delivered (it ran nowhere)
+    i4 = "i-0000000000000000d"
+    rollback = phase(**{I2: 0, I3: 86, i4: None})
+    rollback.invocations[i4] = Invocation(i4, status="Failed", status_details="Undeliverable")
+    for invocation in rollback.invocations.values():
+        invocation.command_id = "rollback-command"  # sent: each has its command
+    outcome = ended(deploy=phase(**{I1: 86, I2: 86, I3: 0, i4: 0}), rollback=rollback)
+
+    assert failed_back(outcome) == {I1: "its switch back Failed (exit 86)", I3: "its rollback Failed (exit 86)"}

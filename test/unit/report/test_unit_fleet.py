@@ -44,3 +44,29 @@ def test_an_instance_back_on_the_release_live_before_whose_switch_back_failed_is
         f"i-3: current points back at {A} (the release live before), but its rollback Failed (exit 86); "
         f"i-2: current points back at {A} (the release live before), but its switch back Failed (exit 86)."
     )
+
+
+def test_a_failed_switch_back_is_named_with_no_release_live_before_and_on_a_redeploy_of_the_live_one() -> None:
+    # no live release in the ledger: each instance went back to the release current pointed to as it began (C)
+    failed_back = {"i-1": "its switch back Failed (exit 86)"}
+    assert fleet_sentence({"i-1": C, "i-2": C}, "", B, {}, failed_back) == (
+        f"Now i-2 runs {C}; i-1: current points back at {C}, but its switch back Failed (exit 86)."
+    )
+    # the live release deployed again: its switch back to it failed
+    assert fleet_sentence({"i-1": B}, B, B, {}, failed_back) == (
+        f"Now i-1: current points back at {B} (the release live before, deployed again), but its switch back "
+        "Failed (exit 86)."
+    )
+    # still on the new release, the rollback failed: as before, the note says it
+    assert fleet_sentence({"i-1": B}, A, B, {"i-1": "rollback Failed (exit 86)"}, failed_back) == (
+        f"Now i-1 runs {B} (the new release: rollback Failed (exit 86))."
+    )
+
+
+def test_a_rollback_cut_by_a_stop_says_so_where_current_points_back() -> None:
+    notes = {"i-1": "the pipeline was stopped during its rollback"}
+    failed_back = {"i-1": "its rollback Cancelled"}
+    assert fleet_sentence({"i-1": A}, A, B, notes, failed_back) == (
+        f"Now i-1: current points back at {A} (the release live before), but the pipeline was stopped during its "
+        "rollback."
+    )
