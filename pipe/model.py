@@ -284,6 +284,9 @@ class DeployOutcome:
     # instance id -> how it left the fleet during the deploy (its Auto Scaling group terminated it, TARGETS no longer
     # match it): not a failure
     departed: dict[str, str] = field(default_factory=dict)
+    # with TARGETS and SKIP_STOPPED: instance id -> what it is (stopped when the deploy was planned, left out: it runs
+    # what it had); not a failure, and not in the fleet the release ledger calls live
+    skipped: dict[str, str] = field(default_factory=dict)
     # instance id -> how it joined the fleet during the deploy (its group launched it): deployed in a batch of its own
     joined: dict[str, str] = field(default_factory=dict)
 

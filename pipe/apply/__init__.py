@@ -22,6 +22,7 @@ def apply(plan: DeployPlan, ctx: Execution) -> str:
     """Carry ``plan`` out; return the success message, or raise DeployFailed (or PipeError). The
     outcome is built in ``ctx.outcome`` as it goes."""
     run = Run.applying(plan, ctx)
+    run.outcome.skipped.update(plan.skipped)
     settings, release = plan.settings, plan.release
     if release is not None and settings.release is not None:
         upload_release(run.clients.s3, settings.release.bucket, release)

@@ -119,7 +119,9 @@ def roll_out(run: Run, batches: list[Batch], hook: BatchHook = no_hook) -> str:
     joined = run.outcome.joined
     launched = f"{named(list(joined))} launched during the rollout" if joined else ""
     left = f"{named(list(gone))} left the fleet" if gone else ""
-    changed = "; ".join(part for part in (launched, left) if part)
+    skipped = run.outcome.skipped
+    left_out = f"{named(list(skipped))} stopped, left out (SKIP_STOPPED): not deployed" if skipped else ""
+    changed = "; ".join(part for part in (launched, left, left_out) if part)
     return f"Deployed to {deployed} instance(s){f' ({changed})' if changed else ''}{checked}{baked}."
 
 

@@ -73,6 +73,7 @@ from pipe.config.variables import (
     SERVICE,
     SESSION_TOKEN,
     SHARED_PATHS,
+    SKIP_STOPPED,
     STAGE_FIRST,
     STREAM_OUTPUT,
     TABLE,
@@ -156,6 +157,7 @@ class DeploySettings:
     log_group: str = CLOUDWATCH_LOG_GROUP.default
     agent_lost_timeout: int = int(AGENT_LOST_TIMEOUT.default)
     dry_run: bool = parse_bool(DRY_RUN.default)
+    skip_stopped: bool = parse_bool(SKIP_STOPPED.default)  # TARGETS: deploy to the running ones, name the stopped
     code_insights: bool = parse_bool(CODE_INSIGHTS.default)  # a Code Insights report on the commit at the end
     wait: bool = parse_bool(WAIT.default)
     healthcheck_commands: str = ""
@@ -338,6 +340,7 @@ def build_settings(values: Values, context: Context) -> DeploySettings:
         log_group=values[CLOUDWATCH_LOG_GROUP],
         agent_lost_timeout=values[AGENT_LOST_TIMEOUT],
         dry_run=values[DRY_RUN],
+        skip_stopped=values[SKIP_STOPPED],
         code_insights=values[CODE_INSIGHTS],
         wait=values[WAIT],
         healthcheck_commands=values[HEALTHCHECK_COMMANDS],

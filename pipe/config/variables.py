@@ -467,13 +467,31 @@ TARGETS = Variable(
     "(untagged or terminated since) has left the fleet: named as gone, not a failure, and not in the "
     "release ledger's fleet. One they still match that SSM left out, or one stopped since that they still match "
     "but for its state (it did not get the deploy, and started again it runs the release it had), fails the "
-    "deploy, which goes back as any failed deploy does.",
+    "deploy, which goes back as any failed deploy does. One they match that is already stopped (or stopping, "
+    "or pending) when the deploy is planned refuses it before anything is sent, naming it and the release it "
+    "runs once started again (SSM would hold its command, `Delayed`, until it starts or the delivery timeout "
+    "passes): start it, take it out of `TARGETS`, or set `SKIP_STOPPED`.",
     plain(_targets),
     expand=Expand.STRICT,
     parse_items=each(parse_targets),
     snippet="# Optional, instead of INSTANCE_IDS",
     group=Group.TARGETS,
     status=True,
+)
+SKIP_STOPPED = Variable(
+    "SKIP_STOPPED",
+    "With `TARGETS`: `true` deploys to the running instances they match and leaves out those that are stopped "
+    "(or stopping, or pending) when the deploy is planned, instead of refusing the deploy. Each one left out is "
+    "named in the plan, the dry run and the last line (`<id> is stopped, matched by TARGETS: it gets no deploy; "
+    "started again it runs <release>`), in the result file's `skipped` (`SSM_DEPLOY_SKIPPED`) and in the release "
+    "ledger's `instances` (`skipped, stopped`); the command goes to the running instances by id, so none waits "
+    "for a stopped one to start. The step still succeeds and the ledger calls the release live on the instances "
+    "that run it: started again, a skipped instance runs the release it had, and `ACTION: status` reports it as "
+    "drift until a deploy reaches it.",
+    plain(parse_bool),
+    default="false",
+    kind="boolean",
+    group=Group.TARGETS,
 )
 MAX_CONCURRENCY = Variable(
     "MAX_CONCURRENCY",
@@ -1041,6 +1059,7 @@ TABLE: tuple[Variable[Any], ...] = (
     EXTERNAL_ID,
     INSTANCE_IDS,
     TARGETS,
+    SKIP_STOPPED,
     MAX_CONCURRENCY,
     MAX_ERRORS,
     COMMANDS,

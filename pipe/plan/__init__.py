@@ -33,6 +33,8 @@ class DeployPlan:
     batches: tuple[Batch, ...]
     secrets: tuple[SecretRef, ...] = ()  # SECRETS, then PARAMETERS_PATH's parameters: each one checked readable
     names: Mapping[str, str] = field(default_factory=dict)  # Name tags that label output lines
+    # with TARGETS and SKIP_STOPPED: {instance id: what it is} of each stopped one they match, left out
+    skipped: Mapping[str, str] = field(default_factory=dict)
     release: Release | None = None  # release mode: what goes live instead of what, and the ledger that records it
     traffic: tuple[TrafficManager, ...] = ()  # around each batch (pipe/traffic/): the load balancer's, or none
     scopes: tuple[RolloutScope, ...] = ()  # around the whole rollout (pipe/traffic/): an Auto Scaling group's hold

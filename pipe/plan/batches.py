@@ -10,11 +10,14 @@ from pipe.errors import NothingSent
 from pipe.model import Batch
 
 
-def plan_batches(settings: DeploySettings, targeted: list[str] | None) -> list[Batch]:
-    """One batch of every targeted instance (or of the TARGETS, which SSM resolves); or, when the pipe
+def plan_batches(settings: DeploySettings, targeted: list[str] | None, by_id: bool = False) -> list[Batch]:
+    """One batch of every targeted instance (or of the TARGETS, which SSM resolves; ``by_id``: of the instances
+    they matched, so that SSM targets no other, e.g. a stopped one SKIP_STOPPED leaves out); or, when the pipe
     drives the rollout, the canary and then BATCH_SIZE instances at a time."""
     rollout = settings.rollout
     if not rollout.pipe_driven:
+        if by_id and targeted is not None:
+            return [Batch(1, 1, instance_ids=tuple(targeted))]
         if settings.targets:
             return [Batch(1, 1, targets=tuple(settings.targets))]
         return [Batch(1, 1, instance_ids=tuple(settings.instance_ids))]

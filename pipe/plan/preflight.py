@@ -16,6 +16,7 @@ from pipe.execution import Execution
 from pipe.limits import DESCRIBE_FILTER_BATCH, GET_PARAMETERS_BATCH
 from pipe.model import SecretRef
 from pipe.plan.pinned import pins_of
+from pipe.plan.resolve import GONE_STATES, ec2_states
 from pipe.runtime.redaction import Redactor
 
 PREFLIGHT_THREADS = 8  # concurrent reads before sending: round trips overlap, within SSM's rate limits
@@ -60,6 +61,22 @@ def _judge_instances(seen: dict[str, str] | ClientError, instance_ids: list[str]
     if problems:
         raise NothingSent(variable, "Instances " + "; ".join(problems))
     log.info(f"All {len(instance_ids)} instance(s) have the SSM Agent online")
+
+
+def _judge_states(states: dict[str, str], region: str) -> None:
+    """Refuse INSTANCE_IDS that EC2 says are not running (stopped, stopping, pending, terminated...), by state:
+    the agent check would only say their agent is not online (or still Online, for a moment after a stop)."""
+    if not states:
+        return
+    listed = ", ".join(f"{i} is {state}" for i, state in states.items())
+    ids = " ".join(i for i, state in states.items() if state not in GONE_STATES)
+    start = f"start it (aws ec2 start-instances --instance-ids {ids} --region {region}) and deploy once its SSM Agent "
+    raise NothingSent(
+        "INSTANCE_IDS",
+        f"Not running in EC2: {listed}. It cannot run the deploy (SSM would hold its command, Delayed, until it "
+        "starts or the delivery timeout passes), and started again it runs what it ran before",
+        (start + "is online, or " if ids else "") + "remove it from INSTANCE_IDS",
+    )
 
 
 PROBE_COMMAND_ID = "00000000-0000-4000-8000-000000000000"  # a command id that never exists
@@ -207,6 +224,10 @@ def preflight(settings: DeploySettings, targeted: list[str] | None, role: str, c
         agents = [pool.submit(_read_statuses, ssm, batch) for batch in agent_batches]
         probes = [pool.submit(_probe, ssm, operation, request) for operation, request in _probes(instance)]
         parameters = [pool.submit(_read_parameters, ssm, batch) for batch in secret_batches]
+        given = targeted if not settings.targets else []  # TARGETS resolved running instances only
+        states = pool.submit(ec2_states, ctx.clients.ec2, given) if given else None
+        if states is not None:
+            _judge_states(states.result(), settings.region)
         if targeted:
             variable = "TARGETS" if settings.targets else "INSTANCE_IDS"
             _judge_instances(_merged([future.result() for future in agents]), targeted, settings.region, variable)

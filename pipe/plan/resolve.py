@@ -129,23 +129,59 @@ def instances_in(
     ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None, states: Sequence[str]
 ) -> list[str]:
     """The EC2 instances in one of ``states`` among ``instance_ids`` (all of them when None) with the tags."""
+    return list(instance_states(ec2, tag_filters, instance_ids, states))
+
+
+def instance_states(
+    ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None, states: Sequence[str]
+) -> dict[str, str]:
+    """{instance id: its EC2 state} of the EC2 instances in one of ``states`` among ``instance_ids`` (all of them
+    when None) with the tags."""
     filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": list(states)}, *tag_filters]
     if instance_ids is None:
-        return _instance_ids(ec2, filters)
+        return _instance_states(ec2, filters)
     ec2_ids = sorted(i for i in instance_ids if not i.startswith(HYBRID_PREFIX))
-    found = []
+    found: dict[str, str] = {}
     for start in range(0, len(ec2_ids), INSTANCE_FILTER_VALUES):
         chunk = ec2_ids[start : start + INSTANCE_FILTER_VALUES]
-        found += _instance_ids(ec2, [*filters, {"Name": "instance-id", "Values": chunk}])
+        found |= _instance_states(ec2, [*filters, {"Name": "instance-id", "Values": chunk}])
     return found
 
 
-def _instance_ids(ec2: Any, filters: list[dict[str, Any]]) -> list[str]:
-    found = []
+def _instance_states(ec2: Any, filters: list[dict[str, Any]]) -> dict[str, str]:
+    found: dict[str, str] = {}
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page.get("Reservations", []):
-            found += [instance["InstanceId"] for instance in reservation.get("Instances", [])]
+            for instance in reservation.get("Instances", []):
+                found[instance["InstanceId"]] = str(instance.get("State", {}).get("Name", ""))
     return found
+
+
+def stopped_targets(clients: Clients, targets: list[Target]) -> dict[str, str]:
+    """{instance id: its EC2 state} of the EC2 instances ``targets`` match but for their state: stopped,
+    stopping or pending. SSM targets them too ("the system locates and attempts to run the command on all
+    managed nodes that match the specified tags"): a stopped node's command waits, Delayed, until it starts or
+    the delivery timeout passes. {} when EC2 cannot be asked (the plan resolved TARGETS just before)."""
+    try:
+        tag_filters, instance_ids = _selection(clients.resource_groups, targets)
+        if instance_ids is not None and not instance_ids:
+            return {}
+        return instance_states(clients.ec2, tag_filters, instance_ids, STOPPED_STATES)
+    except (ClientError, BotoCoreError, NothingSent) as error:
+        reason = error_message(error) if isinstance(error, ClientError) else str(error)
+        log.warning(f"Could not tell whether TARGETS match stopped instances ({reason}).")
+        return {}
+
+
+def ec2_states(ec2: Any, instance_ids: Sequence[str]) -> dict[str, str]:
+    """{instance id: its EC2 state} of the EC2 instances among ``instance_ids`` that are not running, {} when EC2
+    cannot be asked (the deploy role lacks ec2:DescribeInstances: the agent check still refuses them)."""
+    ec2_ids = [i for i in instance_ids if not i.startswith(HYBRID_PREFIX)]
+    try:
+        states = _states(ec2, ec2_ids) if ec2_ids else {}
+    except (ClientError, BotoCoreError):
+        return {}
+    return {i: states[i] for i in ec2_ids if states.get(i, "running") != "running"}
 
 
 def _hybrid_nodes(ssm: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None) -> list[str] | None:

@@ -29,6 +29,7 @@ NOT_SWITCHED = frozenset(
     }
 )
 SWITCHED_BACK = frozenset({ReleaseExit.ACTIVATION_FAILED_ROLLED_BACK, ReleaseExit.STALE_PROCESS})
+SKIPPED_STOPPED = "skipped, stopped"  # the ledger's outcome of an instance SKIP_STOPPED left out (stopped)
 STAYED_ON_RELEASE = frozenset({ReleaseExit.ACTIVATION_FAILED_NO_ROLLBACK})  # nothing to go back to
 
 
@@ -87,9 +88,10 @@ def _derived(deploy: Invocation | None, rollback: Invocation | None, release: st
 
 def instance_outcomes(instances: list[str], outcome: DeployOutcome) -> dict[str, str]:
     """{instance id: what happened there}: succeeded, failed, unhealthy, rolled back, rollback
-    failed, or not started (the rollout stopped before its batch)."""
+    failed, or not started (the rollout stopped before its batch); and each instance SKIP_STOPPED left out
+    (stopped when the deploy was planned), skipped."""
     deployed, rolled_back = outcome.deploy.invocations, outcome.rollback.invocations
-    found = {}
+    found = {instance_id: SKIPPED_STOPPED for instance_id in outcome.skipped if instance_id not in instances}
     for instance_id in instances:
         deploy = deployed.get(instance_id)
         rollback = rolled_back.get(instance_id)

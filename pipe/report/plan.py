@@ -73,6 +73,7 @@ def dry_run(plan: DeployPlan, script: Sequence[str], lock: Sequence[str]) -> Non
         f"  script:    {len(script)} lines, generated" + ("" if settings.debug else " (DEBUG: 'true' prints it)"),
         *_commands(settings.commands),
         *lock,
+        *(f"  skipped:   {text} (SKIP_STOPPED)" for text in plan.skipped.values()),
         *plan.lines,
         *install_lines(plan.release, stages(plan)),
     ]

@@ -192,6 +192,7 @@ def document(
         "out_of_service_seconds": out_of_service(outcome),
         "fleet": dict(outcome.fleet),
         "departed": dict(outcome.departed),
+        "skipped": dict(outcome.skipped),
     }
 
 
@@ -228,6 +229,7 @@ def dotenv(
         "SSM_DEPLOY_FAILED_INSTANCES": " ".join(failed),
         "SSM_DEPLOY_FAILED_PHASE": failed_phase(outcome),
         "SSM_DEPLOY_DEPARTED": " ".join(outcome.departed),
+        "SSM_DEPLOY_SKIPPED": " ".join(outcome.skipped),
         "SSM_DEPLOY_STAGE": outcome.stage.status.value,
         "SSM_DEPLOY_HEALTH_CHECK": outcome.health_check.status.value,
         "SSM_DEPLOY_ROLLBACK": outcome.rollback.status.value,

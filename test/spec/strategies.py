@@ -803,6 +803,7 @@ BAD: dict[str, Inject] = {
     "OUTPUT_S3_BUCKET": bad_s3_bucket,
     "OUTPUT_S3_PREFIX": bad_s3_prefix,
     "DRY_RUN": bad_bool("DRY_RUN"),
+    "SKIP_STOPPED": bad_bool("SKIP_STOPPED"),
     "WAIT": bad_bool("WAIT"),
     "CODE_INSIGHTS": bad_bool("CODE_INSIGHTS"),
     "ACTION": one_of_words("ACTION", ["deploys", "rollback", "stat", "status deploy", "-", "undo", "dry-run"]),

@@ -430,11 +430,28 @@ class BarrierSSM:
         return {"Parameters": [{"Name": n, "Value": f"value-of-{n}"} for n in Names], "InvalidParameters": []}
 
 
-def run_preflight(ssm: Any, targeted: list[str], secrets: list[SecretRef]) -> Redactor:
-    """preflight() with ``ssm``; the redactor it masked the values with."""
+class StatesEC2:
+    """DescribeInstances answering ``states`` ({instance id: EC2 state}); any other instance is running."""
+
+    def __init__(self, states: dict[str, str] | None = None) -> None:
+        self.states = states or {}
+
+    def get_paginator(self, operation: str) -> Any:
+        assert operation == "describe_instances"
+        return self
+
+    def paginate(self, Filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        ids = next(f["Values"] for f in Filters if f["Name"] == "instance-id")
+        rows = [{"InstanceId": i, "State": {"Name": self.states.get(i, "running")}} for i in ids]
+        return [{"Reservations": [{"Instances": rows}]}]
+
+
+def run_preflight(ssm: Any, targeted: list[str], secrets: list[SecretRef], ec2: StatesEC2 | None = None) -> Redactor:
+    """preflight() with ``ssm`` (and ``ec2``: every instance running); the redactor it masked the values with."""
     settings = make_settings(secrets=secrets, instance_ids=targeted)
     redactor = Redactor()
-    ctx = SimpleNamespace(clients=SimpleNamespace(ssm=ssm), stops=StopRequests(), redactor=redactor)
+    clients = SimpleNamespace(ssm=ssm, ec2=ec2 or StatesEC2())
+    ctx = SimpleNamespace(clients=clients, stops=StopRequests(), redactor=redactor)
     preflight(settings, targeted, ROLE, ctx)  # type: ignore[arg-type]
     return redactor
 
@@ -454,3 +471,19 @@ def test_preflight_reports_problems_in_the_order_of_its_checks() -> None:
 
     with pytest.raises(PipeError, match=r"INSTANCE_IDS: nothing was sent\. Instances SSM Agent not online"):
         run_preflight(ssm, [INSTANCE_A], secrets)
+
+
+def test_instance_ids_not_running_in_ec2_are_refused_by_state_before_the_agents() -> None:
+    """Attack 60: a stopped instance of INSTANCE_IDS is named stopped (its agent may still ping Online a moment
+    after the stop), with both ways out; a terminated one only with the way out it has."""
+    ssm = BarrierSSM(parties=1 + 3, ping="ConnectionLost")  # the agents' batch, the three probes: no SECRETS
+    ec2 = StatesEC2({INSTANCE_A: "stopped", INSTANCE_B: "terminated"})
+
+    with pytest.raises(PipeError) as refused:
+        run_preflight(ssm, [INSTANCE_A, INSTANCE_B], [], ec2)
+
+    message = str(refused.value)
+    assert message.startswith(f"INSTANCE_IDS: nothing was sent. Not running in EC2: {INSTANCE_A} is stopped, ")
+    assert f"{INSTANCE_B} is terminated" in message
+    assert f"aws ec2 start-instances --instance-ids {INSTANCE_A} --region" in message
+    assert "remove it from INSTANCE_IDS" in message and "SSM Agent not online" not in message
