@@ -459,7 +459,12 @@ def test_a_meeting_answers_two_calls_together_and_a_lone_one_after_its_timeout(s
     standin.service.meet("ListCommands", parties=2, timeout=20)
     answered: list[float] = []
     try:
-        first = threading.Thread(target=lambda: (ssm.list_commands(), answered.append(time.monotonic())))
+
+        def call() -> None:
+            ssm.list_commands()
+            answered.append(time.monotonic())
+
+        first = threading.Thread(target=call)
         first.start()
         time.sleep(1.0)
         assert answered == []  # still waiting for the second call
