@@ -27,7 +27,9 @@ class NothingSent(PipeError):
 
     def __init__(self, subject: str, problem: str, fix: str = "") -> None:
         self.subject = subject
-        text = f"{subject}: nothing was sent. {sentence(problem)}"
+        self.problem = sentence(problem)
+        self.fix = sentence(fix) if fix else ""
+        text = f"{subject}: nothing was sent. {self.problem}"
         super().__init__(text + (f" Fix: {sentence(fix)}" if fix else ""))
 
 
