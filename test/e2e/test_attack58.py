@@ -16,7 +16,9 @@ from e2e.test_attack_held import fleet_on_disk, ledger_fleet, result
 from e2e.test_ledger import entries as ledger_entries
 from moto.ec2.models import ec2_backends
 from standin import StandIn
-from support import LivePipe, run_pipe, wait_until
+from support import LivePipe, PipeRun, run_pipe, wait_until
+
+from pipe.release.remote import ReleaseExit
 
 HOLD = "/tmp/hold-b"  # while it exists, B's COMMANDS hang (before the switch) on the instance that has it
 
@@ -24,6 +26,16 @@ HOLD = "/tmp/hold-b"  # while it exists, B's COMMANDS hang (before the switch) o
 def stop(standin: StandIn, instance_id: str) -> None:
     """StopInstances, straight in EC2's model (a request thread must not call the stand-in over HTTP)."""
     ec2_backends[ACCOUNT][standin.region].stop_instances([instance_id])
+
+
+def failed_with_both_on_a(standin: StandIn, run: PipeRun, first: str, second: str) -> None:
+    """The step failed without calling ``second`` gone, named it stopped and still in the fleet, and both
+    instances are on A."""
+    assert "Traceback" not in run.output
+    assert run.returncode != 0, run.output
+    assert "left the fleet" not in last_line(run.output), run.output
+    assert f"{second} is stopped, still matched by TARGETS" in run.output, run.output
+    assert fleet_on_disk(standin, [first, second]) == {first: A, second: A}, run.output
 
 
 def test_an_instance_stopped_between_the_plan_and_the_send_is_still_in_the_fleet_and_fails_the_deploy(
@@ -47,11 +59,7 @@ def test_an_instance_stopped_between_the_plan_and_the_send_is_still_in_the_fleet
     with on_send_command(standin, stop_second_at_the_deploy):
         run = run_pipe(env("B", "2") | {"AGENT_LOST_TIMEOUT": "5"}, timeout=300)
 
-    assert "Traceback" not in run.output
-    assert run.returncode != 0, run.output
-    assert "left the fleet" not in last_line(run.output), run.output
-    assert f"{second} is stopped, still matched by TARGETS" in run.output, run.output
-    assert fleet_on_disk(standin, [first, second]) == {first: A, second: A}, run.output
+    failed_with_both_on_a(standin, run, first, second)
     entry = ledger_entries(standin, service)[-1]
     assert (entry["release"], entry["status"]) == (B, "rolled back"), entry
     assert ledger_fleet(entry) == {first: A, second: A}, entry
@@ -76,11 +84,7 @@ def test_an_instance_stopped_while_its_install_runs_is_still_in_the_fleet_and_fa
     standin.client("ec2").stop_instances(InstanceIds=[second])
     run = pipe.finish(timeout=300)
 
-    assert "Traceback" not in run.output
-    assert run.returncode != 0, run.output
-    assert "left the fleet" not in last_line(run.output), run.output
-    assert f"{second} is stopped, still matched by TARGETS" in run.output, run.output
-    assert fleet_on_disk(standin, [first, second]) == {first: A, second: A}, run.output
+    failed_with_both_on_a(standin, run, first, second)
     entry = ledger_entries(standin, service)[-1]
     assert entry["status"] != "succeeded", entry
     assert ledger_fleet(entry)[first] == A and second in ledger_fleet(entry), entry
@@ -106,9 +110,13 @@ def test_an_instance_stopped_during_its_install_and_started_again_does_not_insta
     run = pipe.finish(timeout=300)
     standin.instance_path(second, HOLD).unlink()
     ec2.start_instances(InstanceIds=[second])
-    runs = [command.runs[second] for command in standin.sent_commands() if second in command.runs]
+    sent = [command for command in standin.sent_commands() if second in command.runs]
+    runs = [command.runs[second] for command in sent]
     wait_until(lambda: not any(invocation.thread.is_alive() for invocation in runs), "the resumed install", 120)
+    ssm = standin.client("ssm")
+    codes = [ssm.get_command_invocation(CommandId=c.command_id, InstanceId=second)["ResponseCode"] for c in sent]
 
+    assert ReleaseExit.STARTED_AGAIN in codes, codes  # the install ran again, and refused
     assert run.returncode != 0, run.output
     assert fleet_on_disk(standin, [first, second]) == {first: A, second: A}, run.output
     entry = ledger_entries(standin, service)[-1]
