@@ -230,8 +230,8 @@ def _deploy_batch(run: Run, batch: Batch) -> DeployFailed | None:
         _failed_in(run, DEPLOY)
         return DeployFailed(
             f"TARGETS matched {len(run.plan.instances or ())} instance(s) when the deploy was planned, but SSM's own "
-            f"resolution of them, as it took the command, left out {named(missed)}, still in the fleet (running and "
-            f"matched by TARGETS when resolved again, or not readable): they did not get the deploy. "
+            f"resolution of them, as it took the command, left out {named(missed)}, still in the fleet (matched by "
+            f"TARGETS when resolved again, running or stopped, or not readable): they did not get the deploy. "
             f"Command id: {mine}."
         )
     if run.settings.healthcheck_commands:

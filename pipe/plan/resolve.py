@@ -98,11 +98,12 @@ def no_longer_targeted(clients: Clients, targets: list[Target], candidates: Sequ
 def _still_matched(
     ec2: Any, tag_filters: list[dict[str, Any]], instance_ids: set[str] | None, candidates: list[str]
 ) -> list[str]:
-    """Those of ``candidates`` (each stopped, stopping or pending) that TARGETS still match (tags, resource group)."""
+    """Those of ``candidates`` (each stopped, stopping or pending as last read) that TARGETS still match (tags,
+    resource group): asked in those states or running, as one started again since that read is still matched."""
     limited = set(candidates) if instance_ids is None else instance_ids & set(candidates)
     if not limited:
         return []
-    found = set(instances_in(ec2, tag_filters, limited, STOPPED_STATES))
+    found = set(instances_in(ec2, tag_filters, limited, ("running", *STOPPED_STATES)))
     return [i for i in candidates if i in found]
 
 

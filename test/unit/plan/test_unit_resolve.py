@@ -180,7 +180,8 @@ def test_an_instance_stopped_since_the_plan_that_targets_still_match_is_still_in
     ]
     ids = {"Name": "instance-id", "Values": [INSTANCE_A, INSTANCE_B]}
     ec2_stub.add_response("describe_instances", {"Reservations": [{"Instances": found}]}, {"Filters": [ids]})
-    stopped = {"Name": "instance-state-name", "Values": ["pending", "stopping", "stopped"]}
+    # asked running too: one started again between the two reads is still matched, not gone (the review's race)
+    stopped = {"Name": "instance-state-name", "Values": ["running", "pending", "stopping", "stopped"]}
     ec2_stub.add_response("describe_instances", ec2_found(INSTANCE_A), {"Filters": [stopped, tag, ids]})
     with caplog.at_level(logging.WARNING, logger="ssm-deploy"):
         gone = no_longer_targeted(
