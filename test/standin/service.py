@@ -47,8 +47,7 @@ class Throttle:
 class Meeting:
     """The first ``parties`` calls of ``action`` wait for one another (up to ``timeout`` seconds each) before
     they are answered: two clients whose calls AWS happens to answer at the same moment, each having read
-    what it read before its call. ``met`` is set when the last of them arrives, in time or not (one that waited
-    out its timeout was answered alone before): it says they all arrived, not that they were answered together."""
+    what it read before its call. ``met`` is set once they all arrived in time."""
 
     action: str
     parties: int
