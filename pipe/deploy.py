@@ -35,7 +35,6 @@ from pipe.report.sinks import sinks
 from pipe.runtime.interruption import StopRequests, stop_between_attempts
 from pipe.runtime.redaction import Redactor
 from pipe.traffic.left_out import LeftOut, put_back_what_a_killed_deploy_left
-from pipe.traffic.target_groups.lease import DrainLeases
 
 log = logging.getLogger("ssm-deploy")
 DRY_RUN_DONE = "Dry run: all checks passed; nothing was sent."
@@ -116,5 +115,4 @@ class Deploy:
                 settings.rollout.healthy_timeout,
             )
             ctx.left_out = LeftOut(own, request.name, settings.build.url or settings.build.build_number)
-            ctx.drain_leases = DrainLeases(ctx.clients.ssm, own, identity.arn, settings.build, ctx.stops.stop)
             yield []

@@ -27,9 +27,7 @@ class NothingSent(PipeError):
 
     def __init__(self, subject: str, problem: str, fix: str = "") -> None:
         self.subject = subject
-        self.problem = sentence(problem)
-        self.fix = sentence(fix) if fix else ""
-        text = f"{subject}: nothing was sent. {self.problem}"
+        text = f"{subject}: nothing was sent. {sentence(problem)}"
         super().__init__(text + (f" Fix: {sentence(fix)}" if fix else ""))
 
 

@@ -18,7 +18,6 @@ from pipe.runtime.redaction import Redactor
 
 if TYPE_CHECKING:
     from pipe.traffic.left_out import LeftOut
-    from pipe.traffic.target_groups.lease import DrainLeases
 
 
 @dataclass
@@ -29,7 +28,6 @@ class Execution:
     outcome: DeployOutcome = field(default_factory=DeployOutcome)
     build_log: BuildLog = field(default_factory=BuildLog)  # the output budget and once-only notices, all phases
     left_out: LeftOut | None = None  # with LOCK: the record of what this deploy took out of service
-    drain_leases: DrainLeases | None = None  # with LOCK: one batch out of a target group at a time, any deploy's
 
     def left_the_fleet(self, instance_ids: Sequence[str]) -> dict[str, str]:
         """Which of ``instance_ids`` left the fleet on purpose during the deploy (terminated by their Auto

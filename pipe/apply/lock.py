@@ -238,7 +238,6 @@ def deploy_lock(
     release_ssm: SSMClient | None = None,
     on_lost: OnLost = lambda _: None,
     renew_every: float = LOCK_RENEW_SECONDS,
-    announce: bool = True,
 ) -> Iterator[LockHolding]:
     """Hold the lock ``request.name`` for the ``with`` block, renewed every ``renew_every`` seconds;
     released however the block ends.
@@ -246,8 +245,7 @@ def deploy_lock(
     Raises ``LockHeld`` when another deploy holds it, and ``NothingSent`` when Parameter Store refuses
     or cannot be reached. ``release_ssm`` (default ``ssm``) makes the renewals and the release: see
     the module docstring for why it should not honour stops. ``on_lost(reason)`` is called (from the
-    heartbeat's thread) once the lock turns out to be someone else's. ``announce``: its taking and release
-    are info lines (else debug: a target group's drain lease, taken for each batch)."""
+    heartbeat's thread) once the lock turns out to be someone else's."""
     releaser = release_ssm or ssm
     acquisition = _Acquisition(ssm, request, now, cleanup=releaser)
     try:
@@ -258,10 +256,9 @@ def deploy_lock(
         # a retried PutParameter may have created the lock before the error: never leave it behind
         _abandon(releaser, request.name, acquisition.record.lock_id)
         raise
-    log.log(
-        logging.INFO if announce else logging.DEBUG,
+    log.info(
         f"Lock {holding.name} taken until {when(holding.record.expires_at)}, renewed every "
-        f"{renew_every:g} s while this deploy runs",
+        f"{renew_every:g} s while this deploy runs"
     )
     heartbeat = Heartbeat(releaser, holding, request.expiry_seconds, now, on_lost, renew_every)
     try:
@@ -270,7 +267,7 @@ def deploy_lock(
     finally:
         holding = heartbeat.stop()
         if heartbeat.lost is None:  # a lost lock is someone else's: the heartbeat said so
-            release(releaser, holding, announce)
+            release(releaser, holding)
 
 
 def check_lock(ssm: SSMClient, request: LockRequest, now: Clock = utc_now) -> str:
@@ -279,7 +276,7 @@ def check_lock(ssm: SSMClient, request: LockRequest, now: Clock = utc_now) -> st
     return _Acquisition(ssm, request, now).check()
 
 
-def release(ssm: SSMClient, holding: LockHolding, announce: bool = True) -> None:
+def release(ssm: SSMClient, holding: LockHolding) -> None:
     """Delete the lock if it still holds ``holding``'s id; only ever warns."""
     name = holding.name
     try:
@@ -299,7 +296,7 @@ def release(ssm: SSMClient, holding: LockHolding, announce: bool = True) -> None
             )
             return
         _delete(ssm, name)
-        log.log(logging.INFO if announce else logging.DEBUG, f"Lock {name} released")
+        log.info(f"Lock {name} released")
     except Exception as error:  # a release never changes the deploy's verdict (a stop included)
         reason = explain(error) if isinstance(error, ClientError) else str(error)
         log.warning(

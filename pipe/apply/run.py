@@ -34,7 +34,6 @@ class Run(Execution):
             outcome=ctx.outcome,
             build_log=ctx.build_log,
             left_out=ctx.left_out,
-            drain_leases=ctx.drain_leases,
             plan=plan,
         )
 

@@ -44,19 +44,6 @@ class Throttle:
 
 
 @dataclass
-class Meeting:
-    """The first ``parties`` calls of ``action`` wait for one another (up to ``timeout`` seconds each) before
-    they are answered: two clients whose calls AWS happens to answer at the same moment, each having read
-    what it read before its call. ``met`` is set once they all arrived in time."""
-
-    action: str
-    parties: int
-    timeout: float
-    arrived: int = 0
-    met: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
 class DecryptDenial:
     key_id: str
     caller_contains: str | None  # None: deny everyone
@@ -86,7 +73,6 @@ class RunCommandService:
         self.last_call_at = 0.0  # wall-clock time the last call not made from an instance arrived
         self.decrypt_denials: list[DecryptDenial] = []
         self.throttles: list[Throttle] = []
-        self.meetings: list[Meeting] = []
         self.invocation_lag = 0.0
         self._sent_at: dict[str, float] = {}
         self.throttled = 0
@@ -118,11 +104,8 @@ class RunCommandService:
         with self._lock:
             self.callers.append((action, caller_arn))
             throttled = self._throttled(action)
-            meeting = self._arrive(action) if not throttled else None
         if throttled:
             raise ServiceError("ThrottlingException", "Rate exceeded")
-        if meeting is not None:
-            meeting.met.wait(meeting.timeout)
         for key_id in request.get("KmsKeyIds", []):
             for denial in self.decrypt_denials:
                 if denial.key_id in key_id and (denial.caller_contains is None or denial.caller_contains in caller_arn):
@@ -136,16 +119,6 @@ class RunCommandService:
     def invocations_visible(self, command_id: str) -> bool:
         sent_at = self._sent_at.get(command_id)
         return sent_at is None or time.monotonic() >= sent_at
-
-    def _arrive(self, action: str) -> Meeting | None:
-        """The meeting this call of ``action`` joins (its last party sets it met), or None."""
-        for meeting in self.meetings:
-            if meeting.action == action and meeting.arrived < meeting.parties:
-                meeting.arrived += 1
-                if meeting.arrived == meeting.parties:
-                    meeting.met.set()
-                return meeting
-        return None
 
     def _throttled(self, action: str) -> bool:
         now = time.monotonic()
@@ -264,14 +237,6 @@ class RunCommandService:
             Throttle(failures, out_of, time.monotonic() + seconds, frozenset(actions) if actions else None, limit)
         )
 
-    def meet(self, action: str, parties: int = 2, timeout: float = 15.0) -> Meeting:
-        """The next ``parties`` calls of ``action`` are answered together, once the last of them arrived (or
-        each after ``timeout`` seconds, when the others do not come): a race made certain, not likely."""
-        meeting = Meeting(action, parties, timeout)
-        with self._lock:
-            self.meetings.append(meeting)
-        return meeting
-
     def hide_new_invocations(self, seconds: float) -> None:
         """Commands sent from now on list no invocations, and GetCommandInvocation answers
         InvocationDoesNotExist, for ``seconds`` after SendCommand (eventual consistency)."""
@@ -279,7 +244,6 @@ class RunCommandService:
 
     def clear_faults(self) -> None:
         self.throttles.clear()
-        self.meetings.clear()
         self.decrypt_denials.clear()
         self.invocation_lag = 0.0
 

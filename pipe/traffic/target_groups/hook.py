@@ -5,8 +5,6 @@ Scaling group launched an instance), and wait until it is drained;
 after the deploy, put it back in each of them, on the ports it was registered with, and wait until
 every group reports it healthy. The time from its deregistration until then is the batch's time out
 of service (``BatchRecord.out_of_service``).
-With LOCK, the batch holds the drain lease of each group it leaves (``lease.py``) from before its
-MIN_HEALTHY check until it is back: a deploy sharing the group never drains it meanwhile.
 
 Whatever ends the batch (a failure, a stop, an AWS error, the pipe's own wait bound), every target
 the pipe deregistered is registered again before the hook is left; when that is impossible the
@@ -92,7 +90,7 @@ class LoadBalancer:
         # the targets as they are now, not as the plan or the batch before read them: an operator (or a group's
         # scale-out) may have registered or deregistered one since, and the batch leaves and rejoins what it is in
         _learn_addresses(run, batch, self.groups)
-        _read(run, batch, self.groups)
+        self._read(run, batch, self.groups)
         records = run.outcome.records_of(batch)
         leaving = [group for group, _ in self.registrations(batch.instance_ids).values()]
         if leaving and self.not_registered is not None:
@@ -100,14 +98,6 @@ class LoadBalancer:
                 f"{batch} was not taken out of the load balancer: {self.not_registered} could not be registered "
                 "again earlier in this deploy, and it would stay out of service too; it is still in service"
             )
-        with _leased(run, batch, leaving, self.healthy_timeout), self._taken_out(run, batch, records, leaving):
-            yield
-
-    @contextmanager
-    def _taken_out(
-        self, run: Execution, batch: Batch, records: Sequence[BatchRecord], leaving: Sequence[TargetGroup]
-    ) -> Iterator[None]:
-        """Out of every group it is in, once each keeps MIN_HEALTHY without it; back in after the ``with`` block."""
         if leaving:
             self._wait_for_capacity(run, batch, leaving)  # reads them again while it waits
         registrations = self.registrations(batch.instance_ids)
@@ -169,6 +159,15 @@ class LoadBalancer:
                 return 0  # unreadable: no room known, so one batch at a time (the hook reads it again)
         return largest_batch(leaving, self.min_healthy, instance_ids)
 
+    def _read(self, run: Execution, batch: Batch, groups: Sequence[TargetGroup]) -> None:
+        """Every target of ``groups`` as ELBv2 reports it now; DeployFailed, before anything of the batch is
+        deregistered, when one cannot be read."""
+        for group in groups:
+            try:
+                group.targets = read_states(run.clients.elbv2, group, [])
+            except LoadBalancerError as error:
+                raise DeployFailed(f"{batch} was not started: {group.name}: {error}.") from None
+
     def _wait_for_capacity(self, run: Execution, batch: Batch, leaving: Sequence[TargetGroup]) -> None:
         """Never start a batch that would leave one of the groups it leaves below MIN_HEALTHY: wait
         (up to HEALTHY_TIMEOUT) for targets to recover, then fail before anything of this batch is
@@ -179,7 +178,7 @@ class LoadBalancer:
                 raise DeployFailed(f"{batch} was not started: {problem} (waited {self.healthy_timeout} s).")
             run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
             time.sleep(poll_seconds(len(leaving)))
-            _read(run, batch, leaving)
+            self._read(run, batch, leaving)
 
     def _wait_drained(
         self, run: Execution, batch: Batch, registrations: Registrations, records: Sequence[BatchRecord]
@@ -258,32 +257,6 @@ class LoadBalancer:
             return []
         log.info(f"{batch}: healthy in the load balancer after {waited:.0f} s")
         return []
-
-
-@contextmanager
-def _leased(run: Execution, batch: Batch, leaving: Sequence[TargetGroup], bound: int) -> Iterator[None]:
-    """With LOCK: the drain lease of every group the batch leaves (``lease.py``), held until it is back;
-    the groups are read again once it is held (another deploy's batch may have been out until then)."""
-    if not leaving or run.drain_leases is None:
-        yield
-        return
-
-    def check_stop() -> None:
-        run.stops.raise_stopped_if_requested(f"before {batch} was taken out of the load balancer.")
-
-    with run.drain_leases.held([group.name for group in leaving], str(batch), bound, check_stop):
-        _read(run, batch, leaving)
-        yield
-
-
-def _read(run: Execution, batch: Batch, groups: Sequence[TargetGroup]) -> None:
-    """Every target of ``groups`` as ELBv2 reports it now; DeployFailed, before anything of the batch is
-    deregistered, when one cannot be read."""
-    for group in groups:
-        try:
-            group.targets = read_states(run.clients.elbv2, group, [])
-        except LoadBalancerError as error:
-            raise DeployFailed(f"{batch} was not started: {group.name}: {error}.") from None
 
 
 def _learn_addresses(run: Execution, batch: Batch, groups: Sequence[TargetGroup]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-import threading
 import time
 import uuid
 from typing import Any
@@ -450,37 +449,6 @@ def test_throttle_applies_to_parameter_writes_too(standin: StandIn) -> None:
         standin.service.clear_faults()
 
     assert ssm.get_parameter(Name=name)["Parameter"]["Version"] == 1
-
-
-def test_a_meeting_answers_two_calls_together_and_a_lone_one_after_its_timeout(standin: StandIn) -> None:
-    """``meet``: the first call of the action waits for the second, both are answered once it came; a call
-    that meets nobody is answered after the timeout; later calls are not held."""
-    ssm = standin.client("ssm")
-    standin.service.meet("ListCommands", parties=2, timeout=20)
-    answered: list[float] = []
-    try:
-
-        def call() -> None:
-            ssm.list_commands()
-            answered.append(time.monotonic())
-
-        first = threading.Thread(target=call)
-        first.start()
-        time.sleep(1.0)
-        assert answered == []  # still waiting for the second call
-        second_sent = time.monotonic()
-        ssm.list_commands()
-        first.join(timeout=10)
-        assert answered and answered[0] >= second_sent
-        lone = standin.service.meet("ListCommands", parties=2, timeout=0.5)
-        started = time.monotonic()
-        ssm.list_commands()
-        assert time.monotonic() - started >= 0.5 and not lone.met.is_set()
-        started = time.monotonic()
-        ssm.list_commands()  # the meeting's second party, late: it waits for nobody
-        assert time.monotonic() - started < 0.5 and lone.met.is_set()
-    finally:
-        standin.service.clear_faults()
 
 
 def test_flaky_proxy_resets_from_the_first_connection_then_forwards(standin: StandIn) -> None:
